@@ -1,0 +1,28 @@
+// Lint configuration: typescript-eslint recommended rules plus the import direction of docs/ARCHITECTURE.md.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+const layer = (files, forbidden, why) => ({
+  files,
+  rules: {
+    'no-restricted-imports': ['error', { patterns: forbidden.map((group) => ({ group: [group], message: why })) }],
+  },
+});
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'bin/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-non-null-assertion': 'off',
+    },
+  },
+  // Imports flow one way: protocol, crypto -> net -> node / adapter / cloud -> cli.
+  layer(['src/protocol/**', 'src/crypto/**', 'src/util/**'], ['**/net/**', '**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'protocol/crypto/util are the bottom layer'),
+  layer(['src/net/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/adapter/**', '**/store/**'], 'net must not depend on daemons'),
+  layer(['src/node/**'], ['**/cloud/**', '**/cli/**', '**/store/**'], 'node and cloud share only protocol'),
+  layer(['src/cloud/**'], ['**/node/**', '**/cli/**', '**/adapter/**'], 'node and cloud share only protocol'),
+  layer(['src/store/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/adapter/**'], 'store is used by cloud, never the reverse'),
+);

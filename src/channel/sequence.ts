@@ -1,0 +1,70 @@
+// Sequence numbers for sealed signaling: (unix ms << 16 | counter), so they grow across restarts,
+// and a replay guard that rejects repeats, anything at or below a persisted floor, and stale or future times.
+
+/** Tunable: how far a sealed message's time may be from ours, either way (clock skew + retransmits). */
+export const SEQ_MAX_SKEW_MS = 120_000;
+const COUNTER_BITS = 16n;
+const COUNTER_MASK = (1n << COUNTER_BITS) - 1n;
+
+/** Time (unix ms) a sequence number was made at. */
+export function seqTime(seq: bigint): number {
+  return Number(seq >> COUNTER_BITS);
+}
+
+/** Hands out strictly increasing sequence numbers tied to the wall clock. */
+export class SeqCounter {
+  private last = 0n;
+  constructor(private readonly now: () => number = Date.now) {}
+  next(): bigint {
+    const base = BigInt(this.now()) << COUNTER_BITS;
+    this.last = base > this.last ? base : this.last + 1n;
+    return this.last;
+  }
+}
+
+/** Accepts each sequence number once; remembers a bounded recent set above a floor. */
+export class ReplayGuard {
+  private readonly seen = new Set<bigint>();
+  private floor: bigint;
+  private max: bigint;
+  constructor(
+    floor = 0n,
+    private readonly now: () => number = Date.now,
+    private readonly capacity = 256,
+  ) {
+    this.floor = floor;
+    this.max = floor;
+  }
+
+  /** Highest sequence accepted so far (persist it; pass it back as `floor` after a restart). */
+  get highest(): bigint {
+    return this.max;
+  }
+
+  /** Why `seq` would be refused, or null when it is acceptable. Does not record it. */
+  check(seq: bigint): 'replay' | 'stale' | 'future' | null {
+    if (seq <= this.floor || this.seen.has(seq)) return 'replay';
+    const t = seqTime(seq);
+    const now = this.now();
+    if (t < now - SEQ_MAX_SKEW_MS) return 'stale';
+    if (t > now + SEQ_MAX_SKEW_MS) return 'future';
+    return null;
+  }
+
+  /** Records an accepted sequence number (call after the message authenticated). */
+  accept(seq: bigint): void {
+    this.seen.add(seq);
+    if (seq > this.max) this.max = seq;
+    if (this.seen.size > this.capacity) {
+      const sorted = [...this.seen].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      const drop = sorted.slice(0, sorted.length >> 1);
+      for (const s of drop) this.seen.delete(s);
+      this.floor = drop[drop.length - 1]!;
+    }
+  }
+}
+
+/** True when `seq` could not have been made by SeqCounter (used to reject absurd values early). */
+export function seqPlausible(seq: bigint): boolean {
+  return seq > 0n && (seq & ~COUNTER_MASK) > 0n;
+}

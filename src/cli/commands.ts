@@ -1,0 +1,178 @@
+// Every `cyphonic …` command: cloud init/start/enroll/nodes/revoke/stats, node up/status.
+// Commands are thin: they parse options and call the cloud's or the node's factory and control API.
+
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { adminNodes, cloudControlPath, createEnrollment, initCloud, revokeNode, startCloud, type NodeRow, type Role } from '../cloud/cloud.js';
+import { NodeDaemon, type NodeStatus } from '../node/daemon.js';
+import { StateDir } from '../node/state.js';
+import { controlGet } from '../util/control.js';
+import { ConfigError, CyphonicError } from '../util/errors.js';
+import { createLogger } from '../util/log.js';
+import type { Command } from './args.js';
+
+const dirOpt = { type: 'string', help: 'cloud directory (CA, config, SQLite store)' } as const;
+const dbOpt = { type: 'string', help: 'store URL (default: DIR/cyphonic.db; postgres://… when several instances share one)' } as const;
+const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
+const list = (v: string | boolean | undefined): string[] =>
+  typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+
+function out(s: string): void {
+  process.stdout.write(s + '\n');
+}
+
+/** Runs until SIGINT/SIGTERM, then stops cleanly. */
+function untilSignal(stop: () => Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    const done = (sig: NodeJS.Signals): void => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      void stop().then(() => resolve(sig === 'SIGINT' ? 130 : 0));
+    };
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}
+
+function table(rows: Record<string, unknown>[], cols: string[]): string {
+  const cells = [cols, ...rows.map((r) => cols.map((c) => (r[c] === null || r[c] === undefined ? '-' : String(r[c]))))];
+  const widths = cols.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
+  return cells.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export const commands: Command[] = [
+  {
+    name: 'cloud init',
+    summary: 'Create a cloud: root CA, AS intermediate CA, TLS certificate, config and store in DIR.',
+    options: {
+      dir: dirOpt,
+      domain: { type: 'string', help: 'overlay domain', default: 'cyphonic.internal' },
+      'ipv4-pool': { type: 'string', help: 'virtual IPv4 pool', default: '100.64.0.0/10' },
+      'ipv6-pool': { type: 'string', help: 'virtual IPv6 pool (default: a random ULA /48)' },
+      advertise: { type: 'string', help: 'addresses nodes reach the cloud at, comma-separated' },
+    },
+    required: ['dir', 'advertise'],
+    async run(o) {
+      const advertise = list(o['advertise']);
+      for (const a of advertise) if (isIP(a) === 0) throw new ConfigError(`--advertise: ${a} is not an IP address`);
+      const cfg = await initCloud({
+        dir: str(o['dir'])!,
+        advertise,
+        domain: str(o['domain']),
+        ipv4Pool: str(o['ipv4-pool']),
+        ipv6Pool: str(o['ipv6-pool']),
+      });
+      out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
+    },
+  },
+  {
+    name: 'cloud start',
+    summary: 'Run the cloud services (AS on TCP 4501, NMS on UDP 4502) in the foreground.',
+    options: {
+      dir: dirOpt,
+      db: dbOpt,
+      roles: { type: 'string', help: 'roles to run: as,nms (trs arrives with NAT traversal)', default: 'as,nms' },
+    },
+    required: ['dir'],
+    async run(o) {
+      const roles = list(o['roles']);
+      for (const r of roles) if (!['as', 'nms', 'trs'].includes(r)) throw new ConfigError(`--roles: unknown role ${r}`);
+      const logger = createLogger({ component: 'cloud' });
+      const cloud = await startCloud({ dir: str(o['dir'])!, db: str(o['db']), roles: roles as Role[], logger });
+      return untilSignal(() => cloud.stop());
+    },
+  },
+  {
+    name: 'cloud enroll',
+    summary: 'Print a one-time enrollment token for node NAME (re-enrolling a known NAME keeps its addresses).',
+    positionals: ['NAME'],
+    options: { dir: dirOpt, db: dbOpt },
+    required: ['dir'],
+    async run(o, [name]) {
+      out(await createEnrollment(str(o['dir'])!, name!, str(o['db'])));
+    },
+  },
+  {
+    name: 'cloud nodes',
+    summary: 'List nodes: name, fqdn, vip4, vip6, online, nat, observed address, last seen.',
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o) {
+      const rows: NodeRow[] = await adminNodes(str(o['dir'])!, str(o['db']));
+      if (o['json']) out(JSON.stringify(rows, null, 2));
+      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'lastSeen']));
+    },
+  },
+  {
+    name: 'cloud revoke',
+    summary: "Revoke node NAME's certificates; it can no longer log in or register.",
+    positionals: ['NAME'],
+    options: { dir: dirOpt, db: dbOpt },
+    required: ['dir'],
+    async run(o, [name]) {
+      const n = await revokeNode(str(o['dir'])!, name!, str(o['db']));
+      out(`revoked ${n} certificate(s) of ${name}`);
+    },
+  },
+  {
+    name: 'cloud stats',
+    summary: 'Counters of the running cloud (requests served, refusals by reason).',
+    options: { dir: dirOpt },
+    required: ['dir'],
+    async run(o) {
+      out(JSON.stringify(await controlGet(cloudControlPath(str(o['dir'])!), '/metrics'), null, 2));
+    },
+  },
+  {
+    name: 'node up',
+    summary: 'Run the node daemon in the foreground: enroll (first start), log in, register, keep alive.',
+    options: {
+      token: { type: 'string', help: 'enrollment token from `cyphonic cloud enroll` (first start only)' },
+      'token-file': { type: 'string', help: 'read the token from a file' },
+      state: { type: 'string', help: 'state directory (keys, certificate, session)' },
+      cloud: { type: 'string', help: 'AS address(es) HOST:PORT overriding the token, comma-separated' },
+      port: { type: 'string', help: 'UDP port for signaling and data', default: '30000' },
+    },
+    required: ['state'],
+    async run(o) {
+      const port = Number(o['port']);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--port: invalid ${String(o['port'])}`);
+      let token = str(o['token']);
+      if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
+      const logger = createLogger({ component: 'node' });
+      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port }, logger);
+      await d.start();
+      return untilSignal(() => d.stop());
+    },
+  },
+  {
+    name: 'node status',
+    summary: 'Show the node: identity, virtual addresses, registration, peers.',
+    options: { state: { type: 'string', help: 'state directory' }, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['state'],
+    async run(o) {
+      const state = new StateDir(str(o['state'])!);
+      let st: NodeStatus & { running: boolean };
+      try {
+        st = { ...((await controlGet(state.controlPath, '/status')) as NodeStatus), running: true };
+      } catch (err) {
+        if (!(err instanceof CyphonicError) || err.code !== 'ERR_NOT_RUNNING' || !state.enrolled()) throw err;
+        const id = state.readIdentity();
+        const s = state.readSession();
+        st = {
+          name: id.name, nodeId: id.nodeId, fqdn: id.fqdn, vip4: s?.vip4 ?? null, vip6: s?.vip6 ?? null,
+          registered: false, nat: null, observed: null, nms: null, keepaliveSec: null,
+          commonKeyExpiresAt: s ? new Date(s.expiresAt).toISOString() : null, lastRegistration: null,
+          dns: null, peers: [], counters: {}, running: false,
+        };
+      }
+      if (o['json']) out(JSON.stringify(st, null, 2));
+      else {
+        out(`${st.name} (${st.fqdn})  ${st.running ? 'running' : 'not running'}`);
+        out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}`);
+        out(`  registered ${st.registered}  nat ${st.nat ?? '-'}  observed ${st.observed ?? '-'}  nms ${st.nms ?? '-'}`);
+        out(`  peers ${st.peers.length}`);
+      }
+    },
+  },
+];

@@ -1,0 +1,34 @@
+// Entry point of the `cyphonic` binary: picks the command from argv and runs it.
+// Errors print as "cyphonic: CODE: message" with exit status 1 (2 for usage errors); never a stack.
+
+import { commands } from './commands.js';
+import { parseCommand, usage } from './args.js';
+import { CyphonicError, describeError } from '../util/errors.js';
+
+function overview(): string {
+  return ['usage: cyphonic <command> [options]   (cyphonic <command> --help for its options)', '', 'commands:', ...commands.map((c) => `  ${c.name.padEnd(14)} ${c.summary}`)].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  const cmd = commands.find((c) => {
+    const parts = c.name.split(' ');
+    return parts.every((p, i) => words[i] === p) && argv.slice(0, parts.length).every((a, i) => a === parts[i]);
+  });
+  if (!cmd) {
+    const asked = argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help';
+    (asked ? process.stdout : process.stderr).write(overview() + '\n');
+    return asked ? 0 : 2;
+  }
+  try {
+    const { opts, positionals, help } = parseCommand(cmd, argv.slice(cmd.name.split(' ').length));
+    if (help) {
+      process.stdout.write(usage(cmd) + '\n');
+      return 0;
+    }
+    return (await cmd.run(opts, positionals)) ?? 0;
+  } catch (err) {
+    process.stderr.write(`cyphonic: ${describeError(err)}\n`);
+    return err instanceof CyphonicError && err.code === 'ERR_USAGE' ? 2 : 1;
+  }
+}

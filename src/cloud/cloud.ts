@@ -1,0 +1,265 @@
+// The cloud's factory: `init` lays out DIR (CA, AS intermediate, TLS cert, config, store), `start` runs the roles,
+// and the admin operations behind `cloud enroll / nodes / revoke`. AS, NMS (and later TRS) can run together or apart.
+
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { join, isAbsolute } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { createIntermediateCa, createRootCa, fingerprint, issueServerCertificate, toDer, type CaMaterial } from '../crypto/index.js';
+import { CLOUD_CONFIG_FILE, CLOUD_DEFAULTS, loadCloudConfig, saveCloudConfig, validateCloudConfig, type CloudConfig } from '../config/cloud.js';
+import { encodeToken, validateNodeName } from '../config/token.js';
+import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
+import { parseCidr, randomUlaPrefix48 } from '../net/addr/cidr.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/types.js';
+import { ConfigError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fsx.js';
+import type { Logger } from '../util/log.js';
+import { serveControl, type ControlServer } from '../util/control.js';
+import { AsService, tokenHash } from './as/service.js';
+import { AsTransport } from './as/transport.js';
+import { NmsService } from './nms/service.js';
+import { NmsTransport } from './nms/transport.js';
+
+export interface CloudInitOptions {
+  dir: string;
+  advertise: string[];
+  domain?: string;
+  ipv4Pool?: string;
+  ipv6Pool?: string;
+}
+
+const paths = (dir: string) => ({
+  config: join(dir, CLOUD_CONFIG_FILE),
+  rootCert: join(dir, 'ca', 'root.pem'),
+  rootKey: join(dir, 'ca', 'root.key.pem'),
+  asCert: join(dir, 'ca', 'as.pem'),
+  asKey: join(dir, 'ca', 'as.key.pem'),
+  tlsCert: join(dir, 'tls', 'server.pem'),
+  tlsKey: join(dir, 'tls', 'server.key.pem'),
+  control: join(dir, 'cloud.sock'),
+});
+
+export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
+  const p = paths(o.dir);
+  if (existsSync(p.config)) throw new ConfigError(`${o.dir} already holds a cloud (${CLOUD_CONFIG_FILE} exists)`, 'ERR_EXISTS');
+  const v4 = o.ipv4Pool ?? CLOUD_DEFAULTS.pools.v4;
+  const v6 = o.ipv6Pool ?? randomUlaPrefix48();
+  if (parseCidr(v4).family !== 4) throw new ConfigError(`--ipv4-pool ${v4} is not an IPv4 CIDR`);
+  if (parseCidr(v6).family !== 6) throw new ConfigError(`--ipv6-pool ${v6} is not an IPv6 CIDR`);
+  const cfg: CloudConfig = {
+    version: 1,
+    domain: o.domain ?? CLOUD_DEFAULTS.domain,
+    pools: { v4, v6 },
+    advertise: o.advertise,
+    ports: { ...CLOUD_DEFAULTS.ports },
+    commonKeyTtlSec: CLOUD_DEFAULTS.commonKeyTtlSec,
+    tokenTtlSec: CLOUD_DEFAULTS.tokenTtlSec,
+    certValidDays: CLOUD_DEFAULTS.certValidDays,
+    keepaliveNatSec: CLOUD_DEFAULTS.keepaliveNatSec,
+    keepaliveOpenSec: CLOUD_DEFAULTS.keepaliveOpenSec,
+    db: CLOUD_DEFAULTS.db,
+  };
+  validateCloudConfig(cfg); // before touching the disk
+  for (const sub of ['', 'ca', 'tls']) mkdirSync(join(o.dir, sub), { recursive: true, mode: 0o700 });
+  const root = await createRootCa({ commonName: `cyphonic root CA (${cfg.domain})` });
+  const as = await createIntermediateCa(root, { commonName: `cyphonic AS (${cfg.domain})` });
+  const server = await issueServerCertificate(as, { commonName: `as.${cfg.domain}`, ipAddresses: cfg.advertise, dnsNames: [`as.${cfg.domain}`] });
+  writeFileAtomic(p.rootKey, root.keyPem, 0o600);
+  writeFileAtomic(p.rootCert, root.certPem, 0o644);
+  writeFileAtomic(p.asKey, as.keyPem, 0o600);
+  writeFileAtomic(p.asCert, as.certPem, 0o644);
+  writeFileAtomic(p.tlsKey, server.keyPem, 0o600);
+  writeFileAtomic(p.tlsCert, server.certPem, 0o644);
+  const store = await openCloudStore(o.dir, cfg);
+  await store.setMeta('domain', cfg.domain);
+  await store.close();
+  saveCloudConfig(p.config, cfg); // last: its presence means "initialised"
+  return cfg;
+}
+
+export function openCloudStore(dir: string, cfg: CloudConfig, dbOverride?: string): Promise<Store> {
+  const db = dbOverride ?? cfg.db;
+  const url = db.startsWith('postgres') || isAbsolute(db) || db === ':memory:' ? db : join(dir, db);
+  return openStore(url);
+}
+
+function endpointsFor(cfg: CloudConfig, port: number): Endpoint[] {
+  return cfg.advertise.map((address) => ({ address, port }));
+}
+
+export interface RunningCloud {
+  config: CloudConfig;
+  store: Store;
+  as: AsService | null;
+  nms: NmsService | null;
+  stop(): Promise<void>;
+}
+
+export type Role = 'as' | 'nms' | 'trs';
+
+export interface CloudStartOptions {
+  dir: string;
+  db?: string;
+  roles?: Role[];
+  logger: Logger;
+  /** Bind address for every listener. @default '::' (dual-stack) */
+  host?: string;
+  /** Override ports (tests use 0 for ephemeral ports). */
+  ports?: Partial<CloudConfig['ports']>;
+}
+
+export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & { ports: { as: number; nms: number } }> {
+  const cfg = loadCloudConfig(paths(o.dir).config);
+  const p = paths(o.dir);
+  const roles = new Set(o.roles ?? ['as', 'nms']);
+  if (roles.has('trs')) throw new ConfigError('the TRS role is not part of this release yet (it arrives with NAT traversal)', 'ERR_ROLE');
+  const store = await openCloudStore(o.dir, cfg, o.db);
+  const ports = { ...cfg.ports, ...o.ports };
+  const stops: (() => Promise<void>)[] = [];
+  let as: AsService | null = null;
+  let nms: NmsService | null = null;
+  let asPort = 0;
+  let nmsPort = 0;
+  try {
+    if (roles.has('nms')) {
+      nms = new NmsService({ domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec }, { store, logger: o.logger.child({ component: 'nms' }) });
+      const t = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' }));
+      nmsPort = (await t.start()).port;
+      stops.push(() => t.stop());
+    }
+    if (roles.has('as')) {
+      const issuer: CaMaterial = { certPem: readFileSync(p.asCert, 'utf8'), keyPem: readFileSync(p.asKey, 'utf8') };
+      const rootPem = readFileSync(p.rootCert, 'utf8');
+      as = new AsService(
+        {
+          domain: cfg.domain,
+          pools: cfg.pools,
+          nmsEndpoints: endpointsFor(cfg, nmsPort || ports.nms),
+          commonKeyTtlSec: cfg.commonKeyTtlSec,
+          certValidDays: cfg.certValidDays,
+        },
+        { store, issuer, chainDer: [toDer(issuer.certPem), toDer(rootPem)], rootPem, logger: o.logger.child({ component: 'as' }) },
+      );
+      const t = new AsTransport(
+        {
+          host: o.host ?? '::',
+          port: ports.as,
+          certChainPem: readFileSync(p.tlsCert, 'utf8') + issuer.certPem + rootPem,
+          keyPem: readFileSync(p.tlsKey, 'utf8'),
+          rootPem,
+        },
+        as,
+        o.logger.child({ component: 'as' }),
+      );
+      asPort = (await t.start()).port;
+      stops.push(() => t.stop());
+    }
+    let control: ControlServer | null = null;
+    control = await serveControl(p.control, {
+      '/metrics': () => ({ as: as?.counters.toJSON() ?? null, nms: nms?.counters.toJSON() ?? null }),
+      '/nodes': () => listNodes(store, cfg),
+    });
+    stops.push(() => control!.close());
+  } catch (err) {
+    for (const s of stops.reverse()) await s();
+    await store.close();
+    throw err;
+  }
+  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, domain: cfg.domain });
+  return {
+    config: cfg,
+    store,
+    as,
+    nms,
+    ports: { as: asPort, nms: nmsPort },
+    async stop() {
+      for (const s of stops.reverse()) await s();
+      await store.close();
+    },
+  };
+}
+
+/** `cloud enroll NAME`: a one-time token bound to NAME. */
+export async function createEnrollment(dir: string, name: string, db?: string): Promise<string> {
+  validateNodeName(name);
+  const cfg = loadCloudConfig(paths(dir).config);
+  const store = await openCloudStore(dir, cfg, db);
+  try {
+    const secret = randomBytes(32).toString('base64url');
+    const now = Date.now();
+    await store.createEnrollmentToken({ name, tokenHash: tokenHash(secret), expiresAt: now + cfg.tokenTtlSec * 1000, createdAt: now });
+    const rootPem = readFileSync(paths(dir).rootCert, 'utf8');
+    return encodeToken({ name, secret, as: endpointsFor(cfg, cfg.ports.as).map(formatEndpoint), ca: fingerprint(rootPem) });
+  } finally {
+    await store.close();
+  }
+}
+
+export interface NodeRow {
+  id: number;
+  name: string;
+  fqdn: string;
+  vip4: string;
+  vip6: string;
+  online: boolean;
+  nat: boolean | null;
+  observed: string | null;
+  lastSeen: string | null;
+}
+
+/** How many missed keepalive intervals before a node counts as offline. */
+const OFFLINE_AFTER_INTERVALS = 3;
+
+export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()): Promise<NodeRow[]> {
+  const regs = new Map((await store.listRegistrations()).map((r) => [r.nodeId, r]));
+  const nodes = await store.listNodes();
+  const out: NodeRow[] = [];
+  for (const n of nodes) {
+    const r = regs.get(n.id);
+    const key = await store.getCommonKey(n.id);
+    out.push({
+      id: n.id,
+      name: n.name,
+      fqdn: `${n.name}.${cfg.domain}`,
+      vip4: n.vip4,
+      vip6: n.vip6,
+      online: !!r && now - r.lastSeen <= r.keepaliveSec * 1000 * OFFLINE_AFTER_INTERVALS && !!key && key.expiresAt > now,
+      nat: r ? r.nat : null,
+      observed: r ? formatEndpoint(r.observed) : null,
+      lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
+    });
+  }
+  return out;
+}
+
+export async function adminNodes(dir: string, db?: string): Promise<NodeRow[]> {
+  const cfg = loadCloudConfig(paths(dir).config);
+  const store = await openCloudStore(dir, cfg, db);
+  try {
+    return await listNodes(store, cfg);
+  } finally {
+    await store.close();
+  }
+}
+
+/** `cloud revoke NAME`: revokes the node's certificates and voids its Common Key. */
+export async function revokeNode(dir: string, name: string, db?: string): Promise<number> {
+  const cfg = loadCloudConfig(paths(dir).config);
+  const store = await openCloudStore(dir, cfg, db);
+  try {
+    const node = await store.getNodeByName(name);
+    if (!node) throw new ConfigError(`no node named ${name}`, 'ERR_UNKNOWN_NODE');
+    const now = Date.now();
+    const n = await store.revokeNodeCertificates(node.id, 'revoked by administrator', now);
+    const key = await store.getCommonKey(node.id);
+    if (key) await store.putCommonKey({ ...key, expiresAt: now - 1 });
+    await store.deleteRegistration(node.id);
+    return n;
+  } finally {
+    await store.close();
+  }
+}
+
+export function cloudControlPath(dir: string): string {
+  return paths(dir).control;
+}

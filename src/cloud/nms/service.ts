@@ -1,0 +1,208 @@
+// Node Management Service domain logic: sealed registration, NAT detection, keepalive, replay protection.
+// Input is one datagram and the address it came from; output is the sealed reply (or null: dropped and counted).
+
+import { ChannelKeys, openFrame, sealFrame } from '../../channel/sealed.js';
+import { ReplayGuard, SeqCounter } from '../../channel/sequence.js';
+import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
+import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
+import { splitFrame, type Header } from '../../protocol/header.js';
+import { decodeBody, encodeBody } from '../../protocol/messages.js';
+import type { Store } from '../../store/types.js';
+import { Counters } from '../../util/counters.js';
+import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
+import type { Logger } from '../../util/log.js';
+
+export interface NmsInit {
+  domain: string;
+  /** Keepalive interval asked of nodes behind NAT. @default KEEPALIVE_NAT_SEC (5) */
+  keepaliveNatSec?: number;
+  /** Keepalive interval for reachable nodes (liveness only). @default KEEPALIVE_OPEN_SEC */
+  keepaliveOpenSec?: number;
+}
+
+export interface NmsComponents {
+  store: Store;
+  logger: Logger;
+  now?: () => number;
+}
+
+interface Session {
+  nodeId: number;
+  keyBytes: Buffer;
+  keys: ChannelKeys;
+  expiresAt: number;
+  guard: ReplayGuard;
+}
+
+/** Node→cloud message types the NMS accepts. */
+const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest]);
+
+export class NmsService {
+  readonly counters = new Counters();
+  private readonly sessions = new Map<number, Session>();
+  private readonly seq: SeqCounter;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly init: NmsInit,
+    private readonly c: NmsComponents,
+  ) {
+    this.now = c.now ?? Date.now;
+    this.seq = new SeqCounter(this.now);
+  }
+
+  /** Handles one datagram; returns the reply to send back to `from`, or null. Never throws. */
+  async handle(datagram: Buffer, from: Endpoint): Promise<Buffer | null> {
+    this.counters.inc('rx');
+    let header: Header;
+    let headerBytes: Buffer;
+    let body: Buffer;
+    try {
+      ({ header, headerBytes, body } = splitFrame(datagram));
+    } catch {
+      return this.drop('decode');
+    }
+    if (!UPLINK.has(header.type)) return this.drop('type');
+    if (header.id === 0n || header.id > BigInt(Number.MAX_SAFE_INTEGER)) return this.drop('unknown-node');
+    const nodeId = Number(header.id);
+    try {
+      const session = await this.session(nodeId, false);
+      if (!session) return this.drop('unknown-node');
+      const why = session.guard.check(header.seq);
+      if (why) return this.drop(why);
+      let plain: Buffer;
+      try {
+        plain = openFrame(session.keys.up, header, headerBytes, body);
+      } catch (err) {
+        if (!(err instanceof CryptoError)) throw err;
+        // The node may have logged in again since we cached its key: reload once.
+        const fresh = await this.session(nodeId, true);
+        if (!fresh || fresh.keyBytes.equals(session.keyBytes)) return this.drop('auth');
+        try {
+          plain = openFrame(fresh.keys.up, header, headerBytes, body);
+        } catch {
+          return this.drop('auth');
+        }
+        return this.authenticated(fresh, header, plain, from);
+      }
+      return this.authenticated(session, header, plain, from);
+    } catch (err) {
+      this.c.logger.error('NMS request failed', { err: describeError(err), nodeId });
+      return this.drop('internal');
+    }
+  }
+
+  private async authenticated(s: Session, header: Header, plain: Buffer, from: Endpoint): Promise<Buffer | null> {
+    s.guard.accept(header.seq);
+    if (s.expiresAt <= this.now()) {
+      this.counters.inc('refused.expired-key');
+      return this.nack(s, header, Status.CommonKeyExpired, 'Common Key expired: log in at the AS again');
+    }
+    try {
+      switch (header.type) {
+        case MessageType.RegistrationRequest:
+          return await this.register(s, header, decodeBody(MessageType.RegistrationRequest, plain), from);
+        case MessageType.Keepalive:
+          decodeBody(MessageType.Keepalive, plain);
+          return await this.keepalive(s, header, from);
+        case MessageType.DirectionRequest:
+          decodeBody(MessageType.DirectionRequest, plain);
+          this.counters.inc('direction.unsupported');
+          return this.nack(s, header, Status.NoRoute, 'route selection is not available in this version');
+        default:
+          return this.drop('type');
+      }
+    } catch (err) {
+      if (err instanceof DecodeError) {
+        this.counters.inc('refused.body');
+        return this.nack(s, header, Status.BadRequest, err.message);
+      }
+      throw err;
+    }
+  }
+
+  private async register(
+    s: Session,
+    header: Header,
+    req: { endpoints: Endpoint[]; reRegistration: boolean },
+    from: Endpoint,
+  ): Promise<Buffer> {
+    // A registration re-reads the Common Key: an administrator may have revoked the node since we cached it.
+    const key = await this.c.store.getCommonKey(s.nodeId);
+    if (!key || !key.key.equals(s.keyBytes) || key.expiresAt <= this.now()) {
+      this.sessions.delete(s.nodeId);
+      this.counters.inc('refused.expired-key');
+      return this.nack(s, header, Status.CommonKeyExpired, 'Common Key no longer valid: log in at the AS again');
+    }
+    const node = await this.c.store.getNodeById(s.nodeId);
+    if (!node) return this.nack(s, header, Status.NotRegistered, 'node no longer exists');
+    // Behind NAT when what we see is not one of the addresses the node says it has.
+    const nat = !req.endpoints.some((e) => endpointsEqual(e, from));
+    const keepaliveSec = nat ? (this.init.keepaliveNatSec ?? KEEPALIVE_NAT_SEC) : (this.init.keepaliveOpenSec ?? KEEPALIVE_OPEN_SEC);
+    const now = this.now();
+    await this.c.store.upsertRegistration({
+      nodeId: s.nodeId,
+      reported: req.endpoints,
+      observed: from,
+      nat,
+      keepaliveSec,
+      registeredAt: now,
+      lastSeen: now,
+      lastSeq: s.guard.highest,
+    });
+    this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
+    this.c.logger.info('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
+    const fqdn = `${node.name}.${this.init.domain}`;
+    return this.reply(s, header, MessageType.RegistrationResponse, encodeBody(MessageType.RegistrationResponse, {
+      nodeId: node.id,
+      vip4: node.vip4,
+      vip6: node.vip6,
+      fqdn,
+      observed: from,
+      nat,
+      keepaliveSec,
+    }));
+  }
+
+  private async keepalive(s: Session, header: Header, from: Endpoint): Promise<Buffer> {
+    const reg = await this.c.store.getRegistration(s.nodeId);
+    if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
+    if (!endpointsEqual(reg.observed, from)) {
+      // NAT rebinding or a move: the push path is now `from`. NAT state may change, so ask for a re-registration.
+      this.counters.inc('keepalive.moved');
+      return this.nack(s, header, Status.NotRegistered, 'observed address changed: register again');
+    }
+    await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
+    this.counters.inc('keepalive.ok');
+    return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
+  }
+
+  private async session(nodeId: number, reload: boolean): Promise<Session | null> {
+    const cached = this.sessions.get(nodeId);
+    if (cached && !reload) return cached;
+    const rec = await this.c.store.getCommonKey(nodeId);
+    if (!rec) return null;
+    if (cached && cached.keyBytes.equals(rec.key)) return cached;
+    let floor = cached?.guard.highest ?? 0n;
+    if (!cached) {
+      const reg = await this.c.store.getRegistration(nodeId);
+      floor = reg?.lastSeq ?? 0n;
+    }
+    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key), expiresAt: rec.expiresAt, guard: new ReplayGuard(floor, this.now) };
+    this.sessions.set(nodeId, s);
+    return s;
+  }
+
+  private reply(s: Session, req: Header, type: MessageType, body: Buffer, status: number = Status.Ok): Buffer {
+    return sealFrame(s.keys.down, { type, status, txid: req.txid, seq: this.seq.next(), id: BigInt(s.nodeId) }, body);
+  }
+
+  private nack(s: Session, req: Header, status: Status, reason: string): Buffer {
+    return this.reply(s, req, MessageType.Nack, encodeBody(MessageType.Nack, { reason: `${STATUS_CODES[status]}: ${reason}` }), status);
+  }
+
+  private drop(reason: string): null {
+    this.counters.inc(`refused.${reason}`);
+    return null;
+  }
+}

@@ -1,0 +1,49 @@
+// UDP listener for the NMS (default port 4502), dual-stack: one socket on [::] also takes IPv4 (mapped) traffic.
+// Normalises IPv4-mapped source addresses so NAT detection compares like with like.
+
+import dgram from 'node:dgram';
+import type { Endpoint } from '../../protocol/endpoint.js';
+import { unmapV4 } from '../../util/addr.js';
+import type { Logger } from '../../util/log.js';
+import type { NmsService } from './service.js';
+
+export interface NmsTransportInit {
+  /** @default '::' */
+  host?: string;
+  /** @default 4502 */
+  port?: number;
+}
+
+export class NmsTransport {
+  private sock: dgram.Socket | null = null;
+
+  constructor(
+    private readonly init: NmsTransportInit,
+    private readonly service: NmsService,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<{ port: number }> {
+    const host = this.init.host ?? '::';
+    const sock = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', ipv6Only: false, recvBufferSize: 4 << 20 });
+    this.sock = sock;
+    sock.on('message', (msg, rinfo) => {
+      const from: Endpoint = { address: unmapV4(rinfo.address), port: rinfo.port };
+      void this.service.handle(msg, from).then((reply) => {
+        if (reply && this.sock) this.sock.send(reply, rinfo.port, rinfo.address);
+      });
+    });
+    sock.on('error', (err) => this.logger.error('NMS socket error', { err: err.message }));
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ address: host, port: this.init.port ?? 4502 }, () => resolve());
+    });
+    return { port: sock.address().port };
+  }
+
+  async stop(): Promise<void> {
+    const s = this.sock;
+    this.sock = null;
+    if (s) await new Promise<void>((r) => s.close(() => r()));
+  }
+}

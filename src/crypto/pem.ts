@@ -1,0 +1,92 @@
+// Certificate encodings: PEM <-> DER, PEM chain splitting, and parsing into node's X509Certificate.
+// Inputs are `string | Buffer`: a string (or a Buffer of text) starting with '-----BEGIN' is PEM, other Buffers are DER.
+import { X509Certificate } from 'node:crypto';
+import { CertificateError } from '../util/errors.js';
+import { DerError, parseCertFields, type CertFields } from './der.js';
+
+/** Any certificate input accepted by src/crypto. */
+export type CertInput = string | Buffer;
+
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+const BASE64_BODY = /^[A-Za-z0-9+/]*={0,2}$/;
+const BEGIN = '-----BEGIN';
+const MAX_CERT_BYTES = 64 * 1024;
+
+function malformed(message: string): CertificateError {
+  return new CertificateError(message, 'ERR_CERT_MALFORMED');
+}
+
+/** All PEM blocks of `text` with the given label, decoded to DER. */
+export function pemBlocks(text: string, label: string): Buffer[] {
+  const out: Buffer[] = [];
+  for (const m of text.matchAll(PEM_BLOCK)) {
+    if (m[1] !== label) continue;
+    const body = (m[2] ?? '').replace(/\s+/g, '');
+    if (body.length % 4 !== 0 || !BASE64_BODY.test(body)) throw malformed(`invalid base64 in PEM ${label} block`);
+    out.push(Buffer.from(body, 'base64'));
+  }
+  return out;
+}
+
+function startsWithPem(input: Buffer): boolean {
+  let i = 0;
+  while (i < input.length && (input[i] === 0x20 || input[i] === 0x0a || input[i] === 0x0d || input[i] === 0x09)) i++;
+  return input.subarray(i, i + BEGIN.length).toString('latin1') === BEGIN;
+}
+
+/** DER bytes of a certificate given as PEM (first CERTIFICATE block) or DER. */
+export function toDer(cert: CertInput): Buffer {
+  let text: string;
+  if (typeof cert === 'string') {
+    text = cert;
+    if (!text.trimStart().startsWith(BEGIN)) throw malformed('certificate string is not PEM');
+  } else if (Buffer.isBuffer(cert)) {
+    if (!startsWithPem(cert)) return cert;
+    text = cert.toString('latin1');
+  } else {
+    throw malformed('certificate must be a PEM string or a DER Buffer');
+  }
+  const first = pemBlocks(text, 'CERTIFICATE')[0];
+  if (!first) throw malformed('no CERTIFICATE block in PEM');
+  return first;
+}
+
+/** PEM text (64-column base64, trailing newline) of DER certificate bytes. */
+export function toPem(der: Buffer, label = 'CERTIFICATE'): string {
+  const b64 = der.toString('base64');
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += 64) lines.push(b64.slice(i, i + 64));
+  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
+}
+
+/** Splits a PEM bundle into one normalized PEM string per CERTIFICATE block (other blocks are ignored). */
+export function splitPemChain(pem: string): string[] {
+  return pemBlocks(pem, 'CERTIFICATE').map((der) => toPem(der));
+}
+
+/** A certificate parsed once: node's view plus the DER fields node does not expose. */
+export interface ParsedCert {
+  der: Buffer;
+  x509: X509Certificate;
+  fields: CertFields;
+}
+
+/** Parses a certificate; any failure is CertificateError('ERR_CERT_MALFORMED'). */
+export function parseCert(cert: CertInput): ParsedCert {
+  const der = toDer(cert);
+  if (der.length === 0 || der.length > MAX_CERT_BYTES) throw malformed('certificate has an invalid size');
+  let fields: CertFields;
+  try {
+    fields = parseCertFields(der);
+  } catch (err) {
+    if (err instanceof DerError) throw malformed(`certificate DER is invalid: ${err.message}`);
+    throw err;
+  }
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(der);
+  } catch (err) {
+    throw malformed(`certificate cannot be parsed: ${(err as Error).message}`);
+  }
+  return { der, x509, fields };
+}

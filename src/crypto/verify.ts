@@ -1,0 +1,186 @@
+// Certificate chain verification (leaf -> intermediates -> trusted root) on node's X509Certificate,
+// plus certificate accessors: fingerprint, serial, common name, node id, PEM/DER conversion.
+import { CertificateError } from '../util/errors.js';
+import { OID_SERIAL_NUMBER_ATTR, commonNameFrom } from './der.js';
+import { sha256Hex } from './hash.js';
+import { parseCert, splitPemChain, toDer, toPem, type CertInput, type ParsedCert } from './pem.js';
+
+export { splitPemChain, toDer, toPem, type CertInput };
+
+/** Options of verifyChain. */
+export interface VerifyOptions {
+  /** Verification time (default: now). */
+  now?: Date;
+  /** Called with the lowercase hex serial of the leaf and of every intermediate on the path. */
+  isRevoked?: (serial: string) => boolean;
+}
+
+/** What a verified leaf certificate tells its verifier. */
+export interface VerifiedCertificate {
+  serial: string;
+  commonName: string;
+  notAfter: Date;
+  fingerprint: string;
+}
+
+/** Longest accepted path, leaf and anchor included. */
+export const MAX_CHAIN_LENGTH = 6;
+
+function certError(code: string, message: string): CertificateError {
+  return new CertificateError(message, code);
+}
+
+function serialFrom(cert: ParsedCert): string {
+  return cert.x509.serialNumber.toLowerCase();
+}
+
+function describe(cert: ParsedCert): string {
+  return JSON.stringify(commonNameFrom(cert.fields.subject));
+}
+
+/** True when `issuer`'s key signed `cert` and the names line up. */
+function signedBy(cert: ParsedCert, issuer: ParsedCert): boolean {
+  if (cert.x509.issuer !== issuer.x509.subject) return false;
+  try {
+    return cert.x509.verify(issuer.x509.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+interface Search {
+  roots: ParsedCert[];
+  intermediates: ParsedCert[];
+  /** Set when a signing certificate was found that may not act as a CA. */
+  notCa?: string;
+}
+
+/** Every path from `chain`'s last element up to a root, depth-first. */
+function* paths(search: Search, chain: ParsedCert[]): Generator<ParsedCert[]> {
+  const cert = chain[chain.length - 1]!;
+  const candidates: Array<[ParsedCert, boolean]> = [
+    ...search.roots.map((c): [ParsedCert, boolean] => [c, true]),
+    ...search.intermediates.map((c): [ParsedCert, boolean] => [c, false]),
+  ];
+  for (const [candidate, isRoot] of candidates) {
+    if (chain.some((c) => c.der.equals(candidate.der))) continue;
+    if (!signedBy(cert, candidate)) continue;
+    if (!candidate.fields.basicConstraints?.ca || !candidate.x509.ca || !cert.x509.checkIssued(candidate.x509)) {
+      search.notCa ??= `certificate ${describe(candidate)} signed ${describe(cert)} but is not a CA`;
+      continue;
+    }
+    const next = [...chain, candidate];
+    if (isRoot) yield next;
+    else if (next.length < MAX_CHAIN_LENGTH) yield* paths(search, next);
+  }
+}
+
+/** Validity window, path length and revocation of a signature-checked path; null when it is acceptable. */
+function checkPath(path: ParsedCert[], now: number, isRevoked?: (serial: string) => boolean): CertificateError | null {
+  for (let k = 1; k < path.length; k++) {
+    const pathLen = path[k]!.fields.basicConstraints?.pathLen;
+    if (pathLen !== undefined && k - 1 > pathLen) {
+      return certError('ERR_CERT_NOT_CA', `CA ${describe(path[k]!)} exceeds its path length constraint`);
+    }
+  }
+  for (const cert of path) {
+    if (now < cert.fields.notBefore.getTime()) {
+      return certError('ERR_CERT_EXPIRED', `certificate ${describe(cert)} is not valid before ${cert.fields.notBefore.toISOString()}`);
+    }
+    if (now > cert.fields.notAfter.getTime()) {
+      return certError('ERR_CERT_EXPIRED', `certificate ${describe(cert)} expired at ${cert.fields.notAfter.toISOString()}`);
+    }
+  }
+  if (isRevoked) {
+    for (const cert of path.slice(0, -1)) {
+      if (isRevoked(serialFrom(cert))) return certError('ERR_CERT_REVOKED', `certificate ${describe(cert)} is revoked`);
+    }
+  }
+  return null;
+}
+
+function parseAll(inputs: CertInput[], what: string): ParsedCert[] {
+  if (!Array.isArray(inputs)) throw certError('ERR_CERT_MALFORMED', `${what} must be an array`);
+  return inputs.map((c) => parseCert(c));
+}
+
+/**
+ * Verifies `leaf` up to one of `roots` through any of `intermediates`: issuer names and signatures,
+ * issuers being CAs (basicConstraints cA, keyCertSign, pathLen), every certificate's validity
+ * window at `now`, and `isRevoked` for the leaf and the intermediates on the path.
+ * Throws CertificateError with ERR_CERT_MALFORMED / UNTRUSTED / NOT_CA / EXPIRED / REVOKED.
+ */
+export function verifyChain(
+  leaf: CertInput,
+  intermediates: CertInput[],
+  roots: CertInput[],
+  opts: VerifyOptions = {},
+): VerifiedCertificate {
+  const leafCert = parseCert(leaf);
+  const search: Search = { roots: parseAll(roots, 'roots'), intermediates: parseAll(intermediates, 'intermediates') };
+  const now = (opts.now ?? new Date()).getTime();
+  if (Number.isNaN(now)) throw new TypeError('verifyChain: invalid "now"');
+  let firstError: CertificateError | null = null;
+  const anchored = search.roots.some((r) => r.der.equals(leafCert.der));
+  const found = anchored ? [[leafCert]] : paths(search, [leafCert]);
+  for (const path of found) {
+    const error = checkPath(path, now, opts.isRevoked);
+    if (!error) {
+      return {
+        serial: serialFrom(leafCert),
+        commonName: commonNameFrom(leafCert.fields.subject),
+        notAfter: leafCert.fields.notAfter,
+        fingerprint: sha256Hex(leafCert.der),
+      };
+    }
+    firstError ??= error;
+  }
+  if (firstError) throw firstError;
+  if (search.notCa) throw certError('ERR_CERT_NOT_CA', search.notCa);
+  throw certError('ERR_CERT_UNTRUSTED', `no path from ${describe(leafCert)} to a trusted root`);
+}
+
+/** SHA-256 of the certificate's DER, lowercase hex (64 characters). */
+export function fingerprint(cert: CertInput): string {
+  return sha256Hex(toDer(cert));
+}
+
+/** Serial number as lowercase hex, exactly node's X509Certificate.serialNumber lowercased. */
+export function serialOf(cert: CertInput): string {
+  return serialFrom(parseCert(cert));
+}
+
+/** The subject's first commonName ('' when there is none). */
+export function commonNameOf(cert: CertInput): string {
+  return commonNameFrom(parseCert(cert).fields.subject);
+}
+
+/** The node id that issueNodeCertificate put in the subject (serialNumber attribute), if any. */
+export function nodeIdOf(cert: CertInput): number | undefined {
+  const attr = parseCert(cert).fields.subject.find(([oid]) => oid === OID_SERIAL_NUMBER_ATTR);
+  if (!attr || !/^(0|[1-9]\d{0,15})$/.test(attr[1])) return undefined;
+  const id = Number(attr[1]);
+  return Number.isSafeInteger(id) ? id : undefined;
+}
+
+/** Summary of a certificate without verifying it. */
+export function certInfo(cert: CertInput): {
+  serial: string;
+  commonName: string;
+  nodeId: number | undefined;
+  notBefore: Date;
+  notAfter: Date;
+  isCa: boolean;
+  fingerprint: string;
+} {
+  const parsed = parseCert(cert);
+  return {
+    serial: serialFrom(parsed),
+    commonName: commonNameFrom(parsed.fields.subject),
+    nodeId: nodeIdOf(parsed.der),
+    notBefore: parsed.fields.notBefore,
+    notAfter: parsed.fields.notAfter,
+    isCa: parsed.fields.basicConstraints?.ca === true,
+    fingerprint: sha256Hex(parsed.der),
+  };
+}

@@ -1,0 +1,288 @@
+// The node daemon: enrolls on first start, logs in at the AS, registers with the NMS and keeps the
+// registration alive; recovers by itself from a lost reply, a restarted cloud, or an expired Common Key.
+//
+//   start ─► enroll (first run: key pair + CSR, token) ─► login (mTLS → Common Key) ─► register ─► keepalive loop
+//                                   ▲                          ▲                         │
+//                                   └──── key expired ─────────┴──── timeout / moved ────┘
+
+import dgram from 'node:dgram';
+import { networkInterfaces } from 'node:os';
+import { createCsr, generateKeyPair, toPem } from '../crypto/index.js';
+import { decodeToken, type EnrollmentToken } from '../config/token.js';
+import { Status } from '../protocol/constants.js';
+import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
+import { mapForDualStack, unmapV4 } from '../util/addr.js';
+import { serveControl, type ControlServer } from '../util/control.js';
+import { ConfigError, CyphonicError, RequestError, describeError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { enroll, login } from './as-client.js';
+import { NmsClient } from './signaling.js';
+import { StateDir, type Identity, type Session } from './state.js';
+
+export interface NodeInit {
+  stateDir: string;
+  /** Enrollment token (needed only on the first start). */
+  token?: string;
+  /** Overrides the AS endpoints from the token ("host:port", comma-separated allowed). */
+  cloud?: string[];
+  /** UDP port for signaling and data. @default 30000 */
+  port?: number;
+  /** Log in again this long before the Common Key expires. @default 60000 */
+  reloginMarginMs?: number;
+}
+
+export interface NodeStatus {
+  name: string;
+  nodeId: number;
+  fqdn: string;
+  vip4: string | null;
+  vip6: string | null;
+  registered: boolean;
+  nat: boolean | null;
+  observed: string | null;
+  nms: string | null;
+  keepaliveSec: number | null;
+  commonKeyExpiresAt: string | null;
+  lastRegistration: string | null;
+  dns: string | null;
+  peers: unknown[];
+  counters: Record<string, number>;
+}
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 8000;
+
+export class NodeDaemon {
+  private readonly state: StateDir;
+  private identity: Identity | null = null;
+  private session: Session | null = null;
+  private socket: dgram.Socket | null = null;
+  private dualStack = true;
+  private client: NmsClient | null = null;
+  private control: ControlServer | null = null;
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | null = null;
+  private nmsIndex = 0;
+  private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number } | null = null;
+  private registered = false;
+  private boundPort = 0;
+
+  constructor(
+    private readonly init: NodeInit,
+    private readonly logger: Logger,
+  ) {
+    this.state = new StateDir(init.stateDir);
+  }
+
+  async start(): Promise<void> {
+    this.state.ensure();
+    this.identity = this.state.enrolled() ? this.state.readIdentity() : await this.enroll();
+    if (this.init.cloud?.length) this.identity = { ...this.identity, as: this.init.cloud };
+    this.session = this.state.readSession();
+    await this.openSocket();
+    this.control = await serveControl(this.state.controlPath, { '/status': () => this.status() });
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    this.client?.close();
+    await this.loop?.catch(() => {});
+    await this.control?.close();
+    await new Promise<void>((r) => (this.socket ? this.socket.close(() => r()) : r()));
+    this.socket = null;
+  }
+
+  status(): NodeStatus {
+    const id = this.identity!;
+    return {
+      name: id.name,
+      nodeId: id.nodeId,
+      fqdn: id.fqdn,
+      vip4: this.session?.vip4 ?? null,
+      vip6: this.session?.vip6 ?? null,
+      registered: this.registered,
+      nat: this.reg?.nat ?? null,
+      observed: this.reg ? formatEndpoint(this.reg.observed) : null,
+      nms: this.client ? formatEndpoint(this.client.nms) : null,
+      keepaliveSec: this.reg?.keepaliveSec ?? null,
+      commonKeyExpiresAt: this.session ? new Date(this.session.expiresAt).toISOString() : null,
+      lastRegistration: this.reg ? new Date(this.reg.at).toISOString() : null,
+      dns: null,
+      peers: [],
+      counters: this.client?.counters.toJSON() ?? {},
+    };
+  }
+
+  /** First start: make a key pair and CSR here (the private key never leaves DIR) and trade the token for a certificate. */
+  private async enroll(): Promise<Identity> {
+    if (!this.init.token) throw new ConfigError(`${this.init.stateDir} holds no enrollment yet: pass --token`, 'ERR_NO_TOKEN');
+    const token: EnrollmentToken = decodeToken(this.init.token);
+    let keyPem: string;
+    if (this.state.hasKey()) keyPem = this.state.readKey();
+    else {
+      keyPem = (await generateKeyPair()).privateKeyPem;
+      this.state.writeKey(keyPem);
+    }
+    const csr = await createCsr(keyPem, token.name);
+    const endpoints = this.init.cloud?.length ? this.init.cloud : token.as;
+    const res = await enroll({ endpoints, caFingerprint: token.ca, token: token.secret, csr });
+    const identity: Identity = { name: res.name, nodeId: res.nodeId, fqdn: res.fqdn, as: token.as, caFingerprint: token.ca };
+    this.state.writeEnrollment(toPem(res.certificate), res.chain.map((d) => toPem(d)).join(''), res.rootPem, identity);
+    this.logger.info('enrolled', { node: res.name, nodeId: res.nodeId });
+    return identity;
+  }
+
+  private async openSocket(): Promise<void> {
+    const port = this.init.port ?? 30000;
+    const tryBind = (type: 'udp4' | 'udp6'): Promise<dgram.Socket> =>
+      new Promise((resolve, reject) => {
+        const s = dgram.createSocket({ type, ipv6Only: false });
+        s.once('error', reject);
+        s.bind({ port, address: type === 'udp6' ? '::' : '0.0.0.0' }, () => {
+          s.removeListener('error', reject);
+          resolve(s);
+        });
+      });
+    try {
+      this.socket = await tryBind('udp6');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw err;
+      this.socket = await tryBind('udp4'); // IPv6 disabled on this host
+      this.dualStack = false;
+    }
+    this.boundPort = this.socket.address().port;
+    this.socket.on('message', (msg) => {
+      if (!this.client?.handleDatagram(msg)) this.client?.counters.inc('refused.stray');
+    });
+    this.socket.on('error', (err) => this.logger.warn('socket error', { err: err.message }));
+  }
+
+  private send(msg: Buffer, to: Endpoint): void {
+    const addr = this.dualStack ? mapForDualStack(to.address) : to.address;
+    this.socket?.send(msg, to.port, addr);
+  }
+
+  /** Addresses this host has now, with our port: what the NMS compares its observation against. */
+  localEndpoints(): Endpoint[] {
+    const out: Endpoint[] = [];
+    for (const list of Object.values(networkInterfaces())) {
+      for (const a of list ?? []) {
+        if (a.internal) continue;
+        if (a.family === 'IPv6' && (a.address.toLowerCase().startsWith('fe80') || a.scopeid)) continue;
+        if (a.family === 'IPv6' && !this.dualStack) continue;
+        out.push({ address: unmapV4(a.address), port: this.boundPort });
+      }
+    }
+    return out.slice(0, 32);
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    let backoff = BACKOFF_MIN_MS;
+    let failures = 0;
+    let everRegistered = false;
+    while (!signal.aborted) {
+      try {
+        await this.ensureSession();
+        const session = this.session!;
+        const nms = this.pickNms(session);
+        if (!this.client) this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms }, { send: (m, to) => this.send(m, to) });
+        this.client.nms = nms;
+        const res = await this.client.register(this.localEndpoints(), everRegistered);
+        everRegistered = true;
+        this.registered = true;
+        failures = 0;
+        backoff = BACKOFF_MIN_MS;
+        this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
+        this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
+        await this.keepaliveLoop(res.keepaliveSec, signal);
+      } catch (err) {
+        this.registered = false;
+        if (signal.aborted) break;
+        if (err instanceof RequestError && (err.status === Status.CommonKeyExpired || err.status === Status.Unauthorized)) {
+          this.logger.info('Common Key refused; logging in again', { code: err.code });
+          this.dropSession();
+        } else if (err instanceof RequestError && err.status === Status.NotRegistered) {
+          this.logger.info('NMS asks for a new registration', { code: err.code });
+          continue;
+        } else {
+          failures++;
+          this.logger.warn('signaling failed', { err: describeError(err), failures });
+          this.nmsIndex++;
+          // After every NMS failed twice, our Common Key may be unknown to the cloud: log in again.
+          if (this.session && failures >= Math.max(2, this.session.nms.length * 2)) this.dropSession();
+        }
+        await sleep(backoff, signal);
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+    }
+  }
+
+  private async keepaliveLoop(intervalSec: number, signal: AbortSignal): Promise<void> {
+    const margin = this.init.reloginMarginMs ?? 60_000;
+    while (!signal.aborted) {
+      await sleep(intervalSec * 1000, signal);
+      if (signal.aborted) return;
+      if (this.session && this.session.expiresAt - margin <= Date.now()) {
+        this.logger.info('Common Key about to expire; logging in again');
+        this.dropSession();
+        throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
+      }
+      const ack = await this.client!.keepalive();
+      if (this.reg) this.reg.observed = ack.observed;
+    }
+  }
+
+  private dropSession(): void {
+    this.session = null;
+  }
+
+  private async ensureSession(): Promise<void> {
+    const margin = this.init.reloginMarginMs ?? 60_000;
+    if (this.session && this.session.expiresAt - margin > Date.now()) return;
+    const id = this.identity!;
+    const res = await login({
+      endpoints: id.as,
+      rootPem: this.state.readRoot(),
+      certPem: this.state.readCert(),
+      chainPem: this.state.readChain(),
+      keyPem: this.state.readKey(),
+    });
+    this.session = {
+      commonKey: res.commonKey,
+      expiresAt: Number(res.commonKeyExpiresAt),
+      domain: res.domain,
+      vip4: res.vip4,
+      vip6: res.vip6,
+      nms: res.nmsEndpoints,
+    };
+    this.state.writeSession(this.session);
+    this.client?.rekey(res.nodeId, res.commonKey);
+    this.logger.info('logged in', { node: res.name, vip4: res.vip4, vip6: res.vip6 });
+  }
+
+  /** An NMS endpoint of a family this host can use, rotating on failures. */
+  private pickNms(s: Session): Endpoint {
+    const mine = this.localEndpoints();
+    const has4 = mine.some((e) => !e.address.includes(':'));
+    const has6 = mine.some((e) => e.address.includes(':'));
+    const usable = s.nms.filter((e) => (e.address.includes(':') ? has6 : has4));
+    const list = usable.length ? usable : s.nms;
+    if (list.length === 0) throw new CyphonicError('ERR_NO_NMS', 'login returned no NMS endpoint');
+    return list[this.nmsIndex % list.length]!;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,147 @@
+// Node side of the NMS channel: sealed requests over the node's UDP socket, retransmitted with backoff,
+// replies authenticated with the Common Key's downlink key and matched by transaction id.
+
+import { randomInt } from 'node:crypto';
+import { ChannelKeys, openFrame, sealFrame } from '../channel/sealed.js';
+import { ReplayGuard, SeqCounter } from '../channel/sequence.js';
+import { MessageType } from '../protocol/constants.js';
+import type { Endpoint } from '../protocol/endpoint.js';
+import { splitFrame } from '../protocol/header.js';
+import { decodeBody, encodeBody, type BodyMap, type KeepaliveAck, type RegistrationResponse } from '../protocol/messages.js';
+import { Counters } from '../util/counters.js';
+import { CyphonicError, RequestError } from '../util/errors.js';
+
+/** Tunable: waits between retransmissions of one request (ms); the request fails after the last. */
+export const RETRANSMIT_MS = [500, 1000, 2000, 4000] as const;
+
+/** What the client needs from the node's UDP socket (narrow, so tests pass a fake). */
+export interface DatagramSender {
+  send(msg: Buffer, to: Endpoint): void;
+}
+
+export interface NmsClientInit {
+  nodeId: number;
+  commonKey: Buffer;
+  nms: Endpoint;
+  /** @default RETRANSMIT_MS */
+  retransmitMs?: readonly number[];
+}
+
+interface Pending {
+  expect: MessageType;
+  resolve: (body: Buffer) => void;
+  reject: (err: Error) => void;
+}
+
+export class NmsClient {
+  readonly counters = new Counters();
+  private keys: ChannelKeys;
+  private readonly seq = new SeqCounter();
+  private guard = new ReplayGuard();
+  private readonly pending = new Map<number, Pending>();
+  private txid = randomInt(1, 0x7fffffff);
+  private nodeId: number;
+  nms: Endpoint;
+
+  constructor(
+    init: NmsClientInit,
+    private readonly socket: DatagramSender,
+  ) {
+    this.nodeId = init.nodeId;
+    this.keys = new ChannelKeys(init.commonKey);
+    this.nms = init.nms;
+    this.retransmitMs = init.retransmitMs ?? RETRANSMIT_MS;
+  }
+
+  private readonly retransmitMs: readonly number[];
+
+  /** New Common Key after a login. */
+  rekey(nodeId: number, commonKey: Buffer): void {
+    this.nodeId = nodeId;
+    this.keys = new ChannelKeys(commonKey);
+    this.guard = new ReplayGuard();
+  }
+
+  async register(endpoints: Endpoint[], reRegistration: boolean): Promise<RegistrationResponse> {
+    const body = await this.request(MessageType.RegistrationRequest, { endpoints, reRegistration }, MessageType.RegistrationResponse);
+    return decodeBody(MessageType.RegistrationResponse, body);
+  }
+
+  async keepalive(): Promise<KeepaliveAck> {
+    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck);
+    return decodeBody(MessageType.KeepaliveAck, body);
+  }
+
+  /** Sends a sealed request and waits for its reply, resealing each retransmission with a fresh sequence number. */
+  async request<T extends keyof BodyMap>(type: T, body: BodyMap[T], expect: MessageType, signal?: AbortSignal): Promise<Buffer> {
+    const plain = encodeBody(type, body);
+    const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
+    const answer = new Promise<Buffer>((resolve, reject) => this.pending.set(txid, { expect, resolve, reject }));
+    answer.catch(() => {}); // handled by the race below
+    try {
+      for (const wait of this.retransmitMs) {
+        if (signal?.aborted) throw new CyphonicError('ERR_ABORTED', 'stopped');
+        const frame = sealFrame(this.keys.up, { type: type as MessageType, txid, seq: this.seq.next(), id: BigInt(this.nodeId) }, plain);
+        this.socket.send(frame, this.nms);
+        this.counters.inc('tx');
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<null>((r) => (timer = setTimeout(() => r(null), wait)));
+        const got = await Promise.race([answer, timeout]);
+        clearTimeout(timer);
+        if (got) return got;
+        this.counters.inc('retransmit');
+      }
+      throw new CyphonicError('ERR_TIMEOUT', `no answer from the NMS at ${this.nms.address}:${this.nms.port}`);
+    } finally {
+      this.pending.delete(txid);
+    }
+  }
+
+  /** Offers a datagram from the socket; returns true if it was a (valid or not) NMS reply for us. */
+  handleDatagram(msg: Buffer): boolean {
+    let f;
+    try {
+      f = splitFrame(msg);
+    } catch {
+      return false;
+    }
+    if (f.header.id !== BigInt(this.nodeId)) return false;
+    const p = this.pending.get(f.header.txid);
+    if (!p) {
+      this.counters.inc('refused.unsolicited');
+      return true;
+    }
+    if (this.guard.check(f.header.seq)) {
+      this.counters.inc('refused.replay');
+      return true;
+    }
+    let plain: Buffer;
+    try {
+      plain = openFrame(this.keys.down, f.header, f.headerBytes, f.body);
+    } catch {
+      this.counters.inc('refused.auth');
+      return true;
+    }
+    this.guard.accept(f.header.seq);
+    if (f.header.type === MessageType.Nack) {
+      let reason = 'refused';
+      try {
+        reason = decodeBody(MessageType.Nack, plain).reason;
+      } catch {
+        /* generic */
+      }
+      p.reject(new RequestError(reason.split(':')[0] ?? 'ERR_REFUSED', f.header.status, reason));
+    } else if (f.header.type === p.expect) {
+      p.resolve(plain);
+    } else {
+      this.counters.inc('refused.type');
+    }
+    return true;
+  }
+
+  /** Fails every outstanding request (daemon stopping). */
+  close(): void {
+    for (const p of this.pending.values()) p.reject(new CyphonicError('ERR_ABORTED', 'stopped'));
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,386 @@
+// Message catalogue: the TypeScript type and TLV schema of every message body, keyed by MessageType.
+// encodeBody/decodeBody are typed through BodyMap so decodeBody(MessageType.LoginResponse, b) yields a LoginResponse.
+
+import { DecodeError } from '../util/errors.js';
+import { MAX_BODY_LEN, MessageType, isMessageType, isPathType } from './constants.js';
+import type { Endpoint } from './endpoint.js';
+import { type Frame, type FrameHeader, decodeFrame, encodeFrame } from './frame.js';
+import type { Header } from './header.js';
+import { type Schema, decodeTlv, encodeTlv } from './tlv.js';
+
+export type { Endpoint } from './endpoint.js';
+
+// ───────────────────────────── limits ─────────────────────────────
+
+/** Symmetric keys (Common Key, tunnel key, temp key) and X25519 public keys. */
+export const KEY_LEN = 32;
+/** Node name and DNS names (RFC 1035 limit on a full name). */
+export const MAX_NAME_LEN = 253;
+export const MAX_TOKEN_LEN = 512;
+/** One DER certificate or CSR. */
+export const MAX_CERT_LEN = 8192;
+/** Certificates in an enrollment chain (intermediates + root). */
+export const MAX_CHAIN_LEN = 4;
+/** Endpoints in one list (reported local addresses, NMS list, relay candidates). */
+export const MAX_ENDPOINTS = 16;
+export const MAX_SIGNATURE_LEN = 256;
+export const MAX_REASON_LEN = 512;
+/** One encoded GeneralNodeInfo record inside InfoResponse. */
+export const MAX_GENERAL_NODE_LEN = 1024;
+
+// ───────────────────────────── types ─────────────────────────────
+
+/** Body with no fields (InfoRequest, Keepalive, Ack). Encodes to zero bytes; unknown tags are ignored. */
+export type EmptyBody = Record<string, never>;
+
+export interface EnrollRequest {
+  token: string;
+  /** PKCS#10 CSR, DER. */
+  csr: Buffer;
+}
+
+export interface EnrollResponse {
+  nodeId: number;
+  name: string;
+  fqdn: string;
+  /** Node certificate, DER. */
+  certificate: Buffer;
+  /** Intermediate(s) then root, DER. */
+  chain: Buffer[];
+}
+
+export interface LoginRequest {
+  clientVersion: number;
+}
+
+export interface LoginResponse {
+  nodeId: number;
+  name: string;
+  fqdn: string;
+  domain: string;
+  vip4: string;
+  vip6: string;
+  /** 32-byte Common Key for sealing node<->NMS traffic. */
+  commonKey: Buffer;
+  /** Unix ms. */
+  commonKeyExpiresAt: bigint;
+  nmsEndpoints: Endpoint[];
+}
+
+export type InfoRequest = EmptyBody;
+
+export interface InfoResponse {
+  /** Each entry an encoded GeneralNodeInfo (see encodeGeneralNodeInfo). */
+  generalNodes: Buffer[];
+}
+
+/** A non-CYPHONIC ("general") host reachable through a node; carried opaquely in InfoResponse. */
+export interface GeneralNodeInfo {
+  name: string;
+  /** 6-byte MAC address. */
+  mac: Buffer;
+  vip4?: string;
+  vip6?: string;
+  fqdn: string;
+}
+
+export interface RegistrationRequest {
+  /** Local addresses with the node's UDP data port. */
+  endpoints: Endpoint[];
+  reRegistration: boolean;
+}
+
+export interface RegistrationResponse {
+  nodeId: number;
+  vip4: string;
+  vip6: string;
+  fqdn: string;
+  /** Source address the NMS saw. */
+  observed: Endpoint;
+  nat: boolean;
+  keepaliveSec: number;
+}
+
+export type Keepalive = EmptyBody;
+
+export interface KeepaliveAck {
+  observed: Endpoint;
+}
+
+/** Exactly one of targetFqdn / targetVip is present. */
+export interface DirectionRequest {
+  targetFqdn?: string;
+  targetVip?: string;
+}
+
+/** Body of both RouteDirectionResponder and RouteDirectionInitiator. */
+export interface RouteDirection {
+  pathId: bigint;
+  /** PathType. */
+  pathType: number;
+  initiator: boolean;
+  peerNodeId: number;
+  peerName: string;
+  peerFqdn: string;
+  peerVip4: string;
+  peerVip6: string;
+  peerEndpoints: Endpoint[];
+  relay?: Endpoint;
+  tunnelKey: Buffer;
+  tempKey?: Buffer;
+  peerCertificate: Buffer;
+}
+
+export interface RouteConfirmation {
+  pathId: bigint;
+  accepted: boolean;
+}
+
+export interface RelayRequest {
+  pathId: bigint;
+  endA: Endpoint[];
+  endB: Endpoint[];
+}
+
+export interface RelayResponse {
+  pathId: bigint;
+  relay: Endpoint[];
+}
+
+/** Body of both TunnelRequest and TunnelResponse (semantics: see the tunnels issue). */
+export interface TunnelHandshake {
+  pathId: bigint;
+  nodeId: number;
+  /** X25519 ephemeral public key. */
+  ephemeral: Buffer;
+  /** Unix ms. */
+  timestamp: bigint;
+  certificate: Buffer;
+  signature: Buffer;
+}
+export type TunnelRequest = TunnelHandshake;
+export type TunnelResponse = TunnelHandshake;
+
+/** Opaque; format specified by the tunnels issue. */
+export type Capsule = Buffer;
+
+export type Ack = EmptyBody;
+
+export interface Nack {
+  reason: string;
+}
+
+/** Body type of every message type. */
+export interface BodyMap {
+  [MessageType.EnrollRequest]: EnrollRequest;
+  [MessageType.EnrollResponse]: EnrollResponse;
+  [MessageType.LoginRequest]: LoginRequest;
+  [MessageType.LoginResponse]: LoginResponse;
+  [MessageType.InfoRequest]: InfoRequest;
+  [MessageType.InfoResponse]: InfoResponse;
+  [MessageType.RegistrationRequest]: RegistrationRequest;
+  [MessageType.RegistrationResponse]: RegistrationResponse;
+  [MessageType.Keepalive]: Keepalive;
+  [MessageType.KeepaliveAck]: KeepaliveAck;
+  [MessageType.DirectionRequest]: DirectionRequest;
+  [MessageType.RouteDirectionResponder]: RouteDirection;
+  [MessageType.RouteConfirmation]: RouteConfirmation;
+  [MessageType.RouteDirectionInitiator]: RouteDirection;
+  [MessageType.RelayRequest]: RelayRequest;
+  [MessageType.RelayResponse]: RelayResponse;
+  [MessageType.TunnelRequest]: TunnelRequest;
+  [MessageType.TunnelResponse]: TunnelResponse;
+  [MessageType.Capsule]: Capsule;
+  [MessageType.Ack]: Ack;
+  [MessageType.Nack]: Nack;
+}
+
+// ───────────────────────────── schemas ─────────────────────────────
+
+const EMPTY: Schema<EmptyBody> = [];
+
+export const GENERAL_NODE_INFO_SCHEMA: Schema<GeneralNodeInfo> = [
+  { tag: 1, name: 'name', kind: 'string', maxSize: MAX_NAME_LEN },
+  { tag: 2, name: 'mac', kind: 'bytes', size: 6 },
+  { tag: 3, name: 'vip4', kind: 'ip4', optional: true },
+  { tag: 4, name: 'vip6', kind: 'ip6', optional: true },
+  { tag: 5, name: 'fqdn', kind: 'string', maxSize: MAX_NAME_LEN },
+];
+
+const ROUTE_DIRECTION: Schema<RouteDirection> = [
+  { tag: 1, name: 'pathId', kind: 'u64' },
+  { tag: 2, name: 'pathType', kind: 'u8' },
+  { tag: 3, name: 'initiator', kind: 'bool' },
+  { tag: 4, name: 'peerNodeId', kind: 'id' },
+  { tag: 5, name: 'peerName', kind: 'string', maxSize: MAX_NAME_LEN },
+  { tag: 6, name: 'peerFqdn', kind: 'string', maxSize: MAX_NAME_LEN },
+  { tag: 7, name: 'peerVip4', kind: 'ip4' },
+  { tag: 8, name: 'peerVip6', kind: 'ip6' },
+  { tag: 9, name: 'peerEndpoints', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+  { tag: 10, name: 'relay', kind: 'endpoint', optional: true },
+  { tag: 11, name: 'tunnelKey', kind: 'bytes', size: KEY_LEN },
+  { tag: 12, name: 'tempKey', kind: 'bytes', size: KEY_LEN, optional: true },
+  { tag: 13, name: 'peerCertificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
+];
+
+const TUNNEL_HANDSHAKE: Schema<TunnelHandshake> = [
+  { tag: 1, name: 'pathId', kind: 'u64' },
+  { tag: 2, name: 'nodeId', kind: 'id' },
+  { tag: 3, name: 'ephemeral', kind: 'bytes', size: KEY_LEN },
+  { tag: 4, name: 'timestamp', kind: 'u64' },
+  { tag: 5, name: 'certificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
+  { tag: 6, name: 'signature', kind: 'bytes', maxSize: MAX_SIGNATURE_LEN },
+];
+
+type SchemaMap = { [K in MessageType]: BodyMap[K] extends Buffer ? 'opaque' : Schema<BodyMap[K]> };
+
+/** TLV schema of every message type ('opaque' = body passed through untouched). */
+export const SCHEMAS: Readonly<SchemaMap> = {
+  [MessageType.EnrollRequest]: [
+    { tag: 1, name: 'token', kind: 'string', maxSize: MAX_TOKEN_LEN },
+    { tag: 2, name: 'csr', kind: 'bytes', maxSize: MAX_CERT_LEN },
+  ],
+  [MessageType.EnrollResponse]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'name', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 3, name: 'fqdn', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 4, name: 'certificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
+    { tag: 5, name: 'chain', kind: 'bytes', maxSize: MAX_CERT_LEN, repeated: true, maxCount: MAX_CHAIN_LEN },
+  ],
+  [MessageType.LoginRequest]: [{ tag: 1, name: 'clientVersion', kind: 'u16' }],
+  [MessageType.LoginResponse]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'name', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 3, name: 'fqdn', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 4, name: 'domain', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 5, name: 'vip4', kind: 'ip4' },
+    { tag: 6, name: 'vip6', kind: 'ip6' },
+    { tag: 7, name: 'commonKey', kind: 'bytes', size: KEY_LEN },
+    { tag: 8, name: 'commonKeyExpiresAt', kind: 'u64' },
+    { tag: 9, name: 'nmsEndpoints', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+  ],
+  [MessageType.InfoRequest]: EMPTY,
+  [MessageType.InfoResponse]: [
+    { tag: 1, name: 'generalNodes', kind: 'bytes', maxSize: MAX_GENERAL_NODE_LEN, repeated: true },
+  ],
+  [MessageType.RegistrationRequest]: [
+    { tag: 1, name: 'endpoints', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+    { tag: 2, name: 'reRegistration', kind: 'bool' },
+  ],
+  [MessageType.RegistrationResponse]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'vip4', kind: 'ip4' },
+    { tag: 3, name: 'vip6', kind: 'ip6' },
+    { tag: 4, name: 'fqdn', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 5, name: 'observed', kind: 'endpoint' },
+    { tag: 6, name: 'nat', kind: 'bool' },
+    { tag: 7, name: 'keepaliveSec', kind: 'u16' },
+  ],
+  [MessageType.Keepalive]: EMPTY,
+  [MessageType.KeepaliveAck]: [{ tag: 1, name: 'observed', kind: 'endpoint' }],
+  [MessageType.DirectionRequest]: [
+    { tag: 1, name: 'targetFqdn', kind: 'string', maxSize: MAX_NAME_LEN, optional: true },
+    { tag: 2, name: 'targetVip', kind: 'ip', optional: true },
+  ],
+  [MessageType.RouteDirectionResponder]: ROUTE_DIRECTION,
+  [MessageType.RouteConfirmation]: [
+    { tag: 1, name: 'pathId', kind: 'u64' },
+    { tag: 2, name: 'accepted', kind: 'bool' },
+  ],
+  [MessageType.RouteDirectionInitiator]: ROUTE_DIRECTION,
+  [MessageType.RelayRequest]: [
+    { tag: 1, name: 'pathId', kind: 'u64' },
+    { tag: 2, name: 'endA', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+    { tag: 3, name: 'endB', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+  ],
+  [MessageType.RelayResponse]: [
+    { tag: 1, name: 'pathId', kind: 'u64' },
+    { tag: 2, name: 'relay', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+  ],
+  [MessageType.TunnelRequest]: TUNNEL_HANDSHAKE,
+  [MessageType.TunnelResponse]: TUNNEL_HANDSHAKE,
+  [MessageType.Capsule]: 'opaque',
+  [MessageType.Ack]: EMPTY,
+  [MessageType.Nack]: [{ tag: 1, name: 'reason', kind: 'string', maxSize: MAX_REASON_LEN }],
+};
+
+// ──────────────────────── cross-field checks ────────────────────────
+
+/** Rules a schema cannot express; return a reason when the body is invalid. Run on encode and decode. */
+type Check<T> = (b: T) => string | undefined;
+
+const checkDirectionRequest: Check<DirectionRequest> = (b) =>
+  (b.targetFqdn === undefined) === (b.targetVip === undefined)
+    ? 'exactly one of targetFqdn and targetVip must be present'
+    : undefined;
+
+const checkRouteDirection: Check<RouteDirection> = (b) =>
+  isPathType(b.pathType) ? undefined : `pathType ${b.pathType} is not a PathType`;
+
+const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
+  [MessageType.DirectionRequest]: checkDirectionRequest,
+  [MessageType.RouteDirectionResponder]: checkRouteDirection,
+  [MessageType.RouteDirectionInitiator]: checkRouteDirection,
+};
+
+function runCheck<T extends MessageType>(type: T, body: BodyMap[T]): string | undefined {
+  const check = CHECKS[type] as Check<BodyMap[T]> | undefined;
+  return check?.(body);
+}
+
+// ───────────────────────────── codec ─────────────────────────────
+
+/** Encode a body. Capsule bodies are returned as-is. Throws RangeError on invalid input. */
+export function encodeBody<T extends MessageType>(type: T, body: BodyMap[T]): Buffer {
+  if (!isMessageType(type)) throw new RangeError(`unknown message type ${String(type)}`);
+  const schema = SCHEMAS[type];
+  if (schema === 'opaque') {
+    const raw = body as Uint8Array;
+    if (!(raw instanceof Uint8Array)) throw new RangeError('opaque body must be a Buffer');
+    if (raw.length > MAX_BODY_LEN) throw new RangeError(`body too long: ${raw.length} > ${MAX_BODY_LEN}`);
+    return Buffer.isBuffer(raw) ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  }
+  const why = runCheck(type, body);
+  if (why) throw new RangeError(`encode ${MessageType[type]}: ${why}`);
+  return encodeTlv(schema as Schema<BodyMap[T]>, body);
+}
+
+/** Decode a body of the given type. Capsule bodies are returned as a zero-copy view. Throws DecodeError. */
+export function decodeBody<T extends MessageType>(type: T, bytes: Uint8Array): BodyMap[T] {
+  if (!isMessageType(type)) throw new DecodeError(`unknown message type ${String(type)}`, 'ERR_DECODE_TYPE');
+  const schema = SCHEMAS[type];
+  if (schema === 'opaque') {
+    const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return b as BodyMap[T];
+  }
+  const body = decodeTlv(schema as Schema<BodyMap[T]>, bytes);
+  const why = runCheck(type, body);
+  if (why) throw new DecodeError(`${MessageType[type]}: ${why}`, 'ERR_DECODE_BODY');
+  return body;
+}
+
+/** Encode a GeneralNodeInfo record for InfoResponse.generalNodes. Throws RangeError. */
+export function encodeGeneralNodeInfo(info: GeneralNodeInfo): Buffer {
+  return encodeTlv(GENERAL_NODE_INFO_SCHEMA, info);
+}
+
+/** Decode one InfoResponse.generalNodes entry. Throws DecodeError. */
+export function decodeGeneralNodeInfo(bytes: Uint8Array): GeneralNodeInfo {
+  return decodeTlv(GENERAL_NODE_INFO_SCHEMA, bytes);
+}
+
+// ──────────────────────── whole plain frames ────────────────────────
+
+/** A decoded plain frame, discriminated on `type`. */
+export type Message = { [K in MessageType]: { header: Header; type: K; body: BodyMap[K] } }[MessageType];
+
+/** Encode header + body as one plain (unsealed) frame. Throws RangeError. */
+export function encodeMessage<T extends MessageType>(h: FrameHeader & { type: T }, body: BodyMap[T]): Buffer {
+  return encodeFrame(h, encodeBody(h.type, body));
+}
+
+/** Decode one whole plain frame (datagram or a FrameReader frame's parts) and its body. Throws DecodeError. */
+export function decodeMessage(buf: Uint8Array | Frame): Message {
+  const { header, body } = buf instanceof Uint8Array ? decodeFrame(buf) : buf;
+  return { header, type: header.type, body: decodeBody(header.type, body) } as Message;
+}

@@ -1,0 +1,342 @@
+// Schema-driven TLV body codec: each field is tag u8, length u16 BE, value; schemas map tags to typed JS fields.
+// Pure and deterministic: encoding follows schema order; decoding checks every length before reading.
+
+import { DecodeError } from '../util/errors.js';
+import { MAX_BODY_LEN, TLV_HEADER_LEN } from './constants.js';
+import { type Endpoint, isValidPort } from './endpoint.js';
+import { formatIp, formatIp4, formatIp6, parseIp, parseIp4, parseIp6 } from './ip.js';
+
+export type FieldKind =
+  | 'u8'
+  | 'u16'
+  | 'u32'
+  | 'u64'
+  | 'id'
+  | 'bool'
+  | 'bytes'
+  | 'string'
+  | 'ip4'
+  | 'ip6'
+  | 'ip'
+  | 'endpoint';
+
+/** One field of a message schema. `N` restricts `name` to the keys of the message's TS type. */
+export interface FieldSpec<N extends string = string> {
+  /** Wire tag, 1..255, unique within the schema. */
+  tag: number;
+  name: N;
+  kind: FieldKind;
+  /** May be absent (JS value undefined). */
+  optional?: boolean;
+  /** Zero or more TLVs with this tag, in order; JS value is an array (empty when absent). */
+  repeated?: boolean;
+  /** bytes/string: exact value length in bytes. */
+  size?: number;
+  /** bytes/string: maximum value length in bytes (default: the u16 limit). */
+  maxSize?: number;
+  /** repeated: maximum number of entries. */
+  maxCount?: number;
+}
+
+/** A message schema: fields in encoding order. */
+export type Schema<T = Record<string, unknown>> = readonly FieldSpec<Extract<keyof T, string>>[];
+
+const BODY = 'ERR_DECODE_BODY';
+const U64_MAX = (1n << 64n) - 1n;
+const MAX_VALUE_LEN = 0xffff;
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+interface CompiledSchema {
+  byTag: Map<number, FieldSpec>;
+}
+
+const compiled = new WeakMap<Schema<never>, CompiledSchema>();
+
+/** Validate a schema once (unique tags/names, sane sizes) and index it by tag. Throws TypeError on a bad schema. */
+function compile(schema: Schema<never>): CompiledSchema {
+  let c = compiled.get(schema);
+  if (c) return c;
+  const byTag = new Map<number, FieldSpec>();
+  const names = new Set<string>();
+  for (const f of schema as readonly FieldSpec[]) {
+    if (!Number.isInteger(f.tag) || f.tag < 1 || f.tag > 255) throw new TypeError(`schema: bad tag ${f.tag}`);
+    if (byTag.has(f.tag)) throw new TypeError(`schema: duplicate tag ${f.tag}`);
+    if (names.has(f.name)) throw new TypeError(`schema: duplicate name ${f.name}`);
+    if (f.optional && f.repeated) throw new TypeError(`schema: ${f.name} cannot be both optional and repeated`);
+    if ((f.size !== undefined || f.maxSize !== undefined) && f.kind !== 'bytes' && f.kind !== 'string') {
+      throw new TypeError(`schema: size limits only apply to bytes/string (${f.name})`);
+    }
+    byTag.set(f.tag, f);
+    names.add(f.name);
+  }
+  c = { byTag };
+  compiled.set(schema, c);
+  return c;
+}
+
+// ───────────────────────────── encode ─────────────────────────────
+
+/** Growable output buffer; zero-filled so no stale memory can leak through `.buffer`. */
+class Writer {
+  private buf = Buffer.alloc(256);
+  private off = 0;
+
+  private ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.off + n) size *= 2;
+    const next = Buffer.alloc(size);
+    this.buf.copy(next, 0, 0, this.off);
+    this.buf = next;
+  }
+
+  tlv(tag: number, value: Uint8Array): void {
+    this.ensure(TLV_HEADER_LEN + value.length);
+    this.buf.writeUInt8(tag, this.off);
+    this.buf.writeUInt16BE(value.length, this.off + 1);
+    this.buf.set(value, this.off + TLV_HEADER_LEN);
+    this.off += TLV_HEADER_LEN + value.length;
+  }
+
+  get length(): number {
+    return this.off;
+  }
+
+  finish(): Buffer {
+    return this.buf.subarray(0, this.off);
+  }
+}
+
+function encErr(f: FieldSpec, why: string): RangeError {
+  return new RangeError(`encode ${f.name}: ${why}`);
+}
+
+function uintBytes(f: FieldSpec, v: unknown, bytes: 1 | 2 | 4, max: number): Buffer {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw encErr(f, `not a u${bytes * 8}: ${String(v)}`);
+  const b = Buffer.alloc(bytes);
+  b.writeUIntBE(v, 0, bytes);
+  return b;
+}
+
+function checkSize(f: FieldSpec, len: number): void {
+  if (f.size !== undefined && len !== f.size) throw encErr(f, `must be exactly ${f.size} bytes, got ${len}`);
+  const max = Math.min(f.maxSize ?? MAX_VALUE_LEN, MAX_VALUE_LEN);
+  if (len > max) throw encErr(f, `too long: ${len} > ${max} bytes`);
+}
+
+/** Encode one JS value of field `f` into its TLV value bytes. Throws RangeError on invalid input. */
+function encodeValue(f: FieldSpec, v: unknown): Uint8Array {
+  switch (f.kind) {
+    case 'u8':
+      return uintBytes(f, v, 1, 0xff);
+    case 'u16':
+      return uintBytes(f, v, 2, 0xffff);
+    case 'u32':
+      return uintBytes(f, v, 4, 0xffffffff);
+    case 'u64': {
+      if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw encErr(f, `not a u64 bigint: ${String(v)}`);
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(v);
+      return b;
+    }
+    case 'id': {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw encErr(f, `not a safe non-negative integer: ${String(v)}`);
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(BigInt(v));
+      return b;
+    }
+    case 'bool':
+      if (typeof v !== 'boolean') throw encErr(f, `not a boolean: ${String(v)}`);
+      return Buffer.from([v ? 1 : 0]);
+    case 'bytes': {
+      if (!(v instanceof Uint8Array)) throw encErr(f, 'not a Buffer/Uint8Array');
+      checkSize(f, v.length);
+      return v;
+    }
+    case 'string': {
+      if (typeof v !== 'string') throw encErr(f, 'not a string');
+      const b = Buffer.from(v, 'utf8');
+      if (b.toString('utf8') !== v) throw encErr(f, 'string has lone surrogates');
+      checkSize(f, b.length);
+      return b;
+    }
+    case 'ip4': {
+      const b = typeof v === 'string' ? parseIp4(v) : undefined;
+      if (!b) throw encErr(f, `not an IPv4 address: ${String(v)}`);
+      return b;
+    }
+    case 'ip6': {
+      const b = typeof v === 'string' ? parseIp6(v) : undefined;
+      if (!b) throw encErr(f, `not an IPv6 address: ${String(v)}`);
+      return b;
+    }
+    case 'ip': {
+      const b = typeof v === 'string' ? parseIp(v) : undefined;
+      if (!b) throw encErr(f, `not an IP address: ${String(v)}`);
+      return b;
+    }
+    case 'endpoint': {
+      if (typeof v !== 'object' || v === null) throw encErr(f, 'not an endpoint object');
+      const e = v as Partial<Endpoint>;
+      const addr = typeof e.address === 'string' ? parseIp(e.address) : undefined;
+      if (!addr) throw encErr(f, `bad endpoint address: ${String(e.address)}`);
+      if (!isValidPort(e.port)) throw encErr(f, `bad endpoint port: ${String(e.port)}`);
+      const b = Buffer.alloc(1 + addr.length + 2);
+      b.writeUInt8(addr.length === 4 ? 4 : 6, 0);
+      addr.copy(b, 1);
+      b.writeUInt16BE(e.port, 1 + addr.length);
+      return b;
+    }
+  }
+}
+
+/**
+ * Encode `value` with `schema`: fields in schema order, repeated entries in array order.
+ * Throws RangeError when a value is missing, of the wrong type or out of range, or the body exceeds MAX_BODY_LEN.
+ */
+export function encodeTlv<T>(schema: Schema<T>, value: T): Buffer {
+  compile(schema as Schema<never>);
+  const obj = value as Record<string, unknown>;
+  const w = new Writer();
+  for (const f of schema as readonly FieldSpec[]) {
+    const v = obj[f.name];
+    if (f.repeated) {
+      const arr = v === undefined ? [] : v;
+      if (!Array.isArray(arr)) throw encErr(f, 'repeated field must be an array');
+      if (f.maxCount !== undefined && arr.length > f.maxCount) throw encErr(f, `more than ${f.maxCount} entries`);
+      for (const item of arr) w.tlv(f.tag, encodeValue(f, item));
+    } else if (v === undefined) {
+      if (!f.optional) throw encErr(f, 'required field missing');
+    } else {
+      w.tlv(f.tag, encodeValue(f, v));
+    }
+    if (w.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
+  }
+  return w.finish();
+}
+
+// ───────────────────────────── decode ─────────────────────────────
+
+function decErr(f: FieldSpec, why: string): DecodeError {
+  return new DecodeError(`field ${f.name} (tag ${f.tag}): ${why}`, BODY);
+}
+
+function expectLen(f: FieldSpec, v: Buffer, len: number): void {
+  if (v.length !== len) throw decErr(f, `expected ${len} bytes, got ${v.length}`);
+}
+
+function checkDecodedSize(f: FieldSpec, len: number): void {
+  if (f.size !== undefined && len !== f.size) throw decErr(f, `expected exactly ${f.size} bytes, got ${len}`);
+  if (f.maxSize !== undefined && len > f.maxSize) throw decErr(f, `too long: ${len} > ${f.maxSize} bytes`);
+}
+
+/** Decode one TLV value (already bounds-checked slice) of field `f`. Throws DecodeError. */
+function decodeValue(f: FieldSpec, v: Buffer): unknown {
+  switch (f.kind) {
+    case 'u8':
+      expectLen(f, v, 1);
+      return v.readUInt8(0);
+    case 'u16':
+      expectLen(f, v, 2);
+      return v.readUInt16BE(0);
+    case 'u32':
+      expectLen(f, v, 4);
+      return v.readUInt32BE(0);
+    case 'u64':
+      expectLen(f, v, 8);
+      return v.readBigUInt64BE(0);
+    case 'id': {
+      expectLen(f, v, 8);
+      const n = v.readBigUInt64BE(0);
+      if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw decErr(f, 'id exceeds Number.MAX_SAFE_INTEGER');
+      return Number(n);
+    }
+    case 'bool': {
+      expectLen(f, v, 1);
+      const b = v.readUInt8(0);
+      if (b > 1) throw decErr(f, `bool must be 0 or 1, got ${b}`);
+      return b === 1;
+    }
+    case 'bytes':
+      checkDecodedSize(f, v.length);
+      return Buffer.from(v); // copy: callers may keep keys/certs after the frame buffer is reused
+    case 'string': {
+      checkDecodedSize(f, v.length);
+      try {
+        return utf8.decode(v);
+      } catch {
+        throw decErr(f, 'invalid UTF-8');
+      }
+    }
+    case 'ip4':
+      expectLen(f, v, 4);
+      return formatIp4(v);
+    case 'ip6':
+      expectLen(f, v, 16);
+      return formatIp6(v);
+    case 'ip':
+      if (v.length !== 4 && v.length !== 16) throw decErr(f, `IP address must be 4 or 16 bytes, got ${v.length}`);
+      return formatIp(v);
+    case 'endpoint': {
+      if (v.length < 1) throw decErr(f, 'empty endpoint');
+      const family = v.readUInt8(0);
+      const addrLen = family === 4 ? 4 : family === 6 ? 16 : -1;
+      if (addrLen < 0) throw decErr(f, `bad endpoint family ${family}`);
+      expectLen(f, v, 1 + addrLen + 2);
+      const port = v.readUInt16BE(1 + addrLen);
+      if (port === 0) throw decErr(f, 'endpoint port 0');
+      return { address: formatIp(v.subarray(1, 1 + addrLen)), port } satisfies Endpoint;
+    }
+  }
+}
+
+/**
+ * Walk the TLVs of `bytes` without a schema, checking they are well formed.
+ * Returns [tag, value] pairs (value is a zero-copy subarray). Throws DecodeError on a partial TLV.
+ */
+export function readTlvs(bytes: Uint8Array): Array<[tag: number, value: Buffer]> {
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: Array<[number, Buffer]> = [];
+  let off = 0;
+  while (off < b.length) {
+    if (b.length - off < TLV_HEADER_LEN) throw new DecodeError(`truncated TLV header at offset ${off}`, BODY);
+    const tag = b.readUInt8(off);
+    const len = b.readUInt16BE(off + 1);
+    const start = off + TLV_HEADER_LEN;
+    if (b.length - start < len) {
+      throw new DecodeError(`TLV tag ${tag} at offset ${off} claims ${len} bytes, ${b.length - start} left`, BODY);
+    }
+    out.push([tag, b.subarray(start, start + len)]);
+    off = start + len;
+  }
+  return out;
+}
+
+/**
+ * Decode `bytes` with `schema`. Unknown tags are skipped (but must be well formed); a repeated
+ * non-repeated tag, a missing required field, a bad value or a partial TLV throws DecodeError (ERR_DECODE_BODY).
+ */
+export function decodeTlv<T>(schema: Schema<T>, bytes: Uint8Array): T {
+  const { byTag } = compile(schema as Schema<never>);
+  const out: Record<string, unknown> = {};
+  for (const f of schema as readonly FieldSpec[]) if (f.repeated) out[f.name] = [];
+  const seen = new Set<number>();
+  for (const [tag, value] of readTlvs(bytes)) {
+    const f = byTag.get(tag);
+    if (!f) continue; // unknown tag: forward compatibility
+    const v = decodeValue(f, value);
+    if (f.repeated) {
+      const arr = out[f.name] as unknown[];
+      if (f.maxCount !== undefined && arr.length >= f.maxCount) throw decErr(f, `more than ${f.maxCount} entries`);
+      arr.push(v);
+    } else {
+      if (seen.has(tag)) throw decErr(f, 'duplicate tag');
+      seen.add(tag);
+      out[f.name] = v;
+    }
+  }
+  for (const f of schema as readonly FieldSpec[]) {
+    if (!f.repeated && !f.optional && !seen.has(f.tag)) throw decErr(f, 'required field missing');
+  }
+  return out as T;
+}

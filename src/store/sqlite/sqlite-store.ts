@@ -1,0 +1,504 @@
+// SQLite backend of the Store interface (better-sqlite3, WAL), shared safely by the cloud daemon and the CLI.
+// Synchronous underneath, async outside; writes that read-then-write use BEGIN IMMEDIATE so other processes serialise.
+
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, parseCidr } from '../../net/addr/cidr.js';
+import type { Cidr } from '../../net/addr/cidr.js';
+import { CyphonicError } from '../../util/errors.js';
+import { StoreError } from '../errors.js';
+import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
+import { NODE_KINDS } from '../types.js';
+import type {
+  CertificateRecord,
+  CommonKeyRecord,
+  Endpoint,
+  NewCertificate,
+  NewEnrollmentToken,
+  NewNode,
+  NodeKind,
+  NodeRecord,
+  Pools,
+  RegistrationRecord,
+  Store,
+  TokenResult,
+} from '../types.js';
+
+type Db = Database.Database;
+type Stmt = Database.Statement;
+
+interface NodeRow {
+  id: number;
+  name: string;
+  kind: string;
+  vip4: string;
+  vip6: string;
+  adapter_id: number | null;
+  mac: string | null;
+  created_at: number;
+}
+
+interface CertRow {
+  serial: string;
+  node_id: number;
+  der: Buffer;
+  not_after: number;
+  created_at: number;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}
+
+interface KeyRow {
+  node_id: number;
+  key: Buffer;
+  expires_at: number;
+  created_at: number;
+}
+
+interface RegRow {
+  node_id: number;
+  reported: string;
+  observed_address: string;
+  observed_port: number;
+  nat: number;
+  keepalive_sec: number;
+  registered_at: number;
+  last_seen: number;
+  last_seq: string;
+}
+
+interface TokenRow {
+  used_at: number | null;
+  expires_at: number;
+}
+
+/** Upper bound on collisions skipped while allocating one address (only happens when pools overlap after a pool change). */
+const MAX_ALLOCATION_PROBES = 100_000;
+
+function nodeFromRow(r: NodeRow): NodeRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    kind: r.kind as NodeKind,
+    vip4: r.vip4,
+    vip6: r.vip6,
+    adapterId: r.adapter_id,
+    mac: r.mac,
+    createdAt: r.created_at,
+  };
+}
+
+function certFromRow(r: CertRow): CertificateRecord {
+  return {
+    serial: r.serial,
+    nodeId: r.node_id,
+    der: Buffer.from(r.der),
+    notAfter: r.not_after,
+    createdAt: r.created_at,
+    revokedAt: r.revoked_at,
+    revokeReason: r.revoke_reason,
+  };
+}
+
+function regFromRow(r: RegRow): RegistrationRecord {
+  return {
+    nodeId: r.node_id,
+    reported: decodeEndpoints(r.reported),
+    observed: { address: r.observed_address, port: r.observed_port },
+    nat: r.nat !== 0,
+    keepaliveSec: r.keepalive_sec,
+    registeredAt: r.registered_at,
+    lastSeen: r.last_seen,
+    lastSeq: BigInt(r.last_seq),
+  };
+}
+
+function decodeEndpoints(text: string): Endpoint[] {
+  const parsed: unknown = JSON.parse(text);
+  if (!Array.isArray(parsed)) throw new StoreError('ERR_STORE', 'corrupt registration row: reported is not a list');
+  return parsed.map((e: unknown) => {
+    const o = e as { address?: unknown; port?: unknown };
+    if (typeof o?.address !== 'string' || typeof o.port !== 'number') {
+      throw new StoreError('ERR_STORE', 'corrupt registration row: bad endpoint');
+    }
+    return { address: o.address, port: o.port };
+  });
+}
+
+function checkEndpoint(e: Endpoint, what: string): Endpoint {
+  if (typeof e?.address !== 'string' || !Number.isInteger(e.port) || e.port < 0 || e.port > 65535) {
+    throw new StoreError('ERR_STORE_INVALID', `${what} must be { address: string, port: 0..65535 }`);
+  }
+  return { address: e.address, port: e.port };
+}
+
+function checkSeq(seq: bigint): string {
+  if (typeof seq !== 'bigint' || seq < 0n) throw new StoreError('ERR_STORE_INVALID', 'lastSeq must be a non-negative bigint');
+  return seq.toString();
+}
+
+/** Maps driver errors to StoreError codes; ours pass through untouched. */
+function translate(err: unknown): unknown {
+  if (err instanceof CyphonicError) return err;
+  const code = (err as { code?: unknown })?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  if (typeof code === 'string') {
+    if (code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+      return new StoreError('ERR_STORE_DUPLICATE', message, { cause: err });
+    }
+    if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') return new StoreError('ERR_STORE_REFERENCE', message, { cause: err });
+    if (code.startsWith('SQLITE_CONSTRAINT')) return new StoreError('ERR_STORE_INVALID', message, { cause: err });
+    if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+      return new StoreError('ERR_STORE_BUSY', `database is busy: ${message}`, { cause: err });
+    }
+  }
+  return new StoreError('ERR_STORE', message, { cause: err });
+}
+
+/** Applies missing migrations inside one IMMEDIATE transaction (safe when several processes open at once). */
+function migrateDb(db: Db): void {
+  db.exec(SCHEMA_MIGRATIONS_DDL);
+  const apply = db.transaction(() => {
+    const rows = db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[];
+    const applied = new Set(rows.map((r) => r.version));
+    const newest = Math.max(0, ...applied);
+    if (newest > LATEST_SCHEMA_VERSION) {
+      throw new StoreError(
+        'ERR_STORE_SCHEMA',
+        `database schema version ${newest} is newer than this build supports (${LATEST_SCHEMA_VERSION}); upgrade cyphonic`,
+      );
+    }
+    const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)');
+    for (const m of MIGRATIONS) {
+      if (applied.has(m.version)) continue;
+      db.exec(m.sqlite);
+      record.run(m.version, m.name, Date.now());
+    }
+  });
+  apply.immediate();
+}
+
+class SqliteStore implements Store {
+  readonly #db: Db;
+  #closed = false;
+  readonly #s: Record<string, Stmt>;
+  readonly #maxV4: Stmt;
+  readonly #maxV6: Stmt;
+  readonly #createNodeTx: (input: NewNode, pools: Pools) => NodeRecord;
+
+  constructor(db: Db) {
+    this.#db = db;
+    const p = (sql: string): Stmt => db.prepare(sql);
+    this.#s = {
+      getMeta: p('SELECT value FROM meta WHERE key = ?'),
+      setMeta: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+      insertToken: p('INSERT INTO enrollment_tokens (token_hash, name, expires_at, created_at, used_at) VALUES (?, ?, ?, ?, NULL)'),
+      consumeToken: p(
+        'UPDATE enrollment_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING name',
+      ),
+      getToken: p('SELECT used_at, expires_at FROM enrollment_tokens WHERE token_hash = ?'),
+      nodeIdByName: p('SELECT id FROM nodes WHERE name = ?'),
+      vipTaken: p('SELECT 1 AS taken FROM nodes WHERE vip4 = ? OR vip6 = ?'),
+      insertNode: p(
+        `INSERT INTO nodes (name, kind, vip4, vip6, vip4_pool, vip4_index, vip6_pool, vip6_index, adapter_id, mac, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      ),
+      nodeById: p('SELECT * FROM nodes WHERE id = ?'),
+      nodeByName: p('SELECT * FROM nodes WHERE name = ?'),
+      nodeByVip: p('SELECT * FROM nodes WHERE vip4 = ? OR vip6 = ?'),
+      listNodes: p('SELECT * FROM nodes ORDER BY id'),
+      insertCert: p(
+        'INSERT INTO certificates (serial, node_id, der, not_after, created_at, revoked_at, revoke_reason) VALUES (?, ?, ?, ?, ?, NULL, NULL)',
+      ),
+      getCert: p('SELECT * FROM certificates WHERE serial = ?'),
+      nodeCerts: p('SELECT * FROM certificates WHERE node_id = ? ORDER BY created_at, serial'),
+      revokeCert: p('UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL'),
+      revokeNodeCerts: p('UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE node_id = ? AND revoked_at IS NULL'),
+      isRevoked: p('SELECT 1 AS revoked FROM certificates WHERE serial = ? AND revoked_at IS NOT NULL'),
+      listRevoked: p('SELECT serial FROM certificates WHERE revoked_at IS NOT NULL ORDER BY serial'),
+      putKey: p(
+        `INSERT INTO common_keys (node_id, key, expires_at, created_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (node_id) DO UPDATE SET key = excluded.key, expires_at = excluded.expires_at, created_at = excluded.created_at`,
+      ),
+      getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
+      upsertReg: p(
+        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
+           observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
+           registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq`,
+      ),
+      touchReg: p(
+        'UPDATE registrations SET last_seen = ?, last_seq = ?, observed_address = ?, observed_port = ? WHERE node_id = ?',
+      ),
+      getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
+      listRegs: p('SELECT * FROM registrations ORDER BY node_id'),
+      deleteReg: p('DELETE FROM registrations WHERE node_id = ?'),
+    };
+    // Indexes can exceed 2^53 in a big IPv6 pool in principle: read them as bigint.
+    this.#maxV4 = p('SELECT MAX(vip4_index) AS m FROM nodes WHERE vip4_pool = ?').safeIntegers(true);
+    this.#maxV6 = p('SELECT MAX(vip6_index) AS m FROM nodes WHERE vip6_pool = ?').safeIntegers(true);
+    this.#createNodeTx = db.transaction((input: NewNode, pools: Pools) => this.#createNodeSync(input, pools)).immediate;
+  }
+
+  /** Runs a synchronous body as an async call, with closed-check and error translation. */
+  async #run<T>(body: () => T): Promise<T> {
+    if (this.#closed) throw new StoreError('ERR_STORE_CLOSED', 'store is closed');
+    try {
+      return body();
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  #stmt(name: string): Stmt {
+    const s = this.#s[name];
+    if (s === undefined) throw new Error(`no statement ${name}`);
+    return s;
+  }
+
+  migrate(): Promise<void> {
+    return this.#run(() => migrateDb(this.#db));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#db.close();
+  }
+
+  getMeta(key: string): Promise<string | null> {
+    return this.#run(() => {
+      const row = this.#stmt('getMeta').get(key) as { value: string } | undefined;
+      return row?.value ?? null;
+    });
+  }
+
+  setMeta(key: string, value: string): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('setMeta').run(key, value);
+    });
+  }
+
+  createEnrollmentToken(rec: NewEnrollmentToken): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('insertToken').run(rec.tokenHash, rec.name, rec.expiresAt, rec.createdAt);
+    });
+  }
+
+  consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenResult> {
+    return this.#run((): TokenResult => {
+      // One conditional UPDATE is the atomic step: only one caller can flip used_at from NULL.
+      const won = this.#stmt('consumeToken').get(now, tokenHash, now) as { name: string } | undefined;
+      if (won !== undefined) return { ok: true, name: won.name };
+      const row = this.#stmt('getToken').get(tokenHash) as TokenRow | undefined;
+      if (row === undefined) return { ok: false, reason: 'unknown' };
+      if (row.used_at !== null) return { ok: false, reason: 'used' };
+      return { ok: false, reason: 'expired' };
+    });
+  }
+
+  #allocate(pool: Cidr, poolText: string, max: Stmt, what: string): { index: bigint; address: string } {
+    const row = max.get(poolText) as { m: bigint | null } | undefined;
+    let candidate = nextUsableOffset(pool, (row?.m ?? 0n) + 1n);
+    for (let probes = 0; candidate !== null && probes < MAX_ALLOCATION_PROBES; probes++) {
+      const address = addressAt(pool, candidate);
+      if (this.#stmt('vipTaken').get(address, address) === undefined) return { index: candidate, address };
+      candidate = nextUsableOffset(pool, candidate + 1n);
+    }
+    throw new StoreError('ERR_POOL_EXHAUSTED', `${what} pool ${poolText} has no free address left`);
+  }
+
+  #createNodeSync(input: NewNode, pools: Pools): NodeRecord {
+    if (typeof input.name !== 'string' || input.name === '') throw new StoreError('ERR_STORE_INVALID', 'node name must be a non-empty string');
+    if (!NODE_KINDS.includes(input.kind)) throw new StoreError('ERR_STORE_INVALID', `unknown node kind "${String(input.kind)}"`);
+    const v4 = parseCidr(pools.v4);
+    const v6 = parseCidr(pools.v6);
+    if (v4.family !== 4) throw new StoreError('ERR_STORE_INVALID', `v4 pool ${pools.v4} is not an IPv4 prefix`);
+    if (v6.family !== 6) throw new StoreError('ERR_STORE_INVALID', `v6 pool ${pools.v6} is not an IPv6 prefix`);
+    if (this.#stmt('nodeIdByName').get(input.name) !== undefined) {
+      throw new StoreError('ERR_NAME_TAKEN', `a node named "${input.name}" already exists`);
+    }
+    const v4Text = formatCidr(v4);
+    const v6Text = formatCidr(v6);
+    const a4 = this.#allocate(v4, v4Text, this.#maxV4, 'IPv4');
+    const a6 = this.#allocate(v6, v6Text, this.#maxV6, 'IPv6');
+    const createdAt = input.createdAt ?? Date.now();
+    const adapterId = input.adapterId ?? null;
+    const mac = input.mac ?? null;
+    const inserted = this.#stmt('insertNode').get(
+      input.name,
+      input.kind,
+      a4.address,
+      a6.address,
+      v4Text,
+      a4.index,
+      v6Text,
+      a6.index,
+      adapterId,
+      mac,
+      createdAt,
+    ) as { id: number };
+    return {
+      id: inserted.id,
+      name: input.name,
+      kind: input.kind,
+      vip4: a4.address,
+      vip6: a6.address,
+      adapterId,
+      mac,
+      createdAt,
+    };
+  }
+
+  createNode(input: NewNode, pools: Pools): Promise<NodeRecord> {
+    return this.#run(() => this.#createNodeTx(input, pools));
+  }
+
+  getNodeById(id: number): Promise<NodeRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('nodeById').get(id) as NodeRow | undefined;
+      return row === undefined ? null : nodeFromRow(row);
+    });
+  }
+
+  getNodeByName(name: string): Promise<NodeRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('nodeByName').get(name) as NodeRow | undefined;
+      return row === undefined ? null : nodeFromRow(row);
+    });
+  }
+
+  getNodeByVip(address: string): Promise<NodeRecord | null> {
+    return this.#run(() => {
+      const canonical = normalizeAddress(address);
+      if (canonical === null) return null;
+      const row = this.#stmt('nodeByVip').get(canonical, canonical) as NodeRow | undefined;
+      return row === undefined ? null : nodeFromRow(row);
+    });
+  }
+
+  listNodes(): Promise<NodeRecord[]> {
+    return this.#run(() => (this.#stmt('listNodes').all() as NodeRow[]).map(nodeFromRow));
+  }
+
+  addCertificate(rec: NewCertificate): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('insertCert').run(rec.serial, rec.nodeId, rec.der, rec.notAfter, rec.createdAt);
+    });
+  }
+
+  getCertificate(serial: string): Promise<CertificateRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('getCert').get(serial) as CertRow | undefined;
+      return row === undefined ? null : certFromRow(row);
+    });
+  }
+
+  listNodeCertificates(nodeId: number): Promise<CertificateRecord[]> {
+    return this.#run(() => (this.#stmt('nodeCerts').all(nodeId) as CertRow[]).map(certFromRow));
+  }
+
+  revokeCertificate(serial: string, reason: string, at: number): Promise<boolean> {
+    return this.#run(() => this.#stmt('revokeCert').run(at, reason, serial).changes > 0);
+  }
+
+  revokeNodeCertificates(nodeId: number, reason: string, at: number): Promise<number> {
+    return this.#run(() => this.#stmt('revokeNodeCerts').run(at, reason, nodeId).changes);
+  }
+
+  isRevoked(serial: string): Promise<boolean> {
+    return this.#run(() => this.#stmt('isRevoked').get(serial) !== undefined);
+  }
+
+  listRevokedSerials(): Promise<string[]> {
+    return this.#run(() => (this.#stmt('listRevoked').all() as { serial: string }[]).map((r) => r.serial));
+  }
+
+  putCommonKey(rec: CommonKeyRecord): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('putKey').run(rec.nodeId, rec.key, rec.expiresAt, rec.createdAt);
+    });
+  }
+
+  getCommonKey(nodeId: number): Promise<CommonKeyRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('getKey').get(nodeId) as KeyRow | undefined;
+      if (row === undefined) return null;
+      return { nodeId: row.node_id, key: Buffer.from(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
+    });
+  }
+
+  upsertRegistration(rec: RegistrationRecord): Promise<void> {
+    return this.#run(() => {
+      const reported = rec.reported.map((e, i) => checkEndpoint(e, `reported[${i}]`));
+      const observed = checkEndpoint(rec.observed, 'observed');
+      this.#stmt('upsertReg').run(
+        rec.nodeId,
+        JSON.stringify(reported),
+        observed.address,
+        observed.port,
+        rec.nat ? 1 : 0,
+        rec.keepaliveSec,
+        rec.registeredAt,
+        rec.lastSeen,
+        checkSeq(rec.lastSeq),
+      );
+    });
+  }
+
+  touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean> {
+    return this.#run(() => {
+      const o = checkEndpoint(observed, 'observed');
+      return this.#stmt('touchReg').run(lastSeen, checkSeq(lastSeq), o.address, o.port, nodeId).changes > 0;
+    });
+  }
+
+  getRegistration(nodeId: number): Promise<RegistrationRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('getReg').get(nodeId) as RegRow | undefined;
+      return row === undefined ? null : regFromRow(row);
+    });
+  }
+
+  listRegistrations(): Promise<RegistrationRecord[]> {
+    return this.#run(() => (this.#stmt('listRegs').all() as RegRow[]).map(regFromRow));
+  }
+
+  deleteRegistration(nodeId: number): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('deleteReg').run(nodeId);
+    });
+  }
+}
+
+/**
+ * Opens (creating if needed) an SQLite store at `path` (':memory:' for a private in-memory one),
+ * configures WAL / synchronous=NORMAL / foreign keys / busy_timeout 5000, and runs migrations.
+ * A new database file is created with mode 0600 (it holds common keys); its directory is created if missing.
+ */
+export async function openSqliteStore(path: string): Promise<Store> {
+  if (typeof path !== 'string' || path === '') throw new StoreError('ERR_STORE_URL', 'SQLite store path must be a non-empty string');
+  let db: Db | undefined;
+  try {
+    if (path !== ':memory:' && !path.startsWith('file:')) {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      closeSync(openSync(path, 'a', 0o600));
+    }
+    db = new Database(path, { timeout: 5000 });
+    db.pragma('busy_timeout = 5000');
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    migrateDb(db);
+    return new SqliteStore(db);
+  } catch (err) {
+    db?.close();
+    const e = translate(err);
+    if (e instanceof StoreError && e.code === 'ERR_STORE') {
+      throw new StoreError('ERR_STORE', `cannot open SQLite store ${path}: ${e.message}`, { cause: err });
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,145 @@
+// The persistent-store contract shared by every backend (SQLite now, PostgreSQL later).
+// Async on purpose: a networked backend implements the same interface; times are unix milliseconds.
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+export type NodeKind = 'node' | 'adapter' | 'general';
+export const NODE_KINDS: readonly NodeKind[] = ['node', 'adapter', 'general'];
+
+export interface NodeRecord {
+  id: number;
+  name: string;
+  kind: NodeKind;
+  /** Virtual IPv4 address, allocated once from the v4 pool, never changes. */
+  vip4: string;
+  /** Virtual IPv6 address, allocated once from the v6 pool, never changes. */
+  vip6: string;
+  /** For 'general' devices behind an adapter: the adapter's node id. */
+  adapterId: number | null;
+  mac: string | null;
+  createdAt: number;
+}
+
+export interface CertificateRecord {
+  /** Serial number as text (hex or decimal, opaque to the store). */
+  serial: string;
+  nodeId: number;
+  der: Buffer;
+  notAfter: number;
+  createdAt: number;
+  revokedAt: number | null;
+  revokeReason: string | null;
+}
+
+export interface CommonKeyRecord {
+  nodeId: number;
+  key: Buffer;
+  expiresAt: number;
+  createdAt: number;
+}
+
+export interface RegistrationRecord {
+  nodeId: number;
+  /** Endpoints the node reports for itself (its local interfaces). */
+  reported: Endpoint[];
+  /** Source endpoint the service observed. */
+  observed: Endpoint;
+  nat: boolean;
+  keepaliveSec: number;
+  registeredAt: number;
+  lastSeen: number;
+  /** Highest signaling sequence number seen; may exceed 2^53 (stored as text). */
+  lastSeq: bigint;
+}
+
+export type TokenResult = { ok: true; name: string } | { ok: false; reason: 'unknown' | 'used' | 'expired' };
+
+/** Address pools as CIDR text, e.g. { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' }. */
+export interface Pools {
+  v4: string;
+  v6: string;
+}
+
+export interface NewEnrollmentToken {
+  name: string;
+  /** Hash of the token; the token itself is never stored. */
+  tokenHash: string;
+  expiresAt: number;
+  createdAt: number;
+}
+
+export interface NewNode {
+  name: string;
+  kind: NodeKind;
+  adapterId?: number | null;
+  mac?: string | null;
+  /** @default Date.now() */
+  createdAt?: number;
+}
+
+export interface NewCertificate {
+  serial: string;
+  nodeId: number;
+  der: Buffer;
+  notAfter: number;
+  createdAt: number;
+}
+
+export interface Store {
+  /** Applies missing versioned migrations (recorded in schema_migrations); idempotent, already run at open. */
+  migrate(): Promise<void>;
+  /** Releases the connection; any later call rejects with StoreError 'ERR_STORE_CLOSED'. Idempotent. */
+  close(): Promise<void>;
+
+  getMeta(key: string): Promise<string | null>;
+  setMeta(key: string, value: string): Promise<void>;
+
+  /** StoreError 'ERR_STORE_DUPLICATE' if the hash already exists. */
+  createEnrollmentToken(rec: NewEnrollmentToken): Promise<void>;
+  /** Atomic: a token is consumed at most once, even with concurrent callers or processes. Expired when now >= expiresAt. */
+  consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenResult>;
+
+  /**
+   * Creates a node and allocates its vip4/vip6 (lowest unused usable offset of each pool) in one
+   * transaction. StoreError 'ERR_NAME_TAKEN' if the name exists, 'ERR_POOL_EXHAUSTED' if a pool is full,
+   * 'ERR_STORE_REFERENCE' if adapterId names no node.
+   */
+  createNode(input: NewNode, pools: Pools): Promise<NodeRecord>;
+  getNodeById(id: number): Promise<NodeRecord | null>;
+  getNodeByName(name: string): Promise<NodeRecord | null>;
+  /** Matches vip4 or vip6; the address may be given in any valid textual form. */
+  getNodeByVip(address: string): Promise<NodeRecord | null>;
+  /** Ordered by id. */
+  listNodes(): Promise<NodeRecord[]>;
+
+  /** StoreError 'ERR_STORE_DUPLICATE' for a known serial, 'ERR_STORE_REFERENCE' for an unknown node. */
+  addCertificate(rec: NewCertificate): Promise<void>;
+  getCertificate(serial: string): Promise<CertificateRecord | null>;
+  /** Certificates of one node, oldest first. */
+  listNodeCertificates(nodeId: number): Promise<CertificateRecord[]>;
+  /** True if this call revoked it; false if the serial is unknown or was already revoked (the first revocation is kept). */
+  revokeCertificate(serial: string, reason: string, at: number): Promise<boolean>;
+  /** Revokes every not-yet-revoked certificate of the node; returns how many were revoked now. */
+  revokeNodeCertificates(nodeId: number, reason: string, at: number): Promise<number>;
+  /** False for unknown serials. */
+  isRevoked(serial: string): Promise<boolean>;
+  /** Sorted by serial text. */
+  listRevokedSerials(): Promise<string[]>;
+
+  /** One current key per node: replaces any previous one. */
+  putCommonKey(rec: CommonKeyRecord): Promise<void>;
+  getCommonKey(nodeId: number): Promise<CommonKeyRecord | null>;
+
+  /** Inserts or replaces the node's registration. */
+  upsertRegistration(rec: RegistrationRecord): Promise<void>;
+  /** Updates lastSeen/lastSeq/observed; false if the node has no registration. */
+  touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean>;
+  getRegistration(nodeId: number): Promise<RegistrationRecord | null>;
+  /** Ordered by node id. */
+  listRegistrations(): Promise<RegistrationRecord[]>;
+  /** No-op if absent. */
+  deleteRegistration(nodeId: number): Promise<void>;
+}

@@ -1,0 +1,191 @@
+// Drives real cyphonic processes inside testbed namespaces: a cloud on the global segment, nodes anywhere.
+// Shared by the e2e suites, the demo and the benchmarks; every wait is bounded in time.
+
+import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { controlGet } from '../../src/util/control.js';
+import type { Host } from './netns/index.js';
+
+/** Repository root (this file runs from dist/test/harness/). */
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const CLI = join(REPO, 'bin', 'cyphonic.js');
+
+export function workDir(label: string): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), `cyp-${label}-`));
+  return { dir, remove: () => (process.env['CYPHONIC_KEEP'] ? undefined : rmSync(dir, { recursive: true, force: true })) };
+}
+
+/** Runs a CLI command inside `host` and returns stdout; throws with stderr on failure. */
+export function cyphonic(host: Host, args: string[], timeoutMs = 60_000): Promise<string> {
+  return host.run(process.execPath, [CLI, ...args], { timeoutMs });
+}
+
+/** Polls `fn` until it returns a truthy value; throws after `timeoutMs` with the last error or value. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000, everyMs = 150): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
+}
+
+export class CloudProc {
+  child: ChildProcess | null = null;
+  readonly dir: string;
+  constructor(
+    readonly host: Host,
+    base: string,
+  ) {
+    this.dir = join(base, 'cloud');
+  }
+
+  get log(): string {
+    return join(this.dir, '..', `cloud-${this.host.name}.log`);
+  }
+
+  async init(extra: string[] = []): Promise<void> {
+    const advertise = [this.host.addr4, this.host.addr6].filter(Boolean).join(',');
+    await cyphonic(this.host, ['cloud', 'init', '--dir', this.dir, '--advertise', advertise, ...extra]);
+  }
+
+  /** Edits DIR/cloud.json (tests shorten timers this way). */
+  async patchConfig(patch: Record<string, unknown>): Promise<void> {
+    const { writeFileSync } = await import('node:fs');
+    const path = join(this.dir, 'cloud.json');
+    writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), ...patch }, null, 2));
+  }
+
+  async start(): Promise<void> {
+    this.child = this.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', this.dir], { logFile: this.log });
+    await waitFor('cloud control socket', () => this.metrics().then(() => true), 20_000);
+  }
+
+  metrics(): Promise<{ as: Record<string, number> | null; nms: Record<string, number> | null }> {
+    return controlGet(join(this.dir, 'cloud.sock'), '/metrics') as Promise<{ as: Record<string, number> | null; nms: Record<string, number> | null }>;
+  }
+
+  async enroll(name: string): Promise<string> {
+    return (await cyphonic(this.host, ['cloud', 'enroll', name, '--dir', this.dir])).trim();
+  }
+
+  async nodes(): Promise<NodeRowJson[]> {
+    return JSON.parse(await cyphonic(this.host, ['cloud', 'nodes', '--dir', this.dir, '--json'])) as NodeRowJson[];
+  }
+
+  async kill9(): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    c.kill('SIGKILL');
+    await exited(c);
+    this.child = null;
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    c.kill('SIGTERM');
+    await exited(c);
+    this.child = null;
+  }
+}
+
+export interface NodeRowJson {
+  id: number;
+  name: string;
+  fqdn: string;
+  vip4: string;
+  vip6: string;
+  online: boolean;
+  nat: boolean | null;
+  observed: string | null;
+  lastSeen: string | null;
+}
+
+export interface NodeStatusJson {
+  name: string;
+  nodeId: number;
+  fqdn: string;
+  vip4: string | null;
+  vip6: string | null;
+  registered: boolean;
+  nat: boolean | null;
+  observed: string | null;
+  lastRegistration: string | null;
+  peers: unknown[];
+  dns: string | null;
+}
+
+export class NodeProc {
+  child: ChildProcess | null = null;
+  readonly state: string;
+  constructor(
+    readonly host: Host,
+    base: string,
+    readonly name: string,
+  ) {
+    this.state = join(base, 'nodes', name);
+  }
+
+  get log(): string {
+    return join(this.state, '..', `${this.name}.log`);
+  }
+
+  start(token?: string, extra: string[] = []): ChildProcess {
+    const args = [CLI, 'node', 'up', '--state', this.state, ...(token ? ['--token', token] : []), ...extra];
+    this.child = this.host.spawn(process.execPath, args, { logFile: this.log });
+    return this.child;
+  }
+
+  status(): Promise<NodeStatusJson> {
+    return controlGet(join(this.state, 'control.sock'), '/status') as Promise<NodeStatusJson>;
+  }
+
+  waitRegistered(timeoutMs = 30_000): Promise<NodeStatusJson> {
+    return waitFor(`${this.name} registered`, async () => {
+      if (this.child && this.child.exitCode !== null) throw new Error(`${this.name} exited: ${this.tail()}`);
+      const s = await this.status();
+      return s.registered ? s : null;
+    }, timeoutMs);
+  }
+
+  tail(lines = 15): string {
+    return existsSync(this.log) ? readFileSync(this.log, 'utf8').trim().split('\n').slice(-lines).join('\n') : '(no log)';
+  }
+
+  async kill9(): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    c.kill('SIGKILL');
+    await exited(c);
+    this.child = null;
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    c.kill('SIGTERM');
+    await exited(c);
+    this.child = null;
+  }
+}
+
+/** Waits for a child to exit and returns its exit code. */
+export async function exitCode(child: ChildProcess, timeoutMs = 30_000): Promise<number> {
+  await Promise.race([exited(child), new Promise((_, rej) => setTimeout(() => rej(new Error('process did not exit')), timeoutMs))]);
+  return child.exitCode ?? -1;
+}

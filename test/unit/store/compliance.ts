@@ -1,0 +1,356 @@
+// The Store compliance suite: every backend (SQLite now, PostgreSQL later) must pass it unchanged.
+// `open` must return a fresh, empty, migrated store each time it is called.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { contains, offsetOf } from '../../../src/net/addr/cidr.js';
+import { StoreError } from '../../../src/store/errors.js';
+import type { NodeRecord, Pools, RegistrationRecord, Store } from '../../../src/store/types.js';
+
+export const POOLS: Pools = { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' };
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof StoreError, `expected StoreError, got ${String(err)}`);
+    assert.equal(err.code, code);
+    return true;
+  });
+}
+
+function reg(nodeId: number, over: Partial<RegistrationRecord> = {}): RegistrationRecord {
+  return {
+    nodeId,
+    reported: [
+      { address: '192.168.1.10', port: 4500 },
+      { address: '2001:db8::10', port: 4501 },
+    ],
+    observed: { address: '203.0.113.7', port: 61000 },
+    nat: true,
+    keepaliveSec: 25,
+    registeredAt: 1_700_000_000_000,
+    lastSeen: 1_700_000_000_000,
+    lastSeq: 1n,
+    ...over,
+  };
+}
+
+export function runStoreCompliance(label: string, open: () => Promise<Store>): void {
+  describe(`Store compliance: ${label}`, () => {
+    /** Opens a fresh store for one test and closes it afterwards. */
+    async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
+      const s = await open();
+      try {
+        await fn(s);
+      } finally {
+        await s.close();
+      }
+    }
+
+    describe('meta and lifecycle', () => {
+      test('get/set meta, overwrite', () =>
+        withStore(async (s) => {
+          assert.equal(await s.getMeta('ca.fingerprint'), null);
+          await s.setMeta('ca.fingerprint', 'abc');
+          assert.equal(await s.getMeta('ca.fingerprint'), 'abc');
+          await s.setMeta('ca.fingerprint', 'def');
+          assert.equal(await s.getMeta('ca.fingerprint'), 'def');
+          await s.setMeta('empty', '');
+          assert.equal(await s.getMeta('empty'), '');
+        }));
+
+      test('migrate is idempotent', () =>
+        withStore(async (s) => {
+          await s.setMeta('k', 'v');
+          await s.migrate();
+          await s.migrate();
+          assert.equal(await s.getMeta('k'), 'v');
+        }));
+
+      test('calls after close reject with ERR_STORE_CLOSED; close is idempotent', async () => {
+        const s = await open();
+        await s.close();
+        await s.close();
+        await rejectsWith(s.getMeta('k'), 'ERR_STORE_CLOSED');
+        await rejectsWith(s.listNodes(), 'ERR_STORE_CLOSED');
+      });
+    });
+
+    describe('enrollment tokens', () => {
+      const base = { name: 'laptop', tokenHash: 'h1', expiresAt: 2_000, createdAt: 1_000 };
+
+      test('consumed once, then used', () =>
+        withStore(async (s) => {
+          await s.createEnrollmentToken(base);
+          assert.deepEqual(await s.consumeEnrollmentToken('h1', 1_500), { ok: true, name: 'laptop' });
+          assert.deepEqual(await s.consumeEnrollmentToken('h1', 1_501), { ok: false, reason: 'used' });
+          // used wins over expired once consumed
+          assert.deepEqual(await s.consumeEnrollmentToken('h1', 9_999), { ok: false, reason: 'used' });
+        }));
+
+      test('expired at and after expiresAt', () =>
+        withStore(async (s) => {
+          await s.createEnrollmentToken(base);
+          assert.deepEqual(await s.consumeEnrollmentToken('h1', 2_000), { ok: false, reason: 'expired' });
+          assert.deepEqual(await s.consumeEnrollmentToken('h1', 5_000), { ok: false, reason: 'expired' });
+        }));
+
+      test('unknown', () =>
+        withStore(async (s) => {
+          assert.deepEqual(await s.consumeEnrollmentToken('nope', 1), { ok: false, reason: 'unknown' });
+        }));
+
+      test('duplicate hash is rejected', () =>
+        withStore(async (s) => {
+          await s.createEnrollmentToken(base);
+          await rejectsWith(s.createEnrollmentToken({ ...base, name: 'other' }), 'ERR_STORE_DUPLICATE');
+        }));
+
+      test('50 concurrent consumers: exactly one wins', () =>
+        withStore(async (s) => {
+          await s.createEnrollmentToken({ ...base, tokenHash: 'race' });
+          const results = await Promise.all(
+            Array.from({ length: 50 }, () => s.consumeEnrollmentToken('race', 1_500)),
+          );
+          const ok = results.filter((r) => r.ok);
+          assert.equal(ok.length, 1);
+          assert.deepEqual(ok[0], { ok: true, name: 'laptop' });
+          for (const r of results.filter((x) => !x.ok)) assert.deepEqual(r, { ok: false, reason: 'used' });
+        }));
+    });
+
+    describe('nodes and address allocation', () => {
+      test('first node gets offset 1 in both pools', () =>
+        withStore(async (s) => {
+          const n = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          assert.equal(n.vip4, '100.64.0.1');
+          assert.equal(n.vip6, 'fd12:3456:789a::1');
+          assert.equal(n.kind, 'node');
+          assert.equal(n.adapterId, null);
+          assert.equal(n.mac, null);
+          assert.equal(typeof n.id, 'number');
+          assert.equal(typeof n.createdAt, 'number');
+          assert.deepEqual(await s.getNodeById(n.id), n);
+        }));
+
+      test('100 concurrent nodes: distinct, inside pools, no .0/.255, stable', () =>
+        withStore(async (s) => {
+          const created = await Promise.all(
+            Array.from({ length: 100 }, (_, i) => s.createNode({ name: `n${i}`, kind: 'node' }, POOLS)),
+          );
+          // also a sequential batch to cross the .255/.0 boundary (offsets 255 and 256)
+          for (let i = 100; i < 300; i++) created.push(await s.createNode({ name: `n${i}`, kind: 'node' }, POOLS));
+          const v4 = new Set(created.map((n) => n.vip4));
+          const v6 = new Set(created.map((n) => n.vip6));
+          assert.equal(v4.size, 300);
+          assert.equal(v6.size, 300);
+          assert.equal(new Set(created.map((n) => n.id)).size, 300);
+          for (const n of created) {
+            assert.ok(contains(POOLS.v4, n.vip4), n.vip4);
+            assert.ok(contains(POOLS.v6, n.vip6), n.vip6);
+            const last = Number(n.vip4.split('.')[3]);
+            assert.ok(last !== 0 && last !== 255, `unusable ${n.vip4}`);
+            assert.notEqual(offsetOf(POOLS.v6, n.vip6), 0n);
+          }
+          assert.ok(!v4.has('100.64.0.255') && !v4.has('100.64.1.0'));
+          assert.ok(v4.has('100.64.1.1'));
+          // lowest-first: 300 nodes fill offsets 1..254, 257..302 with no gaps
+          const offsets = created.map((n) => offsetOf(POOLS.v4, n.vip4)!).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+          assert.equal(offsets[0], 1n);
+          assert.equal(offsets[offsets.length - 1], 302n);
+          // stable: re-reading gives the same addresses
+          const listed = await s.listNodes();
+          assert.deepEqual(
+            listed.map((n) => n.id),
+            [...listed.map((n) => n.id)].sort((a, b) => a - b),
+          );
+          const byId = new Map(listed.map((n) => [n.id, n]));
+          for (const n of created) assert.deepEqual(byId.get(n.id), n);
+        }));
+
+      test('name taken', () =>
+        withStore(async (s) => {
+          await s.createNode({ name: 'dup', kind: 'node' }, POOLS);
+          await rejectsWith(s.createNode({ name: 'dup', kind: 'adapter' }, POOLS), 'ERR_NAME_TAKEN');
+          assert.equal((await s.listNodes()).length, 1);
+          // the failed attempt consumed no address
+          const next = await s.createNode({ name: 'other', kind: 'node' }, POOLS);
+          assert.equal(next.vip4, '100.64.0.2');
+        }));
+
+      test('pool exhausted', () =>
+        withStore(async (s) => {
+          // /29: offsets 1..6 usable (0 network, 7 broadcast)
+          const small: Pools = { v4: '10.9.0.0/29', v6: 'fd00:1::/64' };
+          for (let i = 0; i < 6; i++) await s.createNode({ name: `s${i}`, kind: 'node' }, small);
+          await rejectsWith(s.createNode({ name: 's6', kind: 'node' }, small), 'ERR_POOL_EXHAUSTED');
+          const smallV6: Pools = { v4: '10.10.0.0/16', v6: 'fd00:2::/127' };
+          await s.createNode({ name: 't0', kind: 'node' }, smallV6);
+          await rejectsWith(s.createNode({ name: 't1', kind: 'node' }, smallV6), 'ERR_POOL_EXHAUSTED');
+        }));
+
+      test('adapter and general devices', () =>
+        withStore(async (s) => {
+          const adapter = await s.createNode({ name: 'gw', kind: 'adapter' }, POOLS);
+          const dev = await s.createNode(
+            { name: 'printer', kind: 'general', adapterId: adapter.id, mac: '02:00:00:aa:bb:cc' },
+            POOLS,
+          );
+          assert.equal(dev.adapterId, adapter.id);
+          assert.equal(dev.mac, '02:00:00:aa:bb:cc');
+          assert.deepEqual(await s.getNodeByName('printer'), dev);
+          await rejectsWith(
+            s.createNode({ name: 'ghost', kind: 'general', adapterId: 99_999 }, POOLS),
+            'ERR_STORE_REFERENCE',
+          );
+          assert.equal(await s.getNodeByName('ghost'), null);
+        }));
+
+      test('lookups by id, name, vip4, vip6 (any textual form)', () =>
+        withStore(async (s) => {
+          const nodes: NodeRecord[] = [];
+          for (const name of ['x', 'y', 'z']) nodes.push(await s.createNode({ name, kind: 'node' }, POOLS));
+          const y = nodes[1]!;
+          assert.deepEqual(await s.getNodeById(y.id), y);
+          assert.deepEqual(await s.getNodeByName('y'), y);
+          assert.deepEqual(await s.getNodeByVip(y.vip4), y);
+          assert.deepEqual(await s.getNodeByVip(y.vip6), y);
+          assert.deepEqual(await s.getNodeByVip('FD12:3456:789A:0000:0000:0000:0000:0002'), y);
+          assert.equal(await s.getNodeById(12345), null);
+          assert.equal(await s.getNodeByName('nobody'), null);
+          assert.equal(await s.getNodeByVip('100.64.9.9'), null);
+          assert.equal(await s.getNodeByVip('not an address'), null);
+          assert.deepEqual(await s.listNodes(), nodes);
+        }));
+
+      test('invalid input', () =>
+        withStore(async (s) => {
+          await rejectsWith(s.createNode({ name: '', kind: 'node' }, POOLS), 'ERR_STORE_INVALID');
+          await rejectsWith(
+            s.createNode({ name: 'k', kind: 'bogus' as unknown as 'node' }, POOLS),
+            'ERR_STORE_INVALID',
+          );
+          await rejectsWith(s.createNode({ name: 'k', kind: 'node' }, { v4: POOLS.v6, v6: POOLS.v4 }), 'ERR_STORE_INVALID');
+          await assert.rejects(s.createNode({ name: 'k', kind: 'node' }, { v4: '10.0.0.1/8', v6: POOLS.v6 }), {
+            code: 'ERR_CONFIG',
+          });
+        }));
+    });
+
+    describe('certificates and revocation', () => {
+      test('add, get, revoke, list', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          const b = await s.createNode({ name: 'b', kind: 'node' }, POOLS);
+          const der = Buffer.from([0x30, 0x82, 0x01, 0x00, 0xff]);
+          await s.addCertificate({ serial: '01ab', nodeId: a.id, der, notAfter: 5_000, createdAt: 1_000 });
+          await s.addCertificate({ serial: '02cd', nodeId: a.id, der, notAfter: 6_000, createdAt: 2_000 });
+          await s.addCertificate({ serial: '03ef', nodeId: b.id, der, notAfter: 6_000, createdAt: 2_000 });
+          await rejectsWith(
+            s.addCertificate({ serial: '01ab', nodeId: b.id, der, notAfter: 1, createdAt: 1 }),
+            'ERR_STORE_DUPLICATE',
+          );
+          await rejectsWith(
+            s.addCertificate({ serial: '09', nodeId: 99_999, der, notAfter: 1, createdAt: 1 }),
+            'ERR_STORE_REFERENCE',
+          );
+
+          const c = await s.getCertificate('01ab');
+          assert.ok(c);
+          assert.deepEqual(c, { serial: '01ab', nodeId: a.id, der, notAfter: 5_000, createdAt: 1_000, revokedAt: null, revokeReason: null });
+          assert.ok(Buffer.isBuffer(c.der));
+          assert.equal(await s.getCertificate('nope'), null);
+          assert.deepEqual((await s.listNodeCertificates(a.id)).map((x) => x.serial), ['01ab', '02cd']);
+
+          assert.equal(await s.isRevoked('01ab'), false);
+          assert.equal(await s.isRevoked('unknown'), false);
+          assert.deepEqual(await s.listRevokedSerials(), []);
+
+          assert.equal(await s.revokeCertificate('01ab', 'keyCompromise', 3_000), true);
+          assert.equal(await s.revokeCertificate('01ab', 'again', 4_000), false);
+          assert.equal(await s.revokeCertificate('unknown', 'x', 4_000), false);
+          const r = await s.getCertificate('01ab');
+          assert.equal(r?.revokedAt, 3_000);
+          assert.equal(r?.revokeReason, 'keyCompromise');
+          assert.equal(await s.isRevoked('01ab'), true);
+
+          assert.equal(await s.revokeNodeCertificates(a.id, 'nodeRemoved', 5_000), 1);
+          assert.equal(await s.revokeNodeCertificates(a.id, 'nodeRemoved', 6_000), 0);
+          assert.equal((await s.getCertificate('01ab'))?.revokeReason, 'keyCompromise');
+          assert.equal((await s.getCertificate('02cd'))?.revokedAt, 5_000);
+          assert.deepEqual(await s.listRevokedSerials(), ['01ab', '02cd']);
+          assert.equal(await s.isRevoked('03ef'), false);
+        }));
+    });
+
+    describe('common keys', () => {
+      test('put replaces, one per node', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          const b = await s.createNode({ name: 'b', kind: 'node' }, POOLS);
+          assert.equal(await s.getCommonKey(a.id), null);
+          const k1 = Buffer.alloc(32, 1);
+          const k2 = Buffer.alloc(32, 2);
+          await s.putCommonKey({ nodeId: a.id, key: k1, expiresAt: 10, createdAt: 1 });
+          await s.putCommonKey({ nodeId: b.id, key: k1, expiresAt: 11, createdAt: 1 });
+          await s.putCommonKey({ nodeId: a.id, key: k2, expiresAt: 20, createdAt: 2 });
+          const got = await s.getCommonKey(a.id);
+          assert.deepEqual(got, { nodeId: a.id, key: k2, expiresAt: 20, createdAt: 2 });
+          assert.ok(Buffer.isBuffer(got?.key));
+          assert.deepEqual((await s.getCommonKey(b.id))?.key, k1);
+          await rejectsWith(s.putCommonKey({ nodeId: 99_999, key: k1, expiresAt: 1, createdAt: 1 }), 'ERR_STORE_REFERENCE');
+        }));
+    });
+
+    describe('registrations', () => {
+      test('upsert, touch, list, delete', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          const b = await s.createNode({ name: 'b', kind: 'node' }, POOLS);
+          assert.equal(await s.getRegistration(a.id), null);
+          assert.equal(await s.touchRegistration(a.id, 1, 1n, { address: '1.2.3.4', port: 1 }), false);
+
+          await s.upsertRegistration(reg(b.id));
+          await s.upsertRegistration(reg(a.id, { nat: false, reported: [] }));
+          assert.deepEqual(await s.getRegistration(b.id), reg(b.id));
+          assert.deepEqual(await s.getRegistration(a.id), reg(a.id, { nat: false, reported: [] }));
+          assert.deepEqual(
+            (await s.listRegistrations()).map((r) => r.nodeId),
+            [a.id, b.id],
+          );
+
+          const replaced = reg(a.id, { keepaliveSec: 10, registeredAt: 5, lastSeen: 5, lastSeq: 7n });
+          await s.upsertRegistration(replaced);
+          assert.deepEqual(await s.getRegistration(a.id), replaced);
+
+          const observed = { address: '198.51.100.1', port: 40000 };
+          assert.equal(await s.touchRegistration(a.id, 99, 8n, observed), true);
+          assert.deepEqual(await s.getRegistration(a.id), { ...replaced, lastSeen: 99, lastSeq: 8n, observed });
+
+          await s.deleteRegistration(a.id);
+          await s.deleteRegistration(a.id);
+          assert.equal(await s.getRegistration(a.id), null);
+          assert.deepEqual(
+            (await s.listRegistrations()).map((r) => r.nodeId),
+            [b.id],
+          );
+          await rejectsWith(s.upsertRegistration(reg(99_999)), 'ERR_STORE_REFERENCE');
+        }));
+
+      test('lastSeq above 2^53 and up to 2^64-1 round-trips exactly', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          const big = 2n ** 53n + 1n;
+          await s.upsertRegistration(reg(a.id, { lastSeq: big }));
+          const got = await s.getRegistration(a.id);
+          assert.equal(typeof got?.lastSeq, 'bigint');
+          assert.equal(got?.lastSeq, big);
+          const max = 2n ** 64n - 1n;
+          assert.equal(await s.touchRegistration(a.id, 2, max, { address: '::1', port: 9 }), true);
+          assert.equal((await s.getRegistration(a.id))?.lastSeq, max);
+          assert.equal((await s.listRegistrations())[0]?.lastSeq, max);
+          await rejectsWith(s.touchRegistration(a.id, 3, -1n, { address: '::1', port: 9 }), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertRegistration(reg(a.id, { observed: { address: 'x', port: 70000 } })), 'ERR_STORE_INVALID');
+        }));
+    });
+  });
+}
