@@ -94,7 +94,22 @@ interface LoadedCa {
   notAfter: Date;
 }
 
-async function loadCa(ca: CaMaterial): Promise<LoadedCa> {
+/** Recently used CAs, so that issuing many certificates does not re-parse and re-import the CA each time. */
+const caCache = new Map<string, Promise<LoadedCa>>();
+const CA_CACHE_SIZE = 4;
+
+function loadCa(ca: CaMaterial): Promise<LoadedCa> {
+  const cacheKey = `${ca.certPem}\0${ca.keyPem}`;
+  const hit = caCache.get(cacheKey);
+  if (hit) return hit;
+  const loading = loadCaUncached(ca);
+  caCache.set(cacheKey, loading);
+  if (caCache.size > CA_CACHE_SIZE) caCache.delete(caCache.keys().next().value!);
+  loading.catch(() => caCache.delete(cacheKey));
+  return loading;
+}
+
+async function loadCaUncached(ca: CaMaterial): Promise<LoadedCa> {
   let der: Buffer;
   let nodeCert: X509Certificate;
   try {

@@ -25,6 +25,7 @@ export {
   toPem,
   splitPemChain,
   MAX_CHAIN_LENGTH,
+  MAX_INTERMEDIATES,
   type CertInput,
   type VerifyOptions,
   type VerifiedCertificate,

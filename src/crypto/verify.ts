@@ -25,6 +25,10 @@ export interface VerifiedCertificate {
 
 /** Longest accepted path, leaf and anchor included. */
 export const MAX_CHAIN_LENGTH = 6;
+/** Most intermediates accepted in one call (they may come from an untrusted peer). */
+export const MAX_INTERMEDIATES = 8;
+/** Most complete candidate paths examined before giving up (bounds work on hostile input). */
+const MAX_PATHS = 32;
 
 function certError(code: string, message: string): CertificateError {
   return new CertificateError(message, code);
@@ -51,8 +55,18 @@ function signedBy(cert: ParsedCert, issuer: ParsedCert): boolean {
 interface Search {
   roots: ParsedCert[];
   intermediates: ParsedCert[];
+  /** Memoized signedBy(cert, issuer): each pair costs at most one signature check. */
+  signed: Map<ParsedCert, Map<ParsedCert, boolean>>;
   /** Set when a signing certificate was found that may not act as a CA. */
   notCa?: string;
+}
+
+function signedByCached(search: Search, cert: ParsedCert, issuer: ParsedCert): boolean {
+  let row = search.signed.get(cert);
+  if (!row) search.signed.set(cert, (row = new Map()));
+  let ok = row.get(issuer);
+  if (ok === undefined) row.set(issuer, (ok = signedBy(cert, issuer)));
+  return ok;
 }
 
 /** Every path from `chain`'s last element up to a root, depth-first. */
@@ -64,7 +78,9 @@ function* paths(search: Search, chain: ParsedCert[]): Generator<ParsedCert[]> {
   ];
   for (const [candidate, isRoot] of candidates) {
     if (chain.some((c) => c.der.equals(candidate.der))) continue;
-    if (!signedBy(cert, candidate)) continue;
+    // A self-issued certificate can only ever be a trust anchor, never a useful intermediate.
+    if (!isRoot && candidate.x509.subject === candidate.x509.issuer) continue;
+    if (!signedByCached(search, cert, candidate)) continue;
     if (!candidate.fields.basicConstraints?.ca || !candidate.x509.ca || !cert.x509.checkIssued(candidate.x509)) {
       search.notCa ??= `certificate ${describe(candidate)} signed ${describe(cert)} but is not a CA`;
       continue;
@@ -99,8 +115,9 @@ function checkPath(path: ParsedCert[], now: number, isRevoked?: (serial: string)
   return null;
 }
 
-function parseAll(inputs: CertInput[], what: string): ParsedCert[] {
+function parseAll(inputs: CertInput[], what: string, max = Infinity): ParsedCert[] {
   if (!Array.isArray(inputs)) throw certError('ERR_CERT_MALFORMED', `${what} must be an array`);
+  if (inputs.length > max) throw certError('ERR_CERT_MALFORMED', `too many ${what} (${inputs.length} > ${max})`);
   return inputs.map((c) => parseCert(c));
 }
 
@@ -108,6 +125,8 @@ function parseAll(inputs: CertInput[], what: string): ParsedCert[] {
  * Verifies `leaf` up to one of `roots` through any of `intermediates`: issuer names and signatures,
  * issuers being CAs (basicConstraints cA, keyCertSign, pathLen), every certificate's validity
  * window at `now`, and `isRevoked` for the leaf and the intermediates on the path.
+ * A leaf that is itself one of `roots` is accepted (after its validity check). At most
+ * MAX_INTERMEDIATES intermediates are accepted; the order of `intermediates` and `roots` does not matter.
  * Throws CertificateError with ERR_CERT_MALFORMED / UNTRUSTED / NOT_CA / EXPIRED / REVOKED.
  */
 export function verifyChain(
@@ -117,13 +136,19 @@ export function verifyChain(
   opts: VerifyOptions = {},
 ): VerifiedCertificate {
   const leafCert = parseCert(leaf);
-  const search: Search = { roots: parseAll(roots, 'roots'), intermediates: parseAll(intermediates, 'intermediates') };
+  const search: Search = {
+    roots: parseAll(roots, 'roots'),
+    intermediates: parseAll(intermediates, 'intermediates', MAX_INTERMEDIATES),
+    signed: new Map(),
+  };
   const now = (opts.now ?? new Date()).getTime();
   if (Number.isNaN(now)) throw new TypeError('verifyChain: invalid "now"');
   let firstError: CertificateError | null = null;
   const anchored = search.roots.some((r) => r.der.equals(leafCert.der));
   const found = anchored ? [[leafCert]] : paths(search, [leafCert]);
+  let examined = 0;
   for (const path of found) {
+    if (++examined > MAX_PATHS) break;
     const error = checkPath(path, now, opts.isRevoked);
     if (!error) {
       return {

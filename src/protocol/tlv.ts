@@ -196,6 +196,7 @@ function encodeValue(f: FieldSpec, v: unknown): Uint8Array {
  */
 export function encodeTlv<T>(schema: Schema<T>, value: T): Buffer {
   compile(schema as Schema<never>);
+  if (typeof value !== 'object' || value === null) throw new RangeError('encode: body must be an object');
   const obj = value as Record<string, unknown>;
   const w = new Writer();
   for (const f of schema as readonly FieldSpec[]) {

@@ -1,7 +1,7 @@
 // SQLite backend of the Store interface (better-sqlite3, WAL), shared safely by the cloud daemon and the CLI.
 // Synchronous underneath, async outside; writes that read-then-write use BEGIN IMMEDIATE so other processes serialise.
 
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, parseCidr } from '../../net/addr/cidr.js';
@@ -473,6 +473,14 @@ class SqliteStore implements Store {
   }
 }
 
+/** mkdir -p, one level at a time: Node 20's recursive mkdirSync can spin forever under /proc. */
+function ensureDir(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) ensureDir(parent);
+  mkdirSync(dir, { mode: 0o700 });
+}
+
 /**
  * Opens (creating if needed) an SQLite store at `path` (':memory:' for a private in-memory one),
  * configures WAL / synchronous=NORMAL / foreign keys / busy_timeout 5000, and runs migrations.
@@ -483,7 +491,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
   let db: Db | undefined;
   try {
     if (path !== ':memory:' && !path.startsWith('file:')) {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      ensureDir(dirname(path));
       closeSync(openSync(path, 'a', 0o600));
     }
     db = new Database(path, { timeout: 5000 });

@@ -255,6 +255,22 @@ describe('PKI issuance and verifyChain', () => {
     assert.throws(() => verifyChain(forgedDer, [node.certPem, inter.certPem], [root.certPem]), certCode('ERR_CERT_NOT_CA'));
   });
 
+  it('bounds the work done on hostile intermediates', async () => {
+    const junkInters = await Promise.all(Array.from({ length: 8 }, () => createIntermediateCa(otherRoot, { commonName: 'cyphonic AS' })));
+    const t0 = Date.now();
+    assert.throws(
+      () => verifyChain(node.certPem, junkInters.map((c) => c.certPem), [root.certPem]),
+      certCode('ERR_CERT_UNTRUSTED'),
+    );
+    assert.ok(Date.now() - t0 < 1000);
+    const nine = [...junkInters.map((c) => c.certPem), inter.certPem];
+    assert.throws(() => verifyChain(node.certPem, nine, [root.certPem]), certCode('ERR_CERT_MALFORMED'));
+    // Self-signed certificates offered as intermediates are never anchors.
+    assert.throws(() => verifyChain(node.certPem, [inter.certPem, root.certPem], [otherRoot.certPem]), certCode('ERR_CERT_UNTRUSTED'));
+    // A root given as the leaf is its own anchor.
+    assert.equal(verifyChain(root.certPem, [], [root.certPem]).commonName, 'cyphonic root');
+  });
+
   it('enforces the intermediate\'s pathLen 0', async () => {
     const sub = await createIntermediateCa(inter, { commonName: 'sub CA' });
     const leaf = await makeNode(sub, 'deep');

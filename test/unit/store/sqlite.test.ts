@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -17,7 +17,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 let fileCounter = 0;
 const freshPath = (): string => join(dir, `db-${process.pid}-${++fileCounter}.sqlite`);
 
-/** The compiled store entry point, as imported by child processes. */
+/** The compiled store entry point, as imported by child processes (with -e, process.argv[1] is the first argument). */
 const STORE_MODULE = new URL('../../../src/store/index.js', import.meta.url).href;
 
 runStoreCompliance('sqlite :memory:', () => openSqliteStore(':memory:'));
@@ -152,8 +152,8 @@ describe('sqlite store specifics', () => {
   test('kill -9 right after commits: data survives, migrate stays idempotent', async () => {
     const path = freshPath();
     const script = `
-      const { openStore } = await import(process.argv[2]);
-      const store = await openStore('sqlite:' + process.argv[3]);
+      const { openStore } = await import(process.argv[1]);
+      const store = await openStore('sqlite:' + process.argv[2]);
       const pools = { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' };
       for (let i = 0; i < 20; i++) {
         const n = await store.createNode({ name: 'k' + i, kind: 'node' }, pools);
@@ -191,8 +191,8 @@ describe('sqlite store specifics', () => {
     const path = freshPath();
     await withStore(path, (s) => s.createEnrollmentToken({ name: 'shared', tokenHash: 'race', expiresAt: 1e15, createdAt: 1 }));
     const script = `
-      const { openStore } = await import(process.argv[2]);
-      const [, , , path, tag] = process.argv;
+      const { openStore } = await import(process.argv[1]);
+      const [, , path, tag] = process.argv;
       const store = await openStore(path);
       const pools = { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' };
       const token = await store.consumeEnrollmentToken('race', Date.now());
@@ -242,6 +242,9 @@ describe('openStore URLs', () => {
   });
 
   test('an unopenable path is a StoreError', async () => {
-    await assert.rejects(openStore('/proc/definitely/not/here.sqlite'), (err: unknown) => err instanceof StoreError);
+    // A regular file where a directory should be (avoid /proc: recursive mkdirSync spins there on Node 20).
+    const plain = freshPath();
+    writeFileSync(plain, 'not a directory');
+    await assert.rejects(openStore(join(plain, 'store.sqlite')), (err: unknown) => err instanceof StoreError);
   });
 });
