@@ -7,7 +7,7 @@ import { MessageType, Status } from '../protocol/constants.js';
 import { parseEndpoint } from '../protocol/endpoint.js';
 import { encodeFrame, FrameReader } from '../protocol/frame.js';
 import { decodeBody, encodeBody, type EnrollResponse, type LoginResponse } from '../protocol/messages.js';
-import { CertificateError, CyphonicError, RequestError } from '../util/errors.js';
+import { CertificateError, CyphonicError, RequestError, requestErrorFromNack } from '../util/errors.js';
 
 export interface AsClientOptions {
   endpoints: string[];
@@ -72,8 +72,7 @@ async function exchange(endpoint: string, trust: Trust, type: MessageType, body:
         } catch {
           /* keep generic reason */
         }
-        const code = reason.split(':')[0] ?? 'ERR_REFUSED';
-        reject(new RequestError(code, f.header.status, reason));
+        reject(requestErrorFromNack(f.header.status, reason));
         return;
       }
       resolve({ body: f.body, rootPem });

@@ -9,7 +9,7 @@ import type { Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
 import { decodeBody, encodeBody, type BodyMap, type KeepaliveAck, type RegistrationResponse } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
-import { CyphonicError, RequestError } from '../util/errors.js';
+import { CyphonicError, requestErrorFromNack } from '../util/errors.js';
 
 /** Tunable: waits between retransmissions of one request (ms); the request fails after the last. */
 export const RETRANSMIT_MS = [500, 1000, 2000, 4000] as const;
@@ -130,7 +130,7 @@ export class NmsClient {
       } catch {
         /* generic */
       }
-      p.reject(new RequestError(reason.split(':')[0] ?? 'ERR_REFUSED', f.header.status, reason));
+      p.reject(requestErrorFromNack(f.header.status, reason));
     } else if (f.header.type === p.expect) {
       p.resolve(plain);
     } else {

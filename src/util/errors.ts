@@ -54,3 +54,9 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message;
   return String(err);
 }
+
+/** Rebuilds a RequestError from a Nack's status and its "CODE: message" reason text. */
+export function requestErrorFromNack(status: number, reason: string): RequestError {
+  const m = /^(ERR_[A-Z0-9_]+): ?(.*)$/s.exec(reason);
+  return m ? new RequestError(m[1]!, status, m[2]!) : new RequestError('ERR_REFUSED', status, reason);
+}

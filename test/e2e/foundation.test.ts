@@ -115,12 +115,12 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     const reuse = new NodeProc(h, work.dir, 'alpha-again');
     const c1 = reuse.start(tokens['alpha'], ['--port', '30001']);
     assert.notEqual(await exitCode(c1), 0);
-    assert.match(reuse.tail(), /ERR_TOKEN_USED/);
+    assert.match(reuse.tail(), /ERR_TOKEN_USED: enrollment token used/);
     const forgedToken = encodeToken({ ...decodeToken(tokens['alpha']!), secret: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA' });
     const forged = new NodeProc(h, work.dir, 'forged');
     const c2 = forged.start(forgedToken, ['--port', '30002']);
     assert.notEqual(await exitCode(c2), 0);
-    assert.match(forged.tail(), /ERR_TOKEN_UNKNOWN/);
+    assert.match(forged.tail(), /ERR_TOKEN_INVALID: enrollment token unknown/);
     const m = await cloud.metrics();
     assert.ok((m.as!['enroll.refused.token.used'] ?? 0) >= 1);
     assert.ok((m.as!['enroll.refused.token.unknown'] ?? 0) >= 1);

@@ -1,7 +1,7 @@
 // Drives real cyphonic processes inside testbed namespaces: a cloud on the global segment, nodes anywhere.
 // Shared by the e2e suites, the demo and the benchmarks; every wait is bounded in time.
 
-import { mkdtempSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -146,6 +146,7 @@ export class NodeProc {
   }
 
   start(token?: string, extra: string[] = []): ChildProcess {
+    mkdirSync(dirname(this.log), { recursive: true });
     const args = [CLI, 'node', 'up', '--state', this.state, ...(token ? ['--token', token] : []), ...extra];
     this.child = this.host.spawn(process.execPath, args, { logFile: this.log });
     return this.child;
