@@ -29,12 +29,12 @@ async function exchange(endpoint: string, trust: Trust, type: MessageType, body:
       host: ep.address,
       port: ep.port,
       minVersion: 'TLSv1.3',
-      servername: undefined,
       checkServerIdentity: () => undefined, // trust comes from our own CA (pinned), not from names
     };
     if (trust.kind === 'pin') opts.rejectUnauthorized = false;
     else Object.assign(opts, { ca: [trust.rootPem], cert: trust.certPem + trust.chainPem, key: trust.keyPem, rejectUnauthorized: true });
     const sock = tls.connect(opts);
+    sock.setNoDelay(true);
     let rootPem: string | null = null;
     const timer = setTimeout(() => sock.destroy(new CyphonicError('ERR_TIMEOUT', `AS ${endpoint} did not answer`)), timeoutMs);
     const fail = (err: Error): void => {

@@ -63,6 +63,7 @@ export class AsTransport {
 
   private onConnection(sock: tls.TLSSocket): void {
     this.sockets.add(sock);
+    sock.setNoDelay(true);
     sock.on('close', () => this.sockets.delete(sock));
     sock.on('error', () => sock.destroy());
     sock.setTimeout(this.init.idleMs ?? 10_000, () => sock.destroy());
