@@ -14,6 +14,10 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
+    files: ['**/*.js', '**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', URL: 'readonly' } },
+  },
+  {
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       '@typescript-eslint/no-non-null-assertion': 'off',
@@ -22,7 +26,8 @@ export default tseslint.config(
   // Imports flow one way: protocol, crypto -> net -> node / adapter / cloud -> cli.
   layer(['src/protocol/**', 'src/crypto/**', 'src/util/**'], ['**/net/**', '**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'protocol/crypto/util are the bottom layer'),
   layer(['src/net/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/adapter/**', '**/store/**'], 'net must not depend on daemons'),
-  layer(['src/node/**'], ['**/cloud/**', '**/cli/**', '**/store/**'], 'node and cloud share only protocol'),
+  layer(['src/node/**'], ['**/cloud/**', '**/cli/**', '**/store/**'], 'node and cloud share only protocol, channel and crypto'),
+  layer(['src/channel/**', 'src/config/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'channel/config sit below the daemons'),
   layer(['src/cloud/**'], ['**/node/**', '**/cli/**', '**/adapter/**'], 'node and cloud share only protocol'),
   layer(['src/store/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/adapter/**'], 'store is used by cloud, never the reverse'),
 );
