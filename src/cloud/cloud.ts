@@ -122,8 +122,12 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   let nmsPort = 0;
   try {
     if (roles.has('nms')) {
-      nms = new NmsService({ domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec }, { store, logger: o.logger.child({ component: 'nms' }) });
-      const t = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' }));
+      let transport: NmsTransport | null = null;
+      nms = new NmsService(
+        { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec },
+        { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to) },
+      );
+      const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
     }

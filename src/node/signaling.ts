@@ -7,7 +7,7 @@ import { ReplayGuard, SeqCounter } from '../channel/sequence.js';
 import { MessageType } from '../protocol/constants.js';
 import type { Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
-import { decodeBody, encodeBody, type BodyMap, type KeepaliveAck, type RegistrationResponse } from '../protocol/messages.js';
+import { decodeBody, encodeBody, type BodyMap, type KeepaliveAck, type RegistrationResponse, type RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { CyphonicError, requestErrorFromNack } from '../util/errors.js';
 
@@ -73,13 +73,13 @@ export class NmsClient {
   }
 
   /** Sends a sealed request and waits for its reply, resealing each retransmission with a fresh sequence number. */
-  async request<T extends keyof BodyMap>(type: T, body: BodyMap[T], expect: MessageType, signal?: AbortSignal): Promise<Buffer> {
+  async request<T extends keyof BodyMap>(type: T, body: BodyMap[T], expect: MessageType, signal?: AbortSignal, retransmitMs?: readonly number[]): Promise<Buffer> {
     const plain = encodeBody(type, body);
     const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
     const answer = new Promise<Buffer>((resolve, reject) => this.pending.set(txid, { expect, resolve, reject }));
     answer.catch(() => {}); // handled by the race below
     try {
-      for (const wait of this.retransmitMs) {
+      for (const wait of retransmitMs ?? this.retransmitMs) {
         if (signal?.aborted) throw new CyphonicError('ERR_ABORTED', 'stopped');
         const frame = sealFrame(this.keys.up, { type: type as MessageType, txid, seq: this.seq.next(), id: BigInt(this.nodeId) }, plain);
         this.socket.send(frame, this.nms);
@@ -97,7 +97,10 @@ export class NmsClient {
     }
   }
 
-  /** Offers a datagram from the socket; returns true if it was a (valid or not) NMS reply for us. */
+  /** Messages the NMS sends unasked (Route Directions); authenticated before the handler sees them. */
+  onPush: ((type: MessageType, body: Buffer) => void) | null = null;
+
+  /** Offers a datagram from the socket; returns true if it was a (valid or not) NMS message for us. */
   handleDatagram(msg: Buffer): boolean {
     let f;
     try {
@@ -107,7 +110,8 @@ export class NmsClient {
     }
     if (f.header.id !== BigInt(this.nodeId)) return false;
     const p = this.pending.get(f.header.txid);
-    if (!p) {
+    const push = f.header.type === MessageType.RouteDirectionResponder;
+    if (!p && !push) {
       this.counters.inc('refused.unsolicited');
       return true;
     }
@@ -123,20 +127,34 @@ export class NmsClient {
       return true;
     }
     this.guard.accept(f.header.seq);
-    if (f.header.type === MessageType.Nack) {
+    if (push) {
+      this.counters.inc('push');
+      this.onPush?.(f.header.type, plain);
+    } else if (f.header.type === MessageType.Nack) {
       let reason = 'refused';
       try {
         reason = decodeBody(MessageType.Nack, plain).reason;
       } catch {
         /* generic */
       }
-      p.reject(requestErrorFromNack(f.header.status, reason));
-    } else if (f.header.type === p.expect) {
-      p.resolve(plain);
+      p!.reject(requestErrorFromNack(f.header.status, reason));
+    } else if (f.header.type === p!.expect) {
+      p!.resolve(plain);
     } else {
       this.counters.inc('refused.type');
     }
     return true;
+  }
+
+  /** Asks the NMS for a route to a peer (by FQDN or virtual IP); resolves with our half of the Route Direction. */
+  async direction(target: { targetFqdn?: string; targetVip?: string }, retransmitMs?: readonly number[]): Promise<RouteDirection> {
+    const body = await this.request(MessageType.DirectionRequest, target, MessageType.RouteDirectionInitiator, undefined, retransmitMs);
+    return decodeBody(MessageType.RouteDirectionInitiator, body);
+  }
+
+  /** Tells the NMS we installed (or refused) a path it pushed. */
+  async confirm(pathId: bigint, accepted: boolean): Promise<void> {
+    await this.request(MessageType.RouteConfirmation, { pathId, accepted }, MessageType.Ack);
   }
 
   /** Fails every outstanding request (daemon stopping). */

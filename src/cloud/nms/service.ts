@@ -6,7 +6,8 @@ import { ReplayGuard, SeqCounter } from '../../channel/sequence.js';
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
-import { decodeBody, encodeBody } from '../../protocol/messages.js';
+import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
+import { RouteSelector } from './routes.js';
 import type { Store } from '../../store/types.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
@@ -24,6 +25,8 @@ export interface NmsComponents {
   store: Store;
   logger: Logger;
   now?: () => number;
+  /** Sends a datagram to a node (pushes of Route Directions). Without it, route selection is refused. */
+  send?: (datagram: Buffer, to: Endpoint) => void;
 }
 
 interface Session {
@@ -35,13 +38,17 @@ interface Session {
 }
 
 /** Node→cloud message types the NMS accepts. */
-const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest]);
+const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation]);
 
 export class NmsService {
   readonly counters = new Counters();
   private readonly sessions = new Map<number, Session>();
   private readonly seq: SeqCounter;
   private readonly now: () => number;
+  private readonly routes: RouteSelector;
+  /** Direction Requests in progress, by `${nodeId}:${txid}`: retransmissions wait for the same answer. */
+  private readonly directing = new Set<string>();
+  private pushTxid = 1;
 
   constructor(
     private readonly init: NmsInit,
@@ -49,6 +56,12 @@ export class NmsService {
   ) {
     this.now = c.now ?? Date.now;
     this.seq = new SeqCounter(this.now);
+    this.routes = new RouteSelector({
+      store: c.store,
+      domain: init.domain,
+      now: this.now,
+      push: (responderId, reg, body) => this.push(responderId, reg.observed, body),
+    });
   }
 
   /** Handles one datagram; returns the reply to send back to `from`, or null. Never throws. */
@@ -106,9 +119,12 @@ export class NmsService {
           decodeBody(MessageType.Keepalive, plain);
           return await this.keepalive(s, header, from);
         case MessageType.DirectionRequest:
-          decodeBody(MessageType.DirectionRequest, plain);
-          this.counters.inc('direction.unsupported');
-          return this.nack(s, header, Status.NoRoute, 'route selection is not available in this version');
+          return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
+        case MessageType.RouteConfirmation: {
+          const c = decodeBody(MessageType.RouteConfirmation, plain);
+          if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted)) this.counters.inc('route.late-confirmation');
+          return this.reply(s, header, MessageType.Ack, encodeBody(MessageType.Ack, {}));
+        }
         default:
           return this.drop('type');
       }
@@ -175,6 +191,39 @@ export class NmsService {
     await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
     this.counters.inc('keepalive.ok');
     return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
+  }
+
+  private async direction(s: Session, header: Header, req: DirectionRequest): Promise<Buffer | null> {
+    const key = `${s.nodeId}:${header.txid}`;
+    if (this.directing.has(key)) return null; // a retransmission: the first one gets the answer
+    if (!this.c.send) return this.nack(s, header, Status.NoRoute, 'route selection is disabled on this NMS');
+    const [node, reg] = await Promise.all([this.c.store.getNodeById(s.nodeId), this.c.store.getRegistration(s.nodeId)]);
+    if (!node || !reg) return this.nack(s, header, Status.NotRegistered, 'register before asking for routes');
+    this.directing.add(key);
+    const t0 = this.now();
+    try {
+      const out = await this.routes.select(node, reg, req);
+      if (!out.ok) {
+        this.counters.inc(`route.refused.${out.status}`);
+        return this.nack(s, header, out.status === 'unknown-peer' ? Status.UnknownPeer : Status.NoRoute, out.reason);
+      }
+      this.counters.inc('route.ok');
+      this.c.logger.info('route selected', { node: node.name, peer: out.responder.name, path: 'direct', ms: this.now() - t0 });
+      return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBody(MessageType.RouteDirectionInitiator, out.toInitiator));
+    } finally {
+      this.directing.delete(key);
+    }
+  }
+
+  /** Seals a Route Direction for the responder with its own Common Key and sends it to its observed address. */
+  private push(responderId: number, to: Endpoint, body: RouteDirection): void {
+    void this.session(responderId, false).then((rs) => {
+      if (!rs || !this.c.send) return;
+      this.pushTxid = (this.pushTxid % 0x7fffffff) + 1;
+      const frame = sealFrame(rs.keys.down, { type: MessageType.RouteDirectionResponder, txid: this.pushTxid, seq: this.seq.next(), id: BigInt(responderId) }, encodeBody(MessageType.RouteDirectionResponder, body));
+      this.counters.inc('route.push');
+      this.c.send(frame, to);
+    });
   }
 
   private async session(nodeId: number, reload: boolean): Promise<Session | null> {

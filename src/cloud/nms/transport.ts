@@ -3,7 +3,7 @@
 
 import dgram from 'node:dgram';
 import type { Endpoint } from '../../protocol/endpoint.js';
-import { unmapV4 } from '../../util/addr.js';
+import { mapForDualStack, unmapV4 } from '../../util/addr.js';
 import type { Logger } from '../../util/log.js';
 import type { NmsService } from './service.js';
 
@@ -16,6 +16,12 @@ export interface NmsTransportInit {
 
 export class NmsTransport {
   private sock: dgram.Socket | null = null;
+  private dualStack = true;
+
+  /** Sends a datagram from the NMS socket (the service pushes Route Directions through it). */
+  send(datagram: Buffer, to: Endpoint): void {
+    this.sock?.send(datagram, to.port, this.dualStack ? mapForDualStack(to.address) : to.address);
+  }
 
   constructor(
     private readonly init: NmsTransportInit,
@@ -25,7 +31,8 @@ export class NmsTransport {
 
   async start(): Promise<{ port: number }> {
     const host = this.init.host ?? '::';
-    const sock = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', ipv6Only: false, recvBufferSize: 4 << 20 });
+    this.dualStack = host.includes(':');
+    const sock: dgram.Socket = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', ipv6Only: false, recvBufferSize: 4 << 20 });
     this.sock = sock;
     sock.on('message', (msg, rinfo) => {
       const from: Endpoint = { address: unmapV4(rinfo.address), port: rinfo.port };

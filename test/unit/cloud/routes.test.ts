@@ -1,0 +1,92 @@
+// Route selection scenarios in one process: Direction Request → push to the responder → Confirmation →
+// Route Direction to the initiator; unknown, offline and silent peers; retransmitted requests answered once.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { openStore } from '../../../src/store/index.js';
+import type { Store } from '../../../src/store/types.js';
+import { NmsService } from '../../../src/cloud/nms/service.js';
+import { NmsClient } from '../../../src/node/signaling.js';
+import { MessageType, PathType, Status } from '../../../src/protocol/constants.js';
+import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
+import { decodeBody } from '../../../src/protocol/messages.js';
+import { silentLogger } from '../../../src/util/log.js';
+import { RequestError } from '../../../src/util/errors.js';
+
+const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' };
+const NMS: Endpoint = { address: '198.18.0.10', port: 4502 };
+
+describe('route selection at the NMS', () => {
+  let store: Store;
+  let service: NmsService;
+  const clients = new Map<string, NmsClient>();
+  const mute = new Set<string>();
+
+  async function node(name: string, ep: Endpoint): Promise<{ client: NmsClient; id: number }> {
+    const n = await store.createNode({ name, kind: 'node' }, POOLS);
+    const key = randomBytes(32);
+    await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+    await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-of-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
+    const client = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS }, {
+      send: (msg) => void service.handle(msg, ep).then((r) => r && client.handleDatagram(r)),
+    });
+    clients.set(endpointKey(ep), client);
+    await client.register([ep], false);
+    return { client, id: n.id };
+  }
+
+  before(async () => {
+    store = await openStore(':memory:');
+    service = new NmsService({ domain: 'cyphonic.internal' }, {
+      store,
+      logger: silentLogger,
+      send: (d, to) => {
+        const k = endpointKey(to);
+        if (!mute.has(k)) clients.get(k)?.handleDatagram(d);
+      },
+    });
+  });
+  after(() => store.close());
+
+  test('both ends get the same path id and Tunnel Key, and each the other\'s certificate and endpoints', async () => {
+    const a = await node('alpha', { address: '198.18.0.11', port: 30000 });
+    const b = await node('beta', { address: '198.18.0.12', port: 30000 });
+    const pushed: ReturnType<typeof decodeBody<MessageType.RouteDirectionResponder>>[] = [];
+    b.client.onPush = (type, body) => {
+      const rd = decodeBody(MessageType.RouteDirectionResponder, body);
+      assert.equal(type, MessageType.RouteDirectionResponder);
+      pushed.push(rd);
+      void b.client.confirm(rd.pathId, true);
+    };
+    const mine = await a.client.direction({ targetFqdn: 'beta.cyphonic.internal' });
+    assert.equal(pushed.length, 1);
+    const theirs = pushed[0]!;
+    assert.equal(mine.pathId, theirs.pathId);
+    assert.deepEqual(mine.tunnelKey, theirs.tunnelKey);
+    assert.equal(mine.tunnelKey.length, 32);
+    assert.equal(mine.initiator, true);
+    assert.equal(theirs.initiator, false);
+    assert.equal(mine.pathType, PathType.Direct);
+    assert.equal(mine.peerName, 'beta');
+    assert.equal(theirs.peerName, 'alpha');
+    assert.deepEqual(mine.peerCertificate, Buffer.from('cert-of-beta'));
+    assert.deepEqual(theirs.peerCertificate, Buffer.from('cert-of-alpha'));
+    assert.deepEqual(mine.peerEndpoints[0], { address: '198.18.0.12', port: 30000 });
+    // By virtual address too.
+    const byVip = await a.client.direction({ targetVip: (await store.getNodeByName('beta'))!.vip6 });
+    assert.equal(byVip.peerNodeId, b.id);
+    assert.notEqual(byVip.pathId, mine.pathId, 'each selection makes a new path');
+  });
+
+  test('unknown names get UnknownPeer; a silent responder gets NoRoute', async () => {
+    const a = clients.get(endpointKey({ address: '198.18.0.11', port: 30000 }))!;
+    await assert.rejects(a.direction({ targetFqdn: 'nobody.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.UnknownPeer);
+    await assert.rejects(a.direction({ targetFqdn: 'beta.example.com' }), (e: unknown) => e instanceof RequestError && e.status === Status.UnknownPeer);
+    const c = await node('gamma', { address: '198.18.0.13', port: 30000 });
+    mute.add(endpointKey({ address: '198.18.0.13', port: 30000 }));
+    void c;
+    await assert.rejects(a.direction({ targetFqdn: 'gamma.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /did not confirm/.test(e.message));
+    assert.ok(service.counters.get('route.push') >= 4, 'the push was retransmitted');
+  });
+});
