@@ -7,6 +7,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { controlGet } from '../../src/util/control.js';
+import type { NodeRow } from '../../src/cloud/cloud.js';
+import type { NodeStatus } from '../../src/node/daemon.js';
 import type { Host } from './netns/index.js';
 
 /** Repository root (this file runs from dist/test/harness/). */
@@ -44,13 +46,32 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
 }
 
-export class CloudProc {
+/** A cyphonic daemon running in a namespace: kill -9 and clean stop. */
+abstract class DaemonProc {
   child: ChildProcess | null = null;
+  constructor(readonly host: Host) {}
+
+  async kill9(): Promise<void> {
+    await this.signal('SIGKILL');
+  }
+
+  async stop(): Promise<void> {
+    await this.signal('SIGTERM');
+  }
+
+  private async signal(sig: NodeJS.Signals): Promise<void> {
+    const c = this.child;
+    if (!c) return;
+    c.kill(sig);
+    await exited(c);
+    this.child = null;
+  }
+}
+
+export class CloudProc extends DaemonProc {
   readonly dir: string;
-  constructor(
-    readonly host: Host,
-    base: string,
-  ) {
+  constructor(host: Host, base: string) {
+    super(host);
     this.dir = join(base, 'cloud');
   }
 
@@ -83,61 +104,21 @@ export class CloudProc {
     return (await cyphonic(this.host, ['cloud', 'enroll', name, '--dir', this.dir])).trim();
   }
 
-  async nodes(): Promise<NodeRowJson[]> {
-    return JSON.parse(await cyphonic(this.host, ['cloud', 'nodes', '--dir', this.dir, '--json'])) as NodeRowJson[];
-  }
-
-  async kill9(): Promise<void> {
-    const c = this.child;
-    if (!c) return;
-    c.kill('SIGKILL');
-    await exited(c);
-    this.child = null;
-  }
-
-  async stop(): Promise<void> {
-    const c = this.child;
-    if (!c) return;
-    c.kill('SIGTERM');
-    await exited(c);
-    this.child = null;
+  async nodes(): Promise<NodeRow[]> {
+    return JSON.parse(await cyphonic(this.host, ['cloud', 'nodes', '--dir', this.dir, '--json'])) as NodeRow[];
   }
 }
 
-export interface NodeRowJson {
-  id: number;
-  name: string;
-  fqdn: string;
-  vip4: string;
-  vip6: string;
-  online: boolean;
-  nat: boolean | null;
-  observed: string | null;
-  lastSeen: string | null;
-}
+export type NodeStatusJson = NodeStatus;
 
-export interface NodeStatusJson {
-  name: string;
-  nodeId: number;
-  fqdn: string;
-  vip4: string | null;
-  vip6: string | null;
-  registered: boolean;
-  nat: boolean | null;
-  observed: string | null;
-  lastRegistration: string | null;
-  peers: unknown[];
-  dns: string | null;
-}
-
-export class NodeProc {
-  child: ChildProcess | null = null;
+export class NodeProc extends DaemonProc {
   readonly state: string;
   constructor(
-    readonly host: Host,
+    host: Host,
     base: string,
     readonly name: string,
   ) {
+    super(host);
     this.state = join(base, 'nodes', name);
   }
 
@@ -166,22 +147,6 @@ export class NodeProc {
 
   tail(lines = 15): string {
     return existsSync(this.log) ? readFileSync(this.log, 'utf8').trim().split('\n').slice(-lines).join('\n') : '(no log)';
-  }
-
-  async kill9(): Promise<void> {
-    const c = this.child;
-    if (!c) return;
-    c.kill('SIGKILL');
-    await exited(c);
-    this.child = null;
-  }
-
-  async stop(): Promise<void> {
-    const c = this.child;
-    if (!c) return;
-    c.kill('SIGTERM');
-    await exited(c);
-    this.child = null;
   }
 }
 

@@ -17,16 +17,7 @@ import { encodeBody } from '../../../src/protocol/messages.js';
 import { login } from '../../../src/node/as-client.js';
 import { describeError, CyphonicError } from '../../../src/util/errors.js';
 import { mapForDualStack } from '../../../src/util/addr.js';
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 0x100000000;
-  };
-}
+import { prng } from '../../harness/prng.js';
 
 async function loginForeign(as: string, rootFile: string): Promise<unknown> {
   const root = await createRootCa({ commonName: 'evil root' });

@@ -9,18 +9,8 @@ import { AEAD_TAG_LEN, HEADER_LEN, MAX_BODY_LEN, MessageType, PROTOCOL_VERSION, 
 import { type Frame, FrameReader, decodeFrame, encodeFrame } from '../../../src/protocol/frame.js';
 import { type Header, encodeHeader, splitFrame } from '../../../src/protocol/header.js';
 import { decodeBody, decodeMessage, encodeBody, encodeMessage } from '../../../src/protocol/messages.js';
+import { prng } from '../../harness/prng.js';
 
-/** mulberry32: small seeded PRNG so fuzz failures reproduce (seed printed on failure). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const SEED = Number(process.env['CYPHONIC_SEED'] ?? 0xf4a3e);
 
 function frame(i: number, bodyLen: number): Buffer {

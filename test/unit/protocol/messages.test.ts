@@ -20,18 +20,8 @@ import {
   encodeMessage,
 } from '../../../src/protocol/messages.js';
 import { encodeTlv, readTlvs } from '../../../src/protocol/tlv.js';
+import { prng } from '../../harness/prng.js';
 
-/** mulberry32: small seeded PRNG so fuzz failures reproduce (seed printed on failure). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const SEED = Number(process.env['CYPHONIC_SEED'] ?? 0xc0de);
 
 const key = (n: number): Buffer => Buffer.alloc(32, n);
