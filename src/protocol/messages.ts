@@ -157,6 +157,8 @@ export interface TunnelHandshake {
   timestamp: bigint;
   certificate: Buffer;
   signature: Buffer;
+  /** The sender's intermediate certificates (DER), so the peer can build the path to the root. */
+  chain: Buffer[];
 }
 export type TunnelRequest = TunnelHandshake;
 export type TunnelResponse = TunnelHandshake;
@@ -230,6 +232,7 @@ const TUNNEL_HANDSHAKE: Schema<TunnelHandshake> = [
   { tag: 4, name: 'timestamp', kind: 'u64' },
   { tag: 5, name: 'certificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
   { tag: 6, name: 'signature', kind: 'bytes', maxSize: MAX_SIGNATURE_LEN },
+  { tag: 7, name: 'chain', kind: 'bytes', maxSize: MAX_CERT_LEN, repeated: true, maxCount: MAX_CHAIN_LEN },
 ];
 
 type SchemaMap = { [K in MessageType]: BodyMap[K] extends Buffer ? 'opaque' : Schema<BodyMap[K]> };

@@ -109,6 +109,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     timestamp: 1_700_000_000_123n,
     certificate: cert,
     signature: Buffer.alloc(64, 0x5a),
+    chain: [cert],
   },
   [MessageType.TunnelResponse]: {
     pathId: 99n,
@@ -117,6 +118,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     timestamp: 1_700_000_000_456n,
     certificate: cert,
     signature: Buffer.alloc(256, 0x5b),
+    chain: [],
   },
   [MessageType.Capsule]: Buffer.from('opaque capsule bytes'),
   [MessageType.Ack]: {},

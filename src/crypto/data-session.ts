@@ -1,0 +1,340 @@
+// Data channel of one established tunnel: Capsule frames sealed with the End Key derived by the handshake,
+// a 64-bit per-direction counter as nonce, the replay window, and rekey/expiry limits. See docs/PROTOCOL.md.
+
+import { AEAD_TAG_LEN, HEADER_LEN, MAX_SEALED_PLAINTEXT_LEN, MessageType, PROTOCOL_VERSION } from '../protocol/constants.js';
+import { CryptoError } from '../util/errors.js';
+import { AeadKey } from './aead.js';
+import type { SessionKeys } from './handshake.js';
+import { ReplayVerdict, ReplayWindow } from './replay-window.js';
+
+// ───────────────────────────── tunables ─────────────────────────────
+// A session is replaced (new handshake) before it reaches either the counter or the time limit.
+
+/** Start a new handshake after this many sealed capsules: far below the nonce space, so a rekey always has room. */
+export const REKEY_AFTER_MESSAGES = 2n ** 60n;
+/** Never seal past this counter: the nonce must not wrap; 2^13 below 2^64 leaves room for packets in flight. */
+export const REJECT_AFTER_MESSAGES = 2n ** 64n - 2n ** 13n;
+/** Start a new handshake after this long: bounds how much traffic one End Key protects (forward secrecy window). */
+export const REKEY_AFTER_MS = 120_000;
+/** Refuse to use a session after this long: REKEY_AFTER_MS plus time for a handshake to complete with retries. */
+export const REJECT_AFTER_MS = 180_000;
+/** After a new session is installed, the previous one still opens capsules until the new one is used, or this long. */
+export const PREVIOUS_SESSION_GRACE_MS = 10_000;
+
+/** Unconfirmed responder sessions a SessionSet keeps (matches the initiator's outstanding requests). */
+export const MAX_NEXT_SESSIONS = 4;
+
+/** Largest IP packet one capsule can carry (the u16 body length minus the tag). */
+export const MAX_CAPSULE_PAYLOAD = MAX_SEALED_PLAINTEXT_LEN;
+
+/**
+ * The counter is kept as a JS number: sealing stops at 2^53 (Number.MAX_SAFE_INTEGER + 1) if that comes before
+ * REJECT_AFTER_MESSAGES, which it does; at 10 Mpps that is 28 years, far beyond REJECT_AFTER_MS.
+ */
+const SEND_LIMIT = Math.min(Number(REJECT_AFTER_MESSAGES), Number.MAX_SAFE_INTEGER + 1);
+const REKEY_LIMIT = Number(REKEY_AFTER_MESSAGES);
+const TWO_32 = 0x1_0000_0000;
+
+const OFF_SEQ_HI = 8;
+const OFF_SEQ_LO = 12;
+const OFF_ID_HI = 16;
+const OFF_ID_LO = 20;
+const OFF_LENGTH = 24;
+const OFF_RESERVED = 26;
+
+// ───────────────────────────── types ─────────────────────────────
+
+/**
+ * An AEAD instance for one key (AES-256-GCM by default). Nonces are 12 bytes; seal returns ciphertext ‖ 16-byte
+ * tag; open throws on a bad tag. The nonce and aad buffers are reused by the caller after the call returns,
+ * so an implementation must not keep references to them.
+ */
+export interface Aead {
+  seal(nonce: Buffer, plaintext: Buffer, aad: Buffer): Buffer;
+  open(nonce: Buffer, sealed: Buffer, aad: Buffer): Buffer;
+  /** Optional allocation-free variant: writes ciphertext ‖ tag at out[outOffset..], returns its length. Used when present. */
+  sealInto?(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset?: number): number;
+  /** Optional: writes the plaintext at out[outOffset..] and returns its length, or -1 when authentication fails. */
+  openInto?(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset?: number): number;
+}
+export type AeadFactory = (key: Buffer) => Aead;
+
+const defaultAead: AeadFactory = (key) => new AeadKey(key);
+
+/** Why a capsule was dropped. */
+export type DropReason = 'malformed' | 'wrongPath' | 'replayed' | 'tooOld' | 'badTag';
+
+export interface DataSessionCounters {
+  /** Capsules sealed. */
+  sent: number;
+  /** Capsules opened and accepted. */
+  received: number;
+  /** Not a whole capsule frame of this protocol version (short, wrong type, bad length/reserved). */
+  malformed: number;
+  /** Header id is not this session's path id. */
+  wrongPath: number;
+  /** Counter already accepted. */
+  replayed: number;
+  /** Counter below the replay window. */
+  tooOld: number;
+  /** AEAD authentication failed (forged, corrupted, or sealed under another key). */
+  badTag: number;
+}
+
+// ───────────────────────────── session ─────────────────────────────
+
+/**
+ * One session of a path: seals this node's capsules with `keys.send` and opens the peer's with `keys.recv`.
+ * Capsule = header(type Capsule, status 0, txid 0, seq = counter, id = path id, length) ‖ AEAD(packet) ‖ tag,
+ * nonce = 0^4 ‖ counter (u64 BE), AAD = the 28 header bytes. The send counter starts at 0.
+ */
+export class DataSession {
+  readonly pathId: bigint;
+  readonly initiator: boolean;
+  readonly peerNodeId: number;
+  readonly establishedAt: number;
+  readonly counters: DataSessionCounters = { sent: 0, received: 0, malformed: 0, wrongPath: 0, replayed: 0, tooOld: 0, badTag: 0 };
+
+  readonly #send: Aead;
+  readonly #recv: Aead;
+  readonly #window = new ReplayWindow();
+  readonly #idHi: number;
+  readonly #idLo: number;
+  /** Header template for sealing: only seq and length change per packet. */
+  readonly #header = Buffer.alloc(HEADER_LEN);
+  readonly #sendNonce = Buffer.alloc(12);
+  readonly #recvNonce = Buffer.alloc(12);
+  #next = 0;
+  #receivedAny = false;
+
+  constructor(keys: SessionKeys, aead: AeadFactory = defaultAead) {
+    if (!Buffer.isBuffer(keys.send) || keys.send.length !== 32 || !Buffer.isBuffer(keys.recv) || keys.recv.length !== 32) {
+      throw new CryptoError('session keys must be 32 bytes each', 'ERR_KEY_LENGTH');
+    }
+    if (typeof keys.pathId !== 'bigint' || keys.pathId < 0n || keys.pathId >> 64n !== 0n) {
+      throw new CryptoError('session path id must be a u64', 'ERR_SESSION_PARAMS');
+    }
+    this.pathId = keys.pathId;
+    this.initiator = keys.initiator;
+    this.peerNodeId = keys.peerNodeId;
+    this.establishedAt = keys.establishedAt;
+    this.#send = aead(keys.send);
+    this.#recv = aead(keys.recv);
+    this.#idHi = Number(keys.pathId >> 32n);
+    this.#idLo = Number(keys.pathId & 0xffff_ffffn);
+    const h = this.#header;
+    h.writeUInt8(PROTOCOL_VERSION, 0);
+    h.writeUInt8(MessageType.Capsule, 1);
+    h.writeBigUInt64BE(keys.pathId, OFF_ID_HI);
+  }
+
+  /** Next counter seal() will use. */
+  get sendCounter(): number {
+    return this.#next;
+  }
+
+  /** True once a capsule from the peer authenticated under this session. */
+  get receivedAny(): boolean {
+    return this.#receivedAny;
+  }
+
+  /** Seals one IP packet into a capsule frame. Throws CryptoError ERR_SESSION_EXHAUSTED / ERR_CAPSULE_SIZE. */
+  seal(packet: Buffer): Buffer {
+    if (packet.length > MAX_CAPSULE_PAYLOAD) throw new CryptoError(`packet of ${packet.length} bytes does not fit a capsule`, 'ERR_CAPSULE_SIZE');
+    const n = this.#next;
+    if (n >= SEND_LIMIT) throw new CryptoError('session counter exhausted; a new handshake is required', 'ERR_SESSION_EXHAUSTED');
+    this.#next = n + 1;
+    const hi = Math.floor(n / TWO_32);
+    const lo = n >>> 0;
+    const h = this.#header;
+    h.writeUInt32BE(hi, OFF_SEQ_HI);
+    h.writeUInt32BE(lo, OFF_SEQ_LO);
+    h.writeUInt16BE(packet.length + AEAD_TAG_LEN, OFF_LENGTH);
+    const nonce = this.#sendNonce;
+    nonce.writeUInt32BE(hi, 4);
+    nonce.writeUInt32BE(lo, 8);
+    let out: Buffer;
+    if (this.#send.sealInto) {
+      out = Buffer.allocUnsafe(HEADER_LEN + packet.length + AEAD_TAG_LEN);
+      this.#send.sealInto(nonce, packet, h, out, HEADER_LEN);
+    } else {
+      const sealed = this.#send.seal(nonce, packet, h);
+      out = Buffer.allocUnsafe(HEADER_LEN + sealed.length);
+      sealed.copy(out, HEADER_LEN);
+    }
+    h.copy(out, 0);
+    this.counters.sent++;
+    return out;
+  }
+
+  /** Opens a capsule frame; null when it is dropped (the reason is counted in `counters`). */
+  open(frame: Buffer): Buffer | null {
+    const r = this.tryOpen(frame);
+    if (typeof r === 'string') {
+      this.countDrop(r);
+      return null;
+    }
+    return r;
+  }
+
+  /**
+   * open() without counting drops: the packet, or why it was dropped. The replay window only moves for
+   * capsules that authenticated. Never throws on hostile input.
+   */
+  tryOpen(frame: Buffer): Buffer | DropReason {
+    if (!Buffer.isBuffer(frame) || frame.length < HEADER_LEN + AEAD_TAG_LEN) return 'malformed';
+    if (
+      frame[0] !== PROTOCOL_VERSION ||
+      frame[1] !== MessageType.Capsule ||
+      frame.readUInt16BE(OFF_RESERVED) !== 0 ||
+      frame.readUInt16BE(OFF_LENGTH) !== frame.length - HEADER_LEN
+    ) {
+      return 'malformed';
+    }
+    if (frame.readUInt32BE(OFF_ID_HI) !== this.#idHi || frame.readUInt32BE(OFF_ID_LO) !== this.#idLo) return 'wrongPath';
+    const hi = frame.readUInt32BE(OFF_SEQ_HI);
+    const lo = frame.readUInt32BE(OFF_SEQ_LO);
+    const verdict = this.#window.checkParts(hi, lo);
+    if (verdict === ReplayVerdict.Duplicate) return 'replayed';
+    if (verdict === ReplayVerdict.TooOld) return 'tooOld';
+    const nonce = this.#recvNonce;
+    nonce.writeUInt32BE(hi, 4);
+    nonce.writeUInt32BE(lo, 8);
+    let packet: Buffer;
+    const recv = this.#recv;
+    try {
+      if (recv.openInto) {
+        packet = Buffer.allocUnsafe(frame.length - HEADER_LEN - AEAD_TAG_LEN);
+        if (recv.openInto(nonce, frame.subarray(HEADER_LEN), frame.subarray(0, HEADER_LEN), packet, 0) < 0) return 'badTag';
+      } else {
+        packet = recv.open(nonce, frame.subarray(HEADER_LEN), frame.subarray(0, HEADER_LEN));
+      }
+    } catch {
+      return 'badTag';
+    }
+    if (!this.#window.updateParts(hi, lo)) return 'replayed';
+    this.#receivedAny = true;
+    this.counters.received++;
+    return packet;
+  }
+
+  /** Counts a drop reported by tryOpen(). */
+  countDrop(reason: DropReason): void {
+    this.counters[reason]++;
+  }
+
+  /** True when a new handshake should be started (counter or age threshold). Either end may start it. */
+  needsRekey(now: number): boolean {
+    return this.#next >= REKEY_LIMIT || now - this.establishedAt >= REKEY_AFTER_MS;
+  }
+
+  /** True when the session must no longer be used (counter or age limit). */
+  expired(now: number): boolean {
+    return this.#next >= SEND_LIMIT || now - this.establishedAt >= REJECT_AFTER_MS;
+  }
+}
+
+// ───────────────────────────── rekey overlap ─────────────────────────────
+
+/**
+ * The sessions of one path across rekeys, so that traffic keeps flowing while a new handshake completes.
+ *
+ *  - `current` seals every outgoing capsule.
+ *  - `previous` (the session `current` replaced) still opens capsules until the first capsule under `current`
+ *    arrives, or PREVIOUS_SESSION_GRACE_MS pass — whichever comes first.
+ *  - `next` (responder side only): sessions this node answered but the initiator has not used yet (the newest
+ *    MAX_NEXT_SESSIONS, one per retransmitted TunnelRequest, since any of the responses may be the one the
+ *    initiator accepts). They open capsules but do not seal, because the TunnelResponse may have been lost.
+ *    The first capsule that opens under one of them promotes it to `current` and drops the old current and the
+ *    other candidates (the peer has switched).
+ *
+ * install(s): when s.initiator (we completed the handshake, so the peer already holds the keys) or nothing is
+ * installed yet, s becomes `current` at once and the old current becomes `previous`; a pending `next` is
+ * discarded. Otherwise s is added to the `next` candidates. The initiator must therefore send a capsule under a new session as soon
+ * as it is installed (an empty capsule when it has no traffic; receivers drop empty packets) — otherwise a
+ * responder with nothing to send would keep sealing under a session the initiator forgets after the grace period.
+ */
+export class SessionSet {
+  current: DataSession | null = null;
+  previous: DataSession | null = null;
+  #next: DataSession[] = [];
+  #previousUntil = 0;
+
+  constructor(
+    private readonly now: () => number = Date.now,
+    readonly graceMs = PREVIOUS_SESSION_GRACE_MS,
+  ) {}
+
+  /** The newest session answered as responder and not used by the initiator yet, or null. */
+  get next(): DataSession | null {
+    return this.#next[this.#next.length - 1] ?? null;
+  }
+
+  install(session: DataSession): void {
+    const held = this.current ?? this.next;
+    if (held && held.pathId !== session.pathId) {
+      throw new CryptoError('a session set holds the sessions of one path', 'ERR_SESSION_PARAMS');
+    }
+    if (session.initiator || !this.current) {
+      this.previous = this.current;
+      this.#previousUntil = this.now() + this.graceMs;
+      this.current = session;
+      this.#next = [];
+    } else {
+      this.#next.push(session);
+      if (this.#next.length > MAX_NEXT_SESSIONS) this.#next.shift();
+    }
+  }
+
+  /** The session seal() uses (`current`), or null before the first install. */
+  get sending(): DataSession | null {
+    return this.current;
+  }
+
+  /** Seals with `current`. Throws CryptoError ERR_NO_SESSION before the first install. */
+  seal(packet: Buffer): Buffer {
+    if (!this.current) throw new CryptoError('no session installed', 'ERR_NO_SESSION');
+    return this.current.seal(packet);
+  }
+
+  /**
+   * Opens with `current`, then `next`, then `previous` (the counters of different sessions overlap, so a replay
+   * verdict of one says nothing about the others). null when none accepts it; the drop is counted once, on the
+   * first session that refused it for a reason other than a bad tag (else on `current`).
+   */
+  open(frame: Buffer): Buffer | null {
+    const current = this.current;
+    if (!current) return null;
+    const r = current.tryOpen(frame);
+    if (typeof r !== 'string') {
+      this.previous = null;
+      return r;
+    }
+    if (r === 'malformed' || r === 'wrongPath') {
+      current.countDrop(r);
+      return null;
+    }
+    let blame: DataSession | null = r === 'badTag' ? null : current;
+    let reason: DropReason = r;
+    for (let k = this.#next.length - 1; k >= 0; k--) {
+      const next = this.#next[k]!;
+      const n = next.tryOpen(frame);
+      if (typeof n !== 'string') {
+        this.current = next;
+        this.#next = [];
+        this.previous = null;
+        return n;
+      }
+      if (!blame && n !== 'badTag') [blame, reason] = [next, n];
+    }
+    if (this.previous && this.now() >= this.#previousUntil) this.previous = null;
+    const previous = this.previous;
+    if (previous) {
+      const p = previous.tryOpen(frame);
+      if (typeof p !== 'string') return p;
+      if (!blame && p !== 'badTag') [blame, reason] = [previous, p];
+    }
+    (blame ?? current).countDrop(blame ? reason : 'badTag');
+    return null;
+  }
+}
