@@ -132,6 +132,8 @@ export const commands: Command[] = [
       state: { type: 'string', help: 'state directory (keys, certificate, session)' },
       cloud: { type: 'string', help: 'AS address(es) HOST:PORT overriding the token, comma-separated' },
       port: { type: 'string', help: 'UDP port for signaling and data', default: '30000' },
+      tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
+      'no-tun': { type: 'boolean', help: 'signaling only: no TUN device, data plane or overlay DNS (no root needed)' },
     },
     required: ['state'],
     async run(o) {
@@ -140,7 +142,7 @@ export const commands: Command[] = [
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
-      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port }, logger);
+      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']) }, logger);
       await d.start();
       return untilSignal(() => d.stop());
     },
@@ -163,7 +165,7 @@ export const commands: Command[] = [
           name: id.name, nodeId: id.nodeId, fqdn: id.fqdn, vip4: s?.vip4 ?? null, vip6: s?.vip6 ?? null,
           registered: false, nat: null, observed: null, nms: null, keepaliveSec: null,
           commonKeyExpiresAt: s ? new Date(s.expiresAt).toISOString() : null, lastRegistration: null,
-          dns: null, peers: [], counters: {}, running: false,
+          dns: null, tun: null, peers: [], counters: {}, running: false,
         };
       }
       if (o['json']) out(JSON.stringify(st, null, 2));
@@ -171,7 +173,8 @@ export const commands: Command[] = [
         out(`${st.name} (${st.fqdn})  ${st.running ? 'running' : 'not running'}`);
         out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}`);
         out(`  registered ${st.registered}  nat ${st.nat ?? '-'}  observed ${st.observed ?? '-'}  nms ${st.nms ?? '-'}`);
-        out(`  peers ${st.peers.length}`);
+        out(`  dns ${st.dns ?? '-'}  tun ${st.tun ?? '-'}`);
+        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
       }
     },
   },

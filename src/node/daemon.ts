@@ -7,7 +7,14 @@
 
 import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
-import { createCsr, generateKeyPair, toPem } from '../crypto/index.js';
+import { createCsr, generateKeyPair, splitPemChain, toDer, toPem } from '../crypto/index.js';
+import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
+import { createResolver, readSystemUpstreams, type Resolver } from '../net/dns/resolver.js';
+import { contains } from '../net/addr/cidr.js';
+import { MessageType } from '../protocol/constants.js';
+import { decodeBody } from '../protocol/messages.js';
+import { DataPlane, type DatagramPort } from './dataplane/dataplane.js';
+import { PeerManager, type PeerStatus } from './peers.js';
 import { decodeToken, type EnrollmentToken } from '../config/token.js';
 import { Status } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
@@ -29,6 +36,12 @@ export interface NodeInit {
   port?: number;
   /** Log in again this long before the Common Key expires. @default 60000 */
   reloginMarginMs?: number;
+  /** Bring up the TUN device, data plane and overlay DNS (needs root and the native addon). @default true */
+  tun?: boolean;
+  /** TUN device name. @default 'cyp0' */
+  tunName?: string;
+  /** Overlay DNS port on the virtual addresses. @default 53 */
+  dnsPort?: number;
 }
 
 export interface NodeStatus {
@@ -45,7 +58,8 @@ export interface NodeStatus {
   commonKeyExpiresAt: string | null;
   lastRegistration: string | null;
   dns: string | null;
-  peers: unknown[];
+  tun: string | null;
+  peers: PeerStatus[];
   counters: Record<string, number>;
 }
 
@@ -56,8 +70,10 @@ export class NodeDaemon {
   private readonly state: StateDir;
   private identity: Identity | null = null;
   private session: Session | null = null;
-  private socket: dgram.Socket | null = null;
-  private dualStack = true;
+  private port: DatagramPort | null = null;
+  private dataplane: DataPlane | null = null;
+  private resolver: Resolver | null = null;
+  private peers: PeerManager | null = null;
   private client: NmsClient | null = null;
   private control: ControlServer | null = null;
   private readonly abort = new AbortController();
@@ -65,7 +81,6 @@ export class NodeDaemon {
   private nmsIndex = 0;
   private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number } | null = null;
   private registered = false;
-  private boundPort = 0;
 
   constructor(
     private readonly init: NodeInit,
@@ -79,9 +94,81 @@ export class NodeDaemon {
     this.identity = this.state.enrolled() ? this.state.readIdentity() : await this.enroll();
     if (this.init.cloud?.length) this.identity = { ...this.identity, as: this.init.cloud };
     this.session = this.state.readSession();
-    await this.openSocket();
+    // The TUN device needs our virtual addresses: they come from a login (and never change afterwards).
+    while (!this.session && !this.abort.signal.aborted) {
+      try {
+        await this.ensureSession();
+      } catch (err) {
+        this.logger.warn('login failed; retrying', { err: describeError(err) });
+        await sleep(BACKOFF_MAX_MS, this.abort.signal);
+      }
+    }
+    this.peers = new PeerManager({
+      local: () => this.localIdentity(),
+      anchors: () => this.trustAnchors(),
+      routes: () => this.client,
+      sink: () =>
+        this.port && {
+          send: (m, to) => this.port?.send(m, to),
+          install: (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
+          peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
+        },
+      logger: this.logger.child({ component: 'peers' }),
+    });
+    this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
+    this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
     this.control = await serveControl(this.state.controlPath, { '/status': () => this.status() });
     this.loop = this.run();
+  }
+
+  private async openDataPlane(): Promise<DatagramPort> {
+    const s = this.session!;
+    const dp = await DataPlane.open(
+      { tunName: this.init.tunName, vip4: s.vip4, vip6: s.vip6, pool4: s.pool4 ?? '100.64.0.0/10', pool6: s.pool6 ?? `${s.vip6}/64`, port: this.init.port ?? 30000 },
+      this.logger.child({ component: 'dataplane' }),
+    );
+    // Only unicast addresses inside the overlay pools start route selection (not multicast, not strays).
+    const pools = [s.pool4, s.pool6].filter((p): p is string => !!p);
+    dp.onMiss = (dst) => {
+      if (pools.some((p) => contains(p, dst))) this.peers?.miss(dst);
+    };
+    this.dataplane = dp;
+    const domain = s.domain;
+    const resolver = createResolver(
+      {
+        listen: [
+          { address: s.vip4, port: this.init.dnsPort ?? 53 },
+          { address: s.vip6, port: this.init.dnsPort ?? 53 },
+        ],
+        domain,
+        upstream: readSystemUpstreams('/etc/resolv.conf', [s.vip4, s.vip6]),
+      },
+      {
+        lookup: async (name) => (await this.peers?.resolve(`${name}.${domain}`)) ?? null,
+        logger: this.logger.child({ component: 'dns' }),
+      },
+    );
+    await resolver.start();
+    this.resolver = resolver;
+    this.logger.info('data plane up', { tun: dp.tunName, vip4: s.vip4, vip6: s.vip6, dns: s.vip4 });
+    return dp;
+  }
+
+  private onDatagram(msg: Buffer, from: Endpoint): void {
+    if (this.client?.handleDatagram(msg)) return;
+    if (this.peers?.onDatagram(msg, from)) return;
+    this.client?.counters.inc('refused.stray');
+  }
+
+  private localIdentity(): LocalIdentity {
+    const chain = splitPemChain(this.state.readChain()).map((p) => toDer(p));
+    return { nodeId: this.identity!.nodeId, certDer: toDer(this.state.readCert()), chainDer: chain.slice(0, -1), privateKeyPem: this.state.readKey() };
+  }
+
+  private trustAnchors(): TrustAnchors {
+    const chain = splitPemChain(this.state.readChain()).map((p) => toDer(p));
+    // Revocation: the NMS hands out only current certificates and revoked nodes can neither log in nor register.
+    return { rootsDer: [toDer(this.state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: () => false };
   }
 
   async stop(): Promise<void> {
@@ -89,8 +176,10 @@ export class NodeDaemon {
     this.client?.close();
     await this.loop?.catch(() => {});
     await this.control?.close();
-    await new Promise<void>((r) => (this.socket ? this.socket.close(() => r()) : r()));
-    this.socket = null;
+    this.peers?.close();
+    await this.resolver?.stop();
+    await this.port?.close();
+    this.port = null;
   }
 
   status(): NodeStatus {
@@ -108,9 +197,15 @@ export class NodeDaemon {
       keepaliveSec: this.reg?.keepaliveSec ?? null,
       commonKeyExpiresAt: this.session ? new Date(this.session.expiresAt).toISOString() : null,
       lastRegistration: this.reg ? new Date(this.reg.at).toISOString() : null,
-      dns: null,
-      peers: [],
-      counters: this.client?.counters.toJSON() ?? {},
+      dns: this.resolver ? this.session?.vip4 ?? null : null,
+      tun: this.dataplane?.tunName ?? null,
+      peers: this.peers?.status() ?? [],
+      counters: {
+        ...(this.client?.counters.toJSON() ?? {}),
+        ...prefixed('peers.', this.peers?.counters.toJSON()),
+        ...prefixed('dns.', this.resolver?.counters.toJSON()),
+        ...prefixed('data.', this.dataplane?.stats.globals()),
+      },
     };
   }
 
@@ -133,36 +228,6 @@ export class NodeDaemon {
     return identity;
   }
 
-  private async openSocket(): Promise<void> {
-    const port = this.init.port ?? 30000;
-    const tryBind = (type: 'udp4' | 'udp6'): Promise<dgram.Socket> =>
-      new Promise((resolve, reject) => {
-        const s = dgram.createSocket({ type, ipv6Only: false });
-        s.once('error', reject);
-        s.bind({ port, address: type === 'udp6' ? '::' : '0.0.0.0' }, () => {
-          s.removeListener('error', reject);
-          resolve(s);
-        });
-      });
-    try {
-      this.socket = await tryBind('udp6');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw err;
-      this.socket = await tryBind('udp4'); // IPv6 disabled on this host
-      this.dualStack = false;
-    }
-    this.boundPort = this.socket.address().port;
-    this.socket.on('message', (msg) => {
-      if (!this.client?.handleDatagram(msg)) this.client?.counters.inc('refused.stray');
-    });
-    this.socket.on('error', (err) => this.logger.warn('socket error', { err: err.message }));
-  }
-
-  private send(msg: Buffer, to: Endpoint): void {
-    const addr = this.dualStack ? mapForDualStack(to.address) : to.address;
-    this.socket?.send(msg, to.port, addr);
-  }
-
   /** Addresses this host has now, with our port: what the NMS compares its observation against. */
   localEndpoints(): Endpoint[] {
     const out: Endpoint[] = [];
@@ -170,8 +235,8 @@ export class NodeDaemon {
       for (const a of list ?? []) {
         if (a.internal) continue;
         if (a.family === 'IPv6' && (a.address.toLowerCase().startsWith('fe80') || a.scopeid)) continue;
-        if (a.family === 'IPv6' && !this.dualStack) continue;
-        out.push({ address: unmapV4(a.address), port: this.boundPort });
+        if (this.session && (a.address === this.session.vip4 || a.address === this.session.vip6)) continue; // our TUN
+        out.push({ address: unmapV4(a.address), port: this.port?.localPort ?? 0 });
       }
     }
     return out.slice(0, 32);
@@ -187,7 +252,17 @@ export class NodeDaemon {
         await this.ensureSession();
         const session = this.session!;
         const nms = this.pickNms(session);
-        if (!this.client) this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms }, { send: (m, to) => this.send(m, to) });
+        if (!this.client) {
+          this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms }, { send: (m, to) => this.port?.send(m, to) });
+          this.client.onPush = (type, body) => {
+            if (type !== MessageType.RouteDirectionResponder) return;
+            try {
+              void this.peers?.onRouteDirection(decodeBody(MessageType.RouteDirectionResponder, body));
+            } catch (err) {
+              this.logger.warn('bad Route Direction from the NMS', { err: describeError(err) });
+            }
+          };
+        }
         this.client.nms = nms;
         const res = await this.client.register(this.localEndpoints(), everRegistered);
         everRegistered = true;
@@ -256,6 +331,8 @@ export class NodeDaemon {
       vip4: res.vip4,
       vip6: res.vip6,
       nms: res.nmsEndpoints,
+      ...(res.pool4 ? { pool4: res.pool4 } : {}),
+      ...(res.pool6 ? { pool6: res.pool6 } : {}),
     };
     this.state.writeSession(this.session);
     this.client?.rekey(res.nodeId, res.commonKey);
@@ -285,4 +362,52 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+function prefixed(prefix: string, rec: Record<string, number> | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(rec ?? {})) out[prefix + k] = v;
+  return out;
+}
+
+/** The datagram port without a data plane (`tun: false`): one node:dgram socket, dual-stack when possible. */
+class DgramPort implements DatagramPort {
+  onDatagram: (datagram: Buffer, from: Endpoint) => void = () => {};
+  private constructor(
+    private readonly sock: dgram.Socket,
+    private readonly dualStack: boolean,
+  ) {
+    sock.on('message', (msg, rinfo) => this.onDatagram(msg, { address: unmapV4(rinfo.address), port: rinfo.port }));
+  }
+
+  static async open(port: number): Promise<DgramPort> {
+    const bind = (type: 'udp4' | 'udp6'): Promise<dgram.Socket> =>
+      new Promise((resolve, reject) => {
+        const s = dgram.createSocket({ type, ipv6Only: false });
+        s.once('error', reject);
+        s.bind({ port, address: type === 'udp6' ? '::' : '0.0.0.0' }, () => {
+          s.removeListener('error', reject);
+          s.on('error', () => {});
+          resolve(s);
+        });
+      });
+    try {
+      return new DgramPort(await bind('udp6'), true);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw err;
+      return new DgramPort(await bind('udp4'), false); // IPv6 disabled on this host
+    }
+  }
+
+  get localPort(): number {
+    return this.sock.address().port;
+  }
+
+  send(datagram: Buffer, to: Endpoint): void {
+    this.sock.send(datagram, to.port, this.dualStack ? mapForDualStack(to.address) : to.address);
+  }
+
+  close(): Promise<void> {
+    return new Promise((r) => this.sock.close(() => r()));
+  }
 }

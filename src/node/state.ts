@@ -24,6 +24,8 @@ export interface Session {
   vip4: string;
   vip6: string;
   nms: Endpoint[];
+  pool4?: string;
+  pool6?: string;
 }
 
 export class StateDir {
@@ -114,6 +116,8 @@ export class StateDir {
         vip4: String(raw['vip4']),
         vip6: String(raw['vip6']),
         nms: raw['nms'] as Endpoint[],
+        ...(typeof raw['pool4'] === 'string' ? { pool4: raw['pool4'] } : {}),
+        ...(typeof raw['pool6'] === 'string' ? { pool6: raw['pool6'] } : {}),
       };
     } catch {
       return null; // a damaged session only costs a login

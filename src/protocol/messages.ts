@@ -65,6 +65,9 @@ export interface LoginResponse {
   /** Unix ms. */
   commonKeyExpiresAt: bigint;
   nmsEndpoints: Endpoint[];
+  /** The overlay's address pools (CIDR text), routed into the node's TUN device. */
+  pool4?: string;
+  pool6?: string;
 }
 
 export type InfoRequest = EmptyBody;
@@ -261,6 +264,8 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 7, name: 'commonKey', kind: 'bytes', size: KEY_LEN },
     { tag: 8, name: 'commonKeyExpiresAt', kind: 'u64' },
     { tag: 9, name: 'nmsEndpoints', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+    { tag: 10, name: 'pool4', kind: 'string', maxSize: 64, optional: true },
+    { tag: 11, name: 'pool6', kind: 'string', maxSize: 64, optional: true },
   ],
   [MessageType.InfoRequest]: EMPTY,
   [MessageType.InfoResponse]: [

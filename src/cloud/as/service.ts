@@ -141,6 +141,8 @@ export class AsService {
       commonKey: key,
       commonKeyExpiresAt: BigInt(expiresAt),
       nmsEndpoints: this.init.nmsEndpoints,
+      pool4: this.init.pools.v4,
+      pool6: this.init.pools.v6,
     };
   }
 }

@@ -136,7 +136,7 @@ describe('cloud + node daemon on loopback', () => {
     saveCloudConfig(join(cloudDir, 'cloud.json'), { ...cfg, commonKeyTtlSec: 2, keepaliveNatSec: 1, keepaliveOpenSec: 1 });
     const cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 } });
     const token = await createEnrollment(cloudDir, 'alpha');
-    const node = new NodeDaemon({ stateDir: join(dir, 'alpha'), token, cloud: [`127.0.0.1:${cloud.ports.as}`], port: 0, reloginMarginMs: 500 }, silentLogger);
+    const node = new NodeDaemon({ stateDir: join(dir, 'alpha'), token, cloud: [`127.0.0.1:${cloud.ports.as}`], port: 0, reloginMarginMs: 500, tun: false }, silentLogger);
     try {
       await node.start();
       const deadline = Date.now() + 15_000;

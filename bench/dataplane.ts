@@ -1,0 +1,337 @@
+// Data-plane benchmark: plain veth vs wireguard-go vs cyphonic between two namespaces of one testbed —
+// TCP (1 and 4 streams), UDP 1400-byte packets/s and loss, ping RTT, CPU s per Gbit; prints tables.
+//
+// usage: node dist/bench/dataplane.js [--only veth,wg,cyphonic] [--seconds N] [--repeat N] [--udp-len B] [--udp-rate R]
+// needs root and iperf3, wireguard-go, wireguard-tools, bind9-dnsutils (scripts/setup.sh installs them).
+
+import { execFileSync } from 'node:child_process';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { Testbed, type Host } from '../test/harness/netns/index.js';
+import { workDir } from '../test/harness/cluster.js';
+import { IperfServer, iperfTcp, iperfUdp } from './lib/iperf.js';
+import { cpuDelta, cpuSnapshot, dig, errMsg, firstContactPing, median, pingMedian, type DigResult } from './lib/measure.js';
+import { setupWireguard } from './lib/wireguard.js';
+import { setupOverlay, type Overlay } from './lib/cyphonic.js';
+
+type RowKey = 'veth' | 'wg' | 'cyphonic';
+const ROW_LABEL: Record<RowKey, string> = { veth: 'plain veth', wg: 'wireguard-go', cyphonic: 'cyphonic' };
+const ALL_ROWS: RowKey[] = ['veth', 'wg', 'cyphonic'];
+
+interface Options {
+  only: RowKey[];
+  seconds: number;
+  repeat: number;
+  udpLen: number;
+  udpRate: string;
+}
+
+function usage(): string {
+  return 'usage: node dist/bench/dataplane.js [--only veth,wg,cyphonic] [--seconds N (10)] [--repeat N (1)] [--udp-len BYTES (1400)] [--udp-rate RATE (0 = unlimited)]\n';
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { only: [...ALL_ROWS], seconds: 10, repeat: 1, udpLen: 1400, udpRate: '0' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const val = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    const int = (min: number, max: number): number => {
+      const n = Number(val());
+      if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${a} must be an integer in ${min}..${max}`);
+      return n;
+    };
+    if (a === '--only') {
+      const list = val().split(',').map((s) => s.trim()).filter(Boolean);
+      for (const r of list) if (!ALL_ROWS.includes(r as RowKey)) throw new Error(`--only: unknown row "${r}" (veth, wg, cyphonic)`);
+      o.only = ALL_ROWS.filter((r) => list.includes(r));
+    } else if (a === '--seconds') o.seconds = int(1, 600);
+    else if (a === '--repeat') o.repeat = int(1, 20);
+    else if (a === '--udp-len') o.udpLen = int(16, 65_000);
+    else if (a === '--udp-rate') {
+      o.udpRate = val();
+      if (!/^\d+(\.\d+)?[KMG]?$/.test(o.udpRate)) throw new Error('--udp-rate: an iperf3 -b rate such as 0 (unlimited), 500M, 2G');
+    }
+    else if (a === '--help' || a === '-h') {
+      process.stdout.write(usage());
+      process.exit(0);
+    } else throw new Error(`unknown option ${a}\n${usage()}`);
+  }
+  return o;
+}
+
+/** One table row; a null cell prints as 'n/a' and its reason lands in `errors`. */
+interface Row {
+  key: RowKey;
+  tcp1: number | null;
+  tcp4: number | null;
+  udpPps: number | null;
+  udpLoss: number | null;
+  rtt: number | null;
+  cpuPerGbit: number | null;
+  errors: string[];
+  notes: string[];
+}
+
+interface CyphonicExtra {
+  firstPing: { ms: number; how: string } | null;
+  dnsFirst: number | null;
+  dnsWarm: number | null;
+  dnsAnswer: string;
+  path: string;
+  errors: string[];
+}
+
+function emptyRow(key: RowKey): Row {
+  return { key, tcp1: null, tcp4: null, udpPps: null, udpLoss: null, rtt: null, cpuPerGbit: null, errors: [], notes: [] };
+}
+
+/** Runs `fn`, recording a failure in `row.errors` instead of throwing. */
+async function cell<T>(row: { errors: string[] }, what: string, fn: () => Promise<T>): Promise<T | null> {
+  try {
+    return await fn();
+  } catch (err) {
+    row.errors.push(`${what}: ${errMsg(err)}`);
+    return null;
+  }
+}
+
+/** The four measurements shared by every row, client `a` -> server `target` (an address of b). */
+async function measure(row: Row, o: Options, a: Host, target: string, server: IperfServer, cpuRoots: (() => number[]) | null): Promise<void> {
+  row.rtt = (await cell(row, 'ping', () => pingMedian(a, target)))?.median ?? null;
+
+  // Every iperf run restarts the server after a failure so one broken run does not wedge the rest.
+  const guarded = async <T>(what: string, fn: () => Promise<T>): Promise<T | null> => {
+    const r = await cell(row, what, fn);
+    if (r === null) await server.restart().catch(() => undefined);
+    return r;
+  };
+
+  const tcp1: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < o.repeat; i++) {
+    const roots = cpuRoots ? cpuRoots() : [];
+    const before = cpuRoots ? cpuSnapshot(roots) : null;
+    const r = await guarded('TCP 1 stream', () => iperfTcp(a, target, o.seconds, 1));
+    if (!r) break;
+    tcp1.push(r.gbps);
+    if (before) {
+      const secs = cpuDelta(before, cpuSnapshot(roots));
+      const gbit = (r.bytes * 8) / 1e9;
+      if (gbit > 0) cpu.push(secs / gbit);
+    }
+  }
+  if (tcp1.length > 0) row.tcp1 = median(tcp1);
+  if (cpu.length > 0) row.cpuPerGbit = median(cpu);
+
+  const tcp4: number[] = [];
+  for (let i = 0; i < o.repeat; i++) {
+    const r = await guarded('TCP 4 streams', () => iperfTcp(a, target, o.seconds, 4));
+    if (!r) break;
+    tcp4.push(r.gbps);
+  }
+  if (tcp4.length > 0) row.tcp4 = median(tcp4);
+
+  const pps: number[] = [];
+  const loss: number[] = [];
+  const sent: number[] = [];
+  for (let i = 0; i < o.repeat; i++) {
+    const r = await guarded(`UDP ${o.udpLen} B`, () => iperfUdp(a, target, o.seconds, o.udpLen, o.udpRate));
+    if (!r) break;
+    pps.push(r.pps);
+    loss.push(r.lossPct);
+    sent.push(r.sentPps);
+  }
+  if (pps.length > 0) {
+    row.udpPps = median(pps);
+    row.udpLoss = median(loss);
+    row.notes.push(`UDP sender offered ${fmtPps(median(sent))} pkt/s (-b ${o.udpRate})`);
+  }
+}
+
+/** Resolver address and port from the node's `dns` status field ("ip", "ip:port" or "[ip6]:port"). */
+function resolverOf(dns: string | null, vip4: string): { addr: string; port: number } {
+  if (!dns) return { addr: vip4, port: 53 };
+  const m6 = /^\[(.+)\]:(\d+)$/.exec(dns);
+  if (m6) return { addr: m6[1]!, port: Number(m6[2]) };
+  const m4 = /^([\d.]+):(\d+)$/.exec(dns);
+  if (m4) return { addr: m4[1]!, port: Number(m4[2]) };
+  return { addr: dns, port: 53 };
+}
+
+async function cyphonicRow(row: Row, extra: CyphonicExtra, o: Options, tb: Testbed, a: Host, b: Host, server: IperfServer, dir: string): Promise<void> {
+  // 'c' is only ever looked up by name, so its DNS first contact is not warmed by the a<->b tunnel.
+  const cloudHost = await tb.addHost('cloud', { site: tb.global, family: 'dual' });
+  const c = await tb.addHost('c', { site: tb.global, family: 'dual' });
+  let ov: Overlay | null = null;
+  try {
+    ov = await setupOverlay(cloudHost, [a, b, c], dir);
+    const na = ov.nodes.get('a')!;
+    const nb = ov.nodes.get('b')!;
+    const nc = ov.nodes.get('c')!;
+    row.notes.push(`vips a=${na.vip4} b=${nb.vip4}, resolver ${na.dns ?? '(status has no dns; tried vip4:53)'}`);
+
+    const res = resolverOf(na.dns, na.vip4);
+    const digC = (): Promise<DigResult> => dig(a, res.addr, 'c.cyphonic.internal', 'A', res.port);
+    const first = await cell(extra, 'DNS first contact', async () => {
+      const r = await digC();
+      if (r.status !== 'NOERROR' || !r.answers.includes(nc.vip4)) throw new Error(`c.cyphonic.internal -> ${r.status} [${r.answers.join(', ')}], want ${nc.vip4}`);
+      return r;
+    });
+    if (first) {
+      extra.dnsFirst = first.queryMs;
+      extra.dnsAnswer = `c.cyphonic.internal A ${first.answers.join(', ')}`;
+      const warm: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const r = await cell(extra, 'DNS repeated', digC);
+        if (!r) break;
+        warm.push(r.queryMs);
+      }
+      if (warm.length > 0) extra.dnsWarm = median(warm);
+    }
+
+    extra.firstPing = await cell(extra, 'first ping a->b', () => firstContactPing(a, nb.vip4));
+    if (!extra.firstPing) {
+      row.errors.push(`no overlay connectivity a -> b (${nb.vip4}); throughput not measured`);
+      return;
+    }
+    const peer = await cell(extra, 'peer status', async () => (await ov!.peers('a')).find((p) => p.name === 'b' || p.vip4 === nb.vip4) ?? null);
+    extra.path = peer ? `${peer.path ?? '?'} via ${peer.endpoint ?? '?'}` : 'b not in a\'s peers';
+
+    const overlay = ov;
+    await measure(row, o, a, nb.vip4, server, () => overlay.pids(['a', 'b']));
+  } finally {
+    await ov?.stop();
+  }
+}
+
+// ---- output ---------------------------------------------------------------------------------
+
+const fmt = (v: number | null, digits: number): string => (v === null ? 'n/a' : v.toFixed(digits));
+const fmtPps = (v: number | null): string => (v === null ? 'n/a' : v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : `${(v / 1e3).toFixed(0)}k`);
+
+function versions(): string {
+  const v = (cmd: string, args: string[], re: RegExp): string => {
+    try {
+      const out = execFileSync(cmd, args, { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'pipe'] });
+      return re.exec(out)?.[1] ?? '?';
+    } catch (err) {
+      const out = (err as { stdout?: string }).stdout ?? '';
+      return re.exec(out)?.[1] ?? 'missing';
+    }
+  };
+  return `iperf3 ${v('iperf3', ['--version'], /iperf (\S+)/)}, wireguard-go ${v('wireguard-go', ['--version'], /wireguard-go v?(\S+)/)}`;
+}
+
+function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: string): string {
+  const out: string[] = [];
+  const cpu = cpus();
+  out.push(`cyphonic data-plane benchmark — a -> b across the testbed's global segment (veth + bridge + veth)`);
+  out.push(`${o.seconds} s per iperf3 run, ${o.repeat} run(s) each (medians), ${cpu.length} x ${cpu[0]?.model.trim() ?? '?'}, Linux ${kernel}, node ${process.version}, ${versions()}`);
+  out.push('');
+  const head = ['', 'TCP 1 Gbit/s', 'TCP 4 Gbit/s', `UDP ${o.udpLen} B pkt/s`, 'UDP loss %', 'RTT ms', 'CPU s/Gbit'];
+  const w = [14, 13, 13, 17, 11, 8, 11];
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' ');
+  out.push(line(head));
+  out.push(line(w.map((n) => '-'.repeat(n))));
+  for (const r of rows) {
+    out.push(line([
+      ROW_LABEL[r.key],
+      fmt(r.tcp1, 2),
+      fmt(r.tcp4, 2),
+      fmtPps(r.udpPps),
+      fmt(r.udpLoss, 1),
+      fmt(r.rtt, 3),
+      r.key === 'veth' ? '-' : fmt(r.cpuPerGbit, 2),
+    ]));
+  }
+  const get = (k: RowKey): Row | undefined => rows.find((r) => r.key === k);
+  const veth = get('veth');
+  const wg = get('wg');
+  const cy = get('cyphonic');
+  out.push('');
+  if (wg && cy) {
+    const ratio = wg.tcp1 && cy.tcp1 !== null ? `${(cy.tcp1 / wg.tcp1).toFixed(2)}x` : 'n/a';
+    out.push(`cyphonic / wireguard-go, TCP 1 stream: ${ratio}`);
+  }
+  for (const t of [wg, cy]) {
+    if (!t || !veth) continue;
+    const added = t.rtt !== null && veth.rtt !== null ? `${((t.rtt - veth.rtt) * 1000).toFixed(0)} us` : 'n/a';
+    out.push(`added RTT of ${ROW_LABEL[t.key]} over plain veth: ${added}`);
+  }
+  out.push('CPU s/Gbit: user+sys CPU of the tunnel processes at both ends during the TCP 1-stream run / Gbit received');
+
+  if (extra) {
+    out.push('', 'cyphonic first contact (a fresh overlay: nodes a, b, c)');
+    const l2 = (k: string, v: string): string => `  ${k.padEnd(46)} ${v}`;
+    out.push(l2('route selection + tunnel (first ping a -> b)', extra.firstPing ? `${extra.firstPing.ms.toFixed(2)} ms  (${extra.firstPing.how})` : 'n/a'));
+    out.push(l2('DNS first contact (dig c.cyphonic.internal)', extra.dnsFirst !== null ? `${extra.dnsFirst} ms  (dig Query time; ${extra.dnsAnswer})` : 'n/a'));
+    out.push(l2('DNS repeated (median of 5)', extra.dnsWarm !== null ? `${extra.dnsWarm} ms` : 'n/a'));
+    out.push(l2('tunnel a -> b after first contact', extra.path || 'n/a'));
+  }
+
+  const problems = [...rows.flatMap((r) => [...r.notes.map((n) => `${ROW_LABEL[r.key]}: ${n}`), ...r.errors.map((e) => `${ROW_LABEL[r.key]}: n/a because ${e}`)]), ...(extra?.errors ?? []).map((e) => `cyphonic first contact: n/a because ${e}`)];
+  if (problems.length > 0) out.push('', ...problems.map((p) => `note: ${p}`));
+  return out.join('\n') + '\n';
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  const why = Testbed.unavailableReason();
+  if (why) throw new Error(why);
+  for (const [cmd, pkg] of [['iperf3', 'iperf3'], ['dig', 'bind9-dnsutils'], ['wg', 'wireguard-tools'], ['wireguard-go', 'wireguard-go']] as const) {
+    try {
+      execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore', timeout: 5000 });
+    } catch {
+      throw new Error(`needs \`${cmd}\` (apt-get install ${pkg}, or run scripts/setup.sh)`);
+    }
+  }
+  const kernel = execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim();
+  const work = workDir('bench-dp');
+  const tb = await Testbed.create();
+  const rows: Row[] = [];
+  let extra: CyphonicExtra | null = null;
+  try {
+    const a = await tb.addHost('a', { site: tb.global, family: 'dual' });
+    const b = await tb.addHost('b', { site: tb.global, family: 'dual' });
+    const server = new IperfServer(b, join(work.dir, 'iperf3-server.log'));
+    await server.start();
+    for (const key of o.only) {
+      const row = emptyRow(key);
+      rows.push(row);
+      process.stderr.write(`bench: ${ROW_LABEL[key]} ...\n`);
+      try {
+        if (key === 'veth') {
+          await measure(row, o, a, b.addr4!, server, null);
+        } else if (key === 'wg') {
+          const wg = await setupWireguard(tb.prefix, a, b, work.dir);
+          try {
+            await measure(row, o, a, wg.addrB, server, () => wg.pids);
+          } finally {
+            await wg.stop();
+          }
+        } else {
+          extra = { firstPing: null, dnsFirst: null, dnsWarm: null, dnsAnswer: '', path: '', errors: [] };
+          await cyphonicRow(row, extra, o, tb, a, b, server, work.dir);
+        }
+      } catch (err) {
+        row.errors.push(`setup: ${errMsg(err)}`);
+      }
+    }
+    await server.stop();
+  } finally {
+    await tb.cleanup();
+    work.remove();
+  }
+  process.stdout.write(render(rows, extra, o, kernel));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,117 @@
+// iperf3 driver for the data-plane benchmark: a server process in one namespace (killed at stop or
+// at testbed cleanup) and bounded TCP/UDP client runs whose JSON reports are reduced to a few figures.
+
+import type { ChildProcess } from 'node:child_process';
+import { killGroup, type Host } from '../../test/harness/netns/index.js';
+import { waitFor } from '../../test/harness/cluster.js';
+import { sleep } from './measure.js';
+
+export const IPERF_PORT = 5201;
+
+export interface TcpResult {
+  gbps: number;
+  /** Bytes the receiver got. */
+  bytes: number;
+  seconds: number;
+  retransmits: number | null;
+}
+
+export interface UdpResult {
+  /** Datagrams received per second at the server. */
+  pps: number;
+  lossPct: number;
+  /** Goodput at the receiver. */
+  gbps: number;
+  sentPps: number;
+}
+
+interface IperfSum {
+  seconds?: number;
+  bytes?: number;
+  bits_per_second?: number;
+  packets?: number;
+  lost_packets?: number;
+  lost_percent?: number;
+  retransmits?: number;
+}
+
+interface IperfJson {
+  error?: string;
+  end?: { sum?: IperfSum; sum_sent?: IperfSum; sum_received?: IperfSum };
+}
+
+/** `iperf3 -s` in `host`; restarted on demand when a failed client run may have wedged it. */
+export class IperfServer {
+  private child: ChildProcess | null = null;
+
+  constructor(
+    private readonly host: Host,
+    private readonly logFile: string,
+  ) {}
+
+  async start(): Promise<void> {
+    if (this.child && this.child.exitCode === null && this.child.signalCode === null) return;
+    const child = this.host.spawn('iperf3', ['-s', '-p', String(IPERF_PORT)], { logFile: this.logFile });
+    this.child = child;
+    await waitFor('iperf3 server listening', async () => {
+      if (child.exitCode !== null) throw new Error(`iperf3 -s exited (${child.exitCode}); see ${this.logFile}`);
+      const r = await this.host.exec('ss', ['-Hltn', `sport = :${IPERF_PORT}`], { timeoutMs: 5000 });
+      return r.stdout.includes(`:${IPERF_PORT}`);
+    }, 10_000, 100);
+  }
+
+  async stop(): Promise<void> {
+    const c = this.child;
+    this.child = null;
+    if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
+    const gone = new Promise<void>((r) => c.once('exit', () => r()));
+    killGroup(c.pid, 'SIGKILL');
+    await Promise.race([gone, sleep(3000)]);
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+}
+
+async function runClient(client: Host, args: string[], seconds: number): Promise<IperfJson> {
+  const r = await client.exec('iperf3', [...args, '-J', '--connect-timeout', '3000'], { timeoutMs: (seconds + 25) * 1000 });
+  let j: IperfJson;
+  try {
+    j = JSON.parse(r.stdout) as IperfJson;
+  } catch {
+    throw new Error(`iperf3 ${args.join(' ')}: no JSON report (exit ${r.code}) ${r.stderr.trim()}`);
+  }
+  if (j.error) throw new Error(`iperf3 ${args.join(' ')}: ${j.error}`);
+  if (r.code !== 0) throw new Error(`iperf3 ${args.join(' ')}: exit ${r.code} ${r.stderr.trim()}`);
+  return j;
+}
+
+/** TCP from `client` to `target` for `seconds` with `streams` parallel streams; receiver-side goodput. */
+export async function iperfTcp(client: Host, target: string, seconds: number, streams = 1): Promise<TcpResult> {
+  const j = await runClient(client, ['-c', target, '-p', String(IPERF_PORT), '-t', String(seconds), '-P', String(streams)], seconds);
+  const rx = j.end?.sum_received;
+  if (!rx || rx.bytes === undefined || rx.seconds === undefined) throw new Error('iperf3 TCP report has no end.sum_received');
+  return {
+    gbps: (rx.bytes * 8) / rx.seconds / 1e9,
+    bytes: rx.bytes,
+    seconds: rx.seconds,
+    retransmits: j.end?.sum_sent?.retransmits ?? null,
+  };
+}
+
+/** UDP flood (`-b rate`, 0 = unlimited) of `len`-byte datagrams; packets received per second and loss. */
+export async function iperfUdp(client: Host, target: string, seconds: number, len: number, rate = '0'): Promise<UdpResult> {
+  const j = await runClient(client, ['-c', target, '-p', String(IPERF_PORT), '-u', '-b', rate, '-l', String(len), '-t', String(seconds)], seconds);
+  const rx = j.end?.sum_received ?? j.end?.sum;
+  const tx = j.end?.sum_sent ?? j.end?.sum;
+  if (!rx || rx.packets === undefined || rx.lost_packets === undefined || !rx.seconds) throw new Error('iperf3 UDP report has no packet counts');
+  const got = rx.packets - rx.lost_packets;
+  return {
+    pps: got / rx.seconds,
+    lossPct: rx.packets > 0 ? (100 * rx.lost_packets) / rx.packets : 0,
+    gbps: (got * len * 8) / rx.seconds / 1e9,
+    sentPps: tx?.packets !== undefined && tx.seconds ? tx.packets / tx.seconds : 0,
+  };
+}

@@ -1,0 +1,615 @@
+// cyphonic_native: the N-API addon for what Node cannot do itself: TUNSETIFF on /dev/net/tun, synchronous
+// poll()+read()/write() on the TUN fd and on the node's UDP socket (usable from worker threads without an event
+// loop), and AES-256-GCM with OpenSSL contexts reused across calls.
+
+// Every length coming from JavaScript is validated before any pointer arithmetic; OpenSSL symbols come from
+// the node binary itself (Node's bundled OpenSSL), so nothing else is linked.
+#define _GNU_SOURCE  // strerrorname_np
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <openssl/evp.h>
+
+#define KEY_LEN 32
+#define NONCE_LEN 12
+#define TAG_LEN 16
+#define MAX_SAFE 9007199254740991LL  // Number.MAX_SAFE_INTEGER
+
+/* ---------- small helpers: every one returns 0 after throwing a JS exception, 1 on success ---------- */
+
+// Throws an Error whose code is the errno name (EPERM...) and that carries `errno` and `syscall`.
+static void throw_errno(napi_env env, const char *syscall, int err) {
+  char msg[160];
+  const char *name = strerrorname_np(err);
+  snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
+  napi_value code, text, error, num, sys;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, code, text, &error);
+  napi_create_int32(env, -err, &num);
+  napi_set_named_property(env, error, "errno", num);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, error, "syscall", sys);
+  napi_throw(env, error);
+}
+
+// Bad arguments are programming errors: TypeError/RangeError with code ERR_NATIVE_ARG.
+static int arg_error(napi_env env, int range, const char *msg) {
+  if (range) napi_throw_range_error(env, "ERR_NATIVE_ARG", msg);
+  else napi_throw_type_error(env, "ERR_NATIVE_ARG", msg);
+  return 0;
+}
+
+// Fetches exactly `want` arguments (missing ones become undefined and fail their type checks).
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  return 1;
+}
+
+// A Uint8Array (Buffer or subarray): pointer to its first byte and its byte length.
+static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len, const char *what) {
+  napi_typedarray_type type;
+  void *ptr = NULL;
+  // napi_get_typedarray_info itself fails (napi_invalid_arg) on anything that is not a typed array.
+  if (napi_get_typedarray_info(env, v, &type, len, &ptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", what);
+    return arg_error(env, 0, msg);
+  }
+  *data = ptr;
+  return 1;
+}
+
+// An integral number in [lo, hi] (doubles are checked, so 1.5, NaN and 2^53 are all rejected).
+static int get_int(napi_env env, napi_value v, int64_t lo, int64_t hi, int64_t *out, const char *what) {
+  double d;
+  char msg[96];
+  if (napi_get_value_double(env, v, &d) != napi_ok) {
+    snprintf(msg, sizeof msg, "%s must be a number", what);
+    return arg_error(env, 0, msg);
+  }
+  if (!(d >= (double)lo && d <= (double)hi) || d != (double)(int64_t)d) {
+    snprintf(msg, sizeof msg, "%s out of range", what);
+    return arg_error(env, 1, msg);
+  }
+  *out = (int64_t)d;
+  return 1;
+}
+
+static napi_value num(napi_env env, double d) {
+  napi_value v;
+  napi_create_double(env, d, &v);
+  return v;
+}
+
+/* ---------- TUN ---------- */
+
+// tunOpen(name: string, opts?: { multiQueue?: boolean }) -> { fd, name }. Empty name lets the kernel pick.
+static napi_value tun_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result, v;
+  char name[IFNAMSIZ + 1];
+  size_t name_len = 0;
+  bool multi = false, has = false;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok) {
+    arg_error(env, 0, "tunOpen: name must be a string");
+    return NULL;
+  }
+  if (name_len >= IFNAMSIZ || strlen(name) != name_len || strchr(name, '/') != NULL) {
+    arg_error(env, 1, "tunOpen: interface name must be at most 15 bytes, without '/' or NUL");
+    return NULL;
+  }
+  napi_valuetype t;
+  napi_typeof(env, argv[1], &t);
+  if (t == napi_object && napi_has_named_property(env, argv[1], "multiQueue", &has) == napi_ok && has) {
+    napi_get_named_property(env, argv[1], "multiQueue", &v);
+    if (napi_get_value_bool(env, v, &multi) != napi_ok) multi = false;
+  }
+
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, "open /dev/net/tun", errno);
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0);
+  memcpy(ifr.ifr_name, name, name_len);  // name_len < IFNAMSIZ, so the name stays NUL-terminated
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, "ioctl TUNSETIFF", err);
+    return NULL;
+  }
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  napi_create_object(env, &result);
+  napi_set_named_property(env, result, "fd", num(env, fd));
+  napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, result, "name", v);
+  return result;
+}
+
+// Waits up to timeout_ms (-1 = forever) for the fd to become readable. Returns 1 readable, 0 timeout/EINTR,
+// -1 after throwing.
+static int wait_readable(napi_env env, int fd, int timeout_ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+  int rc = poll(&p, 1, timeout_ms);
+  if (rc == 0 || (rc < 0 && errno == EINTR)) return 0;
+  if (rc < 0) {
+    throw_errno(env, "poll", errno);
+    return -1;
+  }
+  if (p.revents & POLLIN) return 1;
+  throw_errno(env, "poll", (p.revents & POLLNVAL) ? EBADF : EIO);  // POLLERR/POLLHUP without data
+  return -1;
+}
+
+// One read(); returns bytes, 0 if nothing was there after all (EAGAIN/EINTR) or the packet did not fit,
+// -1 after throwing. The kernel silently truncates a packet longer than the buffer, so a 1-byte spill slot
+// follows `dst`: anything landing in it means truncation, and the packet is dropped rather than handed on.
+static ssize_t read_one(napi_env env, int fd, uint8_t *dst, size_t cap) {
+  uint8_t spill;
+  struct iovec iov[2] = {{.iov_base = dst, .iov_len = cap}, {.iov_base = &spill, .iov_len = 1}};
+  ssize_t n = readv(fd, iov, 2);
+  if (n >= 0) return (size_t)n > cap ? 0 : n;
+  if (errno == EAGAIN || errno == EINTR) return 0;
+  throw_errno(env, "readv", errno);
+  return -1;
+}
+
+// tunRead(fd, buf, timeoutMs) -> length, 0 on timeout. buf must hold a whole packet (>= MTU).
+static napi_value tun_read(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  uint8_t *buf;
+  size_t len;
+  int64_t fd, timeout;
+  if (!get_args(env, info, 3, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs"))
+    return NULL;
+  if (len == 0) {
+    arg_error(env, 1, "tunRead: buf is empty");
+    return NULL;
+  }
+  int ready = wait_readable(env, (int)fd, (int)timeout);
+  if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
+  ssize_t n = read_one(env, (int)fd, buf, len);
+  return n < 0 ? NULL : num(env, (double)n);
+}
+
+// tunReadBatch(fd, buf, slotSize, lengths: Uint32Array, timeoutMs) -> count. Packet i lands at
+// buf[i*slotSize] with its length in lengths[i]; blocks (up to timeoutMs) only for the first packet.
+static napi_value tun_read_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  uint8_t *buf;
+  size_t len, nlen;
+  int64_t fd, slot, timeout;
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void *lptr = NULL;
+  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, INT32_MAX, &slot, "slotSize") ||
+      !get_int(env, argv[4], -1, INT_MAX, &timeout, "timeoutMs"))
+    return NULL;
+  if (napi_is_typedarray(env, argv[3], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[3], &type, &nlen, &lptr, NULL, NULL) != napi_ok ||
+      type != napi_uint32_array) {
+    arg_error(env, 0, "tunReadBatch: lengths must be a Uint32Array");
+    return NULL;
+  }
+  uint32_t *lengths = lptr;
+  size_t max = len / (size_t)slot;  // only whole slots are used, so no read can pass the end of buf
+  if (nlen < max) max = nlen;
+  if (max == 0) {
+    arg_error(env, 1, "tunReadBatch: buf holds no slot or lengths is empty");
+    return NULL;
+  }
+  size_t count = 0;
+  for (; count < max; count++) {
+    int ready = wait_readable(env, (int)fd, count == 0 ? (int)timeout : 0);
+    if (ready < 0) {
+      if (count == 0) return NULL;
+      napi_value ignored;  // keep the packets already read; the error will show up again on the next call
+      napi_get_and_clear_last_exception(env, &ignored);
+      break;
+    }
+    if (ready == 0) break;
+    ssize_t n = read_one(env, (int)fd, buf + count * (size_t)slot, (size_t)slot);
+    if (n < 0) {
+      if (count == 0) return NULL;
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+      break;
+    }
+    if (n == 0) break;
+    lengths[count] = (uint32_t)n;
+  }
+  return num(env, (double)count);
+}
+
+// tunWrite(fd, buf, offset, length) -> bytes written (one packet per call).
+static napi_value tun_write(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint8_t *buf;
+  size_t len;
+  int64_t fd, off, n;
+  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 0, MAX_SAFE, &off, "offset") ||
+      !get_int(env, argv[3], 0, MAX_SAFE, &n, "length"))
+    return NULL;
+  if ((uint64_t)off > len || (uint64_t)n > len - (uint64_t)off) {
+    arg_error(env, 1, "tunWrite: offset/length outside buf");
+    return NULL;
+  }
+  ssize_t w;
+  do w = write((int)fd, buf + off, (size_t)n);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    throw_errno(env, "write", errno);
+    return NULL;
+  }
+  return num(env, (double)w);
+}
+
+/* ---------- AES-256-GCM with reused contexts ---------- */
+
+typedef struct {
+  EVP_CIPHER_CTX *enc;  // key schedule set once; each seal only sets the IV
+  EVP_CIPHER_CTX *dec;
+} aead_t;
+
+// Tags the external so a foreign external (or a plain object) can never be taken for an aead_t.
+static const napi_type_tag AEAD_TAG = {0x6379706f6e696331ULL, 0x616561645f63747aULL};
+
+static void aead_free_ctx(aead_t *a) {
+  EVP_CIPHER_CTX_free(a->enc);  // EVP_CIPHER_CTX_free cleanses the key schedule
+  EVP_CIPHER_CTX_free(a->dec);
+  a->enc = a->dec = NULL;
+}
+
+static void aead_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  aead_free_ctx(data);
+  free(data);
+}
+
+static aead_t *get_aead(napi_env env, napi_value v, int allow_destroyed) {
+  bool ok = false;
+  void *data = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_external ||
+      napi_check_object_type_tag(env, v, &AEAD_TAG, &ok) != napi_ok || !ok ||
+      napi_get_value_external(env, v, &data) != napi_ok) {
+    arg_error(env, 0, "not an AEAD handle");
+    return NULL;
+  }
+  aead_t *a = data;
+  if (a->enc == NULL && !allow_destroyed) {
+    napi_throw_error(env, "ERR_CLOSED", "AEAD handle was destroyed");
+    return NULL;
+  }
+  return a;
+}
+
+// aeadCreate(key: 32 bytes) -> external handle.
+static napi_value aead_create(napi_env env, napi_callback_info info) {
+  napi_value argv[1], ext;
+  uint8_t *key;
+  size_t len;
+  if (!get_args(env, info, 1, argv) || !get_bytes(env, argv[0], &key, &len, "key")) return NULL;
+  if (len != KEY_LEN) {
+    arg_error(env, 1, "aeadCreate: key must be 32 bytes");
+    return NULL;
+  }
+  aead_t *a = calloc(1, sizeof *a);
+  if (a == NULL) {
+    throw_errno(env, "calloc", ENOMEM);
+    return NULL;
+  }
+  a->enc = EVP_CIPHER_CTX_new();
+  a->dec = EVP_CIPHER_CTX_new();
+  // The default GCM IV length is 12, which is what we use.
+  if (a->enc == NULL || a->dec == NULL || EVP_EncryptInit_ex(a->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
+      EVP_DecryptInit_ex(a->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1) {
+    aead_free_ctx(a);
+    free(a);
+    napi_throw_error(env, "ERR_CRYPTO", "aeadCreate: OpenSSL context setup failed");
+    return NULL;
+  }
+  if (napi_create_external(env, a, aead_finalize, NULL, &ext) != napi_ok) {
+    aead_free_ctx(a);
+    free(a);
+    return NULL;
+  }
+  napi_type_tag_object(env, ext, &AEAD_TAG);
+  return ext;
+}
+
+// aeadDestroy(h): frees (and wipes) the contexts now; the handle then throws ERR_CLOSED.
+static napi_value aead_destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  aead_t *a = get_aead(env, argv[0], 1);  // idempotent
+  if (a != NULL) aead_free_ctx(a);
+  return NULL;
+}
+
+// Arguments shared by seal and open: (h, nonce, aad, input, out, outOffset), with out[outOffset..] having
+// room for `need(inlen)` bytes. `input` and that out region must either not overlap or start at the same byte.
+typedef struct {
+  aead_t *a;
+  uint8_t *nonce, *aad, *in, *out;
+  size_t aad_len, in_len, out_room;
+} aead_args_t;
+
+static int get_aead_args(napi_env env, napi_callback_info info, aead_args_t *r, const char *fn) {
+  napi_value argv[6];
+  size_t nonce_len, out_len;
+  int64_t off;
+  char msg[128];
+  if (!get_args(env, info, 6, argv)) return 0;
+  r->a = get_aead(env, argv[0], 0);
+  if (r->a == NULL || !get_bytes(env, argv[1], &r->nonce, &nonce_len, "nonce") ||
+      !get_bytes(env, argv[2], &r->aad, &r->aad_len, "aad") || !get_bytes(env, argv[3], &r->in, &r->in_len, "input") ||
+      !get_bytes(env, argv[4], &r->out, &out_len, "out") || !get_int(env, argv[5], 0, MAX_SAFE, &off, "outOffset"))
+    return 0;
+  if (nonce_len != NONCE_LEN) {
+    snprintf(msg, sizeof msg, "%s: nonce must be 12 bytes", fn);
+    return arg_error(env, 1, msg);
+  }
+  if ((uint64_t)off > out_len) {
+    snprintf(msg, sizeof msg, "%s: outOffset beyond out", fn);
+    return arg_error(env, 1, msg);
+  }
+  // OpenSSL takes int lengths.
+  if (r->aad_len > INT_MAX || r->in_len > (size_t)INT_MAX - TAG_LEN) {
+    snprintf(msg, sizeof msg, "%s: input too large", fn);
+    return arg_error(env, 1, msg);
+  }
+  r->out += off;
+  r->out_room = out_len - (size_t)off;
+  return 1;
+}
+
+static int overlaps_badly(const uint8_t *in, size_t in_len, const uint8_t *out, size_t out_len) {
+  if (in == out || in_len == 0 || out_len == 0) return 0;
+  return in < out + out_len && out < in + in_len;
+}
+
+// aeadSeal(h, nonce, aad, plaintext, out, outOffset) -> bytes written (plaintext.length + 16).
+static napi_value aead_seal(napi_env env, napi_callback_info info) {
+  aead_args_t r;
+  int n = 0, fin = 0;
+  if (!get_aead_args(env, info, &r, "aeadSeal")) return NULL;
+  size_t total = r.in_len + TAG_LEN;
+  if (r.out_room < total) {
+    arg_error(env, 1, "aeadSeal: out too small for ciphertext + tag");
+    return NULL;
+  }
+  if (overlaps_badly(r.in, r.in_len, r.out, total)) {
+    arg_error(env, 1, "aeadSeal: plaintext and out partially overlap");
+    return NULL;
+  }
+  EVP_CIPHER_CTX *c = r.a->enc;
+  if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, r.nonce) != 1 ||
+      (r.aad_len > 0 && EVP_EncryptUpdate(c, NULL, &n, r.aad, (int)r.aad_len) != 1) ||
+      (r.in_len > 0 && EVP_EncryptUpdate(c, r.out, &n, r.in, (int)r.in_len) != 1) ||
+      EVP_EncryptFinal_ex(c, r.out + r.in_len, &fin) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, TAG_LEN, r.out + r.in_len) != 1) {
+    napi_throw_error(env, "ERR_CRYPTO", "aeadSeal: OpenSSL failure");
+    return NULL;
+  }
+  return num(env, (double)total);
+}
+
+// aeadOpen(h, nonce, aad, sealed, out, outOffset) -> plaintext length, or -1 if authentication fails
+// (including sealed shorter than the tag). Never throws for bad network bytes; on failure the out region
+// is zeroed so no unauthenticated plaintext is left behind.
+static napi_value aead_open(napi_env env, napi_callback_info info) {
+  aead_args_t r;
+  int n = 0, fin = 0;
+  uint8_t tag[TAG_LEN];
+  if (!get_aead_args(env, info, &r, "aeadOpen")) return NULL;
+  if (r.in_len < TAG_LEN) return num(env, -1);
+  size_t ct_len = r.in_len - TAG_LEN;
+  if (r.out_room < ct_len) {
+    arg_error(env, 1, "aeadOpen: out too small for the plaintext");
+    return NULL;
+  }
+  if (overlaps_badly(r.in, r.in_len, r.out, ct_len)) {
+    arg_error(env, 1, "aeadOpen: sealed and out partially overlap");
+    return NULL;
+  }
+  memcpy(tag, r.in + ct_len, TAG_LEN);  // copied first: in-place decryption may not clobber it, but be safe
+  EVP_CIPHER_CTX *c = r.a->dec;
+  int ok = EVP_DecryptInit_ex(c, NULL, NULL, NULL, r.nonce) == 1 &&
+           (r.aad_len == 0 || EVP_DecryptUpdate(c, NULL, &n, r.aad, (int)r.aad_len) == 1) &&
+           (ct_len == 0 || EVP_DecryptUpdate(c, r.out, &n, r.in, (int)ct_len) == 1) &&
+           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) == 1 &&
+           EVP_DecryptFinal_ex(c, r.out + ct_len, &fin) == 1;
+  if (!ok) {
+    memset(r.out, 0, ct_len);
+    return num(env, -1);
+  }
+  return num(env, (double)ct_len);
+}
+
+/* ---------- module ---------- */
+
+/* ---------- UDP: the node's one socket, shared by the main thread (signaling) and both data-plane workers ---------- */
+
+// udpOpen(port, ipv6: boolean) -> fd. ipv6: a dual-stack [::] socket (IPV6_V6ONLY off); else 0.0.0.0.
+// Blocking fd (reads wait in poll()); 4 MiB socket buffers so bursts survive a busy worker.
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t port;
+  bool v6 = false;
+  if (!get_args(env, info, 2, argv) || !get_int(env, argv[0], 0, 65535, &port, "port")) return NULL;
+  if (napi_get_value_bool(env, argv[1], &v6) != napi_ok) {
+    arg_error(env, 0, "ipv6 must be a boolean");
+    return NULL;
+  }
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw_errno(env, "socket", errno);
+    return NULL;
+  }
+  int off = 0, bufsz = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+  int rc;
+  if (v6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = in6addr_any};
+    rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+  } else {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_ANY)};
+    rc = bind(fd, (struct sockaddr *)&a, sizeof a);
+  }
+  if (rc < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, "bind", e);
+    return NULL;
+  }
+  return num(env, fd);
+}
+
+// udpLocalPort(fd) -> the bound port.
+static napi_value udp_local_port(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd")) return NULL;
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (getsockname((int)fd, (struct sockaddr *)&ss, &sl) < 0) {
+    throw_errno(env, "getsockname", errno);
+    return NULL;
+  }
+  uint16_t p = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port;
+  return num(env, ntohs(p));
+}
+
+// udpRecv(fd, buf, timeoutMs, meta: Uint8Array(>=20)) -> length (0 on timeout; -1 on a transient error).
+// meta[0] = 4|6, meta[2..3] = port (BE), meta[4..] = address; IPv4-mapped IPv6 sources are reported as IPv4.
+static napi_value udp_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint8_t *buf, *meta;
+  size_t len, mlen;
+  int64_t fd, timeout;
+  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs") ||
+      !get_bytes(env, argv[3], &meta, &mlen, "meta"))
+    return NULL;
+  if (len == 0 || mlen < 20) {
+    arg_error(env, 1, "udpRecv: buf empty or meta shorter than 20 bytes");
+    return NULL;
+  }
+  struct pollfd p = {.fd = (int)fd, .events = POLLIN};
+  int r = poll(&p, 1, (int)timeout);
+  if (r == 0) return num(env, 0);
+  if (r < 0) return num(env, errno == EINTR ? 0 : -1);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  ssize_t n = recvfrom((int)fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
+  if (n < 0) return num(env, (errno == EAGAIN || errno == EINTR) ? 0 : -1);
+  memset(meta, 0, 20);
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    memcpy(&meta[2], &a->sin6_port, 2);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      meta[0] = 4;
+      memcpy(&meta[4], &a->sin6_addr.s6_addr[12], 4);
+    } else {
+      meta[0] = 6;
+      memcpy(&meta[4], &a->sin6_addr, 16);
+    }
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    meta[0] = 4;
+    memcpy(&meta[2], &a->sin_port, 2);
+    memcpy(&meta[4], &a->sin_addr, 4);
+  }
+  return num(env, (double)n);
+}
+
+// udpSend(fd, buf, offset, length, addr: 4 or 16 bytes, port) -> bytes sent, or -errno.
+// A 16-byte address is sent as AF_INET6 (dual-stack sockets get IPv4 as ::ffff:a.b.c.d), 4 bytes as AF_INET.
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  uint8_t *buf, *addr;
+  size_t len, alen;
+  int64_t fd, off, n, port;
+  if (!get_args(env, info, 6, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 0, INT_MAX, &off, "offset") ||
+      !get_int(env, argv[3], 0, 65535, &n, "length") || !get_bytes(env, argv[4], &addr, &alen, "addr") ||
+      !get_int(env, argv[5], 1, 65535, &port, "port"))
+    return NULL;
+  if ((size_t)off > len || (size_t)n > len - (size_t)off || (alen != 4 && alen != 16)) {
+    arg_error(env, 1, "udpSend: range outside buf or address not 4/16 bytes");
+    return NULL;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  memset(&ss, 0, sizeof ss);
+  if (alen == 16) {  // on a dual-stack socket the caller passes IPv4 as ::ffff:a.b.c.d
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    memcpy(&a->sin6_addr, addr, 16);
+    sl = sizeof *a;
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    memcpy(&a->sin_addr, addr, 4);
+    sl = sizeof *a;
+  }
+  ssize_t w = sendto((int)fd, buf + off, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
+  return num(env, w < 0 ? -(double)errno : (double)w);
+}
+
+// fdClose(fd): closes a descriptor this addon opened.
+static napi_value fd_close(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd")) return NULL;
+  close((int)fd);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  static const struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {
+      {"tunOpen", tun_open},       {"tunRead", tun_read},       {"tunReadBatch", tun_read_batch},
+      {"tunWrite", tun_write},     {"aeadCreate", aead_create}, {"aeadDestroy", aead_destroy},
+      {"aeadSeal", aead_seal},     {"aeadOpen", aead_open},
+      {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port}, {"udpRecv", udp_recv},
+      {"udpSend", udp_send},       {"fdClose", fd_close},
+  };
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
+        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
+      return NULL;
+  }
+  return exports;
+}

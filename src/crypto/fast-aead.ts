@@ -1,0 +1,222 @@
+// AES-256-GCM for the data-plane hot path: FastAeadKey reuses one OpenSSL context per key via the native addon
+// (native/cyphonic_native.c) and falls back to AeadKey (node:crypto) when the addon is unavailable.
+//
+// This module is also the one place that loads the addon (crypto is the bottom layer, so src/net/tun/native.ts
+// re-exports loadNativeAddon from here rather than the other way round).
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CryptoError } from '../util/errors.js';
+import { AEAD_KEY_LEN, AEAD_NONCE_LEN, AEAD_TAG_LEN, AeadKey } from './aead.js';
+
+/** Opaque handle to a native AES-256-GCM key (a tagged N-API external). */
+export type NativeAeadHandle = { readonly __brand: 'NativeAeadHandle' };
+
+/** The functions exported by cyphonic_native.node (see native/cyphonic_native.c for the C contracts). */
+export interface NativeAddon {
+  tunOpen(name: string, opts: { multiQueue?: boolean }): { fd: number; name: string };
+  tunRead(fd: number, buf: Uint8Array, timeoutMs: number): number;
+  tunReadBatch(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number): number;
+  tunWrite(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  aeadCreate(key: Uint8Array): NativeAeadHandle;
+  aeadDestroy(handle: NativeAeadHandle): void;
+  aeadSeal(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, off: number): number;
+  aeadOpen(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array, off: number): number;
+  /** Binds a UDP socket on `port` (0 = any): dual-stack [::] when `ipv6`, else 0.0.0.0. Returns the fd. */
+  udpOpen(port: number, ipv6: boolean): number;
+  udpLocalPort(fd: number): number;
+  /** Waits up to timeoutMs for one datagram; returns its length (0 on timeout). meta: [0]=family 4|6,
+   *  [2..3]=source port (BE), [4..7] or [4..19]=source address (IPv4-mapped sources reported as 4). */
+  udpRecv(fd: number, buf: Uint8Array, timeoutMs: number, meta: Uint8Array): number;
+  /** Sends buf[offset..offset+length) to addr (4 or 16 bytes):port; returns bytes sent or -errno. */
+  udpSend(fd: number, buf: Uint8Array, offset: number, length: number, addr: Uint8Array, port: number): number;
+  fdClose(fd: number): void;
+}
+
+const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');
+
+let loaded: NativeAddon | null | undefined;
+let loadError = '';
+
+/** The package root: the nearest ancestor directory whose package.json is named "cyphonic". */
+function packageRoot(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const pj = join(dir, 'package.json');
+    if (existsSync(pj)) {
+      try {
+        if ((JSON.parse(readFileSync(pj, 'utf8')) as { name?: unknown }).name === 'cyphonic') return dir;
+      } catch {
+        // unreadable package.json: keep looking upwards
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) return null;
+    dir = up;
+  }
+}
+
+/**
+ * Loads the addon once (per thread). Path: $CYPHONIC_NATIVE if set, else <package root>/native/build/Release/
+ * cyphonic_native.node. Returns null on failure; nativeLoadError() then says why.
+ */
+export function loadNativeAddon(): NativeAddon | null {
+  if (loaded !== undefined) return loaded;
+  loaded = null;
+  const override = process.env['CYPHONIC_NATIVE'];
+  const root = override ? null : packageRoot();
+  const file = override ?? (root ? join(root, ADDON_RELATIVE) : null);
+  if (file === null) {
+    loadError = 'cannot find the cyphonic package root (package.json named "cyphonic")';
+  } else if (process.platform !== 'linux') {
+    loadError = `the native addon supports Linux only (platform is ${process.platform})`;
+  } else if (!existsSync(file)) {
+    loadError = `native addon not built: ${file} is missing (run "npm run build:native")`;
+  } else {
+    try {
+      const addon = createRequire(import.meta.url)(file) as Partial<NativeAddon>;
+      if (typeof addon.aeadSeal !== 'function' || typeof addon.tunOpen !== 'function') {
+        loadError = `${file} does not export the expected functions (stale build?)`;
+      } else {
+        loaded = addon as NativeAddon;
+      }
+    } catch (err) {
+      loadError = `failed to load ${file}: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  }
+  return loaded;
+}
+
+/** Why loadNativeAddon() returned null ('' if it loaded or was never tried). */
+export function nativeLoadError(): string {
+  return loadError;
+}
+
+const native = loadNativeAddon();
+
+/** True when FastAeadKey runs on the native addon; false means it is a thin wrapper over AeadKey. */
+export const FAST_AEAD_NATIVE: boolean = native !== null;
+
+const EMPTY = Buffer.alloc(0);
+
+function argError(err: unknown): CryptoError {
+  const msg = err instanceof Error ? err.message : String(err);
+  return new CryptoError(`AEAD: ${msg}`, 'ERR_AEAD_ARG');
+}
+
+/**
+ * AES-256-GCM key with the semantics of AeadKey (byte-for-byte identical output: ciphertext || 16-byte tag)
+ * plus allocation-free sealInto/openInto. The caller owns nonce uniqueness, as with AeadKey.
+ *
+ * Errors: seal/open throw exactly like AeadKey (CryptoError ERR_AEAD_KEY / ERR_AEAD_NONCE / ERR_AEAD).
+ * sealInto/openInto throw CryptoError `ERR_AEAD_ARG` for bad arguments (nonce not 12 bytes, `out` too small,
+ * input and output partially overlapping; exact in-place is allowed); openInto returns -1 (never throws) when
+ * authentication fails, including input shorter than the tag. Any method throws CryptoError `ERR_CLOSED`
+ * after destroy().
+ */
+export class FastAeadKey {
+  #handle: NativeAeadHandle | null = null;
+  #fallback: AeadKey | null = null;
+  #destroyed = false;
+
+  constructor(key: Buffer) {
+    if (!Buffer.isBuffer(key) || key.length !== AEAD_KEY_LEN) {
+      throw new CryptoError(`AEAD key must be ${AEAD_KEY_LEN} bytes`, 'ERR_AEAD_KEY');
+    }
+    if (native) this.#handle = native.aeadCreate(key);
+    else this.#fallback = new AeadKey(key);
+  }
+
+  /** True if this key is backed by the native addon. */
+  get isNative(): boolean {
+    return this.#handle !== null;
+  }
+
+  /** Returns ciphertext || tag in a new Buffer (same as AeadKey.seal). */
+  seal(nonce: Buffer, plaintext: Buffer, aad: Buffer): Buffer {
+    if (nonce.length !== AEAD_NONCE_LEN) {
+      throw new CryptoError(`AEAD nonce must be ${AEAD_NONCE_LEN} bytes`, 'ERR_AEAD_NONCE');
+    }
+    const out = Buffer.allocUnsafe(plaintext.length + AEAD_TAG_LEN);
+    this.sealInto(nonce, plaintext, aad, out, 0);
+    return out;
+  }
+
+  /** Verifies and decrypts into a new Buffer; throws CryptoError ERR_AEAD on failure (same as AeadKey.open). */
+  open(nonce: Buffer, sealed: Buffer, aad: Buffer): Buffer {
+    if (nonce.length !== AEAD_NONCE_LEN) throw new CryptoError('AEAD: bad nonce length', 'ERR_AEAD');
+    if (sealed.length < AEAD_TAG_LEN) throw new CryptoError('AEAD: input shorter than the tag', 'ERR_AEAD');
+    const out = Buffer.allocUnsafe(sealed.length - AEAD_TAG_LEN);
+    if (this.openInto(nonce, sealed, aad, out, 0) < 0) throw new CryptoError('AEAD: authentication failed', 'ERR_AEAD');
+    return out;
+  }
+
+  /** Writes ciphertext || tag at out[outOffset..] and returns the byte count (plaintext.length + 16). */
+  sealInto(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset = 0): number {
+    const h = this.#live();
+    if (h !== null) {
+      try {
+        return native!.aeadSeal(h, nonce, aad ?? EMPTY, plaintext, out, outOffset);
+      } catch (err) {
+        throw argError(err);
+      }
+    }
+    checkOut(nonce, out, outOffset, plaintext.length + AEAD_TAG_LEN);
+    const sealed = this.#fallback!.seal(asBuffer(nonce), asBuffer(plaintext), asBuffer(aad ?? EMPTY));
+    out.set(sealed, outOffset);
+    return sealed.length;
+  }
+
+  /** Verifies `sealed` (ciphertext || tag), writes the plaintext at out[outOffset..], returns its length or -1. */
+  openInto(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset = 0): number {
+    const h = this.#live();
+    if (h !== null) {
+      try {
+        return native!.aeadOpen(h, nonce, aad ?? EMPTY, sealed, out, outOffset);
+      } catch (err) {
+        throw argError(err);
+      }
+    }
+    if (sealed.length < AEAD_TAG_LEN) {
+      checkOut(nonce, out, outOffset, 0);
+      return -1;
+    }
+    checkOut(nonce, out, outOffset, sealed.length - AEAD_TAG_LEN);
+    let plain: Buffer;
+    try {
+      plain = this.#fallback!.open(asBuffer(nonce), asBuffer(sealed), asBuffer(aad ?? EMPTY));
+    } catch {
+      return -1;
+    }
+    out.set(plain, outOffset);
+    return plain.length;
+  }
+
+  /** Wipes and frees the native context now (otherwise the GC does it). Idempotent. */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    if (this.#handle !== null) native!.aeadDestroy(this.#handle);
+    this.#handle = null;
+    this.#fallback = null;
+  }
+
+  #live(): NativeAeadHandle | null {
+    if (this.#destroyed) throw new CryptoError('AEAD key was destroyed', 'ERR_CLOSED');
+    return this.#handle;
+  }
+}
+
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** Fallback-path argument checks mirroring the native ones. */
+function checkOut(nonce: Uint8Array, out: Uint8Array, outOffset: number, need: number): void {
+  if (nonce.length !== AEAD_NONCE_LEN) throw new CryptoError('AEAD: nonce must be 12 bytes', 'ERR_AEAD_ARG');
+  if (!Number.isSafeInteger(outOffset) || outOffset < 0 || outOffset > out.length) {
+    throw new CryptoError('AEAD: outOffset out of range', 'ERR_AEAD_ARG');
+  }
+  if (out.length - outOffset < need) throw new CryptoError('AEAD: out too small', 'ERR_AEAD_ARG');
+}

@@ -1,0 +1,165 @@
+// Main-thread side of the data plane: brings up the TUN device and the node's UDP socket (native), starts the
+// inside/outside workers (worker.ts), and is the node's datagram port for signaling and handshakes.
+// Sessions and endpoints reach the workers as control messages; traffic counters come back through shared memory.
+
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import type { SessionKeys } from '../../crypto/handshake.js';
+import { loadNativeAddon, nativeLoadError, type NativeAddon } from '../../crypto/fast-aead.js';
+import { openLinuxTun, type LinuxTun } from '../../net/tun/linux.js';
+import type { Endpoint } from '../../protocol/endpoint.js';
+import { formatIp, parseIp } from '../../protocol/ip.js';
+import { CyphonicError } from '../../util/errors.js';
+import type { Logger } from '../../util/log.js';
+import { createStats, StatsView } from './stats.js';
+import type { FromWorker, ToWorker, WirePeer, WorkerInit } from './worker.js';
+
+/** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
+export const DEFAULT_MTU = 1400;
+
+export interface DataPlaneInit {
+  /** @default 'cyp0' */
+  tunName?: string;
+  /** @default DEFAULT_MTU */
+  mtu?: number;
+  vip4: string;
+  vip6: string;
+  pool4: string;
+  pool6: string;
+  /** UDP port for signaling, handshakes and capsules. */
+  port: number;
+}
+
+/** What the daemon needs from whatever carries its datagrams (the data plane, or a plain socket without TUN). */
+export interface DatagramPort {
+  readonly localPort: number;
+  send(datagram: Buffer, to: Endpoint): void;
+  onDatagram: (datagram: Buffer, from: Endpoint) => void;
+  close(): Promise<void>;
+}
+
+export interface PeerRoute {
+  slot: number;
+  vip4: string | null;
+  vip6: string | null;
+  endpoint: Endpoint;
+}
+
+/** Raw destination for the native send: on a dual-stack socket IPv4 goes as ::ffff:a.b.c.d (16 bytes). */
+function wireEndpoint(e: Endpoint, dualStack: boolean): WirePeer['endpoint'] {
+  const raw = parseIp(e.address);
+  if (!raw) throw new CyphonicError('ERR_ADDRESS', `bad endpoint address ${e.address}`);
+  if (raw.length === 16 || !dualStack) return { addr: raw, port: e.port };
+  const addr = Buffer.alloc(16);
+  addr[10] = 0xff;
+  addr[11] = 0xff;
+  raw.copy(addr, 12);
+  return { addr, port: e.port };
+}
+
+export class DataPlane implements DatagramPort {
+  onDatagram: (datagram: Buffer, from: Endpoint) => void = () => {};
+  onMiss: (dst: string) => void = () => {};
+  readonly stats: StatsView;
+  readonly localPort: number;
+  private readonly workers: Worker[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly native: NativeAddon,
+    private readonly tun: LinuxTun,
+    private readonly udpFd: number,
+    private readonly logger: Logger,
+    sab: SharedArrayBuffer,
+    private readonly dualStack: boolean,
+  ) {
+    this.stats = new StatsView(sab);
+    this.localPort = native.udpLocalPort(udpFd);
+    const file = fileURLToPath(new URL('./worker.js', import.meta.url));
+    for (const role of ['inside', 'outside'] as const) {
+      const init: WorkerInit = { role, tunFd: tun.fd, udpFd, mtu: tun.mtu, stats: sab };
+      const w = new Worker(file, { workerData: init, name: `cyphonic-${role}` });
+      w.on('message', (m: FromWorker) => this.fromWorker(m));
+      w.on('error', (err) => this.logger.error('data-plane worker failed', { role, err: err.message }));
+      this.workers.push(w);
+    }
+  }
+
+  static async open(init: DataPlaneInit, logger: Logger): Promise<DataPlane> {
+    const native = loadNativeAddon();
+    if (!native) throw new CyphonicError('ERR_NATIVE', `the data plane needs the native addon: ${nativeLoadError()}`);
+    const p4 = init.pool4.split('/')[1];
+    const p6 = init.pool6.split('/')[1];
+    const tun = await openLinuxTun({
+      name: init.tunName ?? 'cyp0',
+      mtu: init.mtu ?? DEFAULT_MTU,
+      addresses: { v4: `${init.vip4}/${p4}`, v6: `${init.vip6}/${p6}` },
+      routes: [],
+    });
+    let fd: number;
+    let dualStack = true;
+    try {
+      fd = native.udpOpen(init.port, true);
+    } catch {
+      dualStack = false;
+      try {
+        fd = native.udpOpen(init.port, false); // IPv6 disabled on this host
+      } catch (err) {
+        tun.close();
+        throw err;
+      }
+    }
+    return new DataPlane(native, tun, fd, logger, createStats(), dualStack);
+  }
+
+  get tunName(): string {
+    return this.tun.name;
+  }
+
+  send(datagram: Buffer, to: Endpoint): void {
+    if (this.closed) return;
+    const e = wireEndpoint(to, this.dualStack);
+    this.native.udpSend(this.udpFd, datagram, 0, datagram.length, e.addr, e.port);
+  }
+
+  /** Installs (or replaces after a rekey) the session used to reach a peer. */
+  install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): void {
+    const peer: WirePeer = { slot: route.slot, vip4: route.vip4, vip6: route.vip6, endpoint: wireEndpoint(route.endpoint, this.dualStack) };
+    this.post({ op: 'install', peer, keys, receiveOnly });
+  }
+
+  peerStats(slot: number): { rxBytes: number; txBytes: number } {
+    const s = this.stats.peer(slot);
+    return { rxBytes: s.rxBytes, txBytes: s.txBytes };
+  }
+
+  setEndpoint(slot: number, endpoint: Endpoint): void {
+    this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
+  }
+
+  remove(slot: number, pathIds: bigint[]): void {
+    this.post({ op: 'remove', slot, pathIds });
+    this.stats.resetSlot(slot);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const stopped = this.workers.map((w) => new Promise<void>((r) => w.once('exit', () => r())));
+    this.post({ op: 'stop' });
+    await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 2000))]);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.native.fdClose(this.udpFd);
+    this.tun.close();
+  }
+
+  private post(msg: ToWorker): void {
+    for (const w of this.workers) w.postMessage(msg);
+  }
+
+  private fromWorker(m: FromWorker): void {
+    if (m.op === 'datagram') this.onDatagram(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), { address: formatIp(m.addr), port: m.port });
+    else if (m.op === 'miss') this.onMiss(m.dst);
+    else if (m.op === 'error') this.logger.error('data-plane worker error', { err: m.message });
+  }
+}

@@ -1,0 +1,52 @@
+// Counters shared between the data-plane workers and the main thread without messages:
+// one Float64Array over a SharedArrayBuffer, per-peer slots then global drop counters. Each index has one writer.
+
+/** Tunable: peers one node can hold tunnels to at once (slots in the shared table). */
+export const MAX_PEER_SLOTS = 1024;
+/** Per-slot values. */
+export const SLOT = { rxBytes: 0, txBytes: 1, rxPackets: 2, txPackets: 3 } as const;
+const SLOT_WIDTH = 4;
+/** Global counters after the slots (inside worker writes miss/udpSend*, outside worker writes the rest). */
+export const GLOBAL = {
+  miss: 0,
+  udpSendErrors: 1,
+  noSession: 2,
+  badTag: 3,
+  replayed: 4,
+  tooOld: 5,
+  wrongPath: 6,
+  malformed: 7,
+  tunWriteErrors: 8,
+  keepaliveCapsules: 9,
+  unknownPath: 10,
+} as const;
+const GLOBAL_COUNT = 11;
+
+export function createStats(): SharedArrayBuffer {
+  return new SharedArrayBuffer((MAX_PEER_SLOTS * SLOT_WIDTH + GLOBAL_COUNT) * 8);
+}
+
+export class StatsView {
+  readonly a: Float64Array;
+  constructor(sab: SharedArrayBuffer) {
+    this.a = new Float64Array(sab);
+  }
+  slot(slot: number, field: number): number {
+    return slot * SLOT_WIDTH + field;
+  }
+  global(field: number): number {
+    return MAX_PEER_SLOTS * SLOT_WIDTH + field;
+  }
+  peer(slot: number): { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number } {
+    const b = slot * SLOT_WIDTH;
+    return { rxBytes: this.a[b]!, txBytes: this.a[b + 1]!, rxPackets: this.a[b + 2]!, txPackets: this.a[b + 3]! };
+  }
+  resetSlot(slot: number): void {
+    this.a.fill(0, slot * SLOT_WIDTH, (slot + 1) * SLOT_WIDTH);
+  }
+  globals(): Record<keyof typeof GLOBAL, number> {
+    const out = {} as Record<keyof typeof GLOBAL, number>;
+    for (const [k, i] of Object.entries(GLOBAL)) out[k as keyof typeof GLOBAL] = this.a[this.global(i)]!;
+    return out;
+  }
+}

@@ -1,0 +1,250 @@
+// The data-plane hot path, one worker thread per direction, each in a synchronous loop (no event loop turns):
+//
+//   inside:  TUN read ─► route by destination virtual IP ─► seal with the peer's End Key ─► UDP send
+//   outside: UDP receive ─► capsule? open by path id (AEAD + replay window) ─► TUN write
+//                           └─ anything else (signaling, handshakes) ─► posted to the main thread
+//
+// Control messages from the main thread (install/remove a session, stop) are polled with
+// receiveMessageOnPort between packets, so the loops never block on them.
+
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { DataSession, type AeadFactory } from '../../crypto/data-session.js';
+import { FastAeadKey, loadNativeAddon, type NativeAddon } from '../../crypto/fast-aead.js';
+import type { SessionKeys } from '../../crypto/handshake.js';
+import { HEADER_LEN, MessageType } from '../../protocol/constants.js';
+import { GLOBAL, SLOT, StatsView } from './stats.js';
+import { dst4, dst6, formatKey, key4, key6 } from './packet.js';
+
+export interface WorkerInit {
+  role: 'inside' | 'outside';
+  tunFd: number;
+  udpFd: number;
+  mtu: number;
+  stats: SharedArrayBuffer;
+}
+
+/** A peer as the workers see it. `endpoint.addr` is 4 or 16 raw bytes. */
+export interface WirePeer {
+  slot: number;
+  vip4: string | null;
+  vip6: string | null;
+  endpoint: { addr: Uint8Array; port: number };
+}
+
+export type ToWorker =
+  | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
+  | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
+  | { op: 'remove'; slot: number; pathIds: bigint[] }
+  | { op: 'stop' };
+
+export type FromWorker =
+  | { op: 'datagram'; data: Uint8Array; family: 4 | 6; addr: Uint8Array; port: number }
+  | { op: 'miss'; dst: string }
+  | { op: 'stopped'; role: 'inside' | 'outside' }
+  | { op: 'error'; message: string };
+
+/** Tunable: poll timeout of the blocking reads, i.e. the longest a control message waits (ms). */
+const POLL_MS = 50;
+/** Tunable: control messages are polled at least every this many packets. */
+const POLL_EVERY = 256;
+/** Tunable: at most one route-selection request per unknown destination per this many ms. */
+const MISS_INTERVAL_MS = 1000;
+/** Tunable: capsules kept per path in the receive direction (current + previous across a rekey). */
+const RECV_GENERATIONS = 2;
+
+const fastAead: AeadFactory = (key) => new FastAeadKey(key);
+
+/** Buffers arrive from postMessage as plain Uint8Arrays: give the session real Buffers back. */
+function sessionFrom(k: SessionKeys): DataSession {
+  return new DataSession({ ...k, send: Buffer.from(k.send), recv: Buffer.from(k.recv), peerCertDer: Buffer.from(k.peerCertDer) }, fastAead);
+}
+
+/** Applies control messages one by one; a bad one is reported and skipped, never fatal to the loop. */
+function drain(port: NonNullable<typeof parentPort>, apply: (msg: ToWorker) => void): void {
+  for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
+    try {
+      apply(m.message as ToWorker);
+    } catch (err) {
+      port.postMessage({ op: 'error', message: `control message refused: ${err instanceof Error ? err.message : String(err)}` } satisfies FromWorker);
+    }
+  }
+}
+
+function run(): void {
+  const init = workerData as WorkerInit;
+  const port = parentPort!;
+  const native = loadNativeAddon();
+  if (!native) throw new Error('native addon unavailable');
+  const stats = new StatsView(init.stats);
+  if (init.role === 'inside') inside(init, native, stats, port);
+  else outside(init, native, stats, port);
+  port.postMessage({ op: 'stopped', role: init.role } satisfies FromWorker);
+}
+
+interface InsidePeer {
+  wire: WirePeer;
+  session: DataSession | null;
+  statsTx: number;
+}
+
+function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
+  const by4 = new Map<number, InsidePeer>();
+  const by6 = new Map<string, InsidePeer>();
+  const bySlot = new Map<number, InsidePeer>();
+  const lastMiss = new Map<number | string, number>();
+  const buf = Buffer.allocUnsafe(init.mtu + 64);
+  const a = stats.a;
+  const gMiss = stats.global(GLOBAL.miss);
+  const gSendErr = stats.global(GLOBAL.udpSendErrors);
+  let running = true;
+  let sincePoll = 0;
+
+  const control = (): void =>
+    drain(port, (msg) => {
+      if (msg.op === 'stop') running = false;
+      else if (msg.op === 'install') {
+        if (msg.receiveOnly) return;
+        let p = bySlot.get(msg.peer.slot);
+        if (!p) {
+          p = { wire: msg.peer, session: null, statsTx: stats.slot(msg.peer.slot, SLOT.txBytes) };
+          bySlot.set(msg.peer.slot, p);
+        }
+        p.wire = msg.peer;
+        p.session = sessionFrom(msg.keys);
+        if (msg.peer.vip4) by4.set(key4(msg.peer.vip4), p);
+        if (msg.peer.vip6) by6.set(key6(msg.peer.vip6), p);
+        // Announce the new session at once so the peer may start sending under it (an empty capsule).
+        send(p, Buffer.alloc(0));
+      } else if (msg.op === 'endpoint') {
+        const p = bySlot.get(msg.slot);
+        if (p) p.wire.endpoint = msg.endpoint;
+      } else if (msg.op === 'remove') {
+        const p = bySlot.get(msg.slot);
+        if (!p) return;
+        bySlot.delete(msg.slot);
+        if (p.wire.vip4) by4.delete(key4(p.wire.vip4));
+        if (p.wire.vip6) by6.delete(key6(p.wire.vip6));
+      }
+    });
+
+  const send = (p: InsidePeer, packet: Buffer): void => {
+    const frame = p.session!.seal(packet);
+    const n = native.udpSend(init.udpFd, frame, 0, frame.length, p.wire.endpoint.addr, p.wire.endpoint.port);
+    if (n < 0) a[gSendErr]!++;
+    else {
+      a[p.statsTx] = a[p.statsTx]! + packet.length;
+      a[p.statsTx + 2]!++;
+    }
+  };
+
+  const miss = (k: number | string): void => {
+    a[gMiss]!++;
+    const now = Date.now();
+    if ((lastMiss.get(k) ?? 0) + MISS_INTERVAL_MS > now) return;
+    lastMiss.set(k, now);
+    if (lastMiss.size > 4096) lastMiss.clear();
+    port.postMessage({ op: 'miss', dst: formatKey(k) } satisfies FromWorker);
+  };
+
+  while (running) {
+    const n = native.tunRead(init.tunFd, buf, POLL_MS);
+    if (n <= 0 || ++sincePoll >= POLL_EVERY) {
+      sincePoll = 0;
+      control();
+      if (n <= 0) continue;
+    }
+    let p: InsidePeer | undefined;
+    const k4 = dst4(buf, n);
+    let key: number | string = k4;
+    if (k4 >= 0) p = by4.get(k4);
+    else {
+      const k6 = dst6(buf, n);
+      if (k6 === null) continue; // not IP: nothing to route
+      key = k6;
+      p = by6.get(k6);
+    }
+    if (!p || !p.session) {
+      miss(key);
+      continue;
+    }
+    try {
+      send(p, buf.subarray(0, n));
+    } catch {
+      a[gSendErr]!++; // session exhausted: the main thread rekeys on time well before this
+    }
+  }
+}
+
+function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
+  /** Receive sessions by path id, newest first, with the peer slot they count to. */
+  const paths = new Map<bigint, { slot: number; sessions: DataSession[] }>();
+  const buf = Buffer.allocUnsafe(65536);
+  const meta = new Uint8Array(20);
+  const a = stats.a;
+  const g = (f: number): number => stats.global(f);
+  let running = true;
+  let sincePoll = 0;
+
+  const control = (): void =>
+    drain(port, (msg) => {
+      if (msg.op === 'stop') running = false;
+      else if (msg.op === 'install') {
+        const entry = paths.get(msg.keys.pathId) ?? { slot: msg.peer.slot, sessions: [] };
+        entry.slot = msg.peer.slot;
+        entry.sessions.unshift(sessionFrom(msg.keys));
+        entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
+        paths.set(msg.keys.pathId, entry);
+      } else if (msg.op === 'remove') {
+        for (const id of msg.pathIds) paths.delete(id);
+      }
+    });
+
+  while (running) {
+    const n = native.udpRecv(init.udpFd, buf, POLL_MS, meta);
+    if (n <= 0 || ++sincePoll >= POLL_EVERY) {
+      sincePoll = 0;
+      control();
+      if (n <= 0) continue;
+    }
+    if (n >= HEADER_LEN && buf[1] === MessageType.Capsule) {
+      const entry = paths.get(buf.readBigUInt64BE(16));
+      if (!entry) {
+        a[g(GLOBAL.unknownPath)]!++;
+        continue;
+      }
+      const frame = buf.subarray(0, n);
+      let pt: Buffer | string = 'badTag';
+      for (const s of entry.sessions) {
+        pt = s.tryOpen(frame);
+        if (typeof pt !== 'string') break;
+      }
+      if (typeof pt === 'string') {
+        a[g(GLOBAL[pt as keyof typeof GLOBAL] ?? GLOBAL.malformed)]!++;
+        continue;
+      }
+      if (pt.length === 0) {
+        a[g(GLOBAL.keepaliveCapsules)]!++;
+        continue;
+      }
+      if (native.tunWrite(init.tunFd, pt, 0, pt.length) < 0) a[g(GLOBAL.tunWriteErrors)]!++;
+      const base = stats.slot(entry.slot, SLOT.rxBytes);
+      a[base] = a[base]! + pt.length;
+      a[base + 2]!++;
+      continue;
+    }
+    const fam = meta[0] === 6 ? 6 : 4;
+    port.postMessage({
+      op: 'datagram',
+      data: Uint8Array.prototype.slice.call(buf, 0, n),
+      family: fam,
+      addr: meta.slice(4, fam === 4 ? 8 : 20),
+      port: (meta[2]! << 8) | meta[3]!,
+    } satisfies FromWorker);
+  }
+}
+
+try {
+  run();
+} catch (err) {
+  parentPort?.postMessage({ op: 'error', message: err instanceof Error ? err.message : String(err) } satisfies FromWorker);
+}
