@@ -17,6 +17,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -160,6 +161,36 @@ static int wait_readable(napi_env env, int fd, int timeout_ms) {
   return -1;
 }
 
+// Like wait_readable, but also wakes (returning 0) when `wakefd` (an eventfd, or -1 for none) is signalled;
+// the eventfd is drained so the next wait blocks again. Lets a worker blocked on I/O see control messages at once.
+static int wait_readable_or_wake(napi_env env, int fd, int wakefd, int timeout_ms) {
+  if (wakefd < 0) return wait_readable(env, fd, timeout_ms);
+  struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wakefd, .events = POLLIN}};
+  int rc = poll(p, 2, timeout_ms);
+  if (rc == 0 || (rc < 0 && errno == EINTR)) return 0;
+  if (rc < 0) {
+    throw_errno(env, "poll", errno);
+    return -1;
+  }
+  if (p[1].revents & POLLIN) {
+    uint64_t v;
+    ssize_t r = read(wakefd, &v, sizeof v);
+    (void)r;
+    return 0;
+  }
+  if (p[0].revents & POLLIN) return 1;
+  throw_errno(env, "poll", (p[0].revents & POLLNVAL) ? EBADF : EIO);
+  return -1;
+}
+
+// Optional trailing wake-fd argument: a number >= 0, or absent/undefined for none.
+static int get_wakefd(napi_env env, napi_value v, int64_t *out) {
+  napi_valuetype t;
+  *out = -1;
+  if (napi_typeof(env, v, &t) != napi_ok || t == napi_undefined) return 1;
+  return get_int(env, v, -1, INT_MAX, out, "wakeFd");
+}
+
 // One read(); returns bytes, 0 if nothing was there after all (EAGAIN/EINTR) or the packet did not fit,
 // -1 after throwing. The kernel silently truncates a packet longer than the buffer, so a 1-byte spill slot
 // follows `dst`: anything landing in it means truncation, and the packet is dropped rather than handed on.
@@ -175,18 +206,19 @@ static ssize_t read_one(napi_env env, int fd, uint8_t *dst, size_t cap) {
 
 // tunRead(fd, buf, timeoutMs) -> length, 0 on timeout. buf must hold a whole packet (>= MTU).
 static napi_value tun_read(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
+  napi_value argv[4];
   uint8_t *buf;
   size_t len;
-  int64_t fd, timeout;
-  if (!get_args(env, info, 3, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs"))
+  int64_t fd, timeout, wakefd;
+  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs") ||
+      !get_wakefd(env, argv[3], &wakefd))
     return NULL;
   if (len == 0) {
     arg_error(env, 1, "tunRead: buf is empty");
     return NULL;
   }
-  int ready = wait_readable(env, (int)fd, (int)timeout);
+  int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
   if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
   ssize_t n = read_one(env, (int)fd, buf, len);
   return n < 0 ? NULL : num(env, (double)n);
@@ -509,22 +541,20 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
 // udpRecv(fd, buf, timeoutMs, meta: Uint8Array(>=20)) -> length (0 on timeout; -1 on a transient error).
 // meta[0] = 4|6, meta[2..3] = port (BE), meta[4..] = address; IPv4-mapped IPv6 sources are reported as IPv4.
 static napi_value udp_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[5];
   uint8_t *buf, *meta;
   size_t len, mlen;
-  int64_t fd, timeout;
-  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+  int64_t fd, timeout, wakefd;
+  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs") ||
-      !get_bytes(env, argv[3], &meta, &mlen, "meta"))
+      !get_bytes(env, argv[3], &meta, &mlen, "meta") || !get_wakefd(env, argv[4], &wakefd))
     return NULL;
   if (len == 0 || mlen < 20) {
     arg_error(env, 1, "udpRecv: buf empty or meta shorter than 20 bytes");
     return NULL;
   }
-  struct pollfd p = {.fd = (int)fd, .events = POLLIN};
-  int r = poll(&p, 1, (int)timeout);
-  if (r == 0) return num(env, 0);
-  if (r < 0) return num(env, errno == EINTR ? 0 : -1);
+  int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
+  if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   ssize_t n = recvfrom((int)fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
@@ -585,6 +615,27 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return num(env, w < 0 ? -(double)errno : (double)w);
 }
 
+// eventfdCreate() -> fd: a wake-up channel for a worker blocked in tunRead/udpRecv (pass it as wakeFd).
+static napi_value eventfd_create(napi_env env, napi_callback_info info) {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, "eventfd", errno);
+    return NULL;
+  }
+  return num(env, fd);
+}
+
+// eventfdSignal(fd): wakes whoever polls it.
+static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd")) return NULL;
+  uint64_t one = 1;
+  ssize_t r = write((int)fd, &one, sizeof one);
+  (void)r;
+  return NULL;
+}
+
 // fdClose(fd): closes a descriptor this addon opened.
 static napi_value fd_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -603,7 +654,8 @@ NAPI_MODULE_INIT() {
       {"tunWrite", tun_write},     {"aeadCreate", aead_create}, {"aeadDestroy", aead_destroy},
       {"aeadSeal", aead_seal},     {"aeadOpen", aead_open},
       {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port}, {"udpRecv", udp_recv},
-      {"udpSend", udp_send},       {"fdClose", fd_close},
+      {"udpSend", udp_send},       {"fdClose", fd_close},       {"eventfdCreate", eventfd_create},
+      {"eventfdSignal", eventfd_signal},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -1,8 +1,10 @@
-// The demo (README's first command): a cloud and three nodes in network namespaces, shown registered.
-// alpha on the global segment, beta behind a NAPT router, gamma IPv6-only; later issues extend it.
+// The demo (README's first command): a cloud and three nodes in network namespaces, registered and talking:
+// alpha on the global segment, beta behind a NAPT router, gamma IPv6-only; alpha reaches beta by name.
 //
 // usage: node dist/scripts/demo.js [--keep]   (--keep: leave everything running until Ctrl-C)
 
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CloudProc, cyphonic, NodeProc, workDir } from '../test/harness/cluster.js';
 import { Testbed } from '../test/harness/netns/index.js';
 
@@ -46,8 +48,30 @@ async function main(): Promise<void> {
 
     say('$ cyphonic cloud nodes --dir DIR');
     say(await cyphonic(cloudHost, ['cloud', 'nodes', '--dir', cloud.dir]));
-    for (const n of nodes) {
-      say(`$ cyphonic node status --state ${n.state}   (${n.name})`);
+    // Nodes talking by name: each namespace's resolver is its node's overlay DNS (on the node's virtual IPv4).
+    // alpha (dual-stack) -> gamma (IPv6-only underlay), and beta (behind NAPT) -> alpha.
+    const [alpha, beta, gamma] = nodes as [NodeProc, NodeProc, NodeProc];
+    const talk = async (from: NodeProc, to: NodeProc, families: ('4' | '6')[]): Promise<void> => {
+      const st = await from.status();
+      const etc = join('/etc/netns', from.host.ns);
+      mkdirSync(etc, { recursive: true });
+      writeFileSync(join(etc, 'resolv.conf'), `nameserver ${st.dns}\n`);
+      try {
+        const name = `${to.name}.cyphonic.internal`;
+        say(`\n$ dig @${st.dns} ${name} AAAA +short      (in ${from.name}: the overlay resolver)`);
+        say((await from.host.run('dig', [`@${st.dns}`, name, 'AAAA', '+short'])).trim());
+        for (const f of families) {
+          say(`$ ping -${f} -c 3 ${name}      (in ${from.name})`);
+          say((await from.host.run('ping', [`-${f}`, '-n', '-c', '3', '-i', '0.2', name])).trimEnd());
+        }
+      } finally {
+        rmSync(etc, { recursive: true, force: true });
+      }
+    };
+    await talk(alpha, gamma, ['4', '6']);
+    await talk(beta, alpha, ['4']);
+    for (const n of [alpha, beta]) {
+      say(`\n$ cyphonic node status --state ${n.state}   (${n.name})`);
       say((await cyphonic(n.host, ['node', 'status', '--state', n.state])).trimEnd());
     }
     if (keep) {

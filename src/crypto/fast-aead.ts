@@ -16,7 +16,7 @@ export type NativeAeadHandle = { readonly __brand: 'NativeAeadHandle' };
 /** The functions exported by cyphonic_native.node (see native/cyphonic_native.c for the C contracts). */
 export interface NativeAddon {
   tunOpen(name: string, opts: { multiQueue?: boolean }): { fd: number; name: string };
-  tunRead(fd: number, buf: Uint8Array, timeoutMs: number): number;
+  tunRead(fd: number, buf: Uint8Array, timeoutMs: number, wakeFd?: number): number;
   tunReadBatch(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number): number;
   tunWrite(fd: number, buf: Uint8Array, offset: number, length: number): number;
   aeadCreate(key: Uint8Array): NativeAeadHandle;
@@ -28,10 +28,13 @@ export interface NativeAddon {
   udpLocalPort(fd: number): number;
   /** Waits up to timeoutMs for one datagram; returns its length (0 on timeout). meta: [0]=family 4|6,
    *  [2..3]=source port (BE), [4..7] or [4..19]=source address (IPv4-mapped sources reported as 4). */
-  udpRecv(fd: number, buf: Uint8Array, timeoutMs: number, meta: Uint8Array): number;
+  udpRecv(fd: number, buf: Uint8Array, timeoutMs: number, meta: Uint8Array, wakeFd?: number): number;
   /** Sends buf[offset..offset+length) to addr (4 or 16 bytes):port; returns bytes sent or -errno. */
   udpSend(fd: number, buf: Uint8Array, offset: number, length: number, addr: Uint8Array, port: number): number;
   fdClose(fd: number): void;
+  /** A wake-up eventfd for a worker blocked in tunRead/udpRecv (their optional last argument). */
+  eventfdCreate(): number;
+  eventfdSignal(fd: number): void;
 }
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');

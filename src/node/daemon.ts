@@ -110,7 +110,7 @@ export class NodeDaemon {
       sink: () =>
         this.port && {
           send: (m, to) => this.port?.send(m, to),
-          install: (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
+          install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
         },
       logger: this.logger.child({ component: 'peers' }),

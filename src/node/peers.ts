@@ -31,7 +31,7 @@ export interface RouteSource {
 /** What it needs from the data plane. */
 export interface SessionSink {
   send(datagram: Buffer, to: Endpoint): void;
-  install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): void;
+  install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): Promise<void>;
   peerStats(slot: number): { rxBytes: number; txBytes: number };
 }
 
@@ -184,11 +184,11 @@ export class PeerManager {
       if (f.header.type === MessageType.TunnelRequest) {
         const answered = path.hs.onRequest(msg, this.seq.next());
         if (!answered) return true; // our own simultaneous request wins
-        this.c.sink()?.send(answered.response, from);
-        this.established(peer, path, answered.keys, from);
+        // Answer only once our data plane can open the initiator's first capsule.
+        void this.established(peer, path, answered.keys, from).then(() => this.c.sink()?.send(answered.response, from));
       } else {
         const keys = path.hs.onResponse(msg);
-        if (keys) this.established(peer, path, keys, from);
+        if (keys) void this.established(peer, path, keys, from);
       }
     } catch (err) {
       this.counters.inc('handshake.refused');
@@ -277,17 +277,18 @@ export class PeerManager {
     this.c.logger.warn('tunnel establishment timed out', { peer: peer.name });
   }
 
-  private established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): void {
+  private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
     path.keys = keys;
     path.endpoint = from;
     peer.lastHandshake = keys.establishedAt;
     // Two paths to one peer (both sides asked at once): both ends send on the one initiated by the lower node id.
     const current = peer.active;
     if (!current || current === path || this.preferred(path, current) === path) peer.active = path;
-    // The losing path's session still opens what the peer sends on it until the peer switches over.
-    this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.counters.inc('handshake.ok');
+    // The losing path's session still opens what the peer sends on it until the peer switches over.
+    const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.c.logger.info('tunnel established', { peer: peer.name, path: 'direct', udpAddr: formatEndpoint(from), initiator: keys.initiator });
+    await installed;
   }
 
   private preferred(a: Path, b: Path): Path {

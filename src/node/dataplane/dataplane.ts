@@ -63,6 +63,8 @@ export class DataPlane implements DatagramPort {
   readonly stats: StatsView;
   readonly localPort: number;
   private readonly workers: Worker[] = [];
+  private readonly wakeFds: number[] = [];
+  private readonly installing = new Map<bigint, () => void>();
   private closed = false;
 
   private constructor(
@@ -77,7 +79,9 @@ export class DataPlane implements DatagramPort {
     this.localPort = native.udpLocalPort(udpFd);
     const file = fileURLToPath(new URL('./worker.js', import.meta.url));
     for (const role of ['inside', 'outside'] as const) {
-      const init: WorkerInit = { role, tunFd: tun.fd, udpFd, mtu: tun.mtu, stats: sab };
+      const wakeFd = native.eventfdCreate();
+      this.wakeFds.push(wakeFd);
+      const init: WorkerInit = { role, tunFd: tun.fd, udpFd, mtu: tun.mtu, stats: sab, wakeFd };
       const w = new Worker(file, { workerData: init, name: `cyphonic-${role}` });
       w.on('message', (m: FromWorker) => this.fromWorker(m));
       w.on('error', (err) => this.logger.error('data-plane worker failed', { role, err: err.message }));
@@ -122,10 +126,23 @@ export class DataPlane implements DatagramPort {
     this.native.udpSend(this.udpFd, datagram, 0, datagram.length, e.addr, e.port);
   }
 
-  /** Installs (or replaces after a rekey) the session used to reach a peer. */
-  install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): void {
+  /**
+   * Installs (or replaces after a rekey) the session used to reach a peer. Resolves once the receive side has it,
+   * so a responder can answer the handshake knowing the first capsule will find its session.
+   */
+  install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): Promise<void> {
     const peer: WirePeer = { slot: route.slot, vip4: route.vip4, vip6: route.vip6, endpoint: wireEndpoint(route.endpoint, this.dualStack) };
+    const done = new Promise<void>((resolve) => {
+      const t = setTimeout(() => finish(), 500); // a stuck worker must not stall signaling
+      const finish = (): void => {
+        clearTimeout(t);
+        this.installing.delete(keys.pathId);
+        resolve();
+      };
+      this.installing.set(keys.pathId, finish);
+    });
     this.post({ op: 'install', peer, keys, receiveOnly });
+    return done;
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
@@ -150,16 +167,19 @@ export class DataPlane implements DatagramPort {
     await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 2000))]);
     await Promise.all(this.workers.map((w) => w.terminate()));
     this.native.fdClose(this.udpFd);
+    for (const fd of this.wakeFds) this.native.fdClose(fd);
     this.tun.close();
   }
 
   private post(msg: ToWorker): void {
     for (const w of this.workers) w.postMessage(msg);
+    for (const fd of this.wakeFds) this.native.eventfdSignal(fd);
   }
 
   private fromWorker(m: FromWorker): void {
     if (m.op === 'datagram') this.onDatagram(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), { address: formatIp(m.addr), port: m.port });
     else if (m.op === 'miss') this.onMiss(m.dst);
+    else if (m.op === 'installed') this.installing.get(m.pathId)?.();
     else if (m.op === 'error') this.logger.error('data-plane worker error', { err: m.message });
   }
 }

@@ -5,7 +5,8 @@
 //                           └─ anything else (signaling, handshakes) ─► posted to the main thread
 //
 // Control messages from the main thread (install/remove a session, stop) are polled with
-// receiveMessageOnPort between packets, so the loops never block on them.
+// receiveMessageOnPort between packets; the main thread signals an eventfd the blocking reads also wait on,
+// so an idle worker sees a new session within microseconds, not at its next poll timeout.
 
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { DataSession, type AeadFactory } from '../../crypto/data-session.js';
@@ -21,6 +22,8 @@ export interface WorkerInit {
   udpFd: number;
   mtu: number;
   stats: SharedArrayBuffer;
+  /** eventfd the main thread signals after posting a control message, so a blocked read returns at once. */
+  wakeFd: number;
 }
 
 /** A peer as the workers see it. `endpoint.addr` is 4 or 16 raw bytes. */
@@ -40,15 +43,20 @@ export type ToWorker =
 export type FromWorker =
   | { op: 'datagram'; data: Uint8Array; family: 4 | 6; addr: Uint8Array; port: number }
   | { op: 'miss'; dst: string }
+  | { op: 'installed'; pathId: bigint }
   | { op: 'stopped'; role: 'inside' | 'outside' }
   | { op: 'error'; message: string };
 
-/** Tunable: poll timeout of the blocking reads, i.e. the longest a control message waits (ms). */
-const POLL_MS = 50;
+/** Tunable: poll timeout of the blocking reads (ms); control messages also wake them through the eventfd. */
+const POLL_MS = 250;
 /** Tunable: control messages are polled at least every this many packets. */
 const POLL_EVERY = 256;
 /** Tunable: at most one route-selection request per unknown destination per this many ms. */
 const MISS_INTERVAL_MS = 1000;
+/** Tunable: packets held per destination while its route and tunnel are being set up (then sent in order). */
+const MISS_QUEUE_PACKETS = 16;
+/** Tunable: how long held packets stay useful (ms); older ones are dropped when the session arrives. */
+const MISS_QUEUE_MS = 3000;
 /** Tunable: capsules kept per path in the receive direction (current + previous across a rekey). */
 const RECV_GENERATIONS = 2;
 
@@ -92,6 +100,15 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
   const by6 = new Map<string, InsidePeer>();
   const bySlot = new Map<number, InsidePeer>();
   const lastMiss = new Map<number | string, number>();
+  /** Packets to destinations without a session yet, flushed by the install that brings the session. */
+  const held = new Map<number | string, { since: number; packets: Buffer[] }>();
+  const flush = (k: number | string, p: InsidePeer): void => {
+    const q = held.get(k);
+    if (!q) return;
+    held.delete(k);
+    if (Date.now() - q.since > MISS_QUEUE_MS) return;
+    for (const pkt of q.packets) send(p, pkt);
+  };
   const buf = Buffer.allocUnsafe(init.mtu + 64);
   const a = stats.a;
   const gMiss = stats.global(GLOBAL.miss);
@@ -111,10 +128,16 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
         }
         p.wire = msg.peer;
         p.session = sessionFrom(msg.keys);
-        if (msg.peer.vip4) by4.set(key4(msg.peer.vip4), p);
-        if (msg.peer.vip6) by6.set(key6(msg.peer.vip6), p);
         // Announce the new session at once so the peer may start sending under it (an empty capsule).
         send(p, Buffer.alloc(0));
+        if (msg.peer.vip4) {
+          by4.set(key4(msg.peer.vip4), p);
+          flush(key4(msg.peer.vip4), p);
+        }
+        if (msg.peer.vip6) {
+          by6.set(key6(msg.peer.vip6), p);
+          flush(key6(msg.peer.vip6), p);
+        }
       } else if (msg.op === 'endpoint') {
         const p = bySlot.get(msg.slot);
         if (p) p.wire.endpoint = msg.endpoint;
@@ -137,9 +160,17 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     }
   };
 
-  const miss = (k: number | string): void => {
+  const miss = (k: number | string, packet: Buffer): void => {
     a[gMiss]!++;
     const now = Date.now();
+    let q = held.get(k);
+    if (q && now - q.since > MISS_QUEUE_MS) q = undefined;
+    if (!q) {
+      if (held.size >= 256) held.clear(); // bounded: many unknown destinations just lose their first packets
+      q = { since: now, packets: [] };
+      held.set(k, q);
+    }
+    if (q.packets.length < MISS_QUEUE_PACKETS) q.packets.push(Buffer.from(packet));
     if ((lastMiss.get(k) ?? 0) + MISS_INTERVAL_MS > now) return;
     lastMiss.set(k, now);
     if (lastMiss.size > 4096) lastMiss.clear();
@@ -147,7 +178,7 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
   };
 
   while (running) {
-    const n = native.tunRead(init.tunFd, buf, POLL_MS);
+    const n = native.tunRead(init.tunFd, buf, POLL_MS, init.wakeFd);
     if (n <= 0 || ++sincePoll >= POLL_EVERY) {
       sincePoll = 0;
       control();
@@ -164,7 +195,7 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
       p = by6.get(k6);
     }
     if (!p || !p.session) {
-      miss(key);
+      miss(key, buf.subarray(0, n));
       continue;
     }
     try {
@@ -194,13 +225,14 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         entry.sessions.unshift(sessionFrom(msg.keys));
         entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
         paths.set(msg.keys.pathId, entry);
+        port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
       } else if (msg.op === 'remove') {
         for (const id of msg.pathIds) paths.delete(id);
       }
     });
 
   while (running) {
-    const n = native.udpRecv(init.udpFd, buf, POLL_MS, meta);
+    const n = native.udpRecv(init.udpFd, buf, POLL_MS, meta, init.wakeFd);
     if (n <= 0 || ++sincePoll >= POLL_EVERY) {
       sincePoll = 0;
       control();
