@@ -134,15 +134,18 @@ export const commands: Command[] = [
       port: { type: 'string', help: 'UDP port for signaling and data', default: '30000' },
       tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
       'no-tun': { type: 'boolean', help: 'signaling only: no TUN device, data plane or overlay DNS (no root needed)' },
+      'rekey-after': { type: 'string', help: 'seconds between re-handshakes with each peer', default: '120' },
     },
     required: ['state'],
     async run(o) {
       const port = Number(o['port']);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--port: invalid ${String(o['port'])}`);
+      const rekey = Number(o['rekey-after']);
+      if (!(rekey >= 1 && rekey <= 120)) throw new ConfigError(`--rekey-after: ${String(o['rekey-after'])} is not 1..120 seconds`);
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
-      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']) }, logger);
+      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000 }, logger);
       await d.start();
       return untilSignal(() => d.stop());
     },

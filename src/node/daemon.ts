@@ -42,6 +42,8 @@ export interface NodeInit {
   tunName?: string;
   /** Overlay DNS port on the virtual addresses. @default 53 */
   dnsPort?: number;
+  /** Re-handshake every so often (ms). @default REKEY_AFTER_MS (120 s) */
+  rekeyAfterMs?: number;
 }
 
 export interface NodeStatus {
@@ -114,6 +116,7 @@ export class NodeDaemon {
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
         },
       logger: this.logger.child({ component: 'peers' }),
+      ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);

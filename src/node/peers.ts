@@ -78,7 +78,12 @@ export interface PeerManagerComponents {
   sink: () => SessionSink | null;
   logger: Logger;
   now?: () => number;
+  /** Initiators re-handshake after this long. @default REKEY_AFTER_MS */
+  rekeyAfterMs?: number;
 }
+
+/** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
+const SIMULTANEOUS_MS = 2000;
 
 export class PeerManager {
   readonly counters = new Counters();
@@ -92,7 +97,7 @@ export class PeerManager {
   private rekeyTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly c: PeerManagerComponents) {
-    this.rekeyTimer = setInterval(() => this.rekeyDue(), 5000);
+    this.rekeyTimer = setInterval(() => this.rekeyDue(), Math.min(5000, Math.max(250, (c.rekeyAfterMs ?? REKEY_AFTER_MS) / 4)));
     this.rekeyTimer.unref();
   }
 
@@ -291,7 +296,15 @@ export class PeerManager {
     await installed;
   }
 
+  /**
+   * Which of two established paths to one peer carries traffic. A clearly newer one wins (the peer restarted or
+   * the old one was replaced); two made at about the same time (both ends asked at once) are decided the same way
+   * on both ends: the path initiated by the lower node id.
+   */
   private preferred(a: Path, b: Path): Path {
+    const ta = a.keys?.establishedAt ?? 0;
+    const tb = b.keys?.establishedAt ?? 0;
+    if (Math.abs(ta - tb) > SIMULTANEOUS_MS) return ta > tb ? a : b;
     const initiatorOf = (p: Path): number => (p.keys?.initiator ? this.c.local().nodeId : p.rd.peerNodeId);
     const ia = initiatorOf(a);
     const ib = initiatorOf(b);
@@ -305,7 +318,7 @@ export class PeerManager {
     for (const peer of this.peers.values()) {
       const path = peer.active;
       if (!path?.keys || !path.keys.initiator || peer.connecting) continue;
-      if (now - path.keys.establishedAt < REKEY_AFTER_MS) continue;
+      if (now - path.keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS)) continue;
       this.counters.inc('rekey');
       path.keys = null;
       peer.connecting = this.initiate(peer, path).finally(() => (peer.connecting = null));

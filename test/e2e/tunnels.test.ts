@@ -143,6 +143,20 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.equal(p.code, 0, 'traffic still flows');
   });
 
+  test('after kill -9 a node tunnels again from its saved state; rekeying every 2 s drops no packet', async () => {
+    await alpha.kill9();
+    alpha.start(undefined, ['--rekey-after', '2']);
+    await alpha.waitRegistered();
+    await waitFor('the tunnel to come back', async () => (await alpha.host.exec('ping', ['-c', '1', '-W', '1', b.vip4])).code === 0, 20_000);
+    const rekeysBefore = (await alpha.status()).counters['peers.rekey'] ?? 0;
+    const flood = await alpha.host.exec('ping', ['-n', '-q', '-c', '700', '-i', '0.01', '-W', '1', b.vip4], { timeoutMs: 60_000 });
+    const drops = async (n: NodeProc): Promise<string> =>
+      JSON.stringify(Object.fromEntries(Object.entries((await n.status()).counters).filter(([k, v]) => (k.startsWith('data.') || k.startsWith('peers.')) && v)));
+    assert.match(flood.stdout, / 700 received, 0% packet loss/, `${flood.stdout}\nalpha ${await drops(alpha)}\nbeta ${await drops(beta)}`);
+    const rekeys = ((await alpha.status()).counters['peers.rekey'] ?? 0) - rekeysBefore;
+    assert.ok(rekeys >= 2, `sessions were rekeyed during the flood (${rekeys})`);
+  });
+
   test('a revoked node gets no route and no tunnel', async () => {
     await cyphonic(cloud.host, ['cloud', 'revoke', 'gamma', '--dir', cloud.dir]);
     const p = await alpha.host.exec('ping', ['-c', '2', '-i', '0.3', '-W', '1', 'gamma.cyphonic.internal']);

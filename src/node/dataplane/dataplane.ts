@@ -14,6 +14,10 @@ import type { Logger } from '../../util/log.js';
 import { createStats, StatsView } from './stats.js';
 import type { FromWorker, ToWorker, WirePeer, WorkerInit } from './worker.js';
 
+/** Index of each worker in `workers` (created in this order). */
+const INSIDE = 0;
+const OUTSIDE = 1;
+
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
 export const DEFAULT_MTU = 1400;
 
@@ -127,12 +131,15 @@ export class DataPlane implements DatagramPort {
   }
 
   /**
-   * Installs (or replaces after a rekey) the session used to reach a peer. Resolves once the receive side has it,
-   * so a responder can answer the handshake knowing the first capsule will find its session.
+   * Installs (or replaces after a rekey) the session used to reach a peer: first in the receive worker, then,
+   * once it has acknowledged, in the send worker. So nothing we send under new keys can draw an answer we could
+   * not open, and a responder that awaits this can answer the handshake knowing the first capsule will find its
+   * session.
    */
-  install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): Promise<void> {
+  async install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): Promise<void> {
     const peer: WirePeer = { slot: route.slot, vip4: route.vip4, vip6: route.vip6, endpoint: wireEndpoint(route.endpoint, this.dualStack) };
-    const done = new Promise<void>((resolve) => {
+    const msg: ToWorker = { op: 'install', peer, keys, receiveOnly };
+    await new Promise<void>((resolve) => {
       const t = setTimeout(() => finish(), 500); // a stuck worker must not stall signaling
       const finish = (): void => {
         clearTimeout(t);
@@ -140,9 +147,9 @@ export class DataPlane implements DatagramPort {
         resolve();
       };
       this.installing.set(keys.pathId, finish);
+      this.postTo(OUTSIDE, msg);
     });
-    this.post({ op: 'install', peer, keys, receiveOnly });
-    return done;
+    this.postTo(INSIDE, msg);
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
@@ -172,14 +179,21 @@ export class DataPlane implements DatagramPort {
   }
 
   private post(msg: ToWorker): void {
-    for (const w of this.workers) w.postMessage(msg);
-    for (const fd of this.wakeFds) this.native.eventfdSignal(fd);
+    this.postTo(INSIDE, msg);
+    this.postTo(OUTSIDE, msg);
+  }
+
+  private postTo(which: number, msg: ToWorker): void {
+    this.workers[which]?.postMessage(msg);
+    const fd = this.wakeFds[which];
+    if (fd !== undefined) this.native.eventfdSignal(fd);
   }
 
   private fromWorker(m: FromWorker): void {
     if (m.op === 'datagram') this.onDatagram(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), { address: formatIp(m.addr), port: m.port });
     else if (m.op === 'miss') this.onMiss(m.dst);
     else if (m.op === 'installed') this.installing.get(m.pathId)?.();
+    else if (m.op === 'promote') this.postTo(INSIDE, { op: 'promote', slot: m.slot });
     else if (m.op === 'error') this.logger.error('data-plane worker error', { err: m.message });
   }
 }

@@ -38,12 +38,14 @@ export type ToWorker =
   | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
   | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
   | { op: 'remove'; slot: number; pathIds: bigint[] }
+  | { op: 'promote'; slot: number }
   | { op: 'stop' };
 
 export type FromWorker =
   | { op: 'datagram'; data: Uint8Array; family: 4 | 6; addr: Uint8Array; port: number }
   | { op: 'miss'; dst: string }
   | { op: 'installed'; pathId: bigint }
+  | { op: 'promote'; slot: number }
   | { op: 'stopped'; role: 'inside' | 'outside' }
   | { op: 'error'; message: string };
 
@@ -92,6 +94,8 @@ function run(): void {
 interface InsidePeer {
   wire: WirePeer;
   session: DataSession | null;
+  /** A responder's new session after a rekey: used for sending once the initiator is seen using it. */
+  pending: DataSession | null;
   statsTx: number;
 }
 
@@ -123,13 +127,21 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
         if (msg.receiveOnly) return;
         let p = bySlot.get(msg.peer.slot);
         if (!p) {
-          p = { wire: msg.peer, session: null, statsTx: stats.slot(msg.peer.slot, SLOT.txBytes) };
+          p = { wire: msg.peer, session: null, pending: null, statsTx: stats.slot(msg.peer.slot, SLOT.txBytes) };
           bySlot.set(msg.peer.slot, p);
         }
         p.wire = msg.peer;
-        p.session = sessionFrom(msg.keys);
-        // Announce the new session at once so the peer may start sending under it (an empty capsule).
-        send(p, Buffer.alloc(0));
+        const fresh = sessionFrom(msg.keys);
+        if (p.session && !msg.keys.initiator) {
+          // Rekey, responder side: the initiator may not have our answer yet; keep sending on the old keys until
+          // the outside worker sees it use the new ones (then 'promote').
+          p.pending = fresh;
+        } else {
+          p.session = fresh;
+          p.pending = null;
+          // Announce the new session at once so the peer may switch to it (an empty capsule).
+          send(p, Buffer.alloc(0));
+        }
         if (msg.peer.vip4) {
           by4.set(key4(msg.peer.vip4), p);
           flush(key4(msg.peer.vip4), p);
@@ -137,6 +149,12 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
         if (msg.peer.vip6) {
           by6.set(key6(msg.peer.vip6), p);
           flush(key6(msg.peer.vip6), p);
+        }
+      } else if (msg.op === 'promote') {
+        const p = bySlot.get(msg.slot);
+        if (p?.pending) {
+          p.session = p.pending;
+          p.pending = null;
         }
       } else if (msg.op === 'endpoint') {
         const p = bySlot.get(msg.slot);
@@ -208,7 +226,7 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
 
 function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
   /** Receive sessions by path id, newest first, with the peer slot they count to. */
-  const paths = new Map<bigint, { slot: number; sessions: DataSession[] }>();
+  const paths = new Map<bigint, { slot: number; sessions: DataSession[]; awaiting: DataSession | null }>();
   const buf = Buffer.allocUnsafe(65536);
   const meta = new Uint8Array(20);
   const a = stats.a;
@@ -220,9 +238,12 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
     drain(port, (msg) => {
       if (msg.op === 'stop') running = false;
       else if (msg.op === 'install') {
-        const entry = paths.get(msg.keys.pathId) ?? { slot: msg.peer.slot, sessions: [] };
+        const entry = paths.get(msg.keys.pathId) ?? { slot: msg.peer.slot, sessions: [], awaiting: null };
         entry.slot = msg.peer.slot;
-        entry.sessions.unshift(sessionFrom(msg.keys));
+        const fresh = sessionFrom(msg.keys);
+        // A responder's rekeyed session: tell the inside worker to send on it once the initiator uses it.
+        entry.awaiting = entry.sessions.length > 0 && !msg.keys.initiator && !msg.receiveOnly ? fresh : null;
+        entry.sessions.unshift(fresh);
         entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
         paths.set(msg.keys.pathId, entry);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
@@ -248,7 +269,12 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       let pt: Buffer | string = 'badTag';
       for (const s of entry.sessions) {
         pt = s.tryOpen(frame);
-        if (typeof pt !== 'string') break;
+        if (typeof pt === 'string') continue;
+        if (s === entry.awaiting) {
+          entry.awaiting = null;
+          port.postMessage({ op: 'promote', slot: entry.slot } satisfies FromWorker);
+        }
+        break;
       }
       if (typeof pt === 'string') {
         a[g(GLOBAL[pt as keyof typeof GLOBAL] ?? GLOBAL.malformed)]!++;
