@@ -82,6 +82,9 @@ interface CyphonicExtra {
   dnsWarm: number | null;
   dnsAnswer: string;
   path: string;
+  /** As the initiating node measured them (node status: peers[].routeSelectionMs / tunnelMs). */
+  routeMs: number | null;
+  tunnelMs: number | null;
   errors: string[];
 }
 
@@ -200,6 +203,8 @@ async function cyphonicRow(row: Row, extra: CyphonicExtra, o: Options, tb: Testb
     }
     const peer = await cell(extra, 'peer status', async () => (await ov!.peers('a')).find((p) => p.name === 'b' || p.vip4 === nb.vip4) ?? null);
     extra.path = peer ? `${peer.path ?? '?'} via ${peer.endpoint ?? '?'}` : 'b not in a\'s peers';
+    extra.routeMs = (peer as { routeSelectionMs?: number | null } | null)?.routeSelectionMs ?? null;
+    extra.tunnelMs = (peer as { tunnelMs?: number | null } | null)?.tunnelMs ?? null;
 
     const overlay = ov;
     await measure(row, o, a, nb.vip4, server, () => overlay.pids(['a', 'b']));
@@ -267,6 +272,8 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
   if (extra) {
     out.push('', 'cyphonic first contact (a fresh overlay: nodes a, b, c)');
     const l2 = (k: string, v: string): string => `  ${k.padEnd(46)} ${v}`;
+    out.push(l2('route selection (node a, Direction Request)', extra.routeMs !== null ? `${extra.routeMs.toFixed(2)} ms` : 'n/a'));
+    out.push(l2('tunnel establishment (node a, Tunnel Req/Res)', extra.tunnelMs !== null ? `${extra.tunnelMs.toFixed(2)} ms` : 'n/a'));
     out.push(l2('route selection + tunnel (first ping a -> b)', extra.firstPing ? `${extra.firstPing.ms.toFixed(2)} ms  (${extra.firstPing.how})` : 'n/a'));
     out.push(l2('DNS first contact (dig c.cyphonic.internal)', extra.dnsFirst !== null ? `${extra.dnsFirst} ms  (dig Query time; ${extra.dnsAnswer})` : 'n/a'));
     out.push(l2('DNS repeated (median of 5)', extra.dnsWarm !== null ? `${extra.dnsWarm} ms` : 'n/a'));
@@ -316,7 +323,7 @@ async function main(): Promise<void> {
             await wg.stop();
           }
         } else {
-          extra = { firstPing: null, dnsFirst: null, dnsWarm: null, dnsAnswer: '', path: '', errors: [] };
+          extra = { firstPing: null, dnsFirst: null, dnsWarm: null, dnsAnswer: '', path: '', routeMs: null, tunnelMs: null, errors: [] };
           await cyphonicRow(row, extra, o, tb, a, b, server, work.dir);
         }
       } catch (err) {

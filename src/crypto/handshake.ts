@@ -243,9 +243,65 @@ function checkTime(timestamp: bigint, now: number, what: string): void {
   }
 }
 
+/** A peer certificate that already chained to these anchors: what the handshake needs from it again. */
+interface VerifiedPeer {
+  serial: string;
+  notBefore: number;
+  notAfter: number;
+  nodeId: number | null;
+  name: string;
+  key: KeyObject;
+}
+
+/** Verified peer certificates per trust-anchor object (DER base64 → facts): a chain check per peer, not per handshake. */
+const verifiedPeers = new WeakMap<TrustAnchors, Map<string, VerifiedPeer>>();
+/** Tunable: certificates remembered per anchor set. */
+const VERIFIED_PEERS_MAX = 4096;
+
 /** Peer certificate: chains to our roots, not revoked, names the expected node; returns its public key. */
 function verifyPeer(ctx: Context, body: WireHandshake, now: number): KeyObject {
   if (body.nodeId !== ctx.peer.nodeId) throw fail('ERR_HANDSHAKE_PEER', `handshake from node ${body.nodeId}, expected node ${ctx.peer.nodeId}`);
+  let cache = verifiedPeers.get(ctx.anchors);
+  if (!cache) verifiedPeers.set(ctx.anchors, (cache = new Map()));
+  const id = body.certificate.toString('base64');
+  let v = cache.get(id);
+  // Validity and revocation are checked on every handshake; only the signature path is remembered.
+  if (v && (now < v.notBefore || now > v.notAfter || ctx.anchors.isRevoked(v.serial))) v = undefined;
+  if (!v) {
+    v = verifyPeerChain(ctx, body, now);
+    if (cache.size >= VERIFIED_PEERS_MAX) cache.clear();
+    cache.set(id, v);
+  }
+  if (v.nodeId !== ctx.peer.nodeId || v.name !== ctx.peer.name) {
+    throw fail(
+      'ERR_HANDSHAKE_PEER',
+      `peer certificate is for ${JSON.stringify(v.name)} (node ${String(v.nodeId)}), expected ${JSON.stringify(ctx.peer.name)} (node ${ctx.peer.nodeId})`,
+    );
+  }
+  return v.key;
+}
+
+/**
+ * Checks a peer certificate against `anchors` ahead of the handshake (e.g. when the NMS's Route Direction brings
+ * it) and remembers the result, so the handshake itself does not repeat the chain check. Returns its name and
+ * node id; throws CertificateError like the handshake would.
+ */
+export function preverifyPeerCertificate(anchors: TrustAnchors, certDer: Buffer, now = Date.now()): { name: string; nodeId: number | null } {
+  let cache = verifiedPeers.get(anchors);
+  if (!cache) verifiedPeers.set(anchors, (cache = new Map()));
+  const id = certDer.toString('base64');
+  let v = cache.get(id);
+  if (v && (now < v.notBefore || now > v.notAfter || anchors.isRevoked(v.serial))) v = undefined;
+  if (!v) {
+    const ctx = { anchors } as Context;
+    v = verifyPeerChain(ctx, { certificate: certDer, chain: [] } as unknown as WireHandshake, now);
+    if (cache.size >= VERIFIED_PEERS_MAX) cache.clear();
+    cache.set(id, v);
+  }
+  return { name: v.name, nodeId: v.nodeId };
+}
+
+function verifyPeerChain(ctx: Pick<Context, 'anchors'>, body: WireHandshake, now: number): VerifiedPeer {
   const known = [...ctx.anchors.intermediatesDer, ...ctx.anchors.rootsDer];
   const extra = body.chain.filter((c) => !known.some((k) => k.equals(c)));
   const room = Math.max(0, MAX_INTERMEDIATES - ctx.anchors.intermediatesDer.length);
@@ -253,16 +309,16 @@ function verifyPeer(ctx: Context, body: WireHandshake, now: number): KeyObject {
     now: new Date(now),
     isRevoked: ctx.anchors.isRevoked,
   });
-  const certNodeId = nodeIdOf(body.certificate);
-  const certName = verified.commonName;
-  if (certNodeId !== ctx.peer.nodeId || certName !== ctx.peer.name) {
-    throw fail(
-      'ERR_HANDSHAKE_PEER',
-      `peer certificate is for ${JSON.stringify(certName)} (node ${String(certNodeId)}), expected ${JSON.stringify(ctx.peer.name)} (node ${ctx.peer.nodeId})`,
-    );
-  }
   // verifyChain parsed it already, so this cannot fail on malformed DER.
-  return new X509Certificate(body.certificate).publicKey;
+  const x = new X509Certificate(body.certificate);
+  return {
+    serial: verified.serial,
+    notBefore: new Date(x.validFrom).getTime(),
+    notAfter: verified.notAfter.getTime(),
+    nodeId: nodeIdOf(body.certificate) ?? null,
+    name: verified.commonName,
+    key: x.publicKey,
+  };
 }
 
 // ───────────────────────────── replay cache ─────────────────────────────

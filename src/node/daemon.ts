@@ -7,7 +7,7 @@
 
 import dgram from 'node:dgram';
 import { networkInterfaces } from 'node:os';
-import { createCsr, generateKeyPair, splitPemChain, toDer, toPem } from '../crypto/index.js';
+import { createCsr, generateEphemeral, generateKeyPair, sharedSecret, sign as signData, splitPemChain, toDer, toPem, verify as verifySignature } from '../crypto/index.js';
 import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
 import { createResolver, readSystemUpstreams, type Resolver } from '../net/dns/resolver.js';
 import { contains } from '../net/addr/cidr.js';
@@ -72,6 +72,8 @@ export class NodeDaemon {
   private readonly state: StateDir;
   private identity: Identity | null = null;
   private session: Session | null = null;
+  private local: LocalIdentity | null = null;
+  private anchors: TrustAnchors | null = null;
   private port: DatagramPort | null = null;
   private dataplane: DataPlane | null = null;
   private resolver: Resolver | null = null;
@@ -120,6 +122,7 @@ export class NodeDaemon {
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
+    this.warmUp();
     this.control = await serveControl(this.state.controlPath, { '/status': () => this.status() });
     this.loop = this.run();
   }
@@ -163,15 +166,30 @@ export class NodeDaemon {
     this.client?.counters.inc('refused.stray');
   }
 
+  /** Our certificate identity for handshakes, read once (the same object lets the handshake cache the parsed key). */
   private localIdentity(): LocalIdentity {
-    const chain = splitPemChain(this.state.readChain()).map((p) => toDer(p));
-    return { nodeId: this.identity!.nodeId, certDer: toDer(this.state.readCert()), chainDer: chain.slice(0, -1), privateKeyPem: this.state.readKey() };
+    if (!this.local) {
+      const chain = splitPemChain(this.state.readChain()).map((p) => toDer(p));
+      this.local = { nodeId: this.identity!.nodeId, certDer: toDer(this.state.readCert()), chainDer: chain.slice(0, -1), privateKeyPem: this.state.readKey() };
+    }
+    return this.local;
   }
 
   private trustAnchors(): TrustAnchors {
-    const chain = splitPemChain(this.state.readChain()).map((p) => toDer(p));
-    // Revocation: the NMS hands out only current certificates and revoked nodes can neither log in nor register.
-    return { rootsDer: [toDer(this.state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: () => false };
+    if (!this.anchors) {
+      const chain = splitPemChain(this.state.readChain()).map((p) => toDer(p));
+      // Revocation: the NMS hands out only current certificates and revoked nodes can neither log in nor register.
+      this.anchors = { rootsDer: [toDer(this.state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: () => false };
+    }
+    return this.anchors;
+  }
+
+  /** One throwaway signature and key agreement at start, so the first real handshake pays no warm-up. */
+  private warmUp(): void {
+    const key = this.localIdentity().privateKeyPem;
+    const e = generateEphemeral();
+    sharedSecret(e.privateKey, generateEphemeral().publicKey);
+    verifySignature(toDer(this.state.readCert()), Buffer.from('warm-up'), signData(key, Buffer.from('warm-up')));
   }
 
   async stop(): Promise<void> {

@@ -6,8 +6,7 @@
 //   responder: pushed RouteDirection ─► check the certificate, expect the path ─► Confirmation ─► TunnelRequest ─► answer, install
 
 import { SeqCounter } from '../channel/sequence.js';
-import { verifyChain } from '../crypto/index.js';
-import { HandshakeReplayCache, PathHandshake, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
+import { HandshakeReplayCache, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
 import { REKEY_AFTER_MS } from '../crypto/data-session.js';
 import { MessageType } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
@@ -47,6 +46,10 @@ export interface PeerStatus {
   txBytes: number;
   lastHandshake: string | null;
   state: 'connecting' | 'established';
+  /** Our last route selection for this peer (Direction Request → Route Direction), ms; null if the peer asked. */
+  routeSelectionMs: number | null;
+  /** Our last tunnel establishment (first Tunnel Request → session installed), ms. */
+  tunnelMs: number | null;
 }
 
 interface Path {
@@ -55,6 +58,8 @@ interface Path {
   hs: PathHandshake;
   endpoint: Endpoint | null;
   keys: SessionKeys | null;
+  /** performance.now() when we sent the first Tunnel Request of the current handshake. */
+  handshakeStart: number | null;
 }
 
 interface Peer {
@@ -69,6 +74,8 @@ interface Peer {
   active: Path | null;
   lastHandshake: number | null;
   connecting: Promise<void> | null;
+  routeSelectionMs: number | null;
+  tunnelMs: number | null;
 }
 
 export interface PeerManagerComponents {
@@ -152,7 +159,8 @@ export class PeerManager {
     const peer = this.adopt(rd);
     if (!peer) return null;
     const path = this.addPath(peer, rd);
-    this.c.logger.debug('route selected', { peer: peer.name, path: 'direct', ms: +(performance.now() - t0).toFixed(2) });
+    peer.routeSelectionMs = +(performance.now() - t0).toFixed(3);
+    this.c.logger.debug('route selected', { peer: peer.name, path: 'direct', ms: peer.routeSelectionMs });
     peer.connecting = this.initiate(peer, path).finally(() => (peer.connecting = null));
     return peer;
   }
@@ -220,6 +228,8 @@ export class PeerManager {
         txBytes: st.txBytes,
         lastHandshake: p.lastHandshake ? new Date(p.lastHandshake).toISOString() : null,
         state: p.active ? ('established' as const) : ('connecting' as const),
+        routeSelectionMs: p.routeSelectionMs,
+        tunnelMs: p.tunnelMs,
       };
     });
   }
@@ -227,9 +237,9 @@ export class PeerManager {
   /** The peer named by a Route Direction, after checking its certificate says who the NMS says it is. */
   private adopt(rd: RouteDirection): Peer | null {
     try {
-      const anchors = this.c.anchors();
-      const v = verifyChain(rd.peerCertificate, anchors.intermediatesDer, anchors.rootsDer, { isRevoked: anchors.isRevoked });
-      if (v.commonName !== rd.peerName) throw new Error(`certificate names ${v.commonName}, not ${rd.peerName}`);
+      // Verified once here (and remembered for the handshake that follows, which carries the same certificate).
+      const { name, nodeId } = preverifyPeerCertificate(this.c.anchors(), rd.peerCertificate, (this.c.now ?? Date.now)());
+      if (name !== rd.peerName || nodeId !== rd.peerNodeId) throw new Error(`certificate names ${name} (node ${nodeId}), not ${rd.peerName} (node ${rd.peerNodeId})`);
     } catch (err) {
       this.counters.inc('route.bad-certificate');
       this.c.logger.warn('route refused: peer certificate', { peer: rd.peerName, err: describeError(err) });
@@ -248,6 +258,8 @@ export class PeerManager {
         active: null,
         lastHandshake: null,
         connecting: null,
+        routeSelectionMs: null,
+        tunnelMs: null,
       };
       this.peers.set(peer.nodeId, peer);
     }
@@ -258,7 +270,7 @@ export class PeerManager {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, handshakeStart: null };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
     return path;
@@ -269,6 +281,7 @@ export class PeerManager {
     const sink = this.c.sink();
     if (!sink) return;
     const targets = path.rd.peerEndpoints.slice(0, MAX_PROBE_ENDPOINTS);
+    path.handshakeStart = performance.now();
     for (const wait of TUNNEL_RETRANSMIT_MS) {
       if (path.keys && path.hs.state === 'established') return;
       this.txid = (this.txid % 0x7fffffff) + 1;
@@ -294,6 +307,10 @@ export class PeerManager {
     const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.c.logger.info('tunnel established', { peer: peer.name, path: 'direct', udpAddr: formatEndpoint(from), initiator: keys.initiator });
     await installed;
+    if (path.handshakeStart !== null) {
+      peer.tunnelMs = +(performance.now() - path.handshakeStart).toFixed(3);
+      path.handshakeStart = null;
+    }
   }
 
   /**
