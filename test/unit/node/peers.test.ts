@@ -1,0 +1,106 @@
+// PeerManager in one process: two nodes wired back to back through a fake NMS and a fake wire.
+// Route selection + handshake establish one session; both ends asking at once still agree on one path.
+
+import { before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
+import type { LocalIdentity, SessionKeys, TrustAnchors } from '../../../src/crypto/handshake.js';
+import { PathType } from '../../../src/protocol/constants.js';
+import type { Endpoint } from '../../../src/protocol/endpoint.js';
+import type { RouteDirection } from '../../../src/protocol/messages.js';
+import { PeerManager } from '../../../src/node/peers.js';
+import { silentLogger } from '../../../src/util/log.js';
+
+interface Side {
+  name: string;
+  id: number;
+  vip4: string;
+  vip6: string;
+  ep: Endpoint;
+  local: LocalIdentity;
+  certDer: Buffer;
+  pm: PeerManager;
+  installed: { keys: SessionKeys; receiveOnly: boolean }[];
+}
+
+let anchors: TrustAnchors;
+const sides: Side[] = [];
+
+async function identity(inter: Awaited<ReturnType<typeof createIntermediateCa>>, name: string, id: number): Promise<{ local: LocalIdentity; certDer: Buffer }> {
+  const { privateKeyPem } = await generateKeyPair();
+  const c = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cyphonic.internal`, nodeId: id });
+  return { local: { nodeId: id, certDer: c.certDer, chainDer: [toDer(inter.certPem)], privateKeyPem }, certDer: c.certDer };
+}
+
+/** Fake NMS: a Direction Request from `from` pushes the responder half to the other side, then answers. */
+async function direct(from: Side, to: Side): Promise<RouteDirection> {
+  const pathId = randomBytes(8).readBigUInt64BE() | 1n;
+  const tunnelKey = randomBytes(32);
+  const half = (peer: Side, initiator: boolean): RouteDirection => ({
+    pathId, pathType: PathType.Direct, initiator, tunnelKey,
+    peerNodeId: peer.id, peerName: peer.name, peerFqdn: `${peer.name}.cyphonic.internal`, peerVip4: peer.vip4, peerVip6: peer.vip6,
+    peerEndpoints: [peer.ep], peerCertificate: peer.certDer,
+  });
+  await to.pm.onRouteDirection(half(from, false));
+  return half(to, true);
+}
+
+describe('peer manager', () => {
+  before(async () => {
+    const root = await createRootCa({ commonName: 'root' });
+    const inter = await createIntermediateCa(root, { commonName: 'as' });
+    anchors = { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false };
+    for (const [i, name] of ['alpha', 'beta'].entries()) {
+      const { local, certDer } = await identity(inter, name, i + 1);
+      const side = { name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [] } as unknown as Side;
+      sides.push(side);
+    }
+    for (const me of sides) {
+      const other = sides.find((s) => s !== me)!;
+      me.pm = new PeerManager({
+        local: () => me.local,
+        anchors: () => anchors,
+        routes: () => ({ direction: () => direct(me, other), confirm: async () => {} }),
+        sink: () => ({
+          send: (d: Buffer) => setImmediate(() => other.pm.onDatagram(d, me.ep)),
+          install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
+          peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
+        }),
+        logger: silentLogger,
+      });
+    }
+  });
+
+  const settle = async (): Promise<void> => {
+    for (let i = 0; i < 100 && !sides.every((s) => s.pm.status().every((p) => p.state === 'established')); i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+  };
+  const sendingPath = (s: Side): bigint => s.installed.filter((x) => !x.receiveOnly).at(-1)!.keys.pathId;
+
+  test('a DNS lookup selects the route and establishes one tunnel; both ends hold matching keys', async () => {
+    const [a, b] = sides as [Side, Side];
+    assert.deepEqual(await a.pm.resolve('beta.cyphonic.internal'), { vip4: b.vip4, vip6: b.vip6 });
+    await settle();
+    const ka = a.installed.at(-1)!.keys;
+    const kb = b.installed.at(-1)!.keys;
+    assert.equal(ka.pathId, kb.pathId);
+    assert.deepEqual(ka.send, kb.recv);
+    assert.deepEqual(ka.recv, kb.send);
+    const st = a.pm.status()[0]!;
+    assert.equal(st.name, 'beta');
+    assert.equal(st.state, 'established');
+    assert.equal(st.endpoint, '198.18.0.12:30000');
+    assert.ok(st.routeSelectionMs !== null && st.tunnelMs !== null);
+  });
+
+  test('both ends initiating at once end up sending on the same path', async () => {
+    const [a, b] = sides as [Side, Side];
+    // Fresh paths from both sides at the same moment (a second selection each, as after a restart of both).
+    const before = [a.installed.length, b.installed.length];
+    await Promise.all([(a.pm as unknown as { selectRoute(t: object): Promise<unknown> }).selectRoute({ targetFqdn: 'beta.cyphonic.internal' }), (b.pm as unknown as { selectRoute(t: object): Promise<unknown> }).selectRoute({ targetFqdn: 'alpha.cyphonic.internal' })]);
+    await settle();
+    assert.ok(a.installed.length >= before[0]! + 2 && b.installed.length >= before[1]! + 2, 'both new paths were established');
+    assert.equal(sendingPath(a), sendingPath(b), 'one path carries traffic both ways');
+  });
+});
