@@ -4,6 +4,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { DecodeError } from '../../util/errors.js';
+import { formatIp } from '../../protocol/ip.js';
 
 export const DNS_HEADER_LEN = 12;
 export const TYPE_A = 1;
@@ -384,28 +385,10 @@ export function addressBytes(address: string): Uint8Array {
   return out;
 }
 
-/** Network bytes to text: dotted quad, or RFC 5952 IPv6 (dotted tail for IPv4-mapped). */
+/** Network bytes to text (dotted quad, or IPv6 as Node prints it): the protocol layer's formatter. */
 export function formatAddress(b: Uint8Array): string {
-  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  if (b.length !== 16) throw new TypeError(`bad address length ${b.length}`);
-  const g: number[] = [];
-  for (let i = 0; i < 8; i++) g.push((b[2 * i]! << 8) | b[2 * i + 1]!);
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [bestAt, bestLen] = [i, j - i];
-    i = j;
-  }
-  const h = (xs: number[]): string => xs.map((x) => x.toString(16)).join(':');
-  if (bestAt < 0) return h(g);
-  return `${h(g.slice(0, bestAt))}::${h(g.slice(bestAt + bestLen))}`;
+  if (b.length !== 4 && b.length !== 16) throw new TypeError(`bad address length ${b.length}`);
+  return formatIp(b);
 }
 
 /** The largest response the client accepts over UDP. */

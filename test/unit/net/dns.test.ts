@@ -16,18 +16,8 @@ import {
   TYPE_AAAA,
 } from '../../../src/net/dns/codec.js';
 import { DecodeError } from '../../../src/util/errors.js';
+import { prng } from '../../harness/prng.js';
 
-/** mulberry32: small deterministic PRNG for the fuzz cases. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function isDnsDecodeError(err: unknown): boolean {
   return err instanceof DecodeError && err.code === 'ERR_DNS_DECODE';
