@@ -538,47 +538,6 @@ static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   return num(env, ntohs(p));
 }
 
-// udpRecv(fd, buf, timeoutMs, meta: Uint8Array(>=20)) -> length (0 on timeout; -1 on a transient error).
-// meta[0] = 4|6, meta[2..3] = port (BE), meta[4..] = address; IPv4-mapped IPv6 sources are reported as IPv4.
-static napi_value udp_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  uint8_t *buf, *meta;
-  size_t len, mlen;
-  int64_t fd, timeout, wakefd;
-  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs") ||
-      !get_bytes(env, argv[3], &meta, &mlen, "meta") || !get_wakefd(env, argv[4], &wakefd))
-    return NULL;
-  if (len == 0 || mlen < 20) {
-    arg_error(env, 1, "udpRecv: buf empty or meta shorter than 20 bytes");
-    return NULL;
-  }
-  int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
-  if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof ss;
-  ssize_t n = recvfrom((int)fd, buf, len, MSG_DONTWAIT, (struct sockaddr *)&ss, &sl);
-  if (n < 0) return num(env, (errno == EAGAIN || errno == EINTR) ? 0 : -1);
-  memset(meta, 0, 20);
-  if (ss.ss_family == AF_INET6) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    memcpy(&meta[2], &a->sin6_port, 2);
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-      meta[0] = 4;
-      memcpy(&meta[4], &a->sin6_addr.s6_addr[12], 4);
-    } else {
-      meta[0] = 6;
-      memcpy(&meta[4], &a->sin6_addr, 16);
-    }
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    meta[0] = 4;
-    memcpy(&meta[2], &a->sin_port, 2);
-    memcpy(&meta[4], &a->sin_addr, 4);
-  }
-  return num(env, (double)n);
-}
-
 // udpSend(fd, buf, offset, length, addr: 4 or 16 bytes, port) -> bytes sent, or -errno.
 // A 16-byte address is sent as AF_INET6 (dual-stack sockets get IPv4 as ::ffff:a.b.c.d), 4 bytes as AF_INET.
 static napi_value udp_send(napi_env env, napi_callback_info info) {
@@ -645,6 +604,219 @@ static napi_value fd_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---------- batched I/O for the data-plane workers: one syscall per batch where the kernel allows it ---------- */
+
+#define MAX_BATCH 64
+
+// setNonblocking(fd): O_NONBLOCK, so batch reads can drain a queue without a poll() per packet.
+static napi_value set_nonblocking(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd")) return NULL;
+  int fl = fcntl((int)fd, F_GETFL);
+  if (fl < 0 || fcntl((int)fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+    throw_errno(env, "fcntl", errno);
+    return NULL;
+  }
+  return NULL;
+}
+
+// Validates a batch layout: `count` slots of `slot` bytes in buf, lengths array of at least count.
+static int batch_layout(napi_env env, size_t buflen, int64_t slot, size_t nlen, size_t *count) {
+  if (slot <= 0 || (size_t)slot > buflen || nlen == 0) return arg_error(env, 1, "bad batch layout");
+  size_t n = buflen / (size_t)slot;
+  if (n > nlen) n = nlen;
+  if (n > MAX_BATCH) n = MAX_BATCH;
+  *count = n;
+  return 1;
+}
+
+// tunReadMany(fd, buf, slotSize, lengths: Uint32Array, timeoutMs, wakeFd?) -> count. fd must be non-blocking.
+// Reads packets until the queue is empty or the slots are full; waits (poll, up to timeoutMs, or until wakeFd)
+// only when nothing was queued. Oversized (truncated) packets are skipped.
+static napi_value tun_read_many(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  uint8_t *buf;
+  size_t len, nlen, n;
+  void *lp;
+  napi_typedarray_type t;
+  int64_t fd, slot, timeout, wakefd;
+  bool is_ta = false;
+  if (!get_args(env, info, 6, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize"))
+    return NULL;
+  if (napi_is_typedarray(env, argv[3], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[3], &t, &nlen, &lp, NULL, NULL) != napi_ok || t != napi_uint32_array) {
+    arg_error(env, 0, "lengths must be a Uint32Array");
+    return NULL;
+  }
+  if (!get_int(env, argv[4], -1, INT_MAX, &timeout, "timeoutMs") || !get_wakefd(env, argv[5], &wakefd) ||
+      !batch_layout(env, len, slot, nlen, &n))
+    return NULL;
+  uint32_t *lengths = lp;
+  size_t got = 0;
+  for (int pass = 0; pass < 2 && got == 0; pass++) {
+    if (pass == 1) {
+      int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
+      if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
+    }
+    while (got < n) {
+      errno = 0;
+      ssize_t r = read_one(env, (int)fd, buf + got * (size_t)slot, (size_t)slot - 1);
+      if (r < 0) return NULL;
+      if (r == 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        continue;  // truncated packet dropped, or EINTR: try the next one
+      }
+      lengths[got++] = (uint32_t)r;
+    }
+  }
+  return num(env, (double)got);
+}
+
+// udpRecvMany(fd, buf, slotSize, lengths: Uint32Array, metas: Uint8Array(20*n), timeoutMs, wakeFd?) -> count.
+// recvmmsg without blocking; waits (poll) only when nothing is queued. metas: 20 bytes per datagram as udpRecv.
+static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  uint8_t *buf, *metas;
+  size_t len, nlen, mlen, n;
+  void *lp;
+  napi_typedarray_type t;
+  int64_t fd, slot, timeout, wakefd;
+  bool is_ta = false;
+  if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize"))
+    return NULL;
+  if (napi_is_typedarray(env, argv[3], &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, argv[3], &t, &nlen, &lp, NULL, NULL) != napi_ok || t != napi_uint32_array) {
+    arg_error(env, 0, "lengths must be a Uint32Array");
+    return NULL;
+  }
+  if (!get_bytes(env, argv[4], &metas, &mlen, "metas") || !get_int(env, argv[5], -1, INT_MAX, &timeout, "timeoutMs") ||
+      !get_wakefd(env, argv[6], &wakefd) || !batch_layout(env, len, slot, nlen, &n))
+    return NULL;
+  if (mlen < n * 20) n = mlen / 20;
+  if (n == 0) {
+    arg_error(env, 1, "metas too short");
+    return NULL;
+  }
+  uint32_t *lengths = lp;
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iov[MAX_BATCH];
+  struct sockaddr_storage addrs[MAX_BATCH];
+  memset(msgs, 0, sizeof(struct mmsghdr) * n);
+  for (size_t i = 0; i < n; i++) {
+    iov[i].iov_base = buf + i * (size_t)slot;
+    iov[i].iov_len = (size_t)slot;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &addrs[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+  }
+  int got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
+  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
+    if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
+    for (size_t i = 0; i < n; i++) msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+    got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
+  }
+  if (got < 0) return num(env, (errno == EAGAIN || errno == EINTR) ? 0 : -1);
+  for (int i = 0; i < got; i++) {
+    uint8_t *meta = metas + (size_t)i * 20;
+    memset(meta, 0, 20);
+    lengths[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : msgs[i].msg_len;
+    struct sockaddr_storage *ss = &addrs[i];
+    if (ss->ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+      memcpy(&meta[2], &a->sin6_port, 2);
+      if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+        meta[0] = 4;
+        memcpy(&meta[4], &a->sin6_addr.s6_addr[12], 4);
+      } else {
+        meta[0] = 6;
+        memcpy(&meta[4], &a->sin6_addr, 16);
+      }
+    } else {
+      struct sockaddr_in *a = (struct sockaddr_in *)ss;
+      meta[0] = 4;
+      memcpy(&meta[2], &a->sin_port, 2);
+      memcpy(&meta[4], &a->sin_addr, 4);
+    }
+  }
+  return num(env, got);
+}
+
+// udpSendMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, addr (4|16 bytes), port) -> sent count
+// (or -errno). One sendmmsg for a batch of datagrams to one destination.
+static napi_value udp_send_many(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  uint8_t *buf, *addr;
+  size_t len, alen, no, nl;
+  void *op, *lp;
+  napi_typedarray_type t1, t2;
+  int64_t fd, count, port;
+  bool ta1 = false, ta2 = false;
+  if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf"))
+    return NULL;
+  if (napi_is_typedarray(env, argv[2], &ta1) != napi_ok || !ta1 ||
+      napi_get_typedarray_info(env, argv[2], &t1, &no, &op, NULL, NULL) != napi_ok || t1 != napi_uint32_array ||
+      napi_is_typedarray(env, argv[3], &ta2) != napi_ok || !ta2 ||
+      napi_get_typedarray_info(env, argv[3], &t2, &nl, &lp, NULL, NULL) != napi_ok || t2 != napi_uint32_array) {
+    arg_error(env, 0, "offsets and lengths must be Uint32Arrays");
+    return NULL;
+  }
+  if (!get_int(env, argv[4], 0, MAX_BATCH, &count, "count") || !get_bytes(env, argv[5], &addr, &alen, "addr") ||
+      !get_int(env, argv[6], 1, 65535, &port, "port"))
+    return NULL;
+  if ((size_t)count > no || (size_t)count > nl || (alen != 4 && alen != 16)) {
+    arg_error(env, 1, "udpSendMany: count beyond offsets/lengths or bad address");
+    return NULL;
+  }
+  uint32_t *offs = op, *lens = lp;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  memset(&ss, 0, sizeof ss);
+  if (alen == 16) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    memcpy(&a->sin6_addr, addr, 16);
+    sl = sizeof *a;
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    memcpy(&a->sin_addr, addr, 4);
+    sl = sizeof *a;
+  }
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iov[MAX_BATCH];
+  memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)count);
+  for (int64_t i = 0; i < count; i++) {
+    if ((size_t)offs[i] > len || (size_t)lens[i] > len - (size_t)offs[i]) {
+      arg_error(env, 1, "udpSendMany: a datagram lies outside buf");
+      return NULL;
+    }
+    iov[i].iov_base = buf + offs[i];
+    iov[i].iov_len = lens[i];
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &ss;
+    msgs[i].msg_hdr.msg_namelen = sl;
+  }
+  int sent = 0;
+  while (sent < count) {
+    int r = sendmmsg((int)fd, msgs + sent, (unsigned)(count - sent), 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return num(env, sent > 0 ? sent : -(double)errno);
+    }
+    sent += r;
+  }
+  return num(env, sent);
+}
+
 NAPI_MODULE_INIT() {
   static const struct {
     const char *name;
@@ -653,9 +825,10 @@ NAPI_MODULE_INIT() {
       {"tunOpen", tun_open},       {"tunRead", tun_read},       {"tunReadBatch", tun_read_batch},
       {"tunWrite", tun_write},     {"aeadCreate", aead_create}, {"aeadDestroy", aead_destroy},
       {"aeadSeal", aead_seal},     {"aeadOpen", aead_open},
-      {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port}, {"udpRecv", udp_recv},
+      {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port},
       {"udpSend", udp_send},       {"fdClose", fd_close},       {"eventfdCreate", eventfd_create},
-      {"eventfdSignal", eventfd_signal},
+      {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
+      {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -140,7 +140,19 @@ export class DataSession {
 
   /** Seals one IP packet into a capsule frame. Throws CryptoError ERR_SESSION_EXHAUSTED / ERR_CAPSULE_SIZE. */
   seal(packet: Buffer): Buffer {
+    const out = Buffer.allocUnsafe(HEADER_LEN + packet.length + AEAD_TAG_LEN);
+    this.sealInto(packet, out, 0);
+    return out;
+  }
+
+  /**
+   * Seals `packet` as a capsule frame written at out[offset..]; returns the frame length (header + ciphertext +
+   * tag). The hot path's allocation-free variant of seal(); `out` must have room for packet + 44 bytes.
+   */
+  sealInto(packet: Uint8Array, out: Buffer, offset: number): number {
     if (packet.length > MAX_CAPSULE_PAYLOAD) throw new CryptoError(`packet of ${packet.length} bytes does not fit a capsule`, 'ERR_CAPSULE_SIZE');
+    const total = HEADER_LEN + packet.length + AEAD_TAG_LEN;
+    if (offset < 0 || offset + total > out.length) throw new CryptoError('output buffer too small for the capsule', 'ERR_CAPSULE_SIZE');
     const n = this.#next;
     if (n >= SEND_LIMIT) throw new CryptoError('session counter exhausted; a new handshake is required', 'ERR_SESSION_EXHAUSTED');
     this.#next = n + 1;
@@ -153,18 +165,14 @@ export class DataSession {
     const nonce = this.#sendNonce;
     nonce.writeUInt32BE(hi, 4);
     nonce.writeUInt32BE(lo, 8);
-    let out: Buffer;
     if (this.#send.sealInto) {
-      out = Buffer.allocUnsafe(HEADER_LEN + packet.length + AEAD_TAG_LEN);
-      this.#send.sealInto(nonce, packet, h, out, HEADER_LEN);
+      this.#send.sealInto(nonce, packet, h, out, offset + HEADER_LEN);
     } else {
-      const sealed = this.#send.seal(nonce, packet, h);
-      out = Buffer.allocUnsafe(HEADER_LEN + sealed.length);
-      sealed.copy(out, HEADER_LEN);
+      this.#send.seal(nonce, Buffer.from(packet.buffer, packet.byteOffset, packet.length), h).copy(out, offset + HEADER_LEN);
     }
-    h.copy(out, 0);
+    h.copy(out, offset);
     this.counters.sent++;
-    return out;
+    return total;
   }
 
   /** Opens a capsule frame; null when it is dropped (the reason is counted in `counters`). */
@@ -183,6 +191,17 @@ export class DataSession {
    */
   tryOpen(frame: Buffer): Buffer | DropReason {
     if (!Buffer.isBuffer(frame) || frame.length < HEADER_LEN + AEAD_TAG_LEN) return 'malformed';
+    const packet = Buffer.allocUnsafe(frame.length - HEADER_LEN - AEAD_TAG_LEN);
+    const r = this.tryOpenInto(frame, packet, 0);
+    return typeof r === 'number' ? packet : r;
+  }
+
+  /**
+   * tryOpen() writing the packet at out[offset..] instead of allocating: its length, or why it was dropped.
+   * `out` needs room for frame.length - 44 bytes.
+   */
+  tryOpenInto(frame: Buffer, out: Buffer, offset: number): number | DropReason {
+    if (!Buffer.isBuffer(frame) || frame.length < HEADER_LEN + AEAD_TAG_LEN) return 'malformed';
     if (
       frame[0] !== PROTOCOL_VERSION ||
       frame[1] !== MessageType.Capsule ||
@@ -192,6 +211,8 @@ export class DataSession {
       return 'malformed';
     }
     if (frame.readUInt32BE(OFF_ID_HI) !== this.#idHi || frame.readUInt32BE(OFF_ID_LO) !== this.#idLo) return 'wrongPath';
+    const len = frame.length - HEADER_LEN - AEAD_TAG_LEN;
+    if (offset < 0 || offset + len > out.length) return 'malformed';
     const hi = frame.readUInt32BE(OFF_SEQ_HI);
     const lo = frame.readUInt32BE(OFF_SEQ_LO);
     const verdict = this.#window.checkParts(hi, lo);
@@ -200,14 +221,12 @@ export class DataSession {
     const nonce = this.#recvNonce;
     nonce.writeUInt32BE(hi, 4);
     nonce.writeUInt32BE(lo, 8);
-    let packet: Buffer;
     const recv = this.#recv;
     try {
       if (recv.openInto) {
-        packet = Buffer.allocUnsafe(frame.length - HEADER_LEN - AEAD_TAG_LEN);
-        if (recv.openInto(nonce, frame.subarray(HEADER_LEN), frame.subarray(0, HEADER_LEN), packet, 0) < 0) return 'badTag';
+        if (recv.openInto(nonce, frame.subarray(HEADER_LEN), frame.subarray(0, HEADER_LEN), out, offset) < 0) return 'badTag';
       } else {
-        packet = recv.open(nonce, frame.subarray(HEADER_LEN), frame.subarray(0, HEADER_LEN));
+        recv.open(nonce, frame.subarray(HEADER_LEN), frame.subarray(0, HEADER_LEN)).copy(out, offset);
       }
     } catch {
       return 'badTag';
@@ -215,7 +234,7 @@ export class DataSession {
     if (!this.#window.updateParts(hi, lo)) return 'replayed';
     this.#receivedAny = true;
     this.counters.received++;
-    return packet;
+    return len;
   }
 
   /** Counts a drop reported by tryOpen(). */

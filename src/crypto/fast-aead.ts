@@ -26,15 +26,20 @@ export interface NativeAddon {
   /** Binds a UDP socket on `port` (0 = any): dual-stack [::] when `ipv6`, else 0.0.0.0. Returns the fd. */
   udpOpen(port: number, ipv6: boolean): number;
   udpLocalPort(fd: number): number;
-  /** Waits up to timeoutMs for one datagram; returns its length (0 on timeout). meta: [0]=family 4|6,
-   *  [2..3]=source port (BE), [4..7] or [4..19]=source address (IPv4-mapped sources reported as 4). */
-  udpRecv(fd: number, buf: Uint8Array, timeoutMs: number, meta: Uint8Array, wakeFd?: number): number;
   /** Sends buf[offset..offset+length) to addr (4 or 16 bytes):port; returns bytes sent or -errno. */
   udpSend(fd: number, buf: Uint8Array, offset: number, length: number, addr: Uint8Array, port: number): number;
   fdClose(fd: number): void;
   /** A wake-up eventfd for a worker blocked in tunRead/udpRecv (their optional last argument). */
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
+  setNonblocking(fd: number): void;
+  /** Batch read from a non-blocking TUN fd: packet i at buf[i*slotSize], length in lengths[i]; waits only when empty. */
+  tunReadMany(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number, wakeFd?: number): number;
+  /** recvmmsg: datagram i at buf[i*slotSize] (length 0 = truncated); its source in metas[i*20..]: [0]=family 4|6,
+   *  [2..3]=port (BE), [4..] address (IPv4-mapped sources reported as IPv4). Waits only when nothing is queued. */
+  udpRecvMany(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, metas: Uint8Array, timeoutMs: number, wakeFd?: number): number;
+  /** sendmmsg of `count` datagrams (buf[offsets[i]], lengths[i]) to one destination; returns how many went. */
+  udpSendMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addr: Uint8Array, port: number): number;
 }
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');

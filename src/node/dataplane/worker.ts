@@ -1,8 +1,10 @@
 // The data-plane hot path, one worker thread per direction, each in a synchronous loop (no event loop turns):
 //
-//   inside:  TUN read ─► route by destination virtual IP ─► seal with the peer's End Key ─► UDP send
-//   outside: UDP receive ─► capsule? open by path id (AEAD + replay window) ─► TUN write
-//                           └─ anything else (signaling, handshakes) ─► posted to the main thread
+//   inside:  TUN read (a batch per wake-up) ─► route by destination virtual IP ─► seal with the peer's End Key
+//            into one buffer ─► sendmmsg per run of packets to the same peer
+//   outside: recvmmsg (a batch) ─► capsule? open by path id (AEAD + replay window) ─► TUN write
+//                                  └─ anything else (signaling, handshakes) ─► posted to the main thread
+// Both loops block (poll) only when their queue is empty, so under load it is one syscall per batch to read.
 //
 // Control messages from the main thread (install/remove a session, stop) are polled with
 // receiveMessageOnPort between packets; the main thread signals an eventfd the blocking reads also wait on,
@@ -59,6 +61,10 @@ const MISS_INTERVAL_MS = 1000;
 const MISS_QUEUE_PACKETS = 16;
 /** Tunable: how long held packets stay useful (ms); older ones are dropped when the session arrives. */
 const MISS_QUEUE_MS = 3000;
+/** Tunable: packets per batch (read from the TUN, or datagrams per recvmmsg). The addon caps it at 64. */
+const BATCH = 64;
+/** Tunable: receive slot per datagram: capsules (MTU + 44) and signaling (certificates: a few KiB). */
+const UDP_SLOT = 4096;
 /** Tunable: capsules kept per path in the receive direction (current + previous across a rekey). */
 const RECV_GENERATIONS = 2;
 
@@ -113,7 +119,15 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     if (Date.now() - q.since > MISS_QUEUE_MS) return;
     for (const pkt of q.packets) send(p, pkt);
   };
-  const buf = Buffer.allocUnsafe(init.mtu + 64);
+  const slot = init.mtu + 64;
+  const inBuf = Buffer.allocUnsafe(slot * BATCH);
+  const inLens = new Uint32Array(BATCH);
+  const frameRoom = slot + 64;
+  const outBuf = Buffer.allocUnsafe(frameRoom * BATCH);
+  const outOffs = new Uint32Array(BATCH);
+  const outLens = new Uint32Array(BATCH);
+  const one = Buffer.allocUnsafe(frameRoom);
+  native.setNonblocking(init.tunFd);
   const a = stats.a;
   const gMiss = stats.global(GLOBAL.miss);
   const gSendErr = stats.global(GLOBAL.udpSendErrors);
@@ -168,14 +182,34 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
       }
     });
 
+  /** One capsule outside a batch (session announcements, held packets). */
   const send = (p: InsidePeer, packet: Buffer): void => {
-    const frame = p.session!.seal(packet);
-    const n = native.udpSend(init.udpFd, frame, 0, frame.length, p.wire.endpoint.addr, p.wire.endpoint.port);
+    const len = p.session!.sealInto(packet, one, 0);
+    const n = native.udpSend(init.udpFd, one, 0, len, p.wire.endpoint.addr, p.wire.endpoint.port);
     if (n < 0) a[gSendErr]!++;
     else {
       a[p.statsTx] = a[p.statsTx]! + packet.length;
       a[p.statsTx + 2]!++;
     }
+  };
+
+  // The batch being built: consecutive capsules for one peer, sent with one sendmmsg.
+  let batchPeer: InsidePeer | null = null;
+  let nb = 0;
+  let used = 0;
+  let batchBytes = 0;
+  const flushBatch = (): void => {
+    const p = batchPeer;
+    if (p && nb > 0) {
+      const n = native.udpSendMany(init.udpFd, outBuf, outOffs, outLens, nb, p.wire.endpoint.addr, p.wire.endpoint.port);
+      if (n < nb) a[gSendErr] = a[gSendErr]! + (nb - Math.max(0, n));
+      a[p.statsTx] = a[p.statsTx]! + batchBytes;
+      a[p.statsTx + 2] = a[p.statsTx + 2]! + Math.max(0, n);
+    }
+    batchPeer = null;
+    nb = 0;
+    used = 0;
+    batchBytes = 0;
   };
 
   const miss = (k: number | string, packet: Buffer): void => {
@@ -196,39 +230,56 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
   };
 
   while (running) {
-    const n = native.tunRead(init.tunFd, buf, POLL_MS, init.wakeFd);
-    if (n <= 0 || ++sincePoll >= POLL_EVERY) {
+    const count = native.tunReadMany(init.tunFd, inBuf, slot, inLens, POLL_MS, init.wakeFd);
+    sincePoll += count;
+    if (count <= 0 || sincePoll >= POLL_EVERY) {
       sincePoll = 0;
       control();
-      if (n <= 0) continue;
+      if (count <= 0) continue;
     }
-    let p: InsidePeer | undefined;
-    const k4 = dst4(buf, n);
-    let key: number | string = k4;
-    if (k4 >= 0) p = by4.get(k4);
-    else {
-      const k6 = dst6(buf, n);
-      if (k6 === null) continue; // not IP: nothing to route
-      key = k6;
-      p = by6.get(k6);
+    for (let i = 0; i < count; i++) {
+      const n = inLens[i]!;
+      const pkt = inBuf.subarray(i * slot, i * slot + n);
+      let p: InsidePeer | undefined;
+      const k4 = dst4(pkt, n);
+      let key: number | string = k4;
+      if (k4 >= 0) p = by4.get(k4);
+      else {
+        const k6 = dst6(pkt, n);
+        if (k6 === null) continue; // not IP: nothing to route
+        key = k6;
+        p = by6.get(k6);
+      }
+      if (!p || !p.session) {
+        miss(key, pkt);
+        continue;
+      }
+      if (p !== batchPeer) {
+        flushBatch();
+        batchPeer = p;
+      }
+      try {
+        const len = p.session.sealInto(pkt, outBuf, used);
+        outOffs[nb] = used;
+        outLens[nb] = len;
+        nb++;
+        used += len;
+        batchBytes += n;
+      } catch {
+        a[gSendErr]!++; // session exhausted: the main thread rekeys on time well before this
+      }
     }
-    if (!p || !p.session) {
-      miss(key, buf.subarray(0, n));
-      continue;
-    }
-    try {
-      send(p, buf.subarray(0, n));
-    } catch {
-      a[gSendErr]!++; // session exhausted: the main thread rekeys on time well before this
-    }
+    flushBatch();
   }
 }
 
 function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
   /** Receive sessions by path id, newest first, with the peer slot they count to. */
   const paths = new Map<bigint, { slot: number; sessions: DataSession[]; awaiting: DataSession | null }>();
-  const buf = Buffer.allocUnsafe(65536);
-  const meta = new Uint8Array(20);
+  const buf = Buffer.allocUnsafe(UDP_SLOT * BATCH);
+  const lens = new Uint32Array(BATCH);
+  const metas = new Uint8Array(20 * BATCH);
+  const plain = Buffer.allocUnsafe(UDP_SLOT);
   const a = stats.a;
   const g = (f: number): number => stats.global(f);
   let running = true;
@@ -252,52 +303,64 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       }
     });
 
-  while (running) {
-    const n = native.udpRecv(init.udpFd, buf, POLL_MS, meta, init.wakeFd);
-    if (n <= 0 || ++sincePoll >= POLL_EVERY) {
-      sincePoll = 0;
-      control();
-      if (n <= 0) continue;
-    }
-    if (n >= HEADER_LEN && buf[1] === MessageType.Capsule) {
-      const entry = paths.get(buf.readBigUInt64BE(16));
+  const one = (frame: Buffer, meta: Uint8Array): void => {
+    const n = frame.length;
+    if (n >= HEADER_LEN && frame[1] === MessageType.Capsule) {
+      const entry = paths.get(frame.readBigUInt64BE(16));
       if (!entry) {
         a[g(GLOBAL.unknownPath)]!++;
-        continue;
+        return;
       }
-      const frame = buf.subarray(0, n);
-      let pt: Buffer | string = 'badTag';
+      let r: number | string = 'badTag';
       for (const s of entry.sessions) {
-        pt = s.tryOpen(frame);
-        if (typeof pt === 'string') continue;
+        r = s.tryOpenInto(frame, plain, 0);
+        if (typeof r === 'string') continue;
         if (s === entry.awaiting) {
           entry.awaiting = null;
           port.postMessage({ op: 'promote', slot: entry.slot } satisfies FromWorker);
         }
         break;
       }
-      if (typeof pt === 'string') {
-        a[g(GLOBAL[pt as keyof typeof GLOBAL] ?? GLOBAL.malformed)]!++;
-        continue;
+      if (typeof r === 'string') {
+        a[g(GLOBAL[r as keyof typeof GLOBAL] ?? GLOBAL.malformed)]!++;
+        return;
       }
-      if (pt.length === 0) {
+      if (r === 0) {
         a[g(GLOBAL.keepaliveCapsules)]!++;
-        continue;
+        return;
       }
-      if (native.tunWrite(init.tunFd, pt, 0, pt.length) < 0) a[g(GLOBAL.tunWriteErrors)]!++;
+      if (native.tunWrite(init.tunFd, plain, 0, r) < 0) a[g(GLOBAL.tunWriteErrors)]!++;
       const base = stats.slot(entry.slot, SLOT.rxBytes);
-      a[base] = a[base]! + pt.length;
+      a[base] = a[base]! + r;
       a[base + 2]!++;
-      continue;
+      return;
     }
     const fam = meta[0] === 6 ? 6 : 4;
     port.postMessage({
       op: 'datagram',
-      data: Uint8Array.prototype.slice.call(buf, 0, n),
+      data: Uint8Array.prototype.slice.call(frame, 0, n),
       family: fam,
       addr: meta.slice(4, fam === 4 ? 8 : 20),
       port: (meta[2]! << 8) | meta[3]!,
     } satisfies FromWorker);
+  };
+
+  while (running) {
+    const count = native.udpRecvMany(init.udpFd, buf, UDP_SLOT, lens, metas, POLL_MS, init.wakeFd);
+    sincePoll += Math.max(0, count);
+    if (count <= 0 || sincePoll >= POLL_EVERY) {
+      sincePoll = 0;
+      control();
+      if (count <= 0) continue;
+    }
+    for (let i = 0; i < count; i++) {
+      const n = lens[i]!;
+      if (n === 0) {
+        a[g(GLOBAL.malformed)]!++; // truncated: larger than any datagram we send
+        continue;
+      }
+      one(buf.subarray(i * UDP_SLOT, i * UDP_SLOT + n), metas.subarray(i * 20, i * 20 + 20));
+    }
   }
 }
 
