@@ -120,7 +120,7 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.ok(!text.includes(MARKER), 'the marker never appears on the wire');
   });
 
-  test('replayed and tampered capsules are dropped and counted', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
+  test('replayed and tampered capsules and garbage datagrams are dropped and counted', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
     const pcap = join(work.dir, 'replay.pcap');
     const cap = tb.inet.spawn('tcpdump', ['-i', 'br0', '-n', '-U', '--immediate-mode', '-w', pcap, 'udp port 30000'], { logFile: join(work.dir, 'tcpdump2.log') });
     await new Promise((r) => setTimeout(r, 1000));
@@ -139,6 +139,14 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
       after = (await beta.status()).counters;
       return delta(after, 'data.replayed') >= 2 && delta(after, 'data.badTag') >= 1;
     }, 5000).catch((err: Error) => assert.fail(`${err.message}: ${JSON.stringify(after)}`));
+    // Random and mutated datagrams at the node's port: dropped and counted in the worker, never answered.
+    const fz = JSON.parse(await alpha.host.run(process.execPath, [join(TOOLS, 'hostile.js'), 'fuzz', `${beta.host.addr4}:30000`, '2000', '11', String(b.nodeId)], { timeoutMs: 60_000 })) as { sent: number; answered: number };
+    assert.equal(fz.sent, 2000);
+    assert.equal(fz.answered, 0);
+    await waitFor('garbage counted', async () => {
+      const c = (await beta.status()).counters;
+      return (c['data.malformed'] ?? 0) + (c['data.unknownPath'] ?? 0) + (c['refused.stray'] ?? 0) - ((before['data.malformed'] ?? 0) + (before['data.unknownPath'] ?? 0) + (before['refused.stray'] ?? 0)) >= 1500;
+    }, 5000);
     const p = await alpha.host.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', b.vip4]);
     assert.equal(p.code, 0, 'traffic still flows');
   });

@@ -14,7 +14,7 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import { DataSession, type AeadFactory } from '../../crypto/data-session.js';
 import { FastAeadKey, loadNativeAddon, type NativeAddon } from '../../crypto/fast-aead.js';
 import type { SessionKeys } from '../../crypto/handshake.js';
-import { HEADER_LEN, MessageType } from '../../protocol/constants.js';
+import { HEADER_LEN, MessageType, PROTOCOL_VERSION } from '../../protocol/constants.js';
 import { GLOBAL, SLOT, StatsView } from './stats.js';
 import { dst4, dst6, formatKey, key4, key6 } from './packet.js';
 
@@ -69,6 +69,18 @@ const UDP_SLOT = 4096;
 const RECV_GENERATIONS = 2;
 
 const fastAead: AeadFactory = (key) => new FastAeadKey(key);
+
+/** Message types the main thread handles (NMS replies and pushes, tunnel handshakes); anything else is dropped here. */
+const TO_MAIN = new Set<number>([
+  MessageType.RegistrationResponse,
+  MessageType.KeepaliveAck,
+  MessageType.RouteDirectionResponder,
+  MessageType.RouteDirectionInitiator,
+  MessageType.TunnelRequest,
+  MessageType.TunnelResponse,
+  MessageType.Ack,
+  MessageType.Nack,
+]);
 
 /** Buffers arrive from postMessage as plain Uint8Arrays: give the session real Buffers back. */
 function sessionFrom(k: SessionKeys): DataSession {
@@ -333,6 +345,10 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       const base = stats.slot(entry.slot, SLOT.rxBytes);
       a[base] = a[base]! + r;
       a[base + 2]!++;
+      return;
+    }
+    if (n < HEADER_LEN || frame[0] !== PROTOCOL_VERSION || !TO_MAIN.has(frame[1]!)) {
+      a[g(GLOBAL.malformed)]!++; // garbage costs a counter here, not a message to the main thread
       return;
     }
     const fam = meta[0] === 6 ? 6 : 4;
