@@ -484,6 +484,61 @@ static napi_value aead_open(napi_env env, napi_callback_info info) {
 
 /* ---------- module ---------- */
 
+/* ---------- UDP helpers shared by the single and batched calls ---------- */
+
+// A Uint32Array argument: pointer to its elements and their count.
+static int get_u32s(napi_env env, napi_value v, uint32_t **data, size_t *len, const char *what) {
+  bool is_ta = false;
+  napi_typedarray_type t;
+  void *ptr = NULL;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &t, len, &ptr, NULL, NULL) != napi_ok || t != napi_uint32_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Uint32Array", what);
+    return arg_error(env, 0, msg);
+  }
+  *data = ptr;
+  return 1;
+}
+
+// Destination from raw bytes: 16 bytes -> AF_INET6 (dual-stack sockets get IPv4 as ::ffff:a.b.c.d), 4 -> AF_INET.
+static socklen_t fill_sockaddr(struct sockaddr_storage *ss, const uint8_t *addr, size_t alen, int64_t port) {
+  memset(ss, 0, sizeof *ss);
+  if (alen == 16) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    memcpy(&a->sin6_addr, addr, 16);
+    return sizeof *a;
+  }
+  struct sockaddr_in *a = (struct sockaddr_in *)ss;
+  a->sin_family = AF_INET;
+  a->sin_port = htons((uint16_t)port);
+  memcpy(&a->sin_addr, addr, 4);
+  return sizeof *a;
+}
+
+// Source of a received datagram into 20 bytes: [0]=4|6, [2..3]=port (BE), [4..]=address; IPv4-mapped -> 4.
+static void write_meta(uint8_t *meta, const struct sockaddr_storage *ss) {
+  memset(meta, 0, 20);
+  if (ss->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    memcpy(&meta[2], &a->sin6_port, 2);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      meta[0] = 4;
+      memcpy(&meta[4], &a->sin6_addr.s6_addr[12], 4);
+    } else {
+      meta[0] = 6;
+      memcpy(&meta[4], &a->sin6_addr, 16);
+    }
+  } else {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+    meta[0] = 4;
+    memcpy(&meta[2], &a->sin_port, 2);
+    memcpy(&meta[4], &a->sin_addr, 4);
+  }
+}
+
 /* ---------- UDP: the node's one socket, shared by the main thread (signaling) and both data-plane workers ---------- */
 
 // udpOpen(port, ipv6: boolean) -> fd. ipv6: a dual-stack [::] socket (IPV6_V6ONLY off); else 0.0.0.0.
@@ -555,26 +610,12 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     return NULL;
   }
   struct sockaddr_storage ss;
-  socklen_t sl;
-  memset(&ss, 0, sizeof ss);
-  if (alen == 16) {  // on a dual-stack socket the caller passes IPv4 as ::ffff:a.b.c.d
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    memcpy(&a->sin6_addr, addr, 16);
-    sl = sizeof *a;
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    memcpy(&a->sin_addr, addr, 4);
-    sl = sizeof *a;
-  }
+  socklen_t sl = fill_sockaddr(&ss, addr, alen, port);
   ssize_t w = sendto((int)fd, buf + off, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&ss, sl);
   return num(env, w < 0 ? -(double)errno : (double)w);
 }
 
-// eventfdCreate() -> fd: a wake-up channel for a worker blocked in tunRead/udpRecv (pass it as wakeFd).
+// eventfdCreate() -> fd: a wake-up channel for a worker blocked in tunRead/tunReadMany/udpRecvMany (wakeFd).
 static napi_value eventfd_create(napi_env env, napi_callback_info info) {
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) {
@@ -637,23 +678,14 @@ static int batch_layout(napi_env env, size_t buflen, int64_t slot, size_t nlen, 
 static napi_value tun_read_many(napi_env env, napi_callback_info info) {
   napi_value argv[6];
   uint8_t *buf;
+  uint32_t *lengths;
   size_t len, nlen, n;
-  void *lp;
-  napi_typedarray_type t;
   int64_t fd, slot, timeout, wakefd;
-  bool is_ta = false;
   if (!get_args(env, info, 6, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize"))
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize") ||
+      !get_u32s(env, argv[3], &lengths, &nlen, "lengths") || !get_int(env, argv[4], -1, INT_MAX, &timeout, "timeoutMs") ||
+      !get_wakefd(env, argv[5], &wakefd) || !batch_layout(env, len, slot, nlen, &n))
     return NULL;
-  if (napi_is_typedarray(env, argv[3], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[3], &t, &nlen, &lp, NULL, NULL) != napi_ok || t != napi_uint32_array) {
-    arg_error(env, 0, "lengths must be a Uint32Array");
-    return NULL;
-  }
-  if (!get_int(env, argv[4], -1, INT_MAX, &timeout, "timeoutMs") || !get_wakefd(env, argv[5], &wakefd) ||
-      !batch_layout(env, len, slot, nlen, &n))
-    return NULL;
-  uint32_t *lengths = lp;
   size_t got = 0;
   for (int pass = 0; pass < 2 && got == 0; pass++) {
     if (pass == 1) {
@@ -679,28 +711,20 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
 static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   uint8_t *buf, *metas;
+  uint32_t *lengths;
   size_t len, nlen, mlen, n;
-  void *lp;
-  napi_typedarray_type t;
   int64_t fd, slot, timeout, wakefd;
-  bool is_ta = false;
   if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize"))
-    return NULL;
-  if (napi_is_typedarray(env, argv[3], &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, argv[3], &t, &nlen, &lp, NULL, NULL) != napi_ok || t != napi_uint32_array) {
-    arg_error(env, 0, "lengths must be a Uint32Array");
-    return NULL;
-  }
-  if (!get_bytes(env, argv[4], &metas, &mlen, "metas") || !get_int(env, argv[5], -1, INT_MAX, &timeout, "timeoutMs") ||
-      !get_wakefd(env, argv[6], &wakefd) || !batch_layout(env, len, slot, nlen, &n))
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize") ||
+      !get_u32s(env, argv[3], &lengths, &nlen, "lengths") || !get_bytes(env, argv[4], &metas, &mlen, "metas") ||
+      !get_int(env, argv[5], -1, INT_MAX, &timeout, "timeoutMs") || !get_wakefd(env, argv[6], &wakefd) ||
+      !batch_layout(env, len, slot, nlen, &n))
     return NULL;
   if (mlen < n * 20) n = mlen / 20;
   if (n == 0) {
     arg_error(env, 1, "metas too short");
     return NULL;
   }
-  uint32_t *lengths = lp;
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_storage addrs[MAX_BATCH];
@@ -722,26 +746,8 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
   }
   if (got < 0) return num(env, (errno == EAGAIN || errno == EINTR) ? 0 : -1);
   for (int i = 0; i < got; i++) {
-    uint8_t *meta = metas + (size_t)i * 20;
-    memset(meta, 0, 20);
     lengths[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : msgs[i].msg_len;
-    struct sockaddr_storage *ss = &addrs[i];
-    if (ss->ss_family == AF_INET6) {
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-      memcpy(&meta[2], &a->sin6_port, 2);
-      if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-        meta[0] = 4;
-        memcpy(&meta[4], &a->sin6_addr.s6_addr[12], 4);
-      } else {
-        meta[0] = 6;
-        memcpy(&meta[4], &a->sin6_addr, 16);
-      }
-    } else {
-      struct sockaddr_in *a = (struct sockaddr_in *)ss;
-      meta[0] = 4;
-      memcpy(&meta[2], &a->sin_port, 2);
-      memcpy(&meta[4], &a->sin_addr, 4);
-    }
+    write_meta(metas + (size_t)i * 20, &addrs[i]);
   }
   return num(env, got);
 }
@@ -751,45 +757,20 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
 static napi_value udp_send_many(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   uint8_t *buf, *addr;
+  uint32_t *offs, *lens;
   size_t len, alen, no, nl;
-  void *op, *lp;
-  napi_typedarray_type t1, t2;
   int64_t fd, count, port;
-  bool ta1 = false, ta2 = false;
   if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf"))
-    return NULL;
-  if (napi_is_typedarray(env, argv[2], &ta1) != napi_ok || !ta1 ||
-      napi_get_typedarray_info(env, argv[2], &t1, &no, &op, NULL, NULL) != napi_ok || t1 != napi_uint32_array ||
-      napi_is_typedarray(env, argv[3], &ta2) != napi_ok || !ta2 ||
-      napi_get_typedarray_info(env, argv[3], &t2, &nl, &lp, NULL, NULL) != napi_ok || t2 != napi_uint32_array) {
-    arg_error(env, 0, "offsets and lengths must be Uint32Arrays");
-    return NULL;
-  }
-  if (!get_int(env, argv[4], 0, MAX_BATCH, &count, "count") || !get_bytes(env, argv[5], &addr, &alen, "addr") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_u32s(env, argv[2], &offs, &no, "offsets") ||
+      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, MAX_BATCH, &count, "count") || !get_bytes(env, argv[5], &addr, &alen, "addr") ||
       !get_int(env, argv[6], 1, 65535, &port, "port"))
     return NULL;
   if ((size_t)count > no || (size_t)count > nl || (alen != 4 && alen != 16)) {
     arg_error(env, 1, "udpSendMany: count beyond offsets/lengths or bad address");
     return NULL;
   }
-  uint32_t *offs = op, *lens = lp;
   struct sockaddr_storage ss;
-  socklen_t sl;
-  memset(&ss, 0, sizeof ss);
-  if (alen == 16) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    memcpy(&a->sin6_addr, addr, 16);
-    sl = sizeof *a;
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    memcpy(&a->sin_addr, addr, 4);
-    sl = sizeof *a;
-  }
+  socklen_t sl = fill_sockaddr(&ss, addr, alen, port);
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)count);

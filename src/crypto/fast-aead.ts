@@ -29,7 +29,7 @@ export interface NativeAddon {
   /** Sends buf[offset..offset+length) to addr (4 or 16 bytes):port; returns bytes sent or -errno. */
   udpSend(fd: number, buf: Uint8Array, offset: number, length: number, addr: Uint8Array, port: number): number;
   fdClose(fd: number): void;
-  /** A wake-up eventfd for a worker blocked in tunRead/udpRecv (their optional last argument). */
+  /** A wake-up eventfd for a worker blocked in tunRead/tunReadMany/udpRecvMany (their optional last argument). */
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
   setNonblocking(fd: number): void;
