@@ -707,7 +707,7 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
 }
 
 // udpRecvMany(fd, buf, slotSize, lengths: Uint32Array, metas: Uint8Array(20*n), timeoutMs, wakeFd?) -> count.
-// recvmmsg without blocking; waits (poll) only when nothing is queued. metas: 20 bytes per datagram as udpRecv.
+// recvmmsg without blocking; waits (poll) only when nothing is queued. metas: 20 bytes per datagram (see write_meta).
 static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
   napi_value argv[7];
   uint8_t *buf, *metas;
