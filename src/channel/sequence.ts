@@ -4,7 +4,6 @@
 /** Tunable: how far a sealed message's time may be from ours, either way (clock skew + retransmits). */
 export const SEQ_MAX_SKEW_MS = 120_000;
 const COUNTER_BITS = 16n;
-const COUNTER_MASK = (1n << COUNTER_BITS) - 1n;
 
 /** Time (unix ms) a sequence number was made at. */
 export function seqTime(seq: bigint): number {
@@ -62,9 +61,4 @@ export class ReplayGuard {
       this.floor = drop[drop.length - 1]!;
     }
   }
-}
-
-/** True when `seq` could not have been made by SeqCounter (used to reject absurd values early). */
-export function seqPlausible(seq: bigint): boolean {
-  return seq > 0n && (seq & ~COUNTER_MASK) > 0n;
 }

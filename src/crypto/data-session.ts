@@ -6,6 +6,7 @@ import { CryptoError } from '../util/errors.js';
 import { AeadKey } from './aead.js';
 import type { SessionKeys } from './handshake.js';
 import { ReplayVerdict, ReplayWindow } from './replay-window.js';
+import { HEADER_OFFSETS } from '../protocol/header.js';
 
 // ───────────────────────────── tunables ─────────────────────────────
 // A session is replaced (new handshake) before it reaches either the counter or the time limit.
@@ -35,12 +36,13 @@ const SEND_LIMIT = Math.min(Number(REJECT_AFTER_MESSAGES), Number.MAX_SAFE_INTEG
 const REKEY_LIMIT = Number(REKEY_AFTER_MESSAGES);
 const TWO_32 = 0x1_0000_0000;
 
-const OFF_SEQ_HI = 8;
-const OFF_SEQ_LO = 12;
-const OFF_ID_HI = 16;
-const OFF_ID_LO = 20;
-const OFF_LENGTH = 24;
-const OFF_RESERVED = 26;
+// The 64-bit fields are read as two 32-bit halves on the hot path (no BigInt per packet).
+const OFF_SEQ_HI = HEADER_OFFSETS.seq;
+const OFF_SEQ_LO = HEADER_OFFSETS.seq + 4;
+const OFF_ID_HI = HEADER_OFFSETS.id;
+const OFF_ID_LO = HEADER_OFFSETS.id + 4;
+const OFF_LENGTH = HEADER_OFFSETS.length;
+const OFF_RESERVED = HEADER_OFFSETS.reserved;
 
 // ───────────────────────────── types ─────────────────────────────
 

@@ -28,14 +28,26 @@ import { HEADER_LEN, MAX_BODY_LEN, MessageType, PROTOCOL_VERSION, isMessageType 
  * body length = bytes following the header (for sealed frames: ciphertext + 16-byte tag).
  */
 
-const OFF_VERSION = 0;
-const OFF_TYPE = 1;
-const OFF_STATUS = 2;
-const OFF_TXID = 4;
-const OFF_SEQ = 8;
-const OFF_ID = 16;
-const OFF_LENGTH = 24;
-const OFF_RESERVED = 26;
+/** Byte offsets of the header fields (the diagram above), for code that reads frames in place (the data plane). */
+export const HEADER_OFFSETS = {
+  version: 0,
+  type: 1,
+  status: 2,
+  txid: 4,
+  seq: 8,
+  id: 16,
+  length: 24,
+  reserved: 26,
+} as const;
+
+const OFF_VERSION = HEADER_OFFSETS.version;
+const OFF_TYPE = HEADER_OFFSETS.type;
+const OFF_STATUS = HEADER_OFFSETS.status;
+const OFF_TXID = HEADER_OFFSETS.txid;
+const OFF_SEQ = HEADER_OFFSETS.seq;
+const OFF_ID = HEADER_OFFSETS.id;
+const OFF_LENGTH = HEADER_OFFSETS.length;
+const OFF_RESERVED = HEADER_OFFSETS.reserved;
 
 const U64_MAX = (1n << 64n) - 1n;
 

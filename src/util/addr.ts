@@ -13,9 +13,3 @@ export function unmapV4(address: string): string {
 export function mapForDualStack(address: string): string {
   return isIP(address) === 4 ? `::ffff:${address}` : address;
 }
-
-export function familyOf(address: string): 4 | 6 {
-  const f = isIP(address);
-  if (f === 0) throw new TypeError(`not an IP address: ${address}`);
-  return f as 4 | 6;
-}

@@ -157,15 +157,6 @@ export class DataPlane implements DatagramPort {
     return { rxBytes: s.rxBytes, txBytes: s.txBytes };
   }
 
-  setEndpoint(slot: number, endpoint: Endpoint): void {
-    this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
-  }
-
-  remove(slot: number, pathIds: bigint[]): void {
-    this.post({ op: 'remove', slot, pathIds });
-    this.stats.resetSlot(slot);
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -41,9 +41,6 @@ export class StatsView {
     const b = slot * SLOT_WIDTH;
     return { rxBytes: this.a[b]!, txBytes: this.a[b + 1]!, rxPackets: this.a[b + 2]!, txPackets: this.a[b + 3]! };
   }
-  resetSlot(slot: number): void {
-    this.a.fill(0, slot * SLOT_WIDTH, (slot + 1) * SLOT_WIDTH);
-  }
   globals(): Record<keyof typeof GLOBAL, number> {
     const out = {} as Record<keyof typeof GLOBAL, number>;
     for (const [k, i] of Object.entries(GLOBAL)) out[k as keyof typeof GLOBAL] = this.a[this.global(i)]!;

@@ -6,7 +6,7 @@
 //                                  └─ anything else (signaling, handshakes) ─► posted to the main thread
 // Both loops block (poll) only when their queue is empty, so under load it is one syscall per batch to read.
 //
-// Control messages from the main thread (install/remove a session, stop) are polled with
+// Control messages from the main thread (install or promote a session, stop) are polled with
 // receiveMessageOnPort between packets; the main thread signals an eventfd the blocking reads also wait on,
 // so an idle worker sees a new session within microseconds, not at its next poll timeout.
 
@@ -15,6 +15,7 @@ import { DataSession, type AeadFactory } from '../../crypto/data-session.js';
 import { FastAeadKey, loadNativeAddon, type NativeAddon } from '../../crypto/fast-aead.js';
 import type { SessionKeys } from '../../crypto/handshake.js';
 import { HEADER_LEN, MessageType, PROTOCOL_VERSION } from '../../protocol/constants.js';
+import { HEADER_OFFSETS } from '../../protocol/header.js';
 import { GLOBAL, SLOT, StatsView } from './stats.js';
 import { dst4, dst6, formatKey, key4, key6 } from './packet.js';
 
@@ -38,8 +39,6 @@ export interface WirePeer {
 
 export type ToWorker =
   | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
-  | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
-  | { op: 'remove'; slot: number; pathIds: bigint[] }
   | { op: 'promote'; slot: number }
   | { op: 'stop' };
 
@@ -182,15 +181,6 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
           p.session = p.pending;
           p.pending = null;
         }
-      } else if (msg.op === 'endpoint') {
-        const p = bySlot.get(msg.slot);
-        if (p) p.wire.endpoint = msg.endpoint;
-      } else if (msg.op === 'remove') {
-        const p = bySlot.get(msg.slot);
-        if (!p) return;
-        bySlot.delete(msg.slot);
-        if (p.wire.vip4) by4.delete(key4(p.wire.vip4));
-        if (p.wire.vip6) by6.delete(key6(p.wire.vip6));
       }
     });
 
@@ -310,15 +300,13 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
         paths.set(msg.keys.pathId, entry);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
-      } else if (msg.op === 'remove') {
-        for (const id of msg.pathIds) paths.delete(id);
       }
     });
 
   const one = (frame: Buffer, meta: Uint8Array): void => {
     const n = frame.length;
     if (n >= HEADER_LEN && frame[1] === MessageType.Capsule) {
-      const entry = paths.get(frame.readBigUInt64BE(16));
+      const entry = paths.get(frame.readBigUInt64BE(HEADER_OFFSETS.id));
       if (!entry) {
         a[g(GLOBAL.unknownPath)]!++;
         return;
@@ -347,7 +335,7 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       a[base + 2]!++;
       return;
     }
-    if (n < HEADER_LEN || frame[0] !== PROTOCOL_VERSION || !TO_MAIN.has(frame[1]!)) {
+    if (n < HEADER_LEN || frame[HEADER_OFFSETS.version] !== PROTOCOL_VERSION || !TO_MAIN.has(frame[HEADER_OFFSETS.type]!)) {
       a[g(GLOBAL.malformed)]!++; // garbage costs a counter here, not a message to the main thread
       return;
     }

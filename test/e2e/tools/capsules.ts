@@ -7,6 +7,7 @@ import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { HEADER_LEN, MessageType } from '../../../src/protocol/constants.js';
 import { parseIp } from '../../../src/protocol/ip.js';
+import { HEADER_OFFSETS } from '../../../src/protocol/header.js';
 
 function lastCapsule(pcap: Buffer, dst: string, port: number): Buffer | null {
   if (pcap.length < 24 || pcap.readUInt32LE(0) !== 0xa1b2c3d4) throw new Error('not a little-endian pcap');
@@ -30,7 +31,7 @@ function lastCapsule(pcap: Buffer, dst: string, port: number): Buffer | null {
     } else continue;
     if (udp.readUInt16BE(2) !== port) continue;
     const payload = udp.subarray(8, udp.readUInt16BE(4));
-    if (payload.length > HEADER_LEN + 16 && payload[1] === MessageType.Capsule) found = Buffer.from(payload);
+    if (payload.length > HEADER_LEN + 16 && payload[HEADER_OFFSETS.type] === MessageType.Capsule) found = Buffer.from(payload);
   }
   return found;
 }
@@ -45,7 +46,7 @@ if (!capsule) {
 // Tampered: a counter the receiver has not seen yet (so the replay window lets it through to the AEAD check)
 // and one flipped ciphertext bit.
 const tampered = Buffer.from(capsule);
-tampered.writeBigUInt64BE(tampered.readBigUInt64BE(8) + 100_000n, 8);
+tampered.writeBigUInt64BE(tampered.readBigUInt64BE(HEADER_OFFSETS.seq) + 100_000n, HEADER_OFFSETS.seq);
 tampered[HEADER_LEN + 2] = tampered[HEADER_LEN + 2]! ^ 0x40;
 const sock = dgram.createSocket(dst!.includes(':') ? 'udp6' : 'udp4');
 let sent = 0;
