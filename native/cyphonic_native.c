@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/if_tun.h>
+#include <linux/udp.h>
 #include <net/if.h>
 #include <poll.h>
 #include <stdint.h>
@@ -25,6 +26,15 @@
 
 #include <node_api.h>
 #include <openssl/evp.h>
+
+#include "offload.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
 
 #define KEY_LEN 32
 #define NONCE_LEN 12
@@ -101,12 +111,25 @@ static napi_value num(napi_env env, double d) {
 
 /* ---------- TUN ---------- */
 
-// tunOpen(name: string, opts?: { multiQueue?: boolean }) -> { fd, name }. Empty name lets the kernel pick.
+// An optional boolean property of an options object (false when absent or not a boolean).
+static bool opt_bool(napi_env env, napi_value obj, const char *key) {
+  napi_valuetype t;
+  bool has = false, val = false;
+  napi_value v;
+  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object) return false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_get_value_bool(env, v, &val) != napi_ok) return false;
+  return val;
+}
+
+// tunOpen(name: string, opts?: { multiQueue?, vnetHdr? }) -> { fd, name, vnetHdr, offload }. Empty name lets the
+// kernel pick. vnetHdr: IFF_VNET_HDR (every packet carries a virtio_net_hdr) plus TUNSETOFFLOAD for checksum and
+// TCP segmentation offload (TSO4/TSO6), so one read can carry a 64 KiB TCP segment; `offload` says whether the
+// kernel accepted the offloads (without them the header is still there, always "no GSO").
 static napi_value tun_open(napi_env env, napi_callback_info info) {
   napi_value argv[2], result, v;
   char name[IFNAMSIZ + 1];
   size_t name_len = 0;
-  bool multi = false, has = false;
   if (!get_args(env, info, 2, argv)) return NULL;
   if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok) {
     arg_error(env, 0, "tunOpen: name must be a string");
@@ -116,12 +139,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     arg_error(env, 1, "tunOpen: interface name must be at most 15 bytes, without '/' or NUL");
     return NULL;
   }
-  napi_valuetype t;
-  napi_typeof(env, argv[1], &t);
-  if (t == napi_object && napi_has_named_property(env, argv[1], "multiQueue", &has) == napi_ok && has) {
-    napi_get_named_property(env, argv[1], "multiQueue", &v);
-    if (napi_get_value_bool(env, v, &multi) != napi_ok) multi = false;
-  }
+  bool multi = opt_bool(env, argv[1], "multiQueue"), vnet = opt_bool(env, argv[1], "vnetHdr"), offload = false;
 
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
@@ -130,7 +148,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0) | (vnet ? IFF_VNET_HDR : 0);
   memcpy(ifr.ifr_name, name, name_len);  // name_len < IFNAMSIZ, so the name stays NUL-terminated
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
@@ -139,10 +157,24 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  if (vnet) {
+    int hdr = VNET_HDR_LEN;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
+      int err = errno;
+      close(fd);
+      throw_errno(env, "ioctl TUNSETVNETHDRSZ", err);
+      return NULL;
+    }
+    offload = ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)) == 0;
+  }
   napi_create_object(env, &result);
   napi_set_named_property(env, result, "fd", num(env, fd));
   napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, result, "name", v);
+  napi_get_boolean(env, vnet, &v);
+  napi_set_named_property(env, result, "vnetHdr", v);
+  napi_get_boolean(env, offload, &v);
+  napi_set_named_property(env, result, "offload", v);
   return result;
 }
 
@@ -682,7 +714,7 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
   size_t len, nlen, n;
   int64_t fd, slot, timeout, wakefd;
   if (!get_args(env, info, 6, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536 + 256, &slot, "slotSize") ||
       !get_u32s(env, argv[3], &lengths, &nlen, "lengths") || !get_int(env, argv[4], -1, INT_MAX, &timeout, "timeoutMs") ||
       !get_wakefd(env, argv[5], &wakefd) || !batch_layout(env, len, slot, nlen, &n))
     return NULL;
@@ -706,74 +738,134 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
   return num(env, (double)got);
 }
 
-// udpRecvMany(fd, buf, slotSize, lengths: Uint32Array, metas: Uint8Array(20*n), timeoutMs, wakeFd?) -> count.
-// recvmmsg without blocking; waits (poll) only when nothing is queued. metas: 20 bytes per datagram (see write_meta).
+// udpSetGro(fd) -> whether the kernel accepted UDP_GRO: coalesced datagrams then arrive as one buffer (see
+// udpRecvMany), and a UDP GSO packet from a local sender crosses veth/bridges unsegmented.
+static napi_value udp_set_gro(napi_env env, napi_callback_info info) {
+  napi_value argv[1], r;
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd")) return NULL;
+  int one = 1;
+  napi_get_boolean(env, setsockopt((int)fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) == 0, &r);
+  return r;
+}
+
+// Most datagrams one GRO buffer can hold (the kernel's UDP_GRO_CNT_MAX).
+#define GRO_MAX_SEGS 64
+
+// udpRecvMany(fd, buf, slotSize, offsets: Uint32Array, lengths: Uint32Array, metas: Uint8Array(20*n), timeoutMs,
+// wakeFd?, gro?) -> datagram count. One recvmmsg into slots of slotSize bytes, without blocking; waits (poll) only
+// when nothing is queued. A GRO buffer (UDP_GRO cmsg) is split into its datagrams: datagram i is at
+// buf[offsets[i]], lengths[i] bytes (0 = truncated), source in metas[i*20..] (see write_meta). With gro, at most
+// offsets.length/64 buffers are received per call so that every split fits.
 static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[9];
   uint8_t *buf, *metas;
-  uint32_t *lengths;
-  size_t len, nlen, mlen, n;
+  uint32_t *offsets, *lengths;
+  size_t len, no, nl, mlen, n;
   int64_t fd, slot, timeout, wakefd;
-  if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+  if (!get_args(env, info, 9, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize") ||
-      !get_u32s(env, argv[3], &lengths, &nlen, "lengths") || !get_bytes(env, argv[4], &metas, &mlen, "metas") ||
-      !get_int(env, argv[5], -1, INT_MAX, &timeout, "timeoutMs") || !get_wakefd(env, argv[6], &wakefd) ||
-      !batch_layout(env, len, slot, nlen, &n))
+      !get_u32s(env, argv[3], &offsets, &no, "offsets") || !get_u32s(env, argv[4], &lengths, &nl, "lengths") ||
+      !get_bytes(env, argv[5], &metas, &mlen, "metas") || !get_int(env, argv[6], -1, INT_MAX, &timeout, "timeoutMs") ||
+      !get_wakefd(env, argv[7], &wakefd))
     return NULL;
-  if (mlen < n * 20) n = mlen / 20;
+  bool gro = false;
+  napi_get_value_bool(env, argv[8], &gro);  // absent/not boolean: false
+  size_t cap = no < nl ? no : nl;
+  if (cap > mlen / 20) cap = mlen / 20;
+  if (!batch_layout(env, len, slot, cap, &n)) return NULL;
+  if (gro) n = n < cap / GRO_MAX_SEGS ? n : cap / GRO_MAX_SEGS;
   if (n == 0) {
-    arg_error(env, 1, "metas too short");
+    arg_error(env, 1, "udpRecvMany: offsets/lengths/metas too short");
     return NULL;
   }
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_storage addrs[MAX_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } ctl[MAX_BATCH];
   memset(msgs, 0, sizeof(struct mmsghdr) * n);
   for (size_t i = 0; i < n; i++) {
     iov[i].iov_base = buf + i * (size_t)slot;
     iov[i].iov_len = (size_t)slot;
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;
-    msgs[i].msg_hdr.msg_name = &addrs[i];
-    msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
   }
-  int got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
-  if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+  int got = -1;
+  for (int pass = 0; pass < 2; pass++) {
+    for (size_t i = 0; i < n; i++) {
+      msgs[i].msg_hdr.msg_name = &addrs[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+      msgs[i].msg_hdr.msg_control = ctl[i].buf;
+      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+    }
+    got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
+    if (got >= 0 || pass == 1 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
     int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
     if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
-    for (size_t i = 0; i < n; i++) msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-    got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
   }
   if (got < 0) return num(env, (errno == EAGAIN || errno == EINTR) ? 0 : -1);
-  for (int i = 0; i < got; i++) {
-    lengths[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0 : msgs[i].msg_len;
-    write_meta(metas + (size_t)i * 20, &addrs[i]);
+  size_t out = 0;
+  for (int i = 0; i < got && out < cap; i++) {
+    struct msghdr *h = &msgs[i].msg_hdr;
+    size_t total = msgs[i].msg_len, seg = total;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+      if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+        int g;
+        memcpy(&g, CMSG_DATA(c), sizeof g);
+        if (g > 0) seg = (size_t)g;
+      }
+    }
+    size_t base = (size_t)i * (size_t)slot;
+    if ((h->msg_flags & MSG_TRUNC) || total == 0) {
+      offsets[out] = (uint32_t)base;
+      lengths[out] = 0;
+      write_meta(metas + out * 20, &addrs[i]);
+      out++;
+      continue;
+    }
+    for (size_t at = 0; at < total && out < cap; at += seg) {
+      offsets[out] = (uint32_t)(base + at);
+      lengths[out] = (uint32_t)(total - at < seg ? total - at : seg);
+      write_meta(metas + out * 20, &addrs[i]);
+      out++;
+    }
   }
-  return num(env, got);
+  return num(env, (double)out);
 }
 
-// udpSendMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, addr (4|16 bytes), port) -> sent count
-// (or -errno). One sendmmsg for a batch of datagrams to one destination.
+// Datagrams per udpSendMany call, per GSO send, and bytes per GSO send (UDP length field, with margin).
+#define MAX_SEND 256
+#define GSO_MAX_SEGS 64
+#define GSO_MAX_BYTES 65000
+
+// Set once a GSO send failed in a way that means the kernel or device cannot do it; later calls use plain sendmmsg.
+static volatile int udp_gso_broken = 0;
+
+// udpSendMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, addr (4|16 bytes), port, gso?) -> sent
+// count (or -errno). One sendmmsg for up to 256 datagrams to one destination. With gso, each run of equal-sized
+// datagrams (the last may be shorter) goes as one UDP GSO send (UDP_SEGMENT), which the kernel splits — or, over
+// veth and bridges to a UDP_GRO socket, delivers whole. Falls back to one datagram per message when GSO fails.
 static napi_value udp_send_many(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[8];
   uint8_t *buf, *addr;
   uint32_t *offs, *lens;
   size_t len, alen, no, nl;
   int64_t fd, count, port;
-  if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+  if (!get_args(env, info, 8, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_u32s(env, argv[2], &offs, &no, "offsets") ||
-      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, MAX_BATCH, &count, "count") || !get_bytes(env, argv[5], &addr, &alen, "addr") ||
-      !get_int(env, argv[6], 1, 65535, &port, "port"))
+      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, MAX_SEND, &count, "count") ||
+      !get_bytes(env, argv[5], &addr, &alen, "addr") || !get_int(env, argv[6], 1, 65535, &port, "port"))
     return NULL;
+  bool gso = false;
+  napi_get_value_bool(env, argv[7], &gso);
   if ((size_t)count > no || (size_t)count > nl || (alen != 4 && alen != 16)) {
     arg_error(env, 1, "udpSendMany: count beyond offsets/lengths or bad address");
     return NULL;
   }
-  struct sockaddr_storage ss;
-  socklen_t sl = fill_sockaddr(&ss, addr, alen, port);
-  struct mmsghdr msgs[MAX_BATCH];
-  struct iovec iov[MAX_BATCH];
-  memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)count);
+  struct iovec iov[MAX_SEND];
   for (int64_t i = 0; i < count; i++) {
     if ((size_t)offs[i] > len || (size_t)lens[i] > len - (size_t)offs[i]) {
       arg_error(env, 1, "udpSendMany: a datagram lies outside buf");
@@ -781,21 +873,135 @@ static napi_value udp_send_many(napi_env env, napi_callback_info info) {
     }
     iov[i].iov_base = buf + offs[i];
     iov[i].iov_len = lens[i];
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-    msgs[i].msg_hdr.msg_name = &ss;
-    msgs[i].msg_hdr.msg_namelen = sl;
   }
-  int sent = 0;
+  struct sockaddr_storage ss;
+  socklen_t sl = fill_sockaddr(&ss, addr, alen, port);
+  struct mmsghdr msgs[MAX_SEND];
+  size_t members[MAX_SEND];  // datagrams in each message
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[MAX_SEND];
+  int use_gso = gso && !udp_gso_broken;
+  int sent = 0;  // datagrams
   while (sent < count) {
-    int r = sendmmsg((int)fd, msgs + sent, (unsigned)(count - sent), 0);
+    size_t nm = 0;
+    memset(msgs, 0, sizeof msgs[0] * (size_t)(count - sent));
+    for (int64_t i = sent; i < count;) {
+      size_t seg = lens[i], tot = 0;
+      int64_t j = i;
+      if (use_gso && seg > 0) {
+        while (j < count && j - i < GSO_MAX_SEGS && lens[j] <= seg && tot + lens[j] <= GSO_MAX_BYTES) {
+          tot += lens[j++];
+          if (lens[j - 1] < seg) break;
+        }
+      }
+      if (j == i) j = i + 1;
+      struct msghdr *h = &msgs[nm].msg_hdr;
+      h->msg_name = &ss;
+      h->msg_namelen = sl;
+      h->msg_iov = &iov[i];
+      h->msg_iovlen = (size_t)(j - i);
+      if (j - i > 1) {
+        h->msg_control = ctl[nm].buf;
+        h->msg_controllen = sizeof ctl[nm].buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(h);
+        c->cmsg_level = IPPROTO_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t s16 = (uint16_t)seg;
+        memcpy(CMSG_DATA(c), &s16, sizeof s16);
+      }
+      members[nm++] = (size_t)(j - i);
+      i = j;
+    }
+    int r = sendmmsg((int)fd, msgs, (unsigned)nm, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
+      if (use_gso && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
+        udp_gso_broken = 1;  // retry this batch, and all later ones, one datagram per message
+        use_gso = 0;
+        continue;
+      }
       return num(env, sent > 0 ? sent : -(double)errno);
     }
-    sent += r;
+    for (int k = 0; k < r; k++) sent += (int)members[k];
+    if (r == 0) break;
   }
   return num(env, sent);
+}
+
+// vnetSegment(buf, offset, length, out, outSlot, outLengths: Uint32Array) -> count of plain IP packets written to
+// out (packet i at out[i*outSlot]), or -1 (malformed) / -2 (more segments than slots). See offload.c.
+static napi_value vnet_segment_js(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  uint8_t *buf, *out;
+  uint32_t *lens;
+  size_t len, olen, nl;
+  int64_t off, n, slot;
+  if (!get_args(env, info, 6, argv) || !get_bytes(env, argv[0], &buf, &len, "buf") ||
+      !get_int(env, argv[1], 0, MAX_SAFE, &off, "offset") || !get_int(env, argv[2], 0, MAX_SAFE, &n, "length") ||
+      !get_bytes(env, argv[3], &out, &olen, "out") || !get_int(env, argv[4], 1, 65536, &slot, "outSlot") ||
+      !get_u32s(env, argv[5], &lens, &nl, "outLengths"))
+    return NULL;
+  if ((uint64_t)off > len || (uint64_t)n > len - (uint64_t)off) {
+    arg_error(env, 1, "vnetSegment: offset/length outside buf");
+    return NULL;
+  }
+  size_t slots = olen / (size_t)slot;
+  if (slots > nl) slots = nl;
+  return num(env, vnet_segment(buf + off, (size_t)n, out, (size_t)slot, slots, lens));
+}
+
+// tunWriteMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, vnet: boolean, scratch) -> packets
+// written. Without vnet: one write per packet. With vnet (the TUN has IFF_VNET_HDR): each packet needs
+// VNET_HDR_LEN bytes of headroom before buf[offsets[i]] (overwritten); runs of one TCP flow are merged in
+// scratch (>= 65546 bytes) into one GSO write, the rest go singly with an empty header.
+static napi_value tun_write_many(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  uint8_t *buf, *scratch;
+  uint32_t *offs, *lens;
+  size_t len, no, nl, slen;
+  int64_t fd, count;
+  bool vnet = false;
+  if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_u32s(env, argv[2], &offs, &no, "offsets") ||
+      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, 4096, &count, "count") ||
+      napi_get_value_bool(env, argv[5], &vnet) != napi_ok || !get_bytes(env, argv[6], &scratch, &slen, "scratch"))
+    return NULL;
+  if ((size_t)count > no || (size_t)count > nl) {
+    arg_error(env, 1, "tunWriteMany: count beyond offsets/lengths");
+    return NULL;
+  }
+  size_t head = vnet ? VNET_HDR_LEN : 0;
+  uint8_t *ptrs[4096];
+  for (int64_t i = 0; i < count; i++) {
+    if ((size_t)offs[i] < head || (size_t)offs[i] > len || (size_t)lens[i] > len - (size_t)offs[i]) {
+      arg_error(env, 1, "tunWriteMany: a packet (with its header room) lies outside buf");
+      return NULL;
+    }
+    ptrs[i] = buf + offs[i];
+  }
+  size_t written = 0;
+  for (size_t i = 0; i < (size_t)count;) {
+    size_t used = 1, wlen;
+    const uint8_t *w;
+    size_t merged = vnet ? vnet_coalesce(ptrs, lens, (size_t)count, i, scratch, slen, &used) : 0;
+    if (merged > 0) {
+      w = scratch;
+      wlen = merged;
+    } else {
+      memset(ptrs[i] - head, 0, head);
+      w = ptrs[i] - head;
+      wlen = lens[i] + head;
+    }
+    ssize_t r;
+    do r = write((int)fd, w, wlen);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0) written += used;
+    i += used;
+  }
+  return num(env, (double)written);
 }
 
 NAPI_MODULE_INIT() {
@@ -809,7 +1015,8 @@ NAPI_MODULE_INIT() {
       {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port},
       {"udpSend", udp_send},       {"fdClose", fd_close},       {"eventfdCreate", eventfd_create},
       {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
-      {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},
+      {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
+      {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

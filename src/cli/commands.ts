@@ -135,6 +135,7 @@ export const commands: Command[] = [
       tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
       'no-tun': { type: 'boolean', help: 'signaling only: no TUN device, data plane or overlay DNS (no root needed)' },
       'rekey-after': { type: 'string', help: 'seconds between re-handshakes with each peer', default: '120' },
+      'no-offload': { type: 'boolean', help: 'move one packet per read/write/datagram: no TSO, UDP GSO or GRO (portable path)' },
     },
     required: ['state'],
     async run(o) {
@@ -145,7 +146,7 @@ export const commands: Command[] = [
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
-      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000 }, logger);
+      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, offload: !o['no-offload'] }, logger);
       await d.start();
       return untilSignal(() => d.stop());
     },
@@ -168,7 +169,7 @@ export const commands: Command[] = [
           name: id.name, nodeId: id.nodeId, fqdn: id.fqdn, vip4: s?.vip4 ?? null, vip6: s?.vip6 ?? null,
           registered: false, nat: null, observed: null, nms: null, keepaliveSec: null,
           commonKeyExpiresAt: s ? new Date(s.expiresAt).toISOString() : null, lastRegistration: null,
-          dns: null, tun: null, peers: [], counters: {}, running: false,
+          dns: null, tun: null, offload: null, peers: [], counters: {}, running: false,
         };
       }
       if (o['json']) out(JSON.stringify(st, null, 2));

@@ -15,7 +15,8 @@ export type NativeAeadHandle = { readonly __brand: 'NativeAeadHandle' };
 
 /** The functions exported by cyphonic_native.node (see native/cyphonic_native.c for the C contracts). */
 export interface NativeAddon {
-  tunOpen(name: string, opts: { multiQueue?: boolean }): { fd: number; name: string };
+  /** TUNSETIFF; vnetHdr adds IFF_VNET_HDR and asks for TSO (offload: whether the kernel accepted it). */
+  tunOpen(name: string, opts: { multiQueue?: boolean; vnetHdr?: boolean }): { fd: number; name: string; vnetHdr: boolean; offload: boolean };
   tunRead(fd: number, buf: Uint8Array, timeoutMs: number, wakeFd?: number): number;
   tunReadBatch(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number): number;
   tunWrite(fd: number, buf: Uint8Array, offset: number, length: number): number;
@@ -35,11 +36,30 @@ export interface NativeAddon {
   setNonblocking(fd: number): void;
   /** Batch read from a non-blocking TUN fd: packet i at buf[i*slotSize], length in lengths[i]; waits only when empty. */
   tunReadMany(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number, wakeFd?: number): number;
-  /** recvmmsg: datagram i at buf[i*slotSize] (length 0 = truncated); its source in metas[i*20..]: [0]=family 4|6,
-   *  [2..3]=port (BE), [4..] address (IPv4-mapped sources reported as IPv4). Waits only when nothing is queued. */
-  udpRecvMany(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, metas: Uint8Array, timeoutMs: number, wakeFd?: number): number;
-  /** sendmmsg of `count` datagrams (buf[offsets[i]], lengths[i]) to one destination; returns how many went. */
-  udpSendMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addr: Uint8Array, port: number): number;
+  /** recvmmsg into slots of slotSize: datagram i at buf[offsets[i]], lengths[i] bytes (0 = truncated); its source
+   *  in metas[i*20..]: [0]=family 4|6, [2..3]=port (BE), [4..] address (IPv4-mapped sources reported as IPv4).
+   *  UDP GRO buffers are split into their datagrams; with `gro`, at most offsets.length/64 buffers per call.
+   *  Waits only when nothing is queued. */
+  udpRecvMany(
+    fd: number,
+    buf: Uint8Array,
+    slotSize: number,
+    offsets: Uint32Array,
+    lengths: Uint32Array,
+    metas: Uint8Array,
+    timeoutMs: number,
+    wakeFd: number | undefined,
+    gro: boolean,
+  ): number;
+  /** sendmmsg of `count` (<= 256) datagrams (buf[offsets[i]], lengths[i]) to one destination; returns how many
+   *  went. With gso, runs of equal-sized datagrams go as single UDP GSO sends (plain sendmmsg if the kernel refuses). */
+  udpSendMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addr: Uint8Array, port: number, gso: boolean): number;
+  /** Turns on UDP_GRO for the socket; false when the kernel refuses. */
+  udpSetGro(fd: number): boolean;
+  /** Splits one virtio_net_hdr packet from the TUN into plain packets (i at out[i*outSlot]); count, -1 malformed, -2 too many. */
+  vnetSegment(buf: Uint8Array, offset: number, length: number, out: Uint8Array, outSlot: number, outLengths: Uint32Array): number;
+  /** Writes packets to the TUN; with vnet, merges runs of one TCP flow into GSO writes (10 bytes headroom before each). */
+  tunWriteMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: boolean, scratch: Uint8Array): number;
 }
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');

@@ -13,7 +13,7 @@ import { createResolver, readSystemUpstreams, type Resolver } from '../net/dns/r
 import { contains } from '../net/addr/cidr.js';
 import { MessageType } from '../protocol/constants.js';
 import { decodeBody } from '../protocol/messages.js';
-import { DataPlane, type DatagramPort } from './dataplane/dataplane.js';
+import { DataPlane, type DatagramPort, type OffloadState } from './dataplane/dataplane.js';
 import { PeerManager, type PeerStatus } from './peers.js';
 import { decodeToken, type EnrollmentToken } from '../config/token.js';
 import { Status } from '../protocol/constants.js';
@@ -44,6 +44,8 @@ export interface NodeInit {
   dnsPort?: number;
   /** Re-handshake every so often (ms). @default REKEY_AFTER_MS (120 s) */
   rekeyAfterMs?: number;
+  /** Use TUN/UDP offloads (TSO, GSO, GRO) where the kernel has them; false = the portable path. @default true */
+  offload?: boolean;
 }
 
 export interface NodeStatus {
@@ -61,6 +63,8 @@ export interface NodeStatus {
   lastRegistration: string | null;
   dns: string | null;
   tun: string | null;
+  /** Offloads the data plane uses (null without a data plane). */
+  offload: OffloadState | null;
   peers: PeerStatus[];
   counters: Record<string, number>;
 }
@@ -130,7 +134,7 @@ export class NodeDaemon {
   private async openDataPlane(): Promise<DatagramPort> {
     const s = this.session!;
     const dp = await DataPlane.open(
-      { tunName: this.init.tunName, vip4: s.vip4, vip6: s.vip6, pool4: s.pool4 ?? '100.64.0.0/10', pool6: s.pool6 ?? `${s.vip6}/64`, port: this.init.port ?? 30000 },
+      { tunName: this.init.tunName, vip4: s.vip4, vip6: s.vip6, pool4: s.pool4 ?? '100.64.0.0/10', pool6: s.pool6 ?? `${s.vip6}/64`, port: this.init.port ?? 30000, offload: this.init.offload !== false },
       this.logger.child({ component: 'dataplane' }),
     );
     // Only unicast addresses inside the overlay pools start route selection (not multicast, not strays).
@@ -156,7 +160,7 @@ export class NodeDaemon {
     );
     await resolver.start();
     this.resolver = resolver;
-    this.logger.info('data plane up', { tun: dp.tunName, vip4: s.vip4, vip6: s.vip6, dns: s.vip4 });
+    this.logger.info('data plane up', { tun: dp.tunName, vip4: s.vip4, vip6: s.vip6, dns: s.vip4, offload: dp.offload });
     return dp;
   }
 
@@ -220,6 +224,7 @@ export class NodeDaemon {
       lastRegistration: this.reg ? new Date(this.reg.at).toISOString() : null,
       dns: this.resolver ? this.session?.vip4 ?? null : null,
       tun: this.dataplane?.tunName ?? null,
+      offload: this.dataplane?.offload ?? null,
       peers: this.peers?.status() ?? [],
       counters: {
         ...(this.client?.counters.toJSON() ?? {}),

@@ -47,7 +47,8 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     alpha = new NodeProc(await tb.addHost('alpha', { site: tb.global, family: 'dual' }), work.dir, 'alpha');
     beta = new NodeProc(await tb.addHost('beta', { site: tb.global, family: 'dual' }), work.dir, 'beta');
     gamma = new NodeProc(await tb.addHost('gamma', { site: tb.global, family: 'dual' }), work.dir, 'gamma');
-    for (const n of [alpha, beta, gamma]) n.start(await cloud.enroll(n.name));
+    // gamma runs the portable data path (no TSO/GSO/GRO), so its traffic with alpha and beta crosses both paths.
+    for (const n of [alpha, beta, gamma]) n.start(await cloud.enroll(n.name), n === gamma ? ['--no-offload'] : []);
     const all = await Promise.all([alpha.waitRegistered(), beta.waitRegistered(), gamma.waitRegistered()]);
     a = all[0] as typeof a;
     b = all[1] as typeof b;
@@ -118,6 +119,24 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     const packets = (await tb.inet.run('tcpdump', ['-r', pcap, '-n', '-q'], { timeoutMs: 60_000 })).split('\n').filter(Boolean).length;
     assert.ok(packets > 1000, `the capture saw the transfer (${packets} packets)`);
     assert.ok(!text.includes(MARKER), 'the marker never appears on the wire');
+  });
+
+  test('the offload path and the portable path (--no-offload) interoperate: 20 MB each way arrive intact', async () => {
+    const [sa, sg] = [await alpha.status(), await gamma.status()];
+    assert.deepEqual(sg.offload, { tso: false, gso: false, gro: false }, 'gamma: portable path');
+    assert.equal(sa.offload?.gso, true, 'alpha: GSO asked for');
+    const transfer = async (from: NodeProc, to: NodeProc, toVip: string, port: string): Promise<void> => {
+      const server = to.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', toVip, port], { timeoutMs: 120_000 });
+      await new Promise((r) => setTimeout(r, 500));
+      const sent = JSON.parse(await from.host.run(process.execPath, [join(TOOLS, 'tcp-check.js'), 'client', toVip, port, String(20 * 1024 * 1024), 'x'], { timeoutMs: 120_000 })) as { sha256: string };
+      const got = await server;
+      assert.equal(got.code, 0, got.stderr);
+      const recv = JSON.parse(got.stdout) as { bytes: number; sha256: string };
+      assert.equal(recv.bytes, 20 * 1024 * 1024, `${from.name} -> ${to.name}`);
+      assert.equal(recv.sha256, sent.sha256, `${from.name} -> ${to.name}`);
+    };
+    await transfer(alpha, gamma, sg.vip4!, '5002');
+    await transfer(gamma, alpha, sa.vip4!, '5003');
   });
 
   test('replayed and tampered capsules and garbage datagrams are dropped and counted', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {

@@ -22,6 +22,12 @@ export interface LinuxTunOptions {
   routes?: string[];
   /** Open with IFF_MULTI_QUEUE so that openQueue() can add queues for more reader threads. */
   multiQueue?: boolean;
+  /**
+   * Open with IFF_VNET_HDR and ask for checksum and TCP segmentation offload (the data plane's fast path):
+   * every packet then starts with a virtio_net_hdr, so read()/write() here refuse and only the native batch
+   * calls that understand the header (vnetSegment, tunWriteMany) may be used on the fd.
+   */
+  vnetHdr?: boolean;
 }
 
 /** Maps an error thrown by the addon to a TunError. */
@@ -113,14 +119,17 @@ export async function openLinuxTun(opts: LinuxTunOptions): Promise<LinuxTun> {
   const addon = requireNative();
 
   const before = await snapshot(name);
-  let opened: { fd: number; name: string };
+  let opened: { fd: number; name: string; vnetHdr?: boolean; offload?: boolean };
   try {
-    opened = addon.tunOpen(name, { multiQueue: opts.multiQueue === true });
+    opened = addon.tunOpen(name, { multiQueue: opts.multiQueue === true, vnetHdr: opts.vnetHdr === true });
   } catch (err) {
     throw nativeError(err, `open TUN ${name}`, 'ERR_TUN_OPEN');
   }
   const cleanup: string[][] = [];
-  const tun = new LinuxTun(addon, opened.fd, opened.name, opts.mtu, opts.multiQueue === true, cleanup);
+  const tun = new LinuxTun(addon, opened.fd, opened.name, opts.mtu, opts.multiQueue === true, cleanup, {
+    vnetHdr: opened.vnetHdr === true,
+    offload: opened.offload === true,
+  });
   try {
     const dev = opened.name;
     await ip(['link', 'set', 'dev', dev, 'mtu', String(opts.mtu), 'up']);
@@ -148,13 +157,27 @@ export class LinuxTun implements TunDevice {
   readonly name: string;
   readonly mtu: number;
   readonly multiQueue: boolean;
+  /** Packets carry a virtio_net_hdr (opened with vnetHdr). */
+  readonly vnetHdr: boolean;
+  /** The kernel accepted checksum and TCP segmentation offload: reads may carry up to 64 KiB TCP segments. */
+  readonly offload: boolean;
   readonly #addon: NativeAddon;
   readonly #cleanup: string[][];
   #fd: number;
 
   /** Use openLinuxTun() or LinuxTun.fromFd(). */
-  constructor(addon: NativeAddon, fd: number, name: string, mtu: number, multiQueue: boolean, cleanup: string[][] = []) {
+  constructor(
+    addon: NativeAddon,
+    fd: number,
+    name: string,
+    mtu: number,
+    multiQueue: boolean,
+    cleanup: string[][] = [],
+    vnet: { vnetHdr: boolean; offload: boolean } = { vnetHdr: false, offload: false },
+  ) {
     this.#addon = addon;
+    this.vnetHdr = vnet.vnetHdr;
+    this.offload = vnet.offload;
     this.#fd = fd;
     this.name = name;
     this.mtu = mtu;
@@ -179,7 +202,7 @@ export class LinuxTun implements TunDevice {
   }
 
   read(buf: Buffer, timeoutMs: number): number {
-    const fd = this.#open();
+    const fd = this.#plain();
     try {
       return this.#addon.tunRead(fd, buf, timeoutMs);
     } catch (err) {
@@ -193,7 +216,7 @@ export class LinuxTun implements TunDevice {
    * slotSize should be >= mtu; an oversized packet is dropped and ends the batch.
    */
   readBatch(buf: Buffer, slotSize: number, lengths: Uint32Array, timeoutMs: number): number {
-    const fd = this.#open();
+    const fd = this.#plain();
     try {
       return this.#addon.tunReadBatch(fd, buf, slotSize, lengths, timeoutMs);
     } catch (err) {
@@ -207,7 +230,7 @@ export class LinuxTun implements TunDevice {
 
   /** write() of buf[offset, offset+length) without making a subarray. */
   writeFrom(buf: Buffer, offset: number, length: number): void {
-    const fd = this.#open();
+    const fd = this.#plain();
     let n: number;
     try {
       n = this.#addon.tunWrite(fd, buf, offset, length);
@@ -262,5 +285,12 @@ export class LinuxTun implements TunDevice {
   #open(): number {
     if (this.#fd < 0) throw new TunError('ERR_CLOSED', `TUN ${this.name} is closed`);
     return this.#fd;
+  }
+
+  /** The fd for plain packet I/O; refused on a vnetHdr device, whose packets need the header handled. */
+  #plain(): number {
+    const fd = this.#open();
+    if (this.vnetHdr) throw new TunError('ERR_TUN_ARG', `${this.name} carries virtio_net_hdr: use the data plane's offload calls`);
+    return fd;
   }
 }

@@ -32,6 +32,22 @@ export interface DataPlaneInit {
   pool6: string;
   /** UDP port for signaling, handshakes and capsules. */
   port: number;
+  /**
+   * Use the kernel's offloads where it accepts them: TUN with virtio_net_hdr and TSO, UDP GSO sends, UDP GRO
+   * receives (see worker.ts). false = one packet per read/write/datagram (the portable path).
+   * @default true
+   */
+  offload?: boolean;
+}
+
+/** Which offloads the running data plane uses. */
+export interface OffloadState {
+  /** TUN opened with virtio_net_hdr and TCP segmentation offload accepted. */
+  tso: boolean;
+  /** UDP GSO sends asked for. */
+  gso: boolean;
+  /** UDP GRO accepted on the socket. */
+  gro: boolean;
 }
 
 /** What the daemon needs from whatever carries its datagrams (the data plane, or a plain socket without TUN). */
@@ -78,6 +94,7 @@ export class DataPlane implements DatagramPort {
     private readonly logger: Logger,
     sab: SharedArrayBuffer,
     private readonly dualStack: boolean,
+    readonly offload: OffloadState,
   ) {
     this.stats = new StatsView(sab);
     this.localPort = native.udpLocalPort(udpFd);
@@ -85,7 +102,17 @@ export class DataPlane implements DatagramPort {
     for (const role of ['inside', 'outside'] as const) {
       const wakeFd = native.eventfdCreate();
       this.wakeFds.push(wakeFd);
-      const init: WorkerInit = { role, tunFd: tun.fd, udpFd, mtu: tun.mtu, stats: sab, wakeFd };
+      const init: WorkerInit = {
+        role,
+        tunFd: tun.fd,
+        udpFd,
+        mtu: tun.mtu,
+        stats: sab,
+        wakeFd,
+        vnet: tun.vnetHdr,
+        gso: offload.gso,
+        gro: offload.gro,
+      };
       const w = new Worker(file, { workerData: init, name: `cyphonic-${role}` });
       w.on('message', (m: FromWorker) => this.fromWorker(m));
       w.on('error', (err) => this.logger.error('data-plane worker failed', { role, err: err.message }));
@@ -98,11 +125,13 @@ export class DataPlane implements DatagramPort {
     if (!native) throw new CyphonicError('ERR_NATIVE', `the data plane needs the native addon: ${nativeLoadError()}`);
     const p4 = init.pool4.split('/')[1];
     const p6 = init.pool6.split('/')[1];
+    const offload = init.offload !== false;
     const tun = await openLinuxTun({
       name: init.tunName ?? 'cyp0',
       mtu: init.mtu ?? DEFAULT_MTU,
       addresses: { v4: `${init.vip4}/${p4}`, v6: `${init.vip6}/${p6}` },
       routes: [],
+      vnetHdr: offload,
     });
     let fd: number;
     let dualStack = true;
@@ -117,7 +146,8 @@ export class DataPlane implements DatagramPort {
         throw err;
       }
     }
-    return new DataPlane(native, tun, fd, logger, createStats(), dualStack);
+    const state: OffloadState = { tso: tun.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
+    return new DataPlane(native, tun, fd, logger, createStats(), dualStack, state);
   }
 
   get tunName(): string {

@@ -19,8 +19,10 @@ export const GLOBAL = {
   tunWriteErrors: 8,
   keepaliveCapsules: 9,
   unknownPath: 10,
+  /** TUN reads with a virtio_net_hdr that could not be segmented (malformed, or segments too small). */
+  tsoDropped: 11,
 } as const;
-const GLOBAL_COUNT = 11;
+const GLOBAL_COUNT = 12;
 
 export function createStats(): SharedArrayBuffer {
   return new SharedArrayBuffer((MAX_PEER_SLOTS * SLOT_WIDTH + GLOBAL_COUNT) * 8);

@@ -2,9 +2,18 @@
 //
 //   inside:  TUN read (a batch per wake-up) ─► route by destination virtual IP ─► seal with the peer's End Key
 //            into one buffer ─► sendmmsg per run of packets to the same peer
-//   outside: recvmmsg (a batch) ─► capsule? open by path id (AEAD + replay window) ─► TUN write
+//   outside: recvmmsg (a batch) ─► capsule? open by path id (AEAD + replay window) ─► TUN writes per batch
 //                                  └─ anything else (signaling, handshakes) ─► posted to the main thread
 // Both loops block (poll) only when their queue is empty, so under load it is one syscall per batch to read.
+//
+// Offloads (on unless the node runs with --no-offload, and only where the kernel accepts them):
+//   - the TUN has IFF_VNET_HDR + TSO: one read brings a TCP segment of up to 64 KiB, which vnetSegment cuts into
+//     MTU-sized packets with their own headers and checksums; each is sealed as its own capsule, as without TSO;
+//   - sends use UDP GSO: each run of equal-sized capsules to one peer is one send, split by the kernel (or, over
+//     veth and bridges, delivered whole to a GRO socket);
+//   - the socket has UDP_GRO: one receive brings up to 64 capsules; after opening, runs of one TCP flow are merged
+//     back into one GSO packet per TUN write (tunWriteMany).
+// Without them (older kernels, or the fallback switch) the same loops move one packet per slot.
 //
 // Control messages from the main thread (install or promote a session, stop) are polled with
 // receiveMessageOnPort between packets; the main thread signals an eventfd the blocking reads also wait on,
@@ -27,6 +36,12 @@ export interface WorkerInit {
   stats: SharedArrayBuffer;
   /** eventfd the main thread signals after posting a control message, so a blocked read returns at once. */
   wakeFd: number;
+  /** The TUN carries virtio_net_hdr (and may deliver TSO segments): read through vnetSegment, write with headroom. */
+  vnet: boolean;
+  /** Send runs of equal-sized capsules as UDP GSO sends. */
+  gso: boolean;
+  /** The socket has UDP_GRO: receive buffers may hold many datagrams. */
+  gro: boolean;
 }
 
 /** A peer as the workers see it. `endpoint.addr` is 4 or 16 raw bytes. */
@@ -62,8 +77,21 @@ const MISS_QUEUE_PACKETS = 16;
 const MISS_QUEUE_MS = 3000;
 /** Tunable: packets per batch (read from the TUN, or datagrams per recvmmsg). The addon caps it at 64. */
 const BATCH = 64;
+/** Tunable: TUN reads per batch with offload (each up to 64 KiB). */
+const VNET_BATCH = 8;
+/** Largest packet a vnet TUN read returns: virtio_net_hdr + a 64 KiB IP packet (+ slack; the addon's maximum). */
+const VNET_SLOT = 65536 + 256;
+/** Packets one TSO segment may be cut into (gso_size down to 65535/160 ≈ 410 bytes; smaller ones are dropped). */
+const SEG_SLOTS = 160;
+/** Capsules sent per udpSendMany call (the addon's maximum). */
+const SEND_MAX = 256;
+/** Bytes in front of each packet written to a vnet TUN (its virtio_net_hdr). */
+const VNET_HDR_LEN = 10;
 /** Tunable: receive slot per datagram: capsules (MTU + 44) and signaling (certificates: a few KiB). */
 const UDP_SLOT = 4096;
+/** Receive layout with UDP_GRO: buffers of a whole GRO packet, up to 64 datagrams each. */
+const GRO_SLOT = 65536;
+const GRO_BUFFERS = 16;
 /** Tunable: capsules kept per path in the receive direction (current + previous across a rekey). */
 const RECV_GENERATIONS = 2;
 
@@ -131,17 +159,24 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     for (const pkt of q.packets) send(p, pkt);
   };
   const slot = init.mtu + 64;
-  const inBuf = Buffer.allocUnsafe(slot * BATCH);
-  const inLens = new Uint32Array(BATCH);
+  const readSlot = init.vnet ? VNET_SLOT : slot;
+  const readBatch = init.vnet ? VNET_BATCH : BATCH;
+  const inBuf = Buffer.allocUnsafe(readSlot * readBatch);
+  const inLens = new Uint32Array(readBatch);
+  /** TSO segments cut into packets (vnet only). */
+  const segBuf = Buffer.allocUnsafe(init.vnet ? slot * SEG_SLOTS : 0);
+  const segLens = new Uint32Array(init.vnet ? SEG_SLOTS : 0);
   const frameRoom = slot + 64;
-  const outBuf = Buffer.allocUnsafe(frameRoom * BATCH);
-  const outOffs = new Uint32Array(BATCH);
-  const outLens = new Uint32Array(BATCH);
+  const outMax = init.vnet ? SEND_MAX : BATCH;
+  const outBuf = Buffer.allocUnsafe(frameRoom * outMax);
+  const outOffs = new Uint32Array(outMax);
+  const outLens = new Uint32Array(outMax);
   const one = Buffer.allocUnsafe(frameRoom);
   native.setNonblocking(init.tunFd);
   const a = stats.a;
   const gMiss = stats.global(GLOBAL.miss);
   const gSendErr = stats.global(GLOBAL.udpSendErrors);
+  const gTsoDropped = stats.global(GLOBAL.tsoDropped);
   let running = true;
   let sincePoll = 0;
 
@@ -203,7 +238,7 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
   const flushBatch = (): void => {
     const p = batchPeer;
     if (p && nb > 0) {
-      const n = native.udpSendMany(init.udpFd, outBuf, outOffs, outLens, nb, p.wire.endpoint.addr, p.wire.endpoint.port);
+      const n = native.udpSendMany(init.udpFd, outBuf, outOffs, outLens, nb, p.wire.endpoint.addr, p.wire.endpoint.port, init.gso);
       if (n < nb) a[gSendErr] = a[gSendErr]! + (nb - Math.max(0, n));
       a[p.statsTx] = a[p.statsTx]! + batchBytes;
       a[p.statsTx + 2] = a[p.statsTx + 2]! + Math.max(0, n);
@@ -231,8 +266,40 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     port.postMessage({ op: 'miss', dst: formatKey(k) } satisfies FromWorker);
   };
 
+  /** Routes one plain IP packet to its peer's batch (or holds it while the route is set up). */
+  const route = (pkt: Buffer, n: number): void => {
+    let p: InsidePeer | undefined;
+    const k4 = dst4(pkt, n);
+    let key: number | string = k4;
+    if (k4 >= 0) p = by4.get(k4);
+    else {
+      const k6 = dst6(pkt, n);
+      if (k6 === null) return; // not IP: nothing to route
+      key = k6;
+      p = by6.get(k6);
+    }
+    if (!p || !p.session) {
+      miss(key, pkt);
+      return;
+    }
+    if (p !== batchPeer || nb === outMax) {
+      flushBatch();
+      batchPeer = p;
+    }
+    try {
+      const len = p.session.sealInto(pkt, outBuf, used);
+      outOffs[nb] = used;
+      outLens[nb] = len;
+      nb++;
+      used += len;
+      batchBytes += n;
+    } catch {
+      a[gSendErr]!++; // session exhausted: the main thread rekeys on time well before this
+    }
+  };
+
   while (running) {
-    const count = native.tunReadMany(init.tunFd, inBuf, slot, inLens, POLL_MS, init.wakeFd);
+    const count = native.tunReadMany(init.tunFd, inBuf, readSlot, inLens, POLL_MS, init.wakeFd);
     sincePoll += count;
     if (count <= 0 || sincePoll >= POLL_EVERY) {
       sincePoll = 0;
@@ -241,35 +308,16 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     }
     for (let i = 0; i < count; i++) {
       const n = inLens[i]!;
-      const pkt = inBuf.subarray(i * slot, i * slot + n);
-      let p: InsidePeer | undefined;
-      const k4 = dst4(pkt, n);
-      let key: number | string = k4;
-      if (k4 >= 0) p = by4.get(k4);
-      else {
-        const k6 = dst6(pkt, n);
-        if (k6 === null) continue; // not IP: nothing to route
-        key = k6;
-        p = by6.get(k6);
-      }
-      if (!p || !p.session) {
-        miss(key, pkt);
+      if (!init.vnet) {
+        route(inBuf.subarray(i * slot, i * slot + n), n);
         continue;
       }
-      if (p !== batchPeer) {
-        flushBatch();
-        batchPeer = p;
+      const segs = native.vnetSegment(inBuf, i * readSlot, n, segBuf, slot, segLens);
+      if (segs <= 0) {
+        a[gTsoDropped]!++;
+        continue;
       }
-      try {
-        const len = p.session.sealInto(pkt, outBuf, used);
-        outOffs[nb] = used;
-        outLens[nb] = len;
-        nb++;
-        used += len;
-        batchBytes += n;
-      } catch {
-        a[gSendErr]!++; // session exhausted: the main thread rekeys on time well before this
-      }
+      for (let j = 0; j < segs; j++) route(segBuf.subarray(j * slot, j * slot + segLens[j]!), segLens[j]!);
     }
     flushBatch();
   }
@@ -278,10 +326,21 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
 function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
   /** Receive sessions by path id, newest first, with the peer slot they count to. */
   const paths = new Map<bigint, { slot: number; sessions: DataSession[]; awaiting: DataSession | null }>();
-  const buf = Buffer.allocUnsafe(UDP_SLOT * BATCH);
-  const lens = new Uint32Array(BATCH);
-  const metas = new Uint8Array(20 * BATCH);
-  const plain = Buffer.allocUnsafe(UDP_SLOT);
+  const recvSlot = init.gro ? GRO_SLOT : UDP_SLOT;
+  const recvBuffers = init.gro ? GRO_BUFFERS : BATCH;
+  const maxDatagrams = init.gro ? GRO_BUFFERS * 64 : BATCH;
+  const buf = Buffer.allocUnsafe(recvSlot * recvBuffers);
+  const offs = new Uint32Array(maxDatagrams);
+  const lens = new Uint32Array(maxDatagrams);
+  const metas = new Uint8Array(20 * maxDatagrams);
+  // Opened packets of one receive batch, each with room for a virtio_net_hdr in front, written with tunWriteMany.
+  const head = init.vnet ? VNET_HDR_LEN : 0;
+  const tunBuf = Buffer.allocUnsafe(maxDatagrams * (init.mtu + 64 + head) + GRO_SLOT);
+  const tunOffs = new Uint32Array(maxDatagrams);
+  const tunLens = new Uint32Array(maxDatagrams);
+  const scratch = Buffer.allocUnsafe(init.vnet ? GRO_SLOT + 64 : 1);
+  let nt = 0;
+  let tunUsed = 0;
   const a = stats.a;
   const g = (f: number): number => stats.global(f);
   let running = true;
@@ -303,6 +362,14 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       }
     });
 
+  const flushTun = (): void => {
+    if (nt === 0) return;
+    const w = native.tunWriteMany(init.tunFd, tunBuf, tunOffs, tunLens, nt, init.vnet, scratch);
+    if (w < nt) a[g(GLOBAL.tunWriteErrors)] = a[g(GLOBAL.tunWriteErrors)]! + (nt - w);
+    nt = 0;
+    tunUsed = 0;
+  };
+
   const one = (frame: Buffer, meta: Uint8Array): void => {
     const n = frame.length;
     if (n >= HEADER_LEN && frame[1] === MessageType.Capsule) {
@@ -311,9 +378,11 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         a[g(GLOBAL.unknownPath)]!++;
         return;
       }
+      if (nt === tunOffs.length || tunUsed + head + n > tunBuf.length) flushTun();
+      const at = tunUsed + head;
       let r: number | string = 'badTag';
       for (const s of entry.sessions) {
-        r = s.tryOpenInto(frame, plain, 0);
+        r = s.tryOpenInto(frame, tunBuf, at);
         if (typeof r === 'string') continue;
         if (s === entry.awaiting) {
           entry.awaiting = null;
@@ -329,7 +398,10 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         a[g(GLOBAL.keepaliveCapsules)]!++;
         return;
       }
-      if (native.tunWrite(init.tunFd, plain, 0, r) < 0) a[g(GLOBAL.tunWriteErrors)]!++;
+      tunOffs[nt] = at;
+      tunLens[nt] = r;
+      nt++;
+      tunUsed = at + r;
       const base = stats.slot(entry.slot, SLOT.rxBytes);
       a[base] = a[base]! + r;
       a[base + 2]!++;
@@ -350,7 +422,7 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
   };
 
   while (running) {
-    const count = native.udpRecvMany(init.udpFd, buf, UDP_SLOT, lens, metas, POLL_MS, init.wakeFd);
+    const count = native.udpRecvMany(init.udpFd, buf, recvSlot, offs, lens, metas, POLL_MS, init.wakeFd, init.gro);
     sincePoll += Math.max(0, count);
     if (count <= 0 || sincePoll >= POLL_EVERY) {
       sincePoll = 0;
@@ -363,8 +435,9 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         a[g(GLOBAL.malformed)]!++; // truncated: larger than any datagram we send
         continue;
       }
-      one(buf.subarray(i * UDP_SLOT, i * UDP_SLOT + n), metas.subarray(i * 20, i * 20 + 20));
+      one(buf.subarray(offs[i]!, offs[i]! + n), metas.subarray(i * 20, i * 20 + 20));
     }
+    flushTun();
   }
 }
 

@@ -1,0 +1,245 @@
+// Packet offload helpers (see offload.h): what lets the data plane move 64 KiB per TUN read/write instead of
+// one MTU-sized packet. Transmit: the kernel hands the TUN (opened with IFF_VNET_HDR and TSO enabled) a TCP
+// super-segment; vnet_segment cuts it into packets as a NIC's TSO would, each with its own IP/TCP header and
+// full checksums, so every packet is sealed and authenticated on its own. Receive: vnet_coalesce does what
+// GRO does — merges the opened packets of one TCP flow back into one GSO packet for a single TUN write.
+//
+// Checksums are summed in host byte order over 32-bit words (RFC 1071: the one's-complement sum is
+// byte-order independent), so the folded result is stored back with memcpy, never byte-swapped.
+#include "offload.h"
+
+#include <linux/virtio_net.h>
+#include <string.h>
+
+#define IPPROTO_TCP_ 6
+#define TCP_FIN 0x01
+#define TCP_PSH 0x08
+#define TCP_ACK 0x10
+#define TCP_CWR 0x80
+#define MAX_IP_LEN 65535
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static void wr16(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 8);
+  p[1] = (uint8_t)v;
+}
+static void wr32(uint8_t *p, uint32_t v) {
+  p[0] = (uint8_t)(v >> 24);
+  p[1] = (uint8_t)(v >> 16);
+  p[2] = (uint8_t)(v >> 8);
+  p[3] = (uint8_t)v;
+}
+
+// One's-complement partial sum of n bytes added to s (host order; n may be odd only for the last chunk).
+static uint64_t csum_add(uint64_t s, const uint8_t *p, size_t n) {
+  while (n >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    s += w;
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    s += w;
+    p += 2;
+    n -= 2;
+  }
+  if (n) {
+    uint16_t w = 0;
+    memcpy(&w, p, 1);  // a trailing byte is the high byte of a zero-padded big-endian word
+    s += w;
+  }
+  return s;
+}
+
+static uint16_t csum_fold(uint64_t s) {
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return (uint16_t)s;
+}
+
+// A big-endian 16-bit value as it adds into a host-order sum.
+static uint64_t be16_term(uint32_t v) {
+  uint8_t b[2];
+  wr16(b, v);
+  uint16_t w;
+  memcpy(&w, b, 2);
+  return w;
+}
+
+// Sum of the TCP pseudo-header for an IPv4 or IPv6 packet `ip` carrying `l4len` bytes of TCP.
+static uint64_t pseudo_sum(const uint8_t *ip, int v6, size_t l4len) {
+  uint64_t s = v6 ? csum_add(0, ip + 8, 32) : csum_add(0, ip + 12, 8);
+  return s + be16_term(IPPROTO_TCP_) + be16_term((uint32_t)l4len);
+}
+
+static void ipv4_fix_checksum(uint8_t *ip, size_t ihl) {
+  ip[10] = ip[11] = 0;
+  uint16_t c = (uint16_t)~csum_fold(csum_add(0, ip, ihl));
+  memcpy(ip + 10, &c, 2);
+}
+
+// IP and TCP header lengths of a TCP packet; 0 when it is not plain TCP over IPv4/IPv6 with sane lengths.
+// IPv6 extension headers and IPv4 fragments are not TCP segments we split or merge.
+static size_t tcp_headers(const uint8_t *p, size_t len, int *v6, size_t *iphl) {
+  if (len < 20) return 0;
+  int ver = p[0] >> 4;
+  if (ver == 4) {
+    *v6 = 0;
+    *iphl = (size_t)(p[0] & 15) * 4;
+    if (*iphl < 20 || p[9] != IPPROTO_TCP_ || (rd16(p + 6) & 0x3fff) != 0 || rd16(p + 2) != len) return 0;
+  } else if (ver == 6) {
+    *v6 = 1;
+    *iphl = 40;
+    if (len < 40 || p[6] != IPPROTO_TCP_ || (size_t)rd16(p + 4) + 40 != len) return 0;
+  } else {
+    return 0;
+  }
+  if (len < *iphl + 20) return 0;
+  size_t thl = (size_t)(p[*iphl + 12] >> 4) * 4;
+  if (thl < 20 || len < *iphl + thl) return 0;
+  return *iphl + thl;
+}
+
+int vnet_segment(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens) {
+  if (len < VNET_HDR_LEN || nslots == 0) return SEG_MALFORMED;
+  struct virtio_net_hdr h;
+  memcpy(&h, in, sizeof h);
+  const uint8_t *pkt = in + VNET_HDR_LEN;
+  size_t plen = len - VNET_HDR_LEN;
+  uint8_t gso = h.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+
+  if (gso == VIRTIO_NET_HDR_GSO_NONE) {
+    if (plen > slot || plen == 0) return SEG_MALFORMED;
+    memcpy(out, pkt, plen);
+    if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
+      // The checksum field holds the pseudo-header sum; the rest is summed over from csum_start.
+      size_t cs = h.csum_start, co = h.csum_offset;
+      if (cs >= plen || co + 2 > plen - cs) return SEG_MALFORMED;
+      uint16_t c = (uint16_t)~csum_fold(csum_add(0, out + cs, plen - cs));
+      memcpy(out + cs + co, &c, 2);
+    }
+    lens[0] = (uint32_t)plen;
+    return 1;
+  }
+  if (gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6) return SEG_MALFORMED;
+
+  int v6;
+  size_t iphl;
+  size_t hl = tcp_headers(pkt, plen, &v6, &iphl);
+  if (hl == 0 || v6 != (gso == VIRTIO_NET_HDR_GSO_TCPV6)) return SEG_MALFORMED;
+  size_t mss = h.gso_size, payload = plen - hl;
+  if (mss == 0 || payload == 0 || hl + mss > slot) return SEG_MALFORMED;
+  size_t nseg = (payload + mss - 1) / mss;
+  if (nseg > nslots) return SEG_TOO_MANY;
+
+  size_t thl = hl - iphl;
+  uint32_t seq0 = rd32(pkt + iphl + 4);
+  uint16_t id0 = v6 ? 0 : rd16(pkt + 4);
+  for (size_t i = 0; i < nseg; i++) {
+    size_t chunk = i + 1 < nseg ? mss : payload - i * mss;
+    uint8_t *o = out + i * slot;
+    memcpy(o, pkt, hl);
+    memcpy(o + hl, pkt + hl + i * mss, chunk);
+    if (v6) {
+      wr16(o + 4, (uint32_t)(thl + chunk));
+    } else {
+      wr16(o + 2, (uint32_t)(hl + chunk));
+      wr16(o + 4, (uint32_t)(id0 + i));
+      ipv4_fix_checksum(o, iphl);
+    }
+    uint8_t *th = o + iphl;
+    wr32(th + 4, seq0 + (uint32_t)(i * mss));
+    if (i + 1 < nseg) th[13] &= (uint8_t)~(TCP_FIN | TCP_PSH);
+    if (i > 0) th[13] &= (uint8_t)~TCP_CWR;
+    th[16] = th[17] = 0;
+    uint16_t c = (uint16_t)~csum_fold(csum_add(pseudo_sum(o, v6, thl + chunk), th, thl + chunk));
+    memcpy(th + 16, &c, 2);
+    lens[i] = (uint32_t)(hl + chunk);
+  }
+  return (int)nseg;
+}
+
+// True when packet q (headers hl, iphl) continues the run whose first packet is f: same addresses, ports,
+// IP fields that GRO requires equal, same TCP header (options included) apart from seq, flags and checksum.
+static int same_flow(const uint8_t *f, const uint8_t *q, int v6, size_t iphl, size_t hl) {
+  if (v6) {
+    if (memcmp(f, q, 4) != 0 || f[7] != q[7] || memcmp(f + 8, q + 8, 32) != 0) return 0;  // class/flow, hop limit, addresses
+  } else {
+    if (f[1] != q[1] || f[8] != q[8] || (rd16(f + 6) ^ rd16(q + 6)) != 0 || memcmp(f + 12, q + 12, 8) != 0) return 0;
+  }
+  const uint8_t *a = f + iphl, *b = q + iphl;
+  return memcmp(a, b, 4) == 0 &&               // ports
+         memcmp(a + 8, b + 8, 4) == 0 &&       // ack
+         a[12] == b[12] &&                     // data offset
+         memcmp(a + 14, b + 14, 2) == 0 &&     // window
+         memcmp(a + 18, b + 18, hl - iphl - 18) == 0;  // urgent pointer and options
+}
+
+size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
+                     size_t *used) {
+  *used = 1;
+  const uint8_t *f = ptrs[first];
+  size_t flen = lens[first];
+  int v6;
+  size_t iphl;
+  size_t hl = tcp_headers(f, flen, &v6, &iphl);
+  if (hl == 0 || flen <= hl || f[iphl + 13] != TCP_ACK) return 0;
+  size_t mss = flen - hl;
+  uint32_t next = rd32(f + iphl + 4) + (uint32_t)mss;
+  size_t total = flen;  // merged IP packet length so far
+  size_t n = 1;
+  uint8_t last_flags = TCP_ACK;
+  for (size_t j = first + 1; j < count && n < 64; j++) {
+    const uint8_t *q = ptrs[j];
+    size_t qlen = lens[j];
+    int qv6;
+    size_t qiphl;
+    if (tcp_headers(q, qlen, &qv6, &qiphl) != hl || qv6 != v6 || qiphl != iphl) break;
+    size_t qpay = qlen - hl;
+    uint8_t fl = q[iphl + 13];
+    if (qpay == 0 || qpay > mss || (fl != TCP_ACK && fl != (TCP_ACK | TCP_PSH))) break;
+    if (rd32(q + iphl + 4) != next || !same_flow(f, q, v6, iphl, hl)) break;
+    if (total + qpay > MAX_IP_LEN + (v6 ? 40u : 0u) || VNET_HDR_LEN + total + qpay > cap) break;
+    total += qpay;
+    next += (uint32_t)qpay;
+    n++;
+    last_flags = fl;
+    if (qpay < mss || fl != TCP_ACK) break;  // a short or pushed segment ends the run, as in GRO
+  }
+  if (n < 2) return 0;
+
+  uint8_t *o = out + VNET_HDR_LEN;
+  memcpy(o, f, flen);
+  size_t at = flen;
+  for (size_t j = first + 1; j < first + n; j++) {
+    memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
+    at += lens[j] - hl;
+  }
+  if (v6) {
+    wr16(o + 4, (uint32_t)(total - 40));
+  } else {
+    wr16(o + 2, (uint32_t)total);
+    ipv4_fix_checksum(o, iphl);
+  }
+  uint8_t *th = o + iphl;
+  th[13] = last_flags;
+  // CHECKSUM_PARTIAL: the field carries the folded pseudo-header sum; the kernel treats the payload as verified
+  // (the AEAD tag already authenticated every byte of every merged packet).
+  uint16_t ps = csum_fold(pseudo_sum(o, v6, total - iphl));
+  memcpy(th + 16, &ps, 2);
+
+  struct virtio_net_hdr h;
+  memset(&h, 0, sizeof h);
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.gso_type = v6 ? VIRTIO_NET_HDR_GSO_TCPV6 : VIRTIO_NET_HDR_GSO_TCPV4;
+  h.hdr_len = (uint16_t)hl;
+  h.gso_size = (uint16_t)mss;
+  h.csum_start = (uint16_t)iphl;
+  h.csum_offset = 16;
+  memcpy(out, &h, VNET_HDR_LEN);
+  *used = n;
+  return VNET_HDR_LEN + total;
+}

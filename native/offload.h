@@ -1,0 +1,30 @@
+// Packet offload helpers for the data plane (pure C, no N-API): Internet checksums, splitting a TUN GSO
+// super-packet (virtio_net_hdr + TCP segment of up to 64 KiB) into MTU-sized packets, and the reverse:
+// coalescing consecutive in-order TCP segments of one flow into one GSO packet for a single TUN write.
+#ifndef CYPHONIC_OFFLOAD_H
+#define CYPHONIC_OFFLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Size of struct virtio_net_hdr (no mergeable buffers): what IFF_VNET_HDR puts before every TUN packet.
+#define VNET_HDR_LEN 10
+
+// Ways a GSO super-packet can be refused by vnet_segment.
+#define SEG_MALFORMED -1   // header or lengths inconsistent, or an offload type we did not ask for
+#define SEG_TOO_MANY -2    // more segments than output slots (tiny gso_size)
+
+// Splits one packet read from an IFF_VNET_HDR TUN (`in`, `len` bytes including the 10-byte header) into plain
+// IP packets with complete checksums: packet i at out + i*slot, its length in lens[i]. Returns the count (>= 1),
+// or SEG_MALFORMED / SEG_TOO_MANY. Never reads past in+len nor writes past out + nslots*slot.
+int vnet_segment(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens);
+
+// Coalesces, starting at packet `first`, the longest run of packets (ptrs[i], lens[i]) that form one TCP
+// GSO packet: same flow and headers, consecutive sequence numbers, equal payload sizes (the last may be
+// shorter), only ACK (PSH on the last). Writes virtio_net_hdr + the merged packet into `out` (cap bytes) and
+// returns its total length, setting *used to the number of input packets merged (>= 2). Returns 0 (and
+// *used = 1) when packet `first` starts no run of two or more; the caller then writes it alone.
+size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
+                     size_t *used);
+
+#endif
