@@ -1,8 +1,8 @@
-// Data-plane benchmark: plain veth vs wireguard-go vs cyphonic between two namespaces of one testbed —
-// TCP (1 and 4 streams), UDP 1400-byte packets/s and loss, ping RTT, CPU s per Gbit; prints tables.
+// Data-plane benchmark: plain veth vs wireguard-go vs Nebula vs cyphonic between two namespaces of one
+// testbed — TCP (1 and 4 streams), UDP 1400-byte packets/s and loss, ping RTT, CPU s per Gbit; prints tables.
 //
-// usage: node dist/bench/dataplane.js [--only veth,wg,cyphonic] [--seconds N] [--repeat N] [--udp-len B] [--udp-rate R]
-// needs root and iperf3, wireguard-go, wireguard-tools, bind9-dnsutils (scripts/setup.sh installs them).
+// usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic] [--seconds N] [--repeat N] [--udp-len B] [--udp-rate R]
+// needs root and iperf3, wireguard-go, wireguard-tools, nebula, bind9-dnsutils (scripts/setup.sh installs them).
 
 import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
@@ -10,13 +10,16 @@ import { join } from 'node:path';
 import { Testbed, type Host } from '../test/harness/netns/index.js';
 import { workDir } from '../test/harness/cluster.js';
 import { IperfServer, iperfTcp, iperfUdp } from './lib/iperf.js';
-import { cpuDelta, cpuSnapshot, dig, errMsg, firstContactPing, median, pingMedian, type DigResult } from './lib/measure.js';
+import { cpuDelta, cpuSnapshot, dig, errMsg, firstContactPing, median, pingMedian, routeMtu, udp4Fragments, type DigResult } from './lib/measure.js';
 import { setupWireguard } from './lib/wireguard.js';
+import { setupNebula } from './lib/nebula.js';
 import { setupOverlay, type Overlay } from './lib/cyphonic.js';
 
-type RowKey = 'veth' | 'wg' | 'cyphonic';
-const ROW_LABEL: Record<RowKey, string> = { veth: 'plain veth', wg: 'wireguard-go', cyphonic: 'cyphonic' };
-const ALL_ROWS: RowKey[] = ['veth', 'wg', 'cyphonic'];
+type RowKey = 'veth' | 'wg' | 'nebula' | 'cyphonic';
+const ROW_LABEL: Record<RowKey, string> = { veth: 'plain veth', wg: 'wireguard-go', nebula: 'Nebula', cyphonic: 'cyphonic' };
+const ALL_ROWS: RowKey[] = ['veth', 'wg', 'nebula', 'cyphonic'];
+/** Rows cyphonic is compared with (ratio lines). */
+const REFERENCE_ROWS: RowKey[] = ['wg', 'nebula'];
 
 interface Options {
   only: RowKey[];
@@ -27,7 +30,7 @@ interface Options {
 }
 
 function usage(): string {
-  return 'usage: node dist/bench/dataplane.js [--only veth,wg,cyphonic] [--seconds N (10)] [--repeat N (1)] [--udp-len BYTES (1400)] [--udp-rate RATE (0 = unlimited)]\n';
+  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic] [--seconds N (10)] [--repeat N (1)] [--udp-len BYTES (1400)] [--udp-rate RATE (0 = unlimited)]\n';
 }
 
 function parseArgs(argv: string[]): Options {
@@ -46,7 +49,7 @@ function parseArgs(argv: string[]): Options {
     };
     if (a === '--only') {
       const list = val().split(',').map((s) => s.trim()).filter(Boolean);
-      for (const r of list) if (!ALL_ROWS.includes(r as RowKey)) throw new Error(`--only: unknown row "${r}" (veth, wg, cyphonic)`);
+      for (const r of list) if (!ALL_ROWS.includes(r as RowKey)) throw new Error(`--only: unknown row "${r}" (${ALL_ROWS.join(', ')})`);
       o.only = ALL_ROWS.filter((r) => list.includes(r));
     } else if (a === '--seconds') o.seconds = int(1, 600);
     else if (a === '--repeat') o.repeat = int(1, 20);
@@ -138,6 +141,12 @@ async function measure(row: Row, o: Options, a: Host, target: string, server: Ip
   }
   if (tcp4.length > 0) row.tcp4 = median(tcp4);
 
+  // Every row sends the same payload; where it does not fit the path MTU the kernel fragments it.
+  const mtu = await routeMtu(a, target).catch(() => null);
+  const frags = mtu === null ? 0 : udp4Fragments(o.udpLen, mtu);
+  if (mtu === null) row.notes.push(`path MTU to ${target} unknown`);
+  else if (frags > 1) row.notes.push(`UDP ${o.udpLen} B datagrams (${o.udpLen + 28} B IPv4) exceed the MTU ${mtu}: ${frags} IP fragments each`);
+
   const pps: number[] = [];
   const loss: number[] = [];
   const sent: number[] = [];
@@ -228,7 +237,7 @@ function versions(): string {
       return re.exec(out)?.[1] ?? 'missing';
     }
   };
-  return `iperf3 ${v('iperf3', ['--version'], /iperf (\S+)/)}, wireguard-go ${v('wireguard-go', ['--version'], /wireguard-go v?(\S+)/)}`;
+  return `iperf3 ${v('iperf3', ['--version'], /iperf (\S+)/)}, wireguard-go ${v('wireguard-go', ['--version'], /wireguard-go v?(\S+)/)}, nebula ${v('nebula', ['-version'], /Version: v?(\S+)/)}`;
 }
 
 function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: string): string {
@@ -255,14 +264,15 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
   }
   const get = (k: RowKey): Row | undefined => rows.find((r) => r.key === k);
   const veth = get('veth');
-  const wg = get('wg');
   const cy = get('cyphonic');
+  const refs = REFERENCE_ROWS.map(get).filter((r): r is Row => r !== undefined);
   out.push('');
-  if (wg && cy) {
-    const ratio = wg.tcp1 && cy.tcp1 !== null ? `${(cy.tcp1 / wg.tcp1).toFixed(2)}x` : 'n/a';
-    out.push(`cyphonic / wireguard-go, TCP 1 stream: ${ratio}`);
+  for (const ref of refs) {
+    if (!cy) break;
+    const ratio = ref.tcp1 && cy.tcp1 !== null ? `${(cy.tcp1 / ref.tcp1).toFixed(2)}x` : 'n/a';
+    out.push(`cyphonic / ${ROW_LABEL[ref.key]}, TCP 1 stream: ${ratio}`);
   }
-  for (const t of [wg, cy]) {
+  for (const t of [...refs, cy]) {
     if (!t || !veth) continue;
     const added = t.rtt !== null && veth.rtt !== null ? `${((t.rtt - veth.rtt) * 1000).toFixed(0)} us` : 'n/a';
     out.push(`added RTT of ${ROW_LABEL[t.key]} over plain veth: ${added}`);
@@ -291,7 +301,12 @@ async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const why = Testbed.unavailableReason();
   if (why) throw new Error(why);
-  for (const [cmd, pkg] of [['iperf3', 'iperf3'], ['dig', 'bind9-dnsutils'], ['wg', 'wireguard-tools'], ['wireguard-go', 'wireguard-go']] as const) {
+  const tools: Array<[cmd: string, pkg: string, row: RowKey | null]> = [
+    ['iperf3', 'iperf3', null], ['dig', 'bind9-dnsutils', null], ['wg', 'wireguard-tools', 'wg'], ['wireguard-go', 'wireguard-go', 'wg'],
+    ['nebula', 'nebula', 'nebula'], ['nebula-cert', 'nebula', 'nebula'],
+  ];
+  for (const [cmd, pkg, forRow] of tools) {
+    if (forRow !== null && !o.only.includes(forRow)) continue;
     try {
       execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore', timeout: 5000 });
     } catch {
@@ -321,6 +336,13 @@ async function main(): Promise<void> {
             await measure(row, o, a, wg.addrB, server, () => wg.pids);
           } finally {
             await wg.stop();
+          }
+        } else if (key === 'nebula') {
+          const neb = await setupNebula(a, b, work.dir);
+          try {
+            await measure(row, o, a, neb.addrB, server, () => neb.pids);
+          } finally {
+            await neb.stop();
           }
         } else {
           extra = { firstPing: null, dnsFirst: null, dnsWarm: null, dnsAnswer: '', path: '', routeMs: null, tunnelMs: null, errors: [] };

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # iproute2/nftables/iputils-ping/procps: the network-namespace testbed; python3/make/g++: node-gyp (better-sqlite3);
-# iperf3/wireguard-go/wireguard-tools/tcpdump/bind9-dnsutils (dig): the data-plane benchmark and overlay DNS checks.
-PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools tcpdump bind9-dnsutils"
+# iperf3/wireguard-go/wireguard-tools/nebula (nebula, nebula-cert)/tcpdump/bind9-dnsutils (dig): the data-plane
+# benchmark (its wireguard-go and Nebula reference rows) and overlay DNS checks.
+PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""

@@ -1,4 +1,4 @@
-// Measurement helpers for the data-plane benchmark: medians, ping/dig output parsing and
+// Measurement helpers for the data-plane benchmark: medians, ping/dig output parsing, path MTU and
 // per-process CPU accounting from /proc/<pid>/stat (a process tree's utime+stime, all threads).
 
 import { execFileSync } from 'node:child_process';
@@ -57,6 +57,27 @@ export async function firstContactPing(host: Host, target: string, limitMs = 15_
     }
   }
   throw new Error(`no ping reply from ${target} within ${limitMs} ms`);
+}
+
+// ---- path MTU -------------------------------------------------------------------------------
+
+/** MTU towards `target` from `host`: the route's own mtu if it has one, else its device's MTU. */
+export async function routeMtu(host: Host, target: string): Promise<number> {
+  const route = await host.run('ip', ['-o', 'route', 'get', target], { timeoutMs: 5000 });
+  const own = / mtu (?:lock )?(\d+)/.exec(route);
+  if (own) return Number(own[1]);
+  const dev = / dev (\S+)/.exec(route)?.[1];
+  if (!dev) throw new Error(`ip route get ${target}: no device in "${route.trim()}"`);
+  const link = await host.run('ip', ['-o', 'link', 'show', 'dev', dev], { timeoutMs: 5000 });
+  const mtu = / mtu (\d+)/.exec(link);
+  if (!mtu) throw new Error(`ip link show ${dev}: no mtu`);
+  return Number(mtu[1]);
+}
+
+/** IPv4 fragments one UDP datagram of `payload` bytes becomes on a link of `mtu` (1 when it fits). */
+export function udp4Fragments(payload: number, mtu: number): number {
+  const perFragment = Math.floor((mtu - 20) / 8) * 8;
+  return Math.ceil((payload + 8) / perFragment);
 }
 
 // ---- dig ------------------------------------------------------------------------------------
