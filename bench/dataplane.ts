@@ -30,11 +30,11 @@ interface Options {
 }
 
 function usage(): string {
-  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic] [--seconds N (10)] [--repeat N (1)] [--udp-len BYTES (1400)] [--udp-rate RATE (0 = unlimited)]\n';
+  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic] [--seconds N (10)] [--repeat N (1)] [--udp-len PAYLOAD BYTES (1372: 1400-byte IPv4 packets)] [--udp-rate RATE (0 = unlimited)]\n';
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { only: [...ALL_ROWS], seconds: 10, repeat: 1, udpLen: 1400, udpRate: '0' };
+  const o: Options = { only: [...ALL_ROWS], seconds: 10, repeat: 1, udpLen: 1372, udpRate: '0' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -246,7 +246,7 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
   out.push(`cyphonic data-plane benchmark — a -> b across the testbed's global segment (veth + bridge + veth)`);
   out.push(`${o.seconds} s per iperf3 run, ${o.repeat} run(s) each (medians), ${cpu.length} x ${cpu[0]?.model.trim() ?? '?'}, Linux ${kernel}, node ${process.version}, ${versions()}`);
   out.push('');
-  const head = ['', 'TCP 1 Gbit/s', 'TCP 4 Gbit/s', `UDP ${o.udpLen} B pkt/s`, 'UDP loss %', 'RTT ms', 'CPU s/Gbit'];
+  const head = ['', 'TCP 1 Gbit/s', 'TCP 4 Gbit/s', `UDP ${o.udpLen + 28} B pkt/s`, 'UDP loss %', 'RTT ms', 'CPU s/Gbit'];
   const w = [14, 13, 13, 17, 11, 8, 11];
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' ');
   out.push(line(head));
