@@ -4,9 +4,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { killGroup, type Host } from '../../test/harness/netns/index.js';
+import { type Host } from '../../test/harness/netns/index.js';
 import { waitFor } from '../../test/harness/cluster.js';
-import { sleep } from './measure.js';
+import { stopChildren, type TunnelPair } from './pair.js';
 
 export const NEBULA_PORT = 4242;
 /**
@@ -18,14 +18,7 @@ export const NEBULA_MTU = 1400;
 /** Interface names are per namespace, so every end uses the same one. */
 const IFNAME = 'neb1';
 
-export interface NebulaPair {
-  /** Nebula (overlay) address of the two ends (a, b). */
-  addrA: string;
-  addrB: string;
-  /** nebula process ids (a, b) for CPU accounting. */
-  pids: number[];
-  stop(): Promise<void>;
-}
+export type NebulaPair = TunnelPair;
 
 interface End {
   host: Host;
@@ -114,15 +107,7 @@ export async function setupNebula(a: Host, b: Host, dir: string): Promise<Nebula
   }
 
   const stop = async (): Promise<void> => {
-    for (const e of ends) {
-      const c = e.child;
-      e.child = null;
-      if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) continue;
-      const gone = new Promise<void>((r) => c.once('exit', () => r()));
-      killGroup(c.pid, 'SIGTERM');
-      await Promise.race([gone, sleep(3000)]);
-      if (c.exitCode === null && c.signalCode === null) killGroup(c.pid, 'SIGKILL');
-    }
+    await stopChildren(ends);
   };
 
   /** Why a nebula process has already exited (a bad config ends it right away), or null. */

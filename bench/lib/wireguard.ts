@@ -4,21 +4,14 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { killGroup, type Host } from '../../test/harness/netns/index.js';
+import { type Host } from '../../test/harness/netns/index.js';
 import { waitFor } from '../../test/harness/cluster.js';
-import { sleep } from './measure.js';
+import { stopChildren, type TunnelPair } from './pair.js';
 
 export const WG_PORT = 51820;
 const SOCK_DIR = '/var/run/wireguard';
 
-export interface WgPair {
-  /** Tunnel address of the two ends (a, b). */
-  addrA: string;
-  addrB: string;
-  /** wireguard-go process ids (a, b) for CPU accounting. */
-  pids: number[];
-  stop(): Promise<void>;
-}
+export type WgPair = TunnelPair;
 
 interface End {
   host: Host;
@@ -50,15 +43,7 @@ export async function setupWireguard(prefix: string, a: Host, b: Host, dir: stri
   process.once('exit', removeSockets); // SIGKILLed at cleanup, wireguard-go leaves its socket behind
 
   const stop = async (): Promise<void> => {
-    for (const e of ends) {
-      const c = e.child;
-      e.child = null;
-      if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) continue;
-      const gone = new Promise<void>((r) => c.once('exit', () => r()));
-      killGroup(c.pid, 'SIGTERM');
-      await Promise.race([gone, sleep(3000)]);
-      if (c.exitCode === null && c.signalCode === null) killGroup(c.pid, 'SIGKILL');
-    }
+    await stopChildren(ends);
     removeSockets();
     process.off('exit', removeSockets);
   };
