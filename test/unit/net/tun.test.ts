@@ -262,6 +262,12 @@ sock.close();
 tun.close();
 try { execFileSync('ip', ['link', 'show', 'dev', 'cyt0'], { stdio: 'ignore' }); out.goneAfterClose = false; }
 catch { out.goneAfterClose = true; }
+
+// 4. with vnetHdr the kernel takes the offloads (this kernel has TSO for TUN), and plain reads are refused.
+const vt = await openLinuxTun({ name: 'cyt1', mtu: 1400, addresses: { v4: '10.98.0.1/24' }, vnetHdr: true });
+out.vnet = { vnetHdr: vt.vnetHdr, offload: vt.offload };
+try { vt.read(buf, 0); out.vnetRead = 'allowed'; } catch (err) { out.vnetRead = err.code; }
+vt.close();
 console.log(JSON.stringify(out));
 `;
 
@@ -317,6 +323,8 @@ describe('LinuxTun on a real TUN device in a throwaway network namespace', rootS
       assert.equal(r['oversize'], 0);
       assert.equal(r['timeout'], 0);
       assert.equal(r['goneAfterClose'], true, 'the device we created vanishes with its fd');
+      assert.deepEqual(r['vnet'], { vnetHdr: true, offload: true }, 'IFF_VNET_HDR with TSO accepted');
+      assert.equal(r['vnetRead'], 'ERR_TUN_ARG', 'plain read refused on a virtio_net_hdr device');
     } finally {
       rmSync(dir, { recursive: true, force: true });
       await execFileAsync('ip', ['netns', 'del', ns]).catch(() => undefined);
