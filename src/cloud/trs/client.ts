@@ -182,7 +182,7 @@ export class RelayClient {
       if (f.header.type === MessageType.Nack) {
         const { reason } = decodeBody(MessageType.Nack, plain);
         const e = requestErrorFromNack(f.header.status, reason);
-        this.counters.inc('refused-by-trs');
+        this.counters.inc('nack');
         p.reject(new RelayError('ERR_RELAY_REFUSED', `TRS ${p.serverId} refused: ${e.code}: ${e.message}`, { status: f.header.status }));
       } else if (f.header.type === MessageType.RelayResponse && f.header.status === Status.Ok) {
         const r = decodeBody(MessageType.RelayResponse, plain);

@@ -26,11 +26,12 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { openFrame, sealFrame } from '../../channel/sealed.js';
 import { ReplayGuard, SeqCounter } from '../../channel/sequence.js';
 import { RelayBindKeys, openRelayBind, relayBindFresh, sealRelayBindAck, RELAY_BIND_MAX_SKEW_MS, type OpenedRelayBind } from '../../channel/relay-bind.js';
 import { HEADER_LEN, MessageType, PROTOCOL_VERSION, Status, STATUS_CODES } from '../../protocol/constants.js';
-import type { Endpoint } from '../../protocol/endpoint.js';
+import { isValidPort, type Endpoint } from '../../protocol/endpoint.js';
 import { HEADER_OFFSETS, splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, MAX_ENDPOINTS, MAX_RELAY_ID_LEN, type RelayRequest } from '../../protocol/messages.js';
 import { unmapV4 } from '../../util/addr.js';
@@ -217,8 +218,11 @@ export class TrsService {
     this.dropped = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
   }
 
-  /** Sets the endpoints handed out in RelayResponse (at most MAX_ENDPOINTS). */
+  /** Sets the endpoints handed out in RelayResponse (at most MAX_ENDPOINTS). Throws RangeError for a bad one. */
   advertise(endpoints: Endpoint[]): void {
+    for (const e of endpoints) {
+      if (isIP(e.address) === 0 || !isValidPort(e.port)) throw new RangeError(`TRS endpoint ${e.address}:${e.port} is not an IP address and port`);
+    }
     this.endpoints = endpoints.slice(0, MAX_ENDPOINTS).map((e) => ({ address: unmapV4(e.address), port: e.port }));
   }
 
@@ -347,7 +351,7 @@ export class TrsService {
       txid: bind.txid,
       seq: this.seq.next(),
       now,
-      observed: { address: unmapV4(address), port },
+      observed: { address: unmapV4(address).replace(/%.*$/, ''), port }, // no zone id ('fe80::1%eth0') on the wire
       peerBound: other.address !== null,
     });
     this.c.send(ack, port, address);

@@ -30,14 +30,14 @@ export class TrsTransport {
   ) {}
 
   /**
-   * Sends from the TRS socket. `address` is in the socket's own form (what the service got from it), so
-   * forwarding needs no conversion; on a dual-stack socket a plain IPv4 address is mapped first.
+   * Sends from the TRS socket. `address` is normally in the socket's own form (what the service got from it),
+   * so forwarding needs no conversion; a plain IPv4 address given to a dual-stack socket is mapped first.
    */
   send(datagram: Buffer, port: number, address: string): void {
     const s = this.sock;
     if (!s) return;
     try {
-      s.send(datagram, port, this.dualStack && isIP(address) === 4 ? mapForDualStack(address) : address);
+      s.send(datagram, port, this.dualStack && address.indexOf(':') < 0 ? mapForDualStack(address) : address);
     } catch (err) {
       this.logger.debug('TRS send failed', { err: (err as Error).message });
     }

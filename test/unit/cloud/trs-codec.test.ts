@@ -115,6 +115,9 @@ test('the TRS service under 10 000 random and mutated datagrams: no throw, no an
   const relayKey = randomBytes(32);
   const sent: { d: Buffer; port: number; address: string }[] = [];
   const svc = new TrsService({ id: 'trs-fuzz', endpoints: [{ address: '192.0.2.1', port: 4503 }] }, { relayKey, logger: silentLogger, send: (d, port, address) => sent.push({ d: Buffer.from(d), port, address }) });
+  assert.throws(() => svc.advertise([{ address: 'relay.example', port: 4503 }]), RangeError);
+  assert.throws(() => svc.advertise([{ address: '192.0.2.1', port: 0 }]), RangeError);
+  assert.deepEqual(svc.advertised, [{ address: '192.0.2.1', port: 4503 }]);
   const A = { address: '::ffff:198.51.100.1', port: 1111 };
   const B = { address: '2001:db8::2', port: 2222 };
   const X = { address: '::ffff:203.0.113.66', port: 6666 };
