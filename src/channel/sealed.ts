@@ -1,4 +1,4 @@
-// Sealed signaling frames between a node and the cloud (NMS), keyed by the Common Key.
+// Sealed frames: node↔NMS signaling keyed by the Common Key, and the channels built the same way (NMS↔TRS, relay binds).
 // Per-direction AES-256-GCM keys from HKDF; nonce = 0^4 || seq; the header bytes are the associated data.
 
 import { AeadKey, hkdf, nonceFromSeq } from '../crypto/index.js';
@@ -10,14 +10,28 @@ const NO_SALT = Buffer.alloc(0);
 export const INFO_UP = 'cyphonic v1 node->cloud';
 export const INFO_DOWN = 'cyphonic v1 cloud->node';
 
-/** The two directional keys derived from one Common Key. `up` seals node→cloud, `down` cloud→node. */
+/** HKDF inputs that tell one use of a 32-byte secret from another (defaults: the node↔NMS channel). */
+export interface ChannelLabels {
+  /** @default empty */
+  salt?: Buffer;
+  /** Info of the `up` key. @default INFO_UP */
+  up?: string;
+  /** Info of the `down` key. @default INFO_DOWN */
+  down?: string;
+}
+
+/**
+ * The two directional keys derived from one 32-byte secret. For the Common Key (no labels) `up` seals
+ * node→cloud and `down` cloud→node; other channels (NMS↔TRS, relay binds) pass their own salt and infos.
+ */
 export class ChannelKeys {
   readonly up: AeadKey;
   readonly down: AeadKey;
-  constructor(commonKey: Buffer) {
+  constructor(commonKey: Buffer, labels: ChannelLabels = {}) {
     if (commonKey.length !== 32) throw new CryptoError('common key must be 32 bytes', 'ERR_KEY_LENGTH');
-    this.up = new AeadKey(hkdf(commonKey, NO_SALT, INFO_UP, 32));
-    this.down = new AeadKey(hkdf(commonKey, NO_SALT, INFO_DOWN, 32));
+    const salt = labels.salt ?? NO_SALT;
+    this.up = new AeadKey(hkdf(commonKey, salt, labels.up ?? INFO_UP, 32));
+    this.down = new AeadKey(hkdf(commonKey, salt, labels.down ?? INFO_DOWN, 32));
   }
 }
 

@@ -1,9 +1,21 @@
-// Every `cyphonic …` command: cloud init/start/enroll/nodes/revoke/stats, node up/status.
+// Every `cyphonic …` command: cloud init/start/enroll/nodes/revoke/relays/stats, node up/status.
 // Commands are thin: they parse options and call the cloud's or the node's factory and control API.
 
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { isIP } from 'node:net';
-import { adminNodes, cloudControlPath, createEnrollment, initCloud, revokeNode, startCloud, type NodeRow, type Role } from '../cloud/cloud.js';
+import {
+  adminNodes,
+  adminRelays,
+  cloudControlPath,
+  createEnrollment,
+  initCloud,
+  revokeNode,
+  startCloud,
+  trsControlPaths,
+  type NodeRow,
+  type Role,
+} from '../cloud/cloud.js';
 import { NodeDaemon, type NodeStatus } from '../node/daemon.js';
 import { StateDir } from '../node/state.js';
 import { controlGet } from '../util/control.js';
@@ -67,18 +79,33 @@ export const commands: Command[] = [
   },
   {
     name: 'cloud start',
-    summary: 'Run the cloud services (AS on TCP 4501, NMS on UDP 4502) in the foreground.',
+    summary: 'Run cloud services in the foreground: AS (TCP 4501), NMS (UDP 4502), TRS (UDP 4503; several may share DIR).',
     options: {
       dir: dirOpt,
       db: dbOpt,
-      roles: { type: 'string', help: 'roles to run: as,nms (trs arrives with NAT traversal)', default: 'as,nms' },
+      roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms' },
+      'trs-port': { type: 'string', help: 'UDP port of the TRS (0 = any free port) [default: ports.trs of cloud.json, 4503]' },
+      'trs-advertise': { type: 'string', help: 'addresses the TRS hands out to nodes, comma-separated [default: the host\'s addresses]' },
     },
     required: ['dir'],
     async run(o) {
       const roles = list(o['roles']);
       for (const r of roles) if (!['as', 'nms', 'trs'].includes(r)) throw new ConfigError(`--roles: unknown role ${r}`);
+      if (roles.length === 0) throw new ConfigError('--roles: name at least one of as, nms, trs');
+      const trsPortText = str(o['trs-port']);
+      const trsPort = trsPortText === undefined ? undefined : Number(trsPortText);
+      if (trsPort !== undefined && !(/^[0-9]{1,5}$/.test(trsPortText!) && trsPort <= 65535)) throw new ConfigError(`--trs-port: invalid ${trsPortText}`);
+      const trsAdvertise = list(o['trs-advertise']);
+      for (const a of trsAdvertise) if (isIP(a) === 0) throw new ConfigError(`--trs-advertise: ${a} is not an IP address`);
       const logger = createLogger({ component: 'cloud' });
-      const cloud = await startCloud({ dir: str(o['dir'])!, db: str(o['db']), roles: roles as Role[], logger });
+      const cloud = await startCloud({
+        dir: str(o['dir'])!,
+        db: str(o['db']),
+        roles: roles as Role[],
+        logger,
+        ports: trsPort === undefined ? {} : { trs: trsPort },
+        trsAdvertise,
+      });
       return untilSignal(() => cloud.stop());
     },
   },
@@ -115,12 +142,42 @@ export const commands: Command[] = [
     },
   },
   {
+    name: 'cloud relays',
+    summary: 'List registered TRS processes: id, endpoints, load (active paths), live (heartbeat within 15 s), heartbeat.',
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o) {
+      const rows = await adminRelays(str(o['dir'])!, str(o['db']));
+      if (o['json']) out(JSON.stringify(rows, null, 2));
+      else out(table(rows.map((r) => ({ ...r, endpoints: r.endpoints.join(',') })), ['id', 'endpoints', 'load', 'live', 'heartbeatAt']));
+    },
+  },
+  {
     name: 'cloud stats',
-    summary: 'Counters of the running cloud (requests served, refusals by reason).',
+    summary: 'Counters of the running cloud processes in DIR (requests served, refusals and drops by reason), TRS-only processes included.',
     options: { dir: dirOpt },
     required: ['dir'],
     async run(o) {
-      out(JSON.stringify(await controlGet(cloudControlPath(str(o['dir'])!), '/metrics'), null, 2));
+      const dir = str(o['dir'])!;
+      let main: unknown = null;
+      let mainErr: unknown = null;
+      try {
+        main = await controlGet(cloudControlPath(dir), '/metrics');
+      } catch (err) {
+        mainErr = err;
+      }
+      // TRS-only processes (`--roles trs`) answer on DIR/trs-PORT.sock; sockets left by killed ones are skipped.
+      const relays: Record<string, unknown> = {};
+      for (const path of trsControlPaths(dir)) {
+        try {
+          relays[basename(path, '.sock')] = ((await controlGet(path, '/metrics')) as { trs?: unknown }).trs ?? null;
+        } catch (err) {
+          if (!(err instanceof CyphonicError) || err.code !== 'ERR_NOT_RUNNING') throw err;
+        }
+      }
+      if (mainErr !== null && Object.keys(relays).length === 0) throw mainErr;
+      const shown = (main ?? { as: null, nms: null, trs: null }) as Record<string, unknown>;
+      out(JSON.stringify(Object.keys(relays).length ? { ...shown, trsProcesses: relays } : shown, null, 2));
     },
   },
   {

@@ -1,7 +1,7 @@
 // The cloud's factory: `init` lays out DIR (CA, AS intermediate, TLS cert, config, store), `start` runs the roles,
-// and the admin operations behind `cloud enroll / nodes / revoke`. AS, NMS (and later TRS) can run together or apart.
+// and the admin operations behind `cloud enroll / nodes / revoke / relays`. AS, NMS and TRS run together or apart.
 
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, isAbsolute } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createIntermediateCa, createRootCa, fingerprint, issueServerCertificate, toDer, type CaMaterial } from '../crypto/index.js';
@@ -19,6 +19,10 @@ import { AsService, tokenHash } from './as/service.js';
 import { AsTransport } from './as/transport.js';
 import { NmsService } from './nms/service.js';
 import { NmsTransport } from './nms/transport.js';
+import { loadRelayKey } from './trs/control.js';
+import { isLiveRelay, RelayRegistry } from './trs/registry.js';
+import { TrsService, type TrsStatus } from './trs/service.js';
+import { advertisedEndpoints, TrsTransport } from './trs/transport.js';
 
 export interface CloudInitOptions {
   dir: string;
@@ -37,6 +41,8 @@ const paths = (dir: string) => ({
   tlsCert: join(dir, 'tls', 'server.pem'),
   tlsKey: join(dir, 'tls', 'server.key.pem'),
   control: join(dir, 'cloud.sock'),
+  /** A process running only the TRS role has its own control socket, so several can share DIR. */
+  trsControl: (port: number) => join(dir, `trs-${port}.sock`),
 });
 
 export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
@@ -72,6 +78,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
   writeFileAtomic(p.tlsCert, server.certPem, 0o644);
   const store = await openCloudStore(o.dir, cfg);
   await store.setMeta('domain', cfg.domain);
+  await loadRelayKey(store); // the NMS↔TRS key, made once here (or by the first process that needs it)
   await store.close();
   saveCloudConfig(p.config, cfg); // last: its presence means "initialised"
   return cfg;
@@ -92,6 +99,7 @@ export interface RunningCloud {
   store: Store;
   as: AsService | null;
   nms: NmsService | null;
+  trs: TrsService | null;
   stop(): Promise<void>;
 }
 
@@ -106,20 +114,30 @@ export interface CloudStartOptions {
   host?: string;
   /** Override ports (tests use 0 for ephemeral ports). */
   ports?: Partial<CloudConfig['ports']>;
+  /** Addresses the TRS advertises (with its port). @default the bind address, or the host's addresses when bound to a wildcard */
+  trsAdvertise?: string[];
+  /** TRS heartbeat interval into the store (ms). @default RELAY_HEARTBEAT_MS */
+  relayHeartbeatMs?: number;
 }
 
-export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & { ports: { as: number; nms: number } }> {
+/** The TRS part of `cloud stats`. */
+export interface TrsMetrics extends TrsStatus {
+  counters: Record<string, number>;
+}
+
+export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & { ports: { as: number; nms: number; trs: number } }> {
   const cfg = loadCloudConfig(paths(o.dir).config);
   const p = paths(o.dir);
   const roles = new Set(o.roles ?? ['as', 'nms']);
-  if (roles.has('trs')) throw new ConfigError('the TRS role is not part of this release yet (it arrives with NAT traversal)', 'ERR_ROLE');
   const store = await openCloudStore(o.dir, cfg, o.db);
   const ports = { ...cfg.ports, ...o.ports };
   const stops: (() => Promise<void>)[] = [];
   let as: AsService | null = null;
   let nms: NmsService | null = null;
+  let trs: TrsService | null = null;
   let asPort = 0;
   let nmsPort = 0;
+  let trsPort = 0;
   try {
     if (roles.has('nms')) {
       let transport: NmsTransport | null = null;
@@ -130,6 +148,22 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
+    }
+    if (roles.has('trs')) {
+      const logger = o.logger.child({ component: 'trs' });
+      const host = o.host ?? '::';
+      let transport: TrsTransport | null = null;
+      const service = (trs = new TrsService({}, { relayKey: await loadRelayKey(store), logger, send: (d, port, address) => transport?.send(d, port, address) }));
+      const t = (transport = new TrsTransport({ host, port: ports.trs }, service, logger));
+      trsPort = (await t.start()).port;
+      stops.push(() => t.stop());
+      service.advertise(advertisedEndpoints(trsPort, host, o.trsAdvertise ?? [], cfg.advertise));
+      service.start();
+      stops.push(async () => service.stop());
+      const registry = new RelayRegistry({ heartbeatMs: o.relayHeartbeatMs }, { store, server: service, logger });
+      await registry.start();
+      stops.push(() => registry.stop());
+      logger.info('TRS started', { relay: service.id, udpAddr: service.advertised.map(formatEndpoint).join(',') });
     }
     if (roles.has('as')) {
       const issuer: CaMaterial = { certPem: readFileSync(p.asCert, 'utf8'), keyPem: readFileSync(p.asKey, 'utf8') };
@@ -158,24 +192,29 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       asPort = (await t.start()).port;
       stops.push(() => t.stop());
     }
-    let control: ControlServer | null = null;
-    control = await serveControl(p.control, {
-      '/metrics': () => ({ as: as?.counters.toJSON() ?? null, nms: nms?.counters.toJSON() ?? null }),
+    const trsService = trs;
+    const trsMetrics = (): TrsMetrics | null => (trsService ? { ...trsService.status(), counters: trsService.metrics() } : null);
+    // AS/NMS processes own DIR/cloud.sock; a TRS-only process gets DIR/trs-PORT.sock, so several share one DIR.
+    const controlPath = roles.has('as') || roles.has('nms') ? p.control : p.trsControl(trsPort);
+    const control: ControlServer = await serveControl(controlPath, {
+      '/metrics': () => ({ as: as?.counters.toJSON() ?? null, nms: nms?.counters.toJSON() ?? null, trs: trsMetrics() }),
       '/nodes': () => listNodes(store, cfg),
+      '/relays': () => listRelays(store),
     });
-    stops.push(() => control!.close());
+    stops.push(() => control.close());
   } catch (err) {
     for (const s of stops.reverse()) await s();
     await store.close();
     throw err;
   }
-  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, domain: cfg.domain });
+  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, trs: trsPort, domain: cfg.domain });
   return {
     config: cfg,
     store,
     as,
     nms,
-    ports: { as: asPort, nms: nmsPort },
+    trs,
+    ports: { as: asPort, nms: nmsPort, trs: trsPort },
     async stop() {
       for (const s of stops.reverse()) await s();
       await store.close();
@@ -264,6 +303,48 @@ export async function revokeNode(dir: string, name: string, db?: string): Promis
   }
 }
 
+export interface RelayRow {
+  id: string;
+  endpoints: string[];
+  load: number;
+  live: boolean;
+  startedAt: string;
+  heartbeatAt: string;
+}
+
+/** Registered TRS processes (`cloud relays`), live or not. */
+export async function listRelays(store: Store, now = Date.now()): Promise<RelayRow[]> {
+  return (await store.listRelayServers()).map((r) => ({
+    id: r.id,
+    endpoints: r.endpoints.map(formatEndpoint),
+    load: r.load,
+    live: isLiveRelay(r, now),
+    startedAt: new Date(r.startedAt).toISOString(),
+    heartbeatAt: new Date(r.heartbeatAt).toISOString(),
+  }));
+}
+
+export async function adminRelays(dir: string, db?: string): Promise<RelayRow[]> {
+  const cfg = loadCloudConfig(paths(dir).config);
+  const store = await openCloudStore(dir, cfg, db);
+  try {
+    return await listRelays(store);
+  } finally {
+    await store.close();
+  }
+}
+
 export function cloudControlPath(dir: string): string {
   return paths(dir).control;
+}
+
+/** Control sockets of TRS-only processes in DIR (`trs-PORT.sock`), for `cloud stats`. */
+export function trsControlPaths(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => /^trs-\d+\.sock$/.test(n)).sort().map((n) => join(dir, n));
 }

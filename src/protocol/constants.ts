@@ -45,6 +45,8 @@ export enum MessageType {
   RouteDirectionInitiator = 0x23,
   RelayRequest = 0x24,
   RelayResponse = 0x25,
+  RelayBind = 0x26,
+  RelayBindAck = 0x27,
   TunnelRequest = 0x30,
   TunnelResponse = 0x31,
   Capsule = 0x40,

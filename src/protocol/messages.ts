@@ -23,6 +23,8 @@ export const MAX_CERT_LEN = 8192;
 export const MAX_CHAIN_LEN = 4;
 /** Endpoints in one list (reported local addresses, NMS list, relay candidates). */
 export const MAX_ENDPOINTS = 16;
+/** A TRS's id in RelayResponse (random text, the key of its relay_servers row). */
+export const MAX_RELAY_ID_LEN = 64;
 export const MAX_SIGNATURE_LEN = 256;
 export const MAX_REASON_LEN = 512;
 /** One encoded GeneralNodeInfo record inside InfoResponse. */
@@ -139,15 +141,47 @@ export interface RouteConfirmation {
   accepted: boolean;
 }
 
+/** NMS → TRS (sealed with the cloud's relay key): relay path `pathId` between node `nodeA` and node `nodeB`. */
 export interface RelayRequest {
+  /** Equal to the header id. Never 0. */
   pathId: bigint;
-  endA: Endpoint[];
-  endB: Endpoint[];
+  /** Node id of one end (never 0, never equal to nodeB). */
+  nodeA: number;
+  /** Node id of the other end. */
+  nodeB: number;
+  /** The path's 32-byte Temp Key; the ends seal their RelayBind with keys derived from it. */
+  tempKey: Buffer;
+  /** Unix ms after which the TRS forgets the path. */
+  expiresAt: bigint;
 }
 
+/** TRS → NMS (sealed): the endpoints the two ends must send to. */
 export interface RelayResponse {
   pathId: bigint;
+  /** The TRS's own endpoints (IPv4 and/or IPv6), at least one. */
   relay: Endpoint[];
+  /** The answering TRS's id (its relay_servers row). */
+  relayId: string;
+}
+
+/** Node → TRS, sealed with a key derived from the Temp Key (see src/channel/relay-bind.ts). */
+export interface RelayBind {
+  /** The sender; must be end A or end B of the path. */
+  nodeId: number;
+  /** Sender's clock, unix ms (accepted within ±120 s). */
+  timestamp: bigint;
+}
+
+/** TRS → node, sealed: the bind was accepted. */
+export interface RelayBindAck {
+  /** Echo of the bind's nodeId. */
+  nodeId: number;
+  /** TRS clock, unix ms. */
+  timestamp: bigint;
+  /** Source address and port the TRS saw the bind from (the node's mapping toward the TRS). */
+  observed: Endpoint;
+  /** True when the other end is bound too, so capsules can flow. */
+  peerBound: boolean;
 }
 
 /** Body of both TunnelRequest and TunnelResponse (semantics: see the tunnels issue). */
@@ -193,6 +227,8 @@ export interface BodyMap {
   [MessageType.RouteDirectionInitiator]: RouteDirection;
   [MessageType.RelayRequest]: RelayRequest;
   [MessageType.RelayResponse]: RelayResponse;
+  [MessageType.RelayBind]: RelayBind;
+  [MessageType.RelayBindAck]: RelayBindAck;
   [MessageType.TunnelRequest]: TunnelRequest;
   [MessageType.TunnelResponse]: TunnelResponse;
   [MessageType.Capsule]: Capsule;
@@ -298,12 +334,25 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   [MessageType.RouteDirectionInitiator]: ROUTE_DIRECTION,
   [MessageType.RelayRequest]: [
     { tag: 1, name: 'pathId', kind: 'u64' },
-    { tag: 2, name: 'endA', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
-    { tag: 3, name: 'endB', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+    { tag: 2, name: 'nodeA', kind: 'id' },
+    { tag: 3, name: 'nodeB', kind: 'id' },
+    { tag: 4, name: 'tempKey', kind: 'bytes', size: KEY_LEN },
+    { tag: 5, name: 'expiresAt', kind: 'u64' },
   ],
   [MessageType.RelayResponse]: [
     { tag: 1, name: 'pathId', kind: 'u64' },
     { tag: 2, name: 'relay', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+    { tag: 3, name: 'relayId', kind: 'string', maxSize: MAX_RELAY_ID_LEN },
+  ],
+  [MessageType.RelayBind]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'timestamp', kind: 'u64' },
+  ],
+  [MessageType.RelayBindAck]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'timestamp', kind: 'u64' },
+    { tag: 3, name: 'observed', kind: 'endpoint' },
+    { tag: 4, name: 'peerBound', kind: 'bool' },
   ],
   [MessageType.TunnelRequest]: TUNNEL_HANDSHAKE,
   [MessageType.TunnelResponse]: TUNNEL_HANDSHAKE,
@@ -325,8 +374,25 @@ const checkDirectionRequest: Check<DirectionRequest> = (b) =>
 const checkRouteDirection: Check<RouteDirection> = (b) =>
   isPathType(b.pathType) ? undefined : `pathType ${b.pathType} is not a PathType`;
 
+const checkRelayRequest: Check<RelayRequest> = (b) => {
+  if (b.pathId === 0n) return 'pathId must not be 0';
+  if (b.nodeA === 0 || b.nodeB === 0) return 'node ids must not be 0';
+  return b.nodeA === b.nodeB ? 'nodeA and nodeB must differ' : undefined;
+};
+
+const checkRelayResponse: Check<RelayResponse> = (b) => {
+  if (b.relay.length === 0) return 'at least one relay endpoint is required';
+  return b.relayId === '' ? 'relayId must not be empty' : undefined;
+};
+
+const checkNodeId: Check<{ nodeId: number }> = (b) => (b.nodeId === 0 ? 'nodeId must not be 0' : undefined);
+
 const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
   [MessageType.DirectionRequest]: checkDirectionRequest,
+  [MessageType.RelayRequest]: checkRelayRequest,
+  [MessageType.RelayResponse]: checkRelayResponse,
+  [MessageType.RelayBind]: checkNodeId,
+  [MessageType.RelayBindAck]: checkNodeId,
   [MessageType.RouteDirectionResponder]: checkRouteDirection,
   [MessageType.RouteDirectionInitiator]: checkRouteDirection,
 };

@@ -55,6 +55,18 @@ export interface RegistrationRecord {
   lastSeq: bigint;
 }
 
+/** One running TRS (Tunnel Relay Service) process, as it registers itself and heartbeats. */
+export interface RelayServerRecord {
+  /** Random text id chosen by the TRS process at start (unique per process, ≤ 64 characters). */
+  id: string;
+  /** Where nodes and the NMS reach it (its advertised addresses with its UDP port). */
+  endpoints: Endpoint[];
+  /** Active relayed paths. */
+  load: number;
+  startedAt: number;
+  heartbeatAt: number;
+}
+
 export type TokenResult = { ok: true; name: string } | { ok: false; reason: 'unknown' | 'used' | 'expired' };
 
 /** Address pools as CIDR text, e.g. { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' }. */
@@ -96,6 +108,11 @@ export interface Store {
 
   getMeta(key: string): Promise<string | null>;
   setMeta(key: string, value: string): Promise<void>;
+  /**
+   * Stores `value` under `key` unless the key already has a value; returns the value stored now (the
+   * existing one, or `value`). Atomic: concurrent callers, also in other processes, all get the same answer.
+   */
+  setMetaIfAbsent(key: string, value: string): Promise<string>;
 
   /** StoreError 'ERR_STORE_DUPLICATE' if the hash already exists. */
   createEnrollmentToken(rec: NewEnrollmentToken): Promise<void>;
@@ -142,4 +159,14 @@ export interface Store {
   listRegistrations(): Promise<RegistrationRecord[]>;
   /** No-op if absent. */
   deleteRegistration(nodeId: number): Promise<void>;
+
+  /**
+   * Inserts or replaces a TRS's row (its heartbeat). StoreError 'ERR_STORE_INVALID' for an empty or over-long
+   * id (> 64 characters), a bad endpoint or a load that is not a non-negative integer.
+   */
+  upsertRelayServer(rec: RelayServerRecord): Promise<void>;
+  /** Every registered TRS, live or not (callers judge liveness by heartbeatAt), ordered by id. */
+  listRelayServers(): Promise<RelayServerRecord[]>;
+  /** No-op if absent. */
+  deleteRelayServer(id: string): Promise<void>;
 }

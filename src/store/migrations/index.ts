@@ -2,6 +2,7 @@
 // Append new migrations at the end with the next version number; released ones are immutable.
 
 import { initial } from './0001-initial.js';
+import { relayServers } from './0002-relay-servers.js';
 import type { Migration } from './types.js';
 
 export type { Migration } from './types.js';
@@ -13,7 +14,7 @@ export const SCHEMA_MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS schema_migratio
   applied_at BIGINT NOT NULL
 )`;
 
-export const MIGRATIONS: readonly Migration[] = [initial];
+export const MIGRATIONS: readonly Migration[] = [initial, relayServers];
 
 // Guard against editing mistakes: versions must be 1, 2, 3… in order.
 MIGRATIONS.forEach((m, i) => {

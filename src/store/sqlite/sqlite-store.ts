@@ -21,6 +21,7 @@ import type {
   NodeRecord,
   Pools,
   RegistrationRecord,
+  RelayServerRecord,
   Store,
   TokenResult,
 } from '../types.js';
@@ -66,6 +67,14 @@ interface RegRow {
   registered_at: number;
   last_seen: number;
   last_seq: string;
+}
+
+interface RelayRow {
+  id: string;
+  endpoints: string;
+  load: number;
+  started_at: number;
+  heartbeat_at: number;
 }
 
 interface TokenRow {
@@ -114,16 +123,42 @@ function regFromRow(r: RegRow): RegistrationRecord {
   };
 }
 
-function decodeEndpoints(text: string): Endpoint[] {
+function decodeEndpoints(text: string, row = 'registration row: reported'): Endpoint[] {
   const parsed: unknown = JSON.parse(text);
-  if (!Array.isArray(parsed)) throw new StoreError('ERR_STORE', 'corrupt registration row: reported is not a list');
+  if (!Array.isArray(parsed)) throw new StoreError('ERR_STORE', `corrupt ${row} is not a list`);
   return parsed.map((e: unknown) => {
     const o = e as { address?: unknown; port?: unknown };
     if (typeof o?.address !== 'string' || typeof o.port !== 'number') {
-      throw new StoreError('ERR_STORE', 'corrupt registration row: bad endpoint');
+      throw new StoreError('ERR_STORE', `corrupt ${row}: bad endpoint`);
     }
     return { address: o.address, port: o.port };
   });
+}
+
+function relayFromRow(r: RelayRow): RelayServerRecord {
+  return {
+    id: r.id,
+    endpoints: decodeEndpoints(r.endpoints, 'relay server row: endpoints'),
+    load: r.load,
+    startedAt: r.started_at,
+    heartbeatAt: r.heartbeat_at,
+  };
+}
+
+/** Longest relay server id the store accepts (ids are short random text). */
+const MAX_RELAY_ID_LEN = 64;
+
+function checkRelay(rec: RelayServerRecord): { id: string; endpoints: string } {
+  if (typeof rec?.id !== 'string' || rec.id === '' || rec.id.length > MAX_RELAY_ID_LEN) {
+    throw new StoreError('ERR_STORE_INVALID', `relay server id must be 1..${MAX_RELAY_ID_LEN} characters`);
+  }
+  if (!Array.isArray(rec.endpoints)) throw new StoreError('ERR_STORE_INVALID', 'relay server endpoints must be a list');
+  const endpoints = rec.endpoints.map((e, i) => checkEndpoint(e, `endpoints[${i}]`));
+  if (!Number.isInteger(rec.load) || rec.load < 0) throw new StoreError('ERR_STORE_INVALID', 'relay server load must be a non-negative integer');
+  if (!Number.isInteger(rec.startedAt) || !Number.isInteger(rec.heartbeatAt)) {
+    throw new StoreError('ERR_STORE_INVALID', 'relay server startedAt/heartbeatAt must be integers (unix ms)');
+  }
+  return { id: rec.id, endpoints: JSON.stringify(endpoints) };
 }
 
 function checkEndpoint(e: Endpoint, what: string): Endpoint {
@@ -193,6 +228,7 @@ class SqliteStore implements Store {
     this.#s = {
       getMeta: p('SELECT value FROM meta WHERE key = ?'),
       setMeta: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+      insertMetaIfAbsent: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
       insertToken: p('INSERT INTO enrollment_tokens (token_hash, name, expires_at, created_at, used_at) VALUES (?, ?, ?, ?, NULL)'),
       consumeToken: p(
         'UPDATE enrollment_tokens SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING name',
@@ -235,6 +271,13 @@ class SqliteStore implements Store {
       getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
       listRegs: p('SELECT * FROM registrations ORDER BY node_id'),
       deleteReg: p('DELETE FROM registrations WHERE node_id = ?'),
+      upsertRelay: p(
+        `INSERT INTO relay_servers (id, endpoints, load, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, load = excluded.load,
+           started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+      ),
+      listRelays: p('SELECT * FROM relay_servers ORDER BY id'),
+      deleteRelay: p('DELETE FROM relay_servers WHERE id = ?'),
     };
     // Indexes can exceed 2^53 in a big IPv6 pool in principle: read them as bigint.
     this.#maxV4 = p('SELECT MAX(vip4_index) AS m FROM nodes WHERE vip4_pool = ?').safeIntegers(true);
@@ -278,6 +321,14 @@ class SqliteStore implements Store {
   setMeta(key: string, value: string): Promise<void> {
     return this.#run(() => {
       this.#stmt('setMeta').run(key, value);
+    });
+  }
+
+  setMetaIfAbsent(key: string, value: string): Promise<string> {
+    return this.#run(() => {
+      // INSERT … DO NOTHING is the atomic step; whoever wrote first, every caller then reads the same row.
+      this.#stmt('insertMetaIfAbsent').run(key, value);
+      return (this.#stmt('getMeta').get(key) as { value: string }).value;
     });
   }
 
@@ -469,6 +520,23 @@ class SqliteStore implements Store {
   deleteRegistration(nodeId: number): Promise<void> {
     return this.#run(() => {
       this.#stmt('deleteReg').run(nodeId);
+    });
+  }
+
+  upsertRelayServer(rec: RelayServerRecord): Promise<void> {
+    return this.#run(() => {
+      const { id, endpoints } = checkRelay(rec);
+      this.#stmt('upsertRelay').run(id, endpoints, rec.load, rec.startedAt, rec.heartbeatAt);
+    });
+  }
+
+  listRelayServers(): Promise<RelayServerRecord[]> {
+    return this.#run(() => (this.#stmt('listRelays').all() as RelayRow[]).map(relayFromRow));
+  }
+
+  deleteRelayServer(id: string): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('deleteRelay').run(id);
     });
   }
 }

@@ -96,12 +96,17 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
   [MessageType.RouteDirectionResponder]: { ...routeDirection, initiator: false },
   [MessageType.RouteConfirmation]: { pathId: 99n, accepted: true },
   [MessageType.RouteDirectionInitiator]: routeDirection,
-  [MessageType.RelayRequest]: {
+  [MessageType.RelayRequest]: { pathId: 99n, nodeA: 7, nodeB: 42, tempKey: key(5), expiresAt: 1_900_000_000_000n },
+  [MessageType.RelayResponse]: {
     pathId: 99n,
-    endA: [{ address: '203.0.113.7', port: 30000 }],
-    endB: [{ address: '203.0.113.9', port: 61000 }],
+    relay: [
+      { address: '192.0.2.50', port: 4503 },
+      { address: '2001:db8::50', port: 4503 },
+    ],
+    relayId: 'trs-5f3a9c',
   },
-  [MessageType.RelayResponse]: { pathId: 99n, relay: [{ address: '192.0.2.50', port: 4503 }] },
+  [MessageType.RelayBind]: { nodeId: 7, timestamp: 1_700_000_000_789n },
+  [MessageType.RelayBindAck]: { nodeId: 7, timestamp: 1_700_000_000_790n, observed: { address: '203.0.113.9', port: 61000 }, peerBound: false },
   [MessageType.TunnelRequest]: {
     pathId: 99n,
     nodeId: 7,
@@ -140,7 +145,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 21);
+  assert.equal(TYPES.length, 23);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
@@ -229,6 +234,27 @@ test('RouteDirection pathType must be a PathType', () => {
     decodeBody(MessageType.RouteDirectionResponder, encodeBody(MessageType.RouteDirectionResponder, minimal)),
     minimal,
   );
+});
+
+test('relay messages: cross-field rules on encode and decode', () => {
+  const rq = FIXTURES[MessageType.RelayRequest];
+  const rs = FIXTURES[MessageType.RelayResponse];
+  const bad: [MessageType, unknown][] = [
+    [MessageType.RelayRequest, { ...rq, nodeB: rq.nodeA }],
+    [MessageType.RelayRequest, { ...rq, nodeA: 0 }],
+    [MessageType.RelayRequest, { ...rq, pathId: 0n }],
+    [MessageType.RelayResponse, { ...rs, relay: [] }],
+    [MessageType.RelayResponse, { ...rs, relayId: '' }],
+    [MessageType.RelayBind, { nodeId: 0, timestamp: 1n }],
+    [MessageType.RelayBindAck, { ...FIXTURES[MessageType.RelayBindAck], nodeId: 0 }],
+  ];
+  for (const [t, body] of bad) {
+    assert.throws(() => encodeBody(t, body as never), RangeError, MessageType[t]);
+    const raw = encodeTlv(SCHEMAS[t] as never, body as never);
+    assert.throws(() => decodeBody(t, raw), isDecodeError, MessageType[t]);
+  }
+  assert.throws(() => encodeBody(MessageType.RelayRequest, { ...rq, tempKey: Buffer.alloc(31) }), RangeError);
+  assert.throws(() => encodeBody(MessageType.RelayResponse, { ...rs, relayId: 'x'.repeat(65) }), RangeError);
 });
 
 test('field limits from the catalogue are enforced', () => {

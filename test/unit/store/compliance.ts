@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { contains, offsetOf } from '../../../src/net/addr/cidr.js';
 import { StoreError } from '../../../src/store/errors.js';
-import type { NodeRecord, Pools, RegistrationRecord, Store } from '../../../src/store/types.js';
+import type { NodeRecord, Pools, RegistrationRecord, RelayServerRecord, Store } from '../../../src/store/types.js';
 
 export const POOLS: Pools = { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' };
 
@@ -56,6 +56,18 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>): v
           assert.equal(await s.getMeta('ca.fingerprint'), 'def');
           await s.setMeta('empty', '');
           assert.equal(await s.getMeta('empty'), '');
+        }));
+
+      test('setMetaIfAbsent: the first value wins, also among concurrent callers', () =>
+        withStore(async (s) => {
+          assert.equal(await s.setMetaIfAbsent('relay.key', 'first'), 'first');
+          assert.equal(await s.setMetaIfAbsent('relay.key', 'second'), 'first');
+          assert.equal(await s.getMeta('relay.key'), 'first');
+          const got = await Promise.all(Array.from({ length: 20 }, (_, i) => s.setMetaIfAbsent('race', `v${i}`)));
+          assert.equal(new Set(got).size, 1);
+          assert.equal(await s.getMeta('race'), got[0]);
+          await s.setMeta('relay.key', 'replaced');
+          assert.equal(await s.setMetaIfAbsent('relay.key', 'third'), 'replaced');
         }));
 
       test('migrate is idempotent', () =>
@@ -350,6 +362,48 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>): v
           assert.equal((await s.listRegistrations())[0]?.lastSeq, max);
           await rejectsWith(s.touchRegistration(a.id, 3, -1n, { address: '::1', port: 9 }), 'ERR_STORE_INVALID');
           await rejectsWith(s.upsertRegistration(reg(a.id, { observed: { address: 'x', port: 70000 } })), 'ERR_STORE_INVALID');
+        }));
+    });
+
+    describe('relay servers', () => {
+      const relay = (id: string, over: Partial<RelayServerRecord> = {}): RelayServerRecord => ({
+        id,
+        endpoints: [
+          { address: '198.51.100.7', port: 4503 },
+          { address: '2001:db8::7', port: 4503 },
+        ],
+        load: 0,
+        startedAt: 1_700_000_000_000,
+        heartbeatAt: 1_700_000_000_000,
+        ...over,
+      });
+
+      test('upsert, heartbeat, list, delete', () =>
+        withStore(async (s) => {
+          assert.deepEqual(await s.listRelayServers(), []);
+          await s.upsertRelayServer(relay('trs-b'));
+          await s.upsertRelayServer(relay('trs-a', { endpoints: [] }));
+          assert.deepEqual(await s.listRelayServers(), [relay('trs-a', { endpoints: [] }), relay('trs-b')]);
+          // a heartbeat replaces load, endpoints and heartbeat time
+          const beat = relay('trs-b', { load: 17, heartbeatAt: 1_700_000_005_000, endpoints: [{ address: '::1', port: 4600 }] });
+          await s.upsertRelayServer(beat);
+          assert.deepEqual((await s.listRelayServers()).find((r) => r.id === 'trs-b'), beat);
+          await s.deleteRelayServer('trs-a');
+          await s.deleteRelayServer('trs-a');
+          await s.deleteRelayServer('never-there');
+          assert.deepEqual(await s.listRelayServers(), [beat]);
+        }));
+
+      test('invalid records are refused', () =>
+        withStore(async (s) => {
+          await rejectsWith(s.upsertRelayServer(relay('')), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertRelayServer(relay('x'.repeat(65))), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertRelayServer(relay('r', { load: -1 })), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertRelayServer(relay('r', { load: 1.5 })), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertRelayServer(relay('r', { endpoints: [{ address: 'x', port: 70000 }] })), 'ERR_STORE_INVALID');
+          assert.deepEqual(await s.listRelayServers(), []);
+          await s.upsertRelayServer(relay('x'.repeat(64)));
+          assert.equal((await s.listRelayServers()).length, 1);
         }));
     });
   });

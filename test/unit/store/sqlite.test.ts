@@ -211,6 +211,23 @@ describe('sqlite store specifics', () => {
       assert.equal(new Set(nodes.map((n) => n.vip6)).size, 100);
     });
   });
+  test('several processes racing setMetaIfAbsent all read the same value', async () => {
+    const path = freshPath();
+    await withStore(path, async () => {});
+    const script = `
+      const { openStore } = await import(process.argv[1]);
+      const [, , path, tag] = process.argv;
+      const store = await openStore(path);
+      const v = await store.setMetaIfAbsent('relay.key', tag);
+      await store.close();
+      process.stdout.write(v + '\\n');
+    `;
+    const results = await Promise.all(['p0', 'p1', 'p2', 'p3'].map((tag) => runChild(script, [path, tag])));
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    const values = new Set(results.map((r) => r.stdout.trim()));
+    assert.equal(values.size, 1);
+    await withStore(path, async (s) => assert.equal(await s.getMeta('relay.key'), [...values][0]));
+  });
 });
 
 describe('openStore URLs', () => {
