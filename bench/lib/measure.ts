@@ -76,8 +76,10 @@ export async function routeMtu(host: Host, target: string): Promise<number> {
 
 /** IPv4 fragments one UDP datagram of `payload` bytes becomes on a link of `mtu` (1 when it fits). */
 export function udp4Fragments(payload: number, mtu: number): number {
-  const perFragment = Math.floor((mtu - 20) / 8) * 8;
-  return Math.ceil((payload + 8) / perFragment);
+  const l4 = payload + 8;
+  if (l4 <= mtu - 20) return 1;
+  const perFragment = Math.floor((mtu - 20) / 8) * 8; // all but the last fragment carry a multiple of 8 bytes
+  return Math.ceil(l4 / perFragment);
 }
 
 // ---- dig ------------------------------------------------------------------------------------
