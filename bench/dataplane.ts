@@ -1,7 +1,8 @@
-// Data-plane benchmark: plain veth vs wireguard-go vs Nebula vs cyphonic between two namespaces of one
-// testbed — TCP (1 and 4 streams), UDP 1400-byte packets/s and loss, ping RTT, CPU s per Gbit; prints tables.
+// Data-plane benchmark: plain veth vs wireguard-go vs Nebula vs cyphonic (and cyphonic on its portable path,
+// --no-offload) between two namespaces of one testbed — TCP (1 and 4 streams), UDP 1400-byte packets/s and loss,
+// ping RTT, CPU s per Gbit; prints tables.
 //
-// usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic] [--seconds N] [--repeat N] [--udp-len B] [--udp-rate R]
+// usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic,portable] [--seconds N] [--repeat N] [--udp-len B] [--udp-rate R]
 // needs root and iperf3, wireguard-go, wireguard-tools, nebula, bind9-dnsutils (scripts/setup.sh installs them).
 
 import { execFileSync } from 'node:child_process';
@@ -15,9 +16,9 @@ import { setupWireguard } from './lib/wireguard.js';
 import { setupNebula } from './lib/nebula.js';
 import { setupOverlay, type Overlay } from './lib/cyphonic.js';
 
-type RowKey = 'veth' | 'wg' | 'nebula' | 'cyphonic';
-const ROW_LABEL: Record<RowKey, string> = { veth: 'plain veth', wg: 'wireguard-go', nebula: 'Nebula', cyphonic: 'cyphonic' };
-const ALL_ROWS: RowKey[] = ['veth', 'wg', 'nebula', 'cyphonic'];
+type RowKey = 'veth' | 'wg' | 'nebula' | 'cyphonic' | 'portable';
+const ROW_LABEL: Record<RowKey, string> = { veth: 'plain veth', wg: 'wireguard-go', nebula: 'Nebula', cyphonic: 'cyphonic', portable: 'cyphonic --no-offload' };
+const ALL_ROWS: RowKey[] = ['veth', 'wg', 'nebula', 'cyphonic', 'portable'];
 /** Rows cyphonic is compared with (ratio lines). */
 const REFERENCE_ROWS: RowKey[] = ['wg', 'nebula'];
 
@@ -30,7 +31,7 @@ interface Options {
 }
 
 function usage(): string {
-  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic] [--seconds N (10)] [--repeat N (1)] [--udp-len PAYLOAD BYTES (1372: 1400-byte IPv4 packets)] [--udp-rate RATE (0 = unlimited)]\n';
+  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic,portable] [--seconds N (10)] [--repeat N (1)] [--udp-len PAYLOAD BYTES (1372: 1400-byte IPv4 packets)] [--udp-rate RATE (0 = unlimited)]\n';
 }
 
 function parseArgs(argv: string[]): Options {
@@ -174,17 +175,35 @@ function resolverOf(dns: string | null, vip4: string): { addr: string; port: num
   return { addr: dns, port: 53 };
 }
 
-async function cyphonicRow(row: Row, extra: CyphonicExtra, o: Options, tb: Testbed, a: Host, b: Host, server: IperfServer, dir: string): Promise<void> {
-  // 'c' is only ever looked up by name, so its DNS first contact is not warmed by the a<->b tunnel.
-  const cloudHost = await tb.addHost('cloud', { site: tb.global, family: 'dual' });
-  const c = await tb.addHost('c', { site: tb.global, family: 'dual' });
+/** Hosts the cyphonic rows share: the cloud, and 'c' (looked up by name only, so its DNS first contact is cold). */
+interface OverlayHosts {
+  cloud: Host;
+  c: Host;
+}
+
+async function overlayHosts(tb: Testbed, have: OverlayHosts | null): Promise<OverlayHosts> {
+  return have ?? { cloud: await tb.addHost('cloud', { site: tb.global, family: 'dual' }), c: await tb.addHost('c', { site: tb.global, family: 'dual' }) };
+}
+
+/**
+ * A cyphonic row on a fresh overlay (cloud + a, b, c) in `dir`. With `extra`, also the first-contact figures;
+ * `nodeArgs` go to every `node up` (the portable row passes --no-offload).
+ */
+async function cyphonicRow(row: Row, extra: CyphonicExtra | null, o: Options, hosts: OverlayHosts, a: Host, b: Host, server: IperfServer, dir: string, nodeArgs: string[] = []): Promise<void> {
   let ov: Overlay | null = null;
   try {
-    ov = await setupOverlay(cloudHost, [a, b, c], dir);
+    ov = await setupOverlay(hosts.cloud, [a, b, hosts.c], dir, nodeArgs);
     const na = ov.nodes.get('a')!;
     const nb = ov.nodes.get('b')!;
     const nc = ov.nodes.get('c')!;
     row.notes.push(`vips a=${na.vip4} b=${nb.vip4}, resolver ${na.dns ?? '(status has no dns; tried vip4:53)'}`);
+    const offload = (na.status as { offload?: unknown }).offload;
+    row.notes.push(`offload at a: ${JSON.stringify(offload ?? null)}`);
+    if (!extra) {
+      const overlay = ov;
+      await measure(row, o, a, nb.vip4, server, () => overlay.pids(['a', 'b']));
+      return;
+    }
 
     const res = resolverOf(na.dns, na.vip4);
     const digC = (): Promise<DigResult> => dig(a, res.addr, 'c.cyphonic.internal', 'A', res.port);
@@ -247,7 +266,7 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
   out.push(`${o.seconds} s per iperf3 run, ${o.repeat} run(s) each (medians), ${cpu.length} x ${cpu[0]?.model.trim() ?? '?'}, Linux ${kernel}, node ${process.version}, ${versions()}`);
   out.push('');
   const head = ['', 'TCP 1 Gbit/s', 'TCP 4 Gbit/s', `UDP ${o.udpLen + 28} B pkt/s`, 'UDP loss %', 'RTT ms', 'CPU s/Gbit'];
-  const w = [14, 13, 13, 17, 11, 8, 11];
+  const w = [Math.max(14, ...rows.map((r) => ROW_LABEL[r.key].length)), 13, 13, 17, 11, 8, 11];
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' ');
   out.push(line(head));
   out.push(line(w.map((n) => '-'.repeat(n))));
@@ -323,6 +342,7 @@ async function main(): Promise<void> {
     const b = await tb.addHost('b', { site: tb.global, family: 'dual' });
     const server = new IperfServer(b, join(work.dir, 'iperf3-server.log'));
     await server.start();
+    let hosts: OverlayHosts | null = null;
     for (const key of o.only) {
       const row = emptyRow(key);
       rows.push(row);
@@ -344,9 +364,13 @@ async function main(): Promise<void> {
           } finally {
             await neb.stop();
           }
-        } else {
+        } else if (key === 'cyphonic') {
           extra = { firstPing: null, dnsFirst: null, dnsWarm: null, dnsAnswer: '', path: '', routeMs: null, tunnelMs: null, errors: [] };
-          await cyphonicRow(row, extra, o, tb, a, b, server, work.dir);
+          hosts = await overlayHosts(tb, hosts);
+          await cyphonicRow(row, extra, o, hosts, a, b, server, join(work.dir, key));
+        } else {
+          hosts = await overlayHosts(tb, hosts);
+          await cyphonicRow(row, null, o, hosts, a, b, server, join(work.dir, key), ['--no-offload']);
         }
       } catch (err) {
         row.errors.push(`setup: ${errMsg(err)}`);

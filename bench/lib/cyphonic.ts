@@ -51,7 +51,7 @@ async function untilExit<T>(p: NodeProc, work: Promise<T>): Promise<T> {
 }
 
 /** Cloud on `cloudHost`, one node per host (named after the host), all registered with a vip4. */
-export async function setupOverlay(cloudHost: Host, hosts: readonly Host[], dir: string): Promise<Overlay> {
+export async function setupOverlay(cloudHost: Host, hosts: readonly Host[], dir: string, nodeArgs: readonly string[] = []): Promise<Overlay> {
   const cloud = new CloudProc(cloudHost, dir);
   const procs: NodeProc[] = [];
   const stop = async (): Promise<void> => {
@@ -66,7 +66,7 @@ export async function setupOverlay(cloudHost: Host, hosts: readonly Host[], dir:
       const token = await cloud.enroll(h.name);
       const p = new NodeProc(h, dir, h.name);
       procs.push(p);
-      p.start(token);
+      p.start(token, [...nodeArgs]);
     }
     for (const p of procs) {
       try {
