@@ -370,7 +370,8 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
     tunUsed = 0;
   };
 
-  const one = (frame: Buffer, meta: Uint8Array): void => {
+  /** Datagram i of the batch: `frame`, its source at metas[m..m+20) (read only for frames that go to the main thread). */
+  const one = (frame: Buffer, m: number): void => {
     const n = frame.length;
     if (n >= HEADER_LEN && frame[1] === MessageType.Capsule) {
       const entry = paths.get(frame.readBigUInt64BE(HEADER_OFFSETS.id));
@@ -411,13 +412,13 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       a[g(GLOBAL.malformed)]!++; // garbage costs a counter here, not a message to the main thread
       return;
     }
-    const fam = meta[0] === 6 ? 6 : 4;
+    const fam = metas[m] === 6 ? 6 : 4;
     port.postMessage({
       op: 'datagram',
       data: Uint8Array.prototype.slice.call(frame, 0, n),
       family: fam,
-      addr: meta.slice(4, fam === 4 ? 8 : 20),
-      port: (meta[2]! << 8) | meta[3]!,
+      addr: metas.slice(m + 4, m + (fam === 4 ? 8 : 20)),
+      port: (metas[m + 2]! << 8) | metas[m + 3]!,
     } satisfies FromWorker);
   };
 
@@ -435,7 +436,7 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         a[g(GLOBAL.malformed)]!++; // truncated: larger than any datagram we send
         continue;
       }
-      one(buf.subarray(offs[i]!, offs[i]! + n), metas.subarray(i * 20, i * 20 + 20));
+      one(buf.subarray(offs[i]!, offs[i]! + n), i * 20);
     }
     flushTun();
   }
