@@ -1,13 +1,13 @@
 // The data-plane hot path: ONE worker thread carries both directions, in a synchronous loop (no event loop turns):
 //
-//        ┌──────────────────────────────────────────────────────────────────────────────────────┐
-//        │  outside: recvmmsg (non-blocking) ─► capsule? open by path id (AEAD + replay window)  │
-//        │                                      ─► TUN writes per batch                          │
-//        │                                      └─ anything else (signaling, handshakes) ─► main │
-//        │  inside:  TUN read (non-blocking) ─► route by destination virtual IP ─► seal with the │
-//        │           peer's End Key into one buffer ─► sendmmsg per run of packets to one peer   │
-//        │  both empty? ─► waitAny(TUN, UDP, wake eventfd) — after activity, a bounded spin first │
-//        └──────────────────────────────────────────────────────────────────────────────────────┘
+//        ┌──────────────────────────────────────────────────────────────────────────────────────────┐
+//        │  outside: recvmmsg (non-blocking) ─► capsule? open by path id (AEAD + replay window)     │
+//        │                                     ─► TUN writes per batch                              │
+//        │                                     └─ anything else (signaling, handshakes) ─► main     │
+//        │  inside:  TUN read (non-blocking) ─► route by destination virtual IP ─► seal with the    │
+//        │           peer's End Key into one buffer ─► sendmmsg per run of packets to one peer      │
+//        │  both empty? ─► waitAny(TUN, UDP, wake eventfd): sleep (optional bounded spin: SPIN_US)  │
+//        └──────────────────────────────────────────────────────────────────────────────────────────┘
 //
 // Why one thread and this order (latency): a TUN write runs the receiving stack synchronously, so an ICMP echo
 // reply or a TCP ACK is usually queued on the TUN before tunWriteMany returns; the inside step that follows in the
@@ -81,8 +81,9 @@ export type FromWorker =
 
 /**
  * Tunable: after a turn that moved packets, look again without sleeping for up to this many µs before blocking.
- * A reply that comes back within it (a ping through a fast peer, the next packets of a burst) finds the thread
- * awake. Bounded: at most one spin per burst of activity, never while idle. 0 turns it off.
+ * A reply that comes back within it finds the thread awake. Bounded: at most one spin per burst of activity,
+ * never while idle. Off: on the 2-vCPU test VM neither 50 nor 200 µs paid (bench/rtt.ts) — the caches go cold
+ * during a busy wait too, and a spinning thread takes a CPU from the peer it waits for. DataPlaneInit.spinUs.
  */
 export const SPIN_US = 0;
 /** Tunable: poll timeout of the blocking wait (ms); control messages also wake it through the eventfd. */
@@ -138,7 +139,7 @@ function sessionFrom(k: SessionKeys): DataSession {
  * Tunable: seal+open rounds run on a throw-away session pair when the worker starts, so that V8 has optimized the
  * session code (DataSession, the AEAD wrapper, the replay window) before the first real packet. Optimized code is
  * a fraction of the interpreter's instruction footprint, and on a machine whose caches and TLBs are cold after
- * every idle gap (bench/cold-path.ts), footprint is latency: ~80 µs less per ping. Costs ~0.1 s of CPU at start.
+ * every idle gap (bench/cold-path.ts), footprint is latency: ~100 µs less per ping. Costs ~0.1 s of CPU at start.
  */
 const WARMUP_ROUNDS = 20_000;
 /**
