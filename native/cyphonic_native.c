@@ -22,11 +22,13 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
 #include <openssl/evp.h>
 
+#include "gcm_small.h"
 #include "offload.h"
 
 #ifndef UDP_SEGMENT
@@ -335,7 +337,23 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 typedef struct {
   EVP_CIPHER_CTX *enc;  // key schedule set once; each seal only sets the IV
   EVP_CIPHER_CTX *dec;
+  gcm_small_t *small;   // the same key for short messages (gcm_small.c), or NULL where the CPU lacks AES-NI
 } aead_t;
+
+// Messages up to this many bytes go through gcm_small (a small footprint: what a lone packet waits for on a cold
+// cache); longer ones through OpenSSL (faster per byte, for bulk). Both produce the same bytes.
+#define SMALL_MAX 512
+
+// -1 = not probed yet; then whether gcm_small may be used (CPU support; CYPHONIC_AEAD_SMALL=0 turns it off).
+static int small_ok = -1;
+
+static int small_usable(void) {
+  if (small_ok < 0) {
+    const char *env = getenv("CYPHONIC_AEAD_SMALL");
+    small_ok = gcm_small_supported() && !(env && strcmp(env, "0") == 0);
+  }
+  return small_ok;
+}
 
 // Tags the external so a foreign external (or a plain object) can never be taken for an aead_t.
 static const napi_type_tag AEAD_TAG = {0x6379706f6e696331ULL, 0x616561645f63747aULL};
@@ -344,6 +362,11 @@ static void aead_free_ctx(aead_t *a) {
   EVP_CIPHER_CTX_free(a->enc);  // EVP_CIPHER_CTX_free cleanses the key schedule
   EVP_CIPHER_CTX_free(a->dec);
   a->enc = a->dec = NULL;
+  if (a->small) {
+    explicit_bzero(a->small, gcm_small_size());
+    free(a->small);
+    a->small = NULL;
+  }
 }
 
 static void aead_finalize(napi_env env, void *data, void *hint) {
@@ -395,6 +418,10 @@ static napi_value aead_create(napi_env env, napi_callback_info info) {
     free(a);
     napi_throw_error(env, "ERR_CRYPTO", "aeadCreate: OpenSSL context setup failed");
     return NULL;
+  }
+  if (small_usable()) {
+    a->small = aligned_alloc(16, (gcm_small_size() + 15) & ~(size_t)15);
+    if (a->small) gcm_small_init(a->small, key);
   }
   if (napi_create_external(env, a, aead_finalize, NULL, &ext) != napi_ok) {
     aead_free_ctx(a);
@@ -470,6 +497,10 @@ static napi_value aead_seal(napi_env env, napi_callback_info info) {
     arg_error(env, 1, "aeadSeal: plaintext and out partially overlap");
     return NULL;
   }
+  if (r.a->small && r.in_len <= SMALL_MAX) {
+    gcm_small_seal(r.a->small, r.nonce, r.aad, r.aad_len, r.in, r.in_len, r.out);
+    return num(env, (double)total);
+  }
   EVP_CIPHER_CTX *c = r.a->enc;
   if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, r.nonce) != 1 ||
       (r.aad_len > 0 && EVP_EncryptUpdate(c, NULL, &n, r.aad, (int)r.aad_len) != 1) ||
@@ -499,6 +530,11 @@ static napi_value aead_open(napi_env env, napi_callback_info info) {
   if (overlaps_badly(r.in, r.in_len, r.out, ct_len)) {
     arg_error(env, 1, "aeadOpen: sealed and out partially overlap");
     return NULL;
+  }
+  if (r.a->small && ct_len <= SMALL_MAX) {
+    if (gcm_small_open(r.a->small, r.nonce, r.aad, r.aad_len, r.in, ct_len, r.out)) return num(env, (double)ct_len);
+    memset(r.out, 0, ct_len);  // as below (nothing was decrypted, but the contract is a zeroed out region)
+    return num(env, -1);
   }
   memcpy(tag, r.in + ct_len, TAG_LEN);  // copied first: in-place decryption may not clobber it, but be safe
   EVP_CIPHER_CTX *c = r.a->dec;
@@ -721,6 +757,7 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
   size_t got = 0;
   for (int pass = 0; pass < 2 && got == 0; pass++) {
     if (pass == 1) {
+      if (timeout == 0) break;  // a non-blocking look: no poll() when the queue was empty
       int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
       if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
     }
@@ -736,6 +773,53 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
     }
   }
   return num(env, (double)got);
+}
+
+// waitAny(tunFd, udpFd, wakeFd, timeoutMs, spinUs) -> bit set: 1 = tunFd readable, 2 = udpFd readable, 4 = wakeFd
+// was signalled (and is drained); 0 on timeout. The data-plane worker's one blocking point: it sleeps on both of
+// its queues and its control eventfd at once. With spinUs > 0 it first looks (poll, timeout 0) repeatedly for up
+// to spinUs microseconds before it blocks: a bounded spin that catches a reply arriving just after a send without
+// a sleep and a wake-up. POLLERR/POLLHUP count as readable: the read that follows reports the error.
+static napi_value wait_any(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int64_t a, b, w, timeout, spin;
+  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &a, "tunFd") ||
+      !get_int(env, argv[1], 0, INT_MAX, &b, "udpFd") || !get_int(env, argv[2], 0, INT_MAX, &w, "wakeFd") ||
+      !get_int(env, argv[3], -1, INT_MAX, &timeout, "timeoutMs") || !get_int(env, argv[4], 0, 1000000, &spin, "spinUs"))
+    return NULL;
+  struct pollfd p[3] = {{.fd = (int)a, .events = POLLIN}, {.fd = (int)b, .events = POLLIN}, {.fd = (int)w, .events = POLLIN}};
+  int rc = 0;
+  if (spin > 0) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+      rc = poll(p, 3, 0);
+      if (rc != 0) break;
+      clock_gettime(CLOCK_MONOTONIC, &t);
+      int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
+      if (us >= spin) break;
+    }
+  }
+  if (rc == 0) rc = poll(p, 3, (int)timeout);
+  if (rc == 0 || (rc < 0 && errno == EINTR)) return num(env, 0);
+  if (rc < 0) {
+    throw_errno(env, "poll", errno);
+    return NULL;
+  }
+  int bits = 0;
+  if (p[0].revents) bits |= 1;
+  if (p[1].revents) bits |= 2;
+  if (p[2].revents & POLLIN) {
+    uint64_t v;
+    ssize_t r = read((int)w, &v, sizeof v);
+    (void)r;
+    bits |= 4;
+  }
+  if (p[2].revents & POLLNVAL) {
+    throw_errno(env, "poll", EBADF);
+    return NULL;
+  }
+  return num(env, bits);
 }
 
 // udpSetGro(fd) -> whether the kernel accepted UDP_GRO: coalesced datagrams then arrive as one buffer (see
@@ -803,6 +887,7 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
     }
     got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
     if (got >= 0 || pass == 1 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+    if (timeout == 0) return num(env, 0);  // a non-blocking look: no poll() when nothing was queued
     int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
     if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
   }
@@ -1017,6 +1102,7 @@ NAPI_MODULE_INIT() {
       {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
+      {"waitAny", wait_any},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
