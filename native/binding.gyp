@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "cyphonic_native",
-      "sources": ["cyphonic_native.c", "offload.c", "gcm_small.c"],
+      "sources": ["cyphonic_native.c", "offload.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags_c": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     }

@@ -28,7 +28,6 @@
 #include <node_api.h>
 #include <openssl/evp.h>
 
-#include "gcm_small.h"
 #include "offload.h"
 
 #ifndef UDP_SEGMENT
@@ -337,23 +336,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 typedef struct {
   EVP_CIPHER_CTX *enc;  // key schedule set once; each seal only sets the IV
   EVP_CIPHER_CTX *dec;
-  gcm_small_t *small;   // the same key for short messages (gcm_small.c), or NULL where the CPU lacks AES-NI
 } aead_t;
-
-// Messages up to this many bytes go through gcm_small (a small footprint: what a lone packet waits for on a cold
-// cache); longer ones through OpenSSL (faster per byte, for bulk). Both produce the same bytes.
-#define SMALL_MAX 512
-
-// -1 = not probed yet; then whether gcm_small may be used (CPU support; CYPHONIC_AEAD_SMALL=0 turns it off).
-static int small_ok = -1;
-
-static int small_usable(void) {
-  if (small_ok < 0) {
-    const char *env = getenv("CYPHONIC_AEAD_SMALL");
-    small_ok = gcm_small_supported() && !(env && strcmp(env, "0") == 0);
-  }
-  return small_ok;
-}
 
 // Tags the external so a foreign external (or a plain object) can never be taken for an aead_t.
 static const napi_type_tag AEAD_TAG = {0x6379706f6e696331ULL, 0x616561645f63747aULL};
@@ -362,11 +345,6 @@ static void aead_free_ctx(aead_t *a) {
   EVP_CIPHER_CTX_free(a->enc);  // EVP_CIPHER_CTX_free cleanses the key schedule
   EVP_CIPHER_CTX_free(a->dec);
   a->enc = a->dec = NULL;
-  if (a->small) {
-    explicit_bzero(a->small, gcm_small_size());
-    free(a->small);
-    a->small = NULL;
-  }
 }
 
 static void aead_finalize(napi_env env, void *data, void *hint) {
@@ -418,10 +396,6 @@ static napi_value aead_create(napi_env env, napi_callback_info info) {
     free(a);
     napi_throw_error(env, "ERR_CRYPTO", "aeadCreate: OpenSSL context setup failed");
     return NULL;
-  }
-  if (small_usable()) {
-    a->small = aligned_alloc(16, (gcm_small_size() + 15) & ~(size_t)15);
-    if (a->small) gcm_small_init(a->small, key);
   }
   if (napi_create_external(env, a, aead_finalize, NULL, &ext) != napi_ok) {
     aead_free_ctx(a);
@@ -497,10 +471,6 @@ static napi_value aead_seal(napi_env env, napi_callback_info info) {
     arg_error(env, 1, "aeadSeal: plaintext and out partially overlap");
     return NULL;
   }
-  if (r.a->small && r.in_len <= SMALL_MAX) {
-    gcm_small_seal(r.a->small, r.nonce, r.aad, r.aad_len, r.in, r.in_len, r.out);
-    return num(env, (double)total);
-  }
   EVP_CIPHER_CTX *c = r.a->enc;
   if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, r.nonce) != 1 ||
       (r.aad_len > 0 && EVP_EncryptUpdate(c, NULL, &n, r.aad, (int)r.aad_len) != 1) ||
@@ -530,11 +500,6 @@ static napi_value aead_open(napi_env env, napi_callback_info info) {
   if (overlaps_badly(r.in, r.in_len, r.out, ct_len)) {
     arg_error(env, 1, "aeadOpen: sealed and out partially overlap");
     return NULL;
-  }
-  if (r.a->small && ct_len <= SMALL_MAX) {
-    if (gcm_small_open(r.a->small, r.nonce, r.aad, r.aad_len, r.in, ct_len, r.out)) return num(env, (double)ct_len);
-    memset(r.out, 0, ct_len);  // as below (nothing was decrypted, but the contract is a zeroed out region)
-    return num(env, -1);
   }
   memcpy(tag, r.in + ct_len, TAG_LEN);  // copied first: in-place decryption may not clobber it, but be safe
   EVP_CIPHER_CTX *c = r.a->dec;
