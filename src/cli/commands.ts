@@ -121,13 +121,13 @@ export const commands: Command[] = [
   },
   {
     name: 'cloud nodes',
-    summary: 'List nodes: name, fqdn, vip4, vip6, online, nat, observed address, last seen.',
+    summary: 'List nodes: name, fqdn, vip4, vip6, online, nat, observed address, NAT mapping, last seen.',
     options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
     required: ['dir'],
     async run(o) {
       const rows: NodeRow[] = await adminNodes(str(o['dir'])!, str(o['db']));
       if (o['json']) out(JSON.stringify(rows, null, 2));
-      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'lastSeen']));
+      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'mapping', 'lastSeen']));
     },
   },
   {
@@ -235,7 +235,7 @@ export const commands: Command[] = [
         out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}`);
         out(`  registered ${st.registered}  nat ${st.nat ?? '-'}  observed ${st.observed ?? '-'}  nms ${st.nms ?? '-'}`);
         out(`  dns ${st.dns ?? '-'}  tun ${st.tun ?? '-'}`);
-        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
+        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path}${p.relay ? ` via ${p.relay}` : ''} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
       }
     },
   },
