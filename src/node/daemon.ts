@@ -129,6 +129,7 @@ export class NodeDaemon {
           send: (m, to) => this.port?.send(m, to),
           install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
+          promote: (slot) => this.dataplane?.promote(slot),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),

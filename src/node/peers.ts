@@ -46,6 +46,8 @@ export interface SessionSink {
   send(datagram: Buffer, to: Endpoint): void;
   install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): Promise<void>;
   peerStats(slot: number): { rxBytes: number; txBytes: number };
+  /** Send on the session installed last for `slot` now (a new path replaced the old one). */
+  promote?(slot: number): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -400,6 +402,9 @@ export class PeerManager {
     const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.c.logger.info('tunnel established', { peer: peer.name, path: pathName(path.rd), udpAddr: formatEndpoint(from), initiator: keys.initiator });
     await installed;
+    // A new path replaced another one (TRS failover, a fresh route): as responder our data plane would keep
+    // sending on the old path's session until the peer used the new one, and the old path may be dead.
+    if (!keys.initiator && current && current !== path && peer.active === path) this.c.sink()?.promote?.(peer.slot);
     if (path.handshakeStart !== null) {
       peer.tunnelMs = +(performance.now() - path.handshakeStart).toFixed(3);
       path.handshakeStart = null;
