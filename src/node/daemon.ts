@@ -47,6 +47,8 @@ export interface NodeInit {
   rekeyAfterMs?: number;
   /** Use TUN/UDP offloads (TSO, GSO, GRO) where the kernel has them; false = the portable path. @default true */
   offload?: boolean;
+  /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (20 s) */
+  pathKeepaliveMs?: number;
 }
 
 export interface NodeStatus {
@@ -130,9 +132,11 @@ export class NodeDaemon {
           install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
           promote: (slot) => this.dataplane?.promote(slot),
+          keepalive: (peer) => this.pathKeepalive(peer.vip4),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
+      ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
@@ -172,6 +176,22 @@ export class NodeDaemon {
     this.resolver = resolver;
     this.logger.info('data plane up', { tun: dp.tunName, vip4: s.vip4, vip6: s.vip6, dns: s.vip4, offload: dp.offload });
     return dp;
+  }
+
+  private keepaliveSock: dgram.Socket | null = null;
+
+  /**
+   * A path keepalive: one byte of UDP to the peer's discard port over the overlay, so the data plane seals it with
+   * the End Key like any packet; the peer's kernel answers (port unreachable) through the tunnel too.
+   */
+  private pathKeepalive(vip4: string): void {
+    if (!this.dataplane) return;
+    if (!this.keepaliveSock) {
+      this.keepaliveSock = dgram.createSocket('udp4');
+      this.keepaliveSock.on('error', () => {});
+      this.keepaliveSock.unref();
+    }
+    this.keepaliveSock.send(Buffer.from([0]), 9, vip4);
   }
 
   private onDatagram(msg: Buffer, from: Endpoint): void {
@@ -214,6 +234,8 @@ export class NodeDaemon {
     await this.control?.close();
     this.peers?.close();
     this.relay?.close();
+    this.keepaliveSock?.close();
+    this.keepaliveSock = null;
     await this.resolver?.stop();
     await this.port?.close();
     this.port = null;

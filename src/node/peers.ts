@@ -26,6 +26,9 @@ const MAX_PROBE_ENDPOINTS = 4;
 const RELAY_WATCH_MS = 500;
 /** Tunable: sending without receiving anything for this long on a relayed path makes us check the TRS. */
 const RELAY_SILENT_MS = 1500;
+/** Tunable: an idle path through a NAT gets a keepalive this often (Linux drops unreplied UDP state after 30 s,
+ *  replied after 120 s; home routers often sooner). */
+export const PATH_KEEPALIVE_MS = 20_000;
 
 /** What a route request asks for besides its target (relay fallback and TRS failover). */
 export interface RouteTarget {
@@ -48,6 +51,8 @@ export interface SessionSink {
   peerStats(slot: number): { rxBytes: number; txBytes: number };
   /** Send on the session installed last for `slot` now (a new path replaced the old one). */
   promote?(slot: number): void;
+  /** Sends one small packet through the tunnel to the peer (sealed like any data): keeps NAT mappings on the way open. */
+  keepalive?(peer: { vip4: string; vip6: string }): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -105,6 +110,8 @@ interface Peer {
   tunnelMs: number | null;
   /** Relay watch: traffic counters at the last look, and when rx last grew. */
   watch: { rx: number; tx: number; rxAt: number; checking: boolean };
+  /** Path keepalive: traffic counters at the last look, and when either last moved. */
+  idle: { rx: number; tx: number; at: number };
 }
 
 export interface PeerManagerComponents {
@@ -120,6 +127,8 @@ export interface PeerManagerComponents {
   relay?: PathRelay;
   /** True while our registration says we are behind NAT (then we also send on direct paths pushed to us). */
   behindNat?: () => boolean;
+  /** Idle paths through a NAT get a keepalive this often. @default PATH_KEEPALIVE_MS */
+  pathKeepaliveMs?: number;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
@@ -345,6 +354,7 @@ export class PeerManager {
         routeSelectionMs: null,
         tunnelMs: null,
         watch: { rx: 0, tx: 0, rxAt: 0, checking: false },
+        idle: { rx: 0, tx: 0, at: Date.now() },
       };
       this.peers.set(peer.nodeId, peer);
     }
@@ -435,6 +445,7 @@ export class PeerManager {
    */
   private watchRelays(): void {
     const sink = this.c.sink();
+    if (sink) this.keepIdlePathsOpen(sink);
     const relay = this.c.relay;
     if (!sink || !relay) return;
     const now = Date.now();
@@ -459,6 +470,34 @@ export class PeerManager {
         relay.forget(path.id);
         void this.connect({ targetFqdn: peer.fqdn, relayOnly: true, ...(path.rd.relay ? { avoidRelay: path.rd.relay } : {}) });
       });
+    }
+  }
+
+  /**
+   * Keepalives on paths through a NAT (punched, or direct while we are behind one): when nothing moved either way
+   * for pathKeepaliveMs, one small packet through the tunnel; the peer's answer (its kernel's) refreshes the way
+   * back. Relayed paths need none: their TRS binds are refreshed every ≤ 25 s.
+   */
+  private keepIdlePathsOpen(sink: SessionSink): void {
+    if (!sink.keepalive) return;
+    const now = Date.now();
+    const every = this.c.pathKeepaliveMs ?? PATH_KEEPALIVE_MS;
+    const natted = this.c.behindNat?.() === true;
+    for (const peer of this.peers.values()) {
+      const path = peer.active;
+      if (!path?.keys || path.rd.pathType === PathType.Relayed || (!natted && path.rd.pathType !== PathType.Punched)) continue;
+      const st = sink.peerStats(peer.slot);
+      const i = peer.idle;
+      if (st.rxBytes !== i.rx || st.txBytes !== i.tx) {
+        i.rx = st.rxBytes;
+        i.tx = st.txBytes;
+        i.at = now;
+        continue;
+      }
+      if (now - i.at < every) continue;
+      i.at = now;
+      this.counters.inc('keepalive.sent');
+      sink.keepalive({ vip4: peer.vip4, vip6: peer.vip6 });
     }
   }
 

@@ -91,7 +91,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     for (const [name, host] of hosts) {
       const n = new NodeProc(host, work.dir, name);
       nodes.set(name, n);
-      n.start(await cloud.enroll(name));
+      n.start(await cloud.enroll(name), ['--path-keepalive', '2']);
     }
     for (const [name, n] of nodes) {
       const s = await n.waitRegistered(60_000);
@@ -212,5 +212,29 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     assert.ok((c['peers.relay.failover'] ?? 0) >= 1, JSON.stringify(c));
     const p = await node('e2').host.exec('ping', ['-4', '-n', '-c', '2', '-i', '0.2', '-W', '2', 'g6.cyphonic.internal']);
     assert.equal(p.code, 0, 'traffic flows on the new path both ways');
+  });
+
+  test('keepalives hold an idle punched path open through NATs that forget UDP state after 6 s', async () => {
+    const routers = ['siteA', 'siteB'].map((n) => tb.sites.get(n)!.router!);
+    const sysctl = (h: Host, v: number): Promise<unknown> =>
+      h.run('sysctl', ['-q', '-w', `net.netfilter.nf_conntrack_udp_timeout=${v}`, `net.netfilter.nf_conntrack_udp_timeout_stream=${v}`]);
+    const saved = await Promise.all(routers.map(async (h) => Number((await h.run('sysctl', ['-n', 'net.netfilter.nf_conntrack_udp_timeout'])).trim())));
+    try {
+      await Promise.all(routers.map((h) => sysctl(h, 6)));
+      const peer = async (a: string, b: string) => (await node(a).status()).peers.find((p) => p.name === b);
+      assert.equal((await peer('e1', 'e2'))?.path, 'punched');
+      const before = [(await node('e1').status()).counters, (await node('e2').status()).counters];
+      await new Promise((r) => setTimeout(r, 14_000)); // idle, more than twice the NATs' timeout
+      const p = await node('e1').host.exec('ping', ['-4', '-n', '-c', '2', '-i', '0.3', '-W', '2', 'e2.cyphonic.internal']);
+      assert.equal(p.code, 0, `the punched path still carries traffic: ${p.stdout}`);
+      const after = [(await node('e1').status()).counters, (await node('e2').status()).counters];
+      for (const i of [0, 1]) {
+        assert.ok((after[i]!['peers.keepalive.sent'] ?? 0) > (before[i]!['peers.keepalive.sent'] ?? 0), 'keepalives were sent');
+        assert.equal(after[i]!['peers.route.ok'] ?? 0, before[i]!['peers.route.ok'] ?? 0, 'no new route selection was needed');
+      }
+      assert.equal((await peer('e1', 'e2'))?.path, 'punched');
+    } finally {
+      await Promise.all(routers.map((h, i) => sysctl(h, saved[i]!)));
+    }
   });
 });
