@@ -162,7 +162,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
-      // The NAT mapping probe (DEFAULT_PORTS.nmsProbe, 4504; ephemeral when the NMS port is): see NmsService.probe.
+      // The NAT mapping probe (DEFAULT_PORTS.nmsProbe, 4505; ephemeral when the NMS port is): see NmsService.probe.
       const probe = new NmsTransport({ host: o.host ?? '::', port: ports.nms === 0 ? 0 : (ports.nmsProbe ?? DEFAULT_PORTS.nmsProbe), via: 'probe' }, nms, o.logger.child({ component: 'nms' }));
       nms.probePort = (await probe.start()).port;
       stops.push(() => probe.stop());

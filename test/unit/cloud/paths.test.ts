@@ -90,7 +90,7 @@ test('NMS: the probe port learns the mapping; a relayed Route Direction carries 
   const tempKey = randomBytes(32);
   const asked: { nodeA: number; nodeB: number; avoid: Endpoint[] }[] = [];
   const clients = new Map<number, NmsClient>();
-  const service = new NmsService({ domain: 'cyphonic.internal', probePort: 4504 }, {
+  const service = new NmsService({ domain: 'cyphonic.internal', probePort: 4505 }, {
     store,
     logger: silentLogger,
     send: (d) => {
@@ -111,13 +111,13 @@ test('NMS: the probe port learns the mapping; a relayed Route Direction carries 
     await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
     const client = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS }, {
       send: (msg, to) => {
-        const via = to.port === 4504 ? 'probe' : 'main';
+        const via = to.port === 4505 ? 'probe' : 'main';
         void service.handle(msg, via === 'probe' ? probePub : pub, via).then((r) => r && client.handleDatagram(r));
       },
     });
     clients.set(n.id, client);
     const res = await client.register([local], false);
-    assert.equal(res.probePort, 4504);
+    assert.equal(res.probePort, 4505);
     const ack = await client.probe(res.probePort!);
     assert.deepEqual(ack.observed, probePub);
     return { id: n.id, client };
