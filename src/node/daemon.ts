@@ -49,6 +49,8 @@ export interface NodeInit {
   offload?: boolean;
   /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (20 s) */
   pathKeepaliveMs?: number;
+  /** First wait before a relay that replaced a failed punch retries the punch (ms). @default PUNCH_RETRY_MS (30 s) */
+  punchRetryMs?: number;
 }
 
 export interface NodeStatus {
@@ -137,6 +139,7 @@ export class NodeDaemon {
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
+      ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);

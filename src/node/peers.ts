@@ -22,6 +22,10 @@ export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
 export const PUNCH_RETRANSMIT_MS = [150, 300, 450, 600] as const;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
 const MAX_PROBE_ENDPOINTS = 4;
+/** Tunable: a relayed path that replaced a failed punch tries the punch again after this long, then twice as long… */
+export const PUNCH_RETRY_MS = 30_000;
+/** Tunable: … up to this long between punch retries. */
+const PUNCH_RETRY_MAX_MS = 600_000;
 /** Tunable: relayed paths are watched this often for a dead TRS (we send, nothing comes back). */
 const RELAY_WATCH_MS = 500;
 /** Tunable: sending without receiving anything for this long on a relayed path makes us check the TRS. */
@@ -36,6 +40,7 @@ export interface RouteTarget {
   targetVip?: string;
   relayOnly?: boolean;
   avoidRelay?: Endpoint;
+  noRelay?: boolean;
 }
 
 /** What the peer manager needs from the NMS client. */
@@ -112,6 +117,8 @@ interface Peer {
   watch: { rx: number; tx: number; rxAt: number; checking: boolean };
   /** Path keepalive: traffic counters at the last look, and when either last moved. */
   idle: { rx: number; tx: number; at: number };
+  /** A punch failed and a relay carries the traffic: when to try punching again, and the wait after that. */
+  punchRetry: { at: number; waitMs: number; running: boolean } | null;
 }
 
 export interface PeerManagerComponents {
@@ -129,6 +136,8 @@ export interface PeerManagerComponents {
   behindNat?: () => boolean;
   /** Idle paths through a NAT get a keepalive this often. @default PATH_KEEPALIVE_MS */
   pathKeepaliveMs?: number;
+  /** First wait before a relayed path that replaced a failed punch tries the punch again. @default PUNCH_RETRY_MS */
+  punchRetryMs?: number;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
@@ -221,7 +230,42 @@ export class PeerManager {
     if (!ok && punched && !peer.active) {
       this.counters.inc('punch.failed');
       this.c.logger.info('hole punch failed; asking for a relay', { peer: peer.name });
+      const first = this.c.punchRetryMs ?? PUNCH_RETRY_MS;
+      peer.punchRetry = { at: Date.now() + first, waitMs: first, running: false };
       void this.connect({ targetFqdn: peer.fqdn, relayOnly: true });
+    }
+  }
+
+  /**
+   * A relayed path that replaced a failed punch tries the punch again (a fresh path id; never another relay). When
+   * it succeeds the punched path's session replaces the relayed one at both ends (the newer path wins), so the
+   * traffic moves without breaking the session; when it fails the wait doubles.
+   */
+  private async retryPunch(peer: Peer): Promise<void> {
+    const retry = peer.punchRetry!;
+    const routes = this.c.routes();
+    if (!routes) return;
+    retry.running = true;
+    let ok = false;
+    try {
+      const rd = await routes.direction({ targetFqdn: peer.fqdn, noRelay: true });
+      if (this.adopt(rd) === peer) {
+        const path = this.addPath(peer, rd);
+        this.counters.inc('punch.retry');
+        ok = await this.initiate(peer, path, rd.pathType === PathType.Punched ? PUNCH_RETRANSMIT_MS : TUNNEL_RETRANSMIT_MS);
+      }
+    } catch (err) {
+      this.c.logger.debug('punch retry: no route', { peer: peer.name, err: describeError(err) });
+    } finally {
+      retry.running = false;
+    }
+    if (ok) {
+      peer.punchRetry = null;
+      this.counters.inc('punch.upgraded');
+      this.c.logger.info('moved from the relay to a punched path', { peer: peer.name });
+    } else {
+      retry.waitMs = Math.min(retry.waitMs * 2, PUNCH_RETRY_MAX_MS);
+      retry.at = Date.now() + retry.waitMs;
     }
   }
 
@@ -355,6 +399,7 @@ export class PeerManager {
         tunnelMs: null,
         watch: { rx: 0, tx: 0, rxAt: 0, checking: false },
         idle: { rx: 0, tx: 0, at: Date.now() },
+        punchRetry: null,
       };
       this.peers.set(peer.nodeId, peer);
     }
@@ -446,6 +491,10 @@ export class PeerManager {
   private watchRelays(): void {
     const sink = this.c.sink();
     if (sink) this.keepIdlePathsOpen(sink);
+    for (const peer of this.peers.values()) {
+      const r = peer.punchRetry;
+      if (r && !r.running && Date.now() >= r.at && peer.active?.rd.pathType === PathType.Relayed && !peer.connecting) void this.retryPunch(peer);
+    }
     const relay = this.c.relay;
     if (!sink || !relay) return;
     const now = Date.now();

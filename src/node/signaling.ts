@@ -156,7 +156,7 @@ export class NmsClient {
   }
 
   /** Asks the NMS for a route to a peer (by FQDN or virtual IP); resolves with our half of the Route Direction. */
-  async direction(target: { targetFqdn?: string; targetVip?: string; relayOnly?: boolean; avoidRelay?: Endpoint }, retransmitMs?: readonly number[]): Promise<RouteDirection> {
+  async direction(target: { targetFqdn?: string; targetVip?: string; relayOnly?: boolean; avoidRelay?: Endpoint; noRelay?: boolean }, retransmitMs?: readonly number[]): Promise<RouteDirection> {
     const body = await this.request(MessageType.DirectionRequest, target, MessageType.RouteDirectionInitiator, undefined, retransmitMs);
     return decodeBody(MessageType.RouteDirectionInitiator, body);
   }

@@ -122,6 +122,8 @@ export interface DirectionRequest {
   relayOnly?: boolean;
   /** A TRS endpoint not to use (the one that stopped answering). */
   avoidRelay?: Endpoint;
+  /** Only a direct or punched path (a relayed one retries a punch); NoRoute when a relay would be needed. */
+  noRelay?: boolean;
 }
 
 /** Body of both RouteDirectionResponder and RouteDirectionInitiator. */
@@ -334,6 +336,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 2, name: 'targetVip', kind: 'ip', optional: true },
     { tag: 3, name: 'relayOnly', kind: 'bool', optional: true },
     { tag: 4, name: 'avoidRelay', kind: 'endpoint', optional: true },
+    { tag: 5, name: 'noRelay', kind: 'bool', optional: true },
   ],
   [MessageType.RouteDirectionResponder]: ROUTE_DIRECTION,
   [MessageType.RouteConfirmation]: [

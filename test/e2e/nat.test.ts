@@ -7,6 +7,7 @@
 //                                        [g4]   [g6]   [gd]      [siteA] eim      [siteB] eim     [siteC] random
 //                                       v4-only v6-only dual     ├─ [e1]          └─ [e2]          └─ [r1]
 //                                                                └─ [e1b] (same NAPT as e1)
+//   [siteD] eim └─ [e4]: its punch with e2 is blocked at first (falls back to a relay), then allowed (moves to it)
 //
 // Every pair pings by name on both overlay families and moves 256 KiB over TCP with a checksum; each end's
 // `node status` must show the path type the rules in src/cloud/nms/paths.ts give (the table below).
@@ -79,6 +80,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     const siteA = await tb.addSite('siteA', { kind: 'napt', nat: 'eim' });
     const siteB = await tb.addSite('siteB', { kind: 'napt', nat: 'eim' });
     const siteC = await tb.addSite('siteC', { kind: 'napt', nat: 'random' });
+    const siteD = await tb.addSite('siteD', { kind: 'napt', nat: 'eim' });
     const hosts: [string, Host][] = [
       ['g4', await tb.addHost('g4', { site: tb.global, family: 'v4' })],
       ['g6', await tb.addHost('g6', { site: tb.global, family: 'v6' })],
@@ -87,11 +89,12 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       ['e1b', await tb.addHost('e1b', { site: siteA })],
       ['e2', await tb.addHost('e2', { site: siteB })],
       ['r1', await tb.addHost('r1', { site: siteC })],
+      ['e4', await tb.addHost('e4', { site: siteD })],
     ];
     for (const [name, host] of hosts) {
       const n = new NodeProc(host, work.dir, name);
       nodes.set(name, n);
-      n.start(await cloud.enroll(name), ['--path-keepalive', '2']);
+      n.start(await cloud.enroll(name), ['--path-keepalive', '2', '--punch-retry', '3']);
     }
     for (const [name, n] of nodes) {
       const s = await n.waitRegistered(60_000);
@@ -237,4 +240,42 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       await Promise.all(routers.map((h, i) => sysctl(h, saved[i]!)));
     }
   });
+
+  test('a failed punch falls back to a relay at once; when punching works again the path moves to it under a TCP transfer', async () => {
+    const [d, b] = [tb.sites.get('siteD')!.wan4!, tb.sites.get('siteB')!.wan4!];
+    // The global segment's bridge drops UDP between the two NAPTs: the punch cannot work, the TRS still can.
+    const block = `table bridge cyp_block {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ip saddr ${d} ip daddr ${b} meta l4proto udp drop\n  ip saddr ${b} ip daddr ${d} meta l4proto udp drop\n }\n}\n`;
+    await tb.inet.run('nft', ['-f', '-'], { input: block });
+    let blocked = true;
+    try {
+      const t0 = Date.now();
+      await waitFor('e4 reaches e2', async () => (await node('e4').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'e2.cyphonic.internal'])).code === 0, 15_000, 50);
+      const reachedMs = Date.now() - t0;
+      const peer = async (a: string, o: string) => (await node(a).status()).peers.find((p) => p.name === o);
+      const first = await peer('e4', 'e2');
+      assert.equal(first?.path, 'relayed', JSON.stringify(first));
+      assert.ok((await node('e4').status()).counters['peers.punch.failed']! >= 1);
+      // DNS + route selection + ~1.5 s of unanswered punching + relay route, bind and handshake + ping's 1 s wait.
+      assert.ok(reachedMs < 4500, `reached through the relay ${reachedMs} ms after the first try`);
+      await tb.inet.run('nft', ['delete', 'table', 'bridge', 'cyp_block']);
+      blocked = false;
+      let movedAt = 0;
+      await tcp('e4', 'e2', 6300, 6 * 1024 * 1024, {
+        paceMs: 60,
+        during: async () => {
+          await waitFor('the punched path', async () => (await peer('e4', 'e2'))?.path === 'punched', 20_000, 200);
+          movedAt = Date.now();
+        },
+      });
+      assert.ok(movedAt > 0);
+      const [s4, s2] = [await peer('e4', 'e2'), await peer('e2', 'e4')];
+      assert.equal(s4?.path, 'punched');
+      assert.equal(s4?.relay, null);
+      assert.equal(s2?.path, 'punched', 'both ends moved');
+      assert.ok((await node('e4').status()).counters['peers.punch.upgraded']! >= 1);
+    } finally {
+      if (blocked) await tb.inet.exec('nft', ['delete', 'table', 'bridge', 'cyp_block']);
+    }
+  });
 });
+

@@ -69,6 +69,7 @@ export class RouteSelector {
     const base = { pathId, tunnelKey };
     let toResponder: RouteDirection;
     let toInitiator: RouteDirection;
+    if (plan.kind === 'relayed' && req.noRelay) return { ok: false, status: 'refused', reason: `only a relay would do (${plan.why}) and the node asked for none` };
     if (plan.kind === 'relayed') {
       if (!this.c.relays) return { ok: false, status: 'no-relay', reason: `a relay is needed (${plan.why}) and this NMS has none` };
       if (req.avoidRelay) this.suspect.set(`${req.avoidRelay.address}|${req.avoidRelay.port}`, this.c.now() + RELAY_SUSPECT_MS);
