@@ -484,9 +484,10 @@ export class PeerManager {
   }
 
   /**
-   * TRS failover: on a relayed path we initiated, sending while nothing comes back for RELAY_SILENT_MS makes us
-   * check the TRS with a bind; no answer → the path is dead and we ask the NMS for a relay elsewhere (avoiding this
-   * one). The new path's session replaces the old one in the data plane; TCP above sees a short stall.
+   * Relayed paths: sending while nothing comes back for RELAY_SILENT_MS makes us check the TRS with a bind. That
+   * bind also repairs a binding our NAT broke (it rebound us to a new public port: the TRS moves our end to where
+   * the bind came from). No answer, on a path we initiated → the TRS is dead and we ask the NMS for a relay
+   * elsewhere (avoiding this one); the new path's session replaces the old one and TCP above sees a short stall.
    */
   private watchRelays(): void {
     const sink = this.c.sink();
@@ -500,7 +501,7 @@ export class PeerManager {
     const now = Date.now();
     for (const peer of this.peers.values()) {
       const path = peer.active;
-      if (!path || path.dead || path.rd.pathType !== PathType.Relayed || !path.rd.initiator || peer.watch.checking) continue;
+      if (!path || path.dead || path.rd.pathType !== PathType.Relayed || peer.watch.checking) continue;
       const st = sink.peerStats(peer.slot);
       const w = peer.watch;
       const sent = st.txBytes > w.tx;
@@ -509,10 +510,11 @@ export class PeerManager {
       w.tx = st.txBytes;
       if (!sent || now - w.rxAt < RELAY_SILENT_MS) continue;
       w.checking = true;
+      this.counters.inc('relay.check');
       void relay.check(path.id).then((alive) => {
         w.checking = false;
         w.rxAt = Date.now();
-        if (alive || path.dead || peer.active !== path) return;
+        if (alive || path.dead || peer.active !== path || !path.rd.initiator) return;
         path.dead = true;
         this.counters.inc('relay.failover');
         this.c.logger.warn('relay stopped answering; asking for another', { peer: peer.name, relay: path.rd.relay ? formatEndpoint(path.rd.relay) : null });

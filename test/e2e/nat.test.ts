@@ -277,5 +277,36 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       if (blocked) await tb.inet.exec('nft', ['delete', 'table', 'bridge', 'cyp_block']);
     }
   });
+
+  test('NAT rebinding under a relayed path (a random-port NAPT forgets its mappings): re-registered and rebound, traffic resumes', async () => {
+    const router = tb.sites.get('siteC')!.router!;
+    const sysctl = (v: number): Promise<unknown> =>
+      router.run('sysctl', ['-q', '-w', `net.netfilter.nf_conntrack_udp_timeout=${v}`, `net.netfilter.nf_conntrack_udp_timeout_stream=${v}`]);
+    const saved = Number((await router.run('sysctl', ['-n', 'net.netfilter.nf_conntrack_udp_timeout'])).trim());
+    const peer = async () => (await node('r1').status()).peers.find((p) => p.name === 'e1');
+    // Traffic first: if the TRS under this path was the one killed above, e1 moves it to a live one now.
+    await waitFor('e1 reaches r1', async () => (await node('e1').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'r1.cyphonic.internal'])).code === 0, 15_000);
+    const relayBefore = (await peer())?.relay;
+    assert.ok(relayBefore, 'r1 and e1 (random-port vs EIM) are relayed');
+    const before = await node('r1').status();
+    const failoversBefore = (await node('e1').status()).counters['peers.relay.failover'] ?? 0;
+    try {
+      await sysctl(3);
+      // Idle for longer than the NAPT keeps UDP state: every mapping of r1 (NMS, TRS) is gone; new ones get new ports.
+      await new Promise((r) => setTimeout(r, 7000));
+      const t0 = Date.now();
+      await waitFor('e1 reaches r1 again', async () => (await node('e1').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'r1.cyphonic.internal'])).code === 0, 15_000, 50);
+      const ms = Date.now() - t0;
+      const after = await node('r1').status();
+      assert.notEqual(after.observed, before.observed, 'the NMS saw r1 from a new public port and r1 registered again');
+      assert.ok((after.counters['relay.rebind'] ?? 0) + (after.counters['peers.relay.check'] ?? 0) > (before.counters['relay.rebind'] ?? 0) + (before.counters['peers.relay.check'] ?? 0), 'r1 bound again');
+      assert.equal((await peer())?.relay, relayBefore, 'the same TRS: the binding was repaired, not replaced');
+      assert.equal((await node('e1').status()).counters['peers.relay.failover'] ?? 0, failoversBefore, 'no failover');
+      assert.ok(ms < 8000, `traffic resumed ${ms} ms after the first try`);
+      await tcp('e1', 'r1', 6400, 1024 * 1024);
+    } finally {
+      await sysctl(saved);
+    }
+  });
 });
 
