@@ -476,6 +476,9 @@ export class PeerManager {
     const ta = a.keys?.establishedAt ?? 0;
     const tb = b.keys?.establishedAt ?? 0;
     if (Math.abs(ta - tb) > SIMULTANEOUS_MS) return ta > tb ? a : b;
+    // Made at about the same time, one through a TRS: the one that is not (a punch retry that came up quickly).
+    const ra = a.rd.pathType === PathType.Relayed;
+    if (ra !== (b.rd.pathType === PathType.Relayed)) return ra ? b : a;
     const initiatorOf = (p: Path): number => (p.keys?.initiator ? this.c.local().nodeId : p.rd.peerNodeId);
     const ia = initiatorOf(a);
     const ib = initiatorOf(b);
