@@ -188,7 +188,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     assert.ok(!text.includes(MARKER), 'the marker never appears at the TRS');
   });
 
-  test('killing the TRS in use during a TCP transfer: the path moves to the other TRS within 5 s and the transfer completes', async () => {
+  test('killing the TRS in use during a TCP transfer: the path moves to the other TRS within 5 s and the transfer completes', async (t) => {
     // g6 -> e2 is relayed (IPv6-only against an IPv4 NAPT); g6 initiated it, so it watches the TRS.
     const relayOf = async (): Promise<string | null> => (await node('g6').status()).peers.find((p) => p.name === 'e2')?.relay ?? null;
     await waitFor('g6 reaches e2', async () => (await node('g6').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'e2.cyphonic.internal'])).code === 0, 20_000);
@@ -210,6 +210,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
         assert.notEqual(after, before);
       },
     });
+    t.diagnostic(`TRS killed: path moved to the other TRS after ${movedMs} ms (status polled every 100 ms)`);
     assert.ok(movedMs >= 0 && movedMs < 5000, `path moved in ${movedMs} ms`);
     const c = (await node('g6').status()).counters;
     assert.ok((c['peers.relay.failover'] ?? 0) >= 1, JSON.stringify(c));
@@ -241,7 +242,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     }
   });
 
-  test('a failed punch falls back to a relay at once; when punching works again the path moves to it under a TCP transfer', async () => {
+  test('a failed punch falls back to a relay at once; when punching works again the path moves to it under a TCP transfer', async (t) => {
     const [d, b] = [tb.sites.get('siteD')!.wan4!, tb.sites.get('siteB')!.wan4!];
     // The global segment's bridge drops UDP between the two NAPTs: the punch cannot work, the TRS still can.
     const block = `table bridge cyp_block {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ip saddr ${d} ip daddr ${b} meta l4proto udp drop\n  ip saddr ${b} ip daddr ${d} meta l4proto udp drop\n }\n}\n`;
@@ -256,6 +257,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       assert.equal(first?.path, 'relayed', JSON.stringify(first));
       assert.ok((await node('e4').status()).counters['peers.punch.failed']! >= 1);
       // DNS + route selection + ~1.5 s of unanswered punching + relay route, bind and handshake + ping's 1 s wait.
+      t.diagnostic(`blocked punch: first ping through the relay ${reachedMs} ms after the first try`);
       assert.ok(reachedMs < 4500, `reached through the relay ${reachedMs} ms after the first try`);
       await tb.inet.run('nft', ['delete', 'table', 'bridge', 'cyp_block']);
       blocked = false;
@@ -278,7 +280,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     }
   });
 
-  test('NAT rebinding under a relayed path (a random-port NAPT forgets its mappings): re-registered and rebound, traffic resumes', async () => {
+  test('NAT rebinding under a relayed path (a random-port NAPT forgets its mappings): re-registered and rebound, traffic resumes', async (t) => {
     const router = tb.sites.get('siteC')!.router!;
     const sysctl = (v: number): Promise<unknown> =>
       router.run('sysctl', ['-q', '-w', `net.netfilter.nf_conntrack_udp_timeout=${v}`, `net.netfilter.nf_conntrack_udp_timeout_stream=${v}`]);
@@ -302,6 +304,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       assert.ok((after.counters['relay.rebind'] ?? 0) + (after.counters['peers.relay.check'] ?? 0) > (before.counters['relay.rebind'] ?? 0) + (before.counters['peers.relay.check'] ?? 0), 'r1 bound again');
       assert.equal((await peer())?.relay, relayBefore, 'the same TRS: the binding was repaired, not replaced');
       assert.equal((await node('e1').status()).counters['peers.relay.failover'] ?? 0, failoversBefore, 'no failover');
+      t.diagnostic(`NAT rebinding: traffic resumed ${ms} ms after the first try`);
       assert.ok(ms < 8000, `traffic resumed ${ms} ms after the first try`);
       await tcp('e1', 'r1', 6400, 1024 * 1024);
     } finally {
