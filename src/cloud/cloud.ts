@@ -151,7 +151,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       const relays: RelayAllocator = {
         allocate: (req, avoid) =>
           allocateRelay(
-            { store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}), exclude: (r) => r.endpoints.some((e) => avoid.some((a) => a.port === e.port && a.address === e.address)) },
+            { store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}), avoid: (r) => r.endpoints.some((e) => avoid.some((a) => a.port === e.port && a.address === e.address)) },
             req,
           ),
       };

@@ -19,7 +19,7 @@ export interface RelayAllocator {
 
 /** Tunable: how long a relayed path may live at the TRS (it also forgets it when idle; the ends rebind every ≤ 25 s). */
 export const RELAYED_PATH_LIFETIME_MS = 24 * 3600_000;
-/** Tunable: a TRS endpoint a node reported dead is not handed out again for this long (its heartbeat row expires later). */
+/** Tunable: a TRS endpoint a node reported dead is tried last for this long (its heartbeat row expires later). */
 export const RELAY_SUSPECT_MS = 30_000;
 
 /** Tunable: waits between pushes of a Route Direction to a responder that has not confirmed (ms). */

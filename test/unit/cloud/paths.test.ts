@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { choosePath, relayFor } from '../../../src/cloud/nms/paths.js';
+import { allocateRelay, type RelayClient } from '../../../src/cloud/trs/client.js';
 import { NmsService } from '../../../src/cloud/nms/service.js';
 import { NmsClient } from '../../../src/node/signaling.js';
 import { MessageType, PathType } from '../../../src/protocol/constants.js';
@@ -138,5 +139,29 @@ test('NMS: the probe port learns the mapping; a relayed Route Direction carries 
   assert.equal(again.pathType, PathType.Relayed);
   assert.deepEqual(asked[1]?.avoid, [{ address: '198.18.0.10', port: 4503 }], 'the dead TRS is excluded');
   for (const c of clients.values()) c.close();
+  await store.close();
+});
+
+test('allocateRelay tries a TRS a node reported dead only after every other live one', async () => {
+  const store = await openStore(':memory:');
+  const now = Date.now();
+  const row = (id: string, load: number, port: number) => ({ id, endpoints: [{ address: '198.18.0.10', port }], load, startedAt: now, heartbeatAt: now });
+  await store.upsertRelayServer(row('least-loaded', 0, 4503));
+  await store.upsertRelayServer(row('other', 5, 4513));
+  const tried: string[] = [];
+  const client = {
+    request: async (server: { id: string; endpoints: Endpoint[] }, req: { pathId: bigint }, tempKey: Buffer) => {
+      tried.push(server.id);
+      return { pathId: req.pathId, tempKey, relay: server.endpoints, relayId: server.id };
+    },
+  } as unknown as RelayClient;
+  const req = { pathId: 5n, nodeA: 1, nodeB: 2, expiresAt: now + 60_000 };
+  assert.equal((await allocateRelay({ store, client }, req)).relayId, 'least-loaded');
+  const dead = { address: '198.18.0.10', port: 4503 };
+  const avoid = (r: { endpoints: Endpoint[] }): boolean => r.endpoints.some((e) => e.address === dead.address && e.port === dead.port);
+  assert.equal((await allocateRelay({ store, client, avoid }, req)).relayId, 'other', 'the reported TRS is tried last');
+  await store.deleteRelayServer('other');
+  assert.equal((await allocateRelay({ store, client, avoid }, req)).relayId, 'least-loaded', 'but still used when it is the only one');
+  assert.deepEqual(tried, ['least-loaded', 'other', 'least-loaded']);
   await store.close();
 });
