@@ -253,6 +253,11 @@ export class PeerManager {
         const path = this.addPath(peer, rd);
         this.counters.inc('punch.retry');
         ok = await this.initiate(peer, path, rd.pathType === PathType.Punched ? PUNCH_RETRANSMIT_MS : TUNNEL_RETRANSMIT_MS);
+        if (!ok && peer.active !== path) {
+          // Forget the failed attempt (a late answer then counts as an unknown path).
+          peer.paths.delete(path.id);
+          this.byPath.delete(path.id);
+        }
       }
     } catch (err) {
       this.c.logger.debug('punch retry: no route', { peer: peer.name, err: describeError(err) });

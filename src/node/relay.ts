@@ -22,6 +22,8 @@ export const BIND_RETRANSMIT_MS = 250;
 export const BIND_DEADLINE_MS = 3000;
 /** Tunable: bound paths are refreshed this often (the TRS forgets idle paths after 180 s; NAT UDP state ~30 s+). */
 export const REBIND_MS = 20_000;
+/** Tunable: a path whose TRS has not acked a bind for this long is forgotten (the TRS forgot it, or died). */
+export const FORGET_UNACKED_MS = 200_000;
 
 export interface RelayBinderComponents {
   nodeId: () => number;
@@ -76,7 +78,7 @@ export class RelayBinder {
   async bind(pathId: bigint, tempKey: Buffer, relay: Endpoint, opts: { waitPeer?: boolean; deadlineMs?: number } = {}): Promise<BindResult | null> {
     let p = this.paths.get(pathId);
     if (!p || p.relay.address !== relay.address || p.relay.port !== relay.port) {
-      p = { pathId, relay, keys: new RelayBindKeys(tempKey, this.c.nodeId()), seq: new SeqCounter(this.now), waiting: new Map(), lastAck: 0 };
+      p = { pathId, relay, keys: new RelayBindKeys(tempKey, this.c.nodeId()), seq: new SeqCounter(this.now), waiting: new Map(), lastAck: this.now() };
       this.paths.set(pathId, p);
     }
     const deadline = this.now() + (opts.deadlineMs ?? BIND_DEADLINE_MS);
@@ -158,6 +160,10 @@ export class RelayBinder {
 
   private async bindQuietly(p: Bound): Promise<void> {
     for (let i = 0; i < 3 && this.paths.get(p.pathId) === p; i++) if (await this.once(p, 500)) return;
+    if (this.now() - p.lastAck > FORGET_UNACKED_MS && this.paths.get(p.pathId) === p) {
+      this.counters.inc('forgotten');
+      this.paths.delete(p.pathId);
+    }
   }
 
   /** One RelayBind (fresh txid and seq); resolves with its ack or null after `waitMs`. */

@@ -28,9 +28,11 @@ function world() {
       if (!state.down) setImmediate(() => ends.get(`${address}|${port}`)?.onDatagram(d, RELAY));
     },
   });
+  const clock = { offset: 0 };
   const binder = (nodeId: number, source: Endpoint): { b: RelayBinder; source: Endpoint } => {
     const ref = { source };
     const b = new RelayBinder({
+      now: () => Date.now() + clock.offset,
       nodeId: () => nodeId,
       send: (d, to) => {
         assert.deepEqual(to, RELAY);
@@ -49,7 +51,7 @@ function world() {
     trs.handle(sealFrame(keys.up, { type: MessageType.RelayRequest, txid: 1, seq: BigInt(Date.now()) << 16n, id: pathId }, body), '198.18.0.10', 40000);
     return { pathId, tempKey };
   };
-  return { trs, state, binder, allocate, ends };
+  return { trs, state, binder, allocate, ends, clock };
 }
 
 test('both ends bind; the second sees the first bound; check() is true while the TRS answers and false once it is gone', async () => {
@@ -123,3 +125,23 @@ test('acks that are forged, for unknown paths, or not RelayBindAcks are dropped 
   a.close();
   w.trs.stop();
 });
+
+test('a path whose TRS stopped acking for long is forgotten at the next refresh', async () => {
+  const w = world();
+  const { pathId, tempKey } = w.allocate(7, 9);
+  const a = w.binder(7, { address: '198.51.100.7', port: 30000 }).b;
+  await a.bind(pathId, tempKey, RELAY);
+  assert.deepEqual(a.relayOf(pathId), RELAY);
+  w.state.down = true;
+  a.rebindAll(); // unanswered, but the last ack is recent: kept
+  await new Promise((r) => setTimeout(r, 1700));
+  assert.deepEqual(a.relayOf(pathId), RELAY);
+  w.clock.offset = 300_000; // five minutes later, still no ack
+  a.rebindAll();
+  await new Promise((r) => setTimeout(r, 1700));
+  assert.equal(a.relayOf(pathId), null);
+  assert.equal(a.counters.toJSON()['forgotten'], 1);
+  a.close();
+  w.trs.stop();
+});
+
