@@ -1,11 +1,13 @@
-// The demo (README's first command): a cloud and three nodes in network namespaces, registered and talking:
-// alpha on the global segment, beta behind a NAPT router, gamma IPv6-only; alpha reaches beta by name.
+// The demo (README's first command): a cloud (AS+NMS, and a TRS) and four nodes in network namespaces, registered
+// and talking: alpha on the global segment, beta and delta behind two NAPT routers, gamma IPv6-only. alpha reaches
+// gamma directly, beta and delta meet through a hole punched in both NAPTs, gamma and beta (IPv6-only against an
+// IPv4 NAPT) through the TRS.
 //
 // usage: node dist/scripts/demo.js [--keep]   (--keep: leave everything running until Ctrl-C)
 
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CloudProc, cyphonic, NodeProc, workDir } from '../test/harness/cluster.js';
+import { CLI, CloudProc, cyphonic, NodeProc, waitFor, workDir } from '../test/harness/cluster.js';
 import { Testbed } from '../test/harness/netns/index.js';
 
 const say = (s: string): void => void process.stdout.write(s + '\n');
@@ -17,21 +19,26 @@ async function main(): Promise<void> {
   const tb = await Testbed.create();
   const work = workDir('demo');
   try {
-    say('== building the testbed: global segment 198.18.0.0/24 + 2001:db8::/64, one NAPT site');
+    say('== building the testbed: global segment 198.18.0.0/24 + 2001:db8::/64, two NAPT sites');
     const cloudHost = await tb.addHost('cloud', { site: tb.global, family: 'dual' });
     const site = await tb.addSite('home', { kind: 'napt', nat: 'eim' });
+    const office = await tb.addSite('office', { kind: 'napt', nat: 'eim' });
     const hosts = {
       alpha: await tb.addHost('alpha', { site: tb.global, family: 'dual' }),
       beta: await tb.addHost('beta', { site, family: 'v4' }),
       gamma: await tb.addHost('gamma', { site: tb.global, family: 'v6' }),
+      delta: await tb.addHost('delta', { site: office, family: 'v4' }),
     };
-    say(`   cloud ${cloudHost.addr4} ${cloudHost.addr6}; alpha ${hosts.alpha.addr4} (global); beta ${hosts.beta.addr4} behind NAPT ${site.wan4}; gamma ${hosts.gamma.addr6} (IPv6-only)`);
+    say(`   cloud ${cloudHost.addr4} ${cloudHost.addr6}; alpha ${hosts.alpha.addr4} (global); beta ${hosts.beta.addr4} behind NAPT ${site.wan4}; gamma ${hosts.gamma.addr6} (IPv6-only); delta ${hosts.delta.addr4} behind NAPT ${office.wan4}`);
 
     say('\n$ cyphonic cloud init --dir DIR --advertise ' + [cloudHost.addr4, cloudHost.addr6].join(','));
     const cloud = new CloudProc(cloudHost, work.dir);
     await cloud.init();
-    say('$ cyphonic cloud start --dir DIR   (AS on TCP 4501 with TLS 1.3, NMS on UDP 4502)');
+    say('$ cyphonic cloud start --dir DIR   (AS on TCP 4501 with TLS 1.3, NMS on UDP 4502, NAT mapping probe on UDP 4505)');
     await cloud.start();
+    say('$ cyphonic cloud start --dir DIR --roles trs   (a TRS on UDP 4503, registered in the store)');
+    const trs = cloudHost.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', cloud.dir, '--roles', 'trs'], { logFile: join(work.dir, 'trs.log') });
+    await waitFor('the TRS to register', async () => (JSON.parse(await cyphonic(cloudHost, ['cloud', 'relays', '--dir', cloud.dir, '--json'])) as { live: boolean }[]).some((r) => r.live));
 
     const nodes: NodeProc[] = [];
     for (const [name, host] of Object.entries(hosts)) {
@@ -50,7 +57,7 @@ async function main(): Promise<void> {
     say(await cyphonic(cloudHost, ['cloud', 'nodes', '--dir', cloud.dir]));
     // Nodes talking by name: each namespace's resolver is its node's overlay DNS (on the node's virtual IPv4).
     // alpha (dual-stack) -> gamma (IPv6-only underlay), and beta (behind NAPT) -> alpha.
-    const [alpha, beta, gamma] = nodes as [NodeProc, NodeProc, NodeProc];
+    const [alpha, beta, gamma, delta] = nodes as [NodeProc, NodeProc, NodeProc, NodeProc];
     const talk = async (from: NodeProc, to: NodeProc, families: ('4' | '6')[]): Promise<void> => {
       const st = await from.status();
       const etc = join('/etc/netns', from.host.ns);
@@ -70,7 +77,11 @@ async function main(): Promise<void> {
     };
     await talk(alpha, gamma, ['4', '6']);
     await talk(beta, alpha, ['4']);
-    for (const n of [alpha, beta]) {
+    say('\n== beta and delta sit behind two different NAPTs that keep ports: the NMS has both punch a hole');
+    await talk(beta, delta, ['4', '6']);
+    say('\n== gamma (IPv6-only) and beta (IPv4 behind NAPT) share no family: the NMS relays them through the TRS');
+    await talk(gamma, beta, ['6', '4']);
+    for (const n of [alpha, beta, gamma]) {
       say(`\n$ cyphonic node status --state ${n.state}   (${n.name})`);
       say((await cyphonic(n.host, ['node', 'status', '--state', n.state])).trimEnd());
     }
@@ -78,6 +89,7 @@ async function main(): Promise<void> {
       say(`\n--keep: running; state and logs in ${work.dir}. Ctrl-C to stop and clean up.`);
       await new Promise<void>((r) => process.once('SIGINT', () => r()));
     }
+    trs.kill('SIGTERM');
   } finally {
     await tb.cleanup();
     work.remove();

@@ -121,13 +121,13 @@ export const commands: Command[] = [
   },
   {
     name: 'cloud nodes',
-    summary: 'List nodes: name, fqdn, vip4, vip6, online, nat, observed address, last seen.',
+    summary: 'List nodes: name, fqdn, vip4, vip6, online, nat, observed address, NAT mapping, last seen.',
     options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
     required: ['dir'],
     async run(o) {
       const rows: NodeRow[] = await adminNodes(str(o['dir'])!, str(o['db']));
       if (o['json']) out(JSON.stringify(rows, null, 2));
-      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'lastSeen']));
+      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'mapping', 'lastSeen']));
     },
   },
   {
@@ -192,6 +192,8 @@ export const commands: Command[] = [
       tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
       'no-tun': { type: 'boolean', help: 'signaling only: no TUN device, data plane or overlay DNS (no root needed)' },
       'rekey-after': { type: 'string', help: 'seconds between re-handshakes with each peer', default: '120' },
+      'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive', default: '20' },
+      'punch-retry': { type: 'string', help: 'seconds before a relay that replaced a failed hole punch tries the punch again (doubling after each failure)', default: '30' },
       'no-offload': { type: 'boolean', help: 'move one packet per read/write/datagram: no TSO, UDP GSO or GRO (portable path)' },
     },
     required: ['state'],
@@ -200,10 +202,14 @@ export const commands: Command[] = [
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--port: invalid ${String(o['port'])}`);
       const rekey = Number(o['rekey-after']);
       if (!(rekey >= 1 && rekey <= 120)) throw new ConfigError(`--rekey-after: ${String(o['rekey-after'])} is not 1..120 seconds`);
+      const keepalive = Number(o['path-keepalive']);
+      if (!(keepalive >= 1 && keepalive <= 120)) throw new ConfigError(`--path-keepalive: ${String(o['path-keepalive'])} is not 1..120 seconds`);
+      const punchRetry = Number(o['punch-retry']);
+      if (!(punchRetry >= 1 && punchRetry <= 3600)) throw new ConfigError(`--punch-retry: ${String(o['punch-retry'])} is not 1..3600 seconds`);
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
-      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, offload: !o['no-offload'] }, logger);
+      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, pathKeepaliveMs: keepalive * 1000, punchRetryMs: punchRetry * 1000, offload: !o['no-offload'] }, logger);
       await d.start();
       return untilSignal(() => d.stop());
     },
@@ -235,7 +241,7 @@ export const commands: Command[] = [
         out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}`);
         out(`  registered ${st.registered}  nat ${st.nat ?? '-'}  observed ${st.observed ?? '-'}  nms ${st.nms ?? '-'}`);
         out(`  dns ${st.dns ?? '-'}  tun ${st.tun ?? '-'}`);
-        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
+        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path}${p.relay ? ` via ${p.relay}` : ''} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
       }
     },
   },

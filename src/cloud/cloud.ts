@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { createIntermediateCa, createRootCa, fingerprint, issueServerCertificate, toDer, type CaMaterial } from '../crypto/index.js';
 import { CLOUD_CONFIG_FILE, CLOUD_DEFAULTS, loadCloudConfig, saveCloudConfig, validateCloudConfig, type CloudConfig } from '../config/cloud.js';
 import { encodeToken, validateNodeName } from '../config/token.js';
+import { DEFAULT_PORTS } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { parseCidr, randomUlaPrefix48 } from '../net/addr/cidr.js';
 import { openStore } from '../store/index.js';
@@ -19,6 +20,8 @@ import { AsService, tokenHash } from './as/service.js';
 import { AsTransport } from './as/transport.js';
 import { NmsService } from './nms/service.js';
 import { NmsTransport } from './nms/transport.js';
+import type { RelayAllocator } from './nms/routes.js';
+import { allocateRelay, RelayClient } from './trs/client.js';
 import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
@@ -112,8 +115,8 @@ export interface CloudStartOptions {
   logger: Logger;
   /** Bind address for every listener. @default '::' (dual-stack) */
   host?: string;
-  /** Override ports (tests use 0 for ephemeral ports). */
-  ports?: Partial<CloudConfig['ports']>;
+  /** Override ports (tests use 0 for ephemeral ports); nmsProbe: the NAT mapping probe. @default DEFAULT_PORTS.nmsProbe */
+  ports?: Partial<CloudConfig['ports'] & { nmsProbe: number }>;
   /** Addresses the TRS advertises (with its port). @default the bind address, or the host's addresses when bound to a wildcard */
   trsAdvertise?: string[];
   /** TRS heartbeat interval into the store (ms). @default RELAY_HEARTBEAT_MS */
@@ -130,7 +133,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   const p = paths(o.dir);
   const roles = new Set(o.roles ?? ['as', 'nms']);
   const store = await openCloudStore(o.dir, cfg, o.db);
-  const ports = { ...cfg.ports, ...o.ports };
+  const ports: CloudConfig['ports'] & { nmsProbe?: number } = { ...cfg.ports, ...o.ports };
   const stops: (() => Promise<void>)[] = [];
   let as: AsService | null = null;
   let nms: NmsService | null = null;
@@ -141,13 +144,28 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   try {
     if (roles.has('nms')) {
       let transport: NmsTransport | null = null;
+      // Relayed paths: the NMS asks a live TRS (from the store) to relay, over its own socket (see trs/client.ts).
+      const relayClient = new RelayClient({ relayKey: await loadRelayKey(store), host: o.host ?? '::' });
+      await relayClient.start();
+      stops.push(() => relayClient.stop());
+      const relays: RelayAllocator = {
+        allocate: (req, avoid) =>
+          allocateRelay(
+            { store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}), avoid: (r) => r.endpoints.some((e) => avoid.some((a) => a.port === e.port && a.address === e.address)) },
+            req,
+          ),
+      };
       nms = new NmsService(
         { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec },
-        { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to) },
+        { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to), relays },
       );
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
+      // The NAT mapping probe (DEFAULT_PORTS.nmsProbe, 4505; ephemeral when the NMS port is): see NmsService.probe.
+      const probe = new NmsTransport({ host: o.host ?? '::', port: ports.nms === 0 ? 0 : (ports.nmsProbe ?? DEFAULT_PORTS.nmsProbe), via: 'probe' }, nms, o.logger.child({ component: 'nms' }));
+      nms.probePort = (await probe.start()).port;
+      stops.push(() => probe.stop());
     }
     if (roles.has('trs')) {
       const logger = o.logger.child({ component: 'trs' });
@@ -247,6 +265,8 @@ export interface NodeRow {
   online: boolean;
   nat: boolean | null;
   observed: string | null;
+  /** NAT mapping learned by the NMS's probe: 'independent' (punchable), 'dependent', or null (not behind NAT / not probed). */
+  mapping: 'independent' | 'dependent' | null;
   lastSeen: string | null;
 }
 
@@ -269,6 +289,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       online: !!r && now - r.lastSeen <= r.keepaliveSec * 1000 * OFFLINE_AFTER_INTERVALS && !!key && key.expiresAt > now,
       nat: r ? r.nat : null,
       observed: r ? formatEndpoint(r.observed) : null,
+      mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
     });
   }

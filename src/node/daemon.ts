@@ -15,6 +15,7 @@ import { MessageType } from '../protocol/constants.js';
 import { decodeBody } from '../protocol/messages.js';
 import { DataPlane, type DatagramPort, type OffloadState } from './dataplane/dataplane.js';
 import { PeerManager, type PeerStatus } from './peers.js';
+import { RelayBinder } from './relay.js';
 import { decodeToken, type EnrollmentToken } from '../config/token.js';
 import { Status } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
@@ -46,6 +47,10 @@ export interface NodeInit {
   rekeyAfterMs?: number;
   /** Use TUN/UDP offloads (TSO, GSO, GRO) where the kernel has them; false = the portable path. @default true */
   offload?: boolean;
+  /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (20 s) */
+  pathKeepaliveMs?: number;
+  /** First wait before a relay that replaced a failed punch retries the punch (ms). @default PUNCH_RETRY_MS (30 s) */
+  punchRetryMs?: number;
 }
 
 export interface NodeStatus {
@@ -82,6 +87,7 @@ export class NodeDaemon {
   private dataplane: DataPlane | null = null;
   private resolver: Resolver | null = null;
   private peers: PeerManager | null = null;
+  private relay: RelayBinder | null = null;
   private client: NmsClient | null = null;
   private control: ControlServer | null = null;
   private readonly abort = new AbortController();
@@ -111,7 +117,14 @@ export class NodeDaemon {
         await sleep(BACKOFF_MAX_MS, this.abort.signal);
       }
     }
+    this.relay = new RelayBinder({
+      nodeId: () => this.identity!.nodeId,
+      send: (m, to) => this.port?.send(m, to),
+      logger: this.logger.child({ component: 'relay' }),
+    });
     this.peers = new PeerManager({
+      relay: this.relay,
+      behindNat: () => this.reg?.nat === true,
       local: () => this.localIdentity(),
       anchors: () => this.trustAnchors(),
       routes: () => this.client,
@@ -120,9 +133,13 @@ export class NodeDaemon {
           send: (m, to) => this.port?.send(m, to),
           install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
+          promote: (slot) => this.dataplane?.promote(slot),
+          keepalive: (peer) => this.pathKeepalive(peer.vip4),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
+      ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
+      ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
@@ -164,8 +181,25 @@ export class NodeDaemon {
     return dp;
   }
 
+  private keepaliveSock: dgram.Socket | null = null;
+
+  /**
+   * A path keepalive: one byte of UDP to the peer's discard port over the overlay, so the data plane seals it with
+   * the End Key like any packet; the peer's kernel answers (port unreachable) through the tunnel too.
+   */
+  private pathKeepalive(vip4: string): void {
+    if (!this.dataplane) return;
+    if (!this.keepaliveSock) {
+      this.keepaliveSock = dgram.createSocket('udp4');
+      this.keepaliveSock.on('error', () => {});
+      this.keepaliveSock.unref();
+    }
+    this.keepaliveSock.send(Buffer.from([0]), 9, vip4);
+  }
+
   private onDatagram(msg: Buffer, from: Endpoint): void {
     if (this.client?.handleDatagram(msg)) return;
+    if (this.relay?.onDatagram(msg, from)) return;
     if (this.peers?.onDatagram(msg, from)) return;
     this.client?.counters.inc('refused.stray');
   }
@@ -202,6 +236,9 @@ export class NodeDaemon {
     await this.loop?.catch(() => {});
     await this.control?.close();
     this.peers?.close();
+    this.relay?.close();
+    this.keepaliveSock?.close();
+    this.keepaliveSock = null;
     await this.resolver?.stop();
     await this.port?.close();
     this.port = null;
@@ -229,6 +266,7 @@ export class NodeDaemon {
       counters: {
         ...(this.client?.counters.toJSON() ?? {}),
         ...prefixed('peers.', this.peers?.counters.toJSON()),
+        ...prefixed('relay.', this.relay?.counters.toJSON()),
         ...prefixed('dns.', this.resolver?.counters.toJSON()),
         ...prefixed('data.', this.dataplane?.stats.globals()),
       },
@@ -295,8 +333,16 @@ export class NodeDaemon {
         this.registered = true;
         failures = 0;
         backoff = BACKOFF_MIN_MS;
+        const moved = this.reg !== null && (this.reg.observed.address !== res.observed.address || this.reg.observed.port !== res.observed.port);
         this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
         this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
+        // A new public address or port (NAT rebinding, a move): our TRS bindings must follow. Telling direct peers
+        // our new endpoint is mobility's job (issue #6).
+        if (moved) this.relay?.rebindAll();
+        if (res.nat && res.probePort) {
+          // Let the NMS learn our NAT's mapping behaviour (punchable or not); failures only cost a relay later.
+          void this.client.probe(res.probePort).catch((err: unknown) => this.logger.debug('NAT mapping probe unanswered', { err: describeError(err) }));
+        }
         await this.keepaliveLoop(res.keepaliveSec, signal);
       } catch (err) {
         this.registered = false;

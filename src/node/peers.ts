@@ -8,7 +8,7 @@
 import { SeqCounter } from '../channel/sequence.js';
 import { HandshakeReplayCache, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
 import { REKEY_AFTER_MS } from '../crypto/data-session.js';
-import { MessageType } from '../protocol/constants.js';
+import { MessageType, PathType } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
 import type { RouteDirection } from '../protocol/messages.js';
@@ -18,12 +18,34 @@ import type { Logger } from '../util/log.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
+/** Tunable: TunnelRequest waits on punched paths (ms): ~1.5 s in all, then the initiator asks for a relay. */
+export const PUNCH_RETRANSMIT_MS = [150, 300, 450, 600] as const;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
 const MAX_PROBE_ENDPOINTS = 4;
+/** Tunable: a relayed path that replaced a failed punch tries the punch again after this long, then twice as long… */
+export const PUNCH_RETRY_MS = 30_000;
+/** Tunable: … up to this long between punch retries. */
+const PUNCH_RETRY_MAX_MS = 600_000;
+/** Tunable: relayed paths are watched this often for a dead TRS (we send, nothing comes back). */
+const RELAY_WATCH_MS = 500;
+/** Tunable: sending without receiving anything for this long on a relayed path makes us check the TRS. */
+const RELAY_SILENT_MS = 1500;
+/** Tunable: an idle path through a NAT gets a keepalive this often (Linux drops unreplied UDP state after 30 s,
+ *  replied after 120 s; home routers often sooner). */
+export const PATH_KEEPALIVE_MS = 20_000;
+
+/** What a route request asks for besides its target (relay fallback and TRS failover). */
+export interface RouteTarget {
+  targetFqdn?: string;
+  targetVip?: string;
+  relayOnly?: boolean;
+  avoidRelay?: Endpoint;
+  noRelay?: boolean;
+}
 
 /** What the peer manager needs from the NMS client. */
 export interface RouteSource {
-  direction(target: { targetFqdn?: string; targetVip?: string }): Promise<RouteDirection>;
+  direction(target: RouteTarget): Promise<RouteDirection>;
   confirm(pathId: bigint, accepted: boolean): Promise<void>;
 }
 
@@ -32,6 +54,17 @@ export interface SessionSink {
   send(datagram: Buffer, to: Endpoint): void;
   install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): Promise<void>;
   peerStats(slot: number): { rxBytes: number; txBytes: number };
+  /** Send on the session installed last for `slot` now (a new path replaced the old one). */
+  promote?(slot: number): void;
+  /** Sends one small packet through the tunnel to the peer (sealed like any data): keeps NAT mappings on the way open. */
+  keepalive?(peer: { vip4: string; vip6: string }): void;
+}
+
+/** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
+export interface PathRelay {
+  bind(pathId: bigint, tempKey: Buffer, relay: Endpoint, opts?: { waitPeer?: boolean }): Promise<{ peerBound: boolean } | null>;
+  check(pathId: bigint): Promise<boolean>;
+  forget(pathId: bigint): void;
 }
 
 export interface PeerStatus {
@@ -60,6 +93,10 @@ interface Path {
   keys: SessionKeys | null;
   /** performance.now() when we sent the first Tunnel Request of the current handshake. */
   handshakeStart: number | null;
+  /** Where the peer's own TunnelRequest came from while ours was winning the tie-break (its NAT's mapping toward us). */
+  learned: Endpoint | null;
+  /** Its TRS stopped answering: never preferred again. */
+  dead: boolean;
 }
 
 interface Peer {
@@ -76,6 +113,12 @@ interface Peer {
   connecting: Promise<void> | null;
   routeSelectionMs: number | null;
   tunnelMs: number | null;
+  /** Relay watch: traffic counters at the last look, and when rx last grew. */
+  watch: { rx: number; tx: number; rxAt: number; checking: boolean };
+  /** Path keepalive: traffic counters at the last look, and when either last moved. */
+  idle: { rx: number; tx: number; at: number };
+  /** A punch failed and a relay carries the traffic: when to try punching again, and the wait after that. */
+  punchRetry: { at: number; waitMs: number; running: boolean } | null;
 }
 
 export interface PeerManagerComponents {
@@ -87,6 +130,14 @@ export interface PeerManagerComponents {
   now?: () => number;
   /** Initiators re-handshake after this long. @default REKEY_AFTER_MS */
   rekeyAfterMs?: number;
+  /** Relayed paths; without it they are refused. */
+  relay?: PathRelay;
+  /** True while our registration says we are behind NAT (then we also send on direct paths pushed to us). */
+  behindNat?: () => boolean;
+  /** Idle paths through a NAT get a keepalive this often. @default PATH_KEEPALIVE_MS */
+  pathKeepaliveMs?: number;
+  /** First wait before a relayed path that replaced a failed punch tries the punch again. @default PUNCH_RETRY_MS */
+  punchRetryMs?: number;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
@@ -102,14 +153,18 @@ export class PeerManager {
   private nextSlot = 0;
   private txid = 1;
   private rekeyTimer: NodeJS.Timeout | null = null;
+  private watchTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly c: PeerManagerComponents) {
     this.rekeyTimer = setInterval(() => this.rekeyDue(), Math.min(5000, Math.max(250, (c.rekeyAfterMs ?? REKEY_AFTER_MS) / 4)));
     this.rekeyTimer.unref();
+    this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
+    this.watchTimer.unref();
   }
 
   close(): void {
     if (this.rekeyTimer) clearInterval(this.rekeyTimer);
+    if (this.watchTimer) clearInterval(this.watchTimer);
   }
 
   /** DNS: the virtual addresses of `name` (a label under our domain); starts route selection and the tunnel. */
@@ -134,7 +189,7 @@ export class PeerManager {
    * Route selection, then (without waiting) tunnel establishment. Resolves once the route is known, so a DNS
    * answer is not held up by the handshake; concurrent calls for the same target share one selection.
    */
-  private connect(target: { targetFqdn?: string; targetVip?: string }): Promise<Peer | null> {
+  private connect(target: RouteTarget): Promise<Peer | null> {
     const key = target.targetFqdn ?? target.targetVip!;
     const running = this.inflight.get(key);
     if (running) return running;
@@ -143,7 +198,7 @@ export class PeerManager {
     return p;
   }
 
-  private async selectRoute(target: { targetFqdn?: string; targetVip?: string }): Promise<Peer | null> {
+  private async selectRoute(target: RouteTarget): Promise<Peer | null> {
     const routes = this.c.routes();
     if (!routes) return null;
     const t0 = performance.now();
@@ -160,9 +215,80 @@ export class PeerManager {
     if (!peer) return null;
     const path = this.addPath(peer, rd);
     peer.routeSelectionMs = +(performance.now() - t0).toFixed(3);
-    this.c.logger.debug('route selected', { peer: peer.name, path: 'direct', ms: peer.routeSelectionMs });
-    peer.connecting = this.initiate(peer, path).finally(() => (peer.connecting = null));
+    this.c.logger.debug('route selected', { peer: peer.name, path: pathName(rd), ms: peer.routeSelectionMs });
+    peer.connecting = this.open(peer, path).finally(() => (peer.connecting = null));
     return peer;
+  }
+
+  /** Our side of a path the NMS gave us as initiator: bind to the TRS if relayed, handshake; a failed punch falls back to a relay. */
+  private async open(peer: Peer, path: Path): Promise<void> {
+    if (path.rd.pathType === PathType.Relayed) {
+      if (!(await this.bindRelay(peer, path, true))) return;
+    }
+    const punched = path.rd.pathType === PathType.Punched;
+    const ok = await this.initiate(peer, path, punched ? PUNCH_RETRANSMIT_MS : TUNNEL_RETRANSMIT_MS);
+    if (!ok && punched && !peer.active) {
+      this.counters.inc('punch.failed');
+      this.c.logger.info('hole punch failed; asking for a relay', { peer: peer.name });
+      const first = this.c.punchRetryMs ?? PUNCH_RETRY_MS;
+      peer.punchRetry = { at: Date.now() + first, waitMs: first, running: false };
+      void this.connect({ targetFqdn: peer.fqdn, relayOnly: true });
+    }
+  }
+
+  /**
+   * A relayed path that replaced a failed punch tries the punch again (a fresh path id; never another relay). When
+   * it succeeds the punched path's session replaces the relayed one at both ends (the newer path wins), so the
+   * traffic moves without breaking the session; when it fails the wait doubles.
+   */
+  private async retryPunch(peer: Peer): Promise<void> {
+    const retry = peer.punchRetry!;
+    const routes = this.c.routes();
+    if (!routes) return;
+    retry.running = true;
+    let ok = false;
+    try {
+      const rd = await routes.direction({ targetFqdn: peer.fqdn, noRelay: true });
+      if (this.adopt(rd) === peer) {
+        const path = this.addPath(peer, rd);
+        this.counters.inc('punch.retry');
+        ok = await this.initiate(peer, path, rd.pathType === PathType.Punched ? PUNCH_RETRANSMIT_MS : TUNNEL_RETRANSMIT_MS);
+        if (!ok && peer.active !== path) {
+          // Forget the failed attempt (a late answer then counts as an unknown path).
+          peer.paths.delete(path.id);
+          this.byPath.delete(path.id);
+        }
+      }
+    } catch (err) {
+      this.c.logger.debug('punch retry: no route', { peer: peer.name, err: describeError(err) });
+    } finally {
+      retry.running = false;
+    }
+    if (ok) {
+      peer.punchRetry = null;
+      this.counters.inc('punch.upgraded');
+      this.c.logger.info('moved from the relay to a punched path', { peer: peer.name });
+    } else {
+      retry.waitMs = Math.min(retry.waitMs * 2, PUNCH_RETRY_MAX_MS);
+      retry.at = Date.now() + retry.waitMs;
+    }
+  }
+
+  /** Binds our data socket to the path's TRS; false (and counted) when it is unusable. */
+  private async bindRelay(peer: Peer, path: Path, waitPeer: boolean): Promise<boolean> {
+    const relay = this.c.relay;
+    if (!relay || !path.rd.relay || !path.rd.tempKey) {
+      this.counters.inc('relay.unusable');
+      this.c.logger.warn('relayed path without relay, Temp Key or binder', { peer: peer.name });
+      return false;
+    }
+    const ack = await relay.bind(path.id, path.rd.tempKey, path.rd.relay, { waitPeer });
+    if (!ack) {
+      this.counters.inc('relay.bind-failed');
+      return false;
+    }
+    this.counters.inc('relay.bound');
+    return true;
   }
 
   /** A Route Direction pushed by the NMS: we are the responder. */
@@ -173,9 +299,21 @@ export class PeerManager {
       if (routes) await routes.confirm(rd.pathId, false).catch(() => {});
       return;
     }
-    this.addPath(peer, rd);
+    const path = this.addPath(peer, rd);
     this.counters.inc('route.pushed');
+    // Relayed: bound before we confirm, so the initiator's first TunnelRequest finds both ends bound at the TRS.
+    if (rd.pathType === PathType.Relayed && !(await this.bindRelay(peer, path, false))) {
+      await routes.confirm(rd.pathId, false).catch(() => {});
+      return;
+    }
     await routes.confirm(rd.pathId, true).catch((err: unknown) => this.c.logger.warn('confirmation failed', { peer: peer.name, err: describeError(err) }));
+    // Punched, or direct while we are behind NAT: we send too, so our NAT lets the initiator's packets in.
+    const sends = rd.pathType === PathType.Punched || (rd.pathType === PathType.Direct && this.c.behindNat?.() === true);
+    if (sends && path.hs.state === 'idle') {
+      this.counters.inc('punch.responder');
+      const run = this.initiate(peer, path, PUNCH_RETRANSMIT_MS);
+      if (!peer.connecting) peer.connecting = run.then(() => {}).finally(() => (peer.connecting = null));
+    }
   }
 
   /** Tunnel Request / Response datagrams. Returns false for anything else. */
@@ -196,7 +334,11 @@ export class PeerManager {
     try {
       if (f.header.type === MessageType.TunnelRequest) {
         const answered = path.hs.onRequest(msg, this.seq.next());
-        if (!answered) return true; // our own simultaneous request wins
+        if (!answered) {
+          // Our own simultaneous request wins: send it where theirs came from too (their NAT's mapping toward us).
+          if (path.rd.pathType !== PathType.Relayed) path.learned = from;
+          return true;
+        }
         // Answer only once our data plane can open the initiator's first capsule.
         void this.established(peer, path, answered.keys, from).then(() => this.c.sink()?.send(answered.response, from));
       } else {
@@ -221,8 +363,8 @@ export class PeerManager {
         fqdn: p.fqdn,
         vip4: p.vip4,
         vip6: p.vip6,
-        path: 'direct' as const,
-        relay: null,
+        path: p.active ? pathName(p.active.rd) : 'direct',
+        relay: p.active?.rd.pathType === PathType.Relayed && p.active.rd.relay ? formatEndpoint(p.active.rd.relay) : null,
         endpoint: p.active?.endpoint ? formatEndpoint(p.active.endpoint) : null,
         rxBytes: st.rxBytes,
         txBytes: st.txBytes,
@@ -260,6 +402,9 @@ export class PeerManager {
         connecting: null,
         routeSelectionMs: null,
         tunnelMs: null,
+        watch: { rx: 0, tx: 0, rxAt: 0, checking: false },
+        idle: { rx: 0, tx: 0, at: Date.now() },
+        punchRetry: null,
       };
       this.peers.set(peer.nodeId, peer);
     }
@@ -270,29 +415,34 @@ export class PeerManager {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, handshakeStart: null };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, handshakeStart: null, learned: null, dead: false };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
     return path;
   }
 
-  /** Sends TunnelRequests to the peer's endpoints until a response establishes the session. */
-  private async initiate(peer: Peer, path: Path): Promise<void> {
+  /**
+   * Sends TunnelRequests to the peer's endpoints (the TRS on a relayed path) until a response establishes the
+   * session; true when it did.
+   */
+  private async initiate(peer: Peer, path: Path, schedule: readonly number[] = TUNNEL_RETRANSMIT_MS): Promise<boolean> {
     const sink = this.c.sink();
-    if (!sink) return;
-    const targets = path.rd.peerEndpoints.slice(0, MAX_PROBE_ENDPOINTS);
+    if (!sink) return false;
+    const relayed = path.rd.pathType === PathType.Relayed && path.rd.relay;
     path.handshakeStart = performance.now();
-    for (const wait of TUNNEL_RETRANSMIT_MS) {
-      if (path.keys && path.hs.state === 'established') return;
+    for (const wait of schedule) {
+      if (path.keys && path.hs.state === 'established') return true;
+      const targets = relayed ? [path.rd.relay!] : [...(path.learned ? [path.learned] : []), ...path.rd.peerEndpoints].slice(0, MAX_PROBE_ENDPOINTS);
       this.txid = (this.txid % 0x7fffffff) + 1;
       const frame = path.hs.initiate(this.seq.next(), this.txid);
       for (const t of targets) sink.send(frame, t);
       this.counters.inc('handshake.sent');
       await new Promise((r) => setTimeout(r, wait));
-      if (path.hs.state === 'established') return;
+      if (path.hs.state === 'established') return true;
     }
     this.counters.inc('handshake.timeout');
-    this.c.logger.warn('tunnel establishment timed out', { peer: peer.name });
+    this.c.logger.warn('tunnel establishment timed out', { peer: peer.name, path: pathName(path.rd) });
+    return false;
   }
 
   private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
@@ -302,11 +452,19 @@ export class PeerManager {
     // Two paths to one peer (both sides asked at once): both ends send on the one initiated by the lower node id.
     const current = peer.active;
     if (!current || current === path || this.preferred(path, current) === path) peer.active = path;
+    if (current && current !== path && peer.active === path && current.rd.pathType === PathType.Relayed) {
+      // The old relayed path carries nothing new: stop refreshing its binding once stragglers have arrived.
+      setTimeout(() => this.c.relay?.forget(current.id), 5000).unref();
+    }
+    peer.watch = { rx: 0, tx: 0, rxAt: Date.now(), checking: false };
     this.counters.inc('handshake.ok');
     // The losing path's session still opens what the peer sends on it until the peer switches over.
     const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
-    this.c.logger.info('tunnel established', { peer: peer.name, path: 'direct', udpAddr: formatEndpoint(from), initiator: keys.initiator });
+    this.c.logger.info('tunnel established', { peer: peer.name, path: pathName(path.rd), udpAddr: formatEndpoint(from), initiator: keys.initiator });
     await installed;
+    // A new path replaced another one (TRS failover, a fresh route): as responder our data plane would keep
+    // sending on the old path's session until the peer used the new one, and the old path may be dead.
+    if (!keys.initiator && current && current !== path && peer.active === path) this.c.sink()?.promote?.(peer.slot);
     if (path.handshakeStart !== null) {
       peer.tunnelMs = +(performance.now() - path.handshakeStart).toFixed(3);
       path.handshakeStart = null;
@@ -319,14 +477,87 @@ export class PeerManager {
    * on both ends: the path initiated by the lower node id.
    */
   private preferred(a: Path, b: Path): Path {
+    if (a.dead !== b.dead) return a.dead ? b : a;
     const ta = a.keys?.establishedAt ?? 0;
     const tb = b.keys?.establishedAt ?? 0;
     if (Math.abs(ta - tb) > SIMULTANEOUS_MS) return ta > tb ? a : b;
+    // Made at about the same time, one through a TRS: the one that is not (a punch retry that came up quickly).
+    const ra = a.rd.pathType === PathType.Relayed;
+    if (ra !== (b.rd.pathType === PathType.Relayed)) return ra ? b : a;
     const initiatorOf = (p: Path): number => (p.keys?.initiator ? this.c.local().nodeId : p.rd.peerNodeId);
     const ia = initiatorOf(a);
     const ib = initiatorOf(b);
     if (ia !== ib) return ia < ib ? a : b;
     return a.id < b.id ? a : b;
+  }
+
+  /**
+   * Relayed paths: sending while nothing comes back for RELAY_SILENT_MS makes us check the TRS with a bind. That
+   * bind also repairs a binding our NAT broke (it rebound us to a new public port: the TRS moves our end to where
+   * the bind came from). No answer, on a path we initiated → the TRS is dead and we ask the NMS for a relay
+   * elsewhere (avoiding this one); the new path's session replaces the old one and TCP above sees a short stall.
+   */
+  private watchRelays(): void {
+    const sink = this.c.sink();
+    if (sink) this.keepIdlePathsOpen(sink);
+    for (const peer of this.peers.values()) {
+      const r = peer.punchRetry;
+      if (r && !r.running && Date.now() >= r.at && peer.active?.rd.pathType === PathType.Relayed && !peer.connecting) void this.retryPunch(peer);
+    }
+    const relay = this.c.relay;
+    if (!sink || !relay) return;
+    const now = Date.now();
+    for (const peer of this.peers.values()) {
+      const path = peer.active;
+      if (!path || path.dead || path.rd.pathType !== PathType.Relayed || peer.watch.checking) continue;
+      const st = sink.peerStats(peer.slot);
+      const w = peer.watch;
+      const sent = st.txBytes > w.tx;
+      if (st.rxBytes > w.rx || w.rxAt === 0) w.rxAt = now;
+      w.rx = st.rxBytes;
+      w.tx = st.txBytes;
+      if (!sent || now - w.rxAt < RELAY_SILENT_MS) continue;
+      w.checking = true;
+      this.counters.inc('relay.check');
+      void relay.check(path.id).then((alive) => {
+        w.checking = false;
+        w.rxAt = Date.now();
+        if (alive || path.dead || peer.active !== path || !path.rd.initiator) return;
+        path.dead = true;
+        this.counters.inc('relay.failover');
+        this.c.logger.warn('relay stopped answering; asking for another', { peer: peer.name, relay: path.rd.relay ? formatEndpoint(path.rd.relay) : null });
+        relay.forget(path.id);
+        void this.connect({ targetFqdn: peer.fqdn, relayOnly: true, ...(path.rd.relay ? { avoidRelay: path.rd.relay } : {}) });
+      });
+    }
+  }
+
+  /**
+   * Keepalives on paths through a NAT (punched, or direct while we are behind one): when nothing moved either way
+   * for pathKeepaliveMs, one small packet through the tunnel; the peer's answer (its kernel's) refreshes the way
+   * back. Relayed paths need none: their TRS binds are refreshed every ≤ 25 s.
+   */
+  private keepIdlePathsOpen(sink: SessionSink): void {
+    if (!sink.keepalive) return;
+    const now = Date.now();
+    const every = this.c.pathKeepaliveMs ?? PATH_KEEPALIVE_MS;
+    const natted = this.c.behindNat?.() === true;
+    for (const peer of this.peers.values()) {
+      const path = peer.active;
+      if (!path?.keys || path.rd.pathType === PathType.Relayed || (!natted && path.rd.pathType !== PathType.Punched)) continue;
+      const st = sink.peerStats(peer.slot);
+      const i = peer.idle;
+      if (st.rxBytes !== i.rx || st.txBytes !== i.tx) {
+        i.rx = st.rxBytes;
+        i.tx = st.txBytes;
+        i.at = now;
+        continue;
+      }
+      if (now - i.at < every) continue;
+      i.at = now;
+      this.counters.inc('keepalive.sent');
+      sink.keepalive({ vip4: peer.vip4, vip6: peer.vip6 });
+    }
   }
 
   /** Initiators refresh their sessions before the time limit (the responder's keys follow its answer). */
@@ -338,7 +569,11 @@ export class PeerManager {
       if (now - path.keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS)) continue;
       this.counters.inc('rekey');
       path.keys = null;
-      peer.connecting = this.initiate(peer, path).finally(() => (peer.connecting = null));
+      peer.connecting = this.initiate(peer, path).then(() => {}).finally(() => (peer.connecting = null));
     }
   }
+}
+
+function pathName(rd: RouteDirection): 'direct' | 'punched' | 'relayed' {
+  return rd.pathType === PathType.Relayed ? 'relayed' : rd.pathType === PathType.Punched ? 'punched' : 'direct';
 }

@@ -72,8 +72,17 @@ export class NmsClient {
     return decodeBody(MessageType.KeepaliveAck, body);
   }
 
+  /**
+   * The NAT mapping probe: one Keepalive to the NMS's probe port (same address as the NMS), sent after registering,
+   * so the NMS can compare the public port it sees there with the registration's. Resolves with what it saw.
+   */
+  async probe(port: number): Promise<KeepaliveAck> {
+    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck, undefined, [300, 600, 1200], { address: this.nms.address, port });
+    return decodeBody(MessageType.KeepaliveAck, body);
+  }
+
   /** Sends a sealed request and waits for its reply, resealing each retransmission with a fresh sequence number. */
-  async request<T extends keyof BodyMap>(type: T, body: BodyMap[T], expect: MessageType, signal?: AbortSignal, retransmitMs?: readonly number[]): Promise<Buffer> {
+  async request<T extends keyof BodyMap>(type: T, body: BodyMap[T], expect: MessageType, signal?: AbortSignal, retransmitMs?: readonly number[], to?: Endpoint): Promise<Buffer> {
     const plain = encodeBody(type, body);
     const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
     const answer = new Promise<Buffer>((resolve, reject) => this.pending.set(txid, { expect, resolve, reject }));
@@ -82,7 +91,7 @@ export class NmsClient {
       for (const wait of retransmitMs ?? this.retransmitMs) {
         if (signal?.aborted) throw new CyphonicError('ERR_ABORTED', 'stopped');
         const frame = sealFrame(this.keys.up, { type: type as MessageType, txid, seq: this.seq.next(), id: BigInt(this.nodeId) }, plain);
-        this.socket.send(frame, this.nms);
+        this.socket.send(frame, to ?? this.nms);
         this.counters.inc('tx');
         let timer: NodeJS.Timeout | undefined;
         const timeout = new Promise<null>((r) => (timer = setTimeout(() => r(null), wait)));
@@ -147,7 +156,7 @@ export class NmsClient {
   }
 
   /** Asks the NMS for a route to a peer (by FQDN or virtual IP); resolves with our half of the Route Direction. */
-  async direction(target: { targetFqdn?: string; targetVip?: string }, retransmitMs?: readonly number[]): Promise<RouteDirection> {
+  async direction(target: { targetFqdn?: string; targetVip?: string; relayOnly?: boolean; avoidRelay?: Endpoint; noRelay?: boolean }, retransmitMs?: readonly number[]): Promise<RouteDirection> {
     const body = await this.request(MessageType.DirectionRequest, target, MessageType.RouteDirectionInitiator, undefined, retransmitMs);
     return decodeBody(MessageType.RouteDirectionInitiator, body);
   }

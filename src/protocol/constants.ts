@@ -137,7 +137,7 @@ export function isPathType(n: number): n is PathType {
 // ─────────────────────────── tunables ───────────────────────────
 
 /** Default listening ports: AS TLS/TCP, NMS UDP, TRS UDP, node data UDP. */
-export const DEFAULT_PORTS = { as: 4501, nms: 4502, trs: 4503, data: 30000 } as const;
+export const DEFAULT_PORTS = { as: 4501, nms: 4502, trs: 4503, data: 30000, nmsProbe: 4505 } as const;
 
 /** Keepalive period behind NAT: below the ~30 s UDP mapping timeout of common home routers. */
 export const KEEPALIVE_NAT_SEC = 5;

@@ -104,6 +104,8 @@ export interface RegistrationResponse {
   observed: Endpoint;
   nat: boolean;
   keepaliveSec: number;
+  /** UDP port of the NMS's mapping probe (same addresses): the node sends a Keepalive there once after registering. */
+  probePort?: number;
 }
 
 export type Keepalive = EmptyBody;
@@ -116,6 +118,12 @@ export interface KeepaliveAck {
 export interface DirectionRequest {
   targetFqdn?: string;
   targetVip?: string;
+  /** Ask for a relayed path (a punch failed, or the TRS in use died). */
+  relayOnly?: boolean;
+  /** A TRS endpoint not to use (the one that stopped answering). */
+  avoidRelay?: Endpoint;
+  /** Only a direct or punched path (a relayed one retries a punch); NoRoute when a relay would be needed. */
+  noRelay?: boolean;
 }
 
 /** Body of both RouteDirectionResponder and RouteDirectionInitiator. */
@@ -319,12 +327,16 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 5, name: 'observed', kind: 'endpoint' },
     { tag: 6, name: 'nat', kind: 'bool' },
     { tag: 7, name: 'keepaliveSec', kind: 'u16' },
+    { tag: 8, name: 'probePort', kind: 'u16', optional: true },
   ],
   [MessageType.Keepalive]: EMPTY,
   [MessageType.KeepaliveAck]: [{ tag: 1, name: 'observed', kind: 'endpoint' }],
   [MessageType.DirectionRequest]: [
     { tag: 1, name: 'targetFqdn', kind: 'string', maxSize: MAX_NAME_LEN, optional: true },
     { tag: 2, name: 'targetVip', kind: 'ip', optional: true },
+    { tag: 3, name: 'relayOnly', kind: 'bool', optional: true },
+    { tag: 4, name: 'avoidRelay', kind: 'endpoint', optional: true },
+    { tag: 5, name: 'noRelay', kind: 'bool', optional: true },
   ],
   [MessageType.RouteDirectionResponder]: ROUTE_DIRECTION,
   [MessageType.RouteConfirmation]: [

@@ -53,7 +53,12 @@ export interface RegistrationRecord {
   lastSeen: number;
   /** Highest signaling sequence number seen; may exceed 2^53 (stored as text). */
   lastSeq: bigint;
+  /** NAT mapping behaviour learned by the NMS's probe; absent until probed (and for nodes not behind NAT). */
+  mapping?: NatMapping;
 }
+
+/** 'independent': one public port for every destination (endpoint-independent mapping); 'dependent': a new one per destination. */
+export type NatMapping = 'independent' | 'dependent';
 
 /** One running TRS (Tunnel Relay Service) process, as it registers itself and heartbeats. */
 export interface RelayServerRecord {
@@ -155,6 +160,8 @@ export interface Store {
   /** Updates lastSeen/lastSeq/observed; false if the node has no registration. */
   touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean>;
   getRegistration(nodeId: number): Promise<RegistrationRecord | null>;
+  /** Records the probed NAT mapping of a registration (upsertRegistration resets it); false if there is none. */
+  setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean>;
   /** Ordered by node id. */
   listRegistrations(): Promise<RegistrationRecord[]>;
   /** No-op if absent. */

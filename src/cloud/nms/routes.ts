@@ -10,6 +10,17 @@ import { PathType } from '../../protocol/constants.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
 import type { DirectionRequest, RouteDirection } from '../../protocol/messages.js';
 import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
+import { choosePath, relayFor, type PathKind } from './paths.js';
+
+/** What route selection needs to relay a path (the NMS's RelayClient + allocateRelay); absent: no relayed paths. */
+export interface RelayAllocator {
+  allocate(req: { pathId: bigint; nodeA: number; nodeB: number; expiresAt: number }, avoid: Endpoint[]): Promise<{ tempKey: Buffer; relay: Endpoint[]; relayId: string }>;
+}
+
+/** Tunable: how long a relayed path may live at the TRS (it also forgets it when idle; the ends rebind every ≤ 25 s). */
+export const RELAYED_PATH_LIFETIME_MS = 24 * 3600_000;
+/** Tunable: a TRS endpoint a node reported dead is tried last for this long (its heartbeat row expires later). */
+export const RELAY_SUSPECT_MS = 30_000;
 
 /** Tunable: waits between pushes of a Route Direction to a responder that has not confirmed (ms). */
 export const PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
@@ -17,8 +28,8 @@ export const PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
 export const REACHABLE_INTERVALS = 3;
 
 export type RouteOutcome =
-  | { ok: true; toInitiator: RouteDirection; toResponder: RouteDirection; responder: NodeRecord }
-  | { ok: false; status: 'unknown-peer' | 'offline' | 'no-confirmation' | 'refused'; reason: string };
+  | { ok: true; toInitiator: RouteDirection; toResponder: RouteDirection; responder: NodeRecord; path: PathKind; why: string }
+  | { ok: false; status: 'unknown-peer' | 'offline' | 'no-confirmation' | 'refused' | 'no-relay'; reason: string };
 
 export interface RouteSelectorComponents {
   store: Store;
@@ -26,6 +37,8 @@ export interface RouteSelectorComponents {
   now: () => number;
   /** Pushes a Route Direction to the responder node (sealed by the caller) and returns once sent. */
   push: (responderId: number, reg: RegistrationRecord, body: RouteDirection) => void;
+  /** Relays paths that cannot be direct or punched. */
+  relays?: RelayAllocator;
 }
 
 interface Waiting {
@@ -35,6 +48,8 @@ interface Waiting {
 
 export class RouteSelector {
   private readonly waiting = new Map<bigint, Waiting>();
+  /** TRS endpoints reported dead by nodes ("address:port" → until). */
+  private readonly suspect = new Map<string, number>();
 
   constructor(private readonly c: RouteSelectorComponents) {}
 
@@ -50,13 +65,36 @@ export class RouteSelector {
     if (!initCert || !respCert) return { ok: false, status: 'refused', reason: 'no valid certificate on record' };
     const pathId = randomBytes(8).readBigUInt64BE() | 1n; // never 0
     const tunnelKey = randomKey(32);
-    const common = { pathId, pathType: PathType.Direct, tunnelKey };
-    const toResponder: RouteDirection = { ...common, initiator: false, ...this.peerFields(initiator, initiatorReg), peerCertificate: initCert };
-    const toInitiator: RouteDirection = { ...common, initiator: true, ...this.peerFields(responder, reg), peerCertificate: respCert };
+    const plan = choosePath(initiatorReg, reg, { relayOnly: req.relayOnly === true });
+    const base = { pathId, tunnelKey };
+    let toResponder: RouteDirection;
+    let toInitiator: RouteDirection;
+    if (plan.kind === 'relayed' && req.noRelay) return { ok: false, status: 'refused', reason: `only a relay would do (${plan.why}) and the node asked for none` };
+    if (plan.kind === 'relayed') {
+      if (!this.c.relays) return { ok: false, status: 'no-relay', reason: `a relay is needed (${plan.why}) and this NMS has none` };
+      if (req.avoidRelay) this.suspect.set(`${req.avoidRelay.address}|${req.avoidRelay.port}`, this.c.now() + RELAY_SUSPECT_MS);
+      let a;
+      try {
+        a = await this.c.relays.allocate({ pathId, nodeA: initiator.id, nodeB: responder.id, expiresAt: this.c.now() + RELAYED_PATH_LIFETIME_MS }, this.suspects());
+      } catch (err) {
+        return { ok: false, status: 'no-relay', reason: `${plan.why}; no relay: ${err instanceof Error ? err.message : String(err)}` };
+      }
+      const relayed = { ...base, pathType: PathType.Relayed, tempKey: a.tempKey };
+      const rR = relayFor(reg, a.relay);
+      const rI = relayFor(initiatorReg, a.relay);
+      toResponder = { ...relayed, initiator: false, ...this.peerFields(initiator, initiatorReg, rR ? [rR] : []), peerCertificate: initCert, ...(rR ? { relay: rR } : {}) };
+      toInitiator = { ...relayed, initiator: true, ...this.peerFields(responder, reg, rI ? [rI] : []), peerCertificate: respCert, ...(rI ? { relay: rI } : {}) };
+    } else {
+      // A Punched direction tells the responder to send too; "direct" paths where the responder is behind NAT
+      // also get it sending (connection reversal), which the node learns from its own registration.
+      const pathType = plan.kind === 'punched' ? PathType.Punched : PathType.Direct;
+      toResponder = { ...base, pathType, initiator: false, ...this.peerFields(initiator, initiatorReg, plan.toResponder), peerCertificate: initCert };
+      toInitiator = { ...base, pathType, initiator: true, ...this.peerFields(responder, reg, plan.toInitiator), peerCertificate: respCert };
+    }
     const accepted = await this.pushAndWait(responder.id, reg, toResponder);
     if (accepted === null) return { ok: false, status: 'no-confirmation', reason: `${responder.name} did not confirm the route` };
     if (!accepted) return { ok: false, status: 'refused', reason: `${responder.name} refused the route` };
-    return { ok: true, toInitiator, toResponder, responder };
+    return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */
@@ -92,11 +130,25 @@ export class RouteSelector {
     return this.c.store.getNodeByName(fqdn.slice(0, -suffix.length));
   }
 
-  private peerFields(n: NodeRecord, reg: RegistrationRecord): Pick<RouteDirection, 'peerNodeId' | 'peerName' | 'peerFqdn' | 'peerVip4' | 'peerVip6' | 'peerEndpoints'> {
-    // Observed endpoint first (what works from outside), then what the node reported.
-    const eps: Endpoint[] = [reg.observed];
-    for (const e of reg.reported) if (!eps.some((x) => x.address === e.address && x.port === e.port)) eps.push(e);
+  private peerFields(n: NodeRecord, reg: RegistrationRecord, endpoints: Endpoint[]): Pick<RouteDirection, 'peerNodeId' | 'peerName' | 'peerFqdn' | 'peerVip4' | 'peerVip6' | 'peerEndpoints'> {
+    // Without a plan's endpoints (never, today): observed first (what works from outside), then what the node reported.
+    const eps: Endpoint[] = endpoints.length ? [...endpoints] : [reg.observed];
+    if (!endpoints.length) for (const e of reg.reported) if (!eps.some((x) => x.address === e.address && x.port === e.port)) eps.push(e);
     return { peerNodeId: n.id, peerName: n.name, peerFqdn: `${n.name}.${this.c.domain}`, peerVip4: n.vip4, peerVip6: n.vip6, peerEndpoints: eps.slice(0, 16) };
+  }
+
+  /** TRS endpoints nodes reported dead recently. */
+  private suspects(): Endpoint[] {
+    const now = this.c.now();
+    const out: Endpoint[] = [];
+    for (const [k, until] of this.suspect) {
+      if (until <= now) this.suspect.delete(k);
+      else {
+        const i = k.lastIndexOf('|');
+        out.push({ address: k.slice(0, i), port: Number(k.slice(i + 1)) });
+      }
+    }
+    return out;
   }
 
   private async currentCert(nodeId: number): Promise<Buffer | null> {

@@ -7,7 +7,7 @@ import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODE
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
-import { RouteSelector } from './routes.js';
+import { RouteSelector, type RelayAllocator } from './routes.js';
 import type { Store } from '../../store/types.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
@@ -19,6 +19,8 @@ export interface NmsInit {
   keepaliveNatSec?: number;
   /** Keepalive interval for reachable nodes (liveness only). @default KEEPALIVE_OPEN_SEC */
   keepaliveOpenSec?: number;
+  /** UDP port of the mapping probe socket (told to nodes in RegistrationResponse); absent: no probe. */
+  probePort?: number;
 }
 
 export interface NmsComponents {
@@ -27,6 +29,8 @@ export interface NmsComponents {
   now?: () => number;
   /** Sends a datagram to a node (pushes of Route Directions). Without it, route selection is refused. */
   send?: (datagram: Buffer, to: Endpoint) => void;
+  /** Relays paths that cannot be direct or punched (cloud.ts: RelayClient + allocateRelay). */
+  relays?: RelayAllocator;
 }
 
 interface Session {
@@ -49,23 +53,30 @@ export class NmsService {
   /** Direction Requests in progress, by `${nodeId}:${txid}`: retransmissions wait for the same answer. */
   private readonly directing = new Set<string>();
   private pushTxid = 1;
+  /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
+  probePort: number;
 
   constructor(
     private readonly init: NmsInit,
     private readonly c: NmsComponents,
   ) {
     this.now = c.now ?? Date.now;
+    this.probePort = init.probePort ?? 0;
     this.seq = new SeqCounter(this.now);
     this.routes = new RouteSelector({
       store: c.store,
       domain: init.domain,
       now: this.now,
       push: (responderId, reg, body) => this.push(responderId, reg.observed, body),
+      ...(c.relays ? { relays: c.relays } : {}),
     });
   }
 
-  /** Handles one datagram; returns the reply to send back to `from`, or null. Never throws. */
-  async handle(datagram: Buffer, from: Endpoint): Promise<Buffer | null> {
+  /**
+   * Handles one datagram; returns the reply to send back to `from`, or null. Never throws.
+   * `via: 'probe'`: it came in on the mapping probe port, where only a Keepalive is accepted (see probe()).
+   */
+  async handle(datagram: Buffer, from: Endpoint, via: 'main' | 'probe' = 'main'): Promise<Buffer | null> {
     this.counters.inc('rx');
     let header: Header;
     let headerBytes: Buffer;
@@ -75,7 +86,7 @@ export class NmsService {
     } catch {
       return this.drop('decode');
     }
-    if (!UPLINK.has(header.type)) return this.drop('type');
+    if (!UPLINK.has(header.type) || (via === 'probe' && header.type !== MessageType.Keepalive)) return this.drop('type');
     if (header.id === 0n || header.id > BigInt(Number.MAX_SAFE_INTEGER)) return this.drop('unknown-node');
     const nodeId = Number(header.id);
     try {
@@ -96,16 +107,16 @@ export class NmsService {
         } catch {
           return this.drop('auth');
         }
-        return this.authenticated(fresh, header, plain, from);
+        return this.authenticated(fresh, header, plain, from, via);
       }
-      return this.authenticated(session, header, plain, from);
+      return this.authenticated(session, header, plain, from, via);
     } catch (err) {
       this.c.logger.error('NMS request failed', { err: describeError(err), nodeId });
       return this.drop('internal');
     }
   }
 
-  private async authenticated(s: Session, header: Header, plain: Buffer, from: Endpoint): Promise<Buffer | null> {
+  private async authenticated(s: Session, header: Header, plain: Buffer, from: Endpoint, via: 'main' | 'probe'): Promise<Buffer | null> {
     s.guard.accept(header.seq);
     if (s.expiresAt <= this.now()) {
       this.counters.inc('refused.expired-key');
@@ -117,7 +128,7 @@ export class NmsService {
           return await this.register(s, header, decodeBody(MessageType.RegistrationRequest, plain), from);
         case MessageType.Keepalive:
           decodeBody(MessageType.Keepalive, plain);
-          return await this.keepalive(s, header, from);
+          return via === 'probe' ? await this.probe(s, header, from) : await this.keepalive(s, header, from);
         case MessageType.DirectionRequest:
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
         case MessageType.RouteConfirmation: {
@@ -177,7 +188,27 @@ export class NmsService {
       observed: from,
       nat,
       keepaliveSec,
+      ...(this.probePort ? { probePort: this.probePort } : {}),
     }));
+  }
+
+  /**
+   * A Keepalive on the probe port, sent once after registering: the same public address and port as the
+   * registration means the node's NAT maps endpoint-independently (it kept the mapping for a new destination
+   * port); another port means a mapping per destination (punching cannot work from there). Answered with what
+   * we saw; the registration itself (observed endpoint, liveness) is left alone.
+   */
+  private async probe(s: Session, header: Header, from: Endpoint): Promise<Buffer> {
+    const reg = await this.c.store.getRegistration(s.nodeId);
+    if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
+    if (reg.nat) {
+      const mapping = endpointsEqual(reg.observed, from) ? 'independent' : 'dependent';
+      await this.c.store.setRegistrationMapping(s.nodeId, mapping);
+      this.counters.inc(`probe.${mapping}`);
+    } else {
+      this.counters.inc('probe.open');
+    }
+    return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
   }
 
   private async keepalive(s: Session, header: Header, from: Endpoint): Promise<Buffer> {
@@ -205,10 +236,12 @@ export class NmsService {
       const out = await this.routes.select(node, reg, req);
       if (!out.ok) {
         this.counters.inc(`route.refused.${out.status}`);
+        this.c.logger.info('route refused', { node: node.name, status: out.status, reason: out.reason });
         return this.nack(s, header, out.status === 'unknown-peer' ? Status.UnknownPeer : Status.NoRoute, out.reason);
       }
       this.counters.inc('route.ok');
-      this.c.logger.info('route selected', { node: node.name, peer: out.responder.name, path: 'direct', ms: this.now() - t0 });
+      this.counters.inc(`route.${out.path}`);
+      this.c.logger.info('route selected', { node: node.name, peer: out.responder.name, path: out.path, why: out.why, ms: this.now() - t0 });
       return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBody(MessageType.RouteDirectionInitiator, out.toInitiator));
     } finally {
       this.directing.delete(key);

@@ -12,6 +12,8 @@ export interface NmsTransportInit {
   host?: string;
   /** @default 4502 */
   port?: number;
+  /** 'probe': the NMS's mapping probe socket (only Keepalives, see NmsService.probe). @default 'main' */
+  via?: 'main' | 'probe';
 }
 
 export class NmsTransport {
@@ -36,7 +38,7 @@ export class NmsTransport {
     this.sock = sock;
     sock.on('message', (msg, rinfo) => {
       const from: Endpoint = { address: unmapV4(rinfo.address), port: rinfo.port };
-      void this.service.handle(msg, from).then((reply) => {
+      void this.service.handle(msg, from, this.init.via ?? 'main').then((reply) => {
         if (reply && this.sock) this.sock.send(reply, rinfo.port, rinfo.address);
       });
     });

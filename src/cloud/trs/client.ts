@@ -209,6 +209,8 @@ export interface AllocateRelayDeps {
   maxCandidates?: number;
   /** The TRS heartbeat interval (liveness). @default RELAY_HEARTBEAT_MS */
   heartbeatMs?: number;
+  /** TRS to try last (a node reported one of their endpoints dead; a node cannot make a live TRS unusable). */
+  avoid?: (server: RelayServerRecord) => boolean;
 }
 
 /**
@@ -218,7 +220,9 @@ export interface AllocateRelayDeps {
  */
 export async function allocateRelay(deps: AllocateRelayDeps, req: RelayAllocationRequest): Promise<RelayAllocation> {
   const now = (deps.now ?? Date.now)();
-  const candidates = (await liveRelays(deps.store, now, { heartbeatMs: deps.heartbeatMs })).slice(0, deps.maxCandidates ?? RELAY_MAX_CANDIDATES);
+  const live = await liveRelays(deps.store, now, { heartbeatMs: deps.heartbeatMs });
+  const avoided = live.filter((r) => deps.avoid?.(r) === true);
+  const candidates = [...live.filter((r) => !avoided.includes(r)), ...avoided].slice(0, deps.maxCandidates ?? RELAY_MAX_CANDIDATES);
   if (candidates.length === 0) throw new RelayError('ERR_NO_RELAY', 'no live TRS is registered');
   let last: unknown;
   for (const server of candidates) {

@@ -177,6 +177,15 @@ export class DataPlane implements DatagramPort {
     });
   }
 
+  /**
+   * Sends on the session installed last for `slot` at once. A responder's new session waits for the peer to use
+   * it when it rekeys one path; when a new path replaces another (relay failover, punch after relay) the old
+   * path may be dead, so the caller switches right away.
+   */
+  promote(slot: number): void {
+    this.postTo(INSIDE, { op: 'promote', slot });
+  }
+
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
     const s = this.stats.peer(slot);
     return { rxBytes: s.rxBytes, txBytes: s.txBytes };

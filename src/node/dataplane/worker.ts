@@ -126,6 +126,7 @@ const TO_MAIN = new Set<number>([
   MessageType.RouteDirectionInitiator,
   MessageType.TunnelRequest,
   MessageType.TunnelResponse,
+  MessageType.RelayBindAck,
   MessageType.Ack,
   MessageType.Nack,
 ]);

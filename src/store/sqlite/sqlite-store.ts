@@ -20,6 +20,7 @@ import type {
   NodeKind,
   NodeRecord,
   Pools,
+  NatMapping,
   RegistrationRecord,
   RelayServerRecord,
   Store,
@@ -67,6 +68,7 @@ interface RegRow {
   registered_at: number;
   last_seen: number;
   last_seq: string;
+  mapping: string | null;
 }
 
 interface RelayRow {
@@ -120,6 +122,7 @@ function regFromRow(r: RegRow): RegistrationRecord {
     registeredAt: r.registered_at,
     lastSeen: r.last_seen,
     lastSeq: BigInt(r.last_seq),
+    ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
   };
 }
 
@@ -259,16 +262,18 @@ class SqliteStore implements Store {
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
       upsertReg: p(
-        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
            observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
-           registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq`,
+           registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
+           mapping = excluded.mapping`,
       ),
       touchReg: p(
         'UPDATE registrations SET last_seen = ?, last_seq = ?, observed_address = ?, observed_port = ? WHERE node_id = ?',
       ),
       getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
+      setRegMapping: p('UPDATE registrations SET mapping = ? WHERE node_id = ?'),
       listRegs: p('SELECT * FROM registrations ORDER BY node_id'),
       deleteReg: p('DELETE FROM registrations WHERE node_id = ?'),
       upsertRelay: p(
@@ -495,7 +500,15 @@ class SqliteStore implements Store {
         rec.registeredAt,
         rec.lastSeen,
         checkSeq(rec.lastSeq),
+        rec.mapping ?? null,
       );
+    });
+  }
+
+  setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean> {
+    return this.#run(() => {
+      if (mapping !== 'independent' && mapping !== 'dependent') throw new StoreError('ERR_STORE_INVALID', `invalid NAT mapping ${String(mapping)}`);
+      return this.#stmt('setRegMapping').run(mapping, nodeId).changes > 0;
     });
   }
 

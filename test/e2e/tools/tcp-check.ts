@@ -3,6 +3,7 @@
 //   node tcp-check.js server ADDR PORT            -> prints {"bytes":N,"sha256":"…"} when the sender closes
 //   node tcp-check.js client ADDR PORT BYTES [MARKER] -> sends BYTES deterministic bytes (MARKER repeated
 //                                                     inside them when given), prints {"bytes":N,"sha256":"…"}
+//   TCP_CHECK_PACE_MS=N (client): wait N ms after each 64 KiB, so a transfer lasts long enough to break something under it
 
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -41,6 +42,7 @@ if (mode === 'server') {
   if (marker) for (let off = 0; off + marker.length < chunk.length; off += 4096) chunk.write(marker, off, 'latin1');
   const h = createHash('sha256');
   let sent = 0;
+  const pace = Number(process.env['TCP_CHECK_PACE_MS'] ?? 0);
   const sock = net.connect({ host: addr!, port }, () => {
     const pump = (): void => {
       while (sent < total) {
@@ -48,6 +50,7 @@ if (mode === 'server') {
         h.update(piece);
         sent += piece.length;
         if (!sock.write(piece)) return void sock.once('drain', pump);
+        if (pace > 0 && sent < total) return void setTimeout(pump, pace);
       }
       sock.end();
     };

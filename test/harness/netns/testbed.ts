@@ -290,6 +290,12 @@ table inet cyphonic_filter {
     ct state established,related accept
     iifname "br0" accept
   }
+  chain input {
+    type filter hook input priority filter; policy accept;
+    # Unsolicited UDP from outside is dropped silently, as real NAPTs do. Answering it (port unreachable) would
+    # confirm a conntrack entry for it and push a later outgoing flow to the same peer onto another port.
+    iifname "wan0" ct state new meta l4proto udp drop
+  }
 }
 `;
     await runChecked('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: rules }, this.tracker);

@@ -8,6 +8,7 @@ import { HEADER_LEN, MessageType, PathType, Status } from '../../../src/protocol
 import { encodeFrame } from '../../../src/protocol/frame.js';
 import {
   type BodyMap,
+  type DirectionRequest,
   type LoginResponse,
   type Message,
   type RouteDirection,
@@ -216,9 +217,12 @@ test('DirectionRequest needs exactly one target', () => {
     RangeError,
   );
   const schema = SCHEMAS[MessageType.DirectionRequest];
-  const both = encodeTlv(schema, { targetFqdn: 'a.b', targetVip: '198.18.0.1' });
+  const both = encodeTlv(schema, { targetFqdn: 'a.b', targetVip: '198.18.0.1' } as DirectionRequest);
   assert.throws(() => decodeBody(MessageType.DirectionRequest, both), isDecodeError);
   assert.throws(() => decodeBody(MessageType.DirectionRequest, Buffer.alloc(0)), isDecodeError);
+  // Relay fallback / failover: the optional relayOnly flag and the TRS endpoint to avoid round-trip.
+  const relay: DirectionRequest = { targetFqdn: 'b.cyphonic.internal', relayOnly: true, avoidRelay: { address: '2001:db8::10', port: 4503 } };
+  assert.deepEqual(decodeBody(MessageType.DirectionRequest, encodeBody(MessageType.DirectionRequest, relay)), relay);
 });
 
 test('RouteDirection pathType must be a PathType', () => {

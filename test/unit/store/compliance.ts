@@ -348,6 +348,25 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>): v
           await rejectsWith(s.upsertRegistration(reg(99_999)), 'ERR_STORE_REFERENCE');
         }));
 
+      test('NAT mapping: set on a registration, kept by touch, reset by a new registration', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          assert.equal(await s.setRegistrationMapping(a.id, 'independent'), false, 'no registration yet');
+          await s.upsertRegistration(reg(a.id));
+          assert.equal((await s.getRegistration(a.id))?.mapping, undefined);
+          assert.equal(await s.setRegistrationMapping(a.id, 'independent'), true);
+          assert.equal((await s.getRegistration(a.id))?.mapping, 'independent');
+          await s.touchRegistration(a.id, 50, 3n, { address: '198.51.100.1', port: 4 });
+          assert.equal((await s.getRegistration(a.id))?.mapping, 'independent');
+          assert.equal(await s.setRegistrationMapping(a.id, 'dependent'), true);
+          assert.equal((await s.listRegistrations())[0]?.mapping, 'dependent');
+          await s.upsertRegistration(reg(a.id));
+          assert.equal((await s.getRegistration(a.id))?.mapping, undefined);
+          await s.upsertRegistration(reg(a.id, { mapping: 'dependent' }));
+          assert.deepEqual(await s.getRegistration(a.id), reg(a.id, { mapping: 'dependent' }));
+          await rejectsWith(s.setRegistrationMapping(a.id, 'bogus' as 'independent'), 'ERR_STORE_INVALID');
+        }));
+
       test('lastSeq above 2^53 and up to 2^64-1 round-trips exactly', () =>
         withStore(async (s) => {
           const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);

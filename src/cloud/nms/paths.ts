@@ -1,0 +1,96 @@
+// Path choice at the NMS: from what registration learned about two nodes (reported and observed endpoints, NAT,
+// NAT mapping behaviour), which kind of path joins them and which endpoints each end gets. Pure: no I/O.
+//
+//   relayOnly asked (a punch failed, a TRS died) ─────────────────────────────────────────► relayed
+//   both behind one NAT (same observed address) ─► direct, LAN endpoints (reported) first
+//   responder reachable (not behind NAT) in a family the initiator has ─► direct
+//   initiator reachable, responder behind NAT, same family ─► direct; the responder opens the way (it sends
+//        TunnelRequests toward the initiator too, so its NAT lets the answer in) — "connection reversal"
+//   both behind NATs with endpoint-independent mapping, same family ─► punched: both send to the other's
+//        observed endpoint at once (the simultaneous-initiation rule of the handshake makes one session)
+//   anything else (a random-port NAT on either side, IPv4-only against IPv6-only) ─────────► relayed
+//
+// On the testbed (and behind most Linux/home routers) filtering is address-and-port dependent, so an
+// endpoint-independent NAT facing a random-port one cannot be punched: the EIM side cannot guess the port the
+// random side will use. The textbook rule "one EIM side suffices" holds only for endpoint-independent filtering,
+// which we do not learn; such pairs are relayed.
+
+import { isIP } from 'node:net';
+import type { Endpoint } from '../../protocol/endpoint.js';
+import type { RegistrationRecord } from '../../store/types.js';
+
+export type PathKind = 'direct' | 'punched' | 'relayed';
+
+export type PathPlan =
+  | {
+      kind: 'direct' | 'punched';
+      /** The responder's endpoints, for the initiator (most promising first). */
+      toInitiator: Endpoint[];
+      /** The initiator's endpoints, for the responder. */
+      toResponder: Endpoint[];
+      /** The responder sends TunnelRequests too (it is behind NAT; punched paths always do). */
+      responderSends: boolean;
+      why: string;
+    }
+  | { kind: 'relayed'; why: string };
+
+export interface PathOptions {
+  /** The node asked for a relay. */
+  relayOnly?: boolean;
+}
+
+function family(address: string): 4 | 6 {
+  return isIP(address) === 6 ? 6 : 4;
+}
+
+function families(reg: RegistrationRecord): Set<4 | 6> {
+  return new Set([reg.observed, ...reg.reported].map((e) => family(e.address)));
+}
+
+function uniq(list: Endpoint[]): Endpoint[] {
+  const out: Endpoint[] = [];
+  for (const e of list) if (!out.some((x) => x.address === e.address && x.port === e.port)) out.push(e);
+  return out;
+}
+
+/** Endpoints of `reg` worth sending to from a node that has `fams`: observed first, then reported, one family at a time. */
+function reachable(reg: RegistrationRecord, fams: Set<4 | 6>): Endpoint[] {
+  return uniq([reg.observed, ...reg.reported]).filter((e) => fams.has(family(e.address)));
+}
+
+export function choosePath(initiator: RegistrationRecord, responder: RegistrationRecord, opts: PathOptions = {}): PathPlan {
+  if (opts.relayOnly) return { kind: 'relayed', why: 'relay asked for' };
+  const fi = families(initiator);
+  const fr = families(responder);
+  if (initiator.nat && responder.nat && initiator.observed.address === responder.observed.address) {
+    // One NAT in front of both: their LAN addresses reach each other (hairpinning is not something to count on).
+    const lanI = initiator.reported.filter((e) => fr.has(family(e.address)));
+    const lanR = responder.reported.filter((e) => fi.has(family(e.address)));
+    if (lanI.length && lanR.length) {
+      return { kind: 'direct', toInitiator: uniq(lanR), toResponder: uniq(lanI), responderSends: true, why: 'same NAT: LAN endpoints' };
+    }
+    return { kind: 'relayed', why: 'same NAT without a LAN path' };
+  }
+  if (!responder.nat) {
+    const eps = reachable(responder, fi);
+    if (eps.length) return { kind: 'direct', toInitiator: eps, toResponder: reachable(initiator, fr), responderSends: false, why: 'responder reachable' };
+  }
+  const fo = family(responder.observed.address);
+  if (!initiator.nat && responder.nat) {
+    const eps = reachable(initiator, new Set([fo]));
+    if (eps.length) return { kind: 'direct', toInitiator: [responder.observed], toResponder: eps, responderSends: true, why: 'initiator reachable: the responder opens the way' };
+  }
+  if (initiator.nat && responder.nat && family(initiator.observed.address) === fo) {
+    if (initiator.mapping === 'independent' && responder.mapping === 'independent') {
+      return { kind: 'punched', toInitiator: [responder.observed], toResponder: [initiator.observed], responderSends: true, why: 'both NATs map endpoint-independently' };
+    }
+    return { kind: 'relayed', why: `NAT mappings ${initiator.mapping ?? 'unknown'} / ${responder.mapping ?? 'unknown'} cannot be punched` };
+  }
+  return { kind: 'relayed', why: `no common reachable family (${[...fi].join('+')} vs ${[...fr].join('+')})` };
+}
+
+/** The relay endpoint a node should use: one of the family it reaches the NMS with, else the first. */
+export function relayFor(reg: RegistrationRecord, relay: Endpoint[]): Endpoint | undefined {
+  const f = family(reg.observed.address);
+  return relay.find((e) => family(e.address) === f) ?? relay[0];
+}
