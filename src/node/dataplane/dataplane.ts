@@ -183,7 +183,7 @@ export class DataPlane implements DatagramPort {
    * path may be dead, so the caller switches right away.
    */
   promote(slot: number): void {
-    this.postTo(INSIDE, { op: 'promote', slot });
+    this.post({ op: 'promote', slot });
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number } {

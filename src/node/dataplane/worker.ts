@@ -70,6 +70,8 @@ export interface WirePeer {
  */
 export type ToWorker =
   | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
+  /** Send on the session installed last for `slot` now (a new path replaced one that may be dead). */
+  | { op: 'promote'; slot: number }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -212,6 +214,7 @@ function run(): void {
   const control = (): void =>
     drain(port, (msg) => {
       if (msg.op === 'stop') running = false;
+      else if (msg.op === 'promote') send.promote(msg.slot);
       else if (msg.op === 'install') {
         recv.install(msg); // receive side first: an answer to what we send under the new keys can be opened
         send.install(msg);
