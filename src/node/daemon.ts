@@ -25,6 +25,8 @@ import type { Logger } from '../util/log.js';
 import { enroll, login } from './as-client.js';
 import { NmsClient } from './signaling.js';
 import { StateDir, type Identity, type Session } from './state.js';
+import { AddressWatcher, type LocalAddress } from '../net/route/watch.js';
+import { MobilityManager } from './mobility.js';
 
 export interface NodeInit {
   stateDir: string;
@@ -46,6 +48,8 @@ export interface NodeInit {
   rekeyAfterMs?: number;
   /** Use TUN/UDP offloads (TSO, GSO, GRO) where the kernel has them; false = the portable path. @default true */
   offload?: boolean;
+  /** Watch the host's addresses (netlink, via `ip -o monitor`) and act on moves at once. @default true */
+  watchAddresses?: boolean;
 }
 
 export interface NodeStatus {
@@ -65,6 +69,8 @@ export interface NodeStatus {
   tun: string | null;
   /** Offloads the data plane uses (null without a data plane). */
   offload: OffloadState | null;
+  /** Mobility: address moves seen, and the last one's time from the first netlink event to the first peer ack. */
+  mobility?: { moves: number; lastHandoverMs: number | null } | null;
   peers: PeerStatus[];
   counters: Record<string, number>;
 }
@@ -89,6 +95,11 @@ export class NodeDaemon {
   private nmsIndex = 0;
   private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number } | null = null;
   private registered = false;
+  // ── mobility (src/node/mobility.ts, src/net/route/watch.ts) ──
+  private watcher: AddressWatcher | null = null;
+  private mobility: MobilityManager | null = null;
+  /** Aborted by an address change: wakes the keepalive loop so it re-registers at once. */
+  private wake = new AbortController();
 
   constructor(
     private readonly init: NodeInit,
@@ -120,12 +131,14 @@ export class NodeDaemon {
           send: (m, to) => this.port?.send(m, to),
           install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
+          setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
+    await this.startMobility();
     this.warmUp();
     this.control = await serveControl(this.state.controlPath, { '/status': () => this.status() });
     this.loop = this.run();
@@ -166,6 +179,7 @@ export class NodeDaemon {
 
   private onDatagram(msg: Buffer, from: Endpoint): void {
     if (this.client?.handleDatagram(msg)) return;
+    if (this.mobility?.onDatagram(msg, from)) return;
     if (this.peers?.onDatagram(msg, from)) return;
     this.client?.counters.inc('refused.stray');
   }
@@ -196,7 +210,47 @@ export class NodeDaemon {
     verifySignature(toDer(this.state.readCert()), Buffer.from('warm-up'), signData(key, Buffer.from('warm-up')));
   }
 
+  /** Mobility hooks: the netlink address watcher, and endpoint updates to peers (see mobility.ts). */
+  private async startMobility(): Promise<void> {
+    this.mobility = new MobilityManager({
+      nodeId: () => this.identity!.nodeId,
+      peers: this.peers!,
+      send: (m, to) => this.port?.send(m, to),
+      localEndpoints: () => this.localEndpoints(),
+      logger: this.logger.child({ component: 'mobility' }),
+    });
+    if (this.init.watchAddresses === false) return;
+    const vips = new Set([this.session?.vip4, this.session?.vip6]);
+    const watcher = new AddressWatcher({ exclude: (ifname, address) => vips.has(address) || ifname === this.dataplane?.tunName });
+    watcher.onChange = (addrs, at) => this.onAddressChange(addrs, at);
+    watcher.onError = (err) => this.logger.debug('address watcher', { err: describeError(err) });
+    try {
+      await watcher.start();
+      this.watcher = watcher;
+    } catch (err) {
+      watcher.stop();
+      this.logger.warn('address watcher unavailable; moves are noticed only by the NMS keepalive', { err: describeError(err) });
+    }
+  }
+
+  /** Our usable addresses changed: re-register (one round trip) and tell every peer, at once and in parallel. */
+  private onAddressChange(addrs: LocalAddress[], at: number): void {
+    const families = { v4: addrs.some((a) => a.family === 4), v6: addrs.some((a) => a.family === 6) };
+    this.logger.info('addresses changed', { addrs: addrs.map((a) => a.address), ...families });
+    this.mobility?.moved(families, at);
+    if (this.client && this.session && (families.v4 || families.v6)) {
+      try {
+        this.client.nms = this.pickNms(this.session);
+      } catch {
+        /* no NMS of our families: the loop reports it */
+      }
+    }
+    this.wake.abort();
+  }
+
   async stop(): Promise<void> {
+    this.watcher?.stop();
+    this.mobility?.close();
     this.abort.abort();
     this.client?.close();
     await this.loop?.catch(() => {});
@@ -225,8 +279,10 @@ export class NodeDaemon {
       dns: this.resolver ? this.session?.vip4 ?? null : null,
       tun: this.dataplane?.tunName ?? null,
       offload: this.dataplane?.offload ?? null,
+      mobility: this.mobility ? { moves: this.mobility.counters.get('moves'), lastHandoverMs: this.mobility.lastMove?.firstAckMs ?? null } : null,
       peers: this.peers?.status() ?? [],
       counters: {
+        ...prefixed('mobility.', this.mobility?.counters.toJSON()),
         ...(this.client?.counters.toJSON() ?? {}),
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('dns.', this.resolver?.counters.toJSON()),
@@ -314,7 +370,8 @@ export class NodeDaemon {
           // After every NMS failed twice, our Common Key may be unknown to the cloud: log in again.
           if (this.session && failures >= Math.max(2, this.session.nms.length * 2)) this.dropSession();
         }
-        await sleep(backoff, signal);
+        await sleep(backoff, AbortSignal.any([signal, this.wake.signal]));
+        if (this.wake.signal.aborted) this.wake = new AbortController();
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
     }
@@ -323,8 +380,13 @@ export class NodeDaemon {
   private async keepaliveLoop(intervalSec: number, signal: AbortSignal): Promise<void> {
     const margin = this.init.reloginMarginMs ?? 60_000;
     while (!signal.aborted) {
-      await sleep(intervalSec * 1000, signal);
+      await sleep(intervalSec * 1000, AbortSignal.any([signal, this.wake.signal]));
       if (signal.aborted) return;
+      if (this.wake.signal.aborted) {
+        // Our addresses changed: back to run(), which re-registers (a re-registration: one round trip).
+        this.wake = new AbortController();
+        return;
+      }
       if (this.session && this.session.expiresAt - margin <= Date.now()) {
         this.logger.info('Common Key about to expire; logging in again');
         this.dropSession();

@@ -15,6 +15,7 @@ import type { RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import type { MobilityPeer, PeerDirectory } from './mobility.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
@@ -32,6 +33,8 @@ export interface SessionSink {
   send(datagram: Buffer, to: Endpoint): void;
   install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): Promise<void>;
   peerStats(slot: number): { rxBytes: number; txBytes: number };
+  /** Mobility: send this peer's capsules to a new endpoint, same session. */
+  setEndpoint?(slot: number, endpoint: Endpoint): void;
 }
 
 export interface PeerStatus {
@@ -58,6 +61,10 @@ interface Path {
   hs: PathHandshake;
   endpoint: Endpoint | null;
   keys: SessionKeys | null;
+  /** Mobility: the keys before the last rekey (still open endpoint updates sent under them). */
+  prevKeys: SessionKeys | null;
+  /** Mobility: the peer's endpoints as its last endpoint update listed them (else the Route Direction's). */
+  candidates: Endpoint[] | null;
   /** performance.now() when we sent the first Tunnel Request of the current handshake. */
   handshakeStart: number | null;
 }
@@ -92,10 +99,10 @@ export interface PeerManagerComponents {
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
 const SIMULTANEOUS_MS = 2000;
 
-export class PeerManager {
+export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
-  private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
+  private readonly pathIndex = new Map<bigint, { peer: Peer; path: Path }>();
   private readonly replay = new HandshakeReplayCache();
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
@@ -187,7 +194,7 @@ export class PeerManager {
       return false;
     }
     if (f.header.type !== MessageType.TunnelRequest && f.header.type !== MessageType.TunnelResponse) return false;
-    const entry = this.byPath.get(f.header.id);
+    const entry = this.pathIndex.get(f.header.id);
     if (!entry) {
       this.counters.inc('handshake.unknown-path');
       return true;
@@ -270,9 +277,9 @@ export class PeerManager {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, handshakeStart: null };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null };
     peer.paths.set(rd.pathId, path);
-    this.byPath.set(rd.pathId, { peer, path });
+    this.pathIndex.set(rd.pathId, { peer, path });
     return path;
   }
 
@@ -280,7 +287,9 @@ export class PeerManager {
   private async initiate(peer: Peer, path: Path): Promise<void> {
     const sink = this.c.sink();
     if (!sink) return;
-    const targets = path.rd.peerEndpoints.slice(0, MAX_PROBE_ENDPOINTS);
+    // Where the peer was last seen first (it may have moved since the Route Direction), then what the NMS said.
+    const known = [...(path.endpoint ? [path.endpoint] : []), ...(path.candidates ?? []), ...path.rd.peerEndpoints];
+    const targets = known.filter((e, i) => known.findIndex((x) => x.address === e.address && x.port === e.port) === i).slice(0, MAX_PROBE_ENDPOINTS);
     path.handshakeStart = performance.now();
     for (const wait of TUNNEL_RETRANSMIT_MS) {
       if (path.keys && path.hs.state === 'established') return;
@@ -296,6 +305,7 @@ export class PeerManager {
   }
 
   private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
+    if (path.keys && path.keys !== keys) path.prevKeys = path.keys;
     path.keys = keys;
     path.endpoint = from;
     peer.lastHandshake = keys.establishedAt;
@@ -329,6 +339,44 @@ export class PeerManager {
     return a.id < b.id ? a : b;
   }
 
+  // ───── PeerDirectory (mobility.ts): established peers, endpoint changes, route re-selection ─────
+
+  establishedPeers(): MobilityPeer[] {
+    const out: MobilityPeer[] = [];
+    for (const peer of this.peers.values()) {
+      const m = peer.active && this.mobilityView(peer, peer.active);
+      if (m) out.push(m);
+    }
+    return out;
+  }
+
+  byPath(pathId: bigint): MobilityPeer | null {
+    const e = this.pathIndex.get(pathId);
+    return e ? this.mobilityView(e.peer, e.path) : null;
+  }
+
+  setEndpoint(pathId: bigint, endpoint: Endpoint, candidates?: Endpoint[]): void {
+    const e = this.pathIndex.get(pathId);
+    if (!e) return;
+    e.path.endpoint = endpoint;
+    if (candidates) e.path.candidates = candidates;
+    if (e.peer.active === e.path) this.c.sink()?.setEndpoint?.(e.peer.slot, endpoint);
+    this.counters.inc('endpoint.changed');
+  }
+
+  reselect(nodeId: number, reason: string): void {
+    const peer = this.peers.get(nodeId);
+    if (!peer) return;
+    this.counters.inc(`reselect.${reason}`);
+    void this.connect({ targetVip: peer.vip4 });
+  }
+
+  private mobilityView(peer: Peer, path: Path): MobilityPeer | null {
+    const keys = [path.keys, path.prevKeys].filter((k): k is SessionKeys => !!k);
+    if (keys.length === 0) return null;
+    return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints };
+  }
+
   /** Initiators refresh their sessions before the time limit (the responder's keys follow its answer). */
   private rekeyDue(): void {
     const now = (this.c.now ?? Date.now)();
@@ -337,6 +385,7 @@ export class PeerManager {
       if (!path?.keys || !path.keys.initiator || peer.connecting) continue;
       if (now - path.keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS)) continue;
       this.counters.inc('rekey');
+      path.prevKeys = path.keys;
       path.keys = null;
       peer.connecting = this.initiate(peer, path).finally(() => (peer.connecting = null));
     }

@@ -182,6 +182,11 @@ export class DataPlane implements DatagramPort {
     this.postTo(INSIDE, msg);
   }
 
+  /** Mobility: the peer in `slot` is reached at `endpoint` from now on (same session; only the send worker cares). */
+  setEndpoint(slot: number, endpoint: Endpoint): void {
+    this.postTo(INSIDE, { op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
+  }
+
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
     const s = this.stats.peer(slot);
     return { rxBytes: s.rxBytes, txBytes: s.txBytes };

@@ -55,6 +55,8 @@ export interface WirePeer {
 export type ToWorker =
   | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
   | { op: 'promote'; slot: number }
+  /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
+  | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -105,6 +107,8 @@ const TO_MAIN = new Set<number>([
   MessageType.RouteDirectionInitiator,
   MessageType.TunnelRequest,
   MessageType.TunnelResponse,
+  MessageType.EndpointUpdate,
+  MessageType.EndpointUpdateAck,
   MessageType.Ack,
   MessageType.Nack,
 ]);
@@ -210,6 +214,9 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
           by6.set(key6(msg.peer.vip6), p);
           flush(key6(msg.peer.vip6), p);
         }
+      } else if (msg.op === 'endpoint') {
+        const p = bySlot.get(msg.slot);
+        if (p) p.wire = { ...p.wire, endpoint: msg.endpoint };
       } else if (msg.op === 'promote') {
         const p = bySlot.get(msg.slot);
         if (p?.pending) {
