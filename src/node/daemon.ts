@@ -238,6 +238,7 @@ export class NodeDaemon {
     const families = { v4: addrs.some((a) => a.family === 4), v6: addrs.some((a) => a.family === 6) };
     this.logger.info('addresses changed', { addrs: addrs.map((a) => a.address), ...families });
     this.mobility?.moved(families, at);
+    if (!families.v4 && !families.v6) return; // between networks: the next change re-registers
     if (this.client && this.session && (families.v4 || families.v6)) {
       try {
         this.client.nms = this.pickNms(this.session);
@@ -346,7 +347,8 @@ export class NodeDaemon {
           };
         }
         this.client.nms = nms;
-        const res = await this.client.register(this.localEndpoints(), everRegistered);
+        // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.
+        const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
         everRegistered = true;
         this.registered = true;
         failures = 0;
@@ -357,6 +359,10 @@ export class NodeDaemon {
       } catch (err) {
         this.registered = false;
         if (signal.aborted) break;
+        if (this.wake.signal.aborted) {
+          this.wake = new AbortController(); // moved: register again at once, with the new addresses
+          continue;
+        }
         if (err instanceof RequestError && (err.status === Status.CommonKeyExpired || err.status === Status.Unauthorized)) {
           this.logger.info('Common Key refused; logging in again', { code: err.code });
           this.dropSession();
@@ -392,7 +398,7 @@ export class NodeDaemon {
         this.dropSession();
         throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
       }
-      const ack = await this.client!.keepalive();
+      const ack = await this.client!.keepalive(this.wake.signal);
       if (this.reg) this.reg.observed = ack.observed;
     }
   }

@@ -127,8 +127,11 @@ export class MobilityManager {
     if (this.closed) return;
     const gen = ++this.generation;
     this.lastMove = { at, firstAckMs: null };
+    if (!families.v4 && !families.v6) {
+      this.counters.inc('offline'); // between networks: wait for the next change
+      return;
+    }
     this.counters.inc('moves');
-    if (!families.v4 && !families.v6) return; // offline: wait for the next change
     for (const peer of this.c.peers.establishedPeers()) {
       const target = chooseEndpoint(families, peer.endpoint, peer.candidates);
       if (!target) {

@@ -196,9 +196,10 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
         }
         p.wire = msg.peer;
         const fresh = sessionFrom(msg.keys);
-        if (p.session && !msg.keys.initiator) {
+        if (p.session && !msg.keys.initiator && p.session.pathId === msg.keys.pathId) {
           // Rekey, responder side: the initiator may not have our answer yet; keep sending on the old keys until
-          // the outside worker sees it use the new ones (then 'promote').
+          // the outside worker sees it use the new ones (then 'promote'). A session of another path (the peer
+          // restarted, or a new route after a move) replaces the old one at once: nothing would promote it.
           p.pending = fresh;
         } else {
           p.session = fresh;
