@@ -100,6 +100,8 @@ export class AddressWatcher {
   private stopped = false;
   /** performance.now() of the first event of the burst being debounced. */
   private burstStart = 0;
+  /** Monitor lines that arrived while a dump was loading (null when none is). */
+  private held: string[] | null = null;
 
   constructor(private readonly init: AddressWatcherInit = {}) {}
 
@@ -127,6 +129,11 @@ export class AddressWatcher {
 
   /** Feeds one line (the child's stdout; tests call it directly). */
   feed(line: string): void {
+    if (this.held) {
+      // A dump is being loaded: replay this after it (events are newer than, or repeat, what the dump shows).
+      if (this.held.length < MAX_ADDRESSES * 4) this.held.push(line);
+      return;
+    }
     let ev: MonitorEvent;
     try {
       ev = parseMonitorLine(line);
@@ -165,6 +172,7 @@ export class AddressWatcher {
 
   /** Reloads the table from a dump (at start, and after the monitor restarts: events may have been missed). */
   private async resync(): Promise<void> {
+    this.held = this.held ?? [];
     const out = await new Promise<string>((resolve) =>
       execFile(this.init.ipPath ?? 'ip', ['-o', 'addr', 'show'], { timeout: 5000, maxBuffer: 1 << 20 }, (err, stdout) => resolve(err ? '' : stdout)),
     );
@@ -177,6 +185,9 @@ export class AddressWatcher {
         this.stats.badLines++;
       }
     }
+    const later = this.held;
+    this.held = null;
+    for (const line of later) this.feed(line);
   }
 
   private spawnMonitor(): void {

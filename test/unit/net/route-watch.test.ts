@@ -3,6 +3,9 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AddressWatcher, parseMonitorLine, usable, type LocalAddress } from '../../../src/net/route/watch.js';
 import { DecodeError } from '../../../src/util/errors.js';
 import { prng } from '../../harness/prng.js';
@@ -97,5 +100,40 @@ describe('AddressWatcher (fed lines)', () => {
     assert.equal(seen.length, 3);
     assert.deepEqual(seen[2]!.map((a) => a.address).sort(), ['2001:db8:9::5', '2001:db8:9::6']);
     w.stop();
+  });
+});
+
+describe('AddressWatcher (child process)', () => {
+  test('loads the dump at start, restarts a monitor that dies, and stops for good on stop()', async () => {
+    // A stand-in for `ip`: the dump prints one address; "monitor" prints one event and exits at once.
+    const dir = mkdtempSync(join(tmpdir(), 'cyp-watch-'));
+    const ip = join(dir, 'ip');
+    writeFileSync(
+      ip,
+      [
+        '#!/bin/sh',
+        'case "$*" in',
+        `  *monitor*) echo '${LINES.add6}'; exit 0 ;;`,
+        `  *) echo '${LINES.add4}' ;;`,
+        'esac',
+        '',
+      ].join('\n'),
+    );
+    chmodSync(ip, 0o755);
+    const w = new AddressWatcher({ ipPath: ip, debounceMs: 5 });
+    try {
+      const first = await w.start();
+      assert.ok(first.some((a) => a.address === '10.9.0.5'), 'the dump is loaded');
+      await new Promise((r) => setTimeout(r, 900));
+      assert.ok(w.stats.restarts >= 2, `restarted after exiting (${w.stats.restarts})`);
+      assert.deepEqual(w.current().map((a) => a.address).sort(), ['10.9.0.5', '2001:db8:9::5']);
+      w.stop();
+      const n = w.stats.restarts;
+      await new Promise((r) => setTimeout(r, 700));
+      assert.equal(w.stats.restarts, n, 'no restart after stop()');
+    } finally {
+      w.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
