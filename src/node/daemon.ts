@@ -223,7 +223,10 @@ export class NodeDaemon {
     const vips = new Set([this.session?.vip4, this.session?.vip6]);
     const watcher = new AddressWatcher({ exclude: (ifname, address) => vips.has(address) || ifname === this.dataplane?.tunName });
     watcher.onChange = (addrs, at) => this.onAddressChange(addrs, at);
-    watcher.onError = (err) => this.logger.debug('address watcher', { err: describeError(err) });
+    watcher.onError = (err) =>
+      (err as NodeJS.ErrnoException).code === 'ENOENT'
+        ? this.logger.warn('address watcher: `ip` not found; moves are noticed only by the NMS keepalive')
+        : this.logger.debug('address watcher', { err: describeError(err) });
     try {
       await watcher.start();
       this.watcher = watcher;

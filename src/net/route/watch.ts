@@ -8,7 +8,8 @@
 //
 // "Usable": scope global, not tentative / dadfailed / deprecated, not on an excluded interface (our TUN).
 // Route lines only re-arm the debounce (the testbed and DHCP clients add the default route right after the
-// address). The child is restarted (bounded backoff) if it dies, and killed on stop().
+// address). The child is restarted (bounded backoff) if it dies, and killed on stop(). If the daemon itself is
+// killed (-9), the orphaned child exits at its next event (its stdout pipe is gone: EPIPE).
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { DecodeError } from '../../util/errors.js';
@@ -205,7 +206,7 @@ export class AddressWatcher {
       }
       if (buf.length > MAX_LINE) buf = ''; // bounded: a runaway line is dropped
     });
-    child.on('error', (err) => this.onError(err));
+    child.on('error', (err) => this.onError(err)); // e.g. ENOENT: no `ip`; the dump is empty too
     child.on('exit', () => {
       if (this.stopped || this.child !== child) return;
       this.child = null;
