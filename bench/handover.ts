@@ -4,6 +4,7 @@
 //   [cloud] ── global ── [beta] dual-stack: UDP probe every 2 ms to alpha's virtual IPv4
 //                   └─── [home] NAPT (eim) ── LAN
 //   [alpha] moves round: global v4 → home (NAPT) → global v6-only → global dual → global v4 → …
+//   then, each round, alpha and beta move at once (both to fresh global dual-stack addresses).
 //
 // t0 = the first netlink event announcing alpha's new global address (`ip -o monitor address` in alpha's
 // namespace, timestamped as its line arrives here); t1 = arrival (in alpha's namespace) of the first probe after
@@ -54,10 +55,15 @@ async function main(): Promise<void> {
     const mon = alpha.host.spawn('ip', ['-o', 'monitor', 'address']);
     stops.push(() => mon.kill('SIGKILL'));
     const added: number[] = [];
-    createInterface({ input: mon.stdout! }).on('line', (l) => {
-      if (!l.startsWith('Deleted') && / scope global/.test(l) && !/cyp0/.test(l)) added.push(now());
-    });
-    mon.stderr!.resume();
+    const addedBeta: number[] = [];
+    for (const [host, list] of [[alpha.host, added], [beta.host, addedBeta]] as const) {
+      const m = host === alpha.host ? mon : host.spawn('ip', ['-o', 'monitor', 'address']);
+      if (m !== mon) stops.push(() => m.kill('SIGKILL'));
+      createInterface({ input: m.stdout! }).on('line', (l) => {
+        if (!l.startsWith('Deleted') && / scope global/.test(l) && !/cyp0/.test(l)) list.push(now());
+      });
+      m.stderr!.resume();
+    }
     await sleep(300);
     const send = beta.host.spawn(process.execPath, [PROBE, 'send', a.vip4!, '9999', '2', String(60 + ROUNDS * 40)]);
     stops.push(() => send.kill('SIGKILL'));
@@ -71,8 +77,9 @@ async function main(): Promise<void> {
       { to: tb.global, family: 'dual', label: 'IPv6-only → dual-stack' },
       { to: tb.global, family: 'v4', label: 'dual-stack → global IPv4' },
     ];
+    const BOTH = 'both ends at once (fresh global dual)';
     const results = new Map<string, { ext: number[]; node: number[]; lost: number }>();
-    for (const k of kinds) results.set(k.label, { ext: [], node: [], lost: 0 });
+    for (const k of [...kinds.map((x) => x.label), BOTH]) results.set(k, { ext: [], node: [], lost: 0 });
     for (let r = 0; r < ROUNDS; r++) {
       for (const k of kinds) {
         const start = now();
@@ -87,6 +94,20 @@ async function main(): Promise<void> {
         if (st.mobility?.lastHandoverMs != null) res.node.push(st.mobility.lastHandoverMs);
         await sleep(600);
       }
+      // Both move: each one's update goes to the other's old address; they meet again through the NMS.
+      // t0 = the later of the two new-address events.
+      const start = now();
+      await Promise.all([tb.moveHost(alpha.host, tb.global, { family: 'dual' }), tb.moveHost(beta.host, tb.global, { family: 'dual' })]);
+      const ta = await waitFor('alpha event', async () => added.find((t) => t >= start) ?? null, 3000).catch(() => null);
+      const tbeta = await waitFor('beta event', async () => addedBeta.find((t) => t >= start) ?? null, 3000).catch(() => null);
+      const t0 = ta === null || tbeta === null ? null : Math.max(ta, tbeta);
+      const t1 = t0 === null ? null : await waitFor('first probe', async () => arrivals.find((t) => t >= t0) ?? null, 5000).catch(() => null);
+      const res = results.get(BOTH)!;
+      if (t0 === null || t1 === null) res.lost++;
+      else res.ext.push(t1 - t0);
+      await sleep(800);
+      await tb.moveHost(alpha.host, tb.global, { family: 'v4' }); // the round starts from global IPv4 again
+      await sleep(800);
     }
 
     const fmt = (x: number | null): string => (x === null ? '—' : x.toFixed(1));
@@ -95,6 +116,7 @@ async function main(): Promise<void> {
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
     const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
     console.log(`handover: first netlink event of the new address → first probe delivered (probe every 2 ms; target ≤ 100 ms), ${ROUNDS} rounds`);
+    console.log('(both ends at once: no ack at the stale addresses, so a new route through the NMS and a new handshake)');
     console.log(line(head));
     for (const row of rows) console.log(line(row));
   } finally {

@@ -7,7 +7,8 @@
 //                                            │yes
 //                                            EndpointUpdate {nodeId, time, our endpoints}, sealed from the End Key
 //                                            ─► retransmitted (UPDATE_RETRANSMIT_MS) until its EndpointUpdateAck
-//                                            ─► no ack at all (the peer moved too, or is behind a NAT now) ─► reselect
+//                                            ─► no ack after RESELECT_AFTER_SENDS sends (the peer moved too, or a NAT is
+//                                               in between now) ─► reselect (the update keeps being retransmitted)
 //
 //   peer: EndpointUpdate ─► path known? seq fresh (replay guard)? opens under the path's keys? sender = path's peer?
 //         ─► data plane sends to the datagram's source from now on ─► EndpointUpdateAck (sealed the other way)
@@ -31,10 +32,14 @@ import type { Logger } from '../util/log.js';
 export const INFO_ENDPOINT_UPDATE = 'cyphonic v1 endpoint update';
 /** HKDF info of the key sealing EndpointUpdateAck (same ikm and salt as the update it answers). */
 export const INFO_ENDPOINT_ACK = 'cyphonic v1 endpoint update ack';
-/** Tunable: waits after each EndpointUpdate send (ms); without an ack after the last, route selection runs again.
- *  Short: a peer on a working path answers in one RTT (well under a millisecond on a LAN, tens of ms across
- *  the Internet), and the sum bounds how long "both ends moved" takes to recover. */
-export const UPDATE_RETRANSMIT_MS = [50, 100, 200, 400] as const;
+/** Tunable: waits after each EndpointUpdate send (ms). A peer on a working path answers in one RTT (well under a
+ *  millisecond on a LAN, tens of ms across the Internet; the last wait still covers a 240 ms RTT). Updates are
+ *  ~100 bytes, so early retransmissions cost nothing. */
+export const UPDATE_RETRANSMIT_MS = [30, 60, 120, 240] as const;
+/** Tunable: after this many unanswered sends, route selection runs again (while the update keeps being
+ *  retransmitted): 30 + 60 = 90 ms is what "both ends moved at once" costs before the NMS reunites them. A
+ *  needless re-selection (an update lost twice on a working path) only costs a new handshake. */
+export const RESELECT_AFTER_SENDS = 2;
 /** Most paths whose replay state is kept. */
 const MAX_GUARDS = 1024;
 
@@ -155,6 +160,14 @@ export class MobilityManager {
     this.pending.set(peer.pathId, entry);
     const schedule = this.c.retransmitMs ?? UPDATE_RETRANSMIT_MS;
     let ok = false;
+    let reselected = false;
+    const reselect = (): void => {
+      if (reselected || gen !== this.generation || this.closed) return;
+      reselected = true;
+      this.counters.inc('reselect.no-ack');
+      this.c.logger.info('endpoint update not acknowledged; new route selection', { peer: peer.name, udpAddr: formatEndpoint(to) });
+      this.c.peers.reselect(peer.nodeId, 'no-ack');
+    };
     try {
       for (let i = 0; i < schedule.length; i++) {
         if (gen !== this.generation || this.closed) return;
@@ -173,14 +186,12 @@ export class MobilityManager {
           ok = got;
           break;
         }
+        if (i + 1 >= RESELECT_AFTER_SENDS) reselect();
       }
     } finally {
       if (this.pending.get(peer.pathId) === entry) this.pending.delete(peer.pathId);
     }
-    if (ok || gen !== this.generation || this.closed) return;
-    this.counters.inc('reselect.no-ack');
-    this.c.logger.info('endpoint update not acknowledged; new route selection', { peer: peer.name, udpAddr: formatEndpoint(to) });
-    this.c.peers.reselect(peer.nodeId, 'no-ack');
+    if (!ok) reselect();
   }
 
   /** EndpointUpdate / EndpointUpdateAck datagrams; false for anything else. */
