@@ -70,6 +70,7 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     await sleep(800);
     const before = (await peerOf(beta, 'alpha'))!;
     assert.ok(before.lastHandshake, 'beta has a session with alpha');
+    const cloudBefore = await cloud.metrics();
     const RATE = 48 * 1024;
     const BYTES = RATE * 26;
     const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4, '5001'], { timeoutMs: 120_000 });
@@ -114,6 +115,11 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     assert.equal(st.counters['peers.reselect.family'] ?? 0, 0);
     assert.equal(st.mobility?.moves, moves.length);
     assert.deepEqual([st.vip4, st.vip6], [a.vip4, a.vip6], 'virtual addresses never change');
+    // Each move was a re-registration with the still-valid Common Key (one round trip), never a new login.
+    const cloudAfter = await cloud.metrics();
+    const d = (k: 'as' | 'nms', c: string): number => (cloudAfter[k]?.[c] ?? 0) - (cloudBefore[k]?.[c] ?? 0);
+    assert.ok(d('nms', 'register.re') >= moves.length, `re-registrations: ${d('nms', 'register.re')}`);
+    assert.equal(d('as', 'login.ok'), 0, 'no new login');
     cap.kill('SIGINT');
     await sleep(500);
   });
