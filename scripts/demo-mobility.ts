@@ -15,7 +15,7 @@ export async function demoMobility(tb: Testbed, alpha: NodeProc, peer: NodeProc,
   say(`\n== mobility: ${peer.name} sends ${BYTES / 1024} KiB over TCP to alpha (${a.vip4}) at ${RATE / 1024} KiB/s; alpha moves meanwhile`);
   const server = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', a.vip4!, '5001'], { timeoutMs: 60_000 });
   await sleep(300);
-  const client = peer.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'paced', a.vip4!, '5001', String(BYTES), String(RATE)], { timeoutMs: 60_000 });
+  const client = peer.host.exec(process.execPath, [join(TOOLS, 'tcp-paced.js'), a.vip4!, '5001', String(BYTES), String(RATE)], { timeoutMs: 60_000 });
   await sleep(1500);
   const before = alpha.host.addr4;
   await tb.moveHost(alpha.host, tb.global, { family: 'dual' });

@@ -58,7 +58,7 @@ describe('mobility with an IPv4-only peer: the IPv6-only leg goes through the TR
     const BYTES = RATE * 28;
     const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4, '5001'], { timeoutMs: 120_000 });
     await sleep(400);
-    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'paced', b.vip4, '5001', String(BYTES), String(RATE)], { timeoutMs: 120_000 });
+    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-paced.js'), b.vip4, '5001', String(BYTES), String(RATE)], { timeoutMs: 120_000 });
     const pinger = alpha.host.exec('ping', ['-n', '-q', '-c', '250', '-i', '0.1', '-W', '1', b.vip4], { timeoutMs: 60_000 });
     await sleep(1500);
     const moves: { to: Site; family: 'v4' | 'v6' | 'dual'; path: 'direct' | 'relayed' }[] = [

@@ -75,7 +75,7 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     const BYTES = RATE * 26;
     const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4, '5001'], { timeoutMs: 120_000 });
     await sleep(400);
-    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'paced', b.vip4, '5001', String(BYTES), String(RATE)], { timeoutMs: 120_000 });
+    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-paced.js'), b.vip4, '5001', String(BYTES), String(RATE)], { timeoutMs: 120_000 });
     const pinger = ping(alpha, b.vip4, 240, 0.1, 60_000);
     await sleep(1500);
 
@@ -148,7 +148,7 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     const BYTES = RATE * 12;
     const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4, '5002'], { timeoutMs: 90_000 });
     await sleep(400);
-    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'paced', b.vip4, '5002', String(BYTES), String(RATE)], { timeoutMs: 90_000 });
+    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-paced.js'), b.vip4, '5002', String(BYTES), String(RATE)], { timeoutMs: 90_000 });
     await sleep(1500);
     await Promise.all([tb.moveHost(alpha.host, tb.global, { family: 'dual' }), tb.moveHost(beta.host, tb.global, { family: 'dual' })]);
     await waitFor('ping across after both moved', async () => (await ping(alpha, b.vip4, 1, 0.2, 3000)).code === 0, 15_000);

@@ -107,10 +107,11 @@ const TO_MAIN = new Set<number>([
   MessageType.RouteDirectionInitiator,
   MessageType.TunnelRequest,
   MessageType.TunnelResponse,
-  MessageType.EndpointUpdate,
-  MessageType.EndpointUpdateAck,
   MessageType.Ack,
   MessageType.Nack,
+  // Mobility (node/mobility.ts): endpoint updates from a peer that moved, and their acks.
+  MessageType.EndpointUpdate,
+  MessageType.EndpointUpdateAck,
 ]);
 
 /** Buffers arrive from postMessage as plain Uint8Arrays: give the session real Buffers back. */

@@ -3,8 +3,6 @@
 //   node tcp-check.js server ADDR PORT            -> prints {"bytes":N,"sha256":"…"} when the sender closes
 //   node tcp-check.js client ADDR PORT BYTES [MARKER] -> sends BYTES deterministic bytes (MARKER repeated
 //                                                     inside them when given), prints {"bytes":N,"sha256":"…"}
-//   node tcp-check.js paced ADDR PORT BYTES RATE     -> the same stream, but RATE bytes/s in 20 ms steps (a
-//                                                     transfer that stays open across network moves)
 
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -36,34 +34,14 @@ if (mode === 'server') {
     });
   });
   server.listen(port, addr, () => process.stderr.write('listening\n'));
-} else if (mode === 'client' || mode === 'paced') {
+} else if (mode === 'client') {
   const total = Number(bytesStr);
-  const rate = mode === 'paced' ? Number(marker) : 0;
   const chunk = Buffer.alloc(64 * 1024);
   for (let i = 0; i < chunk.length; i++) chunk[i] = (i * 131 + 7) & 255;
-  if (marker && mode === 'client') for (let off = 0; off + marker.length < chunk.length; off += 4096) chunk.write(marker, off, 'latin1');
+  if (marker) for (let off = 0; off + marker.length < chunk.length; off += 4096) chunk.write(marker, off, 'latin1');
   const h = createHash('sha256');
   let sent = 0;
   const sock = net.connect({ host: addr!, port }, () => {
-    if (rate > 0) {
-      // Paced: a fixed share every 20 ms (a slice of the same deterministic stream, so the checksum still matches).
-      const step = Math.max(1, Math.round((rate * 20) / 1000));
-      let at = 0;
-      const timer = setInterval(() => {
-        const n = Math.min(step, total - sent);
-        const piece = Buffer.alloc(n);
-        for (let i = 0; i < n; i++) piece[i] = chunk[(at + i) % chunk.length]!;
-        at += n;
-        h.update(piece);
-        sent += n;
-        sock.write(piece);
-        if (sent >= total) {
-          clearInterval(timer);
-          sock.end();
-        }
-      }, 20);
-      return;
-    }
     const pump = (): void => {
       while (sent < total) {
         const piece = chunk.subarray(0, Math.min(chunk.length, total - sent));
@@ -81,6 +59,6 @@ if (mode === 'server') {
     process.exit(1);
   });
 } else {
-  process.stderr.write('usage: tcp-check server ADDR PORT | client ADDR PORT BYTES [MARKER] | paced ADDR PORT BYTES RATE\n');
+  process.stderr.write('usage: tcp-check server ADDR PORT | client ADDR PORT BYTES [MARKER]\n');
   process.exit(2);
 }
