@@ -100,6 +100,8 @@ export class NodeDaemon {
   private mobility: MobilityManager | null = null;
   /** Aborted by an address change: wakes the keepalive loop so it re-registers at once. */
   private wake = new AbortController();
+  /** Called at the next successful registration (a re-selection after a move waits for the NMS to know where we are). */
+  private regWaiters: (() => void)[] = [];
 
   constructor(
     private readonly init: NodeInit,
@@ -212,9 +214,16 @@ export class NodeDaemon {
 
   /** Mobility hooks: the netlink address watcher, and endpoint updates to peers (see mobility.ts). */
   private async startMobility(): Promise<void> {
+    const peers = this.peers!;
     this.mobility = new MobilityManager({
       nodeId: () => this.identity!.nodeId,
-      peers: this.peers!,
+      // A new route after a move is asked for once the NMS has our new registration (at most 2 s later).
+      peers: {
+        establishedPeers: () => peers.establishedPeers(),
+        byPath: (id) => peers.byPath(id),
+        setEndpoint: (id, ep, c) => peers.setEndpoint(id, ep, c),
+        reselect: (nodeId, reason) => void this.nextRegistration(2000).then(() => peers.reselect(nodeId, reason)),
+      },
       send: (m, to) => this.port?.send(m, to),
       localEndpoints: () => this.localEndpoints(),
       logger: this.logger.child({ component: 'mobility' }),
@@ -240,8 +249,6 @@ export class NodeDaemon {
   private onAddressChange(addrs: LocalAddress[], at: number): void {
     const families = { v4: addrs.some((a) => a.family === 4), v6: addrs.some((a) => a.family === 6) };
     this.logger.info('addresses changed', { addrs: addrs.map((a) => a.address), ...families });
-    this.mobility?.moved(families, at);
-    if (!families.v4 && !families.v6) return; // between networks: the next change re-registers
     if (this.client && this.session && (families.v4 || families.v6)) {
       try {
         this.client.nms = this.pickNms(this.session);
@@ -249,7 +256,21 @@ export class NodeDaemon {
         /* no NMS of our families: the loop reports it */
       }
     }
+    this.mobility?.moved(families, at);
+    if (!families.v4 && !families.v6) return; // between networks: the next change re-registers
     this.wake.abort();
+  }
+
+  /** Resolves at the next successful registration, or after `maxMs`. */
+  private nextRegistration(maxMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, maxMs);
+      this.regWaiters.push(done);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+    });
   }
 
   async stop(): Promise<void> {
@@ -354,6 +375,7 @@ export class NodeDaemon {
         const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
         everRegistered = true;
         this.registered = true;
+        for (const w of this.regWaiters.splice(0)) w();
         failures = 0;
         backoff = BACKOFF_MIN_MS;
         this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };

@@ -8,14 +8,15 @@
 //
 // and drop the guard below once it passes (then it runs with the rest of the e2e suite).
 //
-//   [cloud] dual (AS, NMS, TRS) ── global ── [beta] IPv4-only
+//   [cloud] dual (AS+NMS, TRS :4503) ── global ── [beta] IPv4-only
 //                                     └──── [home] NAPT (eim) ── LAN
 //   [alpha] moves: global v4 → home (NAPT) → global v6-only (via the TRS) → global dual → global v4
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import type { ChildProcess } from 'node:child_process';
+import { CLI, CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Site } from '../harness/netns/index.js';
 
 const optIn = process.env['CYPHONIC_E2E_MOBILITY_RELAY'] === '1';
@@ -31,6 +32,7 @@ describe('mobility with an IPv4-only peer: the IPv6-only leg goes through the TR
   let alpha: NodeProc;
   let beta: NodeProc;
   let b: NodeStatusJson & { vip4: string; vip6: string };
+  let trs: ChildProcess | null = null;
 
   const peerOf = async (n: NodeProc, name: string): Promise<NodeStatusJson['peers'][number] | undefined> => (await n.status()).peers.find((p) => p.name === name);
 
@@ -40,6 +42,11 @@ describe('mobility with an IPv4-only peer: the IPv6-only leg goes through the TR
     cloud = new CloudProc(await tb.addHost('cloud', { site: tb.global, family: 'dual' }), work.dir);
     await cloud.init();
     await cloud.start();
+    trs = cloud.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', cloud.dir, '--roles', 'trs', '--trs-port', '4503'], { logFile: join(work.dir, 'trs.log') });
+    await waitFor('a live TRS', async () => {
+      const out = await cloud.host.run(process.execPath, [CLI, 'cloud', 'relays', '--dir', cloud.dir, '--json']);
+      return (JSON.parse(out) as { live: boolean }[]).some((r) => r.live);
+    }, 20_000);
     home = await tb.addSite('home', { kind: 'napt', nat: 'eim' });
     beta = new NodeProc(await tb.addHost('beta', { site: tb.global, family: 'v4' }), work.dir, 'beta');
     alpha = new NodeProc(await tb.addHost('alpha', { site: tb.global, family: 'v4' }), work.dir, 'alpha');
@@ -49,6 +56,7 @@ describe('mobility with an IPv4-only peer: the IPv6-only leg goes through the TR
   });
 
   after(async () => {
+    trs?.kill('SIGKILL');
     await tb?.cleanup();
     work?.remove();
   });
