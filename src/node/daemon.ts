@@ -102,6 +102,8 @@ export class NodeDaemon {
   private wake = new AbortController();
   /** Called at the next successful registration (a re-selection after a move waits for the NMS to know where we are). */
   private regWaiters: (() => void)[] = [];
+  /** True from an address change until the registration that follows it. */
+  private movedSinceRegistration = false;
 
   constructor(
     private readonly init: NodeInit,
@@ -256,13 +258,15 @@ export class NodeDaemon {
         /* no NMS of our families: the loop reports it */
       }
     }
+    if (families.v4 || families.v6) this.movedSinceRegistration = true;
     this.mobility?.moved(families, at);
     if (!families.v4 && !families.v6) return; // between networks: the next change re-registers
     this.wake.abort();
   }
 
-  /** Resolves at the next successful registration, or after `maxMs`. */
+  /** Resolves once the registration after the last move succeeded (at once if it already has), or after `maxMs`. */
   private nextRegistration(maxMs: number): Promise<void> {
+    if (!this.movedSinceRegistration) return Promise.resolve();
     return new Promise((resolve) => {
       const t = setTimeout(done, maxMs);
       this.regWaiters.push(done);
@@ -375,6 +379,7 @@ export class NodeDaemon {
         const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
         everRegistered = true;
         this.registered = true;
+        if (!this.wake.signal.aborted) this.movedSinceRegistration = false; // else: moved again meanwhile
         for (const w of this.regWaiters.splice(0)) w();
         failures = 0;
         backoff = BACKOFF_MIN_MS;
