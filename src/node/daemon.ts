@@ -139,6 +139,7 @@ export class NodeDaemon {
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
+      onEstablished: (pathId) => this.mobility?.established(pathId),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);

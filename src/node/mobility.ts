@@ -40,6 +40,9 @@ export const UPDATE_RETRANSMIT_MS = [30, 60, 120, 240] as const;
  *  retransmitted): 30 + 60 = 90 ms is what "both ends moved at once" costs before the NMS reunites them. A
  *  needless re-selection (an update lost twice on a working path) only costs a new handshake. */
 export const RESELECT_AFTER_SENDS = 2;
+/** Tunable: a new path's first update (our endpoints, so the peer can follow a later change of family) waits this
+ *  long, so the peer has installed the session it opens under (the responder's TunnelResponse may still be on its way). */
+export const ANNOUNCE_DELAY_MS = 200;
 /** Most paths whose replay state is kept. */
 const MAX_GUARDS = 1024;
 
@@ -102,6 +105,8 @@ function salt(pathId: bigint): Buffer {
 interface Pending {
   pathId: bigint;
   seqs: Set<bigint>;
+  /** Sent because we moved (its ack is a handover), not to announce a new path. */
+  move: boolean;
   done: (acked: boolean) => void;
 }
 
@@ -112,6 +117,8 @@ export class MobilityManager {
   private readonly updateGuards = new Map<bigint, ReplayGuard>();
   private readonly ackGuards = new Map<bigint, ReplayGuard>();
   private readonly pending = new Map<bigint, Pending>();
+  /** Paths we told our endpoints to (once per path). */
+  private readonly announced = new Set<bigint>();
   /** Bumped by every move: updates of an older move stop retransmitting. */
   private generation = 0;
   private closed = false;
@@ -150,19 +157,37 @@ export class MobilityManager {
     }
   }
 
+  /**
+   * A new path is up: tell the peer our endpoints (an EndpointUpdate without a move), so that after a later move
+   * to another address family it can be reached at one of them even if the NMS only gave each end the endpoints
+   * usable at the time. Not acknowledged (e.g. through a TRS) → nothing more happens.
+   */
+  established(pathId: bigint): void {
+    if (this.closed || this.announced.has(pathId)) return;
+    if (this.announced.size >= MAX_GUARDS) this.announced.clear();
+    this.announced.add(pathId);
+    const t = setTimeout(() => {
+      const peer = this.c.peers.byPath(pathId);
+      if (!peer?.endpoint || this.closed) return;
+      this.counters.inc('announce');
+      void this.announce(peer, peer.endpoint, this.generation, false);
+    }, ANNOUNCE_DELAY_MS);
+    t.unref();
+  }
+
   /** Sends EndpointUpdates to one peer until one is acknowledged, a newer move starts, or the schedule ends. */
-  private async announce(peer: MobilityPeer, to: Endpoint, gen: number): Promise<void> {
+  private async announce(peer: MobilityPeer, to: Endpoint, gen: number, reselectOnSilence = true): Promise<void> {
     const old = this.pending.get(peer.pathId);
     old?.done(false);
     let resolve!: (acked: boolean) => void;
     const acked = new Promise<boolean>((r) => (resolve = r));
-    const entry: Pending = { pathId: peer.pathId, seqs: new Set(), done: (a) => resolve(a) };
+    const entry: Pending = { pathId: peer.pathId, seqs: new Set(), move: reselectOnSilence, done: (a) => resolve(a) };
     this.pending.set(peer.pathId, entry);
     const schedule = this.c.retransmitMs ?? UPDATE_RETRANSMIT_MS;
     let ok = false;
     let reselected = false;
     const reselect = (): void => {
-      if (reselected || gen !== this.generation || this.closed) return;
+      if (!reselectOnSilence || reselected || gen !== this.generation || this.closed) return;
       reselected = true;
       this.counters.inc('reselect.no-ack');
       this.c.logger.info('endpoint update not acknowledged; new route selection', { peer: peer.name, udpAddr: formatEndpoint(to) });
@@ -182,6 +207,7 @@ export class MobilityManager {
         let t: NodeJS.Timeout | undefined;
         const got = await Promise.race([acked, new Promise<null>((r) => (t = setTimeout(() => r(null), schedule[i])))]);
         clearTimeout(t);
+        if (got === false) return; // superseded by a newer announcement to this peer
         if (got !== null) {
           ok = got;
           break;
@@ -256,7 +282,7 @@ export class MobilityManager {
         }
         guard.accept(f.header.seq);
         this.counters.inc('update.acked');
-        if (this.lastMove && this.lastMove.firstAckMs === null) this.lastMove.firstAckMs = +(performance.now() - this.lastMove.at).toFixed(3);
+        if (p.move && this.lastMove && this.lastMove.firstAckMs === null) this.lastMove.firstAckMs = +(performance.now() - this.lastMove.at).toFixed(3);
         p.done(true);
       }
     } catch (err) {

@@ -94,6 +94,8 @@ export interface PeerManagerComponents {
   now?: () => number;
   /** Initiators re-handshake after this long. @default REKEY_AFTER_MS */
   rekeyAfterMs?: number;
+  /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
+  onEstablished?: (pathId: bigint) => void;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
@@ -313,6 +315,7 @@ export class PeerManager implements PeerDirectory {
     const current = peer.active;
     if (!current || current === path || this.preferred(path, current) === path) peer.active = path;
     this.counters.inc('handshake.ok');
+    this.c.onEstablished?.(path.id);
     // The losing path's session still opens what the peer sends on it until the peer switches over.
     const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.c.logger.info('tunnel established', { peer: peer.name, path: 'direct', udpAddr: formatEndpoint(from), initiator: keys.initiator });

@@ -172,6 +172,25 @@ describe('MobilityManager', () => {
     a.close();
   });
 
+  test('a new path: our endpoints are announced once (the peer learns candidates); silence triggers no re-selection', async () => {
+    const { a, b, dirB } = pair();
+    a.established(PATH);
+    a.established(PATH); // a rekey of the same path: no second announcement
+    await settle(300);
+    assert.equal(a.counters.get('announce'), 1);
+    assert.equal(b.counters.get('update.accepted'), 1);
+    assert.deepEqual(dirB.peer.candidates, [{ address: '198.18.0.11', port: 30000 }]);
+    assert.equal(a.lastMove, null, 'not a move');
+    a.close();
+    b.close();
+    const quiet = pair({ deliver: false, retransmitMs: [5, 5, 5] });
+    quiet.a.established(PATH);
+    await settle(300);
+    assert.deepEqual(quiet.dirA.reselected, [], 'an unanswered announcement (e.g. through a TRS) changes nothing');
+    quiet.a.close();
+    quiet.b.close();
+  });
+
   test('chooseEndpoint keeps a reachable current endpoint, else the first candidate of a family we have', () => {
     const v4 = { address: '198.18.0.1', port: 1 };
     const v6 = { address: '2001:db8::1', port: 1 };
