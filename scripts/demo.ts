@@ -9,6 +9,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, CloudProc, cyphonic, NodeProc, waitFor, workDir } from '../test/harness/cluster.js';
 import { Testbed } from '../test/harness/netns/index.js';
+import { demoMobility } from './demo-mobility.js';
 
 const say = (s: string): void => void process.stdout.write(s + '\n');
 
@@ -85,6 +86,7 @@ async function main(): Promise<void> {
       say(`\n$ cyphonic node status --state ${n.state}   (${n.name})`);
       say((await cyphonic(n.host, ['node', 'status', '--state', n.state])).trimEnd());
     }
+    await demoMobility(tb, alpha, gamma, say);
     if (keep) {
       say(`\n--keep: running; state and logs in ${work.dir}. Ctrl-C to stop and clean up.`);
       await new Promise<void>((r) => process.once('SIGINT', () => r()));

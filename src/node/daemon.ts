@@ -26,6 +26,8 @@ import type { Logger } from '../util/log.js';
 import { enroll, login } from './as-client.js';
 import { NmsClient } from './signaling.js';
 import { StateDir, type Identity, type Session } from './state.js';
+import { AddressWatcher, type LocalAddress } from '../net/route/watch.js';
+import { MobilityManager } from './mobility.js';
 
 export interface NodeInit {
   stateDir: string;
@@ -51,6 +53,8 @@ export interface NodeInit {
   pathKeepaliveMs?: number;
   /** First wait before a relay that replaced a failed punch retries the punch (ms). @default PUNCH_RETRY_MS (30 s) */
   punchRetryMs?: number;
+  /** Watch the host's addresses (netlink, via `ip -o monitor`) and act on moves at once. @default true */
+  watchAddresses?: boolean;
 }
 
 export interface NodeStatus {
@@ -70,6 +74,8 @@ export interface NodeStatus {
   tun: string | null;
   /** Offloads the data plane uses (null without a data plane). */
   offload: OffloadState | null;
+  /** Mobility: address moves seen, and the last one's time from the first netlink event to the first peer ack. */
+  mobility?: { moves: number; lastHandoverMs: number | null } | null;
   peers: PeerStatus[];
   counters: Record<string, number>;
 }
@@ -95,6 +101,15 @@ export class NodeDaemon {
   private nmsIndex = 0;
   private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number } | null = null;
   private registered = false;
+  // ── mobility (src/node/mobility.ts, src/net/route/watch.ts) ──
+  private watcher: AddressWatcher | null = null;
+  private mobility: MobilityManager | null = null;
+  /** Aborted by an address change: wakes the keepalive loop so it re-registers at once. */
+  private wake = new AbortController();
+  /** Called at the next successful registration (a re-selection after a move waits for the NMS to know where we are). */
+  private regWaiters: (() => void)[] = [];
+  /** True from an address change until the registration that follows it. */
+  private movedSinceRegistration = false;
 
   constructor(
     private readonly init: NodeInit,
@@ -135,14 +150,17 @@ export class NodeDaemon {
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
           promote: (slot) => this.dataplane?.promote(slot),
           keepalive: (peer) => this.pathKeepalive(peer.vip4),
+          setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
       ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
+      onEstablished: (pathId) => this.mobility?.established(pathId),
     });
     this.port = this.init.tun === false ? await DgramPort.open(this.init.port ?? 30000) : await this.openDataPlane();
     this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
+    await this.startMobility();
     this.warmUp();
     this.control = await serveControl(this.state.controlPath, { '/status': () => this.status() });
     this.loop = this.run();
@@ -200,6 +218,7 @@ export class NodeDaemon {
   private onDatagram(msg: Buffer, from: Endpoint): void {
     if (this.client?.handleDatagram(msg)) return;
     if (this.relay?.onDatagram(msg, from)) return;
+    if (this.mobility?.onDatagram(msg, from)) return;
     if (this.peers?.onDatagram(msg, from)) return;
     this.client?.counters.inc('refused.stray');
   }
@@ -230,7 +249,72 @@ export class NodeDaemon {
     verifySignature(toDer(this.state.readCert()), Buffer.from('warm-up'), signData(key, Buffer.from('warm-up')));
   }
 
+  /** Mobility hooks: the netlink address watcher, and endpoint updates to peers (see mobility.ts). */
+  private async startMobility(): Promise<void> {
+    const peers = this.peers!;
+    this.mobility = new MobilityManager({
+      nodeId: () => this.identity!.nodeId,
+      // A new route after a move is asked for once the NMS has our new registration (at most 2 s later).
+      peers: {
+        establishedPeers: () => peers.establishedPeers(),
+        byPath: (id) => peers.byPath(id),
+        setEndpoint: (id, ep, c) => peers.setEndpoint(id, ep, c),
+        reselect: (nodeId, reason) => void this.nextRegistration(2000).then(() => peers.reselect(nodeId, reason)),
+      },
+      send: (m, to) => this.port?.send(m, to),
+      localEndpoints: () => this.localEndpoints(),
+      logger: this.logger.child({ component: 'mobility' }),
+    });
+    if (this.init.watchAddresses === false) return;
+    const vips = new Set([this.session?.vip4, this.session?.vip6]);
+    const watcher = new AddressWatcher({ exclude: (ifname, address) => vips.has(address) || ifname === this.dataplane?.tunName });
+    watcher.onChange = (addrs, at) => this.onAddressChange(addrs, at);
+    watcher.onError = (err) =>
+      (err as NodeJS.ErrnoException).code === 'ENOENT'
+        ? this.logger.warn('address watcher: `ip` not found; moves are noticed only by the NMS keepalive')
+        : this.logger.debug('address watcher', { err: describeError(err) });
+    try {
+      await watcher.start();
+      this.watcher = watcher;
+    } catch (err) {
+      watcher.stop();
+      this.logger.warn('address watcher unavailable; moves are noticed only by the NMS keepalive', { err: describeError(err) });
+    }
+  }
+
+  /** Our usable addresses changed: re-register (one round trip) and tell every peer, at once and in parallel. */
+  private onAddressChange(addrs: LocalAddress[], at: number): void {
+    const families = { v4: addrs.some((a) => a.family === 4), v6: addrs.some((a) => a.family === 6) };
+    this.logger.info('addresses changed', { addrs: addrs.map((a) => a.address), ...families });
+    if (this.client && this.session && (families.v4 || families.v6)) {
+      try {
+        this.client.nms = this.pickNms(this.session);
+      } catch {
+        /* no NMS of our families: the loop reports it */
+      }
+    }
+    if (families.v4 || families.v6) this.movedSinceRegistration = true;
+    this.mobility?.moved(families, at);
+    if (!families.v4 && !families.v6) return; // between networks: the next change re-registers
+    this.wake.abort();
+  }
+
+  /** Resolves once the registration after the last move succeeded (at once if it already has), or after `maxMs`. */
+  private nextRegistration(maxMs: number): Promise<void> {
+    if (!this.movedSinceRegistration) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, maxMs);
+      this.regWaiters.push(done);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+  }
+
   async stop(): Promise<void> {
+    this.watcher?.stop();
+    this.mobility?.close();
     this.abort.abort();
     this.client?.close();
     await this.loop?.catch(() => {});
@@ -262,8 +346,10 @@ export class NodeDaemon {
       dns: this.resolver ? this.session?.vip4 ?? null : null,
       tun: this.dataplane?.tunName ?? null,
       offload: this.dataplane?.offload ?? null,
+      mobility: this.mobility ? { moves: this.mobility.counters.get('moves'), lastHandoverMs: this.mobility.lastMove?.firstAckMs ?? null } : null,
       peers: this.peers?.status() ?? [],
       counters: {
+        ...prefixed('mobility.', this.mobility?.counters.toJSON()),
         ...(this.client?.counters.toJSON() ?? {}),
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('relay.', this.relay?.counters.toJSON()),
@@ -328,9 +414,12 @@ export class NodeDaemon {
           };
         }
         this.client.nms = nms;
-        const res = await this.client.register(this.localEndpoints(), everRegistered);
+        // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.
+        const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
         everRegistered = true;
         this.registered = true;
+        if (!this.wake.signal.aborted) this.movedSinceRegistration = false; // else: moved again meanwhile
+        for (const w of this.regWaiters.splice(0)) w();
         failures = 0;
         backoff = BACKOFF_MIN_MS;
         const moved = this.reg !== null && (this.reg.observed.address !== res.observed.address || this.reg.observed.port !== res.observed.port);
@@ -347,6 +436,10 @@ export class NodeDaemon {
       } catch (err) {
         this.registered = false;
         if (signal.aborted) break;
+        if (this.wake.signal.aborted) {
+          this.wake = new AbortController(); // moved: register again at once, with the new addresses
+          continue;
+        }
         if (err instanceof RequestError && (err.status === Status.CommonKeyExpired || err.status === Status.Unauthorized)) {
           this.logger.info('Common Key refused; logging in again', { code: err.code });
           this.dropSession();
@@ -360,7 +453,8 @@ export class NodeDaemon {
           // After every NMS failed twice, our Common Key may be unknown to the cloud: log in again.
           if (this.session && failures >= Math.max(2, this.session.nms.length * 2)) this.dropSession();
         }
-        await sleep(backoff, signal);
+        await sleep(backoff, AbortSignal.any([signal, this.wake.signal]));
+        if (this.wake.signal.aborted) this.wake = new AbortController();
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
     }
@@ -369,14 +463,19 @@ export class NodeDaemon {
   private async keepaliveLoop(intervalSec: number, signal: AbortSignal): Promise<void> {
     const margin = this.init.reloginMarginMs ?? 60_000;
     while (!signal.aborted) {
-      await sleep(intervalSec * 1000, signal);
+      await sleep(intervalSec * 1000, AbortSignal.any([signal, this.wake.signal]));
       if (signal.aborted) return;
+      if (this.wake.signal.aborted) {
+        // Our addresses changed: back to run(), which re-registers (a re-registration: one round trip).
+        this.wake = new AbortController();
+        return;
+      }
       if (this.session && this.session.expiresAt - margin <= Date.now()) {
         this.logger.info('Common Key about to expire; logging in again');
         this.dropSession();
         throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
       }
-      const ack = await this.client!.keepalive();
+      const ack = await this.client!.keepalive(this.wake.signal);
       if (this.reg) this.reg.observed = ack.observed;
     }
   }

@@ -15,6 +15,7 @@ import type { RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import type { MobilityPeer, PeerDirectory } from './mobility.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
@@ -58,6 +59,8 @@ export interface SessionSink {
   promote?(slot: number): void;
   /** Sends one small packet through the tunnel to the peer (sealed like any data): keeps NAT mappings on the way open. */
   keepalive?(peer: { vip4: string; vip6: string }): void;
+  /** Mobility: send this peer's capsules to a new endpoint, same session. */
+  setEndpoint?(slot: number, endpoint: Endpoint): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -91,6 +94,10 @@ interface Path {
   hs: PathHandshake;
   endpoint: Endpoint | null;
   keys: SessionKeys | null;
+  /** Mobility: the keys before the last rekey (still open endpoint updates sent under them). */
+  prevKeys: SessionKeys | null;
+  /** Mobility: the peer's endpoints as its last endpoint update listed them (else the Route Direction's). */
+  candidates: Endpoint[] | null;
   /** performance.now() when we sent the first Tunnel Request of the current handshake. */
   handshakeStart: number | null;
   /** Where the peer's own TunnelRequest came from while ours was winning the tie-break (its NAT's mapping toward us). */
@@ -138,15 +145,17 @@ export interface PeerManagerComponents {
   pathKeepaliveMs?: number;
   /** First wait before a relayed path that replaced a failed punch tries the punch again. @default PUNCH_RETRY_MS */
   punchRetryMs?: number;
+  /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
+  onEstablished?: (pathId: bigint) => void;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
 const SIMULTANEOUS_MS = 2000;
 
-export class PeerManager {
+export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
-  private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
+  private readonly pathIndex = new Map<bigint, { peer: Peer; path: Path }>();
   private readonly replay = new HandshakeReplayCache();
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
@@ -256,7 +265,7 @@ export class PeerManager {
         if (!ok && peer.active !== path) {
           // Forget the failed attempt (a late answer then counts as an unknown path).
           peer.paths.delete(path.id);
-          this.byPath.delete(path.id);
+          this.pathIndex.delete(path.id);
         }
       }
     } catch (err) {
@@ -325,7 +334,7 @@ export class PeerManager {
       return false;
     }
     if (f.header.type !== MessageType.TunnelRequest && f.header.type !== MessageType.TunnelResponse) return false;
-    const entry = this.byPath.get(f.header.id);
+    const entry = this.pathIndex.get(f.header.id);
     if (!entry) {
       this.counters.inc('handshake.unknown-path');
       return true;
@@ -415,10 +424,20 @@ export class PeerManager {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, handshakeStart: null, learned: null, dead: false };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false };
     peer.paths.set(rd.pathId, path);
-    this.byPath.set(rd.pathId, { peer, path });
+    this.pathIndex.set(rd.pathId, { peer, path });
     return path;
+  }
+
+  /**
+   * Where a Tunnel Request goes on a direct or punched path: the peer's NAT mapping toward us (learned from its own
+   * request), where it was last seen (it may have moved since the Route Direction), the endpoints its last update
+   * listed, then what the NMS said; no duplicates, at most MAX_PROBE_ENDPOINTS.
+   */
+  private probeTargets(path: Path): Endpoint[] {
+    const known = [...(path.learned ? [path.learned] : []), ...(path.endpoint ? [path.endpoint] : []), ...(path.candidates ?? []), ...path.rd.peerEndpoints];
+    return known.filter((e, i) => known.findIndex((x) => x.address === e.address && x.port === e.port) === i).slice(0, MAX_PROBE_ENDPOINTS);
   }
 
   /**
@@ -432,7 +451,7 @@ export class PeerManager {
     path.handshakeStart = performance.now();
     for (const wait of schedule) {
       if (path.keys && path.hs.state === 'established') return true;
-      const targets = relayed ? [path.rd.relay!] : [...(path.learned ? [path.learned] : []), ...path.rd.peerEndpoints].slice(0, MAX_PROBE_ENDPOINTS);
+      const targets = relayed ? [path.rd.relay!] : this.probeTargets(path);
       this.txid = (this.txid % 0x7fffffff) + 1;
       const frame = path.hs.initiate(this.seq.next(), this.txid);
       for (const t of targets) sink.send(frame, t);
@@ -446,6 +465,7 @@ export class PeerManager {
   }
 
   private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
+    if (path.keys && path.keys !== keys) path.prevKeys = path.keys;
     path.keys = keys;
     path.endpoint = from;
     peer.lastHandshake = keys.establishedAt;
@@ -458,6 +478,7 @@ export class PeerManager {
     }
     peer.watch = { rx: 0, tx: 0, rxAt: Date.now(), checking: false };
     this.counters.inc('handshake.ok');
+    this.c.onEstablished?.(path.id);
     // The losing path's session still opens what the peer sends on it until the peer switches over.
     const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.c.logger.info('tunnel established', { peer: peer.name, path: pathName(path.rd), udpAddr: formatEndpoint(from), initiator: keys.initiator });
@@ -560,6 +581,50 @@ export class PeerManager {
     }
   }
 
+  // ───── PeerDirectory (mobility.ts): established peers, endpoint changes, route re-selection ─────
+
+  establishedPeers(): MobilityPeer[] {
+    const out: MobilityPeer[] = [];
+    for (const peer of this.peers.values()) {
+      const m = peer.active && this.mobilityView(peer, peer.active);
+      if (m) out.push(m);
+    }
+    return out;
+  }
+
+  byPath(pathId: bigint): MobilityPeer | null {
+    const e = this.pathIndex.get(pathId);
+    return e ? this.mobilityView(e.peer, e.path) : null;
+  }
+
+  setEndpoint(pathId: bigint, endpoint: Endpoint, candidates?: Endpoint[]): void {
+    const e = this.pathIndex.get(pathId);
+    if (!e) return;
+    e.path.endpoint = endpoint;
+    if (candidates) e.path.candidates = candidates;
+    // A relayed path keeps sending to its TRS (the TRS follows a moved end by its RelayBind).
+    if (e.path.rd.pathType === PathType.Relayed) return;
+    if (e.peer.active === e.path) this.c.sink()?.setEndpoint?.(e.peer.slot, endpoint);
+    this.counters.inc('endpoint.changed');
+  }
+
+  reselect(nodeId: number, reason: string): void {
+    const peer = this.peers.get(nodeId);
+    if (!peer) return;
+    this.counters.inc(`reselect.${reason}`);
+    void this.connect({ targetVip: peer.vip4 });
+  }
+
+  private mobilityView(peer: Peer, path: Path): MobilityPeer | null {
+    const keys = [path.keys, path.prevKeys].filter((k): k is SessionKeys => !!k);
+    if (keys.length === 0) return null;
+    // Through a TRS the only way to the peer is the relay endpoint of our family: a move to the other family finds no
+    // usable candidate (→ new route selection), and an update sent there is not forwarded (no ack → re-selection,
+    // which also lets a move out of a NAT leave the relay).
+    if (path.rd.pathType === PathType.Relayed && path.rd.relay) return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.rd.relay, candidates: [path.rd.relay] };
+    return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints };
+  }
+
   /** Initiators refresh their sessions before the time limit (the responder's keys follow its answer). */
   private rekeyDue(): void {
     const now = (this.c.now ?? Date.now)();
@@ -568,6 +633,7 @@ export class PeerManager {
       if (!path?.keys || !path.keys.initiator || peer.connecting) continue;
       if (now - path.keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS)) continue;
       this.counters.inc('rekey');
+      path.prevKeys = path.keys;
       path.keys = null;
       peer.connecting = this.initiate(peer, path).then(() => {}).finally(() => (peer.connecting = null));
     }

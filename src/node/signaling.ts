@@ -62,13 +62,14 @@ export class NmsClient {
     this.guard = new ReplayGuard();
   }
 
-  async register(endpoints: Endpoint[], reRegistration: boolean): Promise<RegistrationResponse> {
-    const body = await this.request(MessageType.RegistrationRequest, { endpoints, reRegistration }, MessageType.RegistrationResponse);
+  /** `signal` abandons the registration (the node moved: a new one with the new addresses replaces it). */
+  async register(endpoints: Endpoint[], reRegistration: boolean, signal?: AbortSignal): Promise<RegistrationResponse> {
+    const body = await this.request(MessageType.RegistrationRequest, { endpoints, reRegistration }, MessageType.RegistrationResponse, signal);
     return decodeBody(MessageType.RegistrationResponse, body);
   }
 
-  async keepalive(): Promise<KeepaliveAck> {
-    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck);
+  async keepalive(signal?: AbortSignal): Promise<KeepaliveAck> {
+    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck, signal);
     return decodeBody(MessageType.KeepaliveAck, body);
   }
 
@@ -87,6 +88,7 @@ export class NmsClient {
     const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
     const answer = new Promise<Buffer>((resolve, reject) => this.pending.set(txid, { expect, resolve, reject }));
     answer.catch(() => {}); // handled by the race below
+    const aborted = signal ? new Promise<null>((r) => (signal.aborted ? r(null) : signal.addEventListener('abort', () => r(null), { once: true }))) : null;
     try {
       for (const wait of retransmitMs ?? this.retransmitMs) {
         if (signal?.aborted) throw new CyphonicError('ERR_ABORTED', 'stopped');
@@ -95,9 +97,10 @@ export class NmsClient {
         this.counters.inc('tx');
         let timer: NodeJS.Timeout | undefined;
         const timeout = new Promise<null>((r) => (timer = setTimeout(() => r(null), wait)));
-        const got = await Promise.race([answer, timeout]);
+        const got = await Promise.race(aborted ? [answer, timeout, aborted] : [answer, timeout]);
         clearTimeout(timer);
         if (got) return got;
+        if (signal?.aborted) throw new CyphonicError('ERR_ABORTED', 'request abandoned');
         this.counters.inc('retransmit');
       }
       throw new CyphonicError('ERR_TIMEOUT', `no answer from the NMS at ${this.nms.address}:${this.nms.port}`);

@@ -49,6 +49,8 @@ export enum MessageType {
   RelayBindAck = 0x27,
   TunnelRequest = 0x30,
   TunnelResponse = 0x31,
+  EndpointUpdate = 0x32,
+  EndpointUpdateAck = 0x33,
   Capsule = 0x40,
   Ack = 0x7e,
   Nack = 0x7f,

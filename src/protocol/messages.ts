@@ -208,6 +208,30 @@ export interface TunnelHandshake {
 export type TunnelRequest = TunnelHandshake;
 export type TunnelResponse = TunnelHandshake;
 
+/**
+ * Node → peer over an established path (mobility): "I moved; my traffic now comes from here". Sealed with a key
+ * derived from the path's End Key (src/node/mobility.ts); the header id is the path id, the header seq the
+ * replay counter. The peer takes the datagram's source address as the new endpoint.
+ */
+export interface EndpointUpdate {
+  /** The sender (must be the path's peer). */
+  nodeId: number;
+  /** Sender's clock, unix ms. */
+  timestamp: bigint;
+  /** The sender's local addresses now (with its data port): candidates when the peer must change family. */
+  endpoints: Endpoint[];
+}
+
+/** Peer → moved node, sealed the other way: the update with header seq `acked` was applied. */
+export interface EndpointUpdateAck {
+  /** The acknowledging node. */
+  nodeId: number;
+  /** Header seq of the update acknowledged. */
+  acked: bigint;
+  /** Source address and port the update came from (the endpoint now in use). */
+  observed: Endpoint;
+}
+
 /** Opaque; format specified by the tunnels issue. */
 export type Capsule = Buffer;
 
@@ -239,6 +263,8 @@ export interface BodyMap {
   [MessageType.RelayBindAck]: RelayBindAck;
   [MessageType.TunnelRequest]: TunnelRequest;
   [MessageType.TunnelResponse]: TunnelResponse;
+  [MessageType.EndpointUpdate]: EndpointUpdate;
+  [MessageType.EndpointUpdateAck]: EndpointUpdateAck;
   [MessageType.Capsule]: Capsule;
   [MessageType.Ack]: Ack;
   [MessageType.Nack]: Nack;
@@ -368,6 +394,16 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   ],
   [MessageType.TunnelRequest]: TUNNEL_HANDSHAKE,
   [MessageType.TunnelResponse]: TUNNEL_HANDSHAKE,
+  [MessageType.EndpointUpdate]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'timestamp', kind: 'u64' },
+    { tag: 3, name: 'endpoints', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+  ],
+  [MessageType.EndpointUpdateAck]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'acked', kind: 'u64' },
+    { tag: 3, name: 'observed', kind: 'endpoint' },
+  ],
   [MessageType.Capsule]: 'opaque',
   [MessageType.Ack]: EMPTY,
   [MessageType.Nack]: [{ tag: 1, name: 'reason', kind: 'string', maxSize: MAX_REASON_LEN }],
@@ -405,6 +441,8 @@ const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
   [MessageType.RelayResponse]: checkRelayResponse,
   [MessageType.RelayBind]: checkNodeId,
   [MessageType.RelayBindAck]: checkNodeId,
+  [MessageType.EndpointUpdate]: checkNodeId,
+  [MessageType.EndpointUpdateAck]: checkNodeId,
   [MessageType.RouteDirectionResponder]: checkRouteDirection,
   [MessageType.RouteDirectionInitiator]: checkRouteDirection,
 };

@@ -186,6 +186,11 @@ export class DataPlane implements DatagramPort {
     this.post({ op: 'promote', slot });
   }
 
+  /** Mobility: the peer in `slot` is reached at `endpoint` from now on (same session; only the send worker cares). */
+  setEndpoint(slot: number, endpoint: Endpoint): void {
+    this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
+  }
+
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
     const s = this.stats.peer(slot);
     return { rxBytes: s.rxBytes, txBytes: s.txBytes };

@@ -72,6 +72,8 @@ export type ToWorker =
   | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
   /** Send on the session installed last for `slot` now (a new path replaced one that may be dead). */
   | { op: 'promote'; slot: number }
+  /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
+  | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -131,6 +133,9 @@ const TO_MAIN = new Set<number>([
   MessageType.RelayBindAck,
   MessageType.Ack,
   MessageType.Nack,
+  // Mobility (node/mobility.ts): endpoint updates from a peer that moved, and their acks.
+  MessageType.EndpointUpdate,
+  MessageType.EndpointUpdateAck,
 ]);
 
 /** Buffers arrive from postMessage as plain Uint8Arrays: give the session real Buffers back. */
@@ -215,6 +220,7 @@ function run(): void {
     drain(port, (msg) => {
       if (msg.op === 'stop') running = false;
       else if (msg.op === 'promote') send.promote(msg.slot);
+      else if (msg.op === 'endpoint') send.endpoint(msg.slot, msg.endpoint);
       else if (msg.op === 'install') {
         recv.install(msg); // receive side first: an answer to what we send under the new keys can be opened
         send.install(msg);
@@ -250,7 +256,7 @@ interface InsidePeer {
 }
 
 /** The send path (TUN → capsules → UDP). `promote` switches a peer to its pending session after a rekey. */
-function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): Path & { promote(slot: number): void } {
+function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): Path & { promote(slot: number): void; endpoint(slot: number, to: WirePeer['endpoint']): void } {
   const by4 = new Map<number, InsidePeer>();
   const by6 = new Map<string, InsidePeer>();
   const bySlot = new Map<number, InsidePeer>();
@@ -292,9 +298,10 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     }
     p.wire = msg.peer;
     const fresh = sessionFrom(msg.keys);
-    if (p.session && !msg.keys.initiator) {
+    if (p.session && !msg.keys.initiator && p.session.pathId === msg.keys.pathId) {
       // Rekey, responder side: the initiator may not have our answer yet; keep sending on the old keys until
-      // the receive path sees it use the new ones (then promote).
+      // the receive path sees it use the new ones (then promote). A session of another path (the peer
+      // restarted, or a new route after a move) replaces the old one at once: nothing would promote it.
       p.pending = fresh;
     } else {
       p.session = fresh;
@@ -310,6 +317,12 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
       by6.set(key6(msg.peer.vip6), p);
       flush(key6(msg.peer.vip6), p);
     }
+  };
+
+  /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
+  const endpoint = (slot: number, to: WirePeer['endpoint']): void => {
+    const p = bySlot.get(slot);
+    if (p) p.wire = { ...p.wire, endpoint: to };
   };
 
   const promote = (slot: number): void => {
@@ -424,7 +437,7 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     return count;
   };
 
-  return { install, promote, pump };
+  return { install, promote, endpoint, pump };
 }
 
 /** The receive path (UDP → capsules opened → TUN; other frames → main thread). */

@@ -1,7 +1,8 @@
 // Replays and tampers with captured capsules: reads a pcap (Ethernet/IPv4 or IPv6/UDP) written by tcpdump, picks the
 // last capsule sent to DST:PORT, and sends it again unchanged and with one flipped ciphertext byte.
+// With TYPE (a message type number, e.g. 0x32 EndpointUpdate) it does the same with the last frame of that type.
 //
-//   node capsules.js PCAP DST PORT   -> {"found":true,"sent":2}
+//   node capsules.js PCAP DST PORT [TYPE]  -> {"found":true,"sent":3}
 
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { HEADER_LEN, MessageType } from '../../../src/protocol/constants.js';
 import { parseIp } from '../../../src/protocol/ip.js';
 import { HEADER_OFFSETS } from '../../../src/protocol/header.js';
 
-function lastCapsule(pcap: Buffer, dst: string, port: number): Buffer | null {
+function lastCapsule(pcap: Buffer, dst: string, port: number, type: number = MessageType.Capsule): Buffer | null {
   if (pcap.length < 24 || pcap.readUInt32LE(0) !== 0xa1b2c3d4) throw new Error('not a little-endian pcap');
   if (pcap.readUInt32LE(20) !== 1) throw new Error('pcap link type is not Ethernet');
   const want = parseIp(dst);
@@ -31,14 +32,14 @@ function lastCapsule(pcap: Buffer, dst: string, port: number): Buffer | null {
     } else continue;
     if (udp.readUInt16BE(2) !== port) continue;
     const payload = udp.subarray(8, udp.readUInt16BE(4));
-    if (payload.length > HEADER_LEN + 16 && payload[HEADER_OFFSETS.type] === MessageType.Capsule) found = Buffer.from(payload);
+    if (payload.length > HEADER_LEN + 16 && payload[HEADER_OFFSETS.type] === type) found = Buffer.from(payload);
   }
   return found;
 }
 
-const [file, dst, portStr] = process.argv.slice(2);
+const [file, dst, portStr, typeStr] = process.argv.slice(2);
 const port = Number(portStr);
-const capsule = lastCapsule(readFileSync(file!), dst!, port);
+const capsule = lastCapsule(readFileSync(file!), dst!, port, typeStr ? Number(typeStr) : MessageType.Capsule);
 if (!capsule) {
   process.stdout.write(JSON.stringify({ found: false, sent: 0 }) + '\n');
   process.exit(0);

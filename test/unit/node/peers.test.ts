@@ -10,6 +10,7 @@ import { PathType } from '../../../src/protocol/constants.js';
 import type { Endpoint } from '../../../src/protocol/endpoint.js';
 import type { RouteDirection } from '../../../src/protocol/messages.js';
 import { PeerManager } from '../../../src/node/peers.js';
+import { MobilityManager } from '../../../src/node/mobility.js';
 import { silentLogger } from '../../../src/util/log.js';
 
 interface Side {
@@ -22,6 +23,8 @@ interface Side {
   certDer: Buffer;
   pm: PeerManager;
   installed: { keys: SessionKeys; receiveOnly: boolean }[];
+  /** Endpoints the data plane was told to use (mobility). */
+  moved: Endpoint[];
 }
 
 let anchors: TrustAnchors;
@@ -53,7 +56,7 @@ describe('peer manager', () => {
     anchors = { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false };
     for (const [i, name] of ['alpha', 'beta'].entries()) {
       const { local, certDer } = await identity(inter, name, i + 1);
-      const side = { name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [] } as unknown as Side;
+      const side = { name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side;
       sides.push(side);
     }
     for (const me of sides) {
@@ -66,6 +69,7 @@ describe('peer manager', () => {
           send: (d: Buffer) => setImmediate(() => other.pm.onDatagram(d, me.ep)),
           install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
           peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
+          setEndpoint: (_slot, ep) => void me.moved.push(ep),
         }),
         logger: silentLogger,
       });
@@ -102,5 +106,29 @@ describe('peer manager', () => {
     await settle();
     assert.ok(a.installed.length >= before[0]! + 2 && b.installed.length >= before[1]! + 2, 'both new paths were established');
     assert.equal(sendingPath(a), sendingPath(b), 'one path carries traffic both ways');
+  });
+
+  test('mobility over the established path: the peer manager authenticates the update, moves the data plane, acks', async () => {
+    const [a, b] = sides as [Side, Side];
+    const newAddr: Endpoint = { address: '198.18.0.99', port: 30000 };
+    const box: { mb?: MobilityManager } = {};
+    const ma = new MobilityManager({ nodeId: () => a.id, peers: a.pm, send: (m) => setImmediate(() => box.mb!.onDatagram(m, newAddr)), localEndpoints: () => [newAddr], logger: silentLogger });
+    const mb = new MobilityManager({ nodeId: () => b.id, peers: b.pm, send: (m) => setImmediate(() => ma.onDatagram(m, b.ep)), localEndpoints: () => [b.ep], logger: silentLogger });
+    box.mb = mb;
+    assert.equal(a.pm.establishedPeers()[0]!.pathId, sendingPath(a), 'mobility sees the path that carries traffic');
+    ma.moved({ v4: true, v6: false });
+    for (let i = 0; i < 50 && ma.counters.get('update.acked') === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(ma.counters.get('update.acked'), 1);
+    assert.equal(b.pm.status()[0]!.endpoint, '198.18.0.99:30000');
+    assert.deepEqual(b.moved.at(-1), newAddr, 'the data plane was told');
+    // A re-selection (what a move without a usable path triggers) makes a new path and handshake to the same peer.
+    const n = a.installed.length;
+    a.pm.reselect(b.id, 'test');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(a.pm.counters.get('reselect.test'), 1);
+    assert.ok(a.installed.length > n, 'a new session was installed');
+    assert.equal(a.pm.status()[0]!.vip4, b.vip4);
+    ma.close();
+    mb.close();
   });
 });
