@@ -1,13 +1,6 @@
 // Mobility with an IPv4-only peer: the moving node's IPv6-only leg can reach the peer only through the TRS, so
 // the move must re-select the route (NMS: relayed path, issue #5) while the TCP transfer keeps running.
 //
-// OPT-IN until issue #5 (relayed/punched paths chosen by the NMS, nodes binding to the TRS) is merged: without it
-// the NMS only hands out direct paths and the IPv6-only leg cannot work. Run with
-//
-//   CYPHONIC_E2E_MOBILITY_RELAY=1 node --test dist/test/e2e/mobility-relay.test.js
-//
-// and drop the guard below once it passes (then it runs with the rest of the e2e suite).
-//
 //   [cloud] dual (AS+NMS, TRS :4503) ── global ── [beta] IPv4-only
 //                                     └──── [home] NAPT (eim) ── LAN
 //   [alpha] moves: global v4 → home (NAPT) → global v6-only (via the TRS) → global dual → global v4
@@ -19,8 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { CLI, CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Site } from '../harness/netns/index.js';
 
-const optIn = process.env['CYPHONIC_E2E_MOBILITY_RELAY'] === '1';
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : !optIn ? 'opt-in until issue #5 lands: CYPHONIC_E2E_MOBILITY_RELAY=1' : false;
+const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
