@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <linux/udp.h>
 #include <net/if.h>
@@ -610,6 +612,61 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return num(env, fd);
 }
 
+// packetOpen(ifname) -> fd: the adapter's LAN side. An AF_PACKET/SOCK_RAW socket for every ethertype, bound to
+// the interface, in promiscuous mode (the adapter answers for MACs and multicast groups the NIC may filter), and,
+// where the kernel has PACKET_IGNORE_OUTGOING (4.20+), not seeing its own frames. Blocking; read with tunRead
+// (one whole Ethernet frame per read) and write one frame per tunWrite. Needs CAP_NET_RAW.
+static napi_value packet_open(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char name[IFNAMSIZ + 1];
+  size_t name_len = 0;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok || name_len == 0 ||
+      name_len >= IFNAMSIZ || strlen(name) != name_len) {
+    arg_error(env, 0, "packetOpen: interface name must be 1..15 bytes");
+    return NULL;
+  }
+  unsigned int ifindex = if_nametoindex(name);
+  if (ifindex == 0) {
+    throw_errno(env, "if_nametoindex", errno);
+    return NULL;
+  }
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  if (fd < 0) {
+    throw_errno(env, "socket AF_PACKET", errno);
+    return NULL;
+  }
+  struct sockaddr_ll sll;
+  memset(&sll, 0, sizeof sll);
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = (int)ifindex;
+  if (bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, "bind AF_PACKET", e);
+    return NULL;
+  }
+  struct packet_mreq mr;
+  memset(&mr, 0, sizeof mr);
+  mr.mr_ifindex = (int)ifindex;
+  mr.mr_type = PACKET_MR_PROMISC;
+  if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, "setsockopt PACKET_ADD_MEMBERSHIP", e);
+    return NULL;
+  }
+#ifdef PACKET_IGNORE_OUTGOING
+  int one = 1;
+  setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);  // best effort: the classifier drops own frames too
+#endif
+  int bufsz = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+  return num(env, fd);
+}
+
 // udpLocalPort(fd) -> the bound port.
 static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -1017,6 +1074,7 @@ NAPI_MODULE_INIT() {
       {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
+      {"packetOpen", packet_open},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -16,6 +16,7 @@ import {
   type NodeRow,
   type Role,
 } from '../cloud/cloud.js';
+import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
 import { NodeDaemon, type NodeStatus } from '../node/daemon.js';
 import { StateDir } from '../node/state.js';
 import { controlGet } from '../util/control.js';
@@ -178,6 +179,36 @@ export const commands: Command[] = [
       if (mainErr !== null && Object.keys(relays).length === 0) throw mainErr;
       const shown = (main ?? { as: null, nms: null, trs: null }) as Record<string, unknown>;
       out(JSON.stringify(Object.keys(relays).length ? { ...shown, trsProcesses: relays } : shown, null, 2));
+    },
+  },
+  {
+    name: 'cloud general-node add',
+    summary: 'Define general node NAME (a device without cyphonic) served by adapter node A: MAC -> virtual IPv4/IPv6, FQDN.',
+    positionals: ['NAME'],
+    options: {
+      dir: dirOpt,
+      db: dbOpt,
+      mac: { type: 'string', help: "the device's MAC address (aa:bb:cc:dd:ee:ff)" },
+      adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled already)' },
+      family: { type: 'string', help: 'address families it gets: dual, v4 or v6', default: 'dual' },
+      json: { type: 'boolean', help: 'print JSON' },
+    },
+    required: ['dir', 'mac', 'adapter'],
+    async run(o, [name]) {
+      const r = await adminAddGeneralNode(str(o['dir'])!, { name: name!, mac: str(o['mac'])!, adapter: str(o['adapter'])!, family: parseFamily(str(o['family'])) }, str(o['db']));
+      if (o['json']) out(JSON.stringify(r, null, 2));
+      else out(`general node ${r.name} (${r.fqdn}) mac ${r.mac} adapter ${r.adapter} vip4 ${r.vip4 ?? '-'} vip6 ${r.vip6 ?? '-'}`);
+    },
+  },
+  {
+    name: 'cloud general-node list',
+    summary: 'List general nodes: name, fqdn, mac, adapter, family, vip4, vip6.',
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o) {
+      const rows = await adminListGeneralNodes(str(o['dir'])!, str(o['db']));
+      if (o['json']) out(JSON.stringify(rows, null, 2));
+      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'mac', 'adapter', 'family', 'vip4', 'vip6']));
     },
   },
   {

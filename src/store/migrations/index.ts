@@ -3,6 +3,7 @@
 
 import { initial } from './0001-initial.js';
 import { relayServers } from './0002-relay-servers.js';
+import { nodeFamily } from './0003-node-family.js';
 import type { Migration } from './types.js';
 
 export type { Migration } from './types.js';
@@ -14,7 +15,7 @@ export const SCHEMA_MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS schema_migratio
   applied_at BIGINT NOT NULL
 )`;
 
-export const MIGRATIONS: readonly Migration[] = [initial, relayServers];
+export const MIGRATIONS: readonly Migration[] = [initial, relayServers, nodeFamily];
 
 // Guard against editing mistakes: versions must be 1, 2, 3… in order.
 MIGRATIONS.forEach((m, i) => {
