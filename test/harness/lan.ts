@@ -6,7 +6,7 @@
 // Namespaces are named with the testbed's prefix, so a crashed run's leftovers are swept with the testbed's; cleanup()
 // kills every process in them (DHCP clients included) and deletes them.
 
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Host, type Testbed } from './netns/index.js';
 import { deleteNetnsSync } from './netns/cleanup.js';
@@ -70,4 +70,38 @@ export class Lan {
     if (mac) await runChecked('ip', ['-n', ns, 'link', 'set', 'dev', ifname, 'gso_max_segs', '1', 'gso_max_size', '1500']);
     await runChecked('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
   }
+}
+
+/** A dhclient -sf script that sets the address (and default route) it is given and records what it got. */
+function dhclientScript(dir: string): { script: string; record: string } {
+  const record = join(dir, 'dhclient.record');
+  const script = join(dir, 'dhclient-script.sh');
+  writeFileSync(
+    script,
+    `#!/bin/sh
+echo "$reason ip=$new_ip_address mask=$new_subnet_mask routers=$new_routers dns=$new_domain_name_servers domain=$new_domain_name ip6=$new_ip6_address plen=$new_ip6_prefixlen dns6=$new_dhcp6_name_servers search6=$new_dhcp6_domain_search" >> ${record}
+case "$reason" in
+  BOUND|RENEW|REBIND|REBOOT)
+    ip -4 addr flush dev "$interface" scope global
+    ip -4 addr add "$new_ip_address/$new_subnet_mask" dev "$interface"
+    for r in $new_routers; do ip -4 route replace default via "$r" dev "$interface"; break; done ;;
+  BOUND6|RENEW6|REBIND6|REBOOT6)
+    ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface" nodad ;;
+esac
+exit 0
+`,
+  );
+  chmodSync(script, 0o755);
+  return { script, record };
+}
+
+/** dhclient once in `family` with its own lease/pid/config files; resolves when it has bound (it then stays as a daemon). */
+export async function dhclient(host: Host, dir: string, family: 4 | 6): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const { script, record } = dhclientScript(dir);
+  const conf = join(dir, 'dhclient.conf');
+  writeFileSync(conf, 'timeout 20;\nretry 5;\nrequest subnet-mask, routers, domain-name, domain-name-servers, dhcp6.name-servers, dhcp6.domain-search;\n');
+  const r = await host.exec('dhclient', [`-${family}`, '-1', '-v', '-cf', conf, '-sf', script, '-lf', join(dir, `lease${family}`), '-pf', join(dir, `pid${family}`), 'eth0'], { timeoutMs: 40_000 });
+  if (r.code !== 0) throw new Error(`dhclient -${family} failed (${r.code}): ${r.stderr.slice(-800)}`);
+  return readFileSync(record, 'utf8');
 }
