@@ -1,5 +1,6 @@
 // The demo (README's first command): a cloud and three nodes in network namespaces, registered and talking:
-// alpha on the global segment, beta behind a NAPT router, gamma IPv6-only; alpha reaches beta by name.
+// alpha on the global segment, beta behind a NAPT router, gamma IPv6-only; alpha reaches beta by name; then an
+// adapter brings a device without cyphonic into the overlay (scripts/demo-adapter.ts).
 //
 // usage: node dist/scripts/demo.js [--keep]   (--keep: leave everything running until Ctrl-C)
 
@@ -7,6 +8,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CloudProc, cyphonic, NodeProc, workDir } from '../test/harness/cluster.js';
 import { Testbed } from '../test/harness/netns/index.js';
+import { adapterDemo } from './demo-adapter.js';
 
 const say = (s: string): void => void process.stdout.write(s + '\n');
 
@@ -16,6 +18,7 @@ async function main(): Promise<void> {
   const keep = process.argv.includes('--keep');
   const tb = await Testbed.create();
   const work = workDir('demo');
+  let undoAdapter = (): void => {};
   try {
     say('== building the testbed: global segment 198.18.0.0/24 + 2001:db8::/64, one NAPT site');
     const cloudHost = await tb.addHost('cloud', { site: tb.global, family: 'dual' });
@@ -74,11 +77,13 @@ async function main(): Promise<void> {
       say(`\n$ cyphonic node status --state ${n.state}   (${n.name})`);
       say((await cyphonic(n.host, ['node', 'status', '--state', n.state])).trimEnd());
     }
+    undoAdapter = await adapterDemo(tb, cloud, alpha, work.dir);
     if (keep) {
       say(`\n--keep: running; state and logs in ${work.dir}. Ctrl-C to stop and clean up.`);
       await new Promise<void>((r) => process.once('SIGINT', () => r()));
     }
   } finally {
+    undoAdapter();
     await tb.cleanup();
     work.remove();
   }
