@@ -45,6 +45,8 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
   let gwHost: Host;
   let gw: ChildProcess;
   let gwState: string;
+  let gw2: ChildProcess | undefined;
+  let lan2: Lan | undefined;
   const dev: Record<string, Host> = {};
   const gen: Record<string, { vip4: string | null; vip6: string | null; fqdn: string }> = {};
 
@@ -81,7 +83,9 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
 
   after(async () => {
     gw?.kill('SIGTERM');
+    gw2?.kill('SIGTERM');
     lan?.cleanup();
+    lan2?.cleanup();
     await tb?.cleanup();
     work?.remove();
   });
@@ -158,6 +162,17 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     const ignored = Object.entries(st.lanCounters).filter(([k]) => k.startsWith('dhcp4.ignored')).reduce((s, [, v]) => s + v, 0);
     const ignoredBefore = Object.entries(before4).filter(([k]) => k.startsWith('dhcp4.ignored')).reduce((s, [, v]) => s + v, 0);
     assert.ok(ignored > ignoredBefore, 'the DISCOVERs were counted as ignored');
+  });
+
+  test('an unknown MAC gets no lease and is logged', async () => {
+    const stranger = await lan.addDevice('x1', '02:66:66:00:00:01');
+    const before = (await status()).lanCounters['dhcp4.ignored.unknown-mac'] ?? 0;
+    const r = await stranger.exec('dhclient', ['-4', '-1', '-cf', '/dev/null', '-sf', '/bin/true', '-lf', join(work.dir, 'x1.lease'), '-pf', join(work.dir, 'x1.pid'), 'eth0'], { timeoutMs: 8_000 });
+    assert.notEqual(r.code, 0);
+    const st = await status();
+    assert.ok((st.lanCounters['dhcp4.ignored.unknown-mac'] ?? 0) > before);
+    assert.equal(st.generalNodes.length, 3);
+    assert.match(readFileSync(join(work.dir, 'gw.log'), 'utf8'), /unknown MAC.*02:66:66:00:00:01|02:66:66:00:00:01.*unknown MAC/);
   });
 
   test('g1 resolves a cyphonic node through the adapter\'s DNS (dig) and pings it on both families', async () => {
@@ -255,5 +270,26 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
       const s2 = await status();
       throw new Error(`${(err as Error).message}\n${JSON.stringify({ lan: s2.lanCounters, g1: s2.generalNodes[0], alpha: (await alpha.status()).peers })}\n${gwLog()}`);
     });
+  });
+
+  test('general nodes behind two adapters reach each other (one adapter behind NAPT)', async () => {
+    const site = await tb.addSite('branch', { kind: 'napt', nat: 'eim' });
+    const gw2Host = await tb.addHost('gw2', { site });
+    lan2 = await Lan.create(tb, gw2Host, 'lan0');
+    const h2 = await lan2.addDevice('h2', '02:c0:ff:ee:00:22');
+    const state2 = join(work.dir, 'gw2');
+    gw2 = gw2Host.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state2, '--lan', 'lan0', '--token', await cloud.enroll('gw2'), '--info-interval', '1'], { logFile: join(work.dir, 'gw2.log') });
+    const status2 = (): Promise<AdapterStatus> => controlGet(join(state2, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
+    await waitFor('second adapter registered', async () => (await status2()).registered, 30_000);
+    const row = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'h2', '--dir', cloud.dir, '--mac', '02:c0:ff:ee:00:22', '--adapter', 'gw2', '--json'])) as { vip4: string };
+    await waitFor('h2 registered', async () => (await status2()).generalNodes[0]?.registered === true, 30_000);
+    await dhclient(h2, join(work.dir, 'h2'), 4);
+    const st2 = await status2();
+    assert.equal(st2.nat, true, 'the second adapter is behind NAPT');
+    // h2 (behind NAPT) resolves g1 through its adapter and starts the tunnel; then both directions flow.
+    assert.equal((await h2.run('dig', [`@${st2.vip4}`, `g1.${DOMAIN}`, 'A', '+short', '+tries=2', '+time=3'])).trim(), gen['g1']!.vip4);
+    await waitFor('h2 pings g1', () => h2.exec('ping', ['-c', '1', '-W', '2', gen['g1']!.vip4!]).then((r) => r.code === 0), 30_000, 500);
+    assert.match(await h2.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/);
+    assert.match(await dev['g1']!.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', row.vip4]), / 0% packet loss/);
   });
 });
