@@ -2,7 +2,8 @@
 // malformed and forged frames straight onto the wire through a packet socket (native packetOpen) and prints one
 // JSON line with how many of each kind it sent. Bounded: a fixed list plus COUNT seeded random frames.
 //
-//   node lan-inject.js IFACE ADAPTER_MAC ADAPTER_VIP4 MY_VIP4 PEER_VIP4 COUNT SEED
+//   node lan-inject.js IFACE ADAPTER_MAC ADAPTER_VIP4 MY_VIP4 PEER_VIP4 COUNT SEED OTHER_VIP4
+//   (OTHER_VIP4: another general node's virtual address, used as a forged source)
 //
 // Kinds: DHCPv4 (truncated, bad cookie, option overrunning the packet, a rogue server's OFFER), DHCPv6 (option
 // overrun, truncated), RS/RA (bad checksum, hop limit ≠ 255, a foreign RA), NS (truncated target), ARP (bad
@@ -24,7 +25,7 @@ import {
 } from '../../../src/adapter/lan/index.js';
 import { prng } from '../../harness/prng.js';
 
-const [ifname, adapterMac, vip4, myVip, peer4, countStr, seedStr] = process.argv.slice(2);
+const [ifname, adapterMac, vip4, myVip, peer4, countStr, seedStr, otherVip] = process.argv.slice(2);
 const native = requireNative();
 const fd = native.packetOpen!(ifname!);
 const mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim();
@@ -97,7 +98,8 @@ const dns = (payload: Buffer): Buffer => eth4(adapterMac!, buildUdp({ src: myVip
 send('dns', dns(Buffer.from('this is not a dns message')));
 send('dns', dns(Buffer.from([0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1])));
 
-// An overlay packet claiming another source address (anti-spoof rule), to the peer's virtual address.
+// Overlay packets claiming another general node's address, and an unassigned one (anti-spoof rule).
+send('spoof', eth4(adapterMac!, encodeIpv4({ src: otherVip!, dst: peer4!, protocol: 17, payload: Buffer.from([0, 1, 0, 2, 0, 12, 0, 0, 1, 2, 3, 4]) })));
 send('spoof', eth4(adapterMac!, encodeIpv4({ src: '100.64.0.250', dst: peer4!, protocol: 17, payload: Buffer.from([0, 1, 0, 2, 0, 12, 0, 0, 1, 2, 3, 4]) })));
 
 // Random frames, addressed to the adapter or broadcast, of every ethertype it serves.
