@@ -94,8 +94,18 @@ export class AdapterDaemon {
     return join(this.init.stateDir, 'adapter.sock');
   }
 
+  /** Starts everything; on a failure after the node came up, stops what started (so the process can exit) and rethrows. */
   async start(): Promise<void> {
     await this.node.start();
+    try {
+      await this.startLan();
+    } catch (err) {
+      await this.stop().catch(() => {});
+      throw err;
+    }
+  }
+
+  private async startLan(): Promise<void> {
     const session = this.state.readSession();
     if (!session) throw new CyphonicError('ERR_STATE', 'the adapter node has no session after start');
     const id = this.state.readIdentity();

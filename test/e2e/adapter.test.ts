@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { CLI, CloudProc, cyphonic, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { CLI, CloudProc, cyphonic, exitCode, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { dhclient, Lan } from '../harness/lan.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { controlGet } from '../../src/util/control.js';
@@ -292,5 +292,14 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     await waitFor('h2 pings g1', () => h2.exec('ping', ['-c', '1', '-W', '2', gen['g1']!.vip4!]).then((r) => r.code === 0), 30_000, 500);
     assert.match(await h2.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/);
     assert.match(await dev['g1']!.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', row.vip4]), / 0% packet loss/);
+  });
+
+  test('adapter up on a missing LAN interface exits with an error and leaves no nftables table', async () => {
+    const host = await tb.addHost('gw3', { site: tb.global, family: 'dual' });
+    const child = host.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', join(work.dir, 'gw3'), '--lan', 'nope0', '--token', await cloud.enroll('gw3')], { logFile: join(work.dir, 'gw3.log') });
+    const code = await exitCode(child, 30_000);
+    assert.equal(code, 1);
+    assert.match(readFileSync(join(work.dir, 'gw3.log'), 'utf8'), /ERR_LAN_IFACE/);
+    assert.doesNotMatch(await host.run('nft', ['list', 'tables']), /cyphonic_adapter/);
   });
 });
