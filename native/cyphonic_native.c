@@ -24,6 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -825,6 +826,7 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
   size_t got = 0;
   for (int pass = 0; pass < 2 && got == 0; pass++) {
     if (pass == 1) {
+      if (timeout == 0) break;  // a non-blocking look: no poll() when the queue was empty
       int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
       if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
     }
@@ -840,6 +842,53 @@ static napi_value tun_read_many(napi_env env, napi_callback_info info) {
     }
   }
   return num(env, (double)got);
+}
+
+// waitAny(tunFd, udpFd, wakeFd, timeoutMs, spinUs) -> bit set: 1 = tunFd readable, 2 = udpFd readable, 4 = wakeFd
+// was signalled (and is drained); 0 on timeout. The data-plane worker's one blocking point: it sleeps on both of
+// its queues and its control eventfd at once. With spinUs > 0 it first looks (poll, timeout 0) repeatedly for up
+// to spinUs microseconds before it blocks: a bounded spin that catches a reply arriving just after a send without
+// a sleep and a wake-up. POLLERR/POLLHUP count as readable: the read that follows reports the error.
+static napi_value wait_any(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  int64_t a, b, w, timeout, spin;
+  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &a, "tunFd") ||
+      !get_int(env, argv[1], 0, INT_MAX, &b, "udpFd") || !get_int(env, argv[2], 0, INT_MAX, &w, "wakeFd") ||
+      !get_int(env, argv[3], -1, INT_MAX, &timeout, "timeoutMs") || !get_int(env, argv[4], 0, 1000000, &spin, "spinUs"))
+    return NULL;
+  struct pollfd p[3] = {{.fd = (int)a, .events = POLLIN}, {.fd = (int)b, .events = POLLIN}, {.fd = (int)w, .events = POLLIN}};
+  int rc = 0;
+  if (spin > 0) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+      rc = poll(p, 3, 0);
+      if (rc != 0) break;
+      clock_gettime(CLOCK_MONOTONIC, &t);
+      int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
+      if (us >= spin) break;
+    }
+  }
+  if (rc == 0) rc = poll(p, 3, (int)timeout);
+  if (rc == 0 || (rc < 0 && errno == EINTR)) return num(env, 0);
+  if (rc < 0) {
+    throw_errno(env, "poll", errno);
+    return NULL;
+  }
+  int bits = 0;
+  if (p[0].revents) bits |= 1;
+  if (p[1].revents) bits |= 2;
+  if (p[2].revents & POLLIN) {
+    uint64_t v;
+    ssize_t r = read((int)w, &v, sizeof v);
+    (void)r;
+    bits |= 4;
+  }
+  if (p[2].revents & POLLNVAL) {
+    throw_errno(env, "poll", EBADF);
+    return NULL;
+  }
+  return num(env, bits);
 }
 
 // udpSetGro(fd) -> whether the kernel accepted UDP_GRO: coalesced datagrams then arrive as one buffer (see
@@ -907,6 +956,7 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
     }
     got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
     if (got >= 0 || pass == 1 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+    if (timeout == 0) return num(env, 0);  // a non-blocking look: no poll() when nothing was queued
     int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
     if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
   }
@@ -1121,7 +1171,7 @@ NAPI_MODULE_INIT() {
       {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
-      {"packetOpen", packet_open},         {"packetRead", packet_read},
+      {"waitAny", wait_any},               {"packetOpen", packet_open},         {"packetRead", packet_read},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

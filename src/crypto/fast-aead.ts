@@ -64,6 +64,10 @@ export interface NativeAddon {
   vnetSegment(buf: Uint8Array, offset: number, length: number, out: Uint8Array, outSlot: number, outLengths: Uint32Array): number;
   /** Writes packets to the TUN; with vnet, merges runs of one TCP flow into GSO writes (10 bytes headroom before each). */
   tunWriteMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: boolean, scratch: Uint8Array): number;
+  /** Sleeps until tunFd (bit 1) or udpFd (bit 2) is readable or wakeFd is signalled (bit 4, drained); 0 on
+   *  timeout. With spinUs > 0, first polls without sleeping for up to that many microseconds. tunReadMany and
+   *  udpRecvMany with timeoutMs 0 are the matching non-blocking looks (no poll when empty). */
+  waitAny(tunFd: number, udpFd: number, wakeFd: number, timeoutMs: number, spinUs: number): number;
 }
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');

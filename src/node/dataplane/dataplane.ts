@@ -1,5 +1,6 @@
 // Main-thread side of the data plane: brings up the TUN device and the node's UDP socket (native), starts the
-// inside/outside workers (worker.ts), and is the node's datagram port for signaling and handshakes.
+// data-plane worker (worker.ts: one thread for both directions), and is the node's datagram port for signaling
+// and handshakes.
 // Sessions and endpoints reach the workers as control messages; traffic counters come back through shared memory.
 
 import { Worker } from 'node:worker_threads';
@@ -12,11 +13,7 @@ import { formatIp, parseIp } from '../../protocol/ip.js';
 import { CyphonicError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { createStats, StatsView } from './stats.js';
-import type { FromWorker, ToWorker, WirePeer, WorkerInit } from './worker.js';
-
-/** Index of each worker in `workers` (created in this order). */
-const INSIDE = 0;
-const OUTSIDE = 1;
+import { SPIN_US, type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
 export const DEFAULT_MTU = 1400;
@@ -38,6 +35,8 @@ export interface DataPlaneInit {
    * @default true
    */
   offload?: boolean;
+  /** Bounded spin of the worker after activity, µs (latency for CPU; see worker.ts). @default SPIN_US */
+  spinUs?: number;
 }
 
 /** Which offloads the running data plane uses. */
@@ -82,8 +81,8 @@ export class DataPlane implements DatagramPort {
   onMiss: (dst: string) => void = () => {};
   readonly stats: StatsView;
   readonly localPort: number;
-  private readonly workers: Worker[] = [];
-  private readonly wakeFds: number[] = [];
+  private readonly worker: Worker;
+  private readonly wakeFd: number;
   private readonly installing = new Map<bigint, () => void>();
   private closed = false;
 
@@ -95,29 +94,26 @@ export class DataPlane implements DatagramPort {
     sab: SharedArrayBuffer,
     private readonly dualStack: boolean,
     readonly offload: OffloadState,
+    spinUs: number | undefined,
   ) {
     this.stats = new StatsView(sab);
     this.localPort = native.udpLocalPort(udpFd);
     const file = fileURLToPath(new URL('./worker.js', import.meta.url));
-    for (const role of ['inside', 'outside'] as const) {
-      const wakeFd = native.eventfdCreate();
-      this.wakeFds.push(wakeFd);
-      const init: WorkerInit = {
-        role,
-        tunFd: tun.fd,
-        udpFd,
-        mtu: tun.mtu,
-        stats: sab,
-        wakeFd,
-        vnet: tun.vnetHdr,
-        gso: offload.gso,
-        gro: offload.gro,
-      };
-      const w = new Worker(file, { workerData: init, name: `cyphonic-${role}` });
-      w.on('message', (m: FromWorker) => this.fromWorker(m));
-      w.on('error', (err) => this.logger.error('data-plane worker failed', { role, err: err.message }));
-      this.workers.push(w);
-    }
+    this.wakeFd = native.eventfdCreate();
+    const init: WorkerInit = {
+      tunFd: tun.fd,
+      udpFd,
+      mtu: tun.mtu,
+      stats: sab,
+      wakeFd: this.wakeFd,
+      vnet: tun.vnetHdr,
+      gso: offload.gso,
+      gro: offload.gro,
+      spinUs: spinUs ?? SPIN_US,
+    };
+    this.worker = new Worker(file, { workerData: init, name: 'cyphonic-dataplane' });
+    this.worker.on('message', (m: FromWorker) => this.fromWorker(m));
+    this.worker.on('error', (err) => this.logger.error('data-plane worker failed', { err: err.message }));
   }
 
   static async open(init: DataPlaneInit, logger: Logger): Promise<DataPlane> {
@@ -147,7 +143,7 @@ export class DataPlane implements DatagramPort {
       }
     }
     const state: OffloadState = { tso: tun.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
-    return new DataPlane(native, tun, fd, logger, createStats(), dualStack, state);
+    return new DataPlane(native, tun, fd, logger, createStats(), dualStack, state, init.spinUs);
   }
 
   get tunName(): string {
@@ -161,9 +157,9 @@ export class DataPlane implements DatagramPort {
   }
 
   /**
-   * Installs (or replaces after a rekey) the session used to reach a peer: first in the receive worker, then,
-   * once it has acknowledged, in the send worker. So nothing we send under new keys can draw an answer we could
-   * not open, and a responder that awaits this can answer the handshake knowing the first capsule will find its
+   * Installs (or replaces after a rekey) the session used to reach a peer: the worker puts it in its receive path,
+   * then in its send path, and acknowledges. So nothing we send under new keys can draw an answer we could not
+   * open, and a responder that awaits this can answer the handshake knowing the first capsule will find its
    * session.
    */
   async install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): Promise<void> {
@@ -177,9 +173,8 @@ export class DataPlane implements DatagramPort {
         resolve();
       };
       this.installing.set(keys.pathId, finish);
-      this.postTo(OUTSIDE, msg);
+      this.post(msg);
     });
-    this.postTo(INSIDE, msg);
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
@@ -190,31 +185,24 @@ export class DataPlane implements DatagramPort {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const stopped = this.workers.map((w) => new Promise<void>((r) => w.once('exit', () => r())));
+    const stopped = new Promise<void>((r) => this.worker.once('exit', () => r()));
     this.post({ op: 'stop' });
-    await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 2000))]);
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.race([stopped, new Promise((r) => setTimeout(r, 2000))]);
+    await this.worker.terminate();
     this.native.fdClose(this.udpFd);
-    for (const fd of this.wakeFds) this.native.fdClose(fd);
+    this.native.fdClose(this.wakeFd);
     this.tun.close();
   }
 
   private post(msg: ToWorker): void {
-    this.postTo(INSIDE, msg);
-    this.postTo(OUTSIDE, msg);
-  }
-
-  private postTo(which: number, msg: ToWorker): void {
-    this.workers[which]?.postMessage(msg);
-    const fd = this.wakeFds[which];
-    if (fd !== undefined) this.native.eventfdSignal(fd);
+    this.worker.postMessage(msg);
+    this.native.eventfdSignal(this.wakeFd);
   }
 
   private fromWorker(m: FromWorker): void {
     if (m.op === 'datagram') this.onDatagram(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), { address: formatIp(m.addr), port: m.port });
     else if (m.op === 'miss') this.onMiss(m.dst);
     else if (m.op === 'installed') this.installing.get(m.pathId)?.();
-    else if (m.op === 'promote') this.postTo(INSIDE, { op: 'promote', slot: m.slot });
     else if (m.op === 'error') this.logger.error('data-plane worker error', { err: m.message });
   }
 }

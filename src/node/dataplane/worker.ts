@@ -1,10 +1,19 @@
-// The data-plane hot path, one worker thread per direction, each in a synchronous loop (no event loop turns):
+// The data-plane hot path: ONE worker thread carries both directions, in a synchronous loop (no event loop turns):
 //
-//   inside:  TUN read (a batch per wake-up) ─► route by destination virtual IP ─► seal with the peer's End Key
-//            into one buffer ─► sendmmsg per run of packets to the same peer
-//   outside: recvmmsg (a batch) ─► capsule? open by path id (AEAD + replay window) ─► TUN writes per batch
-//                                  └─ anything else (signaling, handshakes) ─► posted to the main thread
-// Both loops block (poll) only when their queue is empty, so under load it is one syscall per batch to read.
+//        ┌──────────────────────────────────────────────────────────────────────────────────────────┐
+//        │  outside: recvmmsg (non-blocking) ─► capsule? open by path id (AEAD + replay window)     │
+//        │                                     ─► TUN writes per batch                              │
+//        │                                     └─ anything else (signaling, handshakes) ─► main     │
+//        │  inside:  TUN read (non-blocking) ─► route by destination virtual IP ─► seal with the    │
+//        │           peer's End Key into one buffer ─► sendmmsg per run of packets to one peer      │
+//        │  both empty? ─► waitAny(TUN, UDP, wake eventfd): sleep (optional bounded spin: SPIN_US)  │
+//        └──────────────────────────────────────────────────────────────────────────────────────────┘
+//
+// Why one thread and this order (latency): a TUN write runs the receiving stack synchronously, so an ICMP echo
+// reply or a TCP ACK is usually queued on the TUN before tunWriteMany returns; the inside step that follows in the
+// same turn seals and sends it while the thread is still warm — no sleep, no wake-up, no second thread. A worker
+// that slept pays tens of µs for every cold step (bench/cold-path.ts), so a ping now crosses two cold wake-ups
+// (one per node) instead of four. Under load, each turn is one batch each way, as with two threads.
 //
 // Offloads (on unless the node runs with --no-offload, and only where the kernel accepts them):
 //   - the TUN has IFF_VNET_HDR + TSO: one read brings a TCP segment of up to 64 KiB, which vnetSegment cuts into
@@ -13,12 +22,14 @@
 //     veth and bridges, delivered whole to a GRO socket);
 //   - the socket has UDP_GRO: one receive brings up to 64 capsules; after opening, runs of one TCP flow are merged
 //     back into one GSO packet per TUN write (tunWriteMany).
-// Without them (older kernels, or the fallback switch) the same loops move one packet per slot.
+// Without them (older kernels, or the fallback switch) the same loop moves one packet per slot.
 //
-// Control messages from the main thread (install or promote a session, stop) are polled with
-// receiveMessageOnPort between packets; the main thread signals an eventfd the blocking reads also wait on,
-// so an idle worker sees a new session within microseconds, not at its next poll timeout.
+// Control messages from the main thread (install a session, stop) are polled with receiveMessageOnPort between
+// batches; the main thread signals an eventfd that waitAny also sleeps on, so an idle worker sees a new session
+// within microseconds, not at its next poll timeout.
 
+import { randomBytes } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { DataSession, type AeadFactory } from '../../crypto/data-session.js';
 import { FastAeadKey, loadNativeAddon, type NativeAddon } from '../../crypto/fast-aead.js';
@@ -29,7 +40,6 @@ import { GLOBAL, SLOT, StatsView } from './stats.js';
 import { dst4, dst6, formatKey, key4, key6 } from './packet.js';
 
 export interface WorkerInit {
-  role: 'inside' | 'outside';
   tunFd: number;
   udpFd: number;
   mtu: number;
@@ -42,6 +52,8 @@ export interface WorkerInit {
   gso: boolean;
   /** The socket has UDP_GRO: receive buffers may hold many datagrams. */
   gro: boolean;
+  /** Bounded spin (µs) before sleeping after a turn that moved packets; 0 = sleep at once. See SPIN_US. */
+  spinUs: number;
 }
 
 /** A peer as the workers see it. `endpoint.addr` is 4 or 16 raw bytes. */
@@ -52,20 +64,29 @@ export interface WirePeer {
   endpoint: { addr: Uint8Array; port: number };
 }
 
+/**
+ * Control messages. `install` puts a session in the receive path, then (unless receiveOnly) in the send path, and
+ * answers `installed`: whatever we send under new keys can draw an answer we can open.
+ */
 export type ToWorker =
   | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
-  | { op: 'promote'; slot: number }
   | { op: 'stop' };
 
 export type FromWorker =
   | { op: 'datagram'; data: Uint8Array; family: 4 | 6; addr: Uint8Array; port: number }
   | { op: 'miss'; dst: string }
   | { op: 'installed'; pathId: bigint }
-  | { op: 'promote'; slot: number }
-  | { op: 'stopped'; role: 'inside' | 'outside' }
+  | { op: 'stopped' }
   | { op: 'error'; message: string };
 
-/** Tunable: poll timeout of the blocking reads (ms); control messages also wake them through the eventfd. */
+/**
+ * Tunable: after a turn that moved packets, look again without sleeping for up to this many µs before blocking.
+ * A reply that comes back within it finds the thread awake. Bounded: at most one spin per burst of activity,
+ * never while idle. Off: on the 2-vCPU test VM neither 50 nor 200 µs paid (bench/rtt.ts) — the caches go cold
+ * during a busy wait too, and a spinning thread takes a CPU from the peer it waits for. DataPlaneInit.spinUs.
+ */
+export const SPIN_US = 0;
+/** Tunable: poll timeout of the blocking wait (ms); control messages also wake it through the eventfd. */
 const POLL_MS = 250;
 /** Tunable: control messages are polled at least every this many packets. */
 const POLL_EVERY = 256;
@@ -114,6 +135,49 @@ function sessionFrom(k: SessionKeys): DataSession {
   return new DataSession({ ...k, send: Buffer.from(k.send), recv: Buffer.from(k.recv), peerCertDer: Buffer.from(k.peerCertDer) }, fastAead);
 }
 
+/**
+ * Tunable: seal+open rounds run on a throw-away session pair when the worker starts, so that V8 has optimized the
+ * session code (DataSession, the AEAD wrapper, the replay window) before the first real packet. Optimized code is
+ * a fraction of the interpreter's instruction footprint, and on a machine whose caches and TLBs are cold after
+ * every idle gap (bench/cold-path.ts), footprint is latency: ~100 µs less per ping. Costs ~0.1 s of CPU at start.
+ */
+const WARMUP_ROUNDS = 20_000;
+/**
+ * Tunable: V8's tier-up budget (--interrupt-budget, bytecode executed before a function is considered for
+ * optimization; V8's default is ~66 000). The loop's own closures run once per packet, and at ping rates they
+ * would stay in the interpreter for a long time: lower, they are optimized after a few dozen packets. The flag is
+ * process-wide (the main thread optimizes sooner too) and only changes when code is optimized, never what it does.
+ * Measured with bench/rtt.ts: ~100 µs less added RTT.
+ */
+const TIER_UP_BUDGET = 2000;
+/** Tunable: warm-up rounds per idle turn of the loop (a few ms), so control messages never wait for all of it. */
+const WARMUP_CHUNK = 1000;
+
+/** The warm-up as steps run while the loop is idle; each returns whether rounds remain. Never throws. */
+function warmUp(): () => boolean {
+  const k1 = randomBytes(32);
+  const k2 = randomBytes(32);
+  const base = { pathId: 0xfeedn, peerNodeId: 0, peerCertDer: Buffer.alloc(0), establishedAt: 0 };
+  const a = new DataSession({ ...base, initiator: true, send: k1, recv: k2 }, fastAead);
+  const b = new DataSession({ ...base, initiator: false, send: k2, recv: k1 }, fastAead);
+  const pkt = Buffer.alloc(84);
+  pkt[0] = 0x45;
+  const sealed = Buffer.allocUnsafe(256);
+  const plain = Buffer.allocUnsafe(256);
+  let left = WARMUP_ROUNDS;
+  return () => {
+    try {
+      for (const end = Math.max(0, left - WARMUP_CHUNK); left > end; left--) {
+        const n = a.sealInto(pkt, sealed, 0);
+        if (b.tryOpenInto(sealed.subarray(0, n), plain, 0) !== pkt.length || dst4(plain, pkt.length) < 0) left = 0;
+      }
+    } catch {
+      left = 0; // only a cost saving: give up quietly
+    }
+    return left > 0;
+  };
+}
+
 /** Applies control messages one by one; a bad one is reported and skipped, never fatal to the loop. */
 function drain(port: NonNullable<typeof parentPort>, apply: (msg: ToWorker) => void): void {
   for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
@@ -125,15 +189,52 @@ function drain(port: NonNullable<typeof parentPort>, apply: (msg: ToWorker) => v
   }
 }
 
+/** One direction of the loop: `install` takes its part of a session, `pump` moves one batch without blocking. */
+interface Path {
+  install(msg: Extract<ToWorker, { op: 'install' }>): void;
+  /** Reads and handles whatever is queued (one batch); returns how many packets or datagrams it took. */
+  pump(): number;
+}
+
 function run(): void {
   const init = workerData as WorkerInit;
   const port = parentPort!;
   const native = loadNativeAddon();
   if (!native) throw new Error('native addon unavailable');
   const stats = new StatsView(init.stats);
-  if (init.role === 'inside') inside(init, native, stats, port);
-  else outside(init, native, stats, port);
-  port.postMessage({ op: 'stopped', role: init.role } satisfies FromWorker);
+  native.setNonblocking(init.tunFd);
+  setFlagsFromString(`--interrupt-budget=${TIER_UP_BUDGET}`);
+  let warming: (() => boolean) | null = warmUp();
+  const send = inside(init, native, stats, port);
+  const recv = outside(init, native, stats, port, (slot) => send.promote(slot));
+  let running = true;
+  const control = (): void =>
+    drain(port, (msg) => {
+      if (msg.op === 'stop') running = false;
+      else if (msg.op === 'install') {
+        recv.install(msg); // receive side first: an answer to what we send under the new keys can be opened
+        send.install(msg);
+        port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
+      }
+    });
+
+  let sincePoll = 0;
+  let active = false;
+  while (running) {
+    // One poll says which queue has something (at once when busy; it sleeps only when both are empty).
+    const bits = native.waitAny(init.tunFd, init.udpFd, init.wakeFd, warming ? 0 : POLL_MS, active ? init.spinUs : 0);
+    // Receive first; then always the send step: the TUN writes of the receive step may have queued replies (ICMP,
+    // TCP ACKs) that it takes at once, in this turn.
+    const moved = ((bits & 2) !== 0 ? recv.pump() : 0) + ((bits & 3) !== 0 ? send.pump() : 0);
+    active = moved > 0;
+    sincePoll += moved;
+    if ((bits & 7) === 0 || (bits & 4) !== 0 || sincePoll >= POLL_EVERY) {
+      sincePoll = 0;
+      control();
+    }
+    if (warming && bits === 0 && !warming()) warming = null; // warm-up runs only in idle turns
+  }
+  port.postMessage({ op: 'stopped' } satisfies FromWorker);
 }
 
 interface InsidePeer {
@@ -144,7 +245,8 @@ interface InsidePeer {
   statsTx: number;
 }
 
-function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
+/** The send path (TUN → capsules → UDP). `promote` switches a peer to its pending session after a rekey. */
+function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): Path & { promote(slot: number): void } {
   const by4 = new Map<number, InsidePeer>();
   const by6 = new Map<string, InsidePeer>();
   const bySlot = new Map<number, InsidePeer>();
@@ -172,52 +274,47 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
   const outOffs = new Uint32Array(outMax);
   const outLens = new Uint32Array(outMax);
   const one = Buffer.allocUnsafe(frameRoom);
-  native.setNonblocking(init.tunFd);
   const a = stats.a;
   const gMiss = stats.global(GLOBAL.miss);
   const gSendErr = stats.global(GLOBAL.udpSendErrors);
   const gTsoDropped = stats.global(GLOBAL.tsoDropped);
-  let running = true;
-  let sincePoll = 0;
 
-  const control = (): void =>
-    drain(port, (msg) => {
-      if (msg.op === 'stop') running = false;
-      else if (msg.op === 'install') {
-        if (msg.receiveOnly) return;
-        let p = bySlot.get(msg.peer.slot);
-        if (!p) {
-          p = { wire: msg.peer, session: null, pending: null, statsTx: stats.slot(msg.peer.slot, SLOT.txBytes) };
-          bySlot.set(msg.peer.slot, p);
-        }
-        p.wire = msg.peer;
-        const fresh = sessionFrom(msg.keys);
-        if (p.session && !msg.keys.initiator) {
-          // Rekey, responder side: the initiator may not have our answer yet; keep sending on the old keys until
-          // the outside worker sees it use the new ones (then 'promote').
-          p.pending = fresh;
-        } else {
-          p.session = fresh;
-          p.pending = null;
-          // Announce the new session at once so the peer may switch to it (an empty capsule).
-          send(p, Buffer.alloc(0));
-        }
-        if (msg.peer.vip4) {
-          by4.set(key4(msg.peer.vip4), p);
-          flush(key4(msg.peer.vip4), p);
-        }
-        if (msg.peer.vip6) {
-          by6.set(key6(msg.peer.vip6), p);
-          flush(key6(msg.peer.vip6), p);
-        }
-      } else if (msg.op === 'promote') {
-        const p = bySlot.get(msg.slot);
-        if (p?.pending) {
-          p.session = p.pending;
-          p.pending = null;
-        }
-      }
-    });
+  const install = (msg: Extract<ToWorker, { op: 'install' }>): void => {
+    if (msg.receiveOnly) return;
+    let p = bySlot.get(msg.peer.slot);
+    if (!p) {
+      p = { wire: msg.peer, session: null, pending: null, statsTx: stats.slot(msg.peer.slot, SLOT.txBytes) };
+      bySlot.set(msg.peer.slot, p);
+    }
+    p.wire = msg.peer;
+    const fresh = sessionFrom(msg.keys);
+    if (p.session && !msg.keys.initiator) {
+      // Rekey, responder side: the initiator may not have our answer yet; keep sending on the old keys until
+      // the receive path sees it use the new ones (then promote).
+      p.pending = fresh;
+    } else {
+      p.session = fresh;
+      p.pending = null;
+      // Announce the new session at once so the peer may switch to it (an empty capsule).
+      send(p, Buffer.alloc(0));
+    }
+    if (msg.peer.vip4) {
+      by4.set(key4(msg.peer.vip4), p);
+      flush(key4(msg.peer.vip4), p);
+    }
+    if (msg.peer.vip6) {
+      by6.set(key6(msg.peer.vip6), p);
+      flush(key6(msg.peer.vip6), p);
+    }
+  };
+
+  const promote = (slot: number): void => {
+    const p = bySlot.get(slot);
+    if (p?.pending) {
+      p.session = p.pending;
+      p.pending = null;
+    }
+  };
 
   /** One capsule outside a batch (session announcements, held packets). */
   const send = (p: InsidePeer, packet: Buffer): void => {
@@ -298,21 +395,21 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
     }
   };
 
-  while (running) {
-    const count = native.tunReadMany(init.tunFd, inBuf, readSlot, inLens, POLL_MS, init.wakeFd);
-    sincePoll += count;
-    if (count <= 0 || sincePoll >= POLL_EVERY) {
-      sincePoll = 0;
-      control();
-      if (count <= 0) continue;
-    }
+  const pump = (): number => {
+    const count = native.tunReadMany(init.tunFd, inBuf, readSlot, inLens, 0);
     for (let i = 0; i < count; i++) {
       const n = inLens[i]!;
       if (!init.vnet) {
         route(inBuf.subarray(i * slot, i * slot + n), n);
         continue;
       }
-      const segs = native.vnetSegment(inBuf, i * readSlot, n, segBuf, slot, segLens);
+      const at = i * readSlot;
+      if (inBuf[at] === 0 && inBuf[at + 1] === 0 && n > VNET_HDR_LEN && n - VNET_HDR_LEN <= slot) {
+        // No GSO, no checksum to complete (flags and gso_type 0): the packet follows the header as it is.
+        route(inBuf.subarray(at + VNET_HDR_LEN, at + n), n - VNET_HDR_LEN);
+        continue;
+      }
+      const segs = native.vnetSegment(inBuf, at, n, segBuf, slot, segLens);
       if (segs <= 0) {
         a[gTsoDropped]!++;
         continue;
@@ -320,10 +417,14 @@ function inside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: N
       for (let j = 0; j < segs; j++) route(segBuf.subarray(j * slot, j * slot + segLens[j]!), segLens[j]!);
     }
     flushBatch();
-  }
+    return count;
+  };
+
+  return { install, promote, pump };
 }
 
-function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>): void {
+/** The receive path (UDP → capsules opened → TUN; other frames → main thread). */
+function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: NonNullable<typeof parentPort>, promote: (slot: number) => void): Path {
   /** Receive sessions by path id, newest first, with the peer slot they count to. */
   const paths = new Map<bigint, { slot: number; sessions: DataSession[]; awaiting: DataSession | null }>();
   const recvSlot = init.gro ? GRO_SLOT : UDP_SLOT;
@@ -343,25 +444,18 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
   let tunUsed = 0;
   const a = stats.a;
   const g = (f: number): number => stats.global(f);
-  let running = true;
-  let sincePoll = 0;
 
-  const control = (): void =>
-    drain(port, (msg) => {
-      if (msg.op === 'stop') running = false;
-      else if (msg.op === 'install') {
-        const entry = paths.get(msg.keys.pathId) ?? { slot: msg.peer.slot, sessions: [], awaiting: null };
-        entry.slot = msg.peer.slot;
-        const fresh = sessionFrom(msg.keys);
-        // A responder's new session (a rekey, or a new path after the peer restarted): the inside worker keeps the
-        // slot's current session until the initiator uses this one; tell it then. (A first session is sent on at once.)
-        entry.awaiting = !msg.keys.initiator && !msg.receiveOnly ? fresh : null;
-        entry.sessions.unshift(fresh);
-        entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
-        paths.set(msg.keys.pathId, entry);
-        port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
-      }
-    });
+  const install = (msg: Extract<ToWorker, { op: 'install' }>): void => {
+    const entry = paths.get(msg.keys.pathId) ?? { slot: msg.peer.slot, sessions: [], awaiting: null };
+    entry.slot = msg.peer.slot;
+    const fresh = sessionFrom(msg.keys);
+    // A responder's new session (a rekey, or a new path after the peer restarted): the send path keeps the slot's
+    // current session until the initiator is seen using this one, then switches. (A first session is sent on at once.)
+    entry.awaiting = !msg.keys.initiator && !msg.receiveOnly ? fresh : null;
+    entry.sessions.unshift(fresh);
+    entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
+    paths.set(msg.keys.pathId, entry);
+  };
 
   const flushTun = (): void => {
     if (nt === 0) return;
@@ -388,7 +482,7 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
         if (typeof r === 'string') continue;
         if (s === entry.awaiting) {
           entry.awaiting = null;
-          port.postMessage({ op: 'promote', slot: entry.slot } satisfies FromWorker);
+          promote(entry.slot);
         }
         break;
       }
@@ -423,14 +517,8 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
     } satisfies FromWorker);
   };
 
-  while (running) {
-    const count = native.udpRecvMany(init.udpFd, buf, recvSlot, offs, lens, metas, POLL_MS, init.wakeFd, init.gro);
-    sincePoll += Math.max(0, count);
-    if (count <= 0 || sincePoll >= POLL_EVERY) {
-      sincePoll = 0;
-      control();
-      if (count <= 0) continue;
-    }
+  const pump = (): number => {
+    const count = native.udpRecvMany(init.udpFd, buf, recvSlot, offs, lens, metas, 0, undefined, init.gro);
     for (let i = 0; i < count; i++) {
       const n = lens[i]!;
       if (n === 0) {
@@ -440,7 +528,10 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
       one(buf.subarray(offs[i]!, offs[i]! + n), i * 20);
     }
     flushTun();
-  }
+    return Math.max(0, count);
+  };
+
+  return { install, pump };
 }
 
 try {
