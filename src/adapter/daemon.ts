@@ -262,3 +262,32 @@ export class AdapterDaemon {
     this.nft = null;
   }
 }
+
+/** What `adapter status` shows while the adapter is not running: identity, saved session, general nodes and leases. */
+export function offlineAdapterStatus(stateDir: string): AdapterStatus {
+  const state = new StateDir(stateDir);
+  const id = state.readIdentity();
+  const s = state.readSession();
+  let snap: ReturnType<typeof loadLeaseFile> = { version: 1, nodes: [], leases: [] };
+  try {
+    snap = loadLeaseFile(join(stateDir, 'leases.json'));
+  } catch {
+    /* a damaged lease file shows as no general nodes */
+  }
+  const now = Date.now();
+  const lease = (mac: string, family: 4 | 6): LeaseView | null => {
+    const l = snap.leases.find((x) => x.mac === mac && x.family === family);
+    return l ? { address: l.address, state: l.expiresAt > now ? 'bound' : 'expired', expiresAt: new Date(l.expiresAt).toISOString() } : null;
+  };
+  return {
+    name: id.name, nodeId: id.nodeId, fqdn: id.fqdn, vip4: s?.vip4 ?? null, vip6: s?.vip6 ?? null,
+    registered: false, nat: null, observed: null, nms: null, keepaliveSec: null,
+    commonKeyExpiresAt: s ? new Date(s.expiresAt).toISOString() : null, lastRegistration: null,
+    dns: null, tun: null, offload: null, peers: [], counters: {},
+    lan: '', mac: '', lanCounters: {},
+    generalNodes: snap.nodes.map((n) => ({
+      name: n.name, mac: n.mac, fqdn: n.fqdn ?? null, vip4: n.vip4 ?? null, vip6: n.vip6 ?? null,
+      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, peers: [], counters: {},
+    })),
+  };
+}

@@ -17,7 +17,7 @@ import {
   type Role,
 } from '../cloud/cloud.js';
 import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
-import { AdapterDaemon, type AdapterStatus } from '../adapter/daemon.js';
+import { AdapterDaemon, offlineAdapterStatus, type AdapterStatus } from '../adapter/daemon.js';
 import { NodeDaemon, type NodeStatus } from '../node/daemon.js';
 import { StateDir } from '../node/state.js';
 import { controlGet } from '../util/control.js';
@@ -307,10 +307,18 @@ export const commands: Command[] = [
     options: { state: { type: 'string', help: 'state directory' }, json: { type: 'boolean', help: 'print JSON' } },
     required: ['state'],
     async run(o) {
-      const st = (await controlGet(join(str(o['state'])!, 'adapter.sock'), '/status')) as AdapterStatus;
+      const dir = str(o['state'])!;
+      let st: AdapterStatus & { running: boolean };
+      try {
+        st = { ...((await controlGet(join(dir, 'adapter.sock'), '/status')) as AdapterStatus), running: true };
+      } catch (err) {
+        const state = new StateDir(dir);
+        if (!(err instanceof CyphonicError) || err.code !== 'ERR_NOT_RUNNING' || !state.enrolled()) throw err;
+        st = { ...offlineAdapterStatus(dir), running: false };
+      }
       if (o['json']) out(JSON.stringify(st, null, 2));
       else {
-        out(`${st.name} (${st.fqdn})  adapter on ${st.lan} ${st.mac}`);
+        out(`${st.name} (${st.fqdn})  adapter on ${st.lan || '-'} ${st.mac || '-'}  ${st.running ? 'running' : 'not running'}`);
         out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}  registered ${st.registered}`);
         for (const g of st.generalNodes) {
           out(`  general ${g.name} ${g.mac} vip4 ${g.vip4 ?? '-'} (${g.lease.v4?.state ?? 'no lease'}) vip6 ${g.vip6 ?? '-'} (${g.lease.v6?.state ?? 'no lease'}) registered ${g.registered}`);

@@ -255,6 +255,10 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     await new Promise((r) => gw.once('exit', r));
     const leases = JSON.parse(readFileSync(join(gwState, 'leases.json'), 'utf8')) as { leases: { mac: string; family: number; address: string }[] };
     assert.ok(leases.leases.some((l) => l.mac === MAC.g1 && l.family === 4 && l.address === gen['g1']!.vip4));
+    // `adapter status` while it is down: from the state directory.
+    const offline = JSON.parse(await cyphonic(gwHost, ['adapter', 'status', '--state', gwState, '--json'])) as AdapterStatus & { running: boolean };
+    assert.equal(offline.running, false);
+    assert.equal(offline.generalNodes.find((g) => g.name === 'g1')?.lease.v4?.address, gen['g1']!.vip4);
     gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', gwState, '--lan', 'lan0', '--info-interval', '1', '--ra-interval', '4'], { logFile: join(work.dir, 'gw.log') });
     const st = await waitFor('adapter back', async () => {
       if (gw.exitCode !== null) throw new Error(`adapter exited: ${gwLog()}`);
