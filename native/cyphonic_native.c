@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <linux/udp.h>
 #include <net/if.h>
@@ -611,6 +613,108 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return num(env, fd);
 }
 
+// packetOpen(ifname) -> fd: the adapter's LAN side. An AF_PACKET/SOCK_RAW socket for every ethertype, bound to
+// the interface, in promiscuous mode (the adapter answers for MACs and multicast groups the NIC may filter), and,
+// where the kernel has PACKET_IGNORE_OUTGOING (4.20+), not seeing its own frames. Blocking; read with tunRead
+// (one whole Ethernet frame per read) and write one frame per tunWrite. Needs CAP_NET_RAW.
+static napi_value packet_open(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char name[IFNAMSIZ + 1];
+  size_t name_len = 0;
+  if (!get_args(env, info, 1, argv)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len) != napi_ok || name_len == 0 ||
+      name_len >= IFNAMSIZ || strlen(name) != name_len) {
+    arg_error(env, 0, "packetOpen: interface name must be 1..15 bytes");
+    return NULL;
+  }
+  unsigned int ifindex = if_nametoindex(name);
+  if (ifindex == 0) {
+    throw_errno(env, "if_nametoindex", errno);
+    return NULL;
+  }
+  int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  if (fd < 0) {
+    throw_errno(env, "socket AF_PACKET", errno);
+    return NULL;
+  }
+  struct sockaddr_ll sll;
+  memset(&sll, 0, sizeof sll);
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = (int)ifindex;
+  if (bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, "bind AF_PACKET", e);
+    return NULL;
+  }
+  struct packet_mreq mr;
+  memset(&mr, 0, sizeof mr);
+  mr.mr_ifindex = (int)ifindex;
+  mr.mr_type = PACKET_MR_PROMISC;
+  if (setsockopt(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr) < 0) {
+    int e = errno;
+    close(fd);
+    throw_errno(env, "setsockopt PACKET_ADD_MEMBERSHIP", e);
+    return NULL;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_PACKET, PACKET_AUXDATA, &one, sizeof one);  // tp_status per frame, see packetRead
+#ifdef PACKET_IGNORE_OUTGOING
+  setsockopt(fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &one, sizeof one);  // best effort: the classifier drops own frames too
+#endif
+  int bufsz = 4 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+  return num(env, fd);
+}
+
+// packetRead(fd, buf, timeoutMs, status: Uint32Array) -> frame length, 0 on timeout or a frame longer than buf.
+// status[0] = the frame's tp_status (PACKET_AUXDATA): TP_STATUS_CSUMNOTREADY (8) means the sender was local (a veth
+// peer) and left the UDP/TCP checksum to offload — the field holds only the pseudo-header sum; the caller completes it.
+static napi_value packet_read(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint8_t *buf;
+  size_t len, slen;
+  uint32_t *status;
+  int64_t fd, timeout;
+  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") || !get_bytes(env, argv[1], &buf, &len, "buf") ||
+      !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs") || !get_u32s(env, argv[3], &status, &slen, "status"))
+    return NULL;
+  if (slen < 1) {
+    arg_error(env, 3, "packetRead: status needs one element");
+    return NULL;
+  }
+  status[0] = 0;
+  if (timeout != 0) {
+    int r = wait_readable(env, (int)fd, (int)timeout);
+    if (r <= 0) return r < 0 ? NULL : num(env, 0);
+  }
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(struct tpacket_auxdata))];
+  } ctl;
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  ssize_t n;
+  do n = recvmsg((int)fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return num(env, 0);
+    throw_errno(env, "recvmsg", errno);
+    return NULL;
+  }
+  if ((size_t)n > len) return num(env, 0);  // MSG_TRUNC reports the real length: a frame longer than buf is dropped
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA && c->cmsg_len >= CMSG_LEN(sizeof(struct tpacket_auxdata))) {
+      struct tpacket_auxdata aux;
+      memcpy(&aux, CMSG_DATA(c), sizeof aux);
+      status[0] = aux.tp_status;
+    }
+  }
+  return num(env, (double)n);
+}
+
 // udpLocalPort(fd) -> the bound port.
 static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -1067,7 +1171,7 @@ NAPI_MODULE_INIT() {
       {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
-      {"waitAny", wait_any},
+      {"waitAny", wait_any},               {"packetOpen", packet_open},         {"packetRead", packet_read},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -1,7 +1,8 @@
 // The demo (README's first command): a cloud (AS+NMS, and a TRS) and four nodes in network namespaces, registered
 // and talking: alpha on the global segment, beta and delta behind two NAPT routers, gamma IPv6-only. alpha reaches
 // gamma directly, beta and delta meet through a hole punched in both NAPTs, gamma and beta (IPv6-only against an
-// IPv4 NAPT) through the TRS.
+// IPv4 NAPT) through the TRS; then alpha moves networks under a running TCP transfer (scripts/demo-mobility.ts),
+// and an adapter brings a device without cyphonic into the overlay (scripts/demo-adapter.ts).
 //
 // usage: node dist/scripts/demo.js [--keep]   (--keep: leave everything running until Ctrl-C)
 
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { CLI, CloudProc, cyphonic, NodeProc, waitFor, workDir } from '../test/harness/cluster.js';
 import { Testbed } from '../test/harness/netns/index.js';
 import { demoMobility } from './demo-mobility.js';
+import { adapterDemo } from './demo-adapter.js';
 
 const say = (s: string): void => void process.stdout.write(s + '\n');
 
@@ -19,6 +21,7 @@ async function main(): Promise<void> {
   const keep = process.argv.includes('--keep');
   const tb = await Testbed.create();
   const work = workDir('demo');
+  let undoAdapter = (): void => {};
   try {
     say('== building the testbed: global segment 198.18.0.0/24 + 2001:db8::/64, two NAPT sites');
     const cloudHost = await tb.addHost('cloud', { site: tb.global, family: 'dual' });
@@ -87,12 +90,14 @@ async function main(): Promise<void> {
       say((await cyphonic(n.host, ['node', 'status', '--state', n.state])).trimEnd());
     }
     await demoMobility(tb, alpha, gamma, say);
+    undoAdapter = await adapterDemo(tb, cloud, alpha, work.dir);
     if (keep) {
       say(`\n--keep: running; state and logs in ${work.dir}. Ctrl-C to stop and clean up.`);
       await new Promise<void>((r) => process.once('SIGINT', () => r()));
     }
     trs.kill('SIGTERM');
   } finally {
+    undoAdapter();
     await tb.cleanup();
     work.remove();
   }

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # iproute2/nftables/iputils-ping/procps: the network-namespace testbed; python3/make/g++: node-gyp (better-sqlite3);
 # iperf3/wireguard-go/wireguard-tools/nebula (nebula, nebula-cert)/tcpdump/bind9-dnsutils (dig): the data-plane
-# benchmark (its wireguard-go and Nebula reference rows) and overlay DNS checks.
-PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils"
+# benchmark (its wireguard-go and Nebula reference rows) and overlay DNS checks; isc-dhcp-client (dhclient)/dhcpcd-base
+# (dhcpcd)/ndisc6 (rdisc6, ndisc6): the real LAN clients of the adapter e2e suite and bench/adapter.ts.
+PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils isc-dhcp-client dhcpcd-base ndisc6"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""

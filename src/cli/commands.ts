@@ -2,7 +2,7 @@
 // Commands are thin: they parse options and call the cloud's or the node's factory and control API.
 
 import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { isIP } from 'node:net';
 import {
   adminNodes,
@@ -16,6 +16,8 @@ import {
   type NodeRow,
   type Role,
 } from '../cloud/cloud.js';
+import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
+import { AdapterDaemon, offlineAdapterStatus, type AdapterStatus } from '../adapter/daemon.js';
 import { NodeDaemon, type NodeStatus } from '../node/daemon.js';
 import { StateDir } from '../node/state.js';
 import { controlGet } from '../util/control.js';
@@ -181,6 +183,36 @@ export const commands: Command[] = [
     },
   },
   {
+    name: 'cloud general-node add',
+    summary: 'Define general node NAME (a device without cyphonic) served by adapter node A: MAC -> virtual IPv4/IPv6, FQDN.',
+    positionals: ['NAME'],
+    options: {
+      dir: dirOpt,
+      db: dbOpt,
+      mac: { type: 'string', help: "the device's MAC address (aa:bb:cc:dd:ee:ff)" },
+      adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled already)' },
+      family: { type: 'string', help: 'address families it gets: dual, v4 or v6', default: 'dual' },
+      json: { type: 'boolean', help: 'print JSON' },
+    },
+    required: ['dir', 'mac', 'adapter'],
+    async run(o, [name]) {
+      const r = await adminAddGeneralNode(str(o['dir'])!, { name: name!, mac: str(o['mac'])!, adapter: str(o['adapter'])!, family: parseFamily(str(o['family'])) }, str(o['db']));
+      if (o['json']) out(JSON.stringify(r, null, 2));
+      else out(`general node ${r.name} (${r.fqdn}) mac ${r.mac} adapter ${r.adapter} vip4 ${r.vip4 ?? '-'} vip6 ${r.vip6 ?? '-'}`);
+    },
+  },
+  {
+    name: 'cloud general-node list',
+    summary: 'List general nodes: name, fqdn, mac, adapter, family, vip4, vip6.',
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o) {
+      const rows = await adminListGeneralNodes(str(o['dir'])!, str(o['db']));
+      if (o['json']) out(JSON.stringify(rows, null, 2));
+      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'mac', 'adapter', 'family', 'vip4', 'vip6']));
+    },
+  },
+  {
     name: 'node up',
     summary: 'Run the node daemon in the foreground: enroll (first start), log in, register, keep alive.',
     options: {
@@ -242,6 +274,62 @@ export const commands: Command[] = [
         out(`  registered ${st.registered}  nat ${st.nat ?? '-'}  observed ${st.observed ?? '-'}  nms ${st.nms ?? '-'}`);
         out(`  dns ${st.dns ?? '-'}  tun ${st.tun ?? '-'}`);
         for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path}${p.relay ? ` via ${p.relay}` : ''} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
+      }
+    },
+  },
+  {
+    name: 'adapter up',
+    summary: 'Run the adapter daemon: a node that brings the general nodes on LAN interface IFACE into the overlay.',
+    options: {
+      token: { type: 'string', help: 'enrollment token of the adapter node (first start only)' },
+      'token-file': { type: 'string', help: 'read the token from a file' },
+      state: { type: 'string', help: 'state directory (keys, certificates, leases)' },
+      lan: { type: 'string', help: 'the LAN interface the general nodes are on (owned by the adapter while it runs)' },
+      cloud: { type: 'string', help: 'AS address(es) HOST:PORT overriding the token, comma-separated' },
+      port: { type: 'string', help: "UDP port of the adapter's own node", default: '30000' },
+      tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
+      'info-interval': { type: 'string', help: 'seconds between fetches of the general-node list from the AS', default: '30' },
+      'ra-interval': { type: 'string', help: 'MaxRtrAdvInterval of the periodic Router Advertisements, seconds (4..1800)', default: '200' },
+    },
+    required: ['state', 'lan'],
+    async run(o) {
+      const port = Number(o['port']);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--port: invalid ${String(o['port'])}`);
+      const infoSec = Number(o['info-interval']);
+      if (!(infoSec >= 1 && infoSec <= 3600)) throw new ConfigError(`--info-interval: ${String(o['info-interval'])} is not 1..3600 seconds`);
+      const raSec = Number(o['ra-interval']);
+      if (!(Number.isInteger(raSec) && raSec >= 4 && raSec <= 1800)) throw new ConfigError(`--ra-interval: ${String(o['ra-interval'])} is not 4..1800 seconds`);
+      let token = str(o['token']);
+      if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
+      const logger = createLogger({ component: 'adapter' });
+      const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec }, logger);
+      await d.start();
+      return untilSignal(() => d.stop());
+    },
+  },
+  {
+    name: 'adapter status',
+    summary: 'Show the adapter: its node fields (as `node status`) and its general nodes (MAC, addresses, leases, peers).',
+    options: { state: { type: 'string', help: 'state directory' }, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['state'],
+    async run(o) {
+      const dir = str(o['state'])!;
+      let st: AdapterStatus & { running: boolean };
+      try {
+        st = { ...((await controlGet(join(dir, 'adapter.sock'), '/status')) as AdapterStatus), running: true };
+      } catch (err) {
+        const state = new StateDir(dir);
+        if (!(err instanceof CyphonicError) || err.code !== 'ERR_NOT_RUNNING' || !state.enrolled()) throw err;
+        st = { ...offlineAdapterStatus(dir), running: false };
+      }
+      if (o['json']) out(JSON.stringify(st, null, 2));
+      else {
+        out(`${st.name} (${st.fqdn})  adapter on ${st.lan || '-'} ${st.mac || '-'}  ${st.running ? 'running' : 'not running'}`);
+        out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}  registered ${st.registered}`);
+        for (const g of st.generalNodes) {
+          out(`  general ${g.name} ${g.mac} vip4 ${g.vip4 ?? '-'} (${g.lease.v4?.state ?? 'no lease'}) vip6 ${g.vip6 ?? '-'} (${g.lease.v6?.state ?? 'no lease'}) registered ${g.registered}`);
+          for (const p of g.peers) out(`    peer ${p.name} ${p.vip4} ${p.vip6} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
+        }
       }
     },
   },

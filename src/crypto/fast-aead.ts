@@ -20,6 +20,10 @@ export interface NativeAddon {
   tunRead(fd: number, buf: Uint8Array, timeoutMs: number, wakeFd?: number): number;
   tunReadBatch(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number): number;
   tunWrite(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  /** An AF_PACKET raw socket bound to interface `ifname` (promiscuous): one Ethernet frame per tunRead/tunWrite. */
+  packetOpen?(ifname: string): number;
+  /** One frame from a packet socket (0 = timeout or oversized); status[0] = its tp_status (8: checksum left to offload). */
+  packetRead?(fd: number, buf: Uint8Array, timeoutMs: number, status: Uint32Array): number;
   aeadCreate(key: Uint8Array): NativeAeadHandle;
   aeadDestroy(handle: NativeAeadHandle): void;
   aeadSeal(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, off: number): number;

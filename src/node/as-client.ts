@@ -6,7 +6,7 @@ import { fingerprint, toPem, verifyChain } from '../crypto/index.js';
 import { MessageType, Status } from '../protocol/constants.js';
 import { parseEndpoint } from '../protocol/endpoint.js';
 import { encodeFrame, FrameReader } from '../protocol/frame.js';
-import { decodeBody, encodeBody, type EnrollResponse, type LoginResponse } from '../protocol/messages.js';
+import { decodeBody, decodeGeneralNodeInfo, encodeBody, type EnrollResponse, type GeneralNodeInfo, type LoginResponse } from '../protocol/messages.js';
 import { CertificateError, CyphonicError, RequestError, requestErrorFromNack } from '../util/errors.js';
 
 export interface AsClientOptions {
@@ -126,3 +126,20 @@ export async function login(o: AsClientOptions & { rootPem: string; certPem: str
 }
 
 export { Status };
+
+/** InfoRequest (mTLS): the general nodes this node serves as an adapter. */
+export async function info(o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string }): Promise<GeneralNodeInfo[]> {
+  const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.InfoRequest, encodeBody(MessageType.InfoRequest, {}), o.timeoutMs ?? 5000));
+  return decodeBody(MessageType.InfoResponse, ex.body).generalNodes.map((b) => decodeGeneralNodeInfo(b));
+}
+
+/** GeneralEnrollRequest (mTLS as the adapter): a certificate for general node `name` from the adapter-made CSR. */
+export async function enrollGeneral(
+  o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string; name: string; csr: Buffer },
+): Promise<EnrollResponse> {
+  const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
+  const body = encodeBody(MessageType.GeneralEnrollRequest, { name: o.name, csr: o.csr });
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.GeneralEnrollRequest, body, o.timeoutMs ?? 5000));
+  return decodeBody(MessageType.EnrollResponse, ex.body);
+}

@@ -35,6 +35,7 @@ export enum MessageType {
   LoginResponse = 0x04,
   InfoRequest = 0x05,
   InfoResponse = 0x06,
+  GeneralEnrollRequest = 0x07,
   RegistrationRequest = 0x10,
   RegistrationResponse = 0x11,
   Keepalive = 0x12,

@@ -74,6 +74,16 @@ export interface LoginResponse {
 
 export type InfoRequest = EmptyBody;
 
+/**
+ * Adapter → AS over mTLS (the adapter's own certificate): a certificate for general node `name`, which the
+ * adapter owns, from a CSR whose key the adapter made and keeps. Answered with EnrollResponse.
+ */
+export interface GeneralEnrollRequest {
+  name: string;
+  /** PKCS#10 CSR, DER. */
+  csr: Buffer;
+}
+
 export interface InfoResponse {
   /** Each entry an encoded GeneralNodeInfo (see encodeGeneralNodeInfo). */
   generalNodes: Buffer[];
@@ -249,6 +259,7 @@ export interface BodyMap {
   [MessageType.LoginResponse]: LoginResponse;
   [MessageType.InfoRequest]: InfoRequest;
   [MessageType.InfoResponse]: InfoResponse;
+  [MessageType.GeneralEnrollRequest]: GeneralEnrollRequest;
   [MessageType.RegistrationRequest]: RegistrationRequest;
   [MessageType.RegistrationResponse]: RegistrationResponse;
   [MessageType.Keepalive]: Keepalive;
@@ -340,6 +351,10 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   [MessageType.InfoRequest]: EMPTY,
   [MessageType.InfoResponse]: [
     { tag: 1, name: 'generalNodes', kind: 'bytes', maxSize: MAX_GENERAL_NODE_LEN, repeated: true },
+  ],
+  [MessageType.GeneralEnrollRequest]: [
+    { tag: 1, name: 'name', kind: 'string', maxSize: MAX_NAME_LEN },
+    { tag: 2, name: 'csr', kind: 'bytes', maxSize: MAX_CERT_LEN },
   ],
   [MessageType.RegistrationRequest]: [
     { tag: 1, name: 'endpoints', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },

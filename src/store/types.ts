@@ -9,6 +9,10 @@ export interface Endpoint {
 export type NodeKind = 'node' | 'adapter' | 'general';
 export const NODE_KINDS: readonly NodeKind[] = ['node', 'adapter', 'general'];
 
+/** Which virtual address families a node uses: both, IPv4 only or IPv6 only (both are always allocated). */
+export type AddressFamily = 'dual' | 'v4' | 'v6';
+export const ADDRESS_FAMILIES: readonly AddressFamily[] = ['dual', 'v4', 'v6'];
+
 export interface NodeRecord {
   id: number;
   name: string;
@@ -20,6 +24,8 @@ export interface NodeRecord {
   /** For 'general' devices behind an adapter: the adapter's node id. */
   adapterId: number | null;
   mac: string | null;
+  /** Families the node uses (general nodes: what its adapter serves it). */
+  family: AddressFamily;
   createdAt: number;
 }
 
@@ -93,6 +99,8 @@ export interface NewNode {
   kind: NodeKind;
   adapterId?: number | null;
   mac?: string | null;
+  /** @default 'dual' */
+  family?: AddressFamily;
   /** @default Date.now() */
   createdAt?: number;
 }
@@ -136,6 +144,8 @@ export interface Store {
   getNodeByVip(address: string): Promise<NodeRecord | null>;
   /** Ordered by id. */
   listNodes(): Promise<NodeRecord[]>;
+  /** General nodes owned by the adapter node `adapterId`, ordered by id. */
+  listGeneralNodes(adapterId: number): Promise<NodeRecord[]>;
 
   /** StoreError 'ERR_STORE_DUPLICATE' for a known serial, 'ERR_STORE_REFERENCE' for an unknown node. */
   addCertificate(rec: NewCertificate): Promise<void>;

@@ -5,8 +5,8 @@ import { createHash } from 'node:crypto';
 import { issueNodeCertificate, parseCsr, randomKey, serialOf, verifyChain, type CaMaterial } from '../../crypto/index.js';
 import { Status } from '../../protocol/constants.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
-import type { EnrollRequest, EnrollResponse, LoginResponse } from '../../protocol/messages.js';
-import type { Pools, Store } from '../../store/types.js';
+import { encodeGeneralNodeInfo, type EnrollRequest, type EnrollResponse, type GeneralEnrollRequest, type GeneralNodeInfo, type InfoResponse, type LoginResponse } from '../../protocol/messages.js';
+import type { NodeRecord, Pools, Store } from '../../store/types.js';
 import { CertificateError, RequestError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { Counters } from '../../util/counters.js';
@@ -101,30 +101,7 @@ export class AsService {
 
   /** mTLS peer certificate -> fresh Common Key with the node's addressing. */
   async login(peerCertDer: Buffer | null): Promise<LoginResponse> {
-    if (!peerCertDer || peerCertDer.length === 0) {
-      this.counters.inc('login.refused.nocert');
-      throw new RequestError('ERR_UNAUTHORIZED', Status.Unauthorized, 'login requires a client certificate');
-    }
-    let serial: string;
-    try {
-      serial = serialOf(peerCertDer);
-      verifyChain(peerCertDer, this.c.chainDer.slice(0, -1), [this.c.rootPem], { now: new Date(this.now()) });
-    } catch (err) {
-      this.counters.inc('login.refused.cert');
-      const code = err instanceof CertificateError ? err.code : 'ERR_CERT_INVALID';
-      throw new RequestError(code, Status.CertInvalid, `certificate refused: ${(err as Error).message}`);
-    }
-    const rec = await this.c.store.getCertificate(serial);
-    if (!rec) {
-      this.counters.inc('login.refused.cert');
-      throw new RequestError('ERR_CERT_UNKNOWN', Status.CertInvalid, 'certificate was not issued by this cloud');
-    }
-    if (rec.revokedAt !== null) {
-      this.counters.inc('login.refused.revoked');
-      throw new RequestError('ERR_CERT_REVOKED', Status.CertRevoked, `certificate revoked (${rec.revokeReason ?? 'no reason'})`);
-    }
-    const node = await this.c.store.getNodeById(rec.nodeId);
-    if (!node) throw new RequestError('ERR_INTERNAL', Status.Internal, 'certificate names an unknown node');
+    const node = await this.nodeOfCertificate(peerCertDer, 'login');
     const now = this.now();
     const key = randomKey(32);
     const expiresAt = now + this.ttlMs;
@@ -145,4 +122,81 @@ export class AsService {
       pool6: this.init.pools.v6,
     };
   }
+
+  /** InfoRequest: the general nodes the authenticated (adapter) node owns. */
+  async info(peerCertDer: Buffer | null): Promise<InfoResponse> {
+    const adapter = await this.nodeOfCertificate(peerCertDer, 'info');
+    const list = await this.c.store.listGeneralNodes(adapter.id);
+    this.counters.inc('info.ok');
+    return { generalNodes: list.map((n) => encodeGeneralNodeInfo(this.generalInfo(n))) };
+  }
+
+  /** The GeneralNodeInfo record of a general node: only the families it is set to use. */
+  generalInfo(n: NodeRecord): GeneralNodeInfo {
+    const info: GeneralNodeInfo = { name: n.name, mac: macBytes(n.mac ?? ''), fqdn: this.fqdnOf(n.name) };
+    if (n.family !== 'v6') info.vip4 = n.vip4;
+    if (n.family !== 'v4') info.vip6 = n.vip6;
+    return info;
+  }
+
+  /**
+   * GeneralEnrollRequest: the adapter asks for a certificate for one of its general nodes (key and CSR made by the
+   * adapter). Allowed only when the authenticated node owns that general node; older certificates of it are revoked.
+   */
+  async enrollGeneral(peerCertDer: Buffer | null, req: GeneralEnrollRequest): Promise<EnrollResponse> {
+    const adapter = await this.nodeOfCertificate(peerCertDer, 'general-enroll');
+    const node = await this.c.store.getNodeByName(req.name);
+    if (!node || node.kind !== 'general' || node.adapterId !== adapter.id) {
+      this.counters.inc('general-enroll.refused.owner');
+      throw new RequestError('ERR_NOT_OWNER', Status.Unauthorized, `${req.name} is not a general node of ${adapter.name}`);
+    }
+    try {
+      await parseCsr(req.csr);
+    } catch (err) {
+      this.counters.inc('general-enroll.refused.csr');
+      throw new RequestError('ERR_CSR_INVALID', Status.BadRequest, `CSR refused: ${(err as Error).message}`);
+    }
+    await this.c.store.revokeNodeCertificates(node.id, 'superseded', this.now());
+    const fqdn = this.fqdnOf(node.name);
+    const cert = await issueNodeCertificate(this.c.issuer, req.csr, { name: node.name, fqdn, nodeId: node.id, validDays: this.certDays, now: new Date(this.now()) });
+    await this.c.store.addCertificate({ serial: cert.serial, nodeId: node.id, der: cert.certDer, notAfter: cert.notAfter.getTime(), createdAt: this.now() });
+    this.counters.inc('general-enroll.ok');
+    this.c.logger.info('general node enrolled', { node: node.name, nodeId: node.id, adapter: adapter.name });
+    return { nodeId: node.id, name: node.name, fqdn, certificate: cert.certDer, chain: this.c.chainDer };
+  }
+
+  /** The node an mTLS client certificate belongs to: it must chain to our CA, be ours and not be revoked. */
+  private async nodeOfCertificate(peerCertDer: Buffer | null, what: string): Promise<NodeRecord> {
+    if (!peerCertDer || peerCertDer.length === 0) {
+      this.counters.inc(`${what}.refused.nocert`);
+      throw new RequestError('ERR_UNAUTHORIZED', Status.Unauthorized, `${what} requires a client certificate`);
+    }
+    let serial: string;
+    try {
+      serial = serialOf(peerCertDer);
+      verifyChain(peerCertDer, this.c.chainDer.slice(0, -1), [this.c.rootPem], { now: new Date(this.now()) });
+    } catch (err) {
+      this.counters.inc(`${what}.refused.cert`);
+      const code = err instanceof CertificateError ? err.code : 'ERR_CERT_INVALID';
+      throw new RequestError(code, Status.CertInvalid, `certificate refused: ${(err as Error).message}`);
+    }
+    const rec = await this.c.store.getCertificate(serial);
+    if (!rec) {
+      this.counters.inc(`${what}.refused.cert`);
+      throw new RequestError('ERR_CERT_UNKNOWN', Status.CertInvalid, 'certificate was not issued by this cloud');
+    }
+    if (rec.revokedAt !== null) {
+      this.counters.inc(`${what}.refused.revoked`);
+      throw new RequestError('ERR_CERT_REVOKED', Status.CertRevoked, `certificate revoked (${rec.revokeReason ?? 'no reason'})`);
+    }
+    const node = await this.c.store.getNodeById(rec.nodeId);
+    if (!node) throw new RequestError('ERR_INTERNAL', Status.Internal, 'certificate names an unknown node');
+    return node;
+  }
+}
+
+/** 'aa:bb:cc:dd:ee:ff' -> 6 bytes (all zero for a malformed value, which the store never holds). */
+function macBytes(mac: string): Buffer {
+  const hex = mac.replace(/[:-]/g, '');
+  return /^[0-9a-fA-F]{12}$/.test(hex) ? Buffer.from(hex, 'hex') : Buffer.alloc(6);
 }

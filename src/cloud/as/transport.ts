@@ -128,18 +128,43 @@ export class AsTransport {
         } catch (err) {
           return bad(describeError(err));
         }
-        if (!sock.authorized) {
-          const has = sock.getPeerCertificate(false);
-          this.service.counters.inc('login.refused.cert');
-          const why = has && Object.keys(has).length > 0 ? `certificate refused: ${String(sock.authorizationError)}` : 'login requires a client certificate';
-          throw new RequestError('ERR_CERT_INVALID', has && Object.keys(has).length > 0 ? Status.CertInvalid : Status.Unauthorized, why);
-        }
-        const peer = sock.getPeerCertificate(false);
-        const res = await this.service.login(peer && peer.raw ? peer.raw : null);
+        const res = await this.service.login(this.clientCertificate(sock, 'login'));
         return encodeFrame({ type: MessageType.LoginResponse, status: Status.Ok, txid: header.txid, seq: 0n, id: BigInt(res.nodeId) }, encodeBody(MessageType.LoginResponse, res));
+      }
+      case MessageType.InfoRequest: {
+        try {
+          decodeBody(MessageType.InfoRequest, body);
+        } catch (err) {
+          return bad(describeError(err));
+        }
+        const res = await this.service.info(this.clientCertificate(sock, 'info'));
+        return encodeFrame({ type: MessageType.InfoResponse, status: Status.Ok, txid: header.txid, seq: 0n, id: 0n }, encodeBody(MessageType.InfoResponse, res));
+      }
+      case MessageType.GeneralEnrollRequest: {
+        let req;
+        try {
+          req = decodeBody(MessageType.GeneralEnrollRequest, body);
+        } catch (err) {
+          return bad(describeError(err));
+        }
+        const res = await this.service.enrollGeneral(this.clientCertificate(sock, 'general-enroll'), req);
+        return encodeFrame({ type: MessageType.EnrollResponse, status: Status.Ok, txid: header.txid, seq: 0n, id: BigInt(res.nodeId) }, encodeBody(MessageType.EnrollResponse, res));
       }
       default:
         return bad(`unexpected message type ${header.type} at the AS`);
     }
+  }
+
+  /** The TLS client certificate (DER), which must have verified against our CA (mTLS); checked again by the service. */
+  private clientCertificate(sock: tls.TLSSocket, what: string): Buffer {
+    if (!sock.authorized) {
+      const has = sock.getPeerCertificate(false);
+      const present = !!has && Object.keys(has).length > 0;
+      this.service.counters.inc(`${what}.refused.cert`);
+      const why = present ? `certificate refused: ${String(sock.authorizationError)}` : `${what} requires a client certificate`;
+      throw new RequestError('ERR_CERT_INVALID', present ? Status.CertInvalid : Status.Unauthorized, why);
+    }
+    const peer = sock.getPeerCertificate(false);
+    return peer && peer.raw ? peer.raw : Buffer.alloc(0);
   }
 }

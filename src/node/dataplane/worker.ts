@@ -466,8 +466,9 @@ function outside(init: WorkerInit, native: NativeAddon, stats: StatsView, port: 
     const entry = paths.get(msg.keys.pathId) ?? { slot: msg.peer.slot, sessions: [], awaiting: null };
     entry.slot = msg.peer.slot;
     const fresh = sessionFrom(msg.keys);
-    // A responder's rekeyed session: the send path switches to it once the initiator is seen using it.
-    entry.awaiting = entry.sessions.length > 0 && !msg.keys.initiator && !msg.receiveOnly ? fresh : null;
+    // A responder's new session (a rekey, or a new path after the peer restarted): the send path keeps the slot's
+    // current session until the initiator is seen using this one, then switches. (A first session is sent on at once.)
+    entry.awaiting = !msg.keys.initiator && !msg.receiveOnly ? fresh : null;
     entry.sessions.unshift(fresh);
     entry.sessions.length = Math.min(entry.sessions.length, RECV_GENERATIONS);
     paths.set(msg.keys.pathId, entry);

@@ -9,8 +9,9 @@ import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { NODE_KINDS } from '../types.js';
+import { ADDRESS_FAMILIES, NODE_KINDS } from '../types.js';
 import type {
+  AddressFamily,
   CertificateRecord,
   CommonKeyRecord,
   Endpoint,
@@ -38,6 +39,7 @@ interface NodeRow {
   vip6: string;
   adapter_id: number | null;
   mac: string | null;
+  family: string;
   created_at: number;
 }
 
@@ -96,6 +98,7 @@ function nodeFromRow(r: NodeRow): NodeRecord {
     vip6: r.vip6,
     adapterId: r.adapter_id,
     mac: r.mac,
+    family: r.family as AddressFamily,
     createdAt: r.created_at,
   };
 }
@@ -240,13 +243,14 @@ class SqliteStore implements Store {
       nodeIdByName: p('SELECT id FROM nodes WHERE name = ?'),
       vipTaken: p('SELECT 1 AS taken FROM nodes WHERE vip4 = ? OR vip6 = ?'),
       insertNode: p(
-        `INSERT INTO nodes (name, kind, vip4, vip6, vip4_pool, vip4_index, vip6_pool, vip6_index, adapter_id, mac, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+        `INSERT INTO nodes (name, kind, vip4, vip6, vip4_pool, vip4_index, vip6_pool, vip6_index, adapter_id, mac, family, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
       ),
       nodeById: p('SELECT * FROM nodes WHERE id = ?'),
       nodeByName: p('SELECT * FROM nodes WHERE name = ?'),
       nodeByVip: p('SELECT * FROM nodes WHERE vip4 = ? OR vip6 = ?'),
       listNodes: p('SELECT * FROM nodes ORDER BY id'),
+      listGeneralNodes: p("SELECT * FROM nodes WHERE adapter_id = ? AND kind = 'general' ORDER BY id"),
       insertCert: p(
         'INSERT INTO certificates (serial, node_id, der, not_after, created_at, revoked_at, revoke_reason) VALUES (?, ?, ?, ?, ?, NULL, NULL)',
       ),
@@ -383,6 +387,8 @@ class SqliteStore implements Store {
     const createdAt = input.createdAt ?? Date.now();
     const adapterId = input.adapterId ?? null;
     const mac = input.mac ?? null;
+    const family = input.family ?? 'dual';
+    if (!ADDRESS_FAMILIES.includes(family)) throw new StoreError('ERR_STORE_INVALID', `unknown address family "${String(family)}"`);
     const inserted = this.#stmt('insertNode').get(
       input.name,
       input.kind,
@@ -394,6 +400,7 @@ class SqliteStore implements Store {
       a6.index,
       adapterId,
       mac,
+      family,
       createdAt,
     ) as { id: number };
     return {
@@ -404,6 +411,7 @@ class SqliteStore implements Store {
       vip6: a6.address,
       adapterId,
       mac,
+      family,
       createdAt,
     };
   }
@@ -437,6 +445,10 @@ class SqliteStore implements Store {
 
   listNodes(): Promise<NodeRecord[]> {
     return this.#run(() => (this.#stmt('listNodes').all() as NodeRow[]).map(nodeFromRow));
+  }
+
+  listGeneralNodes(adapterId: number): Promise<NodeRecord[]> {
+    return this.#run(() => (this.#stmt('listGeneralNodes').all(adapterId) as NodeRow[]).map(nodeFromRow));
   }
 
   addCertificate(rec: NewCertificate): Promise<void> {

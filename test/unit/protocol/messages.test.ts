@@ -75,6 +75,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
       encodeGeneralNodeInfo({ name: 'printer', mac: Buffer.from('0200000000aa', 'hex'), vip4: '198.18.1.1', fqdn: 'printer.corp.cyphonic' }),
     ],
   },
+  [MessageType.GeneralEnrollRequest]: { name: 'printer', csr: Buffer.from('csr-der') },
   [MessageType.RegistrationRequest]: {
     endpoints: [
       { address: '10.0.0.5', port: 30000 },
@@ -148,7 +149,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 25);
+  assert.equal(TYPES.length, 26);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);

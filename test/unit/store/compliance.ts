@@ -217,6 +217,23 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>): v
           assert.equal(await s.getNodeByName('ghost'), null);
         }));
 
+      test('address family of a node, and the general devices of one adapter', () =>
+        withStore(async (s) => {
+          const gw = await s.createNode({ name: 'gw', kind: 'node' }, POOLS);
+          const other = await s.createNode({ name: 'gw2', kind: 'node' }, POOLS);
+          assert.equal(gw.family, 'dual');
+          const cam = await s.createNode({ name: 'cam', kind: 'general', adapterId: gw.id, mac: '02:00:00:00:00:01', family: 'v6' }, POOLS);
+          await s.createNode({ name: 'meter', kind: 'general', adapterId: other.id, mac: '02:00:00:00:00:02', family: 'v4' }, POOLS);
+          const plc = await s.createNode({ name: 'plc', kind: 'general', adapterId: gw.id, mac: '02:00:00:00:00:03' }, POOLS);
+          assert.equal(cam.family, 'v6');
+          assert.ok(cam.vip4 && cam.vip6, 'both addresses are allocated whatever the family');
+          assert.equal((await s.getNodeByName('cam'))!.family, 'v6');
+          assert.deepEqual((await s.listGeneralNodes(gw.id)).map((n) => [n.name, n.family]), [['cam', 'v6'], ['plc', 'dual']]);
+          assert.deepEqual((await s.listGeneralNodes(other.id)).map((n) => n.name), ['meter']);
+          assert.deepEqual(await s.listGeneralNodes(plc.id), []);
+          await rejectsWith(s.createNode({ name: 'bad', kind: 'general', adapterId: gw.id, family: 'v5' as never }, POOLS), 'ERR_STORE_INVALID');
+        }));
+
       test('lookups by id, name, vip4, vip6 (any textual form)', () =>
         withStore(async (s) => {
           const nodes: NodeRecord[] = [];

@@ -104,8 +104,8 @@ describe('sqlite store specifics', () => {
   test('migrations carry both dialects with consecutive versions', () => {
     MIGRATIONS.forEach((m, i) => {
       assert.equal(m.version, i + 1);
-      assert.ok(m.sqlite.match(/CREATE TABLE|ALTER TABLE/) !== null);
-      assert.ok(m.postgres.match(/CREATE TABLE|ALTER TABLE/) !== null);
+      assert.ok(/CREATE TABLE|ALTER TABLE/.test(m.sqlite));
+      assert.ok(/CREATE TABLE|ALTER TABLE/.test(m.postgres));
       assert.ok(!/AUTOINCREMENT|BLOB/.test(m.postgres), 'postgres DDL must not use SQLite types');
     });
   });

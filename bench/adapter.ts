@@ -1,0 +1,114 @@
+// Adapter benchmark (the deck's slides 20–21 table): what a general node on the adapter's LAN sees.
+//   - ARP and ND proxy response time (request from the device → answer with the adapter's MAC), µs
+//   - DNS response time for an overlay name through the adapter (first query, which starts route selection, and
+//     warm queries), and for comparison the cyphonic node's own resolver
+//   - RTT general node → cyphonic node through the adapter (IPv4 and IPv6) vs node → node (the adapter's own node)
+//   - TCP throughput general node → cyphonic node through the adapter vs node → node (iperf3)
+//
+// usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)]
+// needs root and iperf3, dhclient (isc-dhcp-client), dig (bind9-dnsutils); scripts/setup.sh installs them.
+
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { controlGet } from '../src/util/control.js';
+import type { AdapterStatus } from '../src/adapter/daemon.js';
+import { CLI, CloudProc, cyphonic, NodeProc, REPO, waitFor, workDir } from '../test/harness/cluster.js';
+import { dhclient, Lan } from '../test/harness/lan.js';
+import { Testbed } from '../test/harness/netns/index.js';
+import { IperfServer, iperfTcp } from './lib/iperf.js';
+import { dig, errMsg, median, pingMedian } from './lib/measure.js';
+
+const PROBE = join(REPO, 'dist', 'bench', 'lib', 'lan-probe.js');
+const DOMAIN = 'cyphonic.internal';
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i > 0 ? Number(process.argv[i + 1]) : def;
+  if (!Number.isInteger(v) || v < 1 || v > 100_000) throw new Error(`--${name}: a positive integer`);
+  return v;
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+async function main(): Promise<void> {
+  const seconds = arg('seconds', 10);
+  const probes = arg('probes', 200);
+  const tb = await Testbed.create();
+  const work = workDir('bench-adapter');
+  let lan: Lan | null = null;
+  let gw: ChildProcess | null = null;
+  const rows: [string, string][] = [];
+  try {
+    const cloud = new CloudProc(await tb.addHost('cloud', { family: 'dual' }), work.dir);
+    await cloud.init();
+    await cloud.start();
+    const alpha = new NodeProc(await tb.addHost('alpha', { family: 'dual' }), work.dir, 'alpha');
+    alpha.start(await cloud.enroll('alpha'));
+    const gwHost = await tb.addHost('gw', { family: 'dual' });
+    lan = await Lan.create(tb, gwHost, 'lan0');
+    const g1 = await lan.addDevice('g1', '02:be:00:00:00:01');
+    const state = join(work.dir, 'gw');
+    gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1'], { logFile: join(work.dir, 'gw.log') });
+    const status = (): Promise<AdapterStatus> => controlGet(join(state, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
+    const a = await alpha.waitRegistered();
+    await waitFor('adapter registered', async () => (await status()).registered, 30_000);
+    await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'g1', '--dir', cloud.dir, '--mac', '02:be:00:00:00:01', '--adapter', 'gw']);
+    await waitFor('general node registered', async () => (await status()).generalNodes[0]?.registered === true, 30_000);
+    await dhclient(g1, join(work.dir, 'g1'), 4);
+    await dhclient(g1, join(work.dir, 'g1'), 6);
+    const st = await status();
+    const me = st.generalNodes[0]!;
+
+    // ARP / ND proxy response time.
+    for (const [mode, mine, target] of [['arp', me.vip4!, a.vip4!], ['nd', me.vip6!, a.vip6!]] as const) {
+      const r = JSON.parse(await g1.run(process.execPath, [PROBE, mode, 'eth0', mine, target, String(probes)], { timeoutMs: 120_000 })) as { samples: number[]; lost: number };
+      rows.push([`${mode === 'arp' ? 'ARP' : 'ND'} proxy response (median / p90)`, `${median(r.samples).toFixed(0)} / ${pct(r.samples, 90).toFixed(0)} µs (${r.samples.length} answered, ${r.lost} lost)`]);
+    }
+
+    // DNS: the first query for a peer starts route selection; warm ones are answered from the known peer.
+    const first = await dig(g1, st.vip4!, `alpha.${DOMAIN}`, 'A');
+    const warm: number[] = [];
+    for (let i = 0; i < 20; i++) warm.push((await dig(g1, st.vip4!, `alpha.${DOMAIN}`, i % 2 ? 'AAAA' : 'A')).queryMs);
+    rows.push(['DNS overlay name via the adapter: first query', `${first.queryMs} ms (${first.answers.join(' ')})`]);
+    rows.push(['DNS overlay name via the adapter: warm (median of 20)', `${median(warm)} ms`]);
+    const nodeDns: number[] = [];
+    for (let i = 0; i < 20; i++) nodeDns.push((await dig(alpha.host, a.dns!, `gw.${DOMAIN}`, 'A')).queryMs);
+    rows.push(['DNS overlay name at a node\'s own resolver (median of 20)', `${median(nodeDns)} ms`]);
+
+    // RTT.
+    const r4 = await pingMedian(g1, a.vip4!);
+    const r6 = await pingMedian(g1, a.vip6!);
+    const n4 = await pingMedian(gwHost, a.vip4!);
+    rows.push(['RTT general node → node, IPv4 (median of 50)', `${r4.median.toFixed(3)} ms`]);
+    rows.push(['RTT general node → node, IPv6 (median of 50)', `${r6.median.toFixed(3)} ms`]);
+    rows.push(['RTT node → node (the adapter\'s own node), IPv4', `${n4.median.toFixed(3)} ms`]);
+
+    // TCP throughput.
+    const iperf = new IperfServer(alpha.host, join(work.dir, 'iperf.log'));
+    await iperf.start();
+    try {
+      const t = await iperfTcp(g1, a.vip4!, seconds);
+      rows.push([`TCP general node → node through the adapter (${seconds} s)`, `${(t.gbps * 1000).toFixed(1)} Mbit/s (retransmits ${t.retransmits ?? '-'})`]);
+      await iperf.restart();
+      const n = await iperfTcp(gwHost, a.vip4!, seconds);
+      rows.push([`TCP node → node (the adapter's own node, ${seconds} s)`, `${(n.gbps * 1000).toFixed(1)} Mbit/s`]);
+    } finally {
+      await iperf.stop();
+    }
+  } catch (err) {
+    rows.push(['error', errMsg(err)]);
+  } finally {
+    gw?.kill('SIGTERM');
+    lan?.cleanup();
+    await tb.cleanup();
+    work.remove();
+  }
+  const w = Math.max(...rows.map((r) => r[0].length));
+  process.stdout.write('adapter benchmark (one host, network namespaces; the paper measured 32.6 Mbit/s through its adapter)\n');
+  for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
+}
+
+void main();

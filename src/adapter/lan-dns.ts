@@ -1,0 +1,152 @@
+// The adapter's local DNS service for general nodes (deck slide 28: "DNS packets"). Queries arrive as frames on
+// the LAN (the classifier hands over the UDP payload), so this works on messages, not sockets:
+//
+//   query ─► decode (FORMERR / NOTIMP on bad input) ─► name under the overlay domain?
+//              ├─ yes: lookup through the asking general node's PeerManager (starts route selection) ─► A / AAAA
+//              └─ no:  forwarded to the adapter's upstream resolvers (resolv.conf) over UDP ─► their answer relayed
+//
+// Every outcome is counted (dns.*); nothing here throws on input bytes.
+
+import dgram from 'node:dgram';
+import { isIPv4 } from 'node:net';
+import {
+  CLASS_IN,
+  decodeQuery,
+  encodeHeaderOnlyResponse,
+  encodeResponse,
+  normalizeName,
+  peekHeader,
+  TYPE_A,
+  TYPE_AAAA,
+  type DnsAnswer,
+  type DnsQuery,
+  type DnsResponseSpec,
+} from '../net/dns/codec.js';
+import type { HostPort } from '../net/dns/resolver.js';
+import { Counters } from '../util/counters.js';
+
+/** Tunable: deadline of one overlay lookup or one forwarded query (ms). */
+const TIMEOUT_MS = 2000;
+/** Tunable: TTL of overlay answers (s): short, virtual addresses never change but peers come and go. */
+const OVERLAY_TTL = 5;
+/** Tunable: queries forwarded upstream at once. */
+const MAX_FORWARDS = 256;
+
+export type OverlayLookup = (fqdn: string) => Promise<{ vip4: string; vip6: string } | null>;
+
+export class LanDns {
+  readonly counters = new Counters();
+  private readonly domain: string;
+  private forwards = 0;
+
+  constructor(
+    domain: string,
+    private readonly upstream: HostPort[],
+  ) {
+    this.domain = normalizeName(domain);
+  }
+
+  /** The response to one query message, or null when none is due (unreadable, or a response). */
+  async answer(msg: Uint8Array, lookup: OverlayLookup | null): Promise<Buffer | null> {
+    this.counters.inc('query');
+    const header = peekHeader(msg);
+    if (!header || header.flags.qr) {
+      this.counters.inc('refused.decode');
+      return null;
+    }
+    if (header.flags.opcode !== 0) {
+      this.counters.inc('refused.opcode');
+      return encodeHeaderOnlyResponse(header, 'NOTIMP');
+    }
+    let q: DnsQuery;
+    try {
+      q = decodeQuery(msg);
+    } catch {
+      this.counters.inc('refused.decode');
+      return encodeHeaderOnlyResponse(header, 'FORMERR');
+    }
+    if (q.edns && q.edns.version !== 0) return this.respond(q, { rcode: 'BADVERS', answers: [] });
+    const inZone = q.name === this.domain || q.name.endsWith('.' + this.domain);
+    if (!inZone) return this.forward(q, Buffer.from(msg));
+    this.counters.inc('overlay.query');
+    if (q.qclass !== CLASS_IN) return this.respond(q, { rcode: 'REFUSED', answers: [] });
+    if (q.name === this.domain) return this.respond(q, { rcode: 'NOERROR', answers: [], authoritative: true });
+    if (!lookup || q.name.includes('\\')) return this.respond(q, { rcode: 'NXDOMAIN', answers: [], authoritative: true });
+    let found: { vip4: string; vip6: string } | null;
+    try {
+      found = await withTimeout(lookup(q.name), TIMEOUT_MS);
+    } catch {
+      this.counters.inc('overlay.lookup-error');
+      return this.respond(q, { rcode: 'SERVFAIL', answers: [] });
+    }
+    if (!found) {
+      this.counters.inc('overlay.nxdomain');
+      return this.respond(q, { rcode: 'NXDOMAIN', answers: [], authoritative: true });
+    }
+    const answers: DnsAnswer[] = [];
+    if (q.qtype === TYPE_A) answers.push({ type: 'A', address: found.vip4, ttl: OVERLAY_TTL });
+    if (q.qtype === TYPE_AAAA) answers.push({ type: 'AAAA', address: found.vip6, ttl: OVERLAY_TTL });
+    this.counters.inc(answers.length ? 'overlay.answer' : 'overlay.nodata');
+    return this.respond(q, { rcode: 'NOERROR', answers, authoritative: true });
+  }
+
+  private respond(q: DnsQuery, spec: DnsResponseSpec): Buffer {
+    try {
+      return encodeResponse(q, spec);
+    } catch {
+      this.counters.inc('answer.encode-error');
+      return encodeResponse(q, { rcode: 'SERVFAIL', answers: [] });
+    }
+  }
+
+  /** Relays the query to the upstreams in turn; SERVFAIL when none answers in time, REFUSED without any. */
+  private async forward(q: DnsQuery, wire: Buffer): Promise<Buffer> {
+    if (this.upstream.length === 0) {
+      this.counters.inc('forward.no-upstream');
+      return this.respond(q, { rcode: 'REFUSED', answers: [] });
+    }
+    if (this.forwards >= MAX_FORWARDS) {
+      this.counters.inc('forward.overflow');
+      return this.respond(q, { rcode: 'SERVFAIL', answers: [] });
+    }
+    this.forwards++;
+    try {
+      for (const up of this.upstream) {
+        const reply = await askUpstream(up, wire, TIMEOUT_MS / this.upstream.length);
+        const h = reply ? peekHeader(reply) : null;
+        if (reply && h && h.flags.qr && h.id === q.id) {
+          this.counters.inc('forward.answer');
+          return reply;
+        }
+      }
+      this.counters.inc('forward.timeout');
+      return this.respond(q, { rcode: 'SERVFAIL', answers: [] });
+    } finally {
+      this.forwards--;
+    }
+  }
+}
+
+function askUpstream(up: HostPort, wire: Buffer, timeoutMs: number): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const sock = dgram.createSocket(isIPv4(up.address) ? 'udp4' : 'udp6');
+    const done = (v: Buffer | null): void => {
+      clearTimeout(t);
+      try {
+        sock.close();
+      } catch {
+        /* closed */
+      }
+      resolve(v);
+    };
+    const t = setTimeout(() => done(null), timeoutMs);
+    sock.on('error', () => done(null));
+    sock.on('message', (m) => done(m));
+    sock.send(wire, up.port, up.address, (err) => err && done(null));
+  });
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error('timeout')), ms)))]).finally(() => clearTimeout(t));
+}

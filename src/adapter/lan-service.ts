@@ -1,0 +1,305 @@
+// The adapter's LAN service: every frame from the LAN goes through the classifier (deck slide 28) and on to the
+// piece that serves it; what comes back from the overlay is framed for the general node's MAC.
+//
+//   frame ─► classify ─┬─ arp / ns ──► ARP / ND proxy (peers' virtual addresses → the adapter's MAC)
+//                      ├─ dhcp4 ─────► Dhcp4Server (vip4, router/DNS = the adapter's vip4)
+//                      ├─ rs ────────► RouterAdvertiser (M=1, O=1, unicast answer or earlier multicast RA)
+//                      ├─ dhcp6 ─────► Dhcp6Server (IA_NA = vip6, DNS = the adapter's vip6, search = domain)
+//                      ├─ dns ───────► LanDns (overlay names through that general node's route selection)
+//                      ├─ overlay ───► that general node's agent: sealed to the peer (source checked: its lease)
+//                      └─ drop ──────► counted as lan.drop.<reason>
+//   agent.onPacket(ip) ─► dst must be that general node's vip ─► Ethernet to its MAC
+//
+// Leases live in a MemoryLeaseTable saved to STATE/leases.json on every change (atomic write), so they survive
+// kill -9. Timers: the periodic RA schedule and lease expiry.
+
+import { contains, normalizeAddress, parseCidr } from '../net/addr/cidr.js';
+import {
+  answerArp,
+  answerNs,
+  buildUdp,
+  classify,
+  dhcp4ReplyFrame,
+  dhcp6ReplyFrame,
+  Dhcp4Server,
+  Dhcp6Server,
+  DNS_PORT,
+  encodeEthernet,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  linkLocalFromMac,
+  MemoryLeaseTable,
+  RouterAdvertiser,
+  saveLeaseFile,
+  LEASE_FILE_VERSION,
+  type ClassifyContext,
+  type GeneralNode,
+  type LanPacket,
+  type ProxyContext,
+} from './lan/index.js';
+import { Counters } from '../util/counters.js';
+import { describeError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { LanDns, type OverlayLookup } from './lan-dns.js';
+import type { LanLink } from './lan-port.js';
+import type { HostPort } from '../net/dns/resolver.js';
+
+/** Tunable: the general nodes' link MTU (DHCPv4 option 26, RA MTU): 1400 + capsule and UDP/IPv6 headers < 1500. */
+export const LAN_MTU = 1400;
+/** Tunable: how often expired leases are dropped (ms). */
+const EXPIRE_EVERY_MS = 10_000;
+
+/** What the LAN service needs from one general node's overlay side (GeneralNodeAgent, or a test double). */
+export interface GeneralNodePort {
+  onPacket: (packet: Buffer) => void;
+  sendPacket(dst: string, packet: Buffer): void;
+  resolve: OverlayLookup;
+}
+
+export interface LanServiceInit {
+  /** The adapter's own virtual addresses: DHCP server, router and DNS address on the LAN. */
+  vip4: string;
+  vip6: string;
+  pool4: string;
+  pool6: string;
+  domain: string;
+  leaseFile: string;
+  upstreamDns: HostPort[];
+  /** @default 200 (RFC 4861 MaxRtrAdvInterval) */
+  raMaxIntervalSec?: number;
+  /** @default 3600 */
+  leaseTimeSec?: number;
+}
+
+export class LanService {
+  readonly counters = new Counters();
+  readonly leases: MemoryLeaseTable;
+  private readonly dhcp4: Dhcp4Server;
+  private readonly dhcp6: Dhcp6Server;
+  private readonly ra: RouterAdvertiser;
+  private readonly dns: LanDns;
+  private readonly linkLocal: string;
+  private readonly vip4: string;
+  private readonly vip6: string;
+  private readonly agents = new Map<string, GeneralNodePort>();
+  private readonly ctx: ClassifyContext;
+  private readonly proxy: ProxyContext;
+  private raTimer: NodeJS.Timeout | null = null;
+  private expireTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly init: LanServiceInit,
+    private readonly link: LanLink,
+    leases: MemoryLeaseTable,
+    private readonly logger: Logger,
+  ) {
+    this.leases = leases;
+    this.vip4 = normalizeAddress(init.vip4) ?? init.vip4;
+    this.vip6 = normalizeAddress(init.vip6) ?? init.vip6;
+    this.linkLocal = linkLocalFromMac(link.mac);
+    const mask = maskOf(init.pool4);
+    this.dhcp4 = new Dhcp4Server(
+      { serverIp: this.vip4, subnetMask: mask, domainName: init.domain, mtu: LAN_MTU, ...(init.leaseTimeSec ? { leaseTimeSec: init.leaseTimeSec } : {}) },
+      { leases, counters: this.counters, log: logger },
+    );
+    this.dhcp6 = new Dhcp6Server({ adapterMac: link.mac, dnsServers: [this.vip6], domainList: [init.domain] }, { leases, counters: this.counters, log: logger });
+    this.ra = new RouterAdvertiser({
+      adapterMac: link.mac,
+      linkLocal: this.linkLocal,
+      dnsServers: [this.vip6],
+      domains: [init.domain],
+      mtu: LAN_MTU,
+      onLinkPrefix: init.pool6,
+      ...(init.raMaxIntervalSec ? { maxIntervalSec: init.raMaxIntervalSec } : {}),
+    });
+    this.dns = new LanDns(init.domain, init.upstreamDns);
+    const own = new Set([this.vip4, this.vip6, this.linkLocal]);
+    const inPools = (a: string): boolean => safeContains(init.pool4, a) || safeContains(init.pool6, a);
+    this.ctx = {
+      adapterMac: link.mac,
+      isAdapterAddress: (a) => own.has(a),
+      isOverlay: (a) => inPools(a) && !own.has(a) && leases.holderOf(a) === undefined,
+      leasedAddress: (mac, family) => leases.active(mac, family, Date.now()),
+    };
+    this.proxy = {
+      adapterMac: link.mac,
+      isProxied: (a) => own.has(a) || inPools(a),
+      holderOf: (a) => leases.holderOf(a),
+      isRouter: (a) => a === this.vip6 || a === this.linkLocal,
+      counters: this.counters,
+    };
+    link.onFrames = (frames) => {
+      for (const f of frames) this.onFrame(f);
+    };
+  }
+
+  start(): void {
+    this.ra.start(Date.now());
+    this.scheduleRa();
+    this.expireTimer = setInterval(() => this.leases.expire(Date.now()), EXPIRE_EVERY_MS);
+    this.expireTimer.unref();
+  }
+
+  stop(): void {
+    if (this.raTimer) clearTimeout(this.raTimer);
+    if (this.expireTimer) clearInterval(this.expireTimer);
+    this.raTimer = this.expireTimer = null;
+  }
+
+  /** Attaches (or detaches, with null) the overlay side of the general node with this MAC. */
+  attach(mac: string, agent: GeneralNodePort | null): void {
+    if (!agent) {
+      this.agents.delete(mac);
+      return;
+    }
+    this.agents.set(mac, agent);
+    agent.onPacket = (packet) => this.toLan(mac, packet);
+  }
+
+  /** The general nodes known now (from the AS), replacing the list; leases of vanished nodes are dropped. */
+  setNodes(nodes: GeneralNode[]): void {
+    this.leases.setNodes(nodes);
+  }
+
+  lanCounters(): Record<string, number> {
+    return { ...this.counters.toJSON(), ...prefixed('dns.', this.dns.counters.toJSON()) };
+  }
+
+  private scheduleRa(): void {
+    if (this.raTimer) clearTimeout(this.raTimer);
+    const wait = Math.max(0, this.ra.dueAt - Date.now());
+    this.raTimer = setTimeout(() => {
+      this.link.send(this.ra.frame());
+      this.counters.inc('ra.multicast');
+      this.ra.sentMulticast(Date.now());
+      this.scheduleRa();
+    }, wait);
+    this.raTimer.unref();
+  }
+
+  /** One frame from the LAN. Never throws. */
+  onFrame(bytes: Buffer): void {
+    let p: LanPacket;
+    try {
+      p = classify(bytes, this.ctx);
+    } catch (err) {
+      this.counters.inc('lan.drop.bug');
+      this.logger.error('classifier threw', { err: describeError(err) });
+      return;
+    }
+    try {
+      this.dispatch(p);
+    } catch (err) {
+      // Anything the servers refuse past the classifier (e.g. a DecodeError deep in an option) is a counted drop.
+      this.counters.inc(`lan.drop.refused.${p.kind}`);
+      this.logger.debug('LAN packet refused', { kind: p.kind, err: describeError(err) });
+    }
+  }
+
+  private dispatch(p: LanPacket): void {
+    const now = Date.now();
+    switch (p.kind) {
+      case 'drop':
+        this.counters.inc(`lan.drop.${p.reason}`);
+        if (p.code) this.counters.inc(`lan.drop.${p.reason}.${p.code}`);
+        return;
+      case 'arp': {
+        const reply = answerArp({ frame: p.frame, arp: p.arp }, this.proxy);
+        if (reply) this.link.send(reply);
+        return;
+      }
+      case 'ns': {
+        const reply = answerNs({ frame: p.frame, ip: p.ip, ns: p.ns }, this.proxy);
+        if (reply) this.link.send(reply);
+        return;
+      }
+      case 'rs': {
+        const a = this.ra.solicited(now, p.ip.src, p.rs.options.sourceLinkAddr ?? p.frame.src);
+        this.counters.inc(`ra.solicited.${a.kind}`);
+        if (a.kind === 'unicast') this.link.send(this.ra.frame({ ip: a.ip, mac: a.mac }));
+        else if (a.kind === 'multicast') this.scheduleRa();
+        return;
+      }
+      case 'dhcp4': {
+        const reply = this.dhcp4.handle(p.message, p.frame.src, now);
+        if (reply) this.link.send(dhcp4ReplyFrame(reply, p.message, { adapterMac: this.link.mac, serverIp: this.vip4 }));
+        return;
+      }
+      case 'dhcp6': {
+        const reply = this.dhcp6.handle(p.message, p.frame.src, now);
+        if (reply) this.link.send(dhcp6ReplyFrame(reply, { ip: p.ip.src, mac: p.frame.src }, { adapterMac: this.link.mac, linkLocal: this.linkLocal }));
+        return;
+      }
+      case 'dns': {
+        if (p.transport !== 'udp' || !p.payload) {
+          this.counters.inc('lan.drop.dns-tcp');
+          return;
+        }
+        const agent = this.agents.get(p.frame.src);
+        const { frame, ip, srcPort } = p;
+        void this.dns.answer(p.payload, agent ? (n) => agent.resolve(n) : null).then((res) => {
+          if (!res) return;
+          const packet = buildUdp({ src: ip.dst, dst: ip.src, srcPort: DNS_PORT, dstPort: srcPort, payload: res });
+          this.link.send(encodeEthernet({ dst: frame.src, src: this.link.mac, ethertype: ip.version === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: packet }));
+        });
+        return;
+      }
+      case 'overlay': {
+        const agent = this.agents.get(p.frame.src);
+        if (!agent) {
+          this.counters.inc('lan.drop.no-agent');
+          return;
+        }
+        this.counters.inc('lan.overlay.out');
+        agent.sendPacket(p.dst, Buffer.from(p.packet));
+        return;
+      }
+    }
+  }
+
+  /** A packet from the overlay for the general node `mac`: only to its own virtual address. */
+  private toLan(mac: string, packet: Buffer): void {
+    const node = this.leases.node(mac);
+    const v = packet.length > 0 ? packet[0]! >> 4 : 0;
+    let dst: string | null = null;
+    if (v === 4 && packet.length >= 20) dst = `${packet[16]}.${packet[17]}.${packet[18]}.${packet[19]}`;
+    else if (v === 6 && packet.length >= 40) dst = normalizeAddress(ip6Text(packet.subarray(24, 40)));
+    if (!node || !dst || (dst !== node.vip4 && dst !== node.vip6)) {
+      this.counters.inc('lan.in.refused');
+      return;
+    }
+    this.counters.inc('lan.overlay.in');
+    this.link.send(encodeEthernet({ dst: mac, src: this.link.mac, ethertype: v === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: packet }));
+  }
+}
+
+/** Saves the lease table (nodes and leases) as STATE/leases.json. */
+export function persistLeases(path: string, table: MemoryLeaseTable): void {
+  saveLeaseFile(path, { version: LEASE_FILE_VERSION, nodes: table.nodes(), leases: table.leases() });
+}
+
+function maskOf(pool4: string): string {
+  const len = parseCidr(pool4).prefix;
+  const m = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return [m >>> 24, (m >>> 16) & 255, (m >>> 8) & 255, m & 255].join('.');
+}
+
+function safeContains(cidr: string, a: string): boolean {
+  try {
+    return contains(cidr, a);
+  } catch {
+    return false;
+  }
+}
+
+function ip6Text(b: Uint8Array): string {
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(((b[i]! << 8) | b[i + 1]!).toString(16));
+  return parts.join(':');
+}
+
+function prefixed(prefix: string, rec: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(rec)) out[prefix + k] = v;
+  return out;
+}

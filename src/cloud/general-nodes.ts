@@ -1,0 +1,92 @@
+// Admin operations on general nodes (devices that cannot run cyphonic, served by an adapter node):
+// `cloud general-node add NAME --mac MAC --adapter A [--family dual|v4|v6]` and `cloud general-node list`.
+// A general node is a node record of kind 'general' owned by adapter A, with its own vip4/vip6 and FQDN;
+// the adapter learns it through InfoRequest and gets its certificate with GeneralEnrollRequest.
+
+import { join } from 'node:path';
+import { CLOUD_CONFIG_FILE, loadCloudConfig, type CloudConfig } from '../config/cloud.js';
+import { validateNodeName } from '../config/token.js';
+import { ADDRESS_FAMILIES, type AddressFamily, type NodeRecord, type Pools, type Store } from '../store/types.js';
+import { ConfigError } from '../util/errors.js';
+import { openCloudStore } from './cloud.js';
+
+export interface GeneralNodeRow {
+  id: number;
+  name: string;
+  fqdn: string;
+  mac: string;
+  adapter: string;
+  family: AddressFamily;
+  /** null when the family is not used. */
+  vip4: string | null;
+  vip6: string | null;
+}
+
+/** 'AA-BB-cc:dd:ee:ff' → 'aa:bb:cc:dd:ee:ff'; ConfigError for anything that is not a unicast MAC. */
+export function normalizeGeneralMac(mac: string): string {
+  const hex = mac.replace(/[:-]/g, '').toLowerCase();
+  if (!/^[0-9a-f]{12}$/.test(hex) || !/^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(mac)) throw new ConfigError(`--mac: ${mac} is not a MAC address (aa:bb:cc:dd:ee:ff)`, 'ERR_BAD_MAC');
+  if (parseInt(hex.slice(0, 2), 16) & 1) throw new ConfigError(`--mac: ${mac} is a multicast address`, 'ERR_BAD_MAC');
+  if (hex === '000000000000') throw new ConfigError(`--mac: ${mac} is the zero address`, 'ERR_BAD_MAC');
+  return hex.match(/../g)!.join(':');
+}
+
+export function parseFamily(v: string | undefined): AddressFamily {
+  const f = (v ?? 'dual') as AddressFamily;
+  if (!ADDRESS_FAMILIES.includes(f)) throw new ConfigError(`--family: ${String(v)} is not one of ${ADDRESS_FAMILIES.join(', ')}`);
+  return f;
+}
+
+function row(n: NodeRecord, adapter: string, domain: string): GeneralNodeRow {
+  return {
+    id: n.id,
+    name: n.name,
+    fqdn: `${n.name}.${domain}`,
+    mac: n.mac ?? '',
+    adapter,
+    family: n.family,
+    vip4: n.family === 'v6' ? null : n.vip4,
+    vip6: n.family === 'v4' ? null : n.vip6,
+  };
+}
+
+/** Creates the general node record. The adapter must be a known node; a MAC may belong to one general node only. */
+export async function addGeneralNode(
+  store: Store,
+  pools: Pools,
+  domain: string,
+  input: { name: string; mac: string; adapter: string; family?: AddressFamily },
+): Promise<GeneralNodeRow> {
+  validateNodeName(input.name);
+  const mac = normalizeGeneralMac(input.mac);
+  const adapter = await store.getNodeByName(input.adapter);
+  if (!adapter || adapter.kind === 'general') throw new ConfigError(`--adapter: no node named ${input.adapter} (enroll and start the adapter first)`, 'ERR_UNKNOWN_NODE');
+  const taken = (await store.listNodes()).find((n) => n.kind === 'general' && n.mac === mac);
+  if (taken) throw new ConfigError(`--mac: ${mac} already belongs to general node ${taken.name}`, 'ERR_MAC_TAKEN');
+  const n = await store.createNode({ name: input.name, kind: 'general', adapterId: adapter.id, mac, family: input.family ?? 'dual' }, pools);
+  return row(n, adapter.name, domain);
+}
+
+export async function listGeneralNodes(store: Store, domain: string): Promise<GeneralNodeRow[]> {
+  const nodes = await store.listNodes();
+  const names = new Map(nodes.map((n) => [n.id, n.name]));
+  return nodes.filter((n) => n.kind === 'general').map((n) => row(n, names.get(n.adapterId ?? -1) ?? '-', domain));
+}
+
+async function withStore<T>(dir: string, db: string | undefined, f: (store: Store, cfg: CloudConfig) => Promise<T>): Promise<T> {
+  const cfg = loadCloudConfig(join(dir, CLOUD_CONFIG_FILE));
+  const store = await openCloudStore(dir, cfg, db);
+  try {
+    return await f(store, cfg);
+  } finally {
+    await store.close();
+  }
+}
+
+export function adminAddGeneralNode(dir: string, input: { name: string; mac: string; adapter: string; family?: AddressFamily }, db?: string): Promise<GeneralNodeRow> {
+  return withStore(dir, db, (store, cfg) => addGeneralNode(store, cfg.pools, cfg.domain, input));
+}
+
+export function adminListGeneralNodes(dir: string, db?: string): Promise<GeneralNodeRow[]> {
+  return withStore(dir, db, (store, cfg) => listGeneralNodes(store, cfg.domain));
+}

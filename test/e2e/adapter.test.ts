@@ -1,0 +1,309 @@
+// End-to-end test of the adapter (issue #7) in network namespaces, with real Debian clients on the LAN:
+// dhclient (-4 and -6), dhcpcd (follows the RA's M flag), an IPv6-only general node; the general node resolves
+// and reaches a cyphonic node through the overlay (dig, ping on both families, 100 MB TCP with a checksum) and is
+// reached back by its FQDN; `adapter status`; hostile LAN input dropped and counted while good clients are served.
+//
+//              global segment 198.18.0.0/24, 2001:db8::/64
+//   [cloud] ──────────┬─────────────────────┐
+//                  [alpha] (cyphonic node)  [gw] (adapter: cyp0 + lan0)
+//                                             │ lan0 (owned by the adapter: nftables drops kernel input there)
+//                                        ═══ br0 (switch namespace) ═══
+//                                        │            │            │
+//                                      [g1]         [g2]         [g3]
+//                                   dhclient -4/-6  dhcpcd     dhclient -6 (IPv6-only general node)
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { CLI, CloudProc, cyphonic, exitCode, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { dhclient, Lan } from '../harness/lan.js';
+import { Testbed, type Host } from '../harness/netns/index.js';
+import { controlGet } from '../../src/util/control.js';
+import type { AdapterStatus } from '../../src/adapter/daemon.js';
+
+const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
+const missing = ['dhclient', 'dhcpcd', 'dig', 'nft'].filter((c) => !have(c));
+const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : missing.length ? `needs ${missing.join(', ')} (scripts/setup.sh)` : false;
+const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
+const DOMAIN = 'cyphonic.internal';
+
+const MAC = { g1: '02:c0:ff:ee:00:01', g2: '02:c0:ff:ee:00:02', g3: '02:c0:ff:ee:00:03' } as const;
+
+async function addrs(host: Host, family: 4 | 6): Promise<string> {
+  return host.run('ip', [`-${family}`, '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']);
+}
+
+describe('adapter: general nodes on a LAN brought into the overlay (netns, real DHCP clients)', { skip, timeout: 600_000 }, () => {
+  let tb: Testbed;
+  let lan: Lan;
+  let work: ReturnType<typeof workDir>;
+  let cloud: CloudProc;
+  let alpha: NodeProc;
+  let a: NodeStatusJson & { vip4: string; vip6: string };
+  let gwHost: Host;
+  let gw: ChildProcess;
+  let gwState: string;
+  let gw2: ChildProcess | undefined;
+  let lan2: Lan | undefined;
+  const dev: Record<string, Host> = {};
+  const gen: Record<string, { vip4: string | null; vip6: string | null; fqdn: string }> = {};
+
+  const status = (): Promise<AdapterStatus> => controlGet(join(gwState, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
+  const gwLog = (): string => (existsSync(join(work.dir, 'gw.log')) ? readFileSync(join(work.dir, 'gw.log'), 'utf8').split('\n').slice(-30).join('\n') : '');
+
+  before(async () => {
+    tb = await Testbed.create();
+    work = workDir('adapter');
+    cloud = new CloudProc(await tb.addHost('cloud', { site: tb.global, family: 'dual' }), work.dir);
+    await cloud.init();
+    await cloud.start();
+    alpha = new NodeProc(await tb.addHost('alpha', { site: tb.global, family: 'dual' }), work.dir, 'alpha');
+    alpha.start(await cloud.enroll('alpha'));
+    gwHost = await tb.addHost('gw', { site: tb.global, family: 'dual' });
+    lan = await Lan.create(tb, gwHost, 'lan0');
+    for (const name of ['g1', 'g2', 'g3'] as const) dev[name] = await lan.addDevice(name, MAC[name]);
+    gwState = join(work.dir, 'gw');
+    gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', gwState, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1', '--ra-interval', '4'], { logFile: join(work.dir, 'gw.log') });
+    a = (await alpha.waitRegistered()) as typeof a;
+    await waitFor('adapter registered', async () => {
+      if (gw.exitCode !== null) throw new Error(`adapter exited: ${gwLog()}`);
+      return (await status()).registered;
+    }, 30_000);
+    for (const [name, family] of [['g1', 'dual'], ['g2', 'dual'], ['g3', 'v6']] as const) {
+      const row = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'add', name, '--dir', cloud.dir, '--mac', MAC[name], '--adapter', 'gw', '--family', family, '--json'])) as { vip4: string | null; vip6: string | null; fqdn: string };
+      gen[name] = row;
+    }
+    await waitFor('general nodes registered', async () => {
+      const st = await status();
+      return st.generalNodes.length === 3 && st.generalNodes.every((g) => g.registered);
+    }, 30_000);
+  });
+
+  after(async () => {
+    gw?.kill('SIGTERM');
+    gw2?.kill('SIGTERM');
+    lan?.cleanup();
+    lan2?.cleanup();
+    await tb?.cleanup();
+    work?.remove();
+  });
+
+  test('the adapter fetched its general nodes; each has its own certificate and NMS registration', async () => {
+    const st = await status();
+    assert.equal(st.lan, 'lan0');
+    assert.deepEqual(st.generalNodes.map((g) => [g.name, g.mac, g.vip4, g.vip6]), [
+      ['g1', MAC.g1, gen['g1']!.vip4, gen['g1']!.vip6],
+      ['g2', MAC.g2, gen['g2']!.vip4, gen['g2']!.vip6],
+      ['g3', MAC.g3, null, gen['g3']!.vip6],
+    ]);
+    const nodes = await cloud.nodes();
+    for (const n of ['g1', 'g2', 'g3']) assert.ok(nodes.find((r) => r.name === n)?.online, `${n} online at the cloud`);
+    // The nftables table that keeps the kernel off the LAN interface is in place.
+    assert.match(await gwHost.run('nft', ['list', 'tables']), /cyphonic_adapter_lan0/);
+  });
+
+  test('dhclient -4 and -6 get the virtual addresses, the adapter as router and DNS, the overlay domain', async () => {
+    const st = await status();
+    const me = st.generalNodes.find((g) => g.name === 'g1')!;
+    const rec4 = await dhclient(dev['g1']!, join(work.dir, 'g1'), 4);
+    assert.match(rec4, new RegExp(`BOUND ip=${me.vip4!.replace(/\./g, '\\.')} mask=255\\.192\\.0\\.0 routers=${st.vip4!.replace(/\./g, '\\.')} dns=${st.vip4!.replace(/\./g, '\\.')} domain=${DOMAIN}`));
+    assert.match(await addrs(dev['g1']!, 4), new RegExp(`inet ${me.vip4!.replace(/\./g, '\\.')}/10`));
+    const rec6 = await dhclient(dev['g1']!, join(work.dir, 'g1'), 6).catch(async (err: unknown) => {
+      throw new Error(`${(err as Error).message.slice(0, 300)}\ncounters: ${JSON.stringify((await status()).lanCounters)}`);
+    });
+    assert.match(rec6, new RegExp(`BOUND6 .*ip6=${me.vip6} plen=128 dns6=${st.vip6} search6=${DOMAIN}`));
+    assert.match(await addrs(dev['g1']!, 6), new RegExp(`inet6 ${me.vip6}/128`));
+    // The kernel took the RA: default route via the adapter's link-local, the overlay pool on-link.
+    const routes = await dev['g1']!.run('ip', ['-6', 'route']);
+    assert.match(routes, /default via fe80::[0-9a-f:]+ dev eth0 proto ra/);
+    const after = await status();
+    const g1 = after.generalNodes.find((g) => g.name === 'g1')!;
+    assert.equal(g1.lease.v4?.state, 'bound');
+    assert.equal(g1.lease.v6?.state, 'bound');
+  });
+
+  test('dhcpcd follows the RA M flag to stateful DHCPv6 and takes DHCPv4 too', async () => {
+    const me = gen['g2']!;
+    const dir = join(work.dir, 'g2');
+    mkdirSync(join(dir, 'run'), { recursive: true });
+    mkdirSync(join(dir, 'db'), { recursive: true });
+    const conf = join(dir, 'dhcpcd.conf');
+    writeFileSync(conf, 'noipv4ll\nnohook resolv.conf, ntp, timesyncd, hostname, wpa_supplicant\nipv6rs\nia_na 1\noption domain_name_servers, domain_search\n');
+    mkdirSync('/run/dhcpcd', { recursive: true });
+    mkdirSync('/var/lib/dhcpcd', { recursive: true });
+    // Its own /run/dhcpcd and /var/lib/dhcpcd (pid, control socket, leases) in a private mount namespace.
+    dev['g2']!.spawn('unshare', ['-m', 'sh', '-c', `mount --bind ${join(dir, 'run')} /run/dhcpcd && mount --bind ${join(dir, 'db')} /var/lib/dhcpcd && exec dhcpcd -B -f ${conf} eth0`], { logFile: join(dir, 'dhcpcd.log') });
+    await waitFor('dhcpcd addresses', async () => {
+      const v4 = await addrs(dev['g2']!, 4);
+      const v6 = await addrs(dev['g2']!, 6);
+      return v4.includes(`inet ${me.vip4}/`) && v6.includes(`inet6 ${me.vip6}/`);
+    }, 45_000, 500).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}\n${readFileSync(join(dir, 'dhcpcd.log'), 'utf8').slice(-1500)}`);
+    });
+    const log = readFileSync(join(dir, 'dhcpcd.log'), 'utf8');
+    assert.match(log, /Router Advertisement from fe80::/);
+    const st = await status();
+    assert.equal(st.generalNodes.find((g) => g.name === 'g2')!.lease.v6?.state, 'bound');
+  });
+
+  test('an IPv6-only general node gets its IPv6 and no IPv4 lease', async () => {
+    const me = gen['g3']!;
+    const rec6 = await dhclient(dev['g3']!, join(work.dir, 'g3'), 6);
+    assert.match(rec6, new RegExp(`ip6=${me.vip6}`));
+    const before4 = (await status()).lanCounters;
+    const r = await dev['g3']!.exec('dhclient', ['-4', '-1', '-cf', '/dev/null', '-sf', '/bin/true', '-lf', join(work.dir, 'g3', 'lease4'), '-pf', join(work.dir, 'g3', 'pid4x'), 'eth0'], { timeoutMs: 15_000 });
+    assert.notEqual(r.code, 0, 'no DHCPv4 lease for an IPv6-only general node');
+    const st = await status();
+    const g3 = st.generalNodes.find((g) => g.name === 'g3')!;
+    assert.equal(g3.lease.v4, null);
+    assert.equal(g3.lease.v6?.state, 'bound');
+    const ignored = Object.entries(st.lanCounters).filter(([k]) => k.startsWith('dhcp4.ignored')).reduce((s, [, v]) => s + v, 0);
+    const ignoredBefore = Object.entries(before4).filter(([k]) => k.startsWith('dhcp4.ignored')).reduce((s, [, v]) => s + v, 0);
+    assert.ok(ignored > ignoredBefore, 'the DISCOVERs were counted as ignored');
+  });
+
+  test('an unknown MAC gets no lease and is logged', async () => {
+    const stranger = await lan.addDevice('x1', '02:66:66:00:00:01');
+    const before = (await status()).lanCounters['dhcp4.ignored.unknown-mac'] ?? 0;
+    const r = await stranger.exec('dhclient', ['-4', '-1', '-cf', '/dev/null', '-sf', '/bin/true', '-lf', join(work.dir, 'x1.lease'), '-pf', join(work.dir, 'x1.pid'), 'eth0'], { timeoutMs: 8_000 });
+    assert.notEqual(r.code, 0);
+    const st = await status();
+    assert.ok((st.lanCounters['dhcp4.ignored.unknown-mac'] ?? 0) > before);
+    assert.equal(st.generalNodes.length, 3);
+    assert.match(readFileSync(join(work.dir, 'gw.log'), 'utf8'), /unknown MAC.*02:66:66:00:00:01|02:66:66:00:00:01.*unknown MAC/);
+  });
+
+  test('g1 resolves a cyphonic node through the adapter\'s DNS (dig) and pings it on both families', async () => {
+    const st = await status();
+    const dig = (server: string, name: string, type: string): Promise<string> =>
+      dev['g1']!.run('dig', [`@${server}`, name, type, '+short', '+tries=2', '+time=3']).then((o) => o.trim());
+    assert.equal(await dig(st.vip4!, `alpha.${DOMAIN}`, 'A'), a.vip4);
+    assert.equal(await dig(st.vip6!, `alpha.${DOMAIN}`, 'AAAA'), a.vip6);
+    const nx = await dev['g1']!.run('dig', [`@${st.vip4}`, `nobody.${DOMAIN}`, 'A', '+tries=1', '+time=3']);
+    assert.match(nx, /status: NXDOMAIN/);
+    await waitFor('ping alpha over IPv4', () => dev['g1']!.exec('ping', ['-c', '1', '-W', '2', a.vip4]).then((r) => r.code === 0), 20_000, 500).catch(async (err: unknown) => {
+      const s2 = await status();
+      throw new Error(`${(err as Error).message}\n${JSON.stringify({ lan: s2.lanCounters, g1: s2.generalNodes[0], alpha: (await alpha.status()).peers, neigh: await dev['g1']!.run('ip', ['neigh']), route: await dev['g1']!.run('ip', ['route']) })}\n${gwLog()}`);
+    });
+    const p4 = await dev['g1']!.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', a.vip4]);
+    assert.match(p4, / 0% packet loss/);
+    await waitFor('ping alpha over IPv6', () => dev['g1']!.exec('ping', ['-6', '-c', '1', '-W', '2', a.vip6]).then((r) => r.code === 0), 20_000, 500);
+    const p6 = await dev['g1']!.run('ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', a.vip6]);
+    assert.match(p6, / 0% packet loss/);
+    const g1 = (await status()).generalNodes.find((g) => g.name === 'g1')!;
+    const peer = g1.peers.find((p) => p.name === 'alpha');
+    assert.equal(peer?.state, 'established');
+    assert.ok(peer!.txBytes > 0 && peer!.rxBytes > 0);
+    // The ARP and ND proxies answered for alpha's virtual addresses with the adapter's MAC.
+    assert.match(await dev['g1']!.run('ip', ['neigh', 'show', a.vip4]), new RegExp(`lladdr ${st.mac}`));
+    assert.match(await dev['g1']!.run('ip', ['-6', 'neigh', 'show', a.vip6]), new RegExp(`lladdr ${st.mac}`));
+  });
+
+  test('the cyphonic node reaches the general node by its FQDN, both families', async () => {
+    const dig = (type: string): Promise<string> => alpha.host.run('dig', [`@${a.dns}`, `g1.${DOMAIN}`, type, '+short', '+tries=2', '+time=3']).then((o) => o.trim());
+    assert.equal(await dig('A'), gen['g1']!.vip4);
+    assert.equal(await dig('AAAA'), gen['g1']!.vip6);
+    await waitFor('alpha pings g1', () => alpha.host.exec('ping', ['-c', '1', '-W', '2', gen['g1']!.vip4!]).then((r) => r.code === 0), 20_000, 500);
+    assert.match(await alpha.host.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/);
+    assert.match(await alpha.host.run('ping', ['-6', '-c', '3', '-i', '0.2', '-W', '2', gen['g1']!.vip6!]), / 0% packet loss/);
+    // The IPv6-only general node is reachable over IPv6 too.
+    await waitFor('alpha pings g3', () => alpha.host.exec('ping', ['-6', '-c', '1', '-W', '2', gen['g3']!.vip6!]).then((r) => r.code === 0), 20_000, 500);
+  });
+
+  test('100 MB over TCP from the general node to the cyphonic node arrive intact (sha256)', async () => {
+    const server = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', a.vip4, '5001'], { timeoutMs: 240_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    const sent = JSON.parse(await dev['g1']!.run(process.execPath, [join(TOOLS, 'tcp-check.js'), 'client', a.vip4, '5001', String(100 * 1024 * 1024)], { timeoutMs: 240_000 })) as { bytes: number; sha256: string };
+    const got = JSON.parse((await server).stdout) as { bytes: number; sha256: string };
+    const secs = (Date.now() - t0) / 1000;
+    assert.equal(got.bytes, 100 * 1024 * 1024);
+    assert.equal(got.sha256, sent.sha256);
+    process.stdout.write(`# 100 MB general node -> node through the adapter: ${secs.toFixed(1)} s (${((8 * got.bytes) / secs / 1e6).toFixed(1)} Mbit/s)\n`);
+  });
+
+  test('hostile LAN input (DHCPv4/v6, RS/RA, NS, ARP, DNS, spoofed source, random) is dropped and counted; good clients still served', async () => {
+    const st0 = await status();
+    // From g1, which holds a lease (so its DNS queries reach the DNS service); forged sources use g2's address.
+    const me = st0.generalNodes.find((g) => g.name === 'g1')!;
+    const sent = JSON.parse(await dev['g1']!.run(process.execPath, [join(TOOLS, 'lan-inject.js'), 'eth0', st0.mac, st0.vip4!, me.vip4!, a.vip4, '300', '7', gen['g2']!.vip4!])) as Record<string, number>;
+    assert.equal(sent['random'], 300);
+    await new Promise((r) => setTimeout(r, 500));
+    const st = await status();
+    const delta = (k: string): number => (st.lanCounters[k] ?? 0) - (st0.lanCounters[k] ?? 0);
+    const deltaPrefix = (p: string): number => Object.keys(st.lanCounters).filter((k) => k.startsWith(p)).reduce((s, k) => s + delta(k), 0);
+    assert.ok(delta('lan.drop.malformed') >= 6, `malformed counted: ${delta('lan.drop.malformed')}`);
+    assert.ok(delta('lan.drop.dhcp-server') >= 1, 'rogue DHCP server frame counted');
+    assert.ok(delta('lan.drop.foreign-ra') >= 1, 'foreign RA counted');
+    assert.ok(delta('lan.drop.spoofed-source') >= 2, 'forged sources (another general node\'s address, an unassigned one) counted');
+    assert.ok(delta('proxy.arp.skip.sender-mismatch') >= 1, 'ARP with a forged sender MAC not answered');
+    assert.ok(deltaPrefix('dns.refused.') >= 2, 'bad DNS queries counted');
+    // Every frame is accounted for somewhere; none crashed the adapter.
+    assert.equal(gw.exitCode, null);
+    // The good general nodes are still served: a DHCP renewal, DNS, and the overlay.
+    const rec = await dhclient(dev['g1']!, join(work.dir, 'g1-again'), 4);
+    assert.match(rec, new RegExp(`ip=${gen['g1']!.vip4!.replace(/\./g, '\\.')}`));
+    assert.equal((await dev['g1']!.run('dig', [`@${st.vip4}`, `alpha.${DOMAIN}`, 'A', '+short', '+tries=2', '+time=3'])).trim(), a.vip4);
+    assert.match(await dev['g1']!.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', a.vip4]), / 0% packet loss/);
+  });
+
+  test('leases survive kill -9 of the adapter; it serves the general nodes again after the restart', async () => {
+    const before = await status();
+    gw.kill('SIGKILL');
+    await new Promise((r) => gw.once('exit', r));
+    const leases = JSON.parse(readFileSync(join(gwState, 'leases.json'), 'utf8')) as { leases: { mac: string; family: number; address: string }[] };
+    assert.ok(leases.leases.some((l) => l.mac === MAC.g1 && l.family === 4 && l.address === gen['g1']!.vip4));
+    // `adapter status` while it is down: from the state directory.
+    const offline = JSON.parse(await cyphonic(gwHost, ['adapter', 'status', '--state', gwState, '--json'])) as AdapterStatus & { running: boolean };
+    assert.equal(offline.running, false);
+    assert.equal(offline.generalNodes.find((g) => g.name === 'g1')?.lease.v4?.address, gen['g1']!.vip4);
+    gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', gwState, '--lan', 'lan0', '--info-interval', '1', '--ra-interval', '4'], { logFile: join(work.dir, 'gw.log') });
+    const st = await waitFor('adapter back', async () => {
+      if (gw.exitCode !== null) throw new Error(`adapter exited: ${gwLog()}`);
+      const s2 = await status();
+      return s2.generalNodes.length === 3 && s2.generalNodes.every((g) => g.registered) ? s2 : null;
+    }, 30_000);
+    for (const g of before.generalNodes) {
+      const now = st.generalNodes.find((x) => x.name === g.name)!;
+      assert.equal(now.lease.v4?.address ?? null, g.lease.v4?.address ?? null, `${g.name} v4 lease kept`);
+      assert.equal(now.lease.v6?.address ?? null, g.lease.v6?.address ?? null, `${g.name} v6 lease kept`);
+    }
+    // Traffic flows again without a new DHCP exchange (the lease still authorises g1's source address).
+    await waitFor('g1 reaches alpha after the restart', () => dev['g1']!.exec('ping', ['-c', '1', '-W', '2', a.vip4]).then((r) => r.code === 0), 30_000, 500).catch(async (err: unknown) => {
+      const s2 = await status();
+      throw new Error(`${(err as Error).message}\n${JSON.stringify({ lan: s2.lanCounters, g1: s2.generalNodes[0], alpha: (await alpha.status()).peers })}\n${gwLog()}`);
+    });
+  });
+
+  test('general nodes behind two adapters reach each other (one adapter behind NAPT)', async () => {
+    const site = await tb.addSite('branch', { kind: 'napt', nat: 'eim' });
+    const gw2Host = await tb.addHost('gw2', { site });
+    lan2 = await Lan.create(tb, gw2Host, 'lan0');
+    const h2 = await lan2.addDevice('h2', '02:c0:ff:ee:00:22');
+    const state2 = join(work.dir, 'gw2');
+    gw2 = gw2Host.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state2, '--lan', 'lan0', '--token', await cloud.enroll('gw2'), '--info-interval', '1'], { logFile: join(work.dir, 'gw2.log') });
+    const status2 = (): Promise<AdapterStatus> => controlGet(join(state2, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
+    await waitFor('second adapter registered', async () => (await status2()).registered, 30_000);
+    const row = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'h2', '--dir', cloud.dir, '--mac', '02:c0:ff:ee:00:22', '--adapter', 'gw2', '--json'])) as { vip4: string };
+    await waitFor('h2 registered', async () => (await status2()).generalNodes[0]?.registered === true, 30_000);
+    await dhclient(h2, join(work.dir, 'h2'), 4);
+    const st2 = await status2();
+    assert.equal(st2.nat, true, 'the second adapter is behind NAPT');
+    // h2 (behind NAPT) resolves g1 through its adapter and starts the tunnel; then both directions flow.
+    assert.equal((await h2.run('dig', [`@${st2.vip4}`, `g1.${DOMAIN}`, 'A', '+short', '+tries=2', '+time=3'])).trim(), gen['g1']!.vip4);
+    await waitFor('h2 pings g1', () => h2.exec('ping', ['-c', '1', '-W', '2', gen['g1']!.vip4!]).then((r) => r.code === 0), 30_000, 500);
+    assert.match(await h2.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/);
+    assert.match(await dev['g1']!.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', row.vip4]), / 0% packet loss/);
+  });
+
+  test('adapter up on a missing LAN interface exits with an error and leaves no nftables table', async () => {
+    const host = await tb.addHost('gw3', { site: tb.global, family: 'dual' });
+    const child = host.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', join(work.dir, 'gw3'), '--lan', 'nope0', '--token', await cloud.enroll('gw3')], { logFile: join(work.dir, 'gw3.log') });
+    const code = await exitCode(child, 30_000);
+    assert.equal(code, 1);
+    assert.match(readFileSync(join(work.dir, 'gw3.log'), 'utf8'), /ERR_LAN_IFACE/);
+    assert.doesNotMatch(await host.run('nft', ['list', 'tables']), /cyphonic_adapter/);
+  });
+});
