@@ -418,6 +418,7 @@ export class NodeDaemon {
         const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
         everRegistered = true;
         this.registered = true;
+        const localMove = this.movedSinceRegistration;
         if (!this.wake.signal.aborted) this.movedSinceRegistration = false; // else: moved again meanwhile
         for (const w of this.regWaiters.splice(0)) w();
         failures = 0;
@@ -425,9 +426,12 @@ export class NodeDaemon {
         const moved = this.reg !== null && (this.reg.observed.address !== res.observed.address || this.reg.observed.port !== res.observed.port);
         this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
         this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
-        // A new public address or port (NAT rebinding, a move): our TRS bindings must follow. Telling direct peers
-        // our new endpoint is mobility's job (issue #6).
-        if (moved) this.relay?.rebindAll();
+        // A new public address or port (NAT rebinding, a move): our TRS bindings must follow. After a move of our own
+        // the peers are being told already; a NAT that rebound us behind our back needs them told now.
+        if (moved) {
+          this.relay?.rebindAll();
+          if (!localMove) this.mobility?.natRebound();
+        }
         if (res.nat && res.probePort) {
           // Let the NMS learn our NAT's mapping behaviour (punchable or not); failures only cost a relay later.
           void this.client.probe(res.probePort).catch((err: unknown) => this.logger.debug('NAT mapping probe unanswered', { err: describeError(err) }));

@@ -57,6 +57,8 @@ export interface MobilityPeer {
   endpoint: Endpoint | null;
   /** The peer's other known endpoints (Route Direction, then its own updates). */
   candidates: Endpoint[];
+  /** Through a TRS: the TRS follows our end by its RelayBind, so a NAT rebinding needs no update to the peer. */
+  relayed?: boolean;
 }
 
 /** What mobility needs from the peer manager (declared here, implemented by PeerManager). */
@@ -154,6 +156,23 @@ export class MobilityManager {
       }
       if (!peer.endpoint || !endpointsEqual(target, peer.endpoint)) this.c.peers.setEndpoint(peer.pathId, target);
       void this.announce(peer, target, gen);
+    }
+  }
+
+  /**
+   * Our NAT gave us a new public port while our own addresses stayed (seen when the NMS observed us somewhere new).
+   * A peer on a direct or punched path still sends to the old mapping, which the NAT no longer forwards: an
+   * EndpointUpdate from the new mapping moves it (it answers to the update's source). Through a NAT on the peer's
+   * side too (a punched path) the update is filtered and goes unanswered, and the path is selected again (the NMS
+   * coordinates a new punch). Relayed paths are repaired by the TRS rebind instead.
+   */
+  natRebound(): void {
+    if (this.closed) return;
+    const gen = ++this.generation;
+    this.counters.inc('nat-rebound');
+    for (const peer of this.c.peers.establishedPeers()) {
+      if (peer.relayed || !peer.endpoint) continue;
+      void this.announce(peer, peer.endpoint, gen);
     }
   }
 

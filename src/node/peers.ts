@@ -621,8 +621,8 @@ export class PeerManager implements PeerDirectory {
     // Through a TRS the only way to the peer is the relay endpoint of our family: a move to the other family finds no
     // usable candidate (→ new route selection), and an update sent there is not forwarded (no ack → re-selection,
     // which also lets a move out of a NAT leave the relay).
-    if (path.rd.pathType === PathType.Relayed && path.rd.relay) return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.rd.relay, candidates: [path.rd.relay] };
-    return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints };
+    if (path.rd.pathType === PathType.Relayed && path.rd.relay) return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.rd.relay, candidates: [path.rd.relay], relayed: true };
+    return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints, relayed: false };
   }
 
   /** Initiators refresh their sessions before the time limit (the responder's keys follow its answer). */

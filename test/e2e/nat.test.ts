@@ -313,5 +313,37 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       await sysctl(saved);
     }
   });
+  test('NAT rebinding under a direct path (the NAPT maps e1 to a new port): the peer follows an EndpointUpdate, no new handshake', async (t) => {
+    const router = tb.sites.get('siteA')!.router!;
+    const sysctl = (v: number): Promise<unknown> =>
+      router.run('sysctl', ['-q', '-w', `net.netfilter.nf_conntrack_udp_timeout=${v}`, `net.netfilter.nf_conntrack_udp_timeout_stream=${v}`]);
+    const saved = Number((await router.run('sysctl', ['-n', 'net.netfilter.nf_conntrack_udp_timeout'])).trim());
+    const peer = async () => (await node('g4').status()).peers.find((p) => p.name === 'e1');
+    await waitFor('g4 reaches e1', async () => (await node('g4').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'e1.cyphonic.internal'])).code === 0, 15_000);
+    const before = await peer();
+    assert.equal(before?.path, 'direct');
+    const reboundBefore = (await node('e1').status()).counters['mobility.nat-rebound'] ?? 0;
+    const rule = (...masq: string[]): Promise<unknown> =>
+      router.run('nft', ['-f', '-'], { input: `flush chain ip cyphonic_nat postrouting\n${masq.map((m) => `add rule ip cyphonic_nat postrouting oifname "wan0" ${m}\n`).join('')}` });
+    try {
+      // New mappings now come from another port range, and idle ones die in 1 s: e1's next packets leave from a new
+      // public port, as if its NAT had rebooted.
+      await rule('meta l4proto udp masquerade to :50000-50999', 'masquerade');
+      await sysctl(1);
+      await new Promise((r) => setTimeout(r, 4000));
+      await sysctl(saved);
+      const t0 = Date.now();
+      await waitFor('g4 reaches e1 again', async () => (await node('g4').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'e1.cyphonic.internal'])).code === 0, 20_000, 50);
+      t.diagnostic(`NAT rebinding (direct path): traffic resumed ${Date.now() - t0} ms after the first try`);
+      const after = await peer();
+      assert.match(after?.endpoint ?? '', /:50\d\d\d$/, 'g4 sends to e1\'s new mapping');
+      assert.equal(after?.lastHandshake, before?.lastHandshake, 'the same session: no new handshake');
+      assert.ok(((await node('e1').status()).counters['mobility.nat-rebound'] ?? 0) > reboundBefore, 'e1 noticed the rebinding');
+      await tcp('g4', 'e1', 6500, 1024 * 1024);
+    } finally {
+      await sysctl(saved);
+      await rule('masquerade');
+    }
+  });
 });
 
