@@ -223,7 +223,7 @@ export class NodeDaemon {
       // A new route after a move is asked for once the NMS has our new registration (at most 2 s later).
       peers: {
         establishedPeers: () => peers.establishedPeers(),
-        byPath: (id) => peers.byPath(id),
+        peerOfPath: (id) => peers.peerOfPath(id),
         setEndpoint: (id, ep, c) => peers.setEndpoint(id, ep, c),
         reselect: (nodeId, reason) => void this.nextRegistration(2000).then(() => peers.reselect(nodeId, reason)),
       },
