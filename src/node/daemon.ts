@@ -257,7 +257,7 @@ export class NodeDaemon {
       // A new route after a move is asked for once the NMS has our new registration (at most 2 s later).
       peers: {
         establishedPeers: () => peers.establishedPeers(),
-        byPath: (id) => peers.byPath(id),
+        peerOfPath: (id) => peers.peerOfPath(id),
         setEndpoint: (id, ep, c) => peers.setEndpoint(id, ep, c),
         reselect: (nodeId, reason) => void this.nextRegistration(2000).then(() => peers.reselect(nodeId, reason)),
       },
@@ -457,7 +457,7 @@ export class NodeDaemon {
           // After every NMS failed twice, our Common Key may be unknown to the cloud: log in again.
           if (this.session && failures >= Math.max(2, this.session.nms.length * 2)) this.dropSession();
         }
-        await sleep(backoff, AbortSignal.any([signal, this.wake.signal]));
+        await sleep(backoff, signal, this.wake.signal);
         if (this.wake.signal.aborted) this.wake = new AbortController();
         backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
       }
@@ -467,7 +467,7 @@ export class NodeDaemon {
   private async keepaliveLoop(intervalSec: number, signal: AbortSignal): Promise<void> {
     const margin = this.init.reloginMarginMs ?? 60_000;
     while (!signal.aborted) {
-      await sleep(intervalSec * 1000, AbortSignal.any([signal, this.wake.signal]));
+      await sleep(intervalSec * 1000, signal, this.wake.signal);
       if (signal.aborted) return;
       if (this.wake.signal.aborted) {
         // Our addresses changed: back to run(), which re-registers (a re-registration: one round trip).
@@ -526,16 +526,17 @@ export class NodeDaemon {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Waits `ms`, or less when any of `signals` aborts; its listeners are removed either way (the signals live long). */
+function sleep(ms: number, ...signals: AbortSignal[]): Promise<void> {
   return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
+    if (signals.some((s) => s.aborted)) return resolve();
     const t = setTimeout(done, ms);
     function done(): void {
       clearTimeout(t);
-      signal.removeEventListener('abort', done);
+      for (const s of signals) s.removeEventListener('abort', done);
       resolve();
     }
-    signal.addEventListener('abort', done, { once: true });
+    for (const s of signals) s.addEventListener('abort', done, { once: true });
   });
 }
 

@@ -64,7 +64,7 @@ export interface MobilityPeer {
 /** What mobility needs from the peer manager (declared here, implemented by PeerManager). */
 export interface PeerDirectory {
   establishedPeers(): MobilityPeer[];
-  byPath(pathId: bigint): MobilityPeer | null;
+  peerOfPath(pathId: bigint): MobilityPeer | null;
   /** Sends this peer's traffic to `endpoint` from now on (data plane too); `candidates` replace the known ones. */
   setEndpoint(pathId: bigint, endpoint: Endpoint, candidates?: Endpoint[]): void;
   /** Asks the NMS for a new route to the peer (a new path and handshake; virtual addresses unchanged). */
@@ -186,7 +186,7 @@ export class MobilityManager {
     if (this.announced.size >= MAX_GUARDS) this.announced.clear();
     this.announced.add(pathId);
     const t = setTimeout(() => {
-      const peer = this.c.peers.byPath(pathId);
+      const peer = this.c.peers.peerOfPath(pathId);
       if (!peer?.endpoint || this.closed) return;
       this.counters.inc('announce');
       void this.announce(peer, peer.endpoint, this.generation, false);
@@ -249,7 +249,7 @@ export class MobilityManager {
       this.counters.inc('refused.malformed');
       return true;
     }
-    const peer = this.c.peers.byPath(f.header.id);
+    const peer = this.c.peers.peerOfPath(f.header.id);
     if (!peer) {
       this.counters.inc('refused.unknown-path');
       return true;

@@ -155,7 +155,7 @@ const SIMULTANEOUS_MS = 2000;
 export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
-  private readonly pathIndex = new Map<bigint, { peer: Peer; path: Path }>();
+  private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
   private readonly replay = new HandshakeReplayCache();
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
@@ -334,7 +334,7 @@ export class PeerManager implements PeerDirectory {
       return false;
     }
     if (f.header.type !== MessageType.TunnelRequest && f.header.type !== MessageType.TunnelResponse) return false;
-    const entry = this.pathIndex.get(f.header.id);
+    const entry = this.byPath.get(f.header.id);
     if (!entry) {
       this.counters.inc('handshake.unknown-path');
       return true;
@@ -426,7 +426,7 @@ export class PeerManager implements PeerDirectory {
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
     const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false };
     peer.paths.set(rd.pathId, path);
-    this.pathIndex.set(rd.pathId, { peer, path });
+    this.byPath.set(rd.pathId, { peer, path });
     return path;
   }
 
@@ -592,13 +592,13 @@ export class PeerManager implements PeerDirectory {
     return out;
   }
 
-  byPath(pathId: bigint): MobilityPeer | null {
-    const e = this.pathIndex.get(pathId);
+  peerOfPath(pathId: bigint): MobilityPeer | null {
+    const e = this.byPath.get(pathId);
     return e ? this.mobilityView(e.peer, e.path) : null;
   }
 
   setEndpoint(pathId: bigint, endpoint: Endpoint, candidates?: Endpoint[]): void {
-    const e = this.pathIndex.get(pathId);
+    const e = this.byPath.get(pathId);
     if (!e) return;
     e.path.endpoint = endpoint;
     if (candidates) e.path.candidates = candidates;

@@ -88,7 +88,8 @@ export class NmsClient {
     const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
     const answer = new Promise<Buffer>((resolve, reject) => this.pending.set(txid, { expect, resolve, reject }));
     answer.catch(() => {}); // handled by the race below
-    const aborted = signal ? new Promise<null>((r) => (signal.aborted ? r(null) : signal.addEventListener('abort', () => r(null), { once: true }))) : null;
+    let onAbort: (() => void) | null = null;
+    const aborted = signal ? new Promise<null>((r) => (signal.aborted ? r(null) : signal.addEventListener('abort', (onAbort = () => r(null)), { once: true }))) : null;
     try {
       for (const wait of retransmitMs ?? this.retransmitMs) {
         if (signal?.aborted) throw new CyphonicError('ERR_ABORTED', 'stopped');
@@ -106,6 +107,7 @@ export class NmsClient {
       throw new CyphonicError('ERR_TIMEOUT', `no answer from the NMS at ${this.nms.address}:${this.nms.port}`);
     } finally {
       this.pending.delete(txid);
+      if (onAbort) signal?.removeEventListener('abort', onAbort); // the signal outlives this request
     }
   }
 

@@ -20,7 +20,7 @@ class FakeDirectory implements PeerDirectory {
   establishedPeers(): MobilityPeer[] {
     return [this.peer];
   }
-  byPath(pathId: bigint): MobilityPeer | null {
+  peerOfPath(pathId: bigint): MobilityPeer | null {
     return pathId === this.peer.pathId ? this.peer : null;
   }
   setEndpoint(_pathId: bigint, endpoint: Endpoint, candidates?: Endpoint[]): void {
