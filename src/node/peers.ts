@@ -265,7 +265,7 @@ export class PeerManager implements PeerDirectory {
         if (!ok && peer.active !== path) {
           // Forget the failed attempt (a late answer then counts as an unknown path).
           peer.paths.delete(path.id);
-          this.pathIndex.delete(path.id);
+          this.byPath.delete(path.id);
         }
       }
     } catch (err) {
