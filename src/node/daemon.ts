@@ -28,6 +28,7 @@ import { NmsClient } from './signaling.js';
 import { StateDir, type Identity, type Session } from './state.js';
 import { AddressWatcher, type LocalAddress } from '../net/route/watch.js';
 import { MobilityManager } from './mobility.js';
+import { followRegistration } from './nat-follow.js';
 
 export interface NodeInit {
   stateDir: string;
@@ -422,16 +423,11 @@ export class NodeDaemon {
         for (const w of this.regWaiters.splice(0)) w();
         failures = 0;
         backoff = BACKOFF_MIN_MS;
-        const moved = this.reg !== null && (this.reg.observed.address !== res.observed.address || this.reg.observed.port !== res.observed.port);
+        const prev = this.reg?.observed ?? null;
         this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
         this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
-        // A new public address or port (NAT rebinding, a move): our TRS bindings must follow. Telling direct peers
-        // our new endpoint is mobility's job (issue #6).
-        if (moved) this.relay?.rebindAll();
-        if (res.nat && res.probePort) {
-          // Let the NMS learn our NAT's mapping behaviour (punchable or not); failures only cost a relay later.
-          void this.client.probe(res.probePort).catch((err: unknown) => this.logger.debug('NAT mapping probe unanswered', { err: describeError(err) }));
-        }
+        // TRS bindings follow a new public endpoint; the NAT mapping probe (src/node/nat-follow.ts).
+        followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger });
         await this.keepaliveLoop(res.keepaliveSec, signal);
       } catch (err) {
         this.registered = false;
