@@ -6,6 +6,7 @@
 // NAT traversal as for a node: the NAT mapping probe after registering, TRS bindings from its own socket (rebound
 // when its public endpoint changes), path keepalives through the tunnel (a sealed 1-byte UDP packet to the peer's
 // discard port, built here since there is no TUN), and the newer path's session taking over on a path replacement.
+// Mobility of its peers: EndpointUpdates (0x32) are answered on its socket and new paths announce its endpoints.
 //
 //   LAN packet (src = its vip) ─► sendPacket ─► session of the peer owning dst ─► seal ─► UDP ─► peer
 //        (no session yet: PeerManager.miss → route selection → handshake → install → queued packets flushed)
@@ -26,6 +27,7 @@ import { HEADER_LEN } from '../protocol/constants.js';
 import { HEADER_OFFSETS } from '../protocol/header.js';
 import { decodeBody } from '../protocol/messages.js';
 import { enrollGeneral, login } from '../node/as-client.js';
+import { MobilityManager } from '../node/mobility.js';
 import { followRegistration, sameEndpoint } from '../node/nat-follow.js';
 import { PeerManager, type PeerStatus, type SessionSink } from '../node/peers.js';
 import { RelayBinder } from '../node/relay.js';
@@ -88,7 +90,7 @@ interface PathEntry {
 }
 
 /** The JS data plane of one general node: sessions by path and by peer slot, and the virtual-address routes. */
-class JsSessions implements SessionSink {
+export class JsSessions implements SessionSink {
   readonly counters = new Counters();
   private readonly paths = new Map<bigint, PathEntry>();
   private readonly slots = new Map<number, Slot>();
@@ -234,6 +236,7 @@ export class GeneralNodeAgent {
   private client: NmsClient | null = null;
   private peers: PeerManager | null = null;
   private relay: RelayBinder | null = null;
+  private mobility: MobilityManager | null = null;
   private nat: boolean | null = null;
   private readonly sessions: JsSessions;
   private local: LocalIdentity | null = null;
@@ -286,12 +289,22 @@ export class GeneralNodeAgent {
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
       ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
+      onEstablished: (pathId) => this.mobility?.established(pathId),
+    });
+    // A peer that moves tells us its new endpoint (EndpointUpdate); the adapter's own moves are not followed here.
+    this.mobility = new MobilityManager({
+      nodeId: () => this.session?.nodeId ?? 0,
+      peers: this.peers,
+      send: (m, to) => this.sendUdp(m, to),
+      localEndpoints: () => this.localEndpoints(),
+      logger: this.logger.child({ component: 'mobility' }),
     });
     this.loop = this.run();
   }
 
   async stop(): Promise<void> {
     this.abort.abort();
+    this.mobility?.close();
     this.client?.close();
     await this.loop?.catch(() => {});
     this.peers?.close();
@@ -321,7 +334,7 @@ export class GeneralNodeAgent {
       nat: this.nat,
       observed: this.observed ? formatEndpoint(this.observed) : null,
       peers: this.peers?.status() ?? [],
-      counters: { ...this.sessions.counters.toJSON(), ...prefixed('peers.', this.peers?.counters.toJSON()), ...prefixed('relay.', this.relay?.counters.toJSON()), ...prefixed('nms.', this.client?.counters.toJSON()) },
+      counters: { ...this.sessions.counters.toJSON(), ...prefixed('peers.', this.peers?.counters.toJSON()), ...prefixed('relay.', this.relay?.counters.toJSON()), ...prefixed('mobility.', this.mobility?.counters.toJSON()), ...prefixed('nms.', this.client?.counters.toJSON()) },
     };
   }
 
@@ -351,6 +364,7 @@ export class GeneralNodeAgent {
     }
     if (this.client?.handleDatagram(msg)) return;
     if (this.relay?.onDatagram(msg, from)) return;
+    if (this.mobility?.onDatagram(msg, from)) return;
     if (this.peers?.onDatagram(msg, from)) return;
     this.sessions.counters.inc('rx.stray');
   }

@@ -138,6 +138,11 @@ describe('adapter: general nodes behind adapters at two NAPT sites reach each ot
     assert.equal(p.x.relay, null);
     assert.equal(p.x.state, 'established');
     assert.ok(p.x.txBytes > 4 * 1024 * 1024 && p.y.rxBytes > 4 * 1024 * 1024, JSON.stringify(p));
+    // Mobility on the new path: each agent announced its endpoints (EndpointUpdate) and the other one acknowledged.
+    for (const x of [br.a, br.b]) {
+      const c = (await x.status()).generalNodes[0]!.counters;
+      assert.ok((c['mobility.update.accepted'] ?? 0) >= 1 && (c['mobility.update.acked'] ?? 0) >= 1, JSON.stringify(c));
+    }
   });
 
   test('EIM against a random-port NAPT: the same, relayed through the TRS from the agents\' own sockets', async () => {
