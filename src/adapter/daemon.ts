@@ -39,6 +39,8 @@ export interface AdapterInit {
   infoIntervalMs?: number;
   /** @default 200 */
   raMaxIntervalSec?: number;
+  /** Keepalive interval of idle paths through a NAT (ms), for the adapter's node and every general node. @default 20000 */
+  pathKeepaliveMs?: number;
 }
 
 export interface GeneralNodeView {
@@ -49,6 +51,9 @@ export interface GeneralNodeView {
   vip6: string | null;
   lease: { v4: LeaseView | null; v6: LeaseView | null };
   registered: boolean;
+  /** Behind a NAT as the NMS saw its own registration, and the public endpoint it saw (null until registered). */
+  nat: boolean | null;
+  observed: string | null;
   peers: GeneralNodeStatus['peers'];
   counters: Record<string, number>;
 }
@@ -85,7 +90,7 @@ export class AdapterDaemon {
   ) {
     this.state = new StateDir(init.stateDir);
     this.node = new NodeDaemon(
-      { stateDir: init.stateDir, ...(init.token ? { token: init.token } : {}), ...(init.cloud ? { cloud: init.cloud } : {}), port: init.port ?? 30000, ...(init.tunName ? { tunName: init.tunName } : {}) },
+      { stateDir: init.stateDir, ...(init.token ? { token: init.token } : {}), ...(init.cloud ? { cloud: init.cloud } : {}), port: init.port ?? 30000, ...(init.tunName ? { tunName: init.tunName } : {}), ...(init.pathKeepaliveMs ? { pathKeepaliveMs: init.pathKeepaliveMs } : {}) },
       logger.child({ component: 'node' }),
     );
   }
@@ -192,7 +197,7 @@ export class AdapterDaemon {
 
   private async startAgent(n: GeneralNode): Promise<void> {
     const agent = new GeneralNodeAgent(
-      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools },
+      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
       this.creds!,
       this.logger.child({ component: 'general', node: n.name }),
     );
@@ -217,6 +222,8 @@ export class AdapterDaemon {
         vip6: n.vip6 ?? null,
         lease: { v4: view(table!.lease(n.mac, 4)), v6: view(table!.lease(n.mac, 6)) },
         registered: st?.registered ?? false,
+        nat: st?.nat ?? null,
+        observed: st?.observed ?? null,
         peers: st?.peers ?? [],
         counters: st?.counters ?? {},
       };
@@ -287,7 +294,7 @@ export function offlineAdapterStatus(stateDir: string): AdapterStatus {
     lan: '', mac: '', lanCounters: {},
     generalNodes: snap.nodes.map((n) => ({
       name: n.name, mac: n.mac, fqdn: n.fqdn ?? null, vip4: n.vip4 ?? null, vip6: n.vip6 ?? null,
-      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, peers: [], counters: {},
+      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, nat: null, observed: null, peers: [], counters: {},
     })),
   };
 }

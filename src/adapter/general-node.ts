@@ -3,6 +3,10 @@
 // general node (GeneralEnrollRequest), then the agent logs in with that certificate, registers at the NMS from its
 // own UDP port and keeps the registration alive — so route selection, tunnel handshakes and relays treat it exactly
 // like any node. Its data path runs in JS on the adapter's main thread (DataSession per path).
+// NAT traversal as for a node: the NAT mapping probe after registering, TRS bindings from its own socket (rebound
+// when its public endpoint changes), path keepalives through the tunnel (a sealed 1-byte UDP packet to the peer's
+// discard port, built here since there is no TUN), and the newer path's session taking over on a path replacement.
+// Mobility of its peers: EndpointUpdates (0x32) are answered on its socket and new paths announce its endpoints.
 //
 //   LAN packet (src = its vip) ─► sendPacket ─► session of the peer owning dst ─► seal ─► UDP ─► peer
 //        (no session yet: PeerManager.miss → route selection → handshake → install → queued packets flushed)
@@ -23,13 +27,18 @@ import { HEADER_LEN } from '../protocol/constants.js';
 import { HEADER_OFFSETS } from '../protocol/header.js';
 import { decodeBody } from '../protocol/messages.js';
 import { enrollGeneral, login } from '../node/as-client.js';
+import { MobilityManager } from '../node/mobility.js';
+import { followRegistration, sameEndpoint } from '../node/nat-follow.js';
 import { PeerManager, type PeerStatus, type SessionSink } from '../node/peers.js';
+import { RelayBinder } from '../node/relay.js';
+import { buildUdp } from './lan/ip.js';
 import { NmsClient } from '../node/signaling.js';
 import { mapForDualStack, unmapV4 } from '../util/addr.js';
-import { Counters } from '../util/counters.js';
+import { Counters, prefixed } from '../util/counters.js';
 import { CyphonicError, RequestError, describeError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fsx.js';
 import type { Logger } from '../util/log.js';
+import { sleep } from '../util/sleep.js';
 
 /** The adapter's own credentials (mTLS to the AS) and where the AS is. */
 export interface AdapterCredentials {
@@ -47,6 +56,10 @@ export interface GeneralNodeInit {
   dir: string;
   /** The overlay pools: our own virtual addresses are never reported as endpoints. */
   pools: string[];
+  /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (peers.ts) */
+  pathKeepaliveMs?: number;
+  /** First wait before a relay that replaced a failed punch retries the punch (ms). @default PUNCH_RETRY_MS (peers.ts) */
+  punchRetryMs?: number;
 }
 
 /** Tunable: packets held per peer while its tunnel is being set up. */
@@ -55,12 +68,17 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 /** Tunable: re-login this long before the Common Key expires. */
 const RELOGIN_MARGIN_MS = 60_000;
+/** The path keepalive: one byte of UDP to the peer's discard port (its kernel answers with port unreachable). */
+const DISCARD_PORT = 9;
+const KEEPALIVE_SRC_PORT = 40009;
 
 interface Slot {
   vip4: string | null;
   vip6: string | null;
   endpoint: Endpoint;
   send: DataSession | null;
+  /** The session installed last for sending (what promote switches to). */
+  latest: DataSession | null;
   rxBytes: number;
   txBytes: number;
 }
@@ -73,14 +91,18 @@ interface PathEntry {
 }
 
 /** The JS data plane of one general node: sessions by path and by peer slot, and the virtual-address routes. */
-class JsSessions implements SessionSink {
+export class JsSessions implements SessionSink {
   readonly counters = new Counters();
   private readonly paths = new Map<bigint, PathEntry>();
   private readonly slots = new Map<number, Slot>();
   private readonly byVip = new Map<string, number>();
   private readonly queued = new Map<string, Buffer[]>();
 
-  constructor(private readonly out: (datagram: Buffer, to: Endpoint) => void) {}
+  constructor(
+    private readonly out: (datagram: Buffer, to: Endpoint) => void,
+    /** Our own virtual addresses (from the login): the source of path keepalives. */
+    private readonly ownVips: () => { vip4: string | null; vip6: string | null },
+  ) {}
 
   send(datagram: Buffer, to: Endpoint): void {
     this.out(datagram, to);
@@ -93,10 +115,11 @@ class JsSessions implements SessionSink {
     entry.sessions.unshift(fresh);
     entry.sessions.length = Math.min(entry.sessions.length, 3);
     this.paths.set(keys.pathId, entry);
-    const slot = this.slots.get(route.slot) ?? { vip4: route.vip4, vip6: route.vip6, endpoint: route.endpoint, send: null, rxBytes: 0, txBytes: 0 };
+    const slot = this.slots.get(route.slot) ?? { vip4: route.vip4, vip6: route.vip6, endpoint: route.endpoint, send: null, latest: null, rxBytes: 0, txBytes: 0 };
     this.slots.set(route.slot, slot);
     if (receiveOnly) return;
     slot.endpoint = route.endpoint;
+    slot.latest = fresh;
     if (!entry.awaiting) slot.send = fresh;
     for (const v of [route.vip4, route.vip6]) if (v) this.byVip.set(v, route.slot);
     // The initiator speaks first under a new session, so the responder can switch to it (see SessionSet).
@@ -107,6 +130,32 @@ class JsSessions implements SessionSink {
       this.queued.delete(v!);
       for (const p of q) this.sendPacket(v!, p);
     }
+  }
+
+  /** A new path replaced the old one: send on the session installed last for `slot` now. */
+  promote(slotId: number): void {
+    const slot = this.slots.get(slotId);
+    if (!slot?.latest) return;
+    slot.send = slot.latest;
+    for (const e of this.paths.values()) if (e.awaiting === slot.latest) e.awaiting = null;
+    this.counters.inc('promoted');
+  }
+
+  /** Mobility: the peer's capsules go to a new endpoint, same session. */
+  setEndpoint(slotId: number, endpoint: Endpoint): void {
+    const slot = this.slots.get(slotId);
+    if (slot) slot.endpoint = endpoint;
+  }
+
+  /** A path keepalive: a small UDP packet from our virtual address to the peer's discard port, sealed like any packet. */
+  keepalive(peer: { vip4: string; vip6: string }): void {
+    const own = this.ownVips();
+    const [src, dst] = own.vip4 && peer.vip4 ? [own.vip4, peer.vip4] : own.vip6 && peer.vip6 ? [own.vip6, peer.vip6] : [null, null];
+    if (!src || !dst) return;
+    const packet = buildUdp({ src, dst, srcPort: KEEPALIVE_SRC_PORT, dstPort: DISCARD_PORT, payload: Buffer.from([0]) });
+    // Only over an installed session: a keepalive never starts route selection or waits in a queue.
+    if (!this.byVip.has(dst)) return;
+    if (this.sendPacket(dst, packet)) this.counters.inc('tx.path-keepalive');
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
@@ -174,6 +223,8 @@ export interface GeneralNodeStatus {
   nodeId: number | null;
   fqdn: string | null;
   registered: boolean;
+  /** Behind a NAT, as the NMS saw it at the last registration (null before one). */
+  nat: boolean | null;
   observed: string | null;
   peers: PeerStatus[];
   counters: Record<string, number>;
@@ -185,10 +236,13 @@ export class GeneralNodeAgent {
   private sock: dgram.Socket | null = null;
   private client: NmsClient | null = null;
   private peers: PeerManager | null = null;
+  private relay: RelayBinder | null = null;
+  private mobility: MobilityManager | null = null;
+  private nat: boolean | null = null;
   private readonly sessions: JsSessions;
   private local: LocalIdentity | null = null;
   private anchors: TrustAnchors | null = null;
-  private session: { commonKey: Buffer; expiresAt: number; nms: Endpoint[]; nodeId: number; fqdn: string } | null = null;
+  private session: { commonKey: Buffer; expiresAt: number; nms: Endpoint[]; nodeId: number; fqdn: string; vip4: string | null; vip6: string | null } | null = null;
   private registered = false;
   private observed: Endpoint | null = null;
   private readonly abort = new AbortController();
@@ -200,7 +254,10 @@ export class GeneralNodeAgent {
     private readonly adapter: AdapterCredentials,
     private readonly logger: Logger,
   ) {
-    this.sessions = new JsSessions((m, to) => this.sendUdp(m, to));
+    this.sessions = new JsSessions(
+      (m, to) => this.sendUdp(m, to),
+      () => ({ vip4: this.session?.vip4 || null, vip6: this.session?.vip6 || null }),
+    );
   }
 
   private get keyPath(): string {
@@ -217,21 +274,42 @@ export class GeneralNodeAgent {
   async start(): Promise<void> {
     mkdirSync(this.init.dir, { recursive: true, mode: 0o700 });
     await this.openSocket();
+    // Binds from this agent's own socket, so the TRS records the endpoint its capsules come from.
+    this.relay = new RelayBinder({
+      nodeId: () => this.session?.nodeId ?? 0,
+      send: (m, to) => this.sendUdp(m, to),
+      logger: this.logger.child({ component: 'relay' }),
+    });
     this.peers = new PeerManager({
+      relay: this.relay,
+      behindNat: () => this.nat === true,
       local: () => this.localIdentity(),
       anchors: () => this.trustAnchors(),
       routes: () => this.client,
       sink: () => this.sessions,
       logger: this.logger.child({ component: 'peers' }),
+      ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
+      ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
+      onEstablished: (pathId) => this.mobility?.established(pathId),
+    });
+    // A peer that moves tells us its new endpoint (EndpointUpdate); the adapter's own moves are not followed here.
+    this.mobility = new MobilityManager({
+      nodeId: () => this.session?.nodeId ?? 0,
+      peers: this.peers,
+      send: (m, to) => this.sendUdp(m, to),
+      localEndpoints: () => this.localEndpoints(),
+      logger: this.logger.child({ component: 'mobility' }),
     });
     this.loop = this.run();
   }
 
   async stop(): Promise<void> {
     this.abort.abort();
+    this.mobility?.close();
     this.client?.close();
     await this.loop?.catch(() => {});
     this.peers?.close();
+    this.relay?.close();
     const s = this.sock;
     this.sock = null;
     if (s) await new Promise<void>((r) => s.close(() => r()));
@@ -254,9 +332,10 @@ export class GeneralNodeAgent {
       nodeId: this.session?.nodeId ?? null,
       fqdn: this.session?.fqdn ?? null,
       registered: this.registered,
+      nat: this.nat,
       observed: this.observed ? formatEndpoint(this.observed) : null,
       peers: this.peers?.status() ?? [],
-      counters: { ...this.sessions.counters.toJSON(), ...prefixed('peers.', this.peers?.counters.toJSON()), ...prefixed('nms.', this.client?.counters.toJSON()) },
+      counters: { ...this.sessions.counters.toJSON(), ...prefixed('peers.', this.peers?.counters.toJSON()), ...prefixed('relay.', this.relay?.counters.toJSON()), ...prefixed('mobility.', this.mobility?.counters.toJSON()), ...prefixed('nms.', this.client?.counters.toJSON()) },
     };
   }
 
@@ -285,6 +364,8 @@ export class GeneralNodeAgent {
       return;
     }
     if (this.client?.handleDatagram(msg)) return;
+    if (this.relay?.onDatagram(msg, from)) return;
+    if (this.mobility?.onDatagram(msg, from)) return;
     if (this.peers?.onDatagram(msg, from)) return;
     this.sessions.counters.inc('rx.stray');
   }
@@ -336,7 +417,7 @@ export class GeneralNodeAgent {
       chainPem: readFileSync(this.chainPath, 'utf8'),
       keyPem: readFileSync(this.keyPath, 'utf8'),
     });
-    this.session = { commonKey: res.commonKey, expiresAt: Number(res.commonKeyExpiresAt), nms: res.nmsEndpoints, nodeId: res.nodeId, fqdn: res.fqdn };
+    this.session = { commonKey: res.commonKey, expiresAt: Number(res.commonKeyExpiresAt), nms: res.nmsEndpoints, nodeId: res.nodeId, fqdn: res.fqdn, vip4: res.vip4 || null, vip6: res.vip6 || null };
     this.local = null;
     this.client?.rekey(res.nodeId, res.commonKey);
     this.logger.info('general node logged in', { node: res.name, vip4: res.vip4, vip6: res.vip6 });
@@ -394,7 +475,12 @@ export class GeneralNodeAgent {
         const res = await this.client.register(this.localEndpoints(), again);
         again = true;
         this.registered = true;
+        const prev = this.observed;
         this.observed = res.observed;
+        this.nat = res.nat;
+        // A new public endpoint with the adapter's addresses unchanged is the NAT rebinding us: peers on direct and
+        // punched paths are told from the new mapping (the relayed ones follow the TRS rebind).
+        if (followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger })) this.mobility?.natRebound();
         backoff = BACKOFF_MIN_MS;
         this.logger.info('general node registered', { node: this.init.name, vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed) });
         while (!signal.aborted) {
@@ -405,6 +491,8 @@ export class GeneralNodeAgent {
             throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
           }
           const ack = await this.client.keepalive();
+          // A NAT rebinding seen by a keepalive: the TRS bindings follow at once (the next registration would too).
+          if (this.observed && !sameEndpoint(this.observed, ack.observed)) this.relay?.rebindAll();
           this.observed = ack.observed;
         }
       } catch (err) {
@@ -422,21 +510,4 @@ export class GeneralNodeAgent {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
-function prefixed(prefix: string, rec: Record<string, number> | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(rec ?? {})) out[prefix + k] = v;
-  return out;
-}

@@ -37,7 +37,7 @@ import {
   type LanPacket,
   type ProxyContext,
 } from './lan/index.js';
-import { Counters } from '../util/counters.js';
+import { Counters, prefixed } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { LanDns, type OverlayLookup } from './lan-dns.js';
@@ -298,8 +298,3 @@ function ip6Text(b: Uint8Array): string {
   return parts.join(':');
 }
 
-function prefixed(prefix: string, rec: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(rec)) out[prefix + k] = v;
-  return out;
-}

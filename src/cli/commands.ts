@@ -290,6 +290,7 @@ export const commands: Command[] = [
       tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
       'info-interval': { type: 'string', help: 'seconds between fetches of the general-node list from the AS', default: '30' },
       'ra-interval': { type: 'string', help: 'MaxRtrAdvInterval of the periodic Router Advertisements, seconds (4..1800)', default: '200' },
+      'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive (adapter and general nodes)', default: '20' },
     },
     required: ['state', 'lan'],
     async run(o) {
@@ -299,10 +300,12 @@ export const commands: Command[] = [
       if (!(infoSec >= 1 && infoSec <= 3600)) throw new ConfigError(`--info-interval: ${String(o['info-interval'])} is not 1..3600 seconds`);
       const raSec = Number(o['ra-interval']);
       if (!(Number.isInteger(raSec) && raSec >= 4 && raSec <= 1800)) throw new ConfigError(`--ra-interval: ${String(o['ra-interval'])} is not 4..1800 seconds`);
+      const keepalive = Number(o['path-keepalive']);
+      if (!(keepalive >= 1 && keepalive <= 120)) throw new ConfigError(`--path-keepalive: ${String(o['path-keepalive'])} is not 1..120 seconds`);
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'adapter' });
-      const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec }, logger);
+      const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec, pathKeepaliveMs: keepalive * 1000 }, logger);
       await d.start();
       return untilSignal(() => d.stop());
     },

@@ -20,14 +20,17 @@ import { decodeToken, type EnrollmentToken } from '../config/token.js';
 import { Status } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { mapForDualStack, unmapV4 } from '../util/addr.js';
+import { prefixed } from '../util/counters.js';
 import { serveControl, type ControlServer } from '../util/control.js';
 import { ConfigError, CyphonicError, RequestError, describeError } from '../util/errors.js';
+import { sleep } from '../util/sleep.js';
 import type { Logger } from '../util/log.js';
 import { enroll, login } from './as-client.js';
 import { NmsClient } from './signaling.js';
 import { StateDir, type Identity, type Session } from './state.js';
 import { AddressWatcher, type LocalAddress } from '../net/route/watch.js';
 import { MobilityManager } from './mobility.js';
+import { followRegistration } from './nat-follow.js';
 
 export interface NodeInit {
   stateDir: string;
@@ -423,19 +426,13 @@ export class NodeDaemon {
         for (const w of this.regWaiters.splice(0)) w();
         failures = 0;
         backoff = BACKOFF_MIN_MS;
-        const moved = this.reg !== null && (this.reg.observed.address !== res.observed.address || this.reg.observed.port !== res.observed.port);
+        const prev = this.reg?.observed ?? null;
         this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
         this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
-        // A new public address or port (NAT rebinding, a move): our TRS bindings must follow. After a move of our own
-        // the peers are being told already; a NAT that rebound us behind our back needs them told now.
-        if (moved) {
-          this.relay?.rebindAll();
-          if (!localMove) this.mobility?.natRebound();
-        }
-        if (res.nat && res.probePort) {
-          // Let the NMS learn our NAT's mapping behaviour (punchable or not); failures only cost a relay later.
-          void this.client.probe(res.probePort).catch((err: unknown) => this.logger.debug('NAT mapping probe unanswered', { err: describeError(err) }));
-        }
+        // TRS bindings follow a new public endpoint; the NAT mapping probe (src/node/nat-follow.ts). After a move of our
+        // own the peers are being told already; a NAT that rebound us behind our back needs them told now.
+        const moved = followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger });
+        if (moved && !localMove) this.mobility?.natRebound();
         await this.keepaliveLoop(res.keepaliveSec, signal);
       } catch (err) {
         this.registered = false;
@@ -526,25 +523,7 @@ export class NodeDaemon {
   }
 }
 
-/** Waits `ms`, or less when any of `signals` aborts; its listeners are removed either way (the signals live long). */
-function sleep(ms: number, ...signals: AbortSignal[]): Promise<void> {
-  return new Promise((resolve) => {
-    if (signals.some((s) => s.aborted)) return resolve();
-    const t = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(t);
-      for (const s of signals) s.removeEventListener('abort', done);
-      resolve();
-    }
-    for (const s of signals) s.addEventListener('abort', done, { once: true });
-  });
-}
 
-function prefixed(prefix: string, rec: Record<string, number> | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(rec ?? {})) out[prefix + k] = v;
-  return out;
-}
 
 /** The datagram port without a data plane (`tun: false`): one node:dgram socket, dual-stack when possible. */
 class DgramPort implements DatagramPort {

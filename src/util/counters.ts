@@ -23,3 +23,10 @@ export class Counters {
     return Object.fromEntries([...this.map].sort(([a], [b]) => a.localeCompare(b)));
   }
 }
+
+/** `rec`'s counters with `prefix` before each name (merging several components' counters into one status). */
+export function prefixed(prefix: string, rec: Record<string, number> | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(rec ?? {})) out[prefix + k] = v;
+  return out;
+}

@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { controlGet } from '../../src/util/control.js';
-import type { NodeRow } from '../../src/cloud/cloud.js';
+import type { NodeRow, RelayRow } from '../../src/cloud/cloud.js';
 import type { NodeStatus } from '../../src/node/daemon.js';
 import type { Host } from './netns/index.js';
 
@@ -102,6 +102,16 @@ export class CloudProc extends DaemonProc {
 
   async enroll(name: string): Promise<string> {
     return (await cyphonic(this.host, ['cloud', 'enroll', name, '--dir', this.dir])).trim();
+  }
+
+  /** A TRS on this cloud host (its own process, log DIR/../trs-PORT.log); resolves once `cloud relays` lists it live. */
+  async startTrs(port: number): Promise<ChildProcess> {
+    const child = this.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', this.dir, '--roles', 'trs', '--trs-port', String(port)], { logFile: join(this.dir, '..', `trs-${port}.log`) });
+    await waitFor(`TRS :${port} live`, async () => {
+      const out = await this.host.run(process.execPath, [CLI, 'cloud', 'relays', '--dir', this.dir, '--json']);
+      return (JSON.parse(out) as RelayRow[]).some((r) => r.live && r.endpoints.some((e) => e.endsWith(`:${port}`)));
+    }, 20_000);
+    return child;
   }
 
   async nodes(): Promise<NodeRow[]> {
