@@ -30,7 +30,7 @@ const PUNCH_RETRY_MAX_MS = 600_000;
 /** Tunable: relayed paths are watched this often for a dead TRS (we send, nothing comes back). */
 const RELAY_WATCH_MS = 500;
 /** Tunable: sending without receiving anything for this long on a relayed path makes us check the TRS. */
-const RELAY_SILENT_MS = 1500;
+const RELAY_SILENT_MS = 1000;
 /** Tunable: an idle path through a NAT gets a keepalive this often (Linux drops unreplied UDP state after 30 s,
  *  replied after 120 s; home routers often sooner). */
 export const PATH_KEEPALIVE_MS = 20_000;

@@ -99,12 +99,12 @@ export class RelayBinder {
   }
 
   /** True when the TRS still answers a bind for `pathId` within `deadlineMs` (a few tries). */
-  async check(pathId: bigint, deadlineMs = 1200): Promise<boolean> {
+  async check(pathId: bigint, deadlineMs = 900): Promise<boolean> {
     const p = this.paths.get(pathId);
     if (!p) return false;
     const deadline = this.now() + deadlineMs;
     while (this.now() < deadline) {
-      if (await this.once(p, Math.min(400, Math.max(1, deadline - this.now())))) return true;
+      if (await this.once(p, Math.min(300, Math.max(1, deadline - this.now())))) return true;
     }
     this.counters.inc('check.failed');
     return false;

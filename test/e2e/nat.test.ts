@@ -327,10 +327,11 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       router.run('nft', ['-f', '-'], { input: `flush chain ip cyphonic_nat postrouting\n${masq.map((m) => `add rule ip cyphonic_nat postrouting oifname "wan0" ${m}\n`).join('')}` });
     try {
       // New mappings now come from another port range, and idle ones die in 1 s: e1's next packets leave from a new
-      // public port, as if its NAT had rebooted.
+      // public port, as if its NAT had rebooted. An entry takes the short timeout only when a packet refreshes it, so
+      // the window spans more than one NMS keepalive interval (5 s behind NAT).
       await rule('meta l4proto udp masquerade to :50000-50999', 'masquerade');
       await sysctl(1);
-      await new Promise((r) => setTimeout(r, 4000));
+      await new Promise((r) => setTimeout(r, 7000));
       await sysctl(saved);
       const t0 = Date.now();
       await waitFor('g4 reaches e1 again', async () => (await node('g4').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'e1.cyphonic.internal'])).code === 0, 20_000, 50);

@@ -6,7 +6,7 @@ export const MAX_PEER_SLOTS = 1024;
 /** Per-slot values. */
 export const SLOT = { rxBytes: 0, txBytes: 1, rxPackets: 2, txPackets: 3 } as const;
 const SLOT_WIDTH = 4;
-/** Global counters after the slots (inside worker writes miss/udpSend*, outside worker writes the rest). */
+/** Global counters after the slots (the send path writes miss/udpSend*, the receive path the rest; one worker). */
 export const GLOBAL = {
   miss: 0,
   udpSendErrors: 1,
