@@ -25,14 +25,13 @@ import { MessageType, Status } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { HEADER_LEN } from '../protocol/constants.js';
 import { HEADER_OFFSETS } from '../protocol/header.js';
-import { decodeBody } from '../protocol/messages.js';
 import { enrollGeneral, login } from '../node/as-client.js';
 import { MobilityManager } from '../node/mobility.js';
 import { followRegistration, sameEndpoint } from '../node/nat-follow.js';
 import { PeerManager, type PeerStatus, type SessionSink } from '../node/peers.js';
 import { RelayBinder } from '../node/relay.js';
 import { buildUdp } from './lan/ip.js';
-import { NmsClient } from '../node/signaling.js';
+import { deliverRouteDirections, NmsClient } from '../node/signaling.js';
 import { mapForDualStack, unmapV4 } from '../util/addr.js';
 import { Counters, prefixed } from '../util/counters.js';
 import { CyphonicError, RequestError, describeError } from '../util/errors.js';
@@ -462,14 +461,7 @@ export class GeneralNodeAgent {
         const nms = this.pickNms();
         if (!this.client) {
           this.client = new NmsClient({ nodeId: s.nodeId, commonKey: s.commonKey, nms }, { send: (m, to) => this.sendUdp(m, to) });
-          this.client.onPush = (type, body) => {
-            if (type !== MessageType.RouteDirectionResponder) return;
-            try {
-              void this.peers?.onRouteDirection(decodeBody(MessageType.RouteDirectionResponder, body));
-            } catch (err) {
-              this.logger.warn('bad Route Direction from the NMS', { err: describeError(err) });
-            }
-          };
+          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger);
         }
         this.client.nms = nms;
         const res = await this.client.register(this.localEndpoints(), again);

@@ -11,8 +11,6 @@ import { createCsr, generateEphemeral, generateKeyPair, sharedSecret, sign as si
 import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
 import { createResolver, readSystemUpstreams, type Resolver } from '../net/dns/resolver.js';
 import { contains } from '../net/addr/cidr.js';
-import { MessageType } from '../protocol/constants.js';
-import { decodeBody } from '../protocol/messages.js';
 import { DataPlane, type DatagramPort, type OffloadState } from './dataplane/dataplane.js';
 import { PeerManager, type PeerStatus } from './peers.js';
 import { RelayBinder } from './relay.js';
@@ -26,7 +24,7 @@ import { ConfigError, CyphonicError, RequestError, describeError } from '../util
 import { sleep } from '../util/sleep.js';
 import type { Logger } from '../util/log.js';
 import { enroll, login } from './as-client.js';
-import { NmsClient } from './signaling.js';
+import { deliverRouteDirections, NmsClient } from './signaling.js';
 import { StateDir, type Identity, type Session } from './state.js';
 import { AddressWatcher, type LocalAddress } from '../net/route/watch.js';
 import { MobilityManager } from './mobility.js';
@@ -407,14 +405,7 @@ export class NodeDaemon {
         const nms = this.pickNms(session);
         if (!this.client) {
           this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms }, { send: (m, to) => this.port?.send(m, to) });
-          this.client.onPush = (type, body) => {
-            if (type !== MessageType.RouteDirectionResponder) return;
-            try {
-              void this.peers?.onRouteDirection(decodeBody(MessageType.RouteDirectionResponder, body));
-            } catch (err) {
-              this.logger.warn('bad Route Direction from the NMS', { err: describeError(err) });
-            }
-          };
+          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger);
         }
         this.client.nms = nms;
         // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.

@@ -9,7 +9,8 @@ import type { Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
 import { decodeBody, encodeBody, type BodyMap, type KeepaliveAck, type RegistrationResponse, type RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
-import { CyphonicError, requestErrorFromNack } from '../util/errors.js';
+import { CyphonicError, describeError, requestErrorFromNack } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
 
 /** Tunable: waits between retransmissions of one request (ms); the request fails after the last. */
 export const RETRANSMIT_MS = [500, 1000, 2000, 4000] as const;
@@ -176,4 +177,19 @@ export class NmsClient {
     for (const p of this.pending.values()) p.reject(new CyphonicError('ERR_ABORTED', 'stopped'));
     this.pending.clear();
   }
+}
+
+/**
+ * Hands the Route Directions the NMS pushes (we are the responder) to `onRoute`; a push that does not decode is
+ * logged and dropped. Shared by the node daemon and the adapter's general-node agents.
+ */
+export function deliverRouteDirections(client: NmsClient, onRoute: (rd: RouteDirection) => void, logger: Logger): void {
+  client.onPush = (type, body) => {
+    if (type !== MessageType.RouteDirectionResponder) return;
+    try {
+      onRoute(decodeBody(MessageType.RouteDirectionResponder, body));
+    } catch (err) {
+      logger.warn('bad Route Direction from the NMS', { err: describeError(err) });
+    }
+  };
 }

@@ -14,22 +14,16 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { CLI, CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { CLI, CloudProc, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 
-function useOverlayDns(host: Host, dns: string): () => void {
-  const dir = join('/etc/netns', host.ns);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'resolv.conf'), `nameserver ${dns}\noptions timeout:2 attempts:2\n`);
-  return () => rmSync(dir, { recursive: true, force: true });
-}
 
 type PathName = 'direct' | 'punched' | 'relayed';
 

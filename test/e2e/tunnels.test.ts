@@ -9,22 +9,15 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { CloudProc, cyphonic, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { CloudProc, cyphonic, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 
-/** Points the namespace's resolver at the node's overlay DNS (ip netns exec bind-mounts /etc/netns/NS/). */
-function useOverlayDns(host: Host, dns: string): () => void {
-  const dir = join('/etc/netns', host.ns);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'resolv.conf'), `nameserver ${dns}\noptions timeout:2 attempts:2\n`);
-  return () => rmSync(dir, { recursive: true, force: true });
-}
 
 describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)', { skip, timeout: 400_000 }, () => {
   let tb: Testbed;

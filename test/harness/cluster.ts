@@ -1,7 +1,7 @@
 // Drives real cyphonic processes inside testbed namespaces: a cloud on the global segment, nodes anywhere.
 // Shared by the e2e suites, the demo and the benchmarks; every wait is bounded in time.
 
-import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -164,4 +164,12 @@ export class NodeProc extends DaemonProc {
 export async function exitCode(child: ChildProcess, timeoutMs = 30_000): Promise<number> {
   await Promise.race([exited(child), new Promise((_, rej) => setTimeout(() => rej(new Error('process did not exit')), timeoutMs))]);
   return child.exitCode ?? -1;
+}
+
+/** Points the namespace's resolver at a node's overlay DNS (ip netns exec bind-mounts /etc/netns/NS/); returns the undo. */
+export function useOverlayDns(host: Host, dns: string): () => void {
+  const dir = join('/etc/netns', host.ns);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'resolv.conf'), `nameserver ${dns}\noptions timeout:2 attempts:2\n`);
+  return () => rmSync(dir, { recursive: true, force: true });
 }
