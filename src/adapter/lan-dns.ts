@@ -127,6 +127,7 @@ export class LanDns {
   }
 }
 
+/** One query to one upstream from a fresh ephemeral port; its first datagram back, or null on error or timeout. */
 function askUpstream(up: HostPort, wire: Buffer, timeoutMs: number): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const sock = dgram.createSocket(isIPv4(up.address) ? 'udp4' : 'udp6');
@@ -142,7 +143,8 @@ function askUpstream(up: HostPort, wire: Buffer, timeoutMs: number): Promise<Buf
     const t = setTimeout(() => done(null), timeoutMs);
     sock.on('error', () => done(null));
     sock.on('message', (m) => done(m));
-    sock.send(wire, up.port, up.address, (err) => err && done(null));
+    // Connected: the kernel delivers only datagrams from this upstream, so nobody else can race in an answer.
+    sock.connect(up.port, up.address, () => sock.send(wire, (err) => err && done(null)));
   });
 }
 
