@@ -1,13 +1,20 @@
 // Ping RTT through the data plane against plain veth, interleaved in rounds on one testbed (the machine is shared
-// and noisy: alternating the two and taking medians keeps the comparison fair). Also the CPU the two node daemons
-// burn per ping, so a latency trick that spins shows its price.
+// and noisy: alternating them and taking medians keeps the comparison fair). Also the CPU the two node daemons
+// burn per ping, so a latency trick that spins shows its price. With --floor, a third column: the same ping
+// through bench/floor/relay.c, a bare C TUN ⇄ UDP relay with AES-256-GCM — what any user-space tunnel pays on
+// this machine (built here with gcc against Node's OpenSSL headers and the system libcrypto).
 //
-//   round i:  ping a -> b (veth)  ─►  ping a -> b's virtual IP (cyphonic)   … R rounds, medians of medians
+//   round i:  ping a -> b (veth)  ─►  [ping through the C relay]  ─►  ping a -> b's virtual IP (cyphonic)
+//   … R rounds, medians of medians
 //
-// usage: node dist/bench/rtt.js [--rounds N (5)] [--count N (100)] [--interval S (0.01)] [--no-offload]
+// usage: node dist/bench/rtt.js [--rounds N (5)] [--count N (100)] [--interval S (0.01)] [--no-offload] [--floor]
 // needs root (network namespaces).
 
-import { Testbed } from '../test/harness/netns/index.js';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Testbed, type Host } from '../test/harness/netns/index.js';
 import { workDir } from '../test/harness/cluster.js';
 import { cpuDelta, cpuSnapshot, median, pingMedian } from './lib/measure.js';
 import { setupOverlay, type Overlay } from './lib/cyphonic.js';
@@ -17,10 +24,40 @@ interface Options {
   count: number;
   interval: string;
   nodeArgs: string[];
+  floor: boolean;
+}
+
+/** Floor relay addresses (a private /30 on the relays' TUNs) and port. */
+const FLOOR = { a: '10.254.0.1', b: '10.254.0.2', port: '40000', tun: 'flr0' } as const;
+
+/** Builds bench/floor/relay.c into `dir`; throws with the compiler's message when it cannot. */
+function buildFloorRelay(dir: string): string {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const src = join(root, 'bench', 'floor', 'relay.c');
+  const out = join(dir, 'floor-relay');
+  const include = join(dirname(dirname(process.execPath)), 'include', 'node');
+  execFileSync('gcc', ['-O2', '-I', include, '-o', out, src, '-l:libcrypto.so.3'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return out;
+}
+
+/** Starts the floor relay in a and b (bounded: it exits by itself after `seconds`) and addresses its TUNs. */
+async function startFloor(bin: string, a: Host, b: Host, seconds: number): Promise<void> {
+  const key = randomBytes(32).toString('hex');
+  a.spawn(bin, [FLOOR.tun, b.addr4!, FLOOR.port, key, String(seconds)], { stdio: 'ignore' });
+  b.spawn(bin, [FLOOR.tun, a.addr4!, FLOOR.port, key, String(seconds)], { stdio: 'ignore' });
+  for (const [h, addr] of [[a, FLOOR.a], [b, FLOOR.b]] as const) {
+    for (let i = 0; ; i++) {
+      const r = await h.exec('ip', ['link', 'set', FLOOR.tun, 'up']);
+      if (r.code === 0) break;
+      if (i > 50) throw new Error(`floor relay did not create ${FLOOR.tun} in ${h.name}`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    await h.run('ip', ['addr', 'add', `${addr}/30`, 'dev', FLOOR.tun]);
+  }
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { rounds: 5, count: 100, interval: '0.01', nodeArgs: [] };
+  const o: Options = { rounds: 5, count: 100, interval: '0.01', nodeArgs: [], floor: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const int = (min: number, max: number): number => {
@@ -35,7 +72,8 @@ function parseArgs(argv: string[]): Options {
       if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < 0.002) throw new Error('--interval: seconds between pings, >= 0.002');
       o.interval = v;
     } else if (a === '--no-offload') o.nodeArgs.push('--no-offload');
-    else throw new Error(`unknown argument ${a}\nusage: node dist/bench/rtt.js [--rounds N] [--count N] [--interval S] [--no-offload]`);
+    else if (a === '--floor') o.floor = true;
+    else throw new Error(`unknown argument ${a}\nusage: node dist/bench/rtt.js [--rounds N] [--count N] [--interval S] [--no-offload] [--floor]`);
   }
   return o;
 }
@@ -54,26 +92,34 @@ async function main(): Promise<void> {
     ov = await setupOverlay(cloud, [a, b], work.dir, o.nodeArgs);
     const vipB = ov.nodes.get('b')!.vip4;
     const roots = ov.pids(['a', 'b']);
+    if (o.floor) {
+      const cellSeconds = (o.count + 3) * Number(o.interval) + 2;
+      await startFloor(buildFloorRelay(work.dir), a, b, Math.ceil(o.rounds * 3 * cellSeconds + 30));
+    }
     const veth: number[] = [];
+    const floor: number[] = [];
     const cyp: number[] = [];
-    const cpuUs: number[] = [];
     let cpuTotal = 0;
     process.stdout.write(`ping a -> b, ${o.count} pings every ${o.interval} s per cell, ${o.rounds} rounds${o.nodeArgs.length ? ` (node ${o.nodeArgs.join(' ')})` : ''}\n`);
-    process.stdout.write('round  veth ms  cyphonic ms  added us  node CPU us/ping\n');
+    process.stdout.write(`round  veth ms${o.floor ? '  C relay ms' : ''}  cyphonic ms  added us  node CPU us/ping\n`);
     for (let r = 0; r < o.rounds; r++) {
       const v = await pingMedian(a, b.addr4!, o.count, o.interval);
+      const f = o.floor ? await pingMedian(a, FLOOR.b, o.count, o.interval) : null;
       const before = cpuSnapshot(roots);
       const c = await pingMedian(a, vipB, o.count, o.interval);
       const secs = cpuDelta(before, cpuSnapshot(roots));
       cpuTotal += secs;
       const cpu = (secs * 1e6) / (o.count + 3); // pingMedian sends 3 warm-up pings; clock ticks are 10 ms
       veth.push(v.median);
+      if (f) floor.push(f.median);
       cyp.push(c.median);
-      cpuUs.push(cpu);
-      process.stdout.write(`${String(r + 1).padStart(5)}  ${v.median.toFixed(3).padStart(7)}  ${c.median.toFixed(3).padStart(11)}  ${((c.median - v.median) * 1000).toFixed(0).padStart(8)}  ${cpu.toFixed(0).padStart(16)}\n`);
+      const fcol = f ? `  ${f.median.toFixed(3).padStart(10)}` : '';
+      process.stdout.write(`${String(r + 1).padStart(5)}  ${v.median.toFixed(3).padStart(7)}${fcol}  ${c.median.toFixed(3).padStart(11)}  ${((c.median - v.median) * 1000).toFixed(0).padStart(8)}  ${cpu.toFixed(0).padStart(16)}\n`);
     }
     const added = cyp.map((c, i) => (c - veth[i]!) * 1000);
-    process.stdout.write(`median: veth ${median(veth).toFixed(3)} ms, cyphonic ${median(cyp).toFixed(3)} ms, added ${median(added).toFixed(0)} us, node CPU ${((cpuTotal * 1e6) / (o.rounds * (o.count + 3))).toFixed(0)} us per ping over all rounds (both daemons, incl. idle wake-ups)\n`);
+    const floorAdded = floor.map((f, i) => (f - veth[i]!) * 1000);
+    const floorText = o.floor ? `, C relay ${median(floor).toFixed(3)} ms (adds ${median(floorAdded).toFixed(0)} us)` : '';
+    process.stdout.write(`median: veth ${median(veth).toFixed(3)} ms${floorText}, cyphonic ${median(cyp).toFixed(3)} ms, added ${median(added).toFixed(0)} us, node CPU ${((cpuTotal * 1e6) / (o.rounds * (o.count + 3))).toFixed(0)} us per ping over all rounds (both daemons, incl. idle wake-ups)\n`);
   } finally {
     await ov?.stop();
     await tb.cleanup();

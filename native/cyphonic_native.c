@@ -30,87 +30,14 @@
 #include <node_api.h>
 #include <openssl/evp.h>
 
+#include "batch_io.h"
+#include "dataplane.h"
+#include "napi_util.h"
 #include "offload.h"
-
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 #define KEY_LEN 32
 #define NONCE_LEN 12
 #define TAG_LEN 16
-#define MAX_SAFE 9007199254740991LL  // Number.MAX_SAFE_INTEGER
-
-/* ---------- small helpers: every one returns 0 after throwing a JS exception, 1 on success ---------- */
-
-// Throws an Error whose code is the errno name (EPERM...) and that carries `errno` and `syscall`.
-static void throw_errno(napi_env env, const char *syscall, int err) {
-  char msg[160];
-  const char *name = strerrorname_np(err);
-  snprintf(msg, sizeof msg, "%s: %s", syscall, strerror(err));
-  napi_value code, text, error, num, sys;
-  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_create_int32(env, -err, &num);
-  napi_set_named_property(env, error, "errno", num);
-  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sys);
-  napi_set_named_property(env, error, "syscall", sys);
-  napi_throw(env, error);
-}
-
-// Bad arguments are programming errors: TypeError/RangeError with code ERR_NATIVE_ARG.
-static int arg_error(napi_env env, int range, const char *msg) {
-  if (range) napi_throw_range_error(env, "ERR_NATIVE_ARG", msg);
-  else napi_throw_type_error(env, "ERR_NATIVE_ARG", msg);
-  return 0;
-}
-
-// Fetches exactly `want` arguments (missing ones become undefined and fail their type checks).
-static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
-  return 1;
-}
-
-// A Uint8Array (Buffer or subarray): pointer to its first byte and its byte length.
-static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len, const char *what) {
-  napi_typedarray_type type;
-  void *ptr = NULL;
-  // napi_get_typedarray_info itself fails (napi_invalid_arg) on anything that is not a typed array.
-  if (napi_get_typedarray_info(env, v, &type, len, &ptr, NULL, NULL) != napi_ok || type != napi_uint8_array) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", what);
-    return arg_error(env, 0, msg);
-  }
-  *data = ptr;
-  return 1;
-}
-
-// An integral number in [lo, hi] (doubles are checked, so 1.5, NaN and 2^53 are all rejected).
-static int get_int(napi_env env, napi_value v, int64_t lo, int64_t hi, int64_t *out, const char *what) {
-  double d;
-  char msg[96];
-  if (napi_get_value_double(env, v, &d) != napi_ok) {
-    snprintf(msg, sizeof msg, "%s must be a number", what);
-    return arg_error(env, 0, msg);
-  }
-  if (!(d >= (double)lo && d <= (double)hi) || d != (double)(int64_t)d) {
-    snprintf(msg, sizeof msg, "%s out of range", what);
-    return arg_error(env, 1, msg);
-  }
-  *out = (int64_t)d;
-  return 1;
-}
-
-static napi_value num(napi_env env, double d) {
-  napi_value v;
-  napi_create_double(env, d, &v);
-  return v;
-}
 
 /* ---------- TUN ---------- */
 
@@ -521,59 +448,6 @@ static napi_value aead_open(napi_env env, napi_callback_info info) {
 
 /* ---------- UDP helpers shared by the single and batched calls ---------- */
 
-// A Uint32Array argument: pointer to its elements and their count.
-static int get_u32s(napi_env env, napi_value v, uint32_t **data, size_t *len, const char *what) {
-  bool is_ta = false;
-  napi_typedarray_type t;
-  void *ptr = NULL;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
-      napi_get_typedarray_info(env, v, &t, len, &ptr, NULL, NULL) != napi_ok || t != napi_uint32_array) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a Uint32Array", what);
-    return arg_error(env, 0, msg);
-  }
-  *data = ptr;
-  return 1;
-}
-
-// Destination from raw bytes: 16 bytes -> AF_INET6 (dual-stack sockets get IPv4 as ::ffff:a.b.c.d), 4 -> AF_INET.
-static socklen_t fill_sockaddr(struct sockaddr_storage *ss, const uint8_t *addr, size_t alen, int64_t port) {
-  memset(ss, 0, sizeof *ss);
-  if (alen == 16) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons((uint16_t)port);
-    memcpy(&a->sin6_addr, addr, 16);
-    return sizeof *a;
-  }
-  struct sockaddr_in *a = (struct sockaddr_in *)ss;
-  a->sin_family = AF_INET;
-  a->sin_port = htons((uint16_t)port);
-  memcpy(&a->sin_addr, addr, 4);
-  return sizeof *a;
-}
-
-// Source of a received datagram into 20 bytes: [0]=4|6, [2..3]=port (BE), [4..]=address; IPv4-mapped -> 4.
-static void write_meta(uint8_t *meta, const struct sockaddr_storage *ss) {
-  memset(meta, 0, 20);
-  if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-    memcpy(&meta[2], &a->sin6_port, 2);
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-      meta[0] = 4;
-      memcpy(&meta[4], &a->sin6_addr.s6_addr[12], 4);
-    } else {
-      meta[0] = 6;
-      memcpy(&meta[4], &a->sin6_addr, 16);
-    }
-  } else {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-    meta[0] = 4;
-    memcpy(&meta[2], &a->sin_port, 2);
-    memcpy(&meta[4], &a->sin_addr, 4);
-  }
-}
-
 /* ---------- UDP: the node's one socket, shared by the main thread (signaling) and both data-plane workers ---------- */
 
 // udpOpen(port, ipv6: boolean) -> fd. ipv6: a dual-stack [::] socket (IPV6_V6ONLY off); else 0.0.0.0.
@@ -752,7 +626,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return num(env, w < 0 ? -(double)errno : (double)w);
 }
 
-// eventfdCreate() -> fd: a wake-up channel for a worker blocked in tunRead/tunReadMany/udpRecvMany (wakeFd).
+// eventfdCreate() -> fd: a wake-up channel for a thread blocked in tunRead/udpRecvMany (wakeFd) or in the engine's dpTurn.
 static napi_value eventfd_create(napi_env env, napi_callback_info info) {
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (fd < 0) {
@@ -773,6 +647,21 @@ static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// packetPair() -> [fd, fd]: two connected AF_UNIX datagram sockets. Each write is one read at the other end, as
+// with a TUN fd, so tests drive the data-plane engine through one end without creating a device.
+static napi_value packet_pair(napi_env env, napi_callback_info info) {
+  (void)info;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    throw_errno(env, "socketpair", errno);
+    return NULL;
+  }
+  napi_value arr;
+  napi_create_array_with_length(env, 2, &arr);
+  for (uint32_t i = 0; i < 2; i++) napi_set_element(env, arr, i, num(env, sv[i]));
+  return arr;
+}
+
 // fdClose(fd): closes a descriptor this addon opened.
 static napi_value fd_close(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -783,8 +672,6 @@ static napi_value fd_close(napi_env env, napi_callback_info info) {
 }
 
 /* ---------- batched I/O for the data-plane workers: one syscall per batch where the kernel allows it ---------- */
-
-#define MAX_BATCH 64
 
 // setNonblocking(fd): O_NONBLOCK, so batch reads can drain a queue without a poll() per packet.
 static napi_value set_nonblocking(napi_env env, napi_callback_info info) {
@@ -809,88 +696,6 @@ static int batch_layout(napi_env env, size_t buflen, int64_t slot, size_t nlen, 
   return 1;
 }
 
-// tunReadMany(fd, buf, slotSize, lengths: Uint32Array, timeoutMs, wakeFd?) -> count. fd must be non-blocking.
-// Reads packets until the queue is empty or the slots are full; waits (poll, up to timeoutMs, or until wakeFd)
-// only when nothing was queued. Oversized (truncated) packets are skipped.
-static napi_value tun_read_many(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  uint8_t *buf;
-  uint32_t *lengths;
-  size_t len, nlen, n;
-  int64_t fd, slot, timeout, wakefd;
-  if (!get_args(env, info, 6, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
-      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536 + 256, &slot, "slotSize") ||
-      !get_u32s(env, argv[3], &lengths, &nlen, "lengths") || !get_int(env, argv[4], -1, INT_MAX, &timeout, "timeoutMs") ||
-      !get_wakefd(env, argv[5], &wakefd) || !batch_layout(env, len, slot, nlen, &n))
-    return NULL;
-  size_t got = 0;
-  for (int pass = 0; pass < 2 && got == 0; pass++) {
-    if (pass == 1) {
-      if (timeout == 0) break;  // a non-blocking look: no poll() when the queue was empty
-      int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
-      if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
-    }
-    while (got < n) {
-      errno = 0;
-      ssize_t r = read_one(env, (int)fd, buf + got * (size_t)slot, (size_t)slot - 1);
-      if (r < 0) return NULL;
-      if (r == 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        continue;  // truncated packet dropped, or EINTR: try the next one
-      }
-      lengths[got++] = (uint32_t)r;
-    }
-  }
-  return num(env, (double)got);
-}
-
-// waitAny(tunFd, udpFd, wakeFd, timeoutMs, spinUs) -> bit set: 1 = tunFd readable, 2 = udpFd readable, 4 = wakeFd
-// was signalled (and is drained); 0 on timeout. The data-plane worker's one blocking point: it sleeps on both of
-// its queues and its control eventfd at once. With spinUs > 0 it first looks (poll, timeout 0) repeatedly for up
-// to spinUs microseconds before it blocks: a bounded spin that catches a reply arriving just after a send without
-// a sleep and a wake-up. POLLERR/POLLHUP count as readable: the read that follows reports the error.
-static napi_value wait_any(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  int64_t a, b, w, timeout, spin;
-  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &a, "tunFd") ||
-      !get_int(env, argv[1], 0, INT_MAX, &b, "udpFd") || !get_int(env, argv[2], 0, INT_MAX, &w, "wakeFd") ||
-      !get_int(env, argv[3], -1, INT_MAX, &timeout, "timeoutMs") || !get_int(env, argv[4], 0, 1000000, &spin, "spinUs"))
-    return NULL;
-  struct pollfd p[3] = {{.fd = (int)a, .events = POLLIN}, {.fd = (int)b, .events = POLLIN}, {.fd = (int)w, .events = POLLIN}};
-  int rc = 0;
-  if (spin > 0) {
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-      rc = poll(p, 3, 0);
-      if (rc != 0) break;
-      clock_gettime(CLOCK_MONOTONIC, &t);
-      int64_t us = (int64_t)(t.tv_sec - t0.tv_sec) * 1000000 + (t.tv_nsec - t0.tv_nsec) / 1000;
-      if (us >= spin) break;
-    }
-  }
-  if (rc == 0) rc = poll(p, 3, (int)timeout);
-  if (rc == 0 || (rc < 0 && errno == EINTR)) return num(env, 0);
-  if (rc < 0) {
-    throw_errno(env, "poll", errno);
-    return NULL;
-  }
-  int bits = 0;
-  if (p[0].revents) bits |= 1;
-  if (p[1].revents) bits |= 2;
-  if (p[2].revents & POLLIN) {
-    uint64_t v;
-    ssize_t r = read((int)w, &v, sizeof v);
-    (void)r;
-    bits |= 4;
-  }
-  if (p[2].revents & POLLNVAL) {
-    throw_errno(env, "poll", EBADF);
-    return NULL;
-  }
-  return num(env, bits);
-}
-
 // udpSetGro(fd) -> whether the kernel accepted UDP_GRO: coalesced datagrams then arrive as one buffer (see
 // udpRecvMany), and a UDP GSO packet from a local sender crosses veth/bridges unsegmented.
 static napi_value udp_set_gro(napi_env env, napi_callback_info info) {
@@ -902,9 +707,6 @@ static napi_value udp_set_gro(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// Most datagrams one GRO buffer can hold (the kernel's UDP_GRO_CNT_MAX).
-#define GRO_MAX_SEGS 64
-
 // udpRecvMany(fd, buf, slotSize, offsets: Uint32Array, lengths: Uint32Array, metas: Uint8Array(20*n), timeoutMs,
 // wakeFd?, gro?) -> datagram count. One recvmmsg into slots of slotSize bytes, without blocking; waits (poll) only
 // when nothing is queued. A GRO buffer (UDP_GRO cmsg) is split into its datagrams: datagram i is at
@@ -914,7 +716,7 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
   napi_value argv[9];
   uint8_t *buf, *metas;
   uint32_t *offsets, *lengths;
-  size_t len, no, nl, mlen, n;
+  size_t len, no, nl, mlen, n = 0;
   int64_t fd, slot, timeout, wakefd;
   if (!get_args(env, info, 9, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize") ||
@@ -932,71 +734,14 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
     arg_error(env, 1, "udpRecvMany: offsets/lengths/metas too short");
     return NULL;
   }
-  struct mmsghdr msgs[MAX_BATCH];
-  struct iovec iov[MAX_BATCH];
-  struct sockaddr_storage addrs[MAX_BATCH];
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } ctl[MAX_BATCH];
-  memset(msgs, 0, sizeof(struct mmsghdr) * n);
-  for (size_t i = 0; i < n; i++) {
-    iov[i].iov_base = buf + i * (size_t)slot;
-    iov[i].iov_len = (size_t)slot;
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-  }
-  int got = -1;
-  for (int pass = 0; pass < 2; pass++) {
-    for (size_t i = 0; i < n; i++) {
-      msgs[i].msg_hdr.msg_name = &addrs[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-      msgs[i].msg_hdr.msg_control = ctl[i].buf;
-      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
-    }
-    got = recvmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT, NULL);
-    if (got >= 0 || pass == 1 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+  for (int pass = 0;; pass++) {
+    int got = udp_recv_batch((int)fd, buf, (size_t)slot, n, offsets, lengths, metas, cap);
+    if (got != 0 || pass == 1) return num(env, got < 0 ? -1 : got);
     if (timeout == 0) return num(env, 0);  // a non-blocking look: no poll() when nothing was queued
     int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);
     if (ready <= 0) return ready == 0 ? num(env, 0) : NULL;
   }
-  if (got < 0) return num(env, (errno == EAGAIN || errno == EINTR) ? 0 : -1);
-  size_t out = 0;
-  for (int i = 0; i < got && out < cap; i++) {
-    struct msghdr *h = &msgs[i].msg_hdr;
-    size_t total = msgs[i].msg_len, seg = total;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
-      if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-        int g;
-        memcpy(&g, CMSG_DATA(c), sizeof g);
-        if (g > 0) seg = (size_t)g;
-      }
-    }
-    size_t base = (size_t)i * (size_t)slot;
-    if ((h->msg_flags & MSG_TRUNC) || total == 0) {
-      offsets[out] = (uint32_t)base;
-      lengths[out] = 0;
-      write_meta(metas + out * 20, &addrs[i]);
-      out++;
-      continue;
-    }
-    for (size_t at = 0; at < total && out < cap; at += seg) {
-      offsets[out] = (uint32_t)(base + at);
-      lengths[out] = (uint32_t)(total - at < seg ? total - at : seg);
-      write_meta(metas + out * 20, &addrs[i]);
-      out++;
-    }
-  }
-  return num(env, (double)out);
 }
-
-// Datagrams per udpSendMany call, per GSO send, and bytes per GSO send (UDP length field, with margin).
-#define MAX_SEND 256
-#define GSO_MAX_SEGS 64
-#define GSO_MAX_BYTES 65000
-
-// Set once a GSO send failed in a way that means the kernel or device cannot do it; later calls use plain sendmmsg.
-static volatile int udp_gso_broken = 0;
 
 // udpSendMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, addr (4|16 bytes), port, gso?) -> sent
 // count (or -errno). One sendmmsg for up to 256 datagrams to one destination. With gso, each run of equal-sized
@@ -1030,59 +775,7 @@ static napi_value udp_send_many(napi_env env, napi_callback_info info) {
   }
   struct sockaddr_storage ss;
   socklen_t sl = fill_sockaddr(&ss, addr, alen, port);
-  struct mmsghdr msgs[MAX_SEND];
-  size_t members[MAX_SEND];  // datagrams in each message
-  union {
-    char buf[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-  } ctl[MAX_SEND];
-  int use_gso = gso && !udp_gso_broken;
-  int sent = 0;  // datagrams
-  while (sent < count) {
-    size_t nm = 0;
-    memset(msgs, 0, sizeof msgs[0] * (size_t)(count - sent));
-    for (int64_t i = sent; i < count;) {
-      size_t seg = lens[i], tot = 0;
-      int64_t j = i;
-      if (use_gso && seg > 0) {
-        while (j < count && j - i < GSO_MAX_SEGS && lens[j] <= seg && tot + lens[j] <= GSO_MAX_BYTES) {
-          tot += lens[j++];
-          if (lens[j - 1] < seg) break;
-        }
-      }
-      if (j == i) j = i + 1;
-      struct msghdr *h = &msgs[nm].msg_hdr;
-      h->msg_name = &ss;
-      h->msg_namelen = sl;
-      h->msg_iov = &iov[i];
-      h->msg_iovlen = (size_t)(j - i);
-      if (j - i > 1) {
-        h->msg_control = ctl[nm].buf;
-        h->msg_controllen = sizeof ctl[nm].buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(h);
-        c->cmsg_level = IPPROTO_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t s16 = (uint16_t)seg;
-        memcpy(CMSG_DATA(c), &s16, sizeof s16);
-      }
-      members[nm++] = (size_t)(j - i);
-      i = j;
-    }
-    int r = sendmmsg((int)fd, msgs, (unsigned)nm, 0);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (use_gso && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
-        udp_gso_broken = 1;  // retry this batch, and all later ones, one datagram per message
-        use_gso = 0;
-        continue;
-      }
-      return num(env, sent > 0 ? sent : -(double)errno);
-    }
-    for (int k = 0; k < r; k++) sent += (int)members[k];
-    if (r == 0) break;
-  }
-  return num(env, sent);
+  return num(env, udp_send_batch((int)fd, iov, (int)count, &ss, sl, gso));
 }
 
 // vnetSegment(buf, offset, length, out, outSlot, outLengths: Uint32Array) -> count of plain IP packets written to
@@ -1120,7 +813,7 @@ static napi_value tun_write_many(napi_env env, napi_callback_info info) {
   bool vnet = false;
   if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_u32s(env, argv[2], &offs, &no, "offsets") ||
-      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, 4096, &count, "count") ||
+      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, MAX_TUN_WRITE, &count, "count") ||
       napi_get_value_bool(env, argv[5], &vnet) != napi_ok || !get_bytes(env, argv[6], &scratch, &slen, "scratch"))
     return NULL;
   if ((size_t)count > no || (size_t)count > nl) {
@@ -1128,7 +821,7 @@ static napi_value tun_write_many(napi_env env, napi_callback_info info) {
     return NULL;
   }
   size_t head = vnet ? VNET_HDR_LEN : 0;
-  uint8_t *ptrs[4096];
+  uint8_t *ptrs[MAX_TUN_WRITE];
   for (int64_t i = 0; i < count; i++) {
     if ((size_t)offs[i] < head || (size_t)offs[i] > len || (size_t)lens[i] > len - (size_t)offs[i]) {
       arg_error(env, 1, "tunWriteMany: a packet (with its header room) lies outside buf");
@@ -1136,26 +829,7 @@ static napi_value tun_write_many(napi_env env, napi_callback_info info) {
     }
     ptrs[i] = buf + offs[i];
   }
-  size_t written = 0;
-  for (size_t i = 0; i < (size_t)count;) {
-    size_t used = 1, wlen;
-    const uint8_t *w;
-    size_t merged = vnet ? vnet_coalesce(ptrs, lens, (size_t)count, i, scratch, slen, &used) : 0;
-    if (merged > 0) {
-      w = scratch;
-      wlen = merged;
-    } else {
-      memset(ptrs[i] - head, 0, head);
-      w = ptrs[i] - head;
-      wlen = lens[i] + head;
-    }
-    ssize_t r;
-    do r = write((int)fd, w, wlen);
-    while (r < 0 && errno == EINTR);
-    if (r >= 0) written += used;
-    i += used;
-  }
-  return num(env, (double)written);
+  return num(env, (double)tun_write_batch((int)fd, ptrs, lens, (size_t)count, vnet, scratch, slen));
 }
 
 NAPI_MODULE_INIT() {
@@ -1168,10 +842,10 @@ NAPI_MODULE_INIT() {
       {"aeadSeal", aead_seal},     {"aeadOpen", aead_open},
       {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port},
       {"udpSend", udp_send},       {"fdClose", fd_close},       {"eventfdCreate", eventfd_create},
-      {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"tunReadMany", tun_read_many},
+      {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, 
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
-      {"waitAny", wait_any},               {"packetOpen", packet_open},         {"packetRead", packet_read},
+                     {"packetOpen", packet_open}, {"packetPair", packet_pair},         {"packetRead", packet_read},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
@@ -1179,5 +853,5 @@ NAPI_MODULE_INIT() {
         napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
       return NULL;
   }
-  return exports;
+  return dataplane_register(env, exports) ? exports : NULL;
 }

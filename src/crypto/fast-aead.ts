@@ -34,12 +34,10 @@ export interface NativeAddon {
   /** Sends buf[offset..offset+length) to addr (4 or 16 bytes):port; returns bytes sent or -errno. */
   udpSend(fd: number, buf: Uint8Array, offset: number, length: number, addr: Uint8Array, port: number): number;
   fdClose(fd: number): void;
-  /** A wake-up eventfd for a worker blocked in tunRead/tunReadMany/udpRecvMany (their optional last argument). */
+  /** A wake-up eventfd for a worker blocked in tunRead/udpRecvMany or in the engine's dpTurn (their optional last argument). */
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
   setNonblocking(fd: number): void;
-  /** Batch read from a non-blocking TUN fd: packet i at buf[i*slotSize], length in lengths[i]; waits only when empty. */
-  tunReadMany(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number, wakeFd?: number): number;
   /** recvmmsg into slots of slotSize: datagram i at buf[offsets[i]], lengths[i] bytes (0 = truncated); its source
    *  in metas[i*20..]: [0]=family 4|6, [2..3]=port (BE), [4..] address (IPv4-mapped sources reported as IPv4).
    *  UDP GRO buffers are split into their datagrams; with `gro`, at most offsets.length/64 buffers per call.
@@ -64,10 +62,68 @@ export interface NativeAddon {
   vnetSegment(buf: Uint8Array, offset: number, length: number, out: Uint8Array, outSlot: number, outLengths: Uint32Array): number;
   /** Writes packets to the TUN; with vnet, merges runs of one TCP flow into GSO writes (10 bytes headroom before each). */
   tunWriteMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: boolean, scratch: Uint8Array): number;
-  /** Sleeps until tunFd (bit 1) or udpFd (bit 2) is readable or wakeFd is signalled (bit 4, drained); 0 on
-   *  timeout. With spinUs > 0, first polls without sleeping for up to that many microseconds. tunReadMany and
-   *  udpRecvMany with timeoutMs 0 are the matching non-blocking looks (no poll when empty). */
-  waitAny(tunFd: number, udpFd: number, wakeFd: number, timeoutMs: number, spinUs: number): number;
+  /** The data-plane engine (native/dataplane.c): per-packet work in C, driven by the data-plane worker. */
+  dpCreate(opts: DataPlaneEngineInit): NativeEngineHandle;
+  /** A session for `slot` (pathId: 8 bytes BE); vip4/vip6 raw (or null) are routed to the slot. See dataplane.c. */
+  dpInstall(
+    h: NativeEngineHandle,
+    slot: number,
+    pathId: Uint8Array,
+    sendKey: Uint8Array,
+    recvKey: Uint8Array,
+    initiator: boolean,
+    receiveOnly: boolean,
+    vip4: Uint8Array | null,
+    vip6: Uint8Array | null,
+    addr: Uint8Array,
+    port: number,
+  ): void;
+  dpPromote(h: NativeEngineHandle, slot: number): void;
+  dpEndpoint(h: NativeEngineHandle, slot: number, addr: Uint8Array, port: number): void;
+  /** Seals and sends one packet on the slot's session; false when it has none (or the send failed). */
+  dpSend(h: NativeEngineHandle, slot: number, packet: Uint8Array): boolean;
+  /** Turns (wait, receive step, send step) until events, a wake-up, a quiet timeoutMs or 64 busy turns. Returns the
+   *  bits the waits saw (1 TUN, 2 UDP, 4 wake) | 8 if packets moved | event count << 4. See native/dataplane.c. */
+  dpTurn(h: NativeEngineHandle, timeoutMs: number, events: Uint8Array): number;
+  dpDestroy(h: NativeEngineHandle): void;
+  /** Two connected AF_UNIX datagram sockets (a TUN stand-in for tests: one write = one read). */
+  packetPair(): [number, number];
+}
+
+/** Opaque handle to a native data-plane engine. */
+export type NativeEngineHandle = { readonly __brand: 'cyphonic-dp-engine' };
+
+/** dpCreate's options: the fds, offload switches, the shared counters and where each lives, and which frame types go up. */
+export interface DataPlaneEngineInit {
+  tunFd: number;
+  udpFd: number;
+  wakeFd: number;
+  mtu: number;
+  vnet: boolean;
+  gso: boolean;
+  gro: boolean;
+  maxSlots: number;
+  stats: Float64Array;
+  statIndex: Record<
+    | 'slotWidth'
+    | 'rxBytes'
+    | 'txBytes'
+    | 'rxPackets'
+    | 'txPackets'
+    | 'miss'
+    | 'udpSendErrors'
+    | 'badTag'
+    | 'replayed'
+    | 'tooOld'
+    | 'malformed'
+    | 'tunWriteErrors'
+    | 'keepaliveCapsules'
+    | 'unknownPath'
+    | 'tsoDropped',
+    number
+  >;
+  /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */
+  toMain: Uint8Array;
 }
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');

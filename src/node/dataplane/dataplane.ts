@@ -13,7 +13,7 @@ import { formatIp, parseIp } from '../../protocol/ip.js';
 import { CyphonicError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { createStats, StatsView } from './stats.js';
-import { SPIN_US, type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
+import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
 export const DEFAULT_MTU = 1400;
@@ -35,8 +35,6 @@ export interface DataPlaneInit {
    * @default true
    */
   offload?: boolean;
-  /** Bounded spin of the worker after activity, µs (latency for CPU; see worker.ts). @default SPIN_US */
-  spinUs?: number;
 }
 
 /** Which offloads the running data plane uses. */
@@ -94,7 +92,6 @@ export class DataPlane implements DatagramPort {
     sab: SharedArrayBuffer,
     private readonly dualStack: boolean,
     readonly offload: OffloadState,
-    spinUs: number | undefined,
   ) {
     this.stats = new StatsView(sab);
     this.localPort = native.udpLocalPort(udpFd);
@@ -109,7 +106,6 @@ export class DataPlane implements DatagramPort {
       vnet: tun.vnetHdr,
       gso: offload.gso,
       gro: offload.gro,
-      spinUs: spinUs ?? SPIN_US,
     };
     this.worker = new Worker(file, { workerData: init, name: 'cyphonic-dataplane' });
     this.worker.on('message', (m: FromWorker) => this.fromWorker(m));
@@ -143,7 +139,7 @@ export class DataPlane implements DatagramPort {
       }
     }
     const state: OffloadState = { tso: tun.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
-    return new DataPlane(native, tun, fd, logger, createStats(), dualStack, state, init.spinUs);
+    return new DataPlane(native, tun, fd, logger, createStats(), dualStack, state);
   }
 
   get tunName(): string {

@@ -1,5 +1,8 @@
-// Counters shared between the data-plane workers and the main thread without messages:
-// one Float64Array over a SharedArrayBuffer, per-peer slots then global drop counters. Each index has one writer.
+// Counters shared between the data-plane worker and the main thread without messages: one Float64Array over a
+// SharedArrayBuffer, per-peer slots then global drop counters. The native engine adds to them in place
+// (engineStatIndex says where); the main thread only reads.
+
+import type { DataPlaneEngineInit } from '../../crypto/fast-aead.js';
 
 /** Tunable: peers one node can hold tunnels to at once (slots in the shared table). */
 export const MAX_PEER_SLOTS = 1024;
@@ -23,6 +26,28 @@ export const GLOBAL = {
   tsoDropped: 11,
 } as const;
 const GLOBAL_COUNT = 12;
+
+/** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
+export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
+  const g = (f: number): number => MAX_PEER_SLOTS * SLOT_WIDTH + f;
+  return {
+    slotWidth: SLOT_WIDTH,
+    rxBytes: SLOT.rxBytes,
+    txBytes: SLOT.txBytes,
+    rxPackets: SLOT.rxPackets,
+    txPackets: SLOT.txPackets,
+    miss: g(GLOBAL.miss),
+    udpSendErrors: g(GLOBAL.udpSendErrors),
+    badTag: g(GLOBAL.badTag),
+    replayed: g(GLOBAL.replayed),
+    tooOld: g(GLOBAL.tooOld),
+    malformed: g(GLOBAL.malformed),
+    tunWriteErrors: g(GLOBAL.tunWriteErrors),
+    keepaliveCapsules: g(GLOBAL.keepaliveCapsules),
+    unknownPath: g(GLOBAL.unknownPath),
+    tsoDropped: g(GLOBAL.tsoDropped),
+  };
+}
 
 export function createStats(): SharedArrayBuffer {
   return new SharedArrayBuffer((MAX_PEER_SLOTS * SLOT_WIDTH + GLOBAL_COUNT) * 8);

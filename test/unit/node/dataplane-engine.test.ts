@@ -1,0 +1,339 @@
+// The native data-plane engine (native/dataplane.c) without a TUN device: one end of an AF_UNIX datagram pair
+// stands in for the TUN (one write = one packet), a loopback UDP socket plays the peer, and the TypeScript
+// DataSession is the peer's crypto. So every capsule the engine seals is opened by the TypeScript code and vice
+// versa (one wire format), and each drop reason is checked against the shared counters. No root needed.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { DataSession } from '../../../src/crypto/data-session.js';
+import { loadNativeAddon, type NativeAddon, type NativeEngineHandle } from '../../../src/crypto/fast-aead.js';
+import { MessageType } from '../../../src/protocol/constants.js';
+import { createStats, engineStatIndex, GLOBAL, StatsView } from '../../../src/node/dataplane/stats.js';
+
+const native = loadNativeAddon();
+const skip = native ? false : 'native addon not built';
+const LOOPBACK = Buffer.from([127, 0, 0, 1]);
+
+/** An engine wired to a fake TUN and a loopback peer socket, with helpers to drive and observe it. */
+class Rig {
+  readonly n: NativeAddon;
+  readonly engine: NativeEngineHandle;
+  readonly stats: StatsView;
+  readonly tunEngine: number;
+  readonly tunTest: number;
+  readonly udp: number;
+  readonly peer: number;
+  readonly wake: number;
+  readonly events = Buffer.alloc(1 << 16);
+  private readonly rbuf = Buffer.alloc(64 * 4096);
+  private readonly roffs = new Uint32Array(64);
+  private readonly rlens = new Uint32Array(64);
+  private readonly metas = new Uint8Array(64 * 20);
+
+  constructor(toMain: number[] = [MessageType.TunnelRequest]) {
+    this.n = native!;
+    [this.tunEngine, this.tunTest] = this.n.packetPair();
+    this.n.setNonblocking(this.tunEngine);
+    this.udp = this.n.udpOpen(0, false);
+    this.peer = this.n.udpOpen(0, false);
+    this.wake = this.n.eventfdCreate();
+    this.stats = new StatsView(createStats());
+    const tm = new Uint8Array(256);
+    for (const t of toMain) tm[t] = 1;
+    this.engine = this.n.dpCreate({
+      tunFd: this.tunEngine,
+      udpFd: this.udp,
+      wakeFd: this.wake,
+      mtu: 1400,
+      vnet: false,
+      gso: false,
+      gro: false,
+      maxSlots: 1024,
+      stats: this.stats.a,
+      statIndex: engineStatIndex(),
+      toMain: tm,
+    });
+  }
+
+  get enginePort(): number {
+    return this.n.udpLocalPort(this.udp);
+  }
+  get peerPort(): number {
+    return this.n.udpLocalPort(this.peer);
+  }
+  global(k: keyof typeof GLOBAL): number {
+    return this.stats.globals()[k];
+  }
+
+  install(slot: number, s: { pathId: bigint; send: Buffer; recv: Buffer; initiator: boolean }, opts: { receiveOnly?: boolean; vip4?: number[]; vip6?: Buffer; port?: number } = {}): void {
+    const id = Buffer.alloc(8);
+    id.writeBigUInt64BE(s.pathId);
+    this.n.dpInstall(this.engine, slot, id, s.send, s.recv, s.initiator, opts.receiveOnly ?? false, opts.vip4 ? Buffer.from(opts.vip4) : null, opts.vip6 ?? null, LOOPBACK, opts.port ?? this.peerPort);
+  }
+
+  /** Calls dpTurn until it reports something (bounded; each call returns 20 ms after the last activity). */
+  turn(): { bits: number; moved: boolean; events: number } {
+    let r = 0;
+    for (let i = 0; i < 20 && (r & 7) === 0; i++) r = this.n.dpTurn(this.engine, 20, this.events);
+    return { bits: r & 7, moved: (r & 8) !== 0, events: Math.floor(r / 16) };
+  }
+
+  /** A plain packet into the engine's TUN side. */
+  toTun(pkt: Buffer): void {
+    this.n.tunWrite(this.tunTest, pkt, 0, pkt.length);
+  }
+  /** What the engine wrote to its TUN (null after `ms` without a packet). */
+  fromTun(ms = 200): Buffer | null {
+    const buf = Buffer.alloc(2048);
+    const len = this.n.tunRead(this.tunTest, buf, ms);
+    return len > 0 ? buf.subarray(0, len) : null;
+  }
+  /** A datagram from the peer socket to the engine. */
+  toEngine(frame: Buffer): void {
+    assert.equal(this.n.udpSend(this.peer, frame, 0, frame.length, LOOPBACK, this.enginePort), frame.length);
+  }
+  /** Datagrams the engine sent to the peer socket. */
+  atPeer(ms = 200): Buffer[] {
+    const k = this.n.udpRecvMany(this.peer, this.rbuf, 4096, this.roffs, this.rlens, this.metas, ms, undefined, false);
+    const out: Buffer[] = [];
+    for (let i = 0; i < k; i++) out.push(Buffer.from(this.rbuf.subarray(this.roffs[i]!, this.roffs[i]! + this.rlens[i]!)));
+    return out;
+  }
+
+  close(): void {
+    this.n.dpDestroy(this.engine);
+    for (const fd of [this.tunEngine, this.tunTest, this.udp, this.peer, this.wake]) this.n.fdClose(fd);
+  }
+}
+
+/** A session pair: `engine` keys for dpInstall and the peer's DataSession with the keys swapped. */
+function sessions(pathId: bigint, engineInitiator = true): { engine: { pathId: bigint; send: Buffer; recv: Buffer; initiator: boolean }; peer: DataSession } {
+  const a = randomBytes(32);
+  const b = randomBytes(32);
+  const base = { pathId, peerNodeId: 1, peerCertDer: Buffer.alloc(1), establishedAt: Date.now() };
+  return {
+    engine: { pathId, send: a, recv: b, initiator: engineInitiator },
+    peer: new DataSession({ ...base, initiator: !engineInitiator, send: b, recv: a }),
+  };
+}
+
+function ipv4(dst: number[], bytes = 60, fill = 7): Buffer {
+  const p = Buffer.alloc(bytes, fill);
+  p[0] = 0x45;
+  Buffer.from(dst).copy(p, 16);
+  return p;
+}
+
+function open(s: DataSession, frame: Buffer): Buffer {
+  const r = s.tryOpen(frame);
+  assert.ok(Buffer.isBuffer(r), `peer could not open the capsule: ${String(r)}`);
+  return r;
+}
+
+test('engine capsules open in DataSession and DataSession capsules come out of the TUN', { skip }, () => {
+  const rig = new Rig();
+  try {
+    const { engine, peer } = sessions(0x0102030405060708n);
+    rig.install(3, engine, { vip4: [10, 99, 0, 2] });
+    const [announce] = rig.atPeer();
+    assert.ok(announce, 'a first session is announced with an empty capsule');
+    assert.equal(open(peer, announce).length, 0);
+
+    const pkt = ipv4([10, 99, 0, 2], 300);
+    rig.toTun(pkt);
+    assert.equal(rig.turn().bits & 1, 1);
+    const [capsule] = rig.atPeer();
+    assert.ok(capsule);
+    assert.equal(capsule.length, pkt.length + 44);
+    assert.equal(capsule.readBigUInt64BE(8), 1n, 'counter 1 after the announcement');
+    assert.deepEqual(open(peer, capsule), pkt);
+
+    const back = ipv4([10, 99, 0, 1], 1400, 9);
+    rig.toEngine(peer.seal(back));
+    const t = rig.turn();
+    assert.equal(t.bits & 2, 2);
+    assert.ok(t.moved);
+    assert.deepEqual(rig.fromTun(), back);
+
+    const slot = rig.stats.peer(3);
+    assert.deepEqual(slot, { rxBytes: back.length, txBytes: pkt.length, rxPackets: 1, txPackets: 2 });
+  } finally {
+    rig.close();
+  }
+});
+
+test('replays, old counters, forgeries, unknown paths and garbage are dropped and counted; good capsules still pass', { skip }, () => {
+  const rig = new Rig();
+  try {
+    const { engine, peer } = sessions(77n);
+    rig.install(0, engine, { vip4: [10, 99, 0, 2] });
+    rig.atPeer();
+    const first = peer.seal(ipv4([10, 99, 0, 1], 80, 1));
+    rig.toEngine(first);
+    rig.turn();
+    assert.ok(rig.fromTun());
+
+    rig.toEngine(first); // replay
+    rig.turn();
+    assert.equal(rig.global('replayed'), 1);
+
+    const forged = peer.seal(ipv4([10, 99, 0, 1], 80, 2));
+    forged[40] = forged[40]! ^ 1;
+    rig.toEngine(forged);
+    rig.turn();
+    assert.equal(rig.global('badTag'), 1);
+
+    const stranger = sessions(78n).peer.seal(ipv4([10, 99, 0, 1]));
+    rig.toEngine(stranger);
+    rig.turn();
+    assert.equal(rig.global('unknownPath'), 1);
+
+    const badLength = peer.seal(ipv4([10, 99, 0, 1]));
+    badLength.writeUInt16BE(badLength.readUInt16BE(24) + 1, 24);
+    rig.toEngine(badLength);
+    rig.turn();
+    rig.toEngine(Buffer.from([1, 0x99, ...randomBytes(60)])); // version 1, a type nobody handles here
+    rig.turn();
+    rig.toEngine(randomBytes(5));
+    rig.turn();
+    assert.equal(rig.global('malformed'), 3);
+
+    rig.toEngine(peer.seal(Buffer.alloc(0))); // keepalive
+    rig.turn();
+    assert.equal(rig.global('keepaliveCapsules'), 1);
+    assert.equal(rig.fromTun(50), null, 'nothing above reached the TUN');
+
+    // Too old: a capsule held back while 4100 newer ones went ahead of it (the window keeps 4064 counters).
+    const old = peer.seal(ipv4([10, 99, 0, 1], 80, 3));
+    for (let i = 0; i < 4100; i++) peer.seal(Buffer.alloc(0));
+    const newest = ipv4([10, 99, 0, 1], 80, 4);
+    rig.toEngine(peer.seal(newest));
+    rig.turn();
+    assert.deepEqual(rig.fromTun(), newest);
+    rig.toEngine(old);
+    rig.turn();
+    assert.equal(rig.global('tooOld'), 1);
+    assert.equal(rig.fromTun(50), null);
+    assert.equal(rig.stats.peer(0).rxPackets, 2);
+  } finally {
+    rig.close();
+  }
+});
+
+test('packets without a session and frames for the main thread come out as events', { skip }, () => {
+  const rig = new Rig([MessageType.TunnelRequest]);
+  try {
+    const v6 = Buffer.alloc(80);
+    v6[0] = 0x60;
+    const dst = Buffer.from('fd000000000000000000000000000005', 'hex');
+    dst.copy(v6, 24);
+    rig.toTun(v6);
+    let t = rig.turn();
+    assert.equal(t.events, 1);
+    assert.equal(rig.events[0], 1, 'kind 1: no session');
+    assert.equal(rig.events.readUInt16BE(2), v6.length);
+    assert.equal(rig.events[4], 6);
+    assert.deepEqual(rig.events.subarray(8, 24), dst);
+    assert.deepEqual(rig.events.subarray(24, 24 + v6.length), v6);
+    assert.equal(rig.global('miss'), 1);
+
+    const frame = Buffer.alloc(40, 5);
+    frame[0] = 1;
+    frame[1] = MessageType.TunnelRequest;
+    rig.toEngine(frame);
+    t = rig.turn();
+    assert.equal(t.events, 1);
+    assert.equal(rig.events[0], 2, 'kind 2: for the main thread');
+    assert.equal(rig.events[4], 4);
+    assert.equal(rig.events.readUInt16BE(6), rig.peerPort);
+    assert.deepEqual(rig.events.subarray(8, 12), LOOPBACK);
+    assert.deepEqual(rig.events.subarray(24, 24 + frame.length), frame);
+
+    frame[1] = MessageType.TunnelResponse; // not in this engine's toMain
+    rig.toEngine(frame);
+    t = rig.turn();
+    assert.equal(t.events, 0);
+    assert.equal(rig.global('malformed'), 1);
+  } finally {
+    rig.close();
+  }
+});
+
+test("a responder's rekey of the same path is sent on only once the initiator uses it", { skip }, () => {
+  const rig = new Rig();
+  try {
+    const path = 9n;
+    const one = sessions(path, false);
+    rig.install(1, one.engine, { vip4: [10, 99, 0, 2] });
+    assert.equal(open(one.peer, rig.atPeer()[0]!).length, 0, 'first session: announced at once');
+
+    const two = sessions(path, false);
+    rig.install(1, two.engine, { vip4: [10, 99, 0, 2] });
+    assert.deepEqual(rig.atPeer(50), [], 'a rekey is not announced by the responder');
+    const p1 = ipv4([10, 99, 0, 2], 100, 1);
+    rig.toTun(p1);
+    rig.turn();
+    assert.deepEqual(open(one.peer, rig.atPeer()[0]!), p1, 'still sealed with the old keys');
+
+    rig.toEngine(two.peer.seal(ipv4([10, 99, 0, 1]))); // the initiator switched
+    rig.turn();
+    assert.ok(rig.fromTun());
+    const p2 = ipv4([10, 99, 0, 2], 100, 2);
+    rig.toTun(p2);
+    rig.turn();
+    assert.deepEqual(open(two.peer, rig.atPeer()[0]!), p2, 'now sealed with the new keys');
+
+    rig.toEngine(one.peer.seal(ipv4([10, 99, 0, 1], 64, 3))); // late capsule under the old keys
+    rig.turn();
+    assert.ok(rig.fromTun(), 'the previous generation still opens');
+  } finally {
+    rig.close();
+  }
+});
+
+test('dpSend, dpEndpoint, dpPromote and receive-only installs', { skip }, () => {
+  const rig = new Rig();
+  const other = native ? native.udpOpen(0, false) : -1;
+  try {
+    const s = sessions(5n);
+    assert.equal(rig.n.dpSend(rig.engine, 2, ipv4([10, 99, 0, 2])), false, 'no session yet');
+    rig.install(2, s.engine, { receiveOnly: true, vip4: [10, 99, 0, 2] });
+    assert.equal(rig.n.dpSend(rig.engine, 2, ipv4([10, 99, 0, 2])), false, 'receive-only: nothing to send with');
+    rig.toEngine(s.peer.seal(ipv4([10, 99, 0, 1])));
+    rig.turn();
+    assert.ok(rig.fromTun(), 'but it opens');
+
+    rig.install(2, s.engine, { vip4: [10, 99, 0, 2] });
+    rig.atPeer();
+    rig.n.dpEndpoint(rig.engine, 2, LOOPBACK, rig.n.udpLocalPort(other));
+    const pkt = ipv4([10, 99, 0, 2], 90);
+    assert.equal(rig.n.dpSend(rig.engine, 2, pkt), true);
+    const buf = Buffer.alloc(2048);
+    const offs = new Uint32Array(4);
+    const lens = new Uint32Array(4);
+    assert.equal(rig.n.udpRecvMany(other, buf, 512, offs, lens, new Uint8Array(80), 200, undefined, false), 1, 'sent to the new endpoint');
+    assert.deepEqual(open(s.peer, buf.subarray(offs[0]!, offs[0]! + lens[0]!)), pkt);
+    rig.n.dpPromote(rig.engine, 2); // nothing pending: no change
+    assert.equal(rig.n.dpSend(rig.engine, 2, pkt), true);
+  } finally {
+    rig.close();
+    if (other >= 0) native!.fdClose(other);
+  }
+});
+
+test('bad arguments throw typed errors; a destroyed engine throws ERR_CLOSED', { skip }, () => {
+  const rig = new Rig();
+  const n = rig.n;
+  const id = Buffer.alloc(8);
+  const k = Buffer.alloc(32);
+  assert.throws(() => n.dpInstall(rig.engine, 1, id, Buffer.alloc(31), k, true, false, null, null, LOOPBACK, 1), { code: 'ERR_NATIVE_ARG', name: 'RangeError' });
+  assert.throws(() => n.dpInstall(rig.engine, 1024, id, k, k, true, false, null, null, LOOPBACK, 1), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => n.dpInstall(rig.engine, 1, id, k, k, true, false, Buffer.alloc(3), null, LOOPBACK, 1), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => n.dpEndpoint(rig.engine, 1, Buffer.alloc(5), 1), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => n.dpTurn({} as NativeEngineHandle, 0, rig.events), { code: 'ERR_NATIVE_ARG', name: 'TypeError' });
+  assert.throws(() => n.dpSend(rig.engine, 0, Buffer.alloc(70_000)), { code: 'ERR_NATIVE_ARG' });
+  rig.close();
+  assert.throws(() => n.dpTurn(rig.engine, 0, rig.events), { code: 'ERR_CLOSED' });
+  n.dpDestroy(rig.engine); // idempotent
+});
