@@ -1,10 +1,11 @@
 // Ping RTT through the data plane against plain veth, interleaved in rounds on one testbed (the machine is shared
 // and noisy: alternating them and taking medians keeps the comparison fair). Also the CPU the two node daemons
-// burn per ping, so a latency trick that spins shows its price. With --floor, a third column: the same ping
-// through bench/floor/relay.c, a bare C TUN ⇄ UDP relay with AES-256-GCM — what any user-space tunnel pays on
-// this machine (built here with gcc against Node's OpenSSL headers and the system libcrypto).
+// burn per ping, so a latency trick that spins shows its price. With --floor, two more columns: the same ping
+// through bench/floor/relay.c, a bare C TUN ⇄ UDP relay, without crypto and with AES-256-GCM — what any user-space
+// tunnel pays on this machine in wake-ups and kernel crossings, and with a cipher (built here with gcc against
+// Node's OpenSSL headers and the system libcrypto).
 //
-//   round i:  ping a -> b (veth)  ─►  [ping through the C relay]  ─►  ping a -> b's virtual IP (cyphonic)
+//   round i:  ping a -> b (veth)  ─►  [C relay plain, C relay GCM]  ─►  ping a -> b's virtual IP (cyphonic)
 //   … R rounds, medians of medians
 //
 // usage: node dist/bench/rtt.js [--rounds N (5)] [--count N (100)] [--interval S (0.01)] [--no-offload] [--floor]
@@ -27,8 +28,12 @@ interface Options {
   floor: boolean;
 }
 
-/** Floor relay addresses (a private /30 on the relays' TUNs) and port. */
-const FLOOR = { a: '10.254.0.1', b: '10.254.0.2', port: '40000', tun: 'flr0' } as const;
+/** Floor relays: TUN, private /30 on it, UDP port, and mode (see bench/floor/relay.c). */
+const FLOORS = [
+  { tun: 'flr0', a: '10.254.0.1', b: '10.254.0.2', port: '40000', plain: true },
+  { tun: 'flr1', a: '10.254.0.5', b: '10.254.0.6', port: '40001', plain: false },
+] as const;
+type Floor = (typeof FLOORS)[number];
 
 /** Builds bench/floor/relay.c into `dir`; throws with the compiler's message when it cannot. */
 function buildFloorRelay(dir: string): string {
@@ -40,19 +45,20 @@ function buildFloorRelay(dir: string): string {
   return out;
 }
 
-/** Starts the floor relay in a and b (bounded: it exits by itself after `seconds`) and addresses its TUNs. */
-async function startFloor(bin: string, a: Host, b: Host, seconds: number): Promise<void> {
+/** Starts one floor relay in a and b (bounded: it exits by itself after `seconds`) and addresses its TUNs. */
+async function startFloor(bin: string, f: Floor, a: Host, b: Host, seconds: number): Promise<void> {
   const key = randomBytes(32).toString('hex');
-  a.spawn(bin, [FLOOR.tun, b.addr4!, FLOOR.port, key, String(seconds)], { stdio: 'ignore' });
-  b.spawn(bin, [FLOOR.tun, a.addr4!, FLOOR.port, key, String(seconds)], { stdio: 'ignore' });
-  for (const [h, addr] of [[a, FLOOR.a], [b, FLOOR.b]] as const) {
+  const mode = f.plain ? ['plain'] : [];
+  a.spawn(bin, [f.tun, b.addr4!, f.port, key, String(seconds), ...mode], { stdio: 'ignore' });
+  b.spawn(bin, [f.tun, a.addr4!, f.port, key, String(seconds), ...mode], { stdio: 'ignore' });
+  for (const [h, addr] of [[a, f.a], [b, f.b]] as const) {
     for (let i = 0; ; i++) {
-      const r = await h.exec('ip', ['link', 'set', FLOOR.tun, 'up']);
+      const r = await h.exec('ip', ['link', 'set', f.tun, 'up']);
       if (r.code === 0) break;
-      if (i > 50) throw new Error(`floor relay did not create ${FLOOR.tun} in ${h.name}`);
+      if (i > 50) throw new Error(`floor relay did not create ${f.tun} in ${h.name}`);
       await new Promise((res) => setTimeout(res, 20));
     }
-    await h.run('ip', ['addr', 'add', `${addr}/30`, 'dev', FLOOR.tun]);
+    await h.run('ip', ['addr', 'add', `${addr}/30`, 'dev', f.tun]);
   }
 }
 
@@ -94,31 +100,38 @@ async function main(): Promise<void> {
     const roots = ov.pids(['a', 'b']);
     if (o.floor) {
       const cellSeconds = (o.count + 3) * Number(o.interval) + 2;
-      await startFloor(buildFloorRelay(work.dir), a, b, Math.ceil(o.rounds * 3 * cellSeconds + 30));
+      const bin = buildFloorRelay(work.dir);
+      for (const f of FLOORS) await startFloor(bin, f, a, b, Math.ceil(o.rounds * 4 * cellSeconds + 30));
     }
     const veth: number[] = [];
-    const floor: number[] = [];
+    const floors: number[][] = FLOORS.map(() => []);
     const cyp: number[] = [];
     let cpuTotal = 0;
     process.stdout.write(`ping a -> b, ${o.count} pings every ${o.interval} s per cell, ${o.rounds} rounds${o.nodeArgs.length ? ` (node ${o.nodeArgs.join(' ')})` : ''}\n`);
-    process.stdout.write(`round  veth ms${o.floor ? '  C relay ms' : ''}  cyphonic ms  added us  node CPU us/ping\n`);
+    process.stdout.write(`round  veth ms${o.floor ? '  C plain ms  C GCM ms' : ''}  cyphonic ms  added us  node CPU us/ping\n`);
     for (let r = 0; r < o.rounds; r++) {
       const v = await pingMedian(a, b.addr4!, o.count, o.interval);
-      const f = o.floor ? await pingMedian(a, FLOOR.b, o.count, o.interval) : null;
+      let fcol = '';
+      if (o.floor) {
+        for (const [i, f] of FLOORS.entries()) {
+          const m = (await pingMedian(a, f.b, o.count, o.interval)).median;
+          floors[i]!.push(m);
+          fcol += `  ${m.toFixed(3).padStart(i === 0 ? 10 : 8)}`;
+        }
+      }
       const before = cpuSnapshot(roots);
       const c = await pingMedian(a, vipB, o.count, o.interval);
       const secs = cpuDelta(before, cpuSnapshot(roots));
       cpuTotal += secs;
       const cpu = (secs * 1e6) / (o.count + 3); // pingMedian sends 3 warm-up pings; clock ticks are 10 ms
       veth.push(v.median);
-      if (f) floor.push(f.median);
       cyp.push(c.median);
-      const fcol = f ? `  ${f.median.toFixed(3).padStart(10)}` : '';
       process.stdout.write(`${String(r + 1).padStart(5)}  ${v.median.toFixed(3).padStart(7)}${fcol}  ${c.median.toFixed(3).padStart(11)}  ${((c.median - v.median) * 1000).toFixed(0).padStart(8)}  ${cpu.toFixed(0).padStart(16)}\n`);
     }
     const added = cyp.map((c, i) => (c - veth[i]!) * 1000);
-    const floorAdded = floor.map((f, i) => (f - veth[i]!) * 1000);
-    const floorText = o.floor ? `, C relay ${median(floor).toFixed(3)} ms (adds ${median(floorAdded).toFixed(0)} us)` : '';
+    const floorText = o.floor
+      ? FLOORS.map((f, i) => `, C relay ${f.plain ? 'plain' : 'GCM'} ${median(floors[i]!).toFixed(3)} ms (adds ${median(floors[i]!.map((x, j) => (x - veth[j]!) * 1000)).toFixed(0)} us)`).join('')
+      : '';
     process.stdout.write(`median: veth ${median(veth).toFixed(3)} ms${floorText}, cyphonic ${median(cyp).toFixed(3)} ms, added ${median(added).toFixed(0)} us, node CPU ${((cpuTotal * 1e6) / (o.rounds * (o.count + 3))).toFixed(0)} us per ping over all rounds (both daemons, incl. idle wake-ups)\n`);
   } finally {
     await ov?.stop();

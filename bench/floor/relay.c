@@ -6,7 +6,8 @@
 // namespaces and pings through it beside veth and cyphonic, so the table shows how much of the added RTT any
 // user-space tunnel pays here (wake-ups, kernel crossings) and how much is ours.
 //
-// usage: relay TUN_NAME PEER_IPV4 PORT KEY_HEX(64) SECONDS   — exits by itself after SECONDS.
+// usage: relay TUN_NAME PEER_IPV4 PORT KEY_HEX(64) SECONDS [plain]   — exits by itself after SECONDS.
+// plain: no crypto at all (packets go as they are), to split the floor into wake-ups/kernel and cipher.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if.h>
@@ -34,10 +35,11 @@ static int hexkey(const char *s, unsigned char *k) {
 
 int main(int argc, char **argv) {
   unsigned char key[32];
-  if (argc != 6 || !hexkey(argv[4], key)) {
-    fprintf(stderr, "usage: relay TUN_NAME PEER_IPV4 PORT KEY_HEX(64) SECONDS\n");
+  if (argc < 6 || argc > 7 || !hexkey(argv[4], key) || (argc == 7 && strcmp(argv[6], "plain") != 0)) {
+    fprintf(stderr, "usage: relay TUN_NAME PEER_IPV4 PORT KEY_HEX(64) SECONDS [plain]\n");
     return 2;
   }
+  int plain = argc == 7;
   int port = atoi(argv[3]), seconds = atoi(argv[5]);
   int tun = open("/dev/net/tun", O_RDWR | O_NONBLOCK);
   struct ifreq ifr;
@@ -68,6 +70,10 @@ int main(int argc, char **argv) {
     for (;;) {  // UDP → open → TUN
       ssize_t n = recv(udp, in, sizeof in, 0);
       if (n <= 0) break;
+      if (plain) {
+        if (write(tun, in, (size_t)n) < 0) continue;
+        continue;
+      }
       if (n < 24) continue;
       int l, ct = (int)n - 24;
       memcpy(nonce + 4, in, 8);
@@ -80,6 +86,10 @@ int main(int argc, char **argv) {
     for (;;) {  // TUN → seal → UDP
       ssize_t n = read(tun, in, sizeof in);
       if (n <= 0) break;
+      if (plain) {
+        if (send(udp, in, (size_t)n, 0) < 0) break;
+        continue;
+      }
       int l;
       counter++;
       memcpy(nonce + 4, &counter, 8);
