@@ -1,6 +1,8 @@
 // cyphonic_native: the N-API addon for what Node cannot do itself: TUNSETIFF on /dev/net/tun, synchronous
 // poll()+read()/write() on the TUN fd and on the node's UDP socket (usable from worker threads without an event
-// loop), and AES-256-GCM with OpenSSL contexts reused across calls.
+// loop), and AES-256-GCM with OpenSSL contexts reused across calls. This file holds those calls and the module
+// init; the data-plane engine is in dataplane.c, the batched I/O cores in batch_io.c, shared helpers in
+// napi_util.c, TSO/GRO packet helpers in offload.c.
 
 // Every length coming from JavaScript is validated before any pointer arithmetic; OpenSSL symbols come from
 // the node binary itself (Node's bundled OpenSSL), so nothing else is linked.
@@ -448,7 +450,7 @@ static napi_value aead_open(napi_env env, napi_callback_info info) {
 
 /* ---------- UDP helpers shared by the single and batched calls ---------- */
 
-/* ---------- UDP: the node's one socket, shared by the main thread (signaling) and both data-plane workers ---------- */
+/* ---------- UDP: the node's one socket, shared by the main thread (signaling) and the data-plane worker ---------- */
 
 // udpOpen(port, ipv6: boolean) -> fd. ipv6: a dual-stack [::] socket (IPV6_V6ONLY off); else 0.0.0.0.
 // Blocking fd (reads wait in poll()); 4 MiB socket buffers so bursts survive a busy worker.
@@ -671,7 +673,7 @@ static napi_value fd_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* ---------- batched I/O for the data-plane workers: one syscall per batch where the kernel allows it ---------- */
+/* ---------- batched I/O (cores in batch_io.c, shared with the engine) ---------- */
 
 // setNonblocking(fd): O_NONBLOCK, so batch reads can drain a queue without a poll() per packet.
 static napi_value set_nonblocking(napi_env env, napi_callback_info info) {

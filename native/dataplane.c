@@ -148,6 +148,9 @@ typedef struct {
   uint8_t **tptrs;
   uint32_t *tlens;
   size_t nt, tmax;
+  // a hard error of the TUN or a closed fd: dpTurn throws it (the worker stops) instead of polling a dead fd forever
+  int fatal_errno;
+  const char *fatal_call;
   // events for the worker (buffer of the current turn)
   uint8_t *ev;
   size_t evcap, evused;
@@ -421,7 +424,11 @@ static int send_step(engine_t *e) {
     ssize_t r = readv(e->tun, iov, 2);
     if (r < 0) {
       if (errno == EINTR) continue;
-      break;  // EAGAIN: empty (other errors show again at the next poll)
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {  // e.g. EBADFD: the interface was deleted under us
+        e->fatal_errno = errno;
+        e->fatal_call = "read (TUN)";
+      }
+      break;
     }
     if ((size_t)r > e->read_slot) continue;  // truncated: dropped
     e->in_lens[got++] = (uint32_t)r;
@@ -530,6 +537,11 @@ static int wait_any_fd(engine_t *e, int timeout_ms) {
   struct pollfd p[3] = {{.fd = e->tun, .events = POLLIN}, {.fd = e->udp, .events = POLLIN}, {.fd = e->wake, .events = POLLIN}};
   int rc = poll(p, 3, timeout_ms);
   if (rc <= 0) return 0;
+  if ((p[0].revents | p[1].revents | p[2].revents) & POLLNVAL) {
+    e->fatal_errno = EBADF;
+    e->fatal_call = "poll";
+    return 0;
+  }
   int bits = 0;
   if (p[0].revents) bits |= 1;
   if (p[1].revents) bits |= 2;
@@ -872,7 +884,8 @@ static napi_value dp_send(napi_env env, napi_callback_info info) {
 // alone, without a call into JavaScript per packet. bits says what the waits saw (1 TUN, 2 UDP, 4 wake eventfd;
 // 0 = nothing before the timeout), moved (8) that packets went through. Events are records [kind u8, 0, length u16 BE,
 // meta 20 bytes, data]: kind 1 = a packet to a destination without a session (meta[0] = 4|6, address at
-// meta[4..]), kind 2 = a frame for the main thread (meta = its source as udpRecvMany reports it).
+// meta[4..]), kind 2 = a frame for the main thread (meta = its source as udpRecvMany reports it). Throws (errno
+// error) when the TUN fails for good (deleted interface) or an fd was closed, rather than spin on a dead fd.
 #define TURNS_PER_CALL 64
 static napi_value dp_turn(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -890,6 +903,11 @@ static napi_value dp_turn(napi_env env, napi_callback_info info) {
     if (bits & 2) moved += receive_step(e);
     // Always after a receive: its TUN writes may have queued replies (ICMP, TCP ACKs) to take in this turn.
     if (bits & 3) moved += send_step(e);
+    if (e->fatal_errno) {
+      throw_errno(env, e->fatal_call, e->fatal_errno);
+      e->ev = NULL;
+      return NULL;
+    }
     if (bits == 0 || (bits & 4) || e->nev > 0) break;
   }
   uint32_t nev = e->nev;

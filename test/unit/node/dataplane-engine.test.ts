@@ -380,3 +380,12 @@ test('hostile datagrams: 3000 random and mangled frames are all dropped and coun
     rig.close();
   }
 });
+
+test('a TUN fd that goes away makes dpTurn throw (the worker stops) instead of polling a dead fd forever', { skip }, () => {
+  const rig = new Rig();
+  const n = rig.n;
+  n.fdClose(rig.tunEngine);
+  assert.throws(() => n.dpTurn(rig.engine, 10, rig.events), { code: 'EBADF', syscall: 'poll' });
+  n.dpDestroy(rig.engine);
+  for (const fd of [rig.tunTest, rig.udp, rig.peer, rig.wake]) n.fdClose(fd);
+});
