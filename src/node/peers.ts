@@ -19,6 +19,8 @@ import type { MobilityPeer, PeerDirectory } from './mobility.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
+/** Tunable: longest wait between rekey attempts on a path whose rekeys keep timing out (ms). */
+export const REKEY_RETRY_MAX_MS = 60_000;
 /** Tunable: TunnelRequest waits on punched paths (ms): ~1.5 s in all, then the initiator asks for a relay. */
 export const PUNCH_RETRANSMIT_MS = [150, 300, 450, 600] as const;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
@@ -104,6 +106,9 @@ interface Path {
   learned: Endpoint | null;
   /** Its TRS stopped answering: never preferred again. */
   dead: boolean;
+  /** Rekeys in a row that timed out, and when the next may start (back-off; see rekeyDue). */
+  rekeyFailures: number;
+  rekeyRetryAt: number;
 }
 
 interface Peer {
@@ -165,7 +170,7 @@ export class PeerManager implements PeerDirectory {
   private watchTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly c: PeerManagerComponents) {
-    this.rekeyTimer = setInterval(() => this.rekeyDue(), Math.min(5000, Math.max(250, (c.rekeyAfterMs ?? REKEY_AFTER_MS) / 4)));
+    this.rekeyTimer = setInterval(() => this.rekeyDue(), this.rekeyTickMs());
     this.rekeyTimer.unref();
     this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
     this.watchTimer.unref();
@@ -424,7 +429,7 @@ export class PeerManager implements PeerDirectory {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0 };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
     return path;
@@ -626,17 +631,42 @@ export class PeerManager implements PeerDirectory {
   }
 
   /** Initiators refresh their sessions before the time limit (the responder's keys follow its answer). */
+  /**
+   * Initiators start a new handshake on the active path once its session is rekeyAfterMs old. One that times out
+   * (peer unreachable for a while) leaves the previous session carrying traffic and is tried again at the next
+   * tick, backing off (the tick doubling per failure, at most REKEY_RETRY_MAX_MS), so a lost rekey never leaves a
+   * path on one End Key for good.
+   */
   private rekeyDue(): void {
     const now = (this.c.now ?? Date.now)();
     for (const peer of this.peers.values()) {
       const path = peer.active;
-      if (!path?.keys || !path.keys.initiator || peer.connecting) continue;
-      if (now - path.keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS)) continue;
+      const keys = path?.keys ?? path?.prevKeys; // keys is null while a rekey runs and after one that failed
+      if (!path || !keys || !keys.initiator || peer.connecting) continue;
+      if (now - keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS) || now < path.rekeyRetryAt) continue;
       this.counters.inc('rekey');
-      path.prevKeys = path.keys;
-      path.keys = null;
-      peer.connecting = this.initiate(peer, path).then(() => {}).finally(() => (peer.connecting = null));
+      if (path.keys) {
+        path.prevKeys = path.keys;
+        path.keys = null;
+      }
+      peer.connecting = this.initiate(peer, path)
+        .then((ok) => {
+          if (ok) {
+            path.rekeyFailures = 0;
+            return;
+          }
+          this.counters.inc('rekey.failed');
+          path.rekeyFailures++;
+          const backoff = Math.min(REKEY_RETRY_MAX_MS, this.rekeyTickMs() * 2 ** (path.rekeyFailures - 1));
+          path.rekeyRetryAt = (this.c.now ?? Date.now)() + backoff;
+        })
+        .finally(() => (peer.connecting = null));
     }
+  }
+
+  /** How often rekeyDue looks (ms). */
+  private rekeyTickMs(): number {
+    return Math.min(5000, Math.max(250, (this.c.rekeyAfterMs ?? REKEY_AFTER_MS) / 4));
   }
 }
 

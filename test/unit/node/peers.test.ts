@@ -49,31 +49,40 @@ async function direct(from: Side, to: Side): Promise<RouteDirection> {
   return half(to, true);
 }
 
+let inter: Awaited<ReturnType<typeof createIntermediateCa>>;
+
+/** Two nodes wired back to back; `wire.down` drops every datagram between them while it is true. */
+async function makePair(names: [string, string], opts: { rekeyAfterMs?: number; wire?: { down: boolean } } = {}): Promise<[Side, Side]> {
+  const pair: Side[] = [];
+  for (const [i, name] of names.entries()) {
+    const { local, certDer } = await identity(inter, name, i + 1);
+    pair.push({ name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side);
+  }
+  for (const me of pair) {
+    const other = pair.find((s) => s !== me)!;
+    me.pm = new PeerManager({
+      local: () => me.local,
+      anchors: () => anchors,
+      routes: () => ({ direction: () => direct(me, other), confirm: async () => {} }),
+      sink: () => ({
+        send: (d: Buffer) => void (opts.wire?.down || setImmediate(() => other.pm.onDatagram(d, me.ep))),
+        install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
+        peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
+        setEndpoint: (_slot, ep) => void me.moved.push(ep),
+      }),
+      logger: silentLogger,
+      ...(opts.rekeyAfterMs ? { rekeyAfterMs: opts.rekeyAfterMs } : {}),
+    });
+  }
+  return pair as [Side, Side];
+}
+
 describe('peer manager', () => {
   before(async () => {
     const root = await createRootCa({ commonName: 'root' });
-    const inter = await createIntermediateCa(root, { commonName: 'as' });
+    inter = await createIntermediateCa(root, { commonName: 'as' });
     anchors = { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false };
-    for (const [i, name] of ['alpha', 'beta'].entries()) {
-      const { local, certDer } = await identity(inter, name, i + 1);
-      const side = { name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side;
-      sides.push(side);
-    }
-    for (const me of sides) {
-      const other = sides.find((s) => s !== me)!;
-      me.pm = new PeerManager({
-        local: () => me.local,
-        anchors: () => anchors,
-        routes: () => ({ direction: () => direct(me, other), confirm: async () => {} }),
-        sink: () => ({
-          send: (d: Buffer) => setImmediate(() => other.pm.onDatagram(d, me.ep)),
-          install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
-          peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
-          setEndpoint: (_slot, ep) => void me.moved.push(ep),
-        }),
-        logger: silentLogger,
-      });
-    }
+    sides.push(...(await makePair(['alpha', 'beta'])));
   });
 
   const settle = async (): Promise<void> => {
@@ -130,5 +139,30 @@ describe('peer manager', () => {
     assert.equal(a.pm.status()[0]!.vip4, b.vip4);
     ma.close();
     mb.close();
+  });
+
+  test('a rekey that times out is tried again, backing off, and succeeds once the peer answers', async () => {
+    const wire = { down: false };
+    const [a, b] = await makePair(['gamma', 'delta'], { rekeyAfterMs: 1000, wire });
+    try {
+      await a.pm.resolve('delta.cyphonic.internal');
+      for (let i = 0; i < 100 && a.installed.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      const first = a.installed.length;
+      assert.ok(first > 0, 'established');
+      wire.down = true;
+      // The rekey starts after ~1 s and gives up after its 2.25 s of retransmissions.
+      for (let i = 0; i < 80 && a.pm.counters.get('rekey.failed') === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(a.pm.counters.get('rekey.failed'), 1, 'the rekey timed out');
+      assert.equal(a.installed.length, first, 'no new session while the peer is unreachable');
+      wire.down = false;
+      for (let i = 0; i < 80 && a.installed.length === first; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(a.installed.length > first, 'a later attempt made new keys');
+      assert.ok(a.pm.counters.get('rekey') >= 2);
+      const ka = a.installed.at(-1)!.keys;
+      assert.deepEqual(ka.send, b.installed.at(-1)!.keys.recv, 'both ends hold the new session');
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
   });
 });
