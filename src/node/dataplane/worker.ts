@@ -48,7 +48,7 @@ export interface WorkerInit {
   stats: SharedArrayBuffer;
   /** eventfd the main thread signals after posting a control message, so a blocked read returns at once. */
   wakeFd: number;
-  /** The TUN carries virtio_net_hdr (and may deliver TSO segments): read through vnetSegment, write with headroom. */
+  /** The TUN carries virtio_net_hdr (and may deliver TSO segments, which the engine cuts into packets). */
   vnet: boolean;
   /** Send runs of equal-sized capsules as UDP GSO sends. */
   gso: boolean;
@@ -56,7 +56,7 @@ export interface WorkerInit {
   gro: boolean;
 }
 
-/** A peer as the workers see it. `endpoint.addr` is 4 or 16 raw bytes. */
+/** A peer as the worker sees it. `endpoint.addr` is 4 or 16 raw bytes. */
 export interface WirePeer {
   slot: number;
   vip4: string | null;
