@@ -5,23 +5,13 @@
 //              ├─ yes: lookup through the asking general node's PeerManager (starts route selection) ─► A / AAAA
 //              └─ no:  forwarded to the adapter's upstream resolvers (resolv.conf) over UDP ─► their answer relayed
 //
-// Every outcome is counted (dns.*); nothing here throws on input bytes.
+// Every outcome is counted (dns.*); nothing here throws on input bytes. What to do with a query and the overlay
+// answer are the node resolver's own (net/dns/query.ts); only receiving, forwarding and the lookup are here.
 
 import dgram from 'node:dgram';
 import { isIPv4 } from 'node:net';
-import {
-  CLASS_IN,
-  decodeQuery,
-  encodeHeaderOnlyResponse,
-  encodeResponse,
-  normalizeName,
-  peekHeader,
-  TYPE_A,
-  TYPE_AAAA,
-  type DnsAnswer,
-  type DnsQuery,
-  type DnsResponseSpec,
-} from '../net/dns/codec.js';
+import { normalizeName, peekHeader, type DnsQuery, type DnsResponseSpec } from '../net/dns/codec.js';
+import { classifyQuery, encodeOrServfail, overlayAnswer, overlayShortcut, type OverlayAddresses } from '../net/dns/query.js';
 import type { HostPort } from '../net/dns/resolver.js';
 import { Counters } from '../util/counters.js';
 
@@ -32,7 +22,7 @@ const OVERLAY_TTL = 5;
 /** Tunable: queries forwarded upstream at once. */
 const MAX_FORWARDS = 256;
 
-export type OverlayLookup = (fqdn: string) => Promise<{ vip4: string; vip6: string } | null>;
+export type OverlayLookup = (fqdn: string) => Promise<OverlayAddresses | null>;
 
 export class LanDns {
   readonly counters = new Counters();
@@ -49,54 +39,26 @@ export class LanDns {
   /** The response to one query message, or null when none is due (unreadable, or a response). */
   async answer(msg: Uint8Array, lookup: OverlayLookup | null): Promise<Buffer | null> {
     this.counters.inc('query');
-    const header = peekHeader(msg);
-    if (!header || header.flags.qr) {
-      this.counters.inc('refused.decode');
-      return null;
-    }
-    if (header.flags.opcode !== 0) {
-      this.counters.inc('refused.opcode');
-      return encodeHeaderOnlyResponse(header, 'NOTIMP');
-    }
-    let q: DnsQuery;
-    try {
-      q = decodeQuery(msg);
-    } catch {
-      this.counters.inc('refused.decode');
-      return encodeHeaderOnlyResponse(header, 'FORMERR');
-    }
-    if (q.edns && q.edns.version !== 0) return this.respond(q, { rcode: 'BADVERS', answers: [] });
-    const inZone = q.name === this.domain || q.name.endsWith('.' + this.domain);
-    if (!inZone) return this.forward(q, Buffer.from(msg));
-    this.counters.inc('overlay.query');
-    if (q.qclass !== CLASS_IN) return this.respond(q, { rcode: 'REFUSED', answers: [] });
-    if (q.name === this.domain) return this.respond(q, { rcode: 'NOERROR', answers: [], authoritative: true });
-    if (!lookup || q.name.includes('\\')) return this.respond(q, { rcode: 'NXDOMAIN', answers: [], authoritative: true });
-    let found: { vip4: string; vip6: string } | null;
+    const v = classifyQuery(msg, this.domain, this.counters);
+    if (v.kind === 'drop') return null;
+    if (v.kind === 'reply') return v.buf;
+    if (v.kind === 'forward') return this.forward(v.q, Buffer.from(msg));
+    const { q, rel } = v;
+    const shortcut = overlayShortcut(q, rel, this.counters);
+    if (shortcut) return this.respond(q, shortcut);
+    if (!lookup) return this.respond(q, overlayAnswer(q, null, OVERLAY_TTL, this.counters));
+    let found: OverlayAddresses | null;
     try {
       found = await withTimeout(lookup(q.name), TIMEOUT_MS);
     } catch {
       this.counters.inc('overlay.lookup-error');
       return this.respond(q, { rcode: 'SERVFAIL', answers: [] });
     }
-    if (!found) {
-      this.counters.inc('overlay.nxdomain');
-      return this.respond(q, { rcode: 'NXDOMAIN', answers: [], authoritative: true });
-    }
-    const answers: DnsAnswer[] = [];
-    if (q.qtype === TYPE_A) answers.push({ type: 'A', address: found.vip4, ttl: OVERLAY_TTL });
-    if (q.qtype === TYPE_AAAA) answers.push({ type: 'AAAA', address: found.vip6, ttl: OVERLAY_TTL });
-    this.counters.inc(answers.length ? 'overlay.answer' : 'overlay.nodata');
-    return this.respond(q, { rcode: 'NOERROR', answers, authoritative: true });
+    return this.respond(q, overlayAnswer(q, found, OVERLAY_TTL, this.counters));
   }
 
   private respond(q: DnsQuery, spec: DnsResponseSpec): Buffer {
-    try {
-      return encodeResponse(q, spec);
-    } catch {
-      this.counters.inc('answer.encode-error');
-      return encodeResponse(q, { rcode: 'SERVFAIL', answers: [] });
-    }
+    return encodeOrServfail(q, spec, this.counters);
   }
 
   /** Relays the query to the upstreams in turn; SERVFAIL when none answers in time, REFUSED without any. */

@@ -6,24 +6,20 @@ import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { Counters } from '../../util/counters.js';
-import { ConfigError, DecodeError, describeError } from '../../util/errors.js';
+import { ConfigError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { unmapV4 } from '../../util/addr.js';
 import {
   addressBytes,
-  CLASS_IN,
-  decodeQuery,
   DNS_HEADER_LEN,
-  encodeHeaderOnlyResponse,
-  encodeResponse,
   normalizeName,
   peekHeader,
   TYPE_A,
   TYPE_AAAA,
-  type DnsAnswer,
   type DnsQuery,
   type DnsResponseSpec,
 } from './codec.js';
+import { classifyQuery, encodeOrServfail, overlayAnswer, overlayShortcut, type OverlayAddresses } from './query.js';
 
 export interface HostPort {
   address: string;
@@ -45,10 +41,7 @@ export interface ResolverInit {
   maxPendingForwards?: number;
 }
 
-export interface OverlayAddresses {
-  vip4: string | null;
-  vip6: string | null;
-}
+export type { OverlayAddresses };
 
 export interface ResolverComponents {
   /** Overlay directory: `name` is the label(s) before the domain, lowercase; null means no such node. */
@@ -291,76 +284,27 @@ class DnsResolver implements Resolver {
       return;
     }
     const client: Client = { sock, address: rinfo.address, port: rinfo.port };
-    const header = peekHeader(msg);
-    if (!header || header.flags.qr) {
-      // Unreadable, or a response: never answer those (a response to a response can loop).
-      this.counters.inc('refused.decode');
-      return;
+    const v = classifyQuery(msg, this.domain, this.counters);
+    if (v.kind === 'drop') return;
+    if (v.kind === 'reply') {
+      if (v.bug !== undefined) this.log.error('dns decoder bug', { code: describeError(v.bug) });
+      this.send(client, v.buf);
+    } else if (v.kind === 'forward') {
+      this.forward(client, v.q, msg);
+    } else {
+      this.answerOverlay(client, v.q, v.rel).catch((err: unknown) => {
+        this.log.error('dns overlay answer failed', { code: describeError(err) });
+      });
     }
-    if (header.flags.opcode !== 0) {
-      this.counters.inc('refused.opcode');
-      this.send(client, encodeHeaderOnlyResponse(header, 'NOTIMP'));
-      return;
-    }
-    let q: DnsQuery;
-    try {
-      q = decodeQuery(msg);
-    } catch (err) {
-      if (!(err instanceof DecodeError)) this.log.error('dns decoder bug', { code: describeError(err) });
-      this.counters.inc('refused.decode');
-      this.send(client, encodeHeaderOnlyResponse(header, 'FORMERR'));
-      return;
-    }
-    if (q.edns && q.edns.version !== 0) {
-      this.counters.inc('refused.edns-version');
-      this.reply(client, q, { rcode: 'BADVERS', answers: [] });
-      return;
-    }
-    const rel = this.relativeName(q.name);
-    if (rel === null) {
-      this.forward(client, q, msg);
-      return;
-    }
-    this.answerOverlay(client, q, rel).catch((err: unknown) => {
-      this.log.error('dns overlay answer failed', { code: describeError(err) });
-    });
-  }
-
-  /** '' for the domain itself, the labels before it for names under it, null for other names. */
-  private relativeName(name: string): string | null {
-    if (name === this.domain) return '';
-    if (name.length > this.domain.length && name.endsWith(this.domain) && name[name.length - this.domain.length - 1] === '.') {
-      return name.slice(0, name.length - this.domain.length - 1);
-    }
-    return null;
   }
 
   private reply(client: Client, q: DnsQuery, r: DnsResponseSpec): void {
-    let buf: Buffer;
-    try {
-      buf = encodeResponse(q, r);
-    } catch (err) {
-      // e.g. lookup returned an address that is not one: answer SERVFAIL rather than nothing.
-      this.counters.inc('answer.encode-error');
-      this.log.warn('dns answer not encodable', { code: describeError(err) });
-      buf = encodeResponse(q, { rcode: 'SERVFAIL', answers: [] });
-    }
-    this.send(client, buf);
+    this.send(client, encodeOrServfail(q, r, this.counters));
   }
 
   private async answerOverlay(client: Client, q: DnsQuery, rel: string): Promise<void> {
-    this.counters.inc('overlay.query');
-    const auth = (rcode: 'NOERROR' | 'NXDOMAIN', answers: DnsAnswer[] = []): void => {
-      this.counters.inc(rcode === 'NXDOMAIN' ? 'overlay.nxdomain' : answers.length ? 'overlay.answer' : 'overlay.nodata');
-      this.reply(client, q, { rcode, answers, authoritative: true });
-    };
-    if (q.qclass !== CLASS_IN) {
-      this.counters.inc('overlay.refused-class');
-      this.reply(client, q, { rcode: 'REFUSED', answers: [] });
-      return;
-    }
-    if (rel === '') return auth('NOERROR'); // the zone apex has no address records
-    if (rel.includes('\\')) return auth('NXDOMAIN'); // escaped bytes: never a node name
+    const shortcut = overlayShortcut(q, rel, this.counters);
+    if (shortcut) return this.reply(client, q, shortcut);
     const isAddr = q.qtype === TYPE_A || q.qtype === TYPE_AAAA;
     if (isAddr && this.components.onQuery) {
       try {
@@ -395,12 +339,8 @@ class DnsResolver implements Resolver {
       this.lookupsInFlight--;
     }
     if (!this.listeners.includes(client.sock)) return; // stopped meanwhile
-    if (found === null) return auth('NXDOMAIN');
     // Other qtypes for an existing node: NOERROR with no answer (NODATA).
-    const answers: DnsAnswer[] = [];
-    if (q.qtype === TYPE_A && found.vip4) answers.push({ type: 'A', address: found.vip4, ttl: this.ttl });
-    if (q.qtype === TYPE_AAAA && found.vip6) answers.push({ type: 'AAAA', address: found.vip6, ttl: this.ttl });
-    auth('NOERROR', answers);
+    this.reply(client, q, overlayAnswer(q, found, this.ttl, this.counters));
   }
 
   // ---- forwarding --------------------------------------------------------------------------
