@@ -6,13 +6,13 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
 import type { LocalIdentity, SessionKeys, TrustAnchors } from '../../../src/crypto/handshake.js';
 import { PathType } from '../../../src/protocol/constants.js';
 import type { Endpoint } from '../../../src/protocol/endpoint.js';
 import type { RouteDirection } from '../../../src/protocol/messages.js';
 import { PeerManager, type RouteTarget } from '../../../src/node/peers.js';
 import { silentLogger } from '../../../src/util/log.js';
+import { createTestPki } from './pki-fixture.js';
 
 const RELAY: Endpoint = { address: '198.18.0.10', port: 4503 };
 
@@ -72,14 +72,9 @@ describe('peer manager across NATs', () => {
   }
 
   before(async () => {
-    const root = await createRootCa({ commonName: 'root' });
-    const inter = await createIntermediateCa(root, { commonName: 'as' });
-    anchors = { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false };
-    for (const [i, name] of ['alpha', 'beta'].entries()) {
-      const { privateKeyPem } = await generateKeyPair();
-      const c = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cyphonic.internal`, nodeId: i + 1 });
-      ids.push({ name, local: { nodeId: i + 1, certDer: c.certDer, chainDer: [toDer(inter.certPem)], privateKeyPem }, certDer: c.certDer });
-    }
+    const pki = await createTestPki();
+    anchors = pki.anchors;
+    for (const [i, name] of ['alpha', 'beta'].entries()) ids.push({ name, ...(await pki.identity(name, i + 1)) });
   });
 
   /** Two fresh nodes (no paths yet) behind NATs. */

@@ -4,8 +4,8 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
 import type { LocalIdentity, SessionKeys, TrustAnchors } from '../../../src/crypto/handshake.js';
+import { createTestPki, type TestPki } from './pki-fixture.js';
 import { PathType } from '../../../src/protocol/constants.js';
 import type { Endpoint } from '../../../src/protocol/endpoint.js';
 import type { RouteDirection } from '../../../src/protocol/messages.js';
@@ -30,12 +30,6 @@ interface Side {
 let anchors: TrustAnchors;
 const sides: Side[] = [];
 
-async function identity(inter: Awaited<ReturnType<typeof createIntermediateCa>>, name: string, id: number): Promise<{ local: LocalIdentity; certDer: Buffer }> {
-  const { privateKeyPem } = await generateKeyPair();
-  const c = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cyphonic.internal`, nodeId: id });
-  return { local: { nodeId: id, certDer: c.certDer, chainDer: [toDer(inter.certPem)], privateKeyPem }, certDer: c.certDer };
-}
-
 /** Fake NMS: a Direction Request from `from` pushes the responder half to the other side, then answers. */
 async function direct(from: Side, to: Side): Promise<RouteDirection> {
   const pathId = randomBytes(8).readBigUInt64BE() | 1n;
@@ -49,13 +43,13 @@ async function direct(from: Side, to: Side): Promise<RouteDirection> {
   return half(to, true);
 }
 
-let inter: Awaited<ReturnType<typeof createIntermediateCa>>;
+let pki: TestPki;
 
 /** Two nodes wired back to back; `wire.down` drops every datagram between them while it is true. */
 async function makePair(names: [string, string], opts: { rekeyAfterMs?: number; wire?: { down: boolean } } = {}): Promise<[Side, Side]> {
   const pair: Side[] = [];
   for (const [i, name] of names.entries()) {
-    const { local, certDer } = await identity(inter, name, i + 1);
+    const { local, certDer } = await pki.identity(name, i + 1);
     pair.push({ name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side);
   }
   for (const me of pair) {
@@ -79,9 +73,8 @@ async function makePair(names: [string, string], opts: { rekeyAfterMs?: number; 
 
 describe('peer manager', () => {
   before(async () => {
-    const root = await createRootCa({ commonName: 'root' });
-    inter = await createIntermediateCa(root, { commonName: 'as' });
-    anchors = { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false };
+    pki = await createTestPki();
+    anchors = pki.anchors;
     sides.push(...(await makePair(['alpha', 'beta'])));
   });
 

@@ -1,0 +1,24 @@
+// A throwaway PKI for PeerManager tests: a root and an intermediate CA, the trust anchors that go with them, and
+// node identities (key, certificate, chain) issued by the intermediate, as the AS would issue them.
+
+import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
+import type { LocalIdentity, TrustAnchors } from '../../../src/crypto/handshake.js';
+
+export interface TestPki {
+  anchors: TrustAnchors;
+  /** A node named `name` with node id `id`: its LocalIdentity and its certificate (DER). */
+  identity(name: string, id: number): Promise<{ local: LocalIdentity; certDer: Buffer }>;
+}
+
+export async function createTestPki(): Promise<TestPki> {
+  const root = await createRootCa({ commonName: 'root' });
+  const inter = await createIntermediateCa(root, { commonName: 'as' });
+  return {
+    anchors: { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false },
+    async identity(name, id) {
+      const { privateKeyPem } = await generateKeyPair();
+      const c = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cyphonic.internal`, nodeId: id });
+      return { local: { nodeId: id, certDer: c.certDer, chainDer: [toDer(inter.certPem)], privateKeyPem }, certDer: c.certDer };
+    },
+  };
+}
