@@ -4,7 +4,7 @@
 import { mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, isAbsolute } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createIntermediateCa, createRootCa, fingerprint, issueServerCertificate, toDer, type CaMaterial } from '../crypto/index.js';
+import { createIntermediateCa, createRootCa, fingerprint, hasAsPurpose, issueServerCertificate, toDer, type CaMaterial } from '../crypto/index.js';
 import { CLOUD_CONFIG_FILE, CLOUD_DEFAULTS, loadCloudConfig, saveCloudConfig, validateCloudConfig, type CloudConfig } from '../config/cloud.js';
 import { encodeToken, validateNodeName } from '../config/token.js';
 import { DEFAULT_PORTS } from '../protocol/constants.js';
@@ -91,6 +91,17 @@ export function openCloudStore(dir: string, cfg: CloudConfig, dbOverride?: strin
   const db = dbOverride ?? cfg.db;
   const url = db.startsWith('postgres') || isAbsolute(db) || db === ':memory:' ? db : join(dir, db);
   return openStore(url);
+}
+
+/**
+ * A cloud made before the AS server purpose existed has a TLS certificate without it, which current nodes refuse:
+ * issue a new one (same names) once, at start.
+ */
+async function upgradeAsServerCertificate(p: ReturnType<typeof paths>, issuer: CaMaterial, cfg: CloudConfig): Promise<void> {
+  if (hasAsPurpose(toDer(readFileSync(p.tlsCert, 'utf8')))) return;
+  const server = await issueServerCertificate(issuer, { commonName: `as.${cfg.domain}`, ipAddresses: cfg.advertise, dnsNames: [`as.${cfg.domain}`] });
+  writeFileAtomic(p.tlsKey, server.keyPem, 0o600);
+  writeFileAtomic(p.tlsCert, server.certPem, 0o644);
 }
 
 function endpointsFor(cfg: CloudConfig, port: number): Endpoint[] {
@@ -186,6 +197,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     if (roles.has('as')) {
       const issuer: CaMaterial = { certPem: readFileSync(p.asCert, 'utf8'), keyPem: readFileSync(p.asKey, 'utf8') };
       const rootPem = readFileSync(p.rootCert, 'utf8');
+      await upgradeAsServerCertificate(p, issuer, cfg);
       as = new AsService(
         {
           domain: cfg.domain,

@@ -31,6 +31,22 @@ export const BACKDATE_MS = 5 * 60 * 1000;
 
 const DAY_MS = 86_400_000;
 const OID_SERIAL_NUMBER_ATTR = '2.5.4.5';
+/**
+ * Extended key usage that marks the AS's TLS server certificate, and only it (a UUID-based OID, X.667 arc 2.25).
+ * Node certificates come from the same intermediate, so a chain to our root proves nothing about being the AS; the
+ * AS client requires this purpose on the server's leaf (src/node/as-client.ts). The CA never puts it in a node
+ * certificate, and node certificates carry clientAuth only.
+ */
+export const AS_SERVER_PURPOSE = '2.25.55214434888816276574476640052224114299';
+
+/** True when the certificate (DER) carries the AS server purpose. */
+export function hasAsPurpose(certDer: Buffer): boolean {
+  try {
+    return (new X509Certificate(certDer).keyUsage ?? []).includes(AS_SERVER_PURPOSE);
+  } catch {
+    return false;
+  }
+}
 
 type WebKeys = Awaited<ReturnType<typeof importWebKeyPair>>;
 type X509Keys = Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[0]['keys'];
@@ -203,7 +219,8 @@ export async function createIntermediateCa(
 
 /**
  * Issues a node certificate for the public key of a verified CSR. The subject is CN=`name` plus
- * serialNumber=`nodeId` (the CSR's own subject is ignored); SAN dNSName=`fqdn`; EKU clientAuth+serverAuth.
+ * serialNumber=`nodeId` (the CSR's own subject is ignored); SAN dNSName=`fqdn`; EKU clientAuth only (a node
+ * certificate must never pass as a TLS server, least of all as the AS).
  * notAfter is capped at the CA's own notAfter.
  */
 export async function issueNodeCertificate(
@@ -225,7 +242,7 @@ export async function issueNodeCertificate(
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth]),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
       new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: opts.fqdn }]),
     ],
   });
@@ -233,7 +250,7 @@ export async function issueNodeCertificate(
   return { certDer, certPem: toPem(certDer), serial, notAfter };
 }
 
-/** A TLS server certificate + fresh key for the AS listener (EKU serverAuth, SAN iPAddress/dNSName). */
+/** A TLS server certificate + fresh key for the AS listener (EKU serverAuth + AS_SERVER_PURPOSE, SAN iPAddress/dNSName). */
 export async function issueServerCertificate(
   ca: CaMaterial,
   opts: { commonName: string; ipAddresses: string[]; dnsNames: string[]; validDays?: number; now?: Date },
@@ -253,7 +270,7 @@ export async function issueServerCertificate(
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, AS_SERVER_PURPOSE]),
       new x509.SubjectAlternativeNameExtension([
         ...opts.dnsNames.map((value) => ({ type: 'dns' as const, value })),
         ...opts.ipAddresses.map((value) => ({ type: 'ip' as const, value })),

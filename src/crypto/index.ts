@@ -7,6 +7,8 @@ export {
   createIntermediateCa,
   issueNodeCertificate,
   issueServerCertificate,
+  hasAsPurpose,
+  AS_SERVER_PURPOSE,
   DEFAULT_ROOT_DAYS,
   DEFAULT_INTERMEDIATE_DAYS,
   DEFAULT_NODE_DAYS,

@@ -1,8 +1,12 @@
 // Client side of the AS (TLS 1.3): enrollment pins the root CA by the token's fingerprint, login uses mTLS.
+// Either way the server must prove it is the AS, not merely someone our CA certified: its leaf certificate must carry
+// the AS server purpose (AS_SERVER_PURPOSE), which the CA puts in no node certificate. A login answer is checked
+// before anyone uses it (pools, virtual addresses, NMS endpoints: checkLoginResponse).
 // Tries each AS endpoint in turn; refusals come back as RequestError with the AS's status code.
 
 import tls from 'node:tls';
-import { fingerprint, toPem, verifyChain } from '../crypto/index.js';
+import { fingerprint, hasAsPurpose, toPem, verifyChain } from '../crypto/index.js';
+import { contains, parseCidr } from '../net/addr/cidr.js';
 import { MessageType, Status } from '../protocol/constants.js';
 import { parseEndpoint } from '../protocol/endpoint.js';
 import { encodeFrame, FrameReader } from '../protocol/frame.js';
@@ -44,12 +48,11 @@ async function exchange(endpoint: string, trust: Trust, type: MessageType, body:
     };
     sock.on('error', fail);
     sock.on('secureConnect', () => {
-      if (trust.kind === 'pin') {
-        try {
-          rootPem = checkPinnedChain(sock, trust.caFingerprint);
-        } catch (err) {
-          return fail(err as Error);
-        }
+      try {
+        if (trust.kind === 'pin') rootPem = checkPinnedChain(sock, trust.caFingerprint);
+        checkAsPurpose(sock);
+      } catch (err) {
+        return fail(err as Error);
       }
       sock.write(encodeFrame({ type, status: 0, txid: 1, seq: 0n, id: 0n }, body));
     });
@@ -98,6 +101,54 @@ function checkPinnedChain(sock: tls.TLSSocket, caFingerprint: string): string {
   return toPem(root);
 }
 
+/** The server's leaf must be the AS's own certificate: a node certificate chains to the same root but lacks this. */
+function checkAsPurpose(sock: tls.TLSSocket): void {
+  const leaf = sock.getPeerCertificate(false);
+  if (!leaf?.raw || !hasAsPurpose(leaf.raw)) {
+    throw new CertificateError('the server is not the AS: its certificate lacks the AS purpose (a node certificate?)', 'ERR_NOT_AS');
+  }
+}
+
+/** Smallest and largest prefix lengths accepted for the overlay pools a login hands out. */
+const POOL4_PREFIX = { min: 8, max: 30 };
+const POOL6_PREFIX = { min: 32, max: 126 };
+
+/**
+ * A login answer is used to configure the TUN (addresses, on-link pools) and to pick where signaling goes, so it is
+ * checked first: pools of sane size (a /1 pool would pull half the Internet into the TUN), our virtual addresses
+ * inside them, and NMS endpoints that are unicast, have a port and do not sit inside the overlay itself.
+ */
+export function checkLoginResponse(res: LoginResponse): LoginResponse {
+  const bad = (what: string): never => {
+    throw new CertificateError(`login answer refused: ${what}`, 'ERR_LOGIN_ANSWER');
+  };
+  const pool = (text: string | undefined, family: 4 | 6, bounds: { min: number; max: number }): string | null => {
+    if (text === undefined) return null;
+    let c;
+    try {
+      c = parseCidr(text);
+    } catch {
+      return bad(`pool ${JSON.stringify(text)} is not a CIDR`);
+    }
+    if (c.family !== family) bad(`pool ${text} is not IPv${family}`);
+    if (c.prefix < bounds.min || c.prefix > bounds.max) bad(`pool ${text}: prefix /${c.prefix} outside /${bounds.min}../${bounds.max}`);
+    return text;
+  };
+  const p4 = pool(res.pool4, 4, POOL4_PREFIX);
+  const p6 = pool(res.pool6, 6, POOL6_PREFIX);
+  if (p4 && res.vip4 && !contains(p4, res.vip4)) bad(`vip4 ${res.vip4} outside pool ${p4}`);
+  if (p6 && res.vip6 && !contains(p6, res.vip6)) bad(`vip6 ${res.vip6} outside pool ${p6}`);
+  if (res.nmsEndpoints.length === 0) bad('no NMS endpoint');
+  for (const e of res.nmsEndpoints) {
+    if (e.port === 0) bad(`NMS endpoint ${e.address} without a port`);
+    if (/^(0\.0\.0\.0|::|255\.255\.255\.255)$/.test(e.address) || /^(22[4-9]|23\d)\./.test(e.address) || /^ff/i.test(e.address)) bad(`NMS endpoint ${e.address} is not unicast`);
+    if ((p4 && !e.address.includes(':') && contains(p4, e.address)) || (p6 && e.address.includes(':') && contains(p6, e.address))) {
+      bad(`NMS endpoint ${e.address} lies inside the overlay pool`);
+    }
+  }
+  return res;
+}
+
 async function firstAnswer(endpoints: string[], run: (ep: string) => Promise<Exchange>): Promise<Exchange> {
   let last: unknown = new CyphonicError('ERR_NO_AS', 'no AS endpoint configured');
   for (const ep of endpoints) {
@@ -122,7 +173,7 @@ export async function login(o: AsClientOptions & { rootPem: string; certPem: str
   const body = encodeBody(MessageType.LoginRequest, { clientVersion: 1 });
   const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
   const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.LoginRequest, body, o.timeoutMs ?? 5000));
-  return decodeBody(MessageType.LoginResponse, ex.body);
+  return checkLoginResponse(decodeBody(MessageType.LoginResponse, ex.body));
 }
 
 export { Status };

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import * as tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import {
+  AS_SERVER_PURPOSE,
   certInfo,
   commonNameOf,
   createCsr,
@@ -99,7 +100,7 @@ describe('PKI issuance and verifyChain', () => {
     assert.equal(nodeIdOf(node.certPem), 42);
     assert.equal(x.subjectAltName, 'DNS:alpha.cyphonic.internal');
     assert.equal(x.ca, false);
-    assert.deepEqual([...(x.keyUsage ?? [])].sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
+    assert.deepEqual([...(x.keyUsage ?? [])].sort(), ['1.3.6.1.5.5.7.3.2'], 'clientAuth only: a node certificate is no TLS server certificate');
     assert.equal(x.checkPrivateKey(loadPrivateKey(node.keyPem)), true);
     assert.equal(publicKeyFromCert(node.certPem).export({ format: 'jwk' }).x, x.publicKey.export({ format: 'jwk' }).x);
     assert.ok(!x.subject.includes('csr-subject-is-ignored'));
@@ -141,7 +142,7 @@ describe('PKI issuance and verifyChain', () => {
     const x = new X509Certificate(server.certPem);
     assert.equal(x.checkIP('127.0.0.1'), '127.0.0.1');
     assert.equal(x.checkHost('as.cyphonic.internal'), 'as.cyphonic.internal');
-    assert.deepEqual(x.keyUsage, ['1.3.6.1.5.5.7.3.1']);
+    assert.deepEqual(x.keyUsage, ['1.3.6.1.5.5.7.3.1', AS_SERVER_PURPOSE]);
     assert.equal(x.ca, false);
   });
 
