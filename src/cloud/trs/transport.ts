@@ -52,7 +52,16 @@ export class TrsTransport {
       recvBufferSize: SOCKET_BUFFER_BYTES,
       sendBufferSize: SOCKET_BUFFER_BYTES,
     });
-    sock.on('message', (msg, rinfo) => this.service.handle(msg, rinfo.address, rinfo.port));
+    sock.on('message', (msg, rinfo) => {
+      // Port 0 can be neither answered nor forwarded to: dropped before any work.
+      if (rinfo.port === 0) return this.service.counters.inc('refused.port0');
+      try {
+        this.service.handle(msg, rinfo.address, rinfo.port);
+      } catch (err) {
+        this.service.counters.inc('error.handler');
+        this.logger.error('TRS handler failed', { err: (err as Error).message });
+      }
+    });
     sock.on('error', (err) => this.logger.error('TRS socket error', { err: err.message }));
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
