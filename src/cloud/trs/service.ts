@@ -154,6 +154,9 @@ class Budget {
   }
 }
 
+/** Tunable: authenticated control sources with a budget of their own (NMS instances; a handful in practice). */
+const CONTROL_SOURCES = 256;
+
 const OFF_ID = HEADER_OFFSETS.id;
 const OFF_LENGTH = HEADER_OFFSETS.length;
 const OFF_RESERVED = HEADER_OFFSETS.reserved;
@@ -186,7 +189,9 @@ export class TrsService {
   private readonly seq: SeqCounter;
   private readonly guard: ReplayGuard;
   private readonly bindBudget: Budget;
-  private readonly controlBudget: Budget;
+  /** Per authenticated source address (an NMS instance); bounded: cleared when CONTROL_SOURCES are tracked. */
+  private readonly controlBudgets = new Map<string, Budget>();
+  private readonly controlRate: { perSec: number; burst: number };
   private readonly idleMs: number;
   private readonly maxLifetimeMs: number;
   private readonly maxPaths: number;
@@ -207,7 +212,7 @@ export class TrsService {
     const br = init.bindRate ?? RELAY_BIND_RATE;
     const cr = init.controlRate ?? RELAY_CONTROL_RATE;
     this.bindBudget = new Budget(br.perSec, br.burst, t);
-    this.controlBudget = new Budget(cr.perSec, cr.burst, t);
+    this.controlRate = cr;
     this.idleMs = init.idleMs ?? RELAY_IDLE_MS;
     this.maxLifetimeMs = init.maxLifetimeMs ?? RELAY_MAX_LIFETIME_MS;
     this.maxPaths = init.maxPaths ?? RELAY_MAX_PATHS;
@@ -247,6 +252,16 @@ export class TrsService {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.paths.clear();
+  }
+
+  private controlBudgetOf(address: string, now: number): Budget {
+    let b = this.controlBudgets.get(address);
+    if (!b) {
+      if (this.controlBudgets.size >= CONTROL_SOURCES) this.controlBudgets.clear();
+      b = new Budget(this.controlRate.perSec, this.controlRate.burst, now);
+      this.controlBudgets.set(address, b);
+    }
+    return b;
   }
 
   /** Handles one datagram from `address`:`port` (socket form). Never throws. */
@@ -357,9 +372,12 @@ export class TrsService {
     this.c.send(ack, port, address);
   }
 
+  /**
+   * RelayRequests from the NMS. Authenticated first (AES-GCM under the relay key, cheap), budgeted after, per source:
+   * forged frames cost only their own open and can never spend the budget the NMS's real requests live on.
+   */
   private control(msg: Buffer, address: string, port: number): void {
     const now = this.now();
-    if (!this.controlBudget.take(now)) return this.drop('rateLimited');
     let f: { header: Header; headerBytes: Buffer; body: Buffer };
     try {
       f = splitFrame(msg);
@@ -379,6 +397,7 @@ export class TrsService {
       return this.drop('badControl');
     }
     this.guard.accept(header.seq);
+    if (!this.controlBudgetOf(address, now).take(now)) return this.drop('rateLimited');
     const reply = (type: MessageType, body: Buffer, status: number = Status.Ok): void => {
       this.c.send(sealFrame(keys.down, { type, status, txid: header.txid, seq: this.seq.next(), id: header.id }, body), port, address);
     };

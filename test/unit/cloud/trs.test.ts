@@ -290,6 +290,25 @@ describe('TRS on loopback', () => {
 });
 
 describe('TRS allocation', () => {
+  test('forged RelayRequests never spend the budget the NMS\'s real requests need (authenticated first, budget per source)', async () => {
+    // The clock stands still, so no budget refills during the test: on the old order (budget before authentication)
+    // 10 000 forged frames emptied the one shared budget and every real request after them was dropped.
+    const frozen = Date.now();
+    const h = await startTrs({ now: () => frozen });
+    try {
+      for (let i = 0; i < 10_000; i++) {
+        const forged = encodeFrame({ type: MessageType.RelayRequest, status: 0, txid: i, seq: (BigInt(frozen) << 16n) + BigInt(i), id: BigInt(i + 1) }, randomBytes(80));
+        h.service.handle(forged, '::ffff:198.51.100.7', 40000 + (i % 1000));
+      }
+      assert.equal(h.service.dropped.badControl, 10_000, 'every forged request refused by authentication');
+      assert.equal(h.service.dropped.rateLimited, 0);
+      const alloc = await allocate(h);
+      assert.ok(alloc.tempKey.length === 32, 'the real request was served');
+    } finally {
+      await h.stop();
+    }
+  });
+
   test('a retransmitted RelayRequest gets the same answer; a conflicting one and one over capacity are refused', async () => {
     const h = await startTrs({ maxPaths: 1 });
     try {
