@@ -9,6 +9,7 @@ import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
 import type { Store } from '../../store/types.js';
+import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -21,7 +22,20 @@ export interface NmsInit {
   keepaliveOpenSec?: number;
   /** UDP port of the mapping probe socket (told to nodes in RegistrationResponse); absent: no probe. */
   probePort?: number;
+  /** Route selections one node may start. @default DIRECTION_RATE */
+  directionRate?: { perSec: number; burst: number };
 }
+
+/**
+ * Tunable: route selections per node. A node asks once per new peer (and again on a path change or a failed punch),
+ * so 20/s with a burst of 40 never bites a real node; a node flooding Direction Requests (each pushes a path to its
+ * target and may allocate a TRS path) is refused past it and costs others nothing.
+ */
+export const DIRECTION_RATE = { perSec: 20, burst: 40 } as const;
+/** Tunable: route selections of one node in progress at once. */
+export const DIRECTIONS_IN_FLIGHT = 16;
+/** Tunable: nodes with a route-selection budget tracked at once (bounded memory). */
+const DIRECTION_BUDGETS = 200_000;
 
 export interface NmsComponents {
   store: Store;
@@ -52,6 +66,9 @@ export class NmsService {
   private readonly routes: RouteSelector;
   /** Direction Requests in progress, by `${nodeId}:${txid}`: retransmissions wait for the same answer. */
   private readonly directing = new Set<string>();
+  private readonly directionBudgets: Budgets<number>;
+  /** Route selections in progress per node. */
+  private readonly inFlight = new Map<number, number>();
   private pushTxid = 1;
   /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
   probePort: number;
@@ -62,6 +79,7 @@ export class NmsService {
   ) {
     this.now = c.now ?? Date.now;
     this.probePort = init.probePort ?? 0;
+    this.directionBudgets = new Budgets(init.directionRate ?? DIRECTION_RATE, DIRECTION_BUDGETS);
     this.seq = new SeqCounter(this.now);
     this.routes = new RouteSelector({
       store: c.store,
@@ -228,9 +246,15 @@ export class NmsService {
     const key = `${s.nodeId}:${header.txid}`;
     if (this.directing.has(key)) return null; // a retransmission: the first one gets the answer
     if (!this.c.send) return this.nack(s, header, Status.NoRoute, 'route selection is disabled on this NMS');
+    const busy = this.inFlight.get(s.nodeId) ?? 0;
+    if (busy >= DIRECTIONS_IN_FLIGHT || !this.directionBudgets.take(s.nodeId, this.now())) {
+      this.counters.inc('route.refused.rate-limited');
+      return this.nack(s, header, Status.NoRoute, 'too many route selections: slow down');
+    }
     const [node, reg] = await Promise.all([this.c.store.getNodeById(s.nodeId), this.c.store.getRegistration(s.nodeId)]);
     if (!node || !reg) return this.nack(s, header, Status.NotRegistered, 'register before asking for routes');
     this.directing.add(key);
+    this.inFlight.set(s.nodeId, busy + 1);
     const t0 = this.now();
     try {
       const out = await this.routes.select(node, reg, req);
@@ -245,6 +269,9 @@ export class NmsService {
       return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBody(MessageType.RouteDirectionInitiator, out.toInitiator));
     } finally {
       this.directing.delete(key);
+      const left = (this.inFlight.get(s.nodeId) ?? 1) - 1;
+      if (left > 0) this.inFlight.set(s.nodeId, left);
+      else this.inFlight.delete(s.nodeId);
     }
   }
 

@@ -35,6 +35,7 @@ import { isValidPort, type Endpoint } from '../../protocol/endpoint.js';
 import { HEADER_OFFSETS, splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, MAX_ENDPOINTS, MAX_RELAY_ID_LEN, type RelayRequest } from '../../protocol/messages.js';
 import { unmapV4 } from '../../util/addr.js';
+import { Budget, Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -132,27 +133,6 @@ interface Path {
 }
 
 /** Token bucket: `take` is true while the budget lasts. */
-class Budget {
-  private tokens: number;
-  private last: number;
-  constructor(
-    private readonly perSec: number,
-    private readonly burst: number,
-    now: number,
-  ) {
-    this.tokens = burst;
-    this.last = now;
-  }
-  take(now: number): boolean {
-    if (now > this.last) {
-      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.perSec) / 1000);
-      this.last = now;
-    }
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-}
 
 /** Tunable: authenticated control sources with a budget of their own (NMS instances; a handful in practice). */
 const CONTROL_SOURCES = 256;
@@ -190,8 +170,7 @@ export class TrsService {
   private readonly guard: ReplayGuard;
   private readonly bindBudget: Budget;
   /** Per authenticated source address (an NMS instance); bounded: cleared when CONTROL_SOURCES are tracked. */
-  private readonly controlBudgets = new Map<string, Budget>();
-  private readonly controlRate: { perSec: number; burst: number };
+  private readonly controlBudgets: Budgets<string>;
   private readonly idleMs: number;
   private readonly maxLifetimeMs: number;
   private readonly maxPaths: number;
@@ -212,7 +191,7 @@ export class TrsService {
     const br = init.bindRate ?? RELAY_BIND_RATE;
     const cr = init.controlRate ?? RELAY_CONTROL_RATE;
     this.bindBudget = new Budget(br.perSec, br.burst, t);
-    this.controlRate = cr;
+    this.controlBudgets = new Budgets(cr, CONTROL_SOURCES);
     this.idleMs = init.idleMs ?? RELAY_IDLE_MS;
     this.maxLifetimeMs = init.maxLifetimeMs ?? RELAY_MAX_LIFETIME_MS;
     this.maxPaths = init.maxPaths ?? RELAY_MAX_PATHS;
@@ -252,16 +231,6 @@ export class TrsService {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     this.paths.clear();
-  }
-
-  private controlBudgetOf(address: string, now: number): Budget {
-    let b = this.controlBudgets.get(address);
-    if (!b) {
-      if (this.controlBudgets.size >= CONTROL_SOURCES) this.controlBudgets.clear();
-      b = new Budget(this.controlRate.perSec, this.controlRate.burst, now);
-      this.controlBudgets.set(address, b);
-    }
-    return b;
   }
 
   /** Handles one datagram from `address`:`port` (socket form). Never throws. */
@@ -397,7 +366,7 @@ export class TrsService {
       return this.drop('badControl');
     }
     this.guard.accept(header.seq);
-    if (!this.controlBudgetOf(address, now).take(now)) return this.drop('rateLimited');
+    if (!this.controlBudgets.take(address, now)) return this.drop('rateLimited');
     const reply = (type: MessageType, body: Buffer, status: number = Status.Ok): void => {
       this.c.send(sealFrame(keys.down, { type, status, txid: header.txid, seq: this.seq.next(), id: header.id }, body), port, address);
     };

@@ -89,4 +89,26 @@ describe('route selection at the NMS', () => {
     await assert.rejects(a.direction({ targetFqdn: 'gamma.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /did not confirm/.test(e.message));
     assert.ok(service.counters.get('route.push') >= 4, 'the push was retransmitted');
   });
+
+  test('a Direction Request flood from one node is refused past its budget; another node still gets its route at once', async () => {
+    const beta = clients.get(endpointKey({ address: '198.18.0.12', port: 30000 }))!;
+    let pushes = 0;
+    beta.onPush = (_type, body) => {
+      pushes++;
+      void beta.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+    };
+    const m = await node('mallory', { address: '198.18.0.14', port: 30000 });
+    const refusedBefore = service.counters.get('route.refused.rate-limited');
+    const flood = await Promise.allSettled(Array.from({ length: 400 }, () => m.client.direction({ targetFqdn: 'beta.cyphonic.internal' })));
+    const served = flood.filter((r) => r.status === 'fulfilled').length;
+    assert.ok(served <= 60, `only the budget's worth is served: ${served}`);
+    assert.ok(pushes <= 60, `and only that many paths are pushed to the target: ${pushes}`);
+    assert.ok(service.counters.get('route.refused.rate-limited') - refusedBefore >= 300);
+    for (const r of flood) if (r.status === 'rejected') assert.ok(r.reason instanceof RequestError && r.reason.status === Status.NoRoute, String(r.reason));
+    const a = clients.get(endpointKey({ address: '198.18.0.11', port: 30000 }))!;
+    const t0 = Date.now();
+    const rd = await a.direction({ targetFqdn: 'beta.cyphonic.internal' });
+    assert.equal(rd.peerName, 'beta');
+    assert.ok(Date.now() - t0 < 1000, `alpha's route took ${Date.now() - t0} ms`);
+  });
 });
