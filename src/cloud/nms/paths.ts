@@ -53,9 +53,28 @@ function uniq(list: Endpoint[]): Endpoint[] {
   return out;
 }
 
-/** Endpoints of `reg` worth sending to from a node that has `fams`: observed first, then reported, one family at a time. */
+/** The first endpoint of each family (a node's socket has one port; more claims only widen what peers send to). */
+function onePerFamily(list: Endpoint[]): Endpoint[] {
+  const seen = new Set<4 | 6>();
+  return list.filter((e) => {
+    const f = family(e.address);
+    if (seen.has(f)) return false;
+    seen.add(f);
+    return true;
+  });
+}
+
+/**
+ * Endpoints of `reg` worth sending to from a node that has `fams`: the observed one (what the NMS saw: the node really
+ * is there), then at most one reported endpoint of each *other* family (the NMS sees one family per registration).
+ * Reported endpoints are the node's own claims and a peer sends Tunnel Requests to them, so each extra one is a way
+ * to aim a peer's traffic at a third party: a same-family claim is never needed (the observed endpoint covers that
+ * family; the same-NAT case uses LAN endpoints separately) and is dropped.
+ */
 function reachable(reg: RegistrationRecord, fams: Set<4 | 6>): Endpoint[] {
-  return uniq([reg.observed, ...reg.reported]).filter((e) => fams.has(family(e.address)));
+  const own = family(reg.observed.address);
+  const others = onePerFamily(reg.reported.filter((e) => family(e.address) !== own));
+  return [reg.observed, ...others].filter((e) => fams.has(family(e.address)));
 }
 
 export function choosePath(initiator: RegistrationRecord, responder: RegistrationRecord, opts: PathOptions = {}): PathPlan {
@@ -64,8 +83,8 @@ export function choosePath(initiator: RegistrationRecord, responder: Registratio
   const fr = families(responder);
   if (initiator.nat && responder.nat && initiator.observed.address === responder.observed.address) {
     // One NAT in front of both: their LAN addresses reach each other (hairpinning is not something to count on).
-    const lanI = initiator.reported.filter((e) => fr.has(family(e.address)));
-    const lanR = responder.reported.filter((e) => fi.has(family(e.address)));
+    const lanI = onePerFamily(initiator.reported).filter((e) => fr.has(family(e.address)));
+    const lanR = onePerFamily(responder.reported).filter((e) => fi.has(family(e.address)));
     if (lanI.length && lanR.length) {
       return { kind: 'direct', toInitiator: uniq(lanR), toResponder: uniq(lanI), responderSends: true, why: 'same NAT: LAN endpoints' };
     }

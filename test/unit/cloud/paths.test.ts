@@ -44,6 +44,22 @@ const EIM_B = reg('198.18.0.21:30000', ['10.2.0.10:30000'], 'independent');
 const RND = reg('198.18.0.22:51234', ['10.3.0.10:30000'], 'dependent');
 const UNPROBED = reg('198.18.0.23:30000', ['10.4.0.10:30000']);
 
+test('reported endpoints cannot aim a peer at third parties: the observed endpoint plus one per other family', () => {
+  const victims = Array.from({ length: 12 }, (_, i) => `198.51.100.${i + 1}:53`);
+  const liar = reg('198.18.0.30:30000', ['198.18.0.30:30000', ...victims, '[2001:db8::30]:30000', '[2001:db8::66]:53']);
+  const plan = choosePath(GD, liar);
+  if (plan.kind === 'relayed') return assert.fail('direct expected');
+  assert.deepEqual(plan.toInitiator, [{ address: '198.18.0.30', port: 30000 }, { address: '2001:db8::30', port: 30000 }]);
+  const back = choosePath(liar, GD);
+  if (back.kind === 'relayed') return assert.fail('direct expected');
+  assert.equal(back.toResponder.length, 2, 'the responder gets no more of the liar\'s claims');
+  // Behind one NAT: one LAN endpoint per family, not every address claimed.
+  const lanLiar = reg('198.18.0.20:1030', ['10.1.0.12:30000', ...victims.map((v) => v.replace('198.51.100', '10.1.0'))], 'independent');
+  const same = choosePath(EIM_A, lanLiar);
+  if (same.kind === 'relayed') return assert.fail('direct expected');
+  assert.deepEqual(same.toInitiator, [{ address: '10.1.0.12', port: 30000 }]);
+});
+
 test('the rule table: direct, punched or relayed for every kind of pair', () => {
   const kind = (a: RegistrationRecord, b: RegistrationRecord): string => choosePath(a, b).kind;
   assert.equal(kind(G4, GD), 'direct');
