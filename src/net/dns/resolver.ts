@@ -4,7 +4,7 @@
 import dgram from 'node:dgram';
 import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isIP, isIPv4, isIPv6 } from 'node:net';
+import { isIP, isIPv4 } from 'node:net';
 import { Counters } from '../../util/counters.js';
 import { ConfigError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -80,6 +80,11 @@ interface PendingForward {
   tried: Set<string>;
   attempt: number;
   timer: NodeJS.Timeout | undefined;
+  /**
+   * One socket per attempt, each on a fresh random source port (closed when the query ends): an off-path spoofer
+   * must guess the port as well as the 16-bit id, and one answered query teaches nothing about the next.
+   */
+  socks: dgram.Socket[];
 }
 
 /** A comparison key for an address and port that ignores textual IPv6 variants and zone ids. */
@@ -150,8 +155,6 @@ class DnsResolver implements Resolver {
   private preferred = 0;
   private listeners: dgram.Socket[] = [];
   private bound: HostPort[] = [];
-  private up4: dgram.Socket | null = null;
-  private up6: dgram.Socket | null = null;
   private readonly pending = new Map<number, PendingForward>();
   private lookupsInFlight = 0;
   private running = false;
@@ -199,12 +202,6 @@ class DnsResolver implements Resolver {
         return !self;
       });
       this.upstreamKeys = this.upstreams.map((u) => endpointKey(u.address, u.port));
-      if (this.upstreams.some((u) => isIPv4(unmapV4(u.address)))) {
-        this.up4 = await this.bind('0.0.0.0', 0, (_s, msg, rinfo) => this.onUpstreamDatagram(msg, rinfo));
-      }
-      if (this.upstreams.some((u) => isIPv6(unmapV4(u.address.split('%')[0]!)))) {
-        this.up6 = await this.bind('::', 0, (_s, msg, rinfo) => this.onUpstreamDatagram(msg, rinfo));
-      }
       this.running = true;
       this.log.info('dns resolver listening', {
         listen: this.bound.map((b) => `${b.address}:${b.port}`),
@@ -223,12 +220,10 @@ class DnsResolver implements Resolver {
   }
 
   private async closeAll(): Promise<void> {
-    for (const p of this.pending.values()) clearTimeout(p.timer);
-    this.pending.clear();
-    const socks = [...this.listeners, this.up4, this.up6].filter((s): s is dgram.Socket => s !== null);
+    for (const p of this.pending.values()) this.finish(p);
+    const socks = this.listeners;
     this.listeners = [];
     this.bound = [];
-    this.up4 = this.up6 = null;
     await Promise.all(socks.map((s) => new Promise<void>((resolve) => {
       try {
         s.close(() => resolve());
@@ -367,7 +362,7 @@ class DnsResolver implements Resolver {
     }
     const wire = Buffer.from(msg); // copy: the client's id must never reach upstream
     wire.writeUInt16BE(upId, 0);
-    const p: PendingForward = { upId, client, query: q, wire, tried: new Set(), attempt: 0, timer: undefined };
+    const p: PendingForward = { upId, client, query: q, wire, tried: new Set(), attempt: 0, timer: undefined, socks: [] };
     this.pending.set(upId, p);
     this.sendUpstream(p);
   }
@@ -380,12 +375,15 @@ class DnsResolver implements Resolver {
     p.tried.add(this.upstreamKeys[idx]!);
     p.attempt++;
     const v4 = isIPv4(unmapV4(up.address));
-    const sock = v4 ? this.up4 : this.up6;
     const slice = p.attempt < n ? Math.floor(this.timeoutMs / n) : this.timeoutMs - Math.floor(this.timeoutMs / n) * (n - 1);
     p.timer = setTimeout(() => this.onForwardTimer(p), slice);
-    if (!sock) return;
     this.counters.inc('forward.tx');
     try {
+      // Unbound: the first send binds it to a random port the kernel picks (ip_local_port_range).
+      const sock = dgram.createSocket(v4 ? 'udp4' : 'udp6');
+      sock.on('error', () => this.counters.inc('forward.socket-error'));
+      sock.on('message', (msg, rinfo) => this.onUpstreamDatagram(p, msg, rinfo));
+      p.socks.push(sock);
       sock.send(p.wire, up.port, v4 ? unmapV4(up.address) : up.address, (err) => {
         if (err) this.counters.inc('forward.send-error');
       });
@@ -401,12 +399,25 @@ class DnsResolver implements Resolver {
       this.sendUpstream(p);
       return;
     }
-    this.pending.delete(p.upId);
+    this.finish(p);
     this.counters.inc('forward.timeout');
     this.reply(p.client, p.query, { rcode: 'SERVFAIL', answers: [] });
   }
 
-  private onUpstreamDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  /** The query is over (answered, timed out, or the resolver stops): its timer and sockets go. */
+  private finish(p: PendingForward): void {
+    clearTimeout(p.timer);
+    if (this.pending.get(p.upId) === p) this.pending.delete(p.upId);
+    for (const s of p.socks.splice(0)) {
+      try {
+        s.close();
+      } catch {
+        /* already closed */
+      }
+    }
+  }
+
+  private onUpstreamDatagram(sent: PendingForward, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     this.counters.inc('forward.rx');
     const h = peekHeader(msg);
     if (!h || !h.flags.qr) {
@@ -414,7 +425,7 @@ class DnsResolver implements Resolver {
       return;
     }
     const p = this.pending.get(h.id);
-    if (!p) {
+    if (!p || p !== sent) {
       this.counters.inc('forward.stray.id');
       return;
     }
@@ -429,8 +440,7 @@ class DnsResolver implements Resolver {
       this.counters.inc('forward.stray.question');
       return;
     }
-    clearTimeout(p.timer);
-    this.pending.delete(p.upId);
+    this.finish(p);
     const idx = this.upstreamKeys.indexOf(endpointKey(rinfo.address, rinfo.port));
     if (idx >= 0) this.preferred = idx;
     this.counters.inc('forward.ok');

@@ -209,9 +209,10 @@ describe('overlay answers', () => {
 async function fakeUpstream(answer: string) {
   const sock = await udpSocket();
   const spoofer = await udpSocket();
-  const state = { mode: 'answer' as 'answer' | 'drop' | 'spoof' | 'wrong-id', ids: [] as number[], seen: 0 };
+  const state = { mode: 'answer' as 'answer' | 'drop' | 'spoof' | 'wrong-id', ids: [] as number[], ports: [] as number[], seen: 0 };
   sock.on('message', (msg, rinfo) => {
     state.seen++;
+    state.ports.push(rinfo.port);
     const q = decodeQuery(msg);
     state.ids.push(q.id);
     if (state.mode === 'drop') return;
@@ -264,6 +265,14 @@ describe('forwarding', () => {
     assert.equal(up.state.ids.length, 8);
     assert.ok(up.state.ids.some((id) => id !== 0x1234), `upstream ids ${up.state.ids.join(',')}`);
     assert.ok(new Set(up.state.ids).size > 1);
+  });
+
+  test('every forwarded query leaves from a fresh source port (a spoofer must guess port and id)', async () => {
+    up.state.mode = 'answer';
+    up.state.ports.length = 0;
+    for (let i = 0; i < 8; i++) await ask(port, encodeQuery(`n${i}.example.com`, 'A', 0x4444));
+    assert.equal(up.state.ports.length, 8);
+    assert.ok(new Set(up.state.ports).size >= 7, `source ports ${up.state.ports.join(',')}`);
   });
 
   test('a reply from the wrong port is ignored; the real one gets through', async () => {
