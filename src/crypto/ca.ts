@@ -219,17 +219,20 @@ export async function createIntermediateCa(
 
 /**
  * Issues a node certificate for the public key of a verified CSR. The subject is CN=`name` plus
- * serialNumber=`nodeId` (the CSR's own subject is ignored); SAN dNSName=`fqdn`; EKU clientAuth only (a node
+ * serialNumber=`nodeId` (the CSR's own subject is ignored); SAN dNSName=`fqdn` plus an iPAddress per virtual
+ * address (`vips`: what the peer checks a Route Direction's addresses against); EKU clientAuth only (a node
  * certificate must never pass as a TLS server, least of all as the AS).
  * notAfter is capped at the CA's own notAfter.
  */
 export async function issueNodeCertificate(
   ca: CaMaterial,
   csrDer: Buffer,
-  opts: { name: string; fqdn: string; nodeId: number; validDays?: number; now?: Date },
+  opts: { name: string; fqdn: string; nodeId: number; vips?: string[]; validDays?: number; now?: Date },
 ): Promise<IssuedCertificate> {
   checkCommonName(opts.name);
   checkDnsName(opts.fqdn);
+  const vips = (opts.vips ?? []).filter((v) => v !== '');
+  for (const ip of vips) if (isIP(ip) === 0) throw params(`invalid virtual address: ${JSON.stringify(ip)}`);
   if (!Number.isSafeInteger(opts.nodeId) || opts.nodeId < 0) throw params('nodeId must be a non-negative integer');
   const csr = parseCsrSync(csrDer);
   const issuer = await loadCa(ca);
@@ -243,7 +246,7 @@ export async function issueNodeCertificate(
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: opts.fqdn }]),
+      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: opts.fqdn }, ...vips.map((value) => ({ type: 'ip' as const, value }))]),
     ],
   });
   const serial = new X509Certificate(certDer).serialNumber.toLowerCase();

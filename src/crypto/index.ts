@@ -23,6 +23,7 @@ export {
   commonNameOf,
   nodeIdOf,
   certInfo,
+  subjectAltNames,
   toDer,
   toPem,
   splitPemChain,

@@ -1,5 +1,7 @@
 // Certificate chain verification (leaf -> intermediates -> trusted root) on node's X509Certificate,
 // plus certificate accessors: fingerprint, serial, common name, node id, PEM/DER conversion.
+import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { CertificateError } from '../util/errors.js';
 import { OID_SERIAL_NUMBER_ATTR, commonNameFrom } from './der.js';
 import { sha256Hex } from './hash.js';
@@ -189,6 +191,29 @@ export function nodeIdOf(cert: CertInput): number | undefined {
 }
 
 /** Summary of a certificate without verifying it. */
+/** The subjectAltName entries of a certificate: dNSNames (lower case) and iPAddresses (canonical text). */
+export function subjectAltNames(cert: CertInput): { dns: string[]; ips: string[] } {
+  const parsed = parseCert(cert);
+  const text = new X509Certificate(parsed.der).subjectAltName ?? '';
+  const dns: string[] = [];
+  const ips: string[] = [];
+  for (const part of text.split(', ')) {
+    if (part.startsWith('DNS:')) dns.push(part.slice(4).toLowerCase());
+    else if (part.startsWith('IP Address:')) ips.push(canonicalIp(part.slice(11)));
+  }
+  return { dns, ips };
+}
+
+/** One textual form per address (node prints IPv6 SANs uncompressed and upper case). */
+function canonicalIp(text: string): string {
+  if (isIP(text) !== 6) return text;
+  try {
+    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  } catch {
+    return text.toLowerCase();
+  }
+}
+
 export function certInfo(cert: CertInput): {
   serial: string;
   commonName: string;

@@ -84,6 +84,7 @@ export class AsService {
       name,
       fqdn,
       nodeId: node.id,
+      vips: [node.vip4, node.vip6],
       validDays: this.certDays,
       now: new Date(this.now()),
     });
@@ -158,7 +159,7 @@ export class AsService {
     }
     await this.c.store.revokeNodeCertificates(node.id, 'superseded', this.now());
     const fqdn = this.fqdnOf(node.name);
-    const cert = await issueNodeCertificate(this.c.issuer, req.csr, { name: node.name, fqdn, nodeId: node.id, validDays: this.certDays, now: new Date(this.now()) });
+    const cert = await issueNodeCertificate(this.c.issuer, req.csr, { name: node.name, fqdn, nodeId: node.id, vips: [node.vip4, node.vip6], validDays: this.certDays, now: new Date(this.now()) });
     await this.c.store.addCertificate({ serial: cert.serial, nodeId: node.id, der: cert.certDer, notAfter: cert.notAfter.getTime(), createdAt: this.now() });
     this.counters.inc('general-enroll.ok');
     this.c.logger.info('general node enrolled', { node: node.name, nodeId: node.id, adapter: adapter.name });

@@ -14,7 +14,7 @@ import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { createEnrollment, initCloud, startCloud } from '../../../src/cloud/cloud.js';
 import { decodeToken } from '../../../src/config/token.js';
-import { AS_SERVER_PURPOSE, createCsr, generateKeyPair, toPem } from '../../../src/crypto/index.js';
+import { AS_SERVER_PURPOSE, createCsr, generateKeyPair, subjectAltNames, toPem } from '../../../src/crypto/index.js';
 import { checkLoginResponse, enroll, login } from '../../../src/node/as-client.js';
 import { MessageType } from '../../../src/protocol/constants.js';
 import { encodeFrame } from '../../../src/protocol/frame.js';
@@ -96,6 +96,10 @@ describe('AS identity: a node certificate never passes as the AS', () => {
     assert.equal(fakeSawRequest, before, 'no login request reached the fake AS');
     const real = await login({ endpoints: as, rootPem: mallory.rootPem, certPem: mallory.certPem, chainPem: mallory.chainPem, keyPem: mallory.keyPem });
     assert.equal(real.name, 'mallory');
+    // The certificate binds the name and the virtual addresses: what peers check Route Directions against.
+    const san = subjectAltNames(mallory.certDer);
+    assert.deepEqual(san.dns, ['mallory.cyphonic.internal']);
+    assert.deepEqual(san.ips, [real.vip4, real.vip6]);
   });
 
   test('login answers with out-of-range pools, addresses or endpoints are refused', () => {
