@@ -19,6 +19,27 @@ export class SeqCounter {
     this.last = base > this.last ? base : this.last + 1n;
     return this.last;
   }
+
+  /** The last number handed out (0 before the first). */
+  get current(): bigint {
+    return this.last;
+  }
+
+  /** Never hand out `seq` or anything below it (a floor restored after a restart). */
+  raise(seq: bigint): void {
+    if (seq > this.last) this.last = seq;
+  }
+}
+
+/**
+ * Sequence numbers double as AES-GCM nonces, so a sender whose clock steps back across a restart must not hand out
+ * a number it used before under the same key. `reserve` returns the value to persist: everything up to it may be
+ * handed out before the next reservation; after a restart, `raise(saved)` continues above it. It reaches `aheadMs`
+ * into the future, less than SEQ_MAX_SKEW_MS, so receivers still accept what we send right after a restart.
+ */
+export function reservationFor(counter: SeqCounter, nowMs: number, aheadMs: number): bigint {
+  const upTo = BigInt(nowMs + aheadMs) << COUNTER_BITS;
+  return upTo > counter.current ? upTo : counter.current + (BigInt(aheadMs) << COUNTER_BITS);
 }
 
 /** Accepts each sequence number once; remembers a bounded recent set above a floor. */

@@ -170,6 +170,9 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec },
         { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to), relays },
       );
+      await nms.restoreSequence();
+      const service = nms;
+      stops.push(async () => service.close());
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());

@@ -2,7 +2,7 @@
 // Input is one datagram and the address it came from; output is the sealed reply (or null: dropped and counted).
 
 import { ChannelKeys, openFrame, sealFrame } from '../../channel/sealed.js';
-import { ReplayGuard, SeqCounter } from '../../channel/sequence.js';
+import { ReplayGuard, reservationFor, SeqCounter } from '../../channel/sequence.js';
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
@@ -58,6 +58,10 @@ interface Session {
 /** Node→cloud message types the NMS accepts. */
 const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation]);
 
+/** Tunable: how far ahead the NMS reserves (and persists) sealing sequence numbers; below SEQ_MAX_SKEW_MS. */
+export const SEQ_RESERVE_MS = 60_000;
+const SEQ_META_KEY = 'nms.seq.reserved';
+
 export class NmsService {
   readonly counters = new Counters();
   private readonly sessions = new Map<number, Session>();
@@ -70,6 +74,9 @@ export class NmsService {
   /** Route selections in progress per node. */
   private readonly inFlight = new Map<number, number>();
   private pushTxid = 1;
+  /** Sequence numbers up to this one are persisted as used (restoreSequence/reserveSequence). */
+  private reservedUpTo = 0n;
+  private seqTimer: NodeJS.Timeout | null = null;
   /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
   probePort: number;
 
@@ -89,6 +96,42 @@ export class NmsService {
       ...(c.relays ? { relays: c.relays } : {}),
     });
   }
+  /**
+   * Continues above every sequence number an earlier run of this NMS may have sealed with (they are AES-GCM nonces
+   * under each node's Common Key, which survives our restart), and keeps a reservation ahead of use persisted in the
+   * store. Call before the transport starts; close() stops the refresh.
+   */
+  async restoreSequence(): Promise<void> {
+    const saved = await this.c.store.getMeta(SEQ_META_KEY);
+    if (saved && /^\d+$/.test(saved)) this.seq.raise(BigInt(saved));
+    await this.reserveSequence();
+    this.seqTimer = setInterval(() => {
+      this.reserveSequence().catch((err: unknown) => {
+        this.counters.inc('seq.reserve-failed');
+        this.c.logger.warn('sequence reservation not saved', { err: err instanceof Error ? err.message : String(err) });
+      });
+    }, SEQ_RESERVE_MS / 3);
+    this.seqTimer.unref();
+  }
+
+  private async reserveSequence(): Promise<void> {
+    const upTo = reservationFor(this.seq, this.now(), SEQ_RESERVE_MS);
+    await this.c.store.setMeta(SEQ_META_KEY, upTo.toString());
+    this.reservedUpTo = upTo;
+  }
+
+  close(): void {
+    if (this.seqTimer) clearInterval(this.seqTimer);
+    this.seqTimer = null;
+  }
+
+  /** The next sealing sequence number; counted when it runs past what is persisted (a store that stopped saving). */
+  private nextSeq(): bigint {
+    const seq = this.seq.next();
+    if (this.reservedUpTo !== 0n && seq > this.reservedUpTo) this.counters.inc('seq.unreserved');
+    return seq;
+  }
+
 
   /**
    * Handles one datagram; returns the reply to send back to `from`, or null. Never throws.
@@ -280,7 +323,7 @@ export class NmsService {
     void this.session(responderId, false).then((rs) => {
       if (!rs || !this.c.send) return;
       this.pushTxid = (this.pushTxid % 0x7fffffff) + 1;
-      const frame = sealFrame(rs.keys.down, { type: MessageType.RouteDirectionResponder, txid: this.pushTxid, seq: this.seq.next(), id: BigInt(responderId) }, encodeBody(MessageType.RouteDirectionResponder, body));
+      const frame = sealFrame(rs.keys.down, { type: MessageType.RouteDirectionResponder, txid: this.pushTxid, seq: this.nextSeq(), id: BigInt(responderId) }, encodeBody(MessageType.RouteDirectionResponder, body));
       this.counters.inc('route.push');
       this.c.send(frame, to);
     });
@@ -303,7 +346,7 @@ export class NmsService {
   }
 
   private reply(s: Session, req: Header, type: MessageType, body: Buffer, status: number = Status.Ok): Buffer {
-    return sealFrame(s.keys.down, { type, status, txid: req.txid, seq: this.seq.next(), id: BigInt(s.nodeId) }, body);
+    return sealFrame(s.keys.down, { type, status, txid: req.txid, seq: this.nextSeq(), id: BigInt(s.nodeId) }, body);
   }
 
   private nack(s: Session, req: Header, status: Status, reason: string): Buffer {
