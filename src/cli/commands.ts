@@ -64,6 +64,7 @@ export const commands: Command[] = [
       'ipv4-pool': { type: 'string', help: 'virtual IPv4 pool', default: '100.64.0.0/10' },
       'ipv6-pool': { type: 'string', help: 'virtual IPv6 pool (default: a random ULA /48)' },
       advertise: { type: 'string', help: 'addresses nodes reach the cloud at, comma-separated' },
+      'root-key-out': { type: 'string', help: 'write the root CA key to this file (keep it offline) instead of DIR/ca; the cloud never needs it to run' },
     },
     required: ['dir', 'advertise'],
     async run(o) {
@@ -75,6 +76,7 @@ export const commands: Command[] = [
         domain: str(o['domain']),
         ipv4Pool: str(o['ipv4-pool']),
         ipv6Pool: str(o['ipv6-pool']),
+        rootKeyOut: str(o['root-key-out']),
       });
       out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
     },

@@ -33,6 +33,11 @@ export interface CloudInitOptions {
   domain?: string;
   ipv4Pool?: string;
   ipv6Pool?: string;
+  /**
+   * Where the root CA key goes (0600, must not exist yet) instead of DIR/ca/root.key.pem: the cloud only ever signs
+   * with the AS intermediate, so the root key can live offline (it is needed again only to renew the intermediate).
+   */
+  rootKeyOut?: string;
 }
 
 const paths = (dir: string) => ({
@@ -51,6 +56,7 @@ const paths = (dir: string) => ({
 export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
   const p = paths(o.dir);
   if (existsSync(p.config)) throw new ConfigError(`${o.dir} already holds a cloud (${CLOUD_CONFIG_FILE} exists)`, 'ERR_EXISTS');
+  if (o.rootKeyOut !== undefined && existsSync(o.rootKeyOut)) throw new ConfigError(`--root-key-out ${o.rootKeyOut} exists already`, 'ERR_EXISTS');
   const v4 = o.ipv4Pool ?? CLOUD_DEFAULTS.pools.v4;
   const v6 = o.ipv6Pool ?? randomUlaPrefix48();
   if (parseCidr(v4).family !== 4) throw new ConfigError(`--ipv4-pool ${v4} is not an IPv4 CIDR`);
@@ -73,7 +79,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
   const root = await createRootCa({ commonName: `cyphonic root CA (${cfg.domain})` });
   const as = await createIntermediateCa(root, { commonName: `cyphonic AS (${cfg.domain})` });
   const server = await issueServerCertificate(as, { commonName: `as.${cfg.domain}`, ipAddresses: cfg.advertise, dnsNames: [`as.${cfg.domain}`] });
-  writeFileAtomic(p.rootKey, root.keyPem, 0o600);
+  writeFileAtomic(o.rootKeyOut ?? p.rootKey, root.keyPem, 0o600);
   writeFileAtomic(p.rootCert, root.certPem, 0o644);
   writeFileAtomic(p.asKey, as.keyPem, 0o600);
   writeFileAtomic(p.asCert, as.certPem, 0o644);

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -35,7 +35,10 @@ describe('AS identity: a node certificate never passes as the AS', () => {
   let fakeSawRequest = 0;
 
   before(async () => {
-    await initCloud({ dir: cloudDir, advertise: ['127.0.0.1'] });
+    // The root key goes offline at init (the cloud runs and enrolls without it).
+    await initCloud({ dir: cloudDir, advertise: ['127.0.0.1'], rootKeyOut: join(dir, 'root.key.pem') });
+    assert.ok(!existsSync(join(cloudDir, 'ca', 'root.key.pem')), 'no root key in the cloud directory');
+    assert.match(readFileSync(join(dir, 'root.key.pem'), 'utf8'), /PRIVATE KEY/);
     cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 }, roles: ['as', 'nms'] });
     as = [`127.0.0.1:${cloud.ports.as}`];
     // Mallory enrolls honestly: a certificate from the same intermediate as the AS's own.
