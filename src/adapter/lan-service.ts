@@ -54,6 +54,7 @@ import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { LanDns, type OverlayLookup } from './lan-dns.js';
 import type { LanLink } from './lan-port.js';
+import { ipText } from './lan/wire.js';
 import type { HostPort } from '../net/dns/resolver.js';
 
 /** Tunable: the general nodes' link MTU (DHCPv4 option 26, RA MTU): 1400 + capsule and UDP/IPv6 headers < 1500. */
@@ -177,14 +178,15 @@ export class LanService {
   }
 
   /**
-   * `address` is a peer's virtual address in use by a general node here (DNS answer, overlay packet): remembered,
+   * `a` (canonical text) is a peer's virtual address in use by a general node here (DNS answer, overlay packet): remembered,
    * and its solicited-node group joined at once — before the frame that makes the device ask for it goes out.
    */
-  private notePeer(address: string | null | undefined): void {
-    if (!address) return;
-    const a = normalizeAddress(address) ?? address;
+  private notePeer(a: string | null | undefined): void {
+    if (!a) return;
+    const now = Date.now();
+    if (this.peers.touch(a, now)) return; // per packet: a known peer is only refreshed
     if (this.own.has(a) || !this.ctx.isOverlay(a)) return;
-    const { join, left } = this.peers.note(a, Date.now());
+    const { join, left } = this.peers.note(a, now);
     this.leaveGroups(left);
     if (join) this.mld.join([join]);
   }
@@ -292,8 +294,8 @@ export class LanService {
         const lookup = agent
           ? (n: string): ReturnType<GeneralNodePort['resolve']> =>
               agent.resolve(n).then((r) => {
-                this.notePeer(r?.vip6);
-                this.notePeer(r?.vip4);
+                this.notePeer(r?.vip6 ? normalizeAddress(r.vip6) : null);
+                this.notePeer(r?.vip4 ? normalizeAddress(r.vip4) : null);
                 return r;
               })
           : null;
@@ -332,7 +334,7 @@ export class LanService {
     this.counters.inc('lan.overlay.in');
     // MLD wiring: the source's solicited-node group is joined before the device, answering, asks for it.
     if (v === 4) this.notePeer(`${packet[12]}.${packet[13]}.${packet[14]}.${packet[15]}`);
-    else this.notePeer(normalizeAddress(ip6Text(packet.subarray(8, 24))));
+    else this.notePeer(ipText(packet, 8, 16));
     this.link.send(encodeEthernet({ dst: mac, src: this.link.mac, ethertype: v === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: packet }));
   }
 }

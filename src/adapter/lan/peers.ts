@@ -41,6 +41,14 @@ export class KnownPeers {
     return [...this.groups.keys()];
   }
 
+  /** Refreshes a remembered address (the per-packet fast path); false when it is not remembered. */
+  touch(address: string, now: number): boolean {
+    if (!this.seen.has(address)) return false;
+    this.seen.delete(address);
+    this.seen.set(address, now);
+    return true;
+  }
+
   /**
    * Records `address` (canonical text) as seen now. Returns the solicited-node group the adapter must join now
    * (an IPv6 address whose group nobody needed yet), and `left`: groups no longer needed after an eviction.
