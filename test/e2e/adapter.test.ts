@@ -23,6 +23,8 @@ import type { ChildProcess } from 'node:child_process';
 import { CLI, CloudProc, cyphonic, exitCode, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { dhclient, Lan, waitDad } from '../harness/lan.js';
 import { solicitedNodeAddress } from '../../src/adapter/lan/ip.js';
+import { ip6Bytes } from '../../src/adapter/lan/wire.js';
+import { formatIp6 } from '../../src/protocol/ip.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { controlGet } from '../../src/util/control.js';
 import type { AdapterStatus } from '../../src/adapter/daemon.js';
@@ -243,6 +245,25 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     assert.ok((c['mld.report.change'] ?? 0) >= 1, 'state-change reports sent');
     // The devices' addresses all passed DAD through the snooping switch, with the ND proxy in place.
     for (const name of ['g1', 'g2', 'g3'] as const) await assertDadDone(dev[name]!);
+  });
+
+  test('DAD through the snooping switch: a pool address a device may own is not defended, a known peer\'s is', async () => {
+    const x2 = await lan.addDevice('x2', '02:66:66:00:00:02');
+    // An address in the pool, not a peer's, in the same solicited-node group as alpha's vip6 (which the adapter
+    // joined), so the DAD probe does reach the adapter: it must stay silent and the device keep the address.
+    const b = ip6Bytes(a.vip6);
+    const mine = Buffer.from(b);
+    mine[9] = mine[9]! ^ 0x5a;
+    const addr = formatIp6(mine);
+    assert.equal(solicitedNodeAddress(addr), solicitedNodeAddress(a.vip6));
+    const before = (await status()).lanCounters['proxy.nd.skip.dad-undefended'] ?? 0;
+    await x2.run('ip', ['-6', 'addr', 'add', `${addr}/128`, 'dev', 'eth0']);
+    await waitDad(x2.ns, 'eth0', addr);
+    assert.ok(((await status()).lanCounters['proxy.nd.skip.dad-undefended'] ?? 0) > before, 'the probe reached the adapter, unanswered');
+    // alpha's own virtual address, taken by a device: the adapter defends it, DAD fails on the device.
+    await x2.run('ip', ['-6', 'addr', 'add', `${a.vip6}/128`, 'dev', 'eth0']);
+    await assert.rejects(waitDad(x2.ns, 'eth0', a.vip6), /DAD failed/);
+    await x2.run('ip', ['-6', 'addr', 'del', `${a.vip6}/128`, 'dev', 'eth0']);
   });
 
   test('the cyphonic node reaches the general node by its FQDN, both families', async () => {

@@ -16,7 +16,9 @@
 //
 // MldListener keeps the joined groups and speaks for them (§6): a state-change report on join and leave, sent at
 // once and repeated [robustness − 1] times within the Unsolicited Report Interval; current-state reports in answer
-// to queries after a random delay below the query's Maximum Response Delay. It never reports ff02::1 (§6).
+// to queries after a random delay below the query's Maximum Response Delay (a pending General Query answer covers
+// later group queries; a source-specific query gets MODE_IS_INCLUDE of the sources asked about, as our filter is
+// EXCLUDE {}). It never reports ff02::1 (§6).
 
 import type { Counters } from '../../util/counters.js';
 import { ETHERTYPE_IPV6, encodeEthernet } from './ethernet.js';
@@ -292,6 +294,16 @@ export class MldListener {
       return;
     }
     const group = q.group;
+    if (q.sources.length) {
+      // Our filter is EXCLUDE {}: every source asked about is wanted, MODE_IS_INCLUDE (them) (§6.3).
+      const sources = q.sources;
+      this.later(delay, () => {
+        if (!this.groups.has(group)) return;
+        this.init.counters?.inc('mld.report.current');
+        this.emit(mld2ReportPackets(this.init.linkLocal, [{ type: MldRecordType.MODE_IS_INCLUDE, group, sources }]));
+      });
+      return;
+    }
     const pending = this.groupDue.get(group);
     if (pending !== undefined && pending <= due) return;
     this.groupDue.set(group, due);

@@ -249,6 +249,10 @@ test('listener: queries are answered after a random delay below Max Response Del
   l.onQuery(v2query('ff02::1:3', 1000)); // not ours
   advance(1000);
   assert.deepEqual(sent(), [[143, 'ff02::16', [[2, 'ff02::1:2']]]]);
+  // A source-specific query: MODE_IS_INCLUDE of the sources asked about.
+  l.onQuery({ ...v2query('ff02::1:2', 1000), sources: ['fe80::7'] });
+  advance(1000);
+  assert.deepEqual(sent(), [[143, 'ff02::16', [[1, 'ff02::1:2']]]]);
   // A group query while a sooner general answer is pending is covered by it.
   l.onQuery(v2query(null, 2000));
   l.onQuery(v2query('ff02::2', 10_000));
@@ -287,7 +291,8 @@ test('known peers: one join per solicited-node group, shared groups counted, idl
   // Capacity 3: the least recently seen address goes first.
   peers.note('fd00::a', 2000);
   peers.note('fd00::b', 2001);
-  peers.note('fd00::a', 2002); // seen again: now the newest
+  assert.equal(peers.touch('fd00::c', 2002), false, 'touch does not add');
+  assert.equal(peers.touch('fd00::a', 2002), true); // seen again: now the newest
   peers.note('fd00::c', 2003);
   assert.deepEqual(peers.note('fd00::d', 2004).left, [solicitedNodeAddress('fd00::b')]);
   assert.deepEqual(peers.solicitedGroups().sort(), ['fd00::a', 'fd00::c', 'fd00::d'].map(solicitedNodeAddress).sort());
