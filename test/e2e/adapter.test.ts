@@ -241,7 +241,11 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     };
     assert.ok((await seen('ff02::1:2')) >= 20, 'echo requests to a joined group reach the adapter');
     assert.ok((await seen('ff02::1:3')) < 20, 'echo requests to a group nobody joined are filtered by the switch');
-    const c = (await status()).lanCounters;
+    // The adapter answers the querier (every 30 s here; without answers its entries leave the mdb after 62 s).
+    const c = await waitFor('the adapter answered a general query', async () => {
+      const lc = (await status()).lanCounters;
+      return (lc['mld.query.v2.general'] ?? 0) >= 1 && (lc['mld.report.current'] ?? 0) >= 1 ? lc : null;
+    }, 40_000, 500);
     assert.ok((c['mld.report.change'] ?? 0) >= 1, 'state-change reports sent');
     // The devices' addresses all passed DAD through the snooping switch, with the ND proxy in place.
     for (const name of ['g1', 'g2', 'g3'] as const) await assertDadDone(dev[name]!);
@@ -307,6 +311,9 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     assert.ok(deltaPrefix('dns.refused.') >= 2, 'bad DNS queries counted');
     // Every frame is accounted for somewhere; none crashed the adapter.
     assert.equal(gw.exitCode, null);
+    // Minutes after its joins (membership interval 62 s), the adapter is still in the mdb: it answers queries.
+    assert.ok((await lan.portGroups()).includes('ff02::1:2'), await lan.mdb());
+    assert.ok((st.lanCounters['mld.report.current'] ?? 0) >= 2, 'current-state reports in answer to queries');
     // The good general nodes are still served: a DHCP renewal, DNS, and the overlay.
     const rec = await dhclient(dev['g1']!, join(work.dir, 'g1-again'), 4);
     assert.match(rec, new RegExp(`ip=${gen['g1']!.vip4!.replace(/\./g, '\\.')}`));

@@ -5,7 +5,8 @@
 //
 // The switch is an MLD-snooping one (RFC 4541) with a querier, as many real ones are: multicast to a group no port
 // reported (ff02::1:2, ff02::2, solicited-node groups) reaches only the ports that joined it, so the adapter must
-// send MLD reports for what it wants to hear. br0 has an IPv6 link-local address (the querier's source) and
+// send MLD reports for what it wants to hear, and answer the querier's queries (30 s apart here) to stay in the
+// mdb (membership interval 62 s). br0 has an IPv6 link-local address (the querier's source) and
 // takes no RAs. Devices run IPv6 duplicate address detection as real hosts do: addDevice returns once the
 // link-local address has passed it, and the dhclient script waits for DAD on the address it adds.
 //
@@ -20,6 +21,17 @@ import { GroupTracker, runChecked } from './netns/proc.js';
 
 /** Tunable: the switch's MLD Query Response Interval (centiseconds; the kernel's default is 10 s). */
 const QUERY_RESPONSE_CS = 200;
+/**
+ * The switch's MLD timers (centiseconds), shorter than the defaults (125 s queries, 260 s membership) but in the
+ * RFC 3810 §9 relation (membership = robustness 2 × query interval + response interval): a listener that does not
+ * answer queries drops out of the mdb within about a minute, i.e. during the e2e run.
+ */
+const MLD_TIMERS = [
+  'mcast_query_response_interval', String(QUERY_RESPONSE_CS),
+  'mcast_query_interval', '3000',
+  'mcast_startup_query_interval', '750',
+  'mcast_membership_interval', String(2 * 3000 + QUERY_RESPONSE_CS),
+];
 /** Tunable: how long a device may take for DAD of one address (ms): RFC 4862 defaults take ~1-2 s. */
 const DAD_WAIT_MS = 10_000;
 
@@ -41,7 +53,7 @@ export class Lan {
     const sw = `${tb.prefix}-sw${Math.floor(Math.random() * 1000)}`;
     const lan = new Lan(tb, sw);
     await lan.ns(sw);
-    await runChecked('ip', ['-n', sw, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0', 'mcast_snooping', '1', 'mcast_mld_version', '2', 'mcast_querier', '0', 'mcast_query_response_interval', String(QUERY_RESPONSE_CS)]);
+    await runChecked('ip', ['-n', sw, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0', 'mcast_snooping', '1', 'mcast_mld_version', '2', 'mcast_querier', '0', ...MLD_TIMERS]);
     await runChecked('ip', ['netns', 'exec', sw, 'sysctl', '-q', '-w', 'net.ipv6.conf.br0.accept_ra=0']);
     await runChecked('ip', ['-n', sw, 'link', 'set', 'br0', 'up']);
     await lan.plug(adapter.ns, ifname, null);
