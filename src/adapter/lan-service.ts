@@ -6,9 +6,16 @@
 //                      ├─ rs ────────► RouterAdvertiser (M=1, O=1, unicast answer or earlier multicast RA)
 //                      ├─ dhcp6 ─────► Dhcp6Server (IA_NA = vip6, DNS = the adapter's vip6, search = domain)
 //                      ├─ dns ───────► LanDns (overlay names through that general node's route selection)
+//                      ├─ mld ───────► MldListener (a querier asks: report the groups below)
 //                      ├─ overlay ───► that general node's agent: sealed to the peer (source checked: its lease)
 //                      └─ drop ──────► counted as lan.drop.<reason>
 //   agent.onPacket(ip) ─► dst must be that general node's vip ─► Ethernet to its MAC
+//
+// MLD (for switches that snoop, RFC 4541): the adapter listens to ff02::2 (RS), ff02::1:2 (DHCPv6) and the
+// solicited-node groups of its link-local and vip6 from start to stop, plus those of known peers (KnownPeers: a
+// peer address answered by the LAN DNS, seen as the source of an overlay packet to a general node, or as the
+// destination of one from it), joined before the answer or packet goes out, left when idle. The ND proxy answers
+// a DAD probe only for the adapter's own and known peers' addresses.
 //
 // Leases live in a MemoryLeaseTable saved to STATE/leases.json on every change (atomic write), so they survive
 // kill -9. Timers: the periodic RA schedule and lease expiry.
@@ -17,6 +24,8 @@ import { contains, normalizeAddress, parseCidr } from '../net/addr/cidr.js';
 import {
   answerArp,
   answerNs,
+  ALL_DHCP_SERVERS6,
+  ALL_ROUTERS6,
   buildUdp,
   classify,
   dhcp4ReplyFrame,
@@ -27,8 +36,11 @@ import {
   encodeEthernet,
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
+  KnownPeers,
   linkLocalFromMac,
   MemoryLeaseTable,
+  MldListener,
+  solicitedNodeAddress,
   RouterAdvertiser,
   saveLeaseFile,
   LEASE_FILE_VERSION,
@@ -42,6 +54,7 @@ import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { LanDns, type OverlayLookup } from './lan-dns.js';
 import type { LanLink } from './lan-port.js';
+import { ipText } from './lan/wire.js';
 import type { HostPort } from '../net/dns/resolver.js';
 
 /** Tunable: the general nodes' link MTU (DHCPv4 option 26, RA MTU): 1400 + capsule and UDP/IPv6 headers < 1500. */
@@ -82,6 +95,11 @@ export class LanService {
   private readonly vip4: string;
   private readonly vip6: string;
   private readonly agents = new Map<string, GeneralNodePort>();
+  private readonly mld: MldListener;
+  private readonly peers = new KnownPeers();
+  /** Groups joined for as long as the service runs. */
+  private readonly fixedGroups: string[];
+  private readonly own: Set<string>;
   private readonly ctx: ClassifyContext;
   private readonly proxy: ProxyContext;
   private raTimer: NodeJS.Timeout | null = null;
@@ -113,7 +131,9 @@ export class LanService {
       ...(init.raMaxIntervalSec ? { maxIntervalSec: init.raMaxIntervalSec } : {}),
     });
     this.dns = new LanDns(init.domain, init.upstreamDns);
-    const own = new Set([this.vip4, this.vip6, this.linkLocal]);
+    const own = (this.own = new Set([this.vip4, this.vip6, this.linkLocal]));
+    this.mld = new MldListener({ mac: link.mac, linkLocal: this.linkLocal, send: (f) => link.send(f), counters: this.counters });
+    this.fixedGroups = [...new Set([ALL_ROUTERS6, ALL_DHCP_SERVERS6, solicitedNodeAddress(this.linkLocal), solicitedNodeAddress(this.vip6)])];
     const inPools = (a: string): boolean => safeContains(init.pool4, a) || safeContains(init.pool6, a);
     this.ctx = {
       adapterMac: link.mac,
@@ -125,6 +145,7 @@ export class LanService {
       adapterMac: link.mac,
       isProxied: (a) => own.has(a) || inPools(a),
       holderOf: (a) => leases.holderOf(a),
+      isDefended: (a) => own.has(a) || this.peers.has(a),
       isRouter: (a) => a === this.vip6 || a === this.linkLocal,
       counters: this.counters,
     };
@@ -134,9 +155,13 @@ export class LanService {
   }
 
   start(): void {
+    this.mld.join(this.fixedGroups);
     this.ra.start(Date.now());
     this.scheduleRa();
-    this.expireTimer = setInterval(() => this.leases.expire(Date.now()), EXPIRE_EVERY_MS);
+    this.expireTimer = setInterval(() => {
+      this.leases.expire(Date.now());
+      this.leaveGroups(this.peers.expire(Date.now()));
+    }, EXPIRE_EVERY_MS);
     this.expireTimer.unref();
   }
 
@@ -144,6 +169,32 @@ export class LanService {
     if (this.raTimer) clearTimeout(this.raTimer);
     if (this.expireTimer) clearInterval(this.expireTimer);
     this.raTimer = this.expireTimer = null;
+    this.mld.stop();
+  }
+
+  /** The multicast groups the adapter listens to now (MLD). */
+  groups(): string[] {
+    return this.mld.joined();
+  }
+
+  /**
+   * `a` (canonical text) is a peer's virtual address in use by a general node here (DNS answer, overlay packet): remembered,
+   * and its solicited-node group joined at once — before the frame that makes the device ask for it goes out.
+   */
+  private notePeer(a: string | null | undefined): void {
+    if (!a) return;
+    const now = Date.now();
+    if (this.peers.touch(a, now)) return; // per packet: a known peer is only refreshed
+    if (this.own.has(a) || !this.ctx.isOverlay(a)) return;
+    const { join, left } = this.peers.note(a, now);
+    this.leaveGroups(left);
+    if (join) this.mld.join([join]);
+  }
+
+  private leaveGroups(groups: string[]): void {
+    const fixed = new Set(this.fixedGroups);
+    const gone = groups.filter((g) => !fixed.has(g));
+    if (gone.length) this.mld.leave(gone);
   }
 
   /** Attaches (or detaches, with null) the overlay side of the general node with this MAC. */
@@ -213,6 +264,9 @@ export class LanService {
         if (reply) this.link.send(reply);
         return;
       }
+      case 'mld':
+        this.mld.onQuery(p.query);
+        return;
       case 'rs': {
         const a = this.ra.solicited(now, p.ip.src, p.rs.options.sourceLinkAddr ?? p.frame.src);
         this.counters.inc(`ra.solicited.${a.kind}`);
@@ -237,7 +291,15 @@ export class LanService {
         }
         const agent = this.agents.get(p.frame.src);
         const { frame, ip, srcPort } = p;
-        void this.dns.answer(p.payload, agent ? (n) => agent.resolve(n) : null).then((res) => {
+        const lookup = agent
+          ? (n: string): ReturnType<GeneralNodePort['resolve']> =>
+              agent.resolve(n).then((r) => {
+                this.notePeer(r?.vip6 ? normalizeAddress(r.vip6) : null);
+                this.notePeer(r?.vip4 ? normalizeAddress(r.vip4) : null);
+                return r;
+              })
+          : null;
+        void this.dns.answer(p.payload, lookup).then((res) => {
           if (!res) return;
           const packet = buildUdp({ src: ip.dst, dst: ip.src, srcPort: DNS_PORT, dstPort: srcPort, payload: res });
           this.link.send(encodeEthernet({ dst: frame.src, src: this.link.mac, ethertype: ip.version === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: packet }));
@@ -251,6 +313,7 @@ export class LanService {
           return;
         }
         this.counters.inc('lan.overlay.out');
+        this.notePeer(p.dst);
         agent.sendPacket(p.dst, Buffer.from(p.packet));
         return;
       }
@@ -269,6 +332,9 @@ export class LanService {
       return;
     }
     this.counters.inc('lan.overlay.in');
+    // MLD wiring: the source's solicited-node group is joined before the device, answering, asks for it.
+    if (v === 4) this.notePeer(`${packet[12]}.${packet[13]}.${packet[14]}.${packet[15]}`);
+    else this.notePeer(ipText(packet, 8, 16));
     this.link.send(encodeEthernet({ dst: mac, src: this.link.mac, ethertype: v === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: packet }));
   }
 }

@@ -2,12 +2,15 @@
 // dhclient (-4 and -6), dhcpcd (follows the RA's M flag), an IPv6-only general node; the general node resolves
 // and reaches a cyphonic node through the overlay (dig, ping on both families, 100 MB TCP with a checksum) and is
 // reached back by its FQDN; `adapter status`; hostile LAN input dropped and counted while good clients are served.
+// The switch snoops MLD with a querier and the devices run DAD (test/harness/lan.ts): the adapter's MLD reports put
+// its port in the bridge's mdb for ff02::2, ff02::1:2 and the solicited-node groups it answers for, and every
+// device address ends up neither tentative nor dadfailed.
 //
 //              global segment 198.18.0.0/24, 2001:db8::/64
 //   [cloud] ──────────┬─────────────────────┐
 //                  [alpha] (cyphonic node)  [gw] (adapter: cyp0 + lan0)
 //                                             │ lan0 (owned by the adapter: nftables drops kernel input there)
-//                                        ═══ br0 (switch namespace) ═══
+//                                        ═══ br0 (switch namespace, MLD snooping + querier) ═══
 //                                        │            │            │
 //                                      [g1]         [g2]         [g3]
 //                                   dhclient -4/-6  dhcpcd     dhclient -6 (IPv6-only general node)
@@ -18,7 +21,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CLI, CloudProc, cyphonic, exitCode, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
-import { dhclient, Lan } from '../harness/lan.js';
+import { dhclient, Lan, waitDad } from '../harness/lan.js';
+import { solicitedNodeAddress } from '../../src/adapter/lan/ip.js';
+import { ip6Bytes } from '../../src/adapter/lan/wire.js';
+import { formatIp6 } from '../../src/protocol/ip.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { controlGet } from '../../src/util/control.js';
 import type { AdapterStatus } from '../../src/adapter/daemon.js';
@@ -33,6 +39,13 @@ const MAC = { g1: '02:c0:ff:ee:00:01', g2: '02:c0:ff:ee:00:02', g3: '02:c0:ff:ee
 
 async function addrs(host: Host, family: 4 | 6): Promise<string> {
   return host.run('ip', [`-${family}`, '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']);
+}
+
+/** Every IPv6 address of the device (link-local and global) has passed DAD: none tentative, none dadfailed. */
+async function assertDadDone(host: Host): Promise<void> {
+  const all = await host.run('ip', ['-6', '-o', 'addr', 'show', 'dev', 'eth0']);
+  assert.match(all, /inet6 fe80::/, `${host.name} has its link-local`);
+  assert.doesNotMatch(all, /tentative|dadfailed/, `${host.name}: ${all}`);
 }
 
 describe('adapter: general nodes on a LAN brought into the overlay (netns, real DHCP clients)', { skip, timeout: 600_000 }, () => {
@@ -115,6 +128,8 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     });
     assert.match(rec6, new RegExp(`BOUND6 .*ip6=${me.vip6} plen=128 dns6=${st.vip6} search6=${DOMAIN}`));
     assert.match(await addrs(dev['g1']!, 6), new RegExp(`inet6 ${me.vip6}/128`));
+    // The script waited for DAD (no nodad): the leased address and the link-local are in use, not tentative.
+    await assertDadDone(dev['g1']!);
     // The kernel took the RA: default route via the adapter's link-local, the overlay pool on-link.
     const routes = await dev['g1']!.run('ip', ['-6', 'route']);
     assert.match(routes, /default via fe80::[0-9a-f:]+ dev eth0 proto ra/);
@@ -138,12 +153,13 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     await waitFor('dhcpcd addresses', async () => {
       const v4 = await addrs(dev['g2']!, 4);
       const v6 = await addrs(dev['g2']!, 6);
-      return v4.includes(`inet ${me.vip4}/`) && v6.includes(`inet6 ${me.vip6}/`);
+      return v4.includes(`inet ${me.vip4}/`) && v6.includes(`inet6 ${me.vip6}/`) && !v6.includes('tentative');
     }, 45_000, 500).catch((err: unknown) => {
       throw new Error(`${(err as Error).message}\n${readFileSync(join(dir, 'dhcpcd.log'), 'utf8').slice(-1500)}`);
     });
     const log = readFileSync(join(dir, 'dhcpcd.log'), 'utf8');
     assert.match(log, /Router Advertisement from fe80::/);
+    await assertDadDone(dev['g2']!);
     const st = await status();
     assert.equal(st.generalNodes.find((g) => g.name === 'g2')!.lease.v6?.state, 'bound');
   });
@@ -152,6 +168,8 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     const me = gen['g3']!;
     const rec6 = await dhclient(dev['g3']!, join(work.dir, 'g3'), 6);
     assert.match(rec6, new RegExp(`ip6=${me.vip6}`));
+    await waitDad(dev['g3']!.ns, 'eth0', me.vip6!);
+    await assertDadDone(dev['g3']!);
     const before4 = (await status()).lanCounters;
     const r = await dev['g3']!.exec('dhclient', ['-4', '-1', '-cf', '/dev/null', '-sf', '/bin/true', '-lf', join(work.dir, 'g3', 'lease4'), '-pf', join(work.dir, 'g3', 'pid4x'), 'eth0'], { timeoutMs: 15_000 });
     assert.notEqual(r.code, 0, 'no DHCPv4 lease for an IPv6-only general node');
@@ -201,6 +219,57 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     assert.match(await dev['g1']!.run('ip', ['-6', 'neigh', 'show', a.vip6]), new RegExp(`lladdr ${st.mac}`));
   });
 
+  test('the MLD-snooping switch forwards the adapter\'s groups to its port (mdb), and only reported groups', async () => {
+    const st = await status();
+    // The adapter's own groups, and the solicited-node group of alpha's vip6 (answered by its DNS to g1 above).
+    const want = ['ff02::2', 'ff02::1:2', solicitedNodeAddress(st.vip6!), solicitedNodeAddress(a.vip6)];
+    const groups = await waitFor('adapter groups in the mdb', async () => {
+      const g = await lan.portGroups();
+      return want.every((w) => g.includes(w)) ? g : null;
+    }, 15_000, 500).catch(async (err: unknown) => {
+      throw new Error(`${(err as Error).message}\n${await lan.mdb()}\ncounters: ${JSON.stringify((await status()).lanCounters)}`);
+    });
+    assert.ok(groups.includes('ff02::1:2'), 'All_DHCP_Relay_Agents_and_Servers on the adapter\'s port');
+    // The switch really filters: 20 pings from g1 to ff02::1:2 (the adapter's group) reach the adapter (counted as
+    // dropped multicast), 20 to ff02::1:3 (nobody's group) do not.
+    assert.match(await lan.bridgeDetails(), /mcast_snooping 1 .*mcast_querier 1/s);
+    const seen = async (group: string): Promise<number> => {
+      const before = (await status()).lanCounters['lan.drop.multicast'] ?? 0;
+      await dev['g1']!.exec('ping', ['-6', '-c', '20', '-i', '0.01', '-w', '2', `${group}%eth0`]);
+      await new Promise((r) => setTimeout(r, 300));
+      return ((await status()).lanCounters['lan.drop.multicast'] ?? 0) - before;
+    };
+    assert.ok((await seen('ff02::1:2')) >= 20, 'echo requests to a joined group reach the adapter');
+    assert.ok((await seen('ff02::1:3')) < 20, 'echo requests to a group nobody joined are filtered by the switch');
+    // The adapter answers the querier (every 30 s here; without answers its entries leave the mdb after 62 s).
+    const c = await waitFor('the adapter answered a general query', async () => {
+      const lc = (await status()).lanCounters;
+      return (lc['mld.query.v2.general'] ?? 0) >= 1 && (lc['mld.report.current'] ?? 0) >= 1 ? lc : null;
+    }, 40_000, 500);
+    assert.ok((c['mld.report.change'] ?? 0) >= 1, 'state-change reports sent');
+    // The devices' addresses all passed DAD through the snooping switch, with the ND proxy in place.
+    for (const name of ['g1', 'g2', 'g3'] as const) await assertDadDone(dev[name]!);
+  });
+
+  test('DAD through the snooping switch: a pool address a device may own is not defended, a known peer\'s is', async () => {
+    const x2 = await lan.addDevice('x2', '02:66:66:00:00:02');
+    // An address in the pool, not a peer's, in the same solicited-node group as alpha's vip6 (which the adapter
+    // joined), so the DAD probe does reach the adapter: it must stay silent and the device keep the address.
+    const b = ip6Bytes(a.vip6);
+    const mine = Buffer.from(b);
+    mine[9] = mine[9]! ^ 0x5a;
+    const addr = formatIp6(mine);
+    assert.equal(solicitedNodeAddress(addr), solicitedNodeAddress(a.vip6));
+    const before = (await status()).lanCounters['proxy.nd.skip.dad-undefended'] ?? 0;
+    await x2.run('ip', ['-6', 'addr', 'add', `${addr}/128`, 'dev', 'eth0']);
+    await waitDad(x2.ns, 'eth0', addr);
+    assert.ok(((await status()).lanCounters['proxy.nd.skip.dad-undefended'] ?? 0) > before, 'the probe reached the adapter, unanswered');
+    // alpha's own virtual address, taken by a device: the adapter defends it, DAD fails on the device.
+    await x2.run('ip', ['-6', 'addr', 'add', `${a.vip6}/128`, 'dev', 'eth0']);
+    await assert.rejects(waitDad(x2.ns, 'eth0', a.vip6), /DAD failed/);
+    await x2.run('ip', ['-6', 'addr', 'del', `${a.vip6}/128`, 'dev', 'eth0']);
+  });
+
   test('the cyphonic node reaches the general node by its FQDN, both families', async () => {
     const dig = (type: string): Promise<string> => alpha.host.run('dig', [`@${a.dns}`, `g1.${DOMAIN}`, type, '+short', '+tries=2', '+time=3']).then((o) => o.trim());
     assert.equal(await dig('A'), gen['g1']!.vip4);
@@ -242,6 +311,9 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     assert.ok(deltaPrefix('dns.refused.') >= 2, 'bad DNS queries counted');
     // Every frame is accounted for somewhere; none crashed the adapter.
     assert.equal(gw.exitCode, null);
+    // Minutes after its joins (membership interval 62 s), the adapter is still in the mdb: it answers queries.
+    assert.ok((await lan.portGroups()).includes('ff02::1:2'), await lan.mdb());
+    assert.ok((st.lanCounters['mld.report.current'] ?? 0) >= 2, 'current-state reports in answer to queries');
     // The good general nodes are still served: a DHCP renewal, DNS, and the overlay.
     const rec = await dhclient(dev['g1']!, join(work.dir, 'g1-again'), 4);
     assert.match(rec, new RegExp(`ip=${gen['g1']!.vip4!.replace(/\./g, '\\.')}`));

@@ -7,6 +7,7 @@
 //            │         UDP/TCP →53 to us (source = lease) ───────────► dns     (→ local DNS service)
 //            │         to a virtual address (source = lease) ────────► overlay (→ tunnel)
 //            └─ IPv6 ─ ICMPv6 RS / NS ───────────────────────────────► rs / ns (→ RouterAdvertiser / answerNs)
+//                      ICMPv6 MLD Query (130) ───────────────────────► mld     (→ MldListener: report our groups)
 //                      UDP 546→547 to ff02::1:2 or us ───────────────► dhcp6   (→ Dhcp6Server)
 //                      UDP/TCP →53 to us (source = lease or link-local) ► dns
 //                      to a virtual address (source = lease) ────────► overlay
@@ -27,6 +28,8 @@ import type { EthernetFrame } from './ethernet.js';
 import { decodeIcmpv6, decodeIpv4, decodeIpv6, decodeUdp, isLinkLocal6, isMulticast6, peekPorts, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from './ip.js';
 import type { IpPacket, Ipv4Packet, Ipv6Packet } from './ip.js';
 import { decodeNdp, ICMP6_NA, ICMP6_NS, ICMP6_RA, ICMP6_RS } from './ndp.js';
+import { decodeMldQuery, ICMP6_MLD_QUERY } from './mld.js';
+import type { MldQuery } from './mld.js';
 import type { NeighborSolicitation, RouterSolicitation } from './ndp.js';
 
 export const DNS_PORT = 53;
@@ -46,7 +49,7 @@ export type DropReason =
   | 'not-for-us'
   /** A Router Advertisement from another router on the LAN. */
   | 'foreign-ra'
-  /** Other link-local ICMPv6: NA, Redirect, MLD. */
+  /** Other link-local ICMPv6: NA, Redirect, MLD reports and done (another listener's). */
   | 'link-icmpv6'
   /** DHCP server or relay traffic from the LAN (a second DHCP server). */
   | 'dhcp-server'
@@ -79,6 +82,7 @@ export type LanPacket =
   | { kind: 'dhcp6'; frame: EthernetFrame; ip: Ipv6Packet; message: Dhcp6Message }
   | { kind: 'rs'; frame: EthernetFrame; ip: Ipv6Packet; rs: RouterSolicitation }
   | { kind: 'ns'; frame: EthernetFrame; ip: Ipv6Packet; ns: NeighborSolicitation }
+  | { kind: 'mld'; frame: EthernetFrame; ip: Ipv6Packet; query: MldQuery }
   | {
       kind: 'dns';
       family: 4 | 6;
@@ -177,6 +181,7 @@ function classify6(frame: EthernetFrame, ip: Ipv6Packet, ctx: ClassifyContext): 
         if (nd.type === 'rs') return { kind: 'rs', frame, ip, rs: nd };
         if (nd.type === 'ns') return { kind: 'ns', frame, ip, ns: nd };
       }
+      if (type === ICMP6_MLD_QUERY) return { kind: 'mld', frame, ip, query: decodeMldQuery(ip) };
       decodeIcmpv6(ip); // checksum: a corrupt message is 'malformed', not a foreign router
       return drop(type === ICMP6_RA ? 'foreign-ra' : 'link-icmpv6', `type ${type}`);
     }

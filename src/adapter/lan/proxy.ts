@@ -8,7 +8,11 @@
 //    detection (an ARP probe, a DAD Neighbor Solicitation) never succeeds falsely;
 //  - gratuitous ARP (sender IP = target IP), ARP replies, frames from the adapter itself, ARP
 //    whose sender MAC is not the frame's source;
-//  - an NS whose destination is neither the target nor the target's solicited-node group.
+//  - an NS whose destination is neither the target nor the target's solicited-node group;
+//  - a duplicate address detection probe (NS from ::, RFC 4862 §5.4.2) or an ARP probe (sender 0.0.0.0,
+//    RFC 5227) for anything but an address ctx.isDefended names (the adapter's own, known peers'): the device
+//    probing may own any other address in the pool — a lease the adapter forgot, a static address — and an
+//    answer would make it give the address up (`dad-undefended`). Real solicitations are answered as before.
 // Malformed input throws DecodeError (the classifier has normally caught it already).
 //
 // The NA sets S (unless it answers a DAD probe, which goes to all-nodes with S=0, RFC 4861 §7.2.4)
@@ -32,6 +36,11 @@ export interface ProxyContext {
   isProxied(address: string): boolean;
   /** The MAC of the general node on this LAN that owns `address`, if any: never answered for. */
   holderOf(address: string): string | undefined;
+  /**
+   * Addresses a DAD or ARP probe is answered for (the probe then fails): the adapter's own and known peers' virtual
+   * addresses, which no device on the LAN may take. @default none (probes are never answered)
+   */
+  isDefended?(address: string): boolean;
   /** The target is the adapter's own router address (sets R in the NA). @default never */
   isRouter?(address: string): boolean;
   counters?: Counters;
@@ -74,6 +83,7 @@ export function answerArp(input: Uint8Array | EthernetFrame | DecodedArp, ctx: P
   if (isGratuitousArp(arp)) return skip(ctx, 'arp', 'gratuitous');
   if (ctx.holderOf(arp.targetIp) !== undefined) return skip(ctx, 'arp', 'local-target');
   if (!ctx.isProxied(arp.targetIp)) return skip(ctx, 'arp', 'not-proxied');
+  if (arp.senderIp === '0.0.0.0' && !ctx.isDefended?.(arp.targetIp)) return skip(ctx, 'arp', 'dad-undefended');
   ctx.counters?.inc('proxy.arp.answered');
   const reply = encodeArp({ op: ARP_REPLY, senderMac: ctx.adapterMac, senderIp: arp.targetIp, targetMac: arp.senderMac, targetIp: arp.senderIp });
   return encodeEthernet({ dst: arp.senderMac, src: ctx.adapterMac, ethertype: ETHERTYPE_ARP, payload: reply, vlan: frame.vlan });
@@ -99,6 +109,7 @@ export function answerNs(input: Uint8Array | EthernetFrame | DecodedNs, ctx: Pro
   if (ctx.holderOf(ns.target) !== undefined) return skip(ctx, 'nd', 'local-target');
   if (!ctx.isProxied(ns.target)) return skip(ctx, 'nd', 'not-proxied');
   const dad = ip.src === UNSPECIFIED6;
+  if (dad && !ctx.isDefended?.(ns.target)) return skip(ctx, 'nd', 'dad-undefended');
   const options = emptyNdOptions();
   options.targetLinkAddr = ctx.adapterMac;
   const { type, body } = encodeNdp({

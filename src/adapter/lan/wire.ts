@@ -14,6 +14,7 @@ export const LAN_ERR = {
   dhcp4: 'ERR_DHCP_DECODE',
   dhcp6: 'ERR_DHCP6_DECODE',
   ndp: 'ERR_NDP_DECODE',
+  mld: 'ERR_MLD_DECODE',
   leases: 'ERR_LEASES_CORRUPT',
 } as const;
 

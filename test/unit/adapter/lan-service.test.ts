@@ -1,7 +1,10 @@
 // The adapter's LAN service wired to a fake link and fake general-node agents: a DHCP exchange binds a lease (and
 // saves it), the ARP proxy answers for peers, an overlay packet from the leased source reaches the agent and a
 // spoofed one is dropped, packets from the overlay are framed for the device's MAC only when addressed to it, DNS
-// for overlay names goes through the agent, and garbage is counted. Also the partial-checksum completion.
+// for overlay names goes through the agent, and garbage is counted. MLD: the adapter's groups reported on start,
+// a peer's solicited-node group joined before the DNS answer or overlay packet that makes a device ask for it,
+// queries answered, hostile queries counted, and DAD probes answered only for known peers. Also the
+// partial-checksum completion.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +29,18 @@ import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
   type Dhcp4Message,
+  buildIcmpv6,
+  decodeIpv6,
+  decodeNdp,
+  emptyNdOptions,
+  encodeIpv6,
+  encodeNdp,
+  ETHERTYPE_IPV6,
+  solicitedNodeAddress,
 } from '../../../src/adapter/lan/index.js';
+import { ip6Bytes } from '../../../src/adapter/lan/wire.js';
+import { transportChecksum } from '../../../src/adapter/lan/checksum.js';
+import { formatIp6 } from '../../../src/protocol/ip.js';
 import { LanService, persistLeases, type GeneralNodePort } from '../../../src/adapter/lan-service.js';
 import type { LanLink } from '../../../src/adapter/lan-port.js';
 import { completePartialChecksum } from '../../../src/adapter/partial-checksum.js';
@@ -142,6 +156,93 @@ test('ARP proxy, anti-spoof, overlay both ways, DNS through the agent, garbage c
     for (const junk of [Buffer.alloc(0), Buffer.alloc(13), Buffer.from('ffffffffffff' + GN_DUAL.mac.replace(/:/g, '') + '0800450000', 'hex')]) link.deliver(junk);
     assert.ok((lan.lanCounters()['lan.drop.malformed'] ?? 0) >= 3);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The MLD reports in `frames`: [ICMPv6 type, record types and groups]. */
+function reports(frames: Buffer[]): [number, string][] {
+  const out: [number, string][] = [];
+  for (const f of frames) {
+    const e = decodeEthernet(f);
+    if (e.ethertype !== ETHERTYPE_IPV6) continue;
+    const ip = decodeIpv6(e.payload);
+    if (ip.protocol !== 58 || ip.payload[0] !== 143) continue;
+    const m = Buffer.from(ip.payload);
+    for (let i = 0, p = 8; i < m.readUInt16BE(6); i++, p += 20) out.push([m[p]!, formatIp6(m.subarray(p + 4, p + 20))]);
+  }
+  return out;
+}
+
+function dadProbe(target: string): Buffer {
+  const { type, body } = encodeNdp({ type: 'ns', target, options: emptyNdOptions() });
+  const sol = solicitedNodeAddress(target);
+  return encodeEthernet({ dst: '33:33:ff:00:00:20', src: GN_DUAL.mac, ethertype: ETHERTYPE_IPV6, payload: buildIcmpv6({ src: '::', dst: sol, type, body }) });
+}
+
+function mldQuery(hopLimit = 1): Buffer {
+  const m = Buffer.alloc(28);
+  m[0] = 130;
+  m.writeUInt16BE(1, 4); // Max Response Delay 1 ms
+  m[24] = 2;
+  m[25] = 125;
+  m.writeUInt16BE(transportChecksum(ip6Bytes('fe80::1'), ip6Bytes('ff02::1'), 58, m), 2);
+  const hbh = Buffer.from([58, 0, 5, 2, 0, 0, 1, 0]);
+  const ip = encodeIpv6({ src: 'fe80::1', dst: 'ff02::1', nextHeader: 0, hopLimit, payload: Buffer.concat([hbh, m]) });
+  return encodeEthernet({ dst: '33:33:00:00:00:01', src: '02:00:00:00:00:99', ethertype: ETHERTYPE_IPV6, payload: ip });
+}
+
+test('MLD: own groups on start, peer groups before the frames that need them, queries, DAD only for known peers', async () => {
+  const { dir, link, lan, agent } = setup();
+  try {
+    lan.start();
+    // The link-local's and vip6's solicited-node groups coincide here (both end in ::1): one record.
+    const fixed = [...new Set(['ff02::2', 'ff02::1:2', solicitedNodeAddress('fe80::ff:fe00:1'), solicitedNodeAddress(ADAPTER_IP6)])];
+    assert.deepEqual(reports(link.sent), fixed.map((g) => [4, g]));
+    assert.deepEqual(lan.groups(), fixed);
+    // A DAD probe for PEER6 before the adapter knows it as a peer: not answered (a device may own it).
+    link.sent.length = 0;
+    link.deliver(dadProbe(PEER6));
+    assert.equal(link.sent.length, 0);
+    assert.equal(lan.lanCounters()['proxy.nd.skip.dad-undefended'], 1);
+    // DNS answers PEER6 to the device: its group is joined, and the report goes out before the DNS answer.
+    const q = encodeQuery('peer.cyphonic.internal', 'AAAA', 78);
+    link.deliver(dhcp(Dhcp4Type.DISCOVER));
+    link.deliver(dhcp(Dhcp4Type.REQUEST));
+    link.sent.length = 0;
+    link.deliver(encodeEthernet({ dst: ADAPTER_MAC, src: GN_DUAL.mac, ethertype: ETHERTYPE_IPV4, payload: buildUdp({ src: GN_DUAL.vip4!, dst: ADAPTER_IP4, srcPort: 40000, dstPort: 53, payload: q }) }));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(reports(link.sent.slice(0, 1)), [[4, solicitedNodeAddress(PEER6)]], 'report first');
+    assert.ok(link.sent.findIndex((f) => decodeEthernet(f).ethertype === ETHERTYPE_IPV4) > 0, 'then the DNS answer');
+    // Now a DAD probe for the known peer's address is defended.
+    link.sent.length = 0;
+    link.deliver(dadProbe(PEER6));
+    const na = decodeNdp(decodeIpv6(decodeEthernet(link.sent.at(-1)!).payload));
+    assert.ok(na.type === 'na' && na.target === PEER6 && !na.solicited);
+    // A packet from another peer through the overlay: its group is joined before the packet is framed.
+    link.sent.length = 0;
+    const other = 'fd12:3456:789a::4:5:6';
+    agent.onPacket(encodeIpv6({ src: other, dst: GN_DUAL.vip6!, nextHeader: 59, payload: Buffer.alloc(0) }));
+    assert.deepEqual(reports(link.sent.slice(0, 1)), [[4, solicitedNodeAddress(other)]], 'report first');
+    assert.equal(decodeEthernet(link.sent.at(-1)!).dst, GN_DUAL.mac, 'then the packet');
+    assert.equal(link.sent.length, 2);
+    // A general query: every group reported (Max Response Delay 1 ms).
+    link.sent.length = 0;
+    link.deliver(mldQuery());
+    await new Promise((r) => setTimeout(r, 20));
+    // (Only the current-state records: a state-change repeat may fall in these 20 ms.)
+    assert.deepEqual(reports(link.sent).filter(([t]) => t === 2), [...fixed, solicitedNodeAddress(PEER6), solicitedNodeAddress(other)].map((g) => [2, g]));
+    // A hostile query (hop limit 255): counted, not answered.
+    link.sent.length = 0;
+    link.deliver(mldQuery(255));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(link.sent.length, 0);
+    assert.equal(lan.lanCounters()['lan.drop.malformed.ERR_MLD_DECODE'], 1);
+    // Stop leaves every group.
+    lan.stop();
+    assert.equal(reports(link.sent).filter(([t]) => t === 3).length, 5);
+  } finally {
+    lan.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });

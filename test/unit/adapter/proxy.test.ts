@@ -1,5 +1,6 @@
 // Scenario tests for the ARP and ND proxies: they answer only for proxied (peer) addresses, never for
-// a general node's own or local addresses (so DAD and ARP probes tell the truth), never for gratuitous ARP.
+// a general node's own or local addresses (so DAD and ARP probes tell the truth), never for gratuitous ARP; a DAD
+// or ARP probe only for a defended address (the adapter's own, a known peer's), never for the rest of the pool.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,12 +15,18 @@ import type { ProxyContext } from '../../../src/adapter/lan/proxy.js';
 import { Counters } from '../../../src/util/counters.js';
 import { ADAPTER_IP4, ADAPTER_LL, ADAPTER_MAC, GN_DUAL, GN_V4, PEER4, PEER6, isDecodeError, lanTable } from './fixtures.js';
 
+/** Pool addresses the proxy answers for but no known peer holds (a device may own them). */
+const POOL4 = '100.64.0.30';
+const POOL6 = 'fd12:3456:789a::30';
+
 function ctx(): ProxyContext & { counters: Counters } {
   const leases = lanTable();
-  const proxied = new Set([PEER4, PEER6, ADAPTER_LL, ADAPTER_IP4]);
+  const proxied = new Set([PEER4, PEER6, ADAPTER_LL, ADAPTER_IP4, POOL4, POOL6]);
+  const defended = new Set([PEER4, PEER6, ADAPTER_LL, ADAPTER_IP4]);
   return {
     adapterMac: ADAPTER_MAC,
     isProxied: (a) => proxied.has(a),
+    isDefended: (a) => defended.has(a),
     holderOf: (a) => leases.holderOf(a),
     isRouter: (a) => a === ADAPTER_LL,
     counters: new Counters(),
@@ -63,9 +70,14 @@ test('ARP: no answer for unproxied targets, local general nodes, gratuitous ARP,
   assert.equal(c.counters.get('proxy.arp.answered'), 0);
 });
 
-test('ARP: a probe (from 0.0.0.0) for a peer\'s address is defended', () => {
-  const reply = decodeEthernet(answerArp(arpFrame({ senderIp: '0.0.0.0' }), ctx())!);
+test('ARP: a probe (from 0.0.0.0) for a peer\'s address is defended; for another pool address it is not', () => {
+  const c = ctx();
+  const reply = decodeEthernet(answerArp(arpFrame({ senderIp: '0.0.0.0' }), c)!);
   assert.deepEqual(decodeArp(reply.payload).targetIp, '0.0.0.0');
+  assert.equal(answerArp(arpFrame({ senderIp: '0.0.0.0', targetIp: POOL4 }), c), null);
+  assert.equal(c.counters.get('proxy.arp.skip.dad-undefended'), 1);
+  // A real request for it is still answered.
+  assert.ok(answerArp(arpFrame({ targetIp: POOL4 }), c));
 });
 
 test('ARP: malformed input throws DecodeError; non-ARP frames are skipped', () => {
@@ -115,6 +127,15 @@ test('ND: duplicate address detection never succeeds falsely', () => {
   const na = decodeNdp(ip);
   assert.ok(na.type === 'na' && !na.solicited && na.override);
   assert.equal(c.counters.get('proxy.nd.defended'), 1);
+  // A DAD probe for a pool address no known peer holds (a forgotten lease, a static address): silence, so the
+  // device keeps it; a real NS for the same address is answered as for any proxied address.
+  assert.equal(answerNs(nsFrame(POOL6, { src: '::' }), c), null);
+  assert.equal(c.counters.get('proxy.nd.skip.dad-undefended'), 1);
+  assert.ok(answerNs(nsFrame(POOL6), c));
+  // Without isDefended, no DAD probe is ever answered.
+  const bare: ProxyContext = { ...c, isDefended: undefined };
+  delete bare.isDefended;
+  assert.equal(answerNs(nsFrame(PEER6, { src: '::' }), bare), null);
 });
 
 test('ND: no answer for unproxied targets, local nodes, wrong destinations, own frames, non-NS', () => {
