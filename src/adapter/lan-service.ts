@@ -49,6 +49,7 @@ import {
   type LanPacket,
   type ProxyContext,
 } from './lan/index.js';
+import { Budgets } from '../util/budget.js';
 import { Counters, prefixed } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -61,6 +62,14 @@ import type { HostPort } from '../net/dns/resolver.js';
 export const LAN_MTU = 1400;
 /** Tunable: how often expired leases are dropped (ms). */
 const EXPIRE_EVERY_MS = 10_000;
+/**
+ * Tunable: DHCP messages (v4 and v6 together) handled per source MAC. A client sends a handful per exchange and
+ * renews every half lease; a flood from one MAC (each REQUEST would rebind and save the lease table) is dropped and
+ * counted (`lan.drop.dhcp-rate`).
+ */
+export const DHCP_RATE = { perSec: 10, burst: 20 } as const;
+/** Tunable: MACs with a DHCP budget tracked at once (bounded memory). */
+const DHCP_BUDGET_MACS = 4096;
 
 /** What the LAN service needs from one general node's overlay side (GeneralNodeAgent, or a test double). */
 export interface GeneralNodePort {
@@ -95,6 +104,7 @@ export class LanService {
   private readonly vip4: string;
   private readonly vip6: string;
   private readonly agents = new Map<string, GeneralNodePort>();
+  private readonly dhcpBudget = new Budgets<string>(DHCP_RATE, DHCP_BUDGET_MACS);
   private readonly mld: MldListener;
   private readonly peers = new KnownPeers();
   /** Groups joined for as long as the service runs. */
@@ -275,11 +285,13 @@ export class LanService {
         return;
       }
       case 'dhcp4': {
-        const reply = this.dhcp4.handle(p.message, p.frame.src, now);
+        if (!this.dhcpBudget.take(p.frame.src, now)) return this.counters.inc('lan.drop.dhcp-rate');
+        const reply = this.dhcp4.handle(p.message, p.frame.src, now, p.ip.src);
         if (reply) this.link.send(dhcp4ReplyFrame(reply, p.message, { adapterMac: this.link.mac, serverIp: this.vip4 }));
         return;
       }
       case 'dhcp6': {
+        if (!this.dhcpBudget.take(p.frame.src, now)) return this.counters.inc('lan.drop.dhcp-rate');
         const reply = this.dhcp6.handle(p.message, p.frame.src, now);
         if (reply) this.link.send(dhcp6ReplyFrame(reply, { ip: p.ip.src, mac: p.frame.src }, { adapterMac: this.link.mac, linkLocal: this.linkLocal }));
         return;

@@ -89,8 +89,11 @@ export class Dhcp4Server {
     this.notices = new Notices(components.log);
   }
 
-  /** The reply to send for `msg`, received in a frame from `clientMac` (canonical MAC text), or null. */
-  handle(msg: Dhcp4Message, clientMac: string, now: number): Dhcp4Message | null {
+  /**
+   * The reply to send for `msg`, received in a frame from `clientMac` (canonical MAC text) with IPv4 source `srcIp`
+   * (when known), or null.
+   */
+  handle(msg: Dhcp4Message, clientMac: string, now: number, srcIp?: string): Dhcp4Message | null {
     if (msg.op !== BOOTREQUEST) return this.ignore('not-a-request');
     const type = msg.options.messageType;
     if (type === undefined) return this.ignore('bootp');
@@ -113,6 +116,9 @@ export class Dhcp4Server {
       case Dhcp4Type.RELEASE:
         if (o.serverId !== undefined && o.serverId !== this.o.serverIp) return this.ignore('other-server');
         if (msg.ciaddr !== vip) return this.ignore('not-its-address');
+        // RFC 2131 §4.4.6: the client sends its RELEASE from the address it gives back. Another device would have to
+        // forge both the MAC and the IP source (the LAN needs port security against that: docs/SECURITY.md).
+        if (srcIp !== undefined && srcIp !== vip) return this.ignore('release-not-from-its-address');
         this.leases.release(clientMac, 4);
         this.counters.inc('dhcp4.released');
         return null;

@@ -66,8 +66,12 @@ export interface LeaseSnapshot {
 }
 
 export interface MemoryLeaseTableOptions {
-  /** Called after every change (bind, release, expiry, new node list): the integrator persists. */
-  onChange?: () => void;
+  /**
+   * Called after every change (bind, release, expiry, new node list): the integrator persists. `renewal` is a bind
+   * that only moved the expiry of a lease on the same address (what every DHCP renewal does): losing it in a crash
+   * costs nothing (the address is the general node's for good), so it may be written lazily; `change` may not.
+   */
+  onChange?: (what: 'change' | 'renewal') => void;
 }
 
 const key = (mac: string, family: Family): string => `${mac}/${family}`;
@@ -101,7 +105,7 @@ export class MemoryLeaseTable implements LeaseTable {
   private readonly byMac = new Map<string, GeneralNode>();
   private readonly byAddress = new Map<string, string>();
   private readonly leaseMap = new Map<string, Lease>();
-  private readonly onChange: () => void;
+  private readonly onChange: (what: 'change' | 'renewal') => void;
 
   constructor(nodes: readonly GeneralNode[] = [], opts: MemoryLeaseTableOptions = {}) {
     this.onChange = opts.onChange ?? (() => {});
@@ -146,7 +150,7 @@ export class MemoryLeaseTable implements LeaseTable {
       const n = this.byMac.get(l.mac);
       if (!n || (l.family === 4 ? n.vip4 : n.vip6) !== l.address) this.leaseMap.delete(k);
     }
-    this.onChange();
+    this.onChange('change');
   }
 
   node(mac: string): GeneralNode | undefined {
@@ -166,12 +170,14 @@ export class MemoryLeaseTable implements LeaseTable {
   }
 
   bind(lease: Lease): void {
-    this.leaseMap.set(key(lease.mac, lease.family), { ...lease });
-    this.onChange();
+    const k = key(lease.mac, lease.family);
+    const renewal = this.leaseMap.get(k)?.address === lease.address;
+    this.leaseMap.set(k, { ...lease });
+    this.onChange(renewal ? 'renewal' : 'change');
   }
 
   release(mac: string, family: Family): void {
-    if (this.leaseMap.delete(key(mac, family))) this.onChange();
+    if (this.leaseMap.delete(key(mac, family))) this.onChange('change');
   }
 
   /** The address `mac` holds an unexpired lease on, for `family` (the anti-spoof rule). */
@@ -194,7 +200,7 @@ export class MemoryLeaseTable implements LeaseTable {
         gone.push(l);
       }
     }
-    if (gone.length) this.onChange();
+    if (gone.length) this.onChange('change');
     return gone;
   }
 

@@ -157,7 +157,11 @@ test('RELEASE and DECLINE forget the lease (only for the node\'s own address); D
   assert.ok(leases.lease(GN_DUAL.mac, 4), 'another address: ignored');
   assert.equal(server.handle(req(GN_DUAL.mac, Dhcp4Type.RELEASE, { ciaddr: GN_DUAL.vip4! }, { serverId: '10.9.9.9' }), GN_DUAL.mac, T0), null);
   assert.ok(leases.lease(GN_DUAL.mac, 4), 'another server: ignored');
-  assert.equal(server.handle(req(GN_DUAL.mac, Dhcp4Type.RELEASE, { ciaddr: GN_DUAL.vip4! }, { serverId: ADAPTER_IP4 }), GN_DUAL.mac, T0), null);
+  // A RELEASE forged by another device (its own IP source) leaves the lease alone.
+  assert.equal(server.handle(req(GN_DUAL.mac, Dhcp4Type.RELEASE, { ciaddr: GN_DUAL.vip4! }, { serverId: ADAPTER_IP4 }), GN_DUAL.mac, T0, '100.64.0.77'), null);
+  assert.ok(leases.lease(GN_DUAL.mac, 4), 'a RELEASE not sent from the address it gives back: ignored');
+  assert.equal(server.counters.get('dhcp4.ignored.release-not-from-its-address'), 1);
+  assert.equal(server.handle(req(GN_DUAL.mac, Dhcp4Type.RELEASE, { ciaddr: GN_DUAL.vip4! }, { serverId: ADAPTER_IP4 }), GN_DUAL.mac, T0, GN_DUAL.vip4), null);
   assert.equal(leases.lease(GN_DUAL.mac, 4), undefined);
   bind();
   assert.equal(server.handle(req(GN_DUAL.mac, Dhcp4Type.DECLINE, {}, { serverId: ADAPTER_IP4, requestedIp: GN_DUAL.vip4 }), GN_DUAL.mac, T0), null);

@@ -119,6 +119,28 @@ test('DHCPv4 DORA through the service binds the virtual IPv4 and saves the lease
   }
 });
 
+test('a DHCP flood from one MAC is dropped past its budget: few replies, few lease writes, the adapter keeps serving', () => {
+  const { dir, link, lan, table } = setup();
+  let writes = 0;
+  const t = table as unknown as { onChange: (what: string) => void };
+  const original = t.onChange;
+  t.onChange = (what) => {
+    if (what === 'change') writes++;
+    original(what);
+  };
+  try {
+    const before = link.sent.length;
+    for (let i = 0; i < 500; i++) link.deliver(dhcp(i % 2 ? Dhcp4Type.REQUEST : Dhcp4Type.DISCOVER, { xid: i }));
+    const replies = link.sent.length - before;
+    assert.ok(replies <= 25, `replies to the flood: ${replies}`);
+    assert.ok(lan.counters.get('lan.drop.dhcp-rate') >= 475, `dropped: ${lan.counters.get('lan.drop.dhcp-rate')}`);
+    assert.ok(writes <= 1, `urgent lease writes: ${writes} (renewals on the same address are not urgent)`);
+    assert.equal(lan.leases.lease(GN_DUAL.mac, 4)?.address, GN_DUAL.vip4);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('ARP proxy, anti-spoof, overlay both ways, DNS through the agent, garbage counted', async () => {
   const { dir, link, lan, agent } = setup();
   try {

@@ -152,3 +152,13 @@ test('fuzz: mutated lease files load or are refused with ERR_LEASES_CORRUPT', ()
   });
   assert.ok(n > 10, String(n));
 });
+
+test('a renewal (same address, later expiry) is reported as such; a new binding or a release as a change', () => {
+  const seen: string[] = [];
+  const t = new MemoryLeaseTable([GN_DUAL], { onChange: (what) => seen.push(what) });
+  const lease = { mac: GN_DUAL.mac, family: 4 as const, address: GN_DUAL.vip4!, expiresAt: 1000, boundAt: 0 };
+  t.bind(lease);
+  t.bind({ ...lease, expiresAt: 2000 });
+  t.release(GN_DUAL.mac, 4);
+  assert.deepEqual(seen, ['change', 'renewal', 'change']);
+});
