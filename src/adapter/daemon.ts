@@ -3,8 +3,9 @@
 //
 //   start ─► NodeDaemon.start ─► own the LAN iface (nftables: the kernel neither answers nor forwards there)
 //         ─► packet socket on --lan ─► LanService (DHCPv4/v6, RA, ARP/ND proxy, DNS, classifier)
-//         ─► every INFO_INTERVAL: InfoRequest → general nodes → one GeneralNodeAgent per node (own certificate,
-//            login, NMS registration, PeerManager, JS data path) attached to the LAN service by MAC
+//         ─► every INFO_INTERVAL: InfoRequest → general nodes → one GeneralNodeAgent per node (the same node lifecycle
+//            as the adapter's own node: own certificate, login, NMS registration; its own C data-plane engine whose
+//            device is a packet pair) attached to the LAN service by MAC; the adapter's address moves wake them all
 //
 // State (STATE = --state): the node's files, leases.json (DHCP leases, atomic writes), general/NAME/ (each general
 // node's key and certificate). Control socket STATE/adapter.sock answers /status for `adapter status`.
@@ -22,7 +23,7 @@ import type { Logger } from '../util/log.js';
 import { GeneralNodeAgent, type AdapterCredentials, type GeneralNodeStatus } from './general-node.js';
 import { generalNodeFromInfo, loadLeaseFile, MemoryLeaseTable, type GeneralNode, type Lease } from './lan/index.js';
 import { PacketLanPort } from './lan-port.js';
-import { LanService, persistLeases } from './lan-service.js';
+import { LAN_MTU, LanService, persistLeases } from './lan-service.js';
 
 const run = promisify(execFile);
 
@@ -54,6 +55,8 @@ export interface GeneralNodeView {
   /** Behind a NAT as the NMS saw its own registration, and the public endpoint it saw (null until registered). */
   nat: boolean | null;
   observed: string | null;
+  /** When its Common Key expires (a new one after each login). */
+  commonKeyExpiresAt: string | null;
   peers: GeneralNodeStatus['peers'];
   counters: Record<string, number>;
 }
@@ -101,6 +104,10 @@ export class AdapterDaemon {
 
   /** Starts everything; on a failure after the node came up, stops what started (so the process can exit) and rethrows. */
   async start(): Promise<void> {
+    // The general nodes share this host's addresses: a move re-registers them too and tells their peers.
+    this.node.moveListeners.push((addrs, at) => {
+      for (const a of this.agents.values()) a.moved(addrs, at);
+    });
     await this.node.start();
     try {
       await this.startLan();
@@ -197,7 +204,7 @@ export class AdapterDaemon {
 
   private async startAgent(n: GeneralNode): Promise<void> {
     const agent = new GeneralNodeAgent(
-      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
+      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, mtu: LAN_MTU, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
       this.creds!,
       this.logger.child({ component: 'general', node: n.name }),
     );
@@ -224,6 +231,7 @@ export class AdapterDaemon {
         registered: st?.registered ?? false,
         nat: st?.nat ?? null,
         observed: st?.observed ?? null,
+        commonKeyExpiresAt: st?.commonKeyExpiresAt ?? null,
         peers: st?.peers ?? [],
         counters: st?.counters ?? {},
       };
@@ -294,7 +302,7 @@ export function offlineAdapterStatus(stateDir: string): AdapterStatus {
     lan: '', mac: '', lanCounters: {},
     generalNodes: snap.nodes.map((n) => ({
       name: n.name, mac: n.mac, fqdn: n.fqdn ?? null, vip4: n.vip4 ?? null, vip6: n.vip6 ?? null,
-      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, nat: null, observed: null, peers: [], counters: {},
+      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, nat: null, observed: null, commonKeyExpiresAt: null, peers: [], counters: {},
     })),
   };
 }
