@@ -4,15 +4,14 @@
 // and what the engine opened for the device comes out here, for the adapter to frame for the LAN.
 //
 //   write(packet) ─► host fd ─► engine fd ─► engine: route by destination, seal, UDP
-//   engine: UDP, open ─► engine fd ─► host fd ─► reader thread (pair-reader.ts: poll/read, batch ≤ 64)
+//   engine: UDP, open ─► engine fd ─► host fd ─► reader thread (pair-reader.ts, util/reader-thread.ts; batch ≤ 64)
 //                                              ─► postMessage ─► onPackets(packets) on the main thread
 //
 // Writes never block the main thread: the socket is non-blocking and a full queue drops the packet (counted, as
 // a full TUN queue would).
 
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import type { NativeAddon } from '../../crypto/fast-aead.js';
+import { ReaderThread } from '../../util/reader-thread.js';
 
 export interface PairReaderInit {
   fd: number;
@@ -26,8 +25,7 @@ export class PairHost {
   /** Opened packets from the engine, in order, in batches. */
   onPackets: (packets: Buffer[]) => void = () => {};
   readonly counters = { written: 0, writeErrors: 0, read: 0 };
-  private readonly worker: Worker;
-  private readonly stopFlag: Int32Array;
+  private readonly reader: ReaderThread<Uint8Array[]>;
   private closed = false;
 
   constructor(
@@ -36,15 +34,11 @@ export class PairHost {
     mtu: number,
   ) {
     native.setNonblocking(fd);
-    const stop = new SharedArrayBuffer(4);
-    this.stopFlag = new Int32Array(stop);
-    const file = fileURLToPath(new URL('./pair-reader.js', import.meta.url));
-    this.worker = new Worker(file, { workerData: { fd, mtu, stop } satisfies PairReaderInit, name: 'cyphonic-pair' });
-    this.worker.on('message', (packets: Uint8Array[]) => {
+    const data: Omit<PairReaderInit, 'stop'> = { fd, mtu };
+    this.reader = new ReaderThread(new URL('./pair-reader.js', import.meta.url), { ...data }, 'cyphonic-pair', (packets) => {
       this.counters.read += packets.length;
       this.onPackets(packets.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
     });
-    this.worker.on('error', () => {});
   }
 
   /** One IP packet for the engine; false when it could not be queued (closed, or the engine's queue is full). */
@@ -63,14 +57,7 @@ export class PairHost {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    Atomics.store(this.stopFlag, 0, 1);
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => void this.worker.terminate().then(() => resolve()), 2000);
-      this.worker.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    await this.reader.stop();
     this.native.fdClose(this.fd);
   }
 }
