@@ -23,9 +23,17 @@ import type { Logger } from '../util/log.js';
 import { GeneralNodeAgent, type AdapterCredentials, type GeneralNodeStatus } from './general-node.js';
 import { generalNodeFromInfo, loadLeaseFile, MemoryLeaseTable, type GeneralNode, type Lease } from './lan/index.js';
 import { PacketLanPort } from './lan-port.js';
-import { LAN_MTU, LanService, persistLeases } from './lan-service.js';
+import { LanService, persistLeases } from './lan-service.js';
 
 const run = promisify(execFile);
+
+/**
+ * The largest IP packet a general node's engine takes from or gives to its device: a full Ethernet payload. The LAN
+ * MTU handed out (LAN_MTU, 1400) keeps capsules within 1500 bytes, but a device may ignore it (a static
+ * configuration, a DHCP client that skips option 26); its 1500-byte packets are still carried (the underlay
+ * fragments the capsule), as a TUN of MTU 1500 would.
+ */
+const DEVICE_MAX_PACKET = 1500;
 
 export interface AdapterInit {
   stateDir: string;
@@ -204,7 +212,7 @@ export class AdapterDaemon {
 
   private async startAgent(n: GeneralNode): Promise<void> {
     const agent = new GeneralNodeAgent(
-      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, mtu: LAN_MTU, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
+      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, mtu: DEVICE_MAX_PACKET, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
       this.creds!,
       this.logger.child({ component: 'general', node: n.name }),
     );

@@ -41,7 +41,7 @@ export interface GeneralNodeInit {
   dir: string;
   /** The overlay pools: only they start route selection, and our own virtual addresses are never reported as endpoints. */
   pools: string[];
-  /** The device's link MTU (what the engine reads and writes at most). */
+  /** The largest IP packet the engine takes from and gives to the device (the adapter: a full Ethernet payload). */
   mtu: number;
   /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (peers.ts) */
   pathKeepaliveMs?: number;

@@ -31,7 +31,7 @@ function pathKeys(pathId: bigint): { a: SessionKeys; b: SessionKeys } {
 
 /** A general node's engine with its pair; what comes out of the pair is collected. */
 async function general(): Promise<{ dp: DataPlane; got: Buffer[]; misses: string[] }> {
-  const dp = await DataPlane.open({ device: { kind: 'pair', mtu: 1400 }, port: 0 }, silentLogger);
+  const dp = await DataPlane.open({ device: { kind: 'pair', mtu: 1500 }, port: 0 }, silentLogger);
   const got: Buffer[] = [];
   const misses: string[] = [];
   dp.host!.onPackets = (ps) => got.push(...ps);
@@ -78,6 +78,20 @@ describe('general node data path: the C engine with a packet pair for a device',
     assert.deepEqual(a.got[0], back);
     assert.ok(a.dp.peerStats(1).txBytes > 0 && a.dp.peerStats(1).rxBytes > 0, JSON.stringify(a.dp.peerStats(1)));
     assert.deepEqual(a.misses, [], 'no route request for a destination with a session');
+  });
+
+  it('a full Ethernet payload (1500 bytes, a device that ignores the LAN MTU) is carried both ways', async () => {
+    b.got.length = 0;
+    const big = udp(A.vip4, B.vip4, 'x'.repeat(1500 - 28));
+    assert.equal(big.length, 1500);
+    a.dp.host!.write(big);
+    await until('the 1500-byte packet at b', () => b.got.length >= 1);
+    assert.deepEqual(b.got[0], big);
+    a.got.length = 0;
+    const big6 = udp(B.vip6, A.vip6, 'y'.repeat(1500 - 48));
+    b.dp.host!.write(big6);
+    await until('the 1500-byte IPv6 packet at a', () => a.got.length >= 1);
+    assert.deepEqual(a.got[0], big6);
   });
 
   it('a path keepalive written into the pair (1-byte UDP to port 9) is sealed like any packet and opens at the peer', async () => {
