@@ -49,6 +49,8 @@ export interface GeneralNodeInit {
   punchRetryMs?: number;
   /** Log in again this long before the Common Key expires. @default RELOGIN_MARGIN_MS (lifecycle.ts) */
   reloginMarginMs?: number;
+  /** Waits between retransmissions of a request to the NMS (ms). @default RETRANSMIT_MS (signaling.ts) */
+  nmsRetransmitMs?: readonly number[];
 }
 
 export interface GeneralNodeStatus {
@@ -101,6 +103,7 @@ export class GeneralNodeAgent implements GeneralNodePort {
         ...(init.pathKeepaliveMs ? { pathKeepaliveMs: init.pathKeepaliveMs } : {}),
         ...(init.punchRetryMs ? { punchRetryMs: init.punchRetryMs } : {}),
         ...(init.reloginMarginMs !== undefined ? { reloginMarginMs: init.reloginMarginMs } : {}),
+        ...(init.nmsRetransmitMs ? { nmsRetransmitMs: init.nmsRetransmitMs } : {}),
       },
       logger,
     );

@@ -71,6 +71,8 @@ export interface LifecycleInit {
   excludeInterface?: () => string | null;
   /** @default RELOGIN_MARGIN_MS */
   reloginMarginMs?: number;
+  /** Waits between retransmissions of a request to the NMS (ms). @default RETRANSMIT_MS (signaling.ts) */
+  nmsRetransmitMs?: readonly number[];
   rekeyAfterMs?: number;
   pathKeepaliveMs?: number;
   punchRetryMs?: number;
@@ -366,7 +368,8 @@ export class NodeLifecycle {
         const session = this.session!;
         const nms = this.pickNms(session);
         if (!this.client) {
-          this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms }, { send: (m, to) => this.port?.send(m, to) });
+          const retransmitMs = this.init.nmsRetransmitMs;
+          this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms, ...(retransmitMs ? { retransmitMs } : {}) }, { send: (m, to) => this.port?.send(m, to) });
           deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger);
         }
         this.client.nms = nms;
