@@ -1,6 +1,6 @@
 // The adapter's LAN port: whole Ethernet frames in and out of one interface through an AF_PACKET socket
-// (native packetOpen). A worker thread (src/util/reader-thread.ts) blocks in read and posts batches of frames to the main thread; the main
-// thread writes frames directly (one write per frame).
+// (native packetOpen). A worker thread (src/util/reader-thread.ts) blocks in read and posts batches of frames to
+// the main thread; the main thread writes frames directly (one write per frame).
 //
 //   LAN iface ─► packet socket ─► reader worker (poll/read, batch ≤ 64) ─► postMessage ─► onFrames(frames)
 //   send(frame) ─► write(fd) ─► LAN iface
