@@ -650,7 +650,10 @@ static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
 }
 
 // packetPair() -> [fd, fd]: two connected AF_UNIX datagram sockets. Each write is one read at the other end, as
-// with a TUN fd, so tests drive the data-plane engine through one end without creating a device.
+// with a TUN fd: the data-plane engine's device for a general node (the adapter holds the other end), and tests
+// drive the engine through one end without creating a device. What a sender may have queued is bounded by its
+// send buffer (212 KB by default: under 100 full-size packets, less than two batches of the engine or of the
+// adapter's LAN reader), so both ends get the UDP sockets' 4 MiB (capped by net.core.wmem_max).
 static napi_value packet_pair(napi_env env, napi_callback_info info) {
   (void)info;
   int sv[2];
@@ -658,6 +661,8 @@ static napi_value packet_pair(napi_env env, napi_callback_info info) {
     throw_errno(env, "socketpair", errno);
     return NULL;
   }
+  int bufsz = 4 << 20;
+  for (int i = 0; i < 2; i++) setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
   napi_value arr;
   napi_create_array_with_length(env, 2, &arr);
   for (uint32_t i = 0; i < 2; i++) napi_set_element(env, arr, i, num(env, sv[i]));

@@ -3,8 +3,9 @@
 //
 //   start ─► NodeDaemon.start ─► own the LAN iface (nftables: the kernel neither answers nor forwards there)
 //         ─► packet socket on --lan ─► LanService (DHCPv4/v6, RA, ARP/ND proxy, DNS, classifier)
-//         ─► every INFO_INTERVAL: InfoRequest → general nodes → one GeneralNodeAgent per node (own certificate,
-//            login, NMS registration, PeerManager, JS data path) attached to the LAN service by MAC
+//         ─► every INFO_INTERVAL: InfoRequest → general nodes → one GeneralNodeAgent per node (the same node lifecycle
+//            as the adapter's own node: own certificate, login, NMS registration; its own C data-plane engine whose
+//            device is a packet pair) attached to the LAN service by MAC; the adapter's address moves wake them all
 //
 // State (STATE = --state): the node's files, leases.json (DHCP leases, atomic writes), general/NAME/ (each general
 // node's key and certificate). Control socket STATE/adapter.sock answers /status for `adapter status`.
@@ -25,6 +26,17 @@ import { PacketLanPort } from './lan-port.js';
 import { LanService, persistLeases } from './lan-service.js';
 
 const run = promisify(execFile);
+
+/**
+ * The largest IP packet a general node's engine takes from or gives to its device: a full Ethernet payload. The LAN
+ * MTU handed out (LAN_MTU, 1400) keeps capsules within 1500 bytes, but a device may ignore it (a static
+ * configuration, a DHCP client that skips option 26); its 1500-byte packets are still carried (the underlay
+ * fragments the capsule), as a TUN of MTU 1500 would.
+ */
+const DEVICE_MAX_PACKET = 1500;
+
+/** Tunable: how long a lease renewal (same address, later expiry) may wait before the lease file is written. */
+const LEASE_SAVE_DELAY_MS = 5000;
 
 export interface AdapterInit {
   stateDir: string;
@@ -54,6 +66,8 @@ export interface GeneralNodeView {
   /** Behind a NAT as the NMS saw its own registration, and the public endpoint it saw (null until registered). */
   nat: boolean | null;
   observed: string | null;
+  /** When its Common Key expires (a new one after each login). */
+  commonKeyExpiresAt: string | null;
   peers: GeneralNodeStatus['peers'];
   counters: Record<string, number>;
 }
@@ -83,6 +97,8 @@ export class AdapterDaemon {
   private refreshing: Promise<void> | null = null;
   private creds: AdapterCredentials | null = null;
   private pools: string[] = [];
+  private leaseTimer: NodeJS.Timeout | null = null;
+  private flushLeases: (() => void) | null = null;
 
   constructor(
     private readonly init: AdapterInit,
@@ -101,6 +117,10 @@ export class AdapterDaemon {
 
   /** Starts everything; on a failure after the node came up, stops what started (so the process can exit) and rethrows. */
   async start(): Promise<void> {
+    // The general nodes share this host's addresses: a move re-registers them too and tells their peers.
+    this.node.moveListeners.push((addrs, at) => {
+      for (const a of this.agents.values()) a.moved(addrs, at);
+    });
     await this.node.start();
     try {
       await this.startLan();
@@ -128,12 +148,21 @@ export class AdapterDaemon {
     this.port = PacketLanPort.open(this.init.lan);
     const leaseFile = join(this.init.stateDir, 'leases.json');
     let table: MemoryLeaseTable;
-    const save = (): void => {
+    const saveNow = (): void => {
+      if (this.leaseTimer) clearTimeout(this.leaseTimer);
+      this.leaseTimer = null;
       try {
         persistLeases(leaseFile, table);
       } catch (err) {
         this.logger.error('saving leases failed', { err: describeError(err) });
       }
+    };
+    this.flushLeases = saveNow;
+    // A new binding, a release or a new node list is written at once (kill -9 loses none); a renewal that only
+    // moved an expiry waits up to LEASE_SAVE_DELAY_MS, so renewals (or a flood of REQUESTs) cost one write.
+    const save = (what: 'change' | 'renewal'): void => {
+      if (what === 'change') return saveNow();
+      this.leaseTimer ??= setTimeout(saveNow, LEASE_SAVE_DELAY_MS);
     };
     try {
       table = MemoryLeaseTable.fromSnapshot(loadLeaseFile(leaseFile), { onChange: save });
@@ -170,6 +199,7 @@ export class AdapterDaemon {
     await this.refreshing?.catch(() => {});
     await this.control?.close();
     this.lan?.stop();
+    if (this.leaseTimer) this.flushLeases?.();
     await Promise.all([...this.agents.values()].map((a) => a.stop()));
     await this.port?.close();
     await this.releaseLan();
@@ -197,7 +227,7 @@ export class AdapterDaemon {
 
   private async startAgent(n: GeneralNode): Promise<void> {
     const agent = new GeneralNodeAgent(
-      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
+      { name: n.name, mac: n.mac, dir: join(this.init.stateDir, 'general', n.name), pools: this.pools, mtu: DEVICE_MAX_PACKET, ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}) },
       this.creds!,
       this.logger.child({ component: 'general', node: n.name }),
     );
@@ -224,6 +254,7 @@ export class AdapterDaemon {
         registered: st?.registered ?? false,
         nat: st?.nat ?? null,
         observed: st?.observed ?? null,
+        commonKeyExpiresAt: st?.commonKeyExpiresAt ?? null,
         peers: st?.peers ?? [],
         counters: st?.counters ?? {},
       };
@@ -294,7 +325,7 @@ export function offlineAdapterStatus(stateDir: string): AdapterStatus {
     lan: '', mac: '', lanCounters: {},
     generalNodes: snap.nodes.map((n) => ({
       name: n.name, mac: n.mac, fqdn: n.fqdn ?? null, vip4: n.vip4 ?? null, vip6: n.vip6 ?? null,
-      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, nat: null, observed: null, peers: [], counters: {},
+      lease: { v4: lease(n.mac, 4), v6: lease(n.mac, 6) }, registered: false, nat: null, observed: null, commonKeyExpiresAt: null, peers: [], counters: {},
     })),
   };
 }

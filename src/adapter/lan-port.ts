@@ -1,15 +1,14 @@
 // The adapter's LAN port: whole Ethernet frames in and out of one interface through an AF_PACKET socket
-// (native packetOpen). A worker thread blocks in read and posts batches of frames to the main thread; the main
-// thread writes frames directly (one write per frame).
+// (native packetOpen). A worker thread (src/util/reader-thread.ts) blocks in read and posts batches of frames to
+// the main thread; the main thread writes frames directly (one write per frame).
 //
 //   LAN iface ─► packet socket ─► reader worker (poll/read, batch ≤ 64) ─► postMessage ─► onFrames(frames)
 //   send(frame) ─► write(fd) ─► LAN iface
 
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { requireNative } from '../net/tun/native.js';
 import { CyphonicError } from '../util/errors.js';
+import { ReaderThread } from '../util/reader-thread.js';
 
 /** What the adapter's LAN service needs from a link (a real packet socket, or a test double). */
 export interface LanLink {
@@ -32,19 +31,18 @@ export class PacketLanPort implements LanLink {
   onFrames: (frames: Buffer[]) => void = () => {};
   readonly counters = { rxFrames: 0, txFrames: 0, txErrors: 0 };
   private closed = false;
+  private readonly reader: ReaderThread<Uint8Array[]>;
 
   private constructor(
     readonly ifname: string,
     readonly mac: string,
     private readonly fd: number,
-    private readonly worker: Worker,
-    private readonly stopFlag: Int32Array,
   ) {
-    worker.on('message', (frames: Uint8Array[]) => {
+    const data: Omit<ReaderInit, 'stop'> = { fd };
+    this.reader = new ReaderThread(new URL('./lan-reader.js', import.meta.url), { ...data }, 'cyphonic-lan', (frames: Uint8Array[]) => {
       this.counters.rxFrames += frames.length;
       this.onFrames(frames.map((f) => Buffer.from(f.buffer, f.byteOffset, f.byteLength)));
     });
-    worker.on('error', () => {});
   }
 
   /** Opens the packet socket on `ifname` (needs CAP_NET_RAW) and starts the reader. */
@@ -57,11 +55,7 @@ export class PacketLanPort implements LanLink {
     } catch {
       throw new CyphonicError('ERR_LAN_IFACE', `--lan: no interface ${ifname}`);
     }
-    const fd = addon.packetOpen(ifname);
-    const stop = new SharedArrayBuffer(4);
-    const file = fileURLToPath(new URL('./lan-reader.js', import.meta.url));
-    const worker = new Worker(file, { workerData: { fd, stop } satisfies ReaderInit, name: 'cyphonic-lan' });
-    return new PacketLanPort(ifname, mac, fd, worker, new Int32Array(stop));
+    return new PacketLanPort(ifname, mac, addon.packetOpen(ifname));
   }
 
   send(frame: Buffer): void {
@@ -77,14 +71,7 @@ export class PacketLanPort implements LanLink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    Atomics.store(this.stopFlag, 0, 1);
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => void this.worker.terminate().then(() => resolve()), 2000);
-      this.worker.once('exit', () => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    await this.reader.stop();
     requireNative().fdClose(this.fd);
   }
 }

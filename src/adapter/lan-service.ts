@@ -7,7 +7,7 @@
 //                      ├─ dhcp6 ─────► Dhcp6Server (IA_NA = vip6, DNS = the adapter's vip6, search = domain)
 //                      ├─ dns ───────► LanDns (overlay names through that general node's route selection)
 //                      ├─ mld ───────► MldListener (a querier asks: report the groups below)
-//                      ├─ overlay ───► that general node's agent: sealed to the peer (source checked: its lease)
+//                      ├─ overlay ───► that general node's agent: into its engine, sealed to the peer (source checked: its lease)
 //                      └─ drop ──────► counted as lan.drop.<reason>
 //   agent.onPacket(ip) ─► dst must be that general node's vip ─► Ethernet to its MAC
 //
@@ -73,7 +73,9 @@ const DHCP_BUDGET_MACS = 4096;
 
 /** What the LAN service needs from one general node's overlay side (GeneralNodeAgent, or a test double). */
 export interface GeneralNodePort {
+  /** Set by attach(): an IP packet the general node's engine opened for the device (checked and framed here). */
   onPacket: (packet: Buffer) => void;
+  /** An IP packet from the device to the overlay address `dst`; handed on before the call returns. */
   sendPacket(dst: string, packet: Buffer): void;
   resolve: OverlayLookup;
 }

@@ -1,7 +1,13 @@
-// Main-thread side of the data plane: brings up the TUN device and the node's UDP socket (native), starts the
+// Main-thread side of the data plane: brings up the device and the node's UDP socket (native), starts the
 // data-plane worker (worker.ts: one thread for both directions), and is the node's datagram port for signaling
 // and handshakes.
 // Sessions and endpoints reach the workers as control messages; traffic counters come back through shared memory.
+//
+// The device is where the node's own IP packets come from and opened packets go to:
+//   - 'tun': a TUN interface with the virtual addresses (the node daemon);
+//   - 'pair': an AF_UNIX datagram pair (one write = one packet, like a TUN without offloads), for a general node
+//     the adapter serves: the engine has one end, the adapter the other (`host`: PairHost, pair-host.ts), which
+//     writes the LAN device's packets in and hands what it reads back to the LAN. No interface, no root needed.
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -12,22 +18,35 @@ import type { Endpoint } from '../../protocol/endpoint.js';
 import { formatIp, parseIp } from '../../protocol/ip.js';
 import { CyphonicError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
+import { PairHost } from './pair-host.js';
 import { createStats, StatsView } from './stats.js';
 import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
 export const DEFAULT_MTU = 1400;
 
+/** The packet device the engine serves. */
+export type DataPlaneDevice =
+  | {
+      kind: 'tun';
+      /** @default 'cyp0' */
+      name?: string | undefined;
+      /** @default DEFAULT_MTU */
+      mtu?: number;
+      vip4: string;
+      vip6: string;
+      pool4: string;
+      pool6: string;
+    }
+  | {
+      kind: 'pair';
+      /** Largest packet either way. @default DEFAULT_MTU */
+      mtu?: number;
+    };
+
 export interface DataPlaneInit {
-  /** @default 'cyp0' */
-  tunName?: string;
-  /** @default DEFAULT_MTU */
-  mtu?: number;
-  vip4: string;
-  vip6: string;
-  pool4: string;
-  pool6: string;
-  /** UDP port for signaling, handshakes and capsules. */
+  device: DataPlaneDevice;
+  /** UDP port for signaling, handshakes and capsules (0: any; dual-stack, IPv4 only where IPv6 is off). */
   port: number;
   /**
    * Use the kernel's offloads where it accepts them: TUN with virtio_net_hdr and TSO, UDP GSO sends, UDP GRO
@@ -45,6 +64,19 @@ export interface OffloadState {
   gso: boolean;
   /** UDP GRO accepted on the socket. */
   gro: boolean;
+}
+
+/** What the engine needs from its device (a TUN, or the engine's end of a packet pair). */
+interface Device {
+  readonly fd: number;
+  readonly mtu: number;
+  /** Packets carry virtio_net_hdr (TUN with offloads only). */
+  readonly vnetHdr: boolean;
+  /** TSO accepted (TUN only). */
+  readonly offload: boolean;
+  /** Interface name (null for a pair). */
+  readonly name: string | null;
+  close(): void;
 }
 
 /** What the daemon needs from whatever carries its datagrams (the data plane, or a plain socket without TUN). */
@@ -86,7 +118,9 @@ export class DataPlane implements DatagramPort {
 
   private constructor(
     private readonly native: NativeAddon,
-    private readonly tun: LinuxTun,
+    private readonly device: Device,
+    /** The adapter's end of a 'pair' device (null for a TUN). */
+    readonly host: PairHost | null,
     private readonly udpFd: number,
     private readonly logger: Logger,
     sab: SharedArrayBuffer,
@@ -98,12 +132,12 @@ export class DataPlane implements DatagramPort {
     const file = fileURLToPath(new URL('./worker.js', import.meta.url));
     this.wakeFd = native.eventfdCreate();
     const init: WorkerInit = {
-      tunFd: tun.fd,
+      tunFd: device.fd,
       udpFd,
-      mtu: tun.mtu,
+      mtu: device.mtu,
       stats: sab,
       wakeFd: this.wakeFd,
-      vnet: tun.vnetHdr,
+      vnet: device.vnetHdr,
       gso: offload.gso,
       gro: offload.gro,
     };
@@ -115,16 +149,25 @@ export class DataPlane implements DatagramPort {
   static async open(init: DataPlaneInit, logger: Logger): Promise<DataPlane> {
     const native = loadNativeAddon();
     if (!native) throw new CyphonicError('ERR_NATIVE', `the data plane needs the native addon: ${nativeLoadError()}`);
-    const p4 = init.pool4.split('/')[1];
-    const p6 = init.pool6.split('/')[1];
     const offload = init.offload !== false;
-    const tun = await openLinuxTun({
-      name: init.tunName ?? 'cyp0',
-      mtu: init.mtu ?? DEFAULT_MTU,
-      addresses: { v4: `${init.vip4}/${p4}`, v6: `${init.vip6}/${p6}` },
-      routes: [],
-      vnetHdr: offload,
-    });
+    const d = init.device;
+    let device: Device;
+    let host: PairHost | null = null;
+    if (d.kind === 'tun') {
+      const tun: LinuxTun = await openLinuxTun({
+        name: d.name ?? 'cyp0',
+        mtu: d.mtu ?? DEFAULT_MTU,
+        addresses: { v4: `${d.vip4}/${d.pool4.split('/')[1]}`, v6: `${d.vip6}/${d.pool6.split('/')[1]}` },
+        routes: [],
+        vnetHdr: offload,
+      });
+      device = { fd: tun.fd, mtu: tun.mtu, vnetHdr: tun.vnetHdr, offload: tun.offload, name: tun.name, close: () => tun.close() };
+    } else {
+      const [engineEnd, hostEnd] = native.packetPair();
+      const mtu = d.mtu ?? DEFAULT_MTU;
+      device = { fd: engineEnd, mtu, vnetHdr: false, offload: false, name: null, close: () => native.fdClose(engineEnd) };
+      host = new PairHost(native, hostEnd, mtu);
+    }
     let fd: number;
     let dualStack = true;
     try {
@@ -134,16 +177,18 @@ export class DataPlane implements DatagramPort {
       try {
         fd = native.udpOpen(init.port, false); // IPv6 disabled on this host
       } catch (err) {
-        tun.close();
+        device.close();
+        await host?.close();
         throw err;
       }
     }
-    const state: OffloadState = { tso: tun.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
-    return new DataPlane(native, tun, fd, logger, createStats(), dualStack, state);
+    const state: OffloadState = { tso: device.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
+    return new DataPlane(native, device, host, fd, logger, createStats(), dualStack, state);
   }
 
-  get tunName(): string {
-    return this.tun.name;
+  /** The TUN interface's name (null for a packet pair). */
+  get tunName(): string | null {
+    return this.device.name;
   }
 
   send(datagram: Buffer, to: Endpoint): void {
@@ -201,7 +246,8 @@ export class DataPlane implements DatagramPort {
     await this.worker.terminate();
     this.native.fdClose(this.udpFd);
     this.native.fdClose(this.wakeFd);
-    this.tun.close();
+    this.device.close();
+    await this.host?.close();
   }
 
   private post(msg: ToWorker): void {

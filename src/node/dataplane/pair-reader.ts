@@ -1,0 +1,32 @@
+// Worker thread of PairHost (pair-host.ts): blocks in poll/read on the host's end of a packet pair and posts what
+// the engine wrote there to the main thread in batches (up to BATCH packets per message, each a transferred copy).
+// Stops when the shared flag is set.
+
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadNativeAddon } from '../../crypto/fast-aead.js';
+import type { PairReaderInit } from './pair-host.js';
+
+const BATCH = 64;
+/** Tunable: how long one blocking read waits before checking the stop flag (ms). */
+const POLL_MS = 200;
+
+const init = workerData as PairReaderInit;
+const stop = new Int32Array(init.stop);
+const native = loadNativeAddon();
+if (!native) throw new Error('native addon unavailable');
+const slot = init.mtu + 64;
+const buf = Buffer.allocUnsafe(slot * BATCH);
+const lengths = new Uint32Array(BATCH);
+
+while (Atomics.load(stop, 0) === 0) {
+  let n: number;
+  try {
+    n = native.tunReadBatch(init.fd, buf, slot, lengths, POLL_MS);
+  } catch {
+    break; // the socket was closed
+  }
+  if (n <= 0) continue;
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) if (lengths[i]! > 0) out.push(Uint8Array.prototype.slice.call(buf, i * slot, i * slot + lengths[i]!));
+  if (out.length) parentPort!.postMessage(out, out.map((p) => p.buffer as ArrayBuffer));
+}

@@ -1,0 +1,490 @@
+// One node's lifecycle, shared by the node daemon (src/node/daemon.ts) and by every general node the adapter serves
+// (src/adapter/general-node.ts): a general node is a node whose "TUN" is the adapter's LAN, nothing else differs.
+//
+//   start ─► enrollment (strategy: token for a node, the adapter's GeneralEnrollRequest for a general node)
+//         ─► login (mTLS → Common Key, virtual IPs) ─► openPort (owner's device: TUN, or a packet pair to the LAN)
+//         ─► components: RelayBinder, PeerManager (sessions into the C engine), MobilityManager
+//         ─► register ─► keepalive loop
+//                ▲              │ timeout / NACK / moved (wake) / Common Key near expiry
+//                └──────────────┘ back-off; NMS rotation; re-login when the Common Key is refused, about to expire,
+//                                  or after every NMS stayed silent twice (an NMS drops what it cannot authenticate,
+//                                  so silence may mean the cloud no longer knows our key)
+//
+// Datagram dispatch (NMS replies and pushes → relay acks → mobility → handshakes → counted as stray) and the status
+// (registration, peers, counters) live here too. What differs between a node and a general node is given by the
+// owner: how to enroll, which device the data plane carries packets to (openPort), how a path keepalive enters
+// that device, and which addresses are never reported as ours. The owner keeps its extras: the node daemon its
+// overlay DNS resolver, address watcher and control socket; the general node its LAN attachment.
+
+import { networkInterfaces } from 'node:os';
+import { generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, verify as verifySignature } from '../crypto/index.js';
+import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
+import { contains } from '../net/addr/cidr.js';
+import type { LocalAddress } from '../net/route/watch.js';
+import { Status } from '../protocol/constants.js';
+import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
+import { unmapV4 } from '../util/addr.js';
+import { prefixed } from '../util/counters.js';
+import { ConfigError, CyphonicError, RequestError, describeError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { sleep } from '../util/sleep.js';
+import { login } from './as-client.js';
+import type { DataPlane, DatagramPort, OffloadState } from './dataplane/dataplane.js';
+import { MobilityManager } from './mobility.js';
+import { followRegistration } from './nat-follow.js';
+import { PeerManager, type PeerStatus } from './peers.js';
+import { RelayBinder } from './relay.js';
+import { deliverRouteDirections, NmsClient } from './signaling.js';
+import type { Identity, Session, StateDir } from './state.js';
+
+/** Tunable: first and longest wait between failed signaling rounds (doubling). */
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 8000;
+/** Tunable: log in again this long before the Common Key expires. */
+export const RELOGIN_MARGIN_MS = 60_000;
+/** Tunable: at most this many local endpoints are reported to the NMS. */
+const MAX_ENDPOINTS = 32;
+
+/** Where the lifecycle's datagrams go: the owner's port, and the C engine behind it (null: signaling only). */
+export interface NodePort {
+  port: DatagramPort;
+  dataplane: DataPlane | null;
+}
+
+export interface LifecycleInit {
+  /** The node's state directory (key, certificate chain, identity, Common Key session). */
+  state: StateDir;
+  /** Enrollment strategy: called when `state` holds no identity yet; writes it there and returns it. */
+  enroll: () => Promise<Identity>;
+  /** A failed enrollment is retried with the login (a general node) instead of failing start (a node: bad token). */
+  retryEnrollment: boolean;
+  /** Overrides the AS endpoints of the identity. */
+  as?: string[];
+  /** Opens the datagram port once the first login gave the virtual addresses (a TUN needs them). */
+  openPort: (session: Session) => Promise<NodePort>;
+  /** Sends one small packet to `peer` through its tunnel (sealed like data): keeps NAT mappings on the path open. */
+  pathKeepalive: (peer: { vip4: string; vip6: string }) => void;
+  /** Overlay pools: only they start route selection, and (when given) their addresses are never reported as
+   *  endpoints. @default the pools from the login (or 100.64.0.0/10 and the vip6's /64), endpoints unfiltered */
+  pools?: string[];
+  /** Addresses of this interface are never reported as endpoints (the node's own TUN). */
+  excludeInterface?: () => string | null;
+  /** @default RELOGIN_MARGIN_MS */
+  reloginMarginMs?: number;
+  /** Waits between retransmissions of a request to the NMS (ms). @default RETRANSMIT_MS (signaling.ts) */
+  nmsRetransmitMs?: readonly number[];
+  rekeyAfterMs?: number;
+  pathKeepaliveMs?: number;
+  punchRetryMs?: number;
+}
+
+/** The registration state and components every node and general node reports. */
+export interface LifecycleStatus {
+  name: string;
+  nodeId: number;
+  fqdn: string;
+  vip4: string | null;
+  vip6: string | null;
+  registered: boolean;
+  nat: boolean | null;
+  observed: string | null;
+  nms: string | null;
+  keepaliveSec: number | null;
+  commonKeyExpiresAt: string | null;
+  lastRegistration: string | null;
+  /** Offloads the data plane uses (null without a data plane). */
+  offload: OffloadState | null;
+  /** Mobility: address moves seen, and the last one's time from the first netlink event to the first peer ack. */
+  mobility?: { moves: number; lastHandoverMs: number | null } | null;
+  peers: PeerStatus[];
+  counters: Record<string, number>;
+}
+
+export class NodeLifecycle {
+  identity: Identity | null = null;
+  session: Session | null = null;
+  port: DatagramPort | null = null;
+  dataplane: DataPlane | null = null;
+  peers: PeerManager | null = null;
+  relay: RelayBinder | null = null;
+  client: NmsClient | null = null;
+  mobility: MobilityManager | null = null;
+  private local: LocalIdentity | null = null;
+  private anchors: TrustAnchors | null = null;
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | null = null;
+  private nmsIndex = 0;
+  private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number } | null = null;
+  private registered = false;
+  /** Aborted by an address change: wakes the keepalive loop so it re-registers at once. */
+  private wake = new AbortController();
+  /** Called at the next successful registration (a re-selection after a move waits for the NMS to know where we are). */
+  private regWaiters: (() => void)[] = [];
+  /** True from an address change until the registration that follows it. */
+  private movedSinceRegistration = false;
+
+  constructor(
+    private readonly init: LifecycleInit,
+    private readonly logger: Logger,
+  ) {}
+
+  get state(): StateDir {
+    return this.init.state;
+  }
+
+  get stopped(): boolean {
+    return this.abort.signal.aborted;
+  }
+
+  /**
+   * Enrolls (first start), logs in until it has a session (the device needs the virtual addresses), opens the port,
+   * wires the components and starts the register/keepalive loop in the background. Throws a ConfigError (e.g. no
+   * token) at once; returns early if stop() is called meanwhile.
+   */
+  async start(): Promise<void> {
+    const state = this.init.state;
+    state.ensure();
+    if (state.enrolled()) this.identity = this.withAs(state.readIdentity());
+    this.session = state.enrolled() ? state.readSession() : null;
+    if (!this.identity && !this.init.retryEnrollment) this.identity = this.withAs(await this.init.enroll());
+    while (!this.session && !this.stopped) {
+      try {
+        if (!this.identity) this.identity = this.withAs(await this.init.enroll());
+        await this.ensureSession();
+      } catch (err) {
+        if (err instanceof ConfigError) throw err;
+        this.logger.warn(this.identity ? 'login failed; retrying' : 'enrollment failed; retrying', { err: describeError(err) });
+        await sleep(BACKOFF_MAX_MS, this.abort.signal);
+      }
+    }
+    if (this.stopped) return;
+    this.relay = new RelayBinder({
+      nodeId: () => this.identity!.nodeId,
+      send: (m, to) => this.port?.send(m, to),
+      logger: this.logger.child({ component: 'relay' }),
+    });
+    this.peers = new PeerManager({
+      relay: this.relay,
+      behindNat: () => this.reg?.nat === true,
+      local: () => this.localIdentity(),
+      anchors: () => this.trustAnchors(),
+      routes: () => this.client,
+      sink: () =>
+        this.port && {
+          send: (m, to) => this.port?.send(m, to),
+          install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
+          peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
+          promote: (slot) => this.dataplane?.promote(slot),
+          keepalive: (peer) => {
+            if (this.dataplane) this.init.pathKeepalive(peer);
+          },
+          setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
+        },
+      logger: this.logger.child({ component: 'peers' }),
+      ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
+      ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
+      ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
+      onEstablished: (pathId) => this.mobility?.established(pathId),
+    });
+    const peers = this.peers;
+    this.mobility = new MobilityManager({
+      nodeId: () => this.identity!.nodeId,
+      // A new route after a move is asked for once the NMS has our new registration (at most 2 s later).
+      peers: {
+        establishedPeers: () => peers.establishedPeers(),
+        peerOfPath: (id) => peers.peerOfPath(id),
+        setEndpoint: (id, ep, c) => peers.setEndpoint(id, ep, c),
+        reselect: (nodeId, reason) => void this.nextRegistration(2000).then(() => peers.reselect(nodeId, reason)),
+      },
+      send: (m, to) => this.port?.send(m, to),
+      localEndpoints: () => this.localEndpoints(),
+      logger: this.logger.child({ component: 'mobility' }),
+    });
+    const opened = await this.init.openPort(this.session!);
+    if (this.stopped) {
+      await opened.port.close(); // stop() ran while the device came up
+      return;
+    }
+    this.port = opened.port;
+    this.dataplane = opened.dataplane;
+    this.port.onDatagram = (msg, from) => this.onDatagram(msg, from);
+    if (this.dataplane) {
+      // Only unicast addresses inside the overlay pools start route selection (not multicast, not strays).
+      const pools = this.pools();
+      this.dataplane.onMiss = (dst) => {
+        if (pools.some((p) => safeContains(p, dst))) this.peers?.miss(dst);
+      };
+    }
+    this.warmUp();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.mobility?.close();
+    this.abort.abort();
+    this.client?.close();
+    await this.loop?.catch(() => {});
+    this.peers?.close();
+    this.relay?.close();
+    await this.port?.close();
+    this.port = null;
+  }
+
+  /** DNS: the addresses of an overlay FQDN; starts route selection and the tunnel. */
+  async resolve(fqdn: string): Promise<{ vip4: string; vip6: string } | null> {
+    return (await this.peers?.resolve(fqdn)) ?? null;
+  }
+
+  /** Our usable addresses changed: re-register (one round trip) and tell every peer, at once and in parallel. */
+  moved(addrs: LocalAddress[], at: number): void {
+    const families = { v4: addrs.some((a) => a.family === 4), v6: addrs.some((a) => a.family === 6) };
+    if (this.client && this.session && (families.v4 || families.v6)) {
+      try {
+        this.client.nms = this.pickNms(this.session);
+      } catch {
+        /* no NMS of our families: the loop reports it */
+      }
+    }
+    if (families.v4 || families.v6) this.movedSinceRegistration = true;
+    this.mobility?.moved(families, at);
+    if (!families.v4 && !families.v6) return; // between networks: the next change re-registers
+    this.wake.abort();
+  }
+
+  status(): LifecycleStatus {
+    const id = this.identity;
+    return {
+      name: id?.name ?? '',
+      nodeId: id?.nodeId ?? 0,
+      fqdn: id?.fqdn ?? '',
+      vip4: this.session?.vip4 || null,
+      vip6: this.session?.vip6 || null,
+      registered: this.registered,
+      nat: this.reg?.nat ?? null,
+      observed: this.reg ? formatEndpoint(this.reg.observed) : null,
+      nms: this.client ? formatEndpoint(this.client.nms) : null,
+      keepaliveSec: this.reg?.keepaliveSec ?? null,
+      commonKeyExpiresAt: this.session ? new Date(this.session.expiresAt).toISOString() : null,
+      lastRegistration: this.reg ? new Date(this.reg.at).toISOString() : null,
+      offload: this.dataplane?.offload ?? null,
+      mobility: this.mobility ? { moves: this.mobility.counters.get('moves'), lastHandoverMs: this.mobility.lastMove?.firstAckMs ?? null } : null,
+      peers: this.peers?.status() ?? [],
+      counters: {
+        ...prefixed('mobility.', this.mobility?.counters.toJSON()),
+        ...(this.client?.counters.toJSON() ?? {}),
+        ...prefixed('peers.', this.peers?.counters.toJSON()),
+        ...prefixed('relay.', this.relay?.counters.toJSON()),
+        ...prefixed('data.', this.dataplane?.stats.globals()),
+      },
+    };
+  }
+
+  /** Addresses this host has now, with our port: what the NMS compares its observation against. */
+  localEndpoints(): Endpoint[] {
+    const skipIf = this.init.excludeInterface?.() ?? null;
+    const pools = this.init.pools ?? [];
+    const own = new Set([this.session?.vip4, this.session?.vip6].filter(Boolean));
+    const out: Endpoint[] = [];
+    for (const [ifname, list] of Object.entries(networkInterfaces())) {
+      if (ifname === skipIf) continue;
+      for (const a of list ?? []) {
+        if (a.internal) continue;
+        if (a.family === 'IPv6' && (a.address.toLowerCase().startsWith('fe80') || a.scopeid)) continue;
+        const addr = unmapV4(a.address);
+        if (own.has(addr) || pools.some((p) => safeContains(p, addr))) continue; // overlay addresses
+        out.push({ address: addr, port: this.port?.localPort ?? 0 });
+      }
+    }
+    return out.slice(0, MAX_ENDPOINTS);
+  }
+
+  private withAs(id: Identity): Identity {
+    return this.init.as?.length ? { ...id, as: this.init.as } : id;
+  }
+
+  private pools(): string[] {
+    if (this.init.pools) return this.init.pools;
+    const s = this.session!;
+    return [s.pool4 ?? '100.64.0.0/10', s.pool6 ?? (s.vip6 ? `${s.vip6}/64` : null)].filter((p): p is string => !!p);
+  }
+
+  private onDatagram(msg: Buffer, from: Endpoint): void {
+    if (this.client?.handleDatagram(msg)) return;
+    if (this.relay?.onDatagram(msg, from)) return;
+    if (this.mobility?.onDatagram(msg, from)) return;
+    if (this.peers?.onDatagram(msg, from)) return;
+    this.client?.counters.inc('refused.stray');
+  }
+
+  /** Our certificate identity for handshakes, read once (the same object lets the handshake cache the parsed key). */
+  private localIdentity(): LocalIdentity {
+    if (!this.local) {
+      const state = this.init.state;
+      const chain = splitPemChain(state.readChain()).map((p) => toDer(p));
+      this.local = { nodeId: this.identity!.nodeId, certDer: toDer(state.readCert()), chainDer: chain.slice(0, -1), privateKeyPem: state.readKey() };
+    }
+    return this.local;
+  }
+
+  private trustAnchors(): TrustAnchors {
+    if (!this.anchors) {
+      const state = this.init.state;
+      const chain = splitPemChain(state.readChain()).map((p) => toDer(p));
+      // Revocation: the NMS hands out only current certificates and revoked nodes can neither log in nor register.
+      this.anchors = { rootsDer: [toDer(state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: () => false };
+    }
+    return this.anchors;
+  }
+
+  /** One throwaway signature and key agreement at start, so the first real handshake pays no warm-up. */
+  private warmUp(): void {
+    const key = this.localIdentity().privateKeyPem;
+    const e = generateEphemeral();
+    sharedSecret(e.privateKey, generateEphemeral().publicKey);
+    verifySignature(toDer(this.init.state.readCert()), Buffer.from('warm-up'), signData(key, Buffer.from('warm-up')));
+  }
+
+  /** Resolves once the registration after the last move succeeded (at once if it already has), or after `maxMs`. */
+  private nextRegistration(maxMs: number): Promise<void> {
+    if (!this.movedSinceRegistration) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, maxMs);
+      this.regWaiters.push(done);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    let backoff = BACKOFF_MIN_MS;
+    let failures = 0;
+    let everRegistered = false;
+    while (!signal.aborted) {
+      try {
+        await this.ensureSession();
+        const session = this.session!;
+        const nms = this.pickNms(session);
+        if (!this.client) {
+          const retransmitMs = this.init.nmsRetransmitMs;
+          this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms, ...(retransmitMs ? { retransmitMs } : {}) }, { send: (m, to) => this.port?.send(m, to) });
+          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger);
+        }
+        this.client.nms = nms;
+        // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.
+        const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
+        everRegistered = true;
+        this.registered = true;
+        const localMove = this.movedSinceRegistration;
+        if (!this.wake.signal.aborted) this.movedSinceRegistration = false; // else: moved again meanwhile
+        for (const w of this.regWaiters.splice(0)) w();
+        failures = 0;
+        backoff = BACKOFF_MIN_MS;
+        const prev = this.reg?.observed ?? null;
+        this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
+        this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
+        // TRS bindings follow a new public endpoint; the NAT mapping probe (src/node/nat-follow.ts). After a move of our
+        // own the peers are being told already; a NAT that rebound us behind our back needs them told now.
+        const moved = followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger });
+        if (moved && !localMove) this.mobility?.natRebound();
+        await this.keepaliveLoop(res.keepaliveSec, signal);
+      } catch (err) {
+        this.registered = false;
+        if (signal.aborted) break;
+        if (this.wake.signal.aborted) {
+          this.wake = new AbortController(); // moved: register again at once, with the new addresses
+          continue;
+        }
+        if (err instanceof RequestError && (err.status === Status.CommonKeyExpired || err.status === Status.Unauthorized)) {
+          this.logger.info('Common Key refused; logging in again', { code: err.code });
+          this.session = null;
+        } else if (err instanceof RequestError && err.status === Status.NotRegistered) {
+          this.logger.info('NMS asks for a new registration', { code: err.code });
+          continue;
+        } else {
+          failures++;
+          this.logger.warn('signaling failed', { err: describeError(err), failures });
+          this.nmsIndex++;
+          // After every NMS failed twice, our Common Key may be unknown to the cloud (an NMS drops what it cannot
+          // authenticate without a word): log in again.
+          if (this.session && failures >= Math.max(2, this.session.nms.length * 2)) {
+            this.logger.info('no NMS answers; logging in again', { failures });
+            this.session = null;
+            failures = 0;
+          }
+        }
+        await sleep(backoff, signal, this.wake.signal);
+        if (this.wake.signal.aborted) this.wake = new AbortController();
+        backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      }
+    }
+  }
+
+  private async keepaliveLoop(intervalSec: number, signal: AbortSignal): Promise<void> {
+    const margin = this.init.reloginMarginMs ?? RELOGIN_MARGIN_MS;
+    while (!signal.aborted) {
+      await sleep(intervalSec * 1000, signal, this.wake.signal);
+      if (signal.aborted) return;
+      if (this.wake.signal.aborted) {
+        // Our addresses changed: back to run(), which re-registers (a re-registration: one round trip).
+        this.wake = new AbortController();
+        return;
+      }
+      if (this.session && this.session.expiresAt - margin <= Date.now()) {
+        this.logger.info('Common Key about to expire; logging in again');
+        this.session = null;
+        throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
+      }
+      const ack = await this.client!.keepalive(this.wake.signal);
+      if (this.reg) this.reg.observed = ack.observed;
+    }
+  }
+
+  private async ensureSession(): Promise<void> {
+    const margin = this.init.reloginMarginMs ?? RELOGIN_MARGIN_MS;
+    if (this.session && this.session.expiresAt - margin > Date.now()) return;
+    const id = this.identity!;
+    const state = this.init.state;
+    const res = await login({
+      endpoints: id.as,
+      rootPem: state.readRoot(),
+      certPem: state.readCert(),
+      chainPem: state.readChain(),
+      keyPem: state.readKey(),
+    });
+    this.session = {
+      commonKey: res.commonKey,
+      expiresAt: Number(res.commonKeyExpiresAt),
+      domain: res.domain,
+      vip4: res.vip4,
+      vip6: res.vip6,
+      nms: res.nmsEndpoints,
+      ...(res.pool4 ? { pool4: res.pool4 } : {}),
+      ...(res.pool6 ? { pool6: res.pool6 } : {}),
+    };
+    state.writeSession(this.session);
+    this.client?.rekey(res.nodeId, res.commonKey);
+    this.logger.info('logged in', { node: res.name, vip4: res.vip4, vip6: res.vip6 });
+  }
+
+  /** An NMS endpoint of a family this host can use, rotating on failures. */
+  private pickNms(s: Session): Endpoint {
+    const mine = this.localEndpoints();
+    const has4 = mine.some((e) => !e.address.includes(':'));
+    const has6 = mine.some((e) => e.address.includes(':'));
+    const usable = s.nms.filter((e) => (e.address.includes(':') ? has6 : has4));
+    const list = usable.length ? usable : s.nms;
+    if (list.length === 0) throw new CyphonicError('ERR_NO_NMS', 'login returned no NMS endpoint');
+    return list[this.nmsIndex % list.length]!;
+  }
+}
+
+function safeContains(cidr: string, a: string): boolean {
+  try {
+    return contains(cidr, a);
+  } catch {
+    return false;
+  }
+}
