@@ -63,6 +63,8 @@ export interface SessionKeys {
   peerCertDer: Buffer;
   /** Unix ms at which this side derived the keys. */
   establishedAt: number;
+  /** Unix ms at which the session stops sealing (set by whoever installs it); default establishedAt + REJECT_AFTER_MS. */
+  expiresAt?: number;
 }
 
 // ───────────────────────────── constants ─────────────────────────────
@@ -78,8 +80,12 @@ export const INFO_END_KEY = 'cyphonic v1 end key';
 /** Domain-separation labels of the two signed transcripts. */
 const LABEL_REQUEST = 'cyphonic v1 tunnel request';
 const LABEL_RESPONSE = 'cyphonic v1 tunnel response';
-/** Tunable: outstanding requests (retransmissions with fresh ephemerals) one initiator remembers; equal to the
- *  responder-side MAX_NEXT_SESSIONS of data-session.ts, so any response it accepts has a session at the responder. */
+/**
+ * Tunable: outstanding requests (retransmissions with fresh ephemerals) one initiator remembers. The one place this
+ * number lives: an initiator sends at most this many requests per attempt (src/node/peers.ts schedules), and a
+ * responder's data plane keeps this many answered, unconfirmed sessions per path (installLimits in
+ * data-session.ts → the engine), so whichever response the initiator completes with has a session at the responder.
+ */
 export const MAX_PENDING_REQUESTS = 4;
 /** Extension tag carrying the sender's intermediates (forward-compatible: older decoders skip it). */
 export const TAG_CHAIN = 7;

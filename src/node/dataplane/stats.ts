@@ -24,8 +24,16 @@ export const GLOBAL = {
   unknownPath: 10,
   /** TUN reads with a virtio_net_hdr that could not be segmented (malformed, or segments too small). */
   tsoDropped: 11,
+  /** Capsules that authenticated only under a session past its open limit (dropped). */
+  expired: 12,
+  /** Send sessions let go at their seal limit (the next packet is a miss unless a newer session takes over). */
+  sealExpired: 13,
+  /** Events (misses, frames for the main thread) dropped because one turn's event buffer was full. */
+  eventsDropped: 14,
+  /** A responder's unconfirmed sessions dropped because a path already held as many as the initiator has requests. */
+  candidatesDropped: 15,
 } as const;
-const GLOBAL_COUNT = 12;
+const GLOBAL_COUNT = 16;
 
 /** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
 export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
@@ -46,6 +54,10 @@ export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
     keepaliveCapsules: g(GLOBAL.keepaliveCapsules),
     unknownPath: g(GLOBAL.unknownPath),
     tsoDropped: g(GLOBAL.tsoDropped),
+    expired: g(GLOBAL.expired),
+    sealExpired: g(GLOBAL.sealExpired),
+    eventsDropped: g(GLOBAL.eventsDropped),
+    candidatesDropped: g(GLOBAL.candidatesDropped),
   };
 }
 
