@@ -48,6 +48,8 @@ export interface NodeInit {
   dnsPort?: number;
   /** Re-handshake every so often (ms). @default REKEY_AFTER_MS (120 s) */
   rekeyAfterMs?: number;
+  /** Hard age limit of a session (ms; PeerManager rejectAfterMs). @default REJECT_AFTER_MS (180 s) */
+  rejectAfterMs?: number;
   /** Use TUN/UDP offloads (TSO, GSO, GRO) where the kernel has them; false = the portable path. @default true */
   offload?: boolean;
   /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (20 s) */
@@ -155,6 +157,7 @@ export class NodeDaemon {
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
+      ...(this.init.rejectAfterMs ? { rejectAfterMs: this.init.rejectAfterMs } : {}),
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
       ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
       onEstablished: (pathId) => this.mobility?.established(pathId),

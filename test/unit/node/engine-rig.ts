@@ -89,6 +89,11 @@ export class Rig {
     return { bits: r & 7, moved: (r & 8) !== 0, events: Math.floor(r / 16) };
   }
 
+  /** One turn without waiting (moves whatever is ready). */
+  poll(): void {
+    this.n.dpTurn(this.engine, 0, this.events);
+  }
+
   /** A plain packet into the engine's TUN side. */
   toTun(pkt: Buffer): void {
     this.n.tunWrite(this.tunTest, pkt, 0, pkt.length);
