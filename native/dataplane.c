@@ -18,6 +18,12 @@
 // handshake round trip apart). An expired send session is a miss (the worker asks for a new handshake); a capsule
 // that authenticates only under an expired session is dropped and counted (expired).
 //
+// A responder's session is unconfirmed until a capsule opens under it: its TunnelResponse may still be on the way
+// (or lost), so the initiator could not open what we seal. A slot whose send session is unconfirmed (a first
+// session we answered, a new path, or the newest answer taking over an expired session) queues its packets (one
+// bounded queue for the engine) and sends them, sealed, when the initiator's first capsule arrives — the initiator
+// sends one at once — or after QUEUE_WAIT_MS without one.
+//
 // What the engine does per turn (dpTurn):
 //   wait   poll(TUN, UDP, wake eventfd) — sleeps only when both queues are empty;
 //   recv   recvmmsg (UDP GRO split) ─► capsule? path by id ─► replay window + AES-256-GCM open ─► TUN writes
@@ -79,6 +85,10 @@
 #define GRO_SLOT 65536
 #define GRO_BUFFERS 16
 #define EVENT_HEAD 24
+// Packets held for slots whose send session is unconfirmed (one ring for the engine; the oldest go when full), and
+// how long a session stays unconfirmed at most before the slot seals with it anyway.
+#define QUEUE_PACKETS 256
+#define QUEUE_WAIT_MS 1000
 
 typedef enum { OPEN_MALFORMED = -1, OPEN_REPLAYED = -2, OPEN_TOO_OLD = -3, OPEN_BAD_TAG = -4, OPEN_EXPIRED = -5 } open_fail_t;
 
@@ -89,6 +99,8 @@ typedef struct session {
   uint64_t path_id;
   uint64_t next;  // send counter
   uint64_t seal_until, open_until;  // engine clock (ms): seals before seal_until, opens before open_until
+  uint64_t born;                    // engine clock at install
+  bool confirmed;                   // the peer holds it: we initiated it, or a capsule opened under it
   bool started;   // replay window
   uint64_t highest;
   uint32_t bitmap[REPLAY_BLOCKS];
@@ -121,8 +133,13 @@ typedef struct {
 typedef struct {
   int slot_width, rx_bytes, tx_bytes, rx_packets, tx_packets;
   int miss, send_err, bad_tag, replayed, too_old, malformed, tun_write_err, keepalive, unknown_path, tso_dropped;
-  int expired, seal_expired, events_dropped, candidates_dropped;
+  int expired, seal_expired, events_dropped, candidates_dropped, queued, queue_dropped;
 } stat_idx_t;
+
+typedef struct {
+  int slot;  // -1: sent or dropped
+  uint32_t len;
+} queued_t;
 
 typedef struct {
   bool closed;
@@ -140,6 +157,10 @@ typedef struct {
   path_t *paths;
   size_t pcap, pcount;
   uint64_t now;  // engine clock: CLOCK_MONOTONIC ms, refreshed each turn and at each call from the worker
+  // packets of slots whose send session is unconfirmed: ring of QUEUE_PACKETS entries of pkt_slot bytes
+  queued_t q[QUEUE_PACKETS];
+  uint8_t *qbuf;
+  size_t qhead, qcount;
   // send step
   size_t pkt_slot, read_slot, read_batch;
   uint8_t *in;
@@ -199,10 +220,13 @@ static uint64_t clock_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static session_t *session_new(uint64_t path_id, const uint8_t *send_key, const uint8_t *recv_key, uint64_t seal_until, uint64_t open_until) {
+static session_t *session_new(uint64_t path_id, const uint8_t *send_key, const uint8_t *recv_key, uint64_t seal_until, uint64_t open_until,
+                              uint64_t born, bool confirmed) {
   session_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   s->refs = 1;
+  s->born = born;
+  s->confirmed = confirmed;
   s->path_id = path_id;
   s->seal_until = seal_until;
   s->open_until = open_until;
@@ -371,6 +395,15 @@ static inline void count_slot(engine_t *e, int slot, int field, double v) {
 
 /* ---------- the sessions of a path ---------- */
 
+static void queue_flush(engine_t *e, int slot);
+
+// A capsule opened under s: the peer holds it. The slot's queued packets go if it seals with s.
+static void confirmed(engine_t *e, int slot, session_t *s) {
+  if (s->confirmed) return;
+  s->confirmed = true;
+  if (e->peers[slot].session == s) queue_flush(e, slot);
+}
+
 static void path_clear(path_t *p) {
   session_unref(p->current);
   session_unref(p->previous);
@@ -444,6 +477,7 @@ static void path_confirm(engine_t *e, path_t *path, int idx) {
     p->session = s;
     s->refs++;
   }
+  confirmed(e, path->slot, s);
 }
 
 // The slot's send session, or NULL. One past its seal limit is let go (counted once); the newest unconfirmed
@@ -482,6 +516,7 @@ static long path_open(engine_t *e, path_t *path, const uint8_t *f, size_t n, uin
       r = OPEN_EXPIRED;
     } else if (r >= 0) {
       if (ci >= 0) path_confirm(e, path, ci);
+      else confirmed(e, path->slot, s);
       return r;
     }
     if (r == OPEN_MALFORMED) return r;  // header checks: the same for every session of the path
@@ -525,6 +560,51 @@ static void flush_batch(engine_t *e) {
   e->batch_bytes = 0;
 }
 
+/* ---------- the queue of slots whose send session is unconfirmed ---------- */
+
+static void emit(engine_t *e, peer_t *p, session_t *s, const uint8_t *pkt, size_t n);
+
+static void enqueue(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
+  if (n > e->pkt_slot) return;
+  if (e->qcount == QUEUE_PACKETS) {  // full: the oldest goes
+    if (e->q[e->qhead].slot >= 0) count(e, e->ix.queue_dropped, 1);
+    e->qhead = (e->qhead + 1) % QUEUE_PACKETS;
+    e->qcount--;
+  }
+  size_t i = (e->qhead + e->qcount++) % QUEUE_PACKETS;
+  e->q[i].slot = slot;
+  e->q[i].len = (uint32_t)n;
+  if (n > 0) memcpy(e->qbuf + i * e->pkt_slot, pkt, n);
+  count(e, e->ix.queued, 1);
+}
+
+// Sends the slot's queued packets, in order, sealed with its send session (now confirmed).
+static void queue_flush(engine_t *e, int slot) {
+  peer_t *p = &e->peers[slot];
+  session_t *s = p->session;
+  if (s == NULL || e->qcount == 0) return;
+  for (size_t k = 0; k < e->qcount; k++) {
+    size_t i = (e->qhead + k) % QUEUE_PACKETS;
+    if (e->q[i].slot != slot) continue;
+    e->q[i].slot = -1;
+    emit(e, p, s, e->qbuf + i * e->pkt_slot, e->q[i].len);
+  }
+  while (e->qcount > 0 && e->q[e->qhead].slot < 0) {
+    e->qhead = (e->qhead + 1) % QUEUE_PACKETS;
+    e->qcount--;
+  }
+  flush_batch(e);
+}
+
+// Whether the slot may seal with s now: s is confirmed, or waited QUEUE_WAIT_MS (then the queue goes first).
+static bool ready(engine_t *e, int slot, session_t *s) {
+  if (s->confirmed) return true;
+  if (e->now < s->born + QUEUE_WAIT_MS) return false;
+  s->confirmed = true;
+  queue_flush(e, slot);
+  return true;
+}
+
 // Routes one plain IP packet to its peer's batch, or reports it (kind 1) when no session serves its destination.
 static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
   uint8_t meta[20] = {0};
@@ -547,6 +627,15 @@ static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
     event(e, 1, meta, pkt, n);
     return;
   }
+  if (!ready(e, slot, s)) {
+    enqueue(e, slot, pkt, n);
+    return;
+  }
+  emit(e, p, s, pkt, n);
+}
+
+// Seals one packet into the batch of peer p (sent by flush_batch).
+static void emit(engine_t *e, peer_t *p, session_t *s, const uint8_t *pkt, size_t n) {
   if (p != e->batch_peer || e->nb == MAX_SEND || e->out_used + n + HDR_LEN + TAG_LEN > e->frame_room * MAX_SEND) {
     flush_batch(e);
     e->batch_peer = p;
@@ -715,6 +804,7 @@ static void engine_free(engine_t *e) {
   free(e->scratch);
   free(e->tptrs);
   free(e->tlens);
+  free(e->qbuf);
   e->paths = NULL;
   e->pcap = e->pcount = 0;
 }
@@ -776,7 +866,7 @@ static int prop_bool(napi_env env, napi_value obj, const char *key, bool *out) {
 //            toMain: Uint8Array(256) }) -> engine handle. statIndex names the shared counters' positions: slotWidth,
 // rxBytes, txBytes, rxPackets, txPackets (per-slot offsets) and the absolute indexes miss, udpSendErrors, badTag,
 // replayed, tooOld, malformed, tunWriteErrors, keepaliveCapsules, unknownPath, tsoDropped, expired, sealExpired,
-// eventsDropped, candidatesDropped. toMain[type] != 0 marks
+// eventsDropped, candidatesDropped, queued, queueDropped. toMain[type] != 0 marks
 // the message types handed to the worker as events. The TUN fd must be non-blocking.
 static napi_value dp_create(napi_env env, napi_callback_info info) {
   napi_value argv[1], sv, iv, tv, ext;
@@ -805,7 +895,7 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   static const char *names[] = {"slotWidth", "rxBytes", "txBytes", "rxPackets", "txPackets", "miss", "udpSendErrors",
                                 "badTag", "replayed", "tooOld", "malformed", "tunWriteErrors", "keepaliveCapsules",
                                 "unknownPath", "tsoDropped", "expired", "sealExpired", "eventsDropped",
-                                "candidatesDropped"};
+                                "candidatesDropped", "queued", "queueDropped"};
   int64_t idx[sizeof names / sizeof names[0]];
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!prop_int(env, iv, names[i], 0, INT_MAX, &idx[i])) return NULL;
@@ -827,7 +917,8 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   memcpy(e->to_main, tm, 256);
   e->ix = (stat_idx_t){(int)idx[0],  (int)idx[1],  (int)idx[2],  (int)idx[3],  (int)idx[4],  (int)idx[5],
                        (int)idx[6],  (int)idx[7],  (int)idx[8],  (int)idx[9],  (int)idx[10], (int)idx[11],
-                       (int)idx[12], (int)idx[13], (int)idx[14], (int)idx[15], (int)idx[16], (int)idx[17], (int)idx[18]};
+                       (int)idx[12], (int)idx[13], (int)idx[14], (int)idx[15], (int)idx[16], (int)idx[17], (int)idx[18],
+                       (int)idx[19], (int)idx[20]};
   e->max_slots = (int)slots;
   e->pkt_slot = e->mtu + 64;
   e->read_slot = vnet ? VNET_SLOT : e->pkt_slot;
@@ -852,7 +943,8 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   e->scratch = malloc(e->scap);
   e->tptrs = malloc(sizeof(uint8_t *) * e->tmax);
   e->tlens = malloc(sizeof(uint32_t) * e->tmax);
-  if (!e->peers || !e->in || !e->seg || !e->out || !e->rbuf || !e->rmetas || !e->roffs || !e->rlens || !e->tbuf ||
+  e->qbuf = malloc(e->pkt_slot * QUEUE_PACKETS);
+  if (!e->qbuf || !e->peers || !e->in || !e->seg || !e->out || !e->rbuf || !e->rmetas || !e->roffs || !e->rlens || !e->tbuf ||
       !e->scratch || !e->tptrs || !e->tlens || napi_create_reference(env, sv, 1, &e->stats_ref) != napi_ok) {
     engine_free(e);
     free(e);
@@ -901,6 +993,10 @@ static bool send_single(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
   peer_t *p = &e->peers[slot];
   session_t *s = p->used ? send_session(e, p) : NULL;
   if (s == NULL) return false;
+  if (!ready(e, slot, s)) {
+    enqueue(e, slot, pkt, n);
+    return true;
+  }
   uint8_t *buf = e->out;  // the batch buffer is empty between turns
   long len = seal(s, pkt, n, buf);
   if (len < 0) {
@@ -955,7 +1051,7 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
   uint64_t id = get64(pid);
   e->now = clock_ms();
   path_sweep(e);
-  session_t *fresh = session_new(id, sk, rk, e->now + (uint64_t)seal_ms, e->now + (uint64_t)open_ms);
+  session_t *fresh = session_new(id, sk, rk, e->now + (uint64_t)seal_ms, e->now + (uint64_t)open_ms, e->now, initiator);
   path_t *path = fresh ? path_get(e, id) : NULL;
   if (path == NULL) {
     session_unref(fresh);
@@ -989,7 +1085,12 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
     session_unref(p->session);
     p->session = fresh;
     fresh->refs++;  // the peer's reference
-    send_single(e, (int)slot, NULL, 0);  // announce: the peer may switch to it at once
+    // We initiated it: announce it (the peer may switch at once) and send what waited for a confirmed session.
+    // We answered it: the slot's packets wait until the initiator is seen using it (queue).
+    if (initiator) {
+      send_single(e, (int)slot, NULL, 0);
+      queue_flush(e, (int)slot);
+    }
   }
   if ((v4 && !route_set(e->r4, v4, 4, (int)slot)) || (v6 && !route_set(e->r6, v6, 16, (int)slot))) {
     napi_throw_range_error(env, "ERR_NATIVE_ARG", "dpInstall: route table full");

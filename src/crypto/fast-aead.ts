@@ -124,7 +124,9 @@ export interface DataPlaneEngineInit {
     | 'expired'
     | 'sealExpired'
     | 'eventsDropped'
-    | 'candidatesDropped',
+    | 'candidatesDropped'
+    | 'queued'
+    | 'queueDropped',
     number
   >;
   /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */

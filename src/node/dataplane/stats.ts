@@ -32,8 +32,12 @@ export const GLOBAL = {
   eventsDropped: 14,
   /** A responder's unconfirmed sessions dropped because a path already held as many as the initiator has requests. */
   candidatesDropped: 15,
+  /** Packets held in the engine while their slot's send session was a responder's, not yet used by the initiator. */
+  queued: 16,
+  /** Held packets dropped because the engine's queue was full (the oldest go). */
+  queueDropped: 17,
 } as const;
-const GLOBAL_COUNT = 16;
+const GLOBAL_COUNT = 18;
 
 /** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
 export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
@@ -58,6 +62,8 @@ export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
     sealExpired: g(GLOBAL.sealExpired),
     eventsDropped: g(GLOBAL.eventsDropped),
     candidatesDropped: g(GLOBAL.candidatesDropped),
+    queued: g(GLOBAL.queued),
+    queueDropped: g(GLOBAL.queueDropped),
   };
 }
 

@@ -175,7 +175,15 @@ test("a responder's rekey of the same path is sent on only once the initiator us
     const path = 9n;
     const one = sessions(path, false);
     rig.install(1, one.engine, { vip4: [10, 99, 0, 2] });
-    assert.equal(open(one.peer, rig.atPeer()[0]!).length, 0, 'first session: announced at once');
+    assert.deepEqual(rig.atPeer(50), [], 'an answered session is not announced: the initiator speaks first');
+    const p0 = ipv4([10, 99, 0, 2], 100, 0);
+    rig.toTun(p0);
+    rig.turn();
+    assert.deepEqual(rig.atPeer(50), [], 'and our packets wait for it');
+    assert.equal(rig.global('queued'), 1);
+    rig.toEngine(one.peer.seal(Buffer.alloc(0))); // the initiator's announcement
+    rig.turn();
+    assert.deepEqual(open(one.peer, rig.atPeer()[0]!), p0, 'then the held packet goes');
 
     const two = sessions(path, false);
     rig.install(1, two.engine, { vip4: [10, 99, 0, 2] });

@@ -3,7 +3,8 @@
 // rules of docs/PROTOCOL.md "Rekey and limits" written over DataSession, the reference of one session). Each case
 // runs on both, against a peer made of plain DataSessions: first sessions, retransmitted and reordered installs
 // (the responder answers every request; the initiator completes with any response), late responses, rekeys under
-// loss, both ends initiating, the replay window across sessions, and the age limits (no sealing, then no opening).
+// loss, both ends initiating, the replay window across sessions, the age limits (no sealing, then no opening), and
+// a responder's packets waiting until the initiator is seen using the session it answered.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,42 +22,59 @@ interface InstallOpts {
   candidates?: number;
 }
 
+type Counter = 'sealExpired' | 'candidatesDropped' | 'expired' | 'queued';
+
 /** A node's sessions with one peer (one slot, one virtual IP), as an implementation keeps them. */
 interface Impl {
-  /** Installs a session; returns the capsules it sent at once (an announcement). */
+  /** Installs a session; returns the capsules it sent at once (an announcement, queued packets). */
   install(k: EngineKeys, o?: InstallOpts): Buffer[];
-  /** A packet from the node toward the peer: the capsule sent, or 'miss' (no session to seal with). */
-  send(pkt: Buffer): Buffer | 'miss';
-  /** A capsule from the peer: the packet delivered (empty for a keepalive), or why it was dropped. */
+  /**
+   * A packet from the node toward the peer: the capsule sealed for it (any queued packets sent first are in
+   * `outbox`), 'queued' (held until its session is confirmed) or 'miss' (no session to seal with).
+   */
+  send(pkt: Buffer): Buffer | 'miss' | 'queued';
+  /** A capsule from the peer: the packet delivered (empty for a keepalive), or why it was dropped. Capsules it
+   *  made the node send (queued packets) go to `outbox`. */
   receive(frame: Buffer): Buffer | Reason;
-  counter(name: 'sealExpired' | 'candidatesDropped' | 'expired'): number;
+  /** Capsules sent besides the ones returned, in order. */
+  readonly outbox: Buffer[];
+  counter(name: Counter): number;
   close(): void;
 }
 
 const VIP = [10, 99, 0, 2];
 const DEFAULT_SEAL_MS = 60_000;
+/** The engine's queue (native/dataplane.c QUEUE_PACKETS, QUEUE_WAIT_MS). */
+const QUEUE_PACKETS = 256;
+const QUEUE_WAIT_MS = 1000;
 const REASONS = ['badTag', 'replayed', 'tooOld', 'expired', 'malformed', 'unknownPath'] as const;
 
 function engineImpl(): Impl {
   const rig = new Rig();
+  const outbox: Buffer[] = [];
   return {
+    outbox,
     install: (k, o = {}) => {
       rig.install(0, k, { vip4: VIP, ...o });
-      return rig.atPeer(30);
+      return rig.atPeer(0); // the engine sends synchronously: whatever it sent is queued at the peer socket now
     },
     send: (pkt) => {
-      const before = rig.global('miss');
+      const before = rig.stats.globals();
       rig.toTun(pkt);
       rig.turn();
-      if (rig.global('miss') > before) return 'miss';
+      const after = rig.stats.globals();
+      if (after.miss > before.miss) return 'miss';
+      if (after.queued > before.queued) return 'queued';
       const got = rig.atPeer();
-      assert.equal(got.length, 1, 'one capsule per packet');
-      return got[0]!;
+      assert.ok(got.length >= 1, 'a capsule for the packet');
+      outbox.push(...got.slice(0, -1));
+      return got.at(-1)!;
     },
     receive: (frame) => {
       const before = rig.stats.globals();
       rig.toEngine(frame);
       rig.turn();
+      outbox.push(...rig.atPeer(0));
       const after = rig.stats.globals();
       for (const r of REASONS) if (after[r] > before[r]) return r;
       if (after.keepaliveCapsules > before.keepaliveCapsules) return Buffer.alloc(0);
@@ -81,7 +99,13 @@ class Reference implements Impl {
   readonly paths = new Map<bigint, RefPath>();
   sending: DataSession | null = null;
   used = false;
-  readonly counts = { sealExpired: 0, candidatesDropped: 0, expired: 0 };
+  readonly counts = { sealExpired: 0, candidatesDropped: 0, expired: 0, queued: 0 };
+  readonly outbox: Buffer[] = [];
+  /** Sessions the peer is known to hold (we initiated them, or a capsule opened under them), and install times. */
+  readonly confirmed = new WeakSet<DataSession>();
+  readonly born = new WeakMap<DataSession, number>();
+  /** Packets waiting for a confirmed send session (the engine's one bounded queue; the oldest go when full). */
+  queue: Buffer[] = [];
 
   install(k: EngineKeys, o: InstallOpts = {}): Buffer[] {
     const now = Date.now();
@@ -89,6 +113,8 @@ class Reference implements Impl {
     const openForMs = o.openForMs ?? sealForMs + 5000;
     this.sweep(now);
     const s = new DataSession({ ...k, peerNodeId: 1, peerCertDer: Buffer.alloc(0), establishedAt: now, expiresAt: now + sealForMs }, undefined, Date.now, openForMs - sealForMs);
+    this.born.set(s, now);
+    if (k.initiator) this.confirmed.add(s);
     let path = this.paths.get(k.pathId);
     if (!path) this.paths.set(k.pathId, (path = { current: null, previous: null, cand: [] }));
     if (k.initiator || !path.current) {
@@ -106,14 +132,38 @@ class Reference implements Impl {
     const cur = this.sending;
     const waits = !k.initiator && this.used && cur !== null && cur.pathId === k.pathId && !cur.expired(now) && path.current !== s;
     this.used = true;
-    if (waits) return [];
+    if (waits || !k.initiator) {
+      if (!waits) this.sending = s;
+      return [];
+    }
     this.sending = s;
-    return [s.seal(Buffer.alloc(0))];
+    return [s.seal(Buffer.alloc(0)), ...this.flush()];
   }
 
-  send(pkt: Buffer): Buffer | 'miss' {
-    const s = this.sendSession(Date.now());
-    return s ? s.seal(pkt) : 'miss';
+  send(pkt: Buffer): Buffer | 'miss' | 'queued' {
+    const now = Date.now();
+    const s = this.sendSession(now);
+    if (!s) return 'miss';
+    if (!this.confirmed.has(s)) {
+      if (now < this.born.get(s)! + QUEUE_WAIT_MS) {
+        this.counts.queued++;
+        this.queue.push(Buffer.from(pkt));
+        if (this.queue.length > QUEUE_PACKETS) this.queue.shift();
+        return 'queued';
+      }
+      this.confirmed.add(s);
+      this.outbox.push(...this.flush());
+    }
+    return s.seal(pkt);
+  }
+
+  /** The queued packets, sealed with the send session. */
+  private flush(): Buffer[] {
+    const s = this.sending;
+    if (!s) return [];
+    const out = this.queue.map((p) => s.seal(p));
+    this.queue = [];
+    return out;
   }
 
   receive(frame: Buffer): Buffer | Reason {
@@ -126,6 +176,10 @@ class Reference implements Impl {
       const r = s.tryOpen(frame);
       if (typeof r !== 'string') {
         if (path.cand.includes(s)) this.confirm(path, s);
+        if (!this.confirmed.has(s)) {
+          this.confirmed.add(s);
+          if (this.sending === s) this.outbox.push(...this.flush());
+        }
         return r;
       }
       if (r === 'malformed' || r === 'wrongPath') return 'malformed';
@@ -135,7 +189,7 @@ class Reference implements Impl {
     return best;
   }
 
-  counter(name: 'sealExpired' | 'candidatesDropped' | 'expired'): number {
+  counter(name: Counter): number {
     return this.counts[name];
   }
 
@@ -186,8 +240,8 @@ function ipv4(fill: number, bytes = 64): Buffer {
 }
 
 /** The peer opens a capsule the node sent: the packet (it must open). */
-function peerOpens(s: DataSession, frame: Buffer | 'miss'): Buffer {
-  assert.notEqual(frame, 'miss', 'the node had a session to seal with');
+function peerOpens(s: DataSession, frame: Buffer | 'miss' | 'queued'): Buffer {
+  assert.ok(Buffer.isBuffer(frame), `the node sealed it at once (${String(frame)})`);
   const r = s.tryOpen(frame as Buffer);
   assert.ok(Buffer.isBuffer(r), `the peer's session does not open it: ${String(r)}`);
   return r;
@@ -241,7 +295,7 @@ for (const [name, make] of IMPLS) {
           const n = make();
           try {
             const first = session(P, false);
-            assert.equal(n.install(first.node).length, 1);
+            assert.deepEqual(n.install(first.node), [], 'an answered session is not announced: the initiator speaks first');
             // The initiator rekeys with MAX_PENDING_REQUESTS requests (retransmissions); each answer is a session.
             const answers = Array.from({ length: MAX_PENDING_REQUESTS }, () => session(P, false));
             for (const i of order) assert.deepEqual(n.install(answers[i]!.node), [], 'an answer to a rekey is not announced');
@@ -266,10 +320,15 @@ for (const [name, make] of IMPLS) {
         const n = make();
         try {
           const answers = [session(P, false), session(P, false), session(P, false)];
-          assert.equal(n.install(answers[0]!.node).length, 1, 'the first answer is sent on at once');
-          for (const a of answers.slice(1)) assert.deepEqual(n.install(a.node), []);
+          for (const a of answers) assert.deepEqual(n.install(a.node), []);
+          // Our packets wait: the initiator may not have our response yet.
+          assert.equal(n.send(ipv4(9)), 'queued');
+          assert.equal(n.send(ipv4(8)), 'queued');
           assert.deepEqual(n.receive(answers[k]!.peer.seal(ipv4(1))), ipv4(1));
+          const flushed = n.outbox.splice(0);
+          assert.deepEqual(flushed.map((f) => peerOpens(answers[k]!.peer, f)), [ipv4(9), ipv4(8)], 'queued packets go, in order, once it speaks');
           assert.deepEqual(peerOpens(answers[k]!.peer, n.send(ipv4(2))), ipv4(2));
+          assert.equal(n.counter('queued'), 2);
         } finally {
           n.close();
         }
@@ -391,7 +450,23 @@ for (const [name, make] of IMPLS) {
         const s4 = session(P + 5n, false);
         assert.deepEqual(n.install(s4.node), []);
         await sleep(200);
-        assert.deepEqual(peerOpens(s4.peer, n.send(ipv4(7))), ipv4(7));
+        assert.equal(n.send(ipv4(7)), 'queued', 'the newest answer takes over, once the initiator uses it');
+        assert.deepEqual(n.receive(s4.peer.seal(Buffer.alloc(0))), Buffer.alloc(0));
+        assert.deepEqual(peerOpens(s4.peer, n.outbox.splice(0)[0]!), ipv4(7));
+      } finally {
+        n.close();
+      }
+    });
+
+    test('an answered session nobody used for QUEUE_WAIT_MS is sealed with anyway (a lost announcement does not stall)', async () => {
+      const n = make();
+      try {
+        const s = session(P, false);
+        assert.deepEqual(n.install(s.node), []);
+        assert.equal(n.send(ipv4(1)), 'queued');
+        await sleep(QUEUE_WAIT_MS + 100);
+        assert.deepEqual(peerOpens(s.peer, n.send(ipv4(2))), ipv4(2));
+        assert.deepEqual(n.outbox.splice(0).map((f) => peerOpens(s.peer, f)), [ipv4(1)], 'the queued packet went first');
       } finally {
         n.close();
       }
