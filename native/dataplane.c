@@ -703,12 +703,13 @@ static void flush_tun(engine_t *e) {
   e->tused = 0;
 }
 
-// dpPromote: the slot seals with the newest candidate of the path it sends on, now.
+// dpPromote: the slot seals with the newest candidate of the path it sends on, or its unconfirmed send session, now.
 static void promote(engine_t *e, int slot) {
   peer_t *p = &e->peers[slot];
   if (!p->used || p->session == NULL) return;
   path_t *path = path_find(e, p->session->path_id);
   if (path != NULL && path->ncand > 0) path_confirm(e, path, path->ncand - 1);
+  else confirmed(e, slot, p->session);  // an answered session of a new path: send on it now, queue first
 }
 
 static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *meta) {
