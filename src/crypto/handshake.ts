@@ -339,10 +339,13 @@ function verifyPeerChain(ctx: Pick<Context, 'anchors'>, body: WireHandshake, now
 export class HandshakeReplayCache {
   readonly #entries = new Map<string, { expires: number; timestamp: bigint }>();
   #floor = -1n;
+  #evicted = 0;
 
+  /** `onEvict`: called for each entry evicted to make room (each raises the floor; worth a counter). */
   constructor(
     readonly capacity = 4096,
     readonly windowMs = 240_000,
+    private readonly onEvict?: () => void,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('replay cache capacity must be a positive integer');
     if (!(windowMs >= 2 * HANDSHAKE_MAX_SKEW_MS)) throw new RangeError(`replay cache window must be ≥ ${2 * HANDSHAKE_MAX_SKEW_MS} ms`);
@@ -350,6 +353,11 @@ export class HandshakeReplayCache {
 
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Entries evicted before their window ended (the cache was full). */
+  get evicted(): number {
+    return this.#evicted;
   }
 
   static key(pathId: bigint, ephemeral: Buffer): string {
@@ -369,6 +377,8 @@ export class HandshakeReplayCache {
       const [oldest, entry] = this.#entries.entries().next().value as [string, { expires: number; timestamp: bigint }];
       this.#entries.delete(oldest);
       if (entry.timestamp > this.#floor) this.#floor = entry.timestamp;
+      this.#evicted++;
+      this.onEvict?.();
     }
     this.#entries.set(HandshakeReplayCache.key(pathId, ephemeral), { expires: now + this.windowMs, timestamp });
     return true;

@@ -29,6 +29,8 @@ export const PUNCH_RETRANSMIT_MS = [150, 300, 450, 600] as const;
 for (const schedule of [TUNNEL_RETRANSMIT_MS, PUNCH_RETRANSMIT_MS]) {
   if (schedule.length > MAX_PENDING_REQUESTS) throw new Error('a TunnelRequest schedule is longer than MAX_PENDING_REQUESTS');
 }
+/** How long one handshake attempt retransmits (ms): the answers of one handshake are this close together. */
+const RETRANSMIT_SPAN_MS = Math.max(...[TUNNEL_RETRANSMIT_MS, PUNCH_RETRANSMIT_MS].map((s) => s.reduce((a, b) => a + b, 0)));
 /** Tunable: route selections running at once (distinct targets); more are refused and counted (route.busy). */
 const MAX_INFLIGHT_ROUTES = 256;
 /** Tunable: paths remembered per peer; the oldest one that carries nothing is forgotten (path.evicted). */
@@ -119,6 +121,8 @@ interface Path {
   /** Rekeys in a row that timed out, and when the next may start (back-off; see rekeyDue). */
   rekeyFailures: number;
   rekeyRetryAt: number;
+  /** Sessions we answered on this path, newest last (≤ MAX_PENDING_REQUESTS): the data plane may be using any. */
+  answered: SessionKeys[];
 }
 
 interface Peer {
@@ -174,7 +178,7 @@ export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
-  private readonly replay = new HandshakeReplayCache();
+  private readonly replay = new HandshakeReplayCache(undefined, undefined, () => this.counters.inc('handshake.replay-evicted'));
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
   private nextSlot = 0;
@@ -227,12 +231,18 @@ export class PeerManager implements PeerDirectory {
     return this.c.rejectAfterMs ?? REJECT_AFTER_MS;
   }
 
-  /** True when the path's newest keys are (about to be) past the limit: a miss then means the engine refused them. */
+  /**
+   * True when the path's session is (about to be) past the limit: a miss then means the engine refused it. As
+   * responder the data plane may be using any session answered in the last handshake (the initiator completes with
+   * whichever response reaches it first), so the earliest of those counts.
+   */
   private pastLimit(path: Path): boolean {
     const keys = path.keys ?? path.prevKeys;
     if (!keys) return true;
+    let until = sealUntil(keys);
+    for (const k of path.answered) if (k.establishedAt >= keys.establishedAt - RETRANSMIT_SPAN_MS) until = Math.min(until, sealUntil(k));
     const margin = Math.min(1000, this.rejectAfterMs() / 4);
-    return (this.c.now ?? Date.now)() >= sealUntil(keys) - margin;
+    return (this.c.now ?? Date.now)() >= until - margin;
   }
 
   /**
@@ -474,7 +484,7 @@ export class PeerManager implements PeerDirectory {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0 };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [] };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
     // Bounded: forget the oldest path that carries nothing and is not being set up (maps keep insertion order).
@@ -525,6 +535,11 @@ export class PeerManager implements PeerDirectory {
 
   private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
     keys.expiresAt = keys.establishedAt + this.rejectAfterMs();
+    if (keys.initiator) path.answered = [];
+    else {
+      path.answered.push(keys);
+      if (path.answered.length > MAX_PENDING_REQUESTS) path.answered.shift();
+    }
     if (path.keys && path.keys !== keys) path.prevKeys = path.keys;
     path.keys = keys;
     path.endpoint = from;

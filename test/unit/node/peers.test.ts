@@ -49,7 +49,7 @@ let pki: TestPki;
  * Two nodes wired back to back; `wire.down` drops every datagram between them while it is true. rekeyAfterMs may
  * differ per side ([first, second]).
  */
-async function makePair(names: [string, string], opts: { rekeyAfterMs?: number | [number, number]; rejectAfterMs?: number; wire?: { down: boolean } } = {}): Promise<[Side, Side]> {
+async function makePair(names: [string, string], opts: { rekeyAfterMs?: number | [number, number]; rejectAfterMs?: number; wire?: { down: boolean }; delayMs?: number } = {}): Promise<[Side, Side]> {
   const pair: Side[] = [];
   for (const [i, name] of names.entries()) {
     const { local, certDer } = await pki.identity(name, i + 1);
@@ -63,7 +63,8 @@ async function makePair(names: [string, string], opts: { rekeyAfterMs?: number |
       anchors: () => anchors,
       routes: () => ({ direction: () => direct(me, other), confirm: async () => {} }),
       sink: () => ({
-        send: (d: Buffer) => void (opts.wire?.down || setImmediate(() => other.pm.onDatagram(d, me.ep))),
+        send: (d: Buffer) =>
+          void (opts.wire?.down || (opts.delayMs ? setTimeout(() => other.pm.onDatagram(d, me.ep), opts.delayMs) : setImmediate(() => other.pm.onDatagram(d, me.ep)))),
         install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
         peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
         setEndpoint: (_slot, ep) => void me.moved.push(ep),
@@ -250,6 +251,27 @@ describe('peer manager', () => {
       assert.ok(a.pm.counters.get('path.evicted') >= 3, `evicted ${a.pm.counters.get('path.evicted')}`);
       const paths = (a.pm as unknown as { peers: Map<number, { paths: Map<bigint, unknown> }> }).peers.get(b.id)!.paths;
       assert.ok(paths.size <= 8);
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+  test('a responder that answered several requests of one handshake counts the earliest answer against the limit', async () => {
+    // 300 ms each way: the initiator retransmits before the first response arrives; the responder answers each.
+    const [a, b] = await makePair(['nu', 'xi'], { rekeyAfterMs: 60_000, rejectAfterMs: 3000, delayMs: 300 });
+    try {
+      await a.pm.resolve('xi.cyphonic.internal');
+      await until(() => b.installed.length >= 3, 3000);
+      assert.ok(b.installed.length >= 3, `b answered ${b.installed.length} requests`);
+      const first = b.installed[0]!.keys.establishedAt;
+      const latest = b.installed.at(-1)!.keys.establishedAt;
+      assert.ok(latest - first >= 400, 'answers of one handshake, spread over the retransmissions');
+      // Past the earliest answer's limit (less the 750 ms margin) but not the latest's: the engine may be sealing
+      // with the earliest (a chose the first response), so a miss now must re-handshake.
+      await new Promise((r) => setTimeout(r, Math.max(0, first + 3000 - 750 + 100 - Date.now())));
+      assert.ok(Date.now() < latest + 3000 - 750, 'still before the latest answer\'s limit');
+      b.pm.miss(a.vip4);
+      assert.equal(b.pm.counters.get('rekey.expired'), 1);
     } finally {
       a.pm.close();
       b.pm.close();
