@@ -692,7 +692,8 @@ export class PeerManager implements PeerDirectory {
   }
 
   private mobilityView(peer: Peer, path: Path): MobilityPeer | null {
-    const keys = [path.keys, path.prevKeys].filter((k): k is SessionKeys => !!k);
+    // Newest first; then the other sessions answered in the last handshake (the initiator may hold any of them).
+    const keys = [path.keys, path.prevKeys, ...[...path.answered].reverse()].filter((k, i, all): k is SessionKeys => !!k && all.indexOf(k) === i);
     if (keys.length === 0) return null;
     // Through a TRS the only way to the peer is the relay endpoint of our family: a move to the other family finds no
     // usable candidate (→ new route selection), and an update sent there is not forwarded (no ack → re-selection,

@@ -277,4 +277,27 @@ describe('peer manager', () => {
       b.pm.close();
     }
   });
+  test('mobility on a path whose handshake was retransmitted: the update opens under the session the initiator chose', async () => {
+    const [a, b] = await makePair(['omicron', 'pi'], { rekeyAfterMs: 60_000, delayMs: 300 });
+    const boxes: { ma?: MobilityManager; mb?: MobilityManager } = {};
+    try {
+      await a.pm.resolve('pi.cyphonic.internal');
+      await until(() => b.installed.length >= 3 && a.installed.length > 0, 3000);
+      await new Promise((r) => setTimeout(r, 700)); // the last answers are in
+      const chosen = a.installed.at(-1)!.keys;
+      assert.ok(!b.installed.at(-1)!.keys.recv.equals(chosen.send), 'a completed with an earlier response than b answered last');
+      const newAddr: Endpoint = { address: '198.18.0.77', port: 30000 };
+      boxes.ma = new MobilityManager({ nodeId: () => a.id, peers: a.pm, send: (m) => setImmediate(() => boxes.mb!.onDatagram(m, newAddr)), localEndpoints: () => [newAddr], logger: silentLogger });
+      boxes.mb = new MobilityManager({ nodeId: () => b.id, peers: b.pm, send: (m) => setImmediate(() => boxes.ma!.onDatagram(m, b.ep)), localEndpoints: () => [b.ep], logger: silentLogger });
+      boxes.ma.moved({ v4: true, v6: false });
+      await until(() => boxes.ma!.counters.get('update.acked') > 0, 1000);
+      assert.equal(boxes.ma.counters.get('update.acked'), 1);
+      assert.equal(b.pm.status()[0]!.endpoint, '198.18.0.77:30000');
+    } finally {
+      boxes.ma?.close();
+      boxes.mb?.close();
+      a.pm.close();
+      b.pm.close();
+    }
+  });
 });
