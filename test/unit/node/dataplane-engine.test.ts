@@ -305,3 +305,34 @@ test('a TUN fd that goes away makes dpTurn throw (the worker stops) instead of p
   n.dpDestroy(rig.engine);
   for (const fd of [rig.tunTest, rig.udp, rig.peer, rig.wake]) n.fdClose(fd);
 });
+
+test('the path table forgets paths whose sessions all expired and still finds every other path (removal keeps probing intact)', { skip }, async () => {
+  const rig = new Rig();
+  try {
+    // 300 paths on one slot (receive-only, as a peer's older paths): every other one expires almost at once.
+    const keep: { id: bigint; peer: DataSession }[] = [];
+    const gone: { id: bigint; peer: DataSession }[] = [];
+    for (let i = 0; i < 300; i++) {
+      const id = 0x7000_0000_0000_0000n + BigInt(i) * 0x1_0001n;
+      const s = sessions(id, true);
+      const short = i % 2 === 0;
+      rig.install(0, s.engine, { receiveOnly: true, sealForMs: short ? 0 : 60_000, openForMs: short ? 20 : 65_000 });
+      (short ? gone : keep).push({ id, peer: s.peer });
+    }
+    await new Promise((r) => setTimeout(r, 60));
+    rig.install(0, sessions(1n, true).engine, { receiveOnly: true }); // sweeps: the expired paths are removed
+    for (const [i, k] of keep.entries()) {
+      rig.toEngine(k.peer.seal(ipv4([10, 99, 0, 1], 60, i & 0xff)));
+      rig.turn();
+      assert.ok(rig.fromTun(), `kept path ${k.id.toString(16)} still opens`);
+    }
+    const before = rig.global('unknownPath');
+    for (const g of gone.slice(0, 20)) rig.toEngine(g.peer.seal(ipv4([10, 99, 0, 1])));
+    rig.turn();
+    await new Promise((r) => setTimeout(r, 20));
+    rig.turn();
+    assert.equal(rig.global('unknownPath') - before, 20, 'expired paths are forgotten');
+  } finally {
+    rig.close();
+  }
+});
