@@ -248,6 +248,14 @@ test('bad arguments throw typed errors; a destroyed engine throws ERR_CLOSED', {
   assert.throws(() => n.dpInstall(rig.engine, 1024, id, k, k, true, false, null, null, LOOPBACK, 1, LIMITS), { code: 'ERR_NATIVE_ARG' });
   assert.throws(() => n.dpInstall(rig.engine, 1, id, k, k, true, false, Buffer.alloc(3), null, LOOPBACK, 1, LIMITS), { code: 'ERR_NATIVE_ARG' });
   assert.throws(() => n.dpEndpoint(rig.engine, 1, Buffer.alloc(5), 1), { code: 'ERR_NATIVE_ARG' });
+  // Limits: required, openForMs ≥ sealForMs, 1..16 candidates.
+  const install = (limits: unknown): void => n.dpInstall(rig.engine, 1, id, k, k, true, false, null, null, LOOPBACK, 1, limits as typeof LIMITS);
+  assert.throws(() => install(undefined), { code: 'ERR_NATIVE_ARG', name: 'TypeError' });
+  assert.throws(() => install({ ...LIMITS, openForMs: LIMITS.sealForMs - 1 }), { code: 'ERR_NATIVE_ARG', name: 'RangeError' });
+  assert.throws(() => install({ ...LIMITS, candidates: 0 }), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => install({ ...LIMITS, candidates: 17 }), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => install({ ...LIMITS, sealForMs: -1 }), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => install({ sealForMs: 1 }), { code: 'ERR_NATIVE_ARG' });
   assert.throws(() => n.dpTurn({} as NativeEngineHandle, 0, rig.events), { code: 'ERR_NATIVE_ARG', name: 'TypeError' });
   assert.throws(() => n.dpSend(rig.engine, 0, Buffer.alloc(70_000)), { code: 'ERR_NATIVE_ARG' });
   rig.close();
