@@ -428,7 +428,7 @@ for (const [name, make] of IMPLS) {
       const n = make();
       try {
         const s1 = session(P, true);
-        n.install(s1.node, { sealForMs: 150, openForMs: 450 });
+        n.install(s1.node, { sealForMs: 150, openForMs: 1000 });
         assert.deepEqual(peerOpens(s1.peer, n.send(ipv4(1))), ipv4(1));
         const late = s1.peer.seal(ipv4(2));
         await sleep(250);
@@ -437,7 +437,7 @@ for (const [name, make] of IMPLS) {
         assert.equal(n.send(ipv4(3)), 'miss', 'still none');
         assert.equal(n.counter('sealExpired'), 1, 'counted once per session');
         assert.deepEqual(n.receive(s1.peer.seal(ipv4(4))), ipv4(4), 'it still opens until its open limit');
-        await sleep(300);
+        await sleep(850);
         assert.equal(n.receive(late), 'expired');
         assert.equal(n.counter('expired'), 1);
         const s2 = session(P, true);
