@@ -3,10 +3,26 @@
 // costs one poll wake-up and a few hundred instructions here, where the same steps in JavaScript cost ~150 µs more
 // on a cold core (bench/rtt.ts, bench/cold-path.ts).
 //
-// What stays in TypeScript: everything that decides — handshakes, which sessions exist and when they rekey or die,
+// What stays in TypeScript: everything that decides — handshakes, which sessions exist and when they rekey,
 // routes, held packets of unknown destinations, signaling. The worker tells the engine about sessions
 // (dpInstall/dpPromote/dpEndpoint); the engine tells the worker what it cannot handle (events: packets to
 // destinations without a session, frames for the main thread).
+//
+// Sessions of a path (docs/PROTOCOL.md, "Rekey and limits"): `current` opens and (for the slot's path) seals;
+// `previous` (the one current replaced) still opens stragglers; `cand` are a responder's answered but unconfirmed
+// sessions, one per TunnelRequest it answered (the initiator keeps MAX_PENDING_REQUESTS outstanding requests and
+// may complete with any of their responses, so the worker passes that number with each install). The first
+// capsule that opens under a candidate makes it current (and the slot's send session, if the slot sends on that
+// path); the other candidates are dropped. Each session carries its expiry on the engine's monotonic clock: it
+// seals before seal_until and opens before open_until (a little later: the two ends derive the keys up to a
+// handshake round trip apart). An expired send session is a miss (the worker asks for a new handshake); a capsule
+// that authenticates only under an expired session is dropped and counted (expired).
+//
+// A responder's session is unconfirmed until a capsule opens under it: its TunnelResponse may still be on the way
+// (or lost), so the initiator could not open what we seal. A slot whose send session is unconfirmed (a first
+// session we answered, a new path, or the newest answer taking over an expired session) queues its packets (one
+// bounded queue for the engine) and sends them, sealed, when the initiator's first capsule arrives — the initiator
+// sends one at once — or after QUEUE_WAIT_MS without one.
 //
 // What the engine does per turn (dpTurn):
 //   wait   poll(TUN, UDP, wake eventfd) — sleeps only when both queues are empty;
@@ -29,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -53,8 +70,8 @@
 #define SEND_LIMIT (UINT64_MAX - 8191)
 #define REPLAY_BLOCKS 128
 #define REPLAY_WINDOW ((uint64_t)(REPLAY_BLOCKS - 1) * 32)
-// Sessions a path keeps for receiving (current + previous across a rekey).
-#define RECV_GENERATIONS 2
+// Most unconfirmed responder sessions one path can keep (the number kept comes with each dpInstall).
+#define MAX_CANDIDATES 16
 // Destinations per route table (open addressing, never deleted: virtual IPs are stable per peer slot).
 #define ROUTE_CAP 4096
 // TUN reads per turn: plain packets, or (vnet) reads of up to 64 KiB each.
@@ -68,8 +85,12 @@
 #define GRO_SLOT 65536
 #define GRO_BUFFERS 16
 #define EVENT_HEAD 24
+// Packets held for slots whose send session is unconfirmed (one ring for the engine; the oldest go when full), and
+// how long a session stays unconfirmed at most before the slot seals with it anyway.
+#define QUEUE_PACKETS 256
+#define QUEUE_WAIT_MS 1000
 
-typedef enum { OPEN_MALFORMED = -1, OPEN_REPLAYED = -2, OPEN_TOO_OLD = -3, OPEN_BAD_TAG = -4 } open_fail_t;
+typedef enum { OPEN_MALFORMED = -1, OPEN_REPLAYED = -2, OPEN_TOO_OLD = -3, OPEN_BAD_TAG = -4, OPEN_EXPIRED = -5 } open_fail_t;
 
 typedef struct session {
   int refs;
@@ -77,6 +98,9 @@ typedef struct session {
   EVP_CIPHER_CTX *dec;  // the peer's send key
   uint64_t path_id;
   uint64_t next;  // send counter
+  uint64_t seal_until, open_until;  // engine clock (ms): seals before seal_until, opens before open_until
+  uint64_t born;                    // engine clock at install
+  bool confirmed;                   // the peer holds it: we initiated it, or a capsule opened under it
   bool started;   // replay window
   uint64_t highest;
   uint32_t bitmap[REPLAY_BLOCKS];
@@ -84,8 +108,7 @@ typedef struct session {
 
 typedef struct {
   bool used;
-  session_t *session;  // sealing with this one
-  session_t *pending;  // a responder's new session after a rekey, until the initiator is seen using it
+  session_t *session;  // sealing with this one (NULL: none, or it expired)
   struct sockaddr_storage to;
   socklen_t tolen;
 } peer_t;
@@ -94,8 +117,10 @@ typedef struct {
   bool used;
   uint64_t id;
   int slot;
-  session_t *s[RECV_GENERATIONS];  // newest first
-  session_t *awaiting;             // promote the slot's pending session when this one first opens a capsule
+  session_t *current;               // opens; the slot seals with it when the slot sends on this path
+  session_t *previous;              // the session current replaced: opens stragglers
+  session_t *cand[MAX_CANDIDATES];  // a responder's answered, unconfirmed sessions, oldest first
+  int ncand;
 } path_t;
 
 typedef struct {
@@ -108,7 +133,13 @@ typedef struct {
 typedef struct {
   int slot_width, rx_bytes, tx_bytes, rx_packets, tx_packets;
   int miss, send_err, bad_tag, replayed, too_old, malformed, tun_write_err, keepalive, unknown_path, tso_dropped;
+  int expired, seal_expired, events_dropped, candidates_dropped, queued, queue_dropped;
 } stat_idx_t;
+
+typedef struct {
+  int slot;  // -1: sent or dropped
+  uint32_t len;
+} queued_t;
 
 typedef struct {
   bool closed;
@@ -125,6 +156,11 @@ typedef struct {
   route_t r4[ROUTE_CAP], r6[ROUTE_CAP];
   path_t *paths;
   size_t pcap, pcount;
+  uint64_t now;  // engine clock: CLOCK_MONOTONIC ms, refreshed each turn and at each call from the worker
+  // packets of slots whose send session is unconfirmed: ring of QUEUE_PACKETS entries of pkt_slot bytes
+  queued_t q[QUEUE_PACKETS];
+  uint8_t *qbuf;
+  size_t qhead, qcount;
   // send step
   size_t pkt_slot, read_slot, read_batch;
   uint8_t *in;
@@ -177,11 +213,23 @@ static void session_unref(session_t *s) {
   free(s);
 }
 
-static session_t *session_new(uint64_t path_id, const uint8_t *send_key, const uint8_t *recv_key) {
+// The engine clock: monotonic milliseconds (the coarse clock: a vDSO read, a few ms of resolution).
+static uint64_t clock_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static session_t *session_new(uint64_t path_id, const uint8_t *send_key, const uint8_t *recv_key, uint64_t seal_until, uint64_t open_until,
+                              uint64_t born, bool confirmed) {
   session_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
   s->refs = 1;
+  s->born = born;
+  s->confirmed = confirmed;
   s->path_id = path_id;
+  s->seal_until = seal_until;
+  s->open_until = open_until;
   s->enc = EVP_CIPHER_CTX_new();
   s->dec = EVP_CIPHER_CTX_new();
   if (s->enc == NULL || s->dec == NULL || EVP_EncryptInit_ex(s->enc, EVP_aes_256_gcm(), NULL, send_key, NULL) != 1 ||
@@ -345,10 +393,145 @@ static inline void count_slot(engine_t *e, int slot, int field, double v) {
   count(e, slot * e->ix.slot_width + field, v);
 }
 
+/* ---------- the sessions of a path ---------- */
+
+static void queue_flush(engine_t *e, int slot);
+
+// A capsule opened under s: the peer holds it. The slot's queued packets go if it seals with s.
+static void confirmed(engine_t *e, int slot, session_t *s) {
+  if (s->confirmed) return;
+  s->confirmed = true;
+  if (e->peers[slot].session == s) queue_flush(e, slot);
+}
+
+static void path_clear(path_t *p) {
+  session_unref(p->current);
+  session_unref(p->previous);
+  for (int i = 0; i < p->ncand; i++) session_unref(p->cand[i]);
+  p->current = p->previous = NULL;
+  p->ncand = 0;
+}
+
+// Removes entry p (backward-shift deletion, so linear probing needs no tombstones). Entry pointers move.
+static void path_remove(engine_t *e, path_t *p) {
+  size_t mask = e->pcap - 1, i = (size_t)(p - e->paths);
+  path_clear(p);
+  memset(p, 0, sizeof *p);
+  e->pcount--;
+  for (size_t j = (i + 1) & mask; e->paths[j].used; j = (j + 1) & mask) {
+    uint8_t k[8];
+    put64(k, e->paths[j].id);
+    size_t home = hash_bytes(k, 8) & mask;
+    bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);  // home in (i, j]: cannot move to i
+    if (stays) continue;
+    e->paths[i] = e->paths[j];
+    memset(&e->paths[j], 0, sizeof e->paths[j]);
+    i = j;
+  }
+}
+
+static bool dead(const engine_t *e, const session_t *s) {
+  return s != NULL && e->now >= s->open_until;
+}
+
+// Frees every session past its open limit (wiping its keys) and forgets paths left without any, so the table
+// holds only what can still open a capsule. Run at each install (O(table), installs are rare).
+static void path_sweep(engine_t *e) {
+  for (size_t i = 0; i < e->pcap;) {
+    path_t *p = &e->paths[i];
+    if (!p->used) {
+      i++;
+      continue;
+    }
+    if (dead(e, p->previous)) {
+      session_unref(p->previous);
+      p->previous = NULL;
+    }
+    int kept = 0;
+    for (int c = 0; c < p->ncand; c++) {
+      if (dead(e, p->cand[c])) session_unref(p->cand[c]);
+      else p->cand[kept++] = p->cand[c];
+    }
+    p->ncand = kept;
+    if ((p->current == NULL || dead(e, p->current)) && p->previous == NULL && p->ncand == 0) {
+      path_remove(e, p);  // an entry may have shifted into i: look at i again
+      continue;
+    }
+    i++;
+  }
+}
+
+// Candidate idx opened a capsule: the initiator completed with it. It becomes current (the old current becomes
+// previous), the other candidates go, and the slot seals with it if the slot sends on this path (or has nothing).
+static void path_confirm(engine_t *e, path_t *path, int idx) {
+  session_t *s = path->cand[idx];
+  session_unref(path->previous);
+  path->previous = path->current;
+  path->current = s;  // the candidate's reference
+  for (int i = 0; i < path->ncand; i++)
+    if (i != idx) session_unref(path->cand[i]);
+  path->ncand = 0;
+  peer_t *p = &e->peers[path->slot];
+  if (p->used && p->session != s && (p->session == NULL || p->session->path_id == path->id)) {
+    session_unref(p->session);
+    p->session = s;
+    s->refs++;
+  }
+  confirmed(e, path->slot, s);
+}
+
+// The slot's send session, or NULL. One past its seal limit is let go (counted once); the newest unconfirmed
+// candidate of its path (the answer to the peer's latest request, which it most likely holds) takes over if there
+// is one, else there is none and the packet is a miss (the worker asks for a new handshake).
+static session_t *send_session(engine_t *e, peer_t *p) {
+  session_t *s = p->session;
+  if (s == NULL || e->now < s->seal_until) return s;
+  count(e, e->ix.seal_expired, 1);
+  p->session = NULL;
+  path_t *path = path_find(e, s->path_id);
+  session_unref(s);
+  if (path != NULL && path->ncand > 0 && e->now < path->cand[path->ncand - 1]->seal_until) {
+    p->session = path->cand[path->ncand - 1];
+    p->session->refs++;
+  }
+  return p->session;
+}
+
+// Opens capsule f under the path's sessions: current, candidates (newest first), previous. Counters of different
+// sessions overlap, so a replay verdict of one says nothing about the others. Returns the packet length or the
+// reason to count: expired if it authenticated only under an expired session, else the first reason that is not
+// a bad tag, else a bad tag.
+static long path_open(engine_t *e, path_t *path, const uint8_t *f, size_t n, uint8_t *out) {
+  long best = OPEN_BAD_TAG;
+  for (int t = 0; t < path->ncand + 2; t++) {
+    int ci = -1;
+    session_t *s;
+    if (t == 0) s = path->current;
+    else if (t <= path->ncand) s = path->cand[ci = path->ncand - t];
+    else s = path->previous;
+    if (s == NULL) continue;
+    long r = open_capsule(s, f, n, out);
+    if (r >= 0 && e->now >= s->open_until) {
+      memset(out, 0, (size_t)r);
+      r = OPEN_EXPIRED;
+    } else if (r >= 0) {
+      if (ci >= 0) path_confirm(e, path, ci);
+      else confirmed(e, path->slot, s);
+      return r;
+    }
+    if (r == OPEN_MALFORMED) return r;  // header checks: the same for every session of the path
+    if (r == OPEN_EXPIRED || (best == OPEN_BAD_TAG && r != OPEN_BAD_TAG)) best = r;
+  }
+  return best;
+}
+
 // Appends an event: kind 1 = packet to a destination without a session (meta: family, address at [4..]),
 // kind 2 = frame for the main thread (meta: its source, write_meta layout). Dropped when the buffer is full.
 static void event(engine_t *e, uint8_t kind, const uint8_t meta[20], const uint8_t *data, size_t len) {
-  if (e->ev == NULL || len > 65535 || e->evused + EVENT_HEAD + len > e->evcap) return;
+  if (e->ev == NULL || len > 65535 || e->evused + EVENT_HEAD + len > e->evcap) {
+    count(e, e->ix.events_dropped, 1);
+    return;
+  }
   uint8_t *r = e->ev + e->evused;
   r[0] = kind;
   r[1] = 0;
@@ -377,6 +560,51 @@ static void flush_batch(engine_t *e) {
   e->batch_bytes = 0;
 }
 
+/* ---------- the queue of slots whose send session is unconfirmed ---------- */
+
+static void emit(engine_t *e, peer_t *p, session_t *s, const uint8_t *pkt, size_t n);
+
+static void enqueue(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
+  if (n > e->pkt_slot) return;
+  if (e->qcount == QUEUE_PACKETS) {  // full: the oldest goes
+    if (e->q[e->qhead].slot >= 0) count(e, e->ix.queue_dropped, 1);
+    e->qhead = (e->qhead + 1) % QUEUE_PACKETS;
+    e->qcount--;
+  }
+  size_t i = (e->qhead + e->qcount++) % QUEUE_PACKETS;
+  e->q[i].slot = slot;
+  e->q[i].len = (uint32_t)n;
+  if (n > 0) memcpy(e->qbuf + i * e->pkt_slot, pkt, n);
+  count(e, e->ix.queued, 1);
+}
+
+// Sends the slot's queued packets, in order, sealed with its send session (now confirmed).
+static void queue_flush(engine_t *e, int slot) {
+  peer_t *p = &e->peers[slot];
+  session_t *s = p->session;
+  if (s == NULL || e->qcount == 0) return;
+  for (size_t k = 0; k < e->qcount; k++) {
+    size_t i = (e->qhead + k) % QUEUE_PACKETS;
+    if (e->q[i].slot != slot) continue;
+    e->q[i].slot = -1;
+    emit(e, p, s, e->qbuf + i * e->pkt_slot, e->q[i].len);
+  }
+  while (e->qcount > 0 && e->q[e->qhead].slot < 0) {
+    e->qhead = (e->qhead + 1) % QUEUE_PACKETS;
+    e->qcount--;
+  }
+  flush_batch(e);
+}
+
+// Whether the slot may seal with s now: s is confirmed, or waited QUEUE_WAIT_MS (then the queue goes first).
+static bool ready(engine_t *e, int slot, session_t *s) {
+  if (s->confirmed) return true;
+  if (e->now < s->born + QUEUE_WAIT_MS) return false;
+  s->confirmed = true;
+  queue_flush(e, slot);
+  return true;
+}
+
 // Routes one plain IP packet to its peer's batch, or reports it (kind 1) when no session serves its destination.
 static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
   uint8_t meta[20] = {0};
@@ -393,16 +621,26 @@ static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
     return;  // not IP: nothing to route
   }
   peer_t *p = slot >= 0 ? &e->peers[slot] : NULL;
-  if (p == NULL || p->session == NULL) {
+  session_t *s = p != NULL ? send_session(e, p) : NULL;
+  if (s == NULL) {
     count(e, e->ix.miss, 1);
     event(e, 1, meta, pkt, n);
     return;
   }
+  if (!ready(e, slot, s)) {
+    enqueue(e, slot, pkt, n);
+    return;
+  }
+  emit(e, p, s, pkt, n);
+}
+
+// Seals one packet into the batch of peer p (sent by flush_batch).
+static void emit(engine_t *e, peer_t *p, session_t *s, const uint8_t *pkt, size_t n) {
   if (p != e->batch_peer || e->nb == MAX_SEND || e->out_used + n + HDR_LEN + TAG_LEN > e->frame_room * MAX_SEND) {
     flush_batch(e);
     e->batch_peer = p;
   }
-  long len = seal(p->session, pkt, n, e->out + e->out_used);
+  long len = seal(s, pkt, n, e->out + e->out_used);
   if (len < 0) {
     count(e, e->ix.send_err, 1);  // session exhausted: the worker rekeys on time well before this
     return;
@@ -465,13 +703,13 @@ static void flush_tun(engine_t *e) {
   e->tused = 0;
 }
 
+// dpPromote: the slot seals with the newest candidate of the path it sends on, or its unconfirmed send session, now.
 static void promote(engine_t *e, int slot) {
   peer_t *p = &e->peers[slot];
-  if (p->used && p->pending != NULL) {
-    session_unref(p->session);
-    p->session = p->pending;
-    p->pending = NULL;
-  }
+  if (!p->used || p->session == NULL) return;
+  path_t *path = path_find(e, p->session->path_id);
+  if (path != NULL && path->ncand > 0) path_confirm(e, path, path->ncand - 1);
+  else confirmed(e, slot, p->session);  // an answered session of a new path: send on it now, queue first
 }
 
 static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *meta) {
@@ -483,18 +721,10 @@ static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *
     }
     if (e->nt == e->tmax || e->tused + e->head + n > e->tcap) flush_tun(e);
     uint8_t *at = e->tbuf + e->tused + e->head;
-    long r = OPEN_BAD_TAG;
-    for (int g = 0; g < RECV_GENERATIONS && path->s[g] != NULL; g++) {
-      r = open_capsule(path->s[g], f, n, at);
-      if (r < 0) continue;
-      if (path->s[g] == path->awaiting) {
-        path->awaiting = NULL;
-        promote(e, path->slot);
-      }
-      break;
-    }
+    long r = path_open(e, path, f, n, at);
     if (r < 0) {
-      count(e, r == OPEN_REPLAYED ? e->ix.replayed : r == OPEN_TOO_OLD ? e->ix.too_old : r == OPEN_BAD_TAG ? e->ix.bad_tag : e->ix.malformed, 1);
+      count(e, r == OPEN_REPLAYED ? e->ix.replayed : r == OPEN_TOO_OLD ? e->ix.too_old : r == OPEN_BAD_TAG ? e->ix.bad_tag
+                   : r == OPEN_EXPIRED ? e->ix.expired : e->ix.malformed, 1);
       return;
     }
     if (r == 0) {
@@ -559,14 +789,9 @@ static int wait_any_fd(engine_t *e, int timeout_ms) {
 static void engine_free(engine_t *e) {
   if (e->closed) return;
   e->closed = true;
-  for (int i = 0; i < e->max_slots; i++) {
-    session_unref(e->peers[i].session);
-    session_unref(e->peers[i].pending);
-  }
-  for (size_t i = 0; i < e->pcap; i++) {
-    if (!e->paths[i].used) continue;
-    for (int g = 0; g < RECV_GENERATIONS; g++) session_unref(e->paths[i].s[g]);
-  }
+  for (int i = 0; i < e->max_slots; i++) session_unref(e->peers[i].session);
+  for (size_t i = 0; i < e->pcap; i++)
+    if (e->paths[i].used) path_clear(&e->paths[i]);
   free(e->paths);
   free(e->peers);
   free(e->in);
@@ -580,6 +805,7 @@ static void engine_free(engine_t *e) {
   free(e->scratch);
   free(e->tptrs);
   free(e->tlens);
+  free(e->qbuf);
   e->paths = NULL;
   e->pcap = e->pcount = 0;
 }
@@ -619,6 +845,14 @@ static int prop_int(napi_env env, napi_value obj, const char *key, int64_t lo, i
   return get_int(env, v, lo, hi, out, key);
 }
 
+static int get_object(napi_env env, napi_value v, const char *what) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_object) return 1;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s must be an object", what);
+  return arg_error(env, 0, msg);
+}
+
 static int prop_bool(napi_env env, napi_value obj, const char *key, bool *out) {
   napi_value v;
   if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_get_value_bool(env, v, out) != napi_ok) {
@@ -632,7 +866,8 @@ static int prop_bool(napi_env env, napi_value obj, const char *key, bool *out) {
 // dpCreate({ tunFd, udpFd, wakeFd, mtu, vnet, gso, gro, maxSlots, stats: Float64Array, statIndex: {...},
 //            toMain: Uint8Array(256) }) -> engine handle. statIndex names the shared counters' positions: slotWidth,
 // rxBytes, txBytes, rxPackets, txPackets (per-slot offsets) and the absolute indexes miss, udpSendErrors, badTag,
-// replayed, tooOld, malformed, tunWriteErrors, keepaliveCapsules, unknownPath, tsoDropped. toMain[type] != 0 marks
+// replayed, tooOld, malformed, tunWriteErrors, keepaliveCapsules, unknownPath, tsoDropped, expired, sealExpired,
+// eventsDropped, candidatesDropped, queued, queueDropped. toMain[type] != 0 marks
 // the message types handed to the worker as events. The TUN fd must be non-blocking.
 static napi_value dp_create(napi_env env, napi_callback_info info) {
   napi_value argv[1], sv, iv, tv, ext;
@@ -660,7 +895,8 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   if (napi_get_named_property(env, argv[0], "statIndex", &iv) != napi_ok) return NULL;
   static const char *names[] = {"slotWidth", "rxBytes", "txBytes", "rxPackets", "txPackets", "miss", "udpSendErrors",
                                 "badTag", "replayed", "tooOld", "malformed", "tunWriteErrors", "keepaliveCapsules",
-                                "unknownPath", "tsoDropped"};
+                                "unknownPath", "tsoDropped", "expired", "sealExpired", "eventsDropped",
+                                "candidatesDropped", "queued", "queueDropped"};
   int64_t idx[sizeof names / sizeof names[0]];
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!prop_int(env, iv, names[i], 0, INT_MAX, &idx[i])) return NULL;
@@ -680,8 +916,10 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   e->stats = sdata;
   e->nstats = nstats;
   memcpy(e->to_main, tm, 256);
-  e->ix = (stat_idx_t){(int)idx[0], (int)idx[1], (int)idx[2],  (int)idx[3],  (int)idx[4],  (int)idx[5],  (int)idx[6], (int)idx[7],
-                       (int)idx[8], (int)idx[9], (int)idx[10], (int)idx[11], (int)idx[12], (int)idx[13], (int)idx[14]};
+  e->ix = (stat_idx_t){(int)idx[0],  (int)idx[1],  (int)idx[2],  (int)idx[3],  (int)idx[4],  (int)idx[5],
+                       (int)idx[6],  (int)idx[7],  (int)idx[8],  (int)idx[9],  (int)idx[10], (int)idx[11],
+                       (int)idx[12], (int)idx[13], (int)idx[14], (int)idx[15], (int)idx[16], (int)idx[17], (int)idx[18],
+                       (int)idx[19], (int)idx[20]};
   e->max_slots = (int)slots;
   e->pkt_slot = e->mtu + 64;
   e->read_slot = vnet ? VNET_SLOT : e->pkt_slot;
@@ -706,7 +944,8 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   e->scratch = malloc(e->scap);
   e->tptrs = malloc(sizeof(uint8_t *) * e->tmax);
   e->tlens = malloc(sizeof(uint32_t) * e->tmax);
-  if (!e->peers || !e->in || !e->seg || !e->out || !e->rbuf || !e->rmetas || !e->roffs || !e->rlens || !e->tbuf ||
+  e->qbuf = malloc(e->pkt_slot * QUEUE_PACKETS);
+  if (!e->qbuf || !e->peers || !e->in || !e->seg || !e->out || !e->rbuf || !e->rmetas || !e->roffs || !e->rlens || !e->tbuf ||
       !e->scratch || !e->tptrs || !e->tlens || napi_create_reference(env, sv, 1, &e->stats_ref) != napi_ok) {
     engine_free(e);
     free(e);
@@ -753,9 +992,14 @@ static int get_endpoint(napi_env env, napi_value a, napi_value p, struct sockadd
 // Seals one packet on the slot's session and sends it at once (outside a batch); whether it went.
 static bool send_single(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
   peer_t *p = &e->peers[slot];
-  if (!p->used || p->session == NULL) return false;
+  session_t *s = p->used ? send_session(e, p) : NULL;
+  if (s == NULL) return false;
+  if (!ready(e, slot, s)) {
+    enqueue(e, slot, pkt, n);
+    return true;
+  }
   uint8_t *buf = e->out;  // the batch buffer is empty between turns
-  long len = seal(p->session, pkt, n, buf);
+  long len = seal(s, pkt, n, buf);
   if (len < 0) {
     count(e, e->ix.send_err, 1);
     return false;
@@ -773,32 +1017,42 @@ static bool send_single(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
 }
 
 // dpInstall(h, slot, pathId: 8 bytes BE, sendKey, recvKey, initiator, receiveOnly, vip4: 4 bytes|null,
-// vip6: 16 bytes|null, addr: 4|16 bytes, port). The receive side first (the path's newest session; a responder's
-// session awaits first use before the slot sends on it), then, unless receiveOnly, the send side: a first session,
-// or one of another path, is sent on at once and announced with an empty capsule; a responder's rekey of the same
-// path waits (pending) until the initiator is seen using it. Routes the virtual IPs to the slot.
+// vip6: 16 bytes|null, addr: 4|16 bytes, port, { sealForMs, openForMs, candidates }). The session seals for
+// sealForMs from now and opens for openForMs (≥ sealForMs). The receive side first: a session we initiated (the
+// peer holds its keys) or the path's first one becomes the path's current at once (the old current becomes
+// previous, candidates go); a responder's further session joins the path's candidates (the newest `candidates`
+// are kept: one per outstanding request of the initiator) until a capsule under it arrives. Then, unless
+// receiveOnly, the send side: a session we initiated, a first session, one of another path, or any session when
+// the slot's current one has expired, is sent on at once and announced with an empty capsule; a responder's
+// rekey of the path the slot sends on waits until the initiator is seen using it. Routes the virtual IPs to the
+// slot. Sessions past their open limit are wiped first, and paths left without any are forgotten.
 static napi_value dp_install(napi_env env, napi_callback_info info) {
-  napi_value argv[11];
+  napi_value argv[12];
   uint8_t *pid, *sk, *rk, *v4 = NULL, *v6 = NULL;
   size_t pl, skl, rkl, v4l, v6l;
-  int64_t slot;
+  int64_t slot, seal_ms, open_ms, keep;
   bool initiator = false, receive_only = false;
   struct sockaddr_storage ss;
   socklen_t sl;
-  if (!get_args(env, info, 11, argv)) return NULL;
+  if (!get_args(env, info, 12, argv)) return NULL;
   engine_t *e = get_engine(env, argv[0]);
   if (e == NULL || !get_slot(env, e, argv[1], &slot) || !get_bytes(env, argv[2], &pid, &pl, "pathId") ||
       !get_bytes(env, argv[3], &sk, &skl, "sendKey") || !get_bytes(env, argv[4], &rk, &rkl, "recvKey") ||
       napi_get_value_bool(env, argv[5], &initiator) != napi_ok || napi_get_value_bool(env, argv[6], &receive_only) != napi_ok ||
       !get_opt_addr(env, argv[7], 4, &v4, &v4l, "vip4") || !get_opt_addr(env, argv[8], 16, &v6, &v6l, "vip6") ||
-      !get_endpoint(env, argv[9], argv[10], &ss, &sl))
+      !get_endpoint(env, argv[9], argv[10], &ss, &sl) || !get_object(env, argv[11], "dpInstall limits") ||
+      !prop_int(env, argv[11], "sealForMs", 0, INT64_C(1) << 40, &seal_ms) ||
+      !prop_int(env, argv[11], "openForMs", 0, INT64_C(1) << 40, &open_ms) ||
+      !prop_int(env, argv[11], "candidates", 1, MAX_CANDIDATES, &keep))
     return NULL;
-  if (pl != 8 || skl != KEY_LEN || rkl != KEY_LEN) {
-    arg_error(env, 1, "dpInstall: pathId must be 8 bytes and keys 32 bytes");
+  if (pl != 8 || skl != KEY_LEN || rkl != KEY_LEN || open_ms < seal_ms) {
+    arg_error(env, 1, "dpInstall: pathId must be 8 bytes, keys 32 bytes, and openForMs >= sealForMs");
     return NULL;
   }
   uint64_t id = get64(pid);
-  session_t *fresh = session_new(id, sk, rk);
+  e->now = clock_ms();
+  path_sweep(e);
+  session_t *fresh = session_new(id, sk, rk, e->now + (uint64_t)seal_ms, e->now + (uint64_t)open_ms, e->now, initiator);
   path_t *path = fresh ? path_get(e, id) : NULL;
   if (path == NULL) {
     session_unref(fresh);
@@ -806,25 +1060,38 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
     return NULL;
   }
   path->slot = (int)slot;
-  session_unref(path->s[RECV_GENERATIONS - 1]);
-  memmove(&path->s[1], &path->s[0], sizeof(session_t *) * (RECV_GENERATIONS - 1));
-  path->s[0] = fresh;  // the path's reference
-  path->awaiting = !initiator && !receive_only ? fresh : NULL;
+  if (initiator || path->current == NULL) {
+    session_unref(path->previous);
+    path->previous = path->current;
+    path->current = fresh;  // the path's reference
+    for (int i = 0; i < path->ncand; i++) session_unref(path->cand[i]);
+    path->ncand = 0;
+  } else {
+    while (path->ncand >= keep) {  // the oldest answer goes: the initiator no longer holds its request
+      session_unref(path->cand[0]);
+      memmove(&path->cand[0], &path->cand[1], sizeof(session_t *) * (size_t)(path->ncand - 1));
+      path->ncand--;
+      count(e, e->ix.candidates_dropped, 1);
+    }
+    path->cand[path->ncand++] = fresh;  // the path's reference
+  }
   if (receive_only) return NULL;
   peer_t *p = &e->peers[slot];
+  bool waits = !initiator && p->used && p->session != NULL && p->session->path_id == id && e->now < p->session->seal_until &&
+               path->current != fresh;
   p->used = true;
   p->to = ss;
   p->tolen = sl;
-  fresh->refs++;  // the peer's reference
-  if (p->session != NULL && !initiator && p->session->path_id == id) {
-    session_unref(p->pending);
-    p->pending = fresh;
-  } else {
+  if (!waits) {
     session_unref(p->session);
-    session_unref(p->pending);
     p->session = fresh;
-    p->pending = NULL;
-    send_single(e, (int)slot, NULL, 0);  // announce: the peer may switch to it at once
+    fresh->refs++;  // the peer's reference
+    // We initiated it: announce it (the peer may switch at once) and send what waited for a confirmed session.
+    // We answered it: the slot's packets wait until the initiator is seen using it (queue).
+    if (initiator) {
+      send_single(e, (int)slot, NULL, 0);
+      queue_flush(e, (int)slot);
+    }
   }
   if ((v4 && !route_set(e->r4, v4, 4, (int)slot)) || (v6 && !route_set(e->r6, v6, 16, (int)slot))) {
     napi_throw_range_error(env, "ERR_NATIVE_ARG", "dpInstall: route table full");
@@ -833,13 +1100,14 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// dpPromote(h, slot): send on the slot's pending session now (a new path replaced one that may be dead).
+// dpPromote(h, slot): the slot seals with the newest unconfirmed session of the path it sends on, now.
 static napi_value dp_promote(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   int64_t slot;
   if (!get_args(env, info, 2, argv)) return NULL;
   engine_t *e = get_engine(env, argv[0]);
   if (e == NULL || !get_slot(env, e, argv[1], &slot)) return NULL;
+  e->now = clock_ms();
   promote(e, (int)slot);
   return NULL;
 }
@@ -870,6 +1138,7 @@ static napi_value dp_send(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 3, argv)) return NULL;
   engine_t *e = get_engine(env, argv[0]);
   if (e == NULL || !get_slot(env, e, argv[1], &slot) || !get_bytes(env, argv[2], &pkt, &n, "packet")) return NULL;
+  e->now = clock_ms();
   if (n > e->pkt_slot) {
     arg_error(env, 1, "dpSend: packet larger than the MTU slot");
     return NULL;
@@ -899,6 +1168,7 @@ static napi_value dp_turn(napi_env env, napi_callback_info info) {
   int seen = 0, moved = 0;
   for (int turn = 0; turn < TURNS_PER_CALL; turn++) {
     int bits = wait_any_fd(e, (int)timeout);
+    e->now = clock_ms();
     seen |= bits;
     if (bits & 2) moved += receive_step(e);
     // Always after a receive: its TUN writes may have queued replies (ICMP, TCP ACKs) to take in this turn.

@@ -226,6 +226,7 @@ export const commands: Command[] = [
       tun: { type: 'string', help: 'TUN device name', default: 'cyp0' },
       'no-tun': { type: 'boolean', help: 'signaling only: no TUN device, data plane or overlay DNS (no root needed)' },
       'rekey-after': { type: 'string', help: 'seconds between re-handshakes with each peer', default: '120' },
+      'session-limit': { type: 'string', help: 'hard age limit of a session in seconds: the data plane stops sealing with it then (for tests; rekey-after comes first)', default: '180' },
       'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive', default: '20' },
       'punch-retry': { type: 'string', help: 'seconds before a relay that replaced a failed hole punch tries the punch again (doubling after each failure)', default: '30' },
       'no-offload': { type: 'boolean', help: 'move one packet per read/write/datagram: no TSO, UDP GSO or GRO (portable path)' },
@@ -236,6 +237,8 @@ export const commands: Command[] = [
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`--port: invalid ${String(o['port'])}`);
       const rekey = Number(o['rekey-after']);
       if (!(rekey >= 1 && rekey <= 120)) throw new ConfigError(`--rekey-after: ${String(o['rekey-after'])} is not 1..120 seconds`);
+      const limit = Number(o['session-limit']);
+      if (!(limit >= 1 && limit <= 180)) throw new ConfigError(`--session-limit: ${String(o['session-limit'])} is not 1..180 seconds`);
       const keepalive = Number(o['path-keepalive']);
       if (!(keepalive >= 1 && keepalive <= 120)) throw new ConfigError(`--path-keepalive: ${String(o['path-keepalive'])} is not 1..120 seconds`);
       const punchRetry = Number(o['punch-retry']);
@@ -243,7 +246,7 @@ export const commands: Command[] = [
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
-      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, pathKeepaliveMs: keepalive * 1000, punchRetryMs: punchRetry * 1000, offload: !o['no-offload'] }, logger);
+      const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, rejectAfterMs: Math.round(limit * 1000), pathKeepaliveMs: keepalive * 1000, punchRetryMs: punchRetry * 1000, offload: !o['no-offload'] }, logger);
       await d.start();
       return untilSignal(() => d.stop());
     },

@@ -1,10 +1,12 @@
 // Data channel of one established tunnel: Capsule frames sealed with the End Key derived by the handshake,
 // a 64-bit per-direction counter as nonce, the replay window, and rekey/expiry limits. See docs/PROTOCOL.md.
+// DataSession is the TypeScript reference of one session: the native engine (native/dataplane.c) seals and opens
+// the same bytes and applies the same limits (test/unit/node/session-conformance.test.ts runs both).
 
 import { AEAD_TAG_LEN, HEADER_LEN, MAX_SEALED_PLAINTEXT_LEN, MessageType, PROTOCOL_VERSION } from '../protocol/constants.js';
 import { CryptoError } from '../util/errors.js';
 import { AeadKey } from './aead.js';
-import type { SessionKeys } from './handshake.js';
+import { MAX_PENDING_REQUESTS, type SessionKeys } from './handshake.js';
 import { ReplayVerdict, ReplayWindow } from './replay-window.js';
 import { HEADER_OFFSETS } from '../protocol/header.js';
 
@@ -17,13 +19,30 @@ export const REKEY_AFTER_MESSAGES = 2n ** 60n;
 export const REJECT_AFTER_MESSAGES = 2n ** 64n - 2n ** 13n;
 /** Start a new handshake after this long: bounds how much traffic one End Key protects (forward secrecy window). */
 export const REKEY_AFTER_MS = 120_000;
-/** Refuse to use a session after this long: REKEY_AFTER_MS plus time for a handshake to complete with retries. */
+/** Refuse to seal with a session after this long: REKEY_AFTER_MS plus time for a handshake to complete with retries. */
 export const REJECT_AFTER_MS = 180_000;
-/** After a new session is installed, the previous one still opens capsules until the new one is used, or this long. */
-export const PREVIOUS_SESSION_GRACE_MS = 10_000;
+/**
+ * A session still opens capsules this long after it stopped sealing: the two ends derive the keys up to one
+ * handshake round trip apart (the responder first), so the end that derived them later may seal a little past the
+ * other end's limit. Then it opens nothing either.
+ */
+export const REJECT_OPEN_GRACE_MS = 5_000;
 
-/** Unconfirmed responder sessions a SessionSet keeps (matches the initiator's outstanding requests). */
-export const MAX_NEXT_SESSIONS = 4;
+/**
+ * What the engine's dpInstall needs besides the keys: how long from `now` the session seals (until keys.expiresAt,
+ * else establishedAt + REJECT_AFTER_MS) and opens (REJECT_OPEN_GRACE_MS longer), and how many unconfirmed
+ * responder sessions a path keeps: one per request the initiator may hold outstanding (MAX_PENDING_REQUESTS),
+ * since it completes with whichever response arrives first.
+ */
+export function installLimits(keys: Pick<SessionKeys, 'establishedAt' | 'expiresAt'>, now: number): { sealForMs: number; openForMs: number; candidates: number } {
+  const sealForMs = Math.max(0, Math.min(2 ** 40, Math.round(sealUntil(keys) - now)));
+  return { sealForMs, openForMs: sealForMs + REJECT_OPEN_GRACE_MS, candidates: MAX_PENDING_REQUESTS };
+}
+
+/** Unix ms at which a session stops sealing. */
+export function sealUntil(keys: Pick<SessionKeys, 'establishedAt' | 'expiresAt'>): number {
+  return keys.expiresAt ?? keys.establishedAt + REJECT_AFTER_MS;
+}
 
 /** Largest IP packet one capsule can carry (the u16 body length minus the tag). */
 export const MAX_CAPSULE_PAYLOAD = MAX_SEALED_PLAINTEXT_LEN;
@@ -64,7 +83,7 @@ export type AeadFactory = (key: Buffer) => Aead;
 const defaultAead: AeadFactory = (key) => new AeadKey(key);
 
 /** Why a capsule was dropped. */
-export type DropReason = 'malformed' | 'wrongPath' | 'replayed' | 'tooOld' | 'badTag';
+export type DropReason = 'malformed' | 'wrongPath' | 'replayed' | 'tooOld' | 'badTag' | 'expired';
 
 export interface DataSessionCounters {
   /** Capsules sealed. */
@@ -81,6 +100,8 @@ export interface DataSessionCounters {
   tooOld: number;
   /** AEAD authentication failed (forged, corrupted, or sealed under another key). */
   badTag: number;
+  /** Authenticated, but the session is past its open limit (sealUntil + REJECT_OPEN_GRACE_MS). */
+  expired: number;
 }
 
 // ───────────────────────────── session ─────────────────────────────
@@ -95,7 +116,10 @@ export class DataSession {
   readonly initiator: boolean;
   readonly peerNodeId: number;
   readonly establishedAt: number;
-  readonly counters: DataSessionCounters = { sent: 0, received: 0, malformed: 0, wrongPath: 0, replayed: 0, tooOld: 0, badTag: 0 };
+  readonly counters: DataSessionCounters = { sent: 0, received: 0, malformed: 0, wrongPath: 0, replayed: 0, tooOld: 0, badTag: 0, expired: 0 };
+  /** Unix ms: seals before this, opens before openUntil. */
+  readonly sealUntil: number;
+  readonly openUntil: number;
 
   readonly #send: Aead;
   readonly #recv: Aead;
@@ -108,8 +132,13 @@ export class DataSession {
   readonly #recvNonce = Buffer.alloc(12);
   #next = 0;
   #receivedAny = false;
+  readonly #now: () => number;
 
-  constructor(keys: SessionKeys, aead: AeadFactory = defaultAead) {
+  /**
+   * `now`: the clock the limits are checked against (unix ms; default Date.now); `openGraceMs`: how long after it
+   * stops sealing the session still opens.
+   */
+  constructor(keys: SessionKeys, aead: AeadFactory = defaultAead, now: () => number = Date.now, openGraceMs = REJECT_OPEN_GRACE_MS) {
     if (!Buffer.isBuffer(keys.send) || keys.send.length !== 32 || !Buffer.isBuffer(keys.recv) || keys.recv.length !== 32) {
       throw new CryptoError('session keys must be 32 bytes each', 'ERR_KEY_LENGTH');
     }
@@ -120,6 +149,9 @@ export class DataSession {
     this.initiator = keys.initiator;
     this.peerNodeId = keys.peerNodeId;
     this.establishedAt = keys.establishedAt;
+    this.sealUntil = sealUntil(keys);
+    this.openUntil = this.sealUntil + openGraceMs;
+    this.#now = now;
     this.#send = aead(keys.send);
     this.#recv = aead(keys.recv);
     this.#idHi = Number(keys.pathId >> 32n);
@@ -140,7 +172,7 @@ export class DataSession {
     return this.#receivedAny;
   }
 
-  /** Seals one IP packet into a capsule frame. Throws CryptoError ERR_SESSION_EXHAUSTED / ERR_CAPSULE_SIZE. */
+  /** Seals one IP packet into a capsule frame. Throws CryptoError ERR_SESSION_EXHAUSTED / ERR_SESSION_EXPIRED / ERR_CAPSULE_SIZE. */
   seal(packet: Buffer): Buffer {
     const out = Buffer.allocUnsafe(HEADER_LEN + packet.length + AEAD_TAG_LEN);
     this.sealInto(packet, out, 0);
@@ -157,6 +189,7 @@ export class DataSession {
     if (offset < 0 || offset + total > out.length) throw new CryptoError('output buffer too small for the capsule', 'ERR_CAPSULE_SIZE');
     const n = this.#next;
     if (n >= SEND_LIMIT) throw new CryptoError('session counter exhausted; a new handshake is required', 'ERR_SESSION_EXHAUSTED');
+    if (this.#now() >= this.sealUntil) throw new CryptoError('session past its age limit; a new handshake is required', 'ERR_SESSION_EXPIRED');
     this.#next = n + 1;
     const hi = Math.floor(n / TWO_32);
     const lo = n >>> 0;
@@ -234,6 +267,10 @@ export class DataSession {
       return 'badTag';
     }
     if (!this.#window.updateParts(hi, lo)) return 'replayed';
+    if (this.#now() >= this.openUntil) {
+      out.fill(0, offset, offset + len);
+      return 'expired';
+    }
     this.#receivedAny = true;
     this.counters.received++;
     return len;
@@ -249,113 +286,8 @@ export class DataSession {
     return this.#next >= REKEY_LIMIT || now - this.establishedAt >= REKEY_AFTER_MS;
   }
 
-  /** True when the session must no longer be used (counter or age limit). */
+  /** True when the session must no longer seal (counter or age limit). */
   expired(now: number): boolean {
-    return this.#next >= SEND_LIMIT || now - this.establishedAt >= REJECT_AFTER_MS;
-  }
-}
-
-// ───────────────────────────── rekey overlap ─────────────────────────────
-
-/**
- * The sessions of one path across rekeys, so that traffic keeps flowing while a new handshake completes.
- *
- *  - `current` seals every outgoing capsule.
- *  - `previous` (the session `current` replaced) still opens capsules until the first capsule under `current`
- *    arrives, or PREVIOUS_SESSION_GRACE_MS pass — whichever comes first.
- *  - `next` (responder side only): sessions this node answered but the initiator has not used yet (the newest
- *    MAX_NEXT_SESSIONS, one per retransmitted TunnelRequest, since any of the responses may be the one the
- *    initiator accepts). They open capsules but do not seal, because the TunnelResponse may have been lost.
- *    The first capsule that opens under one of them promotes it to `current` and drops the old current and the
- *    other candidates (the peer has switched).
- *
- * install(s): when s.initiator (we completed the handshake, so the peer already holds the keys) or nothing is
- * installed yet, s becomes `current` at once and the old current becomes `previous`; a pending `next` is
- * discarded. Otherwise s is added to the `next` candidates. The initiator must therefore send a capsule under a new session as soon
- * as it is installed (an empty capsule when it has no traffic; receivers drop empty packets) — otherwise a
- * responder with nothing to send would keep sealing under a session the initiator forgets after the grace period.
- */
-export class SessionSet {
-  current: DataSession | null = null;
-  previous: DataSession | null = null;
-  #next: DataSession[] = [];
-  #previousUntil = 0;
-
-  constructor(
-    private readonly now: () => number = Date.now,
-    readonly graceMs = PREVIOUS_SESSION_GRACE_MS,
-  ) {}
-
-  /** The newest session answered as responder and not used by the initiator yet, or null. */
-  get next(): DataSession | null {
-    return this.#next[this.#next.length - 1] ?? null;
-  }
-
-  install(session: DataSession): void {
-    const held = this.current ?? this.next;
-    if (held && held.pathId !== session.pathId) {
-      throw new CryptoError('a session set holds the sessions of one path', 'ERR_SESSION_PARAMS');
-    }
-    if (session.initiator || !this.current) {
-      this.previous = this.current;
-      this.#previousUntil = this.now() + this.graceMs;
-      this.current = session;
-      this.#next = [];
-    } else {
-      this.#next.push(session);
-      if (this.#next.length > MAX_NEXT_SESSIONS) this.#next.shift();
-    }
-  }
-
-  /** The session seal() uses (`current`), or null before the first install. */
-  get sending(): DataSession | null {
-    return this.current;
-  }
-
-  /** Seals with `current`. Throws CryptoError ERR_NO_SESSION before the first install. */
-  seal(packet: Buffer): Buffer {
-    if (!this.current) throw new CryptoError('no session installed', 'ERR_NO_SESSION');
-    return this.current.seal(packet);
-  }
-
-  /**
-   * Opens with `current`, then `next`, then `previous` (the counters of different sessions overlap, so a replay
-   * verdict of one says nothing about the others). null when none accepts it; the drop is counted once, on the
-   * first session that refused it for a reason other than a bad tag (else on `current`).
-   */
-  open(frame: Buffer): Buffer | null {
-    const current = this.current;
-    if (!current) return null;
-    const r = current.tryOpen(frame);
-    if (typeof r !== 'string') {
-      this.previous = null;
-      return r;
-    }
-    if (r === 'malformed' || r === 'wrongPath') {
-      current.countDrop(r);
-      return null;
-    }
-    let blame: DataSession | null = r === 'badTag' ? null : current;
-    let reason: DropReason = r;
-    for (let k = this.#next.length - 1; k >= 0; k--) {
-      const next = this.#next[k]!;
-      const n = next.tryOpen(frame);
-      if (typeof n !== 'string') {
-        this.current = next;
-        this.#next = [];
-        this.previous = null;
-        return n;
-      }
-      if (!blame && n !== 'badTag') [blame, reason] = [next, n];
-    }
-    if (this.previous && this.now() >= this.#previousUntil) this.previous = null;
-    const previous = this.previous;
-    if (previous) {
-      const p = previous.tryOpen(frame);
-      if (typeof p !== 'string') return p;
-      if (!blame && p !== 'badTag') [blame, reason] = [previous, p];
-    }
-    (blame ?? current).countDrop(blame ? reason : 'badTag');
-    return null;
+    return this.#next >= SEND_LIMIT || now >= this.sealUntil;
   }
 }

@@ -77,6 +77,7 @@ export interface NativeAddon {
     vip6: Uint8Array | null,
     addr: Uint8Array,
     port: number,
+    limits: { sealForMs: number; openForMs: number; candidates: number },
   ): void;
   dpPromote(h: NativeEngineHandle, slot: number): void;
   dpEndpoint(h: NativeEngineHandle, slot: number, addr: Uint8Array, port: number): void;
@@ -119,7 +120,13 @@ export interface DataPlaneEngineInit {
     | 'tunWriteErrors'
     | 'keepaliveCapsules'
     | 'unknownPath'
-    | 'tsoDropped',
+    | 'tsoDropped'
+    | 'expired'
+    | 'sealExpired'
+    | 'eventsDropped'
+    | 'candidatesDropped'
+    | 'queued'
+    | 'queueDropped',
     number
   >;
   /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */

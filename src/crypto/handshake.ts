@@ -63,6 +63,8 @@ export interface SessionKeys {
   peerCertDer: Buffer;
   /** Unix ms at which this side derived the keys. */
   establishedAt: number;
+  /** Unix ms at which the session stops sealing (set by whoever installs it); default establishedAt + REJECT_AFTER_MS. */
+  expiresAt?: number;
 }
 
 // ───────────────────────────── constants ─────────────────────────────
@@ -78,8 +80,12 @@ export const INFO_END_KEY = 'cyphonic v1 end key';
 /** Domain-separation labels of the two signed transcripts. */
 const LABEL_REQUEST = 'cyphonic v1 tunnel request';
 const LABEL_RESPONSE = 'cyphonic v1 tunnel response';
-/** Tunable: outstanding requests (retransmissions with fresh ephemerals) one initiator remembers; equal to the
- *  responder-side MAX_NEXT_SESSIONS of data-session.ts, so any response it accepts has a session at the responder. */
+/**
+ * Tunable: outstanding requests (retransmissions with fresh ephemerals) one initiator remembers. The one place this
+ * number lives: an initiator sends at most this many requests per attempt (src/node/peers.ts schedules), and a
+ * responder's data plane keeps this many answered, unconfirmed sessions per path (installLimits in
+ * data-session.ts → the engine), so whichever response the initiator completes with has a session at the responder.
+ */
 export const MAX_PENDING_REQUESTS = 4;
 /** Extension tag carrying the sender's intermediates (forward-compatible: older decoders skip it). */
 export const TAG_CHAIN = 7;
@@ -333,10 +339,13 @@ function verifyPeerChain(ctx: Pick<Context, 'anchors'>, body: WireHandshake, now
 export class HandshakeReplayCache {
   readonly #entries = new Map<string, { expires: number; timestamp: bigint }>();
   #floor = -1n;
+  #evicted = 0;
 
+  /** `onEvict`: called for each entry evicted to make room (each raises the floor; worth a counter). */
   constructor(
     readonly capacity = 4096,
     readonly windowMs = 240_000,
+    private readonly onEvict?: () => void,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('replay cache capacity must be a positive integer');
     if (!(windowMs >= 2 * HANDSHAKE_MAX_SKEW_MS)) throw new RangeError(`replay cache window must be ≥ ${2 * HANDSHAKE_MAX_SKEW_MS} ms`);
@@ -344,6 +353,11 @@ export class HandshakeReplayCache {
 
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Entries evicted before their window ended (the cache was full). */
+  get evicted(): number {
+    return this.#evicted;
   }
 
   static key(pathId: bigint, ephemeral: Buffer): string {
@@ -363,6 +377,8 @@ export class HandshakeReplayCache {
       const [oldest, entry] = this.#entries.entries().next().value as [string, { expires: number; timestamp: bigint }];
       this.#entries.delete(oldest);
       if (entry.timestamp > this.#floor) this.#floor = entry.timestamp;
+      this.#evicted++;
+      this.onEvict?.();
     }
     this.#entries.set(HandshakeReplayCache.key(pathId, ephemeral), { expires: now + this.windowMs, timestamp });
     return true;

@@ -43,6 +43,8 @@ export interface NodeInit {
   dnsPort?: number;
   /** Re-handshake every so often (ms). @default REKEY_AFTER_MS (120 s) */
   rekeyAfterMs?: number;
+  /** Hard age limit of a session (ms; PeerManager rejectAfterMs). @default REJECT_AFTER_MS (180 s) */
+  rejectAfterMs?: number;
   /** Use TUN/UDP offloads (TSO, GSO, GRO) where the kernel has them; false = the portable path. @default true */
   offload?: boolean;
   /** Keepalive interval of idle paths through a NAT (ms). @default PATH_KEEPALIVE_MS (20 s) */
@@ -84,6 +86,7 @@ export class NodeDaemon {
         excludeInterface: () => this.life.dataplane?.tunName ?? null,
         ...(init.reloginMarginMs !== undefined ? { reloginMarginMs: init.reloginMarginMs } : {}),
         ...(init.rekeyAfterMs ? { rekeyAfterMs: init.rekeyAfterMs } : {}),
+        ...(init.rejectAfterMs ? { rejectAfterMs: init.rejectAfterMs } : {}),
         ...(init.pathKeepaliveMs ? { pathKeepaliveMs: init.pathKeepaliveMs } : {}),
         ...(init.punchRetryMs ? { punchRetryMs: init.punchRetryMs } : {}),
       },

@@ -74,6 +74,8 @@ export interface LifecycleInit {
   /** Waits between retransmissions of a request to the NMS (ms). @default RETRANSMIT_MS (signaling.ts) */
   nmsRetransmitMs?: readonly number[];
   rekeyAfterMs?: number;
+  /** Hard age limit of a session (PeerManager rejectAfterMs). @default REJECT_AFTER_MS */
+  rejectAfterMs?: number;
   pathKeepaliveMs?: number;
   punchRetryMs?: number;
 }
@@ -182,6 +184,7 @@ export class NodeLifecycle {
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
+      ...(this.init.rejectAfterMs ? { rejectAfterMs: this.init.rejectAfterMs } : {}),
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
       ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
       onEstablished: (pathId) => this.mobility?.established(pathId),

@@ -6,8 +6,9 @@
 //   responder: pushed RouteDirection ─► check the certificate, expect the path ─► Confirmation ─► TunnelRequest ─► answer, install
 
 import { SeqCounter } from '../channel/sequence.js';
-import { HandshakeReplayCache, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
-import { REKEY_AFTER_MS } from '../crypto/data-session.js';
+import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
+import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
+import { MAX_PEER_SLOTS } from './dataplane/stats.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
@@ -23,6 +24,17 @@ export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
 export const REKEY_RETRY_MAX_MS = 60_000;
 /** Tunable: TunnelRequest waits on punched paths (ms): ~1.5 s in all, then the initiator asks for a relay. */
 export const PUNCH_RETRANSMIT_MS = [150, 300, 450, 600] as const;
+// Each attempt sends at most MAX_PENDING_REQUESTS requests: the initiator remembers that many, and the responder's
+// data plane keeps a session for each of that many answers (handshake.ts).
+for (const schedule of [TUNNEL_RETRANSMIT_MS, PUNCH_RETRANSMIT_MS]) {
+  if (schedule.length > MAX_PENDING_REQUESTS) throw new Error('a TunnelRequest schedule is longer than MAX_PENDING_REQUESTS');
+}
+/** How long one handshake attempt retransmits (ms): the answers of one handshake are this close together. */
+const RETRANSMIT_SPAN_MS = Math.max(...[TUNNEL_RETRANSMIT_MS, PUNCH_RETRANSMIT_MS].map((s) => s.reduce((a, b) => a + b, 0)));
+/** Tunable: route selections running at once (distinct targets); more are refused and counted (route.busy). */
+const MAX_INFLIGHT_ROUTES = 256;
+/** Tunable: paths remembered per peer; the oldest one that carries nothing is forgotten (path.evicted). */
+const MAX_PATHS_PER_PEER = 8;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
 const MAX_PROBE_ENDPOINTS = 4;
 /** Tunable: a relayed path that replaced a failed punch tries the punch again after this long, then twice as long… */
@@ -109,6 +121,8 @@ interface Path {
   /** Rekeys in a row that timed out, and when the next may start (back-off; see rekeyDue). */
   rekeyFailures: number;
   rekeyRetryAt: number;
+  /** Sessions we answered on this path, newest last (≤ MAX_PENDING_REQUESTS): the data plane may be using any. */
+  answered: SessionKeys[];
 }
 
 interface Peer {
@@ -140,8 +154,11 @@ export interface PeerManagerComponents {
   sink: () => SessionSink | null;
   logger: Logger;
   now?: () => number;
-  /** Initiators re-handshake after this long. @default REKEY_AFTER_MS */
+  /** Either end re-handshakes after its session is this old. @default REKEY_AFTER_MS */
   rekeyAfterMs?: number;
+  /** Hard age limit of a session: the data plane stops sealing with it then (and opening a little later).
+   *  @default REJECT_AFTER_MS */
+  rejectAfterMs?: number;
   /** Relayed paths; without it they are refused. */
   relay?: PathRelay;
   /** True while our registration says we are behind NAT (then we also send on direct paths pushed to us). */
@@ -161,7 +178,7 @@ export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
-  private readonly replay = new HandshakeReplayCache();
+  private readonly replay = new HandshakeReplayCache(undefined, undefined, () => this.counters.inc('handshake.replay-evicted'));
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
   private nextSlot = 0;
@@ -192,11 +209,40 @@ export class PeerManager implements PeerDirectory {
     return peer ? { vip4: peer.vip4, vip6: peer.vip6 } : null;
   }
 
-  /** First packet to a virtual address without a session. */
+  /**
+   * A packet to a virtual address the data plane has no session for: the first one, or the active session reached
+   * its age limit (the engine stops sealing with it). Then a new handshake on the same path, now: the packets wait
+   * in the data plane until it is installed.
+   */
   miss(vip: string): void {
     const known = [...this.peers.values()].find((p) => p.vip4 === vip || p.vip6 === vip);
-    if (known && (known.active || known.connecting)) return;
+    if (known?.connecting) return;
+    if (known?.active) {
+      if (!this.pastLimit(known.active)) return;
+      this.counters.inc('rekey.expired');
+      this.rekey(known, known.active);
+      return;
+    }
     void this.connect({ targetVip: vip });
+  }
+
+  /** The hard age limit (ms). */
+  private rejectAfterMs(): number {
+    return this.c.rejectAfterMs ?? REJECT_AFTER_MS;
+  }
+
+  /**
+   * True when the path's session is (about to be) past the limit: a miss then means the engine refused it. As
+   * responder the data plane may be using any session answered in the last handshake (the initiator completes with
+   * whichever response reaches it first), so the earliest of those counts.
+   */
+  private pastLimit(path: Path): boolean {
+    const keys = path.keys ?? path.prevKeys;
+    if (!keys) return true;
+    let until = sealUntil(keys);
+    for (const k of path.answered) if (k.establishedAt >= keys.establishedAt - RETRANSMIT_SPAN_MS) until = Math.min(until, sealUntil(k));
+    const margin = Math.min(1000, this.rejectAfterMs() / 4);
+    return (this.c.now ?? Date.now)() >= until - margin;
   }
 
   /**
@@ -207,6 +253,10 @@ export class PeerManager implements PeerDirectory {
     const key = target.targetFqdn ?? target.targetVip!;
     const running = this.inflight.get(key);
     if (running) return running;
+    if (this.inflight.size >= MAX_INFLIGHT_ROUTES) {
+      this.counters.inc('route.busy');
+      return Promise.resolve(null);
+    }
     const p = this.selectRoute(target).finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     return p;
@@ -402,6 +452,11 @@ export class PeerManager implements PeerDirectory {
       return null;
     }
     let peer = this.peers.get(rd.peerNodeId);
+    if (!peer && this.nextSlot >= MAX_PEER_SLOTS) {
+      this.counters.inc('peer.full');
+      this.c.logger.warn('route refused: no data-plane slot left for another peer', { peer: rd.peerName, max: MAX_PEER_SLOTS });
+      return null;
+    }
     if (!peer) {
       peer = {
         nodeId: rd.peerNodeId,
@@ -429,9 +484,18 @@ export class PeerManager implements PeerDirectory {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0 };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [] };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
+    // Bounded: forget the oldest path that carries nothing and is not being set up (maps keep insertion order).
+    for (const old of peer.paths.values()) {
+      if (peer.paths.size <= MAX_PATHS_PER_PEER) break;
+      if (old === path || old === peer.active || old.hs.state === 'initiating') continue;
+      peer.paths.delete(old.id);
+      this.byPath.delete(old.id);
+      if (old.rd.pathType === PathType.Relayed) this.c.relay?.forget(old.id);
+      this.counters.inc('path.evicted');
+    }
     return path;
   }
 
@@ -470,6 +534,12 @@ export class PeerManager implements PeerDirectory {
   }
 
   private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
+    keys.expiresAt = keys.establishedAt + this.rejectAfterMs();
+    if (keys.initiator) path.answered = [];
+    else {
+      path.answered.push(keys);
+      if (path.answered.length > MAX_PENDING_REQUESTS) path.answered.shift();
+    }
     if (path.keys && path.keys !== keys) path.prevKeys = path.keys;
     path.keys = keys;
     path.endpoint = from;
@@ -510,7 +580,8 @@ export class PeerManager implements PeerDirectory {
     // Made at about the same time, one through a TRS: the one that is not (a punch retry that came up quickly).
     const ra = a.rd.pathType === PathType.Relayed;
     if (ra !== (b.rd.pathType === PathType.Relayed)) return ra ? b : a;
-    const initiatorOf = (p: Path): number => (p.keys?.initiator ? this.c.local().nodeId : p.rd.peerNodeId);
+    // The path's initiator (as the NMS directed it): not the session's, which either end's rekey changes.
+    const initiatorOf = (p: Path): number => (p.rd.initiator ? this.c.local().nodeId : p.rd.peerNodeId);
     const ia = initiatorOf(a);
     const ib = initiatorOf(b);
     if (ia !== ib) return ia < ib ? a : b;
@@ -621,7 +692,8 @@ export class PeerManager implements PeerDirectory {
   }
 
   private mobilityView(peer: Peer, path: Path): MobilityPeer | null {
-    const keys = [path.keys, path.prevKeys].filter((k): k is SessionKeys => !!k);
+    // Newest first; then the other sessions answered in the last handshake (the initiator may hold any of them).
+    const keys = [path.keys, path.prevKeys, ...[...path.answered].reverse()].filter((k, i, all): k is SessionKeys => !!k && all.indexOf(k) === i);
     if (keys.length === 0) return null;
     // Through a TRS the only way to the peer is the relay endpoint of our family: a move to the other family finds no
     // usable candidate (→ new route selection), and an update sent there is not forwarded (no ack → re-selection,
@@ -630,38 +702,49 @@ export class PeerManager implements PeerDirectory {
     return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints, relayed: false };
   }
 
-  /** Initiators refresh their sessions before the time limit (the responder's keys follow its answer). */
   /**
-   * Initiators start a new handshake on the active path once its session is rekeyAfterMs old. One that times out
-   * (peer unreachable for a while) leaves the previous session carrying traffic and is tried again at the next
-   * tick, backing off (the tick doubling per failure, at most REKEY_RETRY_MAX_MS), so a lost rekey never leaves a
-   * path on one End Key for good.
+   * Either end starts a new handshake on the active path once its session is rekeyAfterMs old (both at once: the
+   * simultaneous-initiation tie-break leaves one session). One that times out (peer unreachable for a while) leaves
+   * the previous session carrying traffic and is tried again at the next tick, backing off (the tick doubling per
+   * failure, at most REKEY_RETRY_MAX_MS) but never past the hard limit: a retry is due by then. If the limit comes
+   * first anyway (rekeyAfterMs ≥ rejectAfterMs, or the peer was unreachable), the engine refuses the old session
+   * and the next packet's miss starts the handshake at once.
    */
   private rekeyDue(): void {
     const now = (this.c.now ?? Date.now)();
     for (const peer of this.peers.values()) {
       const path = peer.active;
       const keys = path?.keys ?? path?.prevKeys; // keys is null while a rekey runs and after one that failed
-      if (!path || !keys || !keys.initiator || peer.connecting) continue;
+      if (!path || !keys || peer.connecting) continue;
       if (now - keys.establishedAt < (this.c.rekeyAfterMs ?? REKEY_AFTER_MS) || now < path.rekeyRetryAt) continue;
-      this.counters.inc('rekey');
-      if (path.keys) {
-        path.prevKeys = path.keys;
-        path.keys = null;
-      }
-      peer.connecting = this.initiate(peer, path)
-        .then((ok) => {
-          if (ok) {
-            path.rekeyFailures = 0;
-            return;
-          }
-          this.counters.inc('rekey.failed');
-          path.rekeyFailures++;
-          const backoff = Math.min(REKEY_RETRY_MAX_MS, this.rekeyTickMs() * 2 ** (path.rekeyFailures - 1));
-          path.rekeyRetryAt = (this.c.now ?? Date.now)() + backoff;
-        })
-        .finally(() => (peer.connecting = null));
+      this.rekey(peer, path);
     }
+  }
+
+  /** A new handshake on `path` (same Tunnel Key), as whichever end we are; the old session carries traffic meanwhile. */
+  private rekey(peer: Peer, path: Path): void {
+    this.counters.inc('rekey');
+    if (path.keys) {
+      path.prevKeys = path.keys;
+      path.keys = null;
+    }
+    peer.connecting = this.initiate(peer, path)
+      .then((ok) => {
+        if (ok) {
+          path.rekeyFailures = 0;
+          path.rekeyRetryAt = 0;
+          this.counters.inc('rekey.ok');
+          return;
+        }
+        this.counters.inc('rekey.failed');
+        path.rekeyFailures++;
+        const now = (this.c.now ?? Date.now)();
+        const backoff = Math.min(REKEY_RETRY_MAX_MS, this.rekeyTickMs() * 2 ** (path.rekeyFailures - 1));
+        const old = path.keys ?? path.prevKeys;
+        const limit = old ? sealUntil(old) - Math.min(1000, this.rejectAfterMs() / 4) : Infinity;
+        path.rekeyRetryAt = Math.max(now, Math.min(now + backoff, limit));
+      })
+      .finally(() => (peer.connecting = null));
   }
 
   /** How often rekeyDue looks (ms). */

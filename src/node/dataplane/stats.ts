@@ -24,8 +24,20 @@ export const GLOBAL = {
   unknownPath: 10,
   /** TUN reads with a virtio_net_hdr that could not be segmented (malformed, or segments too small). */
   tsoDropped: 11,
+  /** Capsules that authenticated only under a session past its open limit (dropped). */
+  expired: 12,
+  /** Send sessions let go at their seal limit (the next packet is a miss unless a newer session takes over). */
+  sealExpired: 13,
+  /** Events (misses, frames for the main thread) dropped because one turn's event buffer was full. */
+  eventsDropped: 14,
+  /** A responder's unconfirmed sessions dropped because a path already held as many as the initiator has requests. */
+  candidatesDropped: 15,
+  /** Packets held in the engine while their slot's send session was a responder's, not yet used by the initiator. */
+  queued: 16,
+  /** Held packets dropped because the engine's queue was full (the oldest go). */
+  queueDropped: 17,
 } as const;
-const GLOBAL_COUNT = 12;
+const GLOBAL_COUNT = 18;
 
 /** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
 export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
@@ -46,6 +58,12 @@ export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
     keepaliveCapsules: g(GLOBAL.keepaliveCapsules),
     unknownPath: g(GLOBAL.unknownPath),
     tsoDropped: g(GLOBAL.tsoDropped),
+    expired: g(GLOBAL.expired),
+    sealExpired: g(GLOBAL.sealExpired),
+    eventsDropped: g(GLOBAL.eventsDropped),
+    candidatesDropped: g(GLOBAL.candidatesDropped),
+    queued: g(GLOBAL.queued),
+    queueDropped: g(GLOBAL.queueDropped),
   };
 }
 

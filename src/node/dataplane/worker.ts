@@ -36,6 +36,7 @@
 
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { loadNativeAddon } from '../../crypto/fast-aead.js';
+import { installLimits } from '../../crypto/data-session.js';
 import type { SessionKeys } from '../../crypto/handshake.js';
 import { MessageType } from '../../protocol/constants.js';
 import { formatIp, parseIp } from '../../protocol/ip.js';
@@ -195,9 +196,9 @@ function run(): void {
     pathId.writeBigUInt64BE(keys.pathId);
     const vip4 = (peer.vip4 ? parseIp(peer.vip4) : null) ?? null;
     const vip6 = (peer.vip6 ? parseIp(peer.vip6) : null) ?? null;
-    native.dpInstall(engine, peer.slot, pathId, keys.send, keys.recv, keys.initiator, msg.receiveOnly, vip4, vip6, peer.endpoint.addr, peer.endpoint.port);
-    if (msg.receiveOnly) return;
     const now = Date.now();
+    native.dpInstall(engine, peer.slot, pathId, keys.send, keys.recv, keys.initiator, msg.receiveOnly, vip4, vip6, peer.endpoint.addr, peer.endpoint.port, installLimits(keys, now));
+    if (msg.receiveOnly) return;
     for (const vip of [peer.vip4, peer.vip6]) {
       if (vip) for (const pkt of held.take(addressKey(vip), now)) native.dpSend(engine, peer.slot, pkt);
     }

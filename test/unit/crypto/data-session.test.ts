@@ -1,5 +1,6 @@
 // Unit tests for the data channel (src/crypto/data-session.ts): capsule format, round trip, tampering,
-// replay and path checks with their counters, rekey limits, and the previous-session overlap of SessionSet.
+// replay and path checks with their counters, rekey limits, and the age limits (seal, then open). How sessions
+// of a path replace each other is the engine's (test/unit/node/session-conformance.test.ts).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -7,13 +8,12 @@ import { AeadKey } from '../../../src/crypto/aead.js';
 import {
   DataSession,
   MAX_CAPSULE_PAYLOAD,
-  MAX_NEXT_SESSIONS,
-  PREVIOUS_SESSION_GRACE_MS,
   REJECT_AFTER_MESSAGES,
   REJECT_AFTER_MS,
+  REJECT_OPEN_GRACE_MS,
   REKEY_AFTER_MESSAGES,
   REKEY_AFTER_MS,
-  SessionSet,
+  installLimits,
   type Aead,
 } from '../../../src/crypto/data-session.js';
 import type { SessionKeys } from '../../../src/crypto/handshake.js';
@@ -35,9 +35,10 @@ function pair(pathId = PATH, at = T0): { a: SessionKeys; b: SessionKeys } {
   };
 }
 
-function sessions(pathId = PATH, at = T0): { a: DataSession; b: DataSession } {
+/** Both ends of one session, on a clock stopped at T0 unless `clock` says otherwise. */
+function sessions(pathId = PATH, at = T0, clock: () => number = () => T0): { a: DataSession; b: DataSession } {
   const { a, b } = pair(pathId, at);
-  return { a: new DataSession(a), b: new DataSession(b) };
+  return { a: new DataSession(a, undefined, clock), b: new DataSession(b, undefined, clock) };
 }
 
 describe('DataSession', () => {
@@ -70,7 +71,7 @@ describe('DataSession', () => {
   it('uses the counter as header seq, from 0, nonce = 0^4 || seq, header as AAD', () => {
     const { a } = sessions();
     const keys = pair();
-    const s = new DataSession(keys.a);
+    const s = new DataSession(keys.a, undefined, () => T0);
     for (let i = 0; i < 3; i++) {
       const frame = s.seal(Buffer.from(`packet ${i}`));
       const { header, headerBytes, body } = splitFrame(frame);
@@ -144,6 +145,28 @@ describe('DataSession', () => {
     assert.equal(a.expired(T0 + REJECT_AFTER_MS), true);
   });
 
+  it('an expired session seals nothing, then opens nothing (counted), a grace period later', () => {
+    let now = T0;
+    const { a, b } = sessions(PATH, T0, () => now);
+    const early = a.seal(Buffer.from('sealed in time'));
+    const late = a.seal(Buffer.from('arrives late'));
+    now = T0 + REJECT_AFTER_MS;
+    assert.throws(() => a.seal(Buffer.from('x')), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_SESSION_EXPIRED');
+    assert.equal(a.counters.sent, 2, 'nothing sealed past the limit');
+    now = T0 + REJECT_AFTER_MS + REJECT_OPEN_GRACE_MS - 1;
+    assert.deepEqual(b.open(early), Buffer.from('sealed in time'), 'still opens within the grace period');
+    now += 1;
+    assert.equal(b.open(late), null);
+    assert.equal(b.counters.expired, 1);
+    assert.equal(b.counters.badTag, 0);
+    // The installer may set another limit (a node option); installLimits gives the engine the same numbers.
+    const short = new DataSession({ ...pair().a, expiresAt: T0 + 50 }, undefined, () => T0 + 50);
+    assert.equal(short.expired(T0 + 50), true);
+    assert.throws(() => short.seal(Buffer.alloc(0)), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_SESSION_EXPIRED');
+    assert.deepEqual(installLimits({ establishedAt: T0, expiresAt: T0 + 50 }, T0 + 20), { sealForMs: 30, openForMs: 30 + REJECT_OPEN_GRACE_MS, candidates: 4 });
+    assert.equal(installLimits({ establishedAt: T0 }, T0 + REJECT_AFTER_MS + 1).sealForMs, 0, 'never negative');
+  });
+
   it('accepts an injected AEAD implementation', () => {
     let seals = 0;
     let opens = 0;
@@ -155,8 +178,8 @@ describe('DataSession', () => {
       };
     };
     const keys = pair();
-    const a = new DataSession(keys.a, counting);
-    const b = new DataSession(keys.b); // default AEAD interoperates
+    const a = new DataSession(keys.a, counting, () => T0);
+    const b = new DataSession(keys.b, undefined, () => T0); // default AEAD interoperates
     assert.deepEqual(b.open(a.seal(Buffer.from('hi'))), Buffer.from('hi'));
     assert.deepEqual(a.open(b.seal(Buffer.from('yo'))), Buffer.from('yo'));
     assert.equal(seals, 1);
@@ -186,8 +209,8 @@ describe('DataSession', () => {
         },
       };
     };
-    const c = new DataSession(keys.a, withInto);
-    const d = new DataSession(keys.b, withInto);
+    const c = new DataSession(keys.a, withInto, () => T0);
+    const d = new DataSession(keys.b, withInto, () => T0);
     const frame = c.seal(Buffer.from('into'));
     assert.deepEqual(b.open(Buffer.from(frame)), null, 'counter 0 already used by a (replay)');
     assert.deepEqual(d.open(frame), Buffer.from('into'));
@@ -198,114 +221,5 @@ describe('DataSession', () => {
     assert.equal(c.counters.badTag, 1);
     assert.equal(intos, 6);
     assert.throws(() => new DataSession({ ...keys.a, send: randomBytes(16) }), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_KEY_LENGTH');
-  });
-});
-
-describe('SessionSet (rekey overlap)', () => {
-  it('keeps traffic flowing across a rekey in both directions', () => {
-    let now = T0;
-    const clock = () => now;
-    const setA = new SessionSet(clock); // alpha: initiator of both sessions
-    const setB = new SessionSet(clock);
-    const one = sessions();
-    setA.install(one.a);
-    setB.install(one.b); // nothing installed yet: current at once, even as responder
-    assert.equal(setB.current, one.b);
-    assert.deepEqual(setB.open(setA.seal(Buffer.from('s1'))), Buffer.from('s1'));
-    assert.deepEqual(setA.open(setB.seal(Buffer.from('s1 back'))), Buffer.from('s1 back'));
-
-    now += 1000;
-    const two = sessions(PATH, now);
-    // Bravo answers the rekey: the new session waits in `next`, bravo keeps sealing under the old one.
-    setB.install(two.b);
-    assert.equal(setB.current, one.b);
-    assert.equal(setB.next, two.b);
-    assert.equal(setB.sending, one.b);
-    const fromBOld = setB.seal(Buffer.from('b still on s1'));
-    assert.deepEqual(setB.open(setA.seal(Buffer.from('a still on s1'))), Buffer.from('a still on s1'));
-
-    // Alpha completes the handshake: as initiator it switches at once and sends a keepalive under s2.
-    setA.install(two.a);
-    assert.equal(setA.sending, two.a);
-    assert.equal(setA.previous, one.a);
-    assert.deepEqual(setA.open(fromBOld), Buffer.from('b still on s1'), 'previous session still opens');
-    assert.equal(two.a.counters.badTag, 0, 'a frame opened by the previous session is not counted as a drop');
-    assert.deepEqual(setB.open(setA.seal(Buffer.alloc(0))), Buffer.alloc(0));
-    // Bravo saw the new session in use: promoted, old one gone, sending switches.
-    assert.equal(setB.current, two.b);
-    assert.equal(setB.next, null);
-    assert.equal(setB.previous, null);
-    assert.deepEqual(setA.open(setB.seal(Buffer.from('b on s2'))), Buffer.from('b on s2'));
-    assert.equal(setA.previous, null, 'first capsule under the new session retires the previous one');
-    // Frames of the retired session are dropped now, on both sides.
-    assert.equal(setB.open(one.a.seal(Buffer.from('late'))), null);
-    assert.equal(setA.open(one.b.seal(Buffer.from('late'))), null);
-    assert.equal(two.b.counters.badTag, 1);
-    assert.equal(two.a.counters.badTag, 1);
-  });
-
-  it('retires the previous session after the grace period', () => {
-    let now = T0;
-    const set = new SessionSet(() => now);
-    const one = sessions();
-    const two = sessions(PATH, T0 + 5);
-    set.install(one.a);
-    set.install(two.a);
-    const old = one.b.seal(Buffer.from('old'));
-    const old2 = one.b.seal(Buffer.from('old2'));
-    assert.deepEqual(set.open(old), Buffer.from('old'));
-    now += PREVIOUS_SESSION_GRACE_MS - 1;
-    assert.ok(set.previous);
-    now += 1;
-    assert.equal(set.open(old2), null);
-    assert.equal(set.previous, null);
-  });
-
-  it('a retransmitted handshake: whichever response the initiator accepted becomes current at the responder', () => {
-    for (const accepted of [0, 1, 2]) {
-      const setB = new SessionSet(() => T0);
-      const one = sessions();
-      setB.install(one.b);
-      const answers = [sessions(), sessions(), sessions()]; // three requests answered, responses in flight
-      for (const s of answers) setB.install(s.b);
-      assert.equal(setB.sending, one.b);
-      const initiatorSide = answers[accepted]!.a;
-      assert.deepEqual(setB.open(initiatorSide.seal(Buffer.from('hello'))), Buffer.from('hello'));
-      assert.equal(setB.current, answers[accepted]!.b);
-      assert.equal(setB.next, null);
-    }
-    // Only the newest MAX_NEXT_SESSIONS are kept.
-    const setB = new SessionSet(() => T0);
-    setB.install(sessions().b);
-    const answers = Array.from({ length: MAX_NEXT_SESSIONS + 1 }, () => sessions());
-    for (const s of answers) setB.install(s.b);
-    assert.equal(setB.open(answers[0]!.a.seal(Buffer.from('x'))), null);
-    assert.ok(setB.open(answers[1]!.a.seal(Buffer.from('x'))));
-  });
-
-  it('counts a drop once, on the session that recognised it', () => {
-    const set = new SessionSet(() => T0);
-    const one = sessions();
-    const two = sessions();
-    set.install(one.a);
-    const f = one.b.seal(Buffer.from('x'));
-    assert.ok(set.open(f));
-    set.install(two.a);
-    // Counter 0 is new to the current session (bad tag there) but a replay for the previous one.
-    assert.equal(set.open(f), null);
-    assert.equal(one.a.counters.replayed, 1);
-    assert.equal(two.a.counters.badTag, 0);
-    // A current-session frame whose counter the previous session already saw still opens.
-    assert.deepEqual(set.open(two.b.seal(Buffer.from('y'))), Buffer.from('y'));
-    assert.equal(set.open(Buffer.alloc(10)), null);
-    assert.equal(two.a.counters.malformed, 1);
-  });
-
-  it('refuses sessions of another path and sealing before any install', () => {
-    const set = new SessionSet(() => T0);
-    assert.equal(set.open(Buffer.alloc(50)), null);
-    assert.throws(() => set.seal(Buffer.from('x')), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_NO_SESSION');
-    set.install(sessions().a);
-    assert.throws(() => set.install(sessions(PATH + 1n).a), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_SESSION_PARAMS');
   });
 });

@@ -1,10 +1,11 @@
 // The remembered peer-certificate checks of the handshake: a certificate verified ahead of time is not verified
-// again, but revocation, expiry and identity are still checked on every use.
+// again, but revocation, expiry and identity are still checked on every use. The responder's replay cache is
+// bounded and counts what it evicts.
 
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
-import { preverifyPeerCertificate, type TrustAnchors } from '../../../src/crypto/handshake.js';
+import { HandshakeReplayCache, preverifyPeerCertificate, type TrustAnchors } from '../../../src/crypto/handshake.js';
 import { CertificateError } from '../../../src/util/errors.js';
 
 let anchors: TrustAnchors;
@@ -44,4 +45,18 @@ test('other anchors (another CA) do not share the cache', async () => {
   const other = await createRootCa({ commonName: 'other root' });
   const foreign: TrustAnchors = { rootsDer: [toDer(other.certPem)], intermediatesDer: [], isRevoked: () => false };
   assert.throws(() => preverifyPeerCertificate(foreign, cert), (e: unknown) => e instanceof CertificateError && e.code === 'ERR_CERT_UNTRUSTED');
+});
+
+test('the replay cache holds at most its capacity, counts evictions, and refuses what is not newer than the evicted', () => {
+  let evictions = 0;
+  const cache = new HandshakeReplayCache(3, 240_000, () => evictions++);
+  const now = 1_000_000;
+  const eph = (i: number): Buffer => Buffer.alloc(32, i);
+  for (let i = 1; i <= 5; i++) assert.equal(cache.accept(1n, eph(i), BigInt(now + i), now), true);
+  assert.equal(cache.size, 3);
+  assert.equal(cache.evicted, 2);
+  assert.equal(evictions, 2);
+  assert.equal(cache.accept(1n, eph(9), BigInt(now + 2), now), false, 'not newer than an evicted request: refused');
+  assert.equal(cache.accept(1n, eph(5), BigInt(now + 5), now), false, 'a replay');
+  assert.equal(cache.accept(1n, eph(6), BigInt(now + 6), now), true);
 });

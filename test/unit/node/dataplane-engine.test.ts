@@ -8,105 +8,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { DataSession } from '../../../src/crypto/data-session.js';
-import { loadNativeAddon, type NativeAddon, type NativeEngineHandle } from '../../../src/crypto/fast-aead.js';
+import { MAX_PENDING_REQUESTS } from '../../../src/crypto/handshake.js';
+import type { NativeEngineHandle } from '../../../src/crypto/fast-aead.js';
 import { MessageType } from '../../../src/protocol/constants.js';
-import { createStats, engineStatIndex, GLOBAL, StatsView } from '../../../src/node/dataplane/stats.js';
+import { LOOPBACK, native, Rig } from './engine-rig.js';
 
-const native = loadNativeAddon();
 const skip = native ? false : 'native addon not built';
-const LOOPBACK = Buffer.from([127, 0, 0, 1]);
-
-/** An engine wired to a fake TUN and a loopback peer socket, with helpers to drive and observe it. */
-class Rig {
-  readonly n: NativeAddon;
-  readonly engine: NativeEngineHandle;
-  readonly stats: StatsView;
-  readonly tunEngine: number;
-  readonly tunTest: number;
-  readonly udp: number;
-  readonly peer: number;
-  readonly wake: number;
-  readonly events = Buffer.alloc(1 << 16);
-  private readonly rbuf = Buffer.alloc(64 * 4096);
-  private readonly roffs = new Uint32Array(64);
-  private readonly rlens = new Uint32Array(64);
-  private readonly metas = new Uint8Array(64 * 20);
-
-  constructor(toMain: number[] = [MessageType.TunnelRequest]) {
-    this.n = native!;
-    [this.tunEngine, this.tunTest] = this.n.packetPair();
-    this.n.setNonblocking(this.tunEngine);
-    this.udp = this.n.udpOpen(0, false);
-    this.peer = this.n.udpOpen(0, false);
-    this.wake = this.n.eventfdCreate();
-    this.stats = new StatsView(createStats());
-    const tm = new Uint8Array(256);
-    for (const t of toMain) tm[t] = 1;
-    this.engine = this.n.dpCreate({
-      tunFd: this.tunEngine,
-      udpFd: this.udp,
-      wakeFd: this.wake,
-      mtu: 1400,
-      vnet: false,
-      gso: false,
-      gro: false,
-      maxSlots: 1024,
-      stats: this.stats.a,
-      statIndex: engineStatIndex(),
-      toMain: tm,
-    });
-  }
-
-  get enginePort(): number {
-    return this.n.udpLocalPort(this.udp);
-  }
-  get peerPort(): number {
-    return this.n.udpLocalPort(this.peer);
-  }
-  global(k: keyof typeof GLOBAL): number {
-    return this.stats.globals()[k];
-  }
-
-  install(slot: number, s: { pathId: bigint; send: Buffer; recv: Buffer; initiator: boolean }, opts: { receiveOnly?: boolean; vip4?: number[]; vip6?: Buffer; port?: number } = {}): void {
-    const id = Buffer.alloc(8);
-    id.writeBigUInt64BE(s.pathId);
-    this.n.dpInstall(this.engine, slot, id, s.send, s.recv, s.initiator, opts.receiveOnly ?? false, opts.vip4 ? Buffer.from(opts.vip4) : null, opts.vip6 ?? null, LOOPBACK, opts.port ?? this.peerPort);
-  }
-
-  /** Calls dpTurn until it reports something (bounded; each call returns 20 ms after the last activity). */
-  turn(): { bits: number; moved: boolean; events: number } {
-    let r = 0;
-    for (let i = 0; i < 20 && (r & 7) === 0; i++) r = this.n.dpTurn(this.engine, 20, this.events);
-    return { bits: r & 7, moved: (r & 8) !== 0, events: Math.floor(r / 16) };
-  }
-
-  /** A plain packet into the engine's TUN side. */
-  toTun(pkt: Buffer): void {
-    this.n.tunWrite(this.tunTest, pkt, 0, pkt.length);
-  }
-  /** What the engine wrote to its TUN (null after `ms` without a packet). */
-  fromTun(ms = 200): Buffer | null {
-    const buf = Buffer.alloc(2048);
-    const len = this.n.tunRead(this.tunTest, buf, ms);
-    return len > 0 ? buf.subarray(0, len) : null;
-  }
-  /** A datagram from the peer socket to the engine. */
-  toEngine(frame: Buffer): void {
-    assert.equal(this.n.udpSend(this.peer, frame, 0, frame.length, LOOPBACK, this.enginePort), frame.length);
-  }
-  /** Datagrams the engine sent to the peer socket. */
-  atPeer(ms = 200): Buffer[] {
-    const k = this.n.udpRecvMany(this.peer, this.rbuf, 4096, this.roffs, this.rlens, this.metas, ms, undefined, false);
-    const out: Buffer[] = [];
-    for (let i = 0; i < k; i++) out.push(Buffer.from(this.rbuf.subarray(this.roffs[i]!, this.roffs[i]! + this.rlens[i]!)));
-    return out;
-  }
-
-  close(): void {
-    this.n.dpDestroy(this.engine);
-    for (const fd of [this.tunEngine, this.tunTest, this.udp, this.peer, this.wake]) this.n.fdClose(fd);
-  }
-}
+const LIMITS = { sealForMs: 60_000, openForMs: 65_000, candidates: MAX_PENDING_REQUESTS };
 
 /** A session pair: `engine` keys for dpInstall and the peer's DataSession with the keys swapped. */
 function sessions(pathId: bigint, engineInitiator = true): { engine: { pathId: bigint; send: Buffer; recv: Buffer; initiator: boolean }; peer: DataSession } {
@@ -267,7 +175,15 @@ test("a responder's rekey of the same path is sent on only once the initiator us
     const path = 9n;
     const one = sessions(path, false);
     rig.install(1, one.engine, { vip4: [10, 99, 0, 2] });
-    assert.equal(open(one.peer, rig.atPeer()[0]!).length, 0, 'first session: announced at once');
+    assert.deepEqual(rig.atPeer(50), [], 'an answered session is not announced: the initiator speaks first');
+    const p0 = ipv4([10, 99, 0, 2], 100, 0);
+    rig.toTun(p0);
+    rig.turn();
+    assert.deepEqual(rig.atPeer(50), [], 'and our packets wait for it');
+    assert.equal(rig.global('queued'), 1);
+    rig.toEngine(one.peer.seal(Buffer.alloc(0))); // the initiator's announcement
+    rig.turn();
+    assert.deepEqual(open(one.peer, rig.atPeer()[0]!), p0, 'then the held packet goes');
 
     const two = sessions(path, false);
     rig.install(1, two.engine, { vip4: [10, 99, 0, 2] });
@@ -328,10 +244,18 @@ test('bad arguments throw typed errors; a destroyed engine throws ERR_CLOSED', {
   const n = rig.n;
   const id = Buffer.alloc(8);
   const k = Buffer.alloc(32);
-  assert.throws(() => n.dpInstall(rig.engine, 1, id, Buffer.alloc(31), k, true, false, null, null, LOOPBACK, 1), { code: 'ERR_NATIVE_ARG', name: 'RangeError' });
-  assert.throws(() => n.dpInstall(rig.engine, 1024, id, k, k, true, false, null, null, LOOPBACK, 1), { code: 'ERR_NATIVE_ARG' });
-  assert.throws(() => n.dpInstall(rig.engine, 1, id, k, k, true, false, Buffer.alloc(3), null, LOOPBACK, 1), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => n.dpInstall(rig.engine, 1, id, Buffer.alloc(31), k, true, false, null, null, LOOPBACK, 1, LIMITS), { code: 'ERR_NATIVE_ARG', name: 'RangeError' });
+  assert.throws(() => n.dpInstall(rig.engine, 1024, id, k, k, true, false, null, null, LOOPBACK, 1, LIMITS), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => n.dpInstall(rig.engine, 1, id, k, k, true, false, Buffer.alloc(3), null, LOOPBACK, 1, LIMITS), { code: 'ERR_NATIVE_ARG' });
   assert.throws(() => n.dpEndpoint(rig.engine, 1, Buffer.alloc(5), 1), { code: 'ERR_NATIVE_ARG' });
+  // Limits: required, openForMs ≥ sealForMs, 1..16 candidates.
+  const install = (limits: unknown): void => n.dpInstall(rig.engine, 1, id, k, k, true, false, null, null, LOOPBACK, 1, limits as typeof LIMITS);
+  assert.throws(() => install(undefined), { code: 'ERR_NATIVE_ARG', name: 'TypeError' });
+  assert.throws(() => install({ ...LIMITS, openForMs: LIMITS.sealForMs - 1 }), { code: 'ERR_NATIVE_ARG', name: 'RangeError' });
+  assert.throws(() => install({ ...LIMITS, candidates: 0 }), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => install({ ...LIMITS, candidates: 17 }), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => install({ ...LIMITS, sealForMs: -1 }), { code: 'ERR_NATIVE_ARG' });
+  assert.throws(() => install({ sealForMs: 1 }), { code: 'ERR_NATIVE_ARG' });
   assert.throws(() => n.dpTurn({} as NativeEngineHandle, 0, rig.events), { code: 'ERR_NATIVE_ARG', name: 'TypeError' });
   assert.throws(() => n.dpSend(rig.engine, 0, Buffer.alloc(70_000)), { code: 'ERR_NATIVE_ARG' });
   rig.close();
@@ -388,4 +312,35 @@ test('a TUN fd that goes away makes dpTurn throw (the worker stops) instead of p
   assert.throws(() => n.dpTurn(rig.engine, 10, rig.events), { code: 'EBADF', syscall: 'poll' });
   n.dpDestroy(rig.engine);
   for (const fd of [rig.tunTest, rig.udp, rig.peer, rig.wake]) n.fdClose(fd);
+});
+
+test('the path table forgets paths whose sessions all expired and still finds every other path (removal keeps probing intact)', { skip }, async () => {
+  const rig = new Rig();
+  try {
+    // 300 paths on one slot (receive-only, as a peer's older paths): every other one expires almost at once.
+    const keep: { id: bigint; peer: DataSession }[] = [];
+    const gone: { id: bigint; peer: DataSession }[] = [];
+    for (let i = 0; i < 300; i++) {
+      const id = 0x7000_0000_0000_0000n + BigInt(i) * 0x1_0001n;
+      const s = sessions(id, true);
+      const short = i % 2 === 0;
+      rig.install(0, s.engine, { receiveOnly: true, sealForMs: short ? 0 : 60_000, openForMs: short ? 20 : 65_000 });
+      (short ? gone : keep).push({ id, peer: s.peer });
+    }
+    await new Promise((r) => setTimeout(r, 60));
+    rig.install(0, sessions(1n, true).engine, { receiveOnly: true }); // sweeps: the expired paths are removed
+    for (const [i, k] of keep.entries()) {
+      rig.toEngine(k.peer.seal(ipv4([10, 99, 0, 1], 60, i & 0xff)));
+      rig.turn();
+      assert.ok(rig.fromTun(), `kept path ${k.id.toString(16)} still opens`);
+    }
+    const before = rig.global('unknownPath');
+    for (const g of gone.slice(0, 20)) rig.toEngine(g.peer.seal(ipv4([10, 99, 0, 1])));
+    rig.turn();
+    await new Promise((r) => setTimeout(r, 20));
+    rig.turn();
+    assert.equal(rig.global('unknownPath') - before, 20, 'expired paths are forgotten');
+  } finally {
+    rig.close();
+  }
 });

@@ -45,27 +45,33 @@ async function direct(from: Side, to: Side): Promise<RouteDirection> {
 
 let pki: TestPki;
 
-/** Two nodes wired back to back; `wire.down` drops every datagram between them while it is true. */
-async function makePair(names: [string, string], opts: { rekeyAfterMs?: number; wire?: { down: boolean } } = {}): Promise<[Side, Side]> {
+/**
+ * Two nodes wired back to back; `wire.down` drops every datagram between them while it is true. rekeyAfterMs may
+ * differ per side ([first, second]).
+ */
+async function makePair(names: [string, string], opts: { rekeyAfterMs?: number | [number, number]; rejectAfterMs?: number; wire?: { down: boolean }; delayMs?: number } = {}): Promise<[Side, Side]> {
   const pair: Side[] = [];
   for (const [i, name] of names.entries()) {
     const { local, certDer } = await pki.identity(name, i + 1);
     pair.push({ name, id: i + 1, vip4: `100.64.0.${i + 1}`, vip6: `fd00::${i + 1}`, ep: { address: `198.18.0.${11 + i}`, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side);
   }
-  for (const me of pair) {
+  for (const [i, me] of pair.entries()) {
     const other = pair.find((s) => s !== me)!;
+    const rekeyAfterMs = Array.isArray(opts.rekeyAfterMs) ? opts.rekeyAfterMs[i] : opts.rekeyAfterMs;
     me.pm = new PeerManager({
       local: () => me.local,
       anchors: () => anchors,
       routes: () => ({ direction: () => direct(me, other), confirm: async () => {} }),
       sink: () => ({
-        send: (d: Buffer) => void (opts.wire?.down || setImmediate(() => other.pm.onDatagram(d, me.ep))),
+        send: (d: Buffer) =>
+          void (opts.wire?.down || (opts.delayMs ? setTimeout(() => other.pm.onDatagram(d, me.ep), opts.delayMs) : setImmediate(() => other.pm.onDatagram(d, me.ep)))),
         install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
         peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
         setEndpoint: (_slot, ep) => void me.moved.push(ep),
       }),
       logger: silentLogger,
-      ...(opts.rekeyAfterMs ? { rekeyAfterMs: opts.rekeyAfterMs } : {}),
+      ...(rekeyAfterMs ? { rekeyAfterMs } : {}),
+      ...(opts.rejectAfterMs ? { rejectAfterMs: opts.rejectAfterMs } : {}),
     });
   }
   return pair as [Side, Side];
@@ -154,6 +160,142 @@ describe('peer manager', () => {
       const ka = a.installed.at(-1)!.keys;
       assert.deepEqual(ka.send, b.installed.at(-1)!.keys.recv, 'both ends hold the new session');
     } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+  /** Waits until `cond` holds (bounded). */
+  const until = async (cond: () => boolean, ms: number): Promise<void> => {
+    for (let i = 0; i < ms / 20 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
+  };
+  const sends = (s: Side): SessionKeys[] => s.installed.filter((x) => !x.receiveOnly).map((x) => x.keys);
+
+  test('the responder end rekeys too (the initiator would not for a minute); both ends then hold its session', async () => {
+    const [a, b] = await makePair(['eps', 'zeta'], { rekeyAfterMs: [60_000, 1000] });
+    try {
+      await a.pm.resolve('zeta.cyphonic.internal');
+      await until(() => a.installed.length > 0 && b.installed.length > 0, 2000);
+      const first = b.installed.at(-1)!.keys;
+      assert.equal(first.initiator, false, 'b answered the first handshake');
+      await until(() => b.pm.counters.get('rekey.ok') > 0, 4000);
+      assert.equal(b.pm.counters.get('rekey.ok'), 1, 'b, the responder of the path, rekeyed');
+      assert.equal(a.pm.counters.get('rekey'), 0);
+      await until(() => a.installed.at(-1)!.keys.recv.equals(b.installed.at(-1)!.keys.send), 1000);
+      const kb = sends(b).at(-1)!;
+      const ka = a.installed.at(-1)!.keys;
+      assert.equal(kb.initiator, true, 'b initiated the new session');
+      assert.equal(ka.initiator, false);
+      assert.deepEqual(ka.recv, kb.send);
+      assert.deepEqual(ka.send, kb.recv);
+      assert.equal(ka.pathId, first.pathId, 'same path, same Tunnel Key');
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+
+  test('both ends rekeying on the same schedule converge on matching sessions (tie-break)', async () => {
+    const [a, b] = await makePair(['eta', 'theta'], { rekeyAfterMs: 1000 });
+    try {
+      await a.pm.resolve('theta.cyphonic.internal');
+      await until(() => a.installed.length > 0 && b.installed.length > 0, 2000);
+      await until(() => a.pm.counters.get('rekey') + b.pm.counters.get('rekey') >= 3, 6000);
+      assert.ok(a.pm.counters.get('rekey') + b.pm.counters.get('rekey') >= 3);
+      await new Promise((r) => setTimeout(r, 300));
+      // Whichever end started each one, the newest session each end installed is the same session.
+      const ka = a.installed.at(-1)!.keys;
+      const kb = b.installed.at(-1)!.keys;
+      assert.deepEqual(ka.send, kb.recv);
+      assert.deepEqual(ka.recv, kb.send);
+      assert.notEqual(ka.initiator, kb.initiator);
+      assert.equal(a.pm.counters.get('rekey.failed') + b.pm.counters.get('rekey.failed'), 0);
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+
+  test('a miss while the active session is past the hard limit starts a new handshake at once; before it, nothing', async () => {
+    const [a, b] = await makePair(['iota', 'kappa'], { rekeyAfterMs: 60_000, rejectAfterMs: 1200 });
+    try {
+      await a.pm.resolve('kappa.cyphonic.internal');
+      await until(() => a.installed.length > 0 && b.installed.length > 0, 2000);
+      const n = a.installed.length;
+      assert.equal(a.installed[0]!.keys.expiresAt, a.installed[0]!.keys.establishedAt + 1200, 'installed with its expiry');
+      a.pm.miss(b.vip4);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(a.installed.length, n, 'a fresh session: a miss is a race with an install, nothing to do');
+      await new Promise((r) => setTimeout(r, 1200));
+      b.pm.miss(a.vip4); // the engine refused b's session: b (the responder) re-handshakes
+      await until(() => a.installed.length > n, 2000);
+      assert.equal(b.pm.counters.get('rekey.expired'), 1);
+      const ka = a.installed.at(-1)!.keys;
+      const kb = sends(b).at(-1)!;
+      assert.deepEqual(ka.recv, kb.send, 'a new session at both ends');
+      assert.ok(kb.expiresAt! > Date.now(), 'not expired');
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+
+  test('paths per peer are bounded: the oldest idle ones are forgotten and counted', async () => {
+    const [a, b] = await makePair(['lambda', 'mu']);
+    try {
+      const select = (a.pm as unknown as { selectRoute(t: object): Promise<unknown> }).selectRoute.bind(a.pm);
+      for (let i = 0; i < 11; i++) {
+        await select({ targetFqdn: 'mu.cyphonic.internal' });
+        await new Promise((r) => setTimeout(r, 30));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(a.pm.counters.get('path.evicted') >= 3, `evicted ${a.pm.counters.get('path.evicted')}`);
+      const paths = (a.pm as unknown as { peers: Map<number, { paths: Map<bigint, unknown> }> }).peers.get(b.id)!.paths;
+      assert.ok(paths.size <= 8);
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+  test('a responder that answered several requests of one handshake counts the earliest answer against the limit', async () => {
+    // 300 ms each way: the initiator retransmits before the first response arrives; the responder answers each.
+    const [a, b] = await makePair(['nu', 'xi'], { rekeyAfterMs: 60_000, rejectAfterMs: 3000, delayMs: 300 });
+    try {
+      await a.pm.resolve('xi.cyphonic.internal');
+      await until(() => b.installed.length >= 3, 3000);
+      assert.ok(b.installed.length >= 3, `b answered ${b.installed.length} requests`);
+      const first = b.installed[0]!.keys.establishedAt;
+      const latest = b.installed.at(-1)!.keys.establishedAt;
+      assert.ok(latest - first >= 400, 'answers of one handshake, spread over the retransmissions');
+      // Past the earliest answer's limit (less the 750 ms margin) but not the latest's: the engine may be sealing
+      // with the earliest (a chose the first response), so a miss now must re-handshake.
+      await new Promise((r) => setTimeout(r, Math.max(0, first + 3000 - 750 + 100 - Date.now())));
+      assert.ok(Date.now() < latest + 3000 - 750, 'still before the latest answer\'s limit');
+      b.pm.miss(a.vip4);
+      assert.equal(b.pm.counters.get('rekey.expired'), 1);
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
+  test('mobility on a path whose handshake was retransmitted: the update opens under the session the initiator chose', async () => {
+    const [a, b] = await makePair(['omicron', 'pi'], { rekeyAfterMs: 60_000, delayMs: 300 });
+    const boxes: { ma?: MobilityManager; mb?: MobilityManager } = {};
+    try {
+      await a.pm.resolve('pi.cyphonic.internal');
+      await until(() => b.installed.length >= 3 && a.installed.length > 0, 3000);
+      await new Promise((r) => setTimeout(r, 700)); // the last answers are in
+      const chosen = a.installed.at(-1)!.keys;
+      assert.ok(!b.installed.at(-1)!.keys.recv.equals(chosen.send), 'a completed with an earlier response than b answered last');
+      const newAddr: Endpoint = { address: '198.18.0.77', port: 30000 };
+      boxes.ma = new MobilityManager({ nodeId: () => a.id, peers: a.pm, send: (m) => setImmediate(() => boxes.mb!.onDatagram(m, newAddr)), localEndpoints: () => [newAddr], logger: silentLogger });
+      boxes.mb = new MobilityManager({ nodeId: () => b.id, peers: b.pm, send: (m) => setImmediate(() => boxes.ma!.onDatagram(m, b.ep)), localEndpoints: () => [b.ep], logger: silentLogger });
+      boxes.ma.moved({ v4: true, v6: false });
+      await until(() => boxes.ma!.counters.get('update.acked') > 0, 1000);
+      assert.equal(boxes.ma.counters.get('update.acked'), 1);
+      assert.equal(b.pm.status()[0]!.endpoint, '198.18.0.77:30000');
+    } finally {
+      boxes.ma?.close();
+      boxes.mb?.close();
       a.pm.close();
       b.pm.close();
     }
