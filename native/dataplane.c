@@ -111,6 +111,10 @@ typedef struct {
   session_t *session;  // sealing with this one (NULL: none, or it expired)
   struct sockaddr_storage to;
   socklen_t tolen;
+  // The peer's virtual addresses (from its certificate-checked Route Direction): the only inner sources we accept
+  // from its paths (cryptokey routing: a peer cannot speak with another node's address).
+  bool has4, has6;
+  uint8_t vip4[4], vip6[16];
 } peer_t;
 
 typedef struct {
@@ -133,7 +137,7 @@ typedef struct {
 typedef struct {
   int slot_width, rx_bytes, tx_bytes, rx_packets, tx_packets;
   int miss, send_err, bad_tag, replayed, too_old, malformed, tun_write_err, keepalive, unknown_path, tso_dropped;
-  int expired, seal_expired, events_dropped, candidates_dropped, queued, queue_dropped;
+  int expired, seal_expired, events_dropped, candidates_dropped, queued, queue_dropped, spoofed;
 } stat_idx_t;
 
 typedef struct {
@@ -712,6 +716,15 @@ static void promote(engine_t *e, int slot) {
   else confirmed(e, slot, p->session);  // an answered session of a new path: send on it now, queue first
 }
 
+// The inner packet's source is one of the virtual addresses of the peer the path belongs to.
+static bool source_is_peer(const engine_t *e, int slot, const uint8_t *pkt, size_t n) {
+  if (slot < 0) return false;
+  const peer_t *p = &e->peers[slot];
+  if (n >= 20 && (pkt[0] >> 4) == 4) return p->has4 && memcmp(pkt + 12, p->vip4, 4) == 0;
+  if (n >= 40 && (pkt[0] >> 4) == 6) return p->has6 && memcmp(pkt + 8, p->vip6, 16) == 0;
+  return false;
+}
+
 static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *meta) {
   if (n >= HDR_LEN && f[1] == TYPE_CAPSULE) {
     path_t *path = path_find(e, get64(f + OFF_ID));
@@ -729,6 +742,10 @@ static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *
     }
     if (r == 0) {
       count(e, e->ix.keepalive, 1);
+      return;
+    }
+    if (!source_is_peer(e, path->slot, at, (size_t)r)) {
+      count(e, e->ix.spoofed, 1);  // authentic capsule, inner source not the peer's: never reaches the TUN
       return;
     }
     e->tptrs[e->nt] = at;
@@ -867,7 +884,7 @@ static int prop_bool(napi_env env, napi_value obj, const char *key, bool *out) {
 //            toMain: Uint8Array(256) }) -> engine handle. statIndex names the shared counters' positions: slotWidth,
 // rxBytes, txBytes, rxPackets, txPackets (per-slot offsets) and the absolute indexes miss, udpSendErrors, badTag,
 // replayed, tooOld, malformed, tunWriteErrors, keepaliveCapsules, unknownPath, tsoDropped, expired, sealExpired,
-// eventsDropped, candidatesDropped, queued, queueDropped. toMain[type] != 0 marks
+// eventsDropped, candidatesDropped, queued, queueDropped, spoofed. toMain[type] != 0 marks
 // the message types handed to the worker as events. The TUN fd must be non-blocking.
 static napi_value dp_create(napi_env env, napi_callback_info info) {
   napi_value argv[1], sv, iv, tv, ext;
@@ -896,7 +913,7 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   static const char *names[] = {"slotWidth", "rxBytes", "txBytes", "rxPackets", "txPackets", "miss", "udpSendErrors",
                                 "badTag", "replayed", "tooOld", "malformed", "tunWriteErrors", "keepaliveCapsules",
                                 "unknownPath", "tsoDropped", "expired", "sealExpired", "eventsDropped",
-                                "candidatesDropped", "queued", "queueDropped"};
+                                "candidatesDropped", "queued", "queueDropped", "spoofed"};
   int64_t idx[sizeof names / sizeof names[0]];
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!prop_int(env, iv, names[i], 0, INT_MAX, &idx[i])) return NULL;
@@ -919,7 +936,7 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   e->ix = (stat_idx_t){(int)idx[0],  (int)idx[1],  (int)idx[2],  (int)idx[3],  (int)idx[4],  (int)idx[5],
                        (int)idx[6],  (int)idx[7],  (int)idx[8],  (int)idx[9],  (int)idx[10], (int)idx[11],
                        (int)idx[12], (int)idx[13], (int)idx[14], (int)idx[15], (int)idx[16], (int)idx[17], (int)idx[18],
-                       (int)idx[19], (int)idx[20]};
+                       (int)idx[19], (int)idx[20], (int)idx[21]};
   e->max_slots = (int)slots;
   e->pkt_slot = e->mtu + 64;
   e->read_slot = vnet ? VNET_SLOT : e->pkt_slot;
@@ -1060,6 +1077,15 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
     return NULL;
   }
   path->slot = (int)slot;
+  peer_t *pv = &e->peers[slot];
+  if (v4) {
+    memcpy(pv->vip4, v4, 4);
+    pv->has4 = true;
+  }
+  if (v6) {
+    memcpy(pv->vip6, v6, 16);
+    pv->has6 = true;
+  }
   if (initiator || path->current == NULL) {
     session_unref(path->previous);
     path->previous = path->current;

@@ -126,7 +126,8 @@ export interface DataPlaneEngineInit {
     | 'eventsDropped'
     | 'candidatesDropped'
     | 'queued'
-    | 'queueDropped',
+    | 'queueDropped'
+    | 'spoofed',
     number
   >;
   /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */

@@ -163,6 +163,36 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.equal(p.code, 0, 'traffic still flows');
   });
 
+  test('a peer with a valid tunnel cannot speak with another node\'s virtual address (IPv4 and IPv6): dropped and counted', async () => {
+    // alpha (an insider with a working tunnel to beta) writes packets "from" gamma into its own TUN with a raw socket;
+    // its engine seals them like any packet, and beta's engine must refuse them after decryption.
+    const g = await gamma.status();
+    const ping4 = await alpha.host.exec('ping', ['-c', '1', '-W', '2', b.vip4]);
+    assert.equal(ping4.code, 0, 'the alpha-beta tunnel is up');
+    await alpha.host.exec('ping', ['-6', '-c', '1', '-W', '2', b.vip6]);
+    const before = (await beta.status()).counters['data.spoofed'] ?? 0;
+    const script = [
+      'import socket,struct,sys',
+      's4,d4,s6,d6=sys.argv[1:5]',
+      'udp=struct.pack("!HHHH",40000,9,8+5,0)+b"spoof"',
+      'ip4=struct.pack("!BBHHHBBH4s4s",0x45,0,20+len(udp),0,0x4000,64,17,0,socket.inet_aton(s4),socket.inet_aton(d4))+udp',
+      'r4=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)',
+      'ip6=struct.pack("!IHBB16s16s",6<<28,len(udp),17,64,socket.inet_pton(socket.AF_INET6,s6),socket.inet_pton(socket.AF_INET6,d6))+udp',
+      'r6=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_RAW)',
+      'for _ in range(3):',
+      '  r4.sendto(ip4,(d4,0))',
+      '  r6.sendto(ip6,(d6,0))',
+    ].join('\n');
+    await alpha.host.run('python3', ['-c', script, g.vip4!, b.vip4, g.vip6!, b.vip6]);
+    let now = before;
+    await waitFor('spoofed capsules counted at beta', async () => {
+      now = (await beta.status()).counters['data.spoofed'] ?? 0;
+      return now - before >= 6;
+    }, 5000).catch((err: Error) => assert.fail(`${err.message}: data.spoofed went ${before} → ${now}`));
+    const p = await alpha.host.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', b.vip4]);
+    assert.equal(p.code, 0, 'alpha\'s own packets still pass');
+  });
+
   test('after kill -9 a node tunnels again from its saved state; rekeying every 2 s drops no packet', async () => {
     await alpha.kill9();
     alpha.start(undefined, ['--rekey-after', '2']);

@@ -36,8 +36,10 @@ export const GLOBAL = {
   queued: 16,
   /** Held packets dropped because the engine's queue was full (the oldest go). */
   queueDropped: 17,
+  /** Capsules that opened but whose inner source is not a virtual address of the path's peer (dropped). */
+  spoofed: 18,
 } as const;
-const GLOBAL_COUNT = 18;
+const GLOBAL_COUNT = 19;
 
 /** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
 export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
@@ -64,6 +66,7 @@ export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
     candidatesDropped: g(GLOBAL.candidatesDropped),
     queued: g(GLOBAL.queued),
     queueDropped: g(GLOBAL.queueDropped),
+    spoofed: g(GLOBAL.spoofed),
   };
 }
 

@@ -27,9 +27,11 @@ function sessions(pathId: bigint, engineInitiator = true): { engine: { pathId: b
   };
 }
 
+/** An IPv4 packet between 10.99.0.1 (the engine's node) and 10.99.0.2 (its peer), to `dst` from the other one. */
 function ipv4(dst: number[], bytes = 60, fill = 7): Buffer {
   const p = Buffer.alloc(bytes, fill);
   p[0] = 0x45;
+  Buffer.from([dst[0]!, dst[1]!, dst[2]!, dst[3] === 1 ? 2 : 1]).copy(p, 12);
   Buffer.from(dst).copy(p, 16);
   return p;
 }
@@ -324,7 +326,7 @@ test('the path table forgets paths whose sessions all expired and still finds ev
       const id = 0x7000_0000_0000_0000n + BigInt(i) * 0x1_0001n;
       const s = sessions(id, true);
       const short = i % 2 === 0;
-      rig.install(0, s.engine, { receiveOnly: true, sealForMs: short ? 0 : 60_000, openForMs: short ? 20 : 65_000 });
+      rig.install(0, s.engine, { receiveOnly: true, vip4: [10, 99, 0, 2], sealForMs: short ? 0 : 60_000, openForMs: short ? 20 : 65_000 });
       (short ? gone : keep).push({ id, peer: s.peer });
     }
     await new Promise((r) => setTimeout(r, 60));

@@ -104,6 +104,7 @@ describe('peer manager over native engines, handshake round trip 600 ms', { skip
     for (let i = 0; i < count; i++) {
       const pkt = Buffer.alloc(80, i);
       pkt[0] = 0x45;
+      Buffer.from(from.vip4).copy(pkt, 12);
       Buffer.from(to.vip4).copy(pkt, 16);
       from.rig.toTun(pkt);
       from.rig.poll();

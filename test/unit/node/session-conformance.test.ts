@@ -14,7 +14,7 @@ import { MAX_PENDING_REQUESTS } from '../../../src/crypto/handshake.js';
 import { HEADER_LEN } from '../../../src/protocol/constants.js';
 import { native, Rig, type EngineKeys } from './engine-rig.js';
 
-type Reason = DropReason | 'unknownPath';
+type Reason = DropReason | 'unknownPath' | 'spoofed';
 interface InstallOpts {
   receiveOnly?: boolean;
   sealForMs?: number;
@@ -47,7 +47,7 @@ const DEFAULT_SEAL_MS = 60_000;
 /** The engine's queue (native/dataplane.c QUEUE_PACKETS, QUEUE_WAIT_MS). */
 const QUEUE_PACKETS = 256;
 const QUEUE_WAIT_MS = 1000;
-const REASONS = ['badTag', 'replayed', 'tooOld', 'expired', 'malformed', 'unknownPath'] as const;
+const REASONS = ['badTag', 'replayed', 'tooOld', 'expired', 'malformed', 'unknownPath', 'spoofed'] as const;
 
 function engineImpl(): Impl {
   const rig = new Rig();
@@ -180,6 +180,8 @@ class Reference implements Impl {
           this.confirmed.add(s);
           if (this.sending === s) this.outbox.push(...this.flush());
         }
+        // Cryptokey routing: an authentic capsule whose inner source is not the peer's virtual address is dropped.
+        if (r.length > 0 && !(r.length >= 20 && r[0]! >> 4 === 4 && r.subarray(12, 16).equals(Buffer.from(VIP)))) return 'spoofed';
         return r;
       }
       if (r === 'malformed' || r === 'wrongPath') return 'malformed';
@@ -232,9 +234,12 @@ function session(pathId: bigint, nodeInitiates: boolean): { node: EngineKeys; pe
   };
 }
 
+/** An IPv4 packet between the node and the peer (source and destination: the peer's virtual address, the one the
+ *  source check accepts from the peer; the engine routes sends by the destination). */
 function ipv4(fill: number, bytes = 64): Buffer {
   const p = Buffer.alloc(bytes, fill);
   p[0] = 0x45;
+  Buffer.from(VIP).copy(p, 12);
   Buffer.from(VIP).copy(p, 16);
   return p;
 }
@@ -467,6 +472,24 @@ for (const [name, make] of IMPLS) {
         await sleep(QUEUE_WAIT_MS + 100);
         assert.deepEqual(peerOpens(s.peer, n.send(ipv4(2))), ipv4(2));
         assert.deepEqual(n.outbox.splice(0).map((f) => peerOpens(s.peer, f)), [ipv4(1)], 'the queued packet went first');
+      } finally {
+        n.close();
+      }
+    });
+
+    test('cryptokey routing: an authentic capsule whose inner source is another address is dropped (spoofed), IPv4 and IPv6', () => {
+      const n = make();
+      try {
+        const s = session(P, true);
+        n.install(s.node);
+        const forged = ipv4(7);
+        Buffer.from([10, 99, 0, 3]).copy(forged, 12); // another node's virtual address
+        assert.equal(n.receive(s.peer.seal(forged)), 'spoofed');
+        const v6 = Buffer.alloc(80, 8);
+        v6[0] = 0x60; // the peer has no IPv6 address on this slot: nothing IPv6 can be its
+        assert.equal(n.receive(s.peer.seal(v6)), 'spoofed');
+        assert.equal(n.receive(s.peer.seal(Buffer.from([0x00, 1, 2, 3]))), 'spoofed', 'not IP at all');
+        assert.deepEqual(n.receive(s.peer.seal(ipv4(9))), ipv4(9), 'the peer\'s own packets still pass');
       } finally {
         n.close();
       }
