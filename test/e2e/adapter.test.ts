@@ -281,6 +281,19 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     await waitFor('alpha pings g3', () => alpha.host.exec('ping', ['-6', '-c', '1', '-W', '2', gen['g3']!.vip6!]).then((r) => r.code === 0), 20_000, 500);
   });
 
+  test('a peer with a valid tunnel to a general node cannot speak with another node\'s address: dropped at the adapter', async () => {
+    // alpha has tunnels to g1 (previous test); it forges packets "from" g2 into its TUN. g1's engine at the adapter
+    // opens them (valid session) and must refuse them: the device never sees them.
+    const before = (await status()).generalNodes.find((g) => g.name === 'g1')!.counters['data.spoofed'] ?? 0;
+    await alpha.host.run('python3', [join(REPO, 'test', 'e2e', 'tools', 'spoof.py'), gen['g2']!.vip4!, gen['g1']!.vip4!, gen['g2']!.vip6!, gen['g1']!.vip6!, '3']);
+    let now = before;
+    await waitFor('spoofed capsules counted for g1', async () => {
+      now = (await status()).generalNodes.find((g) => g.name === 'g1')!.counters['data.spoofed'] ?? 0;
+      return now - before >= 6;
+    }, 5000).catch((err: Error) => assert.fail(`${err.message}: g1 data.spoofed ${before} → ${now}`));
+    assert.match(await alpha.host.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/, 'alpha\'s own packets still pass');
+  });
+
   test('100 MB over TCP from the general node to the cyphonic node arrive intact (sha256)', async () => {
     const server = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', a.vip4, '5001'], { timeoutMs: 240_000 });
     await new Promise((r) => setTimeout(r, 500));

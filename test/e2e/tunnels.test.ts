@@ -171,19 +171,7 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.equal(ping4.code, 0, 'the alpha-beta tunnel is up');
     await alpha.host.exec('ping', ['-6', '-c', '1', '-W', '2', b.vip6]);
     const before = (await beta.status()).counters['data.spoofed'] ?? 0;
-    const script = [
-      'import socket,struct,sys',
-      's4,d4,s6,d6=sys.argv[1:5]',
-      'udp=struct.pack("!HHHH",40000,9,8+5,0)+b"spoof"',
-      'ip4=struct.pack("!BBHHHBBH4s4s",0x45,0,20+len(udp),0,0x4000,64,17,0,socket.inet_aton(s4),socket.inet_aton(d4))+udp',
-      'r4=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)',
-      'ip6=struct.pack("!IHBB16s16s",6<<28,len(udp),17,64,socket.inet_pton(socket.AF_INET6,s6),socket.inet_pton(socket.AF_INET6,d6))+udp',
-      'r6=socket.socket(socket.AF_INET6,socket.SOCK_RAW,socket.IPPROTO_RAW)',
-      'for _ in range(3):',
-      '  r4.sendto(ip4,(d4,0))',
-      '  r6.sendto(ip6,(d6,0))',
-    ].join('\n');
-    await alpha.host.run('python3', ['-c', script, g.vip4!, b.vip4, g.vip6!, b.vip6]);
+    await alpha.host.run('python3', [join(REPO, 'test', 'e2e', 'tools', 'spoof.py'), g.vip4!, b.vip4, g.vip6!, b.vip6, '3']);
     let now = before;
     await waitFor('spoofed capsules counted at beta', async () => {
       now = (await beta.status()).counters['data.spoofed'] ?? 0;
