@@ -9,6 +9,19 @@ function overview(): string {
   return ['usage: cyphonic <command> [options]   (cyphonic <command> --help for its options)', '', 'commands:', ...commands.map((c) => `  ${c.name.padEnd(14)} ${c.summary}`)].join('\n');
 }
 
+/** Long-running commands: a stray rejected promise is logged and the daemon keeps serving. */
+const DAEMONS = new Set(['node up', 'adapter up', 'cloud start']);
+
+/**
+ * Safety net for the daemons: every handler catches its own errors, but one that slips through (an input nobody
+ * thought of) must cost a log line, not the process and everyone it serves.
+ */
+function keepServing(): void {
+  process.on('unhandledRejection', (err) => {
+    process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level: 'error', msg: 'unhandled rejection (kept serving)', err: describeError(err) }) + '\n');
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   const words = argv.filter((a) => !a.startsWith('-'));
   const cmd = commands.find((c) => {
@@ -20,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
     (asked ? process.stdout : process.stderr).write(overview() + '\n');
     return asked ? 0 : 2;
   }
+  if (DAEMONS.has(cmd.name)) keepServing();
   try {
     const { opts, positionals, help } = parseCommand(cmd, argv.slice(cmd.name.split(' ').length));
     if (help) {

@@ -253,8 +253,13 @@ class DgramPort implements DatagramPort {
     return this.sock.address().port;
   }
 
+  /** Never throws (a bad port or address from a peer's message must not escape into a handler). */
   send(datagram: Buffer, to: Endpoint): void {
-    this.sock.send(datagram, to.port, this.dualStack ? mapForDualStack(to.address) : to.address);
+    try {
+      this.sock.send(datagram, to.port, this.dualStack ? mapForDualStack(to.address) : to.address);
+    } catch {
+      /* counted by the caller's protocol (retransmission), never fatal */
+    }
   }
 
   close(): Promise<void> {

@@ -312,6 +312,8 @@ export class NodeLifecycle {
   }
 
   private onDatagram(msg: Buffer, from: Endpoint): void {
+    // Port 0 can never be answered (a send to it throws in Node): dropped before any work, for every message type.
+    if (from.port === 0) return this.client?.counters.inc('refused.port0');
     if (this.client?.handleDatagram(msg)) return;
     if (this.relay?.onDatagram(msg, from)) return;
     if (this.mobility?.onDatagram(msg, from)) return;

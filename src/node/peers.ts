@@ -9,6 +9,7 @@ import { SeqCounter } from '../channel/sequence.js';
 import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
+import { Budgets } from '../util/budget.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
@@ -35,6 +36,16 @@ const RETRANSMIT_SPAN_MS = Math.max(...[TUNNEL_RETRANSMIT_MS, PUNCH_RETRANSMIT_M
 const MAX_INFLIGHT_ROUTES = 256;
 /** Tunable: paths remembered per peer; the oldest one that carries nothing is forgotten (path.evicted). */
 const MAX_PATHS_PER_PEER = 8;
+/**
+ * Tunable: TunnelRequests one path may have verified and answered per second (burst). An initiator sends at most
+ * MAX_PENDING_REQUESTS per attempt and rekeys every few minutes; a peer flooding its path is cut off here, before the
+ * signature check and X25519 work, and costs other peers nothing (`handshake.rate-limited`).
+ */
+const HANDSHAKE_RATE = { perSec: 5, burst: 20 } as const;
+/** Tunable: paths with a handshake budget tracked at once (bounded memory). */
+const HANDSHAKE_BUDGET_PATHS = 8192;
+/** Tunable: accepted requests remembered per path (a handful per rekey fits; each path has its own floor). */
+const PATH_REPLAY_ENTRIES = 64;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
 const MAX_PROBE_ENDPOINTS = 4;
 /** Tunable: a relayed path that replaced a failed punch tries the punch again after this long, then twice as long… */
@@ -178,7 +189,8 @@ export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
-  private readonly replay = new HandshakeReplayCache(undefined, undefined, () => this.counters.inc('handshake.replay-evicted'));
+  /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
+  private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
   private nextSlot = 0;
@@ -191,6 +203,12 @@ export class PeerManager implements PeerDirectory {
     this.rekeyTimer.unref();
     this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
     this.watchTimer.unref();
+  }
+
+  /** A handshake follow-up failed (an install or a send that threw): counted and logged, never unhandled. */
+  private failed(what: string, err: unknown): void {
+    this.counters.inc(`handshake.${what}-failed`);
+    this.c.logger.warn(`tunnel handshake ${what} failed`, { err: describeError(err) });
   }
 
   close(): void {
@@ -397,6 +415,10 @@ export class PeerManager implements PeerDirectory {
     const { peer, path } = entry;
     try {
       if (f.header.type === MessageType.TunnelRequest) {
+        if (!this.handshakeBudget.take(path.id, Date.now())) {
+          this.counters.inc('handshake.rate-limited');
+          return true;
+        }
         const answered = path.hs.onRequest(msg, this.seq.next());
         if (!answered) {
           // Our own simultaneous request wins: send it where theirs came from too (their NAT's mapping toward us).
@@ -404,10 +426,12 @@ export class PeerManager implements PeerDirectory {
           return true;
         }
         // Answer only once our data plane can open the initiator's first capsule.
-        void this.established(peer, path, answered.keys, from).then(() => this.c.sink()?.send(answered.response, from));
+        this.established(peer, path, answered.keys, from)
+          .then(() => this.c.sink()?.send(answered.response, from))
+          .catch((err: unknown) => this.failed('answer', err));
       } else {
         const keys = path.hs.onResponse(msg);
-        if (keys) void this.established(peer, path, keys, from);
+        if (keys) this.established(peer, path, keys, from).catch((err: unknown) => this.failed('establish', err));
       }
     } catch (err) {
       this.counters.inc('handshake.refused');
@@ -483,7 +507,10 @@ export class PeerManager implements PeerDirectory {
   private addPath(peer: Peer, rd: RouteDirection): Path {
     const existing = peer.paths.get(rd.pathId);
     if (existing) return existing;
-    const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, this.replay);
+    // A replay cache of its own per path: a peer flooding its path (even with timestamps far ahead) raises only that
+    // path's floor, never another peer's.
+    const replay = new HandshakeReplayCache(PATH_REPLAY_ENTRIES, undefined, () => this.counters.inc('handshake.replay-evicted'));
+    const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, replay);
     const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [] };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });

@@ -181,6 +181,14 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.equal(p.code, 0, 'alpha\'s own packets still pass');
   });
 
+  test('datagrams from UDP source port 0 at a node\'s port are dropped and counted; the node keeps serving', async () => {
+    const before = (await beta.status()).counters['refused.port0'] ?? 0;
+    // TunnelRequest- and Nack-shaped frames: types the engine hands to the main thread, where a reply would throw.
+    for (const type of ['48', '127']) await alpha.host.run('python3', [join(REPO, 'test', 'e2e', 'tools', 'port0.py'), alpha.host.addr4!, beta.host.addr4!, '30000', type, '5']);
+    await waitFor('port-0 datagrams counted at beta', async () => ((await beta.status()).counters['refused.port0'] ?? 0) - before >= 10, 5000);
+    assert.equal((await alpha.host.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', b.vip4])).code, 0, 'beta still serves');
+  });
+
   test('after kill -9 a node tunnels again from its saved state; rekeying every 2 s drops no packet', async () => {
     await alpha.kill9();
     alpha.start(undefined, ['--rekey-after', '2']);

@@ -191,11 +191,19 @@ export class DataPlane implements DatagramPort {
     return this.device.name;
   }
 
+  /** Never throws: a bad endpoint (from a peer's message) or a refused send is counted (`sendErrors`). */
   send(datagram: Buffer, to: Endpoint): void {
     if (this.closed) return;
-    const e = wireEndpoint(to, this.dualStack);
-    this.native.udpSend(this.udpFd, datagram, 0, datagram.length, e.addr, e.port);
+    try {
+      const e = wireEndpoint(to, this.dualStack);
+      if (this.native.udpSend(this.udpFd, datagram, 0, datagram.length, e.addr, e.port) < 0) this.sendErrors++;
+    } catch {
+      this.sendErrors++;
+    }
   }
+
+  /** Signaling and handshake sends the kernel refused (or whose endpoint was unusable). */
+  sendErrors = 0;
 
   /**
    * Installs (or replaces after a rekey) the session used to reach a peer: the worker puts it in its receive path,

@@ -4,7 +4,7 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { LocalIdentity, SessionKeys, TrustAnchors } from '../../../src/crypto/handshake.js';
+import { HandshakeInitiator, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../../../src/crypto/handshake.js';
 import { createTestPki, type TestPki } from './pki-fixture.js';
 import { PathType } from '../../../src/protocol/constants.js';
 import type { Endpoint } from '../../../src/protocol/endpoint.js';
@@ -298,6 +298,50 @@ describe('peer manager', () => {
       boxes.mb?.close();
       a.pm.close();
       b.pm.close();
+    }
+  });
+
+  test('a handshake flood from one peer (timestamps far ahead) does not stop another peer\'s tunnel setup', async () => {
+    // victim answers; mallory holds a valid path (and its tunnel key) and floods valid TunnelRequests dated 110 s
+    // ahead; honest then sets up its own first tunnel with victim. With one replay cache per node (old code) the
+    // flood pushed its floor past honest's timestamps and every request of honest was refused as a replay.
+    const ids = { victim: 31, mallory: 32, honest: 33 } as const;
+    const mk = async (name: keyof typeof ids): Promise<Side> => {
+      const { local, certDer } = await pki.identity(name, ids[name]);
+      return { name, id: ids[name], vip4: `100.64.1.${ids[name]}`, vip6: `fd00::1:${ids[name]}`, ep: { address: `198.18.1.${ids[name]}`, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side;
+    };
+    const [victim, mallory, honest] = [await mk('victim'), await mk('mallory'), await mk('honest')];
+    const all = [victim, mallory, honest];
+    const byEp = (ep: Endpoint): Side | undefined => all.find((x) => x.ep.address === ep.address);
+    for (const me of [victim, honest]) {
+      me.pm = new PeerManager({
+        local: () => me.local,
+        anchors: () => anchors,
+        routes: () => ({ direction: () => direct(me, victim), confirm: async () => {} }),
+        sink: () => ({
+          send: (d: Buffer, to: Endpoint) => void setImmediate(() => byEp(to)?.pm?.onDatagram(d, me.ep)),
+          install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
+          peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
+        }),
+        logger: silentLogger,
+      });
+    }
+    try {
+      // mallory's path to victim, as the NMS would push it to victim.
+      const rd = await direct(mallory, victim);
+      const flood = new HandshakeInitiator(mallory.local, { ...anchors, now: () => Date.now() + 110_000 }, { pathId: rd.pathId, tunnelKey: rd.tunnelKey }, { nodeId: victim.id, name: victim.name });
+      for (let i = 0; i < 4200; i++) {
+        victim.pm.onDatagram(flood.request(BigInt(i + 1), i + 1), mallory.ep);
+        if (i % 200 === 0) await new Promise((r) => setImmediate(r));
+      }
+      assert.ok(victim.pm.counters.get('handshake.rate-limited') > 4000, `rate-limited: ${victim.pm.counters.get('handshake.rate-limited')}`);
+      // honest's first tunnel to victim.
+      await honest.pm.resolve('victim.cyphonic.internal');
+      for (let i = 0; i < 300 && honest.pm.status()[0]?.state !== 'established'; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(honest.pm.status()[0]?.state, 'established', JSON.stringify(victim.pm.counters.toJSON()));
+    } finally {
+      victim.pm.close();
+      honest.pm.close();
     }
   });
 });
