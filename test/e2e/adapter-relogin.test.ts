@@ -20,9 +20,9 @@ import { Lan } from '../harness/lan.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { controlGet } from '../../src/util/control.js';
 import type { AdapterStatus, GeneralNodeView } from '../../src/adapter/daemon.js';
+import { e2eSkip } from '../harness/requires.js';
 
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : !have('nft') ? 'needs nft (scripts/setup.sh)' : false;
+const skip = e2eSkip('nft');
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const MAC = '02:c0:ff:ee:01:01';
 const CUT = 'cyp_nms_cut';

@@ -28,10 +28,9 @@ import { formatIp6 } from '../../src/protocol/ip.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { controlGet } from '../../src/util/control.js';
 import type { AdapterStatus } from '../../src/adapter/daemon.js';
+import { e2eSkip } from '../harness/requires.js';
 
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
-const missing = ['dhclient', 'dhcpcd', 'dig', 'nft'].filter((c) => !have(c));
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : missing.length ? `needs ${missing.join(', ')} (scripts/setup.sh)` : false;
+const skip = e2eSkip('dhclient', 'dhcpcd', 'dig', 'nft');
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const DOMAIN = 'cyphonic.internal';
 

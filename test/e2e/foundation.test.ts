@@ -14,8 +14,9 @@ import { CloudProc, cyphonic, exitCode, NodeProc, waitFor, workDir, REPO } from 
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { decodeToken, encodeToken } from '../../src/config/token.js';
 import { contains } from '../../src/net/addr/cidr.js';
+import { e2eSkip } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+const skip = e2eSkip();
 const HOSTILE = join(REPO, 'dist', 'test', 'e2e', 'tools', 'hostile.js');
 
 describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { skip, timeout: 300_000 }, () => {

@@ -11,8 +11,9 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CLI, CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Site } from '../harness/netns/index.js';
+import { e2eSkip } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+const skip = e2eSkip();
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

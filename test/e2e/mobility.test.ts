@@ -12,14 +12,13 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host, type Site } from '../harness/netns/index.js';
+import { e2eSkip, needs } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+const skip = e2eSkip();
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 /** "The same End Key session" is part of what is checked: no test may run past the first rekey. */
 const NODE_ARGS: string[] = []; // the default rekey (120 s) is later than the moves test ends
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -65,7 +64,7 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     work?.remove();
   });
 
-  test('global v4 → NAPT → IPv6-only → dual-stack → back: the TCP transfer survives every move on the same session, data intact; ping answered', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
+  test('global v4 → NAPT → IPv6-only → dual-stack → back: the TCP transfer survives every move on the same session, data intact; ping answered', { skip: needs('tcpdump') }, async () => {
     const cap = tb.inet.spawn('tcpdump', ['-i', 'br0', '-n', '-U', '--immediate-mode', '-s', '300', '-w', pcap, 'udp port 30000'], { logFile: join(work.dir, 'tcpdump.log') });
     await sleep(800);
     const before = (await peerOf(beta, 'alpha'))!;

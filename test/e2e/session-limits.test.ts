@@ -12,14 +12,13 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CloudProc, NodeProc, REPO, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed } from '../harness/netns/index.js';
+import { e2eSkip, needs } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+const skip = e2eSkip();
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 const LIMIT_S = 3;
 
 describe('session age limit: refused at the limit and replaced without loss (netns)', { skip, timeout: 300_000 }, () => {
@@ -70,7 +69,7 @@ describe('session age limit: refused at the limit and replaced without loss (net
     t.diagnostic(`deltas (alpha+beta): ${JSON.stringify(Object.fromEntries(keys.map((k) => [k, delta(k)])))}`);
   });
 
-  test('a capsule captured under an old session and replayed after the limit is dropped and counted', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
+  test('a capsule captured under an old session and replayed after the limit is dropped and counted', { skip: needs('tcpdump') }, async () => {
     const pcap = join(work.dir, 'old-session.pcap');
     const cap = tb.inet.spawn('tcpdump', ['-i', 'br0', '-n', '-U', '--immediate-mode', '-w', pcap, 'udp port 30000'], { logFile: join(work.dir, 'tcpdump.log') });
     await new Promise((r) => setTimeout(r, 1000));

@@ -9,14 +9,13 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CloudProc, cyphonic, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
+import { e2eSkip, needs } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+const skip = e2eSkip();
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 
 
 describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)', { skip, timeout: 400_000 }, () => {
@@ -62,7 +61,7 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.match(addrs, new RegExp(`inet6 ${a.vip6}/`));
   });
 
-  test('dig at each resolver returns the other node\'s virtual addresses; unknown names are NXDOMAIN', { skip: !have('dig') && 'dig not installed' }, async () => {
+  test('dig at each resolver returns the other node\'s virtual addresses; unknown names are NXDOMAIN', { skip: needs('dig') }, async () => {
     const dig = (h: Host, server: string, name: string, type: string): Promise<string> =>
       h.run('dig', [`@${server}`, name, type, '+short', '+tries=1', '+time=3']).then((s) => s.trim());
     assert.equal(await dig(alpha.host, a.dns!, 'beta.cyphonic.internal', 'A'), b.vip4);
@@ -92,7 +91,7 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.ok(peer.lastHandshake && !Number.isNaN(Date.parse(peer.lastHandshake)));
   });
 
-  test('100 MB over TCP arrive intact (checksum at the far end), and the wire never shows the plaintext', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
+  test('100 MB over TCP arrive intact (checksum at the far end), and the wire never shows the plaintext', { skip: needs('tcpdump') }, async () => {
     const pcap = join(work.dir, 'wire.pcap');
     const cap = tb.inet.spawn('tcpdump', ['-i', 'br0', '-n', '-U', '--immediate-mode', '-s', '200', '-w', pcap, 'udp port 30000'], { logFile: join(work.dir, 'tcpdump.log') });
     await new Promise((r) => setTimeout(r, 1000));
@@ -132,7 +131,7 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     await transfer(gamma, alpha, sa.vip4!, '5003');
   });
 
-  test('replayed and tampered capsules and garbage datagrams are dropped and counted', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
+  test('replayed and tampered capsules and garbage datagrams are dropped and counted', { skip: needs('tcpdump') }, async () => {
     const pcap = join(work.dir, 'replay.pcap');
     const cap = tb.inet.spawn('tcpdump', ['-i', 'br0', '-n', '-U', '--immediate-mode', '-w', pcap, 'udp port 30000'], { logFile: join(work.dir, 'tcpdump2.log') });
     await new Promise((r) => setTimeout(r, 1000));
