@@ -24,7 +24,7 @@ export default tseslint.config(
     },
   },
   // Imports flow one way: protocol, crypto -> net -> node / adapter / cloud -> cli.
-  layer(['src/protocol/**', 'src/crypto/**', 'src/util/**'], ['**/net/**', '**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'protocol/crypto/util are the bottom layer'),
+  layer(['src/protocol/**', 'src/crypto/**', 'src/util/**', 'src/native/**'], ['**/net/**', '**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'protocol/crypto/util/native are the bottom layer'),
   layer(['src/net/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/adapter/**', '**/store/**'], 'net must not depend on daemons'),
   layer(['src/node/**'], ['**/cloud/**', '**/cli/**', '**/store/**'], 'node and cloud share only protocol, channel and crypto'),
   layer(['src/channel/**', 'src/config/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'channel/config sit below the daemons'),

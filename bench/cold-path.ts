@@ -7,7 +7,8 @@
 
 import { randomBytes } from 'node:crypto';
 import { DataSession } from '../src/crypto/data-session.js';
-import { FastAeadKey, loadNativeAddon } from '../src/crypto/fast-aead.js';
+import { FastAeadKey } from '../src/crypto/fast-aead.js';
+import { loadNativeAddon } from '../src/native/addon.js';
 import { median } from './lib/measure.js';
 
 function main(): void {

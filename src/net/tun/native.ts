@@ -1,9 +1,9 @@
 // Access to the native addon (native/cyphonic_native.c) for the TUN code: availability check with a reason,
-// and a getter that throws a typed TunError instead of returning null. The loader itself lives in crypto/fast-aead.ts.
-import { loadNativeAddon, nativeLoadError, type NativeAddon } from '../../crypto/fast-aead.js';
+// and a getter that throws a typed TunError instead of returning null. The loader itself lives in native/addon.ts.
+import { loadNativeAddon, nativeLoadError, type NativeAddon } from '../../native/addon.js';
 import { TunError } from './tun.js';
 
-export type { NativeAddon } from '../../crypto/fast-aead.js';
+export type { NativeAddon } from '../../native/addon.js';
 
 /** True if cyphonic_native.node is built and loads in this thread. */
 export function nativeAvailable(): boolean {

@@ -12,7 +12,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import type { SessionKeys } from '../../crypto/handshake.js';
-import { loadNativeAddon, nativeLoadError, type NativeAddon } from '../../crypto/fast-aead.js';
+import { loadNativeAddon, nativeLoadError, type NativeAddon } from '../../native/addon.js';
 import { openLinuxTun, type LinuxTun } from '../../net/tun/linux.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
 import { formatIp, parseIp } from '../../protocol/ip.js';

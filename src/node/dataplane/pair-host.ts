@@ -10,7 +10,7 @@
 // Writes never block the main thread: the socket is non-blocking and a full queue drops the packet (counted, as
 // a full TUN queue would).
 
-import type { NativeAddon } from '../../crypto/fast-aead.js';
+import type { NativeAddon } from '../../native/addon.js';
 import { ReaderThread } from '../../util/reader-thread.js';
 
 export interface PairReaderInit {

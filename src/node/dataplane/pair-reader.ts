@@ -3,7 +3,7 @@
 // Stops when the shared flag is set.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadNativeAddon } from '../../crypto/fast-aead.js';
+import { loadNativeAddon } from '../../native/addon.js';
 import type { PairReaderInit } from './pair-host.js';
 
 const BATCH = 64;

@@ -2,7 +2,7 @@
 // SharedArrayBuffer, per-peer slots then global drop counters. The native engine adds to them in place
 // (engineStatIndex says where); the main thread only reads.
 
-import type { DataPlaneEngineInit } from '../../crypto/fast-aead.js';
+import type { DataPlaneEngineInit } from '../../native/addon.js';
 
 /** Tunable: peers one node can hold tunnels to at once (slots in the shared table). */
 export const MAX_PEER_SLOTS = 1024;

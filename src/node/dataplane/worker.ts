@@ -35,7 +35,7 @@
 // a new session within microseconds, busy or idle.
 
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { loadNativeAddon } from '../../crypto/fast-aead.js';
+import { loadNativeAddon } from '../../native/addon.js';
 import { installLimits } from '../../crypto/data-session.js';
 import type { SessionKeys } from '../../crypto/handshake.js';
 import { MessageType } from '../../protocol/constants.js';

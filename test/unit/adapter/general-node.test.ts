@@ -17,7 +17,7 @@ import { createEnrollment, initCloud, openCloudStore, startCloud } from '../../.
 import { addGeneralNode } from '../../../src/cloud/general-nodes.js';
 import { loadCloudConfig } from '../../../src/config/cloud.js';
 import { decodeToken } from '../../../src/config/token.js';
-import { loadNativeAddon } from '../../../src/crypto/fast-aead.js';
+import { loadNativeAddon } from '../../../src/native/addon.js';
 import { createCsr, generateKeyPair, toPem } from '../../../src/crypto/index.js';
 import { enroll } from '../../../src/node/as-client.js';
 import { createLogger, silentLogger } from '../../../src/util/log.js';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { buildUdp, decodeIp, decodeUdp } from '../../../src/adapter/lan/ip.js';
-import { loadNativeAddon } from '../../../src/crypto/fast-aead.js';
+import { loadNativeAddon } from '../../../src/native/addon.js';
 import type { SessionKeys } from '../../../src/crypto/handshake.js';
 import { DataPlane } from '../../../src/node/dataplane/dataplane.js';
 import { silentLogger } from '../../../src/util/log.js';

@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomInt } from 'node:crypto';
 import { AEAD_TAG_LEN, AeadKey, nonceFromSeq } from '../../../src/crypto/aead.js';
-import { FAST_AEAD_NATIVE, FastAeadKey, loadNativeAddon, nativeLoadError } from '../../../src/crypto/fast-aead.js';
+import { FAST_AEAD_NATIVE, FastAeadKey } from '../../../src/crypto/fast-aead.js';
+import { loadNativeAddon, nativeLoadError } from '../../../src/native/addon.js';
 import { CryptoError } from '../../../src/util/errors.js';
 
 const isCode = (code: string) => (err: unknown) => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadNativeAddon } from '../../../src/crypto/fast-aead.js';
+import { loadNativeAddon } from '../../../src/native/addon.js';
 import { prng } from '../../harness/prng.js';
 
 const native = loadNativeAddon();

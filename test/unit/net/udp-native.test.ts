@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadNativeAddon } from '../../../src/crypto/fast-aead.js';
+import { loadNativeAddon } from '../../../src/native/addon.js';
 
 const native = loadNativeAddon();
 const skip = native ? false : 'native addon not built';

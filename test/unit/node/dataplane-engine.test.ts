@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { DataSession } from '../../../src/crypto/data-session.js';
 import { MAX_PENDING_REQUESTS } from '../../../src/crypto/handshake.js';
-import type { NativeEngineHandle } from '../../../src/crypto/fast-aead.js';
+import type { NativeEngineHandle } from '../../../src/native/addon.js';
 import { MessageType } from '../../../src/protocol/constants.js';
 import { LOOPBACK, native, Rig } from './engine-rig.js';
 

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { MAX_PENDING_REQUESTS } from '../../../src/crypto/handshake.js';
-import { loadNativeAddon, type NativeAddon, type NativeEngineHandle } from '../../../src/crypto/fast-aead.js';
+import { loadNativeAddon, type NativeAddon, type NativeEngineHandle } from '../../../src/native/addon.js';
 import { MessageType } from '../../../src/protocol/constants.js';
 import { createStats, engineStatIndex, GLOBAL, StatsView } from '../../../src/node/dataplane/stats.js';
 
