@@ -10,6 +10,8 @@ import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPee
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
 import { Budgets } from '../util/budget.js';
+import { subjectAltNames } from '../crypto/index.js';
+import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
@@ -184,6 +186,24 @@ export interface PeerManagerComponents {
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
 const SIMULTANEOUS_MS = 2000;
+
+/**
+ * The name and virtual addresses a Route Direction gives a peer must be the ones its certificate carries (the AS
+ * puts the FQDN in a dNSName and each virtual address in an iPAddress SAN): the NMS cannot make us route another
+ * node's addresses to this peer. Certificates issued before the AS added address SANs carry none; their addresses
+ * are taken from the NMS as before (they renew into checked ones).
+ */
+function checkPeerAddresses(rd: RouteDirection): void {
+  const san = subjectAltNames(rd.peerCertificate);
+  if (!san.dns.includes(rd.peerFqdn.toLowerCase().replace(/\.$/, ''))) throw new Error(`certificate is for ${san.dns.join(', ') || 'no name'}, not ${rd.peerFqdn}`);
+  if (san.ips.length === 0) return;
+  const held = san.ips.map((a) => parseIp(a)).filter((b): b is Buffer => !!b);
+  for (const v of [rd.peerVip4, rd.peerVip6]) {
+    if (!v) continue;
+    const raw = parseIp(v);
+    if (!raw || !held.some((h) => h.equals(raw))) throw new Error(`certificate does not carry ${v} (it holds ${san.ips.join(', ')})`);
+  }
+}
 
 export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
@@ -470,6 +490,7 @@ export class PeerManager implements PeerDirectory {
       // Verified once here (and remembered for the handshake that follows, which carries the same certificate).
       const { name, nodeId } = preverifyPeerCertificate(this.c.anchors(), rd.peerCertificate, (this.c.now ?? Date.now)());
       if (name !== rd.peerName || nodeId !== rd.peerNodeId) throw new Error(`certificate names ${name} (node ${nodeId}), not ${rd.peerName} (node ${rd.peerNodeId})`);
+      checkPeerAddresses(rd);
     } catch (err) {
       this.counters.inc('route.bad-certificate');
       this.c.logger.warn('route refused: peer certificate', { peer: rd.peerName, err: describeError(err) });

@@ -344,4 +344,38 @@ describe('peer manager', () => {
       honest.pm.close();
     }
   });
+
+  test('a Route Direction whose name or addresses the peer\'s certificate does not carry is refused', async () => {
+    // The NMS (or whoever forged its push) cannot make us route another node's addresses to this peer.
+    const { local: vl } = await pki.identity('vee', 41, ['100.64.2.41', 'fd00::2:41']);
+    const { certDer: pc } = await pki.identity('pea', 42, ['100.64.2.42', 'fd00::2:42']);
+    const pm = new PeerManager({
+      local: () => vl,
+      anchors: () => anchors,
+      routes: () => ({ direction: async () => assert.fail('no selection here'), confirm: async () => {} }),
+      sink: () => ({ send: () => {}, install: async () => {}, peerStats: () => ({ rxBytes: 0, txBytes: 0 }) }),
+      logger: silentLogger,
+    });
+    try {
+      const rd = (over: Partial<RouteDirection>): RouteDirection => ({
+        pathId: randomBytes(8).readBigUInt64BE() | 1n, pathType: PathType.Direct, initiator: false, tunnelKey: randomBytes(32),
+        peerNodeId: 42, peerName: 'pea', peerFqdn: 'pea.cyphonic.internal', peerVip4: '100.64.2.42', peerVip6: 'fd00::2:42',
+        peerEndpoints: [{ address: '198.18.2.42', port: 30000 }], peerCertificate: pc, ...over,
+      });
+      for (const [what, over] of [
+        ['another node\'s IPv4', { peerVip4: '100.64.2.99' }],
+        ['another node\'s IPv6', { peerVip6: 'fd00::2:99' }],
+        ['another FQDN', { peerFqdn: 'someone.cyphonic.internal' }],
+      ] as const) {
+        const before = pm.counters.get('route.bad-certificate');
+        await pm.onRouteDirection(rd(over));
+        assert.equal(pm.counters.get('route.bad-certificate'), before + 1, what);
+        assert.equal(pm.status().length, 0, `${what}: no peer adopted`);
+      }
+      await pm.onRouteDirection(rd({ peerVip6: 'FD00:0:0:0:0:0:2:42' })); // the same address in another spelling
+      assert.equal(pm.status().length, 1, 'the certificate\'s own addresses are accepted');
+    } finally {
+      pm.close();
+    }
+  });
 });
