@@ -6,7 +6,8 @@
 //   [cloud] AS+NMS, TRS :4503, TRS :4513 ──┬──────┬──────┬───────────┬───────────────┬───────────────┐
 //                                        [g4]   [g6]   [gd]      [siteA] eim      [siteB] eim     [siteC] random
 //                                       v4-only v6-only dual     ├─ [e1]          └─ [e2]          └─ [r1]
-//                                                                └─ [e1b] (same NAPT as e1)
+//                                                                └─ [e1b] (same NAPT as e1)       (answers unsolicited UDP
+//                                                                                                   with port unreachable)
 //   [siteD] eim └─ [e4]: its punch with e2 is blocked at first (falls back to a relay), then allowed (moves to it)
 //
 // Every pair pings by name on both overlay families and moves 256 KiB over TCP with a checksum; each end's
@@ -73,7 +74,9 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     }, 20_000);
     const siteA = await tb.addSite('siteA', { kind: 'napt', nat: 'eim' });
     const siteB = await tb.addSite('siteB', { kind: 'napt', nat: 'eim' });
-    const siteC = await tb.addSite('siteC', { kind: 'napt', nat: 'random' });
+    // siteC answers unsolicited inbound UDP with ICMP port unreachable (as many home routers and plain hosts do);
+    // the others drop it silently.
+    const siteC = await tb.addSite('siteC', { kind: 'napt', nat: 'random', unsolicited: 'reject' });
     const siteD = await tb.addSite('siteD', { kind: 'napt', nat: 'eim' });
     const hosts: [string, Host][] = [
       ['g4', await tb.addHost('g4', { site: tb.global, family: 'v4' })],
