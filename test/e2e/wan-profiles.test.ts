@@ -89,7 +89,7 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
         const out: string[] = [];
         for (const n of [p, q, r]) {
           const c = await counters(n).catch(() => ({}) as Record<string, number>);
-          out.push(`${n.name}: ${JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k, v]) => v && /^(data|peers|mobility)\./.test(k))))}`);
+          out.push(`${n.name}: ${JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k, v]) => v && /^(data|peers|mobility|relay)\./.test(k))))}`);
         }
         const w = await tb.wanStats(p.host).catch(() => null);
         if (w) out.push(`emulator: up ${JSON.stringify(w.up)} down ${JSON.stringify(w.down)}`);
@@ -209,27 +209,48 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
         assert.ok(res.maxGapMs <= stallLimit, `the receiver stalled for ${res.maxGapMs} ms; gaps ${JSON.stringify(res.gaps)}\n${await dump()}`);
       });
 
-      test(`${profile}: a move behind a NAPT (the emulator moves along) with a TCP transfer running`, async (t) => {
+      test(`${profile}: a move behind a NAPT (the emulator moves along) with a TCP transfer and a 50 ms ping running`, async (t) => {
         const RATE = 128 * 1024;
         const BYTES = RATE * 14;
-        let movedAt = 0;
+        const N = 320; // 16 s of pings, q -> p
+        const pinger = q.host.exec('ping', ['-4', '-n', '-c', String(N), '-i', '0.05', '-W', '3', vip4(p)], { timeoutMs: 60_000 });
         const res = await tcp(p, q, 5003, BYTES, {
           paceRate: RATE,
           during: async () => {
             await sleep(4000);
-            movedAt = Date.now();
             await tb.moveHost(p.host, home);
-            await waitFor(`${q.name} to send to ${p.name} behind the NAPT`, async () => (await peerOf(q, p))?.endpoint?.includes(home.wan4!), 15_000, 50);
+            await waitFor(`${q.name} to send to ${p.name} behind the NAPT`, async () => (await peerOf(q, p))?.endpoint?.includes(home.wan4!), 15_000, 50).catch(
+              async (err: Error) => assert.fail(`${err.message}\n${await dump()}`),
+            );
           },
         });
-        const sorted = [...res.gaps].sort((x, y) => y[1] - x[1]);
-        t.diagnostic(`${profile}: move at +${movedAt ? 4000 : -1} ms; ${BYTES} B paced in ${res.ms} ms; receiver gaps > 250 ms: ${JSON.stringify(res.gaps)}; ${(await tb.wanStats(p.host))?.up.sent ?? 0} frames up since the move`);
-        // The move itself may interrupt the flow (the new path needs an endpoint update and its answer, TCP a
-        // retransmission); after that, nothing longer than the stall limit.
-        assert.ok((sorted[0]?.[1] ?? 0) <= 3000 + 3 * rttMax, `the move stalled the receiver for ${sorted[0]?.[1]} ms\n${await dump()}`);
-        assert.ok((sorted[1]?.[1] ?? 0) <= stallLimit, `a second stall of ${sorted[1]?.[1]} ms (limit ${stallLimit}); gaps ${JSON.stringify(res.gaps)}\n${await dump()}`);
-        const back = await q.host.exec('ping', ['-4', '-n', '-q', '-c', '5', '-i', '0.2', '-W', '3', vip4(p)], { timeoutMs: 30_000 });
-        assert.ok(Number(/(\d+) received/.exec(back.stdout)?.[1] ?? 0) >= 3, `${q.name} reaches ${p.name} after the move: ${back.stdout}`);
+        const pr = await pinger;
+        const seen = new Set([...pr.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
+        const runs: number[] = [];
+        let run = 0;
+        for (let i = 1; i <= N; i++) {
+          if (seen.has(i)) {
+            if (run) runs.push(run * 50);
+            run = 0;
+          } else run++;
+        }
+        if (run) runs.push(run * 50);
+        runs.sort((x, y) => y - x);
+        const gaps = res.gaps.map((g) => g[1]).sort((x, y) => y - x);
+        t.diagnostic(`${profile}: move at +4 s; ${BYTES} B paced in ${res.ms} ms; TCP receiver gaps > 250 ms [at, ms]: ${JSON.stringify(res.gaps)}; ping ${seen.size}/${N}, longest lost runs (ms): ${JSON.stringify(runs.slice(0, 5))}`);
+        // The move itself interrupts traffic once (the peer must learn the new endpoint: an EndpointUpdate and its
+        // ack, or a new route selection). After that recovery, the overlay must carry the 50 ms pings with no gap
+        // over 3 RTTs: anything longer is a black hole, not random loss.
+        const moveLimit = 3000 + 3 * rttMax;
+        assert.ok((runs[0] ?? 0) <= moveLimit, `the move cut the pings for ${runs[0]} ms (limit ${moveLimit})\n${await dump()}`);
+        assert.ok((runs[1] ?? 0) <= stallLimit, `after the move, pings were lost for ${runs[1]} ms in a row (limit ${stallLimit}); runs ${JSON.stringify(runs)}\n${await dump()}`);
+        assert.ok(seen.size >= N * 0.7, `pings answered: ${seen.size}/${N}`);
+        // TCP's own pauses are looser: a thin, paced flow recovers losses by retransmission timeouts (RTO ≥ 200 ms +
+        // 4 RTT variances, doubled per lost retransmission), so it resumes up to one RTO after the overlay does, and
+        // after an outage its backed-off RTO can pause it once more for about as long as the outage lasted.
+        assert.ok((gaps[0] ?? 0) <= moveLimit + 1000, `the move stalled the TCP receiver for ${gaps[0]} ms\n${await dump()}`);
+        const tcpLimit = stallLimit + (gaps[0] ?? 0);
+        assert.ok((gaps[1] ?? 0) <= tcpLimit, `a second TCP stall of ${gaps[1]} ms (limit ${tcpLimit}); gaps ${JSON.stringify(res.gaps)}\n${await dump()}`);
       });
     });
   }
