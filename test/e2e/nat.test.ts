@@ -304,6 +304,9 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       assert.equal((await peer())?.relay, relayBefore, 'the same TRS: the binding was repaired, not replaced');
       assert.equal((await node('e1').status()).counters['peers.relay.failover'] ?? 0, failoversBefore, 'no failover');
       t.diagnostic(`NAT rebinding: traffic resumed ${ms} ms after the first try`);
+      // siteC answers what reaches its forgotten mappings (the TRS, the NMS) with port unreachable.
+      const rejected = /counter packets (\d+)/.exec(await router.run('nft', ['list', 'chain', 'inet', 'cyphonic_filter', 'input']));
+      t.diagnostic(`siteC answered ${rejected?.[1]} unsolicited UDP datagrams with port unreachable`);
       assert.ok(ms < 8000, `traffic resumed ${ms} ms after the first try`);
       await tcp('e1', 'r1', 6400, 1024 * 1024);
     } finally {

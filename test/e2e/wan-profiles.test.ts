@@ -11,6 +11,7 @@
 //                        [p<P>] v4-only                [q<P>] dual     [r<P>] v6-only   [home] NAPT (eim)
 //                        eth0 ── [emulator: profile P] ── br0           (clean uplinks)   p<P> moves here,
 //                                                                                          its emulator with it
+//   [gw] adapter ══ LAN ══ [gn1] general node (dhclient -4): pings [tmob], a node behind the mobile profile
 //
 // TCP congestion control: the node namespaces use BBR. With CUBIC (the kernel default), a loss-based sender at 1 %
 // random loss and 600 ms RTT is held near the Mathis bound (MSS/RTT * 1.22/sqrt(p), ~0.25-1 Mbit/s): 20 MB would take
@@ -20,7 +21,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { CloudProc, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { existsSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { CLI, CloudProc, cyphonic, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { dhclient, Lan } from '../harness/lan.js';
 import { Testbed, WAN_PROFILES, wanUnavailableReason, type Site, type WanProfileName } from '../harness/netns/index.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : (wanUnavailableReason() ?? false);
@@ -29,6 +33,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const CC = process.env['WAN_TCP_CC'] ?? 'bbr';
 const TCP_MB = Number(process.env['WAN_TCP_MB'] ?? 20);
 const REKEY_S = 5;
+const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 
 type Peer = NodeStatusJson['peers'][number];
 interface Progress {
@@ -62,8 +67,13 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
     home = await tb.addSite('home', { kind: 'napt', nat: 'eim' });
   });
 
+  let lan: Lan | undefined;
+  let gw: ChildProcess | undefined;
+
   after(async () => {
     for (const u of undo) u();
+    gw?.kill('SIGTERM');
+    lan?.cleanup();
     await tb?.cleanup();
     work?.remove();
   });
@@ -254,4 +264,33 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
       });
     });
   }
+
+  test('a general node behind an adapter pings a node behind the mobile profile', { skip: !have('dhclient') && 'dhclient not installed' }, async (t) => {
+    const MAC = '02:c0:ff:ee:0a:01';
+    const target = new NodeProc(await tb.addHost('tmob', { site: tb.global, family: 'dual', wan: 'mobile' }), work.dir, 'tmob');
+    target.start(await cloud.enroll('tmob'));
+    const gwHost = await tb.addHost('gw', { site: tb.global, family: 'dual' });
+    lan = await Lan.create(tb, gwHost, 'lan0');
+    const dev = await lan.addDevice('gn1', MAC);
+    const gwState = join(work.dir, 'gw');
+    gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', gwState, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1'], { logFile: join(work.dir, 'gw.log') });
+    const tst = await target.waitRegistered(60_000);
+    await waitFor('adapter registered', async () => (JSON.parse(await cyphonic(gwHost, ['adapter', 'status', '--state', gwState, '--json'])) as { registered: boolean }).registered, 30_000, 500);
+    await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'gn1', '--dir', cloud.dir, '--mac', MAC, '--adapter', 'gw', '--family', 'v4']);
+    await waitFor('the general node registered', async () => {
+      const st = JSON.parse(await cyphonic(gwHost, ['adapter', 'status', '--state', gwState, '--json'])) as { generalNodes: { name: string; registered: boolean }[] };
+      return st.generalNodes.some((g) => g.name === 'gn1' && g.registered);
+    }, 30_000, 500);
+    await dhclient(dev, join(work.dir, 'gn1'), 4);
+    const t0 = Date.now();
+    await waitFor('gn1 pings tmob', async () => (await dev.exec('ping', ['-n', '-c', '1', '-W', '2', tst.vip4!])).code === 0, 30_000, 200);
+    const firstMs = Date.now() - t0;
+    const out = (await dev.exec('ping', ['-n', '-q', '-c', '40', '-i', '0.1', '-W', '2', tst.vip4!], { timeoutMs: 30_000 })).stdout;
+    const got = Number(/(\d+) received/.exec(out)?.[1] ?? 0);
+    const avg = Number(/= [\d.]+\/([\d.]+)\//.exec(out)?.[1] ?? NaN);
+    t.diagnostic(`general node -> mobile node: first ping ${firstMs} ms after the first try; ${got}/40 answered, RTT avg ${avg} ms`);
+    // 3 % loss each way: ~6 % of round trips lost; 30 of 40 is a loose floor.
+    assert.ok(got >= 30, `answered ${got}/40: ${out}`);
+    assert.ok(avg >= 100 && avg <= 200, `RTT ${avg} ms on a 150 ± 50 ms path`);
+  });
 });

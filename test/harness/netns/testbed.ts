@@ -318,7 +318,7 @@ table inet cyphonic_filter {
   }
   chain input {
     type filter hook input priority filter; policy accept;
-    iifname "wan0" ct state new meta l4proto udp ${unsolicited}
+    iifname "wan0" ct state new meta l4proto udp counter ${unsolicited}
   }
 }
 `;
