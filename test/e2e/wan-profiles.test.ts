@@ -170,18 +170,29 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
         assert.equal(peer?.path, 'direct', JSON.stringify(peer));
       });
 
-      test(`${profile}: ${TCP_MB} MB over TCP (${CC}) arrive intact while the sessions rekey every ${REKEY_S} s; pings every 50 ms answered throughout; no stall over ${stallLimit} ms`, async (t) => {
+      test(`${profile}: ${TCP_MB} MB over TCP (${CC}) arrive intact while the sessions rekey every ${REKEY_S} s; pings every 50 ms answered throughout (no run lost over ${stallLimit} ms)`, async (t) => {
         const [pb, qb] = [await counters(p), await counters(q)];
-        // A ping every 50 ms across at least two rekeys (a fast transfer alone may fit between two): a run of lost
-        // replies longer than the stall limit is a black hole, not random loss.
-        const N = Math.ceil((2.5 * REKEY_S * 1000) / 50);
-        const pinger = q.host.exec('ping', ['-4', '-n', '-c', String(N), '-i', '0.05', '-W', '3', vip4(p)], { timeoutMs: 60_000 });
+        // A ping every 50 ms for the whole transfer and at least two rekeys (a fast transfer alone may fit between
+        // two): a run of lost replies longer than the stall limit is a black hole, not random loss.
+        const minN = Math.ceil((2.5 * REKEY_S * 1000) / 50);
+        const pingChild = q.host.spawn('ping', ['-4', '-n', '-c', '4000', '-i', '0.05', '-W', '3', vip4(p)]);
+        let pingOut = '';
+        pingChild.stdout!.on('data', (b: Buffer) => (pingOut += b.toString('utf8')));
+        pingChild.stderr!.resume();
+        const pingDone = new Promise<void>((res) => pingChild.once('exit', () => res()));
+        const pingStart = Date.now();
         await sleep(300);
         const res = await tcp(q, p, 5001, TCP_MB * 1024 * 1024);
-        const pr = await pinger;
+        await sleep(Math.max(0, minN * 50 + 300 - (Date.now() - pingStart)));
+        pingChild.kill('SIGINT');
+        await Promise.race([pingDone, sleep(5000)]);
+        const pr = { stdout: pingOut };
+        // Requests sent (ping's summary), less those whose replies were still on their way when it was stopped.
+        const sentN = Number(/(\d+) packets transmitted/.exec(pingOut)?.[1] ?? Math.floor((Date.now() - pingStart) / 50));
+        const N = sentN - Math.ceil((rttMax + 100) / 50);
         const [pa, qa] = [await counters(p), await counters(q)];
         const d = (a: Record<string, number>, b: Record<string, number>, k: string): number => (a[k] ?? 0) - (b[k] ?? 0);
-        const seen = new Set([...pr.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
+        const seen = new Set([...pr.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])).filter((x) => x <= N));
         let run = 0;
         let longestRun = 0;
         for (let i = 1; i <= N; i++) {
@@ -191,14 +202,18 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
         const w = await tb.wanStats(p.host);
         t.diagnostic(
           `${profile}: ${TCP_MB} MB in ${res.ms} ms (${((TCP_MB * 8 * 1048576) / res.ms / 1000).toFixed(1)} Mbit/s), longest receiver gap ${res.maxGapMs} ms, ` +
-            `gaps > 250 ms: ${JSON.stringify(res.gaps.slice(0, 10))}; ping ${seen.size}/${N} answered, longest run lost ${longestRun} (${longestRun * 50} ms); ` +
+            `largest gaps: ${JSON.stringify([...res.gaps].sort((x, y) => y[1] - x[1]).slice(0, 6))}; ping ${seen.size}/${N} answered, longest run lost ${longestRun} (${longestRun * 50} ms); ` +
             `rekeys p +${d(pa, pb, 'peers.rekey')} q +${d(qa, qb, 'peers.rekey')}; badTag p +${d(pa, pb, 'data.badTag')} q +${d(qa, qb, 'data.badTag')}; ` +
             `emulator down: ${w ? `${w.down.rxSuper} super-frames -> ${w.down.segments} segments, ${w.down.lost} lost, ${w.down.poolDrops} pool drops` : '-'}`,
         );
         assert.ok(d(pa, pb, 'peers.rekey') + d(qa, qb, 'peers.rekey') >= 2, `sessions were rekeyed while traffic flowed\n${await dump()}`);
         assert.ok(seen.size >= N * 0.8, `pings answered: ${seen.size}/${N}\n${await dump()}`);
         assert.ok(longestRun * 50 <= stallLimit, `${longestRun} pings in a row lost (${longestRun * 50} ms): a black hole\n${await dump()}`);
-        assert.ok(res.maxGapMs <= stallLimit, `the receiver stalled for ${res.maxGapMs} ms (limit ${stallLimit}); gaps ${JSON.stringify(res.gaps)}\n${await dump()}`);
+        // The TCP receiver itself may pause longer than 3 RTTs after random loss alone: a retransmission that is lost
+        // too doubles the RTO (≥ RTT + 200 ms): 1 + 2 + 4 RTOs for a segment lost three times, which at 3 % loss
+        // happens in a long transfer. The overlay's continuity is what the pings above judge.
+        const tcpLimit = 7 * (rttMax + 200);
+        assert.ok(res.maxGapMs <= tcpLimit, `the TCP receiver stalled for ${res.maxGapMs} ms (limit ${tcpLimit}); gaps ${JSON.stringify(res.gaps)}\n${await dump()}`);
       });
 
       test(`${profile}: relayed path (IPv4-only behind the emulator ↔ IPv6-only) through the TRS`, async (t) => {
