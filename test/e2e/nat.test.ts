@@ -6,7 +6,8 @@
 //   [cloud] AS+NMS, TRS :4503, TRS :4513 ──┬──────┬──────┬───────────┬───────────────┬───────────────┐
 //                                        [g4]   [g6]   [gd]      [siteA] eim      [siteB] eim     [siteC] random
 //                                       v4-only v6-only dual     ├─ [e1]          └─ [e2]          └─ [r1]
-//                                                                └─ [e1b] (same NAPT as e1)
+//                                                                └─ [e1b] (same NAPT as e1)       (answers unsolicited UDP
+//                                                                                                   with port unreachable)
 //   [siteD] eim └─ [e4]: its punch with e2 is blocked at first (falls back to a relay), then allowed (moves to it)
 //
 // Every pair pings by name on both overlay families and moves 256 KiB over TCP with a checksum; each end's
@@ -73,7 +74,9 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     }, 20_000);
     const siteA = await tb.addSite('siteA', { kind: 'napt', nat: 'eim' });
     const siteB = await tb.addSite('siteB', { kind: 'napt', nat: 'eim' });
-    const siteC = await tb.addSite('siteC', { kind: 'napt', nat: 'random' });
+    // siteC answers unsolicited inbound UDP with ICMP port unreachable (as many home routers and plain hosts do);
+    // the others drop it silently.
+    const siteC = await tb.addSite('siteC', { kind: 'napt', nat: 'random', unsolicited: 'reject' });
     const siteD = await tb.addSite('siteD', { kind: 'napt', nat: 'eim' });
     const hosts: [string, Host][] = [
       ['g4', await tb.addHost('g4', { site: tb.global, family: 'v4' })],
@@ -301,6 +304,9 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       assert.equal((await peer())?.relay, relayBefore, 'the same TRS: the binding was repaired, not replaced');
       assert.equal((await node('e1').status()).counters['peers.relay.failover'] ?? 0, failoversBefore, 'no failover');
       t.diagnostic(`NAT rebinding: traffic resumed ${ms} ms after the first try`);
+      // siteC answers what reaches its forgotten mappings (the TRS, the NMS) with port unreachable.
+      const rejected = /counter packets (\d+)/.exec(await router.run('nft', ['list', 'chain', 'inet', 'cyphonic_filter', 'input']));
+      t.diagnostic(`siteC answered ${rejected?.[1]} unsolicited UDP datagrams with port unreachable`);
       assert.ok(ms < 8000, `traffic resumed ${ms} ms after the first try`);
       await tcp('e1', 'r1', 6400, 1024 * 1024);
     } finally {

@@ -21,12 +21,22 @@
 // only: unsolicited inbound traffic is dropped, as behind a real NAPT.
 // Every namespace: `<prefix>-<name>`; every veth is created with `<prefix>v<n>{a,b}` directly in
 // its target namespaces, then the host end is renamed `eth0` (hosts) or `wan0` (routers).
+//
+// WAN emulation (wan.ts, wan/wanem.c): a host's uplink can sit behind a user-space emulator, a bump in the
+// wire in its own namespace `<prefix>-<host>_w` (no addresses, IPv6 off), at addHost (`wan: PROFILE`) or
+// later (`impair(host, PROFILE)` re-plugs the running host; `impair(host, null)` plugs it back):
+//
+//   [<p>-host] eth0 ── lan0 [<p>-host_w: wanem] wan0 ── br0 of the site
+//
+// The host keeps its addresses; moveHost takes the emulator along. NAPT sites can answer unsolicited inbound
+// UDP with ICMP port unreachable (`addSite(..., { unsolicited: 'reject' })`) instead of dropping it silently.
 
 import { execFileSync, spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { formatV4, parseV4Cidr, v4Host, v4Overlaps, v6Host, type V4Net } from './addr.js';
 import { deleteNetnsSync, listNetnsSync, markerExists, registerTeardown, removeMarker, sweepStale, writeMarker } from './cleanup.js';
 import { execBounded, GroupTracker, runChecked, type ExecOptions, type ExecResult } from './proc.js';
+import { Wanem, wanProfile, type WanProfile, type WanProfileName, type WanStats } from './wan.js';
 
 export type { ExecResult, ExecOptions } from './proc.js';
 
@@ -55,6 +65,8 @@ export interface Site {
   readonly wan6?: string;
   /** NAPT flavour, NAPT sites only. */
   readonly nat?: NatKind;
+  /** What the NAPT router does with unsolicited inbound UDP: drop it silently (default) or answer port unreachable. */
+  readonly unsolicited?: 'drop' | 'reject';
 }
 
 export interface SpawnOpts {
@@ -90,6 +102,12 @@ export class Host {
   /** @internal */ _family: Family = 'dual';
   /** @internal family asked for at addHost (what a move back to the global segment restores). */
   _baseFamily: Family = 'dual';
+  /** @internal name of the uplink veth's other end (on the site bridge, or lan0 in the emulator namespace). */
+  _peer: string | null = null;
+  /** @internal the WAN emulator in front of the uplink (null: plugged straight into the site). */
+  _wan: { profile: WanProfile; em: Wanem | null } | null = null;
+  /** @internal the emulator namespace, once made (kept for reuse). */
+  _wanNs: Host | null = null;
   private readonly tracker: GroupTracker;
 
   /** @internal use Testbed.addHost */
@@ -113,6 +131,10 @@ export class Host {
   }
   get family(): Family {
     return this._family;
+  }
+  /** The WAN profile in front of the uplink, or null. */
+  get wan(): WanProfile | null {
+    return this._wan?.profile ?? null;
   }
 
   /** `ip netns exec <ns> cmd args`; default timeout 30 s; never throws on a non-zero exit. */
@@ -248,7 +270,7 @@ export class Testbed {
   }
 
   /** A NAPT site: router namespace with `wan0` on the global segment and a LAN bridge `br0`. */
-  async addSite(name: string, opts: { kind: 'napt'; nat: NatKind; v4Lan?: string }): Promise<Site> {
+  async addSite(name: string, opts: { kind: 'napt'; nat: NatKind; v4Lan?: string; unsolicited?: 'drop' | 'reject' }): Promise<Site> {
     this.checkOpen();
     const ns = this.claimName(name);
     let net4: V4Net;
@@ -264,7 +286,7 @@ export class Testbed {
     const router = new Host(name, ns, this.tracker);
     const wanNum = this.alloc(this._global);
     const gw4 = v4Host(net4, 1);
-    const site: Site = { name, kind: 'napt', ns, router, v4: lanCidr, gw4, wan4: v4Host(parseV4Cidr(GLOBAL_V4), wanNum), wan6: v6Host(GLOBAL_V6, wanNum), nat: opts.nat };
+    const site: Site = { name, kind: 'napt', ns, router, v4: lanCidr, gw4, wan4: v4Host(parseV4Cidr(GLOBAL_V4), wanNum), wan6: v6Host(GLOBAL_V6, wanNum), nat: opts.nat, unsolicited: opts.unsolicited ?? 'drop' };
     this.siteStates.set(site, { site, net4, v6: null, next: FIRST_HOST, max: Math.min(2 ** (32 - net4.len) - 2, 9999), used: new Set() });
     this.siteMap.set(name, site);
     await this.makeNs(ns, { forward4: true, forward6: false });
@@ -277,6 +299,10 @@ export class Testbed {
     await this.sysctl(ns, ['net.ipv6.conf.br0.disable_ipv6=1']);
     await this.ipBatch(ns, ['link set br0 up']);
     const masq = opts.nat === 'random' ? 'masquerade random' : 'masquerade';
+    // Unsolicited UDP from outside is dropped silently by default, as many real NAPTs do. Answering it (port
+    // unreachable, what other NAPTs and plain hosts do) confirms a conntrack entry for it, which pushes a later
+    // outgoing flow of a LAN host to the same peer onto another public port.
+    const unsolicited = opts.unsolicited === 'reject' ? 'reject with icmpx type port-unreachable' : 'drop';
     const rules = `
 table ip cyphonic_nat {
   chain postrouting {
@@ -292,9 +318,7 @@ table inet cyphonic_filter {
   }
   chain input {
     type filter hook input priority filter; policy accept;
-    # Unsolicited UDP from outside is dropped silently, as real NAPTs do. Answering it (port unreachable) would
-    # confirm a conntrack entry for it and push a later outgoing flow to the same peer onto another port.
-    iifname "wan0" ct state new meta l4proto udp drop
+    iifname "wan0" ct state new meta l4proto udp counter ${unsolicited}
   }
 }
 `;
@@ -306,7 +330,7 @@ table inet cyphonic_filter {
    * A host namespace with one uplink `eth0` on `site` (default: global). Family defaults to
    * 'dual' on the global segment and 'v4' behind NAPT (NAPT LANs are IPv4-only).
    */
-  async addHost(name: string, opts: { site?: Site; family?: Family } = {}): Promise<Host> {
+  async addHost(name: string, opts: { site?: Site; family?: Family; wan?: WanProfile | WanProfileName } = {}): Promise<Host> {
     this.checkOpen();
     const site = opts.site ?? this._global;
     const family = this.resolveFamily(site, opts.family, opts.family ?? 'dual');
@@ -316,8 +340,56 @@ table inet cyphonic_filter {
     this.hostMap.set(name, host);
     const num = this.alloc(site);
     await this.makeNs(ns, { forward4: false, forward6: false });
+    if (opts.wan) {
+      await this.wanNs(host);
+      host._wan = { profile: wanProfile(opts.wan), em: null };
+    }
     await this.attach(host, site, 'eth0', family, num);
     return host;
+  }
+
+  /**
+   * Puts the host's uplink behind the WAN emulator with `profile` (re-plugging the running host: addresses,
+   * routes and sockets stay), changes the profile of an emulator already there at runtime, or with null
+   * plugs the uplink straight into its site again.
+   */
+  async impair(host: Host, profile: WanProfile | WanProfileName | null, opts: { seed?: number } = {}): Promise<void> {
+    this.checkOpen();
+    this.ownHost(host);
+    const site = host._site;
+    if (profile === null) {
+      const w = host._wan;
+      if (!w) return;
+      await w.em?.stop();
+      host._wan = null;
+      if (site && host._peer) {
+        const wns = host._wanNs!.ns;
+        await this.ipBatch(wns, ['link set lan0 down', `link set lan0 name ${host._peer}`, `link set ${host._peer} netns ${site.ns}`, 'link del wan0']);
+        await this.ipBatch(site.ns, [`link set ${host._peer} master br0`, `link set ${host._peer} up`]);
+      }
+      return;
+    }
+    const p = wanProfile(profile);
+    if (host._wan) {
+      host._wan.profile = p;
+      if (host._wan.em?.alive) await host._wan.em.set(p);
+      return;
+    }
+    const wns = await this.wanNs(host);
+    host._wan = { profile: p, em: null };
+    if (!site || !host._peer) return; // detached: the emulator comes with the next attach
+    await this.plugWanUplink(host, site);
+    await runChecked('ip', ['-n', site.ns, 'link', 'set', host._peer, 'netns', wns.ns], {}, this.tracker);
+    await this.ipBatch(wns.ns, [`link set ${host._peer} name lan0`]);
+    await this.sysctl(wns.ns, ['net.ipv6.conf.lan0.disable_ipv6=1']);
+    await this.ipBatch(wns.ns, ['link set lan0 up']);
+    host._wan.em = await Wanem.start(wns, p, opts);
+  }
+
+  /** Counters of the host's WAN emulator (up = host -> network), or null without one. */
+  async wanStats(host: Host): Promise<WanStats | null> {
+    const em = host._wan?.em;
+    return em?.alive ? em.stats() : null;
   }
 
   /** Removes the host's uplink (it is then offline, addr4/addr6 null). */
@@ -331,7 +403,13 @@ table inet cyphonic_filter {
     host._addr4 = null;
     host._addr6 = null;
     host._num = 0;
+    if (host._wan) {
+      await host._wan.em?.stop();
+      host._wan.em = null;
+      await execBounded('ip', ['-n', host._wanNs!.ns, 'link', 'del', 'wan0'], {}, this.tracker);
+    }
     await execBounded('ip', ['-n', host.ns, 'link', 'del', 'eth0'], {}, this.tracker);
+    host._peer = null;
   }
 
   /**
@@ -456,14 +534,49 @@ table inet cyphonic_filter {
     await this.ipBatch(ns, ['link set lo up']);
   }
 
-  /** Creates a veth between `host.ns` (named `ifname`) and the site's bridge; addresses and routes. */
+  /** The host's emulator namespace `<prefix>-<host>_w` (made on first use): no addresses, IPv6 off, no forwarding. */
+  private async wanNs(host: Host): Promise<Host> {
+    if (host._wanNs) return host._wanNs;
+    const ns = this.claimName(`${host.name}_w`);
+    await this.makeNs(ns, { forward4: false, forward6: false });
+    await this.sysctl(ns, ['net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+    host._wanNs = new Host(`${host.name}_w`, ns, this.tracker);
+    return host._wanNs;
+  }
+
+  /** The emulator namespace's network side: `wan0` there, its peer on the site's bridge. */
+  private async plugWanUplink(host: Host, site: Site): Promise<void> {
+    const wns = host._wanNs!.ns;
+    const n = ++this.linkCounter;
+    const a = `${this.prefix}v${n}a`;
+    const b = `${this.prefix}v${n}b`;
+    await runChecked('ip', ['link', 'add', a, 'netns', wns, 'type', 'veth', 'peer', 'name', b, 'netns', site.ns], {}, this.tracker);
+    await this.ipBatch(wns, [`link set ${a} name wan0`]);
+    await this.sysctl(wns, ['net.ipv6.conf.wan0.disable_ipv6=1']);
+    await this.ipBatch(wns, ['link set wan0 up']);
+    await this.ipBatch(site.ns, [`link set ${b} master br0`, `link set ${b} up`]);
+  }
+
+  /** Creates a veth between `host.ns` (named `ifname`) and the site's bridge (or its emulator); addresses and routes. */
   private async attach(host: Host, site: Site, ifname: string, family: Family, num: number): Promise<void> {
     const st = this.siteStates.get(site)!;
     const n = ++this.linkCounter;
     const a = `${this.prefix}v${n}a`;
     const b = `${this.prefix}v${n}b`;
-    await runChecked('ip', ['link', 'add', a, 'netns', host.ns, 'type', 'veth', 'peer', 'name', b, 'netns', site.ns], {}, this.tracker);
-    await this.ipBatch(site.ns, [`link set ${b} master br0`, `link set ${b} up`]);
+    const wan = ifname === 'eth0' ? host._wan : null;
+    if (wan) {
+      const wns = host._wanNs!.ns;
+      await this.plugWanUplink(host, site);
+      await runChecked('ip', ['link', 'add', a, 'netns', host.ns, 'type', 'veth', 'peer', 'name', b, 'netns', wns], {}, this.tracker);
+      await this.ipBatch(wns, [`link set ${b} name lan0`]);
+      await this.sysctl(wns, ['net.ipv6.conf.lan0.disable_ipv6=1']);
+      await this.ipBatch(wns, ['link set lan0 up']);
+      wan.em = await Wanem.start(host._wanNs!, wan.profile);
+    } else {
+      await runChecked('ip', ['link', 'add', a, 'netns', host.ns, 'type', 'veth', 'peer', 'name', b, 'netns', site.ns], {}, this.tracker);
+      await this.ipBatch(site.ns, [`link set ${b} master br0`, `link set ${b} up`]);
+    }
+    host._peer = b;
     await this.ipBatch(host.ns, [`link set ${a} name ${ifname}`]);
     const want4 = family !== 'v6' && st.net4 !== null;
     const want6 = family !== 'v4' && st.v6 !== null;
