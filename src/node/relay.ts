@@ -84,12 +84,10 @@ export class RelayBinder {
     const deadline = this.now() + (opts.deadlineMs ?? BIND_DEADLINE_MS);
     let last: BindResult | null = null;
     while (this.paths.get(pathId) === p && this.now() < deadline) {
-      const got = await this.once(p, BIND_RETRANSMIT_MS);
-      if (got) {
-        last = got;
-        if (!opts.waitPeer || got.peerBound) return got;
-      }
-      if (!got) this.counters.inc('bind.retransmit');
+      const got = await this.exchange(p, BIND_RETRANSMIT_MS, deadline);
+      if (!got) break;
+      last = got;
+      if (!opts.waitPeer || got.peerBound) return got;
     }
     if (!last) {
       this.counters.inc('bind.timeout');
@@ -102,10 +100,7 @@ export class RelayBinder {
   async check(pathId: bigint, deadlineMs = 900): Promise<boolean> {
     const p = this.paths.get(pathId);
     if (!p) return false;
-    const deadline = this.now() + deadlineMs;
-    while (this.now() < deadline) {
-      if (await this.once(p, Math.min(300, Math.max(1, deadline - this.now())))) return true;
-    }
+    if (await this.exchange(p, 300, this.now() + deadlineMs)) return true;
     this.counters.inc('check.failed');
     return false;
   }
@@ -159,27 +154,40 @@ export class RelayBinder {
   }
 
   private async bindQuietly(p: Bound): Promise<void> {
-    for (let i = 0; i < 3 && this.paths.get(p.pathId) === p; i++) if (await this.once(p, 500)) return;
+    if (await this.exchange(p, 500, this.now() + 1500)) return;
     if (this.now() - p.lastAck > FORGET_UNACKED_MS && this.paths.get(p.pathId) === p) {
       this.counters.inc('forgotten');
       this.paths.delete(p.pathId);
     }
   }
 
-  /** One RelayBind (fresh txid and seq); resolves with its ack or null after `waitMs`. */
-  private async once(p: Bound, waitMs: number): Promise<BindResult | null> {
-    this.txid = (this.txid % 0x7fffffff) + 1;
-    const txid = this.txid;
-    let timer: NodeJS.Timeout | undefined;
-    const got = new Promise<BindResult | null>((resolve) => {
-      p.waiting.set(txid, resolve);
-      timer = setTimeout(() => resolve(null), waitMs);
+  /**
+   * RelayBinds every `everyMs` (fresh txid and seq each) until the TRS acks any of them, or `deadline`: on a slow path
+   * (a satellite hop: 600 ms RTT) the ack of the first bind arrives after the second or third went out, and still
+   * counts. Resolves with that ack, or null.
+   */
+  private exchange(p: Bound, everyMs: number, deadline: number): Promise<BindResult | null> {
+    return new Promise((resolve) => {
+      const mine: number[] = [];
+      let timer: NodeJS.Timeout | undefined;
+      let done = false;
+      const finish = (r: BindResult | null): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        for (const t of mine) p.waiting.delete(t);
+        resolve(r);
+      };
+      const send = (): void => {
+        if (this.paths.get(p.pathId) !== p || this.now() >= deadline) return finish(null);
+        this.txid = (this.txid % 0x7fffffff) + 1;
+        mine.push(this.txid);
+        p.waiting.set(this.txid, finish);
+        this.c.send(sealRelayBind(p.pathId, p.keys, this.c.nodeId(), p.seq.next(), this.now(), this.txid), p.relay);
+        this.counters.inc(mine.length > 1 ? 'bind.retransmit' : 'bind.sent');
+        timer = setTimeout(send, Math.max(1, Math.min(everyMs, deadline - this.now())));
+      };
+      send();
     });
-    this.c.send(sealRelayBind(p.pathId, p.keys, this.c.nodeId(), p.seq.next(), this.now(), txid), p.relay);
-    this.counters.inc('bind.sent');
-    const r = await got;
-    clearTimeout(timer);
-    p.waiting.delete(txid);
-    return r;
   }
 }

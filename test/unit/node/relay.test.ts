@@ -20,12 +20,15 @@ const RELAY: Endpoint = { address: '198.18.0.10', port: 4503 };
 function world() {
   const relayKey = randomBytes(32);
   const ends = new Map<string, RelayBinder>();
-  const state = { down: false };
+  const state = { down: false, delayMs: 0 };
   const trs = new TrsService({ id: 'trs-test', endpoints: [RELAY] }, {
     relayKey,
     logger: silentLogger,
     send: (d, port, address) => {
-      if (!state.down) setImmediate(() => ends.get(`${address}|${port}`)?.onDatagram(d, RELAY));
+      if (state.down) return;
+      const deliver = (): void => void ends.get(`${address}|${port}`)?.onDatagram(d, RELAY);
+      if (state.delayMs) setTimeout(deliver, state.delayMs);
+      else setImmediate(deliver);
     },
   });
   const clock = { offset: 0 };
@@ -143,5 +146,18 @@ test('a path whose TRS stopped acking for long is forgotten at the next refresh'
   assert.equal(a.counters.toJSON()['forgotten'], 1);
   a.close();
   w.trs.stop();
+});
+
+test('on a slow path (acks arrive 700 ms later, after several retransmissions) bind and check still succeed', async () => {
+  const w = world();
+  w.state.delayMs = 700; // a satellite hop: every ack comes back after the next two binds went out
+  const { pathId, tempKey } = w.allocate(7, 9);
+  const a = w.binder(7, { address: '198.51.100.7', port: 30000 }).b;
+  const t0 = Date.now();
+  const got = await a.bind(pathId, tempKey, RELAY);
+  assert.ok(got, `bound (${JSON.stringify(a.counters.toJSON())})`);
+  assert.ok(Date.now() - t0 >= 650, 'the ack of an earlier bind was taken');
+  assert.equal(await a.check(pathId), true, 'check() takes a late ack within its 900 ms');
+  assert.ok(a.counters.get('bind.retransmit') >= 2);
 });
 
