@@ -15,15 +15,14 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { CLI, CloudProc, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
+import { e2eSkip, needs } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : false;
+const skip = e2eSkip();
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 
 
 type PathName = 'direct' | 'punched' | 'relayed';
@@ -170,7 +169,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     assert.ok(seen.some((s) => s.endsWith(':punched')) && seen.some((s) => s.endsWith(':relayed')), seen.join(' '));
   });
 
-  test('the TRS sees only ciphertext: a relayed transfer with a plaintext marker never shows it there', { skip: !have('tcpdump') && 'tcpdump not installed' }, async () => {
+  test('the TRS sees only ciphertext: a relayed transfer with a plaintext marker never shows it there', { skip: needs('tcpdump') }, async () => {
     const pcap = join(work.dir, 'trs.pcap');
     const cap = cloud.host.spawn('tcpdump', ['-i', 'eth0', '-n', '-U', '--immediate-mode', '-s', '300', '-w', pcap, 'udp portrange 4503-4513'], { logFile: join(work.dir, 'tcpdump.log') });
     await new Promise((r) => setTimeout(r, 1000));

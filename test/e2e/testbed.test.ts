@@ -7,8 +7,9 @@ import { test } from 'node:test';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { killGroup, pidAlive, Testbed, type Host } from '../harness/netns/index.js';
+import { verdict } from '../harness/requires.js';
 
-const skip = Testbed.unavailableReason();
+const skip = verdict(Testbed.unavailableReason());
 
 /** UDP echo server: replies "<src addr>:<src port>" to each datagram; exits after `max` datagrams or 20 s. */
 const ECHO_SERVER = `
@@ -67,7 +68,7 @@ function nsWithPrefix(prefix: string): string[] {
     .filter((n) => n.startsWith(`${prefix}-`));
 }
 
-test('netns testbed', { skip: skip ?? false, timeout: 60_000 }, async (t) => {
+test('netns testbed', { skip, timeout: 60_000 }, async (t) => {
   const tb = await Testbed.create();
   try {
     const a = await tb.addHost('a', { site: tb.global });
@@ -137,7 +138,7 @@ test('netns testbed', { skip: skip ?? false, timeout: 60_000 }, async (t) => {
   }
 });
 
-test('stale sweep after a SIGKILLed run', { skip: skip ?? false, timeout: 30_000 }, async () => {
+test('stale sweep after a SIGKILLed run', { skip, timeout: 30_000 }, async () => {
   const here = dirname(fileURLToPath(import.meta.url));
   const lib = pathToFileURL(join(here, '../harness/netns/index.js')).href;
   const script = `

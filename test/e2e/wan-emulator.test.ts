@@ -11,9 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { REPO } from '../harness/cluster.js';
-import { Testbed, wanUnavailableReason, type Host, type WanProfile } from '../harness/netns/index.js';
+import { Testbed, type Host, type WanProfile } from '../harness/netns/index.js';
+import { e2eSkip } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : (wanUnavailableReason() ?? false);
+const skip = e2eSkip('gcc');
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 
 interface Rtt {

@@ -22,19 +22,18 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { CLI, CloudProc, cyphonic, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { dhclient, Lan } from '../harness/lan.js';
-import { Testbed, WAN_PROFILES, wanUnavailableReason, type Site, type WanProfileName } from '../harness/netns/index.js';
+import { Testbed, WAN_PROFILES, type Site, type WanProfileName } from '../harness/netns/index.js';
+import { e2eSkip, needs } from '../harness/requires.js';
 
-const skip = process.getuid?.() !== 0 ? 'needs root for network namespaces' : (wanUnavailableReason() ?? false);
+const skip = e2eSkip('gcc');
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const CC = process.env['WAN_TCP_CC'] ?? 'bbr';
 const TCP_MB = Number(process.env['WAN_TCP_MB'] ?? 20);
 const REKEY_S = 5;
-const have = (cmd: string): boolean => ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(join(d, cmd)));
 
 type Peer = NodeStatusJson['peers'][number];
 interface Progress {
@@ -281,7 +280,7 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
     });
   }
 
-  test('a general node behind an adapter pings a node behind the mobile profile', { skip: !have('dhclient') && 'dhclient not installed' }, async (t) => {
+  test('a general node behind an adapter pings a node behind the mobile profile', { skip: needs('dhclient') }, async (t) => {
     const MAC = '02:c0:ff:ee:0a:01';
     const target = new NodeProc(await tb.addHost('tmob', { site: tb.global, family: 'dual', wan: 'mobile' }), work.dir, 'tmob');
     target.start(await cloud.enroll('tmob'));

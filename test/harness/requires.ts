@@ -20,7 +20,8 @@ export class MissingPrerequisite extends Error {
   }
 }
 
-function verdict(reason: string | null): string | false {
+/** A skip reason as the `skip` option wants it: false when null; in CI, a MissingPrerequisite thrown instead. */
+export function verdict(reason: string | null): string | false {
   if (reason === null) return false;
   if (process.env['CI']) throw new MissingPrerequisite(reason);
   return reason;
