@@ -69,7 +69,8 @@ export interface MemoryLeaseTableOptions {
   /**
    * Called after every change (bind, release, expiry, new node list): the integrator persists. `renewal` is a bind
    * that only moved the expiry of a lease on the same address (what every DHCP renewal does): losing it in a crash
-   * costs nothing (the address is the general node's for good), so it may be written lazily; `change` may not.
+   * keeps the address (it is the general node's for good) and at worst lets the saved lease run out before the
+   * device's next renewal, so it may be written lazily; `change` may not.
    */
   onChange?: (what: 'change' | 'renewal') => void;
 }
