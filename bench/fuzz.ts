@@ -22,6 +22,7 @@ import { MessageType } from '../src/protocol/constants.js';
 import { decodeMessage, encodeBody, encodeMessage, decodeBody } from '../src/protocol/messages.js';
 import { CyphonicError } from '../src/util/errors.js';
 import { prng } from '../test/harness/prng.js';
+import { mutate, randomBytes } from '../test/unit/adapter/fixtures.js';
 
 type Rnd = () => number;
 
@@ -37,27 +38,16 @@ function hex(s: string): Buffer {
   return Buffer.from(s.replace(/\s+/g, ''), 'hex');
 }
 
-function mutate(rnd: Rnd, seeds: Buffer[]): Buffer {
+/** A seed, spliced with another now and then, then mutated as the unit tests' fuzzers do; or plain random bytes. */
+function mutated(rnd: Rnd, seeds: Buffer[]): Buffer {
   const base = seeds[Math.floor(rnd() * seeds.length)]!;
   const r0 = rnd();
-  if (r0 < 0.05) return Buffer.from(Array.from({ length: Math.floor(rnd() * 300) }, () => Math.floor(rnd() * 256)));
-  let m = Buffer.from(base);
+  if (r0 < 0.05) return randomBytes(rnd, 300);
   if (r0 < 0.12 && seeds.length > 1) {
     const other = seeds[Math.floor(rnd() * seeds.length)]!;
-    const cut = Math.floor(rnd() * m.length);
-    m = Buffer.concat([m.subarray(0, cut), other.subarray(Math.floor(rnd() * other.length))]);
+    return mutate(rnd, Buffer.concat([base.subarray(0, Math.floor(rnd() * base.length)), other.subarray(Math.floor(rnd() * other.length))]));
   }
-  const edits = 1 + Math.floor(rnd() * 6);
-  for (let e = 0; e < edits && m.length > 0; e++) {
-    const pos = Math.floor(rnd() * m.length);
-    const r = rnd();
-    if (r < 0.4) m[pos] = m[pos]! ^ (1 << Math.floor(rnd() * 8));
-    else if (r < 0.7) m[pos] = Math.floor(rnd() * 256);
-    else if (r < 0.8) m[pos] = rnd() < 0.5 ? 0 : 0xff; // lengths and counts at their extremes
-    else if (r < 0.9) m = m.subarray(0, pos);
-    else m = Buffer.concat([m, Buffer.from(Array.from({ length: Math.floor(rnd() * 24) }, () => Math.floor(rnd() * 256)))]);
-  }
-  return m;
+  return mutate(rnd, base);
 }
 
 interface Row {
@@ -76,7 +66,7 @@ function run(t: Target, n: number, seed: number): Row {
   let defects = 0;
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) {
-    const input = mutate(rnd, t.seeds);
+    const input = mutated(rnd, t.seeds);
     try {
       t.parse(input);
       decoded++;

@@ -278,6 +278,7 @@ export class NodeLifecycle {
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('relay.', this.relay?.counters.toJSON()),
         ...prefixed('data.', this.dataplane?.stats.globals()),
+        ...(this.dataplane ? { 'data.signalingSendErrors': this.dataplane.sendErrors } : {}),
       },
     };
   }

@@ -5,5 +5,5 @@ export { Testbed, Host, GLOBAL_V4, GLOBAL_V6 } from './testbed.js';
 export type { Site, Family, NatKind, SpawnOpts, ExecResult, ExecOptions } from './testbed.js';
 export { killGroup } from './proc.js';
 export { sweepStale, pidAlive, MARKER_DIR } from './cleanup.js';
-export { WAN_PROFILES, wanProfile, wanSpec, wanemBinary, wanUnavailableReason } from './wan.js';
+export { WAN_PROFILES, wanProfile, wanSpec, wanemBinary } from './wan.js';
 export type { WanProfile, WanProfileName, WanDirection, WanStats, WanDirStats } from './wan.js';

@@ -109,16 +109,6 @@ export function wanemBinary(): string {
   return BIN;
 }
 
-/** Why the emulator cannot run here, or null. */
-export function wanUnavailableReason(): string | null {
-  try {
-    execFileSync('gcc', ['--version'], { stdio: 'ignore', timeout: 5000 });
-  } catch {
-    return 'the WAN emulator needs gcc';
-  }
-  return null;
-}
-
 /** A running emulator: `a` is the host side (lan0), `b` the network side (wan0). */
 export class Wanem {
   private out = '';
