@@ -69,8 +69,14 @@ export interface SessionKeys {
 
 // ───────────────────────────── constants ─────────────────────────────
 
-/** Tunable: how far a handshake timestamp may be from our clock, either way (clock skew + path latency). */
+/** Tunable: how far a handshake timestamp may lag our clock (clock skew + path latency + retransmits). */
 export const HANDSHAKE_MAX_SKEW_MS = 120_000;
+/**
+ * Tunable: how far a handshake timestamp may run ahead of our clock. Tighter than the lag: only clock skew puts a
+ * timestamp in the future (NTP keeps honest clocks within seconds), and every second allowed ahead is a second a
+ * forged-ahead timestamp could hold up a replay floor.
+ */
+export const HANDSHAKE_MAX_AHEAD_MS = 30_000;
 /** HKDF info of the key sealing TunnelRequest (salt: sender node id, u64 BE). */
 export const INFO_TUNNEL_I2R = 'cyphonic v1 tunnel initiator->responder';
 /** HKDF info of the key sealing TunnelResponse (salt: sender node id, u64 BE). */
@@ -92,6 +98,7 @@ export const TAG_CHAIN = 7;
 
 const U64_MAX = (1n << 64n) - 1n;
 const SKEW = BigInt(HANDSHAKE_MAX_SKEW_MS);
+const AHEAD = BigInt(HANDSHAKE_MAX_AHEAD_MS);
 
 /** TunnelRequest and TunnelResponse share one schema (tag 7 `chain` carries the sender's intermediates). */
 type WireHandshake = TunnelHandshake;
@@ -244,9 +251,10 @@ function openHandshake(frame: Uint8Array, type: MessageType, path: PathKeys, key
 
 function checkTime(timestamp: bigint, now: number, what: string): void {
   const delta = timestamp - BigInt(now);
-  if (delta > SKEW || delta < -SKEW) {
-    throw fail('ERR_HANDSHAKE_STALE', `${what} timestamp is ${delta > 0n ? 'ahead of' : 'behind'} our clock by more than ${HANDSHAKE_MAX_SKEW_MS} ms`);
+  if (delta > AHEAD) {
+    throw fail('ERR_HANDSHAKE_STALE', `${what} timestamp is ahead of our clock by more than ${HANDSHAKE_MAX_AHEAD_MS} ms (check both clocks' time sync)`);
   }
+  if (delta < -SKEW) throw fail('ERR_HANDSHAKE_STALE', `${what} timestamp is behind our clock by more than ${HANDSHAKE_MAX_SKEW_MS} ms`);
 }
 
 /** A peer certificate that already chained to these anchors: what the handshake needs from it again. */
@@ -331,7 +339,7 @@ function verifyPeerChain(ctx: Pick<Context, 'anchors'>, body: WireHandshake, now
 
 /**
  * Responder memory of accepted (pathId, initiator ephemeral) pairs. Each entry is kept `windowMs` after it was
- * accepted; since a request is only accepted within ±HANDSHAKE_MAX_SKEW_MS of our clock, windowMs ≥ 2 × skew means
+ * accepted; since a request is only accepted within HANDSHAKE_MAX_SKEW_MS behind and HANDSHAKE_MAX_AHEAD_MS ahead of our clock, windowMs ≥ 2 × skew means
  * a copy of a forgotten request is always refused as stale. When `capacity` live entries are held, the oldest is
  * evicted and its request timestamp becomes a floor: requests not newer than it are refused as replays
  * (fail closed under a flood, at worst refusing honest peers whose clocks lag).

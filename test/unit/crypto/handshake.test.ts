@@ -16,6 +16,7 @@ import {
 } from '../../../src/crypto/index.js';
 import {
   HANDSHAKE_MAX_SKEW_MS,
+  HANDSHAKE_MAX_AHEAD_MS,
   HandshakeInitiator,
   HandshakeReplayCache,
   INFO_TUNNEL_I2R,
@@ -377,22 +378,21 @@ describe('tunnel handshake', () => {
     );
   });
 
-  it('refuses timestamps outside ±120 s (ERR_HANDSHAKE_STALE)', () => {
+  it('refuses timestamps more than 120 s behind or 30 s ahead (ERR_HANDSHAKE_STALE)', () => {
     const path = newPath();
-    for (const offset of [HANDSHAKE_MAX_SKEW_MS + 1, -(HANDSHAKE_MAX_SKEW_MS + 1)]) {
+    // The responder's clock runs `offset` ahead of the request's: +: the request lags, -: it runs ahead.
+    const respondAt = (offset: number) => {
       const init = new HandshakeInitiator(p.alpha.id, anchors(p), path, p.bravo.peer);
       const req = init.request(1n, 1);
-      const skewed = anchors(p, { now: () => clock.t + offset });
-      assert.throws(
-        () => respondToRequest(req, p.bravo.id, skewed, path, p.alpha.peer, new HandshakeReplayCache(), 1n),
-        code(CryptoError, 'ERR_HANDSHAKE_STALE'),
-      );
+      return respondToRequest(req, p.bravo.id, anchors(p, { now: () => clock.t + offset }), path, p.alpha.peer, new HandshakeReplayCache(), 1n);
+    };
+    for (const offset of [HANDSHAKE_MAX_SKEW_MS + 1, -(HANDSHAKE_MAX_AHEAD_MS + 1), -60_000, -(HANDSHAKE_MAX_SKEW_MS + 1)]) {
+      assert.throws(() => respondAt(offset), code(CryptoError, 'ERR_HANDSHAKE_STALE'), `offset ${offset}`);
     }
-    // Exactly at the limit is accepted.
-    const init = new HandshakeInitiator(p.alpha.id, anchors(p), path, p.bravo.peer);
-    const req = init.request(1n, 1);
-    const edge = anchors(p, { now: () => clock.t + HANDSHAKE_MAX_SKEW_MS });
-    assert.ok(respondToRequest(req, p.bravo.id, edge, path, p.alpha.peer, new HandshakeReplayCache(), 1n).response);
+    // Exactly at either limit is accepted.
+    assert.ok(respondAt(HANDSHAKE_MAX_SKEW_MS).response);
+    assert.ok(respondAt(-HANDSHAKE_MAX_AHEAD_MS).response);
+    assert.ok(HANDSHAKE_MAX_AHEAD_MS <= 30_000, 'the future is tight');
   });
 
   it('refuses a response to a request older than the skew window', () => {

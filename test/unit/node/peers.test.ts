@@ -302,7 +302,7 @@ describe('peer manager', () => {
   });
 
   test('a handshake flood from one peer (timestamps far ahead) does not stop another peer\'s tunnel setup', async () => {
-    // victim answers; mallory holds a valid path (and its tunnel key) and floods valid TunnelRequests dated 110 s
+    // victim answers; mallory holds a valid path (and its tunnel key) and floods valid TunnelRequests dated 25 s
     // ahead; honest then sets up its own first tunnel with victim. With one replay cache per node (old code) the
     // flood pushed its floor past honest's timestamps and every request of honest was refused as a replay.
     const ids = { victim: 31, mallory: 32, honest: 33 } as const;
@@ -329,7 +329,7 @@ describe('peer manager', () => {
     try {
       // mallory's path to victim, as the NMS would push it to victim.
       const rd = await direct(mallory, victim);
-      const flood = new HandshakeInitiator(mallory.local, { ...anchors, now: () => Date.now() + 110_000 }, { pathId: rd.pathId, tunnelKey: rd.tunnelKey }, { nodeId: victim.id, name: victim.name });
+      const flood = new HandshakeInitiator(mallory.local, { ...anchors, now: () => Date.now() + 25_000 }, { pathId: rd.pathId, tunnelKey: rd.tunnelKey }, { nodeId: victim.id, name: victim.name });
       for (let i = 0; i < 4200; i++) {
         victim.pm.onDatagram(flood.request(BigInt(i + 1), i + 1), mallory.ep);
         if (i % 200 === 0) await new Promise((r) => setImmediate(r));
