@@ -347,6 +347,27 @@ static bool route_set(route_t *t, const uint8_t *k, size_t n, int slot) {
   return false;
 }
 
+// Removes every destination routed to `slot` (backward-shift deletion keeps route_find's probe chains intact).
+static void route_drop_slot(route_t *t, size_t n, int slot) {
+  for (size_t i = 0; i < ROUTE_CAP;) {
+    if (!t[i].used || t[i].slot != slot) {
+      i++;
+      continue;
+    }
+    size_t hole = i;
+    t[hole].used = false;
+    for (size_t j = (hole + 1) & (ROUTE_CAP - 1); t[j].used; j = (j + 1) & (ROUTE_CAP - 1)) {
+      size_t home = hash_bytes(t[j].key, n) & (ROUTE_CAP - 1);
+      bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+      if (stays) continue;
+      t[hole] = t[j];
+      t[j].used = false;
+      hole = j;
+    }
+    // an entry may have shifted into i: look at i again (i never passes an unexamined entry)
+  }
+}
+
 static path_t *path_find(engine_t *e, uint64_t id) {
   if (e->pcap == 0) return NULL;
   uint8_t k[8];
@@ -1126,6 +1147,38 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// dpRemove(h, slot): the peer in `slot` is forgotten so the slot can serve another: its paths (and every session
+// on them, keys wiped), its routes, its held packets and its counters go. Capsules on its paths then count as
+// unknownPath; packets to its virtual addresses are misses.
+static napi_value dp_remove(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int64_t slot;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  engine_t *e = get_engine(env, argv[0]);
+  if (e == NULL || !get_slot(env, e, argv[1], &slot)) return NULL;
+  for (size_t i = 0; i < e->pcap;) {
+    if (e->paths[i].used && e->paths[i].slot == (int)slot) path_remove(e, &e->paths[i]);  // may shift another into i
+    else i++;
+  }
+  route_drop_slot(e->r4, 4, (int)slot);
+  route_drop_slot(e->r6, 16, (int)slot);
+  for (size_t i = 0; i < QUEUE_PACKETS; i++)
+    if (e->q[i].slot == (int)slot) e->q[i].slot = -1;
+  while (e->qcount > 0 && e->q[e->qhead].slot < 0) {
+    e->qhead = (e->qhead + 1) % QUEUE_PACKETS;
+    e->qcount--;
+  }
+  if (e->batch_peer == &e->peers[slot]) flush_batch(e);
+  peer_t *p = &e->peers[slot];
+  session_unref(p->session);
+  memset(p, 0, sizeof *p);
+  for (int f = 0; f < e->ix.slot_width; f++) {
+    size_t at = (size_t)slot * (size_t)e->ix.slot_width + (size_t)f;
+    if (at < e->nstats) e->stats[at] = 0;
+  }
+  return NULL;
+}
+
 // dpPromote(h, slot): the slot seals with the newest unconfirmed session of the path it sends on, now.
 static napi_value dp_promote(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -1228,7 +1281,7 @@ bool dataplane_register(napi_env env, napi_value exports) {
     const char *name;
     napi_callback fn;
   } fns[] = {{"dpCreate", dp_create}, {"dpInstall", dp_install}, {"dpPromote", dp_promote}, {"dpEndpoint", dp_endpoint},
-             {"dpSend", dp_send},     {"dpTurn", dp_turn},       {"dpDestroy", dp_destroy}};
+             {"dpSend", dp_send},     {"dpTurn", dp_turn},       {"dpDestroy", dp_destroy}, {"dpRemove", dp_remove}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||

@@ -79,6 +79,8 @@ export interface NativeAddon {
   ): void;
   dpPromote(h: NativeEngineHandle, slot: number): void;
   dpEndpoint(h: NativeEngineHandle, slot: number, addr: Uint8Array, port: number): void;
+  /** Forgets the peer in `slot` (paths, sessions, routes, held packets, counters) so the slot can serve another. */
+  dpRemove(h: NativeEngineHandle, slot: number): void;
   /** Seals and sends one packet on the slot's session; false when it has none (or the send failed). */
   dpSend(h: NativeEngineHandle, slot: number, packet: Uint8Array): boolean;
   /** Turns (wait, receive step, send step) until events, a wake-up, a quiet timeoutMs or 64 busy turns. Returns the

@@ -181,6 +181,7 @@ export class NodeLifecycle {
             if (this.dataplane) this.init.pathKeepalive(peer);
           },
           setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
+          remove: (slot) => this.dataplane?.remove(slot),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),

@@ -56,6 +56,13 @@ export const PUNCH_RETRY_MS = 30_000;
 const PUNCH_RETRY_MAX_MS = 600_000;
 /** Tunable: relayed paths are watched this often for a dead TRS (we send, nothing comes back). */
 const RELAY_WATCH_MS = 500;
+/**
+ * Tunable: a peer whose traffic stood still this long may give its data-plane slot to a new peer when every slot is
+ * taken (the least recently used goes first). A peer in use is never evicted: the new one is refused instead.
+ */
+export const PEER_EVICT_IDLE_MS = 120_000;
+/** Traffic (each way) below this between two looks is keepalive noise (ours or the peer's, and its answer), not use. */
+const IDLE_NOISE_BYTES = 256;
 /** Tunable: sending without receiving anything for this long on a relayed path makes us check the TRS. */
 const RELAY_SILENT_MS = 1000;
 /** Tunable: an idle path through a NAT gets a keepalive this often (Linux drops unreplied UDP state after 30 s,
@@ -88,6 +95,8 @@ export interface SessionSink {
   keepalive?(peer: { vip4: string; vip6: string }): void;
   /** Mobility: send this peer's capsules to a new endpoint, same session. */
   setEndpoint?(slot: number, endpoint: Endpoint): void;
+  /** Forget the peer in `slot` (sessions, routes, counters): the slot will serve another peer. */
+  remove?(slot: number): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -156,6 +165,8 @@ interface Peer {
   watch: { rx: number; tx: number; rxAt: number; checking: boolean };
   /** Path keepalive: traffic counters at the last look, and when either last moved. */
   idle: { rx: number; tx: number; at: number };
+  /** Slot reuse: traffic counters at the last look, and when traffic beyond keepalive noise last moved. */
+  use: { rx: number; tx: number; at: number };
   /** A punch failed and a relay carries the traffic: when to try punching again, and the wait after that. */
   punchRetry: { at: number; waitMs: number; running: boolean } | null;
 }
@@ -214,6 +225,8 @@ export class PeerManager implements PeerDirectory {
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
   private nextSlot = 0;
+  /** Slots of evicted peers, free for new ones. */
+  private readonly freeSlots: number[] = [];
   private txid = 1;
   private rekeyTimer: NodeJS.Timeout | null = null;
   private watchTimer: NodeJS.Timeout | null = null;
@@ -497,19 +510,21 @@ export class PeerManager implements PeerDirectory {
       return null;
     }
     let peer = this.peers.get(rd.peerNodeId);
-    if (!peer && this.nextSlot >= MAX_PEER_SLOTS) {
-      this.counters.inc('peer.full');
-      this.c.logger.warn('route refused: no data-plane slot left for another peer', { peer: rd.peerName, max: MAX_PEER_SLOTS });
-      return null;
-    }
     if (!peer) {
+      const slot = this.freeSlot();
+      if (slot === null) {
+        this.counters.inc('peer.full');
+        this.c.logger.warn('route refused: every data-plane slot serves a peer in use', { peer: rd.peerName, max: MAX_PEER_SLOTS });
+        return null;
+      }
+      const now = (this.c.now ?? Date.now)();
       peer = {
         nodeId: rd.peerNodeId,
         name: rd.peerName,
         fqdn: rd.peerFqdn,
         vip4: rd.peerVip4,
         vip6: rd.peerVip6,
-        slot: this.nextSlot++,
+        slot,
         paths: new Map(),
         active: null,
         lastHandshake: null,
@@ -518,11 +533,57 @@ export class PeerManager implements PeerDirectory {
         tunnelMs: null,
         watch: { rx: 0, tx: 0, rxAt: 0, checking: false },
         idle: { rx: 0, tx: 0, at: Date.now() },
+        use: { rx: 0, tx: 0, at: now },
         punchRetry: null,
       };
       this.peers.set(peer.nodeId, peer);
     }
     return peer;
+  }
+
+  /**
+   * A data-plane slot for a new peer: a never-used one, one an evicted peer left, or — every slot taken — the slot of
+   * the least recently used peer idle for PEER_EVICT_IDLE_MS (evicted now); null when every peer is in use.
+   */
+  private freeSlot(): number | null {
+    if (this.nextSlot < MAX_PEER_SLOTS) return this.nextSlot++;
+    const reused = this.freeSlots.pop();
+    if (reused !== undefined) return reused;
+    const now = (this.c.now ?? Date.now)();
+    let lru: Peer | null = null;
+    for (const peer of this.peers.values()) {
+      this.noteUse(peer, now);
+      if (peer.connecting || now - peer.use.at < PEER_EVICT_IDLE_MS) continue;
+      if (!lru || peer.use.at < lru.use.at) lru = peer;
+    }
+    if (!lru) return null;
+    this.evict(lru);
+    return this.freeSlots.pop() ?? null;
+  }
+
+  /** Records whether the peer's traffic moved beyond keepalive noise since the last look. */
+  private noteUse(peer: Peer, now: number): void {
+    const st = this.c.sink()?.peerStats(peer.slot);
+    if (!st) return;
+    const u = peer.use;
+    if (st.rxBytes - u.rx > IDLE_NOISE_BYTES || st.txBytes - u.tx > IDLE_NOISE_BYTES) u.at = now;
+    u.rx = st.rxBytes;
+    u.tx = st.txBytes;
+  }
+
+  /** Forgets a peer: its paths, relay bindings and data-plane slot (sessions, routes, counters); the slot is free. */
+  private evict(peer: Peer): void {
+    this.peers.delete(peer.nodeId);
+    for (const path of peer.paths.values()) {
+      this.byPath.delete(path.id);
+      if (path.rd.pathType === PathType.Relayed) this.c.relay?.forget(path.id);
+    }
+    peer.paths.clear();
+    peer.active = null;
+    this.c.sink()?.remove?.(peer.slot);
+    this.freeSlots.push(peer.slot);
+    this.counters.inc('peer.evicted');
+    this.c.logger.info('idle peer forgotten to free a data-plane slot', { peer: peer.name, slot: peer.slot });
   }
 
   private addPath(peer: Peer, rd: RouteDirection): Path {
@@ -645,6 +706,8 @@ export class PeerManager implements PeerDirectory {
   private watchRelays(): void {
     const sink = this.c.sink();
     if (sink) this.keepIdlePathsOpen(sink);
+    const t = (this.c.now ?? Date.now)();
+    for (const peer of this.peers.values()) this.noteUse(peer, t);
     for (const peer of this.peers.values()) {
       const r = peer.punchRetry;
       if (r && !r.running && Date.now() >= r.at && peer.active?.rd.pathType === PathType.Relayed && !peer.connecting) void this.retryPunch(peer);

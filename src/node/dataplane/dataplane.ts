@@ -240,6 +240,11 @@ export class DataPlane implements DatagramPort {
     this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
   }
 
+  /** The peer in `slot` is forgotten: its sessions, routes and counters go, and the slot may serve another peer. */
+  remove(slot: number): void {
+    this.post({ op: 'remove', slot });
+  }
+
   peerStats(slot: number): { rxBytes: number; txBytes: number } {
     const s = this.stats.peer(slot);
     return { rxBytes: s.rxBytes, txBytes: s.txBytes };

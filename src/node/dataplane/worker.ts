@@ -75,6 +75,8 @@ export type ToWorker =
   | { op: 'promote'; slot: number }
   /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
   | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
+  /** The peer in `slot` is forgotten (the slot will serve another peer). */
+  | { op: 'remove'; slot: number }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -210,6 +212,7 @@ function run(): void {
       if (msg.op === 'stop') running = false;
       else if (msg.op === 'promote') native.dpPromote(engine, msg.slot);
       else if (msg.op === 'endpoint') native.dpEndpoint(engine, msg.slot, msg.endpoint.addr, msg.endpoint.port);
+      else if (msg.op === 'remove') native.dpRemove(engine, msg.slot);
       else if (msg.op === 'install') {
         install(msg);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);

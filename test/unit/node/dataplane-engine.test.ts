@@ -346,3 +346,90 @@ test('the path table forgets paths whose sessions all expired and still finds ev
     rig.close();
   }
 });
+
+/** An IPv4 packet from `src` to `dst`. */
+function ipv4From(src: number[], dst: number[], bytes = 60): Buffer {
+  const p = ipv4(dst, bytes);
+  Buffer.from(src).copy(p, 12);
+  return p;
+}
+
+test('dpRemove frees a slot for another peer: sessions, routes and counters go; the new peer is routed and source-checked', { skip }, () => {
+  const rig = new Rig();
+  try {
+    const a = sessions(0xa1n);
+    rig.install(3, a.engine, { vip4: [10, 99, 0, 2] });
+    rig.atPeer();
+    rig.toEngine(a.peer.seal(ipv4From([10, 99, 0, 2], [10, 99, 0, 1])));
+    rig.turn();
+    assert.ok(rig.fromTun(), 'peer A reaches us');
+    assert.ok(rig.stats.peer(3).rxBytes > 0);
+
+    rig.n.dpRemove(rig.engine, 3);
+    assert.deepEqual(rig.stats.peer(3), { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 }, 'counters start again for the next peer');
+    rig.toEngine(a.peer.seal(ipv4From([10, 99, 0, 2], [10, 99, 0, 1])));
+    rig.turn();
+    assert.equal(rig.fromTun(50), null, "A's path is gone");
+    assert.equal(rig.global('unknownPath'), 1);
+    rig.toTun(ipv4From([10, 99, 0, 1], [10, 99, 0, 2]));
+    rig.turn();
+    assert.equal(rig.global('miss'), 1, "A's address is no longer routed");
+
+    // Peer B takes slot 3 with its own address; A's old address is not B's to use.
+    const b = sessions(0xb2n);
+    rig.install(3, b.engine, { vip4: [10, 99, 0, 3] });
+    rig.atPeer();
+    rig.toTun(ipv4From([10, 99, 0, 1], [10, 99, 0, 3], 120));
+    rig.turn();
+    const [capsule] = rig.atPeer();
+    assert.ok(capsule, 'sealed for B');
+    assert.equal(open(b.peer, capsule).length, 120);
+    rig.toEngine(b.peer.seal(ipv4From([10, 99, 0, 3], [10, 99, 0, 1])));
+    rig.toEngine(b.peer.seal(ipv4From([10, 99, 0, 2], [10, 99, 0, 1])));
+    rig.turn();
+    assert.ok(rig.fromTun(), "B's own source passes");
+    assert.equal(rig.fromTun(50), null);
+    assert.equal(rig.global('spoofed'), 1, "B speaking with A's old address is dropped");
+    assert.equal(rig.global('miss'), 1);
+  } finally {
+    rig.close();
+  }
+});
+
+test('removing peers keeps every other route findable, and freed route entries are reused (no "route table full")', { skip }, () => {
+  const rig = new Rig();
+  try {
+    const vip = (slot: number, gen: number): number[] => [10, 100 + gen, slot >> 8, slot & 0xff];
+    // 1000 peers with one IPv4 address each, then every other one removed and replaced by a peer with a new address,
+    // seven times over: 4500 distinct addresses pass through the 4096-entry table (one that never deletes fills up).
+    for (let slot = 0; slot < 1000; slot++) rig.install(slot, sessions(BigInt(slot + 1)).engine, { vip4: vip(slot, 0) });
+    for (let gen = 1; gen <= 7; gen++) {
+      for (let slot = 0; slot < 1000; slot += 2) {
+        rig.n.dpRemove(rig.engine, slot);
+        rig.install(slot, sessions(BigInt(gen * 1000 + slot + 1)).engine, { vip4: vip(slot, gen) });
+      }
+      rig.atPeer(0);
+    }
+    rig.atPeer(0);
+    const sent = (slot: number): number => rig.stats.peer(slot).txPackets;
+    let misses = rig.global('miss');
+    for (let slot = 1; slot < 1000; slot += 38) {
+      const before = sent(slot);
+      rig.toTun(ipv4From([10, 99, 0, 1], vip(slot, 0)));
+      rig.turn();
+      assert.equal(sent(slot), before + 1, `odd slot ${slot} keeps its route`);
+    }
+    for (let slot = 0; slot < 1000; slot += 38) {
+      const before = sent(slot);
+      rig.toTun(ipv4From([10, 99, 0, 1], vip(slot, 7)));
+      rig.turn();
+      assert.equal(sent(slot), before + 1, `even slot ${slot} is routed to its newest peer`);
+      rig.toTun(ipv4From([10, 99, 0, 1], vip(slot, 1)));
+      rig.turn();
+      assert.equal(rig.global('miss'), ++misses, `a removed peer's address (slot ${slot}) is a miss`);
+    }
+    assert.equal(rig.global('miss'), misses);
+  } finally {
+    rig.close();
+  }
+});

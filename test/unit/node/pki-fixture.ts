@@ -7,7 +7,7 @@ import type { LocalIdentity, TrustAnchors } from '../../../src/crypto/handshake.
 export interface TestPki {
   anchors: TrustAnchors;
   /** A node named `name` with node id `id`: its LocalIdentity and its certificate (DER). */
-  identity(name: string, id: number, vips?: string[]): Promise<{ local: LocalIdentity; certDer: Buffer }>;
+  identity(name: string, id: number, vips?: string[], privateKeyPem?: string): Promise<{ local: LocalIdentity; certDer: Buffer }>;
 }
 
 export async function createTestPki(): Promise<TestPki> {
@@ -15,8 +15,9 @@ export async function createTestPki(): Promise<TestPki> {
   const inter = await createIntermediateCa(root, { commonName: 'as' });
   return {
     anchors: { rootsDer: [toDer(root.certPem)], intermediatesDer: [toDer(inter.certPem)], isRevoked: () => false },
-    async identity(name, id, vips) {
-      const { privateKeyPem } = await generateKeyPair();
+    async identity(name, id, vips, key) {
+      // Many identities (a test with a thousand peers) may share one key pair: certificates differ by name and id.
+      const privateKeyPem = key ?? (await generateKeyPair()).privateKeyPem;
       const c = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cyphonic.internal`, nodeId: id, ...(vips ? { vips } : {}) });
       return { local: { nodeId: id, certDer: c.certDer, chainDer: [toDer(inter.certPem)], privateKeyPem }, certDer: c.certDer };
     },
