@@ -6,6 +6,8 @@
 //   responder: pushed RouteDirection ─► check the certificate, expect the path ─► Confirmation ─► TunnelRequest ─► answer, install
 
 import { SeqCounter } from '../channel/sequence.js';
+import { openPathProbe, openPathProbeAck, pathProbeKeys, sealPathProbe, sealPathProbeAck } from '../channel/path-probe.js';
+import type { ChannelKeys } from '../channel/sealed.js';
 import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
@@ -13,7 +15,7 @@ import { Budgets } from '../util/budget.js';
 import { subjectAltNames } from '../crypto/index.js';
 import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
-import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
+import { endpointKey, formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
 import type { RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
@@ -46,6 +48,10 @@ const MAX_PATHS_PER_PEER = 8;
 const HANDSHAKE_RATE = { perSec: 5, burst: 20 } as const;
 /** Tunable: paths with a handshake budget tracked at once (bounded memory). */
 const HANDSHAKE_BUDGET_PATHS = 8192;
+/** Tunable: PathProbes one path answers per second (burst): a replayed probe draws at most this many acks. */
+const PROBE_ACK_RATE = { perSec: 10, burst: 20 } as const;
+/** Tunable: probes of ours awaiting an ack, per path (the oldest is forgotten). */
+const MAX_OUTSTANDING_PROBES = 16;
 /** Tunable: accepted requests remembered per path (a handful per rekey fits; each path has its own floor). */
 const PATH_REPLAY_ENTRIES = 64;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
@@ -145,6 +151,12 @@ interface Path {
   rekeyRetryAt: number;
   /** Sessions we answered on this path, newest last (≤ MAX_PENDING_REQUESTS): the data plane may be using any. */
   answered: SessionKeys[];
+  /**
+   * Probing unverified endpoints (channel/path-probe.ts): the keys (ours and the peer's), our probes awaiting an ack
+   * (seq → endpoint probed), endpoints the peer answered at, and the TunnelRequest being sent (for an endpoint that
+   * answers mid-attempt).
+   */
+  probe: { mine: ChannelKeys; theirs: ChannelKeys; outstanding: Map<bigint, Endpoint>; verified: Set<string>; request: Buffer | null } | null;
 }
 
 interface Peer {
@@ -222,6 +234,8 @@ export class PeerManager implements PeerDirectory {
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
   /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
   private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
+  /** PathProbes each path may answer. */
+  private readonly probeBudget = new Budgets<bigint>(PROBE_ACK_RATE, HANDSHAKE_BUDGET_PATHS);
   private readonly seq = new SeqCounter();
   private readonly inflight = new Map<string, Promise<Peer | null>>();
   private nextSlot = 0;
@@ -439,6 +453,10 @@ export class PeerManager implements PeerDirectory {
     } catch {
       return false;
     }
+    if (f.header.type === MessageType.PathProbe || f.header.type === MessageType.PathProbeAck) {
+      this.onProbe(f.header.type, f.header.id, msg, from);
+      return true;
+    }
     if (f.header.type !== MessageType.TunnelRequest && f.header.type !== MessageType.TunnelResponse) return false;
     const entry = this.byPath.get(f.header.id);
     if (!entry) {
@@ -593,7 +611,7 @@ export class PeerManager implements PeerDirectory {
     // path's floor, never another peer's.
     const replay = new HandshakeReplayCache(PATH_REPLAY_ENTRIES, undefined, () => this.counters.inc('handshake.replay-evicted'));
     const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, replay);
-    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [] };
+    const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [], probe: null };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
     // Bounded: forget the oldest path that carries nothing and is not being set up (maps keep insertion order).
@@ -632,7 +650,12 @@ export class PeerManager implements PeerDirectory {
       const targets = relayed ? [path.rd.relay!] : this.probeTargets(path);
       this.txid = (this.txid % 0x7fffffff) + 1;
       const frame = path.hs.initiate(this.seq.next(), this.txid);
-      for (const t of targets) sink.send(frame, t);
+      // The full request (certificate and chain) only where the peer was seen or answered a probe; elsewhere a probe.
+      for (const t of targets) {
+        if (relayed || this.reachable(path, t)) sink.send(frame, t);
+        else this.probe(peer, path, t, sink);
+      }
+      if (path.probe) path.probe.request = frame;
       this.counters.inc('handshake.sent');
       await new Promise((r) => setTimeout(r, wait));
       if (path.hs.state === 'established') return true;
@@ -640,6 +663,66 @@ export class PeerManager implements PeerDirectory {
     this.counters.inc('handshake.timeout');
     this.c.logger.warn('tunnel establishment timed out', { peer: peer.name, path: pathName(path.rd) });
     return false;
+  }
+
+  /**
+   * Whether a full TunnelRequest may go to `to`: the peer was seen there (its own request came from there, or its
+   * traffic), it is the first endpoint the NMS gave (the one the NMS saw the peer at, or its LAN endpoint behind our
+   * shared NAT), or it answered a PathProbe. Anything else — a second reported address, one from an endpoint update —
+   * could be a third party's: it gets a probe first.
+   */
+  private reachable(path: Path, to: Endpoint): boolean {
+    const k = endpointKey(to);
+    const seen = [path.learned, path.endpoint, path.rd.peerEndpoints[0]];
+    return seen.some((e) => e && endpointKey(e) === k) || path.probe?.verified.has(k) === true;
+  }
+
+  private probeKeys(peer: Peer, path: Path): NonNullable<Path['probe']> {
+    path.probe ??= {
+      mine: pathProbeKeys(path.rd.tunnelKey, this.c.local().nodeId),
+      theirs: pathProbeKeys(path.rd.tunnelKey, peer.nodeId),
+      outstanding: new Map(),
+      verified: new Set(),
+      request: null,
+    };
+    return path.probe;
+  }
+
+  /** A PathProbe to `to`: 44 bytes instead of a TunnelRequest, until the peer answers from there. */
+  private probe(peer: Peer, path: Path, to: Endpoint, sink: SessionSink): void {
+    const p = this.probeKeys(peer, path);
+    const seq = this.seq.next();
+    p.outstanding.set(seq, to);
+    if (p.outstanding.size > MAX_OUTSTANDING_PROBES) p.outstanding.delete(p.outstanding.keys().next().value as bigint);
+    sink.send(sealPathProbe(p.mine, path.id, seq), to);
+    this.counters.inc('probe.sent');
+  }
+
+  /** A PathProbe (answered, budgeted per path) or a PathProbeAck (the endpoint probed is the peer's: send it the request). */
+  private onProbe(type: MessageType, pathId: bigint, msg: Buffer, from: Endpoint): void {
+    const entry = this.byPath.get(pathId);
+    const sink = this.c.sink();
+    if (!entry || !sink) {
+      this.counters.inc('probe.unknown-path');
+      return;
+    }
+    const { peer, path } = entry;
+    const p = this.probeKeys(peer, path);
+    if (type === MessageType.PathProbe) {
+      const seq = openPathProbe(p.theirs, msg);
+      if (seq === null) return this.counters.inc('probe.refused');
+      if (!this.probeBudget.take(path.id, (this.c.now ?? Date.now)())) return this.counters.inc('probe.rate-limited');
+      sink.send(sealPathProbeAck(p.mine, path.id, this.seq.next(), seq), from);
+      this.counters.inc('probe.answered');
+      return;
+    }
+    const probed = openPathProbeAck(p.theirs, msg);
+    const to = probed === null ? undefined : p.outstanding.get(probed);
+    if (!to || endpointKey(to) !== endpointKey(from)) return this.counters.inc('probe.refused');
+    p.outstanding.delete(probed!);
+    p.verified.add(endpointKey(to));
+    this.counters.inc('probe.verified');
+    if (path.hs.state === 'initiating' && p.request) sink.send(p.request, to);
   }
 
   private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {

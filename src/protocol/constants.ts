@@ -52,6 +52,9 @@ export enum MessageType {
   TunnelResponse = 0x31,
   EndpointUpdate = 0x32,
   EndpointUpdateAck = 0x33,
+  /** Reachability check before a full TunnelRequest goes to an unverified endpoint (src/channel/path-probe.ts). */
+  PathProbe = 0x36,
+  PathProbeAck = 0x37,
   Capsule = 0x40,
   Ack = 0x7e,
   Nack = 0x7f,

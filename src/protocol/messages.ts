@@ -276,6 +276,8 @@ export interface BodyMap {
   [MessageType.TunnelResponse]: TunnelResponse;
   [MessageType.EndpointUpdate]: EndpointUpdate;
   [MessageType.EndpointUpdateAck]: EndpointUpdateAck;
+  [MessageType.PathProbe]: Capsule;
+  [MessageType.PathProbeAck]: Capsule;
   [MessageType.Capsule]: Capsule;
   [MessageType.Ack]: Ack;
   [MessageType.Nack]: Nack;
@@ -419,6 +421,9 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 2, name: 'acked', kind: 'u64' },
     { tag: 3, name: 'observed', kind: 'endpoint' },
   ],
+  // Sealed by src/channel/path-probe.ts (an empty body; the ack: the probe's seq): opaque to the TLV codec.
+  [MessageType.PathProbe]: 'opaque',
+  [MessageType.PathProbeAck]: 'opaque',
   [MessageType.Capsule]: 'opaque',
   [MessageType.Ack]: EMPTY,
   [MessageType.Nack]: [{ tag: 1, name: 'reason', kind: 'string', maxSize: MAX_REASON_LEN }],

@@ -117,6 +117,9 @@ const TO_MAIN = [
   // Mobility (node/mobility.ts): endpoint updates from a peer that moved, and their acks.
   MessageType.EndpointUpdate,
   MessageType.EndpointUpdateAck,
+  // Path probes before a full TunnelRequest goes to an unverified endpoint (channel/path-probe.ts).
+  MessageType.PathProbe,
+  MessageType.PathProbeAck,
 ];
 
 /** Applies control messages one by one; a bad one is reported and skipped, never fatal to the loop. */

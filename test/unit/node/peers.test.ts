@@ -378,4 +378,62 @@ describe('peer manager', () => {
       pm.close();
     }
   });
+
+  test('endpoints the NMS did not see the peer at get 44-byte probes, never a TunnelRequest, until the peer answers there', async () => {
+    // A registration may name a third party's address as a second endpoint: it must not draw ~1.5 KB requests (×4).
+    const mk = async (name: string, id: number, address: string): Promise<Side> => {
+      const { local, certDer } = await pki.identity(name, id);
+      return { name, id, vip4: `100.64.3.${id}`, vip6: `fd00::3:${id}`, ep: { address, port: 30000 }, local, certDer, installed: [], moved: [] } as unknown as Side;
+    };
+    const third: { size: number; type: number; to: string }[] = [];
+    const run = async (endpoints: (b: Side) => Endpoint[]): Promise<[Side, Side]> => {
+      const [a, b] = [await mk('probe-a', 61 + third.length * 2, '198.18.3.1'), await mk('probe-b', 62 + third.length * 2, '198.18.3.2')];
+      const route = async (from: Side, to: Side): Promise<RouteDirection> => {
+        const rd = await direct(from, to);
+        return { ...rd, peerEndpoints: endpoints(to) };
+      };
+      for (const [me, other] of [[a, b], [b, a]] as const) {
+        me.pm = new PeerManager({
+          local: () => me.local,
+          anchors: () => anchors,
+          routes: () => ({ direction: () => route(me, other), confirm: async () => {} }),
+          sink: () => ({
+            send: (d: Buffer, to: Endpoint) => {
+              if (to.address === other.ep.address && to.port === other.ep.port) setImmediate(() => other.pm.onDatagram(d, me.ep));
+              else third.push({ size: d.length, type: d[1]!, to: `${to.address}:${to.port}` });
+            },
+            install: async (_r, keys, receiveOnly) => void me.installed.push({ keys, receiveOnly: !!receiveOnly }),
+            peerStats: () => ({ rxBytes: 0, txBytes: 0 }),
+          }),
+          logger: silentLogger,
+        });
+      }
+      await a.pm.resolve(`${b.name}.cyphonic.internal`);
+      for (let i = 0; i < 300 && a.pm.status()[0]?.state !== 'established'; i++) await new Promise((r) => setTimeout(r, 10));
+      return [a, b];
+    };
+    const victim = { address: '203.0.113.9', port: 4000 };
+    // 1. The peer where the NMS saw it, a third party named second: the tunnel comes up; the third party saw probes only.
+    let [a, b] = await run((peer) => [peer.ep, victim]);
+    try {
+      assert.equal(a.pm.status()[0]?.state, 'established');
+      assert.ok(third.length >= 1, 'the third party was probed');
+      assert.ok(third.every((x) => x.size === 44 && x.type === 0x36), JSON.stringify(third));
+      assert.equal(a.pm.counters.get('probe.verified'), 0);
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+    // 2. The first endpoint is dead and the peer is at the second: it answers the probe there and gets the request.
+    third.length = 0;
+    [a, b] = await run((peer) => [{ address: '198.51.100.1', port: 5000 }, peer.ep]);
+    try {
+      assert.equal(a.pm.status()[0]?.state, 'established', JSON.stringify(a.pm.counters.toJSON()));
+      assert.equal(b.pm.counters.get('probe.answered') >= 1, true);
+      assert.equal(a.pm.counters.get('probe.verified'), 1);
+    } finally {
+      a.pm.close();
+      b.pm.close();
+    }
+  });
 });

@@ -129,6 +129,8 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
   },
   [MessageType.EndpointUpdate]: { nodeId: 7, timestamp: 1_700_000_000_999n, endpoints: [{ address: '10.1.0.10', port: 30000 }, { address: '2001:db8::12', port: 30000 }] },
   [MessageType.EndpointUpdateAck]: { nodeId: 42, acked: 0x18c_0000_0001n, observed: { address: '198.18.0.13', port: 30000 } },
+  [MessageType.PathProbe]: Buffer.alloc(16, 1),
+  [MessageType.PathProbeAck]: Buffer.alloc(24, 2),
   [MessageType.Capsule]: Buffer.from('opaque capsule bytes'),
   [MessageType.Ack]: {},
   [MessageType.Nack]: { reason: 'node not registered' },
@@ -149,7 +151,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 26);
+  assert.equal(TYPES.length, 28);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
