@@ -111,4 +111,32 @@ describe('route selection at the NMS', () => {
     assert.equal(rd.peerName, 'beta');
     assert.ok(Date.now() - t0 < 1000, `alpha's route took ${Date.now() - t0} ms`);
   });
+
+  test('a relayOnly Direction Request flood allocates no more TRS paths than the budget: the TRS keeps free paths', async () => {
+    // A second NMS on the same store with a counting relay allocator (the TRS's side: its 65 536 paths).
+    let allocated = 0;
+    const relayed = new NmsService({ domain: 'cyphonic.internal' }, {
+      store,
+      logger: silentLogger,
+      relays: { allocate: async () => (allocated++, { tempKey: randomBytes(32), relay: [{ address: '198.18.0.99', port: 4503 }], relayId: 'trs-1' }) },
+      send: (d, to) => clients.get(endpointKey(to))?.handleDatagram(d),
+    });
+    const at = async (name: string, ep: Endpoint): Promise<NmsClient> => {
+      const n = await store.createNode({ name, kind: 'node' }, POOLS);
+      const key = randomBytes(32);
+      await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+      await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-of-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
+      const c = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS }, { send: (msg) => void relayed.handle(msg, ep).then((r) => r && c.handleDatagram(r)) });
+      clients.set(endpointKey(ep), c);
+      await c.register([ep], false);
+      return c;
+    };
+    const tango = await at('tango', { address: '198.18.0.16', port: 30000 });
+    tango.onPush = (_type, body) => void tango.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+    const m = await at('mallory2', { address: '198.18.0.15', port: 30000 });
+    const flood = await Promise.allSettled(Array.from({ length: 400 }, () => m.direction({ targetFqdn: 'tango.cyphonic.internal', relayOnly: true })));
+    const served = flood.filter((r) => r.status === 'fulfilled').length;
+    assert.ok(served >= 1, 'the budget still serves some');
+    assert.ok(allocated <= 60, `TRS paths allocated by 400 relayOnly requests: ${allocated} (the TRS holds 65 536 and sweeps idle ones)`);
+  });
 });
