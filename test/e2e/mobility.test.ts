@@ -86,9 +86,14 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     ];
     for (const m of moves) {
       await tb.moveHost(alpha.host, m.to, { family: m.family });
-      // beta sends to where alpha's traffic now comes from: its new address, or its NAPT's public one.
-      const expect = m.to === home ? home.wan4! : m.family === 'v4' ? alpha.host.addr4! : alpha.host.addr6!;
-      await waitFor(`beta to send to alpha ${m.label} (${expect})`, async () => (await peerOf(beta, 'alpha'))?.endpoint?.includes(expect), 5000);
+      // beta sends to where alpha's traffic now comes from: its new address, or its NAPT's public one. Moved to
+      // dual-stack, either: the new IPv6 address is tentative (DAD) for a second or two, so alpha may well move over
+      // IPv4 first and stay there.
+      const expect = m.to === home ? [home.wan4!] : m.family === 'v4' ? [alpha.host.addr4!] : m.family === 'v6' ? [alpha.host.addr6!] : [alpha.host.addr4!, alpha.host.addr6!];
+      await waitFor(`beta to send to alpha ${m.label} (${expect.join(' or ')})`, async () => {
+        const ep = (await peerOf(beta, 'alpha'))?.endpoint;
+        return !!ep && expect.some((e) => ep.includes(e));
+      }, 5000);
       // alpha re-registered with an NMS address of a family it still has.
       await waitFor(`alpha re-registered ${m.label}`, async () => {
         const s = await alpha.status();
@@ -112,7 +117,9 @@ describe('mobility: moves with a TCP transfer and a ping running (netns)', { ski
     assert.ok((st.counters['mobility.update.acked'] ?? 0) >= moves.length, JSON.stringify(st.counters));
     assert.equal(st.counters['peers.reselect.no-ack'] ?? 0, 0, 'a dual-stack peer needs no new route');
     assert.equal(st.counters['peers.reselect.family'] ?? 0, 0);
-    assert.equal(st.mobility?.moves, moves.length);
+    // The move to dual-stack may count twice: over IPv4 at once, then IPv6 once its address settled (DAD).
+    const counted = st.mobility?.moves ?? 0;
+    assert.ok(counted >= moves.length && counted <= moves.length + 1, `moves counted: ${counted}`);
     assert.deepEqual([st.vip4, st.vip6], [a.vip4, a.vip6], 'virtual addresses never change');
     // Each move was a re-registration with the still-valid Common Key (one round trip), never a new login.
     const cloudAfter = await cloud.metrics();

@@ -119,6 +119,10 @@ test('netns testbed', { skip, timeout: 60_000 }, async (t) => {
       assert.match(n1.addr4 ?? '', /^198\.18\.0\.\d+$/);
       assert.notEqual(n1.addr4, before);
       assert.ok(n1.addr6, 'dual-stack again on the global segment');
+      // DAD is on: right after the move the new IPv6 address is tentative, and settles by itself.
+      assert.match(await n1.run('ip', ['-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global']), /tentative/);
+      await tb.settled(n1);
+      assert.doesNotMatch(await n1.run('ip', ['-6', '-o', 'addr', 'show', 'dev', 'eth0']), /tentative|dadfailed/);
       await ping(n1, a.addr4!);
       await ping(n1, b6.addr6!);
       const stop = await startEcho(a, 7001, 1);

@@ -424,7 +424,13 @@ table inet cyphonic_filter {
     const family = this.resolveFamily(site, opts.family, host._baseFamily);
     await this.detachHost(host);
     const num = this.alloc(site);
-    await this.attach(host, site, 'eth0', family, num);
+    await this.attach(host, site, 'eth0', family, num, false);
+  }
+
+  /** Waits until the host's IPv6 addresses (and its gateway's) passed duplicate address detection (after a move). */
+  async settled(host: Host): Promise<void> {
+    this.ownHost(host);
+    await this.waitDad(host._site ? [host.ns, host._site.ns] : [host.ns]);
   }
 
   /** Idempotent: kills spawned process groups and every process in our namespaces, deletes them. */
@@ -508,7 +514,7 @@ table inet cyphonic_filter {
     await this.ipBatch(ns, [
       'link add br0 type bridge',
       `addr add ${gw4}/24 dev br0`,
-      `addr add ${gw6}/64 dev br0 nodad`,
+      `addr add ${gw6}/64 dev br0`,
       'link set br0 up',
     ]);
   }
@@ -516,11 +522,9 @@ table inet cyphonic_filter {
   private async makeNs(ns: string, opts: { forward4: boolean; forward6: boolean }): Promise<void> {
     this.nsList.push(ns); // recorded first, so a failure below is still cleaned up
     await runChecked('ip', ['netns', 'add', ns], {}, this.tracker);
-    // DAD off before any link exists, so addresses are usable at once (a gap: the node does not yet wait for a
-    // tentative address after a move, see the closing note; the adapter's LAN runs with DAD on); rp_filter loose.
+    // Duplicate address detection stays on (the kernel's default): a new IPv6 address is tentative for a second or
+    // two. addHost/addSite wait for it (a booted host); moveHost does not (the product copes). rp_filter loose.
     await this.sysctl(ns, [
-      'net.ipv6.conf.all.accept_dad=0',
-      'net.ipv6.conf.default.accept_dad=0',
       'net.ipv6.conf.all.accept_ra=0',
       'net.ipv6.conf.default.accept_ra=0',
       'net.ipv4.conf.all.rp_filter=2',
@@ -559,7 +563,7 @@ table inet cyphonic_filter {
   }
 
   /** Creates a veth between `host.ns` (named `ifname`) and the site's bridge (or its emulator); addresses and routes. */
-  private async attach(host: Host, site: Site, ifname: string, family: Family, num: number): Promise<void> {
+  private async attach(host: Host, site: Site, ifname: string, family: Family, num: number, settle = true): Promise<void> {
     const st = this.siteStates.get(site)!;
     const n = ++this.linkCounter;
     const a = `${this.prefix}v${n}a`;
@@ -586,7 +590,7 @@ table inet cyphonic_filter {
     const addr4 = want4 ? v4Host(st.net4!, num) : null;
     const addr6 = want6 ? v6Host(st.v6!, num) : null;
     if (addr4) cmds.push(`addr add ${addr4}/${st.net4!.len} dev ${ifname}`);
-    if (addr6) cmds.push(`addr add ${addr6}/64 dev ${ifname} nodad`);
+    if (addr6) cmds.push(`addr add ${addr6}/64 dev ${ifname}`);
     cmds.push(`link set ${ifname} up`);
     if (addr4 && site.gw4) cmds.push(`route replace default via ${site.gw4} dev ${ifname}`);
     if (addr6 && site.gw6) cmds.push(`route replace default via ${site.gw6} dev ${ifname}`);
@@ -596,6 +600,24 @@ table inet cyphonic_filter {
     host._family = family;
     host._addr4 = addr4;
     host._addr6 = addr6;
+    // A host set up fresh starts with settled addresses (its own and its gateway's); one that moved does not.
+    if (addr6 && settle) await this.waitDad([host.ns, site.ns]);
+  }
+
+  /** Waits (≤ 10 s) until no IPv6 address in `namespaces` is tentative; throws if one failed DAD. */
+  private async waitDad(namespaces: string[]): Promise<void> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      let pending = false;
+      for (const ns of namespaces) {
+        const out = await runChecked('ip', ['-n', ns, '-6', '-o', 'addr', 'show'], {}, this.tracker);
+        if (/dadfailed/.test(out)) throw new Error(`duplicate address detection failed in ${ns}: ${out.trim()}`);
+        pending ||= /tentative/.test(out);
+      }
+      if (!pending) return;
+      if (Date.now() > deadline) throw new Error(`IPv6 addresses still tentative after 10 s in ${namespaces.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   private async ipBatch(ns: string, cmds: string[]): Promise<void> {
