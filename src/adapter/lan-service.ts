@@ -78,6 +78,11 @@ const EXPIRE_EVERY_MS = 10_000;
 export const DHCP_RATE = { perSec: 10, burst: 20 } as const;
 /** Tunable: MACs with a DHCP budget tracked at once (bounded memory). */
 const DHCP_BUDGET_MACS = 4096;
+/**
+ * Tunable: ICMP errors (fragmentation needed / packet too big) sent per general node and direction, as routers
+ * rate-limit them (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)); past it the oversize packet is dropped and counted.
+ */
+export const ICMP_ERROR_RATE = { perSec: 100, burst: 200 } as const;
 
 /** What the LAN service needs from one general node's overlay side (GeneralNodeAgent, or a test double). */
 export interface GeneralNodePort {
@@ -115,6 +120,7 @@ export class LanService {
   private readonly vip6: string;
   private readonly agents = new Map<string, GeneralNodePort>();
   private readonly dhcpBudget = new Budgets<string>(DHCP_RATE, DHCP_BUDGET_MACS);
+  private readonly icmpBudget = new Budgets<string>(ICMP_ERROR_RATE, DHCP_BUDGET_MACS);
   private readonly mld: MldListener;
   private readonly peers = new KnownPeers();
   /** Groups joined for as long as the service runs. */
@@ -348,6 +354,7 @@ export class LanService {
             for (const f of fit.packets) agent.sendPacket(p.dst, f);
             return;
           case 'too-big':
+            if (!this.icmpBudget.take(`out ${p.frame.src}`, now)) return this.counters.inc('mtu.drop.out.rate-limited');
             this.counters.inc(`mtu.too-big.out.v${p.family}`);
             this.link.send(encodeEthernet({ dst: p.frame.src, src: this.link.mac, ethertype: p.family === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: fit.reply }));
             return;
@@ -389,6 +396,7 @@ export class LanService {
         for (const f of fit.packets) frame(f);
         return;
       case 'too-big':
+        if (!this.icmpBudget.take(`in ${mac}`, Date.now())) return this.counters.inc('mtu.drop.in.rate-limited');
         this.counters.inc(`mtu.too-big.in.v${v}`);
         this.agents.get(mac)?.sendPacket(src, fit.reply);
         return;
