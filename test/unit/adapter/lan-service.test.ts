@@ -3,8 +3,8 @@
 // spoofed one is dropped, packets from the overlay are framed for the device's MAC only when addressed to it, DNS
 // for overlay names goes through the agent, and garbage is counted. MLD: the adapter's groups reported on start,
 // a peer's solicited-node group joined before the DNS answer or overlay packet that makes a device ask for it,
-// queries answered, hostile queries counted, and DAD probes answered only for known peers. MTU: oversize packets
-// either way get the router's answer (ICMP errors, fragments) and SYNs their MSS clamped.
+// queries answered, hostile queries counted, and DAD probes answered only for known peers. (The MTU handling is in
+// mtu.test.ts, partial checksums and super-frames in lan-frames.test.ts.)
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
