@@ -34,6 +34,7 @@
 
 #include "batch_io.h"
 #include "dataplane.h"
+#include "lan_frames.h"  // the adapter's LAN frames: PACKET_VNET_HDR reads, GSO super-frames cut (lan_frames.c)
 #include "napi_util.h"
 #include "offload.h"
 
@@ -860,5 +861,5 @@ NAPI_MODULE_INIT() {
         napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
       return NULL;
   }
-  return dataplane_register(env, exports) ? exports : NULL;
+  return dataplane_register(env, exports) && lan_frames_register(env, exports) ? exports : NULL;
 }

@@ -29,9 +29,9 @@ const run = promisify(execFile);
 
 /**
  * The largest IP packet a general node's engine takes from or gives to its device: a full Ethernet payload. The LAN
- * MTU handed out (LAN_MTU, 1400) keeps capsules within 1500 bytes, but a device may ignore it (a static
- * configuration, a DHCP client that skips option 26); its 1500-byte packets are still carried (the underlay
- * fragments the capsule), as a TUN of MTU 1500 would.
+ * service holds both directions to LAN_MTU (1400) as a router would (MSS clamping, ICMP errors, fragments:
+ * lan/mtu.ts), even for a device that ignores the MTU handed out; the pair stays wider so that whatever the engine
+ * hands over reaches that check whole.
  */
 const DEVICE_MAX_PACKET = 1500;
 

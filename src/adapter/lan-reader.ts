@@ -1,40 +1,43 @@
-// Worker thread of PacketLanPort: blocks in poll/read on the packet socket and posts frames to the main thread
-// in batches (up to BATCH per message, each frame a transferred copy). Stops when the shared flag is set.
+// Worker thread of PacketLanPort: blocks in the native lanRecv on the packet socket (which hands out wire-size
+// frames: GRO/TSO super-frames cut, partial checksums completed) and posts them to the main thread in batches,
+// packed back to back in one transferred buffer, with the stats counted since the last batch. Stops when the
+// shared flag is set.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { requireNative } from '../net/tun/native.js';
-import { MAX_FRAME, type ReaderInit } from './lan-port.js';
-import { checksumNotReady, completePartialChecksum } from './partial-checksum.js';
+import { lanNative, LAN_STATS, LAN_STATS_LEN, MAX_FRAME, type ReaderBatch, type ReaderInit } from './lan-port.js';
 
-const BATCH = 64;
+/** Output slots per read call (each MAX_FRAME bytes): a batch, plus room for one cut 64 KiB super-frame. */
+const SLOTS = 128;
 /** Tunable: how long one blocking read waits before checking the stop flag (ms). */
 const POLL_MS = 200;
 
 const init = workerData as ReaderInit;
 const stop = new Int32Array(init.stop);
-const native = requireNative();
-const buf = Buffer.allocUnsafe(MAX_FRAME);
-const status = new Uint32Array(1);
-const read = (timeoutMs: number): number => native.packetRead!(init.fd, buf, timeoutMs, status);
+const native = lanNative();
+const scratch = Buffer.allocUnsafe(70_000);
+const out = Buffer.allocUnsafe(SLOTS * MAX_FRAME + 64);
+const lengths = new Uint32Array(SLOTS);
+const stats = new Uint32Array(LAN_STATS_LEN);
+const posted = new Array<number>(LAN_STATS.length).fill(0);
 
 while (Atomics.load(stop, 0) === 0) {
-  const out: Uint8Array[] = [];
   let n: number;
   try {
-    n = read(POLL_MS);
+    n = native.lanRecv(init.fd, scratch, out, MAX_FRAME, lengths, stats, POLL_MS);
   } catch {
     break; // the socket was closed
   }
-  while (n > 0) {
-    const frame = Uint8Array.prototype.slice.call(buf, 0, n);
-    if (checksumNotReady(status[0]!)) completePartialChecksum(frame);
-    out.push(frame);
-    if (out.length >= BATCH) break;
-    try {
-      n = read(0);
-    } catch {
-      n = 0;
-    }
+  const delta = posted.map((p, i) => (stats[i]! - p) >>> 0);
+  if (n === 0 && delta.every((d) => d === 0)) continue;
+  delta.forEach((d, i) => (posted[i] = stats[i]!));
+  let total = 0;
+  for (let i = 0; i < n; i++) total += lengths[i]!;
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    bytes.set(out.subarray(i * MAX_FRAME, i * MAX_FRAME + lengths[i]!), at);
+    at += lengths[i]!;
   }
-  if (out.length) parentPort!.postMessage(out, out.map((f) => f.buffer as ArrayBuffer));
+  const batch: ReaderBatch = { bytes, lengths: lengths.slice(0, n), stats: delta };
+  parentPort!.postMessage(batch, [bytes.buffer, batch.lengths.buffer as ArrayBuffer]);
 }

@@ -7,9 +7,15 @@
 //                      ├─ dhcp6 ─────► Dhcp6Server (IA_NA = vip6, DNS = the adapter's vip6, search = domain)
 //                      ├─ dns ───────► LanDns (overlay names through that general node's route selection)
 //                      ├─ mld ───────► MldListener (a querier asks: report the groups below)
-//                      ├─ overlay ───► that general node's agent: into its engine, sealed to the peer (source checked: its lease)
+//                      ├─ overlay ───► MTU (mtu.ts) ─► that general node's agent: into its engine, sealed to the peer
+//                      │                 (source checked: its lease)
 //                      └─ drop ──────► counted as lan.drop.<reason>
-//   agent.onPacket(ip) ─► dst must be that general node's vip ─► Ethernet to its MAC
+//   agent.onPacket(ip) ─► dst must be that general node's vip ─► MTU ─► Ethernet to its MAC
+//
+// MTU: the overlay and the LAN carry packets of at most LAN_MTU, whatever a device's own MTU (it may ignore the
+// DHCP/RA MTU). Both ways, as a router: TCP SYNs get their MSS clamped; a longer packet gets an ICMP
+// "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big" back to its source, or is fragmented (IPv4
+// without DF). Counted as mtu.*.out (from the LAN) and mtu.*.in (toward it).
 //
 // MLD (for switches that snoop, RFC 4541): the adapter listens to ff02::2 (RS), ff02::1:2 (DHCPv6) and the
 // solicited-node groups of its link-local and vip6 from start to stop, plus those of known peers (KnownPeers: a
@@ -44,6 +50,8 @@ import {
   RouterAdvertiser,
   saveLeaseFile,
   LEASE_FILE_VERSION,
+  clampMss,
+  fitMtu,
   type ClassifyContext,
   type GeneralNode,
   type LanPacket,
@@ -70,6 +78,11 @@ const EXPIRE_EVERY_MS = 10_000;
 export const DHCP_RATE = { perSec: 10, burst: 20 } as const;
 /** Tunable: MACs with a DHCP budget tracked at once (bounded memory). */
 const DHCP_BUDGET_MACS = 4096;
+/**
+ * Tunable: ICMP errors (fragmentation needed / packet too big) sent per general node and direction, as routers
+ * rate-limit them (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)); past it the oversize packet is dropped and counted.
+ */
+export const ICMP_ERROR_RATE = { perSec: 100, burst: 200 } as const;
 
 /** What the LAN service needs from one general node's overlay side (GeneralNodeAgent, or a test double). */
 export interface GeneralNodePort {
@@ -107,6 +120,7 @@ export class LanService {
   private readonly vip6: string;
   private readonly agents = new Map<string, GeneralNodePort>();
   private readonly dhcpBudget = new Budgets<string>(DHCP_RATE, DHCP_BUDGET_MACS);
+  private readonly icmpBudget = new Budgets<string>(ICMP_ERROR_RATE, DHCP_BUDGET_MACS);
   private readonly mld: MldListener;
   private readonly peers = new KnownPeers();
   /** Groups joined for as long as the service runs. */
@@ -225,7 +239,7 @@ export class LanService {
   }
 
   lanCounters(): Record<string, number> {
-    return { ...this.counters.toJSON(), ...prefixed('dns.', this.dns.counters.toJSON()) };
+    return { ...this.link.counters?.(), ...this.counters.toJSON(), ...prefixed('dns.', this.dns.counters.toJSON()) };
   }
 
   private scheduleRa(): void {
@@ -328,7 +342,26 @@ export class LanService {
         }
         this.counters.inc('lan.overlay.out');
         this.notePeer(p.dst);
-        agent.sendPacket(p.dst, Buffer.from(p.packet));
+        const packet = Buffer.from(p.packet);
+        if (clampMss(packet, LAN_MTU)) this.counters.inc('mtu.mss-clamped.out');
+        const fit = fitMtu(packet, LAN_MTU, p.family === 4 ? this.vip4 : this.vip6);
+        switch (fit.kind) {
+          case 'fits':
+            agent.sendPacket(p.dst, packet);
+            return;
+          case 'fragments':
+            this.counters.inc('mtu.fragmented.out');
+            for (const f of fit.packets) agent.sendPacket(p.dst, f);
+            return;
+          case 'too-big':
+            if (!this.icmpBudget.take(`out ${p.frame.src}`, now)) return this.counters.inc('mtu.drop.out.rate-limited');
+            this.counters.inc(`mtu.too-big.out.v${p.family}`);
+            this.link.send(encodeEthernet({ dst: p.frame.src, src: this.link.mac, ethertype: p.family === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: fit.reply }));
+            return;
+          case 'drop':
+            this.counters.inc(`mtu.drop.out.${fit.reason}`);
+            return;
+        }
         return;
       }
     }
@@ -347,9 +380,30 @@ export class LanService {
     }
     this.counters.inc('lan.overlay.in');
     // MLD wiring: the source's solicited-node group is joined before the device, answering, asks for it.
-    if (v === 4) this.notePeer(`${packet[12]}.${packet[13]}.${packet[14]}.${packet[15]}`);
-    else this.notePeer(ipText(packet, 8, 16));
-    this.link.send(encodeEthernet({ dst: mac, src: this.link.mac, ethertype: v === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload: packet }));
+    const src = v === 4 ? `${packet[12]}.${packet[13]}.${packet[14]}.${packet[15]}` : ipText(packet, 8, 16);
+    this.notePeer(src);
+    const frame = (payload: Buffer): void => this.link.send(encodeEthernet({ dst: mac, src: this.link.mac, ethertype: v === 4 ? ETHERTYPE_IPV4 : ETHERTYPE_IPV6, payload }));
+    if (clampMss(packet, LAN_MTU)) this.counters.inc('mtu.mss-clamped.in');
+    // An ICMP error about a packet from the overlay goes back into it, from the device's address (the only source
+    // the peer's engine accepts from this general node).
+    const fit = fitMtu(packet, LAN_MTU, dst);
+    switch (fit.kind) {
+      case 'fits':
+        frame(packet);
+        return;
+      case 'fragments':
+        this.counters.inc('mtu.fragmented.in');
+        for (const f of fit.packets) frame(f);
+        return;
+      case 'too-big':
+        if (!this.icmpBudget.take(`in ${mac}`, Date.now())) return this.counters.inc('mtu.drop.in.rate-limited');
+        this.counters.inc(`mtu.too-big.in.v${v}`);
+        this.agents.get(mac)?.sendPacket(src, fit.reply);
+        return;
+      case 'drop':
+        this.counters.inc(`mtu.drop.in.${fit.reason}`);
+        return;
+    }
   }
 }
 

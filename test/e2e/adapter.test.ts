@@ -2,6 +2,10 @@
 // dhclient (-4 and -6), dhcpcd (follows the RA's M flag), an IPv6-only general node; the general node resolves
 // and reaches a cyphonic node through the overlay (dig, ping on both families, 100 MB TCP with a checksum) and is
 // reached back by its FQDN; `adapter status`; hostile LAN input dropped and counted while good clients are served.
+// The devices' links keep the kernel's default offloads (TSO, checksum offload: the adapter gets 64 KiB TCP
+// super-frames and partial checksums and must cut and complete them), and g1 ignores the MTU the adapter hands out
+// (its dhclient neither requests nor applies option 26, its kernel ignores the RA MTU): it stays at 1500 while the
+// overlay carries 1400, so the adapter clamps its TCP MSS and answers oversize packets as a router would.
 // The switch snoops MLD with a querier and the devices run DAD (test/harness/lan.ts): the adapter's MLD reports put
 // its port in the bridge's mdb for ff02::2, ff02::1:2 and the solicited-node groups it answers for, and every
 // device address ends up neither tentative nor dadfailed.
@@ -76,6 +80,8 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     gwHost = await tb.addHost('gw', { site: tb.global, family: 'dual' });
     lan = await Lan.create(tb, gwHost, 'lan0');
     for (const name of ['g1', 'g2', 'g3'] as const) dev[name] = await lan.addDevice(name, MAC[name]);
+    // g1 ignores the RA's MTU option as well (dhclient already ignores DHCPv4 option 26): its link stays at 1500.
+    await dev['g1']!.run('sysctl', ['-q', '-w', 'net.ipv6.conf.eth0.accept_ra_mtu=0']);
     gwState = join(work.dir, 'gw');
     gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', gwState, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1', '--ra-interval', '4'], { logFile: join(work.dir, 'gw.log') });
     a = (await alpha.waitRegistered()) as typeof a;
@@ -293,16 +299,81 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     assert.match(await alpha.host.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/, 'alpha\'s own packets still pass');
   });
 
-  test('100 MB over TCP from the general node to the cyphonic node arrive intact (sha256)', async () => {
-    const server = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', a.vip4, '5001'], { timeoutMs: 240_000 });
+  /** `bytes` over TCP from `from` to `to` (listening on addr:port), checked end to end (sha256); returns seconds. */
+  async function transfer(from: Host, to: Host, addr: string, port: number, bytes: number): Promise<number> {
+    const server = to.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', addr, String(port)], { timeoutMs: 150_000 });
     await new Promise((r) => setTimeout(r, 500));
     const t0 = Date.now();
-    const sent = JSON.parse(await dev['g1']!.run(process.execPath, [join(TOOLS, 'tcp-check.js'), 'client', a.vip4, '5001', String(100 * 1024 * 1024)], { timeoutMs: 240_000 })) as { bytes: number; sha256: string };
+    const sent = JSON.parse(await from.run(process.execPath, [join(TOOLS, 'tcp-check.js'), 'client', addr, String(port), String(bytes)], { timeoutMs: 150_000 })) as { bytes: number; sha256: string };
     const got = JSON.parse((await server).stdout) as { bytes: number; sha256: string };
-    const secs = (Date.now() - t0) / 1000;
-    assert.equal(got.bytes, 100 * 1024 * 1024);
+    assert.equal(got.bytes, bytes);
     assert.equal(got.sha256, sent.sha256);
-    process.stdout.write(`# 100 MB general node -> node through the adapter: ${secs.toFixed(1)} s (${((8 * got.bytes) / secs / 1e6).toFixed(1)} Mbit/s)\n`);
+    return (Date.now() - t0) / 1000;
+  }
+
+  test('100 MB over TCP each way between the general node (default offloads, MTU 1500) and the cyphonic node arrive intact', async () => {
+    // g1's link: offloads as the kernel sets them (no gso_max_* tweak), and the 1500-byte MTU it kept.
+    assert.match(await dev['g1']!.run('ip', ['-d', 'link', 'show', 'eth0']), /mtu 1500 .*gso_max_size 65536 gso_max_segs 65535/s);
+    const c0 = (await status()).lanCounters;
+    const MB = 1024 * 1024;
+    const up = await transfer(dev['g1']!, alpha.host, a.vip4, 5001, 100 * MB);
+    const down = await transfer(alpha.host, dev['g1']!, gen['g1']!.vip4!, 5002, 100 * MB);
+    const up6 = await transfer(dev['g1']!, alpha.host, a.vip6, 5003, 20 * MB);
+    const c = (await status()).lanCounters;
+    const d = (k: string): number => (c[k] ?? 0) - (c0[k] ?? 0);
+    process.stdout.write(`# 100 MB general node -> node ${up.toFixed(1)} s (${((8 * 100 * MB) / up / 1e6).toFixed(0)} Mbit/s), node -> general node ${down.toFixed(1)} s, 20 MB over IPv6 ${up6.toFixed(1)} s; ${JSON.stringify(Object.fromEntries(Object.keys(c).filter((k) => k.startsWith('lan.rx.') || k.startsWith('mtu.')).map((k) => [k, d(k)])))}\n`);
+    // The device's TSO super-frames were cut (IPv4 and IPv6) and its partial checksums completed, none dropped.
+    assert.ok(d('lan.rx.gso.tcp') > 100, `super-frames cut: ${d('lan.rx.gso.tcp')}`);
+    assert.ok(d('lan.rx.segments') > 10 * d('lan.rx.gso.tcp') / 4, `segments: ${d('lan.rx.segments')}`);
+    assert.ok(d('lan.rx.csum-completed') > 0);
+    for (const k of ['lan.rx.drop.malformed', 'lan.rx.drop.too-big', 'lan.rx.drop.gso-unsupported', 'lan.rx.drop.too-many-segments']) assert.equal(d(k), 0, k);
+    // g1's SYNs (MSS 1460 / 1440 from its 1500-byte link) and its SYN-ACK were clamped to what 1400 carries.
+    assert.ok(d('mtu.mss-clamped.out') >= 3, `clamped: ${d('mtu.mss-clamped.out')}`);
+  });
+
+  test('UDP GSO from the device (UDP_SEGMENT): the super-datagrams are cut at the adapter and every datagram arrives', async () => {
+    const c0 = (await status()).lanCounters;
+    // Receiver on alpha: counts datagrams and bytes for 4 s of silence at most. Sender on g1: 20 GSO sends of
+    // 6 × 1200 bytes (+ 300) each, the kernel hands them to the veth whole.
+    const rx = alpha.host.exec('python3', ['-c', `import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('${a.vip4}', 9999)); s.settimeout(4)
+n = b = 0
+try:
+    while n < 140:
+        d = s.recv(65535); n += 1; b += len(d)
+        assert d == bytes((i * 7 + len(d)) & 255 for i in range(len(d))), 'datagram content'
+except socket.timeout: pass
+print(n, b)`], { timeoutMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    await dev['g1']!.run('python3', ['-c', `import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(socket.IPPROTO_UDP, 103, 1200)
+seg = lambda n: bytes((i * 7 + n) & 255 for i in range(n))
+for k in range(20):
+    s.sendto(seg(1200) * 6 + seg(300), ('${a.vip4}', 9999)); time.sleep(0.02)`]);
+    const [n, bytes] = (await rx).stdout.trim().split(' ').map(Number);
+    const c = (await status()).lanCounters;
+    const d = (k: string): number => (c[k] ?? 0) - (c0[k] ?? 0);
+    assert.equal(n, 140, `datagrams at alpha: ${n}`);
+    assert.equal(bytes, 20 * (6 * 1200 + 300));
+    assert.ok(d('lan.rx.gso.udp') >= 15, `UDP super-datagrams cut: ${d('lan.rx.gso.udp')}`);
+  });
+
+  test('a device that ignores the MTU gets a router\'s answers: fragments, ICMP "fragmentation needed", ICMPv6 "packet too big"', async () => {
+    const c0 = (await status()).lanCounters;
+    const d = async (k: string): Promise<number> => ((await status()).lanCounters[k] ?? 0) - (c0[k] ?? 0);
+    // 1500-byte IPv4 without DF: the adapter fragments it, alpha reassembles and answers.
+    assert.match(await dev['g1']!.run('ping', ['-c', '2', '-i', '0.2', '-W', '2', '-M', 'dont', '-s', '1472', a.vip4]), / 0% packet loss/);
+    assert.ok((await d('mtu.fragmented.out')) >= 2);
+    // With DF: "fragmentation needed" with MTU 1400 from the adapter; the device's kernel takes the MTU for the route.
+    const df = await dev['g1']!.exec('ping', ['-c', '2', '-i', '0.2', '-W', '1', '-M', 'do', '-s', '1472', a.vip4]);
+    assert.match(df.stdout + df.stderr, /mtu ?= ?1400/i);
+    assert.ok((await d('mtu.too-big.out.v4')) >= 1);
+    assert.match(await dev['g1']!.run('ip', ['route', 'get', a.vip4]), /mtu 1400/);
+    // IPv6: "packet too big" with MTU 1400; then the device fragments at the source and the ping gets through.
+    await dev['g1']!.exec('ping', ['-6', '-c', '1', '-W', '1', '-M', 'do', '-s', '1452', a.vip6]);
+    assert.ok((await d('mtu.too-big.out.v6')) >= 1);
+    assert.match(await dev['g1']!.run('ip', ['-6', 'route', 'get', a.vip6]), /mtu 1400/);
+    assert.match(await dev['g1']!.run('ping', ['-6', '-c', '2', '-i', '0.2', '-W', '2', '-s', '1452', a.vip6]), / 0% packet loss/);
   });
 
   test('hostile LAN input (DHCPv4/v6, RS/RA, NS, ARP, DNS, spoofed source, random) is dropped and counted; good clients still served', async () => {

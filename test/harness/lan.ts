@@ -118,8 +118,8 @@ export class Lan {
     const port = `p${++this.links}`;
     await runChecked('ip', ['link', 'add', port, 'netns', this.sw, 'type', 'veth', 'peer', 'name', ifname, 'netns', ns, ...(mac ? ['address', mac] : [])]);
     await runChecked('ip', ['-n', this.sw, 'link', 'set', port, 'master', 'br0', 'up']);
-    // Wire-size frames only: a veth peer would otherwise hand the adapter 64 KiB TSO super-frames.
-    if (mac) await runChecked('ip', ['-n', ns, 'link', 'set', 'dev', ifname, 'gso_max_segs', '1', 'gso_max_size', '1500']);
+    // Default offloads: a device's veth hands the adapter TSO super-frames (up to 64 KiB) and leaves checksums to
+    // offload, as a NIC's GRO and a local sender would; the adapter must cut and complete them.
     await runChecked('ip', ['-n', ns, 'link', 'set', ifname, 'up']);
   }
 }

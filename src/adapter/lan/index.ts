@@ -17,5 +17,6 @@ export * from './peers.js';
 export * from './router.js';
 export * from './proxy.js';
 export * from './classify.js';
+export * from './mtu.js';
 export * from './leases.js';
 export * from './notices.js';

@@ -3,8 +3,8 @@
 // spoofed one is dropped, packets from the overlay are framed for the device's MAC only when addressed to it, DNS
 // for overlay names goes through the agent, and garbage is counted. MLD: the adapter's groups reported on start,
 // a peer's solicited-node group joined before the DNS answer or overlay packet that makes a device ask for it,
-// queries answered, hostile queries counted, and DAD probes answered only for known peers. Also the
-// partial-checksum completion.
+// queries answered, hostile queries counted, and DAD probes answered only for known peers. (The MTU handling is in
+// mtu.test.ts, partial checksums and super-frames in lan-frames.test.ts.)
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -43,7 +43,6 @@ import { transportChecksum } from '../../../src/adapter/lan/checksum.js';
 import { formatIp6 } from '../../../src/protocol/ip.js';
 import { LanService, persistLeases, type GeneralNodePort } from '../../../src/adapter/lan-service.js';
 import type { LanLink } from '../../../src/adapter/lan-port.js';
-import { completePartialChecksum } from '../../../src/adapter/partial-checksum.js';
 import { MemoryLeaseTable } from '../../../src/adapter/lan/leases.js';
 import { decodeResponse, encodeQuery } from '../../../src/net/dns/codec.js';
 import { silentLogger } from '../../../src/util/log.js';
@@ -269,18 +268,4 @@ test('MLD: own groups on start, peer groups before the frames that need them, qu
     lan.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-});
-
-test('completePartialChecksum fills in what checksum offload would have', () => {
-  const good = buildUdp({ src: '100.64.0.10', dst: '100.64.0.20', srcPort: 1234, dstPort: 53, payload: Buffer.from('hello world!!') });
-  const frame = encodeEthernet({ dst: ADAPTER_MAC, src: GN_DUAL.mac, ethertype: ETHERTYPE_IPV4, payload: good });
-  const want = frame.readUInt16BE(14 + 20 + 6);
-  // CHECKSUM_PARTIAL: the field holds the (uncomplemented) pseudo-header sum.
-  const pseudo = [0x6440, 0x000a, 0x6440, 0x0014, 17, 8 + 13].reduce((s, v) => s + v, 0);
-  const partial = Buffer.from(frame);
-  partial.writeUInt16BE(((pseudo & 0xffff) + (pseudo >>> 16)) & 0xffff, 14 + 20 + 6);
-  assert.equal(completePartialChecksum(partial), true);
-  assert.equal(partial.readUInt16BE(14 + 20 + 6), want);
-  assert.equal(completePartialChecksum(Buffer.alloc(10)), false);
-  assert.equal(completePartialChecksum(encodeEthernet({ dst: ADAPTER_MAC, src: GN_DUAL.mac, ethertype: ETHERTYPE_ARP, payload: Buffer.alloc(28) })), false);
 });
