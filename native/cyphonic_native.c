@@ -34,6 +34,7 @@
 
 #include "batch_io.h"
 #include "dataplane.h"
+#include "pmtu.h"
 #include "napi_util.h"
 #include "offload.h"
 
@@ -860,5 +861,7 @@ NAPI_MODULE_INIT() {
         napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
       return NULL;
   }
+  // Path MTU helpers (pmtu.c): pmtuFragNeeded, pmtuTooBig, pmtuFragment4, pmtuClampMss.
+  if (!pmtu_register(env, exports)) return NULL;
   return dataplane_register(env, exports) ? exports : NULL;
 }

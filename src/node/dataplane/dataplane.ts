@@ -240,9 +240,9 @@ export class DataPlane implements DatagramPort {
     this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
   }
 
-  peerStats(slot: number): { rxBytes: number; txBytes: number } {
+  peerStats(slot: number): { rxBytes: number; txBytes: number; pmtu: number } {
     const s = this.stats.peer(slot);
-    return { rxBytes: s.rxBytes, txBytes: s.txBytes };
+    return { rxBytes: s.rxBytes, txBytes: s.txBytes, pmtu: s.pmtu };
   }
 
   async close(): Promise<void> {

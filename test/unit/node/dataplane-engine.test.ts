@@ -68,7 +68,7 @@ test('engine capsules open in DataSession and DataSession capsules come out of t
     assert.deepEqual(rig.fromTun(), back);
 
     const slot = rig.stats.peer(3);
-    assert.deepEqual(slot, { rxBytes: back.length, txBytes: pkt.length, rxPackets: 1, txPackets: 2 });
+    assert.deepEqual(slot, { rxBytes: back.length, txBytes: pkt.length, rxPackets: 1, txPackets: 2, pmtu: 1400 });
   } finally {
     rig.close();
   }
