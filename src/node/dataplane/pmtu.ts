@@ -6,7 +6,7 @@
 //   start ──probe at the largest size (TUN MTU + overhead, capped by the kernel's path MTU)──► ack: done
 //     │ no ack after PROBE_TRIES × PROBE_TIMEOUT_MS: black hole ─► PLPMTU = base, search up
 //   search: binary search between the largest size acked and the smallest that failed, to SEARCH_STEP bytes ─► done
-//   done: every CONFIRM_MS one probe at the current size (fails: black hole, search from base again);
+//   done: every CONFIRM_MS with traffic, one probe at the current size (fails: black hole, search from base again);
 //         every RAISE_MS, if below the largest size, search up again. A move (new endpoint) restarts at `start`.
 //
 // The search is optimistic at start: until a probe fails the tunnel keeps its full MTU, so a good path never pays.
@@ -18,8 +18,9 @@ export const PROBE_TIMEOUT_MS = 400;
 export const PROBE_TRIES = 2;
 /** Tunable: the search stops when the bounds are this close (bytes). */
 export const SEARCH_STEP = 16;
-/** Tunable: the confirmed size is probed again this often (ms): a path that narrowed later is found. */
-export const CONFIRM_MS = 15_000;
+/** Tunable: the size in use is probed again this often (ms) while traffic flows: a path that narrowed later (and
+ *  drops the ICMP errors that would say so) is found within this time plus a search. Idle paths are not probed. */
+export const CONFIRM_MS = 5_000;
 /** Tunable: a path confirmed below its largest size is searched up again this often (ms). */
 export const RAISE_MS = 120_000;
 /** Smallest outer datagram assumed to pass (RFC 8899 BASE_PLPMTU): IPv6 links carry 1280, IPv4 paths 1200 here. */
@@ -68,9 +69,10 @@ export class PathMtuSearch {
 
   /**
    * Advances the search at `now`; `kernel` is the kernel's path MTU toward the peer (0 = unknown): no probe is ever
-   * larger (the kernel would fragment it and the probe would prove nothing). Returns a probe to send, or null.
+   * larger (the kernel would fragment it and the probe would prove nothing); `busy`: the peer was sent traffic
+   * since the last confirmation (else none is made). Returns a probe to send, or null.
    */
-  tick(now: number, kernel: number): ProbeRequest | null {
+  tick(now: number, kernel: number, busy = true): ProbeRequest | null {
     const cap = kernel > 0 ? Math.min(this.max, kernel) : this.max;
     if (this.hi > cap) this.hi = cap;
     if (this.lo > cap) this.lo = cap; // the kernel learned a smaller path MTU (ICMP, local link)
@@ -96,6 +98,10 @@ export class PathMtuSearch {
           this.hi = cap;
           this.doneAt = now;
           return this.step(now);
+        }
+        if (!busy) {
+          this.next = now + CONFIRM_MS; // no traffic since the last confirmation: nothing to protect
+          return null;
         }
         this.state = 'confirm';
         return this.send(Math.min(this.lo, cap), now, 1);

@@ -40,7 +40,8 @@ export const GLOBAL = {
   spoofed: 18,
   /** Datagrams of UDP GSO sends the kernel refused (EMSGSIZE: over the path MTU it knows), re-sent one by one. */
   gsoResegmented: 19,
-  /** TSO super-packets from the TUN cut into segments smaller than their gso_size (the peer's path is narrower). */
+  /** TCP super-packets from the TUN (TSO) cut into segments smaller than their gso_size because the peer's path is
+   *  narrower, and IPv6 TCP segments of at most 1280 bytes (which no ICMP may refuse) cut to fit it. */
   tsoNarrowed: 20,
   /** ICMP "fragmentation needed" / ICMPv6 "packet too big" written to the TUN for packets over a peer's usable MTU. */
   pmtuIcmpSent: 21,

@@ -118,7 +118,7 @@ function isV4(addr: Uint8Array): boolean {
 
 /** Path MTU discovery of each peer slot with a session (pmtu.ts drives the search; the engine sends and answers). */
 class PathMtus {
-  readonly #slots = new Map<number, { search: PathMtuSearch; endpoint: string; kernel: number; readAt: number; plp: number }>();
+  readonly #slots = new Map<number, { search: PathMtuSearch; endpoint: string; kernel: number; readAt: number; plp: number; tx: number }>();
   #lastTick = 0;
   #ids = 1;
 
@@ -137,7 +137,7 @@ class PathMtus {
     const v4 = isV4(endpoint.addr);
     const max = this.mtu + (v4 ? 20 : 40) + CAPSULE_OVERHEAD;
     const search = new PathMtuSearch(max, v4 ? BASE_V4 : BASE_V6, now, (this.#ids += 0x10000));
-    this.#slots.set(slot, { search, endpoint: key, kernel: 0, readAt: 0, plp: -1 });
+    this.#slots.set(slot, { search, endpoint: key, kernel: 0, readAt: 0, plp: -1, tx: 0 });
   }
 
   ack(slot: number, id: number, size: number, now: number): void {
@@ -154,7 +154,10 @@ class PathMtus {
         s.readAt = now;
       }
       const before = s.search.blackHoles;
-      const probe = s.search.tick(now, s.kernel);
+      // Busy: more sent since the last confirmation than probes and acks alone would make.
+      const tx = this.stats.peer(slot).txPackets;
+      const probe = s.search.tick(now, s.kernel, tx - s.tx > 3);
+      if (probe && s.search.phase === 'confirm') s.tx = tx + 1;
       if (s.search.blackHoles > before) this.stats.a[this.stats.global(GLOBAL.pmtuBlackHoles)]! += 1;
       if (probe && this.native.dpProbe(this.engine, slot, probe.size, probe.id)) this.stats.a[this.stats.global(GLOBAL.pmtuProbes)]! += 1;
       if (s.plp !== s.search.plpmtu) {
