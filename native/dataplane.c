@@ -760,7 +760,7 @@ static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *
       count(e, e->ix.keepalive, 1);
       return;
     }
-    if (at[0] == PMTU_CTL_MAGIC) {
+    if (at[0] == PMTU_CTL_MAGIC && r >= PMTU_CTL_LEN && (at[1] == PMTU_CTL_PROBE || at[1] == PMTU_CTL_ACK)) {
       pmtu_control(e, path->slot, at, (size_t)r);
       return;
     }
