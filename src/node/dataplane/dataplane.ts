@@ -240,6 +240,11 @@ export class DataPlane implements DatagramPort {
     this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
   }
 
+  /** We moved: every peer's path MTU is learned again (probes from the largest size, the kernel's MTU re-read). */
+  relearnPathMtu(): void {
+    this.post({ op: 'relearn' });
+  }
+
   peerStats(slot: number): { rxBytes: number; txBytes: number; pmtu: number } {
     const s = this.stats.peer(slot);
     return { rxBytes: s.rxBytes, txBytes: s.txBytes, pmtu: s.pmtu };

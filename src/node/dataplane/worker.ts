@@ -76,6 +76,8 @@ export type ToWorker =
   | { op: 'promote'; slot: number }
   /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
   | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
+  /** We moved: learn every peer's path MTU again. */
+  | { op: 'relearn' }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -129,15 +131,23 @@ class PathMtus {
     private readonly stats: StatsView,
   ) {}
 
-  /** A session (or a new endpoint) for `slot`: a new path starts a new search. */
-  path(slot: number, endpoint: WirePeer['endpoint'], now: number): void {
+  /** A session for `slot`, or (moved) the peer's new endpoint: a new path, or a move, starts a new search. */
+  path(slot: number, endpoint: WirePeer['endpoint'], now: number, moved = false): void {
     const key = `${Buffer.from(endpoint.addr).toString('hex')}:${endpoint.port}`;
     const cur = this.#slots.get(slot);
-    if (cur && cur.endpoint === key) return;
+    if (cur && cur.endpoint === key && !moved) return;
     const v4 = isV4(endpoint.addr);
     const max = this.mtu + (v4 ? 20 : 40) + CAPSULE_OVERHEAD;
     const search = new PathMtuSearch(max, v4 ? BASE_V4 : BASE_V6, now, (this.#ids += 0x10000));
     this.#slots.set(slot, { search, endpoint: key, kernel: 0, readAt: 0, plp: -1, tx: 0 });
+  }
+
+  /** Our end moved: every search starts over (the kernel's MTUs are re-read at the next tick). */
+  relearn(now: number): void {
+    for (const s of this.#slots.values()) {
+      s.search.restart(now);
+      s.readAt = 0;
+    }
   }
 
   ack(slot: number, id: number, size: number, now: number): void {
@@ -278,9 +288,10 @@ function run(): void {
     drain(port, (msg) => {
       if (msg.op === 'stop') running = false;
       else if (msg.op === 'promote') native.dpPromote(engine, msg.slot);
+      else if (msg.op === 'relearn') pmtus.relearn(Date.now());
       else if (msg.op === 'endpoint') {
         native.dpEndpoint(engine, msg.slot, msg.endpoint.addr, msg.endpoint.port);
-        pmtus.path(msg.slot, msg.endpoint, Date.now()); // a move: the path MTU is learned again
+        pmtus.path(msg.slot, msg.endpoint, Date.now(), true); // a move: the path MTU is learned again
       }
       else if (msg.op === 'install') {
         install(msg);
