@@ -2,8 +2,9 @@
 //   1. both nodes on 1280-byte links: refused UDP GSO sends are re-sent, the usable MTU follows the kernel's path
 //      MTU, TCP over the IPv4 and the IPv6 overlay moves 10 MB each way intact;
 //   2. a router between the nodes narrows the path to 1280 bytes while the hosts' links stay at 1500, first with its
-//      ICMP errors delivered, then with them dropped by nft on the router (a black hole only probes can find):
-//      10 MB each way intact within 60 s, and the counters say what happened.
+//      ICMP errors delivered (IPv4 underlay), then with them dropped by nft on the router (IPv6 underlay: a black
+//      hole only probes can find): 10 MB each way intact within 60 s, and the counters say what happened;
+//   3. a relayed path whose far hop (TRS -> beta) is narrow: only probes through the TRS can see it.
 //
 //              global segment 198.18.0.0/24, 2001:db8::/64
 //   [cloud] ──────┬───────────────┬───────────────┐
@@ -221,6 +222,32 @@ describe('path MTU: narrow links, narrowing routers, black holes (netns, offload
       assert.ok(ca['data.pmtuProbeAcks']! > 0 && cb['data.pmtuProbesAnswered']! > 0, 'probes acked');
       const drops = await rtr.run('nft', ['list', 'chain', 'inet', 'pmtu_blackhole', 'out']);
       assert.match(drops, /packets [1-9]/, 'the router did drop ICMP errors');
+    } finally {
+      await stop();
+    }
+  });
+
+  test('relayed path (IPv6-only alpha, IPv4-only beta on a 1280 link): the far hop is found by probes through the TRS, 10 MB each way', async () => {
+    await cloud.startTrs(4503);
+    // alpha stays IPv6-only; beta becomes IPv4-only behind a 1280-byte link: the NMS relays them (family mismatch).
+    // alpha's kernel sees only its own leg to the TRS (1500); the TRS -> beta leg drops what exceeds 1280 silently.
+    await tb.moveHost(beta.host, tb.global, { family: 'v4' });
+    await beta.host.run('ip', ['link', 'set', 'eth0', 'mtu', '1280']);
+    const [a, b] = await start();
+    try {
+      await tunnel(alpha, [b.vip4!, b.vip6!]);
+      await waitFor('a relayed path', async () => (await alpha.status()).peers.find((p) => p.name === 'beta')?.path === 'relayed', 10_000);
+      await waitFor('alpha probes the far hop down', async () => {
+        const pa = await pmtuOf(alpha, 'beta');
+        return pa !== null && pa <= 1280 - 20 - 52;
+      }, 20_000, 200);
+      await transfer(alpha, beta, b.vip4!, 5401);
+      await transfer(beta, alpha, a.vip6!, 5402);
+      await report('relayed, narrow far hop');
+      const ca = await counters(alpha);
+      assert.ok(ca['data.pmtuBlackHoles']! >= 1, 'alpha found the far hop by probing (its kernel cannot see it)');
+      const pb = await pmtuOf(beta, 'alpha');
+      assert.ok(pb !== null && pb <= 1280 - 20 - 52, `beta's own narrow link counts (${pb})`);
     } finally {
       await stop();
     }
