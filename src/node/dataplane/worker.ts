@@ -169,7 +169,10 @@ class PathMtus {
       const probe = s.search.tick(now, s.kernel, tx - s.tx > 3);
       if (probe && s.search.phase === 'confirm') s.tx = tx + 1;
       if (s.search.blackHoles > before) this.stats.a[this.stats.global(GLOBAL.pmtuBlackHoles)]! += 1;
-      if (probe && this.native.dpProbe(this.engine, slot, probe.size, probe.id)) this.stats.a[this.stats.global(GLOBAL.pmtuProbes)]! += 1;
+      if (probe) {
+        if (this.native.dpProbe(this.engine, slot, probe.size, probe.id)) this.stats.a[this.stats.global(GLOBAL.pmtuProbes)]! += 1;
+        else s.search.restart(now + PMTU_KERNEL_MS); // no session to probe with (expired, slot idle): nothing learned
+      }
       if (s.plp !== s.search.plpmtu) {
         s.kernel = this.native.dpPmtu(this.engine, slot, s.search.plpmtu);
         s.plp = s.search.plpmtu;
