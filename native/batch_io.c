@@ -67,6 +67,28 @@ int udp_recv_batch(int fd, uint8_t *buf, size_t slot, size_t nbuf, uint32_t *off
 static volatile int udp_gso_broken = 0;
 
 int udp_send_batch(int fd, struct iovec *iov, int count, const struct sockaddr_storage *to, socklen_t tolen, bool gso) {
+  return udp_send_batch_ex(fd, iov, count, to, tolen, gso, NULL);
+}
+
+// Sends the `n` datagrams at iov one per message (no UDP_SEGMENT): what a refused GSO send becomes. The kernel then
+// sizes each datagram against the path on its own (and fragments locally what the path MTU it knows cannot carry).
+// Returns how many went, or -errno when none did.
+static int send_singly(int fd, struct iovec *iov, size_t n, const struct sockaddr_storage *to, socklen_t tolen) {
+  size_t went = 0;
+  int err = 0;
+  for (size_t k = 0; k < n; k++) {
+    struct msghdr h = {.msg_name = (void *)to, .msg_namelen = tolen, .msg_iov = &iov[k], .msg_iovlen = 1};
+    ssize_t r;
+    do r = sendmsg(fd, &h, 0);
+    while (r < 0 && errno == EINTR);
+    if (r >= 0) went++;
+    else err = errno;
+  }
+  return went > 0 || err == 0 ? (int)went : -err;
+}
+
+int udp_send_batch_ex(int fd, struct iovec *iov, int count, const struct sockaddr_storage *to, socklen_t tolen, bool gso,
+                      int *resegmented) {
   struct mmsghdr msgs[MAX_SEND];
   size_t members[MAX_SEND];  // datagrams in each message
   union {
@@ -110,6 +132,16 @@ int udp_send_batch(int fd, struct iovec *iov, int count, const struct sockaddr_s
     int r = sendmmsg(fd, msgs, (unsigned)nm, 0);
     if (r < 0) {
       if (errno == EINTR) continue;
+      if (errno == EMSGSIZE && members[0] > 1) {
+        // The first GSO send was refused: its segment size exceeds the path MTU the kernel knows (a narrow link, or
+        // ICMP taught it). Re-send its datagrams one by one; GSO stays on for the runs that fit.
+        int w = send_singly(fd, &iov[sent], members[0], to, tolen);
+        if (resegmented) *resegmented += (int)members[0];
+        if (w < 0) return sent > 0 ? sent : w;
+        if ((size_t)w < members[0]) return sent + w;
+        sent += w;
+        continue;
+      }
       if (use_gso && (errno == EIO || errno == EINVAL || errno == ENOPROTOOPT || errno == EOPNOTSUPP)) {
         udp_gso_broken = 1;  // retry this batch, and all later ones, one datagram per message
         use_gso = 0;

@@ -38,6 +38,10 @@ int udp_recv_batch(int fd, uint8_t *buf, size_t slot, size_t nbuf, uint32_t *off
 // datagrams (the last may be shorter) goes as one UDP GSO send; falls back to one datagram per message for good
 // when the kernel refuses GSO. Returns how many datagrams went, or -errno when none did.
 int udp_send_batch(int fd, struct iovec *iov, int count, const struct sockaddr_storage *to, socklen_t tolen, bool gso);
+// The same; a GSO send refused with EMSGSIZE (segment size over the path MTU the kernel knows) is re-sent one datagram
+// per message, and the datagrams so re-sent are added to *resegmented (may be NULL).
+int udp_send_batch_ex(int fd, struct iovec *iov, int count, const struct sockaddr_storage *to, socklen_t tolen, bool gso,
+                      int *resegmented);
 
 // Writes `count` (<= MAX_TUN_WRITE) packets ptrs[i] (lens[i] bytes) to the TUN. Without vnet: one write each. With
 // vnet, each packet needs VNET_HDR_LEN bytes of writable headroom before ptrs[i]; runs of one TCP flow are merged in

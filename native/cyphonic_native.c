@@ -35,6 +35,7 @@
 #include "batch_io.h"
 #include "dataplane.h"
 #include "lan_frames.h"  // the adapter's LAN frames: PACKET_VNET_HDR reads, GSO super-frames cut (lan_frames.c)
+#include "pmtu.h"
 #include "napi_util.h"
 #include "offload.h"
 
@@ -861,5 +862,7 @@ NAPI_MODULE_INIT() {
         napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
       return NULL;
   }
+  // Path MTU helpers (pmtu.c): pmtuFragNeeded, pmtuTooBig, pmtuFragment4, pmtuClampMss.
+  if (!pmtu_register(env, exports)) return NULL;
   return dataplane_register(env, exports) && lan_frames_register(env, exports) ? exports : NULL;
 }

@@ -54,6 +54,7 @@
 #include "dataplane.h"
 #include "napi_util.h"
 #include "offload.h"
+#include "pmtu.h"
 
 #define KEY_LEN 32
 #define HDR_LEN 28
@@ -115,6 +116,7 @@ typedef struct {
   // from its paths (cryptokey routing: a peer cannot speak with another node's address).
   bool has4, has6;
   uint8_t vip4[4], vip6[16];
+  pmtu_peer_t mtu;  // path MTU toward the peer (pmtu.h; dataplane_pmtu.inc)
 } peer_t;
 
 typedef struct {
@@ -138,6 +140,7 @@ typedef struct {
   int slot_width, rx_bytes, tx_bytes, rx_packets, tx_packets;
   int miss, send_err, bad_tag, replayed, too_old, malformed, tun_write_err, keepalive, unknown_path, tso_dropped;
   int expired, seal_expired, events_dropped, candidates_dropped, queued, queue_dropped, spoofed;
+  int pmtu, gso_resegmented, tso_narrowed, icmp_sent, fragmented, mss_clamped, too_big_dropped, probes_answered, probe_acks;
 } stat_idx_t;
 
 typedef struct {
@@ -150,6 +153,7 @@ typedef struct {
   int tun, udp, wake;
   size_t mtu;
   bool vnet, gso, gro;
+  pmtu_query_t pq;
   double *stats;
   size_t nstats;
   napi_ref stats_ref;
@@ -570,11 +574,17 @@ static void event(engine_t *e, uint8_t kind, const uint8_t meta[20], const uint8
 
 /* ---------- send step: TUN → capsules → UDP ---------- */
 
+static void pmtu_resegmented(engine_t *e, int slot, int n);
+static size_t dest_usable(engine_t *e, const uint8_t *pkt, size_t n);
+static bool pmtu_too_big(engine_t *e, peer_t *p, session_t *s, const uint8_t *pkt, size_t n);
+
 static void flush_batch(engine_t *e) {
   peer_t *p = e->batch_peer;
   if (p != NULL && e->nb > 0) {
-    int n = udp_send_batch(e->udp, e->out_iov, e->nb, &p->to, p->tolen, e->gso);
+    int reseg = 0;
+    int n = udp_send_batch_ex(e->udp, e->out_iov, e->nb, &p->to, p->tolen, e->gso, &reseg);
     int slot = (int)(p - e->peers);
+    if (reseg > 0) pmtu_resegmented(e, slot, reseg);
     if (n < e->nb) count(e, e->ix.send_err, e->nb - (n > 0 ? n : 0));
     count_slot(e, slot, e->ix.tx_bytes, e->batch_bytes);
     count_slot(e, slot, e->ix.tx_packets, n > 0 ? n : 0);
@@ -652,10 +662,12 @@ static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
     event(e, 1, meta, pkt, n);
     return;
   }
+  if (pmtu_clamp_mss((uint8_t *)pkt, n, p->mtu.usable)) count(e, e->ix.mss_clamped, 1);
   if (!ready(e, slot, s)) {
     enqueue(e, slot, pkt, n);
     return;
   }
+  if (p->mtu.usable && n > p->mtu.usable && pmtu_too_big(e, p, s, pkt, n)) return;
   emit(e, p, s, pkt, n);
 }
 
@@ -707,7 +719,9 @@ static int send_step(engine_t *e) {
       route_packet(e, b + VNET_HDR_LEN, n - VNET_HDR_LEN);  // no GSO, no checksum to complete
       continue;
     }
-    int segs = vnet_segment(b, n, e->seg, e->pkt_slot, SEG_SLOTS, e->seg_lens);
+    int narrowed = 0;
+    int segs = vnet_segment_cap(b, n, e->seg, e->pkt_slot, SEG_SLOTS, e->seg_lens, dest_usable(e, b + VNET_HDR_LEN, n - VNET_HDR_LEN), &narrowed);
+    if (narrowed) count(e, e->ix.tso_narrowed, 1);
     if (segs <= 0) {
       count(e, e->ix.tso_dropped, 1);
       continue;
@@ -746,6 +760,8 @@ static bool source_is_peer(const engine_t *e, int slot, const uint8_t *pkt, size
   return false;
 }
 
+static void pmtu_control(engine_t *e, int slot, const uint8_t *m, size_t n);
+
 static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *meta) {
   if (n >= HDR_LEN && f[1] == TYPE_CAPSULE) {
     path_t *path = path_find(e, get64(f + OFF_ID));
@@ -765,10 +781,15 @@ static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *
       count(e, e->ix.keepalive, 1);
       return;
     }
+    if (at[0] == PMTU_CTL_MAGIC && r >= PMTU_CTL_LEN && (at[1] == PMTU_CTL_PROBE || at[1] == PMTU_CTL_ACK)) {
+      pmtu_control(e, path->slot, at, (size_t)r);
+      return;
+    }
     if (!source_is_peer(e, path->slot, at, (size_t)r)) {
       count(e, e->ix.spoofed, 1);  // authentic capsule, inner source not the peer's: never reaches the TUN
       return;
     }
+    if (pmtu_clamp_mss(at, (size_t)r, e->peers[path->slot].mtu.usable)) count(e, e->ix.mss_clamped, 1);
     e->tptrs[e->nt] = at;
     e->tlens[e->nt] = (uint32_t)r;
     e->nt++;
@@ -822,6 +843,8 @@ static int wait_any_fd(engine_t *e, int timeout_ms) {
   return bits;
 }
 
+#include "dataplane_pmtu.inc"
+
 /* ---------- N-API ---------- */
 
 static void engine_free(engine_t *e) {
@@ -844,6 +867,7 @@ static void engine_free(engine_t *e) {
   free(e->tptrs);
   free(e->tlens);
   free(e->qbuf);
+  pmtu_query_close(&e->pq);
   e->paths = NULL;
   e->pcap = e->pcount = 0;
 }
@@ -934,7 +958,9 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   static const char *names[] = {"slotWidth", "rxBytes", "txBytes", "rxPackets", "txPackets", "miss", "udpSendErrors",
                                 "badTag", "replayed", "tooOld", "malformed", "tunWriteErrors", "keepaliveCapsules",
                                 "unknownPath", "tsoDropped", "expired", "sealExpired", "eventsDropped",
-                                "candidatesDropped", "queued", "queueDropped", "spoofed"};
+                                "candidatesDropped", "queued", "queueDropped", "spoofed", "pmtu", "gsoResegmented", "tsoNarrowed",
+                                "pmtuIcmpSent", "pmtuFragmented", "mssClamped", "pmtuTooBigDropped", "pmtuProbesAnswered",
+                                "pmtuProbeAcks"};
   int64_t idx[sizeof names / sizeof names[0]];
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!prop_int(env, iv, names[i], 0, INT_MAX, &idx[i])) return NULL;
@@ -957,7 +983,9 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   e->ix = (stat_idx_t){(int)idx[0],  (int)idx[1],  (int)idx[2],  (int)idx[3],  (int)idx[4],  (int)idx[5],
                        (int)idx[6],  (int)idx[7],  (int)idx[8],  (int)idx[9],  (int)idx[10], (int)idx[11],
                        (int)idx[12], (int)idx[13], (int)idx[14], (int)idx[15], (int)idx[16], (int)idx[17], (int)idx[18],
-                       (int)idx[19], (int)idx[20], (int)idx[21]};
+                       (int)idx[19], (int)idx[20], (int)idx[21], (int)idx[22], (int)idx[23], (int)idx[24],
+                       (int)idx[25], (int)idx[26], (int)idx[27], (int)idx[28], (int)idx[29], (int)idx[30]};
+  pmtu_query_init(&e->pq);
   e->max_slots = (int)slots;
   e->pkt_slot = e->mtu + 64;
   e->read_slot = vnet ? VNET_SLOT : e->pkt_slot;
@@ -1129,6 +1157,7 @@ static napi_value dp_install(napi_env env, napi_callback_info info) {
   p->used = true;
   p->to = ss;
   p->tolen = sl;
+  pmtu_refresh(e, (int)slot);
   if (!waits) {
     session_unref(p->session);
     p->session = fresh;
@@ -1204,6 +1233,8 @@ static napi_value dp_endpoint(napi_env env, napi_callback_info info) {
   if (p->used) {
     p->to = ss;
     p->tolen = sl;
+    p->mtu.plpmtu = 0;  // a new path: what probes found on the old one no longer holds (the worker probes again)
+    pmtu_refresh(e, (int)slot);
   }
   return NULL;
 }
@@ -1281,7 +1312,8 @@ bool dataplane_register(napi_env env, napi_value exports) {
     const char *name;
     napi_callback fn;
   } fns[] = {{"dpCreate", dp_create}, {"dpInstall", dp_install}, {"dpPromote", dp_promote}, {"dpEndpoint", dp_endpoint},
-             {"dpSend", dp_send},     {"dpTurn", dp_turn},       {"dpDestroy", dp_destroy}, {"dpRemove", dp_remove}};
+             {"dpSend", dp_send},     {"dpTurn", dp_turn},       {"dpDestroy", dp_destroy},
+             {"dpPmtu", dp_pmtu},     {"dpProbe", dp_probe},     {"dpRemove", dp_remove}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||

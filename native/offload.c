@@ -104,6 +104,11 @@ static size_t tcp_headers(const uint8_t *p, size_t len, int *v6, size_t *iphl) {
 }
 
 int vnet_segment(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens) {
+  return vnet_segment_cap(in, len, out, slot, nslots, lens, 0, NULL);
+}
+
+int vnet_segment_cap(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens,
+                     size_t max_pkt, int *narrowed) {
   if (len < VNET_HDR_LEN || nslots == 0) return SEG_MALFORMED;
   struct virtio_net_hdr h;
   memcpy(&h, in, sizeof h);
@@ -132,6 +137,10 @@ int vnet_segment(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_
   if (hl == 0 || v6 != (gso == VIRTIO_NET_HDR_GSO_TCPV6)) return SEG_MALFORMED;
   size_t mss = h.gso_size, payload = plen - hl;
   if (mss == 0 || payload == 0 || hl + mss > slot) return SEG_MALFORMED;
+  if (max_pkt > 0 && hl + mss > max_pkt && max_pkt >= hl + 64) {
+    mss = max_pkt - hl;  // the path to the peer is narrower than the segments TCP chose: cut smaller ones
+    if (narrowed) *narrowed = 1;
+  }
   size_t nseg = (payload + mss - 1) / mss;
   if (nseg > nslots) return SEG_TOO_MANY;
 

@@ -18,6 +18,10 @@
 // IP packets with complete checksums: packet i at out + i*slot, its length in lens[i]. Returns the count (>= 1),
 // or SEG_MALFORMED / SEG_TOO_MANY. Never reads past in+len nor writes past out + nslots*slot.
 int vnet_segment(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens);
+// The same, with segments of at most max_pkt bytes each (0: as gso_size says): a super-packet whose gso_size does
+// not fit the peer's path is cut into smaller segments (sets *narrowed) instead of being refused.
+int vnet_segment_cap(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens,
+                     size_t max_pkt, int *narrowed);
 
 // Coalesces, starting at packet `first`, the longest run of packets (ptrs[i], lens[i]) that form one TCP
 // GSO packet: same flow and headers, consecutive sequence numbers, equal payload sizes (the last may be

@@ -87,6 +87,17 @@ export interface NativeAddon {
    *  bits the waits saw (1 TUN, 2 UDP, 4 wake) | 8 if packets moved | event count << 4. See native/dataplane.c. */
   dpTurn(h: NativeEngineHandle, timeoutMs: number, events: Uint8Array): number;
   dpDestroy(h: NativeEngineHandle): void;
+  /** Path MTU (native/dataplane_pmtu.inc): sets the slot's probed PLPMTU (0 = none), re-reads the kernel's path MTU
+   *  toward its peer and publishes the usable inner MTU; returns the kernel's path MTU (0 = unknown). */
+  dpPmtu(h: NativeEngineHandle, slot: number, plpmtu: number): number;
+  /** Sends a path MTU probe whose outer IP datagram is `size` bytes (docs/PROTOCOL.md); false when it could not. */
+  dpProbe(h: NativeEngineHandle, slot: number, size: number, id: number): boolean;
+  /** Path MTU helpers (native/pmtu.c), for tests: ICMP answers (null: not answerable), IPv4 fragments (null: DF or
+   *  malformed), MSS clamping in place (true when lowered). */
+  pmtuFragNeeded(packet: Uint8Array, mtu: number): Buffer | null;
+  pmtuTooBig(packet: Uint8Array, mtu: number): Buffer | null;
+  pmtuFragment4(packet: Uint8Array, mtu: number): Buffer[] | null;
+  pmtuClampMss(packet: Uint8Array, mtu: number): boolean;
   /** Two connected AF_UNIX datagram sockets (a TUN stand-in for tests: one write = one read). */
   packetPair(): [number, number];
 }
@@ -127,7 +138,16 @@ export interface DataPlaneEngineInit {
     | 'candidatesDropped'
     | 'queued'
     | 'queueDropped'
-    | 'spoofed',
+    | 'spoofed'
+    | 'pmtu'
+    | 'gsoResegmented'
+    | 'tsoNarrowed'
+    | 'pmtuIcmpSent'
+    | 'pmtuFragmented'
+    | 'mssClamped'
+    | 'pmtuTooBigDropped'
+    | 'pmtuProbesAnswered'
+    | 'pmtuProbeAcks',
     number
   >;
   /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */

@@ -202,6 +202,7 @@ export class NodeLifecycle {
       },
       send: (m, to) => this.port?.send(m, to),
       localEndpoints: () => this.localEndpoints(),
+      relearnPathMtu: () => this.dataplane?.relearnPathMtu(),
       logger: this.logger.child({ component: 'mobility' }),
     });
     const opened = await this.init.openPort(this.session!);

@@ -81,6 +81,8 @@ export interface MobilityComponents {
   now?: () => number;
   /** @default UPDATE_RETRANSMIT_MS */
   retransmitMs?: readonly number[];
+  /** Our end of every path changed: the data plane learns each peer's path MTU again (relayed paths too). */
+  relearnPathMtu?: () => void;
 }
 
 /** Address families this host can send from now. */
@@ -146,6 +148,7 @@ export class MobilityManager {
       return;
     }
     this.counters.inc('moves');
+    this.c.relearnPathMtu?.();
     for (const peer of this.c.peers.establishedPeers()) {
       const target = chooseEndpoint(families, peer.endpoint, peer.candidates);
       if (!target) {

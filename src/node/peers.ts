@@ -94,7 +94,7 @@ export interface RouteSource {
 export interface SessionSink {
   send(datagram: Buffer, to: Endpoint): void;
   install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): Promise<void>;
-  peerStats(slot: number): { rxBytes: number; txBytes: number };
+  peerStats(slot: number): { rxBytes: number; txBytes: number; pmtu?: number };
   /** Send on the session installed last for `slot` now (a new path replaced the old one). */
   promote?(slot: number): void;
   /** Sends one small packet through the tunnel to the peer (sealed like any data): keeps NAT mappings on the way open. */
@@ -122,6 +122,8 @@ export interface PeerStatus {
   endpoint: string | null;
   rxBytes: number;
   txBytes: number;
+  /** Largest inner packet the tunnel carries whole to this peer now (path MTU less the tunnel's overhead); null without a data plane. */
+  pmtu: number | null;
   lastHandshake: string | null;
   state: 'connecting' | 'established';
   /** Our last route selection for this peer (Direction Request → Route Direction), ms; null if the peer asked. */
@@ -507,6 +509,7 @@ export class PeerManager implements PeerDirectory {
         endpoint: p.active?.endpoint ? formatEndpoint(p.active.endpoint) : null,
         rxBytes: st.rxBytes,
         txBytes: st.txBytes,
+        pmtu: st.pmtu || null,
         lastHandshake: p.lastHandshake ? new Date(p.lastHandshake).toISOString() : null,
         state: p.active ? ('established' as const) : ('connecting' as const),
         routeSelectionMs: p.routeSelectionMs,

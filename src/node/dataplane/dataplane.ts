@@ -245,9 +245,14 @@ export class DataPlane implements DatagramPort {
     this.post({ op: 'remove', slot });
   }
 
-  peerStats(slot: number): { rxBytes: number; txBytes: number } {
+  /** We moved: every peer's path MTU is learned again (probes from the largest size, the kernel's MTU re-read). */
+  relearnPathMtu(): void {
+    this.post({ op: 'relearn' });
+  }
+
+  peerStats(slot: number): { rxBytes: number; txBytes: number; pmtu: number } {
     const s = this.stats.peer(slot);
-    return { rxBytes: s.rxBytes, txBytes: s.txBytes };
+    return { rxBytes: s.rxBytes, txBytes: s.txBytes, pmtu: s.pmtu };
   }
 
   async close(): Promise<void> {

@@ -7,8 +7,8 @@ import type { DataPlaneEngineInit } from '../../native/addon.js';
 /** Tunable: peers one node can hold tunnels to at once (slots in the shared table). */
 export const MAX_PEER_SLOTS = 1024;
 /** Per-slot values. */
-export const SLOT = { rxBytes: 0, txBytes: 1, rxPackets: 2, txPackets: 3 } as const;
-const SLOT_WIDTH = 4;
+export const SLOT = { rxBytes: 0, txBytes: 1, rxPackets: 2, txPackets: 3, pmtu: 4 } as const;
+const SLOT_WIDTH = 5;
 /** Global counters after the slots (the send path writes miss/udpSend*, the receive path the rest; one worker). */
 export const GLOBAL = {
   miss: 0,
@@ -38,8 +38,29 @@ export const GLOBAL = {
   queueDropped: 17,
   /** Capsules that opened but whose inner source is not a virtual address of the path's peer (dropped). */
   spoofed: 18,
+  /** Datagrams of UDP GSO sends the kernel refused (EMSGSIZE: over the path MTU it knows), re-sent one by one. */
+  gsoResegmented: 19,
+  /** TCP super-packets from the TUN (TSO) cut into segments smaller than their gso_size because the peer's path is
+   *  narrower, and IPv6 TCP segments of at most 1280 bytes (which no ICMP may refuse) cut to fit it. */
+  tsoNarrowed: 20,
+  /** ICMP "fragmentation needed" / ICMPv6 "packet too big" written to the TUN for packets over a peer's usable MTU. */
+  pmtuIcmpSent: 21,
+  /** IPv4 packets without DF over a peer's usable MTU, fragmented. */
+  pmtuFragmented: 22,
+  /** TCP SYNs (either direction) whose MSS was lowered to fit a peer's usable MTU. */
+  mssClamped: 23,
+  /** Packets over a peer's usable MTU that could be neither answered nor fragmented (e.g. ICMP errors): dropped. */
+  pmtuTooBigDropped: 24,
+  /** Path MTU probes from peers answered. */
+  pmtuProbesAnswered: 25,
+  /** Acks of our path MTU probes. */
+  pmtuProbeAcks: 26,
+  /** Path MTU probes sent (the worker's search, pmtu.ts). */
+  pmtuProbes: 27,
+  /** Probe searches that found the path narrower than it had been confirmed (black hole detected). */
+  pmtuBlackHoles: 28,
 } as const;
-const GLOBAL_COUNT = 19;
+const GLOBAL_COUNT = 29;
 
 /** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
 export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
@@ -67,6 +88,15 @@ export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
     queued: g(GLOBAL.queued),
     queueDropped: g(GLOBAL.queueDropped),
     spoofed: g(GLOBAL.spoofed),
+    pmtu: SLOT.pmtu,
+    gsoResegmented: g(GLOBAL.gsoResegmented),
+    tsoNarrowed: g(GLOBAL.tsoNarrowed),
+    pmtuIcmpSent: g(GLOBAL.pmtuIcmpSent),
+    pmtuFragmented: g(GLOBAL.pmtuFragmented),
+    mssClamped: g(GLOBAL.mssClamped),
+    pmtuTooBigDropped: g(GLOBAL.pmtuTooBigDropped),
+    pmtuProbesAnswered: g(GLOBAL.pmtuProbesAnswered),
+    pmtuProbeAcks: g(GLOBAL.pmtuProbeAcks),
   };
 }
 
@@ -85,9 +115,9 @@ export class StatsView {
   global(field: number): number {
     return MAX_PEER_SLOTS * SLOT_WIDTH + field;
   }
-  peer(slot: number): { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number } {
+  peer(slot: number): { rxBytes: number; txBytes: number; rxPackets: number; txPackets: number; pmtu: number } {
     const b = slot * SLOT_WIDTH;
-    return { rxBytes: this.a[b]!, txBytes: this.a[b + 1]!, rxPackets: this.a[b + 2]!, txPackets: this.a[b + 3]! };
+    return { rxBytes: this.a[b]!, txBytes: this.a[b + 1]!, rxPackets: this.a[b + 2]!, txPackets: this.a[b + 3]!, pmtu: this.a[b + 4]! };
   }
   globals(): Record<keyof typeof GLOBAL, number> {
     const out = {} as Record<keyof typeof GLOBAL, number>;

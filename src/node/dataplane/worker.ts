@@ -40,7 +40,8 @@ import { installLimits } from '../../crypto/data-session.js';
 import type { SessionKeys } from '../../crypto/handshake.js';
 import { MessageType } from '../../protocol/constants.js';
 import { formatIp, parseIp } from '../../protocol/ip.js';
-import { engineStatIndex, MAX_PEER_SLOTS, StatsView } from './stats.js';
+import { BASE_V4, BASE_V6, PathMtuSearch } from './pmtu.js';
+import { engineStatIndex, GLOBAL, MAX_PEER_SLOTS, StatsView } from './stats.js';
 
 export interface WorkerInit {
   tunFd: number;
@@ -77,6 +78,8 @@ export type ToWorker =
   | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
   /** The peer in `slot` is forgotten (the slot will serve another peer). */
   | { op: 'remove'; slot: number }
+  /** We moved: learn every peer's path MTU again. */
+  | { op: 'relearn' }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -102,6 +105,88 @@ const EVENT_BYTES = 1 << 20;
 const EVENT_HEAD = 24;
 const EVENT_MISS = 1;
 const EVENT_DATAGRAM = 2;
+const EVENT_PROBE_ACK = 3;
+/** Tunable: how often the worker advances the path MTU searches and re-reads the kernel's path MTUs (ms). */
+const PMTU_TICK_MS = 100;
+/** Tunable: the kernel's path MTU toward each peer is re-read at least this often (ms). */
+const PMTU_KERNEL_MS = 1000;
+/** Outer bytes a capsule adds to an inner packet besides the outer IP header: UDP 8 + header 28 + tag 16. */
+const CAPSULE_OVERHEAD = 52;
+
+/** The endpoint is IPv4 (4 bytes, or IPv4-mapped on the dual-stack socket). */
+function isV4(addr: Uint8Array): boolean {
+  if (addr.length === 4) return true;
+  for (let i = 0; i < 10; i++) if (addr[i] !== 0) return false;
+  return addr[10] === 0xff && addr[11] === 0xff;
+}
+
+/** Path MTU discovery of each peer slot with a session (pmtu.ts drives the search; the engine sends and answers). */
+class PathMtus {
+  readonly #slots = new Map<number, { search: PathMtuSearch; endpoint: string; kernel: number; readAt: number; plp: number; tx: number }>();
+  #lastTick = 0;
+  #ids = 1;
+
+  constructor(
+    private readonly native: NonNullable<ReturnType<typeof loadNativeAddon>>,
+    private readonly engine: ReturnType<NonNullable<ReturnType<typeof loadNativeAddon>>['dpCreate']>,
+    private readonly mtu: number,
+    private readonly stats: StatsView,
+  ) {}
+
+  /** A session for `slot`, or (moved) the peer's new endpoint: a new path, or a move, starts a new search. */
+  path(slot: number, endpoint: WirePeer['endpoint'], now: number, moved = false): void {
+    const key = `${Buffer.from(endpoint.addr).toString('hex')}:${endpoint.port}`;
+    const cur = this.#slots.get(slot);
+    if (cur && cur.endpoint === key && !moved) return;
+    const v4 = isV4(endpoint.addr);
+    const max = this.mtu + (v4 ? 20 : 40) + CAPSULE_OVERHEAD;
+    const search = new PathMtuSearch(max, v4 ? BASE_V4 : BASE_V6, now, (this.#ids += 0x10000));
+    this.#slots.set(slot, { search, endpoint: key, kernel: 0, readAt: 0, plp: -1, tx: 0 });
+  }
+
+  /** Our end moved: every search starts over (the kernel's MTUs are re-read at the next tick). */
+  relearn(now: number): void {
+    for (const s of this.#slots.values()) {
+      s.search.restart(now);
+      s.readAt = 0;
+    }
+  }
+
+  /** The slot's peer is gone (its slot will serve another): no more probes for it. */
+  forget(slot: number): void {
+    this.#slots.delete(slot);
+  }
+
+  ack(slot: number, id: number, size: number, now: number): void {
+    this.#slots.get(slot)?.search.ack(id, size, now);
+  }
+
+  tick(now: number): void {
+    if (now - this.#lastTick < PMTU_TICK_MS) return;
+    this.#lastTick = now;
+    for (const [slot, s] of this.#slots) {
+      if (s.plp !== s.search.plpmtu || now - s.readAt >= PMTU_KERNEL_MS) {
+        s.kernel = this.native.dpPmtu(this.engine, slot, s.search.plpmtu);
+        s.plp = s.search.plpmtu;
+        s.readAt = now;
+      }
+      const before = s.search.blackHoles;
+      // Busy: more sent since the last confirmation than probes and acks alone would make.
+      const tx = this.stats.peer(slot).txPackets;
+      const probe = s.search.tick(now, s.kernel, tx - s.tx > 3);
+      if (probe && s.search.phase === 'confirm') s.tx = tx + 1;
+      if (s.search.blackHoles > before) this.stats.a[this.stats.global(GLOBAL.pmtuBlackHoles)]! += 1;
+      if (probe) {
+        if (this.native.dpProbe(this.engine, slot, probe.size, probe.id)) this.stats.a[this.stats.global(GLOBAL.pmtuProbes)]! += 1;
+        else s.search.restart(now + PMTU_KERNEL_MS); // no session to probe with (expired, slot idle): nothing learned
+      }
+      if (s.plp !== s.search.plpmtu) {
+        s.kernel = this.native.dpPmtu(this.engine, slot, s.search.plpmtu);
+        s.plp = s.search.plpmtu;
+      }
+    }
+  }
+}
 
 /** Message types the main thread handles (NMS replies and pushes, tunnel handshakes); anything else is dropped in C. */
 const TO_MAIN = [
@@ -193,6 +278,7 @@ function run(): void {
     toMain,
   });
   const held = new HeldPackets();
+  const pmtus = new PathMtus(native, engine, init.mtu, stats);
   const events = Buffer.allocUnsafe(EVENT_BYTES);
   const pathId = Buffer.alloc(8);
 
@@ -204,6 +290,7 @@ function run(): void {
     const now = Date.now();
     native.dpInstall(engine, peer.slot, pathId, keys.send, keys.recv, keys.initiator, msg.receiveOnly, vip4, vip6, peer.endpoint.addr, peer.endpoint.port, installLimits(keys, now));
     if (msg.receiveOnly) return;
+    pmtus.path(peer.slot, peer.endpoint, now);
     for (const vip of [peer.vip4, peer.vip6]) {
       if (vip) for (const pkt of held.take(addressKey(vip), now)) native.dpSend(engine, peer.slot, pkt);
     }
@@ -214,8 +301,14 @@ function run(): void {
     drain(port, (msg) => {
       if (msg.op === 'stop') running = false;
       else if (msg.op === 'promote') native.dpPromote(engine, msg.slot);
-      else if (msg.op === 'endpoint') native.dpEndpoint(engine, msg.slot, msg.endpoint.addr, msg.endpoint.port);
-      else if (msg.op === 'remove') native.dpRemove(engine, msg.slot);
+      else if (msg.op === 'relearn') pmtus.relearn(Date.now());
+      else if (msg.op === 'endpoint') {
+        native.dpEndpoint(engine, msg.slot, msg.endpoint.addr, msg.endpoint.port);
+        pmtus.path(msg.slot, msg.endpoint, Date.now(), true); // a move: the path MTU is learned again
+      } else if (msg.op === 'remove') {
+        native.dpRemove(engine, msg.slot);
+        pmtus.forget(msg.slot);
+      }
       else if (msg.op === 'install') {
         install(msg);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
@@ -230,6 +323,10 @@ function run(): void {
       const meta = at + 4;
       const data = events.subarray(at + EVENT_HEAD, at + EVENT_HEAD + len);
       at += EVENT_HEAD + len;
+      if (kind === EVENT_PROBE_ACK) {
+        if (len >= 10) pmtus.ack(events.readUInt16BE(meta), data.readUInt32BE(4), data.readUInt16BE(8), now);
+        continue;
+      }
       const fam = events[meta] === 6 ? 6 : 4;
       const addr = events.subarray(meta + 4, meta + (fam === 4 ? 8 : 20));
       if (kind === EVENT_MISS) {
@@ -254,6 +351,7 @@ function run(): void {
       const evCount = Math.floor(r / 16);
       if (evCount > 0) onEvents(evCount);
       control();
+      pmtus.tick(Date.now());
     }
   } finally {
     native.dpDestroy(engine);

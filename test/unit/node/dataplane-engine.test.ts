@@ -68,7 +68,7 @@ test('engine capsules open in DataSession and DataSession capsules come out of t
     assert.deepEqual(rig.fromTun(), back);
 
     const slot = rig.stats.peer(3);
-    assert.deepEqual(slot, { rxBytes: back.length, txBytes: pkt.length, rxPackets: 1, txPackets: 2 });
+    assert.deepEqual(slot, { rxBytes: back.length, txBytes: pkt.length, rxPackets: 1, txPackets: 2, pmtu: 1400 });
   } finally {
     rig.close();
   }
@@ -366,7 +366,7 @@ test('dpRemove frees a slot for another peer: sessions, routes and counters go; 
     assert.ok(rig.stats.peer(3).rxBytes > 0);
 
     rig.n.dpRemove(rig.engine, 3);
-    assert.deepEqual(rig.stats.peer(3), { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 }, 'counters start again for the next peer');
+    assert.deepEqual(rig.stats.peer(3), { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0, pmtu: 0 }, 'counters start again for the next peer');
     rig.toEngine(a.peer.seal(ipv4From([10, 99, 0, 2], [10, 99, 0, 1])));
     rig.turn();
     assert.equal(rig.fromTun(50), null, "A's path is gone");
