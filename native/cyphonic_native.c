@@ -33,6 +33,7 @@
 #include <openssl/evp.h>
 
 #include "batch_io.h"
+#include "filter.h"
 #include "dataplane.h"
 #include "napi_util.h"
 #include "offload.h"
@@ -860,5 +861,7 @@ NAPI_MODULE_INIT() {
         napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
       return NULL;
   }
+  // The policy filter the engine runs (filter.c): filterCreate/filterSet/filterPacket.
+  if (!filter_register(env, exports)) return NULL;
   return dataplane_register(env, exports) ? exports : NULL;
 }

@@ -289,6 +289,8 @@ export interface NodeRow {
   /** NAT mapping learned by the NMS's probe: 'independent' (punchable), 'dependent', or null (not behind NAT / not probed). */
   mapping: 'independent' | 'dependent' | null;
   lastSeen: string | null;
+  /** Policy tags (`cloud tags`), sorted. */
+  tags: string[];
 }
 
 /** How many missed keepalive intervals before a node counts as offline. */
@@ -297,6 +299,7 @@ const OFFLINE_AFTER_INTERVALS = 3;
 export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()): Promise<NodeRow[]> {
   const regs = new Map((await store.listRegistrations()).map((r) => [r.nodeId, r]));
   const nodes = await store.listNodes();
+  const tags = await store.listNodeTags();
   const out: NodeRow[] = [];
   for (const n of nodes) {
     const r = regs.get(n.id);
@@ -312,6 +315,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       observed: r ? formatEndpoint(r.observed) : null,
       mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
+      tags: tags.get(n.name) ?? [],
     });
   }
   return out;

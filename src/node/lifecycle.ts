@@ -181,6 +181,7 @@ export class NodeLifecycle {
             if (this.dataplane) this.init.pathKeepalive(peer);
           },
           setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
+          setFilter: (slot, allowIn) => this.dataplane?.setFilter(slot, allowIn),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
@@ -278,6 +279,7 @@ export class NodeLifecycle {
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('relay.', this.relay?.counters.toJSON()),
         ...prefixed('data.', this.dataplane?.stats.globals()),
+        ...prefixed('filter.', this.dataplane?.filterStats()),
         ...(this.dataplane ? { 'data.signalingSendErrors': this.dataplane.sendErrors } : {}),
       },
     };

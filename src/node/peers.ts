@@ -88,6 +88,8 @@ export interface SessionSink {
   keepalive?(peer: { vip4: string; vip6: string }): void;
   /** Mobility: send this peer's capsules to a new endpoint, same session. */
   setEndpoint?(slot: number, endpoint: Endpoint): void;
+  /** The policy: the ports the peer in `slot` may open flows to us on (null: everything). */
+  setFilter?(slot: number, allowIn: string | null): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -113,6 +115,8 @@ export interface PeerStatus {
   routeSelectionMs: number | null;
   /** Our last tunnel establishment (first Tunnel Request → session installed), ms. */
   tunnelMs: number | null;
+  /** The ports this peer may open new flows to us on, as the NMS said ("*" = all); null: no policy information. */
+  allowed: string[] | null;
 }
 
 interface Path {
@@ -158,6 +162,8 @@ interface Peer {
   idle: { rx: number; tx: number; at: number };
   /** A punch failed and a relay carries the traffic: when to try punching again, and the wait after that. */
   punchRetry: { at: number; waitMs: number; running: boolean } | null;
+  /** The policy's `allowIn` of the newest Route Direction (what the peer may open to us); null: none given. */
+  allowIn: string | null;
 }
 
 export interface PeerManagerComponents {
@@ -480,6 +486,7 @@ export class PeerManager implements PeerDirectory {
         state: p.active ? ('established' as const) : ('connecting' as const),
         routeSelectionMs: p.routeSelectionMs,
         tunnelMs: p.tunnelMs,
+        allowed: p.allowIn === null ? null : p.allowIn === '' ? [] : p.allowIn.split(','),
       };
     });
   }
@@ -519,8 +526,21 @@ export class PeerManager implements PeerDirectory {
         watch: { rx: 0, tx: 0, rxAt: 0, checking: false },
         idle: { rx: 0, tx: 0, at: Date.now() },
         punchRetry: null,
+        allowIn: null,
       };
       this.peers.set(peer.nodeId, peer);
+    }
+    // The policy for this peer, as the newest Route Direction says (set before any session of it is installed).
+    const allowIn = rd.allowIn ?? null;
+    if (allowIn !== peer.allowIn || peer.paths.size === 0) {
+      try {
+        this.c.sink()?.setFilter?.(peer.slot, allowIn);
+        peer.allowIn = allowIn;
+      } catch (err) {
+        this.counters.inc('route.bad-policy');
+        this.c.logger.warn('route refused: policy text', { peer: rd.peerName, err: describeError(err) });
+        return null;
+      }
     }
     return peer;
   }

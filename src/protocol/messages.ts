@@ -152,6 +152,11 @@ export interface RouteDirection {
   tunnelKey: Buffer;
   tempKey?: Buffer;
   peerCertificate: Buffer;
+  /**
+   * The ports the peer may open new flows to the receiving node on (policy text "icmp,tcp:22,udp:*"; "" = none,
+   * only replies to flows the receiver opened). Absent: no policy information (an older NMS): everything passes.
+   */
+  allowIn?: string;
 }
 
 export interface RouteConfirmation {
@@ -293,6 +298,9 @@ export const GENERAL_NODE_INFO_SCHEMA: Schema<GeneralNodeInfo> = [
   { tag: 5, name: 'fqdn', kind: 'string', maxSize: MAX_NAME_LEN },
 ];
 
+/** Longest port list a Route Direction carries (policy.ts: at most MAX_PORTS selectors per rule, merged). */
+const MAX_ALLOW_LEN = 4096;
+
 const ROUTE_DIRECTION: Schema<RouteDirection> = [
   { tag: 1, name: 'pathId', kind: 'u64' },
   { tag: 2, name: 'pathType', kind: 'u8' },
@@ -307,6 +315,7 @@ const ROUTE_DIRECTION: Schema<RouteDirection> = [
   { tag: 11, name: 'tunnelKey', kind: 'bytes', size: KEY_LEN },
   { tag: 12, name: 'tempKey', kind: 'bytes', size: KEY_LEN, optional: true },
   { tag: 13, name: 'peerCertificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
+  { tag: 14, name: 'allowIn', kind: 'string', maxSize: MAX_ALLOW_LEN, optional: true },
 ];
 
 const TUNNEL_HANDSHAKE: Schema<TunnelHandshake> = [

@@ -304,7 +304,7 @@ export class NmsService {
       if (!out.ok) {
         this.counters.inc(`route.refused.${out.status}`);
         this.c.logger.info('route refused', { node: node.name, status: out.status, reason: out.reason });
-        return this.nack(s, header, out.status === 'unknown-peer' ? Status.UnknownPeer : Status.NoRoute, out.reason);
+        return this.nack(s, header, out.status === 'unknown-peer' || out.status === 'policy' ? Status.UnknownPeer : Status.NoRoute, out.reason);
       }
       this.counters.inc('route.ok');
       this.counters.inc(`route.${out.path}`);

@@ -20,6 +20,7 @@ import { CyphonicError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { PairHost } from './pair-host.js';
 import { createStats, StatsView } from './stats.js';
+import { createFilterStats, filterCounters, rulesFromAllowIn } from './filter.js';
 import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
@@ -114,6 +115,7 @@ export class DataPlane implements DatagramPort {
   private readonly worker: Worker;
   private readonly wakeFd: number;
   private readonly installing = new Map<bigint, () => void>();
+  private readonly filterSab = createFilterStats();
   private closed = false;
 
   private constructor(
@@ -140,6 +142,7 @@ export class DataPlane implements DatagramPort {
       vnet: device.vnetHdr,
       gso: offload.gso,
       gro: offload.gro,
+      filterStats: this.filterSab,
     };
     this.worker = new Worker(file, { workerData: init, name: 'cyphonic-dataplane' });
     this.worker.on('message', (m: FromWorker) => this.fromWorker(m));
@@ -238,6 +241,20 @@ export class DataPlane implements DatagramPort {
   /** Mobility: the peer in `slot` is reached at `endpoint` from now on (same session; only the send worker cares). */
   setEndpoint(slot: number, endpoint: Endpoint): void {
     this.post({ op: 'endpoint', slot, endpoint: wireEndpoint(endpoint, this.dualStack) });
+  }
+
+  /**
+   * The policy for the peer in `slot`: the ports it may open new flows to us on (a Route Direction's `allowIn`;
+   * null = no policy information, everything passes). Replies to flows we open always pass. Throws PolicyError on
+   * text that is not a port list.
+   */
+  setFilter(slot: number, allowIn: string | null): void {
+    this.post({ op: 'filter', slot, rules: rulesFromAllowIn(allowIn) });
+  }
+
+  /** What the policy filter passed and dropped, by reason (filter.ts FILTER_STATS). */
+  filterStats(): Record<string, number> {
+    return filterCounters(this.filterSab);
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number } {

@@ -55,6 +55,8 @@ export interface WorkerInit {
   gso: boolean;
   /** The socket has UDP_GRO: receive buffers may hold many datagrams. */
   gro: boolean;
+  /** Counters of the policy filter (filter.ts FILTER_STATS). */
+  filterStats: SharedArrayBuffer;
 }
 
 /** A peer as the worker sees it. `endpoint.addr` is 4 or 16 raw bytes. */
@@ -75,6 +77,8 @@ export type ToWorker =
   | { op: 'promote'; slot: number }
   /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
   | { op: 'endpoint'; slot: number; endpoint: WirePeer['endpoint'] }
+  /** The policy: what the peer in `slot` may open to us (filter.ts encodeRules; null = everything). */
+  | { op: 'filter'; slot: number; rules: Uint8Array | null }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -174,6 +178,7 @@ function run(): void {
   const toMain = new Uint8Array(256);
   for (const t of TO_MAIN) toMain[t] = 1;
   const stats = new StatsView(init.stats);
+  const filter = native.filterCreate(MAX_PEER_SLOTS, new Float64Array(init.filterStats));
   const engine = native.dpCreate({
     tunFd: init.tunFd,
     udpFd: init.udpFd,
@@ -186,6 +191,7 @@ function run(): void {
     stats: stats.a,
     statIndex: engineStatIndex(),
     toMain,
+    filter,
   });
   const held = new HeldPackets();
   const events = Buffer.allocUnsafe(EVENT_BYTES);
@@ -210,6 +216,7 @@ function run(): void {
       if (msg.op === 'stop') running = false;
       else if (msg.op === 'promote') native.dpPromote(engine, msg.slot);
       else if (msg.op === 'endpoint') native.dpEndpoint(engine, msg.slot, msg.endpoint.addr, msg.endpoint.port);
+      else if (msg.op === 'filter') native.filterSet(filter, msg.slot, msg.rules);
       else if (msg.op === 'install') {
         install(msg);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
