@@ -3,9 +3,10 @@
 // the NMS (a Route Direction's `allowIn`: the ports that peer may open new flows to us on), set by the worker with
 // filterSet; a slot never set passes everything (no policy information). Packets pass when
 //   - the slot allows everything ("*"), or
-//   - they answer a flow this node opened: the send path records each outgoing packet's flow (filter_out) in a
-//     bounded hash table keyed by (slot, family, protocol, our port, their port) — ICMP echo by identifier, an ICMP
-//     error by the packet it quotes — and an entry lives on while packets use it (TCP 30 min, UDP 2 min, ICMP 30 s), or
+//   - they answer a flow this node opened: the send path records outgoing flows (filter_out: a TCP SYN, any UDP
+//     datagram, an ICMP echo request) in a bounded hash table keyed by (slot, family, protocol, our port, their port)
+//     — ICMP echo by identifier, an ICMP error by the packet it quotes — and an entry lives on while packets use it
+//     (TCP 30 min, UDP 2 min, ICMP 30 s), or
 //   - they open a new flow the slot's rules allow: "icmp" (echo requests and other ICMP), tcp/udp destination port
 //     ranges.
 // Everything else is dropped and counted by reason in a Float64Array the main thread reads (FILTER_STATS below).
@@ -257,8 +258,14 @@ void filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t no
   if (!r->set || r->any) return;  // nothing to remember: everything from this peer passes
   pkt_t p;
   if (!parse_ip(pkt, n, &p) || p.later_fragment) return;
-  if ((p.proto == P_TCP || p.proto == P_UDP) && p.l4len >= 4) {
-    flow_note(f, flow_key(slot, p.fam, p.proto, be16(p.l4), be16(p.l4 + 2)), now, p.proto == P_TCP ? TTL_TCP_MS : TTL_UDP_MS);
+  if (p.proto == P_TCP && p.l4len >= 14) {
+    // Only a SYN we send opens a TCP flow; other segments keep an open one alive. So our answers to a connection the
+    // peer opened never make it a flow of ours: when the policy stops allowing it, its packets stop at this filter.
+    uint64_t key = flow_key(slot, p.fam, P_TCP, be16(p.l4), be16(p.l4 + 2));
+    if ((p.l4[13] & 0x12) == 0x02) flow_note(f, key, now, TTL_TCP_MS);
+    else (void)flow_hit(f, key, now, TTL_TCP_MS);
+  } else if (p.proto == P_UDP && p.l4len >= 4) {
+    flow_note(f, flow_key(slot, p.fam, P_UDP, be16(p.l4), be16(p.l4 + 2)), now, TTL_UDP_MS);
   } else if (p.proto == P_ICMP && p.l4len >= 8 && icmp_is_echo_request(p.fam, p.l4[0])) {
     flow_note(f, flow_key(slot, p.fam, P_ICMP, be16(p.l4 + 4), 0), now, TTL_ICMP_MS);
   }

@@ -177,6 +177,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to), relays },
       );
       await nms.restoreSequence();
+      nms.watchPolicy(); // policy and tag changes reach running nodes (PolicyUpdate)
       const service = nms;
       stops.push(async () => service.close());
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));

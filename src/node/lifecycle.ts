@@ -378,7 +378,7 @@ export class NodeLifecycle {
         if (!this.client) {
           const retransmitMs = this.init.nmsRetransmitMs;
           this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms, ...(retransmitMs ? { retransmitMs } : {}) }, { send: (m, to) => this.port?.send(m, to) });
-          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger);
+          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger, (entries) => this.peers?.applyPolicy(entries));
         }
         this.client.nms = nms;
         // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.

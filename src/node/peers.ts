@@ -15,7 +15,7 @@ import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
-import type { RouteDirection } from '../protocol/messages.js';
+import type { PolicyEntry, RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -162,8 +162,10 @@ interface Peer {
   idle: { rx: number; tx: number; at: number };
   /** A punch failed and a relay carries the traffic: when to try punching again, and the wait after that. */
   punchRetry: { at: number; waitMs: number; running: boolean } | null;
-  /** The policy's `allowIn` of the newest Route Direction (what the peer may open to us); null: none given. */
+  /** The policy's `allowIn` of the newest Route Direction or PolicyUpdate (what the peer may open to us); null: none given. */
   allowIn: string | null;
+  /** A PolicyUpdate said no rule connects us any more: our DNS stops answering for it (the NMS decides again). */
+  blocked: boolean;
 }
 
 export interface PeerManagerComponents {
@@ -244,7 +246,7 @@ export class PeerManager implements PeerDirectory {
 
   /** DNS: the virtual addresses of `name` (a label under our domain); starts route selection and the tunnel. */
   async resolve(fqdn: string): Promise<{ vip4: string; vip6: string } | null> {
-    const known = [...this.peers.values()].find((p) => p.fqdn === fqdn);
+    const known = [...this.peers.values()].find((p) => p.fqdn === fqdn && !p.blocked);
     if (known) {
       if (!known.active && !known.connecting) void this.connect({ targetFqdn: fqdn });
       return { vip4: known.vip4, vip6: known.vip6 };
@@ -468,6 +470,30 @@ export class PeerManager implements PeerDirectory {
     return true;
   }
 
+  /**
+   * A PolicyUpdate pushed by the NMS (the policy or a tag changed): each listed peer's filter takes its new `allowIn`
+   * at once. Sessions stay as they are (no handshake): a peer still allowed keeps its tunnel; one no rule connects
+   * any more gets an empty list both ways (its new flows are dropped at both ends) and no DNS answer.
+   */
+  applyPolicy(entries: readonly PolicyEntry[]): void {
+    for (const e of entries) {
+      const peer = this.peers.get(e.peerNodeId);
+      if (!peer) {
+        this.counters.inc('policy.unknown-peer');
+        continue;
+      }
+      try {
+        if (e.allowIn !== peer.allowIn) this.c.sink()?.setFilter?.(peer.slot, e.allowIn);
+        peer.allowIn = e.allowIn;
+        peer.blocked = !e.connected;
+        this.counters.inc('policy.applied');
+      } catch (err) {
+        this.counters.inc('policy.bad');
+        this.c.logger.warn('policy update refused', { peer: peer.name, err: describeError(err) });
+      }
+    }
+  }
+
   status(): PeerStatus[] {
     const sink = this.c.sink();
     return [...this.peers.values()].map((p) => {
@@ -527,10 +553,12 @@ export class PeerManager implements PeerDirectory {
         idle: { rx: 0, tx: 0, at: Date.now() },
         punchRetry: null,
         allowIn: null,
+        blocked: false,
       };
       this.peers.set(peer.nodeId, peer);
     }
     // The policy for this peer, as the newest Route Direction says (set before any session of it is installed).
+    peer.blocked = false;
     const allowIn = rd.allowIn ?? null;
     if (allowIn !== peer.allowIn || peer.paths.size === 0) {
       try {

@@ -8,7 +8,7 @@ import { openCloudStore } from '../cloud/cloud.js';
 import { TAG_PATTERN, type Store } from '../store/types.js';
 import { ConfigError } from '../util/errors.js';
 import { decide, parseFlow, type Decision, type Policy, type Subject } from './policy.js';
-import { loadPolicy, setPolicy, subject } from './store.js';
+import { loadPolicy, setPolicy, setTags, subject } from './store.js';
 
 /** "a,b" → ['a', 'b'] checked against TAG_PATTERN (ConfigError naming the bad one), deduplicated and sorted. */
 export function parseTags(list: string[]): string[] {
@@ -52,7 +52,7 @@ export function adminSetTags(dir: string, name: string, tags: string[], db?: str
   validateNodeName(name);
   const clean = parseTags(tags);
   return withStore(dir, db, async (s) => {
-    await s.setNodeTags(name, clean);
+    await setTags(s, name, clean);
     return clean;
   });
 }

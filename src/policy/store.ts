@@ -11,11 +11,26 @@ export async function loadPolicy(store: Store): Promise<Policy> {
   return validatePolicy(JSON.parse(text));
 }
 
+/** Meta key the NMS watches: changed by every policy or tag change, so running nodes are told (PolicyUpdate). */
+export const POLICY_REV_KEY = 'policy.rev';
+
+/** Marks a change of the policy or of tags; a running NMS pushes the new filters within about a second. */
+export async function bumpPolicyRev(store: Store): Promise<void> {
+  await store.setMeta(POLICY_REV_KEY, `${Date.now()}-${Math.random().toString(36).slice(2, 10)}`);
+}
+
 /** Parses `text` and, only if it is a valid policy, makes it the running one. PolicyError otherwise (nothing changes). */
 export async function setPolicy(store: Store, text: string): Promise<Policy> {
   const p = parsePolicy(text);
   await store.setMeta(POLICY_META_KEY, policyJson(p));
+  await bumpPolicyRev(store);
   return p;
+}
+
+/** Replaces a node's tags (already validated) and tells running NMSs. */
+export async function setTags(store: Store, name: string, tags: string[]): Promise<void> {
+  await store.setNodeTags(name, tags);
+  await bumpPolicyRev(store);
 }
 
 /** The policy's view of node `name`: its name and tags (a name the cloud does not know has no tags). */

@@ -48,8 +48,13 @@ interface Waiting {
   resolve: (accepted: boolean) => void;
 }
 
+/** Tunable: peers remembered per node for policy pushes (the node's data plane holds at most MAX_PEER_SLOTS). */
+export const MAX_PAIRS_PER_NODE = 1024;
+
 export class RouteSelector {
   private readonly waiting = new Map<bigint, Waiting>();
+  /** Node id → the peers it got paths to (either end): whom a policy change concerns. In memory (see PROTOCOL.md). */
+  readonly pairs = new Map<number, Set<number>>();
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
 
@@ -102,7 +107,16 @@ export class RouteSelector {
     const accepted = await this.pushAndWait(responder.id, reg, toResponder);
     if (accepted === null) return { ok: false, status: 'no-confirmation', reason: `${responder.name} did not confirm the route` };
     if (!accepted) return { ok: false, status: 'refused', reason: `${responder.name} refused the route` };
+    this.pair(initiator.id, responder.id);
+    this.pair(responder.id, initiator.id);
     return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
+  }
+
+  private pair(a: number, b: number): void {
+    let set = this.pairs.get(a);
+    if (!set) this.pairs.set(a, (set = new Set()));
+    if (set.size >= MAX_PAIRS_PER_NODE && !set.has(b)) set.delete(set.values().next().value as number);
+    set.add(b);
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */

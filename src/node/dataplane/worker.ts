@@ -109,6 +109,7 @@ const EVENT_DATAGRAM = 2;
 const TO_MAIN = [
   MessageType.RegistrationResponse,
   MessageType.KeepaliveAck,
+  MessageType.PolicyUpdate,
   MessageType.RouteDirectionResponder,
   MessageType.RouteDirectionInitiator,
   MessageType.TunnelRequest,

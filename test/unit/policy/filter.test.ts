@@ -24,6 +24,8 @@ interface Pkt {
   icmpId?: number;
   inner?: Buffer;
   fragOffset?: number;
+  /** TCP flags (default SYN). */
+  flags?: number;
 }
 
 function l4(p: Pkt): Buffer {
@@ -37,6 +39,7 @@ function l4(p: Pkt): Buffer {
   const b = Buffer.alloc(p.proto === 'tcp' ? 20 : 8);
   b.writeUInt16BE(p.sport ?? 40000, 0);
   b.writeUInt16BE(p.dport ?? 22, 2);
+  if (p.proto === 'tcp') b[13] = p.flags ?? 0x02;
   return b;
 }
 
@@ -110,6 +113,10 @@ describe('native policy filter', { skip: native ? false : 'native addon not buil
       assert.equal(r.in({ fam, proto: 'tcp', sport: 81, dport: 40001 }), false, 'another remote port');
       assert.equal(r.in({ fam, proto: 'udp', sport: 80, dport: 40001 }), false, 'another protocol');
       assert.equal(r.in({ fam: fam === 4 ? 6 : 4, proto: 'tcp', sport: 80, dport: 40001 }), false, 'another family');
+      // Our answers to a TCP connection the peer opened (SYN-ACK, ACK) open no flow of ours.
+      r.out({ fam, proto: 'tcp', sport: 2222, dport: 50000, flags: 0x12 });
+      r.out({ fam, proto: 'tcp', sport: 2222, dport: 50000, flags: 0x10 });
+      assert.equal(r.in({ fam, proto: 'tcp', sport: 50000, dport: 2222, flags: 0x10 }), false, 'the peer\'s connection is no flow of ours');
       r.out({ fam, proto: 'udp', sport: 5000, dport: 53 });
       assert.equal(r.in({ fam, proto: 'udp', sport: 53, dport: 5000 }), true);
       r.out({ fam, proto: 'icmp', icmpId: 99 });

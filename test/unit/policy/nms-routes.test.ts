@@ -9,10 +9,12 @@ import { openStore } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/types.js';
 import { NmsService } from '../../../src/cloud/nms/service.js';
 import { NmsClient } from '../../../src/node/signaling.js';
-import { MessageType, Status } from '../../../src/protocol/constants.js';
+import { Status } from '../../../src/protocol/constants.js';
 import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
-import { decodeBody, type RouteDirection } from '../../../src/protocol/messages.js';
-import { setPolicy } from '../../../src/policy/store.js';
+import type { PolicyEntry, RouteDirection } from '../../../src/protocol/messages.js';
+import { deliverRouteDirections } from '../../../src/node/signaling.js';
+import { setPolicy, setTags } from '../../../src/policy/store.js';
+import { waitFor } from '../../harness/cluster.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { RequestError } from '../../../src/util/errors.js';
 
@@ -24,6 +26,7 @@ describe('route selection under a policy', () => {
   let service: NmsService;
   const clients = new Map<string, NmsClient>();
   const pushed: RouteDirection[] = [];
+  const updates: { to: string; entries: PolicyEntry[] }[] = [];
 
   async function node(name: string, last: number, tags: string[]): Promise<NmsClient> {
     const ep = { address: `198.18.0.${last}`, port: 30000 };
@@ -35,11 +38,10 @@ describe('route selection under a policy', () => {
     const client = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS }, {
       send: (msg) => void service.handle(msg, ep).then((r) => r && client.handleDatagram(r)),
     });
-    client.onPush = (_type, body) => {
-      const rd = decodeBody(MessageType.RouteDirectionResponder, body);
+    deliverRouteDirections(client, (rd) => {
       pushed.push(rd);
       void client.confirm(rd.pathId, true);
-    };
+    }, silentLogger, (entries) => updates.push({ to: name, entries }));
     clients.set(endpointKey(ep), client);
     await client.register([ep], false);
     return client;
@@ -48,8 +50,12 @@ describe('route selection under a policy', () => {
   before(async () => {
     store = await openStore(':memory:');
     service = new NmsService({ domain: 'cyphonic.internal' }, { store, logger: silentLogger, send: (d, to) => clients.get(endpointKey(to))?.handleDatagram(d) });
+    service.watchPolicy(50);
   });
-  after(() => store.close());
+  after(async () => {
+    service.close();
+    await store.close();
+  });
 
   test('allow-all by default: allowIn "*" both ways', async () => {
     const a = await node('ops1', 11, ['ops']);
@@ -77,5 +83,23 @@ describe('route selection under a policy', () => {
     }
     assert.equal(pushed.length, before, 'nothing was pushed for refused pairs');
     assert.equal(service.counters.get('route.refused.policy'), 3);
+  });
+
+  test('a policy or tag change is pushed to nodes with paths (PolicyUpdate, acknowledged); nodes without paths hear nothing', async () => {
+    updates.length = 0;
+    const ids = Object.fromEntries((await store.listNodes()).map((n) => [n.name, n.id]));
+    await setPolicy(store, '{"allow": [{"from": ["tag:ops"], "to": ["tag:cam"], "ports": ["tcp:22", "udp:53"]}]}');
+    await waitFor('pushes to ops1 and cam1', async () => updates.some((u) => u.to === 'ops1') && updates.some((u) => u.to === 'cam1'), 3000, 20);
+    const toCam = updates.find((u) => u.to === 'cam1')!.entries.find((e) => e.peerNodeId === ids['ops1']);
+    assert.deepEqual(toCam, { peerNodeId: ids['ops1'], connected: true, allowIn: 'tcp:22,udp:53' });
+    assert.deepEqual(updates.find((u) => u.to === 'ops1')!.entries.find((e) => e.peerNodeId === ids['cam1']), { peerNodeId: ids['cam1'], connected: true, allowIn: '' });
+    assert.ok(!updates.some((u) => u.to === 'plain'), 'plain has no path');
+    await waitFor('acks', async () => service.counters.get('policy.acked') >= 2, 3000, 20);
+    // ops1 loses its tag: no rule connects the pair any more.
+    updates.length = 0;
+    await setTags(store, 'ops1', []);
+    await waitFor('the tag change pushed', async () => updates.some((u) => u.to === 'cam1'), 3000, 20);
+    assert.deepEqual(updates.find((u) => u.to === 'cam1')!.entries[0], { peerNodeId: ids['ops1'], connected: false, allowIn: '' });
+    assert.equal(service.counters.get('policy.unacked'), 0);
   });
 });
