@@ -633,7 +633,7 @@ static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
     event(e, 1, meta, pkt, n);
     return;
   }
-  if (e->filter != NULL) filter_out(e->filter, slot, pkt, n, e->now);  // replies to what we send pass the peer's filter
+  if (e->filter != NULL && !filter_out(e->filter, slot, pkt, n, e->now)) return;  // records our flows; a revoked peer gets nothing
   if (!ready(e, slot, s)) {
     enqueue(e, slot, pkt, n);
     return;
@@ -1017,7 +1017,7 @@ static bool send_single(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
   peer_t *p = &e->peers[slot];
   session_t *s = p->used ? send_session(e, p) : NULL;
   if (s == NULL) return false;
-  if (e->filter != NULL) filter_out(e->filter, slot, pkt, n, e->now);
+  if (e->filter != NULL && !filter_out(e->filter, slot, pkt, n, e->now)) return false;
   if (!ready(e, slot, s)) {
     enqueue(e, slot, pkt, n);
     return true;

@@ -10,6 +10,7 @@
 //   - they open a new flow the slot's rules allow: "icmp" (echo requests and other ICMP), tcp/udp destination port
 //     ranges.
 // Everything else is dropped and counted by reason in a Float64Array the main thread reads (FILTER_STATS below).
+// A revoked peer's slot is blocked: nothing from it passes and nothing is sent to it (filter_out says drop).
 // IPv4 fragments after the first and IPv6 fragments with a non-zero offset carry no ports: dropped unless the slot
 // allows everything. Costs per packet: a header walk and one probe sequence of a 64 K-entry table.
 #include "filter.h"
@@ -27,9 +28,9 @@
 #define TTL_ICMP_MS (30ULL * 1000)
 
 // Counter indexes in the stats array (src/node/dataplane/filter.ts FILTER_STATS mirrors them).
-enum { ST_PASS_RULE, ST_PASS_REPLY, ST_PASS_ANY, ST_DROP_NO_RULE, ST_DROP_FRAGMENT, ST_DROP_MALFORMED, ST_FLOWS_EVICTED, ST_COUNT };
+enum { ST_PASS_RULE, ST_PASS_REPLY, ST_PASS_ANY, ST_DROP_NO_RULE, ST_DROP_FRAGMENT, ST_DROP_MALFORMED, ST_FLOWS_EVICTED, ST_DROP_REVOKED, ST_DROP_REVOKED_OUT, ST_COUNT };
 
-enum { P_ANY = 0, P_ICMP = 1, P_TCP = 6, P_UDP = 17 };
+enum { P_ANY = 0, P_ICMP = 1, P_TCP = 6, P_UDP = 17, P_BLOCK = 255 };
 
 typedef struct {
   uint8_t proto;
@@ -39,6 +40,7 @@ typedef struct {
 typedef struct {
   bool set;  // rules given (else everything passes)
   bool any;  // "*"
+  bool block;  // the peer was revoked: nothing passes either way
   int n;
   range_t *r;
 } slot_rules_t;
@@ -186,6 +188,10 @@ bool filter_in(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now
   if (slot < 0 || slot >= f->max_slots) return true;
   const slot_rules_t *r = &f->slots[slot];
   if (!r->set) return true;
+  if (r->block) {
+    bump(f, ST_DROP_REVOKED);
+    return false;
+  }
   if (r->any) {
     bump(f, ST_PASS_ANY);
     return true;
@@ -252,12 +258,16 @@ bool filter_in(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now
   return false;
 }
 
-void filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now) {
-  if (slot < 0 || slot >= f->max_slots) return;
+bool filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now) {
+  if (slot < 0 || slot >= f->max_slots) return true;
   const slot_rules_t *r = &f->slots[slot];
-  if (!r->set || r->any) return;  // nothing to remember: everything from this peer passes
+  if (r->block) {
+    bump(f, ST_DROP_REVOKED_OUT);
+    return false;
+  }
+  if (!r->set || r->any) return true;  // nothing to remember: everything from this peer passes
   pkt_t p;
-  if (!parse_ip(pkt, n, &p) || p.later_fragment) return;
+  if (!parse_ip(pkt, n, &p) || p.later_fragment) return true;
   if (p.proto == P_TCP && p.l4len >= 14) {
     // Only a SYN we send opens a TCP flow; other segments keep an open one alive. So our answers to a connection the
     // peer opened never make it a flow of ours: when the policy stops allowing it, its packets stop at this filter.
@@ -269,6 +279,7 @@ void filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t no
   } else if (p.proto == P_ICMP && p.l4len >= 8 && icmp_is_echo_request(p.fam, p.l4[0])) {
     flow_note(f, flow_key(slot, p.fam, P_ICMP, be16(p.l4 + 4), 0), now, TTL_ICMP_MS);
   }
+  return true;
 }
 
 /* ---------- N-API ---------- */
@@ -338,7 +349,8 @@ static napi_value f_create(napi_env env, napi_callback_info info) {
 }
 
 // filterSet(handle, slot, rules: Uint8Array | null): rules are 5-byte records (proto u8: 0 any, 1 icmp, 6 tcp,
-// 17 udp; lo u16 BE; hi u16 BE); null = no rules (everything passes); an empty array = only replies pass.
+// 17 udp, 255 block: the peer was revoked, nothing passes either way; lo u16 BE; hi u16 BE); null = no rules
+// (everything passes); an empty array = only replies pass.
 static napi_value f_set(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   int64_t slot;
@@ -366,27 +378,29 @@ static napi_value f_set(napi_env env, napi_callback_info info) {
     throw_errno(env, "malloc", ENOMEM);
     return NULL;
   }
-  bool any = false;
+  bool any = false, block = false;
   for (int i = 0; i < n; i++) {
     uint8_t proto = b[i * 5];
-    if (proto != P_ANY && proto != P_ICMP && proto != P_TCP && proto != P_UDP) {
+    if (proto != P_ANY && proto != P_ICMP && proto != P_TCP && proto != P_UDP && proto != P_BLOCK) {
       free(r);
-      arg_error(env, 1, "rule protocol must be 0, 1, 6 or 17");
+      arg_error(env, 1, "rule protocol must be 0, 1, 6, 17 or 255");
       return NULL;
     }
     r[i] = (range_t){proto, be16(b + i * 5 + 1), be16(b + i * 5 + 3)};
     if (proto == P_ANY) any = true;
+    if (proto == P_BLOCK) block = true;
   }
   free(s->r);
   s->set = true;
-  s->any = any;
+  s->any = any && !block;
+  s->block = block;
   s->n = n;
   s->r = r;
   return NULL;
 }
 
 // filterPacket(handle, slot, packet, outbound, nowMs) -> boolean: runs one packet through filter_out (outbound) or
-// filter_in (inbound, the result). For unit tests and benchmarks; the engine calls the C functions directly.
+// filter_in (inbound); whether it passes. For unit tests and benchmarks; the engine calls the C functions directly.
 static napi_value f_packet(napi_env env, napi_callback_info info) {
   napi_value argv[5], out;
   int64_t slot, now;
@@ -398,9 +412,7 @@ static napi_value f_packet(napi_env env, napi_callback_info info) {
   if (f == NULL || !get_int(env, argv[1], 0, f->max_slots - 1, &slot, "slot") || !get_bytes(env, argv[2], &b, &len, "packet") ||
       napi_get_value_bool(env, argv[3], &outbound) != napi_ok || !get_int(env, argv[4], 0, MAX_SAFE, &now, "nowMs"))
     return NULL;
-  bool pass = true;
-  if (outbound) filter_out(f, (int)slot, b, len, (uint64_t)now);
-  else pass = filter_in(f, (int)slot, b, len, (uint64_t)now);
+  bool pass = outbound ? filter_out(f, (int)slot, b, len, (uint64_t)now) : filter_in(f, (int)slot, b, len, (uint64_t)now);
   napi_get_boolean(env, pass, &out);
   return out;
 }

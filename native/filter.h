@@ -15,8 +15,9 @@ typedef struct filter filter_t;
 filter_t *filter_from_value(napi_env env, napi_value v);
 // An opened packet from the peer in `slot`: true = deliver it, false = drop (counted by reason).
 bool filter_in(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now_ms);
-// A packet we send to the peer in `slot`: records (or refreshes) its flow so the replies pass.
-void filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now_ms);
+// A packet we send to the peer in `slot`: records (or refreshes) its flow so the replies pass. false = do not send
+// it (the peer was revoked; counted).
+bool filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t now_ms);
 bool filter_register(napi_env env, napi_value exports);
 
 #endif

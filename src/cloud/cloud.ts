@@ -1,6 +1,7 @@
 // The cloud's factory: `init` lays out DIR (CA, AS intermediate, TLS cert, config, store), `start` runs the roles,
 // and the admin operations behind `cloud enroll / nodes / revoke / relays`. AS, NMS and TRS run together or apart.
 
+import { bumpPolicyRev } from '../policy/store.js';
 import { mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, isAbsolute } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -344,6 +345,7 @@ export async function revokeNode(dir: string, name: string, db?: string): Promis
     const key = await store.getCommonKey(node.id);
     if (key) await store.putCommonKey({ ...key, expiresAt: now - 1 });
     await store.deleteRegistration(node.id);
+    await bumpPolicyRev(store); // running NMSs tell the node's peers to close their tunnels to it (PolicyUpdate)
     return n;
   } finally {
     await store.close();

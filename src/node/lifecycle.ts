@@ -182,6 +182,7 @@ export class NodeLifecycle {
           },
           setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
           setFilter: (slot, allowIn) => this.dataplane?.setFilter(slot, allowIn),
+          blockPeer: (slot) => this.dataplane?.blockPeer(slot),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),

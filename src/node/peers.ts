@@ -90,6 +90,8 @@ export interface SessionSink {
   setEndpoint?(slot: number, endpoint: Endpoint): void;
   /** The policy: the ports the peer in `slot` may open flows to us on (null: everything). */
   setFilter?(slot: number, allowIn: string | null): void;
+  /** The peer in `slot` was revoked: nothing from it or to it passes any more. */
+  blockPeer?(slot: number): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -117,6 +119,8 @@ export interface PeerStatus {
   tunnelMs: number | null;
   /** The ports this peer may open new flows to us on, as the NMS said ("*" = all); null: no policy information. */
   allowed: string[] | null;
+  /** Present (true) once the NMS said the peer was revoked: its tunnel carries nothing any more. */
+  revoked?: boolean;
 }
 
 interface Path {
@@ -166,6 +170,8 @@ interface Peer {
   allowIn: string | null;
   /** A PolicyUpdate said no rule connects us any more: our DNS stops answering for it (the NMS decides again). */
   blocked: boolean;
+  /** A PolicyUpdate said its certificates were revoked: its tunnel carries nothing and its handshakes are refused. */
+  revoked: boolean;
 }
 
 export interface PeerManagerComponents {
@@ -441,6 +447,10 @@ export class PeerManager implements PeerDirectory {
       return true;
     }
     const { peer, path } = entry;
+    if (peer.revoked) {
+      this.counters.inc('handshake.refused-revoked');
+      return true;
+    }
     try {
       if (f.header.type === MessageType.TunnelRequest) {
         if (!this.handshakeBudget.take(path.id, Date.now())) {
@@ -483,6 +493,15 @@ export class PeerManager implements PeerDirectory {
         continue;
       }
       try {
+        if (e.revoked) {
+          if (!peer.revoked) this.c.sink()?.blockPeer?.(peer.slot);
+          peer.revoked = true;
+          peer.blocked = true;
+          this.counters.inc('policy.revoked');
+          this.c.logger.info('peer revoked: tunnel closed', { peer: peer.name });
+          continue;
+        }
+        if (peer.revoked) continue; // a revocation is final for this certificate; a re-enrolled node comes back by a new Route Direction
         if (e.allowIn !== peer.allowIn) this.c.sink()?.setFilter?.(peer.slot, e.allowIn);
         peer.allowIn = e.allowIn;
         peer.blocked = !e.connected;
@@ -512,7 +531,8 @@ export class PeerManager implements PeerDirectory {
         state: p.active ? ('established' as const) : ('connecting' as const),
         routeSelectionMs: p.routeSelectionMs,
         tunnelMs: p.tunnelMs,
-        allowed: p.allowIn === null ? null : p.allowIn === '' ? [] : p.allowIn.split(','),
+        allowed: p.revoked ? [] : p.allowIn === null ? null : p.allowIn === '' ? [] : p.allowIn.split(','),
+        ...(p.revoked ? { revoked: true } : {}),
       };
     });
   }
@@ -554,16 +574,18 @@ export class PeerManager implements PeerDirectory {
         punchRetry: null,
         allowIn: null,
         blocked: false,
+        revoked: false,
       };
       this.peers.set(peer.nodeId, peer);
     }
     // The policy for this peer, as the newest Route Direction says (set before any session of it is installed).
     peer.blocked = false;
     const allowIn = rd.allowIn ?? null;
-    if (allowIn !== peer.allowIn || peer.paths.size === 0) {
+    if (allowIn !== peer.allowIn || peer.paths.size === 0 || peer.revoked) {
       try {
         this.c.sink()?.setFilter?.(peer.slot, allowIn);
         peer.allowIn = allowIn;
+        peer.revoked = false; // the NMS hands out a route only with a valid certificate (re-enrolled)
       } catch (err) {
         this.counters.inc('route.bad-policy');
         this.c.logger.warn('route refused: policy text', { peer: rd.peerName, err: describeError(err) });

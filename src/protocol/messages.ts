@@ -177,6 +177,8 @@ export interface PolicyEntry {
   connected: boolean;
   /** What the peer may open to the receiver, as RouteDirection.allowIn. */
   allowIn: string;
+  /** The peer's certificates were revoked: close the tunnel (drop everything both ways) and refuse its handshakes. */
+  revoked?: boolean;
 }
 
 export interface RouteConfirmation {
@@ -350,6 +352,7 @@ export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
   { tag: 1, name: 'peerNodeId', kind: 'id' },
   { tag: 2, name: 'connected', kind: 'bool' },
   { tag: 3, name: 'allowIn', kind: 'string', maxSize: MAX_ALLOW_LEN },
+  { tag: 4, name: 'revoked', kind: 'bool', optional: true },
 ];
 
 type SchemaMap = { [K in MessageType]: BodyMap[K] extends Buffer ? 'opaque' : Schema<BodyMap[K]> };

@@ -3,7 +3,8 @@
 // reverse direction and the untagged node are refused (no route, no DNS answer, or dropped by the receiving node's
 // filter in its data-plane engine); `cloud policy check` agrees; raw packets an insider with valid session keys writes
 // into its TUN get nothing through; an invalid policy file is refused and the old one holds; a policy change and a tag
-// change reach the running nodes within 5 s (PolicyUpdate pushed by the NMS) without a new handshake.
+// change reach the running nodes within 5 s (PolicyUpdate pushed by the NMS) without a new handshake; a revocation
+// closes the peer's tunnel both ways within 5 s.
 //
 //   global segment 198.18.0.0/24, 2001:db8::/64
 //   [cloud] ──────┬──────────────┬──────────────┐
@@ -199,5 +200,25 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     await waitFor('the tag back: ping works again', async () => (await ping(ops.host, 6, c.vip6)) === 0, 5000, 100);
     assert.deepEqual(await hs(), before, 'no new handshake: the session survived every change');
     process.stdout.write(`# policy set -> cam's filter: ${tookPolicy} ms; tag change -> cam's filter: ${tookTags} ms\n`);
+  });
+
+  test('revocation during a running ping: within 5 s the peer closes the tunnel both ways', async () => {
+    assert.equal(await ping(ops.host, 4, c.vip4), 0, 'the tunnel is up');
+    const before = await counters(ops);
+    const running = ops.host.exec('ping', ['-4', '-n', '-i', '0.1', '-c', '60', '-W', '1', c.vip4], { timeoutMs: 30_000 });
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = Date.now();
+    assert.equal((await cli(['cloud', 'revoke', 'cam1'])).code, 0);
+    await waitFor('ops closes its tunnel to cam1', async () => (await ops.status()).peers.find((x) => x.name === 'cam1')?.revoked === true, 5000, 100);
+    const took = Date.now() - t0;
+    const out = (await running).stdout;
+    const after = await counters(ops);
+    const received = Number(/(\d+) received/.exec(out)?.[1] ?? -1);
+    assert.ok(received > 5 && received < 55, `the ping ran, then stopped: ${out}`);
+    assert.ok((after['filter.dropRevokedOut'] ?? 0) - (before['filter.dropRevokedOut'] ?? 0) >= 5, 'ops sends nothing to cam1 any more');
+    // cam1 still runs and still holds the session: what it sends is dropped at ops.
+    assert.notEqual(await ping(cam.host, 4, o.vip4), 0);
+    assert.ok((await counters(ops))['filter.dropRevoked']! - (before['filter.dropRevoked'] ?? 0) >= 1, 'cam1\'s packets dropped at ops');
+    process.stdout.write(`# cloud revoke -> tunnel closed at the peer: ${took} ms\n`);
   });
 });

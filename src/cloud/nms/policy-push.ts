@@ -1,7 +1,8 @@
-// Live policy changes at the NMS: it watches the store's policy revision (bumped by `cloud policy set` and `cloud
-// tags`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths, listing for each
-// of its peers what that peer may now open to it and whether any rule still connects them. Retransmitted until the
-// node acknowledges (an Ack with the push's txid). Sessions are not touched: nodes swap their filters in place.
+// Live policy changes at the NMS: it watches the store's policy revision (bumped by `cloud policy set`, `cloud tags`
+// and `cloud revoke`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths,
+// listing for each of its peers what that peer may now open to it, whether any rule still connects them, and whether
+// the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
+// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways).
 
 import type { Endpoint } from '../../protocol/endpoint.js';
 import { encodePolicyEntry, MAX_POLICY_ENTRIES, type PolicyEntry } from '../../protocol/messages.js';
@@ -12,7 +13,7 @@ import type { Counters } from '../../util/counters.js';
 import type { Logger } from '../../util/log.js';
 
 /** Tunable: how often the NMS looks at the policy revision in the store (a local read; PostgreSQL could NOTIFY). */
-export const POLICY_WATCH_MS = 1000;
+export const POLICY_WATCH_MS = 500;
 /** Tunable: waits between retransmissions of an unacknowledged PolicyUpdate. */
 export const POLICY_PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
 
@@ -79,16 +80,24 @@ export class PolicyPusher {
   private async pushAll(): Promise<void> {
     const [policy, nodes, tags] = await Promise.all([loadPolicy(this.c.store), this.c.store.listNodes(), this.c.store.listNodeTags()]);
     const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
+    // Nodes without a valid certificate (revoked by `cloud revoke`): their peers close the tunnels.
+    const revoked = new Set<number>();
+    const now = Date.now();
+    for (const id of new Set([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])])) {
+      const certs = await this.c.store.listNodeCertificates(id);
+      if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) revoked.add(id);
+    }
     this.c.counters.inc('policy.changed');
     const sends: Promise<void>[] = [];
     for (const [nodeId, peers] of this.c.pairs) {
       const me = subjects.get(nodeId);
-      if (!me || peers.size === 0) continue;
+      if (!me || peers.size === 0 || revoked.has(nodeId)) continue;
       const entries: PolicyEntry[] = [];
       for (const peerId of peers) {
         const peer = subjects.get(peerId);
         if (!peer) continue;
-        entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
+        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true });
+        else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
       }
       const reg = await this.c.store.getRegistration(nodeId);
       if (!reg) continue;

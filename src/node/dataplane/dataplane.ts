@@ -20,7 +20,7 @@ import { CyphonicError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { PairHost } from './pair-host.js';
 import { createStats, StatsView } from './stats.js';
-import { createFilterStats, filterCounters, rulesFromAllowIn } from './filter.js';
+import { BLOCK_RULES, createFilterStats, filterCounters, rulesFromAllowIn } from './filter.js';
 import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
@@ -250,6 +250,11 @@ export class DataPlane implements DatagramPort {
    */
   setFilter(slot: number, allowIn: string | null): void {
     this.post({ op: 'filter', slot, rules: rulesFromAllowIn(allowIn) });
+  }
+
+  /** The peer in `slot` was revoked: nothing from it is delivered and nothing is sent to it any more. */
+  blockPeer(slot: number): void {
+    this.post({ op: 'filter', slot, rules: BLOCK_RULES });
   }
 
   /** What the policy filter passed and dropped, by reason (filter.ts FILTER_STATS). */

@@ -19,8 +19,15 @@ export const FILTER_STATS = {
   dropMalformed: 5,
   /** Flow entries pushed out of the full table (their replies are then judged as new flows). */
   flowsEvicted: 6,
+  /** Dropped: from a peer the NMS said was revoked. */
+  dropRevoked: 7,
+  /** Not sent: to a peer the NMS said was revoked. */
+  dropRevokedOut: 8,
 } as const;
-const FILTER_STAT_COUNT = 7;
+const FILTER_STAT_COUNT = 9;
+
+/** The rule record that blocks a revoked peer both ways. */
+export const BLOCK_RULES = Uint8Array.from([255, 0, 0, 0, 0]);
 
 export function createFilterStats(): SharedArrayBuffer {
   return new SharedArrayBuffer(FILTER_STAT_COUNT * 8);

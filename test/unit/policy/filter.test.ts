@@ -5,7 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadNativeAddon } from '../../../src/native/addon.js';
-import { createFilterStats, filterCounters, rulesFromAllowIn } from '../../../src/node/dataplane/filter.js';
+import { BLOCK_RULES, createFilterStats, filterCounters, rulesFromAllowIn } from '../../../src/node/dataplane/filter.js';
 
 const native = loadNativeAddon();
 const ME4 = [100, 64, 0, 1];
@@ -146,10 +146,22 @@ describe('native policy filter', { skip: native ? false : 'native addon not buil
     assert.equal(r.counters()['dropMalformed'], 2);
   });
 
+  test('a revoked peer\'s slot passes nothing either way', () => {
+    const r = rig('*');
+    native!.filterSet(r.f, 1, BLOCK_RULES);
+    assert.equal(r.in({ fam: 4, proto: 'icmp' }), false);
+    assert.equal(r.out({ fam: 6, proto: 'tcp', sport: 40000, dport: 22 }), false, 'nothing is sent to it');
+    assert.equal(r.counters()['dropRevoked'], 1);
+    assert.equal(r.counters()['dropRevokedOut'], 1);
+    native!.filterSet(r.f, 1, rulesFromAllowIn('icmp'));
+    assert.equal(r.in({ fam: 4, proto: 'icmp' }), true, 'new rules (a re-enrolled node) replace the block');
+  });
+
   test('bad rules are refused', () => {
     const r = rig('');
     assert.throws(() => native!.filterSet(r.f, 1, Buffer.alloc(4)), RangeError);
     assert.throws(() => native!.filterSet(r.f, 1, Buffer.from([2, 0, 0, 0, 0])), RangeError);
+    assert.throws(() => native!.filterSet(r.f, 1, Buffer.from([254, 0, 0, 0, 0])), RangeError);
     assert.throws(() => native!.filterSet(r.f, 9, null), RangeError);
   });
 });

@@ -1,6 +1,6 @@
 // Route selection under a policy, in one process: the NMS selects no route between nodes no rule connects (answered
 // like an unknown name, so the node's DNS gives no answer), and each end of an allowed path learns what the other
-// may open to it (`allowIn`); a policy change applies to the next selection.
+// may open to it (`allowIn`); policy, tag and revocation changes are pushed to nodes with paths (PolicyUpdate).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +13,7 @@ import { Status } from '../../../src/protocol/constants.js';
 import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
 import type { PolicyEntry, RouteDirection } from '../../../src/protocol/messages.js';
 import { deliverRouteDirections } from '../../../src/node/signaling.js';
-import { setPolicy, setTags } from '../../../src/policy/store.js';
+import { bumpPolicyRev, setPolicy, setTags } from '../../../src/policy/store.js';
 import { waitFor } from '../../harness/cluster.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { RequestError } from '../../../src/util/errors.js';
@@ -101,5 +101,15 @@ describe('route selection under a policy', () => {
     await waitFor('the tag change pushed', async () => updates.some((u) => u.to === 'cam1'), 3000, 20);
     assert.deepEqual(updates.find((u) => u.to === 'cam1')!.entries[0], { peerNodeId: ids['ops1'], connected: false, allowIn: '' });
     assert.equal(service.counters.get('policy.unacked'), 0);
+  });
+
+  test('a revoked node\'s peers are told to close its tunnels (revoked: true); the revoked node itself gets nothing', async () => {
+    const ids = Object.fromEntries((await store.listNodes()).map((n) => [n.name, n.id]));
+    updates.length = 0;
+    await store.revokeNodeCertificates(ids['cam1']!, 'test', Date.now());
+    await bumpPolicyRev(store);
+    await waitFor('the revocation pushed to ops1', async () => updates.some((u) => u.to === 'ops1'), 3000, 20);
+    assert.deepEqual(updates.find((u) => u.to === 'ops1')!.entries[0], { peerNodeId: ids['cam1'], connected: false, allowIn: '', revoked: true });
+    assert.ok(!updates.some((u) => u.to === 'cam1'), 'the revoked node is not told');
   });
 });
