@@ -114,7 +114,7 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     });
     assert.deepEqual(atCam, { 'tcp:2223': 0, 'udp:2222': 0 });
     // cam has a tunnel to ops (ops opened it) and ignores nothing on its side: ops's filter must refuse it.
-    const atOps = await serving(ops.host, 'tcp:2222', 5, async () => {
+    const atOps = await serving(ops.host, 'tcp:2222', 8, async () => {
       for (const fam of [4, 6] as const) assert.notEqual(await ping(cam.host, fam, fam === 4 ? o.vip4 : o.vip6), 0, `cam pings ops -${fam}`);
       assert.equal(await connect(cam.host, o.vip4, 2222), 1);
     });
@@ -170,6 +170,18 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     assert.deepEqual(JSON.parse((await cli(['cloud', 'policy', 'show', '--json'])).stdout), POLICY);
     assert.equal((await cli(['cloud', 'policy', 'check', 'ops1', 'plain', 'tcp:22'])).code, 1);
     assert.notEqual(await ping(ops.host, 4, p.vip4), 0, 'ops still reaches nothing of plain');
+  });
+
+  test('general-node add --tags tags a general node; tags refuse bad names; policy check sees general nodes', async () => {
+    const add = await cli(['cloud', 'general-node', 'add', 'cam2', '--mac', '52:54:00:aa:bb:02', '--adapter', 'ops1', '--tags', 'cam,lab', '--json']);
+    assert.equal(add.code, 0, add.stderr);
+    assert.deepEqual((JSON.parse(add.stdout) as { tags: string[] }).tags, ['cam', 'lab']);
+    assert.deepEqual((await cloud.nodes()).find((n) => n.name === 'cam2')?.tags, ['cam', 'lab']);
+    assert.equal((await cli(['cloud', 'policy', 'check', 'ops1', 'cam2', 'tcp:2222'])).code, 0);
+    const bad = await cli(['cloud', 'tags', 'cam2', '--set', 'Bad Tag']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /ERR_BAD_TAG/);
+    assert.equal((await cli(['cloud', 'enroll', 'x1', '--tags', 'UPPER'])).code, 1, 'no token for a bad tag');
   });
 
   test('a policy change and a tag change reach the running nodes within 5 s; the allowed tunnel keeps its session', async () => {
