@@ -123,7 +123,7 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     const opsDrops = (await counters(ops))['filter.dropNoRule']! - (opsBefore['filter.dropNoRule'] ?? 0);
     assert.ok(camDrops >= 8, `cam's filter dropped ops's refused flows (${camDrops})`);
     assert.ok(opsDrops >= 5, `ops's filter dropped cam's flows (${opsDrops})`);
-    for (const [from, to, port] of [['ops1', 'cam1', 'tcp:2223'], ['ops1', 'cam1', 'udp:2222'], ['cam1', 'ops1', 'icmp'], ['cam1', 'ops1', 'tcp:2222'], ['plain', 'cam1', 'icmp'], ['ops1', 'plain', 'icmp']]) {
+    for (const [from, to, port] of [['ops1', 'cam1', 'tcp:2223'], ['ops1', 'cam1', 'udp:2222'], ['cam1', 'ops1', 'tcp:2222'], ['plain', 'cam1', 'icmp']]) {
       const r = await cli(['cloud', 'policy', 'check', from!, to!, port!]);
       assert.equal(r.code, 1, `${from} -> ${to} ${port}: ${r.stdout}`);
       assert.match(r.stdout, /denied: .*no rule allows it/);
