@@ -265,7 +265,8 @@ bool filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t no
     bump(f, ST_DROP_REVOKED_OUT);
     return false;
   }
-  if (!r->set || r->any) return true;  // nothing to remember: everything from this peer passes
+  // Flows are recorded under "*" too: a later, narrower policy must still let the replies to them in.
+  if (!r->set) return true;
   pkt_t p;
   if (!parse_ip(pkt, n, &p) || p.later_fragment) return true;
   if (p.proto == P_TCP && p.l4len >= 14) {

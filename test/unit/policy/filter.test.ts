@@ -146,6 +146,16 @@ describe('native policy filter', { skip: native ? false : 'native addon not buil
     assert.equal(r.counters()['dropMalformed'], 2);
   });
 
+  test('flows opened under "*" keep their replies when a narrower policy replaces it', () => {
+    const r = rig('*');
+    r.out({ fam: 4, proto: 'tcp', sport: 40005, dport: 22 });
+    r.out({ fam: 6, proto: 'udp', sport: 5005, dport: 53 });
+    native!.filterSet(r.f, 1, rulesFromAllowIn(''));
+    assert.equal(r.in({ fam: 4, proto: 'tcp', sport: 22, dport: 40005, flags: 0x12 }), true);
+    assert.equal(r.in({ fam: 6, proto: 'udp', sport: 53, dport: 5005 }), true);
+    assert.equal(r.in({ fam: 4, proto: 'tcp', sport: 22, dport: 40006, flags: 0x12 }), false);
+  });
+
   test('a revoked peer\'s slot passes nothing either way', () => {
     const r = rig('*');
     native!.filterSet(r.f, 1, BLOCK_RULES);
