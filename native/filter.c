@@ -37,12 +37,17 @@ typedef struct {
   uint16_t lo, hi;
 } range_t;
 
+// Slots with more ranges than this get a port bitmap per protocol (16 KiB), so a long rule list costs one bit test.
+#define BITMAP_AFTER 8
+
 typedef struct {
   bool set;  // rules given (else everything passes)
   bool any;  // "*"
   bool block;  // the peer was revoked: nothing passes either way
+  bool icmp;
   int n;
   range_t *r;
+  uint8_t *bits;  // NULL, or tcp ports (8192 bytes) then udp ports (8192 bytes)
 } slot_rules_t;
 
 typedef struct {
@@ -175,6 +180,11 @@ static inline bool icmp_is_error(int fam, uint8_t t) {
 }
 
 static bool rules_allow(const slot_rules_t *r, int proto, uint16_t port) {
+  if (r->bits != NULL) {
+    if (proto == P_ICMP) return r->icmp;
+    const uint8_t *b = r->bits + (proto == P_UDP ? 8192 : 0);
+    return proto == P_TCP || proto == P_UDP ? (b[port >> 3] >> (port & 7)) & 1 : false;
+  }
   for (int i = 0; i < r->n; i++) {
     const range_t *x = &r->r[i];
     if (x->proto == P_ANY) return true;
@@ -288,7 +298,10 @@ bool filter_out(filter_t *f, int slot, const uint8_t *pkt, size_t n, uint64_t no
 static void filter_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   filter_t *f = data;
-  for (int i = 0; i < f->max_slots; i++) free(f->slots[i].r);
+  for (int i = 0; i < f->max_slots; i++) {
+    free(f->slots[i].r);
+    free(f->slots[i].bits);
+  }
   free(f->slots);
   free(f->flows);
   if (f->stats_ref) napi_delete_reference(env, f->stats_ref);
@@ -363,6 +376,7 @@ static napi_value f_set(napi_env env, napi_callback_info info) {
   napi_typeof(env, argv[2], &t);
   if (t == napi_null || t == napi_undefined) {
     free(s->r);
+    free(s->bits);
     memset(s, 0, sizeof *s);
     return NULL;
   }
@@ -379,7 +393,7 @@ static napi_value f_set(napi_env env, napi_callback_info info) {
     throw_errno(env, "malloc", ENOMEM);
     return NULL;
   }
-  bool any = false, block = false;
+  bool any = false, block = false, icmp = false;
   for (int i = 0; i < n; i++) {
     uint8_t proto = b[i * 5];
     if (proto != P_ANY && proto != P_ICMP && proto != P_TCP && proto != P_UDP && proto != P_BLOCK) {
@@ -390,11 +404,29 @@ static napi_value f_set(napi_env env, napi_callback_info info) {
     r[i] = (range_t){proto, be16(b + i * 5 + 1), be16(b + i * 5 + 3)};
     if (proto == P_ANY) any = true;
     if (proto == P_BLOCK) block = true;
+    if (proto == P_ICMP) icmp = true;
+  }
+  uint8_t *bits = NULL;
+  if (n > BITMAP_AFTER && !any && !block) {
+    bits = calloc(2, 8192);
+    if (bits == NULL) {
+      free(r);
+      throw_errno(env, "malloc", ENOMEM);
+      return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+      if (r[i].proto != P_TCP && r[i].proto != P_UDP) continue;
+      uint8_t *b = bits + (r[i].proto == P_UDP ? 8192 : 0);
+      for (uint32_t p = r[i].lo; p <= r[i].hi; p++) b[p >> 3] |= (uint8_t)(1u << (p & 7));
+    }
   }
   free(s->r);
+  free(s->bits);
   s->set = true;
   s->any = any && !block;
   s->block = block;
+  s->icmp = icmp;
+  s->bits = bits;
   s->n = n;
   s->r = r;
   return NULL;

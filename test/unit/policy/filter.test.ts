@@ -146,6 +146,16 @@ describe('native policy filter', { skip: native ? false : 'native addon not buil
     assert.equal(r.counters()['dropMalformed'], 2);
   });
 
+  test('a long rule list (port bitmap) decides like a short one', () => {
+    const many = Array.from({ length: 40 }, (_, i) => `tcp:${1000 + 10 * i}-${1000 + 10 * i + 4}`).concat(['udp:53', 'icmp', 'udp:60000-65535']).join(',');
+    const r = rig(many);
+    for (const [proto, port, want] of [['tcp', 1000, true], ['tcp', 1004, true], ['tcp', 1005, false], ['tcp', 1394, true], ['tcp', 1395, false], ['udp', 53, true], ['udp', 54, false], ['udp', 65535, true], ['tcp', 53, false]] as const) {
+      assert.equal(r.in({ fam: 4, proto, dport: port }), want, `${proto}:${port}`);
+    }
+    assert.equal(r.in({ fam: 6, proto: 'icmp' }), true);
+    assert.equal(rig(many.replace(',icmp', '')).in({ fam: 6, proto: 'icmp' }), false);
+  });
+
   test('flows opened under "*" keep their replies when a narrower policy replaces it', () => {
     const r = rig('*');
     r.out({ fam: 4, proto: 'tcp', sport: 40005, dport: 22 });
