@@ -33,6 +33,7 @@
 #include <openssl/evp.h>
 
 #include "batch_io.h"
+#include "filter.h"
 #include "dataplane.h"
 #include "lan_frames.h"  // the adapter's LAN frames: PACKET_VNET_HDR reads, GSO super-frames cut (lan_frames.c)
 #include "pmtu.h"
@@ -864,5 +865,7 @@ NAPI_MODULE_INIT() {
   }
   // Path MTU helpers (pmtu.c): pmtuFragNeeded, pmtuTooBig, pmtuFragment4, pmtuClampMss.
   if (!pmtu_register(env, exports)) return NULL;
+  // The policy filter the engine runs (filter.c): filterCreate/filterSet/filterPacket.
+  if (!filter_register(env, exports)) return NULL;
   return dataplane_register(env, exports) && lan_frames_register(env, exports) ? exports : NULL;
 }

@@ -52,6 +52,7 @@
 
 #include "batch_io.h"
 #include "dataplane.h"
+#include "filter.h"
 #include "napi_util.h"
 #include "offload.h"
 #include "pmtu.h"
@@ -195,6 +196,7 @@ typedef struct {
   // a hard error of the TUN or a closed fd: dpTurn throws it (the worker stops) instead of polling a dead fd forever
   int fatal_errno;
   const char *fatal_call;
+  filter_t *filter;  // the policy filter (filter.c), optional: dpCreate's `filter`
   // events for the worker (buffer of the current turn)
   uint8_t *ev;
   size_t evcap, evused;
@@ -662,6 +664,7 @@ static void route_packet(engine_t *e, const uint8_t *pkt, size_t n) {
     event(e, 1, meta, pkt, n);
     return;
   }
+  if (e->filter != NULL && !filter_out(e->filter, slot, pkt, n, e->now)) return;  // records our flows; a revoked peer gets nothing
   if (pmtu_clamp_mss((uint8_t *)pkt, n, p->mtu.usable)) count(e, e->ix.mss_clamped, 1);
   if (!ready(e, slot, s)) {
     enqueue(e, slot, pkt, n);
@@ -789,6 +792,7 @@ static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *
       count(e, e->ix.spoofed, 1);  // authentic capsule, inner source not the peer's: never reaches the TUN
       return;
     }
+    if (e->filter != NULL && !filter_in(e->filter, path->slot, at, (size_t)r, e->now)) return;  // the policy (counted there)
     if (pmtu_clamp_mss(at, (size_t)r, e->peers[path->slot].mtu.usable)) count(e, e->ix.mss_clamped, 1);
     e->tptrs[e->nt] = at;
     e->tlens[e->nt] = (uint32_t)r;
@@ -1023,6 +1027,8 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_type_tag_object(env, ext, &ENGINE_TAG);
+  napi_value fv;  // optional policy filter (filterCreate); the caller keeps it alive while the engine runs
+  if (napi_get_named_property(env, argv[0], "filter", &fv) == napi_ok) e->filter = filter_from_value(env, fv);
   return ext;
 }
 
@@ -1060,6 +1066,7 @@ static bool send_single(engine_t *e, int slot, const uint8_t *pkt, size_t n) {
   peer_t *p = &e->peers[slot];
   session_t *s = p->used ? send_session(e, p) : NULL;
   if (s == NULL) return false;
+  if (e->filter != NULL && !filter_out(e->filter, slot, pkt, n, e->now)) return false;
   if (!ready(e, slot, s)) {
     enqueue(e, slot, pkt, n);
     return true;

@@ -17,6 +17,8 @@ import {
   type Role,
 } from '../cloud/cloud.js';
 import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
+import { adminCheck, adminSetPolicy, adminSetTags, adminShowPolicy, parseTags } from '../policy/admin.js';
+import { MAX_POLICY_BYTES, policyJson } from '../policy/policy.js';
 import { AdapterDaemon, offlineAdapterStatus, type AdapterStatus } from '../adapter/daemon.js';
 import { NodeDaemon, type NodeStatus } from '../node/daemon.js';
 import { StateDir } from '../node/state.js';
@@ -27,6 +29,7 @@ import type { Command } from './args.js';
 
 const dirOpt = { type: 'string', help: 'cloud directory (CA, config, SQLite store)' } as const;
 const dbOpt = { type: 'string', help: 'store URL (default: DIR/cyphonic.db; postgres://… when several instances share one)' } as const;
+const tagsOpt = { type: 'string', help: 'policy tags, comma-separated (a-z, 0-9, -)' } as const;
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 const list = (v: string | boolean | undefined): string[] =>
   typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
@@ -117,10 +120,13 @@ export const commands: Command[] = [
     name: 'cloud enroll',
     summary: 'Print a one-time enrollment token for node NAME (re-enrolling a known NAME keeps its addresses).',
     positionals: ['NAME'],
-    options: { dir: dirOpt, db: dbOpt },
+    options: { dir: dirOpt, db: dbOpt, tags: tagsOpt },
     required: ['dir'],
     async run(o, [name]) {
-      out(await createEnrollment(str(o['dir'])!, name!, str(o['db'])));
+      const tags = o['tags'] === undefined ? null : parseTags(list(o['tags']));
+      const token = await createEnrollment(str(o['dir'])!, name!, str(o['db']));
+      if (tags !== null) await adminSetTags(str(o['dir'])!, name!, tags, str(o['db']));
+      out(token);
     },
   },
   {
@@ -131,7 +137,7 @@ export const commands: Command[] = [
     async run(o) {
       const rows: NodeRow[] = await adminNodes(str(o['dir'])!, str(o['db']));
       if (o['json']) out(JSON.stringify(rows, null, 2));
-      else out(table(rows as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'mapping', 'lastSeen']));
+      else out(table(rows.map((r) => ({ ...r, tags: r.tags.join(',') })) as unknown as Record<string, unknown>[], ['name', 'fqdn', 'vip4', 'vip6', 'online', 'nat', 'observed', 'mapping', 'lastSeen', 'tags']));
     },
   },
   {
@@ -143,6 +149,57 @@ export const commands: Command[] = [
     async run(o, [name]) {
       const n = await revokeNode(str(o['dir'])!, name!, str(o['db']));
       out(`revoked ${n} certificate(s) of ${name}`);
+    },
+  },
+  {
+    name: 'cloud tags',
+    summary: 'Set the policy tags of node (or general node) NAME; --set "" removes them. Running nodes learn it at their next route selection.',
+    positionals: ['NAME'],
+    options: { dir: dirOpt, db: dbOpt, set: { type: 'string', help: 'the tags, comma-separated (replaces the old ones)' } },
+    required: ['dir'],
+    async run(o, [name]) {
+      if (o['set'] === undefined) throw new ConfigError('missing --set a,b (use --set "" to remove every tag)', 'ERR_USAGE');
+      const tags = await adminSetTags(str(o['dir'])!, name!, list(o['set']), str(o['db']));
+      out(`${name} tags: ${tags.join(',') || '(none)'}`);
+    },
+  },
+  {
+    name: 'cloud policy set',
+    summary: 'Make the JSON policy in FILE the running one (refused with the problem named if it is invalid; the old one stays).',
+    positionals: ['FILE'],
+    options: { dir: dirOpt, db: dbOpt },
+    required: ['dir'],
+    async run(o, [file]) {
+      const buf = readFileSync(file!);
+      if (buf.length > MAX_POLICY_BYTES) throw new ConfigError(`${file}: larger than ${MAX_POLICY_BYTES} bytes`, 'ERR_POLICY');
+      const p = await adminSetPolicy(str(o['dir'])!, buf.toString('utf8'), str(o['db']));
+      out(`policy set: ${p.allow.length} rule(s)`);
+    },
+  },
+  {
+    name: 'cloud policy show',
+    summary: 'Print the running policy (a fresh cloud allows everything).',
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o) {
+      const p = await adminShowPolicy(str(o['dir'])!, str(o['db']));
+      if (o['json']) out(policyJson(p, true));
+      else if (p.allow.length === 0) out('no rule: everything is denied');
+      else p.allow.forEach((r, i) => out(`rule ${i}: ${r.from.join(',')} -> ${r.to.join(',')} ports ${r.ports.join(',')}`));
+    },
+  },
+  {
+    name: 'cloud policy check',
+    summary: 'Would FROM be allowed to open a flow to TO on PORT (icmp, tcp:N, udp:N)? Prints the deciding rule; exit 0 allowed, 1 denied.',
+    positionals: ['FROM', 'TO', 'PORT'],
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o, [from, to, port]) {
+      const r = await adminCheck(str(o['dir'])!, from!, to!, port!, str(o['db']));
+      if (o['json']) out(JSON.stringify(r, null, 2));
+      else if (r.allowed) out(`allowed: ${from} -> ${to} ${port} by rule ${r.rule} ${r.ruleText} (port ${r.port})`);
+      else out(`denied: ${from} -> ${to} ${port}: no rule allows it`);
+      return r.allowed ? 0 : 1;
     },
   },
   {
@@ -194,13 +251,16 @@ export const commands: Command[] = [
       mac: { type: 'string', help: "the device's MAC address (aa:bb:cc:dd:ee:ff)" },
       adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled already)' },
       family: { type: 'string', help: 'address families it gets: dual, v4 or v6', default: 'dual' },
+      tags: tagsOpt,
       json: { type: 'boolean', help: 'print JSON' },
     },
     required: ['dir', 'mac', 'adapter'],
     async run(o, [name]) {
+      const tags = o['tags'] === undefined ? null : parseTags(list(o['tags']));
       const r = await adminAddGeneralNode(str(o['dir'])!, { name: name!, mac: str(o['mac'])!, adapter: str(o['adapter'])!, family: parseFamily(str(o['family'])) }, str(o['db']));
-      if (o['json']) out(JSON.stringify(r, null, 2));
-      else out(`general node ${r.name} (${r.fqdn}) mac ${r.mac} adapter ${r.adapter} vip4 ${r.vip4 ?? '-'} vip6 ${r.vip6 ?? '-'}`);
+      if (tags !== null) await adminSetTags(str(o['dir'])!, name!, tags, str(o['db']));
+      if (o['json']) out(JSON.stringify({ ...r, tags: tags ?? [] }, null, 2));
+      else out(`general node ${r.name} (${r.fqdn}) mac ${r.mac} adapter ${r.adapter} vip4 ${r.vip4 ?? '-'} vip6 ${r.vip6 ?? '-'}${tags?.length ? ` tags ${tags.join(',')}` : ''}`);
     },
   },
   {
@@ -278,7 +338,7 @@ export const commands: Command[] = [
         out(`  vip4 ${st.vip4 ?? '-'}  vip6 ${st.vip6 ?? '-'}`);
         out(`  registered ${st.registered}  nat ${st.nat ?? '-'}  observed ${st.observed ?? '-'}  nms ${st.nms ?? '-'}`);
         out(`  dns ${st.dns ?? '-'}  tun ${st.tun ?? '-'}`);
-        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path}${p.relay ? ` via ${p.relay}` : ''} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state}`);
+        for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path}${p.relay ? ` via ${p.relay}` : ''} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state} allowed ${p.revoked ? 'revoked' : p.allowed === null ? '*' : p.allowed.join(',') || 'replies only'}`);
       }
     },
   },

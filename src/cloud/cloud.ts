@@ -1,6 +1,7 @@
 // The cloud's factory: `init` lays out DIR (CA, AS intermediate, TLS cert, config, store), `start` runs the roles,
 // and the admin operations behind `cloud enroll / nodes / revoke / relays`. AS, NMS and TRS run together or apart.
 
+import { bumpPolicyRev } from '../policy/store.js';
 import { mkdirSync, readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join, isAbsolute } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -177,6 +178,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to), relays },
       );
       await nms.restoreSequence();
+      nms.watchPolicy(); // policy and tag changes reach running nodes (PolicyUpdate)
       const service = nms;
       stops.push(async () => service.close());
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
@@ -289,6 +291,8 @@ export interface NodeRow {
   /** NAT mapping learned by the NMS's probe: 'independent' (punchable), 'dependent', or null (not behind NAT / not probed). */
   mapping: 'independent' | 'dependent' | null;
   lastSeen: string | null;
+  /** Policy tags (`cloud tags`), sorted. */
+  tags: string[];
 }
 
 /** How many missed keepalive intervals before a node counts as offline. */
@@ -297,6 +301,7 @@ const OFFLINE_AFTER_INTERVALS = 3;
 export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()): Promise<NodeRow[]> {
   const regs = new Map((await store.listRegistrations()).map((r) => [r.nodeId, r]));
   const nodes = await store.listNodes();
+  const tags = await store.listNodeTags();
   const out: NodeRow[] = [];
   for (const n of nodes) {
     const r = regs.get(n.id);
@@ -312,6 +317,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       observed: r ? formatEndpoint(r.observed) : null,
       mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
+      tags: tags.get(n.name) ?? [],
     });
   }
   return out;
@@ -339,6 +345,7 @@ export async function revokeNode(dir: string, name: string, db?: string): Promis
     const key = await store.getCommonKey(node.id);
     if (key) await store.putCommonKey({ ...key, expiresAt: now - 1 });
     await store.deleteRegistration(node.id);
+    await bumpPolicyRev(store); // running NMSs tell the node's peers to close their tunnels to it (PolicyUpdate)
     return n;
   } finally {
     await store.close();

@@ -100,7 +100,18 @@ export interface NativeAddon {
   pmtuClampMss(packet: Uint8Array, mtu: number): boolean;
   /** Two connected AF_UNIX datagram sockets (a TUN stand-in for tests: one write = one read). */
   packetPair(): [number, number];
+  /** The policy filter (native/filter.c): counters go to `stats` (FILTER_STATS in node/dataplane/filter.ts). */
+  filterCreate(maxSlots: number, stats: Float64Array): NativeFilterHandle;
+  /** Rules of one peer slot: 5-byte records (proto 0 any/1 icmp/6 tcp/17 udp, lo u16 BE, hi u16 BE); null = no filtering. */
+  filterSet(h: NativeFilterHandle, slot: number, rules: Uint8Array | null): void;
+  /** The slot's peer is gone: its rules and the flows it had open are forgotten. */
+  filterForget(h: NativeFilterHandle, slot: number): void;
+  /** One packet through the filter: outbound records its flow (returns true), inbound returns whether it passes. */
+  filterPacket(h: NativeFilterHandle, slot: number, packet: Uint8Array, outbound: boolean, nowMs: number): boolean;
 }
+
+/** Opaque handle to a native policy filter. */
+export type NativeFilterHandle = { readonly __brand: 'cyphonic-filter' };
 
 /** Opaque handle to a native data-plane engine. */
 export type NativeEngineHandle = { readonly __brand: 'cyphonic-dp-engine' };
@@ -152,6 +163,8 @@ export interface DataPlaneEngineInit {
   >;
   /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */
   toMain: Uint8Array;
+  /** The policy filter run on every opened packet (and told of every sent one); absent: none. */
+  filter?: NativeFilterHandle;
 }
 
 const ADDON_RELATIVE = join('native', 'build', 'Release', 'cyphonic_native.node');

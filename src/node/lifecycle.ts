@@ -182,6 +182,8 @@ export class NodeLifecycle {
           },
           setEndpoint: (slot, endpoint) => this.dataplane?.setEndpoint(slot, endpoint),
           remove: (slot) => this.dataplane?.remove(slot),
+          setFilter: (slot, allowIn) => this.dataplane?.setFilter(slot, allowIn),
+          blockPeer: (slot) => this.dataplane?.blockPeer(slot),
         },
       logger: this.logger.child({ component: 'peers' }),
       ...(this.init.rekeyAfterMs ? { rekeyAfterMs: this.init.rekeyAfterMs } : {}),
@@ -280,6 +282,7 @@ export class NodeLifecycle {
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('relay.', this.relay?.counters.toJSON()),
         ...prefixed('data.', this.dataplane?.stats.globals()),
+        ...prefixed('filter.', this.dataplane?.filterStats()),
         ...(this.dataplane ? { 'data.signalingSendErrors': this.dataplane.sendErrors } : {}),
       },
     };
@@ -378,7 +381,7 @@ export class NodeLifecycle {
         if (!this.client) {
           const retransmitMs = this.init.nmsRetransmitMs;
           this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms, ...(retransmitMs ? { retransmitMs } : {}) }, { send: (m, to) => this.port?.send(m, to) });
-          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger);
+          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger, (entries) => this.peers?.applyPolicy(entries));
         }
         this.client.nms = nms;
         // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.

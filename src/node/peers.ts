@@ -17,7 +17,7 @@ import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { endpointKey, formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
-import type { RouteDirection } from '../protocol/messages.js';
+import type { PolicyEntry, RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -103,6 +103,10 @@ export interface SessionSink {
   setEndpoint?(slot: number, endpoint: Endpoint): void;
   /** Forget the peer in `slot` (sessions, routes, counters): the slot will serve another peer. */
   remove?(slot: number): void;
+  /** The policy: the ports the peer in `slot` may open flows to us on (null: everything). */
+  setFilter?(slot: number, allowIn: string | null): void;
+  /** The peer in `slot` was revoked: nothing from it or to it passes any more. */
+  blockPeer?(slot: number): void;
 }
 
 /** What it needs to use relayed paths (src/node/relay.ts RelayBinder). */
@@ -130,6 +134,10 @@ export interface PeerStatus {
   routeSelectionMs: number | null;
   /** Our last tunnel establishment (first Tunnel Request → session installed), ms. */
   tunnelMs: number | null;
+  /** The ports this peer may open new flows to us on, as the NMS said ("*" = all); null: no policy information. */
+  allowed: string[] | null;
+  /** Present (true) once the NMS said the peer was revoked: its tunnel carries nothing any more. */
+  revoked?: boolean;
 }
 
 interface Path {
@@ -183,6 +191,12 @@ interface Peer {
   use: { rx: number; tx: number; at: number };
   /** A punch failed and a relay carries the traffic: when to try punching again, and the wait after that. */
   punchRetry: { at: number; waitMs: number; running: boolean } | null;
+  /** The policy's `allowIn` of the newest Route Direction or PolicyUpdate (what the peer may open to us); null: none given. */
+  allowIn: string | null;
+  /** A PolicyUpdate said no rule connects us any more: our DNS stops answering for it (the NMS decides again). */
+  blocked: boolean;
+  /** A PolicyUpdate said its certificates were revoked: its tunnel carries nothing and its handshakes are refused. */
+  revoked: boolean;
 }
 
 export interface PeerManagerComponents {
@@ -267,7 +281,7 @@ export class PeerManager implements PeerDirectory {
 
   /** DNS: the virtual addresses of `name` (a label under our domain); starts route selection and the tunnel. */
   async resolve(fqdn: string): Promise<{ vip4: string; vip6: string } | null> {
-    const known = [...this.peers.values()].find((p) => p.fqdn === fqdn);
+    const known = [...this.peers.values()].find((p) => p.fqdn === fqdn && !p.blocked);
     if (known) {
       if (!known.active && !known.connecting) void this.connect({ targetFqdn: fqdn });
       return { vip4: known.vip4, vip6: known.vip6 };
@@ -466,6 +480,10 @@ export class PeerManager implements PeerDirectory {
       return true;
     }
     const { peer, path } = entry;
+    if (peer.revoked) {
+      this.counters.inc('handshake.refused-revoked');
+      return true;
+    }
     try {
       if (f.header.type === MessageType.TunnelRequest) {
         if (!this.handshakeBudget.take(path.id, Date.now())) {
@@ -495,6 +513,39 @@ export class PeerManager implements PeerDirectory {
     return true;
   }
 
+  /**
+   * A PolicyUpdate pushed by the NMS (the policy or a tag changed): each listed peer's filter takes its new `allowIn`
+   * at once. Sessions stay as they are (no handshake): a peer still allowed keeps its tunnel; one no rule connects
+   * any more gets an empty list both ways (its new flows are dropped at both ends) and no DNS answer.
+   */
+  applyPolicy(entries: readonly PolicyEntry[]): void {
+    for (const e of entries) {
+      const peer = this.peers.get(e.peerNodeId);
+      if (!peer) {
+        this.counters.inc('policy.unknown-peer');
+        continue;
+      }
+      try {
+        if (e.revoked) {
+          if (!peer.revoked) this.c.sink()?.blockPeer?.(peer.slot);
+          peer.revoked = true;
+          peer.blocked = true;
+          this.counters.inc('policy.revoked');
+          this.c.logger.info('peer revoked: tunnel closed', { peer: peer.name });
+          continue;
+        }
+        if (peer.revoked) continue; // a revocation is final for this certificate; a re-enrolled node comes back by a new Route Direction
+        if (e.allowIn !== peer.allowIn) this.c.sink()?.setFilter?.(peer.slot, e.allowIn);
+        peer.allowIn = e.allowIn;
+        peer.blocked = !e.connected;
+        this.counters.inc('policy.applied');
+      } catch (err) {
+        this.counters.inc('policy.bad');
+        this.c.logger.warn('policy update refused', { peer: peer.name, err: describeError(err) });
+      }
+    }
+  }
+
   status(): PeerStatus[] {
     const sink = this.c.sink();
     return [...this.peers.values()].map((p) => {
@@ -514,6 +565,8 @@ export class PeerManager implements PeerDirectory {
         state: p.active ? ('established' as const) : ('connecting' as const),
         routeSelectionMs: p.routeSelectionMs,
         tunnelMs: p.tunnelMs,
+        allowed: p.revoked ? [] : p.allowIn === null ? null : p.allowIn === '' ? [] : p.allowIn.split(','),
+        ...(p.revoked ? { revoked: true } : {}),
       };
     });
   }
@@ -556,8 +609,25 @@ export class PeerManager implements PeerDirectory {
         idle: { rx: 0, tx: 0, at: Date.now() },
         use: { rx: 0, tx: 0, at: now },
         punchRetry: null,
+        allowIn: null,
+        blocked: false,
+        revoked: false,
       };
       this.peers.set(peer.nodeId, peer);
+    }
+    // The policy for this peer, as the newest Route Direction says (set before any session of it is installed).
+    peer.blocked = false;
+    const allowIn = rd.allowIn ?? null;
+    if (allowIn !== peer.allowIn || peer.paths.size === 0 || peer.revoked) {
+      try {
+        this.c.sink()?.setFilter?.(peer.slot, allowIn);
+        peer.allowIn = allowIn;
+        peer.revoked = false; // the NMS hands out a route only with a valid certificate (re-enrolled)
+      } catch (err) {
+        this.counters.inc('route.bad-policy');
+        this.c.logger.warn('route refused: policy text', { peer: rd.peerName, err: describeError(err) });
+        return null;
+      }
     }
     return peer;
   }

@@ -7,7 +7,7 @@ import { ReplayGuard, SeqCounter } from '../channel/sequence.js';
 import { MessageType } from '../protocol/constants.js';
 import type { Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
-import { decodeBody, encodeBody, type BodyMap, type KeepaliveAck, type RegistrationResponse, type RouteDirection } from '../protocol/messages.js';
+import { decodeBody, decodePolicyEntry, encodeBody, type BodyMap, type KeepaliveAck, type PolicyEntry, type RegistrationResponse, type RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { CyphonicError, describeError, requestErrorFromNack } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -112,8 +112,15 @@ export class NmsClient {
     }
   }
 
-  /** Messages the NMS sends unasked (Route Directions); authenticated before the handler sees them. */
-  onPush: ((type: MessageType, body: Buffer) => void) | null = null;
+  /** Messages the NMS sends unasked (Route Directions, policy updates); authenticated before the handler sees them. */
+  onPush: ((type: MessageType, body: Buffer, txid: number) => void) | null = null;
+
+  /** Acknowledges a push (PolicyUpdate) with a sealed Ack carrying its txid; the NMS retransmits until it gets one. */
+  ack(txid: number): void {
+    const frame = sealFrame(this.keys.up, { type: MessageType.Ack, txid, seq: this.seq.next(), id: BigInt(this.nodeId) }, encodeBody(MessageType.Ack, {}));
+    this.socket.send(frame, this.nms);
+    this.counters.inc('tx');
+  }
 
   /** Offers a datagram from the socket; returns true if it was a (valid or not) NMS message for us. */
   handleDatagram(msg: Buffer): boolean {
@@ -125,7 +132,7 @@ export class NmsClient {
     }
     if (f.header.id !== BigInt(this.nodeId)) return false;
     const p = this.pending.get(f.header.txid);
-    const push = f.header.type === MessageType.RouteDirectionResponder;
+    const push = f.header.type === MessageType.RouteDirectionResponder || f.header.type === MessageType.PolicyUpdate;
     if (!p && !push) {
       this.counters.inc('refused.unsolicited');
       return true;
@@ -144,7 +151,7 @@ export class NmsClient {
     this.guard.accept(f.header.seq);
     if (push) {
       this.counters.inc('push');
-      this.onPush?.(f.header.type, plain);
+      this.onPush?.(f.header.type, plain, f.header.txid);
     } else if (f.header.type === MessageType.Nack) {
       let reason = 'refused';
       try {
@@ -183,8 +190,19 @@ export class NmsClient {
  * Hands the Route Directions the NMS pushes (we are the responder) to `onRoute`; a push that does not decode is
  * logged and dropped. Shared by the node daemon and the adapter's general-node agents.
  */
-export function deliverRouteDirections(client: NmsClient, onRoute: (rd: RouteDirection) => void, logger: Logger): void {
-  client.onPush = (type, body) => {
+export function deliverRouteDirections(client: NmsClient, onRoute: (rd: RouteDirection) => void, logger: Logger, onPolicy?: (entries: PolicyEntry[]) => void): void {
+  client.onPush = (type, body, txid) => {
+    if (type === MessageType.PolicyUpdate) {
+      // Applied (idempotent: a retransmission carries the same entries), then acknowledged.
+      try {
+        const entries = decodeBody(MessageType.PolicyUpdate, body).entries.map((e) => decodePolicyEntry(e));
+        onPolicy?.(entries);
+        client.ack(txid);
+      } catch (err) {
+        logger.warn('bad PolicyUpdate from the NMS', { err: describeError(err) });
+      }
+      return;
+    }
     if (type !== MessageType.RouteDirectionResponder) return;
     try {
       onRoute(decodeBody(MessageType.RouteDirectionResponder, body));

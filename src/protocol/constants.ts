@@ -40,6 +40,7 @@ export enum MessageType {
   RegistrationResponse = 0x11,
   Keepalive = 0x12,
   KeepaliveAck = 0x13,
+  PolicyUpdate = 0x14,
   DirectionRequest = 0x20,
   RouteDirectionResponder = 0x21,
   RouteConfirmation = 0x22,

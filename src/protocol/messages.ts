@@ -29,6 +29,12 @@ export const MAX_SIGNATURE_LEN = 256;
 export const MAX_REASON_LEN = 512;
 /** One encoded GeneralNodeInfo record inside InfoResponse. */
 export const MAX_GENERAL_NODE_LEN = 1024;
+/** Longest port list a Route Direction or a PolicyEntry carries (policy.ts MAX_PORTS selectors per rule, merged). */
+export const MAX_ALLOW_LEN = 4096;
+/** PolicyEntry records in one PolicyUpdate (the NMS splits longer lists over several). */
+export const MAX_POLICY_ENTRIES = 64;
+/** One encoded PolicyEntry record inside PolicyUpdate. */
+export const MAX_POLICY_ENTRY_LEN = MAX_ALLOW_LEN + 32;
 
 // ───────────────────────────── types ─────────────────────────────
 
@@ -152,6 +158,27 @@ export interface RouteDirection {
   tunnelKey: Buffer;
   tempKey?: Buffer;
   peerCertificate: Buffer;
+  /**
+   * The ports the peer may open new flows to the receiving node on (policy text "icmp,tcp:22,udp:*"; "" = none,
+   * only replies to flows the receiver opened). Absent: no policy information (an older NMS): everything passes.
+   */
+  allowIn?: string;
+}
+
+/** NMS → node, pushed: the policy changed for peers the node has paths with. Each entry an encoded PolicyEntry. */
+export interface PolicyUpdate {
+  entries: Buffer[];
+}
+
+/** One peer's new policy as seen by the receiving node (record inside PolicyUpdate.entries). */
+export interface PolicyEntry {
+  peerNodeId: number;
+  /** Whether any rule still connects the two nodes (either direction); false: no new flow either way. */
+  connected: boolean;
+  /** What the peer may open to the receiver, as RouteDirection.allowIn. */
+  allowIn: string;
+  /** The peer's certificates were revoked: close the tunnel (drop everything both ways) and refuse its handshakes. */
+  revoked?: boolean;
 }
 
 export interface RouteConfirmation {
@@ -264,6 +291,7 @@ export interface BodyMap {
   [MessageType.RegistrationResponse]: RegistrationResponse;
   [MessageType.Keepalive]: Keepalive;
   [MessageType.KeepaliveAck]: KeepaliveAck;
+  [MessageType.PolicyUpdate]: PolicyUpdate;
   [MessageType.DirectionRequest]: DirectionRequest;
   [MessageType.RouteDirectionResponder]: RouteDirection;
   [MessageType.RouteConfirmation]: RouteConfirmation;
@@ -309,6 +337,7 @@ const ROUTE_DIRECTION: Schema<RouteDirection> = [
   { tag: 11, name: 'tunnelKey', kind: 'bytes', size: KEY_LEN },
   { tag: 12, name: 'tempKey', kind: 'bytes', size: KEY_LEN, optional: true },
   { tag: 13, name: 'peerCertificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
+  { tag: 14, name: 'allowIn', kind: 'string', maxSize: MAX_ALLOW_LEN, optional: true },
 ];
 
 const TUNNEL_HANDSHAKE: Schema<TunnelHandshake> = [
@@ -319,6 +348,13 @@ const TUNNEL_HANDSHAKE: Schema<TunnelHandshake> = [
   { tag: 5, name: 'certificate', kind: 'bytes', maxSize: MAX_CERT_LEN },
   { tag: 6, name: 'signature', kind: 'bytes', maxSize: MAX_SIGNATURE_LEN },
   { tag: 7, name: 'chain', kind: 'bytes', maxSize: MAX_CERT_LEN, repeated: true, maxCount: MAX_CHAIN_LEN },
+];
+
+export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
+  { tag: 1, name: 'peerNodeId', kind: 'id' },
+  { tag: 2, name: 'connected', kind: 'bool' },
+  { tag: 3, name: 'allowIn', kind: 'string', maxSize: MAX_ALLOW_LEN },
+  { tag: 4, name: 'revoked', kind: 'bool', optional: true },
 ];
 
 type SchemaMap = { [K in MessageType]: BodyMap[K] extends Buffer ? 'opaque' : Schema<BodyMap[K]> };
@@ -374,6 +410,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   ],
   [MessageType.Keepalive]: EMPTY,
   [MessageType.KeepaliveAck]: [{ tag: 1, name: 'observed', kind: 'endpoint' }],
+  [MessageType.PolicyUpdate]: [{ tag: 1, name: 'entries', kind: 'bytes', maxSize: MAX_POLICY_ENTRY_LEN, repeated: true, maxCount: MAX_POLICY_ENTRIES }],
   [MessageType.DirectionRequest]: [
     { tag: 1, name: 'targetFqdn', kind: 'string', maxSize: MAX_NAME_LEN, optional: true },
     { tag: 2, name: 'targetVip', kind: 'ip', optional: true },
@@ -501,6 +538,16 @@ export function decodeBody<T extends MessageType>(type: T, bytes: Uint8Array): B
   const why = runCheck(type, body);
   if (why) throw new DecodeError(`${MessageType[type]}: ${why}`, 'ERR_DECODE_BODY');
   return body;
+}
+
+/** Encode a PolicyEntry record for PolicyUpdate.entries. Throws RangeError. */
+export function encodePolicyEntry(e: PolicyEntry): Buffer {
+  return encodeTlv(POLICY_ENTRY_SCHEMA, e);
+}
+
+/** Decode one PolicyUpdate.entries record. Throws DecodeError. */
+export function decodePolicyEntry(bytes: Uint8Array): PolicyEntry {
+  return decodeTlv(POLICY_ENTRY_SCHEMA, bytes);
 }
 
 /** Encode a GeneralNodeInfo record for InfoResponse.generalNodes. Throws RangeError. */

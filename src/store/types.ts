@@ -186,4 +186,18 @@ export interface Store {
   listRelayServers(): Promise<RelayServerRecord[]>;
   /** No-op if absent. */
   deleteRelayServer(id: string): Promise<void>;
+
+  /**
+   * Replaces the policy tags of the node named `name` (which need not exist yet: tags given at enrollment).
+   * Stored sorted and deduplicated; an empty list removes them. StoreError 'ERR_STORE_INVALID' for a tag that is
+   * not 1..63 characters of [a-z0-9-] starting with a letter or digit.
+   */
+  setNodeTags(name: string, tags: string[]): Promise<void>;
+  /** Sorted; empty when the node has none. */
+  getNodeTags(name: string): Promise<string[]>;
+  /** Every node name with tags → its sorted tags. */
+  listNodeTags(): Promise<Map<string, string[]>>;
 }
+
+/** A policy tag: lower-case letters, digits and '-', 1..63 characters, not starting with '-'. */
+export const TAG_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;

@@ -11,6 +11,8 @@ import type { Endpoint } from '../../protocol/endpoint.js';
 import type { DirectionRequest, RouteDirection } from '../../protocol/messages.js';
 import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
 import { choosePath, relayFor, type PathKind } from './paths.js';
+import { formatPortList } from '../../policy/policy.js';
+import { pairAllowance } from '../../policy/store.js';
 
 /** What route selection needs to relay a path (the NMS's RelayClient + allocateRelay); absent: no relayed paths. */
 export interface RelayAllocator {
@@ -29,7 +31,7 @@ export const REACHABLE_INTERVALS = 3;
 
 export type RouteOutcome =
   | { ok: true; toInitiator: RouteDirection; toResponder: RouteDirection; responder: NodeRecord; path: PathKind; why: string }
-  | { ok: false; status: 'unknown-peer' | 'offline' | 'no-confirmation' | 'refused' | 'no-relay'; reason: string };
+  | { ok: false; status: 'unknown-peer' | 'offline' | 'no-confirmation' | 'refused' | 'no-relay' | 'policy'; reason: string };
 
 export interface RouteSelectorComponents {
   store: Store;
@@ -46,8 +48,13 @@ interface Waiting {
   resolve: (accepted: boolean) => void;
 }
 
+/** Tunable: peers remembered per node for policy pushes (the node's data plane holds at most MAX_PEER_SLOTS). */
+export const MAX_PAIRS_PER_NODE = 1024;
+
 export class RouteSelector {
   private readonly waiting = new Map<bigint, Waiting>();
+  /** Node id → the peers it got paths to (either end): whom a policy change concerns. In memory (see PROTOCOL.md). */
+  readonly pairs = new Map<number, Set<number>>();
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
 
@@ -57,6 +64,10 @@ export class RouteSelector {
   async select(initiator: NodeRecord, initiatorReg: RegistrationRecord, req: DirectionRequest): Promise<RouteOutcome> {
     const responder = await this.findTarget(req);
     if (!responder || responder.id === initiator.id) return { ok: false, status: 'unknown-peer', reason: `no node ${req.targetFqdn ?? req.targetVip}` };
+    // The policy: no route between nodes no rule connects (either way); each end learns what the other may open to it.
+    const allow = await pairAllowance(this.c.store, initiator.name, responder.name);
+    if (!allow.connected) return { ok: false, status: 'policy', reason: `the policy connects ${initiator.name} and ${responder.name} in neither direction` };
+    const allowIn = { toInitiator: formatPortList(allow.bToA), toResponder: formatPortList(allow.aToB) };
     const reg = await this.c.store.getRegistration(responder.id);
     if (!reg || this.c.now() - reg.lastSeen > reg.keepaliveSec * 1000 * REACHABLE_INTERVALS) {
       return { ok: false, status: 'offline', reason: `${responder.name} is not registered` };
@@ -67,6 +78,8 @@ export class RouteSelector {
     const tunnelKey = randomKey(32);
     const plan = choosePath(initiatorReg, reg, { relayOnly: req.relayOnly === true });
     const base = { pathId, tunnelKey };
+    const inR = { allowIn: allowIn.toResponder };
+    const inI = { allowIn: allowIn.toInitiator };
     let toResponder: RouteDirection;
     let toInitiator: RouteDirection;
     if (plan.kind === 'relayed' && req.noRelay) return { ok: false, status: 'refused', reason: `only a relay would do (${plan.why}) and the node asked for none` };
@@ -82,19 +95,28 @@ export class RouteSelector {
       const relayed = { ...base, pathType: PathType.Relayed, tempKey: a.tempKey };
       const rR = relayFor(reg, a.relay);
       const rI = relayFor(initiatorReg, a.relay);
-      toResponder = { ...relayed, initiator: false, ...this.peerFields(initiator, initiatorReg, rR ? [rR] : []), peerCertificate: initCert, ...(rR ? { relay: rR } : {}) };
-      toInitiator = { ...relayed, initiator: true, ...this.peerFields(responder, reg, rI ? [rI] : []), peerCertificate: respCert, ...(rI ? { relay: rI } : {}) };
+      toResponder = { ...relayed, initiator: false, ...this.peerFields(initiator, initiatorReg, rR ? [rR] : []), peerCertificate: initCert, ...(rR ? { relay: rR } : {}), ...inR };
+      toInitiator = { ...relayed, initiator: true, ...this.peerFields(responder, reg, rI ? [rI] : []), peerCertificate: respCert, ...(rI ? { relay: rI } : {}), ...inI };
     } else {
       // A Punched direction tells the responder to send too; "direct" paths where the responder is behind NAT
       // also get it sending (connection reversal), which the node learns from its own registration.
       const pathType = plan.kind === 'punched' ? PathType.Punched : PathType.Direct;
-      toResponder = { ...base, pathType, initiator: false, ...this.peerFields(initiator, initiatorReg, plan.toResponder), peerCertificate: initCert };
-      toInitiator = { ...base, pathType, initiator: true, ...this.peerFields(responder, reg, plan.toInitiator), peerCertificate: respCert };
+      toResponder = { ...base, pathType, initiator: false, ...this.peerFields(initiator, initiatorReg, plan.toResponder), peerCertificate: initCert, ...inR };
+      toInitiator = { ...base, pathType, initiator: true, ...this.peerFields(responder, reg, plan.toInitiator), peerCertificate: respCert, ...inI };
     }
     const accepted = await this.pushAndWait(responder.id, reg, toResponder);
     if (accepted === null) return { ok: false, status: 'no-confirmation', reason: `${responder.name} did not confirm the route` };
     if (!accepted) return { ok: false, status: 'refused', reason: `${responder.name} refused the route` };
+    this.pair(initiator.id, responder.id);
+    this.pair(responder.id, initiator.id);
     return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
+  }
+
+  private pair(a: number, b: number): void {
+    let set = this.pairs.get(a);
+    if (!set) this.pairs.set(a, (set = new Set()));
+    if (set.size >= MAX_PAIRS_PER_NODE && !set.has(b)) set.delete(set.values().next().value as number);
+    set.add(b);
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */

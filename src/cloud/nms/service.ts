@@ -8,6 +8,7 @@ import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
+import { PolicyPusher } from './policy-push.js';
 import type { Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
@@ -56,7 +57,7 @@ interface Session {
 }
 
 /** Node→cloud message types the NMS accepts. */
-const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation]);
+const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack]);
 
 /** Tunable: how far ahead the NMS reserves (and persists) sealing sequence numbers; below SEQ_MAX_SKEW_MS. */
 export const SEQ_RESERVE_MS = 60_000;
@@ -77,6 +78,8 @@ export class NmsService {
   /** Sequence numbers up to this one are persisted as used (restoreSequence/reserveSequence). */
   private reservedUpTo = 0n;
   private seqTimer: NodeJS.Timeout | null = null;
+  /** Live policy changes (policy-push.ts): started by watchPolicy(). */
+  readonly policy: PolicyPusher;
   /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
   probePort: number;
 
@@ -95,6 +98,25 @@ export class NmsService {
       push: (responderId, reg, body) => this.push(responderId, reg.observed, body),
       ...(c.relays ? { relays: c.relays } : {}),
     });
+    this.policy = new PolicyPusher({
+      store: c.store,
+      logger: c.logger,
+      counters: this.counters,
+      pairs: this.routes.pairs,
+      send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
+    });
+  }
+
+  /** Pushes policy and tag changes to running nodes from now on (the store's revision is looked at every second). */
+  watchPolicy(everyMs?: number): void {
+    this.policy.start(everyMs);
+  }
+
+  private pushPolicy(nodeId: number, txid: number, body: { entries: Buffer[] }, to: Endpoint): boolean {
+    const s = this.sessions.get(nodeId);
+    if (!s || !this.c.send) return false;
+    this.c.send(sealFrame(s.keys.down, { type: MessageType.PolicyUpdate, txid, seq: this.nextSeq(), id: BigInt(nodeId) }, encodeBody(MessageType.PolicyUpdate, body)), to);
+    return true;
   }
   /**
    * Continues above every sequence number an earlier run of this NMS may have sealed with (they are AES-GCM nonces
@@ -121,6 +143,7 @@ export class NmsService {
   }
 
   close(): void {
+    this.policy.stop();
     if (this.seqTimer) clearInterval(this.seqTimer);
     this.seqTimer = null;
   }
@@ -192,6 +215,10 @@ export class NmsService {
           return via === 'probe' ? await this.probe(s, header, from) : await this.keepalive(s, header, from);
         case MessageType.DirectionRequest:
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
+        case MessageType.Ack:
+          // A node acknowledging a push (PolicyUpdate); nothing is answered.
+          if (!this.policy.acked(header.txid)) this.counters.inc('policy.late-ack');
+          return null;
         case MessageType.RouteConfirmation: {
           const c = decodeBody(MessageType.RouteConfirmation, plain);
           if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted)) this.counters.inc('route.late-confirmation');
@@ -304,7 +331,7 @@ export class NmsService {
       if (!out.ok) {
         this.counters.inc(`route.refused.${out.status}`);
         this.c.logger.info('route refused', { node: node.name, status: out.status, reason: out.reason });
-        return this.nack(s, header, out.status === 'unknown-peer' ? Status.UnknownPeer : Status.NoRoute, out.reason);
+        return this.nack(s, header, out.status === 'unknown-peer' || out.status === 'policy' ? Status.UnknownPeer : Status.NoRoute, out.reason);
       }
       this.counters.inc('route.ok');
       this.counters.inc(`route.${out.path}`);

@@ -20,6 +20,7 @@ import { CyphonicError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { PairHost } from './pair-host.js';
 import { createStats, StatsView } from './stats.js';
+import { BLOCK_RULES, createFilterStats, filterCounters, rulesFromAllowIn } from './filter.js';
 import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from './worker.js';
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
@@ -114,6 +115,7 @@ export class DataPlane implements DatagramPort {
   private readonly worker: Worker;
   private readonly wakeFd: number;
   private readonly installing = new Map<bigint, () => void>();
+  private readonly filterSab = createFilterStats();
   private closed = false;
 
   private constructor(
@@ -140,6 +142,7 @@ export class DataPlane implements DatagramPort {
       vnet: device.vnetHdr,
       gso: offload.gso,
       gro: offload.gro,
+      filterStats: this.filterSab,
     };
     this.worker = new Worker(file, { workerData: init, name: 'cyphonic-dataplane' });
     this.worker.on('message', (m: FromWorker) => this.fromWorker(m));
@@ -248,6 +251,25 @@ export class DataPlane implements DatagramPort {
   /** We moved: every peer's path MTU is learned again (probes from the largest size, the kernel's MTU re-read). */
   relearnPathMtu(): void {
     this.post({ op: 'relearn' });
+  }
+
+  /**
+   * The policy for the peer in `slot`: the ports it may open new flows to us on (a Route Direction's `allowIn`;
+   * null = no policy information, everything passes). Replies to flows we open always pass. Throws PolicyError on
+   * text that is not a port list.
+   */
+  setFilter(slot: number, allowIn: string | null): void {
+    this.post({ op: 'filter', slot, rules: rulesFromAllowIn(allowIn) });
+  }
+
+  /** The peer in `slot` was revoked: nothing from it is delivered and nothing is sent to it any more. */
+  blockPeer(slot: number): void {
+    this.post({ op: 'filter', slot, rules: BLOCK_RULES });
+  }
+
+  /** What the policy filter passed and dropped, by reason (filter.ts FILTER_STATS). */
+  filterStats(): Record<string, number> {
+    return filterCounters(this.filterSab);
   }
 
   peerStats(slot: number): { rxBytes: number; txBytes: number; pmtu: number } {

@@ -56,6 +56,8 @@ export interface WorkerInit {
   gso: boolean;
   /** The socket has UDP_GRO: receive buffers may hold many datagrams. */
   gro: boolean;
+  /** Counters of the policy filter (filter.ts FILTER_STATS). */
+  filterStats: SharedArrayBuffer;
 }
 
 /** A peer as the worker sees it. `endpoint.addr` is 4 or 16 raw bytes. */
@@ -80,6 +82,8 @@ export type ToWorker =
   | { op: 'remove'; slot: number }
   /** We moved: learn every peer's path MTU again. */
   | { op: 'relearn' }
+  /** The policy: what the peer in `slot` may open to us (filter.ts encodeRules; null = everything). */
+  | { op: 'filter'; slot: number; rules: Uint8Array | null }
   | { op: 'stop' };
 
 export type FromWorker =
@@ -192,6 +196,7 @@ class PathMtus {
 const TO_MAIN = [
   MessageType.RegistrationResponse,
   MessageType.KeepaliveAck,
+  MessageType.PolicyUpdate,
   MessageType.RouteDirectionResponder,
   MessageType.RouteDirectionInitiator,
   MessageType.TunnelRequest,
@@ -264,6 +269,7 @@ function run(): void {
   const toMain = new Uint8Array(256);
   for (const t of TO_MAIN) toMain[t] = 1;
   const stats = new StatsView(init.stats);
+  const filter = native.filterCreate(MAX_PEER_SLOTS, new Float64Array(init.filterStats));
   const engine = native.dpCreate({
     tunFd: init.tunFd,
     udpFd: init.udpFd,
@@ -276,6 +282,7 @@ function run(): void {
     stats: stats.a,
     statIndex: engineStatIndex(),
     toMain,
+    filter,
   });
   const held = new HeldPackets();
   const pmtus = new PathMtus(native, engine, init.mtu, stats);
@@ -307,8 +314,9 @@ function run(): void {
         pmtus.path(msg.slot, msg.endpoint, Date.now(), true); // a move: the path MTU is learned again
       } else if (msg.op === 'remove') {
         native.dpRemove(engine, msg.slot);
+        native.filterForget(filter, msg.slot);
         pmtus.forget(msg.slot);
-      }
+      } else if (msg.op === 'filter') native.filterSet(filter, msg.slot, msg.rules);
       else if (msg.op === 'install') {
         install(msg);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);

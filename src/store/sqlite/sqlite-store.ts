@@ -9,7 +9,7 @@ import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { ADDRESS_FAMILIES, NODE_KINDS } from '../types.js';
+import { ADDRESS_FAMILIES, NODE_KINDS, TAG_PATTERN } from '../types.js';
 import type {
   AddressFamily,
   CertificateRecord,
@@ -227,6 +227,7 @@ class SqliteStore implements Store {
   readonly #maxV4: Stmt;
   readonly #maxV6: Stmt;
   readonly #createNodeTx: (input: NewNode, pools: Pools) => NodeRecord;
+  readonly #setTagsTx: (name: string, tags: string[]) => void;
 
   constructor(db: Db) {
     this.#db = db;
@@ -287,11 +288,19 @@ class SqliteStore implements Store {
       ),
       listRelays: p('SELECT * FROM relay_servers ORDER BY id'),
       deleteRelay: p('DELETE FROM relay_servers WHERE id = ?'),
+      deleteTags: p('DELETE FROM node_tags WHERE name = ?'),
+      insertTag: p('INSERT INTO node_tags (name, tag) VALUES (?, ?)'),
+      getTags: p('SELECT tag FROM node_tags WHERE name = ? ORDER BY tag'),
+      listTags: p('SELECT name, tag FROM node_tags ORDER BY name, tag'),
     };
     // Indexes can exceed 2^53 in a big IPv6 pool in principle: read them as bigint.
     this.#maxV4 = p('SELECT MAX(vip4_index) AS m FROM nodes WHERE vip4_pool = ?').safeIntegers(true);
     this.#maxV6 = p('SELECT MAX(vip6_index) AS m FROM nodes WHERE vip6_pool = ?').safeIntegers(true);
     this.#createNodeTx = db.transaction((input: NewNode, pools: Pools) => this.#createNodeSync(input, pools)).immediate;
+    this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
+      this.#stmt('deleteTags').run(name);
+      for (const t of tags) this.#stmt('insertTag').run(name, t);
+    }).immediate;
   }
 
   /** Runs a synchronous body as an async call, with closed-check and error translation. */
@@ -562,6 +571,31 @@ class SqliteStore implements Store {
   deleteRelayServer(id: string): Promise<void> {
     return this.#run(() => {
       this.#stmt('deleteRelay').run(id);
+    });
+  }
+
+  setNodeTags(name: string, tags: string[]): Promise<void> {
+    return this.#run(() => {
+      if (typeof name !== 'string' || name === '') throw new StoreError('ERR_STORE_INVALID', 'node name must be a non-empty string');
+      if (!Array.isArray(tags)) throw new StoreError('ERR_STORE_INVALID', 'tags must be a list');
+      for (const t of tags) if (typeof t !== 'string' || !TAG_PATTERN.test(t)) throw new StoreError('ERR_STORE_INVALID', `invalid tag ${JSON.stringify(t)}`);
+      this.#setTagsTx(name, [...new Set(tags)].sort());
+    });
+  }
+
+  getNodeTags(name: string): Promise<string[]> {
+    return this.#run(() => (this.#stmt('getTags').all(name) as { tag: string }[]).map((r) => r.tag));
+  }
+
+  listNodeTags(): Promise<Map<string, string[]>> {
+    return this.#run(() => {
+      const out = new Map<string, string[]>();
+      for (const r of this.#stmt('listTags').all() as { name: string; tag: string }[]) {
+        const l = out.get(r.name);
+        if (l) l.push(r.tag);
+        else out.set(r.name, [r.tag]);
+      }
+      return out;
     });
   }
 }

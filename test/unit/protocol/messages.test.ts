@@ -134,6 +134,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
   [MessageType.Capsule]: Buffer.from('opaque capsule bytes'),
   [MessageType.Ack]: {},
   [MessageType.Nack]: { reason: 'node not registered' },
+  [MessageType.PolicyUpdate]: { entries: [Buffer.from([1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 42, 2, 0, 1, 1, 3, 0, 4, 105, 99, 109, 112])] },
 };
 
 const TYPES = Object.values(MessageType).filter((v): v is MessageType => typeof v === 'number');
@@ -151,7 +152,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 28);
+  assert.equal(TYPES.length, 29);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);

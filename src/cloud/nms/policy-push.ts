@@ -1,0 +1,133 @@
+// Live policy changes at the NMS: it watches the store's policy revision (bumped by `cloud policy set`, `cloud tags`
+// and `cloud revoke`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths,
+// listing for each of its peers what that peer may now open to it, whether any rule still connects them, and whether
+// the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
+// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways).
+
+import type { Endpoint } from '../../protocol/endpoint.js';
+import { encodePolicyEntry, MAX_POLICY_ENTRIES, type PolicyEntry } from '../../protocol/messages.js';
+import { allowedPorts, connected, formatPortList, type Subject } from '../../policy/policy.js';
+import { loadPolicy, POLICY_REV_KEY } from '../../policy/store.js';
+import type { Store } from '../../store/types.js';
+import type { Counters } from '../../util/counters.js';
+import type { Logger } from '../../util/log.js';
+
+/** Tunable: how often the NMS looks at the policy revision in the store (a local read; PostgreSQL could NOTIFY). */
+export const POLICY_WATCH_MS = 500;
+/** Tunable: waits between retransmissions of an unacknowledged PolicyUpdate. */
+export const POLICY_PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
+
+export interface PolicyPushComponents {
+  store: Store;
+  logger: Logger;
+  counters: Counters;
+  /** node id → the peers it has paths with (RouteSelector.pairs). */
+  pairs: Map<number, Set<number>>;
+  /** Seals a PolicyUpdate for `nodeId` with its Common Key and sends it to its registration's observed address; false if it cannot (no session or registration). */
+  send: (nodeId: number, txid: number, body: { entries: Buffer[] }, to: Endpoint) => boolean;
+}
+
+export class PolicyPusher {
+  private rev: string | null | undefined = undefined;
+  private timer: NodeJS.Timeout | null = null;
+  private txid = 1;
+  /** Unacknowledged pushes: txid → resolve. */
+  private readonly waiting = new Map<number, () => void>();
+  private running: Promise<void> | null = null;
+
+  constructor(private readonly c: PolicyPushComponents) {}
+
+  start(everyMs = POLICY_WATCH_MS): void {
+    this.timer = setInterval(() => void this.check(), everyMs);
+    this.timer.unref();
+    void this.check();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    for (const done of this.waiting.values()) done();
+    this.waiting.clear();
+  }
+
+  /** An Ack from a node: true if it answered one of our pushes. */
+  acked(txid: number): boolean {
+    const done = this.waiting.get(txid);
+    if (!done) return false;
+    this.waiting.delete(txid);
+    done();
+    return true;
+  }
+
+  /** Reads the revision; on a change (not the first read) pushes to every node with paths. One run at a time. */
+  async check(): Promise<void> {
+    if (this.running) return;
+    this.running = (async () => {
+      try {
+        const rev = await this.c.store.getMeta(POLICY_REV_KEY);
+        const first = this.rev === undefined;
+        if (rev === this.rev) return;
+        this.rev = rev;
+        if (!first) await this.pushAll();
+      } catch (err) {
+        this.c.counters.inc('policy.watch-failed');
+        this.c.logger.warn('policy watch failed', { err: err instanceof Error ? err.message : String(err) });
+      }
+    })().finally(() => (this.running = null));
+    await this.running;
+  }
+
+  private async pushAll(): Promise<void> {
+    const [policy, nodes, tags] = await Promise.all([loadPolicy(this.c.store), this.c.store.listNodes(), this.c.store.listNodeTags()]);
+    const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
+    // Nodes without a valid certificate (revoked by `cloud revoke`): their peers close the tunnels.
+    const revoked = new Set<number>();
+    const now = Date.now();
+    for (const id of new Set([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])])) {
+      const certs = await this.c.store.listNodeCertificates(id);
+      if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) revoked.add(id);
+    }
+    this.c.counters.inc('policy.changed');
+    const sends: Promise<void>[] = [];
+    for (const [nodeId, peers] of this.c.pairs) {
+      const me = subjects.get(nodeId);
+      if (!me || peers.size === 0 || revoked.has(nodeId)) continue;
+      const entries: PolicyEntry[] = [];
+      for (const peerId of peers) {
+        const peer = subjects.get(peerId);
+        if (!peer) continue;
+        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true });
+        else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
+      }
+      const reg = await this.c.store.getRegistration(nodeId);
+      if (!reg) continue;
+      for (let i = 0; i < entries.length; i += MAX_POLICY_ENTRIES) {
+        sends.push(this.push(nodeId, entries.slice(i, i + MAX_POLICY_ENTRIES).map(encodePolicyEntry), reg.observed));
+      }
+    }
+    await Promise.all(sends);
+  }
+
+  private async push(nodeId: number, entries: Buffer[], to: Endpoint): Promise<void> {
+    this.txid = (this.txid % 0x7fffffff) + 1;
+    const txid = this.txid;
+    const acked = new Promise<true>((resolve) => this.waiting.set(txid, () => resolve(true)));
+    try {
+      for (const wait of POLICY_PUSH_RETRANSMIT_MS) {
+        if (!this.c.send(nodeId, txid, { entries }, to)) return;
+        this.c.counters.inc('policy.push');
+        let t: NodeJS.Timeout | undefined;
+        const got = await Promise.race([acked, new Promise<false>((r) => (t = setTimeout(() => r(false), wait)))]);
+        clearTimeout(t);
+        if (got) {
+          this.c.counters.inc('policy.acked');
+          return;
+        }
+      }
+      this.c.counters.inc('policy.unacked');
+    } finally {
+      this.waiting.delete(txid);
+    }
+  }
+}
+
