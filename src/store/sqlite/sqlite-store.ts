@@ -4,12 +4,12 @@
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, parseCidr } from '../../net/addr/cidr.js';
+import { addressAt, formatCidr, nextUsableOffset, normalizeAddress } from '../../net/addr/cidr.js';
 import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { ADDRESS_FAMILIES, NODE_KINDS } from '../types.js';
+import { checkEndpoint, checkNewNode, checkRelay, checkSeq, decodeEndpoints, MAX_ALLOCATION_PROBES } from '../common.js';
 import type {
   AddressFamily,
   CertificateRecord,
@@ -86,9 +86,6 @@ interface TokenRow {
   expires_at: number;
 }
 
-/** Upper bound on collisions skipped while allocating one address (only happens when pools overlap after a pool change). */
-const MAX_ALLOCATION_PROBES = 100_000;
-
 function nodeFromRow(r: NodeRow): NodeRecord {
   return {
     id: r.id,
@@ -129,18 +126,6 @@ function regFromRow(r: RegRow): RegistrationRecord {
   };
 }
 
-function decodeEndpoints(text: string, row = 'registration row: reported'): Endpoint[] {
-  const parsed: unknown = JSON.parse(text);
-  if (!Array.isArray(parsed)) throw new StoreError('ERR_STORE', `corrupt ${row} is not a list`);
-  return parsed.map((e: unknown) => {
-    const o = e as { address?: unknown; port?: unknown };
-    if (typeof o?.address !== 'string' || typeof o.port !== 'number') {
-      throw new StoreError('ERR_STORE', `corrupt ${row}: bad endpoint`);
-    }
-    return { address: o.address, port: o.port };
-  });
-}
-
 function relayFromRow(r: RelayRow): RelayServerRecord {
   return {
     id: r.id,
@@ -149,34 +134,6 @@ function relayFromRow(r: RelayRow): RelayServerRecord {
     startedAt: r.started_at,
     heartbeatAt: r.heartbeat_at,
   };
-}
-
-/** Longest relay server id the store accepts (ids are short random text). */
-const MAX_RELAY_ID_LEN = 64;
-
-function checkRelay(rec: RelayServerRecord): { id: string; endpoints: string } {
-  if (typeof rec?.id !== 'string' || rec.id === '' || rec.id.length > MAX_RELAY_ID_LEN) {
-    throw new StoreError('ERR_STORE_INVALID', `relay server id must be 1..${MAX_RELAY_ID_LEN} characters`);
-  }
-  if (!Array.isArray(rec.endpoints)) throw new StoreError('ERR_STORE_INVALID', 'relay server endpoints must be a list');
-  const endpoints = rec.endpoints.map((e, i) => checkEndpoint(e, `endpoints[${i}]`));
-  if (!Number.isInteger(rec.load) || rec.load < 0) throw new StoreError('ERR_STORE_INVALID', 'relay server load must be a non-negative integer');
-  if (!Number.isInteger(rec.startedAt) || !Number.isInteger(rec.heartbeatAt)) {
-    throw new StoreError('ERR_STORE_INVALID', 'relay server startedAt/heartbeatAt must be integers (unix ms)');
-  }
-  return { id: rec.id, endpoints: JSON.stringify(endpoints) };
-}
-
-function checkEndpoint(e: Endpoint, what: string): Endpoint {
-  if (typeof e?.address !== 'string' || !Number.isInteger(e.port) || e.port < 0 || e.port > 65535) {
-    throw new StoreError('ERR_STORE_INVALID', `${what} must be { address: string, port: 0..65535 }`);
-  }
-  return { address: e.address, port: e.port };
-}
-
-function checkSeq(seq: bigint): string {
-  if (typeof seq !== 'bigint' || seq < 0n) throw new StoreError('ERR_STORE_INVALID', 'lastSeq must be a non-negative bigint');
-  return seq.toString();
 }
 
 /** Maps driver errors to StoreError codes; ours pass through untouched. */
@@ -371,12 +328,7 @@ class SqliteStore implements Store {
   }
 
   #createNodeSync(input: NewNode, pools: Pools): NodeRecord {
-    if (typeof input.name !== 'string' || input.name === '') throw new StoreError('ERR_STORE_INVALID', 'node name must be a non-empty string');
-    if (!NODE_KINDS.includes(input.kind)) throw new StoreError('ERR_STORE_INVALID', `unknown node kind "${String(input.kind)}"`);
-    const v4 = parseCidr(pools.v4);
-    const v6 = parseCidr(pools.v6);
-    if (v4.family !== 4) throw new StoreError('ERR_STORE_INVALID', `v4 pool ${pools.v4} is not an IPv4 prefix`);
-    if (v6.family !== 6) throw new StoreError('ERR_STORE_INVALID', `v6 pool ${pools.v6} is not an IPv6 prefix`);
+    const { v4, v6, family, adapterId, mac, createdAt } = checkNewNode(input, pools);
     if (this.#stmt('nodeIdByName').get(input.name) !== undefined) {
       throw new StoreError('ERR_NAME_TAKEN', `a node named "${input.name}" already exists`);
     }
@@ -384,11 +336,6 @@ class SqliteStore implements Store {
     const v6Text = formatCidr(v6);
     const a4 = this.#allocate(v4, v4Text, this.#maxV4, 'IPv4');
     const a6 = this.#allocate(v6, v6Text, this.#maxV6, 'IPv6');
-    const createdAt = input.createdAt ?? Date.now();
-    const adapterId = input.adapterId ?? null;
-    const mac = input.mac ?? null;
-    const family = input.family ?? 'dual';
-    if (!ADDRESS_FAMILIES.includes(family)) throw new StoreError('ERR_STORE_INVALID', `unknown address family "${String(family)}"`);
     const inserted = this.#stmt('insertNode').get(
       input.name,
       input.kind,

@@ -1,4 +1,4 @@
-// The Store compliance suite: every backend (SQLite now, PostgreSQL later) must pass it unchanged.
+// The Store compliance suite: every backend (SQLite and PostgreSQL) must pass it unchanged.
 // `open` must return a fresh, empty, migrated store each time it is called.
 
 import assert from 'node:assert/strict';
@@ -34,8 +34,8 @@ function reg(nodeId: number, over: Partial<RegistrationRecord> = {}): Registrati
   };
 }
 
-export function runStoreCompliance(label: string, open: () => Promise<Store>): void {
-  describe(`Store compliance: ${label}`, () => {
+export function runStoreCompliance(label: string, open: () => Promise<Store>, opts: { skip?: string | false } = {}): void {
+  describe(`Store compliance: ${label}`, { skip: opts.skip ?? false }, () => {
     /** Opens a fresh store for one test and closes it afterwards. */
     async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
       const s = await open();
