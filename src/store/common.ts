@@ -3,8 +3,8 @@
 
 import { parseCidr, type Cidr } from '../net/addr/cidr.js';
 import { StoreError } from './errors.js';
-import { ADDRESS_FAMILIES, NODE_KINDS } from './types.js';
-import type { AddressFamily, Endpoint, NewNode, Pools, RelayServerRecord } from './types.js';
+import { ADDRESS_FAMILIES, MAX_INSTANCE_MESSAGE, NODE_KINDS } from './types.js';
+import type { AddressFamily, CloudInstanceRecord, Endpoint, NewNode, Pools, RelayServerRecord } from './types.js';
 
 /** Upper bound on collisions skipped while allocating one address (only happens when pools overlap after a pool change). */
 export const MAX_ALLOCATION_PROBES = 100_000;
@@ -63,4 +63,51 @@ export function checkNewNode(
   const family = input.family ?? 'dual';
   if (!ADDRESS_FAMILIES.includes(family)) throw new StoreError('ERR_STORE_INVALID', `unknown address family "${String(family)}"`);
   return { v4, v6, family, adapterId: input.adapterId ?? null, mac: input.mac ?? null, createdAt: input.createdAt ?? Date.now() };
+}
+
+export function checkInstance(rec: CloudInstanceRecord): { id: string; as: string; nms: string; trs: string } {
+  if (typeof rec?.id !== 'string' || rec.id === '' || rec.id.length > MAX_RELAY_ID_LEN) {
+    throw new StoreError('ERR_STORE_INVALID', `instance id must be 1..${MAX_RELAY_ID_LEN} characters`);
+  }
+  const list = (eps: Endpoint[], what: string): string => {
+    if (!Array.isArray(eps)) throw new StoreError('ERR_STORE_INVALID', `instance ${what} endpoints must be a list`);
+    return JSON.stringify(eps.map((e, i) => checkEndpoint(e, `${what}[${i}]`)));
+  };
+  if (!Number.isInteger(rec.startedAt) || !Number.isInteger(rec.heartbeatAt)) {
+    throw new StoreError('ERR_STORE_INVALID', 'instance startedAt/heartbeatAt must be integers (unix ms)');
+  }
+  return { id: rec.id, as: list(rec.as, 'as'), nms: list(rec.nms, 'nms'), trs: list(rec.trs, 'trs') };
+}
+
+export interface InstanceRow {
+  id: string;
+  as_endpoints: string;
+  nms_endpoints: string;
+  trs_endpoints: string;
+  started_at: number;
+  heartbeat_at: number;
+}
+
+export function instanceFromRow(r: InstanceRow): CloudInstanceRecord {
+  const what = 'cloud instance row: endpoints';
+  return {
+    id: r.id,
+    as: decodeEndpoints(r.as_endpoints, what),
+    nms: decodeEndpoints(r.nms_endpoints, what),
+    trs: decodeEndpoints(r.trs_endpoints, what),
+    startedAt: Number(r.started_at),
+    heartbeatAt: Number(r.heartbeat_at),
+  };
+}
+
+export function checkMessage(payload: string): void {
+  if (typeof payload !== 'string' || Buffer.byteLength(payload) > MAX_INSTANCE_MESSAGE) {
+    throw new StoreError('ERR_STORE_INVALID', `instance message must be text of at most ${MAX_INSTANCE_MESSAGE} bytes`);
+  }
+}
+
+export function checkNms(nms: string | undefined): string | null {
+  if (nms === undefined) return null;
+  if (typeof nms !== 'string' || nms === '' || nms.length > MAX_RELAY_ID_LEN) throw new StoreError('ERR_STORE_INVALID', 'registration nms must be an instance id');
+  return nms;
 }

@@ -6,13 +6,16 @@
 import pg from 'pg';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
-import { checkEndpoint, checkNewNode, checkRelay, checkSeq, decodeEndpoints, MAX_ALLOCATION_PROBES } from '../common.js';
+import { checkEndpoint, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES } from '../common.js';
+import type { InstanceRow } from '../common.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
 import type {
   AddressFamily,
   CertificateRecord,
+  CloudInstanceRecord,
   CommonKeyRecord,
+  InstanceMessageHandler,
   Endpoint,
   NatMapping,
   NewCertificate,
@@ -30,6 +33,10 @@ import type {
 /** Advisory lock keys (arbitrary constants, one per serialised activity). */
 const LOCK_MIGRATE = 0x63790001;
 const LOCK_ALLOCATE = 0x63790002;
+/** The LISTEN/NOTIFY channel of instance messages. */
+const CHANNEL = 'cyphonic_instances';
+/** Tunable: wait before a lost LISTEN connection is opened again (ms). */
+const RELISTEN_MS = 1_000;
 
 /** Tunable: connections per store (one process); allocation holds one for the length of its transaction. */
 const POOL_SIZE = 8;
@@ -76,6 +83,7 @@ interface RegRow {
   last_seen: number;
   last_seq: string;
   mapping: string | null;
+  nms: string | null;
 }
 
 interface RelayRow {
@@ -123,6 +131,7 @@ function regFromRow(r: RegRow): RegistrationRecord {
     lastSeen: r.last_seen,
     lastSeq: BigInt(r.last_seq),
     ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
+    ...(r.nms !== null ? { nms: r.nms } : {}),
   };
 }
 
@@ -219,8 +228,12 @@ async function inTransaction<T>(pool: pg.Pool, body: (c: pg.PoolClient) => Promi
 
 class PostgresStore implements Store {
   #closed = false;
+  readonly #stops = new Set<() => Promise<void>>();
 
-  constructor(readonly pool: pg.Pool) {}
+  constructor(
+    readonly pool: pg.Pool,
+    private readonly url: string,
+  ) {}
 
   async #run<T>(body: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new StoreError('ERR_STORE_CLOSED', 'store is closed');
@@ -246,6 +259,7 @@ class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const stop of [...this.#stops]) await stop();
     await this.pool.end();
   }
 
@@ -405,13 +419,13 @@ class PostgresStore implements Store {
       const reported = rec.reported.map((e, i) => checkEndpoint(e, `reported[${i}]`));
       const observed = checkEndpoint(rec.observed, 'observed');
       await this.pool.query(
-        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
            observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
            registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
-           mapping = excluded.mapping`,
-        [rec.nodeId, JSON.stringify(reported), observed.address, observed.port, rec.nat, rec.keepaliveSec, rec.registeredAt, rec.lastSeen, checkSeq(rec.lastSeq), rec.mapping ?? null],
+           mapping = excluded.mapping, nms = excluded.nms`,
+        [rec.nodeId, JSON.stringify(reported), observed.address, observed.port, rec.nat, rec.keepaliveSec, rec.registeredAt, rec.lastSeen, checkSeq(rec.lastSeq), rec.mapping ?? null, checkNms(rec.nms)],
       );
     });
   }
@@ -469,6 +483,90 @@ class PostgresStore implements Store {
   async deleteRelayServer(id: string): Promise<void> {
     await this.#q('DELETE FROM relay_servers WHERE id = $1', [id]);
   }
+
+  upsertInstance(rec: CloudInstanceRecord): Promise<void> {
+    return this.#run(async () => {
+      const r = checkInstance(rec);
+      await this.pool.query(
+        `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET as_endpoints = excluded.as_endpoints, nms_endpoints = excluded.nms_endpoints,
+           trs_endpoints = excluded.trs_endpoints, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+        [r.id, r.as, r.nms, r.trs, rec.startedAt, rec.heartbeatAt],
+      );
+    });
+  }
+
+  async listInstances(): Promise<CloudInstanceRecord[]> {
+    return (await this.#q<InstanceRow>('SELECT * FROM cloud_instances ORDER BY id COLLATE "C"')).map(instanceFromRow);
+  }
+
+  async deleteInstance(id: string): Promise<void> {
+    await this.#q('DELETE FROM cloud_instances WHERE id = $1', [id]);
+  }
+
+  publish(payload: string): Promise<void> {
+    return this.#run(async () => {
+      checkMessage(payload);
+      await this.pool.query('SELECT pg_notify($1, $2)', [CHANNEL, payload]);
+    });
+  }
+
+  /**
+   * LISTEN on a connection of its own (a pooled one would be handed to other queries). A lost connection is opened
+   * again after RELISTEN_MS, for as long as the subscription lasts; messages sent meanwhile are lost (callers retry).
+   */
+  subscribe(handler: InstanceMessageHandler): Promise<() => Promise<void>> {
+    return this.#run(async () => {
+      let client: pg.Client | null = null;
+      let stopped = false;
+      let timer: NodeJS.Timeout | null = null;
+      const connect = async (): Promise<void> => {
+        const c = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES });
+        const again = (): void => {
+          if (client === c) client = null;
+          c.removeAllListeners('notification');
+          c.end().catch(() => undefined);
+          if (!stopped && timer === null) {
+            timer = setTimeout(() => {
+              timer = null;
+              connect().catch(again);
+            }, RELISTEN_MS);
+            timer.unref();
+          }
+        };
+        c.on('error', again);
+        c.on('end', again);
+        c.on('notification', (n) => {
+          if (n.channel === CHANNEL && n.payload !== undefined) handler(n.payload);
+        });
+        client = c;
+        await c.connect();
+        await c.query(`LISTEN ${CHANNEL}`);
+        if (stopped) await c.end();
+      };
+      try {
+        await connect();
+      } catch (err) {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        throw err;
+      }
+      const stop = async (): Promise<void> => {
+        stopped = true;
+        this.#stops.delete(stop);
+        if (timer) clearTimeout(timer);
+        const c = client;
+        client = null;
+        if (c) {
+          c.removeAllListeners();
+          c.on('error', () => undefined);
+          await c.end().catch(() => undefined);
+        }
+      };
+      this.#stops.add(stop);
+      return stop;
+    });
+  }
 }
 
 /**
@@ -494,5 +592,5 @@ export async function openPostgresStore(url: string): Promise<Store> {
     const e = translatePg(err, `cannot open PostgreSQL store ${redactUrl(url)}: `);
     throw e;
   }
-  return new PostgresStore(pool);
+  return new PostgresStore(pool, url);
 }

@@ -9,7 +9,8 @@ import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { checkEndpoint, checkNewNode, checkRelay, checkSeq, decodeEndpoints, MAX_ALLOCATION_PROBES } from '../common.js';
+import { checkEndpoint, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES } from '../common.js';
+import type { InstanceRow } from '../common.js';
 import type {
   AddressFamily,
   CertificateRecord,
@@ -24,6 +25,8 @@ import type {
   NatMapping,
   RegistrationRecord,
   RelayServerRecord,
+  CloudInstanceRecord,
+  InstanceMessageHandler,
   Store,
   TokenResult,
 } from '../types.js';
@@ -71,6 +74,7 @@ interface RegRow {
   last_seen: number;
   last_seq: string;
   mapping: string | null;
+  nms: string | null;
 }
 
 interface RelayRow {
@@ -123,6 +127,7 @@ function regFromRow(r: RegRow): RegistrationRecord {
     lastSeen: r.last_seen,
     lastSeq: BigInt(r.last_seq),
     ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
+    ...(r.nms !== null ? { nms: r.nms } : {}),
   };
 }
 
@@ -181,6 +186,8 @@ class SqliteStore implements Store {
   readonly #db: Db;
   #closed = false;
   readonly #s: Record<string, Stmt>;
+  /** Instance message listeners: a SQLite cloud is one process, so delivery stays in it. */
+  readonly #listeners = new Set<InstanceMessageHandler>();
   readonly #maxV4: Stmt;
   readonly #maxV6: Stmt;
   readonly #createNodeTx: (input: NewNode, pools: Pools) => NodeRecord;
@@ -223,12 +230,12 @@ class SqliteStore implements Store {
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
       upsertReg: p(
-        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
            observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
            registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
-           mapping = excluded.mapping`,
+           mapping = excluded.mapping, nms = excluded.nms`,
       ),
       touchReg: p(
         'UPDATE registrations SET last_seen = ?, last_seq = ?, observed_address = ?, observed_port = ? WHERE node_id = ?',
@@ -244,6 +251,13 @@ class SqliteStore implements Store {
       ),
       listRelays: p('SELECT * FROM relay_servers ORDER BY id'),
       deleteRelay: p('DELETE FROM relay_servers WHERE id = ?'),
+      upsertInstance: p(
+        `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET as_endpoints = excluded.as_endpoints, nms_endpoints = excluded.nms_endpoints,
+           trs_endpoints = excluded.trs_endpoints, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+      ),
+      listInstances: p('SELECT * FROM cloud_instances ORDER BY id'),
+      deleteInstance: p('DELETE FROM cloud_instances WHERE id = ?'),
     };
     // Indexes can exceed 2^53 in a big IPv6 pool in principle: read them as bigint.
     this.#maxV4 = p('SELECT MAX(vip4_index) AS m FROM nodes WHERE vip4_pool = ?').safeIntegers(true);
@@ -274,6 +288,7 @@ class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#listeners.clear();
     this.#db.close();
   }
 
@@ -460,6 +475,7 @@ class SqliteStore implements Store {
         rec.lastSeen,
         checkSeq(rec.lastSeq),
         rec.mapping ?? null,
+        checkNms(rec.nms),
       );
     });
   }
@@ -509,6 +525,41 @@ class SqliteStore implements Store {
   deleteRelayServer(id: string): Promise<void> {
     return this.#run(() => {
       this.#stmt('deleteRelay').run(id);
+    });
+  }
+
+  upsertInstance(rec: CloudInstanceRecord): Promise<void> {
+    return this.#run(() => {
+      const r = checkInstance(rec);
+      this.#stmt('upsertInstance').run(r.id, r.as, r.nms, r.trs, rec.startedAt, rec.heartbeatAt);
+    });
+  }
+
+  listInstances(): Promise<CloudInstanceRecord[]> {
+    return this.#run(() => (this.#stmt('listInstances').all() as InstanceRow[]).map(instanceFromRow));
+  }
+
+  deleteInstance(id: string): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('deleteInstance').run(id);
+    });
+  }
+
+  publish(payload: string): Promise<void> {
+    return this.#run(() => {
+      checkMessage(payload);
+      // Asynchronous like a NOTIFY: listeners run after the caller's turn.
+      for (const h of this.#listeners) setImmediate(() => h(payload));
+    });
+  }
+
+  subscribe(handler: InstanceMessageHandler): Promise<() => Promise<void>> {
+    return this.#run(() => {
+      const h: InstanceMessageHandler = (p) => handler(p);
+      this.#listeners.add(h);
+      return async () => {
+        this.#listeners.delete(h);
+      };
     });
   }
 }
