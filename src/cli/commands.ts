@@ -65,6 +65,7 @@ export const commands: Command[] = [
       'ipv6-pool': { type: 'string', help: 'virtual IPv6 pool (default: a random ULA /48)' },
       advertise: { type: 'string', help: 'addresses nodes reach the cloud at, comma-separated' },
       'root-key-out': { type: 'string', help: 'write the root CA key to this file (keep it offline) instead of DIR/ca; the cloud never needs it to run' },
+      db: { type: 'string', help: 'store URL recorded in DIR (default: DIR/cyphonic.db; postgres://user:password@host/db for several instances)' },
     },
     required: ['dir', 'advertise'],
     async run(o) {
@@ -77,6 +78,7 @@ export const commands: Command[] = [
         ipv4Pool: str(o['ipv4-pool']),
         ipv6Pool: str(o['ipv6-pool']),
         rootKeyOut: str(o['root-key-out']),
+        db: str(o['db']),
       });
       out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
     },
@@ -90,6 +92,7 @@ export const commands: Command[] = [
       roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms' },
       'trs-port': { type: 'string', help: 'UDP port of the TRS (0 = any free port) [default: ports.trs of cloud.json, 4503]' },
       'trs-advertise': { type: 'string', help: 'addresses the TRS hands out to nodes, comma-separated [default: the host\'s addresses]' },
+      advertise: { type: 'string', help: 'addresses nodes reach THIS instance at, comma-separated (another instance of the same cloud on another host) [default: advertise of cloud.json]' },
     },
     required: ['dir'],
     async run(o) {
@@ -101,6 +104,8 @@ export const commands: Command[] = [
       if (trsPort !== undefined && !(/^[0-9]{1,5}$/.test(trsPortText!) && trsPort <= 65535)) throw new ConfigError(`--trs-port: invalid ${trsPortText}`);
       const trsAdvertise = list(o['trs-advertise']);
       for (const a of trsAdvertise) if (isIP(a) === 0) throw new ConfigError(`--trs-advertise: ${a} is not an IP address`);
+      const advertise = list(o['advertise']);
+      for (const a of advertise) if (isIP(a) === 0) throw new ConfigError(`--advertise: ${a} is not an IP address`);
       const logger = createLogger({ component: 'cloud' });
       const cloud = await startCloud({
         dir: str(o['dir'])!,
@@ -109,6 +114,7 @@ export const commands: Command[] = [
         logger,
         ports: trsPort === undefined ? {} : { trs: trsPort },
         trsAdvertise,
+        advertise,
       });
       return untilSignal(() => cloud.stop());
     },

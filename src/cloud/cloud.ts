@@ -10,7 +10,7 @@ import { encodeToken, validateNodeName } from '../config/token.js';
 import { DEFAULT_PORTS } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { parseCidr, randomUlaPrefix48 } from '../net/addr/cidr.js';
-import { openStore } from '../store/index.js';
+import { isPostgresUrl, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { ConfigError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fsx.js';
@@ -25,6 +25,8 @@ import { allocateRelay, RelayClient } from './trs/client.js';
 import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
+import { InstanceRegistry, liveEndpoints, newInstanceId } from './instances.js';
+import { MAX_ENDPOINTS } from '../protocol/messages.js';
 import { advertisedEndpoints, TrsTransport } from './trs/transport.js';
 
 export interface CloudInitOptions {
@@ -38,6 +40,8 @@ export interface CloudInitOptions {
    * with the AS intermediate, so the root key can live offline (it is needed again only to renew the intermediate).
    */
   rootKeyOut?: string;
+  /** Store URL recorded in DIR/cloud.json (postgres://… for a cloud of several instances). @default DIR/cyphonic.db */
+  db?: string;
 }
 
 const paths = (dir: string) => ({
@@ -72,7 +76,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
     certValidDays: CLOUD_DEFAULTS.certValidDays,
     keepaliveNatSec: CLOUD_DEFAULTS.keepaliveNatSec,
     keepaliveOpenSec: CLOUD_DEFAULTS.keepaliveOpenSec,
-    db: CLOUD_DEFAULTS.db,
+    db: o.db ?? CLOUD_DEFAULTS.db,
   };
   validateCloudConfig(cfg); // before touching the disk
   for (const sub of ['', 'ca', 'tls']) mkdirSync(join(o.dir, sub), { recursive: true, mode: 0o700 });
@@ -95,7 +99,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
 
 export function openCloudStore(dir: string, cfg: CloudConfig, dbOverride?: string): Promise<Store> {
   const db = dbOverride ?? cfg.db;
-  const url = db.startsWith('postgres') || isAbsolute(db) || db === ':memory:' ? db : join(dir, db);
+  const url = isPostgresUrl(db) || db.startsWith('sqlite:') || isAbsolute(db) || db === ':memory:' ? db : join(dir, db);
   return openStore(url);
 }
 
@@ -110,8 +114,8 @@ async function upgradeAsServerCertificate(p: ReturnType<typeof paths>, issuer: C
   writeFileAtomic(p.tlsCert, server.certPem, 0o644);
 }
 
-function endpointsFor(cfg: CloudConfig, port: number): Endpoint[] {
-  return cfg.advertise.map((address) => ({ address, port }));
+function endpointsFor(cfg: CloudConfig, port: number, advertise: string[] = cfg.advertise): Endpoint[] {
+  return advertise.map((address) => ({ address, port }));
 }
 
 export interface RunningCloud {
@@ -120,6 +124,8 @@ export interface RunningCloud {
   as: AsService | null;
   nms: NmsService | null;
   trs: TrsService | null;
+  /** This instance's id in the store's cloud_instances (null for a TRS-only process). */
+  instanceId: string | null;
   stop(): Promise<void>;
 }
 
@@ -138,6 +144,8 @@ export interface CloudStartOptions {
   trsAdvertise?: string[];
   /** TRS heartbeat interval into the store (ms). @default RELAY_HEARTBEAT_MS */
   relayHeartbeatMs?: number;
+  /** Addresses nodes reach THIS instance at (another host running the same cloud). @default config's advertise */
+  advertise?: string[];
 }
 
 /** The TRS part of `cloud stats`. */
@@ -152,6 +160,10 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   const store = await openCloudStore(o.dir, cfg, o.db);
   const ports: CloudConfig['ports'] & { nmsProbe?: number } = { ...cfg.ports, ...o.ports };
   const stops: (() => Promise<void>)[] = [];
+  const advertise = o.advertise?.length ? o.advertise : cfg.advertise;
+  // AS/NMS processes are instances of the cloud (registered in the store); a TRS-only process registers as a relay.
+  const instanceId = roles.has('as') || roles.has('nms') ? newInstanceId() : null;
+  const nmsEndpointsNow = (): Endpoint[] => (roles.has('nms') ? endpointsFor(cfg, nmsPort || ports.nms, advertise) : []);
   let as: AsService | null = null;
   let nms: NmsService | null = null;
   let trs: TrsService | null = null;
@@ -173,10 +185,11 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
           ),
       };
       nms = new NmsService(
-        { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec },
+        { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec, ...(instanceId ? { instanceId } : {}) },
         { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to), relays },
       );
       await nms.restoreSequence();
+      await nms.listenToInstances();
       const service = nms;
       stops.push(async () => service.close());
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
@@ -211,11 +224,11 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         {
           domain: cfg.domain,
           pools: cfg.pools,
-          nmsEndpoints: endpointsFor(cfg, nmsPort || ports.nms),
+          nmsEndpoints: endpointsFor(cfg, nmsPort || ports.nms, advertise),
           commonKeyTtlSec: cfg.commonKeyTtlSec,
           certValidDays: cfg.certValidDays,
         },
-        { store, issuer, chainDer: [toDer(issuer.certPem), toDer(rootPem)], rootPem, logger: o.logger.child({ component: 'as' }) },
+        { liveNmsEndpoints: () => liveEndpoints(store, 'nms', nmsEndpointsNow()), store, issuer, chainDer: [toDer(issuer.certPem), toDer(rootPem)], rootPem, logger: o.logger.child({ component: 'as' }) },
       );
       const t = new AsTransport(
         {
@@ -230,6 +243,15 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       );
       asPort = (await t.start()).port;
       stops.push(() => t.stop());
+    }
+    if (instanceId) {
+      const registry = new InstanceRegistry(
+        instanceId,
+        { as: asPort ? endpointsFor(cfg, asPort, advertise) : [], nms: nmsEndpointsNow(), trs: trs ? trs.advertised : [] },
+        { store, logger: o.logger.child({ component: 'instance' }) },
+      );
+      await registry.start();
+      stops.push(() => registry.stop());
     }
     const trsService = trs;
     const trsMetrics = (): TrsMetrics | null => (trsService ? { ...trsService.status(), counters: trsService.metrics() } : null);
@@ -246,13 +268,14 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     await store.close();
     throw err;
   }
-  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, trs: trsPort, domain: cfg.domain });
+  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, trs: trsPort, domain: cfg.domain, ...(instanceId ? { instance: instanceId } : {}) });
   return {
     config: cfg,
     store,
     as,
     nms,
     trs,
+    instanceId,
     ports: { as: asPort, nms: nmsPort, trs: trsPort },
     async stop() {
       for (const s of stops.reverse()) await s();
@@ -271,7 +294,9 @@ export async function createEnrollment(dir: string, name: string, db?: string): 
     const now = Date.now();
     await store.createEnrollmentToken({ name, tokenHash: tokenHash(secret), expiresAt: now + cfg.tokenTtlSec * 1000, createdAt: now });
     const rootPem = readFileSync(paths(dir).rootCert, 'utf8');
-    return encodeToken({ name, secret, as: endpointsFor(cfg, cfg.ports.as).map(formatEndpoint), ca: fingerprint(rootPem) });
+    // Several instances: the AS of every live one (a node tries them in order); none live: the configured ones.
+    const as = await liveEndpoints(store, 'as', []);
+    return encodeToken({ name, secret, as: (as.length ? as : endpointsFor(cfg, cfg.ports.as)).slice(0, MAX_ENDPOINTS).map(formatEndpoint), ca: fingerprint(rootPem) });
   } finally {
     await store.close();
   }
@@ -289,6 +314,8 @@ export interface NodeRow {
   /** NAT mapping learned by the NMS's probe: 'independent' (punchable), 'dependent', or null (not behind NAT / not probed). */
   mapping: 'independent' | 'dependent' | null;
   lastSeen: string | null;
+  /** Id of the cloud instance whose NMS holds the registration (null: none, or a cloud from before instances). */
+  nms: string | null;
 }
 
 /** How many missed keepalive intervals before a node counts as offline. */
@@ -312,6 +339,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       observed: r ? formatEndpoint(r.observed) : null,
       mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
+      nms: r?.nms ?? null,
     });
   }
   return out;

@@ -8,7 +8,7 @@ import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
-import type { Store } from '../../store/types.js';
+import type { RegistrationRecord, Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
@@ -24,6 +24,39 @@ export interface NmsInit {
   probePort?: number;
   /** Route selections one node may start. @default DIRECTION_RATE */
   directionRate?: { perSec: number; burst: number };
+  /**
+   * Several instances share the store: this instance's id, recorded in the registrations it holds. A Route Direction
+   * for a node registered at another instance goes to that instance (store.publish) which pushes it over the node's
+   * registration path, and the node's Route Confirmation comes back the same way. Absent: one instance.
+   */
+  instanceId?: string;
+}
+
+/** Tunable: how long a Route Direction pushed for another instance waits for its confirmation to be forwarded (ms). */
+export const FORWARDED_PUSH_MS = 10_000;
+/** Tunable: forwarded pushes remembered at once (bounded memory; the oldest is forgotten first). */
+const FORWARDED_MAX = 10_000;
+
+/** An instance message (JSON over store.publish): a push to do for another instance, or a confirmation for it. */
+type InstanceMessage =
+  | { t: 'push'; to: string; from: string; node: number; body: string }
+  | { t: 'confirm'; to: string; node: number; path: string; ok: boolean };
+
+function parseInstanceMessage(text: string): InstanceMessage | null {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  if (typeof o !== 'object' || o === null || typeof o['to'] !== 'string' || !Number.isSafeInteger(o['node']) || (o['node'] as number) < 1) return null;
+  if (o['t'] === 'push' && typeof o['from'] === 'string' && typeof o['body'] === 'string') {
+    return { t: 'push', to: o['to'], from: o['from'], node: o['node'] as number, body: o['body'] };
+  }
+  if (o['t'] === 'confirm' && typeof o['path'] === 'string' && /^\d{1,20}$/.test(o['path']) && typeof o['ok'] === 'boolean') {
+    return { t: 'confirm', to: o['to'], node: o['node'] as number, path: o['path'], ok: o['ok'] };
+  }
+  return null;
 }
 
 /**
@@ -74,6 +107,9 @@ export class NmsService {
   /** Route selections in progress per node. */
   private readonly inFlight = new Map<number, number>();
   private pushTxid = 1;
+  /** Route Directions pushed here for another instance: path id → the instance waiting for the confirmation. */
+  private readonly forwarded = new Map<bigint, { instance: string; node: number; until: number }>();
+  private unsubscribe: (() => Promise<void>) | null = null;
   /** Sequence numbers up to this one are persisted as used (restoreSequence/reserveSequence). */
   private reservedUpTo = 0n;
   private seqTimer: NodeJS.Timeout | null = null;
@@ -92,7 +128,7 @@ export class NmsService {
       store: c.store,
       domain: init.domain,
       now: this.now,
-      push: (responderId, reg, body) => this.push(responderId, reg.observed, body),
+      push: (responderId, reg, body) => this.pushOrForward(responderId, reg, body),
       ...(c.relays ? { relays: c.relays } : {}),
     });
   }
@@ -123,6 +159,80 @@ export class NmsService {
   close(): void {
     if (this.seqTimer) clearInterval(this.seqTimer);
     this.seqTimer = null;
+    const stop = this.unsubscribe;
+    this.unsubscribe = null;
+    void stop?.().catch(() => undefined);
+  }
+
+  /** Several instances: starts taking pushes and confirmations other instances send us. No-op without instanceId. */
+  async listenToInstances(): Promise<void> {
+    if (!this.init.instanceId || this.unsubscribe) return;
+    this.unsubscribe = await this.c.store.subscribe((text) => {
+      this.onInstanceMessage(text).catch((err: unknown) => {
+        this.counters.inc('instance.failed');
+        this.c.logger.warn('instance message failed', { err: describeError(err) });
+      });
+    });
+  }
+
+  private async onInstanceMessage(text: string): Promise<void> {
+    const m = parseInstanceMessage(text);
+    if (!m) {
+      this.counters.inc('instance.bad-message');
+      return;
+    }
+    if (m.to !== this.init.instanceId) return;
+    if (m.t === 'confirm') {
+      if (!this.routes.confirm(m.node, BigInt(m.path), m.ok)) this.counters.inc('route.late-confirmation');
+      return;
+    }
+    let body: RouteDirection;
+    try {
+      body = decodeBody(MessageType.RouteDirectionResponder, Buffer.from(m.body, 'base64'));
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      this.counters.inc('instance.bad-message');
+      return;
+    }
+    const reg = await this.c.store.getRegistration(m.node);
+    if (!reg || reg.nms !== this.init.instanceId) {
+      this.counters.inc('route.forward-not-here');
+      return;
+    }
+    const now = this.now();
+    for (const [k, f] of this.forwarded) if (f.until <= now || this.forwarded.size >= FORWARDED_MAX) this.forwarded.delete(k);
+    else break;
+    this.forwarded.set(body.pathId, { instance: m.from, node: m.node, until: now + FORWARDED_PUSH_MS });
+    this.counters.inc('route.push-for-instance');
+    this.push(m.node, reg.observed, body);
+  }
+
+  /** Pushes a Route Direction ourselves, or has the instance that holds the responder's registration push it. */
+  private pushOrForward(responderId: number, reg: RegistrationRecord, body: RouteDirection): void {
+    const me = this.init.instanceId;
+    if (!me || !reg.nms || reg.nms === me) {
+      this.push(responderId, reg.observed, body);
+      return;
+    }
+    const msg: InstanceMessage = { t: 'push', to: reg.nms, from: me, node: responderId, body: encodeBody(MessageType.RouteDirectionResponder, body).toString('base64') };
+    this.counters.inc('route.forward');
+    this.c.store.publish(JSON.stringify(msg)).catch((err: unknown) => {
+      this.counters.inc('route.forward-failed');
+      this.c.logger.warn('route direction not forwarded', { to: reg.nms, err: describeError(err) });
+    });
+  }
+
+  /** A Route Confirmation for a push we did for another instance: send it there. */
+  private forwardConfirmation(nodeId: number, pathId: bigint, accepted: boolean): boolean {
+    const f = this.forwarded.get(pathId);
+    if (!f || f.node !== nodeId || f.until <= this.now()) return false;
+    this.forwarded.delete(pathId);
+    const msg: InstanceMessage = { t: 'confirm', to: f.instance, node: nodeId, path: pathId.toString(), ok: accepted };
+    this.c.store.publish(JSON.stringify(msg)).catch((err: unknown) => {
+      this.counters.inc('route.forward-failed');
+      this.c.logger.warn('route confirmation not forwarded', { to: f.instance, err: describeError(err) });
+    });
+    return true;
   }
 
   /** The next sealing sequence number; counted when it runs past what is persisted (a store that stopped saving). */
@@ -194,7 +304,9 @@ export class NmsService {
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
         case MessageType.RouteConfirmation: {
           const c = decodeBody(MessageType.RouteConfirmation, plain);
-          if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted)) this.counters.inc('route.late-confirmation');
+          if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted) && !this.forwardConfirmation(s.nodeId, c.pathId, c.accepted)) {
+            this.counters.inc('route.late-confirmation');
+          }
           return this.reply(s, header, MessageType.Ack, encodeBody(MessageType.Ack, {}));
         }
         default:
@@ -237,6 +349,7 @@ export class NmsService {
       registeredAt: now,
       lastSeen: now,
       lastSeq: s.guard.highest,
+      ...(this.init.instanceId ? { nms: this.init.instanceId } : {}),
     });
     this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
     this.c.logger.info('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
