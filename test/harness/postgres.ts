@@ -5,7 +5,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +54,8 @@ export interface PostgresOptions {
   listen?: string;
   /** Network namespace to run the server in (its `listen` address must exist there). */
   netns?: string;
+  /** Client networks (CIDR) allowed in besides loopback, with password authentication. */
+  clients?: string[];
 }
 
 export class PostgresCluster {
@@ -110,6 +112,9 @@ export class PostgresCluster {
     writeFileSync(pwfile, `${this.password}\n`, { mode: 0o600 });
     chownSync(pwfile, uid, gid);
     this.asPostgres([join(this.bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C.UTF-8', '--no-instructions']);
+    if (this.opts.clients?.length) {
+      appendFileSync(join(data, 'pg_hba.conf'), this.opts.clients.map((c) => `host all all ${c} scram-sha-256\n`).join(''));
+    }
     process.on('exit', this.onExit);
     for (let attempt = 0; ; attempt++) {
       this.port = await freePort();
