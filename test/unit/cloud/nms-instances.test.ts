@@ -1,0 +1,133 @@
+// Route selection across two NMS instances sharing one store: the initiator's instance has the responder's own
+// instance push the Route Direction (over the registration path only that instance has) and gets the confirmation
+// back through store messages; stray, foreign and malformed instance messages change nothing. Also the live-instance
+// list that login and tokens hand out.
+
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { openStore } from '../../../src/store/index.js';
+import type { Store } from '../../../src/store/types.js';
+import { NmsService } from '../../../src/cloud/nms/service.js';
+import { InstanceRegistry, liveEndpoints } from '../../../src/cloud/instances.js';
+import { NmsClient } from '../../../src/node/signaling.js';
+import { MessageType } from '../../../src/protocol/constants.js';
+import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
+import { decodeBody } from '../../../src/protocol/messages.js';
+import { silentLogger } from '../../../src/util/log.js';
+
+const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' };
+const NMS1: Endpoint = { address: '198.18.0.10', port: 4502 };
+const NMS2: Endpoint = { address: '198.18.0.20', port: 4502 };
+const until = async (cond: () => boolean): Promise<void> => {
+  for (let i = 0; i < 300 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+};
+
+describe('route selection across NMS instances', () => {
+  let store: Store;
+  const nms = new Map<string, NmsService>();
+  const clients = new Map<string, NmsClient>();
+  /** Which instance sent each datagram to which node endpoint. */
+  const sentBy: { instance: string; to: string }[] = [];
+
+  async function node(name: string, ep: Endpoint, at: 'i-1' | 'i-2'): Promise<{ client: NmsClient; id: number }> {
+    const n = await store.createNode({ name, kind: 'node' }, POOLS);
+    const key = randomBytes(32);
+    await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+    await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-of-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
+    const service = nms.get(at)!;
+    const client = new NmsClient({ nodeId: n.id, commonKey: key, nms: at === 'i-1' ? NMS1 : NMS2 }, {
+      send: (msg) => void service.handle(msg, ep).then((r) => r && client.handleDatagram(r)),
+    });
+    clients.set(endpointKey(ep), client);
+    await client.register([ep], false);
+    return { client, id: n.id };
+  }
+
+  before(async () => {
+    store = await openStore(':memory:');
+    for (const id of ['i-1', 'i-2']) {
+      const s = new NmsService({ domain: 'cyphonic.internal', instanceId: id }, {
+        store,
+        logger: silentLogger,
+        send: (d, to) => {
+          sentBy.push({ instance: id, to: endpointKey(to) });
+          clients.get(endpointKey(to))?.handleDatagram(d);
+        },
+      });
+      await s.listenToInstances();
+      nms.set(id, s);
+    }
+  });
+  after(async () => {
+    for (const s of nms.values()) s.close();
+    await store.close();
+  });
+
+  test('the responder\'s instance pushes; the confirmation reaches the initiator\'s instance', async () => {
+    const aEp = { address: '198.18.0.11', port: 30000 };
+    const bEp = { address: '198.18.0.12', port: 30000 };
+    const a = await node('alpha', aEp, 'i-1');
+    const b = await node('beta', bEp, 'i-2');
+    assert.equal((await store.getRegistration(a.id))?.nms, 'i-1');
+    assert.equal((await store.getRegistration(b.id))?.nms, 'i-2');
+    let pushed = 0;
+    b.client.onPush = (type, body) => {
+      assert.equal(type, MessageType.RouteDirectionResponder);
+      const rd = decodeBody(MessageType.RouteDirectionResponder, body);
+      pushed++;
+      void b.client.confirm(rd.pathId, true);
+    };
+    sentBy.length = 0;
+    const mine = await a.client.direction({ targetFqdn: 'beta.cyphonic.internal' });
+    assert.equal(mine.peerName, 'beta');
+    assert.equal(pushed, 1);
+    const toBeta = sentBy.filter((s) => s.to === endpointKey(bEp));
+    assert.deepEqual(toBeta.map((s) => s.instance), ['i-2'], 'only beta\'s own instance sent to beta');
+    assert.equal(nms.get('i-1')!.counters.get('route.forward'), 1);
+    assert.equal(nms.get('i-2')!.counters.get('route.push-for-instance'), 1);
+    assert.equal(nms.get('i-1')!.counters.get('route.ok'), 1);
+  });
+
+  test('malformed, foreign and misdirected instance messages change nothing', async () => {
+    const i2 = nms.get('i-2')!;
+    const bad = i2.counters.get('instance.bad-message');
+    const beta = (await store.getNodeByName('beta'))!;
+    const alpha = (await store.getNodeByName('alpha'))!;
+    sentBy.length = 0;
+    await store.publish('not json');
+    await store.publish(JSON.stringify({ t: 'push', to: 'i-2', from: 'i-1', node: beta.id, body: Buffer.from('garbage').toString('base64') }));
+    await store.publish(JSON.stringify({ t: 'push', to: 'i-2', from: 'i-1', node: -1, body: '' }));
+    await store.publish(JSON.stringify({ t: 'confirm', to: 'i-1', node: alpha.id, path: '12345', ok: true }));
+    await store.publish(JSON.stringify({ t: 'push', to: 'i-9', from: 'i-1', node: beta.id, body: '' }));
+    await until(() => i2.counters.get('instance.bad-message') >= bad + 3);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(i2.counters.get('instance.bad-message'), bad + 3);
+    assert.equal(sentBy.length, 0, 'nothing was sent to any node');
+  });
+});
+
+describe('live instances', () => {
+  test('heartbeat rows: own endpoints first, then live others; a stopped or silent instance drops out', async () => {
+    const store = await openStore(':memory:');
+    try {
+      let now = 1_000_000;
+      const mk = (id: string, addr: string) => new InstanceRegistry(id, { as: [{ address: addr, port: 4501 }], nms: [{ address: addr, port: 4502 }], trs: [] }, { store, logger: silentLogger, now: () => now });
+      const r1 = mk('i-1', '198.18.0.10');
+      const r2 = mk('i-2', '198.18.0.20');
+      const r3 = mk('i-3', '198.18.0.30');
+      await Promise.all([r1.start(), r2.start(), r3.start()]);
+      const own = [{ address: '198.18.0.30', port: 4502 }];
+      assert.deepEqual((await liveEndpoints(store, 'nms', own, now)).map((e) => e.address), ['198.18.0.30', '198.18.0.10', '198.18.0.20']);
+      await r1.stop();
+      assert.deepEqual((await liveEndpoints(store, 'as', [], now)).map((e) => e.address), ['198.18.0.20', '198.18.0.30']);
+      // No heartbeat for longer than INSTANCE_LIVE_MS: dead (kill -9 leaves its row behind).
+      now += 60_000;
+      assert.deepEqual(await liveEndpoints(store, 'nms', [], now), []);
+      await r2.stop();
+      await r3.stop();
+    } finally {
+      await store.close();
+    }
+  });
+});
