@@ -118,15 +118,31 @@ export class PostgresCluster {
     process.on('exit', this.onExit);
     for (let attempt = 0; ; attempt++) {
       this.port = await freePort();
-      const o = `-p ${this.port} -c listen_addresses=${this.host} -k ${this.dir} -c max_connections=200`;
       try {
-        this.asPostgres([join(this.bin, 'pg_ctl'), '-D', data, '-l', join(this.dir, 'log'), '-o', o, '-w', '-t', '30', 'start']);
-        this.running = true;
+        this.pgStart();
         return;
       } catch (err) {
         if (attempt >= 2) throw new Error(`pg_ctl start failed: ${(err as { stderr?: string }).stderr ?? String(err)}`);
       }
     }
+  }
+
+  private pgStart(): void {
+    const o = `-p ${this.port} -c listen_addresses=${this.host} -k ${this.dir} -c max_connections=200`;
+    this.asPostgres([join(this.bin, 'pg_ctl'), '-D', join(this.dir, 'data'), '-l', join(this.dir, 'log'), '-o', o, '-w', '-t', '30', 'start']);
+    this.running = true;
+  }
+
+  /** Stops the server (fast shutdown: connections are cut), keeping its data, to simulate an outage. */
+  pause(): void {
+    if (!this.running) return;
+    this.asPostgres([join(this.bin, 'pg_ctl'), '-D', join(this.dir, 'data'), '-m', 'fast', '-w', 'stop']);
+    this.running = false;
+  }
+
+  /** Starts it again after pause(), on the same address and port. */
+  resume(): void {
+    if (!this.running) this.pgStart();
   }
 
   /** Creates an empty database and returns its URL. */

@@ -3,7 +3,12 @@
 // errors for a wrong password, an unreachable server or a missing database at open.
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { adminNodes, createEnrollment, initCloud } from '../../../src/cloud/cloud.js';
+import { loadCloudConfig } from '../../../src/config/cloud.js';
 import { openPostgresStore, openStore, StoreError } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/index.js';
 import { PostgresCluster, postgresSkip } from '../../harness/postgres.js';
@@ -87,6 +92,54 @@ describe('postgres store specifics', { skip }, () => {
       return true;
     });
     await assert.rejects(openStore('postgres://postgres@127.0.0.1:5432'), { code: 'ERR_STORE_URL' });
+  });
+
+  test('an outage: calls fail with ERR_STORE_UNAVAILABLE, then the pool and the subscription recover by themselves', async () => {
+    const own = await PostgresCluster.start();
+    try {
+      const s = await openStore(own.url());
+      const got: string[] = [];
+      const stop = await s.subscribe((p) => got.push(p));
+      await s.setMeta('k', 'before');
+      own.pause();
+      await assert.rejects(s.getMeta('k'), (err: unknown) => err instanceof StoreError && err.code === 'ERR_STORE_UNAVAILABLE');
+      await assert.rejects(s.publish('lost'), { code: 'ERR_STORE_UNAVAILABLE' });
+      own.resume();
+      let value: string | null = null;
+      for (let i = 0; i < 50 && value === null; i++) {
+        value = await s.getMeta('k').catch(() => null);
+        if (value === null) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(value, 'before');
+      // The LISTEN connection comes back on its own (RELISTEN_MS): a message published now arrives.
+      for (let i = 0; i < 60 && !got.includes('after'); i++) {
+        await s.publish('after');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(got.includes('after'), `subscription resumed: ${JSON.stringify(got)}`);
+      await stop();
+      await s.close();
+    } finally {
+      await own.stop();
+    }
+  });
+
+  test('cloud init --db records the PostgreSQL URL; admin commands on DIR use it', async () => {
+    const url = await freshUrl();
+    const dir = mkdtempSync(join(tmpdir(), 'cyphonic-pg-cloud-'));
+    try {
+      const cfg = await initCloud({ dir: join(dir, 'c'), advertise: ['198.51.100.7'], db: url });
+      assert.equal(cfg.db, url);
+      assert.equal(loadCloudConfig(join(dir, 'c', 'cloud.json')).db, url);
+      const token = await createEnrollment(join(dir, 'c'), 'laptop');
+      assert.ok(token.length > 0);
+      const s = await openStore(url);
+      assert.equal(await s.getMeta('domain'), 'cyphonic.internal');
+      await s.close();
+      assert.deepEqual(await adminNodes(join(dir, 'c')), []);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('data outlives the connection: close, reopen, read', async () => {
