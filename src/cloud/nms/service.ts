@@ -8,6 +8,7 @@ import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
+import { isLiveInstance } from '../instances.js';
 import type { RegistrationRecord, Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
@@ -34,6 +35,8 @@ export interface NmsInit {
 
 /** Tunable: how long a Route Direction pushed for another instance waits for its confirmation to be forwarded (ms). */
 export const FORWARDED_PUSH_MS = 10_000;
+/** Tunable: how long the NMS trusts its copy of the live instance list (ms). */
+const INSTANCE_CACHE_MS = 1_000;
 /** Tunable: forwarded pushes remembered at once (bounded memory; the oldest is forgotten first). */
 const FORWARDED_MAX = 10_000;
 
@@ -110,6 +113,9 @@ export class NmsService {
   /** Route Directions pushed here for another instance: path id → the instance waiting for the confirmation. */
   private readonly forwarded = new Map<bigint, { instance: string; node: number; until: number }>();
   private unsubscribe: (() => Promise<void>) | null = null;
+  /** Live instance ids (instanceLive), valid until liveUntil. */
+  private live = new Set<string>();
+  private liveUntil = 0;
   /** Sequence numbers up to this one are persisted as used (restoreSequence/reserveSequence). */
   private reservedUpTo = 0n;
   private seqTimer: NodeJS.Timeout | null = null;
@@ -207,19 +213,42 @@ export class NmsService {
     this.push(m.node, reg.observed, body);
   }
 
-  /** Pushes a Route Direction ourselves, or has the instance that holds the responder's registration push it. */
+  /**
+   * Pushes a Route Direction ourselves, or has the instance that holds the responder's registration push it. A
+   * registration naming an instance that is not live (this cloud restarted under a new id, or that instance died and
+   * the node has not moved yet) is pushed from here, as a single instance would.
+   */
   private pushOrForward(responderId: number, reg: RegistrationRecord, body: RouteDirection): void {
     const me = this.init.instanceId;
-    if (!me || !reg.nms || reg.nms === me) {
+    const other = reg.nms;
+    if (!me || !other || other === me) {
       this.push(responderId, reg.observed, body);
       return;
     }
-    const msg: InstanceMessage = { t: 'push', to: reg.nms, from: me, node: responderId, body: encodeBody(MessageType.RouteDirectionResponder, body).toString('base64') };
-    this.counters.inc('route.forward');
-    this.c.store.publish(JSON.stringify(msg)).catch((err: unknown) => {
+    void this.instanceLive(other).then((live) => {
+      if (!live) {
+        this.counters.inc('route.push-for-dead-instance');
+        this.push(responderId, reg.observed, body);
+        return;
+      }
+      const msg: InstanceMessage = { t: 'push', to: other, from: me, node: responderId, body: encodeBody(MessageType.RouteDirectionResponder, body).toString('base64') };
+      this.counters.inc('route.forward');
+      return this.c.store.publish(JSON.stringify(msg));
+    }).catch((err: unknown) => {
       this.counters.inc('route.forward-failed');
-      this.c.logger.warn('route direction not forwarded', { to: reg.nms, err: describeError(err) });
+      this.c.logger.warn('route direction not forwarded', { to: other, err: describeError(err) });
     });
+  }
+
+  /** Whether instance `id` heartbeats (the store's list, cached for INSTANCE_CACHE_MS). */
+  private async instanceLive(id: string): Promise<boolean> {
+    const now = this.now();
+    if (now >= this.liveUntil) {
+      const rows = await this.c.store.listInstances();
+      this.live = new Set(rows.filter((r) => isLiveInstance(r, now)).map((r) => r.id));
+      this.liveUntil = now + INSTANCE_CACHE_MS;
+    }
+    return this.live.has(id);
   }
 
   /** A Route Confirmation for a push we did for another instance: send it there. */
@@ -393,7 +422,15 @@ export class NmsService {
       this.counters.inc('keepalive.moved');
       return this.nack(s, header, Status.NotRegistered, 'observed address changed: register again');
     }
-    await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
+    const me = this.init.instanceId;
+    if (me && reg.nms !== me) {
+      // The node keeps alive here but its registration names another instance (ours before a restart, or one it
+      // left): it is ours now, so Route Directions for it are pushed from here.
+      await this.c.store.upsertRegistration({ ...reg, lastSeen: this.now(), lastSeq: s.guard.highest, observed: from, nms: me });
+      this.counters.inc('keepalive.claimed');
+    } else {
+      await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
+    }
     this.counters.inc('keepalive.ok');
     return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
   }

@@ -47,6 +47,7 @@ describe('route selection across NMS instances', () => {
   before(async () => {
     store = await openStore(':memory:');
     for (const id of ['i-1', 'i-2']) {
+      await store.upsertInstance({ id, as: [], nms: [id === 'i-1' ? NMS1 : NMS2], trs: [], startedAt: Date.now(), heartbeatAt: Date.now() + 600_000 });
       const s = new NmsService({ domain: 'cyphonic.internal', instanceId: id }, {
         store,
         logger: silentLogger,
@@ -87,6 +88,30 @@ describe('route selection across NMS instances', () => {
     assert.equal(nms.get('i-1')!.counters.get('route.forward'), 1);
     assert.equal(nms.get('i-2')!.counters.get('route.push-for-instance'), 1);
     assert.equal(nms.get('i-1')!.counters.get('route.ok'), 1);
+  });
+
+  test('a registration naming a dead instance (a restart under a new id): pushed from here; a keepalive claims the node', async () => {
+    const cEp = { address: '198.18.0.13', port: 30000 };
+    const dEp = { address: '198.18.0.14', port: 30000 };
+    const c = await node('gamma', cEp, 'i-1');
+    const d = await node('delta', dEp, 'i-1');
+    const reg = (await store.getRegistration(d.id))!;
+    await store.upsertRegistration({ ...reg, nms: 'i-gone' });
+    let pushed = 0;
+    d.client.onPush = (_type, body) => {
+      pushed++;
+      void d.client.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+    };
+    sentBy.length = 0;
+    const i1 = nms.get('i-1')!;
+    const dead = i1.counters.get('route.push-for-dead-instance');
+    assert.equal((await c.client.direction({ targetFqdn: 'delta.cyphonic.internal' })).peerName, 'delta');
+    assert.equal(pushed, 1);
+    assert.equal(i1.counters.get('route.push-for-dead-instance'), dead + 1);
+    assert.deepEqual(sentBy.filter((x) => x.to === endpointKey(dEp)).map((x) => x.instance), ['i-1']);
+    await d.client.keepalive();
+    assert.equal((await store.getRegistration(d.id))?.nms, 'i-1', 'the keepalive claimed the node');
+    assert.equal(i1.counters.get('keepalive.claimed'), 1);
   });
 
   test('malformed, foreign and misdirected instance messages change nothing', async () => {
