@@ -162,7 +162,11 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   const stops: (() => Promise<void>)[] = [];
   const advertise = o.advertise?.length ? o.advertise : cfg.advertise;
   // AS/NMS processes are instances of the cloud (registered in the store); a TRS-only process registers as a relay.
-  const instanceId = roles.has('as') || roles.has('nms') ? newInstanceId() : null;
+  const instanceId = !roles.has('as') && !roles.has('nms')
+    ? null
+    : (roles.has('nms') ? ports.nms : ports.as) === 0
+      ? newInstanceId()
+      : newInstanceId(JSON.stringify({ advertise: [...advertise].sort(), as: roles.has('as') ? ports.as : 0, nms: roles.has('nms') ? ports.nms : 0 }));
   const nmsEndpointsNow = (): Endpoint[] => (roles.has('nms') ? endpointsFor(cfg, nmsPort || ports.nms, advertise) : []);
   let as: AsService | null = null;
   let nms: NmsService | null = null;

@@ -2,7 +2,7 @@
 // under a random id and heartbeats; an instance whose heartbeat is older than INSTANCE_LIVE_MS is dead (kill -9,
 // lost host) and drops out of what nodes are told (login's NMS list, tokens' AS list). A clean stop deletes the row.
 
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Endpoint } from '../protocol/endpoint.js';
 import type { CloudInstanceRecord, Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
@@ -16,9 +16,14 @@ export function isLiveInstance(r: CloudInstanceRecord, now: number, liveMs = INS
   return now - r.heartbeatAt < liveMs;
 }
 
-/** A new instance id: short, random, unique per process. */
-export function newInstanceId(): string {
-  return `i-${randomBytes(6).toString('hex')}`;
+/**
+ * An instance's id. From `where` (the addresses and ports nodes reach it at) it is stable: a restarted instance is
+ * the same instance and takes its registrations back at once, and two instances cannot share it without sharing
+ * those endpoints. Without (an ephemeral port): random, unique per process.
+ */
+export function newInstanceId(where?: string): string {
+  if (where === undefined) return `i-${randomBytes(6).toString('hex')}`;
+  return `i-${createHash('sha256').update(where).digest('hex').slice(0, 12)}`;
 }
 
 export interface InstanceEndpoints {

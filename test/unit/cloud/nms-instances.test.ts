@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { openStore } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/types.js';
 import { NmsService } from '../../../src/cloud/nms/service.js';
-import { InstanceRegistry, liveEndpoints } from '../../../src/cloud/instances.js';
+import { InstanceRegistry, liveEndpoints, newInstanceId } from '../../../src/cloud/instances.js';
 import { NmsClient } from '../../../src/node/signaling.js';
 import { MessageType } from '../../../src/protocol/constants.js';
 import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
@@ -133,6 +133,14 @@ describe('route selection across NMS instances', () => {
 });
 
 describe('live instances', () => {
+  test('an instance id follows its endpoints (a restart keeps it); without them it is random', () => {
+    const where = JSON.stringify({ advertise: ['198.18.0.10'], as: 4501, nms: 4502 });
+    assert.equal(newInstanceId(where), newInstanceId(where));
+    assert.notEqual(newInstanceId(where), newInstanceId(JSON.stringify({ advertise: ['198.18.0.11'], as: 4501, nms: 4502 })));
+    assert.notEqual(newInstanceId(), newInstanceId());
+    assert.match(newInstanceId(where), /^i-[0-9a-f]{12}$/);
+  });
+
   test('heartbeat rows: own endpoints first, then live others; a stopped or silent instance drops out', async () => {
     const store = await openStore(':memory:');
     try {
