@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initCloud } from '../src/cloud/cloud.js';
@@ -102,7 +102,9 @@ async function runConfig(label: string, db: string, instances: number, nodes: nu
       ids[i] = n.id;
     });
     for (const d of dirs) {
-      children.push(spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0'], { stdio: 'ignore', env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
+      const log = openSync(`${d}.log`, 'a');
+      children.push(spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
+      closeSync(log);
     }
     let nms: Endpoint[] = [];
     for (let t = 0; t < 200 && nms.length < instances; t++) {
@@ -186,7 +188,7 @@ async function runConfig(label: string, db: string, instances: number, nodes: nu
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     for (const sk of sockets) sk.close();
     await store?.close();
-    rmSync(base, { recursive: true, force: true });
+    if (!process.env['CYPHONIC_KEEP']) rmSync(base, { recursive: true, force: true });
   }
 }
 

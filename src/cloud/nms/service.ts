@@ -9,6 +9,7 @@ import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
 import { isLiveInstance } from '../instances.js';
+import { StoreError } from '../../store/errors.js';
 import type { RegistrationRecord, Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
@@ -89,6 +90,8 @@ interface Session {
   keys: ChannelKeys;
   expiresAt: number;
   guard: ReplayGuard;
+  /** Where the node was last registered or kept alive from (answering keepalives while the store is down). */
+  observed?: Endpoint;
 }
 
 /** Node→cloud message types the NMS accepts. */
@@ -307,9 +310,9 @@ export class NmsService {
         } catch {
           return this.drop('auth');
         }
-        return this.authenticated(fresh, header, plain, from, via);
+        return await this.authenticated(fresh, header, plain, from, via);
       }
-      return this.authenticated(session, header, plain, from, via);
+      return await this.authenticated(session, header, plain, from, via);
     } catch (err) {
       this.c.logger.error('NMS request failed', { err: describeError(err), nodeId });
       return this.drop('internal');
@@ -380,6 +383,7 @@ export class NmsService {
       lastSeq: s.guard.highest,
       ...(this.init.instanceId ? { nms: this.init.instanceId } : {}),
     });
+    s.observed = from;
     this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
     this.c.logger.info('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
     const fqdn = `${node.name}.${this.init.domain}`;
@@ -415,22 +419,32 @@ export class NmsService {
   }
 
   private async keepalive(s: Session, header: Header, from: Endpoint): Promise<Buffer> {
-    const reg = await this.c.store.getRegistration(s.nodeId);
-    if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
-    if (!endpointsEqual(reg.observed, from)) {
-      // NAT rebinding or a move: the push path is now `from`. NAT state may change, so ask for a re-registration.
-      this.counters.inc('keepalive.moved');
-      return this.nack(s, header, Status.NotRegistered, 'observed address changed: register again');
+    try {
+      const reg = await this.c.store.getRegistration(s.nodeId);
+      if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
+      if (!endpointsEqual(reg.observed, from)) {
+        // NAT rebinding or a move: the push path is now `from`. NAT state may change, so ask for a re-registration.
+        this.counters.inc('keepalive.moved');
+        return this.nack(s, header, Status.NotRegistered, 'observed address changed: register again');
+      }
+      const me = this.init.instanceId;
+      if (me && reg.nms !== me) {
+        // The node keeps alive here but its registration names another instance (ours before a restart, or one it
+        // left): it is ours now, so Route Directions for it are pushed from here.
+        await this.c.store.upsertRegistration({ ...reg, lastSeen: this.now(), lastSeq: s.guard.highest, observed: from, nms: me });
+        this.counters.inc('keepalive.claimed');
+      } else {
+        await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
+      }
+    } catch (err) {
+      // The store is unreachable: a node we know (its session and Common Key are cached, it was seen here at this
+      // very address) is answered from memory, so it keeps its NAT mapping and does not churn; liveness and its
+      // sequence floor are saved again with the first keepalive after the store is back.
+      if (!(err instanceof StoreError && err.code === 'ERR_STORE_UNAVAILABLE') || !s.observed || !endpointsEqual(s.observed, from)) throw err;
+      this.counters.inc('keepalive.store-down');
+      return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
     }
-    const me = this.init.instanceId;
-    if (me && reg.nms !== me) {
-      // The node keeps alive here but its registration names another instance (ours before a restart, or one it
-      // left): it is ours now, so Route Directions for it are pushed from here.
-      await this.c.store.upsertRegistration({ ...reg, lastSeen: this.now(), lastSeq: s.guard.highest, observed: from, nms: me });
-      this.counters.inc('keepalive.claimed');
-    } else {
-      await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
-    }
+    s.observed = from;
     this.counters.inc('keepalive.ok');
     return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
   }

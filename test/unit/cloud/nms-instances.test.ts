@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { openStore } from '../../../src/store/index.js';
+import { openStore, StoreError } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/types.js';
 import { NmsService } from '../../../src/cloud/nms/service.js';
 import { InstanceRegistry, liveEndpoints, newInstanceId } from '../../../src/cloud/instances.js';
@@ -161,6 +161,53 @@ describe('live instances', () => {
       await r3.stop();
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('NMS while the store is unreachable', () => {
+  test('known nodes keep alive from memory; anything else is refused; the store coming back resumes saving', async () => {
+    const real = await openStore(':memory:');
+    let down = false;
+    // Every store call fails while `down`, as PostgreSQL does when unreachable.
+    const store = new Proxy(real, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof v !== 'function') return v;
+        return (...args: unknown[]) => (down ? Promise.reject(new StoreError('ERR_STORE_UNAVAILABLE', 'database unreachable')) : (v as (...a: unknown[]) => unknown).apply(target, args));
+      },
+    });
+    try {
+      const service = new NmsService({ domain: 'cyphonic.internal', instanceId: 'i-1' }, { store, logger: silentLogger });
+      const n = await real.createNode({ name: 'alpha', kind: 'node' }, POOLS);
+      const key = randomBytes(32);
+      await real.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+      const client = (from: Endpoint): NmsClient => {
+        const c: NmsClient = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS1, retransmitMs: [100, 100] }, {
+          send: (msg) => void service.handle(msg, from).then((r) => r && c.handleDatagram(r)),
+        });
+        return c;
+      };
+      const here = { address: '198.18.0.11', port: 30000 };
+      const c = client(here);
+      await c.register([here], false);
+      down = true;
+      await c.keepalive();
+      await c.keepalive();
+      assert.equal(service.counters.get('keepalive.store-down'), 2);
+      // Registering needs the store; so does a keepalive from an address this NMS has not seen the node at.
+      await assert.rejects(c.register([here], true), { code: 'ERR_TIMEOUT' });
+      const moved = client({ address: '198.18.0.99', port: 30000 });
+      await assert.rejects(moved.keepalive(), { code: 'ERR_TIMEOUT' });
+      assert.equal(service.counters.get('keepalive.store-down'), 2);
+      down = false;
+      const before = (await real.getRegistration(n.id))!.lastSeen;
+      await new Promise((r) => setTimeout(r, 5));
+      await c.keepalive();
+      assert.ok((await real.getRegistration(n.id))!.lastSeen > before, 'liveness saved again');
+      service.close();
+    } finally {
+      await real.close();
     }
   });
 });
