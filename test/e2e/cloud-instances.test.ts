@@ -1,8 +1,9 @@
 // End-to-end: one cloud, two instances on two namespace hosts, sharing a throwaway PostgreSQL cluster on a third.
 // alpha can reach only the first instance and beta only the second (an `unreachable` route to the other): they
-// ping each other by name (the responder's instance pushes the Route Direction for the other). Two nodes racing one
+// ping each other and move 10 MB over TCP by name (the responder's instance pushes the Route Direction for the other). Two nodes racing one
 // enrollment token at the two instances: exactly one is enrolled. kill -9 of the second instance: beta (now allowed
-// to reach the first) is registered there again (bound and figure below) and the two still reach each other.
+// to reach the first) is registered there again (bound and figure below) while a TCP transfer between the two
+// carries on intact, and they still reach each other.
 //
 //            global segment 198.18.0.0/24
 //   [db] PostgreSQL ──┬────────────┬────────────┬───────────┬──────────┐
@@ -13,12 +14,13 @@ import assert from 'node:assert/strict';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlGet } from '../../src/util/control.js';
-import { CLI, CloudProc, cyphonic, exitCode, NodeProc, useOverlayDns, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
+import { CLI, CloudProc, REPO, cyphonic, exitCode, NodeProc, useOverlayDns, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { PostgresCluster, postgresSkip } from '../harness/postgres.js';
 import { e2eSkip } from '../harness/requires.js';
 
-const skip = e2eSkip('dig') || postgresSkip();
+const skip = e2eSkip() || postgresSkip();
+const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 
 /** A cloud instance: `cloud start --dir DIR --advertise ITS_ADDRESS` on its own host, DIR copied from the first. */
 class Instance extends CloudProc {
@@ -83,6 +85,13 @@ describe('cloud instances: two instances on PostgreSQL (netns)', { skip, timeout
     assert.equal(ab.code, 0, `alpha → beta by name: ${ab.stdout}${ab.stderr}\n${alpha.tail()}`);
     const ba = await beta.host.exec('ping', ['-n', '-c', '3', '-i', '0.2', '-W', '5', 'alpha.cyphonic.internal'], { timeoutMs: 30_000 });
     assert.equal(ba.code, 0, `beta → alpha by name: ${ba.stdout}${ba.stderr}`);
+    // 10 MB over TCP to beta by name, checksummed at both ends.
+    const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4!, '5001'], { timeoutMs: 90_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const sent = JSON.parse(await alpha.host.run(process.execPath, [join(TOOLS, 'tcp-check.js'), 'client', 'beta.cyphonic.internal', '5001', String(10 * 1024 * 1024)], { timeoutMs: 90_000 })) as { bytes: number; sha256: string };
+    const got = JSON.parse((await server).stdout) as { bytes: number; sha256: string };
+    assert.deepEqual(got, sent);
+    assert.equal(got.bytes, 10 * 1024 * 1024);
     // The route crossed instances: one of them pushed a Route Direction for the other.
     const m1 = (await c1.metrics()).nms ?? {};
     const m2 = (await c2.metrics()).nms ?? {};
@@ -111,14 +120,20 @@ describe('cloud instances: two instances on PostgreSQL (netns)', { skip, timeout
   });
 
   // The bound: beta notices at its next keepalive (≤ 5 s), gives up on the dead NMS after the node's retransmit
-  // schedule (RETRANSMIT_MS, 7.5 s), then registers at the next NMS of its login list. The issue's 10 s needs the
-  // node to give up on an NMS sooner (src/node), not the cloud; the figure is printed.
-  const FAILOVER_BOUND_MS = 16_000;
+  // schedule (RETRANSMIT_MS, 7.5 s), then registers at the next NMS of its login list: about 13.5 s at worst, 10-13 s
+  // seen, plus the poll. The issue's 10 s needs the node to give up on an NMS sooner (src/node), not the cloud; the
+  // figure is printed.
+  const FAILOVER_BOUND_MS = 20_000;
 
   test('kill -9 of an instance: its node registers at the other and routes still work', async (t) => {
     await unblock(beta.host, c1.host.addr4!);
     const before = await nodesJson(c1);
     const alphaNms = before.find((r) => r.name === 'alpha')!.nms;
+    // A paced TCP transfer alpha → beta (4 MiB at 256 KiB/s, about 16 s) runs across the kill and the move.
+    const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4!, '5002'], { timeoutMs: 90_000 });
+    await new Promise((r) => setTimeout(r, 300));
+    const client = alpha.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'client', b.vip4!, '5002', String(4 * 1024 * 1024)], { timeoutMs: 90_000, env: { ...process.env, TCP_CHECK_PACE_MS: '250' } });
+    await new Promise((r) => setTimeout(r, 1000));
     const t0 = Date.now();
     await c2.kill9();
     await waitFor('beta registered at the first instance', async () => {
@@ -127,6 +142,9 @@ describe('cloud instances: two instances on PostgreSQL (netns)', { skip, timeout
     }, FAILOVER_BOUND_MS, 200);
     const took = Date.now() - t0;
     t.diagnostic(`beta registered at the surviving instance ${took} ms after kill -9`);
+    const [sentOut, gotOut] = await Promise.all([client, server]);
+    assert.equal(sentOut.code, 0, `transfer across the failover: ${sentOut.stderr}`);
+    assert.deepEqual(JSON.parse(gotOut.stdout), JSON.parse(sentOut.stdout), 'the TCP transfer survived, data intact');
     // A new route through the surviving instance: beta asks for alpha again (a fresh name lookup and ping).
     const ba = await beta.host.exec('ping', ['-n', '-c', '3', '-i', '0.2', '-W', '5', 'alpha.cyphonic.internal'], { timeoutMs: 30_000 });
     assert.equal(ba.code, 0, `beta → alpha after failover: ${ba.stdout}${ba.stderr}`);
