@@ -41,6 +41,8 @@ describe('cloud instances: two instances on PostgreSQL (netns)', { skip, timeout
   let a: NodeStatusJson;
   let b: NodeStatusJson;
   const undo: (() => void)[] = [];
+  /** beta's instance (the second) before it is killed. */
+  let betaBefore: string | null = null;
 
   const block = (h: Host, addr: string) => h.run('ip', ['route', 'add', 'unreachable', `${addr}/32`]);
   const unblock = (h: Host, addr: string) => h.run('ip', ['route', 'del', 'unreachable', `${addr}/32`]);
@@ -129,6 +131,7 @@ describe('cloud instances: two instances on PostgreSQL (netns)', { skip, timeout
     await unblock(beta.host, c1.host.addr4!);
     const before = await nodesJson(c1);
     const alphaNms = before.find((r) => r.name === 'alpha')!.nms;
+    betaBefore = before.find((r) => r.name === 'beta')!.nms;
     // A paced TCP transfer alpha → beta (4 MiB at 256 KiB/s, about 16 s) runs across the kill and the move.
     const server = beta.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', b.vip4!, '5002'], { timeoutMs: 90_000 });
     await new Promise((r) => setTimeout(r, 300));
@@ -148,5 +151,21 @@ describe('cloud instances: two instances on PostgreSQL (netns)', { skip, timeout
     // A new route through the surviving instance: beta asks for alpha again (a fresh name lookup and ping).
     const ba = await beta.host.exec('ping', ['-n', '-c', '3', '-i', '0.2', '-W', '5', 'alpha.cyphonic.internal'], { timeoutMs: 30_000 });
     assert.equal(ba.code, 0, `beta → alpha after failover: ${ba.stdout}${ba.stderr}`);
+  });
+
+  test('the killed instance comes back (same id) and serves again', async () => {
+    const betaNow = (await nodesJson(c1)).find((r) => r.name === 'beta')!;
+    await c2.startInstance();
+    const eps = new NodeProc(await tb.addHost('eps', { site: tb.global, family: 'v4' }), work.dir, 'eps');
+    await block(eps.host, c1.host.addr4!);
+    eps.start(await c2.enroll('eps'));
+    const e = await eps.waitRegistered();
+    const rows = await nodesJson(c2);
+    const epsNms = rows.find((r) => r.name === 'eps')?.nms;
+    assert.ok(epsNms && epsNms !== betaNow.nms, `eps registered at the restarted instance: ${JSON.stringify(rows)}`);
+    assert.equal(epsNms, betaBefore, 'the restarted instance has the id it had before the kill');
+    const ping = await alpha.host.exec('ping', ['-n', '-c', '3', '-i', '0.2', '-W', '5', e.vip4!], { timeoutMs: 30_000 });
+    assert.equal(ping.code, 0, `alpha → eps through the restarted instance: ${ping.stdout}${ping.stderr}`);
+    await eps.kill9();
   });
 });
