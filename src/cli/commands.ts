@@ -68,6 +68,7 @@ export const commands: Command[] = [
       'ipv6-pool': { type: 'string', help: 'virtual IPv6 pool (default: a random ULA /48)' },
       advertise: { type: 'string', help: 'addresses nodes reach the cloud at, comma-separated' },
       'root-key-out': { type: 'string', help: 'write the root CA key to this file (keep it offline) instead of DIR/ca; the cloud never needs it to run' },
+      db: { type: 'string', help: 'store URL recorded in DIR (default: DIR/cyphonic.db; postgres://user:password@host/db for several instances)' },
     },
     required: ['dir', 'advertise'],
     async run(o) {
@@ -80,6 +81,7 @@ export const commands: Command[] = [
         ipv4Pool: str(o['ipv4-pool']),
         ipv6Pool: str(o['ipv6-pool']),
         rootKeyOut: str(o['root-key-out']),
+        db: str(o['db']),
       });
       out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
     },
@@ -93,6 +95,8 @@ export const commands: Command[] = [
       roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms' },
       'trs-port': { type: 'string', help: 'UDP port of the TRS (0 = any free port) [default: ports.trs of cloud.json, 4503]' },
       'trs-advertise': { type: 'string', help: 'addresses the TRS hands out to nodes, comma-separated [default: the host\'s addresses]' },
+      'nms-port': { type: 'string', help: 'UDP port of the NMS (0 = any free port, its NAT probe port too) [default: ports.nms of cloud.json, 4502]' },
+      advertise: { type: 'string', help: 'addresses nodes reach THIS instance at, comma-separated (another instance of the same cloud on another host) [default: advertise of cloud.json]' },
     },
     required: ['dir'],
     async run(o) {
@@ -104,14 +108,20 @@ export const commands: Command[] = [
       if (trsPort !== undefined && !(/^[0-9]{1,5}$/.test(trsPortText!) && trsPort <= 65535)) throw new ConfigError(`--trs-port: invalid ${trsPortText}`);
       const trsAdvertise = list(o['trs-advertise']);
       for (const a of trsAdvertise) if (isIP(a) === 0) throw new ConfigError(`--trs-advertise: ${a} is not an IP address`);
+      const advertise = list(o['advertise']);
+      for (const a of advertise) if (isIP(a) === 0) throw new ConfigError(`--advertise: ${a} is not an IP address`);
+      const nmsPortText = str(o['nms-port']);
+      const nmsPort = nmsPortText === undefined ? undefined : Number(nmsPortText);
+      if (nmsPort !== undefined && !(/^[0-9]{1,5}$/.test(nmsPortText!) && nmsPort <= 65535)) throw new ConfigError(`--nms-port: invalid ${nmsPortText}`);
       const logger = createLogger({ component: 'cloud' });
       const cloud = await startCloud({
         dir: str(o['dir'])!,
         db: str(o['db']),
         roles: roles as Role[],
         logger,
-        ports: trsPort === undefined ? {} : { trs: trsPort },
+        ports: { ...(trsPort === undefined ? {} : { trs: trsPort }), ...(nmsPort === undefined ? {} : { nms: nmsPort }) },
         trsAdvertise,
+        advertise,
       });
       return untilSignal(() => cloud.stop());
     },

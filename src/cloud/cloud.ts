@@ -11,7 +11,7 @@ import { encodeToken, validateNodeName } from '../config/token.js';
 import { DEFAULT_PORTS } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { parseCidr, randomUlaPrefix48 } from '../net/addr/cidr.js';
-import { openStore } from '../store/index.js';
+import { isPostgresUrl, openStore } from '../store/index.js';
 import type { Store } from '../store/types.js';
 import { ConfigError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fsx.js';
@@ -26,6 +26,8 @@ import { allocateRelay, RelayClient } from './trs/client.js';
 import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
+import { InstanceRegistry, liveEndpoints, newInstanceId } from './instances.js';
+import { MAX_ENDPOINTS } from '../protocol/messages.js';
 import { advertisedEndpoints, TrsTransport } from './trs/transport.js';
 
 export interface CloudInitOptions {
@@ -39,6 +41,8 @@ export interface CloudInitOptions {
    * with the AS intermediate, so the root key can live offline (it is needed again only to renew the intermediate).
    */
   rootKeyOut?: string;
+  /** Store URL recorded in DIR/cloud.json (postgres://… for a cloud of several instances). @default DIR/cyphonic.db */
+  db?: string;
 }
 
 const paths = (dir: string) => ({
@@ -73,7 +77,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
     certValidDays: CLOUD_DEFAULTS.certValidDays,
     keepaliveNatSec: CLOUD_DEFAULTS.keepaliveNatSec,
     keepaliveOpenSec: CLOUD_DEFAULTS.keepaliveOpenSec,
-    db: CLOUD_DEFAULTS.db,
+    db: o.db ?? CLOUD_DEFAULTS.db,
   };
   validateCloudConfig(cfg); // before touching the disk
   for (const sub of ['', 'ca', 'tls']) mkdirSync(join(o.dir, sub), { recursive: true, mode: 0o700 });
@@ -96,7 +100,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
 
 export function openCloudStore(dir: string, cfg: CloudConfig, dbOverride?: string): Promise<Store> {
   const db = dbOverride ?? cfg.db;
-  const url = db.startsWith('postgres') || isAbsolute(db) || db === ':memory:' ? db : join(dir, db);
+  const url = isPostgresUrl(db) || db.startsWith('sqlite:') || isAbsolute(db) || db === ':memory:' ? db : join(dir, db);
   return openStore(url);
 }
 
@@ -111,8 +115,8 @@ async function upgradeAsServerCertificate(p: ReturnType<typeof paths>, issuer: C
   writeFileAtomic(p.tlsCert, server.certPem, 0o644);
 }
 
-function endpointsFor(cfg: CloudConfig, port: number): Endpoint[] {
-  return cfg.advertise.map((address) => ({ address, port }));
+function endpointsFor(cfg: CloudConfig, port: number, advertise: string[] = cfg.advertise): Endpoint[] {
+  return advertise.map((address) => ({ address, port }));
 }
 
 export interface RunningCloud {
@@ -121,6 +125,8 @@ export interface RunningCloud {
   as: AsService | null;
   nms: NmsService | null;
   trs: TrsService | null;
+  /** This instance's id in the store's cloud_instances (null for a TRS-only process). */
+  instanceId: string | null;
   stop(): Promise<void>;
 }
 
@@ -139,6 +145,8 @@ export interface CloudStartOptions {
   trsAdvertise?: string[];
   /** TRS heartbeat interval into the store (ms). @default RELAY_HEARTBEAT_MS */
   relayHeartbeatMs?: number;
+  /** Addresses nodes reach THIS instance at (another host running the same cloud). @default config's advertise */
+  advertise?: string[];
 }
 
 /** The TRS part of `cloud stats`. */
@@ -153,6 +161,14 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   const store = await openCloudStore(o.dir, cfg, o.db);
   const ports: CloudConfig['ports'] & { nmsProbe?: number } = { ...cfg.ports, ...o.ports };
   const stops: (() => Promise<void>)[] = [];
+  const advertise = o.advertise?.length ? o.advertise : cfg.advertise;
+  // AS/NMS processes are instances of the cloud (registered in the store); a TRS-only process registers as a relay.
+  const instanceId = !roles.has('as') && !roles.has('nms')
+    ? null
+    : (roles.has('nms') ? ports.nms : ports.as) === 0
+      ? newInstanceId()
+      : newInstanceId(JSON.stringify({ advertise: [...advertise].sort(), as: roles.has('as') ? ports.as : 0, nms: roles.has('nms') ? ports.nms : 0 }));
+  const nmsEndpointsNow = (): Endpoint[] => (roles.has('nms') ? endpointsFor(cfg, nmsPort || ports.nms, advertise) : []);
   let as: AsService | null = null;
   let nms: NmsService | null = null;
   let trs: TrsService | null = null;
@@ -174,11 +190,12 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
           ),
       };
       nms = new NmsService(
-        { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec },
+        { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec, ...(instanceId ? { instanceId } : {}) },
         { store, logger: o.logger.child({ component: 'nms' }), send: (d, to) => transport?.send(d, to), relays },
       );
       await nms.restoreSequence();
       nms.watchPolicy(); // policy and tag changes reach running nodes (PolicyUpdate)
+      await nms.listenToInstances();
       const service = nms;
       stops.push(async () => service.close());
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
@@ -213,11 +230,11 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         {
           domain: cfg.domain,
           pools: cfg.pools,
-          nmsEndpoints: endpointsFor(cfg, nmsPort || ports.nms),
+          nmsEndpoints: endpointsFor(cfg, nmsPort || ports.nms, advertise),
           commonKeyTtlSec: cfg.commonKeyTtlSec,
           certValidDays: cfg.certValidDays,
         },
-        { store, issuer, chainDer: [toDer(issuer.certPem), toDer(rootPem)], rootPem, logger: o.logger.child({ component: 'as' }) },
+        { liveNmsEndpoints: () => liveEndpoints(store, 'nms', nmsEndpointsNow()), store, issuer, chainDer: [toDer(issuer.certPem), toDer(rootPem)], rootPem, logger: o.logger.child({ component: 'as' }) },
       );
       const t = new AsTransport(
         {
@@ -232,6 +249,15 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       );
       asPort = (await t.start()).port;
       stops.push(() => t.stop());
+    }
+    if (instanceId) {
+      const registry = new InstanceRegistry(
+        instanceId,
+        { as: asPort ? endpointsFor(cfg, asPort, advertise) : [], nms: nmsEndpointsNow(), trs: trs ? trs.advertised : [] },
+        { store, logger: o.logger.child({ component: 'instance' }) },
+      );
+      await registry.start();
+      stops.push(() => registry.stop());
     }
     const trsService = trs;
     const trsMetrics = (): TrsMetrics | null => (trsService ? { ...trsService.status(), counters: trsService.metrics() } : null);
@@ -248,13 +274,14 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     await store.close();
     throw err;
   }
-  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, trs: trsPort, domain: cfg.domain });
+  o.logger.info('cloud started', { roles: [...roles], as: asPort, nms: nmsPort, trs: trsPort, domain: cfg.domain, ...(instanceId ? { instance: instanceId } : {}) });
   return {
     config: cfg,
     store,
     as,
     nms,
     trs,
+    instanceId,
     ports: { as: asPort, nms: nmsPort, trs: trsPort },
     async stop() {
       for (const s of stops.reverse()) await s();
@@ -273,7 +300,9 @@ export async function createEnrollment(dir: string, name: string, db?: string): 
     const now = Date.now();
     await store.createEnrollmentToken({ name, tokenHash: tokenHash(secret), expiresAt: now + cfg.tokenTtlSec * 1000, createdAt: now });
     const rootPem = readFileSync(paths(dir).rootCert, 'utf8');
-    return encodeToken({ name, secret, as: endpointsFor(cfg, cfg.ports.as).map(formatEndpoint), ca: fingerprint(rootPem) });
+    // Several instances: the AS of every live one (a node tries them in order); none live: the configured ones.
+    const as = await liveEndpoints(store, 'as', []);
+    return encodeToken({ name, secret, as: (as.length ? as : endpointsFor(cfg, cfg.ports.as)).slice(0, MAX_ENDPOINTS).map(formatEndpoint), ca: fingerprint(rootPem) });
   } finally {
     await store.close();
   }
@@ -293,6 +322,8 @@ export interface NodeRow {
   lastSeen: string | null;
   /** Policy tags (`cloud tags`), sorted. */
   tags: string[];
+  /** Id of the cloud instance whose NMS holds the registration (null: none, or a cloud from before instances). */
+  nms: string | null;
 }
 
 /** How many missed keepalive intervals before a node counts as offline. */
@@ -318,6 +349,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
       tags: tags.get(n.name) ?? [],
+      nms: r?.nms ?? null,
     });
   }
   return out;

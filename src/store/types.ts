@@ -61,6 +61,8 @@ export interface RegistrationRecord {
   lastSeq: bigint;
   /** NAT mapping behaviour learned by the NMS's probe; absent until probed (and for nodes not behind NAT). */
   mapping?: NatMapping;
+  /** Id of the cloud instance whose NMS holds this registration; absent for a single-instance cloud's old rows. */
+  nms?: string;
 }
 
 /** 'independent': one public port for every destination (endpoint-independent mapping); 'dependent': a new one per destination. */
@@ -77,6 +79,21 @@ export interface RelayServerRecord {
   startedAt: number;
   heartbeatAt: number;
 }
+
+/** One running cloud instance (the AS, NMS and TRS roles it runs), as it registers itself and heartbeats. */
+export interface CloudInstanceRecord {
+  /** Random text id chosen at start (unique per process, ≤ 64 characters). */
+  id: string;
+  /** Endpoints of its roles; empty for a role it does not run. */
+  as: Endpoint[];
+  nms: Endpoint[];
+  trs: Endpoint[];
+  startedAt: number;
+  heartbeatAt: number;
+}
+
+/** A message between cloud instances (the `instance` channel): delivered to every listener, the sender included. */
+export type InstanceMessageHandler = (payload: string) => void;
 
 export type TokenResult = { ok: true; name: string } | { ok: false; reason: 'unknown' | 'used' | 'expired' };
 
@@ -197,7 +214,26 @@ export interface Store {
   getNodeTags(name: string): Promise<string[]>;
   /** Every node name with tags → its sorted tags. */
   listNodeTags(): Promise<Map<string, string[]>>;
+
+  /** Inserts or replaces an instance's row (its heartbeat). StoreError 'ERR_STORE_INVALID' as for relay servers. */
+  upsertInstance(rec: CloudInstanceRecord): Promise<void>;
+  /** Every registered instance, live or not (callers judge liveness by heartbeatAt), ordered by id. */
+  listInstances(): Promise<CloudInstanceRecord[]>;
+  /** No-op if absent. */
+  deleteInstance(id: string): Promise<void>;
+
+  /**
+   * Sends `payload` (≤ MAX_INSTANCE_MESSAGE bytes of text) to every listener of this store's database — PostgreSQL
+   * NOTIFY across instances; SQLite, one process only (a SQLite cloud is one instance). StoreError 'ERR_STORE_INVALID'
+   * for an over-long payload.
+   */
+  publish(payload: string): Promise<void>;
+  /** Starts delivering published payloads to `handler` (PostgreSQL: LISTEN on a dedicated connection); returns a stop function. */
+  subscribe(handler: InstanceMessageHandler): Promise<() => Promise<void>>;
 }
 
 /** A policy tag: lower-case letters, digits and '-', 1..63 characters, not starting with '-'. */
 export const TAG_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Longest instance message (PostgreSQL's NOTIFY payload limit is 8000 bytes). */
+export const MAX_INSTANCE_MESSAGE = 7_900;

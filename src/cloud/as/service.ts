@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { issueNodeCertificate, parseCsr, randomKey, serialOf, verifyChain, type CaMaterial } from '../../crypto/index.js';
 import { Status } from '../../protocol/constants.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
-import { encodeGeneralNodeInfo, type EnrollRequest, type EnrollResponse, type GeneralEnrollRequest, type GeneralNodeInfo, type InfoResponse, type LoginResponse } from '../../protocol/messages.js';
+import { encodeGeneralNodeInfo, MAX_ENDPOINTS, type EnrollRequest, type EnrollResponse, type GeneralEnrollRequest, type GeneralNodeInfo, type InfoResponse, type LoginResponse } from '../../protocol/messages.js';
 import type { NodeRecord, Pools, Store } from '../../store/types.js';
 import { CertificateError, RequestError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -31,6 +31,11 @@ export interface AsComponents {
   rootPem: string;
   logger: Logger;
   now?: () => number;
+  /**
+   * Several instances: the NMS endpoints of every live instance (this one's first), asked at each login. Absent, or
+   * failing (store unreachable): init.nmsEndpoints.
+   */
+  liveNmsEndpoints?: () => Promise<Endpoint[]>;
 }
 
 /** Hash under which enrollment token secrets are stored. */
@@ -118,10 +123,22 @@ export class AsService {
       vip6: node.vip6,
       commonKey: key,
       commonKeyExpiresAt: BigInt(expiresAt),
-      nmsEndpoints: this.init.nmsEndpoints,
+      nmsEndpoints: await this.nmsEndpoints(),
       pool4: this.init.pools.v4,
       pool6: this.init.pools.v6,
     };
+  }
+
+  /** What login hands out: every live instance's NMS (at most the protocol's MAX_ENDPOINTS), else our own. */
+  private async nmsEndpoints(): Promise<Endpoint[]> {
+    if (!this.c.liveNmsEndpoints) return this.init.nmsEndpoints;
+    try {
+      const live = await this.c.liveNmsEndpoints();
+      return live.length ? live.slice(0, MAX_ENDPOINTS) : this.init.nmsEndpoints;
+    } catch (err) {
+      this.c.logger.warn('live NMS list unavailable; handing out our own', { err: err instanceof Error ? err.message : String(err) });
+      return this.init.nmsEndpoints;
+    }
   }
 
   /** InfoRequest: the general nodes the authenticated (adapter) node owns. */

@@ -9,7 +9,9 @@ import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
 import { PolicyPusher } from './policy-push.js';
-import type { Store } from '../../store/types.js';
+import { isLiveInstance } from '../instances.js';
+import { StoreError } from '../../store/errors.js';
+import type { RegistrationRecord, Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
@@ -25,6 +27,41 @@ export interface NmsInit {
   probePort?: number;
   /** Route selections one node may start. @default DIRECTION_RATE */
   directionRate?: { perSec: number; burst: number };
+  /**
+   * Several instances share the store: this instance's id, recorded in the registrations it holds. A Route Direction
+   * for a node registered at another instance goes to that instance (store.publish) which pushes it over the node's
+   * registration path, and the node's Route Confirmation comes back the same way. Absent: one instance.
+   */
+  instanceId?: string;
+}
+
+/** Tunable: how long a Route Direction pushed for another instance waits for its confirmation to be forwarded (ms). */
+export const FORWARDED_PUSH_MS = 10_000;
+/** Tunable: how long the NMS trusts its copy of the live instance list (ms). */
+const INSTANCE_CACHE_MS = 1_000;
+/** Tunable: forwarded pushes remembered at once (bounded memory; the oldest is forgotten first). */
+const FORWARDED_MAX = 10_000;
+
+/** An instance message (JSON over store.publish): a push to do for another instance, or a confirmation for it. */
+type InstanceMessage =
+  | { t: 'push'; to: string; from: string; node: number; body: string }
+  | { t: 'confirm'; to: string; node: number; path: string; ok: boolean };
+
+function parseInstanceMessage(text: string): InstanceMessage | null {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+  if (typeof o !== 'object' || o === null || typeof o['to'] !== 'string' || !Number.isSafeInteger(o['node']) || (o['node'] as number) < 1) return null;
+  if (o['t'] === 'push' && typeof o['from'] === 'string' && typeof o['body'] === 'string') {
+    return { t: 'push', to: o['to'], from: o['from'], node: o['node'] as number, body: o['body'] };
+  }
+  if (o['t'] === 'confirm' && typeof o['path'] === 'string' && /^\d{1,20}$/.test(o['path']) && typeof o['ok'] === 'boolean') {
+    return { t: 'confirm', to: o['to'], node: o['node'] as number, path: o['path'], ok: o['ok'] };
+  }
+  return null;
 }
 
 /**
@@ -54,6 +91,8 @@ interface Session {
   keys: ChannelKeys;
   expiresAt: number;
   guard: ReplayGuard;
+  /** Where the node was last registered or kept alive from (answering keepalives while the store is down). */
+  observed?: Endpoint;
 }
 
 /** Node→cloud message types the NMS accepts. */
@@ -75,6 +114,12 @@ export class NmsService {
   /** Route selections in progress per node. */
   private readonly inFlight = new Map<number, number>();
   private pushTxid = 1;
+  /** Route Directions pushed here for another instance: path id → the instance waiting for the confirmation. */
+  private readonly forwarded = new Map<bigint, { instance: string; node: number; until: number }>();
+  private unsubscribe: (() => Promise<void>) | null = null;
+  /** Live instance ids (instanceLive), valid until liveUntil. */
+  private live = new Set<string>();
+  private liveUntil = 0;
   /** Sequence numbers up to this one are persisted as used (restoreSequence/reserveSequence). */
   private reservedUpTo = 0n;
   private seqTimer: NodeJS.Timeout | null = null;
@@ -95,7 +140,7 @@ export class NmsService {
       store: c.store,
       domain: init.domain,
       now: this.now,
-      push: (responderId, reg, body) => this.push(responderId, reg.observed, body),
+      push: (responderId, reg, body) => this.pushOrForward(responderId, reg, body),
       ...(c.relays ? { relays: c.relays } : {}),
     });
     this.policy = new PolicyPusher({
@@ -146,6 +191,103 @@ export class NmsService {
     this.policy.stop();
     if (this.seqTimer) clearInterval(this.seqTimer);
     this.seqTimer = null;
+    const stop = this.unsubscribe;
+    this.unsubscribe = null;
+    void stop?.().catch(() => undefined);
+  }
+
+  /** Several instances: starts taking pushes and confirmations other instances send us. No-op without instanceId. */
+  async listenToInstances(): Promise<void> {
+    if (!this.init.instanceId || this.unsubscribe) return;
+    this.unsubscribe = await this.c.store.subscribe((text) => {
+      this.onInstanceMessage(text).catch((err: unknown) => {
+        this.counters.inc('instance.failed');
+        this.c.logger.warn('instance message failed', { err: describeError(err) });
+      });
+    });
+  }
+
+  private async onInstanceMessage(text: string): Promise<void> {
+    const m = parseInstanceMessage(text);
+    if (!m) {
+      this.counters.inc('instance.bad-message');
+      return;
+    }
+    if (m.to !== this.init.instanceId) return;
+    if (m.t === 'confirm') {
+      if (!this.routes.confirm(m.node, BigInt(m.path), m.ok)) this.counters.inc('route.late-confirmation');
+      return;
+    }
+    let body: RouteDirection;
+    try {
+      body = decodeBody(MessageType.RouteDirectionResponder, Buffer.from(m.body, 'base64'));
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      this.counters.inc('instance.bad-message');
+      return;
+    }
+    const reg = await this.c.store.getRegistration(m.node);
+    if (!reg || reg.nms !== this.init.instanceId) {
+      this.counters.inc('route.forward-not-here');
+      return;
+    }
+    const now = this.now();
+    for (const [k, f] of this.forwarded) if (f.until <= now || this.forwarded.size >= FORWARDED_MAX) this.forwarded.delete(k);
+    else break;
+    this.forwarded.set(body.pathId, { instance: m.from, node: m.node, until: now + FORWARDED_PUSH_MS });
+    this.counters.inc('route.push-for-instance');
+    this.push(m.node, reg.observed, body);
+  }
+
+  /**
+   * Pushes a Route Direction ourselves, or has the instance that holds the responder's registration push it. A
+   * registration naming an instance that is not live (this cloud restarted under a new id, or that instance died and
+   * the node has not moved yet) is pushed from here, as a single instance would.
+   */
+  private pushOrForward(responderId: number, reg: RegistrationRecord, body: RouteDirection): void {
+    const me = this.init.instanceId;
+    const other = reg.nms;
+    if (!me || !other || other === me) {
+      this.push(responderId, reg.observed, body);
+      return;
+    }
+    void this.instanceLive(other).then((live) => {
+      if (!live) {
+        this.counters.inc('route.push-for-dead-instance');
+        this.push(responderId, reg.observed, body);
+        return;
+      }
+      const msg: InstanceMessage = { t: 'push', to: other, from: me, node: responderId, body: encodeBody(MessageType.RouteDirectionResponder, body).toString('base64') };
+      this.counters.inc('route.forward');
+      return this.c.store.publish(JSON.stringify(msg));
+    }).catch((err: unknown) => {
+      this.counters.inc('route.forward-failed');
+      this.c.logger.warn('route direction not forwarded', { to: other, err: describeError(err) });
+    });
+  }
+
+  /** Whether instance `id` heartbeats (the store's list, cached for INSTANCE_CACHE_MS). */
+  private async instanceLive(id: string): Promise<boolean> {
+    const now = this.now();
+    if (now >= this.liveUntil) {
+      const rows = await this.c.store.listInstances();
+      this.live = new Set(rows.filter((r) => isLiveInstance(r, now)).map((r) => r.id));
+      this.liveUntil = now + INSTANCE_CACHE_MS;
+    }
+    return this.live.has(id);
+  }
+
+  /** A Route Confirmation for a push we did for another instance: send it there. */
+  private forwardConfirmation(nodeId: number, pathId: bigint, accepted: boolean): boolean {
+    const f = this.forwarded.get(pathId);
+    if (!f || f.node !== nodeId || f.until <= this.now()) return false;
+    this.forwarded.delete(pathId);
+    const msg: InstanceMessage = { t: 'confirm', to: f.instance, node: nodeId, path: pathId.toString(), ok: accepted };
+    this.c.store.publish(JSON.stringify(msg)).catch((err: unknown) => {
+      this.counters.inc('route.forward-failed');
+      this.c.logger.warn('route confirmation not forwarded', { to: f.instance, err: describeError(err) });
+    });
+    return true;
   }
 
   /** The next sealing sequence number; counted when it runs past what is persisted (a store that stopped saving). */
@@ -191,9 +333,9 @@ export class NmsService {
         } catch {
           return this.drop('auth');
         }
-        return this.authenticated(fresh, header, plain, from, via);
+        return await this.authenticated(fresh, header, plain, from, via);
       }
-      return this.authenticated(session, header, plain, from, via);
+      return await this.authenticated(session, header, plain, from, via);
     } catch (err) {
       this.c.logger.error('NMS request failed', { err: describeError(err), nodeId });
       return this.drop('internal');
@@ -221,7 +363,9 @@ export class NmsService {
           return null;
         case MessageType.RouteConfirmation: {
           const c = decodeBody(MessageType.RouteConfirmation, plain);
-          if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted)) this.counters.inc('route.late-confirmation');
+          if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted) && !this.forwardConfirmation(s.nodeId, c.pathId, c.accepted)) {
+            this.counters.inc('route.late-confirmation');
+          }
           return this.reply(s, header, MessageType.Ack, encodeBody(MessageType.Ack, {}));
         }
         default:
@@ -264,7 +408,9 @@ export class NmsService {
       registeredAt: now,
       lastSeen: now,
       lastSeq: s.guard.highest,
+      ...(this.init.instanceId ? { nms: this.init.instanceId } : {}),
     });
+    s.observed = from;
     this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
     this.c.logger.info('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
     const fqdn = `${node.name}.${this.init.domain}`;
@@ -300,14 +446,32 @@ export class NmsService {
   }
 
   private async keepalive(s: Session, header: Header, from: Endpoint): Promise<Buffer> {
-    const reg = await this.c.store.getRegistration(s.nodeId);
-    if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
-    if (!endpointsEqual(reg.observed, from)) {
-      // NAT rebinding or a move: the push path is now `from`. NAT state may change, so ask for a re-registration.
-      this.counters.inc('keepalive.moved');
-      return this.nack(s, header, Status.NotRegistered, 'observed address changed: register again');
+    try {
+      const reg = await this.c.store.getRegistration(s.nodeId);
+      if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
+      if (!endpointsEqual(reg.observed, from)) {
+        // NAT rebinding or a move: the push path is now `from`. NAT state may change, so ask for a re-registration.
+        this.counters.inc('keepalive.moved');
+        return this.nack(s, header, Status.NotRegistered, 'observed address changed: register again');
+      }
+      const me = this.init.instanceId;
+      if (me && reg.nms !== me) {
+        // The node keeps alive here but its registration names another instance (ours before a restart, or one it
+        // left): it is ours now, so Route Directions for it are pushed from here.
+        await this.c.store.upsertRegistration({ ...reg, lastSeen: this.now(), lastSeq: s.guard.highest, observed: from, nms: me });
+        this.counters.inc('keepalive.claimed');
+      } else {
+        await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
+      }
+    } catch (err) {
+      // The store is unreachable: a node we know (its session and Common Key are cached, it was seen here at this
+      // very address) is answered from memory, so it keeps its NAT mapping and does not churn; liveness and its
+      // sequence floor are saved again with the first keepalive after the store is back.
+      if (!(err instanceof StoreError && err.code === 'ERR_STORE_UNAVAILABLE') || !s.observed || !endpointsEqual(s.observed, from)) throw err;
+      this.counters.inc('keepalive.store-down');
+      return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
     }
-    await this.c.store.touchRegistration(s.nodeId, this.now(), s.guard.highest, from);
+    s.observed = from;
     this.counters.inc('keepalive.ok');
     return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
   }

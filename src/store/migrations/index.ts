@@ -5,7 +5,8 @@ import { initial } from './0001-initial.js';
 import { relayServers } from './0002-relay-servers.js';
 import { natMapping } from './0003-nat-mapping.js';
 import { nodeFamily } from './0004-node-family.js';
-import { nodeTags } from './0005-node-tags.js';
+import { cloudInstances } from './0005-cloud-instances.js';
+import { nodeTags } from './0006-node-tags.js';
 import type { Migration } from './types.js';
 
 export type { Migration } from './types.js';
@@ -17,7 +18,7 @@ export const SCHEMA_MIGRATIONS_DDL = `CREATE TABLE IF NOT EXISTS schema_migratio
   applied_at BIGINT NOT NULL
 )`;
 
-export const MIGRATIONS: readonly Migration[] = [initial, relayServers, natMapping, nodeFamily, nodeTags];
+export const MIGRATIONS: readonly Migration[] = [initial, relayServers, natMapping, nodeFamily, cloudInstances, nodeTags];
 
 // Guard against editing mistakes: versions must be 1, 2, 3… in order.
 MIGRATIONS.forEach((m, i) => {

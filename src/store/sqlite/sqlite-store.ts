@@ -4,12 +4,13 @@
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, parseCidr } from '../../net/addr/cidr.js';
+import { addressAt, formatCidr, nextUsableOffset, normalizeAddress } from '../../net/addr/cidr.js';
 import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { ADDRESS_FAMILIES, NODE_KINDS, TAG_PATTERN } from '../types.js';
+import { checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES } from '../common.js';
+import type { InstanceRow } from '../common.js';
 import type {
   AddressFamily,
   CertificateRecord,
@@ -24,6 +25,8 @@ import type {
   NatMapping,
   RegistrationRecord,
   RelayServerRecord,
+  CloudInstanceRecord,
+  InstanceMessageHandler,
   Store,
   TokenResult,
 } from '../types.js';
@@ -71,6 +74,7 @@ interface RegRow {
   last_seen: number;
   last_seq: string;
   mapping: string | null;
+  nms: string | null;
 }
 
 interface RelayRow {
@@ -85,9 +89,6 @@ interface TokenRow {
   used_at: number | null;
   expires_at: number;
 }
-
-/** Upper bound on collisions skipped while allocating one address (only happens when pools overlap after a pool change). */
-const MAX_ALLOCATION_PROBES = 100_000;
 
 function nodeFromRow(r: NodeRow): NodeRecord {
   return {
@@ -126,19 +127,8 @@ function regFromRow(r: RegRow): RegistrationRecord {
     lastSeen: r.last_seen,
     lastSeq: BigInt(r.last_seq),
     ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
+    ...(r.nms !== null ? { nms: r.nms } : {}),
   };
-}
-
-function decodeEndpoints(text: string, row = 'registration row: reported'): Endpoint[] {
-  const parsed: unknown = JSON.parse(text);
-  if (!Array.isArray(parsed)) throw new StoreError('ERR_STORE', `corrupt ${row} is not a list`);
-  return parsed.map((e: unknown) => {
-    const o = e as { address?: unknown; port?: unknown };
-    if (typeof o?.address !== 'string' || typeof o.port !== 'number') {
-      throw new StoreError('ERR_STORE', `corrupt ${row}: bad endpoint`);
-    }
-    return { address: o.address, port: o.port };
-  });
 }
 
 function relayFromRow(r: RelayRow): RelayServerRecord {
@@ -149,34 +139,6 @@ function relayFromRow(r: RelayRow): RelayServerRecord {
     startedAt: r.started_at,
     heartbeatAt: r.heartbeat_at,
   };
-}
-
-/** Longest relay server id the store accepts (ids are short random text). */
-const MAX_RELAY_ID_LEN = 64;
-
-function checkRelay(rec: RelayServerRecord): { id: string; endpoints: string } {
-  if (typeof rec?.id !== 'string' || rec.id === '' || rec.id.length > MAX_RELAY_ID_LEN) {
-    throw new StoreError('ERR_STORE_INVALID', `relay server id must be 1..${MAX_RELAY_ID_LEN} characters`);
-  }
-  if (!Array.isArray(rec.endpoints)) throw new StoreError('ERR_STORE_INVALID', 'relay server endpoints must be a list');
-  const endpoints = rec.endpoints.map((e, i) => checkEndpoint(e, `endpoints[${i}]`));
-  if (!Number.isInteger(rec.load) || rec.load < 0) throw new StoreError('ERR_STORE_INVALID', 'relay server load must be a non-negative integer');
-  if (!Number.isInteger(rec.startedAt) || !Number.isInteger(rec.heartbeatAt)) {
-    throw new StoreError('ERR_STORE_INVALID', 'relay server startedAt/heartbeatAt must be integers (unix ms)');
-  }
-  return { id: rec.id, endpoints: JSON.stringify(endpoints) };
-}
-
-function checkEndpoint(e: Endpoint, what: string): Endpoint {
-  if (typeof e?.address !== 'string' || !Number.isInteger(e.port) || e.port < 0 || e.port > 65535) {
-    throw new StoreError('ERR_STORE_INVALID', `${what} must be { address: string, port: 0..65535 }`);
-  }
-  return { address: e.address, port: e.port };
-}
-
-function checkSeq(seq: bigint): string {
-  if (typeof seq !== 'bigint' || seq < 0n) throw new StoreError('ERR_STORE_INVALID', 'lastSeq must be a non-negative bigint');
-  return seq.toString();
 }
 
 /** Maps driver errors to StoreError codes; ours pass through untouched. */
@@ -224,6 +186,8 @@ class SqliteStore implements Store {
   readonly #db: Db;
   #closed = false;
   readonly #s: Record<string, Stmt>;
+  /** Instance message listeners: a SQLite cloud is one process, so delivery stays in it. */
+  readonly #listeners = new Set<InstanceMessageHandler>();
   readonly #maxV4: Stmt;
   readonly #maxV6: Stmt;
   readonly #createNodeTx: (input: NewNode, pools: Pools) => NodeRecord;
@@ -267,12 +231,12 @@ class SqliteStore implements Store {
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
       upsertReg: p(
-        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
            observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
            registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
-           mapping = excluded.mapping`,
+           mapping = excluded.mapping, nms = excluded.nms`,
       ),
       touchReg: p(
         'UPDATE registrations SET last_seen = ?, last_seq = ?, observed_address = ?, observed_port = ? WHERE node_id = ?',
@@ -292,6 +256,13 @@ class SqliteStore implements Store {
       insertTag: p('INSERT INTO node_tags (name, tag) VALUES (?, ?)'),
       getTags: p('SELECT tag FROM node_tags WHERE name = ? ORDER BY tag'),
       listTags: p('SELECT name, tag FROM node_tags ORDER BY name, tag'),
+      upsertInstance: p(
+        `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET as_endpoints = excluded.as_endpoints, nms_endpoints = excluded.nms_endpoints,
+           trs_endpoints = excluded.trs_endpoints, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+      ),
+      listInstances: p('SELECT * FROM cloud_instances ORDER BY id'),
+      deleteInstance: p('DELETE FROM cloud_instances WHERE id = ?'),
     };
     // Indexes can exceed 2^53 in a big IPv6 pool in principle: read them as bigint.
     this.#maxV4 = p('SELECT MAX(vip4_index) AS m FROM nodes WHERE vip4_pool = ?').safeIntegers(true);
@@ -326,6 +297,7 @@ class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#listeners.clear();
     this.#db.close();
   }
 
@@ -380,12 +352,7 @@ class SqliteStore implements Store {
   }
 
   #createNodeSync(input: NewNode, pools: Pools): NodeRecord {
-    if (typeof input.name !== 'string' || input.name === '') throw new StoreError('ERR_STORE_INVALID', 'node name must be a non-empty string');
-    if (!NODE_KINDS.includes(input.kind)) throw new StoreError('ERR_STORE_INVALID', `unknown node kind "${String(input.kind)}"`);
-    const v4 = parseCidr(pools.v4);
-    const v6 = parseCidr(pools.v6);
-    if (v4.family !== 4) throw new StoreError('ERR_STORE_INVALID', `v4 pool ${pools.v4} is not an IPv4 prefix`);
-    if (v6.family !== 6) throw new StoreError('ERR_STORE_INVALID', `v6 pool ${pools.v6} is not an IPv6 prefix`);
+    const { v4, v6, family, adapterId, mac, createdAt } = checkNewNode(input, pools);
     if (this.#stmt('nodeIdByName').get(input.name) !== undefined) {
       throw new StoreError('ERR_NAME_TAKEN', `a node named "${input.name}" already exists`);
     }
@@ -393,11 +360,6 @@ class SqliteStore implements Store {
     const v6Text = formatCidr(v6);
     const a4 = this.#allocate(v4, v4Text, this.#maxV4, 'IPv4');
     const a6 = this.#allocate(v6, v6Text, this.#maxV6, 'IPv6');
-    const createdAt = input.createdAt ?? Date.now();
-    const adapterId = input.adapterId ?? null;
-    const mac = input.mac ?? null;
-    const family = input.family ?? 'dual';
-    if (!ADDRESS_FAMILIES.includes(family)) throw new StoreError('ERR_STORE_INVALID', `unknown address family "${String(family)}"`);
     const inserted = this.#stmt('insertNode').get(
       input.name,
       input.kind,
@@ -522,6 +484,7 @@ class SqliteStore implements Store {
         rec.lastSeen,
         checkSeq(rec.lastSeq),
         rec.mapping ?? null,
+        checkNms(rec.nms),
       );
     });
   }
@@ -576,10 +539,7 @@ class SqliteStore implements Store {
 
   setNodeTags(name: string, tags: string[]): Promise<void> {
     return this.#run(() => {
-      if (typeof name !== 'string' || name === '') throw new StoreError('ERR_STORE_INVALID', 'node name must be a non-empty string');
-      if (!Array.isArray(tags)) throw new StoreError('ERR_STORE_INVALID', 'tags must be a list');
-      for (const t of tags) if (typeof t !== 'string' || !TAG_PATTERN.test(t)) throw new StoreError('ERR_STORE_INVALID', `invalid tag ${JSON.stringify(t)}`);
-      this.#setTagsTx(name, [...new Set(tags)].sort());
+      this.#setTagsTx(name, checkTags(name, tags));
     });
   }
 
@@ -596,6 +556,41 @@ class SqliteStore implements Store {
         else out.set(r.name, [r.tag]);
       }
       return out;
+    });
+  }
+
+  upsertInstance(rec: CloudInstanceRecord): Promise<void> {
+    return this.#run(() => {
+      const r = checkInstance(rec);
+      this.#stmt('upsertInstance').run(r.id, r.as, r.nms, r.trs, rec.startedAt, rec.heartbeatAt);
+    });
+  }
+
+  listInstances(): Promise<CloudInstanceRecord[]> {
+    return this.#run(() => (this.#stmt('listInstances').all() as InstanceRow[]).map(instanceFromRow));
+  }
+
+  deleteInstance(id: string): Promise<void> {
+    return this.#run(() => {
+      this.#stmt('deleteInstance').run(id);
+    });
+  }
+
+  publish(payload: string): Promise<void> {
+    return this.#run(() => {
+      checkMessage(payload);
+      // Asynchronous like a NOTIFY: listeners run after the caller's turn.
+      for (const h of this.#listeners) setImmediate(() => h(payload));
+    });
+  }
+
+  subscribe(handler: InstanceMessageHandler): Promise<() => Promise<void>> {
+    return this.#run(() => {
+      const h: InstanceMessageHandler = (p) => handler(p);
+      this.#listeners.add(h);
+      return async () => {
+        this.#listeners.delete(h);
+      };
     });
   }
 }

@@ -1,11 +1,12 @@
-// The Store compliance suite: every backend (SQLite now, PostgreSQL later) must pass it unchanged.
+// The Store compliance suite: every backend (SQLite and PostgreSQL) must pass it unchanged.
 // `open` must return a fresh, empty, migrated store each time it is called.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { contains, offsetOf } from '../../../src/net/addr/cidr.js';
 import { StoreError } from '../../../src/store/errors.js';
-import type { NodeRecord, Pools, RegistrationRecord, RelayServerRecord, Store } from '../../../src/store/types.js';
+import { MAX_INSTANCE_MESSAGE } from '../../../src/store/types.js';
+import type { CloudInstanceRecord, NodeRecord, Pools, RegistrationRecord, RelayServerRecord, Store } from '../../../src/store/types.js';
 
 export const POOLS: Pools = { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' };
 
@@ -34,8 +35,8 @@ function reg(nodeId: number, over: Partial<RegistrationRecord> = {}): Registrati
   };
 }
 
-export function runStoreCompliance(label: string, open: () => Promise<Store>): void {
-  describe(`Store compliance: ${label}`, () => {
+export function runStoreCompliance(label: string, open: () => Promise<Store>, opts: { skip?: string | false } = {}): void {
+  describe(`Store compliance: ${label}`, { skip: opts.skip ?? false }, () => {
     /** Opens a fresh store for one test and closes it afterwards. */
     async function withStore(fn: (s: Store) => Promise<void>): Promise<void> {
       const s = await open();
@@ -440,6 +441,94 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>): v
           assert.deepEqual(await s.listRelayServers(), []);
           await s.upsertRelayServer(relay('x'.repeat(64)));
           assert.equal((await s.listRelayServers()).length, 1);
+        }));
+    });
+
+    describe('cloud instances and instance messages', () => {
+      const inst = (id: string, over: Partial<CloudInstanceRecord> = {}): CloudInstanceRecord => ({
+        id,
+        as: [{ address: '198.51.100.1', port: 4501 }],
+        nms: [
+          { address: '198.51.100.1', port: 4502 },
+          { address: '2001:db8::1', port: 4502 },
+        ],
+        trs: [],
+        startedAt: 1_700_000_000_000,
+        heartbeatAt: 1_700_000_000_000,
+        ...over,
+      });
+
+      test('upsert, heartbeat, list, delete; invalid records refused', () =>
+        withStore(async (s) => {
+          assert.deepEqual(await s.listInstances(), []);
+          await s.upsertInstance(inst('i-b'));
+          await s.upsertInstance(inst('i-a', { as: [] }));
+          assert.deepEqual(await s.listInstances(), [inst('i-a', { as: [] }), inst('i-b')]);
+          const beat = inst('i-b', { heartbeatAt: 1_700_000_002_000, trs: [{ address: '::1', port: 4503 }] });
+          await s.upsertInstance(beat);
+          assert.deepEqual((await s.listInstances()).find((r) => r.id === 'i-b'), beat);
+          await s.deleteInstance('i-a');
+          await s.deleteInstance('never-there');
+          assert.deepEqual(await s.listInstances(), [beat]);
+          await rejectsWith(s.upsertInstance(inst('')), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertInstance(inst('x'.repeat(65))), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertInstance(inst('r', { nms: [{ address: 'x', port: 70000 }] })), 'ERR_STORE_INVALID');
+          await rejectsWith(s.upsertInstance(inst('r', { heartbeatAt: 1.5 })), 'ERR_STORE_INVALID');
+          assert.deepEqual(await s.listInstances(), [beat]);
+        }));
+
+      test('a registration records its NMS instance; a new registration replaces it', () =>
+        withStore(async (s) => {
+          const n = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          await s.upsertRegistration(reg(n.id));
+          assert.equal((await s.getRegistration(n.id))?.nms, undefined);
+          await s.upsertRegistration(reg(n.id, { nms: 'i-1' }));
+          assert.equal((await s.getRegistration(n.id))?.nms, 'i-1');
+          await s.touchRegistration(n.id, 1_700_000_001_000, 2n, { address: '203.0.113.7', port: 61000 });
+          assert.equal((await s.getRegistration(n.id))?.nms, 'i-1');
+          await s.upsertRegistration(reg(n.id, { nms: 'i-2' }));
+          assert.deepEqual(await s.listRegistrations(), [reg(n.id, { nms: 'i-2' })]);
+          await rejectsWith(s.upsertRegistration(reg(n.id, { nms: '' })), 'ERR_STORE_INVALID');
+        }));
+
+      test('published messages reach every subscriber until it stops; over-long ones are refused', () =>
+        withStore(async (s) => {
+          const gotA: string[] = [];
+          const gotB: string[] = [];
+          const stopA = await s.subscribe((p) => gotA.push(p));
+          const stopB = await s.subscribe((p) => gotB.push(p));
+          await s.publish('one');
+          await s.publish(JSON.stringify({ to: 'i-1', x: 'ü' }));
+          const until = async (cond: () => boolean): Promise<void> => {
+            for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+          };
+          await until(() => gotA.length === 2 && gotB.length === 2);
+          assert.deepEqual(gotA, ['one', '{"to":"i-1","x":"ü"}']);
+          assert.deepEqual(gotB, gotA);
+          await stopA();
+          await s.publish('two');
+          await until(() => gotB.length === 3);
+          assert.deepEqual(gotB, [...gotA, 'two']);
+          assert.equal(gotA.length, 2);
+          await rejectsWith(s.publish('x'.repeat(MAX_INSTANCE_MESSAGE + 1)), 'ERR_STORE_INVALID');
+          await stopB();
+        }));
+    });
+
+    describe('policy tags', () => {
+      test('set (deduplicated, sorted), replace, list, clear; names need not exist yet; bad tags refused, nothing kept', () =>
+        withStore(async (s) => {
+          assert.deepEqual(await s.getNodeTags('cam1'), []);
+          await s.setNodeTags('cam1', ['video', 'cam', 'cam']);
+          assert.deepEqual(await s.getNodeTags('cam1'), ['cam', 'video']);
+          await s.setNodeTags('ops1', ['ops']);
+          assert.deepEqual([...(await s.listNodeTags())], [['cam1', ['cam', 'video']], ['ops1', ['ops']]]);
+          await s.setNodeTags('cam1', ['cam']);
+          assert.deepEqual(await s.getNodeTags('cam1'), ['cam']);
+          await s.setNodeTags('cam1', []);
+          assert.deepEqual(await s.getNodeTags('cam1'), []);
+          for (const bad of ['', 'Caps', '-x', 'a b', 'x'.repeat(64)]) await rejectsWith(s.setNodeTags('n', ['ok', bad]), 'ERR_STORE_INVALID');
+          assert.deepEqual(await s.getNodeTags('n'), []);
         }));
     });
   });

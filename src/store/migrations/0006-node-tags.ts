@@ -1,4 +1,4 @@
-// Migration 5: node_tags — the policy tags of each node or general node (`cloud enroll NAME --tags`,
+// Migration 6: node_tags — the policy tags of each node or general node (`cloud enroll NAME --tags`,
 // `cloud tags NAME --set`). Keyed by node name, not id: tags may be given at enrollment, before the node row exists.
 
 import type { Migration } from './types.js';
@@ -11,7 +11,7 @@ const DDL = `CREATE TABLE node_tags (
 `;
 
 export const nodeTags: Migration = {
-  version: 5,
+  version: 6,
   name: 'node-tags',
   sqlite: DDL,
   postgres: DDL,

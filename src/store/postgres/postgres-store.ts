@@ -1,0 +1,620 @@
+// PostgreSQL backend of the Store interface (the `pg` client, a small connection pool), for clouds that run several
+// instances on one shared database. Races between instances are settled by PostgreSQL itself: conditional UPDATEs
+// (token consumption), INSERT … ON CONFLICT (meta), and a transaction-scoped advisory lock around address allocation
+// and migrations. Connection and authentication failures become StoreErrors with a clear code and no password.
+
+import pg from 'pg';
+import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
+import { CyphonicError } from '../../util/errors.js';
+import { checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES } from '../common.js';
+import type { InstanceRow } from '../common.js';
+import { StoreError } from '../errors.js';
+import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
+import type {
+  AddressFamily,
+  CertificateRecord,
+  CloudInstanceRecord,
+  CommonKeyRecord,
+  InstanceMessageHandler,
+  Endpoint,
+  NatMapping,
+  NewCertificate,
+  NewEnrollmentToken,
+  NewNode,
+  NodeKind,
+  NodeRecord,
+  Pools,
+  RegistrationRecord,
+  RelayServerRecord,
+  Store,
+  TokenResult,
+} from '../types.js';
+
+/** Advisory lock keys (arbitrary constants, one per serialised activity). */
+const LOCK_MIGRATE = 0x63790001;
+const LOCK_ALLOCATE = 0x63790002;
+/** The LISTEN/NOTIFY channel of instance messages. */
+const CHANNEL = 'cyphonic_instances';
+/** Tunable: wait before a lost LISTEN connection is opened again (ms). */
+const RELISTEN_MS = 1_000;
+
+/** Tunable: connections per store (one process); allocation holds one for the length of its transaction. */
+const POOL_SIZE = 8;
+/** Tunable: how long opening a connection may take before the call fails (ms). */
+const CONNECT_TIMEOUT_MS = 5_000;
+
+const OID_INT8 = 20;
+/** BIGINT columns hold unix ms and ids, all below 2^53: read them as numbers (indexes are read as text). */
+const TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === OID_INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+interface NodeRow {
+  id: number;
+  name: string;
+  kind: string;
+  vip4: string;
+  vip6: string;
+  adapter_id: number | null;
+  mac: string | null;
+  family: string;
+  created_at: number;
+}
+
+interface CertRow {
+  serial: string;
+  node_id: number;
+  der: Buffer;
+  not_after: number;
+  created_at: number;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}
+
+interface RegRow {
+  node_id: number;
+  reported: string;
+  observed_address: string;
+  observed_port: number;
+  nat: boolean;
+  keepalive_sec: number;
+  registered_at: number;
+  last_seen: number;
+  last_seq: string;
+  mapping: string | null;
+  nms: string | null;
+}
+
+interface RelayRow {
+  id: string;
+  endpoints: string;
+  load: number;
+  started_at: number;
+  heartbeat_at: number;
+}
+
+function nodeFromRow(r: NodeRow): NodeRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    kind: r.kind as NodeKind,
+    vip4: r.vip4,
+    vip6: r.vip6,
+    adapterId: r.adapter_id,
+    mac: r.mac,
+    family: r.family as AddressFamily,
+    createdAt: r.created_at,
+  };
+}
+
+function certFromRow(r: CertRow): CertificateRecord {
+  return {
+    serial: r.serial,
+    nodeId: r.node_id,
+    der: Buffer.from(r.der),
+    notAfter: r.not_after,
+    createdAt: r.created_at,
+    revokedAt: r.revoked_at,
+    revokeReason: r.revoke_reason,
+  };
+}
+
+function regFromRow(r: RegRow): RegistrationRecord {
+  return {
+    nodeId: r.node_id,
+    reported: decodeEndpoints(r.reported),
+    observed: { address: r.observed_address, port: r.observed_port },
+    nat: r.nat,
+    keepaliveSec: r.keepalive_sec,
+    registeredAt: r.registered_at,
+    lastSeen: r.last_seen,
+    lastSeq: BigInt(r.last_seq),
+    ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
+    ...(r.nms !== null ? { nms: r.nms } : {}),
+  };
+}
+
+function relayFromRow(r: RelayRow): RelayServerRecord {
+  return {
+    id: r.id,
+    endpoints: decodeEndpoints(r.endpoints, 'relay server row: endpoints'),
+    load: r.load,
+    startedAt: r.started_at,
+    heartbeatAt: r.heartbeat_at,
+  };
+}
+
+/** The URL with any password replaced, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/:[^:@/]*@/, ':***@');
+  }
+}
+
+/** Maps driver and server errors to StoreError codes; ours pass through untouched. */
+export function translatePg(err: unknown, where = ''): unknown {
+  if (err instanceof CyphonicError) return err;
+  const code = (err as { code?: unknown })?.code;
+  const message = `${where}${err instanceof Error ? err.message : String(err)}`;
+  if (typeof code === 'string') {
+    if (code === '23505') return new StoreError('ERR_STORE_DUPLICATE', message, { cause: err });
+    if (code === '23503') return new StoreError('ERR_STORE_REFERENCE', message, { cause: err });
+    if (code.startsWith('23') || code === '22P02' || code === '22003') return new StoreError('ERR_STORE_INVALID', message, { cause: err });
+    if (code === '40001' || code === '40P01' || code === '55P03') return new StoreError('ERR_STORE_BUSY', `database is busy: ${message}`, { cause: err });
+    if (code === '28P01' || code === '28000') return new StoreError('ERR_STORE_AUTH', `authentication refused: ${message}`, { cause: err });
+    if (code === '3D000') return new StoreError('ERR_STORE_URL', message, { cause: err });
+    // Class 08 (connection exception), 57P01..03 (admin shutdown, cannot connect now), and socket errors.
+    if (code.startsWith('08') || code.startsWith('57P') || /^E[A-Z]+$/.test(code)) {
+      return new StoreError('ERR_STORE_UNAVAILABLE', `database unreachable: ${message}`, { cause: err });
+    }
+  }
+  if (/timeout|Connection terminated|connection is closed/i.test(message)) {
+    return new StoreError('ERR_STORE_UNAVAILABLE', `database unreachable: ${message}`, { cause: err });
+  }
+  return new StoreError('ERR_STORE', message, { cause: err });
+}
+
+type Queryable = pg.Pool | pg.PoolClient;
+
+async function rows<T>(q: Queryable, sql: string, params: unknown[] = []): Promise<T[]> {
+  return (await q.query(sql, params)).rows as T[];
+}
+
+async function migrateDb(pool: pg.Pool): Promise<void> {
+  await inTransaction(pool, async (c) => {
+    // Every instance may start at once: one at a time, the others then find everything applied.
+    await c.query('SELECT pg_advisory_xact_lock($1)', [LOCK_MIGRATE]);
+    await c.query(SCHEMA_MIGRATIONS_DDL);
+    const applied = new Set((await rows<{ version: number }>(c, 'SELECT version FROM schema_migrations')).map((r) => r.version));
+    const newest = Math.max(0, ...applied);
+    if (newest > LATEST_SCHEMA_VERSION) {
+      throw new StoreError(
+        'ERR_STORE_SCHEMA',
+        `database schema version ${newest} is newer than this build supports (${LATEST_SCHEMA_VERSION}); upgrade cyphonic`,
+      );
+    }
+    for (const m of MIGRATIONS) {
+      if (applied.has(m.version)) continue;
+      await c.query(m.postgres);
+      await c.query('INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)', [m.version, m.name, Date.now()]);
+    }
+  });
+}
+
+async function inTransaction<T>(pool: pg.Pool, body: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  const c = await pool.connect();
+  let broken = false;
+  try {
+    await c.query('BEGIN');
+    const out = await body(c);
+    await c.query('COMMIT');
+    return out;
+  } catch (err) {
+    try {
+      await c.query('ROLLBACK');
+    } catch {
+      broken = true; // the connection is gone: do not hand it out again
+    }
+    throw err;
+  } finally {
+    c.release(broken);
+  }
+}
+
+class PostgresStore implements Store {
+  #closed = false;
+  readonly #stops = new Set<() => Promise<void>>();
+
+  constructor(
+    readonly pool: pg.Pool,
+    private readonly url: string,
+  ) {}
+
+  async #run<T>(body: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new StoreError('ERR_STORE_CLOSED', 'store is closed');
+    try {
+      return await body();
+    } catch (err) {
+      throw translatePg(err);
+    }
+  }
+
+  #q<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return this.#run(() => rows<T>(this.pool, sql, params));
+  }
+
+  async #changes(sql: string, params: unknown[]): Promise<number> {
+    return this.#run(async () => (await this.pool.query(sql, params)).rowCount ?? 0);
+  }
+
+  migrate(): Promise<void> {
+    return this.#run(() => migrateDb(this.pool));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const stop of [...this.#stops]) await stop();
+    await this.pool.end();
+  }
+
+  async getMeta(key: string): Promise<string | null> {
+    const r = await this.#q<{ value: string }>('SELECT value FROM meta WHERE key = $1', [key]);
+    return r[0]?.value ?? null;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    await this.#q('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value', [key, value]);
+  }
+
+  async setMetaIfAbsent(key: string, value: string): Promise<string> {
+    // The INSERT settles the race (the unique key); a loser's read then sees the winner's committed row.
+    await this.#q('INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
+    return (await this.getMeta(key)) ?? value;
+  }
+
+  async setNodeTags(name: string, tags: string[]): Promise<void> {
+    const list = checkTags(name, tags);
+    await this.#run(() =>
+      inTransaction(this.pool, async (c) => {
+        await c.query('DELETE FROM node_tags WHERE name = $1', [name]);
+        for (const t of list) await c.query('INSERT INTO node_tags (name, tag) VALUES ($1, $2)', [name, t]);
+      }),
+    );
+  }
+
+  async getNodeTags(name: string): Promise<string[]> {
+    return (await this.#q<{ tag: string }>('SELECT tag FROM node_tags WHERE name = $1 ORDER BY tag', [name])).map((r) => r.tag);
+  }
+
+  async listNodeTags(): Promise<Map<string, string[]>> {
+    const out = new Map<string, string[]>();
+    for (const r of await this.#q<{ name: string; tag: string }>('SELECT name, tag FROM node_tags ORDER BY name, tag')) {
+      const l = out.get(r.name);
+      if (l) l.push(r.tag);
+      else out.set(r.name, [r.tag]);
+    }
+    return out;
+  }
+
+  async createEnrollmentToken(rec: NewEnrollmentToken): Promise<void> {
+    await this.#q('INSERT INTO enrollment_tokens (token_hash, name, expires_at, created_at, used_at) VALUES ($1, $2, $3, $4, NULL)', [
+      rec.tokenHash,
+      rec.name,
+      rec.expiresAt,
+      rec.createdAt,
+    ]);
+  }
+
+  async consumeEnrollmentToken(tokenHash: string, now: number): Promise<TokenResult> {
+    // One conditional UPDATE: PostgreSQL row-locks the token and re-checks used_at for a concurrent updater, so
+    // exactly one caller (in any instance) flips it.
+    const won = await this.#q<{ name: string }>(
+      'UPDATE enrollment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING name',
+      [now, tokenHash],
+    );
+    if (won[0] !== undefined) return { ok: true, name: won[0].name };
+    const row = (await this.#q<{ used_at: number | null }>('SELECT used_at FROM enrollment_tokens WHERE token_hash = $1', [tokenHash]))[0];
+    if (row === undefined) return { ok: false, reason: 'unknown' };
+    if (row.used_at !== null) return { ok: false, reason: 'used' };
+    return { ok: false, reason: 'expired' };
+  }
+
+  async #allocate(c: pg.PoolClient, pool: Cidr, poolText: string, column: 'vip4' | 'vip6', what: string): Promise<{ index: bigint; address: string }> {
+    const max = (await rows<{ m: string | null }>(c, `SELECT MAX(${column}_index)::text AS m FROM nodes WHERE ${column}_pool = $1`, [poolText]))[0];
+    let candidate = nextUsableOffset(pool, BigInt(max?.m ?? '0') + 1n);
+    for (let probes = 0; candidate !== null && probes < MAX_ALLOCATION_PROBES; probes++) {
+      const address = addressAt(pool, candidate);
+      const taken = await rows(c, 'SELECT 1 FROM nodes WHERE vip4 = $1 OR vip6 = $1', [address]);
+      if (taken.length === 0) return { index: candidate, address };
+      candidate = nextUsableOffset(pool, candidate + 1n);
+    }
+    throw new StoreError('ERR_POOL_EXHAUSTED', `${what} pool ${poolText} has no free address left`);
+  }
+
+  createNode(input: NewNode, pools: Pools): Promise<NodeRecord> {
+    return this.#run(async () => {
+      const { v4, v6, family, adapterId, mac, createdAt } = checkNewNode(input, pools);
+      return inTransaction(this.pool, async (c) => {
+        // Allocation reads MAX(index) then inserts: instances take turns (the lock ends with the transaction).
+        await c.query('SELECT pg_advisory_xact_lock($1)', [LOCK_ALLOCATE]);
+        if ((await rows(c, 'SELECT 1 FROM nodes WHERE name = $1', [input.name])).length > 0) {
+          throw new StoreError('ERR_NAME_TAKEN', `a node named "${input.name}" already exists`);
+        }
+        const v4Text = formatCidr(v4);
+        const v6Text = formatCidr(v6);
+        const a4 = await this.#allocate(c, v4, v4Text, 'vip4', 'IPv4');
+        const a6 = await this.#allocate(c, v6, v6Text, 'vip6', 'IPv6');
+        const inserted = await rows<{ id: number }>(
+          c,
+          `INSERT INTO nodes (name, kind, vip4, vip6, vip4_pool, vip4_index, vip6_pool, vip6_index, adapter_id, mac, family, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id`,
+          [input.name, input.kind, a4.address, a6.address, v4Text, a4.index.toString(), v6Text, a6.index.toString(), adapterId, mac, family, createdAt],
+        );
+        return { id: inserted[0]!.id, name: input.name, kind: input.kind, vip4: a4.address, vip6: a6.address, adapterId, mac, family, createdAt };
+      });
+    });
+  }
+
+  async #oneNode(sql: string, params: unknown[]): Promise<NodeRecord | null> {
+    const r = await this.#q<NodeRow>(sql, params);
+    return r[0] === undefined ? null : nodeFromRow(r[0]);
+  }
+
+  getNodeById(id: number): Promise<NodeRecord | null> {
+    if (!Number.isSafeInteger(id)) return this.#run(async () => null);
+    return this.#oneNode('SELECT * FROM nodes WHERE id = $1', [id]);
+  }
+
+  getNodeByName(name: string): Promise<NodeRecord | null> {
+    return this.#oneNode('SELECT * FROM nodes WHERE name = $1', [name]);
+  }
+
+  getNodeByVip(address: string): Promise<NodeRecord | null> {
+    const canonical = normalizeAddress(address);
+    if (canonical === null) return this.#run(async () => null);
+    return this.#oneNode('SELECT * FROM nodes WHERE vip4 = $1 OR vip6 = $1', [canonical]);
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    return (await this.#q<NodeRow>('SELECT * FROM nodes ORDER BY id')).map(nodeFromRow);
+  }
+
+  async listGeneralNodes(adapterId: number): Promise<NodeRecord[]> {
+    return (await this.#q<NodeRow>("SELECT * FROM nodes WHERE adapter_id = $1 AND kind = 'general' ORDER BY id", [adapterId])).map(nodeFromRow);
+  }
+
+  async addCertificate(rec: NewCertificate): Promise<void> {
+    await this.#q(
+      'INSERT INTO certificates (serial, node_id, der, not_after, created_at, revoked_at, revoke_reason) VALUES ($1, $2, $3, $4, $5, NULL, NULL)',
+      [rec.serial, rec.nodeId, rec.der, rec.notAfter, rec.createdAt],
+    );
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | null> {
+    const r = await this.#q<CertRow>('SELECT * FROM certificates WHERE serial = $1', [serial]);
+    return r[0] === undefined ? null : certFromRow(r[0]);
+  }
+
+  async listNodeCertificates(nodeId: number): Promise<CertificateRecord[]> {
+    return (await this.#q<CertRow>('SELECT * FROM certificates WHERE node_id = $1 ORDER BY created_at, serial', [nodeId])).map(certFromRow);
+  }
+
+  revokeCertificate(serial: string, reason: string, at: number): Promise<boolean> {
+    return this.#changes('UPDATE certificates SET revoked_at = $1, revoke_reason = $2 WHERE serial = $3 AND revoked_at IS NULL', [at, reason, serial]).then(
+      (n) => n > 0,
+    );
+  }
+
+  revokeNodeCertificates(nodeId: number, reason: string, at: number): Promise<number> {
+    return this.#changes('UPDATE certificates SET revoked_at = $1, revoke_reason = $2 WHERE node_id = $3 AND revoked_at IS NULL', [at, reason, nodeId]);
+  }
+
+  async isRevoked(serial: string): Promise<boolean> {
+    return (await this.#q('SELECT 1 FROM certificates WHERE serial = $1 AND revoked_at IS NOT NULL', [serial])).length > 0;
+  }
+
+  async listRevokedSerials(): Promise<string[]> {
+    // COLLATE "C": byte order, the same order SQLite gives, whatever the database's locale.
+    return (await this.#q<{ serial: string }>('SELECT serial FROM certificates WHERE revoked_at IS NOT NULL ORDER BY serial COLLATE "C"')).map((r) => r.serial);
+  }
+
+  async putCommonKey(rec: CommonKeyRecord): Promise<void> {
+    await this.#q(
+      `INSERT INTO common_keys (node_id, key, expires_at, created_at) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (node_id) DO UPDATE SET key = excluded.key, expires_at = excluded.expires_at, created_at = excluded.created_at`,
+      [rec.nodeId, rec.key, rec.expiresAt, rec.createdAt],
+    );
+  }
+
+  async getCommonKey(nodeId: number): Promise<CommonKeyRecord | null> {
+    const r = (await this.#q<{ node_id: number; key: Buffer; expires_at: number; created_at: number }>('SELECT * FROM common_keys WHERE node_id = $1', [nodeId]))[0];
+    if (r === undefined) return null;
+    return { nodeId: r.node_id, key: Buffer.from(r.key), expiresAt: r.expires_at, createdAt: r.created_at };
+  }
+
+  upsertRegistration(rec: RegistrationRecord): Promise<void> {
+    return this.#run(async () => {
+      const reported = rec.reported.map((e, i) => checkEndpoint(e, `reported[${i}]`));
+      const observed = checkEndpoint(rec.observed, 'observed');
+      await this.pool.query(
+        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
+           observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
+           registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
+           mapping = excluded.mapping, nms = excluded.nms`,
+        [rec.nodeId, JSON.stringify(reported), observed.address, observed.port, rec.nat, rec.keepaliveSec, rec.registeredAt, rec.lastSeen, checkSeq(rec.lastSeq), rec.mapping ?? null, checkNms(rec.nms)],
+      );
+    });
+  }
+
+  setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean> {
+    return this.#run(async () => {
+      if (mapping !== 'independent' && mapping !== 'dependent') throw new StoreError('ERR_STORE_INVALID', `invalid NAT mapping ${String(mapping)}`);
+      return ((await this.pool.query('UPDATE registrations SET mapping = $1 WHERE node_id = $2', [mapping, nodeId])).rowCount ?? 0) > 0;
+    });
+  }
+
+  touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean> {
+    return this.#run(async () => {
+      const o = checkEndpoint(observed, 'observed');
+      const r = await this.pool.query('UPDATE registrations SET last_seen = $1, last_seq = $2, observed_address = $3, observed_port = $4 WHERE node_id = $5', [
+        lastSeen,
+        checkSeq(lastSeq),
+        o.address,
+        o.port,
+        nodeId,
+      ]);
+      return (r.rowCount ?? 0) > 0;
+    });
+  }
+
+  async getRegistration(nodeId: number): Promise<RegistrationRecord | null> {
+    const r = await this.#q<RegRow>('SELECT * FROM registrations WHERE node_id = $1', [nodeId]);
+    return r[0] === undefined ? null : regFromRow(r[0]);
+  }
+
+  async listRegistrations(): Promise<RegistrationRecord[]> {
+    return (await this.#q<RegRow>('SELECT * FROM registrations ORDER BY node_id')).map(regFromRow);
+  }
+
+  async deleteRegistration(nodeId: number): Promise<void> {
+    await this.#q('DELETE FROM registrations WHERE node_id = $1', [nodeId]);
+  }
+
+  upsertRelayServer(rec: RelayServerRecord): Promise<void> {
+    return this.#run(async () => {
+      const { id, endpoints } = checkRelay(rec);
+      await this.pool.query(
+        `INSERT INTO relay_servers (id, endpoints, load, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET endpoints = excluded.endpoints, load = excluded.load,
+           started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+        [id, endpoints, rec.load, rec.startedAt, rec.heartbeatAt],
+      );
+    });
+  }
+
+  async listRelayServers(): Promise<RelayServerRecord[]> {
+    return (await this.#q<RelayRow>('SELECT * FROM relay_servers ORDER BY id COLLATE "C"')).map(relayFromRow);
+  }
+
+  async deleteRelayServer(id: string): Promise<void> {
+    await this.#q('DELETE FROM relay_servers WHERE id = $1', [id]);
+  }
+
+  upsertInstance(rec: CloudInstanceRecord): Promise<void> {
+    return this.#run(async () => {
+      const r = checkInstance(rec);
+      await this.pool.query(
+        `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET as_endpoints = excluded.as_endpoints, nms_endpoints = excluded.nms_endpoints,
+           trs_endpoints = excluded.trs_endpoints, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+        [r.id, r.as, r.nms, r.trs, rec.startedAt, rec.heartbeatAt],
+      );
+    });
+  }
+
+  async listInstances(): Promise<CloudInstanceRecord[]> {
+    return (await this.#q<InstanceRow>('SELECT * FROM cloud_instances ORDER BY id COLLATE "C"')).map(instanceFromRow);
+  }
+
+  async deleteInstance(id: string): Promise<void> {
+    await this.#q('DELETE FROM cloud_instances WHERE id = $1', [id]);
+  }
+
+  publish(payload: string): Promise<void> {
+    return this.#run(async () => {
+      checkMessage(payload);
+      await this.pool.query('SELECT pg_notify($1, $2)', [CHANNEL, payload]);
+    });
+  }
+
+  /**
+   * LISTEN on a connection of its own (a pooled one would be handed to other queries). A lost connection is opened
+   * again after RELISTEN_MS, for as long as the subscription lasts; messages sent meanwhile are lost (callers retry).
+   */
+  subscribe(handler: InstanceMessageHandler): Promise<() => Promise<void>> {
+    return this.#run(async () => {
+      let client: pg.Client | null = null;
+      let stopped = false;
+      let timer: NodeJS.Timeout | null = null;
+      const connect = async (): Promise<void> => {
+        const c = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES });
+        const again = (): void => {
+          if (client === c) client = null;
+          c.removeAllListeners('notification');
+          c.end().catch(() => undefined);
+          if (!stopped && timer === null) {
+            timer = setTimeout(() => {
+              timer = null;
+              connect().catch(again);
+            }, RELISTEN_MS);
+            timer.unref();
+          }
+        };
+        c.on('error', again);
+        c.on('end', again);
+        c.on('notification', (n) => {
+          if (n.channel === CHANNEL && n.payload !== undefined) handler(n.payload);
+        });
+        client = c;
+        await c.connect();
+        await c.query(`LISTEN ${CHANNEL}`);
+        if (stopped) await c.end();
+      };
+      try {
+        await connect();
+      } catch (err) {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        throw err;
+      }
+      const stop = async (): Promise<void> => {
+        stopped = true;
+        this.#stops.delete(stop);
+        if (timer) clearTimeout(timer);
+        const c = client;
+        client = null;
+        if (c) {
+          c.removeAllListeners();
+          c.on('error', () => undefined);
+          await c.end().catch(() => undefined);
+        }
+      };
+      this.#stops.add(stop);
+      return stop;
+    });
+  }
+}
+
+/**
+ * Connects to the PostgreSQL database named by `url` (postgres://user:password@host:port/db), checks that it answers,
+ * and runs migrations. A wrong host, user, password or database name rejects with a StoreError whose message names
+ * the URL with its password hidden: ERR_STORE_UNAVAILABLE, ERR_STORE_AUTH or ERR_STORE_URL.
+ */
+export async function openPostgresStore(url: string): Promise<Store> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new StoreError('ERR_STORE_URL', `store URL ${redactUrl(url)} is not a valid URL`);
+  }
+  if (parsed.pathname === '' || parsed.pathname === '/') throw new StoreError('ERR_STORE_URL', `store URL ${redactUrl(url)} names no database`);
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES });
+  // An idle connection that dies (server restart) is dropped by the pool; without a listener it would crash us.
+  pool.on('error', () => undefined);
+  try {
+    await migrateDb(pool);
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    const e = translatePg(err, `cannot open PostgreSQL store ${redactUrl(url)}: `);
+    throw e;
+  }
+  return new PostgresStore(pool, url);
+}
