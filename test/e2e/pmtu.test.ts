@@ -131,6 +131,25 @@ describe('path MTU: narrow links, narrowing routers, black holes (netns, offload
       if (peer.addr6 && h.addr6) await h.run('ip', ['-6', 'route', 'replace', `${peer.addr6}/128`, 'via', rtr.addr6!]);
     }
   };
+  /** rtr drops the ICMP errors it would send (fragmentation needed, packet too big), as many firewalls do; or stops. */
+  const icmpBlackhole = async (on: boolean): Promise<void> => {
+    await rtr.exec('nft', ['delete', 'table', 'inet', 'pmtu_blackhole']);
+    if (!on) return;
+    await rtr.run('nft', ['-f', '-'], {
+      input: [
+        'table inet pmtu_blackhole {',
+        '  chain out { type filter hook output priority 0; policy accept;',
+        '    icmp type destination-unreachable counter drop',
+        '    icmpv6 type packet-too-big counter drop',
+        '  }',
+        '}',
+      ].join('\n'),
+    });
+  };
+  /** The router's nft counted dropped ICMP errors. */
+  const icmpDropped = async (): Promise<void> => {
+    assert.match(await rtr.run('nft', ['list', 'chain', 'inet', 'pmtu_blackhole', 'out']), /packets [1-9]/, 'the router did drop ICMP errors');
+  };
   /** rtr's routes toward alpha and beta carry mtu 1280 (narrow) or not (wide); hosts forget what ICMP taught them. */
   const routerMtu = async (narrow: boolean): Promise<void> => {
     for (const x of [alpha.host, beta.host]) {
@@ -193,21 +212,35 @@ describe('path MTU: narrow links, narrowing routers, black holes (netns, offload
     }
   });
 
+  test('IPv4 underlay: the router drops its ICMP errors (nft), narrows under open connections: probes find the path, 10 MB each way within 60 s', async () => {
+    await routerMtu(false);
+    await viaRouter();
+    await icmpBlackhole(true);
+    const [a, b] = await start();
+    try {
+      await tunnel(alpha, [b.vip4!, b.vip6!]);
+      await tunnel(beta, [a.vip4!, a.vip6!]);
+      await concurrently(a, b, 5251, () => routerMtu(true));
+      await report('router v4, ICMP dropped');
+      assert.equal((await alpha.status()).peers[0]?.endpoint, `${beta.host.addr4}:30000`, 'an IPv4 underlay');
+      // The router fragments our GSO sends (no DF) but silently drops what carries DF (probes, single datagrams).
+      await waitFor('probes find the narrow path', async () => {
+        const [pa, pb] = [await pmtuOf(alpha, 'beta'), await pmtuOf(beta, 'alpha')];
+        return pa !== null && pb !== null && pa <= 1280 - 20 - 52 && pb <= 1280 - 20 - 52;
+      }, 15_000, 250);
+      await icmpDropped();
+    } finally {
+      await stop();
+      await icmpBlackhole(false);
+    }
+  });
+
   test('IPv6 underlay: the router drops its ICMP errors (nft), narrows under open connections: probes find the path, 10 MB each way within 60 s', async () => {
     await routerMtu(false);
     // IPv6-only hosts: the underlay is IPv6, where no router fragments: a true black hole for anything over 1280.
     for (const h of [alpha.host, beta.host]) await tb.moveHost(h, tb.global, { family: 'v6' });
     await viaRouter();
-    await rtr.run('nft', ['-f', '-'], {
-      input: [
-        'table inet pmtu_blackhole {',
-        '  chain out { type filter hook output priority 0; policy accept;',
-        '    icmp type destination-unreachable counter drop',
-        '    icmpv6 type packet-too-big counter drop',
-        '  }',
-        '}',
-      ].join('\n'),
-    });
+    await icmpBlackhole(true);
     const [a, b] = await start();
     try {
       await tunnel(alpha, [b.vip4!, b.vip6!]);
@@ -220,8 +253,28 @@ describe('path MTU: narrow links, narrowing routers, black holes (netns, offload
       const [ca, cb] = [await counters(alpha), await counters(beta)];
       assert.ok(ca['data.pmtuBlackHoles']! >= 1 && cb['data.pmtuBlackHoles']! >= 1, `black holes found (${ca['data.pmtuBlackHoles']}, ${cb['data.pmtuBlackHoles']})`);
       assert.ok(ca['data.pmtuProbeAcks']! > 0 && cb['data.pmtuProbesAnswered']! > 0, 'probes acked');
-      const drops = await rtr.run('nft', ['list', 'chain', 'inet', 'pmtu_blackhole', 'out']);
-      assert.match(drops, /packets [1-9]/, 'the router did drop ICMP errors');
+      await icmpDropped();
+    } finally {
+      await stop();
+      await icmpBlackhole(false);
+    }
+  });
+
+  test('IPv6 underlay: a router narrows the path to 1280 under open connections, its ICMPv6 errors arrive: 10 MB each way within 60 s', async () => {
+    // alpha and beta are IPv6-only since the test before.
+    await routerMtu(false);
+    await viaRouter();
+    const [a, b] = await start();
+    try {
+      await tunnel(alpha, [b.vip4!, b.vip6!]);
+      await tunnel(beta, [a.vip4!, a.vip6!]);
+      await concurrently(a, b, 5351, () => routerMtu(true));
+      assert.equal((await alpha.status()).peers[0]?.endpoint, `[${beta.host.addr6}]:30000`, 'an IPv6 underlay');
+      await waitFor('alpha and beta follow the router\'s MTU', async () => {
+        const [pa, pb] = [await pmtuOf(alpha, 'beta'), await pmtuOf(beta, 'alpha')];
+        return pa !== null && pb !== null && pa <= 1280 - 40 - 52 && pb <= 1280 - 40 - 52;
+      }, 15_000, 250);
+      await report('router v6, ICMPv6 delivered');
     } finally {
       await stop();
     }
