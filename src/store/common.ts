@@ -4,7 +4,7 @@
 import { parseCidr, type Cidr } from '../net/addr/cidr.js';
 import { StoreError } from './errors.js';
 import { ADDRESS_FAMILIES, MAX_INSTANCE_MESSAGE, NODE_KINDS, TAG_PATTERN } from './types.js';
-import type { AddressFamily, CloudInstanceRecord, Endpoint, NewNode, Pools, RelayServerRecord } from './types.js';
+import type { AddressFamily, CertificateRecord, CloudInstanceRecord, Endpoint, NewNode, NodeKind, NodeRecord, Pools, RelayServerRecord } from './types.js';
 
 /** Upper bound on collisions skipped while allocating one address (only happens when pools overlap after a pool change). */
 export const MAX_ALLOCATION_PROBES = 100_000;
@@ -118,4 +118,54 @@ export function checkTags(name: string, tags: string[]): string[] {
   if (!Array.isArray(tags)) throw new StoreError('ERR_STORE_INVALID', 'tags must be a list');
   for (const t of tags) if (typeof t !== 'string' || !TAG_PATTERN.test(t)) throw new StoreError('ERR_STORE_INVALID', `invalid tag ${JSON.stringify(t)}`);
   return [...new Set(tags)].sort();
+}
+
+// Rows both backends read the same way (column names and types agree).
+
+export interface NodeRow {
+  id: number;
+  name: string;
+  kind: string;
+  vip4: string;
+  vip6: string;
+  adapter_id: number | null;
+  mac: string | null;
+  family: string;
+  created_at: number;
+}
+
+export interface CertRow {
+  serial: string;
+  node_id: number;
+  der: Buffer;
+  not_after: number;
+  created_at: number;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}
+
+export function nodeFromRow(r: NodeRow): NodeRecord {
+  return {
+    id: r.id,
+    name: r.name,
+    kind: r.kind as NodeKind,
+    vip4: r.vip4,
+    vip6: r.vip6,
+    adapterId: r.adapter_id,
+    mac: r.mac,
+    family: r.family as AddressFamily,
+    createdAt: r.created_at,
+  };
+}
+
+export function certFromRow(r: CertRow): CertificateRecord {
+  return {
+    serial: r.serial,
+    nodeId: r.node_id,
+    der: Buffer.from(r.der),
+    notAfter: r.not_after,
+    createdAt: r.created_at,
+    revokedAt: r.revoked_at,
+    revokeReason: r.revoke_reason,
+  };
 }

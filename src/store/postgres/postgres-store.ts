@@ -6,12 +6,11 @@
 import pg from 'pg';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
-import { checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES } from '../common.js';
-import type { InstanceRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow } from '../common.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
 import type {
-  AddressFamily,
   CertificateRecord,
   CloudInstanceRecord,
   CommonKeyRecord,
@@ -21,7 +20,6 @@ import type {
   NewCertificate,
   NewEnrollmentToken,
   NewNode,
-  NodeKind,
   NodeRecord,
   Pools,
   RegistrationRecord,
@@ -50,27 +48,7 @@ const TYPES = {
     oid === OID_INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
-interface NodeRow {
-  id: number;
-  name: string;
-  kind: string;
-  vip4: string;
-  vip6: string;
-  adapter_id: number | null;
-  mac: string | null;
-  family: string;
-  created_at: number;
-}
 
-interface CertRow {
-  serial: string;
-  node_id: number;
-  der: Buffer;
-  not_after: number;
-  created_at: number;
-  revoked_at: number | null;
-  revoke_reason: string | null;
-}
 
 interface RegRow {
   node_id: number;
@@ -94,31 +72,7 @@ interface RelayRow {
   heartbeat_at: number;
 }
 
-function nodeFromRow(r: NodeRow): NodeRecord {
-  return {
-    id: r.id,
-    name: r.name,
-    kind: r.kind as NodeKind,
-    vip4: r.vip4,
-    vip6: r.vip6,
-    adapterId: r.adapter_id,
-    mac: r.mac,
-    family: r.family as AddressFamily,
-    createdAt: r.created_at,
-  };
-}
 
-function certFromRow(r: CertRow): CertificateRecord {
-  return {
-    serial: r.serial,
-    nodeId: r.node_id,
-    der: Buffer.from(r.der),
-    notAfter: r.not_after,
-    createdAt: r.created_at,
-    revokedAt: r.revoked_at,
-    revokeReason: r.revoke_reason,
-  };
-}
 
 function regFromRow(r: RegRow): RegistrationRecord {
   return {

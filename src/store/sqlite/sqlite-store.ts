@@ -9,17 +9,15 @@ import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES } from '../common.js';
-import type { InstanceRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow } from '../common.js';
 import type {
-  AddressFamily,
   CertificateRecord,
   CommonKeyRecord,
   Endpoint,
   NewCertificate,
   NewEnrollmentToken,
   NewNode,
-  NodeKind,
   NodeRecord,
   Pools,
   NatMapping,
@@ -34,27 +32,7 @@ import type {
 type Db = Database.Database;
 type Stmt = Database.Statement;
 
-interface NodeRow {
-  id: number;
-  name: string;
-  kind: string;
-  vip4: string;
-  vip6: string;
-  adapter_id: number | null;
-  mac: string | null;
-  family: string;
-  created_at: number;
-}
 
-interface CertRow {
-  serial: string;
-  node_id: number;
-  der: Buffer;
-  not_after: number;
-  created_at: number;
-  revoked_at: number | null;
-  revoke_reason: string | null;
-}
 
 interface KeyRow {
   node_id: number;
@@ -90,31 +68,7 @@ interface TokenRow {
   expires_at: number;
 }
 
-function nodeFromRow(r: NodeRow): NodeRecord {
-  return {
-    id: r.id,
-    name: r.name,
-    kind: r.kind as NodeKind,
-    vip4: r.vip4,
-    vip6: r.vip6,
-    adapterId: r.adapter_id,
-    mac: r.mac,
-    family: r.family as AddressFamily,
-    createdAt: r.created_at,
-  };
-}
 
-function certFromRow(r: CertRow): CertificateRecord {
-  return {
-    serial: r.serial,
-    nodeId: r.node_id,
-    der: Buffer.from(r.der),
-    notAfter: r.not_after,
-    createdAt: r.created_at,
-    revokedAt: r.revoked_at,
-    revokeReason: r.revoke_reason,
-  };
-}
 
 function regFromRow(r: RegRow): RegistrationRecord {
   return {
