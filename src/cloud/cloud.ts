@@ -22,7 +22,7 @@ import { AsTransport } from './as/transport.js';
 import { NmsService } from './nms/service.js';
 import { NmsTransport } from './nms/transport.js';
 import type { RelayAllocator } from './nms/routes.js';
-import { allocateRelay, RelayClient } from './trs/client.js';
+import { allocateRelay, RelayClient, revokeAtRelays } from './trs/client.js';
 import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
@@ -188,6 +188,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
             { store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}), avoid: (r) => r.endpoints.some((e) => avoid.some((a) => a.port === e.port && a.address === e.address)) },
             req,
           ),
+        revoke: (nodeIds) => revokeAtRelays({ store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}) }, nodeIds),
       };
       nms = new NmsService(
         { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec, ...(instanceId ? { instanceId } : {}) },

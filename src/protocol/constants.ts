@@ -49,6 +49,8 @@ export enum MessageType {
   RelayResponse = 0x25,
   RelayBind = 0x26,
   RelayBindAck = 0x27,
+  /** NMS → TRS (sealed under the relay key): these nodes were revoked; drop their paths and refuse their binds. */
+  RelayRevoke = 0x28,
   TunnelRequest = 0x30,
   TunnelResponse = 0x31,
   EndpointUpdate = 0x32,

@@ -200,6 +200,15 @@ export interface RelayRequest {
   expiresAt: bigint;
 }
 
+/** NMS → TRS (sealed with the relay key; header id = a random nonzero u64): revoked nodes. Answered with a sealed Ack. */
+export interface RelayRevoke {
+  /** Node ids (never 0) whose relayed paths the TRS drops; it refuses paths and binds for them for RELAY_REVOKE_HOLD_MS. */
+  nodeIds: number[];
+}
+
+/** Node ids in one RelayRevoke (the NMS splits longer lists). */
+export const MAX_RELAY_REVOKE_IDS = 512;
+
 /** TRS → NMS (sealed): the endpoints the two ends must send to. */
 export interface RelayResponse {
   pathId: bigint;
@@ -300,6 +309,7 @@ export interface BodyMap {
   [MessageType.RelayResponse]: RelayResponse;
   [MessageType.RelayBind]: RelayBind;
   [MessageType.RelayBindAck]: RelayBindAck;
+  [MessageType.RelayRevoke]: RelayRevoke;
   [MessageType.TunnelRequest]: TunnelRequest;
   [MessageType.TunnelResponse]: TunnelResponse;
   [MessageType.EndpointUpdate]: EndpointUpdate;
@@ -462,6 +472,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   [MessageType.PathProbe]: 'opaque',
   [MessageType.PathProbeAck]: 'opaque',
   [MessageType.Capsule]: 'opaque',
+  [MessageType.RelayRevoke]: [{ tag: 1, name: 'nodeIds', kind: 'id', repeated: true, maxCount: MAX_RELAY_REVOKE_IDS }],
   [MessageType.Ack]: EMPTY,
   [MessageType.Nack]: [{ tag: 1, name: 'reason', kind: 'string', maxSize: MAX_REASON_LEN }],
 };
@@ -490,6 +501,11 @@ const checkRelayResponse: Check<RelayResponse> = (b) => {
   return b.relayId === '' ? 'relayId must not be empty' : undefined;
 };
 
+const checkRelayRevoke: Check<RelayRevoke> = (b) => {
+  if (b.nodeIds.length === 0) return 'at least one node id is required';
+  return b.nodeIds.includes(0) ? 'node ids must not be 0' : undefined;
+};
+
 const checkNodeId: Check<{ nodeId: number }> = (b) => (b.nodeId === 0 ? 'nodeId must not be 0' : undefined);
 
 const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
@@ -498,6 +514,7 @@ const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
   [MessageType.RelayResponse]: checkRelayResponse,
   [MessageType.RelayBind]: checkNodeId,
   [MessageType.RelayBindAck]: checkNodeId,
+  [MessageType.RelayRevoke]: checkRelayRevoke,
   [MessageType.EndpointUpdate]: checkNodeId,
   [MessageType.EndpointUpdateAck]: checkNodeId,
   [MessageType.RouteDirectionResponder]: checkRouteDirection,

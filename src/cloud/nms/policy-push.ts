@@ -2,7 +2,8 @@
 // and `cloud revoke`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths,
 // listing for each of its peers what that peer may now open to it, whether any rule still connects them, and whether
 // the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
-// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways).
+// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways). Newly revoked nodes are
+// also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
 
 import type { Endpoint } from '../../protocol/endpoint.js';
 import { encodePolicyEntry, MAX_POLICY_ENTRIES, type PolicyEntry } from '../../protocol/messages.js';
@@ -25,6 +26,8 @@ export interface PolicyPushComponents {
   pairs: Map<number, Set<number>>;
   /** Seals a PolicyUpdate for `nodeId` with its Common Key and sends it to its registration's observed address; false if it cannot (no session or registration). */
   send: (nodeId: number, txid: number, body: { entries: Buffer[] }, to: Endpoint) => boolean;
+  /** Tells the live TRS that these nodes were revoked (trs/client.ts revokeAtRelays); absent: no relays. */
+  revokeAtRelays?: (nodeIds: number[]) => Promise<{ acked: number; failed: number }>;
 }
 
 export class PolicyPusher {
@@ -34,6 +37,8 @@ export class PolicyPusher {
   /** Unacknowledged pushes: txid → resolve. */
   private readonly waiting = new Map<number, () => void>();
   private running: Promise<void> | null = null;
+  /** Revoked nodes the TRS were already told about (a node that gets a valid certificate again leaves it). */
+  private readonly relayTold = new Set<number>();
 
   constructor(private readonly c: PolicyPushComponents) {}
 
@@ -89,6 +94,9 @@ export class PolicyPusher {
     }
     this.c.counters.inc('policy.changed');
     const sends: Promise<void>[] = [];
+    const newlyRevoked = [...revoked].filter((id) => !this.relayTold.has(id));
+    for (const id of this.relayTold) if (!revoked.has(id) && (this.c.pairs.has(id) || [...this.c.pairs.values()].some((s) => s.has(id)))) this.relayTold.delete(id);
+    if (newlyRevoked.length > 0 && this.c.revokeAtRelays) sends.push(this.tellRelays(newlyRevoked));
     for (const [nodeId, peers] of this.c.pairs) {
       const me = subjects.get(nodeId);
       if (!me || peers.size === 0 || revoked.has(nodeId)) continue;
@@ -106,6 +114,21 @@ export class PolicyPusher {
       }
     }
     await Promise.all(sends);
+  }
+
+  private async tellRelays(nodeIds: number[]): Promise<void> {
+    for (const id of nodeIds) this.relayTold.add(id);
+    try {
+      const { acked, failed } = await this.c.revokeAtRelays!(nodeIds);
+      this.c.counters.inc('policy.relay-revoke.acked', acked);
+      if (failed > 0) {
+        this.c.counters.inc('policy.relay-revoke.failed', failed);
+        this.c.logger.warn('a TRS did not acknowledge a revocation (it forgets the paths when they idle out)', { nodes: nodeIds.length, failed });
+      }
+    } catch (err) {
+      this.c.counters.inc('policy.relay-revoke.failed');
+      this.c.logger.warn('telling the TRS about a revocation failed', { err: err instanceof Error ? err.message : String(err) });
+    }
   }
 
   private async push(nodeId: number, entries: Buffer[], to: Endpoint): Promise<void> {

@@ -108,6 +108,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     relayId: 'trs-5f3a9c',
   },
   [MessageType.RelayBind]: { nodeId: 7, timestamp: 1_700_000_000_789n },
+  [MessageType.RelayRevoke]: { nodeIds: [7, 42] },
   [MessageType.RelayBindAck]: { nodeId: 7, timestamp: 1_700_000_000_790n, observed: { address: '203.0.113.9', port: 61000 }, peerBound: false },
   [MessageType.TunnelRequest]: {
     pathId: 99n,
@@ -152,7 +153,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 29);
+  assert.equal(TYPES.length, 30);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
