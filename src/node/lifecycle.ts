@@ -341,8 +341,9 @@ export class NodeLifecycle {
     if (!this.anchors) {
       const state = this.init.state;
       const chain = splitPemChain(state.readChain()).map((p) => toDer(p));
-      // Revocation: the NMS hands out only current certificates and revoked nodes can neither log in nor register.
-      this.anchors = { rootsDer: [toDer(state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: () => false };
+      // Revocation: the NMS hands out only current certificates, revoked nodes can neither log in nor register, and the
+      // serials the NMS pushed as revoked (PolicyUpdate) are refused in every handshake (PeerManager's revocation list).
+      this.anchors = { rootsDer: [toDer(state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: (serial) => this.peers?.isRevokedSerial(serial) ?? false };
     }
     return this.anchors;
   }

@@ -33,8 +33,12 @@ export const MAX_GENERAL_NODE_LEN = 1024;
 export const MAX_ALLOW_LEN = 4096;
 /** PolicyEntry records in one PolicyUpdate (the NMS splits longer lists over several). */
 export const MAX_POLICY_ENTRIES = 64;
+/** Revoked certificate serials one PolicyEntry carries at most (the newest of the peer's certificates). */
+export const MAX_REVOKED_SERIALS = 8;
+/** A certificate serial as lowercase hex (our CA's are 32 digits; 20 bytes at most by RFC 5280). */
+export const MAX_SERIAL_LEN = 40;
 /** One encoded PolicyEntry record inside PolicyUpdate. */
-export const MAX_POLICY_ENTRY_LEN = MAX_ALLOW_LEN + 32;
+export const MAX_POLICY_ENTRY_LEN = MAX_ALLOW_LEN + 32 + MAX_REVOKED_SERIALS * (3 + MAX_SERIAL_LEN);
 
 // ───────────────────────────── types ─────────────────────────────
 
@@ -179,6 +183,8 @@ export interface PolicyEntry {
   allowIn: string;
   /** The peer's certificates were revoked: close the tunnel (drop everything both ways) and refuse its handshakes. */
   revoked?: boolean;
+  /** With `revoked`: the serials (lowercase hex) of the revoked certificates; the node adds them to its revocation list. */
+  revokedSerials?: string[];
 }
 
 export interface RouteConfirmation {
@@ -365,6 +371,7 @@ export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
   { tag: 2, name: 'connected', kind: 'bool' },
   { tag: 3, name: 'allowIn', kind: 'string', maxSize: MAX_ALLOW_LEN },
   { tag: 4, name: 'revoked', kind: 'bool', optional: true },
+  { tag: 5, name: 'revokedSerials', kind: 'string', maxSize: MAX_SERIAL_LEN, repeated: true, maxCount: MAX_REVOKED_SERIALS },
 ];
 
 type SchemaMap = { [K in MessageType]: BodyMap[K] extends Buffer ? 'opaque' : Schema<BodyMap[K]> };
@@ -564,7 +571,10 @@ export function encodePolicyEntry(e: PolicyEntry): Buffer {
 
 /** Decode one PolicyUpdate.entries record. Throws DecodeError. */
 export function decodePolicyEntry(bytes: Uint8Array): PolicyEntry {
-  return decodeTlv(POLICY_ENTRY_SCHEMA, bytes);
+  const e = decodeTlv(POLICY_ENTRY_SCHEMA, bytes);
+  if (e.revokedSerials?.some((s) => !/^[0-9a-f]+$/.test(s))) throw new DecodeError('PolicyEntry: a revoked serial is not lowercase hex', 'ERR_DECODE_BODY');
+  if (e.revokedSerials?.length === 0) delete e.revokedSerials; // absent, as before the field existed
+  return e;
 }
 
 /** Encode a GeneralNodeInfo record for InfoResponse.generalNodes. Throws RangeError. */

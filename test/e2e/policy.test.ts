@@ -4,7 +4,7 @@
 // filter in its data-plane engine); `cloud policy check` agrees; raw packets an insider with valid session keys writes
 // into its TUN get nothing through; an invalid policy file is refused and the old one holds; a policy change and a tag
 // change reach the running nodes within 5 s (PolicyUpdate pushed by the NMS) without a new handshake; a revocation
-// closes the peer's tunnel both ways within 5 s.
+// closes the peer's tunnel both ways within 5 s and reaches the cloud's TRS (RelayRevoke) within the same 5 s.
 //
 //   global segment 198.18.0.0/24, 2001:db8::/64
 //   [cloud] ──────┬──────────────┬──────────────┐
@@ -223,6 +223,9 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     assert.equal((await cli(['cloud', 'revoke', 'cam1'])).code, 0);
     await waitFor('ops closes its tunnel to cam1', async () => (await ops.status()).peers.find((x) => x.name === 'cam1')?.revoked === true, 5000, 100);
     const took = Date.now() - t0;
+    // The cloud's TRS was told too (RelayRevoke): it would drop cam1's relayed paths (test/unit/cloud/trs-revoke.test.ts).
+    const trsCounters = async (): Promise<Record<string, number>> => (JSON.parse((await cli(['cloud', 'stats'])).stdout) as { trs: { counters: Record<string, number> } }).trs.counters;
+    await waitFor('the TRS has the revocation', async () => (await trsCounters())['revoke.received'] === 1, Math.max(500, 5000 - (Date.now() - t0)), 200);
     const out = (await running).stdout;
     const after = await counters(ops);
     const received = Number(/(\d+) received/.exec(out)?.[1] ?? -1);

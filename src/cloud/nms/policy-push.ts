@@ -6,7 +6,7 @@
 // also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
 
 import type { Endpoint } from '../../protocol/endpoint.js';
-import { encodePolicyEntry, MAX_POLICY_ENTRIES, type PolicyEntry } from '../../protocol/messages.js';
+import { encodePolicyEntry, MAX_POLICY_ENTRIES, MAX_REVOKED_SERIALS, type PolicyEntry } from '../../protocol/messages.js';
 import { allowedPorts, connected, formatPortList, type Subject } from '../../policy/policy.js';
 import { loadPolicy, POLICY_REV_KEY } from '../../policy/store.js';
 import type { Store } from '../../store/types.js';
@@ -87,10 +87,15 @@ export class PolicyPusher {
     const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
     // Nodes without a valid certificate (revoked by `cloud revoke`): their peers close the tunnels.
     const revoked = new Set<number>();
+    /** Revoked node → the serials of its newest revoked certificates (peers add them to their revocation lists). */
+    const serials = new Map<number, string[]>();
     const now = Date.now();
     for (const id of new Set([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])])) {
       const certs = await this.c.store.listNodeCertificates(id);
-      if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) revoked.add(id);
+      if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) {
+        revoked.add(id);
+        serials.set(id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
+      }
     }
     this.c.counters.inc('policy.changed');
     const sends: Promise<void>[] = [];
@@ -104,7 +109,7 @@ export class PolicyPusher {
       for (const peerId of peers) {
         const peer = subjects.get(peerId);
         if (!peer) continue;
-        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true });
+        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true, revokedSerials: serials.get(peerId) ?? [] });
         else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
       }
       const reg = await this.c.store.getRegistration(nodeId);
