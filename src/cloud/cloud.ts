@@ -43,6 +43,8 @@ export interface CloudInitOptions {
   rootKeyOut?: string;
   /** Store URL recorded in DIR/cloud.json (postgres://… for a cloud of several instances). @default DIR/cyphonic.db */
   db?: string;
+  /** Lifetime of node certificates in days (nodes renew them with 1/3 left). @default CLOUD_DEFAULTS.certValidDays */
+  certDays?: number;
 }
 
 const paths = (dir: string) => ({
@@ -74,7 +76,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
     ports: { ...CLOUD_DEFAULTS.ports },
     commonKeyTtlSec: CLOUD_DEFAULTS.commonKeyTtlSec,
     tokenTtlSec: CLOUD_DEFAULTS.tokenTtlSec,
-    certValidDays: CLOUD_DEFAULTS.certValidDays,
+    certValidDays: o.certDays ?? CLOUD_DEFAULTS.certValidDays,
     keepaliveNatSec: CLOUD_DEFAULTS.keepaliveNatSec,
     keepaliveOpenSec: CLOUD_DEFAULTS.keepaliveOpenSec,
     db: o.db ?? CLOUD_DEFAULTS.db,

@@ -36,6 +36,8 @@ export enum MessageType {
   InfoRequest = 0x05,
   InfoResponse = 0x06,
   GeneralEnrollRequest = 0x07,
+  /** Node → AS over mTLS: a new certificate for the same node before the current one expires (answered with EnrollResponse). */
+  RenewRequest = 0x08,
   RegistrationRequest = 0x10,
   RegistrationResponse = 0x11,
   Keepalive = 0x12,

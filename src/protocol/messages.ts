@@ -169,6 +169,11 @@ export interface RouteDirection {
   allowIn?: string;
 }
 
+/** Node → AS (mTLS with its current certificate): certify this CSR for the same node (certificate renewal). */
+export interface RenewRequest {
+  csr: Buffer;
+}
+
 /** NMS → node, pushed: the policy changed for peers the node has paths with. Each entry an encoded PolicyEntry. */
 export interface PolicyUpdate {
   entries: Buffer[];
@@ -302,6 +307,7 @@ export interface BodyMap {
   [MessageType.InfoRequest]: InfoRequest;
   [MessageType.InfoResponse]: InfoResponse;
   [MessageType.GeneralEnrollRequest]: GeneralEnrollRequest;
+  [MessageType.RenewRequest]: RenewRequest;
   [MessageType.RegistrationRequest]: RegistrationRequest;
   [MessageType.RegistrationResponse]: RegistrationResponse;
   [MessageType.Keepalive]: Keepalive;
@@ -407,6 +413,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   [MessageType.InfoResponse]: [
     { tag: 1, name: 'generalNodes', kind: 'bytes', maxSize: MAX_GENERAL_NODE_LEN, repeated: true },
   ],
+  [MessageType.RenewRequest]: [{ tag: 1, name: 'csr', kind: 'bytes', maxSize: MAX_CERT_LEN }],
   [MessageType.GeneralEnrollRequest]: [
     { tag: 1, name: 'name', kind: 'string', maxSize: MAX_NAME_LEN },
     { tag: 2, name: 'csr', kind: 'bytes', maxSize: MAX_CERT_LEN },

@@ -76,6 +76,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     ],
   },
   [MessageType.GeneralEnrollRequest]: { name: 'printer', csr: Buffer.from('csr-der') },
+  [MessageType.RenewRequest]: { csr: Buffer.from('csr-der') },
   [MessageType.RegistrationRequest]: {
     endpoints: [
       { address: '10.0.0.5', port: 30000 },
@@ -153,7 +154,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 30);
+  assert.equal(TYPES.length, 31);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
