@@ -5,6 +5,11 @@
 //
 // usage: node dist/bench/policy.js [--seconds N (8)] [--repeat N (3)]
 // needs root and iperf3.
+//
+// With --fanout N (no root needed): time from `policy set` to enforcement on N nodes. One NMS in this process on an
+// in-memory SQLite store, N simulated nodes speaking the real sealed protocol (NmsClient: registration, Direction
+// Requests to their ring neighbour, Route Confirmations, PolicyUpdate acks); each policy change is timed until every
+// node holds the new rules for each of its peers. Repeated --repeat times.
 
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +18,62 @@ import { cyphonic, waitFor, workDir } from '../test/harness/cluster.js';
 import { IperfServer, iperfTcp } from './lib/iperf.js';
 import { median } from './lib/measure.js';
 import { setupOverlay } from './lib/cyphonic.js';
+import { randomBytes } from 'node:crypto';
+import { NmsService } from '../src/cloud/nms/service.js';
+import { deliverRouteDirections, NmsClient } from '../src/node/signaling.js';
+import { endpointKey, type Endpoint } from '../src/protocol/endpoint.js';
+import { setPolicy } from '../src/policy/store.js';
+import { openStore } from '../src/store/index.js';
+import { silentLogger } from '../src/util/log.js';
+
+/** `policy set` → every one of `n` simulated nodes holds the new rules for all its peers (ms per change). */
+async function fanout(n: number, repeat: number): Promise<void> {
+  const store = await openStore(':memory:');
+  const clients = new Map<string, NmsClient>();
+  const service = new NmsService({ domain: 'cyphonic.internal' }, { store, logger: silentLogger, send: (d, to) => clients.get(endpointKey(to))?.handleDatagram(d) });
+  service.watchPolicy(); // the real interval
+  /** node name → peer id → allowIn it last heard. */
+  const heard = new Map<string, Map<number, string>>();
+  const names: string[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const name = `n${i}`;
+      const ep: Endpoint = { address: `198.18.${(i >> 8) & 255}.${i & 255}`, port: 30000 };
+      const node = await store.createNode({ name, kind: 'node' }, { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' });
+      await store.setNodeTags(name, ['fleet']);
+      const key = randomBytes(32);
+      await store.putCommonKey({ nodeId: node.id, key, expiresAt: Date.now() + 3_600_000, createdAt: Date.now() });
+      await store.addCertificate({ serial: randomBytes(16).toString('hex'), nodeId: node.id, der: Buffer.from(`cert-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
+      const client = new NmsClient({ nodeId: node.id, commonKey: key, nms: { address: '198.18.255.1', port: 4502 } }, { send: (m) => void service.handle(m, ep).then((r) => r && client.handleDatagram(r)) });
+      const mine = new Map<number, string>();
+      heard.set(name, mine);
+      deliverRouteDirections(client, (rd) => void client.confirm(rd.pathId, true), silentLogger, (entries) => {
+        for (const e of entries) mine.set(e.peerNodeId, e.allowIn);
+      });
+      clients.set(endpointKey(ep), client);
+      await client.register([ep], false);
+      names.push(name);
+    }
+    // A ring: each node has paths with two neighbours.
+    for (let i = 0; i < n; i++) {
+      await clients.get(endpointKey({ address: `198.18.${(i >> 8) & 255}.${i & 255}`, port: 30000 }))!.direction({ targetFqdn: `${names[(i + 1) % n]}.cyphonic.internal` });
+    }
+    const times: number[] = [];
+    for (let r = 0; r < repeat; r++) {
+      const port = 1000 + r;
+      const want = `tcp:${port}`;
+      const t0 = Date.now();
+      await setPolicy(store, JSON.stringify({ allow: [{ from: ['tag:fleet'], to: ['tag:fleet'], ports: [want] }] }));
+      await waitFor(`${n} nodes hold the policy`, async () => [...heard.values()].every((m) => m.size >= 2 && [...m.values()].every((v) => v === want)), 20_000, 5);
+      times.push(Date.now() - t0);
+      process.stderr.write(`bench: change ${r + 1}: ${times.at(-1)} ms\n`);
+    }
+    process.stdout.write(`policy set → enforced on ${n} nodes (PolicyUpdate to every node, acked; NMS watch every 500 ms): median ${median(times)} ms, max ${Math.max(...times)} ms, ${times.length} changes; pushes ${service.counters.get('policy.push')}, acked ${service.counters.get('policy.acked')}\n`);
+  } finally {
+    service.close();
+    await store.close();
+  }
+}
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(name);
@@ -23,6 +84,7 @@ function arg(name: string, dflt: number): number {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--fanout')) return fanout(arg('--fanout', 50), arg('--repeat', 5));
   const seconds = arg('--seconds', 8);
   const repeat = arg('--repeat', 3);
   const work = workDir('bench-policy');

@@ -69,6 +69,7 @@ export const commands: Command[] = [
       advertise: { type: 'string', help: 'addresses nodes reach the cloud at, comma-separated' },
       'root-key-out': { type: 'string', help: 'write the root CA key to this file (keep it offline) instead of DIR/ca; the cloud never needs it to run' },
       db: { type: 'string', help: 'store URL recorded in DIR (default: DIR/cyphonic.db; postgres://user:password@host/db for several instances)' },
+      'cert-days': { type: 'string', help: 'lifetime of node certificates in days; nodes renew theirs with a third left', default: '365' },
     },
     required: ['dir', 'advertise'],
     async run(o) {
@@ -82,6 +83,7 @@ export const commands: Command[] = [
         ipv6Pool: str(o['ipv6-pool']),
         rootKeyOut: str(o['root-key-out']),
         db: str(o['db']),
+        certDays: certDays(str(o['cert-days'])),
       });
       out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
     },
@@ -412,3 +414,11 @@ export const commands: Command[] = [
     },
   },
 ];
+
+/** `--cert-days N`: a whole number of days, 1 to 3650. */
+function certDays(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > 3650) throw new ConfigError(`--cert-days: ${v} is not a whole number of days from 1 to 3650`);
+  return n;
+}

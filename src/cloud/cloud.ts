@@ -22,7 +22,7 @@ import { AsTransport } from './as/transport.js';
 import { NmsService } from './nms/service.js';
 import { NmsTransport } from './nms/transport.js';
 import type { RelayAllocator } from './nms/routes.js';
-import { allocateRelay, RelayClient } from './trs/client.js';
+import { allocateRelay, RelayClient, revokeAtRelays } from './trs/client.js';
 import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
@@ -43,6 +43,8 @@ export interface CloudInitOptions {
   rootKeyOut?: string;
   /** Store URL recorded in DIR/cloud.json (postgres://… for a cloud of several instances). @default DIR/cyphonic.db */
   db?: string;
+  /** Lifetime of node certificates in days (nodes renew them with 1/3 left). @default CLOUD_DEFAULTS.certValidDays */
+  certDays?: number;
 }
 
 const paths = (dir: string) => ({
@@ -74,7 +76,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
     ports: { ...CLOUD_DEFAULTS.ports },
     commonKeyTtlSec: CLOUD_DEFAULTS.commonKeyTtlSec,
     tokenTtlSec: CLOUD_DEFAULTS.tokenTtlSec,
-    certValidDays: CLOUD_DEFAULTS.certValidDays,
+    certValidDays: o.certDays ?? CLOUD_DEFAULTS.certValidDays,
     keepaliveNatSec: CLOUD_DEFAULTS.keepaliveNatSec,
     keepaliveOpenSec: CLOUD_DEFAULTS.keepaliveOpenSec,
     db: o.db ?? CLOUD_DEFAULTS.db,
@@ -188,6 +190,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
             { store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}), avoid: (r) => r.endpoints.some((e) => avoid.some((a) => a.port === e.port && a.address === e.address)) },
             req,
           ),
+        revoke: (nodeIds) => revokeAtRelays({ store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}) }, nodeIds),
       };
       nms = new NmsService(
         { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec, ...(instanceId ? { instanceId } : {}) },

@@ -18,7 +18,7 @@ export interface CloudConfig {
   commonKeyTtlSec: number;
   /** Lifetime of an enrollment token. */
   tokenTtlSec: number;
-  /** Lifetime of a node certificate. */
+  /** Lifetime of a node certificate in days (`cloud init --cert-days`; fractions allowed). Nodes renew at 1/3 left. */
   certValidDays: number;
   /** Keepalive interval asked of nodes behind NAT (keeps the mapping and the push path open). */
   keepaliveNatSec: number;
@@ -70,6 +70,12 @@ export function validateCloudConfig(raw: unknown): CloudConfig {
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) return bad(`${k} must be a positive integer`);
     return v;
   };
+  /** A positive number (certificate lifetimes may be fractions of a day: tests use seconds). */
+  const posNum = (k: string): number => {
+    const v = o[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return bad(`${k} must be a positive number`);
+    return v;
+  };
   const db = o['db'];
   if (typeof db !== 'string' || db.length === 0) return bad('db required');
   return {
@@ -80,7 +86,7 @@ export function validateCloudConfig(raw: unknown): CloudConfig {
     ports: { as: port('as'), nms: port('nms'), trs: port('trs') },
     commonKeyTtlSec: posInt('commonKeyTtlSec'),
     tokenTtlSec: posInt('tokenTtlSec'),
-    certValidDays: posInt('certValidDays'),
+    certValidDays: posNum('certValidDays'),
     keepaliveNatSec: o['keepaliveNatSec'] === undefined ? CLOUD_DEFAULTS.keepaliveNatSec : posInt('keepaliveNatSec'),
     keepaliveOpenSec: o['keepaliveOpenSec'] === undefined ? CLOUD_DEFAULTS.keepaliveOpenSec : posInt('keepaliveOpenSec'),
     db,

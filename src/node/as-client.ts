@@ -185,6 +185,14 @@ export async function info(o: AsClientOptions & { rootPem: string; certPem: stri
   return decodeBody(MessageType.InfoResponse, ex.body).generalNodes.map((b) => decodeGeneralNodeInfo(b));
 }
 
+/** RenewRequest (mTLS with the current certificate): a new certificate for this node from `csr` (renewal). */
+export async function renew(o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string; csr: Buffer }): Promise<EnrollResponse> {
+  const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
+  const body = encodeBody(MessageType.RenewRequest, { csr: o.csr });
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.RenewRequest, body, o.timeoutMs ?? 5000));
+  return decodeBody(MessageType.EnrollResponse, ex.body);
+}
+
 /** GeneralEnrollRequest (mTLS as the adapter): a certificate for general node `name` from the adapter-made CSR. */
 export async function enrollGeneral(
   o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string; name: string; csr: Buffer },

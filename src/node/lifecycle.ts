@@ -16,8 +16,10 @@
 // that device, and which addresses are never reported as ours. The owner keeps its extras: the node daemon its
 // overlay DNS resolver, address watcher and control socket; the general node its LAN attachment.
 
+import { X509Certificate } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
-import { generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, verify as verifySignature } from '../crypto/index.js';
+import { BACKDATE_MS } from '../crypto/ca.js';
+import { createCsr, generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, toPem, verify as verifySignature } from '../crypto/index.js';
 import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
 import { contains } from '../net/addr/cidr.js';
 import type { LocalAddress } from '../net/route/watch.js';
@@ -28,7 +30,7 @@ import { prefixed } from '../util/counters.js';
 import { ConfigError, CyphonicError, RequestError, describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { sleep } from '../util/sleep.js';
-import { login } from './as-client.js';
+import { login, renew } from './as-client.js';
 import type { DataPlane, DatagramPort, OffloadState } from './dataplane/dataplane.js';
 import { MobilityManager } from './mobility.js';
 import { followRegistration } from './nat-follow.js';
@@ -42,6 +44,8 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 8000;
 /** Tunable: log in again this long before the Common Key expires. */
 export const RELOGIN_MARGIN_MS = 60_000;
+/** Tunable: a node asks the AS for a new certificate once less than this fraction of its lifetime is left. */
+export const CERT_RENEW_FRACTION = 1 / 3;
 /** Tunable: at most this many local endpoints are reported to the NMS. */
 const MAX_ENDPOINTS = 32;
 
@@ -112,6 +116,11 @@ export class NodeLifecycle {
   client: NmsClient | null = null;
   mobility: MobilityManager | null = null;
   private local: LocalIdentity | null = null;
+  /** Certificate renewal in progress (renewCertificateIfDue), and when the current certificate is due (unix ms). */
+  private renewing: Promise<void> | null = null;
+  private renewDueAt: number | null = null;
+  /** Certificate renewals done and failed since start. */
+  readonly certRenewal = { ok: 0, failed: 0 };
   private anchors: TrustAnchors | null = null;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
@@ -341,8 +350,9 @@ export class NodeLifecycle {
     if (!this.anchors) {
       const state = this.init.state;
       const chain = splitPemChain(state.readChain()).map((p) => toDer(p));
-      // Revocation: the NMS hands out only current certificates and revoked nodes can neither log in nor register.
-      this.anchors = { rootsDer: [toDer(state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: () => false };
+      // Revocation: the NMS hands out only current certificates, revoked nodes can neither log in nor register, and the
+      // serials the NMS pushed as revoked (PolicyUpdate) are refused in every handshake (PeerManager's revocation list).
+      this.anchors = { rootsDer: [toDer(state.readRoot())], intermediatesDer: chain.slice(0, -1), isRevoked: (serial) => this.peers?.isRevokedSerial(serial) ?? false };
     }
     return this.anchors;
   }
@@ -448,6 +458,7 @@ export class NodeLifecycle {
         this.session = null;
         throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
       }
+      this.renewCertificateIfDue();
       const ack = await this.client!.keepalive(this.wake.signal);
       if (this.reg) this.reg.observed = ack.observed;
     }
@@ -478,6 +489,40 @@ export class NodeLifecycle {
     state.writeSession(this.session);
     this.client?.rekey(res.nodeId, res.commonKey);
     this.logger.info('logged in', { node: res.name, vip4: res.vip4, vip6: res.vip6 });
+  }
+
+  /**
+   * Certificate renewal, checked at every keepalive: once less than CERT_RENEW_FRACTION of the certificate's lifetime
+   * is left, a CSR from the node's own key goes to the AS over mTLS (RenewRequest, proving the current certificate);
+   * the new certificate and chain are written atomically and used from the next login and handshake on. A failure is
+   * logged and tried again at the next keepalive; the registration and sessions are not touched.
+   */
+  private renewCertificateIfDue(): void {
+    if (this.renewing || !this.identity) return;
+    const state = this.init.state;
+    if (this.renewDueAt === null) {
+      const x = new X509Certificate(state.readCert());
+      const from = new Date(x.validFrom).getTime() + BACKDATE_MS; // issued (the CA backdates notBefore)
+      const to = new Date(x.validTo).getTime();
+      this.renewDueAt = to - Math.max(0, to - from) * CERT_RENEW_FRACTION;
+    }
+    if (Date.now() < this.renewDueAt) return;
+    const id = this.identity;
+    this.renewing = (async () => {
+      const keyPem = state.readKey();
+      const res = await renew({ endpoints: id.as, rootPem: state.readRoot(), certPem: state.readCert(), chainPem: state.readChain(), keyPem, csr: await createCsr(keyPem, id.name) });
+      if (res.nodeId !== id.nodeId || res.name !== id.name) throw new CyphonicError('ERR_RENEW', `the AS renewed ${res.name} (node ${res.nodeId}), not us`);
+      state.writeEnrollment(toPem(res.certificate), res.chain.map((d) => toPem(d)).join(''), state.readRoot(), id);
+      this.local = null; // new handshakes carry the new certificate
+      this.renewDueAt = null;
+      this.certRenewal.ok++;
+      this.logger.info('certificate renewed', { notAfter: new X509Certificate(state.readCert()).validTo });
+    })()
+      .catch((err: unknown) => {
+        this.certRenewal.failed++;
+        this.logger.warn('certificate renewal failed; trying again at the next keepalive', { err: describeError(err) });
+      })
+      .finally(() => (this.renewing = null));
   }
 
   /** An NMS endpoint of a family this host can use, rotating on failures. */

@@ -244,9 +244,18 @@ function checkPeerAddresses(rd: RouteDirection): void {
   }
 }
 
+/** Tunable: revoked certificate serials a node remembers (the oldest is forgotten past this; ~50 bytes each). */
+export const MAX_REVOKED_SERIALS_HELD = 16_384;
+
 export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
+  /**
+   * The revocation list: serials (lowercase hex) of certificates the NMS said were revoked (PolicyEntry.revokedSerials).
+   * The handshake's trust anchors consult it (lifecycle.ts: isRevoked), so a certificate on it is refused in every
+   * TunnelRequest/Response and Route Direction, whatever the slot's state. Insertion order = oldest first; bounded.
+   */
+  private readonly revokedSerials = new Set<string>();
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
   /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
   private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
@@ -520,6 +529,7 @@ export class PeerManager implements PeerDirectory {
    */
   applyPolicy(entries: readonly PolicyEntry[]): void {
     for (const e of entries) {
+      if (e.revoked) for (const serial of e.revokedSerials ?? []) this.addRevokedSerial(serial);
       const peer = this.peers.get(e.peerNodeId);
       if (!peer) {
         this.counters.inc('policy.unknown-peer');
@@ -569,6 +579,18 @@ export class PeerManager implements PeerDirectory {
         ...(p.revoked ? { revoked: true } : {}),
       };
     });
+  }
+
+  /** True if the NMS listed this certificate serial (lowercase hex) as revoked: the handshake refuses it. */
+  isRevokedSerial(serial: string): boolean {
+    return this.revokedSerials.has(serial);
+  }
+
+  private addRevokedSerial(serial: string): void {
+    if (this.revokedSerials.has(serial)) return;
+    this.revokedSerials.add(serial);
+    this.counters.inc('revocation.serials');
+    if (this.revokedSerials.size > MAX_REVOKED_SERIALS_HELD) this.revokedSerials.delete(this.revokedSerials.values().next().value!);
   }
 
   /** The peer named by a Route Direction, after checking its certificate says who the NMS says it is. */

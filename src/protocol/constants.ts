@@ -36,6 +36,8 @@ export enum MessageType {
   InfoRequest = 0x05,
   InfoResponse = 0x06,
   GeneralEnrollRequest = 0x07,
+  /** Node → AS over mTLS: a new certificate for the same node before the current one expires (answered with EnrollResponse). */
+  RenewRequest = 0x08,
   RegistrationRequest = 0x10,
   RegistrationResponse = 0x11,
   Keepalive = 0x12,
@@ -49,6 +51,8 @@ export enum MessageType {
   RelayResponse = 0x25,
   RelayBind = 0x26,
   RelayBindAck = 0x27,
+  /** NMS → TRS (sealed under the relay key): these nodes were revoked; drop their paths and refuse their binds. */
+  RelayRevoke = 0x28,
   TunnelRequest = 0x30,
   TunnelResponse = 0x31,
   EndpointUpdate = 0x32,

@@ -33,8 +33,12 @@ export const MAX_GENERAL_NODE_LEN = 1024;
 export const MAX_ALLOW_LEN = 4096;
 /** PolicyEntry records in one PolicyUpdate (the NMS splits longer lists over several). */
 export const MAX_POLICY_ENTRIES = 64;
+/** Revoked certificate serials one PolicyEntry carries at most (the newest of the peer's certificates). */
+export const MAX_REVOKED_SERIALS = 8;
+/** A certificate serial as lowercase hex (our CA's are 32 digits; 20 bytes at most by RFC 5280). */
+export const MAX_SERIAL_LEN = 40;
 /** One encoded PolicyEntry record inside PolicyUpdate. */
-export const MAX_POLICY_ENTRY_LEN = MAX_ALLOW_LEN + 32;
+export const MAX_POLICY_ENTRY_LEN = MAX_ALLOW_LEN + 32 + MAX_REVOKED_SERIALS * (3 + MAX_SERIAL_LEN);
 
 // ───────────────────────────── types ─────────────────────────────
 
@@ -165,6 +169,11 @@ export interface RouteDirection {
   allowIn?: string;
 }
 
+/** Node → AS (mTLS with its current certificate): certify this CSR for the same node (certificate renewal). */
+export interface RenewRequest {
+  csr: Buffer;
+}
+
 /** NMS → node, pushed: the policy changed for peers the node has paths with. Each entry an encoded PolicyEntry. */
 export interface PolicyUpdate {
   entries: Buffer[];
@@ -179,6 +188,8 @@ export interface PolicyEntry {
   allowIn: string;
   /** The peer's certificates were revoked: close the tunnel (drop everything both ways) and refuse its handshakes. */
   revoked?: boolean;
+  /** With `revoked`: the serials (lowercase hex) of the revoked certificates; the node adds them to its revocation list. */
+  revokedSerials?: string[];
 }
 
 export interface RouteConfirmation {
@@ -199,6 +210,15 @@ export interface RelayRequest {
   /** Unix ms after which the TRS forgets the path. */
   expiresAt: bigint;
 }
+
+/** NMS → TRS (sealed with the relay key; header id = a random nonzero u64): revoked nodes. Answered with a sealed Ack. */
+export interface RelayRevoke {
+  /** Node ids (never 0) whose relayed paths the TRS drops; it refuses paths and binds for them for RELAY_REVOKE_HOLD_MS. */
+  nodeIds: number[];
+}
+
+/** Node ids in one RelayRevoke (the NMS splits longer lists). */
+export const MAX_RELAY_REVOKE_IDS = 512;
 
 /** TRS → NMS (sealed): the endpoints the two ends must send to. */
 export interface RelayResponse {
@@ -287,6 +307,7 @@ export interface BodyMap {
   [MessageType.InfoRequest]: InfoRequest;
   [MessageType.InfoResponse]: InfoResponse;
   [MessageType.GeneralEnrollRequest]: GeneralEnrollRequest;
+  [MessageType.RenewRequest]: RenewRequest;
   [MessageType.RegistrationRequest]: RegistrationRequest;
   [MessageType.RegistrationResponse]: RegistrationResponse;
   [MessageType.Keepalive]: Keepalive;
@@ -300,6 +321,7 @@ export interface BodyMap {
   [MessageType.RelayResponse]: RelayResponse;
   [MessageType.RelayBind]: RelayBind;
   [MessageType.RelayBindAck]: RelayBindAck;
+  [MessageType.RelayRevoke]: RelayRevoke;
   [MessageType.TunnelRequest]: TunnelRequest;
   [MessageType.TunnelResponse]: TunnelResponse;
   [MessageType.EndpointUpdate]: EndpointUpdate;
@@ -355,6 +377,7 @@ export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
   { tag: 2, name: 'connected', kind: 'bool' },
   { tag: 3, name: 'allowIn', kind: 'string', maxSize: MAX_ALLOW_LEN },
   { tag: 4, name: 'revoked', kind: 'bool', optional: true },
+  { tag: 5, name: 'revokedSerials', kind: 'string', maxSize: MAX_SERIAL_LEN, repeated: true, maxCount: MAX_REVOKED_SERIALS },
 ];
 
 type SchemaMap = { [K in MessageType]: BodyMap[K] extends Buffer ? 'opaque' : Schema<BodyMap[K]> };
@@ -390,6 +413,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   [MessageType.InfoResponse]: [
     { tag: 1, name: 'generalNodes', kind: 'bytes', maxSize: MAX_GENERAL_NODE_LEN, repeated: true },
   ],
+  [MessageType.RenewRequest]: [{ tag: 1, name: 'csr', kind: 'bytes', maxSize: MAX_CERT_LEN }],
   [MessageType.GeneralEnrollRequest]: [
     { tag: 1, name: 'name', kind: 'string', maxSize: MAX_NAME_LEN },
     { tag: 2, name: 'csr', kind: 'bytes', maxSize: MAX_CERT_LEN },
@@ -462,6 +486,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   [MessageType.PathProbe]: 'opaque',
   [MessageType.PathProbeAck]: 'opaque',
   [MessageType.Capsule]: 'opaque',
+  [MessageType.RelayRevoke]: [{ tag: 1, name: 'nodeIds', kind: 'id', repeated: true, maxCount: MAX_RELAY_REVOKE_IDS }],
   [MessageType.Ack]: EMPTY,
   [MessageType.Nack]: [{ tag: 1, name: 'reason', kind: 'string', maxSize: MAX_REASON_LEN }],
 };
@@ -490,6 +515,11 @@ const checkRelayResponse: Check<RelayResponse> = (b) => {
   return b.relayId === '' ? 'relayId must not be empty' : undefined;
 };
 
+const checkRelayRevoke: Check<RelayRevoke> = (b) => {
+  if (b.nodeIds.length === 0) return 'at least one node id is required';
+  return b.nodeIds.includes(0) ? 'node ids must not be 0' : undefined;
+};
+
 const checkNodeId: Check<{ nodeId: number }> = (b) => (b.nodeId === 0 ? 'nodeId must not be 0' : undefined);
 
 const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
@@ -498,6 +528,7 @@ const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
   [MessageType.RelayResponse]: checkRelayResponse,
   [MessageType.RelayBind]: checkNodeId,
   [MessageType.RelayBindAck]: checkNodeId,
+  [MessageType.RelayRevoke]: checkRelayRevoke,
   [MessageType.EndpointUpdate]: checkNodeId,
   [MessageType.EndpointUpdateAck]: checkNodeId,
   [MessageType.RouteDirectionResponder]: checkRouteDirection,
@@ -547,7 +578,10 @@ export function encodePolicyEntry(e: PolicyEntry): Buffer {
 
 /** Decode one PolicyUpdate.entries record. Throws DecodeError. */
 export function decodePolicyEntry(bytes: Uint8Array): PolicyEntry {
-  return decodeTlv(POLICY_ENTRY_SCHEMA, bytes);
+  const e = decodeTlv(POLICY_ENTRY_SCHEMA, bytes);
+  if (e.revokedSerials?.some((s) => !/^[0-9a-f]+$/.test(s))) throw new DecodeError('PolicyEntry: a revoked serial is not lowercase hex', 'ERR_DECODE_BODY');
+  if (e.revokedSerials?.length === 0) delete e.revokedSerials; // absent, as before the field existed
+  return e;
 }
 
 /** Encode a GeneralNodeInfo record for InfoResponse.generalNodes. Throws RangeError. */

@@ -4,7 +4,7 @@
 // filter in its data-plane engine); `cloud policy check` agrees; raw packets an insider with valid session keys writes
 // into its TUN get nothing through; an invalid policy file is refused and the old one holds; a policy change and a tag
 // change reach the running nodes within 5 s (PolicyUpdate pushed by the NMS) without a new handshake; a revocation
-// closes the peer's tunnel both ways within 5 s.
+// closes the peer's tunnel both ways within 5 s and reaches the cloud's TRS (RelayRevoke) within the same 5 s.
 //
 //   global segment 198.18.0.0/24, 2001:db8::/64
 //   [cloud] ──────┬──────────────┬──────────────┐
@@ -12,6 +12,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CloudProc, cyphonic, NodeProc, REPO, useOverlayDns, waitFor, workDir, type NodeStatusJson } from '../harness/cluster.js';
@@ -36,6 +37,7 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
   let p: Up;
   let freshPolicy: unknown;
   const undo: (() => void)[] = [];
+  let trs: ChildProcess | undefined;
 
   const cli = (args: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
     cloud.host.exec(process.execPath, [join(REPO, 'bin', 'cyphonic.js'), ...args, '--dir', cloud.dir]);
@@ -59,6 +61,7 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     await cloud.init();
     freshPolicy = JSON.parse(await cyphonic(cloud.host, ['cloud', 'policy', 'show', '--dir', cloud.dir, '--json']));
     await cloud.start();
+    trs = await cloud.startTrs(4503); // a TRS process: the revocation case checks it hears of the revocation
     ops = new NodeProc(await tb.addHost('ops1', { site: tb.global, family: 'dual' }), work.dir, 'ops1');
     cam = new NodeProc(await tb.addHost('cam1', { site: tb.global, family: 'dual' }), work.dir, 'cam1');
     plain = new NodeProc(await tb.addHost('plain', { site: tb.global, family: 'dual' }), work.dir, 'plain');
@@ -70,6 +73,7 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
   });
 
   after(async () => {
+    trs?.kill('SIGKILL');
     for (const u of undo) u();
     await tb?.cleanup();
     work?.remove();
@@ -223,6 +227,10 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     assert.equal((await cli(['cloud', 'revoke', 'cam1'])).code, 0);
     await waitFor('ops closes its tunnel to cam1', async () => (await ops.status()).peers.find((x) => x.name === 'cam1')?.revoked === true, 5000, 100);
     const took = Date.now() - t0;
+    // The cloud's TRS was told too (RelayRevoke): it would drop cam1's relayed paths (test/unit/cloud/trs-revoke.test.ts).
+    const trsCounters = async (): Promise<Record<string, number>> =>
+      (JSON.parse((await cli(['cloud', 'stats'])).stdout) as { trsProcesses: Record<string, { counters: Record<string, number> }> }).trsProcesses['trs-4503']!.counters;
+    await waitFor('the TRS has the revocation', async () => (await trsCounters())['revoke.received'] === 1, Math.max(500, 5000 - (Date.now() - t0)), 200);
     const out = (await running).stdout;
     const after = await counters(ops);
     const received = Number(/(\d+) received/.exec(out)?.[1] ?? -1);

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { issueNodeCertificate, parseCsr, randomKey, serialOf, verifyChain, type CaMaterial } from '../../crypto/index.js';
 import { Status } from '../../protocol/constants.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
-import { encodeGeneralNodeInfo, MAX_ENDPOINTS, type EnrollRequest, type EnrollResponse, type GeneralEnrollRequest, type GeneralNodeInfo, type InfoResponse, type LoginResponse } from '../../protocol/messages.js';
+import { encodeGeneralNodeInfo, MAX_ENDPOINTS, type EnrollRequest, type EnrollResponse, type GeneralEnrollRequest, type GeneralNodeInfo, type InfoResponse, type LoginResponse, type RenewRequest } from '../../protocol/messages.js';
 import type { NodeRecord, Pools, Store } from '../../store/types.js';
 import { CertificateError, RequestError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
@@ -180,6 +180,27 @@ export class AsService {
     await this.c.store.addCertificate({ serial: cert.serial, nodeId: node.id, der: cert.certDer, notAfter: cert.notAfter.getTime(), createdAt: this.now() });
     this.counters.inc('general-enroll.ok');
     this.c.logger.info('general node enrolled', { node: node.name, nodeId: node.id, adapter: adapter.name });
+    return { nodeId: node.id, name: node.name, fqdn, certificate: cert.certDer, chain: this.c.chainDer };
+  }
+
+  /**
+   * Certificate renewal: a node proves its current certificate (mTLS; valid, ours, not revoked) and gets a new one
+   * for the same node from its CSR, valid `certValidDays` from now. The old certificate stays valid until it expires
+   * (handshakes in flight and peers' Route Directions may still carry it); `cloud revoke` revokes both.
+   */
+  async renew(peerCertDer: Buffer | null, req: RenewRequest): Promise<EnrollResponse> {
+    const node = await this.nodeOfCertificate(peerCertDer, 'renew');
+    try {
+      await parseCsr(req.csr);
+    } catch (err) {
+      this.counters.inc('renew.refused.csr');
+      throw new RequestError('ERR_CSR_INVALID', Status.BadRequest, `CSR refused: ${(err as Error).message}`);
+    }
+    const fqdn = this.fqdnOf(node.name);
+    const cert = await issueNodeCertificate(this.c.issuer, req.csr, { name: node.name, fqdn, nodeId: node.id, vips: [node.vip4, node.vip6], validDays: this.certDays, now: new Date(this.now()) });
+    await this.c.store.addCertificate({ serial: cert.serial, nodeId: node.id, der: cert.certDer, notAfter: cert.notAfter.getTime(), createdAt: this.now() });
+    this.counters.inc('renew.ok');
+    this.c.logger.info('node certificate renewed', { node: node.name, nodeId: node.id, notAfter: cert.notAfter.toISOString() });
     return { nodeId: node.id, name: node.name, fqdn, certificate: cert.certDer, chain: this.c.chainDer };
   }
 

@@ -150,6 +150,16 @@ export class AsTransport {
         const res = await this.service.enrollGeneral(this.clientCertificate(sock, 'general-enroll'), req);
         return encodeFrame({ type: MessageType.EnrollResponse, status: Status.Ok, txid: header.txid, seq: 0n, id: BigInt(res.nodeId) }, encodeBody(MessageType.EnrollResponse, res));
       }
+      case MessageType.RenewRequest: {
+        let req;
+        try {
+          req = decodeBody(MessageType.RenewRequest, body);
+        } catch (err) {
+          return bad(describeError(err));
+        }
+        const res = await this.service.renew(this.clientCertificate(sock, 'renew'), req);
+        return encodeFrame({ type: MessageType.EnrollResponse, status: Status.Ok, txid: header.txid, seq: 0n, id: BigInt(res.nodeId) }, encodeBody(MessageType.EnrollResponse, res));
+      }
       default:
         return bad(`unexpected message type ${header.type} at the AS`);
     }

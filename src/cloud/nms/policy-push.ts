@@ -2,10 +2,11 @@
 // and `cloud revoke`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths,
 // listing for each of its peers what that peer may now open to it, whether any rule still connects them, and whether
 // the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
-// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways).
+// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways). Newly revoked nodes are
+// also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
 
 import type { Endpoint } from '../../protocol/endpoint.js';
-import { encodePolicyEntry, MAX_POLICY_ENTRIES, type PolicyEntry } from '../../protocol/messages.js';
+import { encodePolicyEntry, MAX_POLICY_ENTRIES, MAX_REVOKED_SERIALS, type PolicyEntry } from '../../protocol/messages.js';
 import { allowedPorts, connected, formatPortList, type Subject } from '../../policy/policy.js';
 import { loadPolicy, POLICY_REV_KEY } from '../../policy/store.js';
 import type { Store } from '../../store/types.js';
@@ -25,6 +26,8 @@ export interface PolicyPushComponents {
   pairs: Map<number, Set<number>>;
   /** Seals a PolicyUpdate for `nodeId` with its Common Key and sends it to its registration's observed address; false if it cannot (no session or registration). */
   send: (nodeId: number, txid: number, body: { entries: Buffer[] }, to: Endpoint) => boolean;
+  /** Tells the live TRS that these nodes were revoked (trs/client.ts revokeAtRelays); absent: no relays. */
+  revokeAtRelays?: (nodeIds: number[]) => Promise<{ acked: number; failed: number }>;
 }
 
 export class PolicyPusher {
@@ -34,6 +37,8 @@ export class PolicyPusher {
   /** Unacknowledged pushes: txid → resolve. */
   private readonly waiting = new Map<number, () => void>();
   private running: Promise<void> | null = null;
+  /** Revoked nodes the TRS were already told about (a node that gets a valid certificate again leaves it). */
+  private readonly relayTold = new Set<number>();
 
   constructor(private readonly c: PolicyPushComponents) {}
 
@@ -82,13 +87,21 @@ export class PolicyPusher {
     const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
     // Nodes without a valid certificate (revoked by `cloud revoke`): their peers close the tunnels.
     const revoked = new Set<number>();
+    /** Revoked node → the serials of its newest revoked certificates (peers add them to their revocation lists). */
+    const serials = new Map<number, string[]>();
     const now = Date.now();
     for (const id of new Set([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])])) {
       const certs = await this.c.store.listNodeCertificates(id);
-      if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) revoked.add(id);
+      if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) {
+        revoked.add(id);
+        serials.set(id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
+      }
     }
     this.c.counters.inc('policy.changed');
     const sends: Promise<void>[] = [];
+    const newlyRevoked = [...revoked].filter((id) => !this.relayTold.has(id));
+    for (const id of this.relayTold) if (!revoked.has(id) && (this.c.pairs.has(id) || [...this.c.pairs.values()].some((s) => s.has(id)))) this.relayTold.delete(id);
+    if (newlyRevoked.length > 0 && this.c.revokeAtRelays) sends.push(this.tellRelays(newlyRevoked));
     for (const [nodeId, peers] of this.c.pairs) {
       const me = subjects.get(nodeId);
       if (!me || peers.size === 0 || revoked.has(nodeId)) continue;
@@ -96,7 +109,7 @@ export class PolicyPusher {
       for (const peerId of peers) {
         const peer = subjects.get(peerId);
         if (!peer) continue;
-        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true });
+        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true, revokedSerials: serials.get(peerId) ?? [] });
         else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
       }
       const reg = await this.c.store.getRegistration(nodeId);
@@ -106,6 +119,21 @@ export class PolicyPusher {
       }
     }
     await Promise.all(sends);
+  }
+
+  private async tellRelays(nodeIds: number[]): Promise<void> {
+    for (const id of nodeIds) this.relayTold.add(id);
+    try {
+      const { acked, failed } = await this.c.revokeAtRelays!(nodeIds);
+      this.c.counters.inc('policy.relay-revoke.acked', acked);
+      if (failed > 0) {
+        this.c.counters.inc('policy.relay-revoke.failed', failed);
+        this.c.logger.warn('a TRS did not acknowledge a revocation (it forgets the paths when they idle out)', { nodes: nodeIds.length, failed });
+      }
+    } catch (err) {
+      this.c.counters.inc('policy.relay-revoke.failed');
+      this.c.logger.warn('telling the TRS about a revocation failed', { err: err instanceof Error ? err.message : String(err) });
+    }
   }
 
   private async push(nodeId: number, entries: Buffer[], to: Endpoint): Promise<void> {

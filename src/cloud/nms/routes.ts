@@ -17,6 +17,8 @@ import { pairAllowance } from '../../policy/store.js';
 /** What route selection needs to relay a path (the NMS's RelayClient + allocateRelay); absent: no relayed paths. */
 export interface RelayAllocator {
   allocate(req: { pathId: bigint; nodeA: number; nodeB: number; expiresAt: number }, avoid: Endpoint[]): Promise<{ tempKey: Buffer; relay: Endpoint[]; relayId: string }>;
+  /** `cloud revoke`: tells every live TRS to drop these nodes' paths and refuse their binds (RelayRevoke). */
+  revoke?(nodeIds: number[]): Promise<{ acked: number; failed: number }>;
 }
 
 /** Tunable: how long a relayed path may live at the TRS (it also forgets it when idle; the ends rebind every ≤ 25 s). */

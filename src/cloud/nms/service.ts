@@ -149,6 +149,7 @@ export class NmsService {
       counters: this.counters,
       pairs: this.routes.pairs,
       send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
+      ...(c.relays?.revoke ? { revokeAtRelays: (ids: number[]) => c.relays!.revoke!(ids) } : {}),
     });
   }
 

@@ -7,6 +7,9 @@
  *     │   retransmitted after 250, 500, 1000 ms (fresh seq, same txid), rotating over the TRS's endpoints
  *     │◄─ RelayResponse {pathId, relay endpoints, relayId} ────────│  sealed: .down   (or a sealed Nack: refused)
  *
+ *     │── RelayRevoke {nodeIds} ──────────────────────────────────►│  sealed like a RelayRequest, header id = a random
+ *     │◄─ Ack ─────────────────────────────────────────────────────│  nonzero u64 (`cloud revoke`: revokeAtRelays)
+ *
  * allocateRelay tries live TRS rows least-loaded first (at most RELAY_MAX_CANDIDATES) and makes a fresh Temp Key
  * for every try, so two TRS never hold the same path with the same key (a late answer from a server we gave up on
  * leaves only an unbound path there, which expires when idle).
@@ -14,14 +17,14 @@
 
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { openFrame, sealFrame, type ChannelKeys } from '../../channel/sealed.js';
 import { SeqCounter } from '../../channel/sequence.js';
 import { randomKey } from '../../crypto/index.js';
 import { MessageType, Status } from '../../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame } from '../../protocol/header.js';
-import { decodeBody, encodeBody } from '../../protocol/messages.js';
+import { decodeBody, encodeBody, MAX_RELAY_REVOKE_IDS } from '../../protocol/messages.js';
 import type { RelayServerRecord, Store } from '../../store/types.js';
 import { mapForDualStack } from '../../util/addr.js';
 import { Counters } from '../../util/counters.js';
@@ -81,7 +84,9 @@ interface Pending {
   pathId: bigint;
   serverId: string;
   keys: ChannelKeys;
-  resolve: (a: { relay: Endpoint[]; relayId: string }) => void;
+  /** A RelayRevoke waits for an Ack (resolved with null); a RelayRequest for a RelayResponse. */
+  revoke: boolean;
+  resolve: (a: { relay: Endpoint[]; relayId: string } | null) => void;
   reject: (err: Error) => void;
 }
 
@@ -135,8 +140,8 @@ export class RelayClient {
     const keys = relayControlKeys(this.init.relayKey, req.pathId, server.id);
     const plain = encodeBody(MessageType.RelayRequest, { pathId: req.pathId, nodeA: req.nodeA, nodeB: req.nodeB, tempKey, expiresAt: BigInt(req.expiresAt) });
     const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
-    const answer = new Promise<{ relay: Endpoint[]; relayId: string }>((resolve, reject) =>
-      this.pending.set(txid, { pathId: req.pathId, serverId: server.id, keys, resolve, reject }),
+    const answer = new Promise<{ relay: Endpoint[]; relayId: string } | null>((resolve, reject) =>
+      this.pending.set(txid, { pathId: req.pathId, serverId: server.id, keys, revoke: false, resolve, reject }),
     );
     answer.catch(() => {}); // raced below
     try {
@@ -152,6 +157,41 @@ export class RelayClient {
         if (got) return { pathId: req.pathId, tempKey, relay: got.relay, relayId: got.relayId };
       }
       throw new RelayError('ERR_RELAY_TIMEOUT', `no answer from TRS ${server.id} at ${targets.map(formatEndpoint).join(', ')}`);
+    } finally {
+      this.pending.delete(txid);
+    }
+  }
+
+  /**
+   * Tells one TRS that `nodeIds` were revoked (it drops their paths and refuses binds for them). Resolves once the TRS
+   * acknowledged; rejects with RelayError ERR_RELAY_TIMEOUT (no Ack after the last retransmission) or ERR_RELAY_REFUSED.
+   */
+  async revoke(server: Pick<RelayServerRecord, 'id' | 'endpoints'>, nodeIds: number[]): Promise<void> {
+    const sock = this.sock;
+    if (!sock) throw new RelayError('ERR_RELAY_CLOSED', 'relay client is not started');
+    if (nodeIds.length === 0 || nodeIds.length > MAX_RELAY_REVOKE_IDS) throw new RangeError(`1..${MAX_RELAY_REVOKE_IDS} node ids per RelayRevoke`);
+    const targets = server.endpoints.filter((e) => this.dualStack || isIP(e.address) === 4);
+    if (targets.length === 0) throw new RelayError('ERR_RELAY_UNAVAILABLE', `TRS ${server.id} has no endpoint this client can reach`);
+    // A fresh random id per message: with the TRS id it salts the key, so (key, nonce) never repeats across senders.
+    let id = 0n;
+    while (id === 0n) id = randomBytes(8).readBigUInt64BE(0);
+    const keys = relayControlKeys(this.init.relayKey, id, server.id);
+    const plain = encodeBody(MessageType.RelayRevoke, { nodeIds });
+    const txid = (this.txid = (this.txid % 0x7fffffff) + 1);
+    const answer = new Promise<unknown>((resolve, reject) => this.pending.set(txid, { pathId: id, serverId: server.id, keys, revoke: true, resolve, reject }));
+    answer.catch(() => {});
+    try {
+      const schedule = this.init.retransmitMs ?? RELAY_RETRANSMIT_MS;
+      for (let i = 0; i < schedule.length; i++) {
+        const to = targets[i % targets.length]!;
+        sock.send(sealFrame(keys.up, { type: MessageType.RelayRevoke, txid, seq: this.seq.next(), id }, plain), to.port, this.dualStack ? mapForDualStack(to.address) : to.address);
+        this.counters.inc(i === 0 ? 'revoke.tx' : 'revoke.retransmit');
+        let timer: NodeJS.Timeout | undefined;
+        const got = await Promise.race([answer.then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), schedule[i])))]);
+        clearTimeout(timer);
+        if (got) return;
+      }
+      throw new RelayError('ERR_RELAY_TIMEOUT', `no Ack for RelayRevoke from TRS ${server.id}`);
     } finally {
       this.pending.delete(txid);
     }
@@ -184,6 +224,13 @@ export class RelayClient {
         const e = requestErrorFromNack(f.header.status, reason);
         this.counters.inc('nack');
         p.reject(new RelayError('ERR_RELAY_REFUSED', `TRS ${p.serverId} refused: ${e.code}: ${e.message}`, { status: f.header.status }));
+      } else if (p.revoke) {
+        if (f.header.type !== MessageType.Ack || f.header.status !== Status.Ok) {
+          this.counters.inc('refused.type');
+          return;
+        }
+        this.counters.inc('revoke.acked');
+        p.resolve(null);
       } else if (f.header.type === MessageType.RelayResponse && f.header.status === Status.Ok) {
         const r = decodeBody(MessageType.RelayResponse, plain);
         if (r.pathId !== p.pathId || r.relayId !== p.serverId) {
@@ -235,4 +282,21 @@ export async function allocateRelay(deps: AllocateRelayDeps, req: RelayAllocatio
   }
   const why = last instanceof Error ? last.message : String(last);
   throw new RelayError('ERR_RELAY_UNAVAILABLE', `no TRS accepted the path (${candidates.length} tried): ${why}`, { cause: last });
+}
+
+/**
+ * `cloud revoke` at the relays: tells every live TRS (from the store) that `nodeIds` were revoked, in messages of at
+ * most MAX_RELAY_REVOKE_IDS ids, all TRS at once. Resolves with how many TRS acknowledged every message; a TRS that
+ * does not answer is counted and logged by the caller (it still forgets the paths when they idle out).
+ */
+export async function revokeAtRelays(deps: Pick<AllocateRelayDeps, 'store' | 'client' | 'now' | 'heartbeatMs'>, nodeIds: number[]): Promise<{ acked: number; failed: number }> {
+  if (nodeIds.length === 0) return { acked: 0, failed: 0 };
+  const live = await liveRelays(deps.store, (deps.now ?? Date.now)(), { heartbeatMs: deps.heartbeatMs });
+  const results = await Promise.allSettled(
+    live.map(async (server) => {
+      for (let i = 0; i < nodeIds.length; i += MAX_RELAY_REVOKE_IDS) await deps.client.revoke(server, nodeIds.slice(i, i + MAX_RELAY_REVOKE_IDS));
+    }),
+  );
+  const failed = results.filter((r) => r.status === 'rejected').length;
+  return { acked: results.length - failed, failed };
 }

@@ -14,7 +14,12 @@
  *   type 0x26 RelayBind:  known path → budget → opens with end A's or B's key → seq newer than that end's last
  *       → timestamp within ±120 s → the end is bound to the source (a new source moves it) → sealed RelayBindAck
  *   type 0x24 RelayRequest:  budget → replay guard → opens with the control key for (path id, our id)
- *       → create (or refresh) the path → sealed RelayResponse {our endpoints}; a bad request gets a sealed Nack
+ *       → neither end revoked → create (or refresh) the path → sealed RelayResponse {our endpoints}; a bad request
+ *       gets a sealed Nack
+ *   type 0x28 RelayRevoke (`cloud revoke`, from the NMS): opens like a RelayRequest (header id = a random nonce id)
+ *       → every path with a listed node at either end is dropped, and the nodes are held revoked for
+ *       RELAY_REVOKE_HOLD_MS (RelayRequests naming them get a CertRevoked Nack, binds on their paths are dropped)
+ *       → sealed Ack
  *   anything else ................................................................. drop type
  *
  * The hot path is a bigint Map lookup and two string compares: no decoding, no allocation beyond the
@@ -55,6 +60,14 @@ export const RELAY_SWEEP_MS = 1_000;
 export const RELAY_BIND_RATE = { perSec: 2_000, burst: 4_000 } as const;
 /** RelayBind attempts allowed per path: a bind and its retransmissions from both ends, with room to spare. */
 export const RELAY_PATH_BIND_RATE = { perSec: 8, burst: 16 } as const;
+/**
+ * How long a RelayRevoke keeps a node out of this TRS (new paths refused, binds dropped). It covers a route selection
+ * in flight when the revocation arrived; after it the NMS's own refusal (a revoked node cannot log in or register)
+ * is what keeps the node off relays, and a node re-enrolled under the same id may be relayed again.
+ */
+export const RELAY_REVOKE_HOLD_MS = 60_000;
+/** Revoked node ids a TRS holds at once (the oldest hold is dropped first past this). */
+export const RELAY_MAX_REVOKED = 65_536;
 /** RelayRequest work (HKDF + AES-GCM) allowed per second, and burst. */
 export const RELAY_CONTROL_RATE = { perSec: 1_000, burst: 2_000 } as const;
 
@@ -74,6 +87,7 @@ export const DROP_REASONS = [
   'badControl',
   'replayedControl',
   'staleControl',
+  'revoked',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -98,6 +112,8 @@ export interface TrsInit {
   controlRate?: { perSec: number; burst: number };
   /** @default RELAY_SWEEP_MS */
   sweepMs?: number;
+  /** @default RELAY_REVOKE_HOLD_MS */
+  revokeHoldMs?: number;
 }
 
 export interface TrsComponents {
@@ -164,6 +180,8 @@ export class TrsService {
   forwardedBytes = 0;
 
   private readonly paths = new Map<bigint, Path>();
+  /** Revoked node id → until (unix ms): RelayRevoke from the NMS. Insertion order = oldest first. */
+  private readonly revoked = new Map<number, number>();
   private endpoints: Endpoint[];
   private readonly now: () => number;
   private readonly seq: SeqCounter;
@@ -255,6 +273,7 @@ export class TrsService {
         this.guarded(() => this.bind(msg, address, port));
         return;
       case MessageType.RelayRequest:
+      case MessageType.RelayRevoke:
         this.guarded(() => this.control(msg, address, port));
         return;
       default:
@@ -302,6 +321,10 @@ export class TrsService {
       this.forget(path, 'deadline');
       return this.drop('expired');
     }
+    if (this.revoked.size > 0 && (this.isRevoked(path.a.nodeId, now) || this.isRevoked(path.b.nodeId, now))) {
+      this.paths.delete(path.id);
+      return this.drop('revoked');
+    }
     if (!path.binds.take(now) || !this.bindBudget.take(now)) return this.drop('rateLimited');
     // Try the end already bound at this source first: one AES-GCM open for the usual refresh.
     const first = path.b.address === address && path.b.port === port ? path.b : path.a;
@@ -342,7 +365,7 @@ export class TrsService {
   }
 
   /**
-   * RelayRequests from the NMS. Authenticated first (AES-GCM under the relay key, cheap), budgeted after, per source:
+   * RelayRequests and RelayRevokes from the NMS. Authenticated first (AES-GCM under the relay key, cheap), budgeted after, per source:
    * forged frames cost only their own open and can never spend the budget the NMS's real requests live on.
    */
   private control(msg: Buffer, address: string, port: number): void {
@@ -374,6 +397,18 @@ export class TrsService {
       this.counters.inc(`relay.refused.${STATUS_CODES[status]}`);
       reply(MessageType.Nack, encodeBody(MessageType.Nack, { reason: `${STATUS_CODES[status]}: ${reason}` }), status);
     };
+    if (header.type === MessageType.RelayRevoke) {
+      let ids: number[];
+      try {
+        ids = decodeBody(MessageType.RelayRevoke, plain).nodeIds;
+      } catch (err) {
+        if (!(err instanceof DecodeError)) throw err;
+        return nack(Status.BadRequest, err.message);
+      }
+      this.revoke(ids, now);
+      reply(MessageType.Ack, encodeBody(MessageType.Ack, {}));
+      return;
+    }
     let req: RelayRequest;
     try {
       req = decodeBody(MessageType.RelayRequest, plain);
@@ -382,6 +417,7 @@ export class TrsService {
       return nack(Status.BadRequest, err.message);
     }
     if (req.pathId !== header.id) return nack(Status.BadRequest, 'body pathId differs from the header id');
+    if (this.isRevoked(req.nodeA, now) || this.isRevoked(req.nodeB, now)) return nack(Status.CertRevoked, 'an end of the path was revoked');
     const expiresAt = Math.min(Number(req.expiresAt), now + this.maxLifetimeMs);
     if (expiresAt <= now) return nack(Status.BadRequest, 'expiry is in the past');
     if (this.endpoints.length === 0) return nack(Status.Internal, 'this TRS has no advertised endpoint');
@@ -413,8 +449,35 @@ export class TrsService {
     reply(MessageType.RelayResponse, encodeBody(MessageType.RelayResponse, { pathId: req.pathId, relay: this.endpoints, relayId: this.id }));
   }
 
-  /** Forgets paths past their deadline or idle for longer than idleMs. */
+  /** Drops every path with one of `nodeIds` at an end and holds the nodes revoked (RelayRevoke). */
+  revoke(nodeIds: readonly number[], now = this.now()): void {
+    const until = now + (this.init.revokeHoldMs ?? RELAY_REVOKE_HOLD_MS);
+    const set = new Set(nodeIds);
+    for (const id of set) {
+      this.revoked.delete(id); // re-inserted last: the map stays ordered by age
+      this.revoked.set(id, until);
+      if (this.revoked.size > RELAY_MAX_REVOKED) this.revoked.delete(this.revoked.keys().next().value!);
+    }
+    let dropped = 0;
+    for (const p of this.paths.values()) {
+      if (set.has(p.a.nodeId) || set.has(p.b.nodeId)) {
+        this.paths.delete(p.id);
+        dropped++;
+        this.c.logger.info('relay path dropped: an end was revoked', { path: hexId(p.id), nodeA: p.a.nodeId, nodeB: p.b.nodeId, packets: p.packets, bytes: p.bytes });
+      }
+    }
+    this.counters.inc('revoke.received');
+    this.counters.inc('paths.revoked', dropped);
+  }
+
+  private isRevoked(nodeId: number, now: number): boolean {
+    const until = this.revoked.get(nodeId);
+    return until !== undefined && now < until;
+  }
+
+  /** Forgets paths past their deadline or idle for longer than idleMs, and revocation holds that ended. */
   sweep(now = this.now()): void {
+    for (const [id, until] of this.revoked) if (now >= until) this.revoked.delete(id);
     for (const p of this.paths.values()) {
       if (now >= p.expiresAt) this.forget(p, 'deadline');
       else if (now - p.lastActive >= this.idleMs) this.forget(p, 'idle');

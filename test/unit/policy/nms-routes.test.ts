@@ -109,7 +109,8 @@ describe('route selection under a policy', () => {
     await store.revokeNodeCertificates(ids['cam1']!, 'test', Date.now());
     await bumpPolicyRev(store);
     await waitFor('the revocation pushed to ops1', async () => updates.some((u) => u.to === 'ops1'), 3000, 20);
-    assert.deepEqual(updates.find((u) => u.to === 'ops1')!.entries[0], { peerNodeId: ids['cam1'], connected: false, allowIn: '', revoked: true });
+    const serials = (await store.listNodeCertificates(ids['cam1']!)).map((c) => c.serial.toLowerCase());
+    assert.deepEqual(updates.find((u) => u.to === 'ops1')!.entries[0], { peerNodeId: ids['cam1'], connected: false, allowIn: '', revoked: true, revokedSerials: serials }, 'with the serials for the revocation list');
     assert.ok(!updates.some((u) => u.to === 'cam1'), 'the revoked node is not told');
   });
 });

@@ -76,6 +76,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     ],
   },
   [MessageType.GeneralEnrollRequest]: { name: 'printer', csr: Buffer.from('csr-der') },
+  [MessageType.RenewRequest]: { csr: Buffer.from('csr-der') },
   [MessageType.RegistrationRequest]: {
     endpoints: [
       { address: '10.0.0.5', port: 30000 },
@@ -108,6 +109,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     relayId: 'trs-5f3a9c',
   },
   [MessageType.RelayBind]: { nodeId: 7, timestamp: 1_700_000_000_789n },
+  [MessageType.RelayRevoke]: { nodeIds: [7, 42] },
   [MessageType.RelayBindAck]: { nodeId: 7, timestamp: 1_700_000_000_790n, observed: { address: '203.0.113.9', port: 61000 }, peerBound: false },
   [MessageType.TunnelRequest]: {
     pathId: 99n,
@@ -152,7 +154,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 29);
+  assert.equal(TYPES.length, 31);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
