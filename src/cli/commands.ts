@@ -1,7 +1,7 @@
 // Every `cyphonic …` command: cloud init/start/enroll/nodes/revoke/relays/stats, node up/status.
 // Commands are thin: they parse options and call the cloud's or the node's factory and control API.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { isIP } from 'node:net';
 import {
@@ -16,6 +16,8 @@ import {
   type NodeRow,
   type Role,
 } from '../cloud/cloud.js';
+import { adminTokenPath, rotateAdminToken } from '../cloud/api/admin-token.js';
+import { parseListen } from '../cloud/api/server.js';
 import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
 import { adminCheck, adminSetPolicy, adminSetTags, adminShowPolicy, parseTags } from '../policy/admin.js';
 import { MAX_POLICY_BYTES, policyJson } from '../policy/policy.js';
@@ -84,22 +86,26 @@ export const commands: Command[] = [
         db: str(o['db']),
       });
       out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
+      out(`REST API admin token: ${adminTokenPath(str(o["dir"])!)}`);
     },
   },
   {
     name: 'cloud start',
-    summary: 'Run cloud services in the foreground: AS (TCP 4501), NMS (UDP 4502), TRS (UDP 4503; several may share DIR).',
+    summary: 'Run cloud services in the foreground: AS (TCP 4501), NMS (UDP 4502), TRS (UDP 4503; several may share DIR), REST API (TCP 4580).',
     options: {
       dir: dirOpt,
       db: dbOpt,
-      roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms' },
+      roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms,trs' },
       'trs-port': { type: 'string', help: 'UDP port of the TRS (0 = any free port) [default: ports.trs of cloud.json, 4503]' },
       'trs-advertise': { type: 'string', help: 'addresses the TRS hands out to nodes, comma-separated [default: the host\'s addresses]' },
       'nms-port': { type: 'string', help: 'UDP port of the NMS (0 = any free port, its NAT probe port too) [default: ports.nms of cloud.json, 4502]' },
       advertise: { type: 'string', help: 'addresses nodes reach THIS instance at, comma-separated (another instance of the same cloud on another host) [default: advertise of cloud.json]' },
+      console: { type: 'string', help: 'ADDR:PORT of the REST API (/api/v1/, bearer token DIR/admin-token; HTTPS unless loopback), or "off"', default: '127.0.0.1:4580' },
     },
     required: ['dir'],
     async run(o) {
+      const consoleText = str(o['console'])!;
+      const consoleAt = consoleText === 'off' ? undefined : parseListen(consoleText, '--console');
       const roles = list(o['roles']);
       for (const r of roles) if (!['as', 'nms', 'trs'].includes(r)) throw new ConfigError(`--roles: unknown role ${r}`);
       if (roles.length === 0) throw new ConfigError('--roles: name at least one of as, nms, trs');
@@ -122,8 +128,20 @@ export const commands: Command[] = [
         ports: { ...(trsPort === undefined ? {} : { trs: trsPort }), ...(nmsPort === undefined ? {} : { nms: nmsPort }) },
         trsAdvertise,
         advertise,
+        ...(consoleAt ? { console: consoleAt } : {}),
       });
       return untilSignal(() => cloud.stop());
+    },
+  },
+  {
+    name: 'cloud admin-token',
+    summary: 'Replace the REST API admin token in DIR/admin-token (0600) with --rotate and print the new one; a running cloud takes it at once.',
+    options: { dir: dirOpt, rotate: { type: 'boolean', help: 'make a new token (the old one stops working)' } },
+    required: ['dir'],
+    async run(o) {
+      if (!o['rotate']) throw new ConfigError(`missing --rotate (the token is in ${adminTokenPath(str(o['dir'])!)})`, 'ERR_USAGE');
+      if (!existsSync(join(str(o['dir'])!, 'cloud.json'))) throw new ConfigError(`${str(o['dir'])!} holds no cloud (cloud init first)`, 'ERR_NO_CONFIG');
+      out(rotateAdminToken(str(o['dir'])!));
     },
   },
   {
@@ -259,7 +277,7 @@ export const commands: Command[] = [
       dir: dirOpt,
       db: dbOpt,
       mac: { type: 'string', help: "the device's MAC address (aa:bb:cc:dd:ee:ff)" },
-      adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled already)' },
+      adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled now or later)' },
       family: { type: 'string', help: 'address families it gets: dual, v4 or v6', default: 'dual' },
       tags: tagsOpt,
       json: { type: 'boolean', help: 'print JSON' },

@@ -1,4 +1,4 @@
-// End-to-end test of the foundation in real network namespaces: cloud (AS + NMS) on the global segment,
+// End-to-end test of the foundation in real network namespaces: cloud (`cloud start` with no flags: AS + NMS + TRS) on the global segment,
 // nodes on the global segment, IPv6-only and behind a NAPT router; restarts after kill -9; hostile input.
 //
 //              global segment 198.18.0.0/24, 2001:db8::/64
@@ -45,7 +45,7 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     await cloud.patchConfig({ keepaliveNatSec: 1, keepaliveOpenSec: 2 });
     const cfg = JSON.parse((await cloudHost.run('cat', [join(cloud.dir, 'cloud.json')])).toString()) as { pools: { v4: string; v6: string } };
     pools = cfg.pools;
-    await cloud.start();
+    await cloud.start([]); // the embedded defaults: AS, NMS and TRS in one process
     alpha = new NodeProc(hA, work.dir, 'alpha');
     beta = new NodeProc(hB, work.dir, 'beta');
     gamma = new NodeProc(hG, work.dir, 'gamma');
@@ -83,6 +83,14 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     assert.equal(rows.find((x) => x.name === 'alpha')!.nat, false);
   });
 
+  test('cloud start with no flags relays between the IPv4-only beta (behind NAPT) and the IPv6-only gamma', async () => {
+    const g = await gamma.status();
+    await waitFor('beta pings gamma through the overlay', () => beta.host.exec('ping', ['-c', '1', '-W', '2', g.vip4!]).then((r) => r.code === 0), 20_000, 500);
+    assert.match(await gamma.host.run('ping', ['-c', '2', '-i', '0.3', '-W', '2', (await beta.status()).vip6!]), / 0% packet loss/);
+    const peer = (await beta.status()).peers.find((p) => p.name === 'gamma');
+    assert.equal(peer?.path, 'relayed', 'through the TRS the cloud runs by default');
+  });
+
   test('kill -9 of a node: restart with the same --state keeps identity and addresses, no new enrollment', async () => {
     const before = await alpha.status();
     const enrolled = (await cloud.metrics()).as!['enroll.ok'] ?? 0;
@@ -100,7 +108,7 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     await cloud.kill9();
     // Long enough for every node to notice (keepalive 1-2 s + retransmissions) and start re-registering.
     await waitFor('nodes to notice the cloud is gone', async () => (await Promise.all([alpha.status(), beta.status(), gamma.status()])).every((s) => !s.registered), 30_000);
-    await cloud.start();
+    await cloud.start([]);
     const after = await Promise.all([alpha.waitRegistered(40_000), beta.waitRegistered(40_000), gamma.waitRegistered(40_000)]);
     for (let i = 0; i < 3; i++) {
       assert.equal(after[i]!.vip4, before[i]!.vip4);
