@@ -18,6 +18,8 @@ import {
 } from '../cloud/cloud.js';
 import { adminTokenPath, rotateAdminToken } from '../cloud/api/admin-token.js';
 import { parseListen } from '../cloud/api/server.js';
+import { adapterMetrics, nodeMetrics } from '../metrics/daemons.js';
+import { newRegistry, serveMetrics } from '../metrics/prom.js';
 import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
 import { adminCheck, adminSetPolicy, adminSetTags, adminShowPolicy, parseTags } from '../policy/admin.js';
 import { MAX_POLICY_BYTES, policyJson } from '../policy/policy.js';
@@ -32,9 +34,19 @@ import type { Command } from './args.js';
 const dirOpt = { type: 'string', help: 'cloud directory (CA, config, SQLite store)' } as const;
 const dbOpt = { type: 'string', help: 'store URL (default: DIR/cyphonic.db; postgres://… when several instances share one)' } as const;
 const tagsOpt = { type: 'string', help: 'policy tags, comma-separated (a-z, 0-9, -)' } as const;
+const metricsOpt = { type: 'string', help: 'ADDR:PORT to serve Prometheus metrics on (GET /metrics, no auth: bind it to loopback or a private address)' } as const;
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 const list = (v: string | boolean | undefined): string[] =>
   typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+
+/** The --metrics listener of a daemon: a registry filled by `fill`, served on `at`. */
+async function daemonMetrics(at: { host: string; port: number }, fill: (reg: ReturnType<typeof newRegistry>) => void, logger: ReturnType<typeof createLogger>): Promise<{ close(): Promise<void> }> {
+  const reg = newRegistry();
+  fill(reg);
+  const s = await serveMetrics(reg, at, logger);
+  logger.info('metrics listening', { host: at.host, port: s.port });
+  return s;
+}
 
 function out(s: string): void {
   process.stdout.write(s + '\n');
@@ -318,6 +330,7 @@ export const commands: Command[] = [
       'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive', default: '20' },
       'punch-retry': { type: 'string', help: 'seconds before a relay that replaced a failed hole punch tries the punch again (doubling after each failure)', default: '30' },
       'no-offload': { type: 'boolean', help: 'move one packet per read/write/datagram: no TSO, UDP GSO or GRO (portable path)' },
+      metrics: metricsOpt,
     },
     required: ['state'],
     async run(o) {
@@ -335,8 +348,13 @@ export const commands: Command[] = [
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
       const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, rejectAfterMs: Math.round(limit * 1000), pathKeepaliveMs: keepalive * 1000, punchRetryMs: punchRetry * 1000, offload: !o['no-offload'] }, logger);
+      const metricsAt = str(o['metrics']) === undefined ? null : parseListen(str(o['metrics'])!, '--metrics');
       await d.start();
-      return untilSignal(() => d.stop());
+      const served = metricsAt ? await daemonMetrics(metricsAt, (reg) => nodeMetrics(reg, () => d.status()), logger) : null;
+      return untilSignal(async () => {
+        await served?.close();
+        await d.stop();
+      });
     },
   },
   {
@@ -384,6 +402,7 @@ export const commands: Command[] = [
       'info-interval': { type: 'string', help: 'seconds between fetches of the general-node list from the AS', default: '30' },
       'ra-interval': { type: 'string', help: 'MaxRtrAdvInterval of the periodic Router Advertisements, seconds (4..1800)', default: '200' },
       'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive (adapter and general nodes)', default: '20' },
+      metrics: metricsOpt,
     },
     required: ['state', 'lan'],
     async run(o) {
@@ -399,8 +418,13 @@ export const commands: Command[] = [
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'adapter' });
       const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec, pathKeepaliveMs: keepalive * 1000 }, logger);
+      const metricsAt = str(o['metrics']) === undefined ? null : parseListen(str(o['metrics'])!, '--metrics');
       await d.start();
-      return untilSignal(() => d.stop());
+      const served = metricsAt ? await daemonMetrics(metricsAt, (reg) => adapterMetrics(reg, () => d.status()), logger) : null;
+      return untilSignal(async () => {
+        await served?.close();
+        await d.stop();
+      });
     },
   },
   {

@@ -31,6 +31,8 @@ import { GeneralNodeWatcher } from './nms/general-push.js';
 import { rotateAdminToken } from './api/admin-token.js';
 import { apiRoutes } from './api/routes.js';
 import { ApiServer } from './api/server.js';
+import { cloudMetrics, metricsRoute, timedNms } from './api/metrics.js';
+import { latencyHistogram, newRegistry } from '../metrics/prom.js';
 import { MAX_ENDPOINTS } from '../protocol/messages.js';
 import { advertisedEndpoints, TrsTransport } from './trs/transport.js';
 
@@ -186,6 +188,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   let nmsPort = 0;
   let trsPort = 0;
   let consoleAt: { url: string; port: number } | null = null;
+  const metrics = newRegistry(); // GET /metrics on the API port (cloudMetrics below)
   try {
     if (roles.has('nms')) {
       let transport: NmsTransport | null = null;
@@ -213,7 +216,8 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       await nms.listenToInstances();
       const service = nms;
       stops.push(async () => service.close());
-      const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
+      const timed = timedNms(nms, metrics); // the NMS's handling time per message type (cyphonic_nms_handle_seconds)
+      const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, timed, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
       // The NAT mapping probe (DEFAULT_PORTS.nmsProbe, 4505; ephemeral when the NMS port is): see NmsService.probe.
@@ -274,6 +278,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       await registry.start();
       stops.push(() => registry.stop());
     }
+    cloudMetrics(metrics, as, nms, trs);
     const trsService = trs;
     const trsMetrics = (): TrsMetrics | null => (trsService ? { ...trsService.status(), counters: trsService.metrics() } : null);
     // AS/NMS processes own DIR/cloud.sock; a TRS-only process gets DIR/trs-PORT.sock, so several share one DIR.
@@ -286,7 +291,15 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     stops.push(() => control.close());
     if (o.console && (roles.has('as') || roles.has('nms'))) {
       const tls = { certPem: readFileSync(p.tlsCert, 'utf8') + readFileSync(p.asCert, 'utf8'), keyPem: readFileSync(p.tlsKey, 'utf8') };
-      const api = new ApiServer({ ...o.console, dir: o.dir, tls, routes: apiRoutes({ store, config: cfg, dir: o.dir }), logger: o.logger.child({ component: 'api' }) });
+      const apiSeconds = latencyHistogram(metrics, 'cyphonic_api_request_seconds', 'REST API requests: time to answer', ['route', 'status']);
+      const api = new ApiServer({
+        ...o.console,
+        dir: o.dir,
+        tls,
+        routes: [...apiRoutes({ store, config: cfg, dir: o.dir }), metricsRoute(metrics)],
+        logger: o.logger.child({ component: 'api' }),
+        observe: (route, status, seconds) => apiSeconds.observe({ route, status: String(status) }, seconds),
+      });
       consoleAt = await api.start();
       stops.push(() => api.stop());
       o.logger.info('API listening', { url: consoleAt.url });

@@ -97,6 +97,8 @@ export interface ApiServerInit {
   tls: { certPem: string; keyPem: string };
   routes: ApiRoute[];
   logger: Logger;
+  /** Told each answered request's route (or 'none'), status and duration in seconds (the metrics histogram). */
+  observe?: (route: string, status: number, seconds: number) => void;
 }
 
 export function isLoopback(host: string): boolean {
@@ -165,6 +167,9 @@ export class ApiServer {
   }
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    let route = 'none';
+    res.on('finish', () => this.init.observe?.(route, res.statusCode, Number(process.hrtime.bigint() - t0) / 1e9));
     try {
       const method = req.method ?? 'GET';
       const path = (req.url ?? '/').split('?')[0]!;
@@ -178,6 +183,7 @@ export class ApiServer {
         req.resume();
         return this.fail(res, 405, 'ERR_METHOD', `${method} not allowed on ${path}`, { allow: candidates.map((c) => c.r.method).join(', ') });
       }
+      route = `${hit.r.method} ${hit.r.path}`;
       if (!hit.r.public) {
         const m = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(req.headers.authorization ?? '');
         if (!m || !this.auth.check(m[1]!)) {
