@@ -19,6 +19,7 @@ import {
 import { adminTokenPath, rotateAdminToken } from '../cloud/api/admin-token.js';
 import { parseListen } from '../cloud/api/server.js';
 import { adapterMetrics, nodeMetrics } from '../metrics/daemons.js';
+import { nodePing } from './ping.js';
 import { newRegistry, serveMetrics } from '../metrics/prom.js';
 import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
 import { adminCheck, adminSetPolicy, adminSetTags, adminShowPolicy, parseTags } from '../policy/admin.js';
@@ -386,6 +387,31 @@ export const commands: Command[] = [
         out(`  dns ${st.dns ?? '-'}  tun ${st.tun ?? '-'}`);
         for (const p of st.peers) out(`  peer ${p.name} ${p.vip4} ${p.vip6} ${p.path}${p.relay ? ` via ${p.relay}` : ''} ${p.endpoint ?? '-'} rx ${p.rxBytes} tx ${p.txBytes} ${p.state} allowed ${p.revoked ? 'revoked' : p.allowed === null ? '*' : p.allowed.join(',') || 'replies only'}`);
       }
+    },
+  },
+  {
+    name: 'node ping',
+    summary: 'Probe NAME through the overlay (ICMP echo to its virtual address); print each probe\'s RTT and the path: direct, punched, or relayed via a TRS.',
+    positionals: ['NAME'],
+    options: {
+      state: { type: 'string', help: 'state directory of the running node' },
+      count: { type: 'string', help: 'probes to send', default: '4' },
+      timeout: { type: 'string', help: 'seconds to wait for each answer', default: '2' },
+      json: { type: 'boolean', help: 'print JSON' },
+    },
+    required: ['state'],
+    async run(o, [name]) {
+      const count = Number(o['count']);
+      if (!(Number.isInteger(count) && count >= 1 && count <= 100)) throw new ConfigError(`--count: ${String(o['count'])} is not 1..100`);
+      const timeout = Number(o['timeout']);
+      if (!(Number.isInteger(timeout) && timeout >= 1 && timeout <= 30)) throw new ConfigError(`--timeout: ${String(o['timeout'])} is not 1..30 seconds`);
+      const json = o['json'] === true;
+      const r = await nodePing(str(o['state'])!, name!, count, timeout, (p) => {
+        if (!json) out(`probe ${p.seq}: ${p.rttMs === null ? 'no answer' : `${p.rttMs} ms`}`);
+      });
+      if (json) out(JSON.stringify(r, null, 2));
+      else out(`${r.name} (${r.address}) path ${r.path ?? 'none'}${r.relay ? ` via ${r.relay}` : ''}: ${r.probes.filter((p) => p.rttMs !== null).length}/${r.probes.length} answered`);
+      return r.probes.some((p) => p.rttMs !== null) ? 0 : 1;
     },
   },
   {

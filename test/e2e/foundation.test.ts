@@ -89,6 +89,11 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     assert.match(await gamma.host.run('ping', ['-c', '2', '-i', '0.3', '-W', '2', (await beta.status()).vip6!]), / 0% packet loss/);
     const peer = (await beta.status()).peers.find((p) => p.name === 'gamma');
     assert.equal(peer?.path, 'relayed', 'through the TRS the cloud runs by default');
+    // node ping: by name through the overlay, each probe's RTT and the path it took.
+    const ping = await cyphonic(beta.host, ['node', 'ping', 'gamma', '--state', beta.state, '--count', '3']);
+    assert.match(ping, /^probe 1: [0-9.]+ ms$/m);
+    assert.match(ping, /^probe 3: [0-9.]+ ms$/m);
+    assert.match(ping, new RegExp(`^gamma \\(${g.vip4!.replace(/\./g, '\\.')}\\) path relayed via \\S+:4503: 3/3 answered$`, 'm'));
   });
 
   test('kill -9 of a node: restart with the same --state keeps identity and addresses, no new enrollment', async () => {
