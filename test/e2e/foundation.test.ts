@@ -58,7 +58,8 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
   });
 
   test('nodes enroll, log in and register; NAT is detected; addresses come from the pools', async () => {
-    for (const n of [alpha, beta, gamma]) n.start(tokens[n.name]);
+    for (const n of [alpha, beta]) n.start(tokens[n.name]);
+    gamma.start(tokens['gamma'], ['--metrics', '[::1]:9101']);
     const [a, b, g] = await Promise.all([alpha.waitRegistered(), beta.waitRegistered(), gamma.waitRegistered()]);
     assert.equal(a.nat, false, 'alpha is on the global segment');
     assert.equal(g.nat, false, 'gamma (IPv6-only) is on the global segment');
@@ -93,6 +94,11 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     const ping = await cyphonic(beta.host, ['node', 'ping', 'gamma', '--state', beta.state, '--count', '3']);
     assert.match(ping, /^probe 1: [0-9.]+ ms$/m);
     assert.match(ping, /^probe 3: [0-9.]+ ms$/m);
+    // gamma's --metrics (Prometheus text on its loopback): the relayed peer's bytes, and the daemon's counters.
+    const scrape = await gamma.host.run(process.execPath, ['-e', "fetch('http://[::1]:9101/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
+    const rx = /^cyphonic_node_peer_bytes\{peer="beta",direction="rx",path="relayed"\} (\d+)$/m.exec(scrape);
+    assert.ok(rx && Number(rx[1]) > 0, `peer bytes in gamma's metrics: ${scrape.slice(0, 400)}`);
+    assert.match(scrape, /^cyphonic_node_registered 1$/m);
     assert.match(ping, new RegExp(`^gamma \\(${g.vip4!.replace(/\./g, '\\.')}\\) path relayed via \\S+:4503: 3/3 answered$`, 'm'));
   });
 
