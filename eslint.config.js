@@ -32,6 +32,7 @@ export default tseslint.config(
   layer(['src/store/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/adapter/**'], 'store is used by cloud, never the reverse'),
   layer(['src/policy/policy.ts'], ['**/net/**', '**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**', './store.js', './admin.js'], 'the policy evaluator is pure (nodes use it too)'),
   layer(['src/adapter/**'], ['**/cloud/**', '**/cli/**', '**/store/**'], 'the adapter builds on net and node, never on the cloud or the store'),
+  layer(['src/metrics/**'], ['**/net/**', '**/node/**', '**/cloud/**', '**/cli/**', '**/store/**', '**/adapter/**'], 'metrics read structural views; the daemons plug into it'),
   // Listed after src/adapter/**: for the same rule, the later block wins.
   layer(['src/adapter/lan/**'], ['**/node/**', '**/cloud/**', '**/cli/**', '**/store/**'], 'the LAN layer is pure codecs and state machines'),
 );

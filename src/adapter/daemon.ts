@@ -3,7 +3,8 @@
 //
 //   start ─► NodeDaemon.start ─► own the LAN iface (nftables: the kernel neither answers nor forwards there)
 //         ─► packet socket on --lan ─► LanService (DHCPv4/v6, RA, ARP/ND proxy, DNS, classifier)
-//         ─► every INFO_INTERVAL: InfoRequest → general nodes → one GeneralNodeAgent per node (the same node lifecycle
+//         ─► at once when the NMS pushes "general nodes changed" (PolicyUpdate.generalNodes), and every INFO_INTERVAL
+//            as a fallback: InfoRequest → general nodes → one GeneralNodeAgent per node (the same node lifecycle
 //            as the adapter's own node: own certificate, login, NMS registration; its own C data-plane engine whose
 //            device is a packet pair) attached to the LAN service by MAC; the adapter's address moves wake them all
 //
@@ -95,6 +96,7 @@ export class AdapterDaemon {
   private timer: NodeJS.Timeout | null = null;
   private nft: string | null = null;
   private refreshing: Promise<void> | null = null;
+  private again: Promise<void> | null = null;
   private creds: AdapterCredentials | null = null;
   private pools: string[] = [];
   private leaseTimer: NodeJS.Timeout | null = null;
@@ -120,6 +122,11 @@ export class AdapterDaemon {
     // The general nodes share this host's addresses: a move re-registers them too and tells their peers.
     this.node.moveListeners.push((addrs, at) => {
       for (const a of this.agents.values()) a.moved(addrs, at);
+    });
+    // The NMS pushes "your general nodes changed": fetch the list now rather than at the next poll.
+    this.node.generalNodeListeners.push(() => {
+      if (!this.lan) return; // still starting: startLan fetches it
+      this.refreshSoon().catch((err: unknown) => this.logger.warn('general node refresh failed', { err: describeError(err) }));
     });
     await this.node.start();
     try {
@@ -204,6 +211,18 @@ export class AdapterDaemon {
     await this.port?.close();
     await this.releaseLan();
     await this.node.stop();
+  }
+
+  /** A refresh that starts after any running one (whose InfoRequest may predate the change we were told of). */
+  private async refreshSoon(): Promise<void> {
+    if (this.refreshing) {
+      this.again ??= this.refreshing.catch(() => {}).then(() => {
+        this.again = null;
+        return this.refresh();
+      });
+      return this.again;
+    }
+    return this.refresh();
   }
 
   /** InfoRequest → the general node list; agents started for new ones and stopped for removed ones. */

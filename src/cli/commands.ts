@@ -1,7 +1,7 @@
 // Every `cyphonic …` command: cloud init/start/enroll/nodes/revoke/relays/stats, node up/status.
 // Commands are thin: they parse options and call the cloud's or the node's factory and control API.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { isIP } from 'node:net';
 import {
@@ -16,6 +16,11 @@ import {
   type NodeRow,
   type Role,
 } from '../cloud/cloud.js';
+import { adminTokenPath, rotateAdminToken } from '../cloud/api/admin-token.js';
+import { parseListen } from '../cloud/api/server.js';
+import { adapterMetrics, nodeMetrics } from '../metrics/daemons.js';
+import { nodePing } from './ping.js';
+import { newRegistry, serveMetrics } from '../metrics/prom.js';
 import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
 import { adminCheck, adminSetPolicy, adminSetTags, adminShowPolicy, parseTags } from '../policy/admin.js';
 import { MAX_POLICY_BYTES, policyJson } from '../policy/policy.js';
@@ -30,9 +35,19 @@ import type { Command } from './args.js';
 const dirOpt = { type: 'string', help: 'cloud directory (CA, config, SQLite store)' } as const;
 const dbOpt = { type: 'string', help: 'store URL (default: DIR/cyphonic.db; postgres://… when several instances share one)' } as const;
 const tagsOpt = { type: 'string', help: 'policy tags, comma-separated (a-z, 0-9, -)' } as const;
+const metricsOpt = { type: 'string', help: 'ADDR:PORT to serve Prometheus metrics on (GET /metrics, no auth: bind it to loopback or a private address)' } as const;
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 const list = (v: string | boolean | undefined): string[] =>
   typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+
+/** The --metrics listener of a daemon: a registry filled by `fill`, served on `at`. */
+async function daemonMetrics(at: { host: string; port: number }, fill: (reg: ReturnType<typeof newRegistry>) => void, logger: ReturnType<typeof createLogger>): Promise<{ close(): Promise<void> }> {
+  const reg = newRegistry();
+  fill(reg);
+  const s = await serveMetrics(reg, at, logger);
+  logger.info('metrics listening', { host: at.host, port: s.port });
+  return s;
+}
 
 function out(s: string): void {
   process.stdout.write(s + '\n');
@@ -86,22 +101,26 @@ export const commands: Command[] = [
         certDays: certDays(str(o['cert-days'])),
       });
       out(`cloud initialised in ${str(o['dir'])}: domain ${cfg.domain}, pools ${cfg.pools.v4} ${cfg.pools.v6}, advertise ${cfg.advertise.join(',')}`);
+      out(`REST API admin token: ${adminTokenPath(str(o["dir"])!)}`);
     },
   },
   {
     name: 'cloud start',
-    summary: 'Run cloud services in the foreground: AS (TCP 4501), NMS (UDP 4502), TRS (UDP 4503; several may share DIR).',
+    summary: 'Run cloud services in the foreground: AS (TCP 4501), NMS (UDP 4502), TRS (UDP 4503; several may share DIR), REST API (TCP 4580).',
     options: {
       dir: dirOpt,
       db: dbOpt,
-      roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms' },
+      roles: { type: 'string', help: 'roles to run, comma-separated: as, nms, trs (a TRS-only process may run beside another in DIR)', default: 'as,nms,trs' },
       'trs-port': { type: 'string', help: 'UDP port of the TRS (0 = any free port) [default: ports.trs of cloud.json, 4503]' },
       'trs-advertise': { type: 'string', help: 'addresses the TRS hands out to nodes, comma-separated [default: the host\'s addresses]' },
       'nms-port': { type: 'string', help: 'UDP port of the NMS (0 = any free port, its NAT probe port too) [default: ports.nms of cloud.json, 4502]' },
       advertise: { type: 'string', help: 'addresses nodes reach THIS instance at, comma-separated (another instance of the same cloud on another host) [default: advertise of cloud.json]' },
+      console: { type: 'string', help: 'ADDR:PORT of the REST API (/api/v1/, bearer token DIR/admin-token; HTTPS unless loopback), or "off"', default: '127.0.0.1:4580' },
     },
     required: ['dir'],
     async run(o) {
+      const consoleText = str(o['console'])!;
+      const consoleAt = consoleText === 'off' ? undefined : parseListen(consoleText, '--console');
       const roles = list(o['roles']);
       for (const r of roles) if (!['as', 'nms', 'trs'].includes(r)) throw new ConfigError(`--roles: unknown role ${r}`);
       if (roles.length === 0) throw new ConfigError('--roles: name at least one of as, nms, trs');
@@ -124,8 +143,20 @@ export const commands: Command[] = [
         ports: { ...(trsPort === undefined ? {} : { trs: trsPort }), ...(nmsPort === undefined ? {} : { nms: nmsPort }) },
         trsAdvertise,
         advertise,
+        ...(consoleAt ? { console: consoleAt } : {}),
       });
       return untilSignal(() => cloud.stop());
+    },
+  },
+  {
+    name: 'cloud admin-token',
+    summary: 'Replace the REST API admin token in DIR/admin-token (0600) with --rotate and print the new one; a running cloud takes it at once.',
+    options: { dir: dirOpt, rotate: { type: 'boolean', help: 'make a new token (the old one stops working)' } },
+    required: ['dir'],
+    async run(o) {
+      if (!o['rotate']) throw new ConfigError(`missing --rotate (the token is in ${adminTokenPath(str(o['dir'])!)})`, 'ERR_USAGE');
+      if (!existsSync(join(str(o['dir'])!, 'cloud.json'))) throw new ConfigError(`${str(o['dir'])!} holds no cloud (cloud init first)`, 'ERR_NO_CONFIG');
+      out(rotateAdminToken(str(o['dir'])!));
     },
   },
   {
@@ -261,7 +292,7 @@ export const commands: Command[] = [
       dir: dirOpt,
       db: dbOpt,
       mac: { type: 'string', help: "the device's MAC address (aa:bb:cc:dd:ee:ff)" },
-      adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled already)' },
+      adapter: { type: 'string', help: 'name of the adapter node that serves it (enrolled now or later)' },
       family: { type: 'string', help: 'address families it gets: dual, v4 or v6', default: 'dual' },
       tags: tagsOpt,
       json: { type: 'boolean', help: 'print JSON' },
@@ -302,6 +333,7 @@ export const commands: Command[] = [
       'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive', default: '20' },
       'punch-retry': { type: 'string', help: 'seconds before a relay that replaced a failed hole punch tries the punch again (doubling after each failure)', default: '30' },
       'no-offload': { type: 'boolean', help: 'move one packet per read/write/datagram: no TSO, UDP GSO or GRO (portable path)' },
+      metrics: metricsOpt,
     },
     required: ['state'],
     async run(o) {
@@ -319,8 +351,13 @@ export const commands: Command[] = [
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'node' });
       const d = new NodeDaemon({ stateDir: str(o['state'])!, token, cloud: list(o['cloud']), port, tun: !o['no-tun'], tunName: str(o['tun']), rekeyAfterMs: rekey * 1000, rejectAfterMs: Math.round(limit * 1000), pathKeepaliveMs: keepalive * 1000, punchRetryMs: punchRetry * 1000, offload: !o['no-offload'] }, logger);
+      const metricsAt = str(o['metrics']) === undefined ? null : parseListen(str(o['metrics'])!, '--metrics');
       await d.start();
-      return untilSignal(() => d.stop());
+      const served = metricsAt ? await daemonMetrics(metricsAt, (reg) => nodeMetrics(reg, () => d.status()), logger) : null;
+      return untilSignal(async () => {
+        await served?.close();
+        await d.stop();
+      });
     },
   },
   {
@@ -355,6 +392,31 @@ export const commands: Command[] = [
     },
   },
   {
+    name: 'node ping',
+    summary: 'Probe NAME through the overlay (ICMP echo to its virtual address); print each probe\'s RTT and the path: direct, punched, or relayed via a TRS.',
+    positionals: ['NAME'],
+    options: {
+      state: { type: 'string', help: 'state directory of the running node' },
+      count: { type: 'string', help: 'probes to send', default: '4' },
+      timeout: { type: 'string', help: 'seconds to wait for each answer', default: '2' },
+      json: { type: 'boolean', help: 'print JSON' },
+    },
+    required: ['state'],
+    async run(o, [name]) {
+      const count = Number(o['count']);
+      if (!(Number.isInteger(count) && count >= 1 && count <= 100)) throw new ConfigError(`--count: ${String(o['count'])} is not 1..100`);
+      const timeout = Number(o['timeout']);
+      if (!(Number.isInteger(timeout) && timeout >= 1 && timeout <= 30)) throw new ConfigError(`--timeout: ${String(o['timeout'])} is not 1..30 seconds`);
+      const json = o['json'] === true;
+      const r = await nodePing(str(o['state'])!, name!, count, timeout, (p) => {
+        if (!json) out(`probe ${p.seq}: ${p.rttMs === null ? 'no answer' : `${p.rttMs} ms`}`);
+      });
+      if (json) out(JSON.stringify(r, null, 2));
+      else out(`${r.name} (${r.address}) path ${r.path ?? 'none'}${r.relay ? ` via ${r.relay}` : ''}: ${r.probes.filter((p) => p.rttMs !== null).length}/${r.probes.length} answered`);
+      return r.probes.some((p) => p.rttMs !== null) ? 0 : 1;
+    },
+  },
+  {
     name: 'adapter up',
     summary: 'Run the adapter daemon: a node that brings the general nodes on LAN interface IFACE into the overlay.',
     options: {
@@ -368,6 +430,7 @@ export const commands: Command[] = [
       'info-interval': { type: 'string', help: 'seconds between fetches of the general-node list from the AS', default: '30' },
       'ra-interval': { type: 'string', help: 'MaxRtrAdvInterval of the periodic Router Advertisements, seconds (4..1800)', default: '200' },
       'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive (adapter and general nodes)', default: '20' },
+      metrics: metricsOpt,
     },
     required: ['state', 'lan'],
     async run(o) {
@@ -383,8 +446,13 @@ export const commands: Command[] = [
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'adapter' });
       const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec, pathKeepaliveMs: keepalive * 1000 }, logger);
+      const metricsAt = str(o['metrics']) === undefined ? null : parseListen(str(o['metrics'])!, '--metrics');
       await d.start();
-      return untilSignal(() => d.stop());
+      const served = metricsAt ? await daemonMetrics(metricsAt, (reg) => adapterMetrics(reg, () => d.status()), logger) : null;
+      return untilSignal(async () => {
+        await served?.close();
+        await d.stop();
+      });
     },
   },
   {

@@ -27,6 +27,12 @@ import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
 import { InstanceRegistry, liveEndpoints, newInstanceId } from './instances.js';
+import { GeneralNodeWatcher } from './nms/general-push.js';
+import { rotateAdminToken } from './api/admin-token.js';
+import { apiRoutes } from './api/routes.js';
+import { ApiServer } from './api/server.js';
+import { cloudMetrics, metricsRoute, timedNms } from './api/metrics.js';
+import { latencyHistogram, newRegistry } from '../metrics/prom.js';
 import { MAX_ENDPOINTS } from '../protocol/messages.js';
 import { advertisedEndpoints, TrsTransport } from './trs/transport.js';
 
@@ -96,6 +102,7 @@ export async function initCloud(o: CloudInitOptions): Promise<CloudConfig> {
   await store.setMeta('domain', cfg.domain);
   await loadRelayKey(store); // the NMS↔TRS key, made once here (or by the first process that needs it)
   await store.close();
+  rotateAdminToken(o.dir); // DIR/admin-token (0600): the REST API's bearer token
   saveCloudConfig(p.config, cfg); // last: its presence means "initialised"
   return cfg;
 }
@@ -149,6 +156,11 @@ export interface CloudStartOptions {
   relayHeartbeatMs?: number;
   /** Addresses nodes reach THIS instance at (another host running the same cloud). @default config's advertise */
   advertise?: string[];
+  /**
+   * Where the REST API (/api/v1/) listens (`--console`; AS/NMS processes only): HTTP on loopback, HTTPS with the
+   * cloud's TLS certificate elsewhere. @default none (the CLI passes 127.0.0.1:4580)
+   */
+  console?: { host: string; port: number };
 }
 
 /** The TRS part of `cloud stats`. */
@@ -156,7 +168,7 @@ export interface TrsMetrics extends TrsStatus {
   counters: Record<string, number>;
 }
 
-export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & { ports: { as: number; nms: number; trs: number } }> {
+export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & { ports: { as: number; nms: number; trs: number }; console: { url: string; port: number } | null }> {
   const cfg = loadCloudConfig(paths(o.dir).config);
   const p = paths(o.dir);
   const roles = new Set(o.roles ?? ['as', 'nms']);
@@ -177,6 +189,8 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   let asPort = 0;
   let nmsPort = 0;
   let trsPort = 0;
+  let consoleAt: { url: string; port: number } | null = null;
+  const metrics = newRegistry(); // GET /metrics on the API port (cloudMetrics below)
   try {
     if (roles.has('nms')) {
       let transport: NmsTransport | null = null;
@@ -198,10 +212,15 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       );
       await nms.restoreSequence();
       nms.watchPolicy(); // policy and tag changes reach running nodes (PolicyUpdate)
+      const nmsService = nms;
+      const general = new GeneralNodeWatcher({ store, logger: o.logger.child({ component: 'nms' }), counters: nms.counters, notify: (id) => nmsService.policy.pushGeneralNodes(id) });
+      general.start(); // a running adapter learns of general-node changes at once (PolicyUpdate.generalNodes)
+      stops.push(async () => general.stop());
       await nms.listenToInstances();
       const service = nms;
       stops.push(async () => service.close());
-      const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, nms, o.logger.child({ component: 'nms' })));
+      const timed = timedNms(nms, metrics); // the NMS's handling time per message type (cyphonic_nms_handle_seconds)
+      const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, timed, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
       // The NAT mapping probe (DEFAULT_PORTS.nmsProbe, 4505; ephemeral when the NMS port is): see NmsService.probe.
@@ -262,6 +281,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       await registry.start();
       stops.push(() => registry.stop());
     }
+    cloudMetrics(metrics, as, nms, trs);
     const trsService = trs;
     const trsMetrics = (): TrsMetrics | null => (trsService ? { ...trsService.status(), counters: trsService.metrics() } : null);
     // AS/NMS processes own DIR/cloud.sock; a TRS-only process gets DIR/trs-PORT.sock, so several share one DIR.
@@ -272,6 +292,21 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       '/relays': () => listRelays(store),
     });
     stops.push(() => control.close());
+    if (o.console && (roles.has('as') || roles.has('nms'))) {
+      const tls = { certPem: readFileSync(p.tlsCert, 'utf8') + readFileSync(p.asCert, 'utf8'), keyPem: readFileSync(p.tlsKey, 'utf8') };
+      const apiSeconds = latencyHistogram(metrics, 'cyphonic_api_request_seconds', 'REST API requests: time to answer', ['route', 'status']);
+      const api = new ApiServer({
+        ...o.console,
+        dir: o.dir,
+        tls,
+        routes: [...apiRoutes({ store, config: cfg, dir: o.dir }), metricsRoute(metrics)],
+        logger: o.logger.child({ component: 'api' }),
+        observe: (route, status, seconds) => apiSeconds.observe({ route, status: String(status) }, seconds),
+      });
+      consoleAt = await api.start();
+      stops.push(() => api.stop());
+      o.logger.info('API listening', { url: consoleAt.url });
+    }
   } catch (err) {
     for (const s of stops.reverse()) await s();
     await store.close();
@@ -286,6 +321,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     trs,
     instanceId,
     ports: { as: asPort, nms: nmsPort, trs: trsPort },
+    console: consoleAt,
     async stop() {
       for (const s of stops.reverse()) await s();
       await store.close();
@@ -299,16 +335,22 @@ export async function createEnrollment(dir: string, name: string, db?: string): 
   const cfg = loadCloudConfig(paths(dir).config);
   const store = await openCloudStore(dir, cfg, db);
   try {
-    const secret = randomBytes(32).toString('base64url');
-    const now = Date.now();
-    await store.createEnrollmentToken({ name, tokenHash: tokenHash(secret), expiresAt: now + cfg.tokenTtlSec * 1000, createdAt: now });
-    const rootPem = readFileSync(paths(dir).rootCert, 'utf8');
-    // Several instances: the AS of every live one (a node tries them in order); none live: the configured ones.
-    const as = await liveEndpoints(store, 'as', []);
-    return encodeToken({ name, secret, as: (as.length ? as : endpointsFor(cfg, cfg.ports.as)).slice(0, MAX_ENDPOINTS).map(formatEndpoint), ca: fingerprint(rootPem) });
+    return await enrollmentToken(store, cfg, dir, name);
   } finally {
     await store.close();
   }
+}
+
+/** A one-time enrollment token for NAME (validated) in `store` (the CLI's `cloud enroll` and the REST API). */
+export async function enrollmentToken(store: Store, cfg: CloudConfig, dir: string, name: string): Promise<string> {
+  validateNodeName(name);
+  const secret = randomBytes(32).toString('base64url');
+  const now = Date.now();
+  await store.createEnrollmentToken({ name, tokenHash: tokenHash(secret), expiresAt: now + cfg.tokenTtlSec * 1000, createdAt: now });
+  const rootPem = readFileSync(paths(dir).rootCert, 'utf8');
+  // Several instances: the AS of every live one (a node tries them in order); none live: the configured ones.
+  const as = await liveEndpoints(store, 'as', []);
+  return encodeToken({ name, secret, as: (as.length ? as : endpointsFor(cfg, cfg.ports.as)).slice(0, MAX_ENDPOINTS).map(formatEndpoint), ca: fingerprint(rootPem) });
 }
 
 export interface NodeRow {
@@ -373,6 +415,15 @@ export async function revokeNode(dir: string, name: string, db?: string): Promis
   const cfg = loadCloudConfig(paths(dir).config);
   const store = await openCloudStore(dir, cfg, db);
   try {
+    return await revokeNodeIn(store, name);
+  } finally {
+    await store.close();
+  }
+}
+
+/** revokeNode on an open store (the REST API): the number of certificates revoked; ConfigError ERR_UNKNOWN_NODE. */
+export async function revokeNodeIn(store: Store, name: string): Promise<number> {
+  {
     const node = await store.getNodeByName(name);
     if (!node) throw new ConfigError(`no node named ${name}`, 'ERR_UNKNOWN_NODE');
     const now = Date.now();
@@ -382,8 +433,6 @@ export async function revokeNode(dir: string, name: string, db?: string): Promis
     await store.deleteRegistration(node.id);
     await bumpPolicyRev(store); // running NMSs tell the node's peers to close their tunnels to it (PolicyUpdate)
     return n;
-  } finally {
-    await store.close();
   }
 }
 

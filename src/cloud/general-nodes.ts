@@ -9,6 +9,7 @@ import { validateNodeName } from '../config/token.js';
 import { ADDRESS_FAMILIES, type AddressFamily, type NodeRecord, type Pools, type Store } from '../store/types.js';
 import { ConfigError } from '../util/errors.js';
 import { openCloudStore } from './cloud.js';
+import { bumpGeneralRev } from './nms/general-push.js';
 
 export interface GeneralNodeRow {
   id: number;
@@ -50,7 +51,12 @@ function row(n: NodeRecord, adapter: string, domain: string): GeneralNodeRow {
   };
 }
 
-/** Creates the general node record. The adapter must be a known node; a MAC may belong to one general node only. */
+/**
+ * Creates the general node record; a MAC may belong to one general node only. An adapter that has not enrolled yet
+ * (`cloud enroll A` made its token, the device is not up) gets its node record now: its enrollment keeps that record
+ * (and its addresses), so the general nodes are served as soon as the adapter is up. Running NMSs tell a running
+ * adapter within about a second (bumpGeneralRev).
+ */
 export async function addGeneralNode(
   store: Store,
   pools: Pools,
@@ -59,11 +65,17 @@ export async function addGeneralNode(
 ): Promise<GeneralNodeRow> {
   validateNodeName(input.name);
   const mac = normalizeGeneralMac(input.mac);
-  const adapter = await store.getNodeByName(input.adapter);
-  if (!adapter || adapter.kind === 'general') throw new ConfigError(`--adapter: no node named ${input.adapter} (enroll and start the adapter first)`, 'ERR_UNKNOWN_NODE');
-  const taken = (await store.listNodes()).find((n) => n.kind === 'general' && n.mac === mac);
+  validateNodeName(input.adapter);
+  if (input.adapter === input.name) throw new ConfigError(`--adapter: a general node cannot be its own adapter`, 'ERR_BAD_ADAPTER');
+  const nodes = await store.listNodes();
+  const taken = nodes.find((n) => n.kind === 'general' && n.mac === mac);
   if (taken) throw new ConfigError(`--mac: ${mac} already belongs to general node ${taken.name}`, 'ERR_MAC_TAKEN');
+  if (nodes.some((n) => n.name === input.name)) throw new ConfigError(`a node named ${input.name} exists already`, 'ERR_NAME_TAKEN');
+  let adapter = nodes.find((n) => n.name === input.adapter) ?? null;
+  if (adapter?.kind === 'general') throw new ConfigError(`--adapter: ${input.adapter} is a general node, not an adapter`, 'ERR_BAD_ADAPTER');
+  adapter ??= await store.createNode({ name: input.adapter, kind: 'node' }, pools); // enrolls later: see above
   const n = await store.createNode({ name: input.name, kind: 'general', adapterId: adapter.id, mac, family: input.family ?? 'dual' }, pools);
+  await bumpGeneralRev(store);
   return row(n, adapter.name, domain);
 }
 

@@ -69,6 +69,8 @@ export class NodeDaemon {
   private keepaliveSock: dgram.Socket | null = null;
   /** Told about every move of this host's addresses after the node itself (the adapter wakes its general nodes). */
   readonly moveListeners: ((addrs: LocalAddress[], at: number) => void)[] = [];
+  /** Told when the NMS says this node's general-node list changed (the adapter fetches it at once). */
+  readonly generalNodeListeners: (() => void)[] = [];
 
   constructor(
     private readonly init: NodeInit,
@@ -84,6 +86,9 @@ export class NodeDaemon {
         openPort: (s) => this.openPort(s),
         pathKeepalive: (peer) => this.pathKeepalive(peer.vip4),
         excludeInterface: () => this.life.dataplane?.tunName ?? null,
+        onGeneralNodes: () => {
+          for (const l of this.generalNodeListeners) l();
+        },
         ...(init.reloginMarginMs !== undefined ? { reloginMarginMs: init.reloginMarginMs } : {}),
         ...(init.rekeyAfterMs ? { rekeyAfterMs: init.rekeyAfterMs } : {}),
         ...(init.rejectAfterMs ? { rejectAfterMs: init.rejectAfterMs } : {}),

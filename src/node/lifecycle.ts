@@ -82,6 +82,8 @@ export interface LifecycleInit {
   rejectAfterMs?: number;
   pathKeepaliveMs?: number;
   punchRetryMs?: number;
+  /** The NMS said this (adapter) node's general-node list changed (PolicyUpdate.generalNodes). */
+  onGeneralNodes?: () => void;
 }
 
 /** The registration state and components every node and general node reports. */
@@ -391,7 +393,7 @@ export class NodeLifecycle {
         if (!this.client) {
           const retransmitMs = this.init.nmsRetransmitMs;
           this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms, ...(retransmitMs ? { retransmitMs } : {}) }, { send: (m, to) => this.port?.send(m, to) });
-          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger, (entries) => this.peers?.applyPolicy(entries));
+          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger, (entries) => this.peers?.applyPolicy(entries), () => this.init.onGeneralNodes?.());
         }
         this.client.nms = nms;
         // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.

@@ -190,14 +190,16 @@ export class NmsClient {
  * Hands the Route Directions the NMS pushes (we are the responder) to `onRoute`; a push that does not decode is
  * logged and dropped. Shared by the node daemon and the adapter's general-node agents.
  */
-export function deliverRouteDirections(client: NmsClient, onRoute: (rd: RouteDirection) => void, logger: Logger, onPolicy?: (entries: PolicyEntry[]) => void): void {
+export function deliverRouteDirections(client: NmsClient, onRoute: (rd: RouteDirection) => void, logger: Logger, onPolicy?: (entries: PolicyEntry[]) => void, onGeneralNodes?: () => void): void {
   client.onPush = (type, body, txid) => {
     if (type === MessageType.PolicyUpdate) {
       // Applied (idempotent: a retransmission carries the same entries), then acknowledged.
       try {
-        const entries = decodeBody(MessageType.PolicyUpdate, body).entries.map((e) => decodePolicyEntry(e));
+        const update = decodeBody(MessageType.PolicyUpdate, body);
+        const entries = update.entries.map((e) => decodePolicyEntry(e));
         onPolicy?.(entries);
         client.ack(txid);
+        if (update.generalNodes) onGeneralNodes?.(); // an adapter: its general-node list changed
       } catch (err) {
         logger.warn('bad PolicyUpdate from the NMS', { err: describeError(err) });
       }

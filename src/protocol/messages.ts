@@ -177,6 +177,8 @@ export interface RenewRequest {
 /** NMS → node, pushed: the policy changed for peers the node has paths with. Each entry an encoded PolicyEntry. */
 export interface PolicyUpdate {
   entries: Buffer[];
+  /** Set for an adapter node: its list of general nodes changed (one was added or removed); it fetches the list now. */
+  generalNodes?: boolean;
 }
 
 /** One peer's new policy as seen by the receiving node (record inside PolicyUpdate.entries). */
@@ -434,7 +436,10 @@ export const SCHEMAS: Readonly<SchemaMap> = {
   ],
   [MessageType.Keepalive]: EMPTY,
   [MessageType.KeepaliveAck]: [{ tag: 1, name: 'observed', kind: 'endpoint' }],
-  [MessageType.PolicyUpdate]: [{ tag: 1, name: 'entries', kind: 'bytes', maxSize: MAX_POLICY_ENTRY_LEN, repeated: true, maxCount: MAX_POLICY_ENTRIES }],
+  [MessageType.PolicyUpdate]: [
+    { tag: 1, name: 'entries', kind: 'bytes', maxSize: MAX_POLICY_ENTRY_LEN, repeated: true, maxCount: MAX_POLICY_ENTRIES },
+    { tag: 2, name: 'generalNodes', kind: 'bool', optional: true },
+  ],
   [MessageType.DirectionRequest]: [
     { tag: 1, name: 'targetFqdn', kind: 'string', maxSize: MAX_NAME_LEN, optional: true },
     { tag: 2, name: 'targetVip', kind: 'ip', optional: true },

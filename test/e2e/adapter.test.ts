@@ -432,16 +432,18 @@ for k in range(20):
     });
   });
 
-  test('general nodes behind two adapters reach each other (one adapter behind NAPT)', async () => {
+  // gw2 polls the general-node list only every 30 s (the default): h2 is defined before gw2 enrolled, h3 while it runs.
+  const state2 = (): string => join(work.dir, 'gw2');
+  const status2 = (): Promise<AdapterStatus> => controlGet(join(state2(), 'adapter.sock'), '/status') as Promise<AdapterStatus>;
+  test('general nodes behind two adapters reach each other (one adapter behind NAPT; defined before it enrolled)', async () => {
     const site = await tb.addSite('branch', { kind: 'napt', nat: 'eim' });
     const gw2Host = await tb.addHost('gw2', { site });
     lan2 = await Lan.create(tb, gw2Host, 'lan0');
     const h2 = await lan2.addDevice('h2', '02:c0:ff:ee:00:22');
-    const state2 = join(work.dir, 'gw2');
-    gw2 = gw2Host.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state2, '--lan', 'lan0', '--token', await cloud.enroll('gw2'), '--info-interval', '1'], { logFile: join(work.dir, 'gw2.log') });
-    const status2 = (): Promise<AdapterStatus> => controlGet(join(state2, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
-    await waitFor('second adapter registered', async () => (await status2()).registered, 30_000);
+    const token = await cloud.enroll('gw2');
     const row = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'h2', '--dir', cloud.dir, '--mac', '02:c0:ff:ee:00:22', '--adapter', 'gw2', '--json'])) as { vip4: string };
+    gw2 = gw2Host.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state2(), '--lan', 'lan0', '--token', token], { logFile: join(work.dir, 'gw2.log') });
+    await waitFor('second adapter registered', async () => (await status2()).registered, 30_000);
     await waitFor('h2 registered', async () => (await status2()).generalNodes[0]?.registered === true, 30_000);
     await dhclient(h2, join(work.dir, 'h2'), 4);
     const st2 = await status2();
@@ -451,6 +453,19 @@ for k in range(20):
     await waitFor('h2 pings g1', () => h2.exec('ping', ['-c', '1', '-W', '2', gen['g1']!.vip4!]).then((r) => r.code === 0), 30_000, 500);
     assert.match(await h2.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', gen['g1']!.vip4!]), / 0% packet loss/);
     assert.match(await dev['g1']!.run('ping', ['-c', '3', '-i', '0.2', '-W', '2', row.vip4]), / 0% packet loss/);
+  });
+
+  test('a general node added while its adapter runs is learned within 2 s (pushed by the NMS) and gets its lease', async () => {
+    const h3 = await lan2!.addDevice('h3', '02:c0:ff:ee:00:33');
+    const t0 = Date.now();
+    const row = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'h3', '--dir', cloud.dir, '--mac', '02:c0:ff:ee:00:33', '--adapter', 'gw2', '--family', 'v4', '--json'])) as { vip4: string };
+    const added = Date.now(); // the definition is in the store once the command returned
+    await waitFor('gw2 to learn h3', async () => (await status2()).generalNodes.some((g) => g.name === 'h3'), 10_000, 50);
+    const learnedMs = Date.now() - added;
+    assert.ok(learnedMs < 2000, `learned ${learnedMs} ms after the add (its poll interval is 30 s)`);
+    await dhclient(h3, join(work.dir, 'h3'), 4);
+    console.log(`# h3: CLI ${added - t0} ms; learned by the adapter ${learnedMs} ms after the add; DHCPv4 lease ${Date.now() - added} ms after it`);
+    assert.equal((await status2()).generalNodes.find((g) => g.name === 'h3')?.lease.v4?.address, row.vip4);
   });
 
   test('adapter up on a missing LAN interface exits with an error and leaves no nftables table', async () => {

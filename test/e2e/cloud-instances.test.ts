@@ -25,7 +25,7 @@ const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 /** A cloud instance: `cloud start --dir DIR --advertise ITS_ADDRESS` on its own host, DIR copied from the first. */
 class Instance extends CloudProc {
   async startInstance(): Promise<void> {
-    this.child = this.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', this.dir, '--advertise', this.host.addr4!], { logFile: this.log });
+    this.child = this.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', this.dir, '--roles', 'as,nms', '--advertise', this.host.addr4!], { logFile: this.log });
     await waitFor(`instance on ${this.host.name}`, () => controlGet(join(this.dir, 'cloud.sock'), '/metrics').then(() => true), 20_000);
   }
 }

@@ -1,4 +1,4 @@
-// End-to-end test of the foundation in real network namespaces: cloud (AS + NMS) on the global segment,
+// End-to-end test of the foundation in real network namespaces: cloud (`cloud start` with no flags: AS + NMS + TRS) on the global segment,
 // nodes on the global segment, IPv6-only and behind a NAPT router; restarts after kill -9; hostile input.
 //
 //              global segment 198.18.0.0/24, 2001:db8::/64
@@ -45,7 +45,7 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     await cloud.patchConfig({ keepaliveNatSec: 1, keepaliveOpenSec: 2 });
     const cfg = JSON.parse((await cloudHost.run('cat', [join(cloud.dir, 'cloud.json')])).toString()) as { pools: { v4: string; v6: string } };
     pools = cfg.pools;
-    await cloud.start();
+    await cloud.start([]); // the embedded defaults: AS, NMS and TRS in one process
     alpha = new NodeProc(hA, work.dir, 'alpha');
     beta = new NodeProc(hB, work.dir, 'beta');
     gamma = new NodeProc(hG, work.dir, 'gamma');
@@ -58,7 +58,8 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
   });
 
   test('nodes enroll, log in and register; NAT is detected; addresses come from the pools', async () => {
-    for (const n of [alpha, beta, gamma]) n.start(tokens[n.name]);
+    for (const n of [alpha, beta]) n.start(tokens[n.name]);
+    gamma.start(tokens['gamma'], ['--metrics', '[::1]:9101']);
     const [a, b, g] = await Promise.all([alpha.waitRegistered(), beta.waitRegistered(), gamma.waitRegistered()]);
     assert.equal(a.nat, false, 'alpha is on the global segment');
     assert.equal(g.nat, false, 'gamma (IPv6-only) is on the global segment');
@@ -83,6 +84,24 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     assert.equal(rows.find((x) => x.name === 'alpha')!.nat, false);
   });
 
+  test('cloud start with no flags relays between the IPv4-only beta (behind NAPT) and the IPv6-only gamma', async () => {
+    const g = await gamma.status();
+    await waitFor('beta pings gamma through the overlay', () => beta.host.exec('ping', ['-c', '1', '-W', '2', g.vip4!]).then((r) => r.code === 0), 20_000, 500);
+    assert.match(await gamma.host.run('ping', ['-c', '2', '-i', '0.3', '-W', '2', (await beta.status()).vip6!]), / 0% packet loss/);
+    const peer = (await beta.status()).peers.find((p) => p.name === 'gamma');
+    assert.equal(peer?.path, 'relayed', 'through the TRS the cloud runs by default');
+    // node ping: by name through the overlay, each probe's RTT and the path it took.
+    const ping = await cyphonic(beta.host, ['node', 'ping', 'gamma', '--state', beta.state, '--count', '3']);
+    assert.match(ping, /^probe 1: [0-9.]+ ms$/m);
+    assert.match(ping, /^probe 3: [0-9.]+ ms$/m);
+    // gamma's --metrics (Prometheus text on its loopback): the relayed peer's bytes, and the daemon's counters.
+    const scrape = await gamma.host.run(process.execPath, ['-e', "fetch('http://[::1]:9101/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))"]);
+    const rx = /^cyphonic_node_peer_bytes\{peer="beta",direction="rx",path="relayed"\} (\d+)$/m.exec(scrape);
+    assert.ok(rx && Number(rx[1]) > 0, `peer bytes in gamma's metrics: ${scrape.slice(0, 400)}`);
+    assert.match(scrape, /^cyphonic_node_registered 1$/m);
+    assert.match(ping, new RegExp(`^gamma \\(${g.vip4!.replace(/\./g, '\\.')}\\) path relayed via \\S+:4503: 3/3 answered$`, 'm'));
+  });
+
   test('kill -9 of a node: restart with the same --state keeps identity and addresses, no new enrollment', async () => {
     const before = await alpha.status();
     const enrolled = (await cloud.metrics()).as!['enroll.ok'] ?? 0;
@@ -100,7 +119,7 @@ describe('foundation: cloud, PKI, enrollment, login, registration (netns)', { sk
     await cloud.kill9();
     // Long enough for every node to notice (keepalive 1-2 s + retransmissions) and start re-registering.
     await waitFor('nodes to notice the cloud is gone', async () => (await Promise.all([alpha.status(), beta.status(), gamma.status()])).every((s) => !s.registered), 30_000);
-    await cloud.start();
+    await cloud.start([]);
     const after = await Promise.all([alpha.waitRegistered(40_000), beta.waitRegistered(40_000), gamma.waitRegistered(40_000)]);
     for (let i = 0; i < 3; i++) {
       assert.equal(after[i]!.vip4, before[i]!.vip4);

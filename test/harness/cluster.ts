@@ -91,8 +91,9 @@ export class CloudProc extends DaemonProc {
     writeFileSync(path, JSON.stringify({ ...JSON.parse(readFileSync(path, 'utf8')), ...patch }, null, 2));
   }
 
-  async start(): Promise<void> {
-    this.child = this.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', this.dir], { logFile: this.log });
+  /** `cloud start`; tests run AS and NMS only (and TRS processes of their own) unless they pass other flags ([] = the defaults). */
+  async start(flags: string[] = ['--roles', 'as,nms']): Promise<void> {
+    this.child = this.host.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', this.dir, ...flags], { logFile: this.log });
     await waitFor('cloud control socket', () => this.metrics().then(() => true), 20_000);
   }
 

@@ -6,7 +6,7 @@
 // also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
 
 import type { Endpoint } from '../../protocol/endpoint.js';
-import { encodePolicyEntry, MAX_POLICY_ENTRIES, MAX_REVOKED_SERIALS, type PolicyEntry } from '../../protocol/messages.js';
+import { encodePolicyEntry, MAX_POLICY_ENTRIES, MAX_REVOKED_SERIALS, type PolicyEntry, type PolicyUpdate } from '../../protocol/messages.js';
 import { allowedPorts, connected, formatPortList, type Subject } from '../../policy/policy.js';
 import { loadPolicy, POLICY_REV_KEY } from '../../policy/store.js';
 import type { Store } from '../../store/types.js';
@@ -25,7 +25,7 @@ export interface PolicyPushComponents {
   /** node id → the peers it has paths with (RouteSelector.pairs). */
   pairs: Map<number, Set<number>>;
   /** Seals a PolicyUpdate for `nodeId` with its Common Key and sends it to its registration's observed address; false if it cannot (no session or registration). */
-  send: (nodeId: number, txid: number, body: { entries: Buffer[] }, to: Endpoint) => boolean;
+  send: (nodeId: number, txid: number, body: PolicyUpdate, to: Endpoint) => boolean;
   /** Tells the live TRS that these nodes were revoked (trs/client.ts revokeAtRelays); absent: no relays. */
   revokeAtRelays?: (nodeIds: number[]) => Promise<{ acked: number; failed: number }>;
 }
@@ -136,13 +136,22 @@ export class PolicyPusher {
     }
   }
 
-  private async push(nodeId: number, entries: Buffer[], to: Endpoint): Promise<void> {
+  /**
+   * Tells adapter node `nodeId` that its general-node list changed (a PolicyUpdate with no entries and generalNodes
+   * set), retransmitted until acknowledged. Nothing is sent when this NMS holds no registration for it.
+   */
+  async pushGeneralNodes(nodeId: number): Promise<void> {
+    const reg = await this.c.store.getRegistration(nodeId);
+    if (reg) await this.push(nodeId, [], reg.observed, true);
+  }
+
+  private async push(nodeId: number, entries: Buffer[], to: Endpoint, generalNodes = false): Promise<void> {
     this.txid = (this.txid % 0x7fffffff) + 1;
     const txid = this.txid;
     const acked = new Promise<true>((resolve) => this.waiting.set(txid, () => resolve(true)));
     try {
       for (const wait of POLICY_PUSH_RETRANSMIT_MS) {
-        if (!this.c.send(nodeId, txid, { entries }, to)) return;
+        if (!this.c.send(nodeId, txid, generalNodes ? { entries, generalNodes } : { entries }, to)) return;
         this.c.counters.inc('policy.push');
         let t: NodeJS.Timeout | undefined;
         const got = await Promise.race([acked, new Promise<false>((r) => (t = setTimeout(() => r(false), wait)))]);

@@ -6,7 +6,7 @@ import { ReplayGuard, reservationFor, SeqCounter } from '../../channel/sequence.
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
-import { decodeBody, encodeBody, type DirectionRequest, type RouteDirection } from '../../protocol/messages.js';
+import { decodeBody, encodeBody, type DirectionRequest, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator } from './routes.js';
 import { PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
@@ -158,7 +158,7 @@ export class NmsService {
     this.policy.start(everyMs);
   }
 
-  private pushPolicy(nodeId: number, txid: number, body: { entries: Buffer[] }, to: Endpoint): boolean {
+  private pushPolicy(nodeId: number, txid: number, body: PolicyUpdate, to: Endpoint): boolean {
     const s = this.sessions.get(nodeId);
     if (!s || !this.c.send) return false;
     this.c.send(sealFrame(s.keys.down, { type: MessageType.PolicyUpdate, txid, seq: this.nextSeq(), id: BigInt(nodeId) }, encodeBody(MessageType.PolicyUpdate, body)), to);

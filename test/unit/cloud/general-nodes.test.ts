@@ -13,6 +13,8 @@ import { loadCloudConfig } from '../../../src/config/cloud.js';
 import { decodeToken } from '../../../src/config/token.js';
 import { createCsr, generateKeyPair, toPem } from '../../../src/crypto/index.js';
 import { enroll, enrollGeneral, info, login } from '../../../src/node/as-client.js';
+import { GeneralNodeWatcher } from '../../../src/cloud/nms/general-push.js';
+import { Counters } from '../../../src/util/counters.js';
 import { RequestError } from '../../../src/util/errors.js';
 import { createLogger, silentLogger } from '../../../src/util/log.js';
 
@@ -24,8 +26,8 @@ describe('general nodes (cloud side)', () => {
   type Creds = { rootPem: string; certPem: string; chainPem: string; keyPem: string };
   const nodes: Record<string, Creds> = {};
 
-  async function enrollNode(name: string): Promise<Creds> {
-    const token = decodeToken(await createEnrollment(cloudDir, name));
+  async function enrollNode(name: string, text?: string): Promise<Creds> {
+    const token = decodeToken(text ?? (await createEnrollment(cloudDir, name)));
     const keyPem = (await generateKeyPair()).privateKeyPem;
     const res = await enroll({ endpoints: as, caFingerprint: token.ca, token: token.secret, csr: await createCsr(keyPem, name) });
     return { rootPem: res.rootPem, certPem: toPem(res.certificate), chainPem: res.chain.map((d) => toPem(d)).join(''), keyPem };
@@ -60,10 +62,11 @@ describe('general nodes (cloud side)', () => {
     const cfg = loadCloudConfig(join(cloudDir, 'cloud.json'));
     const store = await openCloudStore(cloudDir, cfg);
     try {
-      await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'x1', mac: '02:aa:00:00:00:09', adapter: 'nobody' }), { code: 'ERR_UNKNOWN_NODE' });
+      await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'x1', mac: '02:aa:00:00:00:09', adapter: 'x1' }), { code: 'ERR_BAD_ADAPTER' });
+      await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'x1', mac: '02:aa:00:00:00:09', adapter: 'Bad Name' }), /name/);
       await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'x2', mac: '02:aa:00:00:00:01', adapter: 'gw' }), { code: 'ERR_MAC_TAKEN' });
       await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'printer', mac: '02:aa:00:00:00:0a', adapter: 'gw' }), { code: 'ERR_NAME_TAKEN' });
-      await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'x3', mac: '02:aa:00:00:00:0b', adapter: 'printer' }), { code: 'ERR_UNKNOWN_NODE' });
+      await assert.rejects(addGeneralNode(store, cfg.pools, cfg.domain, { name: 'x3', mac: '02:aa:00:00:00:0b', adapter: 'printer' }), { code: 'ERR_BAD_ADAPTER' });
       const rows = await listGeneralNodes(store, cfg.domain);
       assert.deepEqual(rows.map((r) => [r.name, r.mac, r.adapter, r.family]), [
         ['printer', '02:aa:00:00:00:01', 'gw', 'dual'],
@@ -88,6 +91,31 @@ describe('general nodes (cloud side)', () => {
     assert.ok(gw[1]!.vip6);
     const other = await info({ endpoints: as, ...nodes['other']! });
     assert.deepEqual(other.map((g) => [g.name, g.vip6]), [['meter', undefined]]);
+  });
+
+  test('an adapter that enrolls after its general node was defined gets it (same node record), and the NMS is told', async () => {
+    const cfg = loadCloudConfig(join(cloudDir, 'cloud.json'));
+    const store = await openCloudStore(cloudDir, cfg);
+    const notified: number[] = [];
+    const watcher = new GeneralNodeWatcher({ store, logger: silentLogger, counters: new Counters(), notify: async (id) => void notified.push(id) });
+    try {
+      await watcher.check(); // the first look: nothing to tell
+      const token = await createEnrollment(cloudDir, 'late'); // token made, device not up yet
+      const row = await addGeneralNode(store, cfg.pools, cfg.domain, { name: 'late-cam', mac: '02:aa:00:00:00:21', adapter: 'late', family: 'v4' });
+      assert.equal(row.adapter, 'late');
+      const reserved = await store.getNodeByName('late');
+      assert.equal(reserved?.kind, 'node');
+      await watcher.check();
+      assert.deepEqual(notified, [reserved!.id], 'the NMS tells the (future) adapter once');
+      await watcher.check();
+      assert.equal(notified.length, 1, 'no change, no push');
+      const creds = await enrollNode('late', token);
+      assert.deepEqual((await info({ endpoints: as, ...creds })).map((g) => g.name), ['late-cam']);
+      assert.equal((await store.getNodeByName('late'))?.id, reserved!.id, 'enrollment kept the record');
+    } finally {
+      watcher.stop();
+      await store.close();
+    }
   });
 
   test('GeneralEnrollRequest: signed for the owner only; the general node then logs in with its own certificate', async () => {

@@ -1,0 +1,42 @@
+// The cloud's Prometheus metrics (GET /metrics on the API port, same bearer token): the AS, NMS and TRS counters
+// (registrations, route selections, handshakes relayed, drops by reason, …), relay load, and the NMS's handling time
+// per message type. Built on src/metrics/prom.ts (prom-client).
+
+import type { Registry } from 'prom-client';
+import { MessageType } from '../../protocol/constants.js';
+import { addCounterSource, addGauge, latencyHistogram } from '../../metrics/prom.js';
+import type { AsService } from '../as/service.js';
+import type { NmsService } from '../nms/service.js';
+import type { TrsService } from '../trs/service.js';
+import type { ApiRoute } from './server.js';
+
+export function cloudMetrics(reg: Registry, as: AsService | null, nms: NmsService | null, trs: TrsService | null): void {
+  addCounterSource(reg, 'as', 'AS (enrollment, login)', () => as?.counters.toJSON() ?? null);
+  addCounterSource(reg, 'nms', 'NMS (registration, keepalives, route selection, policy pushes)', () => nms?.counters.toJSON() ?? null);
+  addCounterSource(reg, 'trs', 'TRS (relayed datagrams and bytes, binds)', () => trs?.metrics() ?? null);
+  addGauge(reg, 'cyphonic_trs_paths', 'relay load: paths this TRS holds, and those with both ends bound', ['state'], () => {
+    if (!trs) return [];
+    const st = trs.status();
+    return [[{ state: 'allocated' }, st.paths], [{ state: 'bound' }, st.bound]];
+  });
+}
+
+/** `nms` with its datagram handler timed into cyphonic_nms_handle_seconds{type} (for the transports). */
+export function timedNms(nms: NmsService, reg: Registry): NmsService {
+  const h = latencyHistogram(reg, 'cyphonic_nms_handle_seconds', 'NMS: time from a datagram received to its answer, by message type', ['type']);
+  const timed = Object.create(nms) as NmsService;
+  timed.handle = async (datagram, from, via) => {
+    const end = h.startTimer();
+    try {
+      return await nms.handle(datagram, from, via);
+    } finally {
+      const t = datagram.length > 1 ? datagram[1]! : -1;
+      end({ type: MessageType[t] ?? 'other' });
+    }
+  };
+  return timed;
+}
+
+export function metricsRoute(reg: Registry): ApiRoute {
+  return { method: 'GET', path: '/metrics', handle: async () => ({ text: { contentType: reg.contentType, data: await reg.metrics() } }) };
+}

@@ -1,0 +1,106 @@
+// Prometheus metrics (prom-client) over the counters the daemons already keep: each component's Counters become one
+// counter family per component with the counter's name as a label (`cyphonic_nms_events_total{event="register.re"}`),
+// drops and refusals one family by reason, plus gauges for what is a level rather than a count (relay load, peers,
+// leases) and latency histograms where timings exist. Values are read at scrape time (collect), nothing is copied on
+// the hot paths. `serveMetrics` is the small HTTP listener of `node up --metrics` and `adapter up --metrics`.
+
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Logger } from '../util/log.js';
+
+/** A component's counters read at scrape time (null: the component does not run here). */
+export type CounterSource = () => Record<string, number> | null;
+
+/** Counter names that are drops or refusals by reason (the rest are events). */
+const DROP = /^(refused|dropped|drop|ignored|error)\b[.]?/;
+
+/** Prometheus label values stay short and printable. */
+const label = (s: string): string => s.replace(/[^A-Za-z0-9_.:-]/g, '_').slice(0, 100);
+
+/**
+ * Registers `cyphonic_<component>_events_total{event}` and `cyphonic_<component>_drops_total{reason}` for a
+ * counters source (monotonic: the daemons' counters only grow while the process runs).
+ */
+export function addCounterSource(reg: Registry, component: string, help: string, source: CounterSource): void {
+  const read = (): [string, number][] => Object.entries(source() ?? {}).filter(([, v]) => Number.isFinite(v));
+  new Counter({
+    name: `cyphonic_${component}_events_total`,
+    help: `${help}: events counted by the daemon, by name`,
+    labelNames: ['event'],
+    registers: [reg],
+    collect() {
+      this.reset();
+      for (const [k, v] of read()) if (!DROP.test(k)) this.inc({ event: label(k) }, v);
+    },
+  });
+  new Counter({
+    name: `cyphonic_${component}_drops_total`,
+    help: `${help}: input dropped or refused, by reason`,
+    labelNames: ['reason'],
+    registers: [reg],
+    collect() {
+      this.reset();
+      for (const [k, v] of read()) if (DROP.test(k)) this.inc({ reason: label(k.replace(DROP, '') || k) }, v);
+    },
+  });
+}
+
+/** A gauge read at scrape time: `values` returns [labels, value] pairs (or one value). */
+export function addGauge(reg: Registry, name: string, help: string, labelNames: string[], values: () => [Record<string, string>, number][]): void {
+  new Gauge({
+    name,
+    help,
+    labelNames,
+    registers: [reg],
+    collect() {
+      this.reset();
+      for (const [l, v] of values()) this.set(Object.fromEntries(Object.entries(l).map(([k, x]) => [k, label(x)])), v);
+    },
+  });
+}
+
+/** Seconds-scale latency histogram with buckets from 100 µs to 10 s. */
+export function latencyHistogram(reg: Registry, name: string, help: string, labelNames: string[] = []): Histogram {
+  return new Histogram({ name, help, labelNames, registers: [reg], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10] });
+}
+
+export function newRegistry(): Registry {
+  return new Registry();
+}
+
+/** GET /metrics on host:port (Prometheus text); everything else 404. For the node and adapter daemons. */
+export async function serveMetrics(reg: Registry, at: { host: string; port: number }, logger: Logger): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((req, res) => {
+    req.resume();
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('not found\n');
+      return;
+    }
+    reg.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': reg.contentType });
+        res.end(text);
+      },
+      (err: unknown) => {
+        logger.warn('metrics scrape failed', { err: err instanceof Error ? err.message : String(err) });
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('error\n');
+      },
+    );
+  });
+  server.requestTimeout = 10_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => resolve());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
+  };
+}
