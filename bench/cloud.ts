@@ -6,7 +6,6 @@
 // The generator shares the machine's cores with the instances: figures are a floor, not a capacity claim.
 //
 // usage: node dist/bench/cloud.js [--nodes N (2000)] [--routes N (1000)] [--route-rate PER_S (200)] [--only sqlite|pg1|pg3]
-//        (CYPHONIC_BENCH_PROF=DIR: a CPU profile of each instance in DIR)
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -104,9 +103,7 @@ async function runConfig(label: string, db: string, instances: number, nodes: nu
     });
     for (const d of dirs) {
       const log = openSync(`${d}.log`, 'a');
-      // CYPHONIC_BENCH_PROF=DIR: a CPU profile of each instance (node --cpu-prof) in DIR, to see where its time goes.
-      const prof = process.env['CYPHONIC_BENCH_PROF'];
-      children.push(spawn(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
+      children.push(spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
       closeSync(log);
     }
     let nms: Endpoint[] = [];
