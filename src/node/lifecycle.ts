@@ -36,7 +36,7 @@ import { MobilityManager } from './mobility.js';
 import { followRegistration } from './nat-follow.js';
 import { PeerManager, type PeerStatus } from './peers.js';
 import { RelayBinder } from './relay.js';
-import { deliverRouteDirections, NmsClient } from './signaling.js';
+import { deliverRouteDirections, NmsClient, nmsSchedule } from './signaling.js';
 import type { Identity, Session, StateDir } from './state.js';
 
 /** Tunable: first and longest wait between failed signaling rounds (doubling). */
@@ -396,8 +396,9 @@ export class NodeLifecycle {
           deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger, (entries) => this.peers?.applyPolicy(entries), () => this.init.onGeneralNodes?.());
         }
         this.client.nms = nms;
+        const schedule = this.nmsRetransmit(session);
         // A move while this registration is in flight abandons it (its body lists the old addresses): see catch.
-        const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal);
+        const res = await this.client.register(this.localEndpoints(), everRegistered, this.wake.signal, schedule);
         everRegistered = true;
         this.registered = true;
         const localMove = this.movedSinceRegistration;
@@ -412,7 +413,7 @@ export class NodeLifecycle {
         // own the peers are being told already; a NAT that rebound us behind our back needs them told now.
         const moved = followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger });
         if (moved && !localMove) this.mobility?.natRebound();
-        await this.keepaliveLoop(res.keepaliveSec, signal);
+        await this.keepaliveLoop(res.keepaliveSec, signal, schedule);
       } catch (err) {
         this.registered = false;
         if (signal.aborted) break;
@@ -430,6 +431,13 @@ export class NodeLifecycle {
           failures++;
           this.logger.warn('signaling failed', { err: describeError(err), failures });
           this.nmsIndex++;
+          // Failover: an NMS that stayed silent is left for the next one of the login at once, until each had its turn
+          // in this round; then the back-off below paces the rounds.
+          const usable = this.session ? this.usableNms(this.session).length : 0;
+          if (err instanceof CyphonicError && err.code === 'ERR_TIMEOUT' && usable > 1 && failures < usable) {
+            this.logger.info('NMS silent; moving to the next', { failures });
+            continue;
+          }
           // After every NMS failed twice, our Common Key may be unknown to the cloud (an NMS drops what it cannot
           // authenticate without a word): log in again.
           if (this.session && failures >= Math.max(2, this.session.nms.length * 2)) {
@@ -445,7 +453,7 @@ export class NodeLifecycle {
     }
   }
 
-  private async keepaliveLoop(intervalSec: number, signal: AbortSignal): Promise<void> {
+  private async keepaliveLoop(intervalSec: number, signal: AbortSignal, schedule: readonly number[] | undefined): Promise<void> {
     const margin = this.init.reloginMarginMs ?? RELOGIN_MARGIN_MS;
     while (!signal.aborted) {
       await sleep(intervalSec * 1000, signal, this.wake.signal);
@@ -461,7 +469,7 @@ export class NodeLifecycle {
         throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
       }
       this.renewCertificateIfDue();
-      const ack = await this.client!.keepalive(this.wake.signal);
+      const ack = await this.client!.keepalive(this.wake.signal, schedule);
       if (this.reg) this.reg.observed = ack.observed;
     }
   }
@@ -527,15 +535,28 @@ export class NodeLifecycle {
       .finally(() => (this.renewing = null));
   }
 
-  /** An NMS endpoint of a family this host can use, rotating on failures. */
-  private pickNms(s: Session): Endpoint {
+  /** The NMS endpoints of the login of a family this host can use (all of them if none is). */
+  private usableNms(s: Session): Endpoint[] {
     const mine = this.localEndpoints();
     const has4 = mine.some((e) => !e.address.includes(':'));
     const has6 = mine.some((e) => e.address.includes(':'));
     const usable = s.nms.filter((e) => (e.address.includes(':') ? has6 : has4));
-    const list = usable.length ? usable : s.nms;
+    return usable.length ? usable : s.nms;
+  }
+
+  /** An NMS endpoint of a family this host can use, rotating on failures. */
+  private pickNms(s: Session): Endpoint {
+    const list = this.usableNms(s);
     if (list.length === 0) throw new CyphonicError('ERR_NO_NMS', 'login returned no NMS endpoint');
     return list[this.nmsIndex % list.length]!;
+  }
+
+  /**
+   * Retransmissions of registrations and keepalives: an explicit nmsRetransmitMs as given; else quick to give up on a
+   * silent NMS when another can take us, patient with the only one (nmsSchedule, src/node/signaling.ts).
+   */
+  private nmsRetransmit(s: Session): readonly number[] | undefined {
+    return this.init.nmsRetransmitMs ?? nmsSchedule(this.usableNms(s).length);
   }
 }
 

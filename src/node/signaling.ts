@@ -15,6 +15,23 @@ import type { Logger } from '../util/log.js';
 /** Tunable: waits between retransmissions of one request (ms); the request fails after the last. */
 export const RETRANSMIT_MS = [500, 1000, 2000, 4000] as const;
 
+/**
+ * Tunable: the schedule toward one NMS when the login listed others the node can move to (failover). Three
+ * transmissions, each wait longer than a 600 ms WAN round trip, so a lost keepalive or a lost reply is retransmitted
+ * and answered instead of being taken for a dead NMS (a late reply to any transmission still counts); a silent NMS is
+ * given up after 3 s instead of 7.5 s, and the node registers at the next one at once.
+ */
+export const FAILOVER_RETRANSMIT_MS = [800, 1000, 1200] as const;
+
+/**
+ * The schedule for registrations and keepalives toward one NMS: patient (`patient`, RETRANSMIT_MS) when it is the
+ * only NMS the node can use, since giving up on it gains nothing and a lossy path would make the node flap; quick
+ * (FAILOVER_RETRANSMIT_MS) when `usableNms` > 1 and another instance can take the node.
+ */
+export function nmsSchedule(usableNms: number, patient: readonly number[] = RETRANSMIT_MS): readonly number[] {
+  return usableNms > 1 ? FAILOVER_RETRANSMIT_MS : patient;
+}
+
 /** What the client needs from the node's UDP socket (narrow, so tests pass a fake). */
 export interface DatagramSender {
   send(msg: Buffer, to: Endpoint): void;
@@ -63,14 +80,17 @@ export class NmsClient {
     this.guard = new ReplayGuard();
   }
 
-  /** `signal` abandons the registration (the node moved: a new one with the new addresses replaces it). */
-  async register(endpoints: Endpoint[], reRegistration: boolean, signal?: AbortSignal): Promise<RegistrationResponse> {
-    const body = await this.request(MessageType.RegistrationRequest, { endpoints, reRegistration }, MessageType.RegistrationResponse, signal);
+  /**
+   * `signal` abandons the registration (the node moved: a new one with the new addresses replaces it);
+   * `retransmitMs` overrides the client's schedule (nmsSchedule).
+   */
+  async register(endpoints: Endpoint[], reRegistration: boolean, signal?: AbortSignal, retransmitMs?: readonly number[]): Promise<RegistrationResponse> {
+    const body = await this.request(MessageType.RegistrationRequest, { endpoints, reRegistration }, MessageType.RegistrationResponse, signal, retransmitMs);
     return decodeBody(MessageType.RegistrationResponse, body);
   }
 
-  async keepalive(signal?: AbortSignal): Promise<KeepaliveAck> {
-    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck, signal);
+  async keepalive(signal?: AbortSignal, retransmitMs?: readonly number[]): Promise<KeepaliveAck> {
+    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck, signal, retransmitMs);
     return decodeBody(MessageType.KeepaliveAck, body);
   }
 

@@ -38,6 +38,15 @@ const RELISTEN_MS = 1_000;
 
 /** Tunable: connections per store (one process); allocation holds one for the length of its transaction. */
 const POOL_SIZE = 8;
+/**
+ * Tunable: connections for liveness writes and instance messages (keepalive touches, heartbeats, NOTIFY), which commit
+ * with `synchronous_commit = off`: they do not wait for the WAL flush, so thousands of keepalives per second are not
+ * capped by the disk's fsync rate (about 700 commits/s here, shared by every instance). A crash of the PostgreSQL
+ * server (not of an instance) may lose the last fraction of a second of them: a node then looks seen a keepalive
+ * earlier, and a NOTIFY is lost as on any reconnection (callers retransmit). Registrations, tokens and allocations stay
+ * on the synchronous pool.
+ */
+const LIVE_POOL_SIZE = 4;
 /** Tunable: how long opening a connection may take before the call fails (ms). */
 const CONNECT_TIMEOUT_MS = 5_000;
 
@@ -187,6 +196,8 @@ class PostgresStore implements Store {
   constructor(
     readonly pool: pg.Pool,
     private readonly url: string,
+    /** Liveness writes and NOTIFY (asynchronous commit, LIVE_POOL_SIZE); `pool` when not given. */
+    private readonly live: pg.Pool = pool,
   ) {}
 
   async #run<T>(body: () => Promise<T>): Promise<T> {
@@ -215,6 +226,7 @@ class PostgresStore implements Store {
     this.#closed = true;
     for (const stop of [...this.#stops]) await stop();
     await this.pool.end();
+    if (this.live !== this.pool) await this.live.end();
   }
 
   async getMeta(key: string): Promise<string | null> {
@@ -418,7 +430,7 @@ class PostgresStore implements Store {
   touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean> {
     return this.#run(async () => {
       const o = checkEndpoint(observed, 'observed');
-      const r = await this.pool.query('UPDATE registrations SET last_seen = $1, last_seq = $2, observed_address = $3, observed_port = $4 WHERE node_id = $5', [
+      const r = await this.live.query('UPDATE registrations SET last_seen = $1, last_seq = $2, observed_address = $3, observed_port = $4 WHERE node_id = $5', [
         lastSeen,
         checkSeq(lastSeq),
         o.address,
@@ -465,7 +477,7 @@ class PostgresStore implements Store {
   upsertInstance(rec: CloudInstanceRecord): Promise<void> {
     return this.#run(async () => {
       const r = checkInstance(rec);
-      await this.pool.query(
+      await this.live.query(
         `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (id) DO UPDATE SET as_endpoints = excluded.as_endpoints, nms_endpoints = excluded.nms_endpoints,
            trs_endpoints = excluded.trs_endpoints, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
@@ -485,7 +497,7 @@ class PostgresStore implements Store {
   publish(payload: string): Promise<void> {
     return this.#run(async () => {
       checkMessage(payload);
-      await this.pool.query('SELECT pg_notify($1, $2)', [CHANNEL, payload]);
+      await this.live.query('SELECT pg_notify($1, $2)', [CHANNEL, payload]);
     });
   }
 
@@ -570,5 +582,7 @@ export async function openPostgresStore(url: string): Promise<Store> {
     const e = translatePg(err, `cannot open PostgreSQL store ${redactUrl(url)}: `);
     throw e;
   }
-  return new PostgresStore(pool, url);
+  const live = new pg.Pool({ connectionString: url, max: LIVE_POOL_SIZE, connectionTimeoutMillis: CONNECT_TIMEOUT_MS, types: TYPES, options: '-c synchronous_commit=off' });
+  live.on('error', () => undefined);
+  return new PostgresStore(pool, url, live);
 }
