@@ -25,8 +25,10 @@ export async function demoMobility(tb: Testbed, alpha: NodeProc, peer: NodeProc,
     return s.mobility?.lastHandoverMs != null ? s : null;
   }, 5000);
   say(`   alpha: netlink event -> ${peer.name}'s acknowledgement of the new endpoint in ${st.mobility!.lastHandoverMs} ms; re-registered with the NMS from ${st.observed}`);
-  const sent = JSON.parse((await client).stdout) as { bytes: number; sha256: string };
-  const got = JSON.parse((await server).stdout) as { bytes: number; sha256: string };
+  const [c, sv] = [await client, await server];
+  if (c.code !== 0 || sv.code !== 0) throw new Error(`the transfer failed: client ${c.code} ${c.stderr.trim()}; server ${sv.code} ${sv.stderr.trim()}`);
+  const sent = JSON.parse(c.stdout) as { bytes: number; sha256: string };
+  const got = JSON.parse(sv.stdout) as { bytes: number; sha256: string };
   say(`   sent     ${sent.bytes} bytes sha256 ${sent.sha256.slice(0, 16)}…`);
   say(`   received ${got.bytes} bytes sha256 ${got.sha256.slice(0, 16)}…  ${got.sha256 === sent.sha256 && got.bytes === sent.bytes ? '(intact: the TCP connection survived the move)' : '(MISMATCH)'}`);
 }

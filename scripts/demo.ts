@@ -8,7 +8,7 @@
 
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, CloudProc, cyphonic, NodeProc, waitFor, workDir } from '../test/harness/cluster.js';
+import { CloudProc, cyphonic, NodeProc, waitFor, workDir } from '../test/harness/cluster.js';
 import { Testbed } from '../test/harness/netns/index.js';
 import { demoMobility } from './demo-mobility.js';
 import { adapterDemo } from './demo-adapter.js';
@@ -38,10 +38,9 @@ async function main(): Promise<void> {
     say('\n$ cyphonic cloud init --dir DIR --advertise ' + [cloudHost.addr4, cloudHost.addr6].join(','));
     const cloud = new CloudProc(cloudHost, work.dir);
     await cloud.init();
-    say('$ cyphonic cloud start --dir DIR   (AS on TCP 4501 with TLS 1.3, NMS on UDP 4502, NAT mapping probe on UDP 4505)');
-    await cloud.start();
-    say('$ cyphonic cloud start --dir DIR --roles trs   (a TRS on UDP 4503, registered in the store)');
-    const trs = cloudHost.spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', cloud.dir, '--roles', 'trs'], { logFile: join(work.dir, 'trs.log') });
+    say('$ cyphonic cloud start --dir DIR   (AS on TCP 4501 with TLS 1.3, NMS on UDP 4502, NAT mapping probe on UDP 4505,');
+    say('                                     TRS on UDP 4503, REST API and metrics on 127.0.0.1:4580)');
+    await cloud.start([]);
     await waitFor('the TRS to register', async () => (JSON.parse(await cyphonic(cloudHost, ['cloud', 'relays', '--dir', cloud.dir, '--json'])) as { live: boolean }[]).some((r) => r.live));
 
     const nodes: NodeProc[] = [];
@@ -95,7 +94,6 @@ async function main(): Promise<void> {
       say(`\n--keep: running; state and logs in ${work.dir}. Ctrl-C to stop and clean up.`);
       await new Promise<void>((r) => process.once('SIGINT', () => r()));
     }
-    trs.kill('SIGTERM');
   } finally {
     undoAdapter();
     await tb.cleanup();

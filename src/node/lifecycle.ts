@@ -331,6 +331,11 @@ export class NodeLifecycle {
   private onDatagram(msg: Buffer, from: Endpoint): void {
     // Port 0 can never be answered (a send to it throws in Node): dropped before any work, for every message type.
     if (from.port === 0) return this.client?.counters.inc('refused.port0');
+    // An overlay address is never an underlay endpoint. A peer whose host has no usable address of a family (an IPv6
+    // address still tentative after a move) may have its kernel pick its own overlay address as the source; taking
+    // that as the peer's endpoint would send our answers into our own tunnel. Dropped, so the peer retries from a
+    // real address.
+    if (this.session && this.pools().some((p) => safeContains(p, unmapV4(from.address)))) return this.client?.counters.inc('refused.overlay-source');
     if (this.client?.handleDatagram(msg)) return;
     if (this.relay?.onDatagram(msg, from)) return;
     if (this.mobility?.onDatagram(msg, from)) return;

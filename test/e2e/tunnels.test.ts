@@ -188,6 +188,15 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     assert.equal((await alpha.host.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', b.vip4])).code, 0, 'beta still serves');
   });
 
+  test('datagrams whose underlay source is an overlay address are dropped and counted (never taken as an endpoint)', async () => {
+    // What a peer's kernel sends when its host has no usable underlay address of a family (an IPv6 address still
+    // tentative after a move): its own virtual address as the source. An answer there would go into our own tunnel.
+    const before = (await beta.status()).counters['refused.overlay-source'] ?? 0;
+    await alpha.host.run('python3', [join(REPO, 'test', 'e2e', 'tools', 'port0.py'), a.vip4, beta.host.addr4!, '30000', '48', '5', '30000']);
+    await waitFor('overlay-sourced datagrams counted at beta', async () => ((await beta.status()).counters['refused.overlay-source'] ?? 0) - before >= 5, 5000);
+    assert.equal((await alpha.host.exec('ping', ['-c', '2', '-i', '0.2', '-W', '2', b.vip4])).code, 0, 'beta still serves');
+  });
+
   test('after kill -9 a node tunnels again from its saved state; rekeying every 2 s drops no packet', async () => {
     await alpha.kill9();
     alpha.start(undefined, ['--rekey-after', '2']);
