@@ -111,8 +111,11 @@ describe('peer manager', () => {
     // Fresh paths from both sides at the same moment (a second selection each, as after a restart of both).
     const before = [a.installed.length, b.installed.length];
     await Promise.all([(a.pm as unknown as { selectRoute(t: object): Promise<unknown> }).selectRoute({ targetFqdn: 'beta.cyphonic.internal' }), (b.pm as unknown as { selectRoute(t: object): Promise<unknown> }).selectRoute({ targetFqdn: 'alpha.cyphonic.internal' })]);
+    // The peers were already established (settle() alone would not wait): wait for both new paths' sessions.
+    const both = (): boolean => a.installed.length >= before[0]! + 2 && b.installed.length >= before[1]! + 2;
+    for (let i = 0; i < 300 && !both(); i++) await new Promise((r) => setTimeout(r, 10));
     await settle();
-    assert.ok(a.installed.length >= before[0]! + 2 && b.installed.length >= before[1]! + 2, 'both new paths were established');
+    assert.ok(both(), 'both new paths were established');
     assert.equal(sendingPath(a), sendingPath(b), 'one path carries traffic both ways');
   });
 
