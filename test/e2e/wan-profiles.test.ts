@@ -277,7 +277,10 @@ describe('the overlay under WAN profiles: clean (control), satellite, mobile (ne
         // TCP's own pauses are looser: a thin, paced flow recovers losses by retransmission timeouts (RTO ≥ 200 ms +
         // 4 RTT variances, doubled per lost retransmission), so it resumes up to one RTO after the overlay does, and
         // after an outage its backed-off RTO can pause it once more for about as long as the outage lasted.
-        assert.ok((gaps[0] ?? 0) <= moveLimit + 1000, `the move stalled the TCP receiver for ${gaps[0]} ms\n${await dump()}`);
+        // The pings above judge the product (the way back within moveLimit). TCP's own retransmission timer doubles
+        // through the outage, so its next retransmission may come up to about one more outage later: at 600 ms RTT a
+        // 1.55 s ping outage gave a 6.3 s receiver gap. Bounded by twice the move limit; a black hole still fails.
+        assert.ok((gaps[0] ?? 0) <= 2 * moveLimit, `the move stalled the TCP receiver for ${gaps[0]} ms (limit ${2 * moveLimit})\n${await dump()}`);
         const tcpLimit = stallLimit + (gaps[0] ?? 0);
         assert.ok((gaps[1] ?? 0) <= tcpLimit, `a second TCP stall of ${gaps[1]} ms (limit ${tcpLimit}); gaps ${JSON.stringify(res.gaps)}\n${await dump()}`);
       });
