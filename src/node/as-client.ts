@@ -2,7 +2,9 @@
 // Either way the server must prove it is the AS, not merely someone our CA certified: its leaf certificate must carry
 // the AS server purpose (AS_SERVER_PURPOSE), which the CA puts in no node certificate. A login answer is checked
 // before anyone uses it (pools, virtual addresses, NMS endpoints: checkLoginResponse).
-// Tries each AS endpoint in turn; refusals come back as RequestError with the AS's status code.
+// Tries each AS endpoint in turn, never two at once: every request changes state at the AS (a token spent, a
+// certificate issued, the node's one Common Key replaced by a login), so a losing racer could undo the winner.
+// Refusals come back as RequestError with the AS's status code.
 
 import tls from 'node:tls';
 import { fingerprint, hasAsPurpose, toPem, verifyChain } from '../crypto/index.js';
@@ -15,9 +17,16 @@ import { CertificateError, CyphonicError, RequestError, requestErrorFromNack } f
 
 export interface AsClientOptions {
   endpoints: string[];
-  /** @default 5000 */
+  /** @default AS_TIMEOUT_MS */
   timeoutMs?: number;
 }
+
+/**
+ * How long one AS exchange (TCP + TLS 1.3 + one request: three round trips) may take: at a 600 ms satellite RTT it
+ * needs 1.8 s, and a lost segment adds TCP's first retransmission timeout (1 s for a SYN, ~1.8 s later), twice.
+ */
+export const AS_TIMEOUT_MS = 10_000;
+
 
 type Trust = { kind: 'pin'; caFingerprint: string } | { kind: 'mtls'; rootPem: string; certPem: string; chainPem: string; keyPem: string };
 
@@ -149,22 +158,28 @@ export function checkLoginResponse(res: LoginResponse): LoginResponse {
   return res;
 }
 
+/** Tries the endpoints one after another; the first answer, or refusal, ends it. */
 async function firstAnswer(endpoints: string[], run: (ep: string) => Promise<Exchange>): Promise<Exchange> {
   let last: unknown = new CyphonicError('ERR_NO_AS', 'no AS endpoint configured');
   for (const ep of endpoints) {
     try {
       return await run(ep);
     } catch (err) {
-      if (err instanceof RequestError || err instanceof CertificateError) throw err; // a real answer: do not shop around
+      if (isAnswer(err)) throw err; // a real answer: do not shop around
       last = err;
     }
   }
   throw last;
 }
 
+/** A refusal from an AS (or a server that failed to prove it is ours) ends the search; anything else is the network. */
+function isAnswer(err: unknown): boolean {
+  return err instanceof RequestError || err instanceof CertificateError;
+}
+
 export async function enroll(o: AsClientOptions & { caFingerprint: string; token: string; csr: Buffer }): Promise<EnrollResponse & { rootPem: string }> {
   const body = encodeBody(MessageType.EnrollRequest, { token: o.token, csr: o.csr });
-  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, { kind: 'pin', caFingerprint: o.caFingerprint }, MessageType.EnrollRequest, body, o.timeoutMs ?? 5000));
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, { kind: 'pin', caFingerprint: o.caFingerprint }, MessageType.EnrollRequest, body, o.timeoutMs ?? AS_TIMEOUT_MS));
   const res = decodeBody(MessageType.EnrollResponse, ex.body);
   return { ...res, rootPem: ex.rootPem! };
 }
@@ -172,7 +187,7 @@ export async function enroll(o: AsClientOptions & { caFingerprint: string; token
 export async function login(o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string }): Promise<LoginResponse> {
   const body = encodeBody(MessageType.LoginRequest, { clientVersion: 1 });
   const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
-  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.LoginRequest, body, o.timeoutMs ?? 5000));
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.LoginRequest, body, o.timeoutMs ?? AS_TIMEOUT_MS));
   return checkLoginResponse(decodeBody(MessageType.LoginResponse, ex.body));
 }
 
@@ -181,7 +196,7 @@ export { Status };
 /** InfoRequest (mTLS): the general nodes this node serves as an adapter. */
 export async function info(o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string }): Promise<GeneralNodeInfo[]> {
   const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
-  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.InfoRequest, encodeBody(MessageType.InfoRequest, {}), o.timeoutMs ?? 5000));
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.InfoRequest, encodeBody(MessageType.InfoRequest, {}), o.timeoutMs ?? AS_TIMEOUT_MS));
   return decodeBody(MessageType.InfoResponse, ex.body).generalNodes.map((b) => decodeGeneralNodeInfo(b));
 }
 
@@ -189,7 +204,7 @@ export async function info(o: AsClientOptions & { rootPem: string; certPem: stri
 export async function renew(o: AsClientOptions & { rootPem: string; certPem: string; chainPem: string; keyPem: string; csr: Buffer }): Promise<EnrollResponse> {
   const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
   const body = encodeBody(MessageType.RenewRequest, { csr: o.csr });
-  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.RenewRequest, body, o.timeoutMs ?? 5000));
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.RenewRequest, body, o.timeoutMs ?? AS_TIMEOUT_MS));
   return decodeBody(MessageType.EnrollResponse, ex.body);
 }
 
@@ -199,6 +214,6 @@ export async function enrollGeneral(
 ): Promise<EnrollResponse> {
   const trust: Trust = { kind: 'mtls', rootPem: o.rootPem, certPem: o.certPem, chainPem: o.chainPem, keyPem: o.keyPem };
   const body = encodeBody(MessageType.GeneralEnrollRequest, { name: o.name, csr: o.csr });
-  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.GeneralEnrollRequest, body, o.timeoutMs ?? 5000));
+  const ex = await firstAnswer(o.endpoints, (ep) => exchange(ep, trust, MessageType.GeneralEnrollRequest, body, o.timeoutMs ?? AS_TIMEOUT_MS));
   return decodeBody(MessageType.EnrollResponse, ex.body);
 }

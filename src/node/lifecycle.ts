@@ -27,7 +27,7 @@ import { Status } from '../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { unmapV4 } from '../util/addr.js';
 import { prefixed } from '../util/counters.js';
-import { ConfigError, CyphonicError, RequestError, describeError } from '../util/errors.js';
+import { CertificateError, ConfigError, CyphonicError, RequestError, describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { sleep } from '../util/sleep.js';
 import { login, renew } from './as-client.js';
@@ -60,7 +60,12 @@ export interface LifecycleInit {
   state: StateDir;
   /** Enrollment strategy: called when `state` holds no identity yet; writes it there and returns it. */
   enroll: () => Promise<Identity>;
-  /** A failed enrollment is retried with the login (a general node) instead of failing start (a node: bad token). */
+  /**
+   * Every failed enrollment is retried with the login (a general node). Otherwise (a node) an answer that refuses it
+   * (a bad or used token, a certificate that does not match the token's pin) fails start at once, and only a failure
+   * to reach any AS (timeout, unreachable) is retried: a node started on a slow or not-yet-connected network enrolls
+   * once the network lets it.
+   */
   retryEnrollment: boolean;
   /** Overrides the AS endpoints of the identity. */
   as?: string[];
@@ -159,13 +164,13 @@ export class NodeLifecycle {
     state.ensure();
     if (state.enrolled()) this.identity = this.withAs(state.readIdentity());
     this.session = state.enrolled() ? state.readSession() : null;
-    if (!this.identity && !this.init.retryEnrollment) this.identity = this.withAs(await this.init.enroll());
     while (!this.session && !this.stopped) {
       try {
         if (!this.identity) this.identity = this.withAs(await this.init.enroll());
         await this.ensureSession();
       } catch (err) {
         if (err instanceof ConfigError) throw err;
+        if (!this.identity && !this.init.retryEnrollment && (err instanceof RequestError || err instanceof CertificateError)) throw err;
         this.logger.warn(this.identity ? 'login failed; retrying' : 'enrollment failed; retrying', { err: describeError(err) });
         await sleep(BACKOFF_MAX_MS, this.abort.signal);
       }
