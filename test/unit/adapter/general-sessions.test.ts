@@ -59,6 +59,17 @@ describe('general node data path: the C engine with a packet pair for a device',
     const k = pathKeys(0x1111n);
     await a.dp.install({ slot: 1, ...B, endpoint: at(b.dp) }, k.a);
     await b.dp.install({ slot: 1, ...A, endpoint: at(a.dp) }, k.b);
+    // install() stops waiting for the worker's acknowledgement after 500 ms (signaling must not stall); on a loaded
+    // machine a fresh worker can take longer, so one packet each way proves both sessions are in place before the
+    // tests look at route requests and order.
+    a.dp.host!.write(udp(A.vip4, B.vip4, 'warm-up'));
+    await until('warm-up packet at b', () => b.got.length >= 1, 10_000);
+    b.dp.host!.write(udp(B.vip4, A.vip4, 'warm-up'));
+    await until('warm-up packet at a', () => a.got.length >= 1, 10_000);
+    for (const x of [a, b]) {
+      x.got.length = 0;
+      x.misses.length = 0;
+    }
   });
   after(async () => {
     await a?.dp.close();
