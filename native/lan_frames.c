@@ -7,6 +7,8 @@
 //     completed at csum_start/csum_offset.
 // So everything after the reader sees frames a wire could carry, with full checksums. lanSend writes frames
 // back with an empty header (the socket wants one before every frame once PACKET_VNET_HDR is set).
+// lanRecv also lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
+// fast table on this thread; such a frame is counted (LAN_ST_PROXY_*) and not handed out.
 //
 // Every length is checked before it is used: a hostile device chooses the header and the frame.
 #include "lan_frames.h"
@@ -22,6 +24,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "lan_proxy.h"
 #include "napi_util.h"
 #include "offload.h"
 
@@ -212,6 +215,27 @@ int lan_segment(uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslot
   return n;
 }
 
+// Writes one frame behind an empty virtio_net_hdr; bytes written (header included) or -1 with errno.
+static ssize_t write_frame(int fd, const uint8_t *frame, size_t len) {
+  uint8_t hdr[VNET_HDR_LEN] = {0};
+  struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof hdr}, {.iov_base = (void *)frame, .iov_len = len}};
+  ssize_t w;
+  do w = writev(fd, iov, 2);
+  while (w < 0 && errno == EINTR);
+  return w;
+}
+
+// A plain frame the fast proxy answers is sent its reply here and not handed out: true when that happened.
+static bool fast_answered(int fd, const uint8_t *frame, size_t len, uint32_t *st) {
+  uint8_t reply[LAN_PROXY_REPLY_MAX];
+  size_t rlen = 0;
+  int kind = lan_proxy_answer(fd, frame, len, reply, &rlen);
+  if (kind == LAN_PROXY_NONE) return false;
+  if (write_frame(fd, reply, rlen) < 0) st[LAN_ST_PROXY_ERR]++;
+  else st[kind == LAN_PROXY_ARP ? LAN_ST_PROXY_ARP : LAN_ST_PROXY_ND]++;
+  return true;
+}
+
 /* ---------- N-API ---------- */
 
 // lanSetVnetHdr(fd): PACKET_VNET_HDR on a packet socket. From then on every read starts with a virtio_net_hdr
@@ -307,6 +331,7 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
       st[LAN_ST_PENDING] = (uint32_t)n;
       break;
     }
+    if (got == 1 && fast_answered((int)fd, out + count * (size_t)slot, lens[count], st)) continue;
     count += (size_t)got;
   }
   return num(env, (double)count);
@@ -348,11 +373,7 @@ static napi_value lan_send(napi_env env, napi_callback_info info) {
       !get_int(env, argv[3], 0, 65535, &n, "length"))
     return NULL;
   if ((uint64_t)off > len || (uint64_t)n > len - (uint64_t)off) return arg_error(env, 1, "lanSend: offset/length outside buf"), NULL;
-  uint8_t hdr[VNET_HDR_LEN] = {0};
-  struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof hdr}, {.iov_base = buf + off, .iov_len = (size_t)n}};
-  ssize_t w;
-  do w = writev((int)fd, iov, 2);
-  while (w < 0 && errno == EINTR);
+  ssize_t w = write_frame((int)fd, buf + off, (size_t)n);
   if (w < 0) {
     throw_errno(env, "writev", errno);
     return NULL;

@@ -1,5 +1,6 @@
 // The adapter's LAN frames (lan_frames.c): a packet socket read with PACKET_VNET_HDR, GSO super-frames cut into
-// wire-size frames, partial checksums completed. Registers lanSetVnetHdr, lanRecv, lanSend and lanSegment.
+// wire-size frames, partial checksums completed, plain ARP/ND solicitations for known addresses answered at once
+// (lan_proxy.c). Registers lanSetVnetHdr, lanRecv, lanSend and lanSegment.
 #ifndef CYPHONIC_LAN_FRAMES_H
 #define CYPHONIC_LAN_FRAMES_H
 
@@ -19,6 +20,9 @@ enum {
   LAN_ST_DROP_TOO_BIG,     // a frame longer than the read buffer, or a segment longer than a slot
   LAN_ST_DROP_UNSUPPORTED, // a GSO type the kernel cannot describe (recvmsg EINVAL) or we do not cut
   LAN_ST_DROP_TOO_MANY,    // more segments than the output holds
+  LAN_ST_PROXY_ARP,        // ARP requests answered on the reader thread (lan_proxy.c), not handed out
+  LAN_ST_PROXY_ND,         // Neighbor Solicitations answered there
+  LAN_ST_PROXY_ERR,        // fast answers the socket refused to send
   LAN_ST_COUNT,
   LAN_ST_PENDING = LAN_ST_COUNT,  // length of a frame kept in scratch for the next lanRecv (its segments did not fit)
   LAN_ST_LEN

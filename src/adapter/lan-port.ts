@@ -2,7 +2,9 @@
 // (native packetOpen) with PACKET_VNET_HDR, so every frame read says what offloads left undone. A worker thread
 // (src/util/reader-thread.ts, lan-reader.ts) blocks in the native lanRecv, which cuts GRO/TSO super-frames into
 // wire-size frames and completes partial checksums (native/lan_frames.c), and posts batches of frames to the main
-// thread; the main thread writes frames directly (one write per frame, behind an empty virtio_net_hdr).
+// thread; the main thread writes frames directly (one write per frame, behind an empty virtio_net_hdr). A plain ARP
+// request or Neighbor Solicitation for an address in the fast proxy table (setFastProxy, kept by the LAN service)
+// is answered by lanRecv itself on the reader thread (native/lan_proxy.c) and never reaches the main thread.
 //
 //   LAN iface ─► packet socket ─► reader worker: lanRecv (segment, checksum; batch ≤ 128) ─► postMessage ─► onFrames
 //   send(frame) ─► lanSend(fd) ─► LAN iface
@@ -13,6 +15,8 @@ import { requireNative } from '../net/tun/native.js';
 import { Counters } from '../util/counters.js';
 import { CyphonicError } from '../util/errors.js';
 import { ReaderThread } from '../util/reader-thread.js';
+import { macBytes } from './lan/ethernet.js';
+import { ip4Bytes, ip6Bytes } from './lan/wire.js';
 
 /** What the adapter's LAN service needs from a link (a real packet socket, or a test double). */
 export interface LanLink {
@@ -22,6 +26,30 @@ export interface LanLink {
   close(): Promise<void>;
   /** What the link itself counted (frames, super-frames cut, checksums completed, drops), if anything. */
   counters?(): Record<string, number>;
+  /**
+   * The addresses a plain ARP request / Neighbor Solicitation may be answered for on the reader thread, replacing
+   * the previous set (native/lan_proxy.c); a link without a fast path leaves every answer to the TypeScript proxy.
+   */
+  setFastProxy?(entries: FastProxyEntry[]): void;
+}
+
+/** One address of the fast proxy table: answered with the adapter's MAC; `router` sets R in the NA. */
+export interface FastProxyEntry {
+  address: string;
+  router: boolean;
+}
+
+/** The lanProxySet wire form: per entry family (4/6), flags (1 = router), 16 address bytes. */
+export function fastProxyTable(entries: FastProxyEntry[]): Buffer {
+  const out = Buffer.alloc(entries.length * 18);
+  entries.forEach((e, i) => {
+    const at = i * 18;
+    const v6 = e.address.includes(':');
+    out[at] = v6 ? 6 : 4;
+    out[at + 1] = e.router ? 1 : 0;
+    out.set(v6 ? ip6Bytes(e.address) : ip4Bytes(e.address), at + 2);
+  });
+  return out;
 }
 
 /** The addon's LAN-frame calls (native/lan_frames.c). */
@@ -34,12 +62,18 @@ export interface LanNative {
   lanSegment(frame: Uint8Array, offset: number, length: number, out: Uint8Array, slot: number, lengths: Uint32Array, stats: Uint32Array): number;
   /** One frame behind an empty virtio_net_hdr; bytes of the frame written. */
   lanSend(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  /** Replaces the fast proxy table of `fd` (entries: fastProxyTable's form; mac: 6 bytes). */
+  lanProxySet(fd: number, mac: Uint8Array, entries: Uint8Array): void;
+  /** Forgets the fast proxy table of `fd` (before the socket closes). */
+  lanProxyClear(fd: number): void;
+  /** What lanRecv's fast path answers to frame[offset..offset+length] on `fd`: the reply's length in out, or 0. */
+  lanProxyAnswer(fd: number, frame: Uint8Array, offset: number, length: number, out: Uint8Array): number;
 }
 
 /** The addon with its LAN-frame calls, or an error saying it must be rebuilt. */
 export function lanNative(): NativeAddon & LanNative {
   const addon = requireNative() as NativeAddon & Partial<LanNative>;
-  if (!addon.packetOpen || !addon.lanRecv || !addon.lanSend || !addon.lanSetVnetHdr || !addon.lanSegment) {
+  if (!addon.packetOpen || !addon.lanRecv || !addon.lanSend || !addon.lanSetVnetHdr || !addon.lanSegment || !addon.lanProxySet) {
     throw new CyphonicError('ERR_NATIVE', 'the native addon has no packetOpen/lanRecv (rebuild it)');
   }
   return addon as NativeAddon & LanNative;
@@ -56,6 +90,9 @@ export const LAN_STATS = [
   'lan.rx.drop.too-big',
   'lan.rx.drop.gso-unsupported',
   'lan.rx.drop.too-many-segments',
+  'proxy.arp.answered.fast',
+  'proxy.nd.answered.fast',
+  'proxy.fast.send-errors',
 ] as const;
 /** Length of the native stats array: the counters, then lanRecv's pending-frame state. */
 export const LAN_STATS_LEN = LAN_STATS.length + 1;
@@ -136,10 +173,16 @@ export class PacketLanPort implements LanLink {
     return this.stats.toJSON();
   }
 
+  setFastProxy(entries: FastProxyEntry[]): void {
+    if (this.closed) return;
+    this.native.lanProxySet(this.fd, macBytes(this.mac), fastProxyTable(entries));
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.reader.stop();
+    this.native.lanProxyClear(this.fd);
     this.native.fdClose(this.fd);
   }
 }

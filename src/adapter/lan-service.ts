@@ -130,6 +130,8 @@ export class LanService {
   private readonly proxy: ProxyContext;
   private raTimer: NodeJS.Timeout | null = null;
   private expireTimer: NodeJS.Timeout | null = null;
+  /** The fast proxy table last given to the link (addresses joined), to skip unchanged updates. */
+  private fastKey = '';
 
   constructor(
     private readonly init: LanServiceInit,
@@ -184,9 +186,11 @@ export class LanService {
     this.mld.join(this.fixedGroups);
     this.ra.start(Date.now());
     this.scheduleRa();
+    this.syncFastProxy();
     this.expireTimer = setInterval(() => {
       this.leases.expire(Date.now());
       this.leaveGroups(this.peers.expire(Date.now()));
+      this.syncFastProxy();
     }, EXPIRE_EVERY_MS);
     this.expireTimer.unref();
   }
@@ -215,6 +219,28 @@ export class LanService {
     const { join, left } = this.peers.note(a, now);
     this.leaveGroups(left);
     if (join) this.mld.join([join]);
+    this.syncFastProxy();
+  }
+
+  /**
+   * Gives the link's fast proxy (the LAN reader thread) the addresses a plain solicitation is answered for: the
+   * adapter's own and the known peers', never one a device here holds — the same answers the TypeScript proxy gives,
+   * without a trip to this thread. Called whenever the peers or the leases may have changed.
+   */
+  private syncFastProxy(): void {
+    if (!this.link.setFastProxy) return;
+    const entries = [...this.own, ...this.peers.addresses()]
+      .filter((a) => this.leases.holderOf(a) === undefined && this.proxy.isProxied(a))
+      .map((a) => ({ address: a, router: this.proxy.isRouter?.(a) ?? false }));
+    const key = entries.map((e) => e.address).join(',');
+    if (key === this.fastKey) return;
+    this.fastKey = key;
+    try {
+      this.link.setFastProxy(entries);
+    } catch (err) {
+      this.counters.inc('proxy.fast.set-errors');
+      this.logger.warn('fast proxy table refused', { err: describeError(err) });
+    }
   }
 
   private leaveGroups(groups: string[]): void {
@@ -236,6 +262,7 @@ export class LanService {
   /** The general nodes known now (from the AS), replacing the list; leases of vanished nodes are dropped. */
   setNodes(nodes: GeneralNode[]): void {
     this.leases.setNodes(nodes);
+    this.syncFastProxy();
   }
 
   lanCounters(): Record<string, number> {
@@ -303,12 +330,14 @@ export class LanService {
       case 'dhcp4': {
         if (!this.dhcpBudget.take(p.frame.src, now)) return this.counters.inc('lan.drop.dhcp-rate');
         const reply = this.dhcp4.handle(p.message, p.frame.src, now, p.ip.src);
+        this.syncFastProxy(); // a lease taken is never proxied, from before the device learns it
         if (reply) this.link.send(dhcp4ReplyFrame(reply, p.message, { adapterMac: this.link.mac, serverIp: this.vip4 }));
         return;
       }
       case 'dhcp6': {
         if (!this.dhcpBudget.take(p.frame.src, now)) return this.counters.inc('lan.drop.dhcp-rate');
         const reply = this.dhcp6.handle(p.message, p.frame.src, now);
+        this.syncFastProxy();
         if (reply) this.link.send(dhcp6ReplyFrame(reply, { ip: p.ip.src, mac: p.frame.src }, { adapterMac: this.link.mac, linkLocal: this.linkLocal }));
         return;
       }

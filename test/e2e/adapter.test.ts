@@ -222,6 +222,9 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
     // The ARP and ND proxies answered for alpha's virtual addresses with the adapter's MAC.
     assert.match(await dev['g1']!.run('ip', ['neigh', 'show', a.vip4]), new RegExp(`lladdr ${st.mac}`));
     assert.match(await dev['g1']!.run('ip', ['-6', 'neigh', 'show', a.vip6]), new RegExp(`lladdr ${st.mac}`));
+    // Both on the LAN reader thread (native/lan_proxy.c): alpha is a known peer since the adapter's DNS answered it.
+    const lc = (await status()).lanCounters;
+    assert.ok((lc['proxy.arp.answered.fast'] ?? 0) >= 1 && (lc['proxy.nd.answered.fast'] ?? 0) >= 1, `fast proxy answers: ${JSON.stringify(lc)}`);
   });
 
   test('the MLD-snooping switch forwards the adapter\'s groups to its port (mdb), and only reported groups', async () => {

@@ -32,6 +32,11 @@ export class KnownPeers {
     return this.seen.has(address);
   }
 
+  /** Every remembered address (least recently seen first). */
+  addresses(): string[] {
+    return [...this.seen.keys()];
+  }
+
   get size(): number {
     return this.seen.size;
   }
