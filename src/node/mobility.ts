@@ -6,7 +6,8 @@
 //                                            peer endpoint of a family we still have? ─no─► reselect (NMS route)
 //                                            │yes
 //                                            EndpointUpdate {nodeId, time, our endpoints}, sealed from the End Key
-//                                            ─► retransmitted (UPDATE_RETRANSMIT_MS) until its EndpointUpdateAck
+//                                            ─► retransmitted (UPDATE_RETRANSMIT_MS, each wait plus 1.25 path RTTs)
+//                                               until its EndpointUpdateAck (acks measure the path's RTT)
 //                                            ─► no ack after RESELECT_AFTER_SENDS sends (the peer moved too, or a NAT is
 //                                               in between now) ─► reselect (the update keeps being retransmitted)
 //
@@ -36,6 +37,10 @@ export const INFO_ENDPOINT_ACK = 'cyphonic v1 endpoint update ack';
  *  millisecond on a LAN, tens of ms across the Internet; the last wait still covers a 240 ms RTT). Updates are
  *  ~100 bytes, so early retransmissions cost nothing. */
 export const UPDATE_RETRANSMIT_MS = [30, 60, 120, 240] as const;
+/** Each wait also covers this many round trips of the path (its smoothed RTT from earlier acks, else the handshake's
+ *  time): at a 600 ms satellite RTT an ack cannot come within 30 + 60 ms, and a needless route selection and
+ *  handshake would follow every move. On a LAN it adds well under a millisecond. */
+export const RETRANSMIT_RTTS = 1.25;
 /** Tunable: after this many unanswered sends, route selection runs again (while the update keeps being
  *  retransmitted): 30 + 60 = 90 ms is what "both ends moved at once" costs before the NMS reunites them. A
  *  needless re-selection (an update lost twice on a working path) only costs a new handshake. */
@@ -59,6 +64,8 @@ export interface MobilityPeer {
   candidates: Endpoint[];
   /** Through a TRS: the TRS follows our end by its RelayBind, so a NAT rebinding needs no update to the peer. */
   relayed?: boolean;
+  /** How long the path's handshake took (ms, about one round trip), until acked updates measured the path. */
+  rttHintMs?: number | null;
 }
 
 /** What mobility needs from the peer manager (declared here, implemented by PeerManager). */
@@ -108,7 +115,9 @@ function salt(pathId: bigint): Buffer {
 
 interface Pending {
   pathId: bigint;
-  seqs: Set<bigint>;
+  /** Sequence number of each send → when it went out (performance.now()): every send has its own, so an ack
+   *  times exactly one (no retransmission ambiguity). */
+  seqs: Map<bigint, number>;
   /** Sent because we moved (its ack is a handover), not to announce a new path. */
   move: boolean;
   done: (acked: boolean) => void;
@@ -117,6 +126,8 @@ interface Pending {
 export class MobilityManager {
   readonly counters = new Counters();
   private readonly seq = new SeqCounter();
+  /** path id → smoothed round trip of acked updates (ms), bounded like the replay guards. */
+  private readonly srtt = new Map<bigint, number>();
   private readonly derived = new WeakMap<Buffer, ChannelKeys>();
   private readonly updateGuards = new Map<bigint, ReplayGuard>();
   private readonly ackGuards = new Map<bigint, ReplayGuard>();
@@ -203,7 +214,7 @@ export class MobilityManager {
     old?.done(false);
     let resolve!: (acked: boolean) => void;
     const acked = new Promise<boolean>((r) => (resolve = r));
-    const entry: Pending = { pathId: peer.pathId, seqs: new Set(), move: reselectOnSilence, done: (a) => resolve(a) };
+    const entry: Pending = { pathId: peer.pathId, seqs: new Map(), move: reselectOnSilence, done: (a) => resolve(a) };
     this.pending.set(peer.pathId, entry);
     const schedule = this.c.retransmitMs ?? UPDATE_RETRANSMIT_MS;
     let ok = false;
@@ -221,13 +232,14 @@ export class MobilityManager {
         const keys = peer.keys[i % peer.keys.length];
         if (!keys) return;
         const seq = this.seq.next();
-        entry.seqs.add(seq);
+        entry.seqs.set(seq, performance.now());
         const body = encodeBody(MessageType.EndpointUpdate, { nodeId: this.c.nodeId(), timestamp: BigInt((this.c.now ?? Date.now)()), endpoints: this.c.localEndpoints().slice(0, 16) });
         const frame = sealFrame(this.keysFor(keys.send, peer.pathId).up, { type: MessageType.EndpointUpdate, txid: 0, seq, id: peer.pathId }, body);
         this.c.send(frame, to);
         this.counters.inc(i === 0 ? 'update.sent' : 'update.retransmit');
         let t: NodeJS.Timeout | undefined;
-        const got = await Promise.race([acked, new Promise<null>((r) => (t = setTimeout(() => r(null), schedule[i])))]);
+        const wait = schedule[i]! + Math.round(RETRANSMIT_RTTS * (this.srtt.get(peer.pathId) ?? peer.rttHintMs ?? 0));
+        const got = await Promise.race([acked, new Promise<null>((r) => (t = setTimeout(() => r(null), wait)))]);
         clearTimeout(t);
         if (got === false) return; // superseded by a newer announcement to this peer
         if (got !== null) {
@@ -298,11 +310,13 @@ export class MobilityManager {
       } else {
         const body = decodeBody(MessageType.EndpointUpdateAck, plain);
         const p = this.pending.get(peer.pathId);
-        if (body.nodeId !== peer.nodeId || !p || !p.seqs.has(body.acked)) {
+        const sentAt = p?.seqs.get(body.acked);
+        if (body.nodeId !== peer.nodeId || !p || sentAt === undefined) {
           this.counters.inc('refused.unexpected-ack');
           return true;
         }
         guard.accept(f.header.seq);
+        this.sampleRtt(peer.pathId, performance.now() - sentAt);
         this.counters.inc('update.acked');
         if (p.move && this.lastMove && this.lastMove.firstAckMs === null) this.lastMove.firstAckMs = +(performance.now() - this.lastMove.at).toFixed(3);
         p.done(true);
@@ -312,6 +326,18 @@ export class MobilityManager {
       this.c.logger.debug('endpoint update refused', { udpAddr: formatEndpoint(from), err: describeError(err) });
     }
     return true;
+  }
+
+  /** The path's smoothed round trip (ms) from acked updates (RFC 6298's 1/8 gain), or undefined before any. */
+  rttOf(pathId: bigint): number | undefined {
+    return this.srtt.get(pathId);
+  }
+
+  private sampleRtt(pathId: bigint, ms: number): void {
+    const old = this.srtt.get(pathId);
+    this.srtt.delete(pathId); // Map order: most recently measured last
+    if (this.srtt.size >= MAX_GUARDS) this.srtt.delete(this.srtt.keys().next().value!);
+    this.srtt.set(pathId, old === undefined ? ms : old + (ms - old) / 8);
   }
 
   private keysFor(secret: Buffer, pathId: bigint): ChannelKeys {

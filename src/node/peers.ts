@@ -987,8 +987,9 @@ export class PeerManager implements PeerDirectory {
     // Through a TRS the only way to the peer is the relay endpoint of our family: a move to the other family finds no
     // usable candidate (→ new route selection), and an update sent there is not forwarded (no ack → re-selection,
     // which also lets a move out of a NAT leave the relay).
-    if (path.rd.pathType === PathType.Relayed && path.rd.relay) return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.rd.relay, candidates: [path.rd.relay], relayed: true };
-    return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints, relayed: false };
+    const rttHintMs = peer.tunnelMs;
+    if (path.rd.pathType === PathType.Relayed && path.rd.relay) return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.rd.relay, candidates: [path.rd.relay], relayed: true, rttHintMs };
+    return { nodeId: peer.nodeId, name: peer.name, pathId: path.id, keys, endpoint: path.endpoint, candidates: path.candidates ?? path.rd.peerEndpoints, relayed: false, rttHintMs };
   }
 
   /**

@@ -37,7 +37,7 @@ interface Wire {
   sent: { from: 'a' | 'b'; msg: Buffer; to: Endpoint }[];
 }
 
-function pair(opts: { deliver?: boolean; retransmitMs?: number[] } = {}) {
+function pair(opts: { deliver?: boolean; retransmitMs?: number[]; oneWayMs?: number } = {}) {
   const k1 = randomBytes(32);
   const k2 = randomBytes(32);
   const keys = (send: Buffer, recv: Buffer, peerNodeId: number, initiator: boolean): SessionKeys => ({ send, recv, initiator, pathId: PATH, peerNodeId, peerCertDer: Buffer.alloc(0), establishedAt: Date.now() });
@@ -48,13 +48,16 @@ function pair(opts: { deliver?: boolean; retransmitMs?: number[] } = {}) {
   const wire: Wire = { sent: [] };
   const state = { aAt: aAddr as Endpoint };
   const retransmitMs = opts.retransmitMs ?? [20, 20, 20];
+  /** The wire: at once, or after the one-way delay of a long path. */
+  const later = (fn: () => void): void => (opts.oneWayMs ? void setTimeout(fn, opts.oneWayMs) : queueMicrotask(fn));
   const box: { a?: MobilityManager; b?: MobilityManager } = {};
   const a = new MobilityManager({
     nodeId: () => 7,
     peers: dirA,
     send: (msg, to) => {
       wire.sent.push({ from: 'a', msg, to });
-      if (opts.deliver !== false) queueMicrotask(() => box.b!.onDatagram(msg, state.aAt));
+      const at = state.aAt;
+      if (opts.deliver !== false) later(() => box.b!.onDatagram(msg, at));
     },
     localEndpoints: () => [state.aAt],
     logger: silentLogger,
@@ -65,7 +68,7 @@ function pair(opts: { deliver?: boolean; retransmitMs?: number[] } = {}) {
     peers: dirB,
     send: (msg, to) => {
       wire.sent.push({ from: 'b', msg, to });
-      queueMicrotask(() => a.onDatagram(msg, bAddr));
+      later(() => a.onDatagram(msg, bAddr));
     },
     localEndpoints: () => [bAddr],
     logger: silentLogger,
@@ -157,6 +160,31 @@ describe('MobilityManager', () => {
     assert.equal(a.counters.get('update.retransmit'), 2);
     assert.deepEqual(dirA.reselected, ['42:no-ack']);
     a.close();
+  });
+
+  test('a 300 ms round trip: retransmissions wait for the path (its handshake time, then measured acks), so a move needs no route selection', async () => {
+    // The production schedule; the old one retransmitted after 30 ms and re-selected after 90 ms on every move.
+    const { a, b, dirA, dirB, state } = pair({ oneWayMs: 150, retransmitMs: [30, 60, 120, 240] });
+    dirA.peer.rttHintMs = 310; // the handshake took about a round trip
+    state.aAt = { address: '198.18.0.40', port: 30000 };
+    a.moved({ v4: true, v6: false });
+    await settle(700);
+    assert.equal(a.counters.get('update.acked'), 1);
+    assert.equal(a.counters.get('update.retransmit'), 0, 'no retransmission before the first ack could come');
+    assert.deepEqual(dirA.reselected, [], 'no route selection');
+    assert.deepEqual(dirB.peer.endpoint, state.aAt);
+    const rtt = a.rttOf(PATH)!;
+    assert.ok(rtt >= 295 && rtt < 450, `the ack measured the path: ${rtt} ms`);
+    // With no hint any more, the measured RTT carries the next move.
+    dirA.peer.rttHintMs = null;
+    state.aAt = { address: '198.18.0.41', port: 30000 };
+    a.moved({ v4: true, v6: false });
+    await settle(700);
+    assert.equal(a.counters.get('update.acked'), 2);
+    assert.equal(a.counters.get('update.retransmit'), 0);
+    assert.deepEqual(dirA.reselected, []);
+    a.close();
+    b.close();
   });
 
   test('moved to IPv6-only: the peer\'s IPv6 endpoint is used; no endpoint of our family: route selection at once', async () => {
