@@ -69,6 +69,16 @@ const RELAY_WATCH_MS = 500;
 export const PEER_EVICT_IDLE_MS = 120_000;
 /** Traffic (each way) below this between two looks is keepalive noise (ours or the peer's, and its answer), not use. */
 const IDLE_NOISE_BYTES = 256;
+/**
+ * Tunable: sending on a direct or punched path while nothing came back for this long makes us ask the peer with
+ * PathProbes whether it still holds the path (a peer that restarted, or evicted us to free a slot, drops what we
+ * send and would otherwise be cut off until our session expires, minutes later). WireGuard gives up after 15 s too.
+ */
+export const SILENT_PATH_MS = 15_000;
+/** Tunable: PathProbes sent to a silent path's peer (one per wait) before we ask the NMS for a new route. */
+const SILENT_PROBES = 3;
+/** Tunable: the wait after each of them: this, plus 1.25 handshake times (about round trips) of the path. */
+const SILENT_PROBE_WAIT_MS = 1000;
 /** Tunable: sending without receiving anything for this long on a relayed path makes us check the TRS. */
 const RELAY_SILENT_MS = 1000;
 /** Tunable: an idle path through a NAT gets a keepalive this often (Linux drops unreplied UDP state after 30 s,
@@ -166,7 +176,7 @@ interface Path {
    * (seq → endpoint probed), endpoints the peer answered at, and the TunnelRequest being sent (for an endpoint that
    * answers mid-attempt).
    */
-  probe: { mine: ChannelKeys; theirs: ChannelKeys; outstanding: Map<bigint, Endpoint>; verified: Set<string>; request: Buffer | null } | null;
+  probe: { mine: ChannelKeys; theirs: ChannelKeys; outstanding: Map<bigint, Endpoint>; verified: Set<string>; request: Buffer | null; answered: (() => void) | null } | null;
 }
 
 interface Peer {
@@ -185,6 +195,9 @@ interface Peer {
   tunnelMs: number | null;
   /** Relay watch: traffic counters at the last look, and when rx last grew. */
   watch: { rx: number; tx: number; rxAt: number; checking: boolean };
+  /** Silent-path watch: traffic counters at the last look, since when we send without hearing back (null: we
+   *  heard something since our last send), and whether probes are out. */
+  silence: { rx: number; tx: number; since: number | null; checking: boolean };
   /** Path keepalive: traffic counters at the last look, and when either last moved. */
   idle: { rx: number; tx: number; at: number };
   /** Slot reuse: traffic counters at the last look, and when traffic beyond keepalive noise last moved. */
@@ -217,6 +230,8 @@ export interface PeerManagerComponents {
   behindNat?: () => boolean;
   /** Idle paths through a NAT get a keepalive this often. @default PATH_KEEPALIVE_MS */
   pathKeepaliveMs?: number;
+  /** @default SILENT_PATH_MS */
+  silentPathMs?: number;
   /** First wait before a relayed path that replaced a failed punch tries the punch again. @default PUNCH_RETRY_MS */
   punchRetryMs?: number;
   /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
@@ -269,6 +284,7 @@ export class PeerManager implements PeerDirectory {
   private txid = 1;
   private rekeyTimer: NodeJS.Timeout | null = null;
   private watchTimer: NodeJS.Timeout | null = null;
+  private closed = false;
 
   constructor(private readonly c: PeerManagerComponents) {
     this.rekeyTimer = setInterval(() => this.rekeyDue(), this.rekeyTickMs());
@@ -284,6 +300,7 @@ export class PeerManager implements PeerDirectory {
   }
 
   close(): void {
+    this.closed = true;
     if (this.rekeyTimer) clearInterval(this.rekeyTimer);
     if (this.watchTimer) clearInterval(this.watchTimer);
   }
@@ -628,6 +645,7 @@ export class PeerManager implements PeerDirectory {
         routeSelectionMs: null,
         tunnelMs: null,
         watch: { rx: 0, tx: 0, rxAt: 0, checking: false },
+        silence: { rx: 0, tx: 0, since: null, checking: false },
         idle: { rx: 0, tx: 0, at: Date.now() },
         use: { rx: 0, tx: 0, at: now },
         punchRetry: null,
@@ -779,6 +797,7 @@ export class PeerManager implements PeerDirectory {
       outstanding: new Map(),
       verified: new Set(),
       request: null,
+      answered: null,
     };
     return path.probe;
   }
@@ -817,6 +836,7 @@ export class PeerManager implements PeerDirectory {
     p.outstanding.delete(probed!);
     p.verified.add(endpointKey(to));
     this.counters.inc('probe.verified');
+    p.answered?.();
     if (path.hs.state === 'initiating' && p.request) sink.send(p.request, to);
   }
 
@@ -884,6 +904,7 @@ export class PeerManager implements PeerDirectory {
   private watchRelays(): void {
     const sink = this.c.sink();
     if (sink) this.keepIdlePathsOpen(sink);
+    if (sink) this.watchSilence(sink);
     const t = (this.c.now ?? Date.now)();
     for (const peer of this.peers.values()) this.noteUse(peer, t);
     for (const peer of this.peers.values()) {
@@ -916,6 +937,64 @@ export class PeerManager implements PeerDirectory {
         void this.connect({ targetFqdn: peer.fqdn, relayOnly: true, ...(path.rd.relay ? { avoidRelay: path.rd.relay } : {}) });
       });
     }
+  }
+
+  /**
+   * Direct and punched paths: when we have sent for silentPathMs and heard nothing back, PathProbes ask the peer
+   * whether it still holds the path (only a holder of its Tunnel Key can answer; the data plane's policy filters do
+   * not see them). An answer means it is alive and just quiet (a one-way stream): the watch starts over. No answer
+   * to SILENT_PROBES probes means it forgot the path (it restarted, or evicted us to free a slot): a new route
+   * selection, whose Route Direction reaches it through the NMS, replaces the path. Relayed paths have the TRS
+   * watch above.
+   */
+  private watchSilence(sink: SessionSink): void {
+    const now = Date.now();
+    const limit = this.c.silentPathMs ?? SILENT_PATH_MS;
+    for (const peer of this.peers.values()) {
+      const path = peer.active;
+      const s = peer.silence;
+      // (keys is null while a rekey runs and after one that failed: a peer that forgot the path fails our rekeys too)
+      if (!path || !(path.keys ?? path.prevKeys) || path.dead || path.rd.pathType === PathType.Relayed || s.checking || peer.connecting || peer.revoked) continue;
+      const st = sink.peerStats(peer.slot);
+      if (st.rxBytes !== s.rx) s.since = null;
+      else if (st.txBytes !== s.tx && s.since === null) s.since = now;
+      s.rx = st.rxBytes;
+      s.tx = st.txBytes;
+      if (s.since === null || now - s.since < limit || !path.endpoint) continue;
+      s.checking = true;
+      this.counters.inc('path.silent-check');
+      void this.stillThere(peer, path, path.endpoint, sink).then((alive) => {
+        s.checking = false;
+        s.since = null;
+        if (alive || peer.active !== path || path.dead) return;
+        this.counters.inc('path.silent');
+        this.c.logger.warn('peer stopped answering on its path; asking for a new route', { peer: peer.name, udpAddr: formatEndpoint(path.endpoint!) });
+        this.reselect(peer.nodeId, 'silent');
+      });
+    }
+  }
+
+  /** Up to SILENT_PROBES PathProbes to `to`, each given its wait: true as soon as one is answered. */
+  private async stillThere(peer: Peer, path: Path, to: Endpoint, sink: SessionSink): Promise<boolean> {
+    const p = this.probeKeys(peer, path);
+    const waitMs = SILENT_PROBE_WAIT_MS + Math.round(1.25 * (peer.tunnelMs ?? 0));
+    let answered = false;
+    try {
+      for (let i = 0; i < SILENT_PROBES && !answered && !this.closed; i++) {
+        this.probe(peer, path, to, sink);
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, waitMs);
+          p.answered = () => {
+            answered = true;
+            clearTimeout(t);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      p.answered = null;
+    }
+    return answered;
   }
 
   /**
