@@ -3,7 +3,7 @@
 // rules all concern a → b (b's filter scans 100 port ranges per packet; tcp:5201 is the last), alternating, each
 // repeated; also how long a policy change takes to reach b's filter (PolicyUpdate, no restart). Prints a table.
 //
-// usage: node dist/bench/policy.js [--seconds N (8)] [--repeat N (3)]
+// usage: node dist/bench/policy.js [--seconds N (8)] [--repeat N (3)]   (prints each mode's median, spread and runs)
 // needs root and iperf3.
 //
 // With --fanout N (no root needed): time from `policy set` to enforcement on N nodes. One NMS in this process on an
@@ -129,9 +129,13 @@ async function main(): Promise<void> {
     const m0 = median(results.allowAll);
     const m1 = median(results.hundred);
     process.stdout.write(`\nTCP a → b, 1 stream, ${seconds} s × ${repeat} (median Gbit/s)\n`);
-    process.stdout.write(`  allow-all policy           ${m0.toFixed(3)}   runs ${results.allowAll.map((x) => x.toFixed(2)).join(' ')}\n`);
-    process.stdout.write(`  100-rule policy (filtered) ${m1.toFixed(3)}   runs ${results.hundred.map((x) => x.toFixed(2)).join(' ')}\n`);
-    process.stdout.write(`  cost of the filter         ${(100 * (1 - m1 / m0)).toFixed(1)} %\n`);
+    // Spread: (max - min) / median of each mode's runs; a cost smaller than the spread is not told from the noise.
+    const spread = (xs: number[], m: number): string => `${((100 * (Math.max(...xs) - Math.min(...xs))) / m).toFixed(1)} %`;
+    process.stdout.write(`  allow-all policy           ${m0.toFixed(3)}   spread ${spread(results.allowAll, m0)}   runs ${results.allowAll.map((x) => x.toFixed(2)).join(' ')}\n`);
+    process.stdout.write(`  100-rule policy (filtered) ${m1.toFixed(3)}   spread ${spread(results.hundred, m1)}   runs ${results.hundred.map((x) => x.toFixed(2)).join(' ')}\n`);
+    process.stdout.write(`  cost of the filter         ${(100 * (1 - m1 / m0)).toFixed(1)} % (median against median; paired runs alternate)\n`);
+    const pairs = results.allowAll.map((x, i) => 100 * (1 - results.hundred[i]! / x));
+    process.stdout.write(`  per pair                   ${pairs.map((x) => `${x.toFixed(1)} %`).join(' ')} (median ${median(pairs).toFixed(1)} %)\n`);
     process.stdout.write(`policy set → b's filter updated: median ${median(propagation)} ms (max ${Math.max(...propagation)} ms, ${propagation.length} changes)\n`);
     process.stdout.write(`b's filter counters: ${JSON.stringify(Object.fromEntries(Object.entries(filter).filter(([k]) => k.startsWith('filter.'))))}\n`);
   } finally {

@@ -22,6 +22,7 @@ import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { MobilityPeer, PeerDirectory } from './mobility.js';
+import { RevocationList } from './revocations.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
@@ -221,6 +222,8 @@ export interface PeerManagerComponents {
   punchRetryMs?: number;
   /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
   onEstablished?: (pathId: bigint) => void;
+  /** The revocation list (persisted by the lifecycle in the state directory); absent: a new one in memory. */
+  revocations?: RevocationList;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
@@ -244,18 +247,17 @@ function checkPeerAddresses(rd: RouteDirection): void {
   }
 }
 
-/** Tunable: revoked certificate serials a node remembers (the oldest is forgotten past this; ~50 bytes each). */
-export const MAX_REVOKED_SERIALS_HELD = 16_384;
+export { MAX_REVOKED_SERIALS_HELD } from './revocations.js';
 
 export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
   /**
-   * The revocation list: serials (lowercase hex) of certificates the NMS said were revoked (PolicyEntry.revokedSerials).
-   * The handshake's trust anchors consult it (lifecycle.ts: isRevoked), so a certificate on it is refused in every
-   * TunnelRequest/Response and Route Direction, whatever the slot's state. Insertion order = oldest first; bounded.
+   * The revocation list (revocations.ts): serials of certificates the NMS said were revoked. The handshake's trust
+   * anchors consult it (lifecycle.ts: isRevoked), so a certificate on it is refused in every TunnelRequest/Response
+   * and Route Direction, whatever the slot's state. Kept in the state directory when the lifecycle gives a file.
    */
-  private readonly revokedSerials = new Set<string>();
+  private readonly revokedSerials: RevocationList;
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
   /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
   private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
@@ -271,6 +273,7 @@ export class PeerManager implements PeerDirectory {
   private watchTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly c: PeerManagerComponents) {
+    this.revokedSerials = c.revocations ?? new RevocationList();
     this.rekeyTimer = setInterval(() => this.rekeyDue(), this.rekeyTickMs());
     this.rekeyTimer.unref();
     this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
@@ -528,8 +531,16 @@ export class PeerManager implements PeerDirectory {
    * any more gets an empty list both ways (its new flows are dropped at both ends) and no DNS answer.
    */
   applyPolicy(entries: readonly PolicyEntry[]): void {
+    // The serials first, all at once: written to the state directory before any tunnel is closed, so what took effect
+    // is never lost to a crash. A failed write still closes the tunnels (the list then holds them in memory).
+    try {
+      const added = this.revokedSerials.add(entries.flatMap((e) => (e.revoked ? (e.revokedSerials ?? []) : [])));
+      if (added.length > 0) this.counters.inc('revocation.serials', added.length);
+    } catch (err) {
+      this.counters.inc('revocation.save-failed');
+      this.c.logger.warn('revocation list not saved (held in memory)', { err: describeError(err) });
+    }
     for (const e of entries) {
-      if (e.revoked) for (const serial of e.revokedSerials ?? []) this.addRevokedSerial(serial);
       const peer = this.peers.get(e.peerNodeId);
       if (!peer) {
         this.counters.inc('policy.unknown-peer');
@@ -584,13 +595,6 @@ export class PeerManager implements PeerDirectory {
   /** True if the NMS listed this certificate serial (lowercase hex) as revoked: the handshake refuses it. */
   isRevokedSerial(serial: string): boolean {
     return this.revokedSerials.has(serial);
-  }
-
-  private addRevokedSerial(serial: string): void {
-    if (this.revokedSerials.has(serial)) return;
-    this.revokedSerials.add(serial);
-    this.counters.inc('revocation.serials');
-    if (this.revokedSerials.size > MAX_REVOKED_SERIALS_HELD) this.revokedSerials.delete(this.revokedSerials.values().next().value!);
   }
 
   /** The peer named by a Route Direction, after checking its certificate says who the NMS says it is. */
