@@ -12,7 +12,7 @@ import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPee
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
 import { Budgets } from '../util/budget.js';
-import { subjectAltNames } from '../crypto/index.js';
+import { serialOf, subjectAltNames } from '../crypto/index.js';
 import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { endpointKey, formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
@@ -139,6 +139,8 @@ export interface PeerStatus {
   allowed: string[] | null;
   /** Present (true) once the NMS said the peer was revoked: its tunnel carries nothing any more. */
   revoked?: boolean;
+  /** Serial (lowercase hex) of the certificate the peer presented in the last handshake (a renewed one shows here). */
+  certSerial: string | null;
 }
 
 interface Path {
@@ -181,6 +183,8 @@ interface Peer {
   /** The path whose session carries our traffic. */
   active: Path | null;
   lastHandshake: number | null;
+  /** Serial (lowercase hex) of the certificate the peer presented in its last handshake. */
+  certSerial: string | null;
   connecting: Promise<void> | null;
   routeSelectionMs: number | null;
   tunnelMs: number | null;
@@ -258,6 +262,8 @@ export class PeerManager implements PeerDirectory {
    * and Route Direction, whatever the slot's state. Kept in the state directory when the lifecycle gives a file.
    */
   private readonly revokedSerials: RevocationList;
+  /** Our identity for the paths' handshakes: always the current certificate (see the constructor). */
+  private readonly localView: LocalIdentity;
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
   /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
   private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
@@ -274,6 +280,21 @@ export class PeerManager implements PeerDirectory {
 
   constructor(private readonly c: PeerManagerComponents) {
     this.revokedSerials = c.revocations ?? new RevocationList();
+    // Paths live longer than a certificate: each handshake reads our identity as it is now (a renewal replaced it).
+    this.localView = {
+      get nodeId() {
+        return c.local().nodeId;
+      },
+      get certDer() {
+        return c.local().certDer;
+      },
+      get chainDer() {
+        return c.local().chainDer;
+      },
+      get privateKeyPem() {
+        return c.local().privateKeyPem;
+      },
+    };
     this.rekeyTimer = setInterval(() => this.rekeyDue(), this.rekeyTickMs());
     this.rekeyTimer.unref();
     this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
@@ -583,6 +604,7 @@ export class PeerManager implements PeerDirectory {
         txBytes: st.txBytes,
         pmtu: st.pmtu || null,
         lastHandshake: p.lastHandshake ? new Date(p.lastHandshake).toISOString() : null,
+        certSerial: p.certSerial,
         state: p.active ? ('established' as const) : ('connecting' as const),
         routeSelectionMs: p.routeSelectionMs,
         tunnelMs: p.tunnelMs,
@@ -628,6 +650,7 @@ export class PeerManager implements PeerDirectory {
         paths: new Map(),
         active: null,
         lastHandshake: null,
+        certSerial: null,
         connecting: null,
         routeSelectionMs: null,
         tunnelMs: null,
@@ -709,7 +732,7 @@ export class PeerManager implements PeerDirectory {
     // A replay cache of its own per path: a peer flooding its path (even with timestamps far ahead) raises only that
     // path's floor, never another peer's.
     const replay = new HandshakeReplayCache(PATH_REPLAY_ENTRIES, undefined, () => this.counters.inc('handshake.replay-evicted'));
-    const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, replay);
+    const hs = new PathHandshake(this.localView, this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, replay);
     const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [], probe: null };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
@@ -835,6 +858,7 @@ export class PeerManager implements PeerDirectory {
     path.keys = keys;
     path.endpoint = from;
     peer.lastHandshake = keys.establishedAt;
+    peer.certSerial = serialOf(keys.peerCertDer);
     // Two paths to one peer (both sides asked at once): both ends send on the one initiated by the lower node id.
     const current = peer.active;
     if (!current || current === path || this.preferred(path, current) === path) peer.active = path;
