@@ -48,6 +48,8 @@ export class PolicyPusher {
   private readonly nodesTold = new Set<number>();
   /** Revoked node → its revoked serials, as of the last reading of the store (start and every change). */
   private revokedList = new Map<number, string[]>();
+  /** Revoked serial → the node it was issued to (readRevoked). */
+  private readonly serialOwner = new Map<string, number>();
 
   constructor(private readonly c: PolicyPushComponents) {}
 
@@ -100,12 +102,25 @@ export class PolicyPusher {
    * (what nodes add to their revocation lists), oldest node first.
    */
   private async readRevoked(): Promise<Map<number, string[]>> {
+    // Candidates: the nodes we hold paths for (their peers must hear even of a plain expiry) and the owners of revoked
+    // serials (one query, owners remembered: a certificate never changes hands), not every node in the store.
+    const candidates = new Set<number>([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])]);
+    for (const serial of await this.c.store.listRevokedSerials()) {
+      let owner = this.serialOwner.get(serial);
+      if (owner === undefined) {
+        const cert = await this.c.store.getCertificate(serial);
+        if (!cert) continue;
+        owner = cert.nodeId;
+        this.serialOwner.set(serial, owner);
+      }
+      candidates.add(owner);
+    }
     const out = new Map<number, string[]>();
     const now = Date.now();
-    for (const n of await this.c.store.listNodes()) {
-      const certs = await this.c.store.listNodeCertificates(n.id);
+    for (const id of [...candidates].sort((a, b) => a - b)) {
+      const certs = await this.c.store.listNodeCertificates(id);
       if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) {
-        out.set(n.id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
+        out.set(id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
       }
     }
     return out;
