@@ -38,6 +38,7 @@ import { PeerManager, type PeerStatus } from './peers.js';
 import { RelayBinder } from './relay.js';
 import { deliverRouteDirections, NmsClient, nmsSchedule } from './signaling.js';
 import type { Identity, Session, StateDir } from './state.js';
+import { openRevocationList } from './revocations.js';
 
 /** Tunable: first and longest wait between failed signaling rounds (doubling). */
 const BACKOFF_MIN_MS = 500;
@@ -207,6 +208,7 @@ export class NodeLifecycle {
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
       ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
       onEstablished: (pathId) => this.mobility?.established(pathId),
+      revocations: openRevocationList(state.revokedPath, this.logger),
     });
     const peers = this.peers;
     this.mobility = new MobilityManager({

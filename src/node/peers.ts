@@ -12,7 +12,7 @@ import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPee
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
 import { Budgets } from '../util/budget.js';
-import { subjectAltNames } from '../crypto/index.js';
+import { serialOf, subjectAltNames } from '../crypto/index.js';
 import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { endpointKey, formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
@@ -22,6 +22,7 @@ import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { MobilityPeer, PeerDirectory } from './mobility.js';
+import { RevocationList } from './revocations.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
@@ -148,6 +149,8 @@ export interface PeerStatus {
   allowed: string[] | null;
   /** Present (true) once the NMS said the peer was revoked: its tunnel carries nothing any more. */
   revoked?: boolean;
+  /** Serial (lowercase hex) of the certificate the peer presented in the last handshake (a renewed one shows here). */
+  certSerial: string | null;
 }
 
 interface Path {
@@ -190,6 +193,8 @@ interface Peer {
   /** The path whose session carries our traffic. */
   active: Path | null;
   lastHandshake: number | null;
+  /** Serial (lowercase hex) of the certificate the peer presented in its last handshake. */
+  certSerial: string | null;
   connecting: Promise<void> | null;
   routeSelectionMs: number | null;
   tunnelMs: number | null;
@@ -236,6 +241,8 @@ export interface PeerManagerComponents {
   punchRetryMs?: number;
   /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
   onEstablished?: (pathId: bigint) => void;
+  /** The revocation list (persisted by the lifecycle in the state directory); absent: a new one in memory. */
+  revocations?: RevocationList;
 }
 
 /** Tunable: two paths to one peer established closer together than this count as a simultaneous initiation. */
@@ -259,18 +266,19 @@ function checkPeerAddresses(rd: RouteDirection): void {
   }
 }
 
-/** Tunable: revoked certificate serials a node remembers (the oldest is forgotten past this; ~50 bytes each). */
-export const MAX_REVOKED_SERIALS_HELD = 16_384;
+export { MAX_REVOKED_SERIALS_HELD } from './revocations.js';
 
 export class PeerManager implements PeerDirectory {
   readonly counters = new Counters();
   private readonly peers = new Map<number, Peer>();
   /**
-   * The revocation list: serials (lowercase hex) of certificates the NMS said were revoked (PolicyEntry.revokedSerials).
-   * The handshake's trust anchors consult it (lifecycle.ts: isRevoked), so a certificate on it is refused in every
-   * TunnelRequest/Response and Route Direction, whatever the slot's state. Insertion order = oldest first; bounded.
+   * The revocation list (revocations.ts): serials of certificates the NMS said were revoked. The handshake's trust
+   * anchors consult it (lifecycle.ts: isRevoked), so a certificate on it is refused in every TunnelRequest/Response
+   * and Route Direction, whatever the slot's state. Kept in the state directory when the lifecycle gives a file.
    */
-  private readonly revokedSerials = new Set<string>();
+  private readonly revokedSerials: RevocationList;
+  /** Our identity for the paths' handshakes: always the current certificate (see the constructor). */
+  private readonly localView: LocalIdentity;
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
   /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
   private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
@@ -287,6 +295,22 @@ export class PeerManager implements PeerDirectory {
   private closed = false;
 
   constructor(private readonly c: PeerManagerComponents) {
+    this.revokedSerials = c.revocations ?? new RevocationList();
+    // Paths live longer than a certificate: each handshake reads our identity as it is now (a renewal replaced it).
+    this.localView = {
+      get nodeId() {
+        return c.local().nodeId;
+      },
+      get certDer() {
+        return c.local().certDer;
+      },
+      get chainDer() {
+        return c.local().chainDer;
+      },
+      get privateKeyPem() {
+        return c.local().privateKeyPem;
+      },
+    };
     this.rekeyTimer = setInterval(() => this.rekeyDue(), this.rekeyTickMs());
     this.rekeyTimer.unref();
     this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
@@ -545,8 +569,16 @@ export class PeerManager implements PeerDirectory {
    * any more gets an empty list both ways (its new flows are dropped at both ends) and no DNS answer.
    */
   applyPolicy(entries: readonly PolicyEntry[]): void {
+    // The serials first, all at once: written to the state directory before any tunnel is closed, so what took effect
+    // is never lost to a crash. A failed write still closes the tunnels (the list then holds them in memory).
+    try {
+      const added = this.revokedSerials.add(entries.flatMap((e) => (e.revoked ? (e.revokedSerials ?? []) : [])));
+      if (added.length > 0) this.counters.inc('revocation.serials', added.length);
+    } catch (err) {
+      this.counters.inc('revocation.save-failed');
+      this.c.logger.warn('revocation list not saved (held in memory)', { err: describeError(err) });
+    }
     for (const e of entries) {
-      if (e.revoked) for (const serial of e.revokedSerials ?? []) this.addRevokedSerial(serial);
       const peer = this.peers.get(e.peerNodeId);
       if (!peer) {
         this.counters.inc('policy.unknown-peer');
@@ -589,6 +621,7 @@ export class PeerManager implements PeerDirectory {
         txBytes: st.txBytes,
         pmtu: st.pmtu || null,
         lastHandshake: p.lastHandshake ? new Date(p.lastHandshake).toISOString() : null,
+        certSerial: p.certSerial,
         state: p.active ? ('established' as const) : ('connecting' as const),
         routeSelectionMs: p.routeSelectionMs,
         tunnelMs: p.tunnelMs,
@@ -601,13 +634,6 @@ export class PeerManager implements PeerDirectory {
   /** True if the NMS listed this certificate serial (lowercase hex) as revoked: the handshake refuses it. */
   isRevokedSerial(serial: string): boolean {
     return this.revokedSerials.has(serial);
-  }
-
-  private addRevokedSerial(serial: string): void {
-    if (this.revokedSerials.has(serial)) return;
-    this.revokedSerials.add(serial);
-    this.counters.inc('revocation.serials');
-    if (this.revokedSerials.size > MAX_REVOKED_SERIALS_HELD) this.revokedSerials.delete(this.revokedSerials.values().next().value!);
   }
 
   /** The peer named by a Route Direction, after checking its certificate says who the NMS says it is. */
@@ -641,6 +667,7 @@ export class PeerManager implements PeerDirectory {
         paths: new Map(),
         active: null,
         lastHandshake: null,
+        certSerial: null,
         connecting: null,
         routeSelectionMs: null,
         tunnelMs: null,
@@ -723,7 +750,7 @@ export class PeerManager implements PeerDirectory {
     // A replay cache of its own per path: a peer flooding its path (even with timestamps far ahead) raises only that
     // path's floor, never another peer's.
     const replay = new HandshakeReplayCache(PATH_REPLAY_ENTRIES, undefined, () => this.counters.inc('handshake.replay-evicted'));
-    const hs = new PathHandshake(this.c.local(), this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, replay);
+    const hs = new PathHandshake(this.localView, this.c.anchors(), { pathId: rd.pathId, tunnelKey: rd.tunnelKey, ...(rd.tempKey ? { tempKey: rd.tempKey } : {}) }, { nodeId: rd.peerNodeId, name: rd.peerName }, replay);
     const path: Path = { id: rd.pathId, rd, hs, endpoint: null, keys: null, prevKeys: null, candidates: null, handshakeStart: null, learned: null, dead: false, rekeyFailures: 0, rekeyRetryAt: 0, answered: [], probe: null };
     peer.paths.set(rd.pathId, path);
     this.byPath.set(rd.pathId, { peer, path });
@@ -851,6 +878,7 @@ export class PeerManager implements PeerDirectory {
     path.keys = keys;
     path.endpoint = from;
     peer.lastHandshake = keys.establishedAt;
+    peer.certSerial = serialOf(keys.peerCertDer);
     // Two paths to one peer (both sides asked at once): both ends send on the one initiated by the lower node id.
     const current = peer.active;
     if (!current || current === path || this.preferred(path, current) === path) peer.active = path;

@@ -1,4 +1,4 @@
-// The node's state directory (--state DIR): key pair, certificate chain, identity, Common Key session.
+// The node's state directory (--state DIR): key pair, certificate chain, identity, Common Key session, revocation list.
 // Every file is written atomically (tmp + fsync + rename) so kill -9 never leaves a half-written identity.
 
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -42,6 +42,10 @@ export class StateDir {
   }
   get rootPath(): string {
     return join(this.dir, 'root.pem');
+  }
+  /** The revocation list (revocations.ts), written before the node acts on a revocation. */
+  get revokedPath(): string {
+    return join(this.dir, 'revoked.json');
   }
   get controlPath(): string {
     return join(this.dir, 'control.sock');

@@ -4,11 +4,13 @@
 // filter in its data-plane engine); `cloud policy check` agrees; raw packets an insider with valid session keys writes
 // into its TUN get nothing through; an invalid policy file is refused and the old one holds; a policy change and a tag
 // change reach the running nodes within 5 s (PolicyUpdate pushed by the NMS) without a new handshake; a revocation
-// closes the peer's tunnel both ways within 5 s and reaches the cloud's TRS (RelayRevoke) within the same 5 s.
+// closes the peer's tunnel both ways within 5 s and reaches the cloud's TRS (RelayRevoke) within the same 5 s; a
+// revocation of one end of a relayed pair (IPv4-only ↔ IPv6-only through the TRS) during a ping and a TCP transfer
+// stops the traffic at the other end and at the TRS (its path dropped, nothing forwarded) within 5 s.
 //
 //   global segment 198.18.0.0/24, 2001:db8::/64
-//   [cloud] ──────┬──────────────┬──────────────┐
-//              [ops1] tag ops  [cam1] tag cam  [plain] no tag
+//   [cloud] ──────┬──────────────┬──────────────┬─────────────────┬──────────────────┐
+//    (TRS :4503) [ops1] tag ops  [cam1] tag cam  [plain] no tag  [r4] v4-only, ops  [r6] v6-only, cam
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,6 +23,7 @@ import { e2eSkip, needs } from '../harness/requires.js';
 
 const skip = e2eSkip();
 const PROBE = join(REPO, 'test', 'e2e', 'tools', 'policy-probe.py');
+const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
 const POLICY = { allow: [{ from: ['tag:ops'], to: ['tag:cam'], ports: ['icmp', 'tcp:2222'] }] };
 
 type Up = NodeStatusJson & { vip4: string; vip6: string };
@@ -32,6 +35,9 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
   let ops: NodeProc;
   let cam: NodeProc;
   let plain: NodeProc;
+  /** A relayed pair: r4 reaches r6 only through the TRS. */
+  let r4: NodeProc;
+  let r6: NodeProc;
   let o: Up;
   let c: Up;
   let p: Up;
@@ -68,7 +74,11 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     ops.start((await cyphonic(cloud.host, ['cloud', 'enroll', 'ops1', '--tags', 'ops', '--dir', cloud.dir])).trim());
     cam.start((await cyphonic(cloud.host, ['cloud', 'enroll', 'cam1', '--tags', 'cam', '--dir', cloud.dir])).trim());
     plain.start(await cloud.enroll('plain'));
-    [o, c, p] = (await Promise.all([ops.waitRegistered(), cam.waitRegistered(), plain.waitRegistered()])) as [Up, Up, Up];
+    r4 = new NodeProc(await tb.addHost('r4', { site: tb.global, family: 'v4' }), work.dir, 'r4');
+    r6 = new NodeProc(await tb.addHost('r6', { site: tb.global, family: 'v6' }), work.dir, 'r6');
+    r4.start((await cyphonic(cloud.host, ['cloud', 'enroll', 'r4', '--tags', 'ops', '--dir', cloud.dir])).trim());
+    r6.start((await cyphonic(cloud.host, ['cloud', 'enroll', 'r6', '--tags', 'cam', '--dir', cloud.dir])).trim());
+    [o, c, p] = (await Promise.all([ops.waitRegistered(), cam.waitRegistered(), plain.waitRegistered(), r4.waitRegistered(), r6.waitRegistered()])) as Up[] as [Up, Up, Up];
     undo.push(useOverlayDns(ops.host, o.dns!), useOverlayDns(cam.host, c.dns!), useOverlayDns(plain.host, p.dns!));
   });
 
@@ -87,7 +97,7 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     assert.equal(set.code, 0, set.stderr);
     assert.deepEqual(JSON.parse((await cli(['cloud', 'policy', 'show', '--json'])).stdout), POLICY);
     const tags = Object.fromEntries((await cloud.nodes()).map((n) => [n.name, n.tags]));
-    assert.deepEqual(tags, { ops1: ['ops'], cam1: ['cam'], plain: [] });
+    assert.deepEqual(tags, { ops1: ['ops'], cam1: ['cam'], plain: [], r4: ['ops'], r6: ['cam'] });
   });
 
   test('ops → cam: ping by name and TCP 2222 work on both overlay families; each side shows what its peer may open', async () => {
@@ -240,5 +250,50 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     assert.notEqual(await ping(cam.host, 4, o.vip4), 0);
     assert.ok((await counters(ops))['filter.dropRevoked']! - (before['filter.dropRevoked'] ?? 0) >= 1, 'cam1\'s packets dropped at ops');
     process.stdout.write(`# cloud revoke -> tunnel closed at the peer: ${took} ms\n`);
+  });
+
+  test('revocation of one end of a relayed pair during a ping and a TCP transfer: within 5 s traffic stops at the peer and at the TRS', async () => {
+    const trsStats = async (): Promise<Record<string, number>> =>
+      (JSON.parse((await cli(['cloud', 'stats'])).stdout) as { trsProcesses: Record<string, { counters: Record<string, number> }> }).trsProcesses['trs-4503']!.counters;
+    const v6 = (await r6.status()) as Up;
+    // r4 (IPv4 only, tag ops) → r6 (IPv6 only, tag cam): allowed (icmp, tcp:2222-2223), only through the TRS.
+    await waitFor('r4 → r6 through the TRS', async () => (await r4.host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', v6.vip4])).code === 0, 20_000, 200);
+    const peer = async (n: NodeProc, name: string) => (await n.status()).peers.find((x) => x.name === name);
+    assert.equal((await peer(r4, 'r6'))?.path, 'relayed');
+    const server = r6.host.spawn(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', v6.vip4, '2222'], { logFile: join(work.dir, 'relay-tcp-server.log') });
+    await new Promise((r) => setTimeout(r, 400));
+    const sender = r4.host.spawn(process.execPath, [join(TOOLS, 'tcp-paced.js'), v6.vip4, '2222', String(4 << 20), String(256 * 1024)], { logFile: join(work.dir, 'relay-tcp-client.log') });
+    try {
+      const ping = r4.host.exec('ping', ['-4', '-n', '-i', '0.1', '-c', '60', '-W', '1', v6.vip4], { timeoutMs: 30_000 });
+      await new Promise((r) => setTimeout(r, 1500));
+      const rx0 = (await peer(r6, 'r4'))?.rxBytes ?? 0;
+      const trs0 = await trsStats();
+      assert.ok(trs0['paths']! >= 1, 'the TRS holds the relayed path');
+      assert.ok(rx0 > 200_000, `the transfer runs through the TRS (r6 received ${rx0} B)`);
+      const t0 = Date.now();
+      assert.equal((await cli(['cloud', 'revoke', 'r6'])).code, 0);
+      await waitFor('r4 closes its tunnel to r6', async () => (await peer(r4, 'r6'))?.revoked === true, 5000, 100);
+      await waitFor('the TRS drops the relayed path', async () => {
+        const t = await trsStats();
+        return t['paths.revoked']! >= 1 && t['paths'] === trs0['paths']! - 1;
+      }, Math.max(500, 5000 - (Date.now() - t0)), 200);
+      const took = Date.now() - t0;
+      // Nothing moves any more: the TRS forwards nothing, r6 receives nothing from r4 and r4 nothing from r6 (both
+      // still run and keep trying: r4's sends stop at its filter, r6's at the TRS).
+      const [trs1, atR6, atR4, r4c] = [await trsStats(), await peer(r6, 'r4'), await peer(r4, 'r6'), (await r4.status()).counters];
+      await new Promise((r) => setTimeout(r, 1500));
+      const [trs2, atR6b, atR4b, r4c2] = [await trsStats(), await peer(r6, 'r4'), await peer(r4, 'r6'), (await r4.status()).counters];
+      assert.equal(trs2['forwarded'], trs1['forwarded'], 'the TRS forwards nothing for the pair');
+      assert.equal(atR6b?.rxBytes, atR6?.rxBytes, 'r6 receives nothing');
+      assert.equal(atR4b?.rxBytes, atR4?.rxBytes, 'r4 receives nothing');
+      assert.ok((r4c2['filter.dropRevokedOut'] ?? 0) > (r4c['filter.dropRevokedOut'] ?? 0), 'r4\'s pings and segments stop at its filter');
+      const out = (await ping).stdout;
+      const received = Number(/(\d+) received/.exec(out)?.[1] ?? -1);
+      assert.ok(received > 5 && received < 55, `the ping ran, then stopped: ${out}`);
+      process.stdout.write(`# cloud revoke r6 (relayed) -> peer closed and TRS path dropped: ${took} ms\n`);
+    } finally {
+      sender.kill('SIGKILL');
+      server.kill('SIGKILL');
+    }
   });
 });

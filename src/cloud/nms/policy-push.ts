@@ -4,6 +4,9 @@
 // the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
 // touched: nodes swap their filters in place (a revoked peer's: drop everything both ways). Newly revoked nodes are
 // also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
+// The revocation list reaches every node, not only the revoked node's peers: a newly revoked node's serials go to
+// every node with a session at this NMS, and a node that registers afresh (started, restarted, failed over) gets the
+// whole current list (the newest MAX_CATCHUP_REVOKED revoked nodes), so it refuses them before ever meeting them.
 
 import type { Endpoint } from '../../protocol/endpoint.js';
 import { encodePolicyEntry, MAX_POLICY_ENTRIES, MAX_REVOKED_SERIALS, type PolicyEntry, type PolicyUpdate } from '../../protocol/messages.js';
@@ -15,6 +18,8 @@ import type { Logger } from '../../util/log.js';
 
 /** Tunable: how often the NMS looks at the policy revision in the store (a local read; PostgreSQL could NOTIFY). */
 export const POLICY_WATCH_MS = 500;
+/** Tunable: revoked nodes whose serials a freshly registered node is sent (the newest; 16 PolicyUpdates at most). */
+export const MAX_CATCHUP_REVOKED = 1024;
 /** Tunable: waits between retransmissions of an unacknowledged PolicyUpdate. */
 export const POLICY_PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
 
@@ -39,6 +44,12 @@ export class PolicyPusher {
   private running: Promise<void> | null = null;
   /** Revoked nodes the TRS were already told about (a node that gets a valid certificate again leaves it). */
   private readonly relayTold = new Set<number>();
+  /** Revoked nodes every registered node was already sent (same rule). */
+  private readonly nodesTold = new Set<number>();
+  /** Revoked node → its revoked serials, as of the last reading of the store (start and every change). */
+  private revokedList = new Map<number, string[]>();
+  /** Revoked serial → the node it was issued to (readRevoked). */
+  private readonly serialOwner = new Map<string, number>();
 
   constructor(private readonly c: PolicyPushComponents) {}
 
@@ -73,7 +84,11 @@ export class PolicyPusher {
         const first = this.rev === undefined;
         if (rev === this.rev) return;
         this.rev = rev;
-        if (!first) await this.pushAll();
+        if (first) {
+          // Revocations from before our start: known (for registrations), not news to push.
+          this.revokedList = await this.readRevoked();
+          for (const id of this.revokedList.keys()) this.nodesTold.add(id);
+        } else await this.pushAll();
       } catch (err) {
         this.c.counters.inc('policy.watch-failed');
         this.c.logger.warn('policy watch failed', { err: err instanceof Error ? err.message : String(err) });
@@ -82,42 +97,88 @@ export class PolicyPusher {
     await this.running;
   }
 
-  private async pushAll(): Promise<void> {
-    const [policy, nodes, tags] = await Promise.all([loadPolicy(this.c.store), this.c.store.listNodes(), this.c.store.listNodeTags()]);
-    const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
-    // Nodes without a valid certificate (revoked by `cloud revoke`): their peers close the tunnels.
-    const revoked = new Set<number>();
-    /** Revoked node → the serials of its newest revoked certificates (peers add them to their revocation lists). */
-    const serials = new Map<number, string[]>();
+  /**
+   * Nodes without a valid certificate (revoked by `cloud revoke`) → the serials of their newest revoked certificates
+   * (what nodes add to their revocation lists), oldest node first.
+   */
+  private async readRevoked(): Promise<Map<number, string[]>> {
+    // Candidates: the nodes we hold paths for (their peers must hear even of a plain expiry) and the owners of revoked
+    // serials (one query, owners remembered: a certificate never changes hands), not every node in the store.
+    const candidates = new Set<number>([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])]);
+    for (const serial of await this.c.store.listRevokedSerials()) {
+      let owner = this.serialOwner.get(serial);
+      if (owner === undefined) {
+        const cert = await this.c.store.getCertificate(serial);
+        if (!cert) continue;
+        owner = cert.nodeId;
+        this.serialOwner.set(serial, owner);
+      }
+      candidates.add(owner);
+    }
+    const out = new Map<number, string[]>();
     const now = Date.now();
-    for (const id of new Set([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])])) {
+    for (const id of [...candidates].sort((a, b) => a - b)) {
       const certs = await this.c.store.listNodeCertificates(id);
       if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) {
-        revoked.add(id);
-        serials.set(id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
+        out.set(id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
       }
     }
+    return out;
+  }
+
+  private static revokedEntry(nodeId: number, serials: string[]): PolicyEntry {
+    return { peerNodeId: nodeId, connected: false, allowIn: '', revoked: true, revokedSerials: serials };
+  }
+
+  private async pushAll(): Promise<void> {
+    const [policy, nodes, tags, regs] = await Promise.all([loadPolicy(this.c.store), this.c.store.listNodes(), this.c.store.listNodeTags(), this.c.store.listRegistrations()]);
+    const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
+    // Revoked nodes: their peers close the tunnels, every node lists their serials.
+    const serials = await this.readRevoked();
+    this.revokedList = serials;
+    const revoked = new Set(serials.keys());
     this.c.counters.inc('policy.changed');
     const sends: Promise<void>[] = [];
     const newlyRevoked = [...revoked].filter((id) => !this.relayTold.has(id));
     for (const id of this.relayTold) if (!revoked.has(id) && (this.c.pairs.has(id) || [...this.c.pairs.values()].some((s) => s.has(id)))) this.relayTold.delete(id);
     if (newlyRevoked.length > 0 && this.c.revokeAtRelays) sends.push(this.tellRelays(newlyRevoked));
-    for (const [nodeId, peers] of this.c.pairs) {
+    for (const id of this.nodesTold) if (!revoked.has(id)) this.nodesTold.delete(id); // enrolled again: news when revoked again
+    const news = [...revoked].filter((id) => !this.nodesTold.has(id));
+    for (const id of news) this.nodesTold.add(id);
+    const registered = new Map(regs.map((r) => [r.nodeId, r]));
+    for (const nodeId of new Set([...this.c.pairs.keys(), ...registered.keys()])) {
       const me = subjects.get(nodeId);
-      if (!me || peers.size === 0 || revoked.has(nodeId)) continue;
+      const peers = this.c.pairs.get(nodeId) ?? new Set<number>();
+      if (!me || revoked.has(nodeId)) continue;
       const entries: PolicyEntry[] = [];
       for (const peerId of peers) {
         const peer = subjects.get(peerId);
         if (!peer) continue;
-        if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true, revokedSerials: serials.get(peerId) ?? [] });
+        if (revoked.has(peerId)) entries.push(PolicyPusher.revokedEntry(peerId, serials.get(peerId) ?? []));
         else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
       }
-      const reg = await this.c.store.getRegistration(nodeId);
-      if (!reg) continue;
+      // Every other node hears of a new revocation too (its revocation list; no tunnel to close).
+      for (const id of news) if (id !== nodeId && !peers.has(id)) entries.push(PolicyPusher.revokedEntry(id, serials.get(id) ?? []));
+      const reg = registered.get(nodeId);
+      if (!reg || entries.length === 0) continue;
       for (let i = 0; i < entries.length; i += MAX_POLICY_ENTRIES) {
         sends.push(this.push(nodeId, entries.slice(i, i + MAX_POLICY_ENTRIES).map(encodePolicyEntry), reg.observed));
       }
     }
+    await Promise.all(sends);
+  }
+
+  /**
+   * A node registered afresh (it started, restarted or came from another NMS): it is sent the current revocation list
+   * (the newest MAX_CATCHUP_REVOKED revoked nodes' serials), retransmitted until acknowledged. Nothing when none.
+   */
+  async sendRevocations(nodeId: number, to: Endpoint): Promise<void> {
+    const list = [...this.revokedList].filter(([id]) => id !== nodeId).slice(-MAX_CATCHUP_REVOKED);
+    if (list.length === 0) return;
+    this.c.counters.inc('policy.revocations-sent');
+    const entries = list.map(([id, serials]) => encodePolicyEntry(PolicyPusher.revokedEntry(id, serials)));
+    const sends: Promise<void>[] = [];
+    for (let i = 0; i < entries.length; i += MAX_POLICY_ENTRIES) sends.push(this.push(nodeId, entries.slice(i, i + MAX_POLICY_ENTRIES), to));
     await Promise.all(sends);
   }
 

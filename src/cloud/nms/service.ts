@@ -413,6 +413,8 @@ export class NmsService {
     });
     s.observed = from;
     this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
+    // A fresh registration (a started or restarted node) gets the current revocation list, after this answer.
+    if (!req.reRegistration) setTimeout(() => void this.policy.sendRevocations(s.nodeId, from), 10).unref();
     this.c.logger.info('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
     const fqdn = `${node.name}.${this.init.domain}`;
     return this.reply(s, header, MessageType.RegistrationResponse, encodeBody(MessageType.RegistrationResponse, {

@@ -2,10 +2,13 @@
 // is renewed by the node itself over its mTLS channel to the AS (RenewRequest) with a third of its lifetime left,
 // saved in the state directory, and the node keeps logging in (rotating its 3 s Common Key) and stays registered after
 // the first certificate expired. A renewal request without a valid client certificate is refused.
+// Then two nodes with a tunnel: after one renews, its next handshake (a rekey) carries the NEW certificate, which the
+// peer sees (`certSerial` in its status) and accepts, also past the old certificate's end.
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { serialOf } from '../../../src/crypto/index.js';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -65,6 +68,55 @@ describe('certificate renewal', () => {
       await assert.rejects(cloud.as!.renew(null, { csr: Buffer.alloc(8) }), (e: unknown) => e instanceof RequestError && e.code === 'ERR_UNAUTHORIZED');
     } finally {
       await node.stop();
+      await cloud.stop();
+    }
+  });
+
+  test('the next handshake after a renewal carries the new certificate, and the peer accepts it', async () => {
+    const cloudDir = join(dir, 'cloud2');
+    await initCloud({ dir: cloudDir, advertise: ['127.0.0.1'] });
+    const cfg = loadCloudConfig(join(cloudDir, 'cloud.json'));
+    // 9 s: two nodes start within the first certificate's lifetime even on a loaded machine (renewal at 3 s left).
+    saveCloudConfig(join(cloudDir, 'cloud.json'), { ...cfg, certValidDays: 9 / 86_400, keepaliveNatSec: 1, keepaliveOpenSec: 1 });
+    const cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 } });
+    const serialIn = (stateDir: string): string => serialOf(new X509Certificate(readFileSync(join(stateDir, 'cert.pem'))).raw);
+    const nodes: NodeDaemon[] = [];
+    try {
+      for (const name of ['alpha', 'beta']) {
+        const token = await createEnrollment(cloudDir, name);
+        // Sessions rekey every 1.5 s: each rekey is a full handshake with certificates.
+        nodes.push(new NodeDaemon({ stateDir: join(dir, `2-${name}`), token, cloud: [`127.0.0.1:${cloud.ports.as}`], port: 0, tun: false, rekeyAfterMs: 1500 }, silentLogger));
+      }
+      const [alpha, beta] = nodes as [NodeDaemon, NodeDaemon];
+      await Promise.all(nodes.map((n) => n.start()));
+      const alphaDir = join(dir, '2-alpha');
+      const first = serialIn(alphaDir);
+      const firstExpiry = new Date(new X509Certificate(readFileSync(join(alphaDir, 'cert.pem'))).validTo).getTime();
+      const alphaAtBeta = () => beta.status().peers.find((p) => p.name === 'alpha');
+      const until = async (what: string, fn: () => boolean, ms: number): Promise<void> => {
+        const end = Date.now() + ms;
+        while (Date.now() < end && !fn()) await new Promise((r) => setTimeout(r, 50));
+        assert.ok(fn(), what);
+      };
+      await (alpha as unknown as { life: { resolve(fqdn: string): Promise<unknown> } }).life.resolve('beta.cyphonic.internal');
+      await until('beta holds alpha\'s first certificate from the handshake', () => alphaAtBeta()?.certSerial === first, 5000);
+
+      // alpha renews (a third of 6 s left); its next handshake must carry the new certificate.
+      await until('alpha renewed', () => serialIn(alphaDir) !== first, firstExpiry - Date.now() + 3000);
+      const renewed = serialIn(alphaDir);
+      const renewedAt = Date.now();
+      await until('beta sees alpha\'s new certificate in a handshake', () => alphaAtBeta()?.certSerial === renewed, 5000);
+      assert.ok(Date.parse(alphaAtBeta()!.lastHandshake!) >= renewedAt - 100, 'a fresh handshake');
+      assert.equal(alphaAtBeta()!.state, 'established', 'beta accepted it');
+
+      // Past the old certificate's end, handshakes go on with the new one (the old one would be refused now).
+      while (Date.now() < firstExpiry + 300) await new Promise((r) => setTimeout(r, 100));
+      const after = Date.now();
+      await until('a handshake after the old certificate expired', () => Date.parse(alphaAtBeta()?.lastHandshake ?? '0') > after, 5000);
+      assert.equal(alphaAtBeta()!.certSerial, serialIn(alphaDir));
+      assert.equal(alpha.status().peers.find((p) => p.name === 'beta')?.state, 'established');
+    } finally {
+      for (const n of nodes) await n.stop();
       await cloud.stop();
     }
   });

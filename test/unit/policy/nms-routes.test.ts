@@ -113,4 +113,32 @@ describe('route selection under a policy', () => {
     assert.deepEqual(updates.find((u) => u.to === 'ops1')!.entries[0], { peerNodeId: ids['cam1'], connected: false, allowIn: '', revoked: true, revokedSerials: serials }, 'with the serials for the revocation list');
     assert.ok(!updates.some((u) => u.to === 'cam1'), 'the revoked node is not told');
   });
+
+  test('every registered node gets the revocation list: nodes without a path to the revoked one, and nodes that register afresh', async () => {
+    const ids = Object.fromEntries((await store.listNodes()).map((n) => [n.name, n.id]));
+    const serials = (await store.listNodeCertificates(ids['cam1']!)).map((c) => c.serial.toLowerCase());
+    const camEntry = { peerNodeId: ids['cam1'], connected: false, allowIn: '', revoked: true, revokedSerials: serials };
+    // plain never had a path with cam1: it heard of cam1's revocation all the same (the previous test's push).
+    await waitFor('plain told of cam1', async () => updates.some((u) => u.to === 'plain'), 3000, 20);
+    assert.deepEqual(updates.find((u) => u.to === 'plain')!.entries, [camEntry]);
+
+    // A node that registers after the revocation (a new one, or one restarted) is sent the list at registration.
+    updates.length = 0;
+    const late = await node('late', 14, []);
+    await waitFor('late gets the list', async () => updates.some((u) => u.to === 'late'), 3000, 20);
+    assert.deepEqual(updates.find((u) => u.to === 'late')!.entries, [camEntry]);
+    await waitFor('acked', async () => service.counters.get('policy.revocations-sent') >= 1 && service.counters.get('policy.unacked') === 0, 3000, 20);
+    // A re-registration (keepalive cycle) is not a fresh start: nothing is resent.
+    updates.length = 0;
+    await late.register([{ address: '198.18.0.14', port: 30000 }], true);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(updates.filter((u) => u.to === 'late').length, 0);
+
+    // A second revocation: only the news goes to everyone (cam1's serials are not sent again to unrelated nodes).
+    await store.revokeNodeCertificates(ids['plain']!, 'test', Date.now());
+    await bumpPolicyRev(store);
+    await waitFor('late told of plain', async () => updates.some((u) => u.to === 'late'), 3000, 20);
+    const plainSerials = (await store.listNodeCertificates(ids['plain']!)).map((c) => c.serial.toLowerCase());
+    assert.deepEqual(updates.find((u) => u.to === 'late')!.entries, [{ peerNodeId: ids['plain'], connected: false, allowIn: '', revoked: true, revokedSerials: plainSerials }]);
+  });
 });
