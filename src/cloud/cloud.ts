@@ -31,6 +31,7 @@ import { GeneralNodeWatcher } from './nms/general-push.js';
 import { rotateAdminToken } from './api/admin-token.js';
 import { apiRoutes } from './api/routes.js';
 import { ApiServer } from './api/server.js';
+import type { PeerDeps } from './console/peers.js';
 import { cloudMetrics, metricsRoute, timedNms } from './api/metrics.js';
 import { latencyHistogram, newRegistry } from '../metrics/prom.js';
 import { MAX_ENDPOINTS } from '../protocol/messages.js';
@@ -160,7 +161,7 @@ export interface CloudStartOptions {
    * Where the REST API (/api/v1/) listens (`--console`; AS/NMS processes only): HTTP on loopback, HTTPS with the
    * cloud's TLS certificate elsewhere. @default none (the CLI passes 127.0.0.1:4580)
    */
-  console?: { host: string; port: number };
+  console?: { host: string; port: number; authFailures?: { max: number; windowMs: number } };
 }
 
 /** The TRS part of `cloud stats`. */
@@ -299,7 +300,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         ...o.console,
         dir: o.dir,
         tls,
-        routes: [...apiRoutes({ store, config: cfg, dir: o.dir }), metricsRoute(metrics)],
+        routes: [...apiRoutes({ store, config: cfg, dir: o.dir, peers: consolePeers(nms, trs) }), metricsRoute(metrics)],
         logger: o.logger.child({ component: 'api' }),
         observe: (route, status, seconds) => apiSeconds.observe({ route, status: String(status) }, seconds),
       });
@@ -326,6 +327,14 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       for (const s of stops.reverse()) await s();
       await store.close();
     },
+  };
+}
+
+/** The console's view of paths: this process's NMS selections and its TRS's relayed counts. */
+function consolePeers(nms: NmsService | null, trs: TrsService | null): PeerDeps {
+  return {
+    ...(nms ? { paths: (id: number) => nms.selectedPaths(id) } : {}),
+    ...(trs ? { relayStats: (relayId: string, pathId: bigint) => (relayId === trs.id ? trs.pathStats(pathId) : null) } : {}),
   };
 }
 

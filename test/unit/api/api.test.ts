@@ -47,7 +47,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
 
   before(async () => {
     await initCloud({ dir: cloudDir, advertise: ['127.0.0.1'] });
-    cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 }, roles: ['as', 'nms'], console: { host: '127.0.0.1', port: 0 } });
+    cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 }, roles: ['as', 'nms'], console: { host: '127.0.0.1', port: 0, authFailures: { max: 1000, windowMs: 60_000 } } }); // many 401s below (the limit: api-hardening.test.ts)
     base = cloud.console!.url;
     token = readFileSync(join(cloudDir, 'admin-token'), 'utf8').trim();
   });
@@ -197,7 +197,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
     assert.match(doc.openapi, /^3\./);
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`)).sort();
     assert.deepEqual(documented, [
-      'GET /api/v1/general-nodes', 'GET /api/v1/nodes', 'GET /api/v1/openapi.json', 'GET /api/v1/policy', 'GET /api/v1/relays',
+      'GET /api/v1/general-nodes', 'GET /api/v1/nodes', 'GET /api/v1/nodes/:name/peers', 'GET /api/v1/openapi.json', 'GET /api/v1/policy', 'GET /api/v1/relays',
       'POST /api/v1/general-nodes', 'POST /api/v1/nodes/:name/revoke', 'POST /api/v1/tokens', 'PUT /api/v1/policy',
     ]);
     // Every documented operation exists: without a token it is a 401 (or 200 for the public document), never 404/405.
