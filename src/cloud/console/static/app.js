@@ -326,7 +326,7 @@ let qrUrl = null;
 
 function tokensPage() {
   stopPolling();
-  const name = h('input', { id: 'new-token-name', required: true, autocomplete: 'off', spellcheck: 'false', placeholder: 'laptop-1', pattern: '[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?' });
+  const name = h('input', { id: 'new-token-name', required: true, autocomplete: 'off', spellcheck: 'false', placeholder: 'laptop-1', pattern: '[a-z0-9]([a-z0-9\\-]{0,61}[a-z0-9])?' });
   const tags = h('input', { id: 'new-token-tags', autocomplete: 'off', spellcheck: 'false', placeholder: 'ops, cam (optional)' });
   const error = h('p', { class: 'error', hidden: true });
   const out = h('div', {});
