@@ -4,7 +4,8 @@
 // and keys IPv6 clients by /64; a wrong token of any length is refused without an exception (the compare is over
 // SHA-256 digests with timingSafeEqual); bodies over MAX_BODY are refused whether declared or streamed; the console's
 // files are served with a Content-Security-Policy and carry no inline script or handler, and nothing outside them is
-// reachable; an enrollment token comes with its QR code as SVG.
+// reachable; an enrollment token comes with its QR code as SVG; a node's peers view joins the NMS's selections with
+// the store's nodes and the TRS's relayed counts.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +17,7 @@ import { initCloud, startCloud } from '../../../src/cloud/cloud.js';
 import { AdminTokenCheck } from '../../../src/cloud/api/admin-token.js';
 import { AuthFailures, clientKey, CONSOLE_CSP, defaultConsoleDir, MAX_BODY } from '../../../src/cloud/api/server.js';
 import { decodeToken } from '../../../src/config/token.js';
+import { nodePeers } from '../../../src/cloud/console/peers.js';
 import { silentLogger } from '../../../src/util/log.js';
 
 const WINDOW_MS = 1500;
@@ -164,5 +166,33 @@ describe('REST API hardening and the console files (real cloud on loopback)', ()
     assert.equal(peers.status, 404, 'not enrolled yet: no node');
     assert.equal(code(peers.text), 'ERR_UNKNOWN_NODE');
     assert.equal((await request('/api/v1/nodes/BAD_NAME/peers')).status, 400);
+  });
+
+  test("a node's peers: the NMS's selections with names and state, relayed counts from this TRS; unknown peers skipped", async () => {
+    const pools = cloud.config.pools;
+    const a = await cloud.store.createNode({ name: 'peer-a', kind: 'node' }, pools);
+    const b = await cloud.store.createNode({ name: 'peer-b', kind: 'node' }, pools);
+    const c = await cloud.store.createNode({ name: 'peer-c', kind: 'node' }, pools);
+    const at = Date.parse('2026-12-01T00:00:00Z');
+    const paths = (id: number) =>
+      id === a.id
+        ? [
+            { peer: b.id, pathId: 7n, kind: 'relayed' as const, initiator: true, relayId: 'trs-1', relay: { address: '198.18.0.10', port: 4503 }, why: 'IPv4-only against IPv6-only', at },
+            { peer: c.id, pathId: 9n, kind: 'direct' as const, initiator: false, relayId: null, relay: null, why: 'responder reachable', at },
+            { peer: 999_999, pathId: 11n, kind: 'direct' as const, initiator: false, relayId: null, relay: null, why: 'gone', at },
+          ]
+        : [];
+    const relayStats = (relayId: string, pathId: bigint) => (relayId === 'trs-1' && pathId === 7n ? { packets: 3, bytes: 4200, lastActive: at } : null);
+    const view = await nodePeers(cloud.store, cloud.config, 'peer-a', { paths, relayStats });
+    assert.deepEqual(view.peers.map((p) => [p.name, p.path, p.relay, p.relayed?.bytes ?? null, p.online, p.rttMs]), [
+      ['peer-b', 'relayed', '198.18.0.10:4503', 4200, false, null],
+      ['peer-c', 'direct', null, null, false, null],
+    ]);
+    assert.equal(view.peers[0]!.selectedAt, '2026-12-01T00:00:00.000Z');
+    assert.deepEqual((await nodePeers(cloud.store, cloud.config, 'peer-b', {})).peers, [], 'no NMS here: nothing known');
+    // Through the API, from the running NMS: no route selection yet.
+    const r = await request('/api/v1/nodes/peer-a/peers');
+    assert.equal(r.status, 200);
+    assert.deepEqual((JSON.parse(r.text) as { peers: unknown[] }).peers, []);
   });
 });

@@ -98,14 +98,14 @@ function natText(n) {
   return n.mapping === 'independent' ? 'behind NAT (endpoint-independent)' : n.mapping === 'dependent' ? 'behind NAT (endpoint-dependent)' : 'behind NAT';
 }
 
-/** A table; `cols` are [label, row => content]; each cell carries its label for the phone layout. */
+/** A table; `cols` are [label, row => content]; each cell carries its label for the phone layout (one grid item). */
 function table(id, cols, rows, rowAttrs = () => ({})) {
   if (!rows.length) return h('p', { class: 'empty card', id }, 'None yet.');
   return h(
     'table',
     { id },
     h('thead', {}, h('tr', {}, cols.map(([label]) => h('th', { scope: 'col' }, label)))),
-    h('tbody', {}, rows.map((r) => h('tr', rowAttrs(r), cols.map(([label, cell]) => h('td', { 'data-label': label }, cell(r)))))),
+    h('tbody', {}, rows.map((r) => h('tr', rowAttrs(r), cols.map(([label, cell]) => h('td', { 'data-label': label }, h('div', { class: 'cell' }, cell(r))))))),
   );
 }
 
