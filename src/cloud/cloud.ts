@@ -371,6 +371,8 @@ export interface NodeRow {
   online: boolean;
   nat: boolean | null;
   observed: string | null;
+  /** Underlay address families the node registered with (its reported endpoints and the observed one). */
+  families: ('v4' | 'v6')[];
   /** NAT mapping learned by the NMS's probe: 'independent' (punchable), 'dependent', or null (not behind NAT / not probed). */
   mapping: 'independent' | 'dependent' | null;
   lastSeen: string | null;
@@ -378,6 +380,11 @@ export interface NodeRow {
   tags: string[];
   /** Id of the cloud instance whose NMS holds the registration (null: none, or a cloud from before instances). */
   nms: string | null;
+}
+
+function underlayFamilies(endpoints: Endpoint[]): ('v4' | 'v6')[] {
+  const has = (v6: boolean): boolean => endpoints.some((e) => e.address.includes(':') === v6);
+  return [...(has(false) ? (['v4'] as const) : []), ...(has(true) ? (['v6'] as const) : [])];
 }
 
 /** How many missed keepalive intervals before a node counts as offline. */
@@ -400,6 +407,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       online: !!r && now - r.lastSeen <= r.keepaliveSec * 1000 * OFFLINE_AFTER_INTERVALS && !!key && key.expiresAt > now,
       nat: r ? r.nat : null,
       observed: r ? formatEndpoint(r.observed) : null,
+      families: r ? underlayFamilies([r.observed, ...r.reported]) : [],
       mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
       tags: tags.get(n.name) ?? [],

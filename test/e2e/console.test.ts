@@ -129,7 +129,9 @@ describe('web console in chromium: sign in, nodes live, enroll with a token made
     const row = page.locator('#nodes tr[data-node="beta"][data-online="true"]');
     mark('beta online');
     await row.waitFor();
-    assert.match(await row.innerText(), /ops[\s\S]*phone/);
+    const text = await row.innerText();
+    assert.match(text, /ops[\s\S]*phone/);
+    assert.match(text, /IPv4 \+ IPv6/, 'a dual-stack node registers in both families');
 
     // A path between them (alpha pings beta over the overlay): beta's page shows alpha and the path kind.
     const ping = await alpha.host.exec('ping', ['-4', '-n', '-c', '3', '-i', '0.2', '-W', '2', b.vip4!]);

@@ -91,7 +91,7 @@ export const OPENAPI = {
         type: 'object',
         properties: {
           id: { type: 'integer' }, name: str, fqdn: str, vip4: str, vip6: str, online: { type: 'boolean' }, nat: nullable('boolean'),
-          observed: nullable('string'), mapping: { enum: ['independent', 'dependent', null] }, lastSeen: nullable('string'), tags, nms: nullable('string'),
+          observed: nullable('string'), families: { type: 'array', items: { enum: ['v4', 'v6'] }, description: 'underlay address families the node registered with' }, mapping: { enum: ['independent', 'dependent', null] }, lastSeen: nullable('string'), tags, nms: nullable('string'),
         },
       },
       NodePeers: {

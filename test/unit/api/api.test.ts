@@ -153,7 +153,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
     assert.equal(r.status, 200);
     assert.deepEqual(r.body, []);
     const n = ((await call('GET', '/api/v1/nodes')).body as Record<string, unknown>[])[0]!;
-    assert.deepEqual(Object.keys(n).sort(), ['fqdn', 'id', 'lastSeen', 'mapping', 'name', 'nat', 'nms', 'observed', 'online', 'tags', 'vip4', 'vip6']);
+    assert.deepEqual(Object.keys(n).sort(), ['families', 'fqdn', 'id', 'lastSeen', 'mapping', 'name', 'nat', 'nms', 'observed', 'online', 'tags', 'vip4', 'vip6']);
   });
 
   test('policy: GET the running one, PUT a new one; an invalid one is refused with the problem named and the old one stays', async () => {

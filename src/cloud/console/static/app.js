@@ -81,10 +81,10 @@ function bytes(n) {
   return `${i ? n.toFixed(1) : n} ${u[i]}`;
 }
 
-/** The underlay family of an endpoint text ('198.18.0.5:30000', '[2001:db8::5]:30000'). */
-function family(endpoint) {
-  if (!endpoint) return null;
-  return endpoint.startsWith('[') ? 'IPv6' : 'IPv4';
+/** The underlay address families a node registered with ('IPv4 + IPv6'). */
+function families(n) {
+  const f = Array.isArray(n.families) ? n.families : [];
+  return f.length ? f.map((x) => (x === 'v6' ? 'IPv6' : 'IPv4')).join(' + ') : '–';
 }
 
 const badge = (text, kind) => h('span', { class: `badge ${kind}` }, text);
@@ -200,7 +200,8 @@ function nodesPage() {
           ['Name', (n) => nodeLink(n.name)],
           ['State', online],
           ['NAT', natText],
-          ['Underlay', (n) => (n.observed ? h('span', { class: 'mono' }, `${family(n.observed)} ${n.observed}`) : '–')],
+          ['Families', families],
+          ['Seen from', (n) => (n.observed ? h('span', { class: 'mono' }, n.observed) : '–')],
           ['Overlay', (n) => h('span', { class: 'mono' }, n.vip4, h('br'), n.vip6)],
           ['Tags', (n) => tagList(n.tags)],
           ['Last seen', (n) => ago(n.lastSeen)],
@@ -258,7 +259,8 @@ function nodePage(name) {
           h('dt', {}, 'State'), h('dd', {}, online(n)),
           h('dt', {}, 'Name'), h('dd', { class: 'mono' }, n.fqdn),
           h('dt', {}, 'Overlay'), h('dd', { class: 'mono' }, `${n.vip4}  ${n.vip6}`),
-          h('dt', {}, 'Underlay'), h('dd', { class: 'mono' }, n.observed ? `${family(n.observed)} ${n.observed}` : '–'),
+          h('dt', {}, 'Families'), h('dd', {}, families(n)),
+          h('dt', {}, 'Seen from'), h('dd', { class: 'mono' }, n.observed ?? '–'),
           h('dt', {}, 'NAT'), h('dd', {}, natText(n)),
           h('dt', {}, 'Tags'), h('dd', {}, tagList(n.tags)),
           h('dt', {}, 'Last seen'), h('dd', {}, n.lastSeen ? `${ago(n.lastSeen)} (${n.lastSeen})` : 'never'),
