@@ -143,6 +143,15 @@ describe('web console in chromium: sign in, nodes live, enroll with a token made
     mark('node page');
     await shots('node');
 
+    // The relays page lists this cloud's TRS, live; the general nodes page has none.
+    await page.click('nav a[data-page="relays"]');
+    await page.locator('#relays tbody tr', { hasText: 'live' }).waitFor();
+    await page.click('nav a[data-page="general"]');
+    await page.locator('#general-nodes', { hasText: 'None yet' }).waitFor();
+    await page.goBack();
+    await page.goBack();
+    await page.locator('#node-props').waitFor();
+
     // Revoke beta in the console: it goes offline on its page and in the cloud.
     await page.click('#revoke');
     await page.click('#revoke-confirm');
