@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # (dhcpcd)/ndisc6 (rdisc6, ndisc6): the real LAN clients of the adapter e2e suite and bench/adapter.ts.
 # postgresql (initdb, pg_ctl, the postgres user): the throwaway cluster of test/harness/postgres.ts behind the
 # PostgreSQL store compliance suite and the several-instances e2e suite (no cluster of its own is used or started).
-PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils isc-dhcp-client dhcpcd-base ndisc6 postgresql"
+PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils isc-dhcp-client dhcpcd-base ndisc6 postgresql chromium"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""

@@ -31,6 +31,7 @@ import { GeneralNodeWatcher } from './nms/general-push.js';
 import { rotateAdminToken } from './api/admin-token.js';
 import { apiRoutes } from './api/routes.js';
 import { ApiServer } from './api/server.js';
+import type { PeerDeps } from './console/peers.js';
 import { cloudMetrics, metricsRoute, timedNms } from './api/metrics.js';
 import { latencyHistogram, newRegistry } from '../metrics/prom.js';
 import { MAX_ENDPOINTS } from '../protocol/messages.js';
@@ -160,7 +161,7 @@ export interface CloudStartOptions {
    * Where the REST API (/api/v1/) listens (`--console`; AS/NMS processes only): HTTP on loopback, HTTPS with the
    * cloud's TLS certificate elsewhere. @default none (the CLI passes 127.0.0.1:4580)
    */
-  console?: { host: string; port: number };
+  console?: { host: string; port: number; authFailures?: { max: number; windowMs: number } };
 }
 
 /** The TRS part of `cloud stats`. */
@@ -299,7 +300,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
         ...o.console,
         dir: o.dir,
         tls,
-        routes: [...apiRoutes({ store, config: cfg, dir: o.dir }), metricsRoute(metrics)],
+        routes: [...apiRoutes({ store, config: cfg, dir: o.dir, peers: consolePeers(nms, trs) }), metricsRoute(metrics)],
         logger: o.logger.child({ component: 'api' }),
         observe: (route, status, seconds) => apiSeconds.observe({ route, status: String(status) }, seconds),
       });
@@ -326,6 +327,14 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       for (const s of stops.reverse()) await s();
       await store.close();
     },
+  };
+}
+
+/** The console's view of paths: this process's NMS selections and its TRS's relayed counts. */
+function consolePeers(nms: NmsService | null, trs: TrsService | null): PeerDeps {
+  return {
+    ...(nms ? { paths: (id: number) => nms.selectedPaths(id) } : {}),
+    ...(trs ? { relayStats: (relayId: string, pathId: bigint) => (relayId === trs.id ? trs.pathStats(pathId) : null) } : {}),
   };
 }
 
@@ -362,6 +371,8 @@ export interface NodeRow {
   online: boolean;
   nat: boolean | null;
   observed: string | null;
+  /** Underlay address families the node registered with (its reported endpoints and the observed one). */
+  families: ('v4' | 'v6')[];
   /** NAT mapping learned by the NMS's probe: 'independent' (punchable), 'dependent', or null (not behind NAT / not probed). */
   mapping: 'independent' | 'dependent' | null;
   lastSeen: string | null;
@@ -369,6 +380,11 @@ export interface NodeRow {
   tags: string[];
   /** Id of the cloud instance whose NMS holds the registration (null: none, or a cloud from before instances). */
   nms: string | null;
+}
+
+function underlayFamilies(endpoints: Endpoint[]): ('v4' | 'v6')[] {
+  const has = (v6: boolean): boolean => endpoints.some((e) => e.address.includes(':') === v6);
+  return [...(has(false) ? (['v4'] as const) : []), ...(has(true) ? (['v6'] as const) : [])];
 }
 
 /** How many missed keepalive intervals before a node counts as offline. */
@@ -391,6 +407,7 @@ export async function listNodes(store: Store, cfg: CloudConfig, now = Date.now()
       online: !!r && now - r.lastSeen <= r.keepaliveSec * 1000 * OFFLINE_AFTER_INTERVALS && !!key && key.expiresAt > now,
       nat: r ? r.nat : null,
       observed: r ? formatEndpoint(r.observed) : null,
+      families: r ? underlayFamilies([r.observed, ...r.reported]) : [],
       mapping: r?.mapping ?? null,
       lastSeen: r ? new Date(r.lastSeen).toISOString() : null,
       tags: tags.get(n.name) ?? [],

@@ -2,8 +2,9 @@
 // describes (routes.ts); test/unit/api/api.test.ts checks that every route is in it and every path in it is a route.
 
 const error = { $ref: '#/components/schemas/Error' };
+// Every authenticated operation may also answer 429 (too many wrong tokens from the client's address).
 const errors = (...codes: number[]): Record<string, unknown> =>
-  Object.fromEntries(codes.map((c) => [String(c), { description: DESCRIPTIONS[c] ?? 'error', content: { 'application/json': { schema: error } } }]));
+  Object.fromEntries((codes.includes(401) ? [...codes, 429] : codes).map((c) => [String(c), { description: DESCRIPTIONS[c] ?? 'error', content: { 'application/json': { schema: error } } }]));
 const DESCRIPTIONS: Record<number, string> = {
   400: 'bad body (ERR_BAD_BODY, ERR_BAD_JSON, ERR_NAME, ERR_BAD_TAG, ERR_BAD_MAC, ERR_BAD_ADAPTER, ERR_POLICY, ERR_CONFIG); nothing changed',
   401: 'no or wrong bearer token (ERR_UNAUTHORIZED)',
@@ -11,6 +12,7 @@ const DESCRIPTIONS: Record<number, string> = {
   409: 'conflict (ERR_NAME_TAKEN, ERR_MAC_TAKEN, ERR_POOL_EXHAUSTED)',
   413: 'body larger than 256 KiB (ERR_BODY_TOO_LARGE)',
   415: 'body not application/json (ERR_CONTENT_TYPE)',
+  429: 'more than 10 wrong bearer tokens from this address within a minute (ERR_RATE_LIMITED; Retry-After says when to try again)',
 };
 const json = (schema: unknown, description = 'OK'): Record<string, unknown> => ({ description, content: { 'application/json': { schema } } });
 const body = (schema: unknown): Record<string, unknown> => ({ required: true, content: { 'application/json': { schema } } });
@@ -31,7 +33,10 @@ export const OPENAPI = {
       post: {
         summary: 'A one-time enrollment token for a node (as `cloud enroll NAME --tags …`)',
         requestBody: body({ type: 'object', additionalProperties: false, required: ['name'], properties: { name, tags } }),
-        responses: { 201: json({ type: 'object', required: ['token', 'name', 'tags'], properties: { token: str, name: str, tags } }, 'created'), ...errors(400, 401, 413, 415) },
+        responses: {
+          201: json({ type: 'object', required: ['token', 'name', 'tags', 'qr'], properties: { token: str, name: str, tags, qr: { type: 'string', description: 'the token as a QR code (SVG document)' } } }, 'created'),
+          ...errors(400, 401, 413, 415),
+        },
       },
     },
     '/api/v1/nodes/{name}/revoke': {
@@ -39,6 +44,13 @@ export const OPENAPI = {
         summary: "Revoke the node's certificates (as `cloud revoke NAME`)",
         parameters: [{ name: 'name', in: 'path', required: true, schema: name }],
         responses: { 200: json({ type: 'object', properties: { name: str, revokedCertificates: { type: 'integer' } } }), ...errors(400, 401, 404) },
+      },
+    },
+    '/api/v1/nodes/{name}/peers': {
+      get: {
+        summary: "The node's peers and their paths as this cloud instance knows them: its NMS's last route selection with each (direct / punched / relayed, the relay) and, relayed by this process's TRS, the bytes relayed. RTT is not reported to the cloud (null)",
+        parameters: [{ name: 'name', in: 'path', required: true, schema: name }],
+        responses: { 200: json({ $ref: '#/components/schemas/NodePeers' }), ...errors(400, 401, 404) },
       },
     },
     '/api/v1/relays': {
@@ -79,7 +91,25 @@ export const OPENAPI = {
         type: 'object',
         properties: {
           id: { type: 'integer' }, name: str, fqdn: str, vip4: str, vip6: str, online: { type: 'boolean' }, nat: nullable('boolean'),
-          observed: nullable('string'), mapping: { enum: ['independent', 'dependent', null] }, lastSeen: nullable('string'), tags, nms: nullable('string'),
+          observed: nullable('string'), families: { type: 'array', items: { enum: ['v4', 'v6'] }, description: 'underlay address families the node registered with' }, mapping: { enum: ['independent', 'dependent', null] }, lastSeen: nullable('string'), tags, nms: nullable('string'),
+        },
+      },
+      NodePeers: {
+        type: 'object',
+        properties: {
+          name: str,
+          source: str,
+          peers: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                name: str, online: { type: 'boolean' }, vip4: str, vip6: str, path: { enum: ['direct', 'punched', 'relayed'] }, initiator: { type: 'boolean' },
+                relayId: nullable('string'), relay: nullable('string'), why: str, selectedAt: str,
+                relayed: { type: ['object', 'null'], properties: { packets: { type: 'integer' }, bytes: { type: 'integer' }, lastActive: str } }, rttMs: { type: 'null' },
+              },
+            },
+          },
         },
       },
       Relay: { type: 'object', properties: { id: str, endpoints: { type: 'array', items: str }, load: { type: 'integer' }, live: { type: 'boolean' }, startedAt: str, heartbeatAt: str } },

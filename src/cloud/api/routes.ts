@@ -9,6 +9,7 @@ import { loadPolicy, setPolicy, setTags } from '../../policy/store.js';
 import type { Store } from '../../store/types.js';
 import { enrollmentToken, listNodes, listRelays, revokeNodeIn } from '../cloud.js';
 import { addGeneralNode, listGeneralNodes, normalizeGeneralMac, parseFamily } from '../general-nodes.js';
+import { nodePeers, tokenQr, type PeerDeps } from '../console/peers.js';
 import { OPENAPI } from './openapi.js';
 import { ApiError, type ApiRoute } from './server.js';
 
@@ -17,6 +18,8 @@ export interface RouteDeps {
   config: CloudConfig;
   /** DIR (the root certificate for enrollment tokens). */
   dir: string;
+  /** What this process knows of each node's paths (GET /nodes/NAME/peers): its NMS's selections, its TRS's counts. */
+  peers?: PeerDeps;
 }
 
 /** `body` as an object with only `allowed` keys; ApiError 400 otherwise. */
@@ -56,7 +59,7 @@ export function apiRoutes(d: RouteDeps): ApiRoute[] {
         const t = tags(o); // checked before the token exists
         const token = await enrollmentToken(store, config, d.dir, name);
         if (t !== null) await setTags(store, name, t);
-        return { status: 201, body: { token, name, tags: t ?? (await store.getNodeTags(name)) } };
+        return { status: 201, body: { token, name, tags: t ?? (await store.getNodeTags(name)), qr: await tokenQr(token) } };
       },
     },
     {
@@ -69,6 +72,7 @@ export function apiRoutes(d: RouteDeps): ApiRoute[] {
         return { body: { name, revokedCertificates: certificates } };
       },
     },
+    { method: 'GET', path: '/api/v1/nodes/:name/peers', handle: async (req) => ({ body: await nodePeers(store, config, validateNodeName(req.params['name']!), d.peers ?? {}) }) },
     { method: 'GET', path: '/api/v1/relays', handle: async () => ({ body: await listRelays(store) }) },
     { method: 'GET', path: '/api/v1/general-nodes', handle: async () => ({ body: await listGeneralNodes(store, config.domain) }) },
     {

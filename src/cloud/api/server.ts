@@ -1,13 +1,22 @@
-// The REST API under /api/v1/ (and later /metrics), served by `cloud start` on --console ADDR:PORT: plain HTTP on
-// loopback, HTTPS with the cloud's own TLS certificate when bound beyond it. node:http/https only, no framework.
+// The REST API under /api/v1/ and /metrics, and the web console's static files at / (src/cloud/console/static/), served by
+// `cloud start` on --console ADDR:PORT: plain HTTP on loopback, HTTPS with the cloud's own TLS certificate when bound
+// beyond it. node:http/https only, no framework.
 //
-// Every route but the OpenAPI document wants `Authorization: Bearer TOKEN` (DIR/admin-token). Bodies are JSON of at
+// Every route but the OpenAPI document wants `Authorization: Bearer TOKEN` (DIR/admin-token), compared in constant
+// time (admin-token.ts). A client address with AUTH_FAILURES.max wrong tokens within AUTH_FAILURES.windowMs gets 429
+// ERR_RATE_LIMITED for every authenticated route, right token or not, until the window ends. Bodies are JSON of at
 // most MAX_BODY bytes; a request that is refused changes nothing. Errors are {"error": {"code", "message"}} with a
 // stable code (ApiError codes below, or the CyphonicError code of the operation that refused).
+//
+// The console is a fixed set of files read at start (nothing else on disk is reachable); every answer carries a
+// Content-Security-Policy that allows scripts, styles and fetches from this origin only (no inline script or style).
 
 import http from 'node:http';
 import https from 'node:https';
 import { isIP, type AddressInfo } from 'node:net';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, CyphonicError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { AdminTokenCheck } from './admin-token.js';
@@ -16,6 +25,93 @@ import { AdminTokenCheck } from './admin-token.js';
 export const MAX_BODY = 256 * 1024;
 /** Tunable: a request must arrive whole within this time. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** Tunable: wrong bearer tokens one client address may send per window before it is refused with 429. */
+export const AUTH_FAILURES = { max: 10, windowMs: 60_000 } as const;
+/** Tunable: client addresses whose failures are tracked at once (the oldest window is forgotten first). */
+const AUTH_FAILURE_ADDRESSES = 10_000;
+
+/** The console's policy: this origin only; images also from blob: (the token's QR code); no framing, no inline code. */
+export const CONSOLE_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/** JSON and text answers: nothing may run or load in their context. */
+const API_CSP = "default-src 'none'; frame-ancestors 'none'";
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+};
+
+/** src/cloud/console/static/ (the compiled server runs from dist/src/cloud/api/; a copy beside it wins). */
+export function defaultConsoleDir(): string | null {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return [join(here, '..', 'console', 'static'), join(here, '..', '..', '..', '..', 'src', 'cloud', 'console', 'static')].find((d) => existsSync(join(d, 'index.html'))) ?? null;
+}
+
+/** The console's files by URL path ('/' is index.html, the rest '/console/NAME'), read once. */
+function loadConsole(dir: string | null): Map<string, { type: string; data: Buffer }> {
+  const files = new Map<string, { type: string; data: Buffer }>();
+  if (!dir) return files;
+  for (const name of readdirSync(dir)) {
+    const type = CONTENT_TYPES[extname(name)];
+    if (!type || !/^[a-z0-9-]+\.[a-z]+$/.test(name)) continue;
+    const data = readFileSync(join(dir, name));
+    files.set(`/console/${name}`, { type, data });
+    if (name === 'index.html') files.set('/', { type, data });
+  }
+  return files;
+}
+
+/** Wrong-token counts per client address within fixed windows (bounded). */
+export class AuthFailures {
+  private readonly by = new Map<string, { since: number; count: number }>();
+  constructor(
+    private readonly limit: { max: number; windowMs: number } = AUTH_FAILURES,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Milliseconds until `addr` may try again, or 0 if it is not limited. */
+  blockedFor(addr: string): number {
+    const e = this.by.get(addr);
+    if (!e) return 0;
+    const left = e.since + this.limit.windowMs - this.now();
+    if (left <= 0) {
+      this.by.delete(addr);
+      return 0;
+    }
+    return e.count >= this.limit.max ? left : 0;
+  }
+
+  fail(addr: string): void {
+    const t = this.now();
+    let e = this.by.get(addr);
+    if (e && t - e.since >= this.limit.windowMs) {
+      this.by.delete(addr);
+      e = undefined;
+    }
+    if (!e) {
+      if (this.by.size >= AUTH_FAILURE_ADDRESSES) this.by.delete(this.by.keys().next().value as string);
+      this.by.set(addr, (e = { since: t, count: 0 }));
+    }
+    e.count++;
+  }
+
+  get size(): number {
+    return this.by.size;
+  }
+}
+
+/** The client's address for the failure count: IPv4-mapped IPv6 as IPv4, IPv6 by its /64 (one host holds a /64). */
+export function clientKey(address: string | undefined): string {
+  const a = (address ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+  if (isIP(a) !== 6) return a;
+  const [head, tail = ''] = a.split('::') as [string, string?];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = a.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
+  return groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':') + '::/64';
+}
 
 export class ApiError extends CyphonicError {
   constructor(
@@ -99,6 +195,10 @@ export interface ApiServerInit {
   logger: Logger;
   /** Told each answered request's route (or 'none'), status and duration in seconds (the metrics histogram). */
   observe?: (route: string, status: number, seconds: number) => void;
+  /** The console's static files (null: no console, only the API). @default defaultConsoleDir() */
+  consoleDir?: string | null;
+  /** Wrong tokens per client address and window before 429. @default AUTH_FAILURES */
+  authFailures?: { max: number; windowMs: number };
 }
 
 export function isLoopback(host: string): boolean {
@@ -108,11 +208,15 @@ export function isLoopback(host: string): boolean {
 export class ApiServer {
   private server: http.Server | null = null;
   private readonly auth: AdminTokenCheck;
+  readonly failures: AuthFailures;
+  private readonly console: Map<string, { type: string; data: Buffer }>;
   /** Requests served and refused, by outcome (`cloud stats`-style). */
   readonly counters = new Map<string, number>();
 
   constructor(private readonly init: ApiServerInit) {
     this.auth = new AdminTokenCheck(init.dir);
+    this.failures = new AuthFailures(init.authFailures ?? AUTH_FAILURES);
+    this.console = loadConsole(init.consoleDir === undefined ? defaultConsoleDir() : init.consoleDir);
   }
 
   get tls(): boolean {
@@ -151,12 +255,12 @@ export class ApiServer {
 
   private send(res: http.ServerResponse, status: number, r: ApiResponse): void {
     if (r.text) {
-      res.writeHead(status, { 'content-type': r.text.contentType, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+      res.writeHead(status, { 'content-type': r.text.contentType, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': API_CSP });
       res.end(r.text.data);
       return;
     }
     const body = JSON.stringify(r.body ?? {}, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n';
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'content-security-policy': API_CSP });
     res.end(body);
   }
 
@@ -173,6 +277,25 @@ export class ApiServer {
     try {
       const method = req.method ?? 'GET';
       const path = (req.url ?? '/').split('?')[0]!;
+      const file = this.console.get(path);
+      if (file && (method === 'GET' || method === 'HEAD')) {
+        req.resume();
+        route = 'console';
+        this.count('ok.console');
+        res.writeHead(200, {
+          'content-type': file.type,
+          'content-length': String(file.data.length),
+          'cache-control': 'no-cache',
+          'x-content-type-options': 'nosniff',
+          'content-security-policy': CONSOLE_CSP,
+          'x-frame-options': 'DENY',
+          'referrer-policy': 'no-referrer',
+          'cross-origin-opener-policy': 'same-origin',
+          'cross-origin-resource-policy': 'same-origin',
+        });
+        res.end(method === 'HEAD' ? undefined : file.data);
+        return;
+      }
       const candidates = this.init.routes.map((r) => ({ r, params: match(r.path, path) })).filter((c) => c.params);
       if (candidates.length === 0) {
         req.resume();
@@ -185,8 +308,15 @@ export class ApiServer {
       }
       route = `${hit.r.method} ${hit.r.path}`;
       if (!hit.r.public) {
+        const client = clientKey(req.socket.remoteAddress);
+        const wait = this.failures.blockedFor(client);
+        if (wait > 0) {
+          req.resume();
+          return this.fail(res, 429, 'ERR_RATE_LIMITED', 'too many wrong bearer tokens from this address: try again later', { 'retry-after': String(Math.ceil(wait / 1000)) });
+        }
         const m = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(req.headers.authorization ?? '');
         if (!m || !this.auth.check(m[1]!)) {
+          this.failures.fail(client);
           req.resume();
           return this.fail(res, 401, 'ERR_UNAUTHORIZED', 'missing or wrong bearer token (DIR/admin-token)', { 'www-authenticate': 'Bearer realm="cyphonic"' });
         }

@@ -53,10 +53,26 @@ interface Waiting {
 /** Tunable: peers remembered per node for policy pushes (the node's data plane holds at most MAX_PEER_SLOTS). */
 export const MAX_PAIRS_PER_NODE = 1024;
 
+/** The last path this NMS selected between a node and one peer (the console's node page; in memory, this instance only). */
+export interface SelectedPath {
+  peer: number;
+  pathId: bigint;
+  kind: PathKind;
+  /** The node started the selection (else the peer did). */
+  initiator: boolean;
+  /** Relayed: the TRS that relays it and its endpoint given to this node. */
+  relayId: string | null;
+  relay: Endpoint | null;
+  why: string;
+  at: number;
+}
+
 export class RouteSelector {
   private readonly waiting = new Map<bigint, Waiting>();
   /** Node id → the peers it got paths to (either end): whom a policy change concerns. In memory (see PROTOCOL.md). */
   readonly pairs = new Map<number, Set<number>>();
+  /** Node id → peer id → the last path selected between them (bounded like `pairs`). */
+  readonly selected = new Map<number, Map<number, SelectedPath>>();
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
 
@@ -84,6 +100,7 @@ export class RouteSelector {
     const inI = { allowIn: allowIn.toInitiator };
     let toResponder: RouteDirection;
     let toInitiator: RouteDirection;
+    let relayId: string | null = null;
     if (plan.kind === 'relayed' && req.noRelay) return { ok: false, status: 'refused', reason: `only a relay would do (${plan.why}) and the node asked for none` };
     if (plan.kind === 'relayed') {
       if (!this.c.relays) return { ok: false, status: 'no-relay', reason: `a relay is needed (${plan.why}) and this NMS has none` };
@@ -94,6 +111,7 @@ export class RouteSelector {
       } catch (err) {
         return { ok: false, status: 'no-relay', reason: `${plan.why}; no relay: ${err instanceof Error ? err.message : String(err)}` };
       }
+      relayId = a.relayId;
       const relayed = { ...base, pathType: PathType.Relayed, tempKey: a.tempKey };
       const rR = relayFor(reg, a.relay);
       const rI = relayFor(initiatorReg, a.relay);
@@ -111,6 +129,10 @@ export class RouteSelector {
     if (!accepted) return { ok: false, status: 'refused', reason: `${responder.name} refused the route` };
     this.pair(initiator.id, responder.id);
     this.pair(responder.id, initiator.id);
+    const at = this.c.now();
+    const rec = { pathId, kind: plan.kind, relayId, why: plan.why, at };
+    this.remember(initiator.id, { ...rec, peer: responder.id, initiator: true, relay: toInitiator.relay ?? null });
+    this.remember(responder.id, { ...rec, peer: initiator.id, initiator: false, relay: toResponder.relay ?? null });
     return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
   }
 
@@ -119,6 +141,14 @@ export class RouteSelector {
     if (!set) this.pairs.set(a, (set = new Set()));
     if (set.size >= MAX_PAIRS_PER_NODE && !set.has(b)) set.delete(set.values().next().value as number);
     set.add(b);
+  }
+
+  private remember(nodeId: number, p: SelectedPath): void {
+    let m = this.selected.get(nodeId);
+    if (!m) this.selected.set(nodeId, (m = new Map()));
+    m.delete(p.peer);
+    if (m.size >= MAX_PAIRS_PER_NODE) m.delete(m.keys().next().value as number);
+    m.set(p.peer, p);
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */

@@ -7,7 +7,7 @@ import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODE
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, encodeBody, type DirectionRequest, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
-import { RouteSelector, type RelayAllocator } from './routes.js';
+import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
 import { PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
 import { StoreError } from '../../store/errors.js';
@@ -151,6 +151,11 @@ export class NmsService {
       send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
       ...(c.relays?.revoke ? { revokeAtRelays: (ids: number[]) => c.relays!.revoke!(ids) } : {}),
     });
+  }
+
+  /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console). */
+  selectedPaths(nodeId: number): SelectedPath[] {
+    return [...(this.routes.selected.get(nodeId)?.values() ?? [])].sort((a, b) => b.at - a.at);
   }
 
   /** Pushes policy and tag changes to running nodes from now on (the store's revision is looked at every second). */

@@ -509,6 +509,12 @@ export class TrsService {
     return { id: this.id, endpoints: this.advertised, paths: this.paths.size, bound };
   }
 
+  /** Datagrams and bytes relayed on one path so far, or null if this TRS does not hold it (the console's node page). */
+  pathStats(id: bigint): { packets: number; bytes: number; lastActive: number } | null {
+    const p = this.paths.get(id);
+    return p ? { packets: p.packets, bytes: p.bytes, lastActive: p.lastActive } : null;
+  }
+
   /** Every counter, flat and sorted (`cloud stats`). */
   metrics(): Record<string, number> {
     const out: Record<string, number> = { rx: this.rx, forwarded: this.forwarded, 'forwarded.bytes': this.forwardedBytes, paths: this.paths.size };

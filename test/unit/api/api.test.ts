@@ -47,7 +47,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
 
   before(async () => {
     await initCloud({ dir: cloudDir, advertise: ['127.0.0.1'] });
-    cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 }, roles: ['as', 'nms'], console: { host: '127.0.0.1', port: 0 } });
+    cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 }, roles: ['as', 'nms'], console: { host: '127.0.0.1', port: 0, authFailures: { max: 1000, windowMs: 60_000 } } }); // many 401s below (the limit: api-hardening.test.ts)
     base = cloud.console!.url;
     token = readFileSync(join(cloudDir, 'admin-token'), 'utf8').trim();
   });
@@ -153,7 +153,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
     assert.equal(r.status, 200);
     assert.deepEqual(r.body, []);
     const n = ((await call('GET', '/api/v1/nodes')).body as Record<string, unknown>[])[0]!;
-    assert.deepEqual(Object.keys(n).sort(), ['fqdn', 'id', 'lastSeen', 'mapping', 'name', 'nat', 'nms', 'observed', 'online', 'tags', 'vip4', 'vip6']);
+    assert.deepEqual(Object.keys(n).sort(), ['families', 'fqdn', 'id', 'lastSeen', 'mapping', 'name', 'nat', 'nms', 'observed', 'online', 'tags', 'vip4', 'vip6']);
   });
 
   test('policy: GET the running one, PUT a new one; an invalid one is refused with the problem named and the old one stays', async () => {
@@ -197,7 +197,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
     assert.match(doc.openapi, /^3\./);
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`)).sort();
     assert.deepEqual(documented, [
-      'GET /api/v1/general-nodes', 'GET /api/v1/nodes', 'GET /api/v1/openapi.json', 'GET /api/v1/policy', 'GET /api/v1/relays',
+      'GET /api/v1/general-nodes', 'GET /api/v1/nodes', 'GET /api/v1/nodes/:name/peers', 'GET /api/v1/openapi.json', 'GET /api/v1/policy', 'GET /api/v1/relays',
       'POST /api/v1/general-nodes', 'POST /api/v1/nodes/:name/revoke', 'POST /api/v1/tokens', 'PUT /api/v1/policy',
     ]);
     // Every documented operation exists: without a token it is a 401 (or 200 for the public document), never 404/405.
