@@ -2,8 +2,9 @@
 // and `cloud revoke`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths,
 // listing for each of its peers what that peer may now open to it, whether any rule still connects them, and whether
 // the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
-// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways). Newly revoked nodes are
-// also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
+// touched: nodes swap their filters in place (a revoked peer's, or a removed general node's: drop everything both
+// ways). Newly revoked (or removed) nodes are also sent to every live TRS (RelayRevoke), which drops their relayed
+// paths and refuses their binds.
 
 import type { Endpoint } from '../../protocol/endpoint.js';
 import { encodePolicyEntry, MAX_POLICY_ENTRIES, MAX_REVOKED_SERIALS, type PolicyEntry, type PolicyUpdate } from '../../protocol/messages.js';
@@ -91,6 +92,11 @@ export class PolicyPusher {
     const serials = new Map<number, string[]>();
     const now = Date.now();
     for (const id of new Set([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])])) {
+      if (!subjects.has(id)) {
+        revoked.add(id); // deleted (`general-node remove`): its peers close their tunnels as for a revoked node
+        serials.set(id, []);
+        continue;
+      }
       const certs = await this.c.store.listNodeCertificates(id);
       if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) {
         revoked.add(id);
@@ -108,9 +114,8 @@ export class PolicyPusher {
       const entries: PolicyEntry[] = [];
       for (const peerId of peers) {
         const peer = subjects.get(peerId);
-        if (!peer) continue;
         if (revoked.has(peerId)) entries.push({ peerNodeId: peerId, connected: false, allowIn: '', revoked: true, revokedSerials: serials.get(peerId) ?? [] });
-        else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
+        else if (peer) entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
       }
       const reg = await this.c.store.getRegistration(nodeId);
       if (!reg) continue;
