@@ -1,5 +1,8 @@
 // Builds native/cyphonic_native.node with node-gyp (npm run build:native), offline against local Node headers.
 // Uses $npm_config_nodedir if set, else the Node install prefix when it ships include/node (Debian/NodeSource, tarballs).
+// `--install` is the package's npm install script: an installed tarball (`npm install -g ./cyphonic-*.tgz`) ships the
+// compiled JavaScript in dist/ and the C sources here, and builds only this addon; in a source checkout (src/ and
+// tsconfig.json present) it does nothing, since `npm run build` builds the addon there.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -7,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
+if (process.argv.includes('--install') && existsSync(join(here, '..', 'tsconfig.json')) && existsSync(join(here, '..', 'src'))) process.exit(0);
 const env = { ...process.env };
 if (!env.npm_config_nodedir) {
   const prefix = resolve(dirname(process.execPath), '..');

@@ -12,6 +12,7 @@
 // node's key and certificate). Control socket STATE/adapter.sock answers /status for `adapter status`.
 
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { readSystemUpstreams } from '../net/dns/resolver.js';
@@ -237,6 +238,9 @@ export class AdapterDaemon {
         this.lan!.attach(mac, null);
         this.agents.delete(mac);
         await agent.stop();
+        // Removed at the cloud (its record and certificate are gone): its key and certificate are of no further use,
+        // and a general node defined later under the same name must enroll afresh.
+        rmSync(agent.init.dir, { recursive: true, force: true });
         this.logger.info('general node removed', { node: agent.init.name, mac });
       }
       for (const n of list) if (!this.agents.has(n.mac)) await this.startAgent(n);

@@ -20,8 +20,9 @@ import { adminTokenPath, rotateAdminToken } from '../cloud/api/admin-token.js';
 import { parseListen } from '../cloud/api/server.js';
 import { adapterMetrics, nodeMetrics } from '../metrics/daemons.js';
 import { nodePing } from './ping.js';
+import { formatNetcheck, nodeNetcheck } from './netcheck.js';
 import { newRegistry, serveMetrics } from '../metrics/prom.js';
-import { adminAddGeneralNode, adminListGeneralNodes, parseFamily } from '../cloud/general-nodes.js';
+import { adminAddGeneralNode, adminListGeneralNodes, adminRemoveGeneralNode, parseFamily } from '../cloud/general-nodes.js';
 import { adminCheck, adminSetPolicy, adminSetTags, adminShowPolicy, parseTags } from '../policy/admin.js';
 import { MAX_POLICY_BYTES, policyJson } from '../policy/policy.js';
 import { AdapterDaemon, offlineAdapterStatus, type AdapterStatus } from '../adapter/daemon.js';
@@ -318,6 +319,18 @@ export const commands: Command[] = [
     },
   },
   {
+    name: 'cloud general-node remove',
+    summary: 'Remove general node NAME: its adapter stops serving it (lease dropped) and its peers close their tunnels within about a second.',
+    positionals: ['NAME'],
+    options: { dir: dirOpt, db: dbOpt, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['dir'],
+    async run(o, [name]) {
+      const r = await adminRemoveGeneralNode(str(o['dir'])!, name!, str(o['db']));
+      if (o['json']) out(JSON.stringify(r, null, 2));
+      else out(`general node ${r.name} (${r.fqdn}) removed from adapter ${r.adapter}; vip4 ${r.vip4 ?? '-'} vip6 ${r.vip6 ?? '-'} are free again`);
+    },
+  },
+  {
     name: 'node up',
     summary: 'Run the node daemon in the foreground: enroll (first start), log in, register, keep alive.',
     options: {
@@ -414,6 +427,18 @@ export const commands: Command[] = [
       if (json) out(JSON.stringify(r, null, 2));
       else out(`${r.name} (${r.address}) path ${r.path ?? 'none'}${r.relay ? ` via ${r.relay}` : ''}: ${r.probes.filter((p) => p.rttMs !== null).length}/${r.probes.length} answered`);
       return r.probes.some((p) => p.rttMs !== null) ? 0 : 1;
+    },
+  },
+  {
+    name: 'node netcheck',
+    summary: 'What the network allows: address families and default routes, NAT and its mapping behaviour, each AS, NMS and TRS with its latency (asks the running node; else probes standalone).',
+    options: { state: { type: 'string', help: 'state directory of the node' }, json: { type: 'boolean', help: 'print JSON' } },
+    required: ['state'],
+    async run(o) {
+      const r = await nodeNetcheck(str(o['state'])!);
+      if (o['json']) out(JSON.stringify(r, null, 2));
+      else for (const l of formatNetcheck(r)) out(l);
+      return r.nms.some((n) => n.rttMs !== null) ? 0 : 1;
     },
   },
   {

@@ -1,5 +1,6 @@
 // Admin operations on general nodes (devices that cannot run cyphonic, served by an adapter node):
-// `cloud general-node add NAME --mac MAC --adapter A [--family dual|v4|v6]` and `cloud general-node list`.
+// `cloud general-node add NAME --mac MAC --adapter A [--family dual|v4|v6]`, `cloud general-node list` and
+// `cloud general-node remove NAME`.
 // A general node is a node record of kind 'general' owned by adapter A, with its own vip4/vip6 and FQDN;
 // the adapter learns it through InfoRequest and gets its certificate with GeneralEnrollRequest.
 
@@ -8,6 +9,7 @@ import { CLOUD_CONFIG_FILE, loadCloudConfig, type CloudConfig } from '../config/
 import { validateNodeName } from '../config/token.js';
 import { ADDRESS_FAMILIES, type AddressFamily, type NodeRecord, type Pools, type Store } from '../store/types.js';
 import { ConfigError } from '../util/errors.js';
+import { bumpPolicyRev } from '../policy/store.js';
 import { openCloudStore } from './cloud.js';
 import { bumpGeneralRev } from './nms/general-push.js';
 
@@ -85,6 +87,25 @@ export async function listGeneralNodes(store: Store, domain: string): Promise<Ge
   return nodes.filter((n) => n.kind === 'general').map((n) => row(n, names.get(n.adapterId ?? -1) ?? '-', domain));
 }
 
+/**
+ * Removes general node NAME: its record, certificates, Common Key, registration and tags go in one transaction (it can
+ * neither log in nor register again; its addresses may be given to a later node, its id never is). Running NMSs then
+ * tell its adapter (which stops serving it: agent stopped, leases dropped) and the peers that had paths with it (a
+ * PolicyUpdate entry marking it revoked: they close their tunnels) and the TRS (its relayed paths go), within about a
+ * second. ConfigError ERR_UNKNOWN_NODE for no such node, ERR_NOT_GENERAL for a node that is not a general node.
+ */
+export async function removeGeneralNode(store: Store, domain: string, name: string): Promise<GeneralNodeRow> {
+  validateNodeName(name);
+  const n = await store.getNodeByName(name);
+  if (!n) throw new ConfigError(`no general node named ${name}`, 'ERR_UNKNOWN_NODE');
+  if (n.kind !== 'general') throw new ConfigError(`${name} is not a general node (cloud revoke removes a node's access)`, 'ERR_NOT_GENERAL');
+  const adapter = n.adapterId !== null && n.adapterId !== undefined ? await store.getNodeById(n.adapterId) : null;
+  if (!(await store.deleteNode(n.id))) throw new ConfigError(`no general node named ${name}`, 'ERR_UNKNOWN_NODE');
+  await bumpGeneralRev(store);
+  await bumpPolicyRev(store);
+  return row(n, adapter?.name ?? '-', domain);
+}
+
 async function withStore<T>(dir: string, db: string | undefined, f: (store: Store, cfg: CloudConfig) => Promise<T>): Promise<T> {
   const cfg = loadCloudConfig(join(dir, CLOUD_CONFIG_FILE));
   const store = await openCloudStore(dir, cfg, db);
@@ -101,4 +122,8 @@ export function adminAddGeneralNode(dir: string, input: { name: string; mac: str
 
 export function adminListGeneralNodes(dir: string, db?: string): Promise<GeneralNodeRow[]> {
   return withStore(dir, db, (store, cfg) => listGeneralNodes(store, cfg.domain));
+}
+
+export function adminRemoveGeneralNode(dir: string, name: string, db?: string): Promise<GeneralNodeRow> {
+  return withStore(dir, db, (store, cfg) => removeGeneralNode(store, cfg.domain, name));
 }

@@ -103,7 +103,7 @@ export class NodeDaemon {
     await this.life.start();
     if (this.life.stopped) return;
     await this.startWatcher();
-    this.control = await serveControl(this.state.controlPath, { '/status': () => this.status() });
+    this.control = await serveControl(this.state.controlPath, { '/status': () => this.status(), '/netcheck': () => this.life.netcheck() });
   }
 
   /** The device: TUN + engine + overlay DNS, or only a UDP socket (`tun: false`). */

@@ -23,7 +23,8 @@ import { createCsr, generateEphemeral, sharedSecret, sign as signData, splitPemC
 import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
 import { contains } from '../net/addr/cidr.js';
 import type { LocalAddress } from '../net/route/watch.js';
-import { Status } from '../protocol/constants.js';
+import { MessageType, Status } from '../protocol/constants.js';
+import { decodeBody } from '../protocol/messages.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { unmapV4 } from '../util/addr.js';
 import { prefixed } from '../util/counters.js';
@@ -114,6 +115,20 @@ export interface LifecycleStatus {
   counters: Record<string, number>;
 }
 
+/** What a running node measures for `node netcheck` (NodeLifecycle.netcheck). */
+export interface NetcheckSignals {
+  /** Behind a NAT, as the NMS judged our registration. */
+  nat: boolean;
+  /** The public endpoint the NMS sees now. */
+  observed: string;
+  /** NAT mapping behaviour (null: no NAT; 'unknown': the probe went unanswered). */
+  mapping: 'independent' | 'dependent' | 'unknown' | null;
+  /** The endpoints we report (local addresses with our port). */
+  local: string[];
+  nms: { endpoint: string; registered: boolean; rttMs: number | null; observed: string | null; probe: { port: number; rttMs: number | null; observed: string | null } | null; error: string | null }[];
+  relays: { relay: string; rttMs: number | null }[];
+}
+
 export class NodeLifecycle {
   identity: Identity | null = null;
   session: Session | null = null;
@@ -133,7 +148,7 @@ export class NodeLifecycle {
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private nmsIndex = 0;
-  private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number } | null = null;
+  private reg: { nat: boolean; observed: Endpoint; keepaliveSec: number; at: number; probePort: number } | null = null;
   private registered = false;
   /** Aborted by an address change: wakes the keepalive loop so it re-registers at once. */
   private wake = new AbortController();
@@ -306,6 +321,48 @@ export class NodeLifecycle {
     };
   }
 
+  /**
+   * `node netcheck` on the running node (its control socket), over its own socket and Common Key so nothing it holds
+   * changes: a Keepalive to its NMS (timed; the public endpoint the NMS sees), the NAT mapping probe to the probe port
+   * of every NMS it knows (timed; the same public endpoint at its NMS's probe port as at its main port means an
+   * endpoint-independent mapping, as the NMS judges it), and one bind exchange with each TRS it has a path through.
+   */
+  async netcheck(): Promise<NetcheckSignals> {
+    const client = this.client;
+    const reg = this.reg;
+    if (!client || !reg || !this.registered || !this.session) throw new CyphonicError('ERR_NOT_REGISTERED', 'the node is not registered yet');
+    const timed = async <T>(f: () => Promise<T>): Promise<{ value: T | null; rttMs: number | null; error: string | null }> => {
+      const t0 = performance.now();
+      try {
+        const value = await f();
+        return { value, rttMs: Math.round((performance.now() - t0) * 10) / 10, error: null };
+      } catch (err) {
+        return { value: null, rttMs: null, error: describeError(err) };
+      }
+    };
+    const main = client.nms;
+    const ka = await timed(() => client.keepalive(undefined, [500, 1000]));
+    const nms = await Promise.all(
+      this.session.nms.map(async (e) => {
+        const isMain = e.address === main.address && e.port === main.port;
+        const probe = reg.probePort ? await timed(() => client.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck, undefined, [300, 600], { address: e.address, port: reg.probePort }).then((b) => decodeBody(MessageType.KeepaliveAck, b))) : null;
+        return {
+          endpoint: formatEndpoint(e),
+          registered: isMain,
+          rttMs: isMain ? ka.rttMs : (probe?.rttMs ?? null),
+          observed: isMain && ka.value ? formatEndpoint(ka.value.observed) : probe?.value ? formatEndpoint(probe.value.observed) : null,
+          probe: probe ? { port: reg.probePort, rttMs: probe.rttMs, observed: probe.value ? formatEndpoint(probe.value.observed) : null } : null,
+          error: isMain ? ka.error : (probe?.error ?? null),
+        };
+      }),
+    );
+    const atMain = nms.find((n) => n.registered);
+    const observed = ka.value?.observed ?? reg.observed;
+    const seenAtProbe = atMain?.probe?.observed ?? null;
+    const mapping = !reg.nat ? null : seenAtProbe === null ? 'unknown' : seenAtProbe === formatEndpoint(observed) ? 'independent' : 'dependent';
+    return { nat: reg.nat, observed: formatEndpoint(observed), mapping, local: this.localEndpoints().map(formatEndpoint), nms, relays: (await this.relay?.probeRelays()) ?? [] };
+  }
+
   /** Addresses this host has now, with our port: what the NMS compares its observation against. */
   localEndpoints(): Endpoint[] {
     const skipIf = this.init.excludeInterface?.() ?? null;
@@ -419,7 +476,7 @@ export class NodeLifecycle {
         failures = 0;
         backoff = BACKOFF_MIN_MS;
         const prev = this.reg?.observed ?? null;
-        this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now() };
+        this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now(), probePort: res.probePort ?? 0 };
         this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
         // TRS bindings follow a new public endpoint; the NAT mapping probe (src/node/nat-follow.ts). After a move of our
         // own the peers are being told already; a NAT that rebound us behind our back needs them told now.

@@ -105,6 +105,22 @@ export class RelayBinder {
     return false;
   }
 
+  /**
+   * `node netcheck`: one bind exchange with each TRS this node has a path through, timed (ms, 0.1 resolution; null:
+   * no ack within 1.5 s). A bind from our own socket refreshes the binding and moves nothing.
+   */
+  async probeRelays(): Promise<{ relay: string; rttMs: number | null }[]> {
+    const one = new Map<string, Bound>();
+    for (const p of this.paths.values()) if (!one.has(formatEndpoint(p.relay))) one.set(formatEndpoint(p.relay), p);
+    return Promise.all(
+      [...one].map(async ([relay, p]) => {
+        const t0 = performance.now();
+        const got = await this.exchange(p, 300, this.now() + 1500);
+        return { relay, rttMs: got ? Math.round((performance.now() - t0) * 10) / 10 : null };
+      }),
+    );
+  }
+
   /** Refreshes every binding now (the periodic refresh, and after our registration saw a new address). */
   rebindAll(): void {
     for (const p of this.paths.values()) {

@@ -193,6 +193,12 @@ export interface Store {
   listRegistrations(): Promise<RegistrationRecord[]>;
   /** No-op if absent. */
   deleteRegistration(nodeId: number): Promise<void>;
+  /**
+   * Deletes a node and everything keyed by it (certificates, Common Key, registration, tags) in one transaction
+   * (`general-node remove`); its id is never given out again, its addresses may be. False if there was no such node.
+   * StoreError ERR_STORE_REFERENCE (nothing deleted) while general nodes still name it as their adapter.
+   */
+  deleteNode(nodeId: number): Promise<boolean>;
 
   /**
    * Inserts or replaces a TRS's row (its heartbeat). StoreError 'ERR_STORE_INVALID' for an empty or over-long

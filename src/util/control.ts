@@ -44,7 +44,7 @@ export async function serveControl(socketPath: string, routes: Record<string, Ro
 /** GET `path` from the daemon at `socketPath`; rejects with code ERR_NOT_RUNNING when nobody listens. */
 export function controlGet(socketPath: string, path: string, timeoutMs = 3000): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ socketPath, path, timeout: timeoutMs }, (res) => {
+    const req = http.get({ socketPath, path, timeout: timeoutMs, agent: false }, (res) => { // no pooled socket to a daemon that may have stopped
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -439,6 +439,7 @@ for k in range(20):
 
   // gw2 polls the general-node list only every 30 s (the default): h2 is defined before gw2 enrolled, h3 while it runs.
   const state2 = (): string => join(work.dir, 'gw2');
+  let h3: Host;
   const status2 = (): Promise<AdapterStatus> => controlGet(join(state2(), 'adapter.sock'), '/status') as Promise<AdapterStatus>;
   test('general nodes behind two adapters reach each other (one adapter behind NAPT; defined before it enrolled)', async () => {
     const site = await tb.addSite('branch', { kind: 'napt', nat: 'eim' });
@@ -461,7 +462,7 @@ for k in range(20):
   });
 
   test('a general node added while its adapter runs is learned within 2 s (pushed by the NMS) and gets its lease', async () => {
-    const h3 = await lan2!.addDevice('h3', '02:c0:ff:ee:00:33');
+    h3 = await lan2!.addDevice('h3', '02:c0:ff:ee:00:33');
     const t0 = Date.now();
     const row = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'add', 'h3', '--dir', cloud.dir, '--mac', '02:c0:ff:ee:00:33', '--adapter', 'gw2', '--family', 'v4', '--json'])) as { vip4: string };
     const added = Date.now(); // the definition is in the store once the command returned
@@ -471,6 +472,23 @@ for k in range(20):
     await dhclient(h3, join(work.dir, 'h3'), 4);
     console.log(`# h3: CLI ${added - t0} ms; learned by the adapter ${learnedMs} ms after the add; DHCPv4 lease ${Date.now() - added} ms after it`);
     assert.equal((await status2()).generalNodes.find((g) => g.name === 'h3')?.lease.v4?.address, row.vip4);
+  });
+
+  test('a general node removed while its adapter runs loses its lease within 2 s and is no longer routed; its state goes', async () => {
+    const h3vip4 = (await status2()).generalNodes.find((g) => g.name === 'h3')!.lease.v4!.address;
+    await waitFor('h3 pings alpha before the removal', () => h3.exec('ping', ['-c', '1', '-W', '2', a.vip4]).then((r) => r.code === 0), 20_000, 300);
+    assert.ok(existsSync(join(state2(), 'general', 'h3', 'cert.pem')));
+    const removed = JSON.parse(await cyphonic(cloud.host, ['cloud', 'general-node', 'remove', 'h3', '--dir', cloud.dir, '--json'])) as { name: string; vip4: string };
+    assert.equal(removed.vip4, h3vip4);
+    const t0 = Date.now();
+    await waitFor('gw2 to drop h3', async () => !(await status2()).generalNodes.some((g) => g.name === 'h3'), 10_000, 50);
+    const goneMs = Date.now() - t0;
+    console.log(`# h3 removed: gone from the adapter (lease and agent) ${goneMs} ms after the CLI returned`);
+    assert.ok(goneMs < 2000, `dropped ${goneMs} ms after the remove (its poll interval is 30 s)`);
+    await waitFor("the removed node's key and certificate deleted (after its agent stopped)", async () => !existsSync(join(state2(), 'general', 'h3')), 5000, 50);
+    // The device still has the address configured, but the adapter no longer carries its traffic.
+    assert.notEqual((await h3.exec('ping', ['-c', '2', '-i', '0.3', '-W', '1', a.vip4])).code, 0, 'no longer routed');
+    assert.doesNotMatch(await cyphonic(cloud.host, ['cloud', 'general-node', 'list', '--dir', cloud.dir]), /\bh3\b/);
   });
 
   test('adapter up on a missing LAN interface exits with an error and leaves no nftables table', async () => {

@@ -141,6 +141,29 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     assert.match(text, /mapping/);
   });
 
+  test('node netcheck on running nodes: NAT and mapping behind an EIM and a random-port NAPT, none on the open net; families', async () => {
+    type Report = { source: string; nat: boolean | null; mapping: string | null; observed: string | null; families: { v4: { addresses: string[]; defaultRoute: string | null }; v6: { addresses: string[]; defaultRoute: string | null } }; nms: { registered: boolean; rttMs: number | null }[]; as: { endpoint: string; rttMs: number | null }[] };
+    const check = async (n: string): Promise<Report> => JSON.parse(await node(n).host.run(process.execPath, [CLI, 'node', 'netcheck', '--state', node(n).state, '--json'])) as Report;
+    const t0 = Date.now();
+    const [e1, r1, gd, g4] = await Promise.all(['e1', 'r1', 'gd', 'g4'].map(check));
+    console.log(`# netcheck on 4 nodes in parallel: ${Date.now() - t0} ms`);
+    for (const [n, r] of [['e1', e1], ['r1', r1], ['gd', gd], ['g4', g4]] as const) {
+      assert.equal(r!.source, 'daemon', n);
+      assert.ok(r!.nms.some((x) => x.registered && x.rttMs !== null), `${n}: its NMS answered`);
+      assert.ok(r!.as.some((x) => x.rttMs !== null), `${n}: an AS reachable (those of a family it lacks are not)`);
+    }
+    assert.deepEqual([e1!.nat, e1!.mapping], [true, 'independent'], 'EIM NAPT');
+    assert.equal(e1!.observed, st.get('e1')!.observed, 'the public endpoint the NMS registered');
+    assert.ok(!e1!.families.v4.addresses.includes(e1!.observed!.split(':')[0]!), 'the public address is not one of its own');
+    assert.deepEqual([r1!.nat, r1!.mapping], [true, 'dependent'], 'random-port NAPT');
+    assert.deepEqual([gd!.nat, gd!.mapping], [false, null], 'open net');
+    assert.ok(gd!.families.v4.addresses.length > 0 && gd!.families.v6.addresses.length > 0 && gd!.families.v4.defaultRoute && gd!.families.v6.defaultRoute, JSON.stringify(gd!.families));
+    assert.deepEqual([g4!.families.v6.addresses, g4!.families.v6.defaultRoute], [[], null], 'IPv4-only host: no IPv6 global address or default route');
+    assert.ok(gd!.as.every((x) => x.rttMs !== null), `dual-stack host reaches every AS: ${JSON.stringify(gd!.as)}`);
+    const g4v6 = g4!.as.filter((x) => x.endpoint.startsWith('['));
+    assert.ok(g4v6.length > 0 && g4v6.every((x) => x.rttMs === null), `IPv4-only host: the AS's IPv6 endpoint unreachable: ${JSON.stringify(g4!.as)}`);
+  });
+
   test('every pair of sites reaches each other by name (ping v4 + v6, TCP with checksum) on the expected path', async () => {
     const rows = await cloud.nodes();
     const e1bIndependent = rows.find((x) => x.name === 'e1b')?.mapping === 'independent';

@@ -9,7 +9,7 @@ const DESCRIPTIONS: Record<number, string> = {
   400: 'bad body (ERR_BAD_BODY, ERR_BAD_JSON, ERR_NAME, ERR_BAD_TAG, ERR_BAD_MAC, ERR_BAD_ADAPTER, ERR_POLICY, ERR_CONFIG); nothing changed',
   401: 'no or wrong bearer token (ERR_UNAUTHORIZED)',
   404: 'unknown node (ERR_UNKNOWN_NODE)',
-  409: 'conflict (ERR_NAME_TAKEN, ERR_MAC_TAKEN, ERR_POOL_EXHAUSTED)',
+  409: 'conflict (ERR_NAME_TAKEN, ERR_MAC_TAKEN, ERR_POOL_EXHAUSTED; ERR_NOT_GENERAL: not a general node)',
   413: 'body larger than 256 KiB (ERR_BODY_TOO_LARGE)',
   415: 'body not application/json (ERR_CONTENT_TYPE)',
   429: 'more than 10 wrong bearer tokens from this address within a minute (ERR_RATE_LIMITED; Retry-After says when to try again)',
@@ -67,6 +67,13 @@ export const OPENAPI = {
           properties: { name, mac: { type: 'string', example: '02:00:5e:10:00:01' }, adapter: name, family: { enum: ['dual', 'v4', 'v6'], default: 'dual' }, tags },
         }),
         responses: { 201: json({ $ref: '#/components/schemas/GeneralNode' }, 'created'), ...errors(400, 401, 409, 413, 415) },
+      },
+    },
+    '/api/v1/general-nodes/{name}': {
+      delete: {
+        summary: 'Remove a general node (as `cloud general-node remove NAME`): its adapter stops serving it and its peers close their tunnels within about a second',
+        parameters: [{ name: 'name', in: 'path', required: true, schema: name }],
+        responses: { 200: json({ $ref: '#/components/schemas/GeneralNode' }, 'removed (the record as it was)'), ...errors(400, 401, 404, 409) },
       },
     },
     '/api/v1/policy': {

@@ -7,8 +7,9 @@ import { parseTags } from '../../policy/admin.js';
 import { policyJson } from '../../policy/policy.js';
 import { loadPolicy, setPolicy, setTags } from '../../policy/store.js';
 import type { Store } from '../../store/types.js';
+import { ConfigError } from '../../util/errors.js';
 import { enrollmentToken, listNodes, listRelays, revokeNodeIn } from '../cloud.js';
-import { addGeneralNode, listGeneralNodes, normalizeGeneralMac, parseFamily } from '../general-nodes.js';
+import { addGeneralNode, listGeneralNodes, normalizeGeneralMac, parseFamily, removeGeneralNode } from '../general-nodes.js';
 import { nodePeers, tokenQr, type PeerDeps } from '../console/peers.js';
 import { OPENAPI } from './openapi.js';
 import { ApiError, type ApiRoute } from './server.js';
@@ -85,6 +86,18 @@ export function apiRoutes(d: RouteDeps): ApiRoute[] {
         const row = await addGeneralNode(store, config.pools, config.domain, input);
         if (t !== null) await setTags(store, row.name, t);
         return { status: 201, body: { ...row, tags: t ?? [] } };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/api/v1/general-nodes/:name',
+      async handle(req) {
+        try {
+          return { body: await removeGeneralNode(store, config.domain, validateNodeName(req.params['name']!)) };
+        } catch (err) {
+          if (err instanceof ConfigError && err.code === 'ERR_NOT_GENERAL') throw new ApiError(409, err.code, err.message);
+          throw err;
+        }
       },
     },
     { method: 'GET', path: '/api/v1/policy', handle: async () => ({ body: JSON.parse(policyJson(await loadPolicy(store))) as unknown }) },

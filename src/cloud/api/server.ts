@@ -141,7 +141,7 @@ export interface ApiResponse {
 }
 
 export interface ApiRoute {
-  method: 'GET' | 'POST' | 'PUT';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** e.g. '/api/v1/nodes/:name/revoke' */
   path: string;
   /** No bearer token needed (the OpenAPI document). */

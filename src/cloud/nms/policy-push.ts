@@ -2,8 +2,9 @@
 // and `cloud revoke`, in this or another process) and pushes a sealed PolicyUpdate to every node that has paths,
 // listing for each of its peers what that peer may now open to it, whether any rule still connects them, and whether
 // the peer was revoked. Retransmitted until the node acknowledges (an Ack with the push's txid). Sessions are not
-// touched: nodes swap their filters in place (a revoked peer's: drop everything both ways). Newly revoked nodes are
-// also sent to every live TRS (RelayRevoke), which drops their relayed paths and refuses their binds.
+// touched: nodes swap their filters in place (a revoked peer's, or a removed general node's: drop everything both
+// ways). Newly revoked (or removed) nodes are also sent to every live TRS (RelayRevoke), which drops their relayed
+// paths and refuses their binds.
 // The revocation list reaches every node, not only the revoked node's peers: a newly revoked node's serials go to
 // every node with a session at this NMS, and a node that registers afresh (started, restarted, failed over) gets the
 // whole current list (the newest MAX_CATCHUP_REVOKED revoked nodes), so it refuses them before ever meeting them.
@@ -101,7 +102,7 @@ export class PolicyPusher {
    * Nodes without a valid certificate (revoked by `cloud revoke`) → the serials of their newest revoked certificates
    * (what nodes add to their revocation lists), oldest node first.
    */
-  private async readRevoked(): Promise<Map<number, string[]>> {
+  private async readRevoked(existing?: Set<number>): Promise<Map<number, string[]>> {
     // Candidates: the nodes we hold paths for (their peers must hear even of a plain expiry) and the owners of revoked
     // serials (one query, owners remembered: a certificate never changes hands), not every node in the store.
     const candidates = new Set<number>([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])]);
@@ -118,6 +119,10 @@ export class PolicyPusher {
     const out = new Map<number, string[]>();
     const now = Date.now();
     for (const id of [...candidates].sort((a, b) => a - b)) {
+      if (existing && !existing.has(id)) {
+        out.set(id, []); // deleted (`general-node remove`): its peers close their tunnels as for a revoked node
+        continue;
+      }
       const certs = await this.c.store.listNodeCertificates(id);
       if (certs.length > 0 && !certs.some((c) => c.revokedAt === null && c.notAfter > now)) {
         out.set(id, certs.filter((c) => c.revokedAt !== null && /^[0-9a-f]{1,40}$/i.test(c.serial)).slice(-MAX_REVOKED_SERIALS).map((c) => c.serial.toLowerCase()));
@@ -134,7 +139,7 @@ export class PolicyPusher {
     const [policy, nodes, tags, regs] = await Promise.all([loadPolicy(this.c.store), this.c.store.listNodes(), this.c.store.listNodeTags(), this.c.store.listRegistrations()]);
     const subjects = new Map<number, Subject>(nodes.map((n) => [n.id, { name: n.name, tags: tags.get(n.name) ?? [] }]));
     // Revoked nodes: their peers close the tunnels, every node lists their serials.
-    const serials = await this.readRevoked();
+    const serials = await this.readRevoked(new Set(subjects.keys()));
     this.revokedList = serials;
     const revoked = new Set(serials.keys());
     this.c.counters.inc('policy.changed');
@@ -153,9 +158,8 @@ export class PolicyPusher {
       const entries: PolicyEntry[] = [];
       for (const peerId of peers) {
         const peer = subjects.get(peerId);
-        if (!peer) continue;
         if (revoked.has(peerId)) entries.push(PolicyPusher.revokedEntry(peerId, serials.get(peerId) ?? []));
-        else entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
+        else if (peer) entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });
       }
       // Every other node hears of a new revocation too (its revocation list; no tunnel to close).
       for (const id of news) if (id !== nodeId && !peers.has(id)) entries.push(PolicyPusher.revokedEntry(id, serials.get(id) ?? []));

@@ -244,6 +244,20 @@ class PostgresStore implements Store {
     return (await this.getMeta(key)) ?? value;
   }
 
+  deleteNode(nodeId: number): Promise<boolean> {
+    return this.#run(() =>
+      inTransaction(this.pool, async (c) => {
+        const r = await c.query<{ name: string }>('SELECT name FROM nodes WHERE id = $1 FOR UPDATE', [nodeId]);
+        const name = r.rows[0]?.name;
+        if (name === undefined) return false;
+        for (const t of ['certificates', 'common_keys', 'registrations']) await c.query(`DELETE FROM ${t} WHERE node_id = $1`, [nodeId]);
+        await c.query('DELETE FROM node_tags WHERE name = $1', [name]);
+        await c.query('DELETE FROM nodes WHERE id = $1', [nodeId]);
+        return true;
+      }),
+    );
+  }
+
   async setNodeTags(name: string, tags: string[]): Promise<void> {
     const list = checkTags(name, tags);
     await this.#run(() =>

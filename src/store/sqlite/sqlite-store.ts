@@ -146,6 +146,7 @@ class SqliteStore implements Store {
   readonly #maxV6: Stmt;
   readonly #createNodeTx: (input: NewNode, pools: Pools) => NodeRecord;
   readonly #setTagsTx: (name: string, tags: string[]) => void;
+  readonly #deleteNodeTx: (id: number) => boolean;
 
   constructor(db: Db) {
     this.#db = db;
@@ -222,6 +223,14 @@ class SqliteStore implements Store {
     this.#maxV4 = p('SELECT MAX(vip4_index) AS m FROM nodes WHERE vip4_pool = ?').safeIntegers(true);
     this.#maxV6 = p('SELECT MAX(vip6_index) AS m FROM nodes WHERE vip6_pool = ?').safeIntegers(true);
     this.#createNodeTx = db.transaction((input: NewNode, pools: Pools) => this.#createNodeSync(input, pools)).immediate;
+    this.#deleteNodeTx = db.transaction((id: number): boolean => {
+      const row = db.prepare('SELECT name FROM nodes WHERE id = ?').get(id) as { name: string } | undefined;
+      if (!row) return false;
+      for (const t of ['certificates', 'common_keys', 'registrations']) db.prepare(`DELETE FROM ${t} WHERE node_id = ?`).run(id);
+      db.prepare('DELETE FROM node_tags WHERE name = ?').run(row.name);
+      db.prepare('DELETE FROM nodes WHERE id = ?').run(id);
+      return true;
+    }).immediate;
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);
       for (const t of tags) this.#stmt('insertTag').run(name, t);
@@ -489,6 +498,10 @@ class SqliteStore implements Store {
     return this.#run(() => {
       this.#stmt('deleteRelay').run(id);
     });
+  }
+
+  deleteNode(nodeId: number): Promise<boolean> {
+    return this.#run(() => this.#deleteNodeTx(nodeId));
   }
 
   setNodeTags(name: string, tags: string[]): Promise<void> {

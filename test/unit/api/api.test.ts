@@ -63,10 +63,10 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
   });
 
   test('every endpoint refuses a missing, wrong or malformed token with 401 and a JSON error', async () => {
-    const routes: [string, string][] = [['GET', '/api/v1/nodes'], ['POST', '/api/v1/tokens'], ['POST', '/api/v1/nodes/x/revoke'], ['GET', '/api/v1/relays'], ['GET', '/api/v1/general-nodes'], ['POST', '/api/v1/general-nodes'], ['GET', '/api/v1/policy'], ['PUT', '/api/v1/policy']];
+    const routes: [string, string][] = [['GET', '/api/v1/nodes'], ['POST', '/api/v1/tokens'], ['POST', '/api/v1/nodes/x/revoke'], ['GET', '/api/v1/relays'], ['GET', '/api/v1/general-nodes'], ['POST', '/api/v1/general-nodes'], ['DELETE', '/api/v1/general-nodes/x'], ['GET', '/api/v1/policy'], ['PUT', '/api/v1/policy']];
     for (const [m, p] of routes) {
       for (const auth of [null, 'wrong', token + 'x', token.slice(0, -1), '']) {
-        const r = await call(m, p, { auth, ...(m === 'GET' ? {} : { body: { name: 'x' } }) });
+        const r = await call(m, p, { auth, ...(m === 'GET' || m === 'DELETE' ? {} : { body: { name: 'x' } }) });
         assert.equal(r.status, 401, `${m} ${p} auth=${String(auth)}`);
         assert.equal(code(r), 'ERR_UNAUTHORIZED');
         assert.match(r.headers.get('www-authenticate') ?? '', /^Bearer/);
@@ -148,6 +148,29 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
     assert.deepEqual(nodes.find((n) => n.name === 'printer')!.tags, ['print']);
   });
 
+  test('DELETE /general-nodes/NAME: unknown 404, bad name 400, a non-general node 409 (nothing changed); a general node removed', async () => {
+    const add = await call('POST', '/api/v1/general-nodes', { body: { name: 'lamp', mac: '02:00:00:00:00:09', adapter: 'gw', tags: ['light'] } });
+    assert.equal(add.status, 201, JSON.stringify(add.body));
+    const before = await state();
+    for (const [name, status, want] of [['nope', 404, 'ERR_UNKNOWN_NODE'], ['Bad_Name', 400, 'ERR_NAME'], ['gw', 409, 'ERR_NOT_GENERAL']] as const) {
+      const r = await call('DELETE', `/api/v1/general-nodes/${name}`);
+      assert.equal(r.status, status, `${name}: ${JSON.stringify(r.body)}`);
+      assert.equal(code(r), want);
+    }
+    assert.equal(await state(), before, 'nothing changed');
+    const r = await call('DELETE', '/api/v1/general-nodes/lamp');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual([(r.body as { name: string }).name, (r.body as { adapter: string }).adapter], ['lamp', 'gw']);
+    const list = (await call('GET', '/api/v1/general-nodes')).body as { name: string }[];
+    assert.ok(!list.some((g) => g.name === 'lamp'));
+    assert.ok(!((await call('GET', '/api/v1/nodes')).body as { name: string }[]).some((n) => n.name === 'lamp'));
+    assert.equal((await call('DELETE', '/api/v1/general-nodes/lamp')).status, 404, 'gone');
+    // Its MAC and name are free again.
+    assert.equal((await call('POST', '/api/v1/general-nodes', { body: { name: 'lamp', mac: '02:00:00:00:00:09', adapter: 'gw' } })).status, 201);
+    assert.deepEqual(((await call('GET', '/api/v1/nodes')).body as { name: string; tags: string[] }[]).find((n) => n.name === 'lamp')!.tags, [], 'its tags went with it');
+    assert.equal((await call('DELETE', '/api/v1/general-nodes/lamp')).status, 200);
+  });
+
   test('GET /relays lists none on an AS+NMS cloud; GET /nodes has the fields of cloud nodes --json', async () => {
     const r = await call('GET', '/api/v1/relays');
     assert.equal(r.status, 200);
@@ -197,7 +220,7 @@ describe('REST API /api/v1/ (real cloud on loopback)', () => {
     assert.match(doc.openapi, /^3\./);
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`)).sort();
     assert.deepEqual(documented, [
-      'GET /api/v1/general-nodes', 'GET /api/v1/nodes', 'GET /api/v1/nodes/:name/peers', 'GET /api/v1/openapi.json', 'GET /api/v1/policy', 'GET /api/v1/relays',
+      'DELETE /api/v1/general-nodes/:name', 'GET /api/v1/general-nodes', 'GET /api/v1/nodes', 'GET /api/v1/nodes/:name/peers', 'GET /api/v1/openapi.json', 'GET /api/v1/policy', 'GET /api/v1/relays',
       'POST /api/v1/general-nodes', 'POST /api/v1/nodes/:name/revoke', 'POST /api/v1/tokens', 'PUT /api/v1/policy',
     ]);
     // Every documented operation exists: without a token it is a 401 (or 200 for the public document), never 404/405.

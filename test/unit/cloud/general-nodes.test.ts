@@ -1,6 +1,7 @@
 // General nodes on the cloud side: `general-node add` validation, InfoRequest served to the owning adapter only,
 // GeneralEnrollRequest (adapter-made CSR signed only for its own general nodes), and the general node logging in
-// with that certificate like a node. A real AS on loopback, TLS and all.
+// with that certificate like a node; `general-node remove` (the adapter and the peers told, the certificate dead).
+// A real AS on loopback, TLS and all.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,7 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createEnrollment, initCloud, openCloudStore, startCloud } from '../../../src/cloud/cloud.js';
-import { addGeneralNode, listGeneralNodes, normalizeGeneralMac } from '../../../src/cloud/general-nodes.js';
+import { addGeneralNode, listGeneralNodes, normalizeGeneralMac, removeGeneralNode } from '../../../src/cloud/general-nodes.js';
+import { PolicyPusher } from '../../../src/cloud/nms/policy-push.js';
+import { decodePolicyEntry, type PolicyEntry } from '../../../src/protocol/messages.js';
 import { loadCloudConfig } from '../../../src/config/cloud.js';
 import { decodeToken } from '../../../src/config/token.js';
 import { createCsr, generateKeyPair, toPem } from '../../../src/crypto/index.js';
@@ -136,5 +139,58 @@ describe('general nodes (cloud side)', () => {
     await assert.rejects(login({ endpoints: as, ...creds }), /revoked/);
     assert.ok(cloud.as!.counters.get('general-enroll.ok') >= 2);
     assert.ok(cloud.as!.counters.get('general-enroll.refused.owner') >= 2);
+  });
+  test('remove: the record and its certificate go, the adapter is told and no longer gets it, peers are told to close', async () => {
+    const cfg = loadCloudConfig(join(cloudDir, 'cloud.json'));
+    const store = await openCloudStore(cloudDir, cfg);
+    const notified: number[] = [];
+    const watcher = new GeneralNodeWatcher({ store, logger: silentLogger, counters: new Counters(), notify: async (id) => void notified.push(id) });
+    const pushed: { to: number; entries: PolicyEntry[] }[] = [];
+    const gwNode = (await store.getNodeByName('gw'))!;
+    const pairs = new Map<number, Set<number>>();
+    const pusher: PolicyPusher = new PolicyPusher({
+      store,
+      logger: silentLogger,
+      counters: new Counters(),
+      pairs,
+      send: (nodeId, txid, body) => {
+        pushed.push({ to: nodeId, entries: body.entries.map((e) => decodePolicyEntry(e)) });
+        setImmediate(() => pusher.acked(txid));
+        return true;
+      },
+    });
+    try {
+      await addGeneralNode(store, cfg.pools, cfg.domain, { name: 'lamp', mac: '02:aa:00:00:00:31', adapter: 'gw' });
+      const lamp = (await store.getNodeByName('lamp'))!;
+      const keyPem = (await generateKeyPair()).privateKeyPem;
+      const res = await enrollGeneral({ endpoints: as, ...nodes['gw']!, name: 'lamp', csr: await createCsr(keyPem, 'lamp') });
+      const creds = { rootPem: nodes['gw']!.rootPem, certPem: toPem(res.certificate), chainPem: res.chain.map((d) => toPem(d)).join(''), keyPem };
+      await login({ endpoints: as, ...creds });
+      // gw has a path with lamp at this NMS (gw registered), so gw is the peer that must hear of the removal.
+      pairs.set(gwNode.id, new Set([lamp.id]));
+      await store.upsertRegistration({ nodeId: gwNode.id, reported: [], observed: { address: '127.0.0.1', port: 40000 }, nat: false, keepaliveSec: 25, registeredAt: Date.now(), lastSeen: Date.now(), lastSeq: 1n });
+      await watcher.check();
+      await pusher.check();
+      assert.ok((await info({ endpoints: as, ...nodes['gw']! })).some((g) => g.name === 'lamp'));
+
+      await assert.rejects(removeGeneralNode(store, cfg.domain, 'nope'), { code: 'ERR_UNKNOWN_NODE' });
+      await assert.rejects(removeGeneralNode(store, cfg.domain, 'gw'), { code: 'ERR_NOT_GENERAL' });
+      await assert.rejects(removeGeneralNode(store, cfg.domain, 'Bad Name'), { code: 'ERR_NAME' });
+      const removed = await removeGeneralNode(store, cfg.domain, 'lamp');
+      assert.deepEqual([removed.name, removed.adapter, removed.mac], ['lamp', 'gw', '02:aa:00:00:00:31']);
+
+      await watcher.check();
+      assert.deepEqual(notified, [gwNode.id], 'the NMS tells the adapter');
+      assert.ok(!(await info({ endpoints: as, ...nodes['gw']! })).some((g) => g.name === 'lamp'), 'the adapter no longer gets it');
+      await pusher.check();
+      assert.deepEqual(pushed.map((p) => [p.to, p.entries.map((e) => [e.peerNodeId, e.revoked === true, e.connected])]), [[gwNode.id, [[lamp.id, true, false]]]], 'its peer closes the tunnel');
+      await assert.rejects(login({ endpoints: as, ...creds }), RequestError, 'its certificate is dead');
+      assert.equal(await store.getNodeByVip(lamp.vip4), null);
+      assert.ok(!(await listGeneralNodes(store, cfg.domain)).some((g) => g.name === 'lamp'));
+    } finally {
+      watcher.stop();
+      pusher.stop();
+      await store.close();
+    }
   });
 });

@@ -235,6 +235,34 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           await rejectsWith(s.createNode({ name: 'bad', kind: 'general', adapterId: gw.id, family: 'v5' as never }, POOLS), 'ERR_STORE_INVALID');
         }));
 
+      test('deleteNode: the node and its certificates, Common Key, registration and tags go; an adapter with general nodes stays', () =>
+        withStore(async (s) => {
+          const gw = await s.createNode({ name: 'gw', kind: 'node' }, POOLS);
+          const cam = await s.createNode({ name: 'cam', kind: 'general', adapterId: gw.id, mac: '02:00:00:00:00:01' }, POOLS);
+          const other = await s.createNode({ name: 'other', kind: 'node' }, POOLS);
+          await s.addCertificate({ serial: '0a', nodeId: cam.id, der: Buffer.from([0x30]), notAfter: 5_000, createdAt: 1_000 });
+          await s.putCommonKey({ nodeId: cam.id, key: Buffer.alloc(32, 1), expiresAt: 9, createdAt: 1 });
+          await s.upsertRegistration(reg(cam.id));
+          await s.setNodeTags('cam', ['video']);
+          await s.setNodeTags('other', ['ops']);
+          await rejectsWith(s.deleteNode(gw.id), 'ERR_STORE_REFERENCE');
+          assert.ok(await s.getNodeByName('gw'), 'a refused delete changes nothing');
+          assert.equal(await s.deleteNode(cam.id), true);
+          assert.equal(await s.deleteNode(cam.id), false);
+          assert.equal(await s.getNodeById(cam.id), null);
+          assert.equal(await s.getNodeByVip(cam.vip4), null);
+          assert.equal(await s.getCertificate('0a'), null);
+          assert.equal(await s.getCommonKey(cam.id), null);
+          assert.equal(await s.getRegistration(cam.id), null);
+          assert.deepEqual(await s.getNodeTags('cam'), []);
+          assert.deepEqual(await s.getNodeTags('other'), ['ops']);
+          assert.deepEqual(await s.listGeneralNodes(gw.id), []);
+          // Ids are never given out again (peers may still hold the old one); the addresses are free again.
+          const next = await s.createNode({ name: 'cam', kind: 'node' }, POOLS);
+          assert.ok(next.id > other.id, `new id ${next.id}`);
+          assert.equal(await s.deleteNode(gw.id), true);
+        }));
+
       test('lookups by id, name, vip4, vip6 (any textual form)', () =>
         withStore(async (s) => {
           const nodes: NodeRecord[] = [];
