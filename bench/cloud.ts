@@ -103,7 +103,8 @@ async function runConfig(label: string, db: string, instances: number, nodes: nu
     });
     for (const d of dirs) {
       const log = openSync(`${d}.log`, 'a');
-      children.push(spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
+      const prof = process.env['CYPHONIC_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['CYPHONIC_BENCH_PROF']] : [];
+      children.push(spawn(process.execPath, [...prof, CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
       closeSync(log);
     }
     let nms: Endpoint[] = [];

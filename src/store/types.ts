@@ -182,10 +182,18 @@ export interface Store {
   putCommonKey(rec: CommonKeyRecord): Promise<void>;
   getCommonKey(nodeId: number): Promise<CommonKeyRecord | null>;
 
-  /** Inserts or replaces the node's registration. */
+  /**
+   * Inserts or replaces the node's registration. Concurrent calls are group-committed (one transaction per batch,
+   * src/store/batch.ts); each settles only after its transaction committed.
+   */
   upsertRegistration(rec: RegistrationRecord): Promise<void>;
-  /** Updates lastSeen/lastSeq/observed; false if the node has no registration. */
+  /** Updates lastSeen/lastSeq/observed; false if the node has no registration. Group-committed like upsertRegistration. */
   touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean>;
+  /**
+   * A keepalive's one write: updates lastSeen/lastSeq only if the node's registration was observed at `observed` and
+   * names instance `nms` (null: none); false (nothing written) otherwise, or if there is none. Group-committed.
+   */
+  touchRegistrationIf(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint, nms: string | null): Promise<boolean>;
   getRegistration(nodeId: number): Promise<RegistrationRecord | null>;
   /** Records the probed NAT mapping of a registration (upsertRegistration resets it); false if there is none. */
   setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean>;
