@@ -40,6 +40,12 @@ export interface CertificateRecord {
   revokeReason: string | null;
 }
 
+export interface NodeSessionRecord {
+  key: CommonKeyRecord;
+  node: NodeRecord;
+  lastSeq: bigint | null;
+}
+
 export interface CommonKeyRecord {
   nodeId: number;
   key: Buffer;
@@ -181,6 +187,11 @@ export interface Store {
   /** One current key per node: replaces any previous one. */
   putCommonKey(rec: CommonKeyRecord): Promise<void>;
   getCommonKey(nodeId: number): Promise<CommonKeyRecord | null>;
+  /**
+   * What the NMS needs at a node's first message, in one read: its Common Key, its node record and the lastSeq of its
+   * registration (null: none). Null when the node has no Common Key.
+   */
+  getNodeSession(nodeId: number): Promise<NodeSessionRecord | null>;
 
   /**
    * Inserts or replaces the node's registration. Concurrent calls are group-committed (one transaction per batch,

@@ -536,16 +536,22 @@ export class NmsService {
   private async session(nodeId: number, reload: boolean): Promise<Session | null> {
     const cached = this.sessions.get(nodeId);
     if (cached && !reload) return cached;
+    if (!cached) {
+      // First contact: key, node and replay floor in one read.
+      const first = await this.c.store.getNodeSession(nodeId);
+      if (!first) return null;
+      const raced = this.sessions.get(nodeId);
+      if (raced && raced.keyBytes.equals(first.key.key)) return raced;
+      const s: Session = { nodeId, keyBytes: first.key.key, keys: new ChannelKeys(first.key.key), expiresAt: first.key.expiresAt, guard: new ReplayGuard(first.lastSeq ?? 0n, this.now), fresh: true, node: first.node };
+      this.sessions.set(nodeId, s);
+      return s;
+    }
+    // A reload (the cached key did not open a frame): the node may have logged in again.
     const rec = await this.c.store.getCommonKey(nodeId);
     if (!rec) return null;
-    if (cached && cached.keyBytes.equals(rec.key)) return cached;
-    let floor = cached?.guard.highest ?? 0n;
-    if (!cached) {
-      const reg = await this.c.store.getRegistration(nodeId);
-      floor = reg?.lastSeq ?? 0n;
-    }
-    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key), expiresAt: rec.expiresAt, guard: new ReplayGuard(floor, this.now), fresh: true };
-    if (cached?.node) s.node = cached.node;
+    if (cached.keyBytes.equals(rec.key)) return cached;
+    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
+    if (cached.node) s.node = cached.node;
     this.sessions.set(nodeId, s);
     return s;
   }

@@ -6,8 +6,8 @@
 import pg from 'pg';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
-import type { CertRow, InstanceRow, NodeRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
 import { StoreError } from '../errors.js';
 import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
@@ -15,6 +15,7 @@ import type {
   CertificateRecord,
   CloudInstanceRecord,
   CommonKeyRecord,
+  NodeSessionRecord,
   InstanceMessageHandler,
   Endpoint,
   NatMapping,
@@ -444,6 +445,11 @@ class PostgresStore implements Store {
     const r = (await this.#q<{ node_id: number; key: Buffer; expires_at: number; created_at: number }>('SELECT * FROM common_keys WHERE node_id = $1', [nodeId]))[0];
     if (r === undefined) return null;
     return { nodeId: r.node_id, key: Buffer.from(r.key), expiresAt: r.expires_at, createdAt: r.created_at };
+  }
+
+  async getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
+    const r = await this.#run(() => this.pool.query<NodeSessionRow>({ name: 'cyp-node-session', text: NODE_SESSION_SQL((i) => `$${i}`), values: [nodeId] }));
+    return r.rows[0] === undefined ? null : nodeSessionFromRow(r.rows[0]);
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {

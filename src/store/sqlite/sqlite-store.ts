@@ -10,8 +10,8 @@ import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
-import type { CertRow, InstanceRow, NodeRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
 import type {
   CertificateRecord,
   CommonKeyRecord,
@@ -20,6 +20,7 @@ import type {
   NewEnrollmentToken,
   NewNode,
   NodeRecord,
+  NodeSessionRecord,
   Pools,
   NatMapping,
   RegistrationRecord,
@@ -189,6 +190,7 @@ class SqliteStore implements Store {
          ON CONFLICT (node_id) DO UPDATE SET key = excluded.key, expires_at = excluded.expires_at, created_at = excluded.created_at`,
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
+      nodeSession: p(NODE_SESSION_SQL(() => '?')),
       upsertReg: p(
         `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -445,6 +447,13 @@ class SqliteStore implements Store {
       const row = this.#stmt('getKey').get(nodeId) as KeyRow | undefined;
       if (row === undefined) return null;
       return { nodeId: row.node_id, key: Buffer.from(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
+    });
+  }
+
+  getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('nodeSession').get(nodeId) as NodeSessionRow | undefined;
+      return row === undefined ? null : nodeSessionFromRow(row);
     });
   }
 
