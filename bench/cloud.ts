@@ -1,11 +1,15 @@
 // Cloud load generator: simulated nodes speak the real signaling protocol (sealed UDP, no TUN) from loopback to
 // real `cloud start --roles nms` processes, against one SQLite instance and 1 and 3 PostgreSQL-backed instances
 // (a throwaway cluster, test/harness/postgres.ts). Nodes are created in the store directly (enrollment is not what
-// is measured), spread over the instances round-robin. Prints per configuration: registrations/s, keepalives/s,
-// route selections/s with p50/p99 latency (pairs across instances included), and RSS per registered node.
-// The generator shares the machine's cores with the instances: figures are a floor, not a capacity claim.
+// is measured), spread over the instances round-robin. The generator runs in worker threads (bench/lib/cloud-gen.ts)
+// on many loopback source addresses. Prints per configuration: registrations/s, keepalives/s (sustained), route
+// selections/s with p50/p99 latency (pairs across instances included), RSS per registered node, and per phase the
+// CPU the instances, the generator and the rest of the machine used, with registrations and keepalives per NMS
+// core-second. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
-// usage: node dist/bench/cloud.js [--nodes N (2000)] [--routes N (1000)] [--route-rate PER_S (200)] [--only sqlite|pg1|pg3]
+// usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
+//   [--ka-seconds S (5)] [--workers W (2)] [--sockets K (64)] [--window N (512)] [--only sqlite|pg1|pg3]
+//   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -110,6 +114,9 @@ async function phase(workers: Worker[], cmd: (w: number) => GenCommand, nmsPids:
     w.postMessage(cmd(i));
   })));
   const secs = (performance.now() - t0) / 1000;
+  const errors: Record<string, number> = {};
+  for (const r of res) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+  if (Object.keys(errors).length) console.log(`  failures: ${JSON.stringify(errors)}`);
   const nmsCpu = nmsPids.reduce((a, p) => a + procCpu(p), 0) - n0;
   const gen = genCpu() - g0;
   const all = machineBusy() - m0;

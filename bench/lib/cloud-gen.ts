@@ -39,15 +39,28 @@ export interface GenResult {
   failed: number;
   /** Route selection latencies (ms). */
   lat?: number[];
+  /** Why requests failed (message → count). */
+  errors: Record<string, number>;
 }
 
-async function pooled(n: number, window: number, fn: (i: number) => Promise<void>): Promise<number> {
+function why(errors: Record<string, number>): (err: unknown) => void {
+  return (err) => {
+    const m = (err instanceof Error ? err.message : String(err)).replace(/\d+/g, 'N').slice(0, 80);
+    errors[m] = (errors[m] ?? 0) + 1;
+  };
+}
+
+async function pooled(n: number, window: number, fn: (i: number) => Promise<void>, errors: Record<string, number>): Promise<number> {
   let next = 0;
   let failed = 0;
+  const note = why(errors);
   const worker = async (): Promise<void> => {
     while (next < n) {
       const i = next++;
-      await fn(i).catch(() => failed++);
+      await fn(i).catch((err: unknown) => {
+        failed++;
+        note(err);
+      });
     }
   };
   await Promise.all(Array.from({ length: Math.min(window, n) }, worker));
@@ -96,9 +109,11 @@ async function main(): Promise<void> {
         port.close();
         return null;
       }
+      const errors: Record<string, number> = {};
+      const note = why(errors);
       if (cmd.op === 'register') {
-        const failed = await pooled(n, init.window, (i) => all[i]!.register([eps[i]!], false).then(() => undefined));
-        return { ok: n - failed, failed };
+        const failed = await pooled(n, init.window, (i) => all[i]!.register([eps[i]!], false).then(() => undefined), errors);
+        return { ok: n - failed, failed, errors };
       }
       if (cmd.op === 'keepalive') {
         // Sustained: every node keeps alive in turn, `window` in flight, for `ms`.
@@ -112,12 +127,15 @@ async function main(): Promise<void> {
               const c = all[next++ % n]!;
               await c.keepalive().then(
                 () => void ok++,
-                () => void failed++,
+                (err: unknown) => {
+                  failed++;
+                  note(err);
+                },
               );
             }
           }),
         );
-        return { ok, failed };
+        return { ok, failed, errors };
       }
       // Route selections at a fixed offered rate (this worker's share); latency from request to RouteDirection.
       const lat: number[] = [];
@@ -135,12 +153,15 @@ async function main(): Promise<void> {
         started.push(
           all[a]!.direction({ targetFqdn: target }).then(
             () => void lat.push(performance.now() - t),
-            () => void failed++,
+            (err: unknown) => {
+              failed++;
+              note(err);
+            },
           ),
         );
       }
       await Promise.all(started);
-      return { ok: lat.length, failed, lat };
+      return { ok: lat.length, failed, lat, errors };
     })().then((res) => {
       if (res) port.postMessage(res);
     });
