@@ -224,6 +224,13 @@ class PostgresStore implements Store {
     inFlight: 2,
     perItem: batchErrorPerItem,
   });
+  /** getNodeSession reads gathered the same way (no transaction: one SELECT … WHERE node_id = ANY). */
+  readonly #sessionReads = new GroupCommit<number, NodeSessionRecord | null>({
+    many: (ids) => this.#nodeSessions(ids),
+    one: async (id) => (await this.#nodeSessions([id]))[0]!,
+    inFlight: 2,
+    perItem: batchErrorPerItem,
+  });
   readonly #touches = new GroupCommit<Touch, boolean>({
     many: (ts) => this.#touchMany(ts),
     one: (t) => this.#touchOne(t),
@@ -263,7 +270,7 @@ class PostgresStore implements Store {
   close(): Promise<void> {
     // Writes already queued commit first (their callers were promised a commit or an error).
     this.#closing ??= (async () => {
-      await Promise.all([this.#upserts.drain(), this.#touches.drain()]);
+      await Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain()]);
       this.#closed = true;
       for (const stop of [...this.#stops]) await stop();
       await this.pool.end();
@@ -447,9 +454,20 @@ class PostgresStore implements Store {
     return { nodeId: r.node_id, key: Buffer.from(r.key), expiresAt: r.expires_at, createdAt: r.created_at };
   }
 
-  async getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
-    const r = await this.#run(() => this.pool.query<NodeSessionRow>({ name: 'cyp-node-session', text: NODE_SESSION_SQL((i) => `$${i}`), values: [nodeId] }));
-    return r.rows[0] === undefined ? null : nodeSessionFromRow(r.rows[0]);
+  getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
+    return this.#sessionReads.write(nodeId);
+  }
+
+  /** First contacts of many nodes in one query (a burst of registrations is one round trip, not one per node). */
+  async #nodeSessions(ids: number[]): Promise<(NodeSessionRecord | null)[]> {
+    const r = await this.#run(() =>
+      this.pool.query<NodeSessionRow>({ name: 'cyp-node-sessions', text: NODE_SESSION_SQL(() => 'ANY($1::bigint[])'), values: [ids] }),
+    );
+    const byId = new Map(r.rows.map((row) => [Number(row.id), row]));
+    return ids.map((id) => {
+      const row = byId.get(id);
+      return row === undefined ? null : nodeSessionFromRow(row);
+    });
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {

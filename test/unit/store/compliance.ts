@@ -424,6 +424,12 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           assert.deepEqual(await s.getNodeSession(a.id), { key: { nodeId: a.id, key, expiresAt: 1_800_000_000_000, createdAt: 1_700_000_000_000 }, node: a, lastSeq: null });
           await s.upsertRegistration(reg(a.id, { lastSeq: 2n ** 64n - 1n }));
           assert.deepEqual(await s.getNodeSession(a.id), { key: { nodeId: a.id, key, expiresAt: 1_800_000_000_000, createdAt: 1_700_000_000_000 }, node: a, lastSeq: 2n ** 64n - 1n });
+          // Many at once (PostgreSQL reads them in one query): each gets its own answer.
+          const b = await s.createNode({ name: 'b', kind: 'node' }, POOLS);
+          await s.putCommonKey({ nodeId: b.id, key: Buffer.alloc(32, 9), expiresAt: 5, createdAt: 4 });
+          const got = await Promise.all([s.getNodeSession(a.id), s.getNodeSession(99_999), s.getNodeSession(b.id), s.getNodeSession(a.id)]);
+          assert.deepEqual(got.map((g) => g?.node.name ?? null), ['a', null, 'b', 'a']);
+          assert.deepEqual(got[2], { key: { nodeId: b.id, key: Buffer.alloc(32, 9), expiresAt: 5, createdAt: 4 }, node: b, lastSeq: null });
         }));
 
       test('NAT mapping: set on a registration, kept by touch, reset by a new registration', () =>
