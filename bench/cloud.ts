@@ -1,25 +1,26 @@
 // Cloud load generator: simulated nodes speak the real signaling protocol (sealed UDP, no TUN) from loopback to
 // real `cloud start --roles nms` processes, against one SQLite instance and 1 and 3 PostgreSQL-backed instances
 // (a throwaway cluster, test/harness/postgres.ts). Nodes are created in the store directly (enrollment is not what
-// is measured), spread over the instances round-robin. Prints per configuration: registrations/s, keepalives/s,
-// route selections/s with p50/p99 latency (pairs across instances included), and RSS per registered node.
-// The generator shares the machine's cores with the instances: figures are a floor, not a capacity claim.
+// is measured), spread over the instances round-robin. The generator runs in worker threads (bench/lib/cloud-gen.ts)
+// on many loopback source addresses. Prints per configuration: registrations/s, keepalives/s (sustained), route
+// selections/s with p50/p99 latency (pairs across instances included), RSS per registered node, and per phase the
+// CPU the instances, the generator and the rest of the machine used, with registrations and keepalives per NMS
+// core-second. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
-// usage: node dist/bench/cloud.js [--nodes N (2000)] [--routes N (1000)] [--route-rate PER_S (200)] [--only sqlite|pg1|pg3]
+// usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
+//   [--ka-seconds S (5)] [--workers W (2)] [--sockets K (64)] [--window N (512)] [--only sqlite|pg1|pg3]
+//   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
 import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initCloud } from '../src/cloud/cloud.js';
 import { isLiveInstance } from '../src/cloud/instances.js';
-import { NmsClient } from '../src/node/signaling.js';
-import { MessageType } from '../src/protocol/constants.js';
+import { Worker } from 'node:worker_threads';
 import type { Endpoint } from '../src/protocol/endpoint.js';
-import { splitFrame } from '../src/protocol/header.js';
-import { decodeBody } from '../src/protocol/messages.js';
+import type { GenCommand, GenInit, GenResult } from './lib/cloud-gen.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { PostgresCluster, postgresSkip } from '../test/harness/postgres.js';
@@ -27,8 +28,7 @@ import { CLI } from '../test/harness/cluster.js';
 import { errMsg, sleep } from './lib/measure.js';
 
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:bb::/48' };
-const SOCKETS = 16;
-const WINDOW = 256;
+const GEN = new URL('./lib/cloud-gen.js', import.meta.url);
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(name);
@@ -67,18 +67,67 @@ interface Row {
   config: string;
   nodes: number;
   regPerS: number;
+  regFailed: number;
   kaPerS: number;
+  kaFailed: number;
   routesPerS: number;
   p50: number;
   p99: number;
   routeFailed: number;
   kbPerNode: number;
+  /** Per phase: CPU seconds per wall second of the instances (sum), the generator, and everything else on the box. */
+  cpu: Record<'reg' | 'ka' | 'routes', { nms: number; gen: number; rest: number }>;
+  /** Registrations and keepalives per CPU second of the instances (what one NMS core does). */
+  regPerNmsCore: number;
+  kaPerNmsCore: number;
 }
 
-async function runConfig(label: string, db: string, instances: number, nodes: number, routes: number, routeRate: number): Promise<Row> {
+const TICK = 100; // USER_HZ on Linux
+
+/** CPU seconds used by process `pid` so far (utime + stime). */
+function procCpu(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / TICK;
+}
+
+/** CPU seconds all cores of the machine spent busy so far. */
+function machineBusy(): number {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
+  const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
+  return (cpu.reduce((a, b) => a + b, 0) - idle) / TICK;
+}
+
+function genCpu(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** Runs one phase on every worker; returns the results and wall time, and the CPU the phase cost by whom. */
+async function phase(workers: Worker[], cmd: (w: number) => GenCommand, nmsPids: number[]): Promise<{ res: GenResult[]; secs: number; cpu: { nms: number; gen: number; rest: number }; nmsCpu: number }> {
+  const n0 = nmsPids.reduce((a, p) => a + procCpu(p), 0);
+  const g0 = genCpu();
+  const m0 = machineBusy();
+  const t0 = performance.now();
+  const res = await Promise.all(workers.map((w, i) => new Promise<GenResult>((resolve) => {
+    w.once('message', (m: GenResult) => resolve(m));
+    w.postMessage(cmd(i));
+  })));
+  const secs = (performance.now() - t0) / 1000;
+  const errors: Record<string, number> = {};
+  for (const r of res) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
+  if (Object.keys(errors).length) console.log(`  failures: ${JSON.stringify(errors)}`);
+  const nmsCpu = nmsPids.reduce((a, p) => a + procCpu(p), 0) - n0;
+  const gen = genCpu() - g0;
+  const all = machineBusy() - m0;
+  return { res, secs, nmsCpu, cpu: { nms: nmsCpu / secs, gen: gen / secs, rest: Math.max(0, all - nmsCpu - gen) / secs } };
+}
+
+async function runConfig(label: string, db: string, instances: number, o: Opts): Promise<Row> {
+  const { nodes } = o;
   const base = mkdtempSync(join(tmpdir(), 'cyp-bench-cloud-'));
   const children: ChildProcess[] = [];
-  const sockets: dgram.Socket[] = [];
+  const workers: Worker[] = [];
   let store: Store | null = null;
   try {
     const dir0 = join(base, 'i0');
@@ -103,7 +152,8 @@ async function runConfig(label: string, db: string, instances: number, nodes: nu
     });
     for (const d of dirs) {
       const log = openSync(`${d}.log`, 'a');
-      children.push(spawn(process.execPath, [CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
+      const prof = process.env['CYPHONIC_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['CYPHONIC_BENCH_PROF']] : [];
+      children.push(spawn(process.execPath, [...prof, CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
       closeSync(log);
     }
     let nms: Endpoint[] = [];
@@ -112,94 +162,97 @@ async function runConfig(label: string, db: string, instances: number, nodes: nu
       nms = (await s.listInstances()).filter((r) => isLiveInstance(r, Date.now())).flatMap((r) => r.nms.filter((e) => e.address === '127.0.0.1'));
     }
     if (nms.length < instances) throw new Error(`only ${nms.length} of ${instances} instances came up`);
-    const rssBefore = children.reduce((a, c) => a + rssKb(c.pid!), 0);
+    const pids = children.map((c) => c.pid!);
+    const rssBefore = pids.reduce((a, p) => a + rssKb(p), 0);
 
-    // Loopback sockets shared by many simulated nodes; replies are told apart by the node id in the header.
-    const clients = new Map<number, NmsClient>();
-    for (let k = 0; k < SOCKETS; k++) {
-      const sock = dgram.createSocket('udp4');
-      await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
-      sock.on('message', (msg) => {
-        try {
-          const id = Number(splitFrame(msg).header.id);
-          clients.get(id)?.handleDatagram(msg);
-        } catch {
-          // not ours
-        }
-      });
-      sockets.push(sock);
-    }
-    const epOf = (i: number): Endpoint => ({ address: '127.0.0.1', port: (sockets[i % SOCKETS]!.address() as { port: number }).port });
-    for (let i = 0; i < nodes; i++) {
-      const sock = sockets[i % SOCKETS]!;
-      const c = new NmsClient({ nodeId: ids[i]!, commonKey: keys[i]!, nms: nms[i % nms.length]! }, { send: (d, to) => sock.send(d, to.port, to.address) });
-      c.onPush = (type, body) => {
-        if (type !== MessageType.RouteDirectionResponder) return;
-        void c.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true).catch(() => undefined);
+    // Worker threads, each a contiguous slice of the nodes on its own loopback addresses; node i registers at
+    // instance i mod k, so route selections cross instances for about 1 - 1/k of the pairs.
+    const per = Math.ceil(nodes / o.workers);
+    for (let w = 0; w < o.workers; w++) {
+      const first = w * per;
+      const last = Math.min(nodes, first + per);
+      if (first >= last) break;
+      const init: GenInit = {
+        worker: w,
+        ids: ids.slice(first, last),
+        keys: keys.slice(first, last).map((k) => new Uint8Array(k)),
+        nms: ids.slice(first, last).map((_, j) => nms[(first + j) % nms.length]!),
+        sockets: o.sockets,
+        window: o.window,
+        first,
+        total: nodes,
       };
-      clients.set(ids[i]!, c);
+      const wk = new Worker(GEN, { workerData: init });
+      await new Promise<void>((resolve, reject) => {
+        wk.once('message', () => resolve());
+        wk.once('error', reject);
+      });
+      workers.push(wk);
     }
-    const all = [...clients.values()];
 
-    let t0 = performance.now();
-    const regFailed = await pooled(nodes, WINDOW, (i) => all[i]!.register([epOf(i)], false).then(() => undefined));
-    const regPerS = (nodes - regFailed) / ((performance.now() - t0) / 1000);
-
-    t0 = performance.now();
-    const kaFailed = await pooled(nodes * 2, WINDOW, (i) => all[i % nodes]!.keepalive().then(() => undefined));
-    const kaPerS = (nodes * 2 - kaFailed) / ((performance.now() - t0) / 1000);
-    const rssAfter = children.reduce((a, c) => a + rssKb(c.pid!), 0);
-
-    // Route selections at a fixed offered rate between random pairs (about 1 - 1/instances of them across instances).
-    const lat: number[] = [];
-    let routeFailed = 0;
-    const started: Promise<void>[] = [];
-    t0 = performance.now();
-    for (let r = 0; r < routes; r++) {
-      const due = t0 + (r * 1000) / routeRate;
-      const wait = due - performance.now();
-      if (wait > 1) await sleep(wait);
-      const a = (r * 7919) % nodes;
-      const b = (a + 1 + ((r * 104729) % (nodes - 1))) % nodes;
-      const t = performance.now();
-      started.push(
-        all[a]!.direction({ targetFqdn: `n${b}.cyphonic.internal` }).then(
-          () => void lat.push(performance.now() - t),
-          () => void routeFailed++,
-        ),
-      );
-    }
-    await Promise.all(started);
-    const routesPerS = lat.length / ((performance.now() - t0) / 1000);
+    const reg = await phase(workers, () => ({ op: 'register' }), pids);
+    const regOk = reg.res.reduce((a, r) => a + r.ok, 0);
+    const ka = await phase(workers, () => ({ op: 'keepalive', ms: o.kaSeconds * 1000 }), pids);
+    const kaOk = ka.res.reduce((a, r) => a + r.ok, 0);
+    const rssAfter = pids.reduce((a, p) => a + rssKb(p), 0);
+    const share = Math.ceil(o.routes / workers.length);
+    const rt = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
+    const lat = rt.res.flatMap((r) => r.lat ?? []);
     return {
       config: label,
       nodes,
-      regPerS,
-      kaPerS,
-      routesPerS,
+      regPerS: regOk / reg.secs,
+      regFailed: reg.res.reduce((a, r) => a + r.failed, 0),
+      kaPerS: kaOk / ka.secs,
+      kaFailed: ka.res.reduce((a, r) => a + r.failed, 0),
+      routesPerS: lat.length / rt.secs,
       p50: pct(lat, 50),
       p99: pct(lat, 99),
-      routeFailed,
+      routeFailed: rt.res.reduce((a, r) => a + r.failed, 0),
       kbPerNode: (rssAfter - rssBefore) / nodes,
+      cpu: { reg: reg.cpu, ka: ka.cpu, routes: rt.cpu },
+      regPerNmsCore: regOk / reg.nmsCpu,
+      kaPerNmsCore: kaOk / ka.nmsCpu,
     };
   } finally {
+    for (const w of workers) {
+      w.postMessage({ op: 'close' } satisfies GenCommand);
+    }
+    await sleep(100);
+    for (const w of workers) await w.terminate();
     for (const c of children) c.kill('SIGTERM');
-    await sleep(300);
+    await sleep(500);
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-    for (const sk of sockets) sk.close();
     await store?.close();
     if (!process.env['CYPHONIC_KEEP']) rmSync(base, { recursive: true, force: true });
   }
 }
 
+interface Opts {
+  nodes: number;
+  routes: number;
+  routeRate: number;
+  kaSeconds: number;
+  workers: number;
+  sockets: number;
+  window: number;
+}
+
 async function main(): Promise<void> {
-  const nodes = arg('--nodes', 2000);
-  const routes = arg('--routes', 1000);
-  const routeRate = arg('--route-rate', 200);
+  const o: Opts = {
+    nodes: arg('--nodes', 10_000),
+    routes: arg('--routes', 5000),
+    routeRate: arg('--route-rate', 1000),
+    kaSeconds: arg('--ka-seconds', 5),
+    workers: arg('--workers', 2),
+    sockets: arg('--sockets', 64),
+    window: arg('--window', 512),
+  };
+  const { nodes, routes, routeRate } = o;
   const oi = process.argv.indexOf('--only');
   const only = oi > 0 ? process.argv[oi + 1] : undefined;
   const rows: Row[] = [];
-  if (!only || only === 'sqlite') rows.push(await runConfig('sqlite ×1', 'cyphonic.db', 1, nodes, routes, routeRate));
+  if (!only || only === 'sqlite') rows.push(await runConfig('sqlite ×1', 'cyphonic.db', 1, o));
   let pgSkip: string | false;
   try {
     pgSkip = postgresSkip();
@@ -213,18 +266,24 @@ async function main(): Promise<void> {
     try {
       for (const k of [1, 3]) {
         if (only && only !== `pg${k}`) continue;
-        rows.push(await runConfig(`postgres ×${k}`, await pg.createDatabase(), k, nodes, routes, routeRate));
+        rows.push(await runConfig(`postgres ×${k}`, await pg.createDatabase(), k, o));
       }
     } finally {
       await pg.stop();
     }
   }
-  console.log(`\ncloud load (${nodes} simulated nodes, ${routes} route selections offered at ${routeRate}/s, generator in the same machine)`);
-  console.log('config        reg/s   keepalive/s  routes/s  p50 ms  p99 ms  failed  RSS kB/node');
+  const f = (x: number, w: number, d = 0): string => (Number.isFinite(x) ? x.toFixed(d) : '-').padStart(w);
+  console.log(`\ncloud load: ${nodes} simulated nodes in ${o.workers} generator threads (${o.sockets} loopback sources each, ${o.window} in flight each), keepalives for ${o.kaSeconds} s, ${routes} route selections offered at ${routeRate}/s`);
+  console.log('config        reg/s  reg/NMS-core-s  keepalive/s  ka/NMS-core-s  routes/s  p50 ms  p99 ms  failed(reg/ka/route)  RSS kB/node');
   for (const r of rows) {
     console.log(
-      `${r.config.padEnd(12)} ${r.regPerS.toFixed(0).padStart(6)} ${r.kaPerS.toFixed(0).padStart(12)} ${r.routesPerS.toFixed(0).padStart(9)} ${r.p50.toFixed(2).padStart(7)} ${r.p99.toFixed(2).padStart(7)} ${String(r.routeFailed).padStart(7)} ${r.kbPerNode.toFixed(2).padStart(12)}`,
+      `${r.config.padEnd(12)} ${f(r.regPerS, 6)} ${f(r.regPerNmsCore, 15)} ${f(r.kaPerS, 12)} ${f(r.kaPerNmsCore, 14)} ${f(r.routesPerS, 9)} ${f(r.p50, 7, 2)} ${f(r.p99, 7, 2)} ${`${r.regFailed}/${r.kaFailed}/${r.routeFailed}`.padStart(21)} ${f(r.kbPerNode, 12, 2)}`,
     );
+  }
+  console.log('\ncores busy per phase (CPU s per wall s): instances / generator / rest of the machine (PostgreSQL, other users)');
+  for (const r of rows) {
+    const c = (k: 'reg' | 'ka' | 'routes'): string => `${k} ${r.cpu[k].nms.toFixed(2)}/${r.cpu[k].gen.toFixed(2)}/${r.cpu[k].rest.toFixed(2)}`;
+    console.log(`${r.config.padEnd(12)} ${c('reg')}   ${c('ka')}   ${c('routes')}`);
   }
 }
 

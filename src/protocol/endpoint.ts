@@ -67,5 +67,7 @@ export function endpointKey(e: Endpoint): string {
 
 /** Same address (after normalization, see endpointKey) and same port. */
 export function endpointsEqual(a: Endpoint, b: Endpoint): boolean {
+  if (a.port !== b.port) return false;
+  if (a.address === b.address) return true; // the same text normalizes the same (the NMS's hot path)
   return endpointKey(a) === endpointKey(b);
 }

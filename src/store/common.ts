@@ -4,7 +4,7 @@
 import { parseCidr, type Cidr } from '../net/addr/cidr.js';
 import { StoreError } from './errors.js';
 import { ADDRESS_FAMILIES, MAX_INSTANCE_MESSAGE, NODE_KINDS, TAG_PATTERN } from './types.js';
-import type { AddressFamily, CertificateRecord, CloudInstanceRecord, Endpoint, NewNode, NodeKind, NodeRecord, Pools, RelayServerRecord } from './types.js';
+import type { AddressFamily, CertificateRecord, CloudInstanceRecord, Endpoint, NewNode, NodeKind, NodeRecord, NodeSessionRecord, Pools, RelayServerRecord } from './types.js';
 
 /** Upper bound on collisions skipped while allocating one address (only happens when pools overlap after a pool change). */
 export const MAX_ALLOCATION_PROBES = 100_000;
@@ -121,6 +121,26 @@ export function checkTags(name: string, tags: string[]): string[] {
 }
 
 // Rows both backends read the same way (column names and types agree).
+
+/** One read for the NMS's first contact with a node (getNodeSession): the node's row plus its key and lastSeq. */
+export const NODE_SESSION_SQL = (p: (i: number) => string): string =>
+  `SELECT n.*, k.key AS ck_key, k.expires_at AS ck_expires_at, k.created_at AS ck_created_at, r.last_seq AS reg_last_seq
+   FROM common_keys k JOIN nodes n ON n.id = k.node_id LEFT JOIN registrations r ON r.node_id = k.node_id WHERE k.node_id = ${p(1)}`;
+
+export interface NodeSessionRow extends NodeRow {
+  ck_key: Buffer;
+  ck_expires_at: number;
+  ck_created_at: number;
+  reg_last_seq: string | null;
+}
+
+export function nodeSessionFromRow(r: NodeSessionRow): NodeSessionRecord {
+  return {
+    key: { nodeId: r.id, key: Buffer.from(r.ck_key), expiresAt: Number(r.ck_expires_at), createdAt: Number(r.ck_created_at) },
+    node: nodeFromRow(r),
+    lastSeq: r.reg_last_seq === null ? null : BigInt(r.reg_last_seq),
+  };
+}
 
 export interface NodeRow {
   id: number;

@@ -40,6 +40,12 @@ export interface CertificateRecord {
   revokeReason: string | null;
 }
 
+export interface NodeSessionRecord {
+  key: CommonKeyRecord;
+  node: NodeRecord;
+  lastSeq: bigint | null;
+}
+
 export interface CommonKeyRecord {
   nodeId: number;
   key: Buffer;
@@ -181,11 +187,24 @@ export interface Store {
   /** One current key per node: replaces any previous one. */
   putCommonKey(rec: CommonKeyRecord): Promise<void>;
   getCommonKey(nodeId: number): Promise<CommonKeyRecord | null>;
+  /**
+   * What the NMS needs at a node's first message, in one read: its Common Key, its node record and the lastSeq of its
+   * registration (null: none). Null when the node has no Common Key.
+   */
+  getNodeSession(nodeId: number): Promise<NodeSessionRecord | null>;
 
-  /** Inserts or replaces the node's registration. */
+  /**
+   * Inserts or replaces the node's registration. Concurrent calls are group-committed (one transaction per batch,
+   * src/store/batch.ts); each settles only after its transaction committed.
+   */
   upsertRegistration(rec: RegistrationRecord): Promise<void>;
-  /** Updates lastSeen/lastSeq/observed; false if the node has no registration. */
+  /** Updates lastSeen/lastSeq/observed; false if the node has no registration. Group-committed like upsertRegistration. */
   touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean>;
+  /**
+   * A keepalive's one write: updates lastSeen/lastSeq only if the node's registration was observed at `observed` and
+   * names instance `nms` (null: none); false (nothing written) otherwise, or if there is none. Group-committed.
+   */
+  touchRegistrationIf(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint, nms: string | null): Promise<boolean>;
   getRegistration(nodeId: number): Promise<RegistrationRecord | null>;
   /** Records the probed NAT mapping of a registration (upsertRegistration resets it); false if there is none. */
   setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean>;

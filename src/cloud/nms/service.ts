@@ -11,7 +11,7 @@ import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.
 import { PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
 import { StoreError } from '../../store/errors.js';
-import type { RegistrationRecord, Store } from '../../store/types.js';
+import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
@@ -93,6 +93,10 @@ interface Session {
   guard: ReplayGuard;
   /** Where the node was last registered or kept alive from (answering keepalives while the store is down). */
   observed?: Endpoint;
+  /** The Common Key was read from the store for the message being handled (a registration need not read it again). */
+  fresh: boolean;
+  /** The node's record (name and addresses never change for an id), read once per node. */
+  node?: NodeRecord;
 }
 
 /** Node→cloud message types the NMS accepts. */
@@ -350,6 +354,8 @@ export class NmsService {
 
   private async authenticated(s: Session, header: Header, plain: Buffer, from: Endpoint, via: 'main' | 'probe'): Promise<Buffer | null> {
     s.guard.accept(header.seq);
+    const fresh = s.fresh;
+    s.fresh = false;
     if (s.expiresAt <= this.now()) {
       this.counters.inc('refused.expired-key');
       return this.nack(s, header, Status.CommonKeyExpired, 'Common Key expired: log in at the AS again');
@@ -357,7 +363,7 @@ export class NmsService {
     try {
       switch (header.type) {
         case MessageType.RegistrationRequest:
-          return await this.register(s, header, decodeBody(MessageType.RegistrationRequest, plain), from);
+          return await this.register(s, header, decodeBody(MessageType.RegistrationRequest, plain), from, fresh);
         case MessageType.Keepalive:
           decodeBody(MessageType.Keepalive, plain);
           return via === 'probe' ? await this.probe(s, header, from) : await this.keepalive(s, header, from);
@@ -391,15 +397,16 @@ export class NmsService {
     header: Header,
     req: { endpoints: Endpoint[]; reRegistration: boolean },
     from: Endpoint,
+    keyFresh: boolean,
   ): Promise<Buffer> {
-    // A registration re-reads the Common Key: an administrator may have revoked the node since we cached it.
-    const key = await this.c.store.getCommonKey(s.nodeId);
-    if (!key || !key.key.equals(s.keyBytes) || key.expiresAt <= this.now()) {
+    // A registration re-reads the Common Key (an administrator may have revoked the node since we cached it), unless
+    // it was read from the store for this very message (a node's first message here).
+    const [key, node] = await Promise.all([keyFresh ? null : this.c.store.getCommonKey(s.nodeId), this.nodeOf(s)]);
+    if (!keyFresh && (!key || !key.key.equals(s.keyBytes) || key.expiresAt <= this.now())) {
       this.sessions.delete(s.nodeId);
       this.counters.inc('refused.expired-key');
       return this.nack(s, header, Status.CommonKeyExpired, 'Common Key no longer valid: log in at the AS again');
     }
-    const node = await this.c.store.getNodeById(s.nodeId);
     if (!node) return this.nack(s, header, Status.NotRegistered, 'node no longer exists');
     // Behind NAT when what we see is not one of the addresses the node says it has.
     const nat = !req.endpoints.some((e) => endpointsEqual(e, from));
@@ -455,6 +462,11 @@ export class NmsService {
 
   private async keepalive(s: Session, header: Header, from: Endpoint): Promise<Buffer> {
     try {
+      // The common case in one write: still registered here, at the address we last saw it at.
+      if (s.observed && endpointsEqual(s.observed, from) && (await this.c.store.touchRegistrationIf(s.nodeId, this.now(), s.guard.highest, from, this.init.instanceId ?? null))) {
+        this.counters.inc('keepalive.ok');
+        return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
+      }
       const reg = await this.c.store.getRegistration(s.nodeId);
       if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
       if (!endpointsEqual(reg.observed, from)) {
@@ -493,7 +505,7 @@ export class NmsService {
       this.counters.inc('route.refused.rate-limited');
       return this.nack(s, header, Status.NoRoute, 'too many route selections: slow down');
     }
-    const [node, reg] = await Promise.all([this.c.store.getNodeById(s.nodeId), this.c.store.getRegistration(s.nodeId)]);
+    const [node, reg] = await Promise.all([this.nodeOf(s), this.c.store.getRegistration(s.nodeId)]);
     if (!node || !reg) return this.nack(s, header, Status.NotRegistered, 'register before asking for routes');
     this.directing.add(key);
     this.inFlight.set(s.nodeId, busy + 1);
@@ -531,17 +543,32 @@ export class NmsService {
   private async session(nodeId: number, reload: boolean): Promise<Session | null> {
     const cached = this.sessions.get(nodeId);
     if (cached && !reload) return cached;
+    if (!cached) {
+      // First contact: key, node and replay floor in one read.
+      const first = await this.c.store.getNodeSession(nodeId);
+      if (!first) return null;
+      const raced = this.sessions.get(nodeId);
+      if (raced && raced.keyBytes.equals(first.key.key)) return raced;
+      const s: Session = { nodeId, keyBytes: first.key.key, keys: new ChannelKeys(first.key.key), expiresAt: first.key.expiresAt, guard: new ReplayGuard(first.lastSeq ?? 0n, this.now), fresh: true, node: first.node };
+      this.sessions.set(nodeId, s);
+      return s;
+    }
+    // A reload (the cached key did not open a frame): the node may have logged in again.
     const rec = await this.c.store.getCommonKey(nodeId);
     if (!rec) return null;
-    if (cached && cached.keyBytes.equals(rec.key)) return cached;
-    let floor = cached?.guard.highest ?? 0n;
-    if (!cached) {
-      const reg = await this.c.store.getRegistration(nodeId);
-      floor = reg?.lastSeq ?? 0n;
-    }
-    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key), expiresAt: rec.expiresAt, guard: new ReplayGuard(floor, this.now) };
+    if (cached.keyBytes.equals(rec.key)) return cached;
+    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
+    if (cached.node) s.node = cached.node;
     this.sessions.set(nodeId, s);
     return s;
+  }
+
+  /** The node's record, read from the store once per node (ids are never reused and a node's name and addresses never change). */
+  private async nodeOf(s: Session): Promise<NodeRecord | null> {
+    if (s.node) return s.node;
+    const node = await this.c.store.getNodeById(s.nodeId);
+    if (node) s.node = node;
+    return node;
   }
 
   private reply(s: Session, req: Header, type: MessageType, body: Buffer, status: number = Status.Ok): Buffer {

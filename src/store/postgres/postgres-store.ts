@@ -6,14 +6,16 @@
 import pg from 'pg';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
-import type { CertRow, InstanceRow, NodeRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
 import { StoreError } from '../errors.js';
+import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
 import type {
   CertificateRecord,
   CloudInstanceRecord,
   CommonKeyRecord,
+  NodeSessionRecord,
   InstanceMessageHandler,
   Endpoint,
   NatMapping,
@@ -189,8 +191,52 @@ async function inTransaction<T>(pool: pg.Pool, body: (c: pg.PoolClient) => Promi
   }
 }
 
+type RegParams = [number, string, string, number, boolean, number, number, number, string, string | null, string | null];
+interface Touch {
+  nodeId: number;
+  lastSeen: number;
+  lastSeq: string;
+  address: string;
+  port: number;
+  /** touchRegistrationIf: only where observed and nms match. */
+  cond: boolean;
+  nms: string | null;
+}
+
+const UPSERT_REG_HEAD = 'INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)';
+const UPSERT_REG_TAIL = `ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
+  observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
+  registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
+  mapping = excluded.mapping, nms = excluded.nms`;
+const TOUCH_REG_HEAD = 'UPDATE registrations r SET last_seen = v.ls, last_seq = v.seq, observed_address = v.addr, observed_port = v.port';
+const TOUCH_REG_TAIL = `WHERE r.node_id = v.node_id
+  AND (NOT v.cond OR (r.observed_address = v.addr AND r.observed_port = v.port AND r.nms IS NOT DISTINCT FROM v.nms)) RETURNING r.node_id`;
+
 class PostgresStore implements Store {
   #closed = false;
+  #closing: Promise<void> | null = null;
+  /** Group commit (batch.ts): registrations on the synchronous pool, keepalive touches on the live one. */
+  readonly #upserts = new GroupCommit<RegParams, void>({
+    many: (rows) => this.#upsertMany(rows),
+    one: async (row) => {
+      await this.#run(() => this.pool.query(`${UPSERT_REG_HEAD} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ${UPSERT_REG_TAIL}`, row));
+    },
+    inFlight: 2,
+    perItem: batchErrorPerItem,
+  });
+  /** getNodeSession reads gathered the same way (no transaction: one SELECT … WHERE node_id = ANY). */
+  readonly #sessionReads = new GroupCommit<number, NodeSessionRecord | null>({
+    many: (ids) => this.#nodeSessions(ids),
+    one: async (id) => (await this.#nodeSessions([id]))[0]!,
+    inFlight: 2,
+    perItem: batchErrorPerItem,
+  });
+  readonly #touches = new GroupCommit<Touch, boolean>({
+    many: (ts) => this.#touchMany(ts),
+    one: (t) => this.#touchOne(t),
+    inFlight: 2,
+    perItem: batchErrorPerItem,
+  });
   readonly #stops = new Set<() => Promise<void>>();
 
   constructor(
@@ -221,12 +267,16 @@ class PostgresStore implements Store {
     return this.#run(() => migrateDb(this.pool));
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    for (const stop of [...this.#stops]) await stop();
-    await this.pool.end();
-    if (this.live !== this.pool) await this.live.end();
+  close(): Promise<void> {
+    // Writes already queued commit first (their callers were promised a commit or an error).
+    this.#closing ??= (async () => {
+      await Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain()]);
+      this.#closed = true;
+      for (const stop of [...this.#stops]) await stop();
+      await this.pool.end();
+      if (this.live !== this.pool) await this.live.end();
+    })();
+    return this.#closing;
   }
 
   async getMeta(key: string): Promise<string | null> {
@@ -418,20 +468,46 @@ class PostgresStore implements Store {
     return { nodeId: r.node_id, key: Buffer.from(r.key), expiresAt: r.expires_at, createdAt: r.created_at };
   }
 
+  getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
+    return this.#sessionReads.write(nodeId);
+  }
+
+  /** First contacts of many nodes in one query (a burst of registrations is one round trip, not one per node). */
+  async #nodeSessions(ids: number[]): Promise<(NodeSessionRecord | null)[]> {
+    const r = await this.#run(() =>
+      this.pool.query<NodeSessionRow>({ name: 'cyp-node-sessions', text: NODE_SESSION_SQL(() => 'ANY($1::bigint[])'), values: [ids] }),
+    );
+    const byId = new Map(r.rows.map((row) => [Number(row.id), row]));
+    return ids.map((id) => {
+      const row = byId.get(id);
+      return row === undefined ? null : nodeSessionFromRow(row);
+    });
+  }
+
   upsertRegistration(rec: RegistrationRecord): Promise<void> {
     return this.#run(async () => {
       const reported = rec.reported.map((e, i) => checkEndpoint(e, `reported[${i}]`));
       const observed = checkEndpoint(rec.observed, 'observed');
-      await this.pool.query(
-        `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (node_id) DO UPDATE SET reported = excluded.reported, observed_address = excluded.observed_address,
-           observed_port = excluded.observed_port, nat = excluded.nat, keepalive_sec = excluded.keepalive_sec,
-           registered_at = excluded.registered_at, last_seen = excluded.last_seen, last_seq = excluded.last_seq,
-           mapping = excluded.mapping, nms = excluded.nms`,
-        [rec.nodeId, JSON.stringify(reported), observed.address, observed.port, rec.nat, rec.keepaliveSec, rec.registeredAt, rec.lastSeen, checkSeq(rec.lastSeq), rec.mapping ?? null, checkNms(rec.nms)],
-      );
-    });
+      const row: RegParams = [rec.nodeId, JSON.stringify(reported), observed.address, observed.port, rec.nat, rec.keepaliveSec, rec.registeredAt, rec.lastSeen, checkSeq(rec.lastSeq), rec.mapping ?? null, checkNms(rec.nms)];
+      return row;
+    }).then((row) => this.#upserts.write(row));
+  }
+
+  /** One statement for a batch of registrations (the last one of a node wins, as it would one after another). */
+  async #upsertMany(rows: RegParams[]): Promise<void[]> {
+    const last = new Map<number, RegParams>();
+    for (const r of rows) last.set(r[0], r);
+    const cols: unknown[][] = Array.from({ length: 11 }, () => []);
+    for (const r of last.values()) for (let i = 0; i < 11; i++) cols[i]!.push(r[i]);
+    await this.#run(() =>
+      this.pool.query(
+        `${UPSERT_REG_HEAD}
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::boolean[], $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[])
+         ${UPSERT_REG_TAIL}`,
+        cols,
+      ),
+    );
+    return rows.map(() => undefined);
   }
 
   setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean> {
@@ -444,15 +520,45 @@ class PostgresStore implements Store {
   touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean> {
     return this.#run(async () => {
       const o = checkEndpoint(observed, 'observed');
-      const r = await this.live.query('UPDATE registrations SET last_seen = $1, last_seq = $2, observed_address = $3, observed_port = $4 WHERE node_id = $5', [
-        lastSeen,
-        checkSeq(lastSeq),
-        o.address,
-        o.port,
-        nodeId,
-      ]);
-      return (r.rowCount ?? 0) > 0;
-    });
+      const t: Touch = { nodeId, lastSeen, lastSeq: checkSeq(lastSeq), address: o.address, port: o.port, cond: false, nms: null };
+      return t;
+    }).then((t) => this.#touches.write(t));
+  }
+
+  touchRegistrationIf(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint, nms: string | null): Promise<boolean> {
+    return this.#run(async () => {
+      const o = checkEndpoint(observed, 'observed');
+      const t: Touch = { nodeId, lastSeen, lastSeq: checkSeq(lastSeq), address: o.address, port: o.port, cond: true, nms: nms === null ? null : checkNms(nms) };
+      return t;
+    }).then((t) => this.#touches.write(t));
+  }
+
+  /** Keepalive touches of many nodes in one UPDATE on the asynchronous-commit pool; a node twice goes one at a time. */
+  async #touchMany(ts: Touch[]): Promise<boolean[]> {
+    const ids = new Set(ts.map((t) => t.nodeId));
+    if (ids.size !== ts.length) {
+      const out: boolean[] = [];
+      for (const t of ts) out.push(await this.#touchOne(t));
+      return out;
+    }
+    const r = await this.#run(() =>
+      this.live.query<{ node_id: number }>(
+        `${TOUCH_REG_HEAD} FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::boolean[], $7::text[]) AS v(node_id, ls, seq, addr, port, cond, nms) ${TOUCH_REG_TAIL}`,
+        [ts.map((t) => t.nodeId), ts.map((t) => t.lastSeen), ts.map((t) => t.lastSeq), ts.map((t) => t.address), ts.map((t) => t.port), ts.map((t) => t.cond), ts.map((t) => t.nms)],
+      ),
+    );
+    const done = new Set(r.rows.map((x) => Number(x.node_id)));
+    return ts.map((t) => done.has(t.nodeId));
+  }
+
+  async #touchOne(t: Touch): Promise<boolean> {
+    const r = await this.#run(() =>
+      this.live.query(
+        `${TOUCH_REG_HEAD} FROM (VALUES ($1::bigint, $2::bigint, $3::text, $4::text, $5::int, $6::boolean, $7::text)) AS v(node_id, ls, seq, addr, port, cond, nms) ${TOUCH_REG_TAIL}`,
+        [t.nodeId, t.lastSeen, t.lastSeq, t.address, t.port, t.cond, t.nms],
+      ),
+    );
+    return (r.rowCount ?? 0) > 0;
   }
 
   async getRegistration(nodeId: number): Promise<RegistrationRecord | null> {

@@ -8,9 +8,10 @@ import { addressAt, formatCidr, nextUsableOffset, normalizeAddress } from '../..
 import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
+import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
-import type { CertRow, InstanceRow, NodeRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
 import type {
   CertificateRecord,
   CommonKeyRecord,
@@ -19,6 +20,7 @@ import type {
   NewEnrollmentToken,
   NewNode,
   NodeRecord,
+  NodeSessionRecord,
   Pools,
   NatMapping,
   RegistrationRecord,
@@ -139,6 +141,7 @@ function migrateDb(db: Db): void {
 class SqliteStore implements Store {
   readonly #db: Db;
   #closed = false;
+  #closing: Promise<void> | null = null;
   readonly #s: Record<string, Stmt>;
   /** Instance message listeners: a SQLite cloud is one process, so delivery stays in it. */
   readonly #listeners = new Set<InstanceMessageHandler>();
@@ -147,6 +150,9 @@ class SqliteStore implements Store {
   readonly #createNodeTx: (input: NewNode, pools: Pools) => NodeRecord;
   readonly #setTagsTx: (name: string, tags: string[]) => void;
   readonly #deleteNodeTx: (id: number) => boolean;
+  /** Group commit (batch.ts) of registrations and keepalive touches: one transaction per batch. */
+  readonly #upserts: GroupCommit<unknown[], void>;
+  readonly #touches: GroupCommit<{ stmt: string; args: unknown[] }, boolean>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -185,6 +191,7 @@ class SqliteStore implements Store {
          ON CONFLICT (node_id) DO UPDATE SET key = excluded.key, expires_at = excluded.expires_at, created_at = excluded.created_at`,
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
+      nodeSession: p(NODE_SESSION_SQL(() => '?')),
       upsertReg: p(
         `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -195,6 +202,9 @@ class SqliteStore implements Store {
       ),
       touchReg: p(
         'UPDATE registrations SET last_seen = ?, last_seq = ?, observed_address = ?, observed_port = ? WHERE node_id = ?',
+      ),
+      touchRegIf: p(
+        'UPDATE registrations SET last_seen = ?, last_seq = ? WHERE node_id = ? AND observed_address = ? AND observed_port = ? AND nms IS ?',
       ),
       getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
       setRegMapping: p('UPDATE registrations SET mapping = ? WHERE node_id = ?'),
@@ -231,6 +241,20 @@ class SqliteStore implements Store {
       db.prepare('DELETE FROM nodes WHERE id = ?').run(id);
       return true;
     }).immediate;
+    const upsertMany = db.transaction((rows: unknown[][]) => {
+      for (const r of rows) this.#stmt('upsertReg').run(...r);
+    });
+    this.#upserts = new GroupCommit<unknown[], void>({
+      many: (rows) => this.#run(() => void upsertMany.immediate(rows)).then(() => rows.map(() => undefined)),
+      one: (row) => this.#run(() => void this.#stmt('upsertReg').run(...row)),
+      perItem: batchErrorPerItem,
+    });
+    const touchMany = db.transaction((ws: { stmt: string; args: unknown[] }[]) => ws.map((w) => this.#stmt(w.stmt).run(...w.args).changes > 0));
+    this.#touches = new GroupCommit<{ stmt: string; args: unknown[] }, boolean>({
+      many: (ws) => this.#run(() => touchMany.immediate(ws)),
+      one: (w) => this.#run(() => this.#stmt(w.stmt).run(...w.args).changes > 0),
+      perItem: batchErrorPerItem,
+    });
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);
       for (const t of tags) this.#stmt('insertTag').run(name, t);
@@ -257,11 +281,14 @@ class SqliteStore implements Store {
     return this.#run(() => migrateDb(this.#db));
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#listeners.clear();
-    this.#db.close();
+  close(): Promise<void> {
+    // Writes already queued commit first (their callers were promised a commit or an error).
+    this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
+      this.#closed = true;
+      this.#listeners.clear();
+      this.#db.close();
+    });
+    return this.#closing;
   }
 
   getMeta(key: string): Promise<string | null> {
@@ -432,11 +459,18 @@ class SqliteStore implements Store {
     });
   }
 
+  getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
+    return this.#run(() => {
+      const row = this.#stmt('nodeSession').get(nodeId) as NodeSessionRow | undefined;
+      return row === undefined ? null : nodeSessionFromRow(row);
+    });
+  }
+
   upsertRegistration(rec: RegistrationRecord): Promise<void> {
     return this.#run(() => {
       const reported = rec.reported.map((e, i) => checkEndpoint(e, `reported[${i}]`));
       const observed = checkEndpoint(rec.observed, 'observed');
-      this.#stmt('upsertReg').run(
+      return [
         rec.nodeId,
         JSON.stringify(reported),
         observed.address,
@@ -448,8 +482,8 @@ class SqliteStore implements Store {
         checkSeq(rec.lastSeq),
         rec.mapping ?? null,
         checkNms(rec.nms),
-      );
-    });
+      ];
+    }).then((row) => this.#upserts.write(row));
   }
 
   setRegistrationMapping(nodeId: number, mapping: NatMapping): Promise<boolean> {
@@ -462,8 +496,15 @@ class SqliteStore implements Store {
   touchRegistration(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint): Promise<boolean> {
     return this.#run(() => {
       const o = checkEndpoint(observed, 'observed');
-      return this.#stmt('touchReg').run(lastSeen, checkSeq(lastSeq), o.address, o.port, nodeId).changes > 0;
-    });
+      return { stmt: 'touchReg', args: [lastSeen, checkSeq(lastSeq), o.address, o.port, nodeId] };
+    }).then((w) => this.#touches.write(w));
+  }
+
+  touchRegistrationIf(nodeId: number, lastSeen: number, lastSeq: bigint, observed: Endpoint, nms: string | null): Promise<boolean> {
+    return this.#run(() => {
+      const o = checkEndpoint(observed, 'observed');
+      return { stmt: 'touchRegIf', args: [lastSeen, checkSeq(lastSeq), nodeId, o.address, o.port, nms === null ? null : checkNms(nms)] };
+    }).then((w) => this.#touches.write(w));
   }
 
   getRegistration(nodeId: number): Promise<RegistrationRecord | null> {

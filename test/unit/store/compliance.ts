@@ -394,6 +394,72 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           await rejectsWith(s.upsertRegistration(reg(99_999)), 'ERR_STORE_REFERENCE');
         }));
 
+      test('group commit: concurrent registrations and touches are all written, a bad one fails alone, each settles after its commit', () =>
+        withStore(async (s) => {
+          const nodes: NodeRecord[] = [];
+          for (let i = 0; i < 40; i++) nodes.push(await s.createNode({ name: `g${i}`, kind: 'node' }, POOLS));
+          // 40 registrations at once, one naming a node that does not exist, one node twice (the later one wins).
+          const writes = nodes.map((n, i) => s.upsertRegistration(reg(n.id, { lastSeq: BigInt(i + 1) })));
+          const missing = rejectsWith(s.upsertRegistration(reg(99_999)), 'ERR_STORE_REFERENCE');
+          const twice = s.upsertRegistration(reg(nodes[0]!.id, { lastSeq: 500n, keepaliveSec: 9 }));
+          await Promise.all(writes);
+          await twice;
+          await missing;
+          const got = await s.listRegistrations();
+          assert.equal(got.length, 40);
+          assert.deepEqual(got[0], reg(nodes[0]!.id, { lastSeq: 500n, keepaliveSec: 9 }));
+          for (let i = 1; i < 40; i++) assert.deepEqual(got[i], reg(nodes[i]!.id, { lastSeq: BigInt(i + 1) }));
+          // Touches at once: each answers for its own node (the unregistered one false).
+          const lone = await s.createNode({ name: 'lone', kind: 'node' }, POOLS);
+          const at = { address: '203.0.113.7', port: 61000 };
+          const touched = await Promise.all([...nodes.map((n, i) => s.touchRegistration(n.id, 1000 + i, 900n + BigInt(i), at)), s.touchRegistration(lone.id, 1, 1n, at)]);
+          assert.deepEqual(touched, [...nodes.map(() => true), false]);
+          assert.equal((await s.getRegistration(nodes[7]!.id))?.lastSeen, 1007);
+          assert.equal((await s.getRegistration(nodes[7]!.id))?.lastSeq, 907n);
+          // Bad input is refused at the call, before any batch.
+          await rejectsWith(s.upsertRegistration(reg(nodes[1]!.id, { observed: { address: 'x', port: 70_000 } })), 'ERR_STORE_INVALID');
+        }));
+
+      test('touchRegistrationIf writes only where the observed endpoint and the instance match', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          const b = await s.createNode({ name: 'b', kind: 'node' }, POOLS);
+          const at = { address: '203.0.113.7', port: 61000 };
+          assert.equal(await s.touchRegistrationIf(a.id, 5, 2n, at, null), false, 'no registration');
+          await s.upsertRegistration(reg(a.id));
+          await s.upsertRegistration(reg(b.id, { nms: 'inst-1' }));
+          assert.equal(await s.touchRegistrationIf(a.id, 5, 2n, at, null), true);
+          assert.deepEqual(await s.getRegistration(a.id), reg(a.id, { lastSeen: 5, lastSeq: 2n }));
+          assert.equal(await s.touchRegistrationIf(a.id, 6, 3n, { address: '203.0.113.7', port: 61001 }, null), false, 'moved port');
+          assert.equal(await s.touchRegistrationIf(a.id, 6, 3n, { address: '203.0.113.8', port: 61000 }, null), false, 'moved address');
+          assert.equal(await s.touchRegistrationIf(a.id, 6, 3n, at, 'inst-1'), false, 'registered at no instance');
+          assert.equal(await s.touchRegistrationIf(b.id, 6, 3n, at, null), false, 'registered at an instance');
+          assert.equal(await s.touchRegistrationIf(b.id, 6, 3n, at, 'inst-2'), false, 'registered at another instance');
+          assert.deepEqual(await s.getRegistration(a.id), reg(a.id, { lastSeen: 5, lastSeq: 2n }), 'refused touches wrote nothing');
+          assert.deepEqual(await s.getRegistration(b.id), reg(b.id, { nms: 'inst-1' }));
+          assert.equal(await s.touchRegistrationIf(b.id, 7, 4n, at, 'inst-1'), true);
+          assert.deepEqual(await s.getRegistration(b.id), reg(b.id, { nms: 'inst-1', lastSeen: 7, lastSeq: 4n }));
+          await rejectsWith(s.touchRegistrationIf(b.id, 7, -1n, at, 'inst-1'), 'ERR_STORE_INVALID');
+        }));
+
+      test('getNodeSession: the Common Key, the node and the registration lastSeq in one read', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          assert.equal(await s.getNodeSession(a.id), null, 'no Common Key');
+          assert.equal(await s.getNodeSession(99_999), null);
+          const key = Buffer.alloc(32, 7);
+          await s.putCommonKey({ nodeId: a.id, key, expiresAt: 1_800_000_000_000, createdAt: 1_700_000_000_000 });
+          assert.deepEqual(await s.getNodeSession(a.id), { key: { nodeId: a.id, key, expiresAt: 1_800_000_000_000, createdAt: 1_700_000_000_000 }, node: a, lastSeq: null });
+          await s.upsertRegistration(reg(a.id, { lastSeq: 2n ** 64n - 1n }));
+          assert.deepEqual(await s.getNodeSession(a.id), { key: { nodeId: a.id, key, expiresAt: 1_800_000_000_000, createdAt: 1_700_000_000_000 }, node: a, lastSeq: 2n ** 64n - 1n });
+          // Many at once (PostgreSQL reads them in one query): each gets its own answer.
+          const b = await s.createNode({ name: 'b', kind: 'node' }, POOLS);
+          await s.putCommonKey({ nodeId: b.id, key: Buffer.alloc(32, 9), expiresAt: 5, createdAt: 4 });
+          const got = await Promise.all([s.getNodeSession(a.id), s.getNodeSession(99_999), s.getNodeSession(b.id), s.getNodeSession(a.id)]);
+          assert.deepEqual(got.map((g) => g?.node.name ?? null), ['a', null, 'b', 'a']);
+          assert.deepEqual(got[2], { key: { nodeId: b.id, key: Buffer.alloc(32, 9), expiresAt: 5, createdAt: 4 }, node: b, lastSeq: null });
+        }));
+
       test('NAT mapping: set on a registration, kept by touch, reset by a new registration', () =>
         withStore(async (s) => {
           const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
