@@ -61,6 +61,8 @@ export interface DataPlaneInit {
 export interface OffloadState {
   /** TUN opened with virtio_net_hdr and TCP segmentation offload accepted. */
   tso: boolean;
+  /** The TUN also took UDP segmentation offload (USO4/USO6, Linux 6.2+): UDP super-frames in, merged datagrams out. */
+  uso: boolean;
   /** UDP GSO sends asked for. */
   gso: boolean;
   /** UDP GRO accepted on the socket. */
@@ -75,6 +77,8 @@ interface Device {
   readonly vnetHdr: boolean;
   /** TSO accepted (TUN only). */
   readonly offload: boolean;
+  /** USO accepted too (TUN only). */
+  readonly uso: boolean;
   /** Interface name (null for a pair). */
   readonly name: string | null;
   close(): void;
@@ -142,6 +146,7 @@ export class DataPlane implements DatagramPort {
       vnet: device.vnetHdr,
       gso: offload.gso,
       gro: offload.gro,
+      uso: offload.uso,
       filterStats: this.filterSab,
     };
     this.worker = new Worker(file, { workerData: init, name: 'cyphonic-dataplane' });
@@ -164,11 +169,11 @@ export class DataPlane implements DatagramPort {
         routes: [],
         vnetHdr: offload,
       });
-      device = { fd: tun.fd, mtu: tun.mtu, vnetHdr: tun.vnetHdr, offload: tun.offload, name: tun.name, close: () => tun.close() };
+      device = { fd: tun.fd, mtu: tun.mtu, vnetHdr: tun.vnetHdr, offload: tun.offload, uso: tun.uso, name: tun.name, close: () => tun.close() };
     } else {
       const [engineEnd, hostEnd] = native.packetPair();
       const mtu = d.mtu ?? DEFAULT_MTU;
-      device = { fd: engineEnd, mtu, vnetHdr: false, offload: false, name: null, close: () => native.fdClose(engineEnd) };
+      device = { fd: engineEnd, mtu, vnetHdr: false, offload: false, uso: false, name: null, close: () => native.fdClose(engineEnd) };
       host = new PairHost(native, hostEnd, mtu);
     }
     let fd: number;
@@ -185,7 +190,7 @@ export class DataPlane implements DatagramPort {
         throw err;
       }
     }
-    const state: OffloadState = { tso: device.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
+    const state: OffloadState = { tso: device.offload, uso: device.uso, gso: offload, gro: offload && native.udpSetGro(fd) };
     return new DataPlane(native, device, host, fd, logger, createStats(), dualStack, state);
   }
 
