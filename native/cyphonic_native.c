@@ -98,6 +98,24 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  // txQueueLen: the device's transmit queue, which for a TUN is the ring of packets waiting for our reads (500 by
+  // default; a full ring drops what the local stack sends). Best effort: the device works without it.
+  napi_valuetype qt;
+  napi_value qv;
+  if (napi_typeof(env, argv[1], &qt) == napi_ok && qt == napi_object && napi_get_named_property(env, argv[1], "txQueueLen", &qv) == napi_ok &&
+      napi_typeof(env, qv, &qt) == napi_ok && qt == napi_number) {
+    int64_t qlen = 0;
+    napi_get_value_int64(env, qv, &qlen);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s >= 0 && qlen > 0 && qlen <= 65536) {
+      struct ifreq q;
+      memset(&q, 0, sizeof q);
+      memcpy(q.ifr_name, ifr.ifr_name, IFNAMSIZ);
+      q.ifr_qlen = (int)qlen;
+      (void)ioctl(s, SIOCSIFTXQLEN, &q);
+    }
+    if (s >= 0) close(s);
+  }
   if (vnet) {
     int hdr = VNET_HDR_LEN;
     if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {

@@ -15,7 +15,7 @@ export type NativeAeadHandle = { readonly __brand: 'NativeAeadHandle' };
 export interface NativeAddon {
   /** TUNSETIFF; vnetHdr adds IFF_VNET_HDR and asks for TSO (offload: whether the kernel accepted it). */
   /** vnetHdr: IFF_VNET_HDR + TSO (and USO where the kernel has it; noUso: do not ask for it, as an older kernel). */
-  tunOpen(name: string, opts: { multiQueue?: boolean; vnetHdr?: boolean; noUso?: boolean }): { fd: number; name: string; vnetHdr: boolean; offload: boolean; uso: boolean };
+  tunOpen(name: string, opts: { multiQueue?: boolean; vnetHdr?: boolean; noUso?: boolean; txQueueLen?: number }): { fd: number; name: string; vnetHdr: boolean; offload: boolean; uso: boolean };
   tunRead(fd: number, buf: Uint8Array, timeoutMs: number, wakeFd?: number): number;
   tunReadBatch(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number): number;
   tunWrite(fd: number, buf: Uint8Array, offset: number, length: number): number;

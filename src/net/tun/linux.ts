@@ -29,6 +29,8 @@ export interface LinuxTunOptions {
    * calls that understand the header (vnetSegment, tunWriteMany) may be used on the fd.
    */
   vnetHdr?: boolean;
+  /** The device's transmit queue length (for a TUN: packets waiting for the reader; the kernel's default is 500). */
+  txQueueLen?: number;
 }
 
 /** Maps an error thrown by the addon to a TunError. */
@@ -122,7 +124,7 @@ export async function openLinuxTun(opts: LinuxTunOptions): Promise<LinuxTun> {
   const before = await snapshot(name);
   let opened: { fd: number; name: string; vnetHdr?: boolean; offload?: boolean; uso?: boolean };
   try {
-    opened = addon.tunOpen(name, { multiQueue: opts.multiQueue === true, vnetHdr: opts.vnetHdr === true });
+    opened = addon.tunOpen(name, { multiQueue: opts.multiQueue === true, vnetHdr: opts.vnetHdr === true, txQueueLen: opts.txQueueLen });
   } catch (err) {
     throw nativeError(err, `open TUN ${name}`, 'ERR_TUN_OPEN');
   }

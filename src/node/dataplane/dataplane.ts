@@ -25,6 +25,12 @@ import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from '
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
 export const DEFAULT_MTU = 1400;
+/**
+ * Tunable: the TUN's transmit queue (packets the local stack queued for the engine to read). The kernel's 500 is
+ * ~5 ms of 1400-byte datagrams at 1 Gbit/s: a reader descheduled that long on a busy host drops what UDP senders
+ * send (TCP is held back by its own small-queue limit). 4096 absorbs such gaps (docs/PERFORMANCE.md, UDP).
+ */
+const TUN_TX_QUEUE = 4096;
 
 /** The packet device the engine serves. */
 export type DataPlaneDevice =
@@ -168,6 +174,7 @@ export class DataPlane implements DatagramPort {
         addresses: { v4: `${d.vip4}/${d.pool4.split('/')[1]}`, v6: `${d.vip6}/${d.pool6.split('/')[1]}` },
         routes: [],
         vnetHdr: offload,
+        txQueueLen: TUN_TX_QUEUE,
       });
       device = { fd: tun.fd, mtu: tun.mtu, vnetHdr: tun.vnetHdr, offload: tun.offload, uso: tun.uso, name: tun.name, close: () => tun.close() };
     } else {
