@@ -1,8 +1,10 @@
 // Data-plane benchmark: plain veth vs wireguard-go vs Nebula vs cyphonic (and cyphonic on its portable path,
-// --no-offload) between two namespaces of one testbed — TCP (1 and 4 streams), UDP 1400-byte packets/s and loss,
-// ping RTT, CPU s per Gbit; prints tables.
+// --no-offload) between two namespaces of one testbed — TCP (1 and 4 streams), UDP 1400-byte packets/s and loss
+// (unpaced flood), UDP throughput at <= 1 % loss (the highest iperf3 -b rate found by bisection), ping RTT, CPU s
+// per Gbit; prints tables.
 //
 // usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic,portable] [--seconds N] [--repeat N] [--udp-len B] [--udp-rate R]
+//        [--udp-window W] [--udp-steps N] [--udp-step-seconds N]
 // needs root and iperf3, wireguard-go, wireguard-tools, nebula, bind9-dnsutils (scripts/setup.sh installs them).
 
 import { execFileSync } from 'node:child_process';
@@ -28,14 +30,22 @@ interface Options {
   repeat: number;
   udpLen: number;
   udpRate: string;
+  /** iperf3 -w for the UDP runs ('' = the system's default socket buffers). */
+  udpWindow: string;
+  /** Bisection steps of the <= 1 % loss search (0 = no search) and seconds per step. */
+  udpSteps: number;
+  udpStepSeconds: number;
 }
 
+/** Loss (percent) a UDP run may have and still count as carried. */
+const UDP_MAX_LOSS = 1;
+
 function usage(): string {
-  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic,portable] [--seconds N (10)] [--repeat N (1)] [--udp-len PAYLOAD BYTES (1372: 1400-byte IPv4 packets)] [--udp-rate RATE (0 = unlimited)]\n';
+  return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic,portable] [--seconds N (10)] [--repeat N (1)] [--udp-len PAYLOAD BYTES (1372: 1400-byte IPv4 packets)] [--udp-rate RATE (0 = unlimited)] [--udp-window W (4M; "default": the system\'s socket buffers)] [--udp-steps N (6; 0 = no <= 1 % loss search)] [--udp-step-seconds N (3)]\n';
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { only: [...ALL_ROWS], seconds: 10, repeat: 1, udpLen: 1372, udpRate: '0' };
+  const o: Options = { only: [...ALL_ROWS], seconds: 10, repeat: 1, udpLen: 1372, udpRate: '0', udpWindow: '4M', udpSteps: 6, udpStepSeconds: 3 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const val = (): string => {
@@ -59,6 +69,12 @@ function parseArgs(argv: string[]): Options {
       o.udpRate = val();
       if (!/^\d+(\.\d+)?[KMG]?$/.test(o.udpRate)) throw new Error('--udp-rate: an iperf3 -b rate such as 0 (unlimited), 500M, 2G');
     }
+    else if (a === '--udp-window') {
+      const w = val();
+      if (w !== 'default' && !/^\d+[KM]?$/.test(w)) throw new Error('--udp-window: an iperf3 -w size such as 4M, or "default"');
+      o.udpWindow = w === 'default' ? '' : w;
+    } else if (a === '--udp-steps') o.udpSteps = int(0, 12);
+    else if (a === '--udp-step-seconds') o.udpStepSeconds = int(1, 60);
     else if (a === '--help' || a === '-h') {
       process.stdout.write(usage());
       process.exit(0);
@@ -74,6 +90,9 @@ interface Row {
   tcp4: number | null;
   udpPps: number | null;
   udpLoss: number | null;
+  /** Highest goodput (Mbit/s) of a UDP run with <= 1 % loss, and the -b rate that gave it. */
+  udpMbps: number | null;
+  udpAt: string;
   rtt: number | null;
   cpuPerGbit: number | null;
   errors: string[];
@@ -93,7 +112,7 @@ interface CyphonicExtra {
 }
 
 function emptyRow(key: RowKey): Row {
-  return { key, tcp1: null, tcp4: null, udpPps: null, udpLoss: null, rtt: null, cpuPerGbit: null, errors: [], notes: [] };
+  return { key, tcp1: null, tcp4: null, udpPps: null, udpLoss: null, udpMbps: null, udpAt: '', rtt: null, cpuPerGbit: null, errors: [], notes: [] };
 }
 
 /** Runs `fn`, recording a failure in `row.errors` instead of throwing. */
@@ -152,7 +171,7 @@ async function measure(row: Row, o: Options, a: Host, target: string, server: Ip
   const loss: number[] = [];
   const sent: number[] = [];
   for (let i = 0; i < o.repeat; i++) {
-    const r = await guarded(`UDP ${o.udpLen} B`, () => iperfUdp(a, target, o.seconds, o.udpLen, o.udpRate));
+    const r = await guarded(`UDP ${o.udpLen} B`, () => iperfUdp(a, target, o.seconds, o.udpLen, o.udpRate, o.udpWindow || undefined));
     if (!r) break;
     pps.push(r.pps);
     loss.push(r.lossPct);
@@ -163,6 +182,40 @@ async function measure(row: Row, o: Options, a: Host, target: string, server: Ip
     row.udpLoss = median(loss);
     row.notes.push(`UDP sender offered ${fmtPps(median(sent))} pkt/s (-b ${o.udpRate})`);
   }
+  if (o.udpSteps > 0 && sent.length > 0) {
+    const found = await guarded('UDP <= 1 % loss search', () => udpAtLowLoss(a, target, o, (median(sent) * (o.udpLen + 28) * 8) / 1e6));
+    if (found) {
+      row.udpMbps = found.mbps;
+      row.udpAt = found.at;
+    }
+  }
+}
+
+/**
+ * The highest UDP goodput with at most UDP_MAX_LOSS % loss: bisection over iperf3 -b between 0 and `ceilMbps`
+ * (what the unpaced sender managed to offer, in IP Mbit/s), udpSteps runs of udpStepSeconds. Each run that stays
+ * under the loss limit raises the floor; the best such run's received goodput is the answer.
+ */
+async function udpAtLowLoss(a: Host, target: string, o: Options, ceilMbps: number): Promise<{ mbps: number; at: string }> {
+  let lo = 0;
+  let hi = Math.max(10, ceilMbps);
+  let best: { mbps: number; at: string } = { mbps: 0, at: 'none' };
+  // The first try is the ceiling itself: a path that carries what the sender can offer needs no search.
+  let rate = hi;
+  for (let step = 0; step < o.udpSteps; step++) {
+    const at = `${Math.max(1, Math.round(rate))}M`;
+    const r = await iperfUdp(a, target, o.udpStepSeconds, o.udpLen, at, o.udpWindow || undefined);
+    if (r.lossPct <= UDP_MAX_LOSS) {
+      const mbps = r.gbps * 1000;
+      if (mbps > best.mbps) best = { mbps, at: `-b ${at}: ${r.lossPct.toFixed(2)} % loss` };
+      if (step === 0) break;
+      lo = rate;
+    } else {
+      hi = rate;
+    }
+    rate = (lo + hi) / 2;
+  }
+  return best;
 }
 
 /** Resolver address and port from the node's `dns` status field ("ip", "ip:port" or "[ip6]:port"). */
@@ -265,8 +318,8 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
   out.push(`cyphonic data-plane benchmark — a -> b across the testbed's global segment (veth + bridge + veth)`);
   out.push(`${o.seconds} s per iperf3 run, ${o.repeat} run(s) each (medians), ${cpu.length} x ${cpu[0]?.model.trim() ?? '?'}, Linux ${kernel}, node ${process.version}, ${versions()}`);
   out.push('');
-  const head = ['', 'TCP 1 Gbit/s', 'TCP 4 Gbit/s', `UDP ${o.udpLen + 28} B pkt/s`, 'UDP loss %', 'RTT ms', 'CPU s/Gbit'];
-  const w = [Math.max(14, ...rows.map((r) => ROW_LABEL[r.key].length)), 13, 13, 17, 11, 8, 11];
+  const head = ['', 'TCP 1 Gbit/s', 'TCP 4 Gbit/s', `UDP ${o.udpLen + 28} B pkt/s`, 'UDP loss %', `UDP Mbit/s @<=${UDP_MAX_LOSS}%`, 'RTT ms', 'CPU s/Gbit'];
+  const w = [Math.max(14, ...rows.map((r) => ROW_LABEL[r.key].length)), 13, 13, 17, 11, 17, 8, 11];
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' ');
   out.push(line(head));
   out.push(line(w.map((n) => '-'.repeat(n))));
@@ -277,6 +330,7 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
       fmt(r.tcp4, 2),
       fmtPps(r.udpPps),
       fmt(r.udpLoss, 1),
+      fmt(r.udpMbps, 0),
       fmt(r.rtt, 3),
       r.key === 'veth' ? '-' : fmt(r.cpuPerGbit, 2),
     ]));
@@ -296,7 +350,13 @@ function render(rows: Row[], extra: CyphonicExtra | null, o: Options, kernel: st
     const added = t.rtt !== null && veth.rtt !== null ? `${((t.rtt - veth.rtt) * 1000).toFixed(0)} us` : 'n/a';
     out.push(`added RTT of ${ROW_LABEL[t.key]} over plain veth: ${added}`);
   }
+  for (const t of [...refs, cy, get('portable')]) {
+    if (!t || !veth || t.udpMbps === null || !veth.udpMbps) continue;
+    out.push(`UDP at <= ${UDP_MAX_LOSS} % loss, ${ROW_LABEL[t.key]} / plain veth: ${((100 * t.udpMbps) / veth.udpMbps).toFixed(0)} %`);
+  }
   out.push('CPU s/Gbit: user+sys CPU of the tunnel processes at both ends during the TCP 1-stream run / Gbit received');
+  out.push(`UDP pkt/s and loss: one unpaced iperf3 -u flood; UDP Mbit/s @<=${UDP_MAX_LOSS}%: goodput of the fastest -b rate with at most ${UDP_MAX_LOSS} % loss (bisection, ${o.udpSteps} x ${o.udpStepSeconds} s); iperf3 -w ${o.udpWindow || '(system default)'}`);
+  for (const r of rows) if (r.udpAt) out.push(`  ${ROW_LABEL[r.key]}: ${r.udpAt}`);
 
   if (extra) {
     out.push('', 'cyphonic first contact (a fresh overlay: nodes a, b, c)');

@@ -155,14 +155,14 @@ int udp_send_batch_ex(int fd, struct iovec *iov, int count, const struct sockadd
   return sent;
 }
 
-size_t tun_write_batch(int fd, uint8_t *const *ptrs, const uint32_t *lens, size_t count, bool vnet, uint8_t *scratch,
-                       size_t slen) {
+size_t tun_write_batch(int fd, uint8_t *const *ptrs, const uint32_t *lens, size_t count, bool vnet, bool uso, uint8_t *scratch,
+                       size_t slen, size_t *gso_writes) {
   size_t head = vnet ? VNET_HDR_LEN : 0;
   size_t written = 0;
   for (size_t i = 0; i < count;) {
     size_t used = 1, wlen;
     const uint8_t *w;
-    size_t merged = vnet ? vnet_coalesce(ptrs, lens, count, i, scratch, slen, &used) : 0;
+    size_t merged = vnet ? vnet_coalesce(ptrs, lens, count, i, scratch, slen, &used, uso) : 0;
     if (merged > 0) {
       w = scratch;
       wlen = merged;
@@ -174,7 +174,19 @@ size_t tun_write_batch(int fd, uint8_t *const *ptrs, const uint32_t *lens, size_
     ssize_t r;
     do r = write(fd, w, wlen);
     while (r < 0 && errno == EINTR);
+    if (r < 0 && merged > 0 && errno == EINVAL) {
+      // The kernel refused the merged packet (a GSO type it does not take after all): the packets go one by one.
+      for (size_t k = i; k < i + used; k++) {
+        memset(ptrs[k] - head, 0, head);
+        do r = write(fd, ptrs[k] - head, lens[k] + head);
+        while (r < 0 && errno == EINTR);
+        if (r >= 0) written++;
+      }
+      i += used;
+      continue;
+    }
     if (r >= 0) written += used;
+    if (r >= 0 && merged > 0 && gso_writes) (*gso_writes)++;
     i += used;
   }
   return written;

@@ -45,8 +45,9 @@ int udp_send_batch_ex(int fd, struct iovec *iov, int count, const struct sockadd
 
 // Writes `count` (<= MAX_TUN_WRITE) packets ptrs[i] (lens[i] bytes) to the TUN. Without vnet: one write each. With
 // vnet, each packet needs VNET_HDR_LEN bytes of writable headroom before ptrs[i]; runs of one TCP flow are merged in
-// scratch (>= 65546 bytes) into one GSO write. Returns how many packets were written.
-size_t tun_write_batch(int fd, uint8_t *const *ptrs, const uint32_t *lens, size_t count, bool vnet, uint8_t *scratch,
-                       size_t slen);
+// scratch (>= 65546 bytes) into one GSO write, and with uso (the TUN took USO) so are runs of equal-sized datagrams
+// of one UDP flow. Returns how many packets were written; *gso_writes (may be NULL) counts the merged writes.
+size_t tun_write_batch(int fd, uint8_t *const *ptrs, const uint32_t *lens, size_t count, bool vnet, bool uso, uint8_t *scratch,
+                       size_t slen, size_t *gso_writes);
 
 #endif

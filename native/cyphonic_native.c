@@ -41,6 +41,9 @@
 #include "napi_util.h"
 #include "offload.h"
 
+// TUNSETOFFLOAD's UDP segmentation offload flags (Linux 6.2; older userspace headers lack them).
+#define CYP_TUN_F_USO4 0x20
+#define CYP_TUN_F_USO6 0x40
 #define KEY_LEN 32
 #define NONCE_LEN 12
 #define TAG_LEN 16
@@ -58,10 +61,13 @@ static bool opt_bool(napi_env env, napi_value obj, const char *key) {
   return val;
 }
 
-// tunOpen(name: string, opts?: { multiQueue?, vnetHdr? }) -> { fd, name, vnetHdr, offload }. Empty name lets the
-// kernel pick. vnetHdr: IFF_VNET_HDR (every packet carries a virtio_net_hdr) plus TUNSETOFFLOAD for checksum and
-// TCP segmentation offload (TSO4/TSO6), so one read can carry a 64 KiB TCP segment; `offload` says whether the
-// kernel accepted the offloads (without them the header is still there, always "no GSO").
+// tunOpen(name: string, opts?: { multiQueue?, vnetHdr? }) -> { fd, name, vnetHdr, offload, uso }. Empty name lets
+// the kernel pick. vnetHdr: IFF_VNET_HDR (every packet carries a virtio_net_hdr) plus TUNSETOFFLOAD for checksum and
+// TCP segmentation offload (TSO4/TSO6), so one read can carry a 64 KiB TCP segment, and where the kernel has it
+// (6.2+) UDP segmentation offload (USO4/USO6): a UDP GSO sender's datagrams arrive as one super-frame, and merged
+// datagrams may be written as one. `offload` says whether the kernel accepted the TCP offloads (without them the
+// header is still there, always "no GSO"), `uso` whether it accepted USO too (older kernels refuse the flags with
+// EINVAL; the TCP offloads are then asked for alone).
 static napi_value tun_open(napi_env env, napi_callback_info info) {
   napi_value argv[2], result, v;
   char name[IFNAMSIZ + 1];
@@ -75,7 +81,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     arg_error(env, 1, "tunOpen: interface name must be at most 15 bytes, without '/' or NUL");
     return NULL;
   }
-  bool multi = opt_bool(env, argv[1], "multiQueue"), vnet = opt_bool(env, argv[1], "vnetHdr"), offload = false;
+  bool multi = opt_bool(env, argv[1], "multiQueue"), vnet = opt_bool(env, argv[1], "vnetHdr"), offload = false, uso = false;
 
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
   if (fd < 0) {
@@ -93,6 +99,24 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  // txQueueLen: the device's transmit queue, which for a TUN is the ring of packets waiting for our reads (500 by
+  // default; a full ring drops what the local stack sends). Best effort: the device works without it.
+  napi_valuetype qt;
+  napi_value qv;
+  if (napi_typeof(env, argv[1], &qt) == napi_ok && qt == napi_object && napi_get_named_property(env, argv[1], "txQueueLen", &qv) == napi_ok &&
+      napi_typeof(env, qv, &qt) == napi_ok && qt == napi_number) {
+    int64_t qlen = 0;
+    napi_get_value_int64(env, qv, &qlen);
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s >= 0 && qlen > 0 && qlen <= 65536) {
+      struct ifreq q;
+      memset(&q, 0, sizeof q);
+      memcpy(q.ifr_name, ifr.ifr_name, IFNAMSIZ);
+      q.ifr_qlen = (int)qlen;
+      (void)ioctl(s, SIOCSIFTXQLEN, &q);
+    }
+    if (s >= 0) close(s);
+  }
   if (vnet) {
     int hdr = VNET_HDR_LEN;
     if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) {
@@ -101,7 +125,9 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
       throw_errno(env, "ioctl TUNSETVNETHDRSZ", err);
       return NULL;
     }
-    offload = ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)) == 0;
+    const unsigned long tcp = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+    uso = !opt_bool(env, argv[1], "noUso") && ioctl(fd, TUNSETOFFLOAD, tcp | CYP_TUN_F_USO4 | CYP_TUN_F_USO6) == 0;
+    offload = uso || ioctl(fd, TUNSETOFFLOAD, tcp) == 0;
   }
   napi_create_object(env, &result);
   napi_set_named_property(env, result, "fd", num(env, fd));
@@ -111,6 +137,8 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   napi_set_named_property(env, result, "vnetHdr", v);
   napi_get_boolean(env, offload, &v);
   napi_set_named_property(env, result, "offload", v);
+  napi_get_boolean(env, uso, &v);
+  napi_set_named_property(env, result, "uso", v);
   return result;
 }
 
@@ -472,9 +500,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     throw_errno(env, "socket", errno);
     return NULL;
   }
+  // Room for bursts: 4 MiB each way. The *FORCE options (CAP_NET_ADMIN, which the node has for its TUN) are not
+  // capped by net.core.rmem_max/wmem_max (212992 by default, which holds ~90 full-size datagrams); without the
+  // capability the plain options get what the sysctls allow.
   int off = 0, bufsz = 4 << 20;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsz, sizeof bufsz) < 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &bufsz, sizeof bufsz) < 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
   int rc;
   if (v6) {
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
@@ -811,18 +842,19 @@ static napi_value vnet_segment_js(napi_env env, napi_callback_info info) {
   return num(env, vnet_segment(buf + off, (size_t)n, out, (size_t)slot, slots, lens));
 }
 
-// tunWriteMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, vnet: boolean, scratch) -> packets
-// written. Without vnet: one write per packet. With vnet (the TUN has IFF_VNET_HDR): each packet needs
-// VNET_HDR_LEN bytes of headroom before buf[offsets[i]] (overwritten); runs of one TCP flow are merged in
-// scratch (>= 65546 bytes) into one GSO write, the rest go singly with an empty header.
+// tunWriteMany(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, vnet: boolean, scratch, uso?: boolean)
+// -> packets written. Without vnet: one write per packet. With vnet (the TUN has IFF_VNET_HDR): each packet needs
+// VNET_HDR_LEN bytes of headroom before buf[offsets[i]] (overwritten); runs of one TCP flow (and with uso, runs of
+// equal-sized datagrams of one UDP flow) are merged in scratch (>= 65546 bytes) into one GSO write, the rest go
+// singly with an empty header.
 static napi_value tun_write_many(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[8];
   uint8_t *buf, *scratch;
   uint32_t *offs, *lens;
   size_t len, no, nl, slen;
   int64_t fd, count;
-  bool vnet = false;
-  if (!get_args(env, info, 7, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+  bool vnet = false, uso = false;
+  if (!get_args(env, info, 8, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_u32s(env, argv[2], &offs, &no, "offsets") ||
       !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, MAX_TUN_WRITE, &count, "count") ||
       napi_get_value_bool(env, argv[5], &vnet) != napi_ok || !get_bytes(env, argv[6], &scratch, &slen, "scratch"))
@@ -831,6 +863,8 @@ static napi_value tun_write_many(napi_env env, napi_callback_info info) {
     arg_error(env, 1, "tunWriteMany: count beyond offsets/lengths");
     return NULL;
   }
+  napi_valuetype ut;
+  if (napi_typeof(env, argv[7], &ut) == napi_ok && ut == napi_boolean) napi_get_value_bool(env, argv[7], &uso);
   size_t head = vnet ? VNET_HDR_LEN : 0;
   uint8_t *ptrs[MAX_TUN_WRITE];
   for (int64_t i = 0; i < count; i++) {
@@ -840,7 +874,7 @@ static napi_value tun_write_many(napi_env env, napi_callback_info info) {
     }
     ptrs[i] = buf + offs[i];
   }
-  return num(env, (double)tun_write_batch((int)fd, ptrs, lens, (size_t)count, vnet, scratch, slen));
+  return num(env, (double)tun_write_batch((int)fd, ptrs, lens, (size_t)count, vnet, uso, scratch, slen, NULL));
 }
 
 NAPI_MODULE_INIT() {

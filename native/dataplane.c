@@ -27,9 +27,10 @@
 // What the engine does per turn (dpTurn):
 //   wait   poll(TUN, UDP, wake eventfd) — sleeps only when both queues are empty;
 //   recv   recvmmsg (UDP GRO split) ─► capsule? path by id ─► replay window + AES-256-GCM open ─► TUN writes
-//          (runs of one TCP flow merged into GSO writes with IFF_VNET_HDR); other frames of the protocol ─► events;
-//   send   TUN reads (TSO segments cut with vnet_segment) ─► peer by destination virtual IP ─► seal ─► sendmmsg per
-//          run of capsules to one peer (UDP GSO).
+//          (runs of one TCP flow, and with USO runs of equal-sized datagrams of one UDP flow, merged into GSO writes
+//          with IFF_VNET_HDR); other frames of the protocol ─► events;
+//   send   TUN reads (TSO segments and USO super-frames cut with vnet_segment) ─► peer by destination virtual IP ─►
+//          seal ─► sendmmsg per run of capsules to one peer (UDP GSO).
 // The send step follows the receive step in the same turn: a TUN write runs the local stack synchronously, so an
 // echo reply or ACK is queued before it returns and leaves without another wake-up.
 //
@@ -76,7 +77,9 @@
 #define MAX_CANDIDATES 16
 // Destinations per route table (open addressing, never deleted: virtual IPs are stable per peer slot).
 #define ROUTE_CAP 4096
-// TUN reads per turn: plain packets, or (vnet) reads of up to 64 KiB each.
+// TUN reads per turn: up to READ_BATCH, packed one after another into a buffer of read_batch slots of read_slot
+// bytes (plain: a packet each; vnet: up to 64 KiB each, so a turn takes 8 TSO/USO super-frames, or 64 single
+// packets — a UDP sender's datagrams come one per read, and 8 per turn cost a poll and a short GSO send per 8).
 #define READ_BATCH 64
 #define VNET_READ_BATCH 8
 #define VNET_SLOT (65536 + 256)
@@ -142,6 +145,7 @@ typedef struct {
   int miss, send_err, bad_tag, replayed, too_old, malformed, tun_write_err, keepalive, unknown_path, tso_dropped;
   int expired, seal_expired, events_dropped, candidates_dropped, queued, queue_dropped, spoofed;
   int pmtu, gso_resegmented, tso_narrowed, icmp_sent, fragmented, mss_clamped, too_big_dropped, probes_answered, probe_acks;
+  int uso_frames, tun_gso_writes;
 } stat_idx_t;
 
 typedef struct {
@@ -153,7 +157,7 @@ typedef struct {
   bool closed;
   int tun, udp, wake;
   size_t mtu;
-  bool vnet, gso, gro;
+  bool vnet, gso, gro, uso;
   pmtu_query_t pq;
   double *stats;
   size_t nstats;
@@ -173,7 +177,7 @@ typedef struct {
   // send step
   size_t pkt_slot, read_slot, read_batch;
   uint8_t *in;
-  uint32_t in_lens[READ_BATCH];
+  uint32_t in_lens[READ_BATCH], in_offs[READ_BATCH];
   uint8_t *seg;
   uint32_t seg_lens[SEG_SLOTS];
   size_t frame_room;
@@ -694,10 +698,10 @@ static void emit(engine_t *e, peer_t *p, session_t *s, const uint8_t *pkt, size_
 
 // Reads one batch from the TUN (non-blocking) and sends it; returns how many reads it took.
 static int send_step(engine_t *e) {
-  size_t got = 0;
-  while (got < e->read_batch) {
+  size_t got = 0, used = 0, room = e->read_slot * e->read_batch;
+  while (got < READ_BATCH && room - used >= e->read_slot) {
     uint8_t spill;
-    uint8_t *dst = e->in + got * e->read_slot;
+    uint8_t *dst = e->in + used;
     struct iovec iov[2] = {{.iov_base = dst, .iov_len = e->read_slot}, {.iov_base = &spill, .iov_len = 1}};
     ssize_t r = readv(e->tun, iov, 2);
     if (r < 0) {
@@ -709,10 +713,12 @@ static int send_step(engine_t *e) {
       break;
     }
     if ((size_t)r > e->read_slot) continue;  // truncated: dropped
+    e->in_offs[got] = (uint32_t)used;
     e->in_lens[got++] = (uint32_t)r;
+    used += ((size_t)r + 7) & ~(size_t)7;
   }
   for (size_t i = 0; i < got; i++) {
-    uint8_t *b = e->in + i * e->read_slot;
+    uint8_t *b = e->in + e->in_offs[i];
     size_t n = e->in_lens[i];
     if (!e->vnet) {
       route_packet(e, b, n);
@@ -722,6 +728,7 @@ static int send_step(engine_t *e) {
       route_packet(e, b + VNET_HDR_LEN, n - VNET_HDR_LEN);  // no GSO, no checksum to complete
       continue;
     }
+    if ((b[1] & (uint8_t)~VNET_GSO_ECN) == VNET_GSO_UDP_L4) count(e, e->ix.uso_frames, 1);
     int narrowed = 0;
     int segs = vnet_segment_cap(b, n, e->seg, e->pkt_slot, SEG_SLOTS, e->seg_lens, dest_usable(e, b + VNET_HDR_LEN, n - VNET_HDR_LEN), &narrowed);
     if (narrowed) count(e, e->ix.tso_narrowed, 1);
@@ -739,8 +746,10 @@ static int send_step(engine_t *e) {
 
 static void flush_tun(engine_t *e) {
   if (e->nt == 0) return;
-  size_t w = tun_write_batch(e->tun, e->tptrs, e->tlens, e->nt, e->vnet, e->scratch, e->scap);
+  size_t merged = 0;
+  size_t w = tun_write_batch(e->tun, e->tptrs, e->tlens, e->nt, e->vnet, e->uso, e->scratch, e->scap, &merged);
   if (w < e->nt) count(e, e->ix.tun_write_err, (double)(e->nt - w));
+  if (merged > 0) count(e, e->ix.tun_gso_writes, (double)merged);
   e->nt = 0;
   e->tused = 0;
 }
@@ -933,8 +942,10 @@ static int prop_bool(napi_env env, napi_value obj, const char *key, bool *out) {
 //            toMain: Uint8Array(256) }) -> engine handle. statIndex names the shared counters' positions: slotWidth,
 // rxBytes, txBytes, rxPackets, txPackets (per-slot offsets) and the absolute indexes miss, udpSendErrors, badTag,
 // replayed, tooOld, malformed, tunWriteErrors, keepaliveCapsules, unknownPath, tsoDropped, expired, sealExpired,
-// eventsDropped, candidatesDropped, queued, queueDropped, spoofed. toMain[type] != 0 marks
-// the message types handed to the worker as events. The TUN fd must be non-blocking.
+// eventsDropped, candidatesDropped, queued, queueDropped, spoofed, pmtu, gsoResegmented, tsoNarrowed, pmtuIcmpSent,
+// pmtuFragmented, mssClamped, pmtuTooBigDropped, pmtuProbesAnswered, pmtuProbeAcks, usoFrames, tunGsoWrites.
+// toMain[type] != 0 marks the message types handed to the worker as events. uso (optional): the TUN took USO, so
+// datagrams of one UDP flow may be merged into one TUN write. The TUN fd must be non-blocking.
 static napi_value dp_create(napi_env env, napi_callback_info info) {
   napi_value argv[1], sv, iv, tv, ext;
   int64_t tun, udp, wake, mtu, slots;
@@ -964,7 +975,7 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
                                 "unknownPath", "tsoDropped", "expired", "sealExpired", "eventsDropped",
                                 "candidatesDropped", "queued", "queueDropped", "spoofed", "pmtu", "gsoResegmented", "tsoNarrowed",
                                 "pmtuIcmpSent", "pmtuFragmented", "mssClamped", "pmtuTooBigDropped", "pmtuProbesAnswered",
-                                "pmtuProbeAcks"};
+                                "pmtuProbeAcks", "usoFrames", "tunGsoWrites"};
   int64_t idx[sizeof names / sizeof names[0]];
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!prop_int(env, iv, names[i], 0, INT_MAX, &idx[i])) return NULL;
@@ -981,6 +992,12 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
   e->vnet = vnet;
   e->gso = gso;
   e->gro = gro;
+  // uso (optional, default false): the TUN took USO, so runs of one UDP flow may be written as one USO packet.
+  napi_value uv;
+  napi_valuetype ut;
+  if (napi_get_named_property(env, argv[0], "uso", &uv) == napi_ok && napi_typeof(env, uv, &ut) == napi_ok && ut == napi_boolean)
+    napi_get_value_bool(env, uv, &e->uso);
+  e->uso = e->uso && vnet;
   e->stats = sdata;
   e->nstats = nstats;
   memcpy(e->to_main, tm, 256);
@@ -988,7 +1005,8 @@ static napi_value dp_create(napi_env env, napi_callback_info info) {
                        (int)idx[6],  (int)idx[7],  (int)idx[8],  (int)idx[9],  (int)idx[10], (int)idx[11],
                        (int)idx[12], (int)idx[13], (int)idx[14], (int)idx[15], (int)idx[16], (int)idx[17], (int)idx[18],
                        (int)idx[19], (int)idx[20], (int)idx[21], (int)idx[22], (int)idx[23], (int)idx[24],
-                       (int)idx[25], (int)idx[26], (int)idx[27], (int)idx[28], (int)idx[29], (int)idx[30]};
+                       (int)idx[25], (int)idx[26], (int)idx[27], (int)idx[28], (int)idx[29], (int)idx[30],
+                       (int)idx[31], (int)idx[32]};
   pmtu_query_init(&e->pq);
   e->max_slots = (int)slots;
   e->pkt_slot = e->mtu + 64;

@@ -193,6 +193,7 @@ int lan_segment(uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslot
     memcpy(eth, f, l2);
     struct virtio_net_hdr t = h;
     t.flags = 0;
+    t.hdr_len = 0;  // the packet socket's hdr_len counts the Ethernet header: not the IP packet's (vnet_segment checks it)
     memcpy(ip - VNET_HDR_LEN, &t, VNET_HDR_LEN);
     n = vnet_segment(ip - VNET_HDR_LEN, iplen + VNET_HDR_LEN, out + l2, slot, nslots, lens);
     if (n == SEG_TOO_MANY) {

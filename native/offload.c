@@ -12,6 +12,14 @@
 #include <string.h>
 
 #define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define UDP_HL 8
+// Headers that older userspace headers lack (the kernel has had them since 6.2).
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 VNET_GSO_UDP_L4
+#endif
+// Most datagrams one USO write may carry (the kernel's UDP_GRO_CNT_MAX; virtio accepts up to 128).
+#define USO_MAX_SEGS 64
 #define TCP_FIN 0x01
 #define TCP_PSH 0x08
 #define TCP_ACK 0x10
@@ -69,10 +77,13 @@ static uint64_t be16_term(uint32_t v) {
   return w;
 }
 
-// Sum of the TCP pseudo-header for an IPv4 or IPv6 packet `ip` carrying `l4len` bytes of TCP.
-static uint64_t pseudo_sum(const uint8_t *ip, int v6, size_t l4len) {
+// Sum of the pseudo-header for an IPv4 or IPv6 packet `ip` carrying `l4len` bytes of protocol `proto`.
+static uint64_t pseudo_sum_p(const uint8_t *ip, int v6, size_t l4len, uint32_t proto) {
   uint64_t s = v6 ? csum_add(0, ip + 8, 32) : csum_add(0, ip + 12, 8);
-  return s + be16_term(IPPROTO_TCP_) + be16_term((uint32_t)l4len);
+  return s + be16_term(proto) + be16_term((uint32_t)l4len);
+}
+static uint64_t pseudo_sum(const uint8_t *ip, int v6, size_t l4len) {
+  return pseudo_sum_p(ip, v6, l4len, IPPROTO_TCP_);
 }
 
 static void ipv4_fix_checksum(uint8_t *ip, size_t ihl) {
@@ -103,6 +114,67 @@ static size_t tcp_headers(const uint8_t *p, size_t len, int *v6, size_t *iphl) {
   return *iphl + thl;
 }
 
+// IP header length + 8 of a UDP datagram over IPv4 (not a fragment) or IPv6 (no extension headers) whose IP length
+// is `len`; 0 otherwise. With exact, the UDP length field must cover the rest of the packet (one whole datagram);
+// a USO super-frame's UDP length is not checked (each segment gets its own).
+static size_t udp_headers(const uint8_t *p, size_t len, int *v6, size_t *iphl, int exact) {
+  if (len < 20) return 0;
+  int ver = p[0] >> 4;
+  if (ver == 4) {
+    *v6 = 0;
+    *iphl = (size_t)(p[0] & 15) * 4;
+    if (*iphl < 20 || p[9] != IPPROTO_UDP_ || (rd16(p + 6) & 0x3fff) != 0 || rd16(p + 2) != len) return 0;
+  } else if (ver == 6) {
+    *v6 = 1;
+    *iphl = 40;
+    if (len < 40 || p[6] != IPPROTO_UDP_ || (size_t)rd16(p + 4) + 40 != len) return 0;
+  } else {
+    return 0;
+  }
+  if (len < *iphl + UDP_HL) return 0;
+  if (exact && rd16(p + *iphl + 4) != len - *iphl) return 0;
+  return *iphl + UDP_HL;
+}
+
+// Cuts a USO super-frame (one UDP header, payload of many datagrams of gso_size bytes, the last may be shorter) into
+// datagrams, as the kernel's UDP GSO would: each with its own IP header (IPv4: length, id + i, header checksum) and
+// UDP length and full checksum. Datagrams are never narrowed to a path (that would move message boundaries): one
+// over the peer's MTU gets the send step's "too big" answer like any other packet.
+static int udp_segment(const struct virtio_net_hdr *h, const uint8_t *pkt, size_t plen, uint8_t *out, size_t slot, size_t nslots,
+                       uint32_t *lens) {
+  int v6;
+  size_t iphl;
+  size_t hl = udp_headers(pkt, plen, &v6, &iphl, 0);
+  if (hl == 0) return SEG_MALFORMED;
+  if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && (h->csum_start != iphl || h->csum_offset != 6)) return SEG_MALFORMED;
+  size_t gso = h->gso_size, payload = plen - hl;
+  if (gso == 0 || payload == 0 || hl + gso > slot) return SEG_MALFORMED;
+  size_t nseg = (payload + gso - 1) / gso;
+  if (nseg > nslots) return SEG_TOO_MANY;
+  uint16_t id0 = v6 ? 0 : rd16(pkt + 4);
+  for (size_t i = 0; i < nseg; i++) {
+    size_t chunk = i + 1 < nseg ? gso : payload - i * gso;
+    uint8_t *o = out + i * slot;
+    memcpy(o, pkt, hl);
+    memcpy(o + hl, pkt + hl + i * gso, chunk);
+    if (v6) {
+      wr16(o + 4, (uint32_t)(UDP_HL + chunk));
+    } else {
+      wr16(o + 2, (uint32_t)(hl + chunk));
+      wr16(o + 4, (uint32_t)(id0 + i));
+      ipv4_fix_checksum(o, iphl);
+    }
+    uint8_t *uh = o + iphl;
+    wr16(uh + 4, (uint32_t)(UDP_HL + chunk));
+    uh[6] = uh[7] = 0;
+    uint16_t c = (uint16_t)~csum_fold(csum_add(pseudo_sum_p(o, v6, UDP_HL + chunk, IPPROTO_UDP_), uh, UDP_HL + chunk));
+    if (c == 0) c = 0xffff;  // 0 means "no checksum" in UDP: a computed zero is sent as all ones
+    memcpy(uh + 6, &c, 2);
+    lens[i] = (uint32_t)(hl + chunk);
+  }
+  return (int)nseg;
+}
+
 int vnet_segment(const uint8_t *in, size_t len, uint8_t *out, size_t slot, size_t nslots, uint32_t *lens) {
   return vnet_segment_cap(in, len, out, slot, nslots, lens, 0, NULL);
 }
@@ -129,12 +201,20 @@ int vnet_segment_cap(const uint8_t *in, size_t len, uint8_t *out, size_t slot, s
     lens[0] = (uint32_t)plen;
     return 1;
   }
+  // What every GSO frame must get right: a header length inside the frame, and (when the kernel left the checksum
+  // to us) the checksum where the transport header's is; we recompute every checksum, but a frame that lies about
+  // its layout is not one the kernel made.
+  if (h.hdr_len > plen) return SEG_MALFORMED;
+  if (gso == VIRTIO_NET_HDR_GSO_UDP_L4) {
+    return udp_segment(&h, pkt, plen, out, slot, nslots, lens);
+  }
   if (gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6) return SEG_MALFORMED;
 
   int v6;
   size_t iphl;
   size_t hl = tcp_headers(pkt, plen, &v6, &iphl);
   if (hl == 0 || v6 != (gso == VIRTIO_NET_HDR_GSO_TCPV6)) return SEG_MALFORMED;
+  if ((h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && (h.csum_start != iphl || h.csum_offset != 16)) return SEG_MALFORMED;
   size_t mss = h.gso_size, payload = plen - hl;
   if (mss == 0 || payload == 0 || hl + mss > slot) return SEG_MALFORMED;
   if (max_pkt > 0 && hl + mss > max_pkt && max_pkt >= hl + 64) {
@@ -187,11 +267,80 @@ static int same_flow(const uint8_t *f, const uint8_t *q, int v6, size_t iphl, si
          memcmp(a + 18, b + 18, hl - iphl - 18) == 0;  // urgent pointer and options
 }
 
+// True when UDP datagram q continues the run whose first datagram is f: same addresses and ports, and the IP
+// fields a segmentation would copy into every datagram (IPv4: TOS, TTL, DF; IPv6: class and flow label, hop limit).
+static int same_udp_flow(const uint8_t *f, const uint8_t *q, int v6, size_t iphl) {
+  if (v6) {
+    if (memcmp(f, q, 4) != 0 || f[7] != q[7] || memcmp(f + 8, q + 8, 32) != 0) return 0;
+  } else {
+    if (f[1] != q[1] || f[8] != q[8] || rd16(f + 6) != rd16(q + 6) || memcmp(f + 12, q + 12, 8) != 0) return 0;
+  }
+  return memcmp(f + iphl, q + iphl, 4) == 0;
+}
+
+// The UDP half of vnet_coalesce: a run of datagrams of one flow with equal payload sizes (the last may be shorter)
+// becomes one USO write (VIRTIO_NET_HDR_GSO_UDP_L4): the receiving stack cuts it back into the same datagrams (or
+// hands it whole to a UDP_GRO socket). The UDP length of the merged packet covers all of it, and its checksum
+// field holds the pseudo-header sum of that length (CHECKSUM_PARTIAL), which the segmentation adjusts per datagram.
+static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
+                           size_t *used) {
+  const uint8_t *f = ptrs[first];
+  size_t flen = lens[first];
+  int v6;
+  size_t iphl;
+  size_t hl = udp_headers(f, flen, &v6, &iphl, 1);
+  if (hl == 0 || flen <= hl) return 0;
+  size_t seg = flen - hl, total = flen, n = 1;
+  for (size_t j = first + 1; j < count && n < USO_MAX_SEGS; j++) {
+    const uint8_t *q = ptrs[j];
+    size_t qlen = lens[j];
+    int qv6;
+    size_t qiphl;
+    if (udp_headers(q, qlen, &qv6, &qiphl, 1) != hl || qv6 != v6 || qiphl != iphl) break;
+    size_t qpay = qlen - hl;
+    if (qpay == 0 || qpay > seg || !same_udp_flow(f, q, v6, iphl)) break;
+    if (total + qpay > MAX_IP_LEN + (v6 ? 40u : 0u) || VNET_HDR_LEN + total + qpay > cap) break;
+    total += qpay;
+    n++;
+    if (qpay < seg) break;  // a short datagram ends the run
+  }
+  if (n < 2) return 0;
+  uint8_t *o = out + VNET_HDR_LEN;
+  memcpy(o, f, flen);
+  size_t at = flen;
+  for (size_t j = first + 1; j < first + n; j++) {
+    memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
+    at += lens[j] - hl;
+  }
+  if (v6) {
+    wr16(o + 4, (uint32_t)(total - 40));
+  } else {
+    wr16(o + 2, (uint32_t)total);
+    ipv4_fix_checksum(o, iphl);
+  }
+  uint8_t *uh = o + iphl;
+  wr16(uh + 4, (uint32_t)(total - iphl));
+  uint16_t ps = csum_fold(pseudo_sum_p(o, v6, total - iphl, IPPROTO_UDP_));
+  memcpy(uh + 6, &ps, 2);
+  struct virtio_net_hdr h;
+  memset(&h, 0, sizeof h);
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4;
+  h.hdr_len = (uint16_t)hl;
+  h.gso_size = (uint16_t)seg;
+  h.csum_start = (uint16_t)iphl;
+  h.csum_offset = 6;
+  memcpy(out, &h, VNET_HDR_LEN);
+  *used = n;
+  return VNET_HDR_LEN + total;
+}
+
 size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
-                     size_t *used) {
+                     size_t *used, bool uso) {
   *used = 1;
   const uint8_t *f = ptrs[first];
   size_t flen = lens[first];
+  if (flen >= 20 && ((f[0] >> 4) == 4 ? f[9] : f[6]) == IPPROTO_UDP_) return uso ? udp_coalesce(ptrs, lens, count, first, out, cap, used) : 0;
   int v6;
   size_t iphl;
   size_t hl = tcp_headers(f, flen, &v6, &iphl);

@@ -101,9 +101,13 @@ export async function iperfTcp(client: Host, target: string, seconds: number, st
   };
 }
 
-/** UDP flood (`-b rate`, 0 = unlimited) of `len`-byte datagrams; packets received per second and loss. */
-export async function iperfUdp(client: Host, target: string, seconds: number, len: number, rate = '0'): Promise<UdpResult> {
-  const j = await runClient(client, ['-c', target, '-p', String(IPERF_PORT), '-u', '-b', rate, '-l', String(len), '-t', String(seconds)], seconds);
+/**
+ * UDP flood (`-b rate`, 0 = unlimited) of `len`-byte datagrams; packets received per second and loss. `window`
+ * (iperf3 -w, e.g. '4M') sizes both ends' socket buffers; without it they keep the system default.
+ */
+export async function iperfUdp(client: Host, target: string, seconds: number, len: number, rate = '0', window?: string): Promise<UdpResult> {
+  const w = window ? ['-w', window] : [];
+  const j = await runClient(client, ['-c', target, '-p', String(IPERF_PORT), '-u', '-b', rate, '-l', String(len), '-t', String(seconds), ...w], seconds);
   const rx = j.end?.sum_received ?? j.end?.sum;
   const tx = j.end?.sum_sent ?? j.end?.sum;
   if (!rx || rx.packets === undefined || rx.lost_packets === undefined || !rx.seconds) throw new Error('iperf3 UDP report has no packet counts');

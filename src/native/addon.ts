@@ -14,7 +14,8 @@ export type NativeAeadHandle = { readonly __brand: 'NativeAeadHandle' };
 /** The functions exported by cyphonic_native.node (see native/cyphonic_native.c for the C contracts). */
 export interface NativeAddon {
   /** TUNSETIFF; vnetHdr adds IFF_VNET_HDR and asks for TSO (offload: whether the kernel accepted it). */
-  tunOpen(name: string, opts: { multiQueue?: boolean; vnetHdr?: boolean }): { fd: number; name: string; vnetHdr: boolean; offload: boolean };
+  /** vnetHdr: IFF_VNET_HDR + TSO (and USO where the kernel has it; noUso: do not ask for it, as an older kernel). */
+  tunOpen(name: string, opts: { multiQueue?: boolean; vnetHdr?: boolean; noUso?: boolean; txQueueLen?: number }): { fd: number; name: string; vnetHdr: boolean; offload: boolean; uso: boolean };
   tunRead(fd: number, buf: Uint8Array, timeoutMs: number, wakeFd?: number): number;
   tunReadBatch(fd: number, buf: Uint8Array, slotSize: number, lengths: Uint32Array, timeoutMs: number): number;
   tunWrite(fd: number, buf: Uint8Array, offset: number, length: number): number;
@@ -59,7 +60,8 @@ export interface NativeAddon {
   /** Splits one virtio_net_hdr packet from the TUN into plain packets (i at out[i*outSlot]); count, -1 malformed, -2 too many. */
   vnetSegment(buf: Uint8Array, offset: number, length: number, out: Uint8Array, outSlot: number, outLengths: Uint32Array): number;
   /** Writes packets to the TUN; with vnet, merges runs of one TCP flow into GSO writes (10 bytes headroom before each). */
-  tunWriteMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: boolean, scratch: Uint8Array): number;
+  /** uso: also merge runs of equal-sized datagrams of one UDP flow into USO writes (the TUN took USO). */
+  tunWriteMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, vnet: boolean, scratch: Uint8Array, uso?: boolean): number;
   /** The data-plane engine (native/dataplane.c): per-packet work in C, driven by the data-plane worker. */
   dpCreate(opts: DataPlaneEngineInit): NativeEngineHandle;
   /** A session for `slot` (pathId: 8 bytes BE); vip4/vip6 raw (or null) are routed to the slot. See dataplane.c. */
@@ -125,6 +127,8 @@ export interface DataPlaneEngineInit {
   vnet: boolean;
   gso: boolean;
   gro: boolean;
+  /** The TUN took USO: runs of one UDP flow's datagrams may go as one USO write (default false). */
+  uso?: boolean;
   maxSlots: number;
   stats: Float64Array;
   statIndex: Record<
@@ -158,7 +162,9 @@ export interface DataPlaneEngineInit {
     | 'mssClamped'
     | 'pmtuTooBigDropped'
     | 'pmtuProbesAnswered'
-    | 'pmtuProbeAcks',
+    | 'pmtuProbeAcks'
+    | 'usoFrames'
+    | 'tunGsoWrites',
     number
   >;
   /** 256 entries: non-zero marks a message type handed to the worker as an event (signaling, handshakes). */

@@ -1,6 +1,6 @@
 // End-to-end test of direct overlay communication in network namespaces: TUN devices, overlay DNS, route
 // selection, certificate-authenticated tunnels, and the data plane (ping by name on both families, 100 MB
-// over TCP with a checksum, no plaintext on the wire, replayed/tampered capsules dropped).
+// over TCP with a checksum, UDP GSO bursts through USO, no plaintext on the wire, replayed/tampered capsules dropped).
 //
 //              global segment 198.18.0.0/24, 2001:db8::/64 (captured on the bridge in <p>-inet)
 //   [cloud] ──────────┬───────────────┬───────────────┐
@@ -9,6 +9,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { CloudProc, cyphonic, NodeProc, REPO, waitFor, useOverlayDns, workDir, type NodeStatusJson } from '../harness/cluster.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
@@ -115,7 +116,7 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
 
   test('the offload path and the portable path (--no-offload) interoperate: 20 MB each way arrive intact', async () => {
     const [sa, sg] = [await alpha.status(), await gamma.status()];
-    assert.deepEqual(sg.offload, { tso: false, gso: false, gro: false }, 'gamma: portable path');
+    assert.deepEqual(sg.offload, { tso: false, uso: false, gso: false, gro: false }, 'gamma: portable path');
     assert.equal(sa.offload?.gso, true, 'alpha: GSO asked for');
     const transfer = async (from: NodeProc, to: NodeProc, toVip: string, port: string): Promise<void> => {
       const server = to.host.exec(process.execPath, [join(TOOLS, 'tcp-check.js'), 'server', toVip, port], { timeoutMs: 120_000 });
@@ -129,6 +130,40 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
     };
     await transfer(alpha, gamma, sg.vip4!, '5002');
     await transfer(gamma, alpha, sa.vip4!, '5003');
+  });
+
+  test('bursts of large UDP datagrams sent with UDP GSO arrive whole: USO in and merged writes out on the offload path, and to and from --no-offload', async () => {
+    const COUNT = 2000;
+    const counter = async (n: NodeProc, k: string): Promise<number> => (await n.status()).counters[k] ?? 0;
+    const burst = async (from: NodeProc, to: NodeProc, toAddr: string, port: string): Promise<void> => {
+      const recv = to.host.exec(process.execPath, [join(TOOLS, 'udp-gso.js'), 'recv', port, String(COUNT), '1500'], { timeoutMs: 60_000 });
+      await new Promise((r) => setTimeout(r, 500));
+      await from.host.run(process.execPath, [join(TOOLS, 'udp-gso.js'), 'send', toAddr, port, String(COUNT), '1300'], { timeoutMs: 60_000 });
+      const got = await recv;
+      assert.equal(got.code, 0, got.stderr);
+      const r = JSON.parse(got.stdout) as { received: number; unique: number; corrupt: number };
+      const what = `${from.name} -> ${to.name} (${toAddr}): ${got.stdout.trim()}`;
+      assert.equal(r.corrupt, 0, `no datagram changed length or bytes: ${what}`);
+      assert.equal(r.received, r.unique, `no duplicates: ${what}`);
+      assert.ok(r.unique >= COUNT * 0.99, `the bursts arrive: ${what}`);
+    };
+    const sa = await alpha.status();
+    const sg = await gamma.status();
+    // Linux 6.2 added TUN USO; before it the node falls back to TSO alone and the same bursts cross without USO.
+    const [major, minor] = release().split('.').map(Number) as [number, number];
+    const uso = major > 6 || (major === 6 && minor >= 2);
+    assert.equal(sa.offload?.uso, uso, `alpha: USO ${uso ? 'taken' : 'refused'} by kernel ${release()}`);
+    const [usoIn, merged] = [await counter(alpha, 'data.usoFrames'), await counter(beta, 'data.tunGsoWrites')];
+    await burst(alpha, beta, b.vip4, '5011');
+    await burst(alpha, beta, b.vip6, '5012');
+    if (uso) {
+      assert.ok((await counter(alpha, 'data.usoFrames')) - usoIn >= COUNT / 40, 'alpha read the GSO sends as USO super-frames (one per burst)');
+      assert.ok((await counter(beta, 'data.tunGsoWrites')) - merged >= 10, 'beta wrote runs of datagrams as USO packets');
+    }
+    const mergedAlpha = await counter(alpha, 'data.tunGsoWrites');
+    await burst(alpha, gamma, sg.vip4!, '5013');
+    await burst(gamma, alpha, sa.vip4!, '5014');
+    if (uso) assert.ok((await counter(alpha, 'data.tunGsoWrites')) - mergedAlpha >= 10, 'alpha merged what the portable gamma sent');
   });
 
   test('replayed and tampered capsules and garbage datagrams are dropped and counted', { skip: needs('tcpdump') }, async () => {

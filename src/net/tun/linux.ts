@@ -23,11 +23,14 @@ export interface LinuxTunOptions {
   /** Open with IFF_MULTI_QUEUE so that openQueue() can add queues for more reader threads. */
   multiQueue?: boolean;
   /**
-   * Open with IFF_VNET_HDR and ask for checksum and TCP segmentation offload (the data plane's fast path):
+   * Open with IFF_VNET_HDR and ask for checksum, TCP and (where the kernel has it) UDP segmentation offload (the
+   * data plane's fast path):
    * every packet then starts with a virtio_net_hdr, so read()/write() here refuse and only the native batch
    * calls that understand the header (vnetSegment, tunWriteMany) may be used on the fd.
    */
   vnetHdr?: boolean;
+  /** The device's transmit queue length (for a TUN: packets waiting for the reader; the kernel's default is 500). */
+  txQueueLen?: number;
 }
 
 /** Maps an error thrown by the addon to a TunError. */
@@ -119,9 +122,9 @@ export async function openLinuxTun(opts: LinuxTunOptions): Promise<LinuxTun> {
   const addon = requireNative();
 
   const before = await snapshot(name);
-  let opened: { fd: number; name: string; vnetHdr?: boolean; offload?: boolean };
+  let opened: { fd: number; name: string; vnetHdr?: boolean; offload?: boolean; uso?: boolean };
   try {
-    opened = addon.tunOpen(name, { multiQueue: opts.multiQueue === true, vnetHdr: opts.vnetHdr === true });
+    opened = addon.tunOpen(name, { multiQueue: opts.multiQueue === true, vnetHdr: opts.vnetHdr === true, txQueueLen: opts.txQueueLen });
   } catch (err) {
     throw nativeError(err, `open TUN ${name}`, 'ERR_TUN_OPEN');
   }
@@ -129,6 +132,7 @@ export async function openLinuxTun(opts: LinuxTunOptions): Promise<LinuxTun> {
   const tun = new LinuxTun(addon, opened.fd, opened.name, opts.mtu, opts.multiQueue === true, cleanup, {
     vnetHdr: opened.vnetHdr === true,
     offload: opened.offload === true,
+    uso: opened.uso === true,
   });
   try {
     const dev = opened.name;
@@ -161,6 +165,8 @@ export class LinuxTun implements TunDevice {
   readonly vnetHdr: boolean;
   /** The kernel accepted checksum and TCP segmentation offload: reads may carry up to 64 KiB TCP segments. */
   readonly offload: boolean;
+  /** The kernel also accepted UDP segmentation offload (6.2+): reads may carry USO super-frames, writes may merge datagrams. */
+  readonly uso: boolean;
   readonly #addon: NativeAddon;
   readonly #cleanup: string[][];
   #fd: number;
@@ -173,11 +179,12 @@ export class LinuxTun implements TunDevice {
     mtu: number,
     multiQueue: boolean,
     cleanup: string[][] = [],
-    vnet: { vnetHdr: boolean; offload: boolean } = { vnetHdr: false, offload: false },
+    vnet: { vnetHdr: boolean; offload: boolean; uso?: boolean } = { vnetHdr: false, offload: false },
   ) {
     this.#addon = addon;
     this.vnetHdr = vnet.vnetHdr;
     this.offload = vnet.offload;
+    this.uso = vnet.uso === true;
     this.#fd = fd;
     this.name = name;
     this.mtu = mtu;

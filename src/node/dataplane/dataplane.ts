@@ -25,6 +25,12 @@ import { type FromWorker, type ToWorker, type WirePeer, type WorkerInit } from '
 
 /** Tunable: TUN MTU. 1500 − IPv6 (40) − UDP (8) − header (28) − tag (16) = 1408; rounded down. */
 export const DEFAULT_MTU = 1400;
+/**
+ * Tunable: the TUN's transmit queue (packets the local stack queued for the engine to read). The kernel's 500 is
+ * ~5 ms of 1400-byte datagrams at 1 Gbit/s: a reader descheduled that long on a busy host drops what UDP senders
+ * send (TCP is held back by its own small-queue limit). 4096 absorbs such gaps (docs/PERFORMANCE.md, UDP).
+ */
+const TUN_TX_QUEUE = 4096;
 
 /** The packet device the engine serves. */
 export type DataPlaneDevice =
@@ -61,6 +67,8 @@ export interface DataPlaneInit {
 export interface OffloadState {
   /** TUN opened with virtio_net_hdr and TCP segmentation offload accepted. */
   tso: boolean;
+  /** The TUN also took UDP segmentation offload (USO4/USO6, Linux 6.2+): UDP super-frames in, merged datagrams out. */
+  uso: boolean;
   /** UDP GSO sends asked for. */
   gso: boolean;
   /** UDP GRO accepted on the socket. */
@@ -75,6 +83,8 @@ interface Device {
   readonly vnetHdr: boolean;
   /** TSO accepted (TUN only). */
   readonly offload: boolean;
+  /** USO accepted too (TUN only). */
+  readonly uso: boolean;
   /** Interface name (null for a pair). */
   readonly name: string | null;
   close(): void;
@@ -142,6 +152,7 @@ export class DataPlane implements DatagramPort {
       vnet: device.vnetHdr,
       gso: offload.gso,
       gro: offload.gro,
+      uso: offload.uso,
       filterStats: this.filterSab,
     };
     this.worker = new Worker(file, { workerData: init, name: 'cyphonic-dataplane' });
@@ -163,12 +174,13 @@ export class DataPlane implements DatagramPort {
         addresses: { v4: `${d.vip4}/${d.pool4.split('/')[1]}`, v6: `${d.vip6}/${d.pool6.split('/')[1]}` },
         routes: [],
         vnetHdr: offload,
+        txQueueLen: TUN_TX_QUEUE,
       });
-      device = { fd: tun.fd, mtu: tun.mtu, vnetHdr: tun.vnetHdr, offload: tun.offload, name: tun.name, close: () => tun.close() };
+      device = { fd: tun.fd, mtu: tun.mtu, vnetHdr: tun.vnetHdr, offload: tun.offload, uso: tun.uso, name: tun.name, close: () => tun.close() };
     } else {
       const [engineEnd, hostEnd] = native.packetPair();
       const mtu = d.mtu ?? DEFAULT_MTU;
-      device = { fd: engineEnd, mtu, vnetHdr: false, offload: false, name: null, close: () => native.fdClose(engineEnd) };
+      device = { fd: engineEnd, mtu, vnetHdr: false, offload: false, uso: false, name: null, close: () => native.fdClose(engineEnd) };
       host = new PairHost(native, hostEnd, mtu);
     }
     let fd: number;
@@ -185,7 +197,7 @@ export class DataPlane implements DatagramPort {
         throw err;
       }
     }
-    const state: OffloadState = { tso: device.offload, gso: offload, gro: offload && native.udpSetGro(fd) };
+    const state: OffloadState = { tso: device.offload, uso: device.uso, gso: offload, gro: offload && native.udpSetGro(fd) };
     return new DataPlane(native, device, host, fd, logger, createStats(), dualStack, state);
   }
 

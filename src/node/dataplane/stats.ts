@@ -59,8 +59,12 @@ export const GLOBAL = {
   pmtuProbes: 27,
   /** Probe searches that found the path narrower than it had been confirmed (black hole detected). */
   pmtuBlackHoles: 28,
+  /** UDP super-frames (USO) read from the TUN, cut into datagrams. */
+  usoFrames: 29,
+  /** TUN writes that carried several packets merged into one GSO packet (TCP runs, or UDP runs with USO). */
+  tunGsoWrites: 30,
 } as const;
-const GLOBAL_COUNT = 29;
+const GLOBAL_COUNT = 31;
 
 /** Where the native engine (native/dataplane.c, dpCreate's statIndex) adds each counter in this layout. */
 export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
@@ -97,6 +101,8 @@ export function engineStatIndex(): DataPlaneEngineInit['statIndex'] {
     pmtuTooBigDropped: g(GLOBAL.pmtuTooBigDropped),
     pmtuProbesAnswered: g(GLOBAL.pmtuProbesAnswered),
     pmtuProbeAcks: g(GLOBAL.pmtuProbeAcks),
+    usoFrames: g(GLOBAL.usoFrames),
+    tunGsoWrites: g(GLOBAL.tunGsoWrites),
   };
 }
 

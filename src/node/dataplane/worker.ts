@@ -23,11 +23,12 @@
 //
 // Offloads (on unless the node runs with --no-offload, and only where the kernel accepts them):
 //   - the TUN has IFF_VNET_HDR + TSO: one read brings a TCP segment of up to 64 KiB, cut into MTU-sized packets
-//     with their own headers and checksums; each is sealed as its own capsule, as without TSO;
+//     with their own headers and checksums; each is sealed as its own capsule, as without TSO; with USO (6.2+) a
+//     UDP GSO sender's super-frame arrives the same way and is cut into its datagrams;
 //   - sends use UDP GSO: each run of equal-sized capsules to one peer is one send, split by the kernel (or, over
 //     veth and bridges, delivered whole to a GRO socket);
-//   - the socket has UDP_GRO: one receive brings up to 64 capsules; after opening, runs of one TCP flow are merged
-//     back into one GSO packet per TUN write.
+//   - the socket has UDP_GRO: one receive brings up to 64 capsules; after opening, runs of one TCP flow (and with
+//     USO, runs of equal-sized datagrams of one UDP flow) are merged back into one GSO packet per TUN write.
 // Without them (older kernels, or the fallback switch) the same engine moves one packet per slot.
 //
 // Control messages from the main thread are polled with receiveMessageOnPort each time dpTurn returns; the main
@@ -56,6 +57,8 @@ export interface WorkerInit {
   gso: boolean;
   /** The socket has UDP_GRO: receive buffers may hold many datagrams. */
   gro: boolean;
+  /** The TUN took USO: UDP super-frames are read (and cut), runs of one UDP flow written as one USO packet. */
+  uso: boolean;
   /** Counters of the policy filter (filter.ts FILTER_STATS). */
   filterStats: SharedArrayBuffer;
 }
@@ -278,6 +281,7 @@ function run(): void {
     vnet: init.vnet,
     gso: init.gso,
     gro: init.gro,
+    uso: init.uso,
     maxSlots: MAX_PEER_SLOTS,
     stats: stats.a,
     statIndex: engineStatIndex(),

@@ -1,7 +1,9 @@
 // The addon's packet offload helpers without a TUN device: vnetSegment cuts a TSO super-packet (virtio_net_hdr +
 // TCP segment) into packets whose IP and TCP checksums verify and whose sequence numbers, IP ids and flags are what a
 // NIC would produce; tunWriteMany merges such packets back into one GSO write (captured in a file) and writes
-// anything that cannot be merged singly. Hostile headers are refused, never read past.
+// anything that cannot be merged singly. The same for UDP segmentation offload: a USO super-frame is cut into its
+// datagrams (own lengths, ids, checksums), and with uso equal-sized datagrams of one flow merge into one USO write.
+// Hostile headers are refused, never read past.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -95,7 +97,7 @@ function segment(input: Buffer): Buffer[] | number {
 }
 
 /** Writes `packets` through tunWriteMany into a file and returns the file's bytes and the count written. */
-function writeMany(packets: Buffer[], vnet: boolean): { bytes: Buffer; written: number } {
+function writeMany(packets: Buffer[], vnet: boolean, uso = false): { bytes: Buffer; written: number } {
   const dir = mkdtempSync(join(tmpdir(), 'cyp-offload-'));
   const file = join(dir, 'tun');
   const fd = openSync(file, 'w');
@@ -111,7 +113,7 @@ function writeMany(packets: Buffer[], vnet: boolean): { bytes: Buffer; written: 
       lens[i] = p.length;
       at += p.length;
     });
-    const written = native!.tunWriteMany(fd, buf, offs, lens, packets.length, vnet, Buffer.alloc(65546 + 64));
+    const written = native!.tunWriteMany(fd, buf, offs, lens, packets.length, vnet, Buffer.alloc(65546 + 64), uso);
     closeSync(fd);
     return { bytes: readFileSync(file), written };
   } finally {
@@ -234,5 +236,156 @@ test('hostile virtio headers are refused, never read or written past the buffers
     for (let k = rnd.int(0, 6); k > 0; k--) b[rnd.int(0, 80)] = rnd.int(0, 255);
     const r = segment(b.subarray(0, rnd.int(0, b.length)));
     assert.ok(typeof r === 'number' ? r === -1 || r === -2 : r.length >= 1);
+  }
+});
+
+// ---- UDP segmentation offload (USO): VIRTIO_NET_HDR_GSO_UDP_L4 super-frames in, merged datagrams out ----
+
+const GSO_UDP_L4 = 5;
+
+function ipUdp(v6: boolean, payload: Buffer, opts: { id?: number; sport?: number; tos?: number } = {}): Buffer {
+  const iphl = v6 ? 40 : 20;
+  const p = Buffer.alloc(iphl + 8 + payload.length);
+  if (v6) {
+    p[0] = 0x60;
+    p.writeUInt16BE(8 + payload.length, 4);
+    p[6] = 17;
+    p[7] = 64;
+    Buffer.from('fd00000000000000000000000000000a', 'hex').copy(p, 8);
+    Buffer.from('fd00000000000000000000000000000b', 'hex').copy(p, 24);
+  } else {
+    p[0] = 0x45;
+    p[1] = opts.tos ?? 0;
+    p.writeUInt16BE(p.length, 2);
+    p.writeUInt16BE(opts.id ?? 0x2000, 4);
+    p.writeUInt16BE(0x4000, 6);
+    p[8] = 64;
+    p[9] = 17;
+    Buffer.from([100, 64, 0, 1, 100, 64, 0, 2]).copy(p, 12);
+    p.writeUInt16BE(0xffff - fold(sum16(p.subarray(0, 20))), 10);
+  }
+  p.writeUInt16BE(opts.sport ?? 40001, iphl);
+  p.writeUInt16BE(5201, iphl + 2);
+  p.writeUInt16BE(8 + payload.length, iphl + 4);
+  payload.copy(p, iphl + 8);
+  const l4 = p.subarray(iphl);
+  const pseudo = v6 ? sum16(p.subarray(8, 40)) : sum16(p.subarray(12, 20));
+  const c = 0xffff - fold(sum16(l4, pseudo + 17 + l4.length));
+  p.writeUInt16BE(c === 0 ? 0xffff : c, iphl + 6);
+  return p;
+}
+
+/** True when the IPv4 header checksum and the UDP checksum (with its length field) of `p` verify. */
+function udpOk(p: Buffer): boolean {
+  const v6 = p[0]! >> 4 === 6;
+  const iphl = v6 ? 40 : 20;
+  if (!v6 && fold(sum16(p.subarray(0, iphl))) !== 0xffff) return false;
+  const l4 = p.subarray(iphl);
+  if (p.readUInt16BE(iphl + 4) !== l4.length || p.readUInt16BE(iphl + 6) === 0) return false;
+  const pseudo = v6 ? sum16(p.subarray(8, 40)) : sum16(p.subarray(12, 20));
+  return fold(sum16(l4, pseudo + 17 + l4.length)) === 0xffff;
+}
+
+/** A USO super-frame as the kernel hands it to a TUN: one UDP header, the payload of every datagram after it. */
+function usoFrame(v6: boolean, payload: Buffer, gsoSize: number, hdr: Partial<{ hdrLen: number; csumStart: number; csumOffset: number; flags: number }> = {}): Buffer {
+  const iphl = v6 ? 40 : 20;
+  const big = ipUdp(v6, payload);
+  big.writeUInt16BE(0, iphl + 6); // partial checksum: what is there does not matter, every datagram gets its own
+  return Buffer.concat([vnetHdr(GSO_UDP_L4, gsoSize, hdr.hdrLen ?? iphl + 8, hdr.csumStart ?? iphl, hdr.csumOffset ?? 6, hdr.flags ?? F_NEEDS_CSUM), big]);
+}
+
+for (const v6 of [false, true]) {
+  const fam = v6 ? 'IPv6' : 'IPv4';
+  test(`${fam}: a USO super-frame is cut into its datagrams, each with its own lengths and valid checksums`, { skip }, () => {
+    const payload = Buffer.from(Array.from({ length: 4 * 1200 + 333 }, (_, i) => (i * 13) % 256));
+    const segs = segment(usoFrame(v6, payload, 1200));
+    assert.ok(Array.isArray(segs));
+    assert.equal(segs.length, 5);
+    const iphl = v6 ? 40 : 20;
+    segs.forEach((s, i) => {
+      const chunk = i < 4 ? 1200 : 333;
+      assert.equal(s.length, iphl + 8 + chunk, `datagram ${i} length`);
+      assert.ok(udpOk(s), `datagram ${i} checksums verify`);
+      if (!v6) assert.equal(s.readUInt16BE(4), 0x2000 + i, 'IP id increments');
+      else assert.equal(s.readUInt16BE(4), 8 + chunk, 'IPv6 payload length');
+      assert.equal(s.readUInt16BE(iphl), 40001, 'ports kept');
+      assert.deepEqual(s.subarray(iphl + 8), payload.subarray(i * 1200, i * 1200 + chunk), 'payload boundaries kept');
+    });
+  });
+
+  test(`${fam}: tunWriteMany with uso merges equal-sized datagrams of one flow into one USO write`, { skip }, () => {
+    const dgrams = [0, 1, 2, 3].map((k) => ipUdp(v6, Buffer.alloc(k === 3 ? 500 : 1000, k + 1), { id: 0x3000 + k }));
+    const { bytes, written } = writeMany(dgrams, true, true);
+    assert.equal(written, 4);
+    const writes = splitWrites(bytes);
+    assert.equal(writes.length, 1, 'one write');
+    const { hdr, pkt } = writes[0]!;
+    const iphl = v6 ? 40 : 20;
+    assert.equal(hdr[0], F_NEEDS_CSUM);
+    assert.equal(hdr[1], GSO_UDP_L4);
+    assert.equal(hdr.readUInt16LE(2), iphl + 8, 'hdr_len');
+    assert.equal(hdr.readUInt16LE(4), 1000, 'gso_size');
+    assert.equal(hdr.readUInt16LE(6), iphl, 'csum_start');
+    assert.equal(hdr.readUInt16LE(8), 6, 'csum_offset');
+    assert.equal(pkt.length, iphl + 8 + 3500);
+    assert.equal(pkt.readUInt16BE(iphl + 4), 8 + 3500, 'UDP length covers the merged payload');
+    const pseudo = fold((v6 ? sum16(pkt.subarray(8, 40)) : sum16(pkt.subarray(12, 20))) + 17 + 8 + 3500);
+    assert.equal(pkt.readUInt16BE(iphl + 6), pseudo, 'checksum field: the pseudo-header sum (CHECKSUM_PARTIAL)');
+    if (!v6) assert.equal(fold(sum16(pkt.subarray(0, 20))), 0xffff, 'IPv4 header checksum');
+    // The kernel's segmentation of this write gives back the datagrams (our splitter does what it does).
+    const again = segment(Buffer.concat([hdr, pkt])) as Buffer[];
+    assert.equal(again.length, 4);
+    again.forEach((s, i) => assert.deepEqual(s.subarray(iphl + 8), dgrams[i]!.subarray(iphl + 8)));
+  });
+}
+
+test('UDP datagrams are merged only where a USO write keeps them as they were', { skip }, () => {
+  const d = (len: number, o: { sport?: number; tos?: number } = {}, v6 = false): Buffer => ipUdp(v6, Buffer.alloc(len, 3), o);
+  const cases: { name: string; pkts: Buffer[]; writes: number }[] = [
+    { name: 'equal sizes', pkts: [d(800), d(800), d(800)], writes: 1 },
+    { name: 'short then long', pkts: [d(400), d(800)], writes: 2 },
+    { name: 'other flow', pkts: [d(800), d(800, { sport: 1 })], writes: 2 },
+    { name: 'other TOS', pkts: [d(800), d(800, { tos: 0x10 })], writes: 2 },
+    { name: 'other family', pkts: [d(800), d(800, {}, true)], writes: 2 },
+    { name: 'empty datagrams', pkts: [d(0), d(0)], writes: 2 },
+  ];
+  for (const c of cases) {
+    const { bytes, written } = writeMany(c.pkts, true, true);
+    assert.equal(written, c.pkts.length, c.name);
+    assert.equal(splitWrites(bytes).length, c.writes, c.name);
+  }
+  const lying = d(800);
+  lying.writeUInt16BE(100, 24); // UDP length says less than the packet holds
+  assert.equal(splitWrites(writeMany([lying, d(800)], true, true).bytes).length, 2, 'a UDP length that disagrees is never merged');
+  const sixty = Array.from({ length: 70 }, () => d(900));
+  assert.equal(splitWrites(writeMany(sixty, true, true).bytes).length, 2, 'at most 64 datagrams per USO write');
+  assert.equal(splitWrites(writeMany([d(800), d(800)], true, false).bytes).length, 2, 'without uso: one write each');
+});
+
+test('hostile USO super-frames are refused, never read or written past the buffers', { skip }, () => {
+  const payload = Buffer.alloc(3000, 5);
+  assert.equal(segment(usoFrame(false, payload, 0)), -1, 'gso_size 0');
+  assert.equal(segment(usoFrame(false, payload, 1000, { hdrLen: 60000 })), -1, 'hdr_len beyond the frame');
+  assert.equal(segment(usoFrame(false, payload, 8)), -2, 'segment count overflow (more datagrams than slots)');
+  assert.equal(segment(usoFrame(false, payload, 1000, { csumOffset: 16 })), -1, 'checksum offset not the UDP one');
+  assert.equal(segment(usoFrame(false, payload, 1000, { csumStart: 0 })), -1, 'checksum start not the UDP header');
+  assert.equal(segment(usoFrame(true, payload, 1000, { csumStart: 20 })), -1, 'IPv6: checksum start of an IPv4 header');
+  assert.equal(segment(usoFrame(false, payload, 1480)), -1, 'datagrams larger than a slot');
+  const tcpAsUdp = Buffer.concat([vnetHdr(GSO_UDP_L4, 1000, 28, 20, 6, F_NEEDS_CSUM), ipTcp(false, payload)]);
+  assert.equal(segment(tcpAsUdp), -1, 'a TCP packet labelled UDP_L4');
+  const frag = usoFrame(false, payload, 1000);
+  frag.writeUInt16BE(0x2001, VNET + 6); // MF + offset: a fragment is no datagram to cut
+  assert.equal(segment(frag), -1, 'an IPv4 fragment');
+  const tcpWithUdpCsum = Buffer.concat([vnetHdr(GSO_TCPV4, 1000, 40, 20, 6, F_NEEDS_CSUM), ipTcp(false, payload)]);
+  assert.equal(segment(tcpWithUdpCsum), -1, 'TCP GSO with a checksum offset that is not TCP\'s');
+  const next = prng(19);
+  const rnd = { int: (lo: number, hi: number): number => lo + Math.floor(next() * (hi - lo + 1)) };
+  for (let i = 0; i < 3000; i++) {
+    const v6 = rnd.int(0, 1) === 1;
+    const b = usoFrame(v6, payload.subarray(0, rnd.int(0, 3000)), rnd.int(0, 2000), { hdrLen: rnd.int(0, 100), csumStart: rnd.int(0, 60), csumOffset: rnd.int(0, 20), flags: rnd.int(0, 3) });
+    for (let k = rnd.int(0, 6); k > 0; k--) b[rnd.int(0, 80)] = rnd.int(0, 255);
+    const r = segment(b.subarray(0, rnd.int(0, b.length)));
+    if (typeof r !== 'number') for (const s of r) assert.ok(s.length <= SLOT);
+    else assert.ok(r === -1 || r === -2);
   }
 });

@@ -35,7 +35,8 @@ export class Rig {
   private readonly rlens = new Uint32Array(64);
   private readonly metas = new Uint8Array(64 * 20);
 
-  constructor(toMain: number[] = [MessageType.TunnelRequest]) {
+  /** vnet: the fake TUN carries virtio_net_hdr (as a TUN with offloads); uso: merged UDP writes allowed. */
+  constructor(toMain: number[] = [MessageType.TunnelRequest], opts: { vnet?: boolean; uso?: boolean } = {}) {
     this.n = native!;
     [this.tunEngine, this.tunTest] = this.n.packetPair();
     this.n.setNonblocking(this.tunEngine);
@@ -50,9 +51,10 @@ export class Rig {
       udpFd: this.udp,
       wakeFd: this.wake,
       mtu: 1400,
-      vnet: false,
+      vnet: opts.vnet ?? false,
       gso: false,
       gro: false,
+      uso: opts.uso ?? false,
       maxSlots: 1024,
       stats: this.stats.a,
       statIndex: engineStatIndex(),
@@ -99,8 +101,8 @@ export class Rig {
     this.n.tunWrite(this.tunTest, pkt, 0, pkt.length);
   }
   /** What the engine wrote to its TUN (null after `ms` without a packet). */
-  fromTun(ms = 200): Buffer | null {
-    const buf = Buffer.alloc(2048);
+  fromTun(ms = 200, room = 2048): Buffer | null {
+    const buf = Buffer.alloc(room);
     const len = this.n.tunRead(this.tunTest, buf, ms);
     return len > 0 ? buf.subarray(0, len) : null;
   }
