@@ -878,10 +878,7 @@ static napi_value tun_write_many(napi_env env, napi_callback_info info) {
 }
 
 NAPI_MODULE_INIT() {
-  static const struct {
-    const char *name;
-    napi_callback fn;
-  } fns[] = {
+  static const export_fn fns[] = {
       {"tunOpen", tun_open},       {"tunRead", tun_read},       {"tunReadBatch", tun_read_batch},
       {"tunWrite", tun_write},     {"aeadCreate", aead_create}, {"aeadDestroy", aead_destroy},
       {"aeadSeal", aead_seal},     {"aeadOpen", aead_open},
@@ -892,12 +889,7 @@ NAPI_MODULE_INIT() {
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
                      {"packetOpen", packet_open}, {"packetPair", packet_pair},         {"packetRead", packet_read},
   };
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
-        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
-      return NULL;
-  }
+  if (!export_fns(env, exports, fns, sizeof fns / sizeof fns[0])) return NULL;
   // Path MTU helpers (pmtu.c): pmtuFragNeeded, pmtuTooBig, pmtuFragment4, pmtuClampMss.
   if (!pmtu_register(env, exports)) return NULL;
   // The policy filter the engine runs (filter.c): filterCreate/filterSet/filterPacket.

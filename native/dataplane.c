@@ -1333,17 +1333,8 @@ static napi_value dp_destroy(napi_env env, napi_callback_info info) {
 
 // Registers the dp* functions on the addon's exports (called from cyphonic_native.c's module init).
 bool dataplane_register(napi_env env, napi_value exports) {
-  static const struct {
-    const char *name;
-    napi_callback fn;
-  } fns[] = {{"dpCreate", dp_create}, {"dpInstall", dp_install}, {"dpPromote", dp_promote}, {"dpEndpoint", dp_endpoint},
+  static const export_fn fns[] = {{"dpCreate", dp_create}, {"dpInstall", dp_install}, {"dpPromote", dp_promote}, {"dpEndpoint", dp_endpoint},
              {"dpSend", dp_send},     {"dpTurn", dp_turn},       {"dpDestroy", dp_destroy},
              {"dpPmtu", dp_pmtu},     {"dpProbe", dp_probe},     {"dpRemove", dp_remove}};
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
-        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
-      return false;
-  }
-  return true;
+  return export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

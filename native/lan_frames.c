@@ -383,15 +383,6 @@ static napi_value lan_send(napi_env env, napi_callback_info info) {
 }
 
 bool lan_frames_register(napi_env env, napi_value exports) {
-  static const struct {
-    const char *name;
-    napi_callback fn;
-  } fns[] = {{"lanSetVnetHdr", lan_set_vnet_hdr}, {"lanRecv", lan_recv}, {"lanSegment", lan_segment_js}, {"lanSend", lan_send}};
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
-        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
-      return false;
-  }
-  return true;
+  static const export_fn fns[] = {{"lanSetVnetHdr", lan_set_vnet_hdr}, {"lanRecv", lan_recv}, {"lanSegment", lan_segment_js}, {"lanSend", lan_send}};
+  return export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

@@ -127,3 +127,13 @@ void write_meta(uint8_t *meta, const struct sockaddr_storage *ss) {
   }
 }
 
+
+int export_fns(napi_env env, napi_value exports, const export_fn *fns, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    napi_value f;
+    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
+        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
+      return 0;
+  }
+  return 1;
+}

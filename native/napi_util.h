@@ -29,4 +29,12 @@ socklen_t fill_sockaddr(struct sockaddr_storage *ss, const uint8_t *addr, size_t
 // Source of a received datagram into 20 bytes: [0]=4|6, [2..3]=port (BE), [4..]=address; IPv4-mapped -> 4.
 void write_meta(uint8_t *meta, const struct sockaddr_storage *ss);
 
+// One exported function of the addon.
+typedef struct {
+  const char *name;
+  napi_callback fn;
+} export_fn;
+// Sets exports[name] = a function calling fn, for each of the `n`; 0 if N-API refused one.
+int export_fns(napi_env env, napi_value exports, const export_fn *fns, size_t n);
+
 #endif

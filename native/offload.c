@@ -282,6 +282,26 @@ static int same_udp_flow(const uint8_t *f, const uint8_t *q, int v6, size_t iphl
 // becomes one USO write (VIRTIO_NET_HDR_GSO_UDP_L4): the receiving stack cuts it back into the same datagrams (or
 // hands it whole to a UDP_GRO socket). The UDP length of the merged packet covers all of it, and its checksum
 // field holds the pseudo-header sum of that length (CHECKSUM_PARTIAL), which the segmentation adjusts per datagram.
+// Writes packets first..first+n-1 of a coalescible run as one IP packet at `o`: the first one whole (headers of
+// `hl` bytes), the payloads of the rest after it; sets the IP length (`total`) and, for IPv4, the header checksum.
+// Returns `o`. The caller checked that `total` fits.
+static uint8_t *merge_run(uint8_t *o, uint8_t *const *ptrs, const uint32_t *lens, size_t first, size_t n, size_t hl, int v6,
+                          size_t iphl, size_t total) {
+  memcpy(o, ptrs[first], lens[first]);
+  size_t at = lens[first];
+  for (size_t j = first + 1; j < first + n; j++) {
+    memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
+    at += lens[j] - hl;
+  }
+  if (v6) {
+    wr16(o + 4, (uint32_t)(total - 40));
+  } else {
+    wr16(o + 2, (uint32_t)total);
+    ipv4_fix_checksum(o, iphl);
+  }
+  return o;
+}
+
 static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
                            size_t *used) {
   const uint8_t *f = ptrs[first];
@@ -305,19 +325,7 @@ static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t co
     if (qpay < seg) break;  // a short datagram ends the run
   }
   if (n < 2) return 0;
-  uint8_t *o = out + VNET_HDR_LEN;
-  memcpy(o, f, flen);
-  size_t at = flen;
-  for (size_t j = first + 1; j < first + n; j++) {
-    memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
-    at += lens[j] - hl;
-  }
-  if (v6) {
-    wr16(o + 4, (uint32_t)(total - 40));
-  } else {
-    wr16(o + 2, (uint32_t)total);
-    ipv4_fix_checksum(o, iphl);
-  }
+  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total);
   uint8_t *uh = o + iphl;
   wr16(uh + 4, (uint32_t)(total - iphl));
   uint16_t ps = csum_fold(pseudo_sum_p(o, v6, total - iphl, IPPROTO_UDP_));
@@ -369,19 +377,7 @@ size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, s
   }
   if (n < 2) return 0;
 
-  uint8_t *o = out + VNET_HDR_LEN;
-  memcpy(o, f, flen);
-  size_t at = flen;
-  for (size_t j = first + 1; j < first + n; j++) {
-    memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
-    at += lens[j] - hl;
-  }
-  if (v6) {
-    wr16(o + 4, (uint32_t)(total - 40));
-  } else {
-    wr16(o + 2, (uint32_t)total);
-    ipv4_fix_checksum(o, iphl);
-  }
+  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total);
   uint8_t *th = o + iphl;
   th[13] = last_flags;
   // CHECKSUM_PARTIAL: the field carries the folded pseudo-header sum; the kernel treats the payload as verified

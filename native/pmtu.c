@@ -290,15 +290,6 @@ static napi_value clamp_js(napi_env env, napi_callback_info info) {
 }
 
 bool pmtu_register(napi_env env, napi_value exports) {
-  static const struct {
-    const char *name;
-    napi_callback fn;
-  } fns[] = {{"pmtuFragNeeded", frag_needed_js}, {"pmtuTooBig", too_big_js}, {"pmtuFragment4", fragment4_js}, {"pmtuClampMss", clamp_js}};
-  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value f;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f) != napi_ok ||
-        napi_set_named_property(env, exports, fns[i].name, f) != napi_ok)
-      return false;
-  }
-  return true;
+  static const export_fn fns[] = {{"pmtuFragNeeded", frag_needed_js}, {"pmtuTooBig", too_big_js}, {"pmtuFragment4", fragment4_js}, {"pmtuClampMss", clamp_js}};
+  return export_fns(env, exports, fns, sizeof fns / sizeof fns[0]);
 }

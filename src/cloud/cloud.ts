@@ -330,10 +330,10 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   };
 }
 
-/** The console's view of paths: this process's NMS selections and its TRS's relayed counts. */
+/** The console's view of paths: the nodes' own reports and selections at this process's NMS, its TRS's relayed counts. */
 function consolePeers(nms: NmsService | null, trs: TrsService | null): PeerDeps {
   return {
-    ...(nms ? { paths: (id: number) => nms.selectedPaths(id) } : {}),
+    ...(nms ? { paths: (id: number) => nms.selectedPaths(id), reports: (id: number) => nms.peerReport(id) } : {}),
     ...(trs ? { relayStats: (relayId: string, pathId: bigint) => (relayId === trs.id ? trs.pathStats(pathId) : null) } : {}),
   };
 }

@@ -24,7 +24,7 @@ import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
 import { contains } from '../net/addr/cidr.js';
 import type { LocalAddress } from '../net/route/watch.js';
 import { MessageType, Status } from '../protocol/constants.js';
-import { decodeBody } from '../protocol/messages.js';
+import { decodeBody, encodePeerReport, MAX_PEER_REPORTS } from '../protocol/messages.js';
 import { formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { unmapV4 } from '../util/addr.js';
 import { prefixed } from '../util/counters.js';
@@ -538,8 +538,18 @@ export class NodeLifecycle {
         throw new CyphonicError('ERR_RELOGIN', 'refreshing Common Key');
       }
       this.renewCertificateIfDue();
-      const ack = await this.client!.keepalive(this.wake.signal, schedule);
+      const ack = await this.client!.keepalive(this.wake.signal, schedule, this.peerReports());
       if (this.reg) this.reg.observed = ack.observed;
+    }
+  }
+
+  /** What our tunnels carry, for the operator's view at the cloud (busiest peers first; RTT as mobility measured it). */
+  private peerReports(): Buffer[] {
+    try {
+      return (this.peers?.reports(MAX_PEER_REPORTS, (pathId) => this.mobility?.rttOf(pathId)) ?? []).map(encodePeerReport);
+    } catch (err) {
+      this.logger.debug('peer report skipped', { err: describeError(err) });
+      return [];
     }
   }
 

@@ -17,7 +17,7 @@ import { parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { endpointKey, formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
-import type { PolicyEntry, RouteDirection } from '../protocol/messages.js';
+import type { PeerReport, PolicyEntry, RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -629,6 +629,26 @@ export class PeerManager implements PeerDirectory {
         ...(p.revoked ? { revoked: true } : {}),
       };
     });
+  }
+
+  /**
+   * What the established tunnels carry, for the cloud's view (Keepalive.peers): at most `max` peers, the busiest
+   * first. `rttOf` gives a path's measured round trip (mobility's acked updates); otherwise the last handshake's time.
+   */
+  reports(max: number, rttOf: (pathId: bigint) => number | undefined): PeerReport[] {
+    const sink = this.c.sink();
+    if (!sink) return [];
+    const out: (PeerReport & { total: bigint })[] = [];
+    for (const p of this.peers.values()) {
+      if (!p.active || p.revoked) continue;
+      const st = sink.peerStats(p.slot);
+      const rtt = rttOf(p.active.id) ?? p.tunnelMs ?? undefined;
+      const tx = BigInt(Math.max(0, Math.trunc(st.txBytes)));
+      const rx = BigInt(Math.max(0, Math.trunc(st.rxBytes)));
+      out.push({ peerNodeId: p.nodeId, pathType: p.active.rd.pathType, txBytes: tx, rxBytes: rx, total: tx + rx, ...(rtt !== undefined ? { rttMs: Math.min(0xffffffff, Math.max(0, Math.round(rtt))) } : {}) });
+    }
+    out.sort((a, b) => (b.total > a.total ? 1 : b.total < a.total ? -1 : 0));
+    return out.slice(0, max).map(({ total: _t, ...r }) => r);
   }
 
   /** True if the NMS listed this certificate serial (lowercase hex) as revoked: the handshake refuses it. */

@@ -89,8 +89,8 @@ export class NmsClient {
     return decodeBody(MessageType.RegistrationResponse, body);
   }
 
-  async keepalive(signal?: AbortSignal, retransmitMs?: readonly number[]): Promise<KeepaliveAck> {
-    const body = await this.request(MessageType.Keepalive, {}, MessageType.KeepaliveAck, signal, retransmitMs);
+  async keepalive(signal?: AbortSignal, retransmitMs?: readonly number[], peers?: Buffer[]): Promise<KeepaliveAck> {
+    const body = await this.request(MessageType.Keepalive, peers?.length ? { peers } : {}, MessageType.KeepaliveAck, signal, retransmitMs);
     return decodeBody(MessageType.KeepaliveAck, body);
   }
 

@@ -128,7 +128,27 @@ export interface RegistrationResponse {
   probePort?: number;
 }
 
-export type Keepalive = EmptyBody;
+export interface Keepalive {
+  /** What the node's tunnels carry now (encoded PeerReport records, the busiest first): the operator's view of its
+   *  peers (`GET /api/v1/nodes/NAME/peers`). Absent from the NAT mapping probe. */
+  peers?: Buffer[];
+}
+
+/** Peers one Keepalive reports at most. */
+export const MAX_PEER_REPORTS = 32;
+/** Longest encoded PeerReport (5 fields, 3-byte TLV header each). */
+export const MAX_PEER_REPORT_LEN = 64;
+
+/** One peer as the reporting node sees it (record inside Keepalive.peers). */
+export interface PeerReport {
+  peerNodeId: number;
+  /** PathType of the path carrying the traffic. */
+  pathType: number;
+  /** Round trip to the peer (ms; from the last endpoint update's ack, else the last handshake); absent: unknown. */
+  rttMs?: number;
+  txBytes: bigint;
+  rxBytes: bigint;
+}
 
 export interface KeepaliveAck {
   observed: Endpoint;
@@ -374,6 +394,14 @@ const TUNNEL_HANDSHAKE: Schema<TunnelHandshake> = [
   { tag: 7, name: 'chain', kind: 'bytes', maxSize: MAX_CERT_LEN, repeated: true, maxCount: MAX_CHAIN_LEN },
 ];
 
+export const PEER_REPORT_SCHEMA: Schema<PeerReport> = [
+  { tag: 1, name: 'peerNodeId', kind: 'id' },
+  { tag: 2, name: 'pathType', kind: 'u8' },
+  { tag: 3, name: 'rttMs', kind: 'u32', optional: true },
+  { tag: 4, name: 'txBytes', kind: 'u64' },
+  { tag: 5, name: 'rxBytes', kind: 'u64' },
+];
+
 export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
   { tag: 1, name: 'peerNodeId', kind: 'id' },
   { tag: 2, name: 'connected', kind: 'bool' },
@@ -434,7 +462,7 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 7, name: 'keepaliveSec', kind: 'u16' },
     { tag: 8, name: 'probePort', kind: 'u16', optional: true },
   ],
-  [MessageType.Keepalive]: EMPTY,
+  [MessageType.Keepalive]: [{ tag: 1, name: 'peers', kind: 'bytes', maxSize: MAX_PEER_REPORT_LEN, repeated: true, maxCount: MAX_PEER_REPORTS }],
   [MessageType.KeepaliveAck]: [{ tag: 1, name: 'observed', kind: 'endpoint' }],
   [MessageType.PolicyUpdate]: [
     { tag: 1, name: 'entries', kind: 'bytes', maxSize: MAX_POLICY_ENTRY_LEN, repeated: true, maxCount: MAX_POLICY_ENTRIES },
@@ -579,6 +607,18 @@ export function decodeBody<T extends MessageType>(type: T, bytes: Uint8Array): B
 /** Encode a PolicyEntry record for PolicyUpdate.entries. Throws RangeError. */
 export function encodePolicyEntry(e: PolicyEntry): Buffer {
   return encodeTlv(POLICY_ENTRY_SCHEMA, e);
+}
+
+/** Encode a PeerReport record for Keepalive.peers. Throws RangeError. */
+export function encodePeerReport(r: PeerReport): Buffer {
+  return encodeTlv(PEER_REPORT_SCHEMA, r);
+}
+
+/** Decode one Keepalive.peers record. Throws DecodeError (also for a path type that does not exist). */
+export function decodePeerReport(bytes: Uint8Array): PeerReport {
+  const r = decodeTlv(PEER_REPORT_SCHEMA, bytes);
+  if (!isPathType(r.pathType)) throw new DecodeError(`PeerReport: path type ${r.pathType}`, 'ERR_DECODE_BODY');
+  return r;
 }
 
 /** Decode one PolicyUpdate.entries record. Throws DecodeError. */

@@ -69,6 +69,7 @@ describe('web console in chromium: sign in, nodes live, enroll with a token made
     });
     launching.catch(() => undefined); // awaited below
     await cloud.init();
+    await cloud.patchConfig({ keepaliveOpenSec: 3 }); // nodes report their tunnels with each keepalive
     mark('cloud init');
     await cloud.start(['--roles', 'as,nms,trs', '--console', '127.0.0.1:4580']);
     adminToken = readFileSync(join(cloud.dir, 'admin-token'), 'utf8').trim();
@@ -139,6 +140,10 @@ describe('web console in chromium: sign in, nodes live, enroll with a token made
     await shots('nodes');
     await page.click('#nodes tr[data-node="beta"] a');
     await page.locator('#peers tr[data-peer="alpha"][data-path="direct"]').waitFor();
+    // What beta itself reported of that tunnel at a keepalive: bytes each way and a round trip.
+    const reported = page.locator('#peers tr[data-peer="alpha"][data-reported="true"]');
+    await reported.waitFor({ timeout: 15_000 });
+    assert.match(await reported.innerText(), /\d+ ms[\s\S]*\d+(\.\d+)? (B|kB|KiB|MB|MiB)\s*\/\s*\d/, 'RTT and bytes shown');
     await page.locator('#node-props[data-online="true"]').waitFor();
     mark('node page');
     await shots('node');

@@ -6,7 +6,7 @@ import { ReplayGuard, reservationFor, SeqCounter } from '../../channel/sequence.
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
-import { decodeBody, encodeBody, type DirectionRequest, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
+import { decodeBody, decodePeerReport, encodeBody, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
 import { PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
@@ -70,6 +70,8 @@ function parseInstanceMessage(text: string): InstanceMessage | null {
  * target and may allocate a TRS path) is refused past it and costs others nothing.
  */
 export const DIRECTION_RATE = { perSec: 20, burst: 40 } as const;
+/** Tunable: nodes whose last tunnel report (Keepalive.peers) is kept for the console (~1 kB each at most). */
+const MAX_REPORTS = 100_000;
 /** Tunable: route selections of one node in progress at once. */
 export const DIRECTIONS_IN_FLIGHT = 16;
 /** Tunable: nodes with a route-selection budget tracked at once (bounded memory). */
@@ -109,6 +111,8 @@ const SEQ_META_KEY = 'nms.seq.reserved';
 export class NmsService {
   readonly counters = new Counters();
   private readonly sessions = new Map<number, Session>();
+  /** node id → what its tunnels carried at its last keepalive (Keepalive.peers), newest reporter last (bounded). */
+  private readonly reports = new Map<number, { at: number; peers: PeerReport[] }>();
   private readonly seq: SeqCounter;
   private readonly now: () => number;
   private readonly routes: RouteSelector;
@@ -155,6 +159,26 @@ export class NmsService {
       send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
       ...(c.relays?.revoke ? { revokeAtRelays: (ids: number[]) => c.relays!.revoke!(ids) } : {}),
     });
+  }
+
+  /** What `nodeId`'s tunnels carried as it said in its last keepalive here (the console), or null. */
+  peerReport(nodeId: number): { at: number; peers: PeerReport[] } | null {
+    return this.reports.get(nodeId) ?? null;
+  }
+
+  /** Keeps an authenticated node's report of its tunnels; a malformed one is dropped whole (counted), never trusted in part. */
+  private notePeers(nodeId: number, raw: Buffer[] | undefined): void {
+    if (!raw?.length) return;
+    let peers: PeerReport[];
+    try {
+      peers = raw.map((b) => decodePeerReport(b));
+    } catch {
+      this.counters.inc('keepalive.bad-report');
+      return;
+    }
+    this.reports.delete(nodeId);
+    if (this.reports.size >= MAX_REPORTS) this.reports.delete(this.reports.keys().next().value!);
+    this.reports.set(nodeId, { at: this.now(), peers });
   }
 
   /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console). */
@@ -364,9 +388,13 @@ export class NmsService {
       switch (header.type) {
         case MessageType.RegistrationRequest:
           return await this.register(s, header, decodeBody(MessageType.RegistrationRequest, plain), from, fresh);
-        case MessageType.Keepalive:
-          decodeBody(MessageType.Keepalive, plain);
-          return via === 'probe' ? await this.probe(s, header, from) : await this.keepalive(s, header, from);
+        case MessageType.Keepalive: {
+          const ka = decodeBody(MessageType.Keepalive, plain);
+          if (via === 'probe') return await this.probe(s, header, from);
+          const reply = await this.keepalive(s, header, from);
+          this.notePeers(s.nodeId, ka.peers);
+          return reply;
+        }
         case MessageType.DirectionRequest:
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
         case MessageType.Ack:

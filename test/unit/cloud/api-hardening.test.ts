@@ -190,6 +190,27 @@ describe('REST API hardening and the console files (real cloud on loopback)', ()
     ]);
     assert.equal(view.peers[0]!.selectedAt, '2026-12-01T00:00:00.000Z');
     assert.deepEqual((await nodePeers(cloud.store, cloud.config, 'peer-b', {})).peers, [], 'no NMS here: nothing known');
+    // With the node's own report (its last keepalive): RTT and bytes per peer; its word on the path type wins (a
+    // punch replaced the direct path since), and a peer whose path another instance selected is listed too.
+    const d = await cloud.store.createNode({ name: 'peer-d', kind: 'node' }, pools);
+    const reports = (id: number) =>
+      id === a.id
+        ? {
+            at,
+            peers: [
+              { peerNodeId: c.id, pathType: 2, rttMs: 12, txBytes: 5000n, rxBytes: 7000n },
+              { peerNodeId: d.id, pathType: 1, txBytes: 10n, rxBytes: 20n },
+              { peerNodeId: 999_998, pathType: 1, txBytes: 1n, rxBytes: 1n },
+            ],
+          }
+        : null;
+    const withReports = await nodePeers(cloud.store, cloud.config, 'peer-a', { paths, relayStats, reports });
+    assert.deepEqual(withReports.peers.map((p) => [p.name, p.path, p.rttMs, p.txBytes, p.rxBytes, p.selectedAt !== null]), [
+      ['peer-b', 'relayed', null, null, null, true],
+      ['peer-c', 'punched', 12, 5000, 7000, true],
+      ['peer-d', 'direct', null, 10, 20, false],
+    ]);
+    assert.equal(withReports.peers[1]!.reportedAt, '2026-12-01T00:00:00.000Z');
     // Through the API, from the running NMS: no route selection yet.
     const r = await request('/api/v1/nodes/peer-a/peers');
     assert.equal(r.status, 200);

@@ -104,6 +104,11 @@ describe('peer manager', () => {
     assert.equal(st.state, 'established');
     assert.equal(st.endpoint, '198.18.0.12:30000');
     assert.ok(st.routeSelectionMs !== null && st.tunnelMs !== null);
+    // What a keepalive reports of it to the cloud: the peer, the path type, the handshake's time as RTT until an
+    // endpoint update measures one.
+    assert.deepEqual(a.pm.reports(32, () => undefined), [{ peerNodeId: b.id, pathType: 1, rttMs: Math.round(st.tunnelMs!), txBytes: 0n, rxBytes: 0n }]);
+    assert.equal(a.pm.reports(32, () => 42)[0]!.rttMs, 42);
+    assert.deepEqual(a.pm.reports(0, () => undefined), []);
   });
 
   test('both ends initiating at once end up sending on the same path', async () => {

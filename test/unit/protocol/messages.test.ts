@@ -16,9 +16,11 @@ import {
   decodeBody,
   decodeGeneralNodeInfo,
   decodeMessage,
+  decodePeerReport,
   encodeBody,
   encodeGeneralNodeInfo,
   encodeMessage,
+  encodePeerReport,
 } from '../../../src/protocol/messages.js';
 import { encodeTlv, readTlvs } from '../../../src/protocol/tlv.js';
 import { prng } from '../../harness/prng.js';
@@ -93,7 +95,7 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
     nat: true,
     keepaliveSec: 5,
   },
-  [MessageType.Keepalive]: {},
+  [MessageType.Keepalive]: { peers: [encodePeerReport({ peerNodeId: 7, pathType: 2, rttMs: 12, txBytes: 1n << 40n, rxBytes: 9n })] },
   [MessageType.KeepaliveAck]: { observed: { address: '2001:db8::9', port: 61000 } },
   [MessageType.DirectionRequest]: { targetFqdn: 'beta.corp.cyphonic' },
   [MessageType.RouteDirectionResponder]: { ...routeDirection, initiator: false },
@@ -196,10 +198,21 @@ test('encoding is deterministic', () => {
 });
 
 test('empty bodies encode to zero bytes and ignore unknown tags', () => {
-  for (const t of [MessageType.InfoRequest, MessageType.Keepalive, MessageType.Ack] as const) {
+  for (const t of [MessageType.InfoRequest, MessageType.Ack] as const) {
     assert.equal(encodeBody(t, {}).length, 0);
     assert.deepEqual(decodeBody(t, Buffer.from([0x50, 0, 1, 9])), {});
   }
+  // A Keepalive without reports (the NAT mapping probe, or a node with no tunnels) is empty too.
+  assert.equal(encodeBody(MessageType.Keepalive, {}).length, 0);
+  assert.deepEqual(decodeBody(MessageType.Keepalive, Buffer.from([0x50, 0, 1, 9])), { peers: [] });
+});
+
+test('PeerReport records round-trip; an unknown path type is refused', () => {
+  const r = { peerNodeId: 3, pathType: 3, txBytes: 0n, rxBytes: (1n << 64n) - 1n };
+  assert.deepEqual(decodePeerReport(encodePeerReport(r)), r);
+  const bad = encodePeerReport({ ...r, pathType: 1 });
+  bad[bad.indexOf(2) + 3] = 4;
+  assert.throws(() => decodePeerReport(bad), DecodeError);
 });
 
 test('Capsule bodies are opaque', () => {

@@ -271,7 +271,7 @@ function nodePage(name) {
         note,
       ),
       h('h2', {}, 'Peers and paths'),
-      h('p', { class: 'note' }, `From the cloud: ${peers.source}. Nodes do not report RTT or per-tunnel bytes to the cloud; run cyphonic node ping/status on the node for those.`),
+      h('p', { class: 'note' }, `From the cloud: ${peers.source}. Bytes and RTT are what the node reported (it reports with each keepalive); cyphonic node ping on the node measures RTT now.`),
       table(
         'peers',
         [
@@ -280,12 +280,13 @@ function nodePage(name) {
           ['Path', (p) => badge(p.path, p.path === 'relayed' ? 'warn' : 'on')],
           ['Relay', (p) => (p.relay ? h('span', { class: 'mono' }, p.relay) : '–')],
           ['Relayed', (p) => (p.relayed ? `${bytes(p.relayed.bytes)} in ${p.relayed.packets} datagrams` : '–')],
-          ['RTT', () => 'not reported'],
-          ['Why', (p) => p.why],
-          ['Selected', (p) => `${ago(p.selectedAt)}${p.initiator ? ' (started here)' : ''}`],
+          ['RTT', (p) => (p.rttMs === null ? '–' : `${p.rttMs} ms`)],
+          ['Sent / received', (p) => (p.txBytes === null ? '–' : `${bytes(p.txBytes)} / ${bytes(p.rxBytes)}`)],
+          ['Why', (p) => p.why ?? '–'],
+          ['Selected', (p) => (p.selectedAt ? `${ago(p.selectedAt)}${p.initiator ? ' (started here)' : ''}` : 'elsewhere')],
         ],
         peers.peers,
-        (p) => ({ 'data-peer': p.name, 'data-path': p.path }),
+        (p) => ({ 'data-peer': p.name, 'data-path': p.path, 'data-reported': String(p.txBytes !== null) }),
       ),
     );
   });
