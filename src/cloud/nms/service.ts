@@ -70,8 +70,9 @@ function parseInstanceMessage(text: string): InstanceMessage | null {
  * target and may allocate a TRS path) is refused past it and costs others nothing.
  */
 export const DIRECTION_RATE = { perSec: 20, burst: 40 } as const;
-/** Tunable: nodes whose last tunnel report (Keepalive.peers) is kept for the console (~1 kB each at most). */
-const MAX_REPORTS = 100_000;
+/** Tunable: nodes whose last tunnel report (Keepalive.peers) is kept for the console, the most recent reporters
+ *  (at most 32 records each, ~3 kB in memory: ≤ ~60 MB in all). */
+const MAX_REPORTS = 20_000;
 /** Tunable: route selections of one node in progress at once. */
 export const DIRECTIONS_IN_FLIGHT = 16;
 /** Tunable: nodes with a route-selection budget tracked at once (bounded memory). */
