@@ -2,7 +2,7 @@
 // X25519, sealed under the path's Tunnel Key, yielding a forward-secret End Key (two directional data keys).
 // Specification: docs/PROTOCOL.md, "Tunnel establishment and data".
 
-import { X509Certificate, createHash, type KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { HEADER_LEN, MAX_SEALED_PLAINTEXT_LEN, MessageType, PROTOCOL_VERSION, AEAD_TAG_LEN } from '../protocol/constants.js';
 import { encodeHeader, splitFrame, type Header } from '../protocol/header.js';
 import { KEY_LEN, MAX_CERT_LEN, MAX_CHAIN_LEN, SCHEMAS, type TunnelHandshake } from '../protocol/messages.js';
@@ -12,7 +12,7 @@ import { AeadKey, nonceFromSeq } from './aead.js';
 import { hkdf } from './kdf.js';
 import { loadPrivateKey } from './keys.js';
 import { sign, verify } from './sign.js';
-import { MAX_INTERMEDIATES, nodeIdOf, verifyChain } from './verify.js';
+import { MAX_INTERMEDIATES, nodeIdOfParsed, verifyChainParsed } from './verify.js';
 import { generateEphemeral, sharedSecret } from './x25519.js';
 
 // ───────────────────────────── public types ─────────────────────────────
@@ -319,19 +319,17 @@ function verifyPeerChain(ctx: Pick<Context, 'anchors'>, body: WireHandshake, now
   const known = [...ctx.anchors.intermediatesDer, ...ctx.anchors.rootsDer];
   const extra = body.chain.filter((c) => !known.some((k) => k.equals(c)));
   const room = Math.max(0, MAX_INTERMEDIATES - ctx.anchors.intermediatesDer.length);
-  const verified = verifyChain(body.certificate, [...ctx.anchors.intermediatesDer, ...extra.slice(0, room)], ctx.anchors.rootsDer, {
+  const { verified, leaf } = verifyChainParsed(body.certificate, [...ctx.anchors.intermediatesDer, ...extra.slice(0, room)], ctx.anchors.rootsDer, {
     now: new Date(now),
     isRevoked: ctx.anchors.isRevoked,
   });
-  // verifyChain parsed it already, so this cannot fail on malformed DER.
-  const x = new X509Certificate(body.certificate);
   return {
     serial: verified.serial,
-    notBefore: new Date(x.validFrom).getTime(),
+    notBefore: leaf.fields.notBefore.getTime(),
     notAfter: verified.notAfter.getTime(),
-    nodeId: nodeIdOf(body.certificate) ?? null,
+    nodeId: nodeIdOfParsed(leaf) ?? null,
     name: verified.commonName,
-    key: x.publicKey,
+    key: leaf.x509.publicKey,
   };
 }
 

@@ -7,7 +7,7 @@ import { OID_SERIAL_NUMBER_ATTR, commonNameFrom } from './der.js';
 import { sha256Hex } from './hash.js';
 import { parseCert, splitPemChain, toDer, toPem, type CertInput, type ParsedCert } from './pem.js';
 
-export { splitPemChain, toDer, toPem, type CertInput };
+export { splitPemChain, toDer, toPem, type CertInput, type ParsedCert };
 
 /** Options of verifyChain. */
 export interface VerifyOptions {
@@ -57,11 +57,35 @@ function signedBy(cert: ParsedCert, issuer: ParsedCert): boolean {
 interface Search {
   roots: ParsedCert[];
   intermediates: ParsedCert[];
-  /** Memoized signedBy(cert, issuer): each pair costs at most one signature check. */
-  signed: Map<ParsedCert, Map<ParsedCert, boolean>>;
+  /** Memoized signedBy(cert, issuer): each pair costs at most one signature check (SIGNED, shared across calls). */
+  signed: WeakMap<ParsedCert, Map<ParsedCert, boolean>>;
   /** Set when a signing certificate was found that may not act as a CA. */
   notCa?: string;
 }
+
+/**
+ * Parsed trust anchors by DER buffer: a node verifies every peer against the same few CA certificates, so they are
+ * parsed once, not per peer. Keyed by the Buffer object (long-lived in the caller's TrustAnchors) and re-checked
+ * against its bytes on each hit, so a buffer changed in place is parsed again.
+ */
+const parsedAnchors = new WeakMap<Buffer, ParsedCert>();
+
+function parseAnchor(input: CertInput): ParsedCert {
+  if (!Buffer.isBuffer(input)) return parseCert(input);
+  const hit = parsedAnchors.get(input);
+  if (hit && hit.der.equals(input)) return hit;
+  const parsed = parseCert(input);
+  parsedAnchors.set(input, parsed);
+  return parsed;
+}
+
+/**
+ * Signature checks already made, per (certificate, issuer) object pair. The result depends only on the two
+ * certificates' bytes, which a ParsedCert never changes, so it holds across calls: with anchors parsed once
+ * (parseAnchor), an intermediate's signature by the root is checked once per process instead of per peer. Entries
+ * go with their certificates (weak keys).
+ */
+const SIGNED = new WeakMap<ParsedCert, Map<ParsedCert, boolean>>();
 
 function signedByCached(search: Search, cert: ParsedCert, issuer: ParsedCert): boolean {
   let row = search.signed.get(cert);
@@ -117,10 +141,10 @@ function checkPath(path: ParsedCert[], now: number, isRevoked?: (serial: string)
   return null;
 }
 
-function parseAll(inputs: CertInput[], what: string, max = Infinity): ParsedCert[] {
+function parseAll(inputs: CertInput[], what: string, max = Infinity, parse: (c: CertInput) => ParsedCert = parseCert): ParsedCert[] {
   if (!Array.isArray(inputs)) throw certError('ERR_CERT_MALFORMED', `${what} must be an array`);
   if (inputs.length > max) throw certError('ERR_CERT_MALFORMED', `too many ${what} (${inputs.length} > ${max})`);
-  return inputs.map((c) => parseCert(c));
+  return inputs.map((c) => parse(c));
 }
 
 /**
@@ -137,11 +161,21 @@ export function verifyChain(
   roots: CertInput[],
   opts: VerifyOptions = {},
 ): VerifiedCertificate {
+  return verifyChainParsed(leaf, intermediates, roots, opts).verified;
+}
+
+/** verifyChain, also handing back the parsed leaf (its key, fields) so a caller need not parse it again. */
+export function verifyChainParsed(
+  leaf: CertInput,
+  intermediates: CertInput[],
+  roots: CertInput[],
+  opts: VerifyOptions = {},
+): { verified: VerifiedCertificate; leaf: ParsedCert } {
   const leafCert = parseCert(leaf);
   const search: Search = {
-    roots: parseAll(roots, 'roots'),
-    intermediates: parseAll(intermediates, 'intermediates', MAX_INTERMEDIATES),
-    signed: new Map(),
+    roots: parseAll(roots, 'roots', Infinity, parseAnchor),
+    intermediates: parseAll(intermediates, 'intermediates', MAX_INTERMEDIATES, parseAnchor),
+    signed: SIGNED,
   };
   const now = (opts.now ?? new Date()).getTime();
   if (Number.isNaN(now)) throw new TypeError('verifyChain: invalid "now"');
@@ -153,12 +187,13 @@ export function verifyChain(
     if (++examined > MAX_PATHS) break;
     const error = checkPath(path, now, opts.isRevoked);
     if (!error) {
-      return {
+      const verified = {
         serial: serialFrom(leafCert),
         commonName: commonNameFrom(leafCert.fields.subject),
         notAfter: leafCert.fields.notAfter,
         fingerprint: sha256Hex(leafCert.der),
       };
+      return { verified, leaf: leafCert };
     }
     firstError ??= error;
   }
@@ -184,7 +219,12 @@ export function commonNameOf(cert: CertInput): string {
 
 /** The node id that issueNodeCertificate put in the subject (serialNumber attribute), if any. */
 export function nodeIdOf(cert: CertInput): number | undefined {
-  const attr = parseCert(cert).fields.subject.find(([oid]) => oid === OID_SERIAL_NUMBER_ATTR);
+  return nodeIdOfParsed(parseCert(cert));
+}
+
+/** nodeIdOf for a certificate already parsed. */
+export function nodeIdOfParsed(cert: ParsedCert): number | undefined {
+  const attr = cert.fields.subject.find(([oid]) => oid === OID_SERIAL_NUMBER_ATTR);
   if (!attr || !/^(0|[1-9]\d{0,15})$/.test(attr[1])) return undefined;
   const id = Number(attr[1]);
   return Number.isSafeInteger(id) ? id : undefined;
