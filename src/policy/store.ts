@@ -4,11 +4,17 @@
 import type { Store } from '../store/types.js';
 import { ALLOW_ALL, allowedPorts, connected, parsePolicy, POLICY_META_KEY, policyJson, validatePolicy, type Policy, type Subject } from './policy.js';
 
+/** The last policy text parsed and its result: route selection reads the policy every time, parses it once. */
+let parsed: { text: string; policy: Policy } | null = null;
+
 /** The running policy; ALLOW_ALL when none was ever set. */
 export async function loadPolicy(store: Store): Promise<Policy> {
   const text = await store.getMeta(POLICY_META_KEY);
   if (text === null) return ALLOW_ALL;
-  return validatePolicy(JSON.parse(text));
+  if (parsed?.text === text) return parsed.policy;
+  const policy = validatePolicy(JSON.parse(text));
+  parsed = { text, policy };
+  return policy;
 }
 
 /** Meta key the NMS watches: changed by every policy or tag change, so running nodes are told (PolicyUpdate). */
