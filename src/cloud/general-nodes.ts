@@ -10,6 +10,7 @@ import { validateNodeName } from '../config/token.js';
 import { ADDRESS_FAMILIES, type AddressFamily, type NodeRecord, type Pools, type Store } from '../store/types.js';
 import { ConfigError } from '../util/errors.js';
 import { bumpPolicyRev } from '../policy/store.js';
+import { bumpDirectoryRev } from './nms/directory.js';
 import { openCloudStore } from './cloud.js';
 import { bumpGeneralRev } from './nms/general-push.js';
 
@@ -78,6 +79,7 @@ export async function addGeneralNode(
   adapter ??= await store.createNode({ name: input.adapter, kind: 'node' }, pools); // enrolls later: see above
   const n = await store.createNode({ name: input.name, kind: 'general', adapterId: adapter.id, mac, family: input.family ?? 'dual' }, pools);
   await bumpGeneralRev(store);
+  await bumpDirectoryRev(store);
   return row(n, adapter.name, domain);
 }
 

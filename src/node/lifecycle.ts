@@ -21,6 +21,7 @@ import { networkInterfaces } from 'node:os';
 import { BACKDATE_MS } from '../crypto/ca.js';
 import { createCsr, generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, toPem, verify as verifySignature } from '../crypto/index.js';
 import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
+import { warmHandshake } from '../crypto/warm.js';
 import { contains } from '../net/addr/cidr.js';
 import type { LocalAddress } from '../net/route/watch.js';
 import { MessageType, Status } from '../protocol/constants.js';
@@ -33,6 +34,7 @@ import type { Logger } from '../util/log.js';
 import { sleep } from '../util/sleep.js';
 import { login, renew } from './as-client.js';
 import type { DataPlane, DatagramPort, OffloadState } from './dataplane/dataplane.js';
+import { PeerDirectory } from './directory.js';
 import { MobilityManager } from './mobility.js';
 import { followRegistration } from './nat-follow.js';
 import { PeerManager, type PeerStatus } from './peers.js';
@@ -111,6 +113,8 @@ export interface LifecycleStatus {
   offload: OffloadState | null;
   /** Mobility: address moves seen, and the last one's time from the first netlink event to the first peer ack. */
   mobility?: { moves: number; lastHandoverMs: number | null } | null;
+  /** The directory of reachable peers as fetched from the NMS: its revision and how many peers it lists. */
+  directory?: { rev: string | null; peers: number };
   peers: PeerStatus[];
   counters: Record<string, number>;
 }
@@ -145,6 +149,8 @@ export class NodeLifecycle {
   /** Certificate renewals done and failed since start. */
   readonly certRenewal = { ok: 0, failed: 0 };
   private anchors: TrustAnchors | null = null;
+  /** The peers the NMS says we may reach (node/directory.ts): the overlay DNS answers them from memory. */
+  readonly directory: PeerDirectory;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private nmsIndex = 0;
@@ -160,7 +166,16 @@ export class NodeLifecycle {
   constructor(
     private readonly init: LifecycleInit,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    this.directory = new PeerDirectory({
+      domain: () => this.session?.domain ?? '',
+      fetchPage: (page) => {
+        if (!this.client) return Promise.reject(new CyphonicError('ERR_NOT_REGISTERED', 'no NMS client yet'));
+        return this.client.directoryPage(page);
+      },
+      logger: logger.child({ component: 'directory' }),
+    });
+  }
 
   get state(): StateDir {
     return this.init.state;
@@ -223,6 +238,7 @@ export class NodeLifecycle {
       ...(this.init.pathKeepaliveMs ? { pathKeepaliveMs: this.init.pathKeepaliveMs } : {}),
       ...(this.init.punchRetryMs ? { punchRetryMs: this.init.punchRetryMs } : {}),
       onEstablished: (pathId) => this.mobility?.established(pathId),
+      directory: this.directory,
       revocations: openRevocationList(state.revokedPath, this.logger),
     });
     const peers = this.peers;
@@ -308,12 +324,14 @@ export class NodeLifecycle {
       lastRegistration: this.reg ? new Date(this.reg.at).toISOString() : null,
       offload: this.dataplane?.offload ?? null,
       mobility: this.mobility ? { moves: this.mobility.counters.get('moves'), lastHandoverMs: this.mobility.lastMove?.firstAckMs ?? null } : null,
+      directory: { rev: this.directory.rev, peers: this.directory.size },
       peers: this.peers?.status() ?? [],
       counters: {
         ...prefixed('mobility.', this.mobility?.counters.toJSON()),
         ...(this.client?.counters.toJSON() ?? {}),
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('relay.', this.relay?.counters.toJSON()),
+        ...prefixed('directory.', this.directory.counters.toJSON()),
         ...prefixed('data.', this.dataplane?.stats.globals()),
         ...prefixed('filter.', this.dataplane?.filterStats()),
         ...(this.dataplane ? { 'data.signalingSendErrors': this.dataplane.sendErrors } : {}),
@@ -434,6 +452,12 @@ export class NodeLifecycle {
     const e = generateEphemeral();
     sharedSecret(e.privateKey, generateEphemeral().publicKey);
     verifySignature(toDer(this.init.state.readCert()), Buffer.from('warm-up'), signData(key, Buffer.from('warm-up')));
+    // In the background: a whole handshake between throwaway identities, and our own certificate through the real
+    // anchors (crypto/warm.ts), so the first peer's route and tunnel run compiled code with the CA already checked.
+    const t0 = performance.now();
+    warmHandshake({ certDer: this.localIdentity().certDer, anchors: this.trustAnchors() })
+      .then(() => this.logger.debug('handshake warm-up done', { ms: +(performance.now() - t0).toFixed(1) }))
+      .catch((err: unknown) => this.logger.warn('handshake warm-up failed', { err: describeError(err) }));
   }
 
   /** Resolves once the registration after the last move succeeded (at once if it already has), or after `maxMs`. */
@@ -462,7 +486,15 @@ export class NodeLifecycle {
         if (!this.client) {
           const retransmitMs = this.init.nmsRetransmitMs;
           this.client = new NmsClient({ nodeId: this.identity!.nodeId, commonKey: session.commonKey, nms, ...(retransmitMs ? { retransmitMs } : {}) }, { send: (m, to) => this.port?.send(m, to) });
-          deliverRouteDirections(this.client, (rd) => void this.peers?.onRouteDirection(rd), this.logger, (entries) => this.peers?.applyPolicy(entries), () => this.init.onGeneralNodes?.());
+          const client = this.client;
+          deliverRouteDirections(
+            client,
+            (rd) => void this.peers?.onRouteDirection(rd),
+            this.logger,
+            (entries) => this.peers?.applyPolicy(entries),
+            () => this.init.onGeneralNodes?.(),
+            (rev) => void this.directory.offer(rev),
+          );
         }
         this.client.nms = nms;
         const schedule = this.nmsRetransmit(session);
@@ -478,6 +510,7 @@ export class NodeLifecycle {
         const prev = this.reg?.observed ?? null;
         this.reg = { nat: res.nat, observed: res.observed, keepaliveSec: res.keepaliveSec, at: Date.now(), probePort: res.probePort ?? 0 };
         this.logger.info('registered', { vip4: res.vip4, vip6: res.vip6, nat: res.nat, udpAddr: formatEndpoint(res.observed), keepaliveSec: res.keepaliveSec });
+        void this.directory.offer(res.directoryRev);
         // TRS bindings follow a new public endpoint; the NAT mapping probe (src/node/nat-follow.ts). After a move of our
         // own the peers are being told already; a NAT that rebound us behind our back needs them told now.
         const moved = followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger });
@@ -540,6 +573,7 @@ export class NodeLifecycle {
       this.renewCertificateIfDue();
       const ack = await this.client!.keepalive(this.wake.signal, schedule, this.peerReports());
       if (this.reg) this.reg.observed = ack.observed;
+      void this.directory.offer(ack.directoryRev);
     }
   }
 

@@ -241,6 +241,8 @@ export interface PeerManagerComponents {
   punchRetryMs?: number;
   /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
   onEstablished?: (pathId: bigint) => void;
+  /** The peers the NMS listed for us (node/directory.ts): a listed name is answered at once, route selection beside it. */
+  directory?: { lookup(fqdn: string): { vip4: string; vip6: string } | null };
   /** The revocation list (persisted by the lifecycle in the state directory); absent: a new one in memory. */
   revocations?: RevocationList;
 }
@@ -335,6 +337,14 @@ export class PeerManager implements PeerDirectory {
     if (known) {
       if (!known.active && !known.connecting) void this.connect({ targetFqdn: fqdn });
       return { vip4: known.vip4, vip6: known.vip6 };
+    }
+    // Listed in the directory (and not a peer the policy or a revocation closed): answered now, the route and the
+    // tunnel are set up beside the answer, usually before the application's first packet.
+    const listed = [...this.peers.values()].some((p) => p.fqdn === fqdn) ? null : this.c.directory?.lookup(fqdn);
+    if (listed) {
+      this.counters.inc('dns.from-directory');
+      void this.connect({ targetFqdn: fqdn });
+      return { vip4: listed.vip4, vip6: listed.vip6 };
     }
     const peer = await this.connect({ targetFqdn: fqdn });
     return peer ? { vip4: peer.vip4, vip6: peer.vip6 } : null;

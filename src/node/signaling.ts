@@ -7,7 +7,7 @@ import { ReplayGuard, SeqCounter } from '../channel/sequence.js';
 import { MessageType } from '../protocol/constants.js';
 import type { Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
-import { decodeBody, decodePolicyEntry, encodeBody, type BodyMap, type KeepaliveAck, type PolicyEntry, type RegistrationResponse, type RouteDirection } from '../protocol/messages.js';
+import { decodeBody, decodePolicyEntry, encodeBody, type BodyMap, type DirectoryPage, type KeepaliveAck, type PolicyEntry, type RegistrationResponse, type RouteDirection } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
 import { CyphonicError, describeError, requestErrorFromNack } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -89,6 +89,12 @@ export class NmsClient {
     return decodeBody(MessageType.RegistrationResponse, body);
   }
 
+  /** Page `page` of our directory (the peers we may reach). */
+  async directoryPage(page: number): Promise<DirectoryPage> {
+    const body = await this.request(MessageType.DirectoryRequest, { page }, MessageType.DirectoryPage);
+    return decodeBody(MessageType.DirectoryPage, body);
+  }
+
   async keepalive(signal?: AbortSignal, retransmitMs?: readonly number[], peers?: Buffer[]): Promise<KeepaliveAck> {
     const body = await this.request(MessageType.Keepalive, peers?.length ? { peers } : {}, MessageType.KeepaliveAck, signal, retransmitMs);
     return decodeBody(MessageType.KeepaliveAck, body);
@@ -152,7 +158,7 @@ export class NmsClient {
     }
     if (f.header.id !== BigInt(this.nodeId)) return false;
     const p = this.pending.get(f.header.txid);
-    const push = f.header.type === MessageType.RouteDirectionResponder || f.header.type === MessageType.PolicyUpdate;
+    const push = f.header.type === MessageType.RouteDirectionResponder || f.header.type === MessageType.PolicyUpdate || f.header.type === MessageType.DirectoryNotice;
     if (!p && !push) {
       this.counters.inc('refused.unsolicited');
       return true;
@@ -210,8 +216,24 @@ export class NmsClient {
  * Hands the Route Directions the NMS pushes (we are the responder) to `onRoute`; a push that does not decode is
  * logged and dropped. Shared by the node daemon and the adapter's general-node agents.
  */
-export function deliverRouteDirections(client: NmsClient, onRoute: (rd: RouteDirection) => void, logger: Logger, onPolicy?: (entries: PolicyEntry[]) => void, onGeneralNodes?: () => void): void {
+export function deliverRouteDirections(
+  client: NmsClient,
+  onRoute: (rd: RouteDirection) => void,
+  logger: Logger,
+  onPolicy?: (entries: PolicyEntry[]) => void,
+  onGeneralNodes?: () => void,
+  onDirectory?: (rev: string) => void,
+): void {
   client.onPush = (type, body, txid) => {
+    if (type === MessageType.DirectoryNotice) {
+      // Not acknowledged: a lost notice is caught up by the next KeepaliveAck's revision.
+      try {
+        onDirectory?.(decodeBody(MessageType.DirectoryNotice, body).rev);
+      } catch (err) {
+        logger.warn('bad DirectoryNotice from the NMS', { err: describeError(err) });
+      }
+      return;
+    }
     if (type === MessageType.PolicyUpdate) {
       // Applied (idempotent: a retransmission carries the same entries), then acknowledged.
       try {

@@ -43,6 +43,10 @@ export enum MessageType {
   Keepalive = 0x12,
   KeepaliveAck = 0x13,
   PolicyUpdate = 0x14,
+  /** The peers a node may reach, paged (docs/PROTOCOL.md, "Directory"). */
+  DirectoryRequest = 0x18,
+  DirectoryPage = 0x19,
+  DirectoryNotice = 0x1a,
   DirectionRequest = 0x20,
   RouteDirectionResponder = 0x21,
   RouteConfirmation = 0x22,

@@ -126,6 +126,8 @@ export interface RegistrationResponse {
   keepaliveSec: number;
   /** UDP port of the NMS's mapping probe (same addresses): the node sends a Keepalive there once after registering. */
   probePort?: number;
+  /** The revision of the node's directory (DirectoryPage); the node fetches it when it differs from what it holds. */
+  directoryRev?: string;
 }
 
 export interface Keepalive {
@@ -152,6 +154,46 @@ export interface PeerReport {
 
 export interface KeepaliveAck {
   observed: Endpoint;
+  /** The revision of the node's directory at the NMS (see DirectoryPage); absent from an NMS without one. */
+  directoryRev?: string;
+}
+
+/** Longest directory revision text. */
+export const MAX_DIRECTORY_REV_LEN = 64;
+/** Longest encoded DirectoryEntry (a 63-byte label, an id and two addresses, 3-byte TLV headers). */
+export const MAX_DIRECTORY_ENTRY_LEN = 3 + 63 + 3 + 4 + 3 + 4 + 3 + 16;
+/** Pages one directory has at most (MAX_DIRECTORY_ENTRIES / entries per page, rounded up). */
+export const MAX_DIRECTORY_PAGES = 1024;
+
+/** Node → NMS: page `page` (0-based) of the peers this node may reach. */
+export interface DirectoryRequest {
+  page: number;
+}
+
+/**
+ * NMS → node, the answer to a DirectoryRequest: one page of the directory at revision `rev` (pages 0..pages-1 of one
+ * revision make the whole list; a page of another revision means it changed meanwhile). Entries are encoded
+ * DirectoryEntry records.
+ */
+export interface DirectoryPage {
+  rev: string;
+  page: number;
+  pages: number;
+  entries: Buffer[];
+}
+
+/** NMS → node, pushed once when the node's directory changed (a lost one is caught up by the next KeepaliveAck). */
+export interface DirectoryNotice {
+  rev: string;
+}
+
+/** A peer the node may reach (record inside DirectoryPage.entries): what its DNS answers before any route selection. */
+export interface DirectoryEntry {
+  nodeId: number;
+  /** The node's name: a DNS label under the overlay domain. */
+  name: string;
+  vip4: string;
+  vip6: string;
 }
 
 /** Exactly one of targetFqdn / targetVip is present. */
@@ -335,6 +377,9 @@ export interface BodyMap {
   [MessageType.Keepalive]: Keepalive;
   [MessageType.KeepaliveAck]: KeepaliveAck;
   [MessageType.PolicyUpdate]: PolicyUpdate;
+  [MessageType.DirectoryRequest]: DirectoryRequest;
+  [MessageType.DirectoryPage]: DirectoryPage;
+  [MessageType.DirectoryNotice]: DirectoryNotice;
   [MessageType.DirectionRequest]: DirectionRequest;
   [MessageType.RouteDirectionResponder]: RouteDirection;
   [MessageType.RouteConfirmation]: RouteConfirmation;
@@ -402,6 +447,13 @@ export const PEER_REPORT_SCHEMA: Schema<PeerReport> = [
   { tag: 5, name: 'rxBytes', kind: 'u64' },
 ];
 
+export const DIRECTORY_ENTRY_SCHEMA: Schema<DirectoryEntry> = [
+  { tag: 1, name: 'nodeId', kind: 'id' },
+  { tag: 2, name: 'name', kind: 'string', maxSize: 63 },
+  { tag: 3, name: 'vip4', kind: 'ip4' },
+  { tag: 4, name: 'vip6', kind: 'ip6' },
+];
+
 export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
   { tag: 1, name: 'peerNodeId', kind: 'id' },
   { tag: 2, name: 'connected', kind: 'bool' },
@@ -461,9 +513,21 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 6, name: 'nat', kind: 'bool' },
     { tag: 7, name: 'keepaliveSec', kind: 'u16' },
     { tag: 8, name: 'probePort', kind: 'u16', optional: true },
+    { tag: 9, name: 'directoryRev', kind: 'string', maxSize: MAX_DIRECTORY_REV_LEN, optional: true },
   ],
   [MessageType.Keepalive]: [{ tag: 1, name: 'peers', kind: 'bytes', maxSize: MAX_PEER_REPORT_LEN, repeated: true, maxCount: MAX_PEER_REPORTS }],
-  [MessageType.KeepaliveAck]: [{ tag: 1, name: 'observed', kind: 'endpoint' }],
+  [MessageType.KeepaliveAck]: [
+    { tag: 1, name: 'observed', kind: 'endpoint' },
+    { tag: 2, name: 'directoryRev', kind: 'string', maxSize: MAX_DIRECTORY_REV_LEN, optional: true },
+  ],
+  [MessageType.DirectoryRequest]: [{ tag: 1, name: 'page', kind: 'u16' }],
+  [MessageType.DirectoryPage]: [
+    { tag: 1, name: 'rev', kind: 'string', maxSize: MAX_DIRECTORY_REV_LEN },
+    { tag: 2, name: 'page', kind: 'u16' },
+    { tag: 3, name: 'pages', kind: 'u16' },
+    { tag: 4, name: 'entries', kind: 'bytes', maxSize: MAX_DIRECTORY_ENTRY_LEN, repeated: true, maxCount: 64 },
+  ],
+  [MessageType.DirectoryNotice]: [{ tag: 1, name: 'rev', kind: 'string', maxSize: MAX_DIRECTORY_REV_LEN }],
   [MessageType.PolicyUpdate]: [
     { tag: 1, name: 'entries', kind: 'bytes', maxSize: MAX_POLICY_ENTRY_LEN, repeated: true, maxCount: MAX_POLICY_ENTRIES },
     { tag: 2, name: 'generalNodes', kind: 'bool', optional: true },
@@ -566,6 +630,8 @@ const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
   [MessageType.EndpointUpdateAck]: checkNodeId,
   [MessageType.RouteDirectionResponder]: checkRouteDirection,
   [MessageType.RouteDirectionInitiator]: checkRouteDirection,
+  [MessageType.DirectoryPage]: (b) => (b.pages < 1 || b.pages > MAX_DIRECTORY_PAGES ? `pages ${b.pages}` : b.page >= b.pages ? `page ${b.page} of ${b.pages}` : undefined),
+  [MessageType.DirectoryRequest]: (b) => (b.page >= MAX_DIRECTORY_PAGES ? `page ${b.page}` : undefined),
 };
 
 function runCheck<T extends MessageType>(type: T, body: BodyMap[T]): string | undefined {
@@ -607,6 +673,18 @@ export function decodeBody<T extends MessageType>(type: T, bytes: Uint8Array): B
 /** Encode a PolicyEntry record for PolicyUpdate.entries. Throws RangeError. */
 export function encodePolicyEntry(e: PolicyEntry): Buffer {
   return encodeTlv(POLICY_ENTRY_SCHEMA, e);
+}
+
+/** Encode a DirectoryEntry record for DirectoryPage.entries. Throws RangeError. */
+export function encodeDirectoryEntry(e: DirectoryEntry): Buffer {
+  return encodeTlv(DIRECTORY_ENTRY_SCHEMA, e);
+}
+
+/** Decode one DirectoryPage.entries record; the name must be a DNS label (letters, digits, hyphens). Throws DecodeError. */
+export function decodeDirectoryEntry(bytes: Uint8Array): DirectoryEntry {
+  const e = decodeTlv(DIRECTORY_ENTRY_SCHEMA, bytes);
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(e.name)) throw new DecodeError(`DirectoryEntry: ${JSON.stringify(e.name)} is not a DNS label`, 'ERR_DECODE_BODY');
+  return e;
 }
 
 /** Encode a PeerReport record for Keepalive.peers. Throws RangeError. */

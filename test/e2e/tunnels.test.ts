@@ -65,7 +65,11 @@ describe('direct tunnels: TUN, overlay DNS, route selection, data plane (netns)'
   test('dig at each resolver returns the other node\'s virtual addresses; unknown names are NXDOMAIN', { skip: needs('dig') }, async () => {
     const dig = (h: Host, server: string, name: string, type: string): Promise<string> =>
       h.run('dig', [`@${server}`, name, type, '+short', '+tries=1', '+time=3']).then((s) => s.trim());
+    // The NMS lists beta and gamma in alpha's directory (pushed as they enrolled), so alpha answers from memory and
+    // sets up the route beside the answer.
+    await waitFor('alpha\'s directory lists beta and gamma', async () => ((await alpha.status()).directory?.peers ?? 0) >= 2, 10_000);
     assert.equal(await dig(alpha.host, a.dns!, 'beta.cyphonic.internal', 'A'), b.vip4);
+    assert.ok(((await alpha.status()).counters['peers.dns.from-directory'] ?? 0) >= 1, 'answered from the directory');
     assert.equal(await dig(alpha.host, a.dns!, 'beta.cyphonic.internal', 'AAAA'), b.vip6);
     assert.equal(await dig(beta.host, b.dns!, 'alpha.cyphonic.internal', 'A'), a.vip4);
     assert.equal(await dig(beta.host, b.dns!, 'alpha.cyphonic.internal', 'AAAA'), a.vip6);

@@ -10,6 +10,7 @@ import type { NodeRecord, Pools, Store } from '../../store/types.js';
 import { CertificateError, RequestError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import { Counters } from '../../util/counters.js';
+import { bumpDirectoryRev } from '../nms/directory.js';
 
 export interface AsInit {
   domain: string;
@@ -100,6 +101,7 @@ export class AsService {
       notAfter: cert.notAfter.getTime(),
       createdAt: this.now(),
     });
+    await bumpDirectoryRev(this.c.store); // running NMSs list it in the other nodes' directories
     this.counters.inc('enroll.ok');
     this.c.logger.info('node enrolled', { node: name, nodeId: node.id, vip4: node.vip4, vip6: node.vip6 });
     return { nodeId: node.id, name, fqdn, certificate: cert.certDer, chain: this.c.chainDer };

@@ -67,6 +67,11 @@ export class PolicyPusher {
     this.waiting.clear();
   }
 
+  /** Nodes without a valid certificate, as of the last reading (start and every policy revision). */
+  revokedNodes(): ReadonlySet<number> {
+    return new Set(this.revokedList.keys());
+  }
+
   /** An Ack from a node: true if it answered one of our pushes. */
   acked(txid: number): boolean {
     const done = this.waiting.get(txid);
@@ -78,7 +83,7 @@ export class PolicyPusher {
 
   /** Reads the revision; on a change (not the first read) pushes to every node with paths. One run at a time. */
   async check(): Promise<void> {
-    if (this.running) return;
+    if (this.running) return this.running; // the one in progress (callers may rely on its outcome)
     this.running = (async () => {
       try {
         const rev = await this.c.store.getMeta(POLICY_REV_KEY);

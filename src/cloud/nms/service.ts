@@ -8,7 +8,8 @@ import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, decodePeerReport, encodeBody, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
-import { PolicyPusher } from './policy-push.js';
+import { Directory } from './directory.js';
+import { POLICY_WATCH_MS, PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
 import { StoreError } from '../../store/errors.js';
 import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
@@ -103,7 +104,7 @@ interface Session {
 }
 
 /** Node→cloud message types the NMS accepts. */
-const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack]);
+const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack, MessageType.DirectoryRequest]);
 
 /** Tunable: how far ahead the NMS reserves (and persists) sealing sequence numbers; below SEQ_MAX_SKEW_MS. */
 export const SEQ_RESERVE_MS = 60_000;
@@ -134,6 +135,9 @@ export class NmsService {
   private seqTimer: NodeJS.Timeout | null = null;
   /** Live policy changes (policy-push.ts): started by watchPolicy(). */
   readonly policy: PolicyPusher;
+  /** Each node's directory of reachable peers (directory.ts): refreshed by watchPolicy(), read on demand before. */
+  readonly directory: Directory;
+  private directoryTimer: NodeJS.Timeout | null = null;
   /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
   probePort: number;
 
@@ -160,6 +164,7 @@ export class NmsService {
       send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
       ...(c.relays?.revoke ? { revokeAtRelays: (ids: number[]) => c.relays!.revoke!(ids) } : {}),
     });
+    this.directory = new Directory(c.store, () => this.policy.revokedNodes());
   }
 
   /** What `nodeId`'s tunnels carried as it said in its last keepalive here (the console), or null. */
@@ -190,6 +195,53 @@ export class NmsService {
   /** Pushes policy and tag changes to running nodes from now on (the store's revision is looked at every second). */
   watchPolicy(everyMs?: number): void {
     this.policy.start(everyMs);
+    this.directoryTimer = setInterval(() => void this.watchDirectory(), everyMs ?? POLICY_WATCH_MS);
+    this.directoryTimer.unref();
+  }
+
+  /**
+   * After the policy watch (its revocation list decides who is listed): a new directory revision is announced to
+   * every node with a session here, one DirectoryNotice each, not retransmitted (KeepaliveAck carries it too).
+   */
+  private async watchDirectory(): Promise<void> {
+    try {
+      await this.policy.check();
+      if (!(await this.directory.refresh())) return;
+      this.counters.inc('directory.changed');
+      const rev = this.directory.rev!;
+      const body = encodeBody(MessageType.DirectoryNotice, { rev });
+      for (const s of this.sessions.values()) {
+        if (!s.observed || !this.c.send) continue;
+        this.pushTxid = (this.pushTxid % 0x7fffffff) + 1;
+        this.c.send(sealFrame(s.keys.down, { type: MessageType.DirectoryNotice, txid: this.pushTxid, seq: this.nextSeq(), id: BigInt(s.nodeId) }, body), s.observed);
+        this.counters.inc('directory.notice');
+      }
+    } catch (err) {
+      this.counters.inc('directory.watch-failed');
+      this.c.logger.warn('directory watch failed', { err: describeError(err) });
+    }
+  }
+
+  /** `{ directoryRev }` for a KeepaliveAck when a revision is known (never a store read on the keepalive path). */
+  private knownDirectoryRev(): { directoryRev?: string } {
+    const rev = this.directory.rev;
+    return rev === null ? {} : { directoryRev: rev };
+  }
+
+  /** `{ directoryRev }` for a RegistrationResponse; a store that fails here leaves it out rather than the registration. */
+  private async directoryRevQuiet(): Promise<{ directoryRev?: string }> {
+    try {
+      const rev = await this.directoryRev();
+      return rev === undefined ? {} : { directoryRev: rev };
+    } catch {
+      return {};
+    }
+  }
+
+  /** The directory's revision for a reply, reading the store once if it was never read. */
+  private async directoryRev(): Promise<string | undefined> {
+    if (this.directory.rev === null) await this.directory.refresh();
+    return this.directory.rev ?? undefined;
   }
 
   private pushPolicy(nodeId: number, txid: number, body: PolicyUpdate, to: Endpoint): boolean {
@@ -224,6 +276,8 @@ export class NmsService {
 
   close(): void {
     this.policy.stop();
+    if (this.directoryTimer) clearInterval(this.directoryTimer);
+    this.directoryTimer = null;
     if (this.seqTimer) clearInterval(this.seqTimer);
     this.seqTimer = null;
     const stop = this.unsubscribe;
@@ -398,6 +452,14 @@ export class NmsService {
         }
         case MessageType.DirectionRequest:
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
+        case MessageType.DirectoryRequest: {
+          const req = decodeBody(MessageType.DirectoryRequest, plain);
+          await this.directoryRev();
+          const page = this.directory.page(s.nodeId, req.page);
+          if (!page) return this.nack(s, header, Status.NoRoute, 'no directory yet');
+          this.counters.inc('directory.page');
+          return this.reply(s, header, MessageType.DirectoryPage, encodeBody(MessageType.DirectoryPage, page));
+        }
         case MessageType.Ack:
           // A node acknowledging a push (PolicyUpdate); nothing is answered.
           if (!this.policy.acked(header.txid)) this.counters.inc('policy.late-ack');
@@ -467,6 +529,7 @@ export class NmsService {
       nat,
       keepaliveSec,
       ...(this.probePort ? { probePort: this.probePort } : {}),
+      ...(await this.directoryRevQuiet()),
     }));
   }
 
@@ -494,7 +557,7 @@ export class NmsService {
       // The common case in one write: still registered here, at the address we last saw it at.
       if (s.observed && endpointsEqual(s.observed, from) && (await this.c.store.touchRegistrationIf(s.nodeId, this.now(), s.guard.highest, from, this.init.instanceId ?? null))) {
         this.counters.inc('keepalive.ok');
-        return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
+        return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from, ...this.knownDirectoryRev() }));
       }
       const reg = await this.c.store.getRegistration(s.nodeId);
       if (!reg) return this.nack(s, header, Status.NotRegistered, 'not registered');
@@ -522,7 +585,7 @@ export class NmsService {
     }
     s.observed = from;
     this.counters.inc('keepalive.ok');
-    return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from }));
+    return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from, ...this.knownDirectoryRev() }));
   }
 
   private async direction(s: Session, header: Header, req: DirectionRequest): Promise<Buffer | null> {

@@ -200,6 +200,8 @@ const TO_MAIN = [
   MessageType.RegistrationResponse,
   MessageType.KeepaliveAck,
   MessageType.PolicyUpdate,
+  MessageType.DirectoryPage,
+  MessageType.DirectoryNotice,
   MessageType.RouteDirectionResponder,
   MessageType.RouteDirectionInitiator,
   MessageType.TunnelRequest,

@@ -14,10 +14,12 @@ import {
   type RouteDirection,
   SCHEMAS,
   decodeBody,
+  decodeDirectoryEntry,
   decodeGeneralNodeInfo,
   decodeMessage,
   decodePeerReport,
   encodeBody,
+  encodeDirectoryEntry,
   encodeGeneralNodeInfo,
   encodeMessage,
   encodePeerReport,
@@ -139,6 +141,9 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
   [MessageType.Ack]: {},
   [MessageType.Nack]: { reason: 'node not registered' },
   [MessageType.PolicyUpdate]: { entries: [Buffer.from([1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 42, 2, 0, 1, 1, 3, 0, 4, 105, 99, 109, 112])] },
+  [MessageType.DirectoryRequest]: { page: 3 },
+  [MessageType.DirectoryPage]: { rev: 'r1|r2', page: 0, pages: 2, entries: [encodeDirectoryEntry({ nodeId: 42, name: 'beta', vip4: '100.64.0.2', vip6: 'fd00::2' })] },
+  [MessageType.DirectoryNotice]: { rev: 'r1|r2' },
 };
 
 const TYPES = Object.values(MessageType).filter((v): v is MessageType => typeof v === 'number');
@@ -156,7 +161,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 31);
+  assert.equal(TYPES.length, 34);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
@@ -381,4 +386,16 @@ test('5000 single-byte/bit mutations of valid frames decode to a valid message o
     if (checkDecode(m, `seed ${SEED + 1} iteration ${i}`)) decoded++;
   }
   assert.ok(decoded > 0);
+});
+
+test('DirectoryEntry round-trips; a name that is not a DNS label and a page past the end are refused', () => {
+  const e = { nodeId: 9, name: 'cam-01', vip4: '100.64.0.9', vip6: 'fd00::9' };
+  assert.deepEqual(decodeDirectoryEntry(encodeDirectoryEntry(e)), e);
+  for (const name of ['bad name', 'a.b', '-x', 'x-', 'ünï']) {
+    assert.throws(() => decodeDirectoryEntry(encodeDirectoryEntry({ ...e, name })), DecodeError, name);
+  }
+  const page = (p: number, pages: number): Buffer => encodeTlv(SCHEMAS[MessageType.DirectoryPage] as never, { rev: 'r', page: p, pages, entries: [] } as never);
+  assert.throws(() => decodeBody(MessageType.DirectoryPage, page(2, 2)), DecodeError);
+  assert.throws(() => decodeBody(MessageType.DirectoryPage, page(0, 0)), DecodeError);
+  assert.equal(decodeBody(MessageType.DirectoryPage, page(1, 2)).page, 1);
 });

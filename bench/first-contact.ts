@@ -1,0 +1,128 @@
+// First contact: what a user feels the first time one node reaches a peer it has never talked to. One cloud, one
+// node `a` and 2×N peers on their own testbed hosts (namespaces on one global segment), all registered and idle.
+//   - DNS first contact: `dig pK.cyphonic.internal` at a's overlay resolver, for N peers a has never asked about
+//     (dig's Query time, ms; the answer is checked against the peer's vip4);
+//   - first ping: `ping` to the vip4 of N other peers a has never reached (route selection + tunnel + one RTT:
+//     ping's time= when the first echo is answered, else the wall time to the first answered one);
+//   - a's own split for each of those peers from `node status --json`: route selection (Direction Request → Route
+//     Direction) and tunnel (Tunnel Request → Response, engine installed), ms;
+//   - the ping's RTT once the tunnel is up (median of 5), for scale.
+// Prints medians, p90 and max over the peers. Peers are contacted one at a time, with a pause between them, so
+// each contact is measured alone.
+//
+// usage: node dist/bench/first-contact.js [--peers N (20)] [--gap-ms MS (200)]
+// needs root (network namespaces), dig (bind9-dnsutils).
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Testbed, type Host } from '../test/harness/netns/index.js';
+import { workDir } from '../test/harness/cluster.js';
+import { setupOverlay, type Overlay, type PeerStatus } from './lib/cyphonic.js';
+import { dig, errMsg, firstContactPing, median, pingMedian } from './lib/measure.js';
+
+const DOMAIN = 'cyphonic.internal';
+
+function intArg(name: string, def: number, min: number, max: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i > 0 ? Number(process.argv[i + 1]) : def;
+  if (!Number.isInteger(v) || v < min || v > max) throw new Error(`--${name}: an integer in ${min}..${max}`);
+  return v;
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function summary(label: string, xs: number[], unit: string, digits = 2): string {
+  if (xs.length === 0) return `${label.padEnd(48)} n/a`;
+  const f = (v: number): string => v.toFixed(digits);
+  return `${label.padEnd(48)} median ${f(median(xs))} ${unit}  p90 ${f(pct(xs, 90))}  max ${f(Math.max(...xs))}  (n=${xs.length})`;
+}
+
+interface Split {
+  route: number[];
+  tunnel: number[];
+}
+
+async function splitOf(ov: Overlay, peer: string, vip4: string, into: Split): Promise<void> {
+  const p = (await ov.peers('a')).find((x: PeerStatus) => x.name === peer || x.vip4 === vip4) as (PeerStatus & { routeSelectionMs?: number | null; tunnelMs?: number | null }) | undefined;
+  if (typeof p?.routeSelectionMs === 'number') into.route.push(p.routeSelectionMs);
+  if (typeof p?.tunnelMs === 'number') into.tunnel.push(p.tunnelMs);
+}
+
+async function main(): Promise<void> {
+  const n = intArg('peers', 20, 1, 100);
+  const gapMs = intArg('gap-ms', 200, 0, 10_000);
+  const tb = await Testbed.create();
+  const work = workDir('bench-first-contact');
+  let ov: Overlay | null = null;
+  const errors: string[] = [];
+  try {
+    const cloudHost = await tb.addHost('cloud', { family: 'dual' });
+    const hosts: Host[] = [await tb.addHost('a', { family: 'dual' })];
+    for (let i = 1; i <= 2 * n; i++) hosts.push(await tb.addHost(`p${i}`, { family: 'dual' }));
+    const t0 = Date.now();
+    ov = await setupOverlay(cloudHost, hosts, work.dir);
+    process.stdout.write(`overlay up: cloud + ${hosts.length} nodes in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    const a = hosts[0]!;
+    const na = ov.nodes.get('a')!;
+    const resolver = na.dns ?? na.vip4;
+    await sleep(1000); // let the last registrations and any pushes settle
+
+    const dnsMs: number[] = [];
+    const dnsSplit: Split = { route: [], tunnel: [] };
+    for (let i = 1; i <= n; i++) {
+      const name = `p${i}`;
+      const want = ov.nodes.get(name)!.vip4;
+      try {
+        const r = await dig(a, resolver, `${name}.${DOMAIN}`, 'A');
+        if (r.status !== 'NOERROR' || !r.answers.includes(want)) throw new Error(`${name}.${DOMAIN} -> ${r.status} [${r.answers.join(', ')}], want ${want}`);
+        dnsMs.push(r.queryMs);
+      } catch (err) {
+        errors.push(`DNS ${name}: ${errMsg(err)}`);
+      }
+      await sleep(gapMs);
+      await splitOf(ov, name, want, dnsSplit).catch(() => undefined);
+    }
+
+    const pingMs: number[] = [];
+    const how = new Map<string, number>();
+    const split: Split = { route: [], tunnel: [] };
+    const warm: number[] = [];
+    for (let i = n + 1; i <= 2 * n; i++) {
+      const name = `p${i}`;
+      const vip4 = ov.nodes.get(name)!.vip4;
+      try {
+        const r = await firstContactPing(a, vip4);
+        pingMs.push(r.ms);
+        how.set(r.how, (how.get(r.how) ?? 0) + 1);
+        await splitOf(ov, name, vip4, split);
+        if (warm.length < 5) warm.push((await pingMedian(a, vip4, 5, '0.05')).median);
+      } catch (err) {
+        errors.push(`ping ${name}: ${errMsg(err)}`);
+      }
+      await sleep(gapMs);
+    }
+
+    const out: string[] = [];
+    out.push('', `cyphonic first contact: node a to ${n} fresh peers by name and ${n} other fresh peers by address`);
+    out.push(summary('DNS first contact (dig pK, Query time)', dnsMs, 'ms', 0));
+    out.push(summary('  route selection started by the query', dnsSplit.route, 'ms'));
+    out.push(summary('first ping (route + tunnel + RTT)', pingMs, 'ms'));
+    out.push(summary('  route selection (Direction Request -> Route Direction)', split.route, 'ms'));
+    out.push(summary('  tunnel (Tunnel Request -> Response, installed)', split.tunnel, 'ms'));
+    out.push(summary('ping RTT once the tunnel is up (median of 5)', warm, 'ms', 3));
+    for (const [h, c] of how) out.push(`  first ping measured as: ${h} (${c}x)`);
+    for (const e of errors) out.push(`error: ${e}`);
+    process.stdout.write(`${out.join('\n')}\n`);
+  } finally {
+    await ov?.stop();
+    await tb.cleanup();
+    work.remove();
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench/first-contact: ${errMsg(err)}\n`);
+  process.exitCode = 1;
+});
