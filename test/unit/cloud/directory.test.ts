@@ -24,8 +24,7 @@ const NMS_EP: Endpoint = { address: '198.18.0.10', port: 4502 };
 const DOMAIN = 'cyphonic.internal';
 
 function client(service: NmsService, nodeId: number, key: Buffer, from: Endpoint): NmsClient {
-  let c!: NmsClient;
-  c = new NmsClient({ nodeId, commonKey: key, nms: NMS_EP, retransmitMs: [200, 200] }, {
+  const c: NmsClient = new NmsClient({ nodeId, commonKey: key, nms: NMS_EP, retransmitMs: [200, 200] }, {
     send: (msg) => void service.handle(msg, from).then((reply) => reply && c.handleDatagram(reply)),
   });
   return c;
