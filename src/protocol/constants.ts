@@ -43,6 +43,9 @@ export enum MessageType {
   Keepalive = 0x12,
   KeepaliveAck = 0x13,
   PolicyUpdate = 0x14,
+  /** Node → NMS (sealed with the Common Key): the live TRS and a short-lived probe ticket for each (`node netcheck`). */
+  RelayTicketRequest = 0x15,
+  RelayTicketResponse = 0x16,
   DirectionRequest = 0x20,
   RouteDirectionResponder = 0x21,
   RouteConfirmation = 0x22,
@@ -53,6 +56,9 @@ export enum MessageType {
   RelayBindAck = 0x27,
   /** NMS → TRS (sealed under the relay key): these nodes were revoked; drop their paths and refuse their binds. */
   RelayRevoke = 0x28,
+  /** Node → TRS, sealed with a key from a probe ticket (src/channel/relay-probe.ts): a timed reachability check. */
+  RelayProbe = 0x29,
+  RelayProbeAck = 0x2a,
   TunnelRequest = 0x30,
   TunnelResponse = 0x31,
   EndpointUpdate = 0x32,
