@@ -17,6 +17,7 @@
 // overlay DNS resolver, address watcher and control socket; the general node its LAN attachment.
 
 import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { BACKDATE_MS } from '../crypto/ca.js';
 import { createCsr, generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, toPem, verify as verifySignature } from '../crypto/index.js';
@@ -202,7 +203,17 @@ export class NodeLifecycle {
       send: (m, to) => this.port?.send(m, to),
       logger: this.logger.child({ component: 'relay' }),
     });
-    this.prober = new RelayProber({ nodeId: () => this.identity!.nodeId, send: (m, to) => this.port?.send(m, to) });
+    this.prober = new RelayProber({
+      nodeId: () => this.identity!.nodeId,
+      send: (m, to) => this.port?.send(m, to),
+      // A TRS endpoint of a family this host has no address in cannot answer: said at once, not after the deadline.
+      // (Loopback needs no global address: a cloud on this very host.)
+      unusable: (to) => {
+        const a = unmapV4(to.address);
+        if (a === '::1' || a.startsWith('127.') || this.localEndpoints().some((e) => isIP(e.address) === isIP(a))) return null;
+        return `no IPv${isIP(a)} address here`;
+      },
+    });
     this.peers = new PeerManager({
       relay: this.relay,
       behindNat: () => this.reg?.nat === true,
@@ -349,6 +360,7 @@ export class NodeLifecycle {
       }
     };
     const main = client.nms;
+    const relays = this.probeRelays(client); // in parallel with the NMS measurements
     const ka = await timed(() => client.keepalive(undefined, [500, 1000]));
     const nms = await Promise.all(
       this.session.nms.map(async (e) => {
@@ -368,7 +380,7 @@ export class NodeLifecycle {
     const observed = ka.value?.observed ?? reg.observed;
     const seenAtProbe = atMain?.probe?.observed ?? null;
     const mapping = !reg.nat ? null : seenAtProbe === null ? 'unknown' : seenAtProbe === formatEndpoint(observed) ? 'independent' : 'dependent';
-    return { nat: reg.nat, observed: formatEndpoint(observed), mapping, local: this.localEndpoints().map(formatEndpoint), nms, ...(await this.probeRelays(client)) };
+    return { nat: reg.nat, observed: formatEndpoint(observed), mapping, local: this.localEndpoints().map(formatEndpoint), nms, ...(await relays) };
   }
 
   /** netcheck's TRS list: probes under the NMS's tickets, then binds on relayed paths through a TRS not listed. */
