@@ -172,6 +172,7 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
       assert.ok((await node(n).status()).peers.every((p) => p.path !== 'relayed'), `${n}: no relayed path`);
       for (const port of [4503, 4513]) assert.ok(r!.relays.some((x) => x.relay.endsWith(`:${port}`) && x.via === 'ticket' && x.rttMs !== null), `${n}: TRS :${port} timed: ${JSON.stringify(r!.relays)}`);
     }
+    for (const [n, r] of [['e1', e1], ['r1', r1], ['gd', gd], ['g4', g4]] as const) console.log(`# ${n} TRS: ${r!.relays.map((x) => `${x.relay} ${x.rttMs ?? x.error}`).join(', ')}`);
     assert.ok(gd!.relays.every((x) => x.rttMs !== null), `dual-stack host reaches every TRS endpoint: ${JSON.stringify(gd!.relays)}`);
     const g4trs6 = g4!.relays.filter((x) => x.relay.startsWith('['));
     assert.ok(g4trs6.length > 0 && g4trs6.every((x) => x.rttMs === null && x.error), `IPv4-only host: TRS IPv6 endpoints unreachable: ${JSON.stringify(g4!.relays)}`);
