@@ -4,8 +4,9 @@
 //   - NAT: whether the NMS sees another endpoint than the ones we have, and the NAT's mapping behaviour, judged as the
 //     NMS judges it (src/node/nat-follow.ts, nms/service.ts probe): the public endpoint seen at the NMS's probe port is
 //     the one seen at its main port → endpoint-independent (punchable), another port → endpoint-dependent;
-//   - each AS (TCP connect time), each NMS (round trip of a sealed request, and of the probe) and each TRS the node has
-//     a path through (a RelayBind exchange), with its latency.
+//   - each AS (TCP connect time), each NMS (round trip of a sealed request, and of the probe) and each TRS with its
+//     latency: every endpoint of every live TRS the NMS lists (a RelayProbe under a ticket the NMS issues; no relayed
+//     path needed, src/node/relay-probe.ts), and any other TRS the node has a relayed path through (a RelayBind).
 // A running node is asked over its control socket (GET /netcheck): it measures over its own socket and Common Key, so
 // nothing it holds changes. Without one, a standalone probe logs in with the state directory's certificate (a new
 // Common Key: only when no daemon uses the old one), registers once from a fresh socket and probes the same way; the
@@ -22,6 +23,7 @@ import { formatEndpoint, parseEndpoint, type Endpoint } from '../protocol/endpoi
 import { decodeBody } from '../protocol/messages.js';
 import { login } from '../node/as-client.js';
 import type { NetcheckSignals } from '../node/lifecycle.js';
+import { RelayProber } from '../node/relay-probe.js';
 import { NmsClient } from '../node/signaling.js';
 import { StateDir } from '../node/state.js';
 import { unmapV4 } from '../util/addr.js';
@@ -51,6 +53,8 @@ export interface NetcheckReport {
   as: { endpoint: string; rttMs: number | null; error: string | null }[];
   nms: NetcheckSignals['nms'];
   relays: NetcheckSignals['relays'];
+  /** Why the NMS gave no TRS list, or null. */
+  relayListError: string | null;
 }
 
 const ms = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
@@ -143,9 +147,10 @@ async function standalone(state: StateDir): Promise<Omit<NetcheckSignals, 'local
   const pools = [res.pool4, res.pool6, res.vip4 ? `${res.vip4}/32` : null, res.vip6 ? `${res.vip6}/128` : null].filter((p): p is string => !!p);
   const socks: { 4?: dgram.Socket; 6?: dgram.Socket } = {};
   let client: NmsClient | null = null;
+  let prober: RelayProber | null = null;
   const open = async (family: 4 | 6): Promise<dgram.Socket> => {
     const s = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', ipv6Only: family === 6 });
-    s.on('message', (msg) => client?.handleDatagram(msg));
+    s.on('message', (msg) => prober?.onDatagram(msg) || client?.handleDatagram(msg));
     s.on('error', () => {});
     await new Promise<void>((resolve, reject) => {
       s.once('error', reject);
@@ -209,9 +214,17 @@ async function standalone(state: StateDir): Promise<Omit<NetcheckSignals, 'local
         };
       }),
     );
-    if (!reg) return { nat: false, observed: '', mapping: null, nms, relays: [], pools };
+    if (!reg) return { nat: false, observed: '', mapping: null, nms, relays: [], relayListError: 'no NMS answered', pools };
     const atProbe = nms.find((n) => n.registered)?.probe?.observed ?? null;
-    return { nat: reg.nat, observed: formatEndpoint(reg.observed), mapping: judgeMapping(reg.nat, formatEndpoint(reg.observed), atProbe), nms, relays: [], pools };
+    // Every live TRS, under tickets from the NMS we registered at, from the same fresh sockets.
+    prober = new RelayProber({ nodeId: () => res.nodeId, send, unusable: (to) => (socks[isIP(unmapV4(to.address)) as 4 | 6] ? null : 'no socket of this family') });
+    let relayListError: string | null = null;
+    c.nms = reg.main;
+    const relays = await prober.probeCloud(c).catch((err: unknown) => {
+      relayListError = describeError(err);
+      return [];
+    });
+    return { nat: reg.nat, observed: formatEndpoint(reg.observed), mapping: judgeMapping(reg.nat, formatEndpoint(reg.observed), atProbe), nms, relays, relayListError, pools };
   } finally {
     client?.close();
     for (const s of Object.values(socks)) s?.close();
@@ -249,6 +262,7 @@ export async function nodeNetcheck(stateDir: string): Promise<NetcheckReport> {
     as,
     nms: signals.nms,
     relays: signals.relays,
+    relayListError: signals.relayListError ?? null,
   };
 }
 
@@ -264,7 +278,11 @@ export function formatNetcheck(r: NetcheckReport): string[] {
   ];
   for (const a of r.as) out.push(`  AS  ${a.endpoint}: ${lat(a.rttMs, a.error)}`);
   for (const n of r.nms) out.push(`  NMS ${n.endpoint}${n.registered ? ' (registered)' : ''}: ${lat(n.rttMs, n.error)}${n.probe ? `; probe port ${n.probe.port}: ${lat(n.probe.rttMs)}` : ''}`);
-  if (r.relays.length === 0) out.push('  TRS: no relayed path now (the NMS assigns a TRS when a peer needs one)');
-  for (const t of r.relays) out.push(`  TRS ${t.relay}: ${lat(t.rttMs)}`);
+  if (r.relayListError) out.push(`  TRS: the NMS gave no list (${r.relayListError})`);
+  else if (r.relays.length === 0) out.push('  TRS: none is live in the cloud (relayed paths are impossible now)');
+  for (const t of r.relays) {
+    const via = t.via === 'path' ? ' (relayed path; not listed by the NMS)' : '';
+    out.push(`  TRS ${t.relay}${t.relayId ? ` ${t.relayId}` : ''}${via}: ${lat(t.rttMs, t.error)}${t.observed ? `; sees us as ${t.observed}` : ''}`);
+  }
   return out;
 }

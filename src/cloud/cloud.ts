@@ -22,7 +22,7 @@ import { AsTransport } from './as/transport.js';
 import { NmsService } from './nms/service.js';
 import { NmsTransport } from './nms/transport.js';
 import type { RelayAllocator } from './nms/routes.js';
-import { allocateRelay, RelayClient, revokeAtRelays } from './trs/client.js';
+import { allocateRelay, RelayClient, relayTickets, revokeAtRelays } from './trs/client.js';
 import { loadRelayKey } from './trs/control.js';
 import { isLiveRelay, RelayRegistry } from './trs/registry.js';
 import { TrsService, type TrsStatus } from './trs/service.js';
@@ -196,7 +196,8 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     if (roles.has('nms')) {
       let transport: NmsTransport | null = null;
       // Relayed paths: the NMS asks a live TRS (from the store) to relay, over its own socket (see trs/client.ts).
-      const relayClient = new RelayClient({ relayKey: await loadRelayKey(store), host: o.host ?? '::' });
+      const relayKey = await loadRelayKey(store);
+      const relayClient = new RelayClient({ relayKey, host: o.host ?? '::' });
       await relayClient.start();
       stops.push(() => relayClient.stop());
       const relays: RelayAllocator = {
@@ -206,6 +207,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
             req,
           ),
         revoke: (nodeIds) => revokeAtRelays({ store, client: relayClient, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}) }, nodeIds),
+        tickets: () => relayTickets({ store, relayKey, ...(o.relayHeartbeatMs ? { heartbeatMs: o.relayHeartbeatMs } : {}) }),
       };
       nms = new NmsService(
         { domain: cfg.domain, keepaliveNatSec: cfg.keepaliveNatSec, keepaliveOpenSec: cfg.keepaliveOpenSec, ...(instanceId ? { instanceId } : {}) },

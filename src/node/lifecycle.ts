@@ -17,6 +17,7 @@
 // overlay DNS resolver, address watcher and control socket; the general node its LAN attachment.
 
 import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { BACKDATE_MS } from '../crypto/ca.js';
 import { createCsr, generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, toPem, verify as verifySignature } from '../crypto/index.js';
@@ -39,6 +40,7 @@ import { MobilityManager } from './mobility.js';
 import { followRegistration } from './nat-follow.js';
 import { PeerManager, type PeerStatus } from './peers.js';
 import { RelayBinder } from './relay.js';
+import { RelayProber, type RelayProbeResult } from './relay-probe.js';
 import { deliverRouteDirections, NmsClient, nmsSchedule } from './signaling.js';
 import type { Identity, Session, StateDir } from './state.js';
 import { openRevocationList } from './revocations.js';
@@ -130,7 +132,10 @@ export interface NetcheckSignals {
   /** The endpoints we report (local addresses with our port). */
   local: string[];
   nms: { endpoint: string; registered: boolean; rttMs: number | null; observed: string | null; probe: { port: number; rttMs: number | null; observed: string | null } | null; error: string | null }[];
-  relays: { relay: string; rttMs: number | null }[];
+  /** Every TRS endpoint the cloud lists (a RelayProbe under a ticket), then any other TRS we have a path through. */
+  relays: RelayProbeResult[];
+  /** Why the NMS gave no TRS list (then only TRS with a relayed path are listed), or null. */
+  relayListError: string | null;
 }
 
 export class NodeLifecycle {
@@ -140,6 +145,7 @@ export class NodeLifecycle {
   dataplane: DataPlane | null = null;
   peers: PeerManager | null = null;
   relay: RelayBinder | null = null;
+  prober: RelayProber | null = null;
   client: NmsClient | null = null;
   mobility: MobilityManager | null = null;
   private local: LocalIdentity | null = null;
@@ -211,6 +217,17 @@ export class NodeLifecycle {
       nodeId: () => this.identity!.nodeId,
       send: (m, to) => this.port?.send(m, to),
       logger: this.logger.child({ component: 'relay' }),
+    });
+    this.prober = new RelayProber({
+      nodeId: () => this.identity!.nodeId,
+      send: (m, to) => this.port?.send(m, to),
+      // A TRS endpoint of a family this host has no address in cannot answer: said at once, not after the deadline.
+      // (Loopback needs no global address: a cloud on this very host.)
+      unusable: (to) => {
+        const a = unmapV4(to.address);
+        if (a === '::1' || a.startsWith('127.') || this.localEndpoints().some((e) => isIP(e.address) === isIP(a))) return null;
+        return `no IPv${isIP(a)} address here`;
+      },
     });
     this.peers = new PeerManager({
       relay: this.relay,
@@ -332,6 +349,7 @@ export class NodeLifecycle {
         ...prefixed('peers.', this.peers?.counters.toJSON()),
         ...prefixed('relay.', this.relay?.counters.toJSON()),
         ...prefixed('directory.', this.directory.counters.toJSON()),
+        ...prefixed('relayProbe.', this.prober?.counters.toJSON()),
         ...prefixed('data.', this.dataplane?.stats.globals()),
         ...prefixed('filter.', this.dataplane?.filterStats()),
         ...(this.dataplane ? { 'data.signalingSendErrors': this.dataplane.sendErrors } : {}),
@@ -343,7 +361,8 @@ export class NodeLifecycle {
    * `node netcheck` on the running node (its control socket), over its own socket and Common Key so nothing it holds
    * changes: a Keepalive to its NMS (timed; the public endpoint the NMS sees), the NAT mapping probe to the probe port
    * of every NMS it knows (timed; the same public endpoint at its NMS's probe port as at its main port means an
-   * endpoint-independent mapping, as the NMS judges it), and one bind exchange with each TRS it has a path through.
+   * endpoint-independent mapping, as the NMS judges it), a RelayProbe to every endpoint of every live TRS (tickets
+   * from the NMS: no relayed path needed), and one bind exchange with each other TRS it has a path through.
    */
   async netcheck(): Promise<NetcheckSignals> {
     const client = this.client;
@@ -359,6 +378,7 @@ export class NodeLifecycle {
       }
     };
     const main = client.nms;
+    const relays = this.probeRelays(client); // in parallel with the NMS measurements
     const ka = await timed(() => client.keepalive(undefined, [500, 1000]));
     const nms = await Promise.all(
       this.session.nms.map(async (e) => {
@@ -378,7 +398,24 @@ export class NodeLifecycle {
     const observed = ka.value?.observed ?? reg.observed;
     const seenAtProbe = atMain?.probe?.observed ?? null;
     const mapping = !reg.nat ? null : seenAtProbe === null ? 'unknown' : seenAtProbe === formatEndpoint(observed) ? 'independent' : 'dependent';
-    return { nat: reg.nat, observed: formatEndpoint(observed), mapping, local: this.localEndpoints().map(formatEndpoint), nms, relays: (await this.relay?.probeRelays()) ?? [] };
+    return { nat: reg.nat, observed: formatEndpoint(observed), mapping, local: this.localEndpoints().map(formatEndpoint), nms, ...(await relays) };
+  }
+
+  /** netcheck's TRS list: probes under the NMS's tickets, then binds on relayed paths through a TRS not listed. */
+  private async probeRelays(client: NmsClient): Promise<Pick<NetcheckSignals, 'relays' | 'relayListError'>> {
+    let relayListError: string | null = null;
+    const [listed, bound] = await Promise.all([
+      this.prober!.probeCloud(client).catch((err: unknown): RelayProbeResult[] => {
+        relayListError = describeError(err);
+        return [];
+      }),
+      this.relay?.probeRelays() ?? [],
+    ]);
+    const seen = new Set(listed.map((r) => r.relay));
+    const paths = bound
+      .filter((b) => !seen.has(b.relay))
+      .map((b): RelayProbeResult => ({ relay: b.relay, relayId: null, rttMs: b.rttMs, observed: null, error: b.rttMs === null ? 'no bind ack within 1.5 s' : null, via: 'path' }));
+    return { relays: [...listed, ...paths], relayListError };
   }
 
   /** Addresses this host has now, with our port: what the NMS compares its observation against. */
@@ -420,6 +457,7 @@ export class NodeLifecycle {
     if (this.session && this.pools().some((p) => safeContains(p, unmapV4(from.address)))) return this.client?.counters.inc('refused.overlay-source');
     if (this.client?.handleDatagram(msg)) return;
     if (this.relay?.onDatagram(msg, from)) return;
+    if (this.prober?.onDatagram(msg)) return;
     if (this.mobility?.onDatagram(msg, from)) return;
     if (this.peers?.onDatagram(msg, from)) return;
     this.client?.counters.inc('refused.stray');

@@ -43,6 +43,9 @@ export enum MessageType {
   Keepalive = 0x12,
   KeepaliveAck = 0x13,
   PolicyUpdate = 0x14,
+  /** Node → NMS (sealed with the Common Key): the live TRS and a short-lived probe ticket for each (`node netcheck`). */
+  RelayTicketRequest = 0x15,
+  RelayTicketResponse = 0x16,
   /** The peers a node may reach, paged (docs/PROTOCOL.md, "Directory"). */
   DirectoryRequest = 0x18,
   DirectoryPage = 0x19,
@@ -57,6 +60,9 @@ export enum MessageType {
   RelayBindAck = 0x27,
   /** NMS → TRS (sealed under the relay key): these nodes were revoked; drop their paths and refuse their binds. */
   RelayRevoke = 0x28,
+  /** Node → TRS, sealed with a key from a probe ticket (src/channel/relay-probe.ts): a timed reachability check. */
+  RelayProbe = 0x29,
+  RelayProbeAck = 0x2a,
   TunnelRequest = 0x30,
   TunnelResponse = 0x31,
   EndpointUpdate = 0x32,

@@ -27,6 +27,12 @@ export const MAX_ENDPOINTS = 16;
 export const MAX_RELAY_ID_LEN = 64;
 export const MAX_SIGNATURE_LEN = 256;
 export const MAX_REASON_LEN = 512;
+/** Probe tickets in one RelayTicketResponse (one per live TRS; the NMS lists the least-loaded first). */
+export const MAX_RELAY_TICKETS = 16;
+/** One encoded RelayTicket record inside RelayTicketResponse. */
+export const MAX_RELAY_TICKET_LEN = 3 + MAX_RELAY_ID_LEN + MAX_ENDPOINTS * 22 + 11 + 35;
+/** Padding a RelayProbe may carry (it pads itself so the answer is never larger than the probe). */
+export const MAX_RELAY_PROBE_PAD = 256;
 /** One encoded GeneralNodeInfo record inside InfoResponse. */
 export const MAX_GENERAL_NODE_LEN = 1024;
 /** Longest port list a Route Direction or a PolicyEntry carries (policy.ts MAX_PORTS selectors per rule, merged). */
@@ -313,6 +319,45 @@ export interface RelayBindAck {
   peerBound: boolean;
 }
 
+/** NMS → node (sealed with the Common Key): a probe ticket per live TRS (`node netcheck`). Unknown tags ignored. */
+export interface RelayTicketResponse {
+  /** Each an encoded RelayTicket (encodeRelayTicket); empty when no TRS is live. */
+  tickets: Buffer[];
+}
+
+/**
+ * What a node needs to probe one TRS: where it is, and a key only that TRS (and the cloud) can derive. Carried opaquely
+ * in RelayTicketResponse so a record can grow fields without a new message.
+ */
+export interface RelayTicket {
+  /** The TRS's id (its relay_servers row). */
+  relayId: string;
+  /** The TRS's endpoints (IPv4 and/or IPv6), at least one. */
+  relay: Endpoint[];
+  /** Header id of the probes under this ticket: (notAfter in unix seconds) << 32 | 32 random bits. */
+  ticketId: bigint;
+  /** 32 bytes: HKDF of the relay key for this ticket id and this TRS (src/channel/relay-probe.ts). */
+  secret: Buffer;
+}
+
+/** Node → TRS, sealed with the ticket's probe key: "are you there?". Padded so the answer is never larger. */
+export interface RelayProbe {
+  /** The node the ticket was issued to (logging only: the key already binds the ticket). */
+  nodeId: number;
+  /** Sender's clock, unix ms (accepted within ±120 s). */
+  timestamp: bigint;
+  /** Zero bytes, so the probe is at least RELAY_PROBE_MIN_LEN long. */
+  pad?: Buffer;
+}
+
+/** TRS → node, sealed with the ticket's ack key: the probe was authentic and within budget. */
+export interface RelayProbeAck {
+  /** TRS clock, unix ms. */
+  timestamp: bigint;
+  /** Source address and port the TRS saw the probe from. */
+  observed: Endpoint;
+}
+
 /** Body of both TunnelRequest and TunnelResponse (semantics: see the tunnels issue). */
 export interface TunnelHandshake {
   pathId: bigint;
@@ -387,6 +432,10 @@ export interface BodyMap {
   [MessageType.RelayRequest]: RelayRequest;
   [MessageType.RelayResponse]: RelayResponse;
   [MessageType.RelayBind]: RelayBind;
+  [MessageType.RelayTicketRequest]: EmptyBody;
+  [MessageType.RelayTicketResponse]: RelayTicketResponse;
+  [MessageType.RelayProbe]: RelayProbe;
+  [MessageType.RelayProbeAck]: RelayProbeAck;
   [MessageType.RelayBindAck]: RelayBindAck;
   [MessageType.RelayRevoke]: RelayRevoke;
   [MessageType.TunnelRequest]: TunnelRequest;
@@ -452,6 +501,13 @@ export const DIRECTORY_ENTRY_SCHEMA: Schema<DirectoryEntry> = [
   { tag: 2, name: 'name', kind: 'string', maxSize: 63 },
   { tag: 3, name: 'vip4', kind: 'ip4' },
   { tag: 4, name: 'vip6', kind: 'ip6' },
+];
+
+export const RELAY_TICKET_SCHEMA: Schema<RelayTicket> = [
+  { tag: 1, name: 'relayId', kind: 'string', maxSize: MAX_RELAY_ID_LEN },
+  { tag: 2, name: 'relay', kind: 'endpoint', repeated: true, maxCount: MAX_ENDPOINTS },
+  { tag: 3, name: 'ticketId', kind: 'u64' },
+  { tag: 4, name: 'secret', kind: 'bytes', size: KEY_LEN },
 ];
 
 export const POLICY_ENTRY_SCHEMA: Schema<PolicyEntry> = [
@@ -567,6 +623,19 @@ export const SCHEMAS: Readonly<SchemaMap> = {
     { tag: 3, name: 'observed', kind: 'endpoint' },
     { tag: 4, name: 'peerBound', kind: 'bool' },
   ],
+  [MessageType.RelayTicketRequest]: EMPTY,
+  [MessageType.RelayTicketResponse]: [
+    { tag: 1, name: 'tickets', kind: 'bytes', maxSize: MAX_RELAY_TICKET_LEN, repeated: true, maxCount: MAX_RELAY_TICKETS },
+  ],
+  [MessageType.RelayProbe]: [
+    { tag: 1, name: 'nodeId', kind: 'id' },
+    { tag: 2, name: 'timestamp', kind: 'u64' },
+    { tag: 3, name: 'pad', kind: 'bytes', maxSize: MAX_RELAY_PROBE_PAD, optional: true },
+  ],
+  [MessageType.RelayProbeAck]: [
+    { tag: 1, name: 'timestamp', kind: 'u64' },
+    { tag: 2, name: 'observed', kind: 'endpoint' },
+  ],
   [MessageType.TunnelRequest]: TUNNEL_HANDSHAKE,
   [MessageType.TunnelResponse]: TUNNEL_HANDSHAKE,
   [MessageType.EndpointUpdate]: [
@@ -625,6 +694,7 @@ const CHECKS: { [K in MessageType]?: Check<BodyMap[K]> } = {
   [MessageType.RelayResponse]: checkRelayResponse,
   [MessageType.RelayBind]: checkNodeId,
   [MessageType.RelayBindAck]: checkNodeId,
+  [MessageType.RelayProbe]: checkNodeId,
   [MessageType.RelayRevoke]: checkRelayRevoke,
   [MessageType.EndpointUpdate]: checkNodeId,
   [MessageType.EndpointUpdateAck]: checkNodeId,
@@ -705,6 +775,19 @@ export function decodePolicyEntry(bytes: Uint8Array): PolicyEntry {
   if (e.revokedSerials?.some((s) => !/^[0-9a-f]+$/.test(s))) throw new DecodeError('PolicyEntry: a revoked serial is not lowercase hex', 'ERR_DECODE_BODY');
   if (e.revokedSerials?.length === 0) delete e.revokedSerials; // absent, as before the field existed
   return e;
+}
+
+/** Encode a RelayTicket record for RelayTicketResponse.tickets. Throws RangeError. */
+export function encodeRelayTicket(t: RelayTicket): Buffer {
+  if (t.relayId === '' || t.relay.length === 0 || t.ticketId === 0n) throw new RangeError('RelayTicket: relayId, an endpoint and a ticket id are required');
+  return encodeTlv(RELAY_TICKET_SCHEMA, t);
+}
+
+/** Decode one RelayTicketResponse.tickets record. Throws DecodeError. */
+export function decodeRelayTicket(bytes: Uint8Array): RelayTicket {
+  const t = decodeTlv(RELAY_TICKET_SCHEMA, bytes);
+  if (t.relayId === '' || t.relay.length === 0 || t.ticketId === 0n) throw new DecodeError('RelayTicket: relayId, an endpoint and a ticket id are required', 'ERR_DECODE_BODY');
+  return t;
 }
 
 /** Encode a GeneralNodeInfo record for InfoResponse.generalNodes. Throws RangeError. */

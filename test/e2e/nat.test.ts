@@ -142,8 +142,10 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
   });
 
   test('node netcheck on running nodes: NAT and mapping behind an EIM and a random-port NAPT, none on the open net; families', async () => {
-    type Report = { source: string; nat: boolean | null; mapping: string | null; observed: string | null; families: { v4: { addresses: string[]; defaultRoute: string | null }; v6: { addresses: string[]; defaultRoute: string | null } }; nms: { registered: boolean; rttMs: number | null }[]; as: { endpoint: string; rttMs: number | null }[] };
+    type Report = { source: string; nat: boolean | null; mapping: string | null; observed: string | null; families: { v4: { addresses: string[]; defaultRoute: string | null }; v6: { addresses: string[]; defaultRoute: string | null } }; nms: { registered: boolean; rttMs: number | null }[]; as: { endpoint: string; rttMs: number | null }[]; relays: { relay: string; rttMs: number | null; error: string | null; via: string }[] };
     const check = async (n: string): Promise<Report> => JSON.parse(await node(n).host.run(process.execPath, [CLI, 'node', 'netcheck', '--state', node(n).state, '--json'])) as Report;
+    // g4 and gd get a direct path to each other first: a node with only direct paths must still list every TRS.
+    await waitFor('g4 pings gd (direct)', async () => (await node('g4').host.exec('ping', ['-4', '-n', '-c', '1', '-W', '1', 'gd.cyphonic.internal'])).code === 0, 20_000);
     const t0 = Date.now();
     const [e1, r1, gd, g4] = await Promise.all(['e1', 'r1', 'gd', 'g4'].map(check));
     console.log(`# netcheck on 4 nodes in parallel: ${Date.now() - t0} ms`);
@@ -162,6 +164,18 @@ describe('NAT traversal: direct, punched and relayed paths; TRS failover (netns)
     assert.ok(gd!.as.every((x) => x.rttMs !== null), `dual-stack host reaches every AS: ${JSON.stringify(gd!.as)}`);
     const g4v6 = g4!.as.filter((x) => x.endpoint.startsWith('['));
     assert.ok(g4v6.length > 0 && g4v6.every((x) => x.rttMs === null), `IPv4-only host: the AS's IPv6 endpoint unreachable: ${JSON.stringify(g4!.as)}`);
+    // Both TRS are listed and timed though no node has a relayed path (g4 and gd one direct path, e1 and r1 none):
+    // probes under NMS tickets, through an EIM and a random-port NAPT too. An IPv4-only host reports the TRS's IPv6
+    // endpoints unreachable.
+    for (const n of ['g4', 'gd']) assert.deepEqual((await node(n).status()).peers.map((p) => p.path), ['direct'], `${n}: only a direct path`);
+    for (const [n, r] of [['e1', e1], ['r1', r1], ['gd', gd], ['g4', g4]] as const) {
+      assert.ok((await node(n).status()).peers.every((p) => p.path !== 'relayed'), `${n}: no relayed path`);
+      for (const port of [4503, 4513]) assert.ok(r!.relays.some((x) => x.relay.endsWith(`:${port}`) && x.via === 'ticket' && x.rttMs !== null), `${n}: TRS :${port} timed: ${JSON.stringify(r!.relays)}`);
+    }
+    for (const [n, r] of [['e1', e1], ['r1', r1], ['gd', gd], ['g4', g4]] as const) console.log(`# ${n} TRS: ${r!.relays.map((x) => `${x.relay} ${x.rttMs ?? x.error}`).join(', ')}`);
+    assert.ok(gd!.relays.every((x) => x.rttMs !== null), `dual-stack host reaches every TRS endpoint: ${JSON.stringify(gd!.relays)}`);
+    const g4trs6 = g4!.relays.filter((x) => x.relay.startsWith('['));
+    assert.ok(g4trs6.length > 0 && g4trs6.every((x) => x.rttMs === null && x.error), `IPv4-only host: TRS IPv6 endpoints unreachable: ${JSON.stringify(g4!.relays)}`);
   });
 
   test('every pair of sites reaches each other by name (ping v4 + v6, TCP with checksum) on the expected path', async () => {

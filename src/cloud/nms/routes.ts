@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { randomKey } from '../../crypto/index.js';
 import { PathType } from '../../protocol/constants.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
-import type { DirectionRequest, RouteDirection } from '../../protocol/messages.js';
+import type { DirectionRequest, RelayTicket, RouteDirection } from '../../protocol/messages.js';
 import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
 import { choosePath, relayFor, type PathKind } from './paths.js';
 import { formatPortList } from '../../policy/policy.js';
@@ -19,6 +19,8 @@ export interface RelayAllocator {
   allocate(req: { pathId: bigint; nodeA: number; nodeB: number; expiresAt: number }, avoid: Endpoint[]): Promise<{ tempKey: Buffer; relay: Endpoint[]; relayId: string }>;
   /** `cloud revoke`: tells every live TRS to drop these nodes' paths and refuse their binds (RelayRevoke). */
   revoke?(nodeIds: number[]): Promise<{ acked: number; failed: number }>;
+  /** `node netcheck`: a probe ticket for each live TRS (src/channel/relay-probe.ts), least-loaded first. */
+  tickets?(nodeId: number): Promise<RelayTicket[]>;
 }
 
 /** Tunable: how long a relayed path may live at the TRS (it also forgets it when idle; the ends rebind every ≤ 25 s). */

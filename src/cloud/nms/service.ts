@@ -6,7 +6,7 @@ import { ReplayGuard, reservationFor, SeqCounter } from '../../channel/sequence.
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
-import { decodeBody, decodePeerReport, encodeBody, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
+import { decodeBody, decodePeerReport, encodeBody, encodeRelayTicket, MAX_RELAY_TICKETS, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
 import { Directory } from './directory.js';
 import { POLICY_WATCH_MS, PolicyPusher } from './policy-push.js';
@@ -104,7 +104,7 @@ interface Session {
 }
 
 /** Node→cloud message types the NMS accepts. */
-const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack, MessageType.DirectoryRequest]);
+const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack, MessageType.DirectoryRequest, MessageType.RelayTicketRequest]);
 
 /** Tunable: how far ahead the NMS reserves (and persists) sealing sequence numbers; below SEQ_MAX_SKEW_MS. */
 export const SEQ_RESERVE_MS = 60_000;
@@ -450,6 +450,9 @@ export class NmsService {
           this.notePeers(s.nodeId, ka.peers);
           return reply;
         }
+        case MessageType.RelayTicketRequest:
+          decodeBody(MessageType.RelayTicketRequest, plain);
+          return await this.relayTickets(s, header);
         case MessageType.DirectionRequest:
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
         case MessageType.DirectoryRequest: {
@@ -586,6 +589,20 @@ export class NmsService {
     s.observed = from;
     this.counters.inc('keepalive.ok');
     return this.reply(s, header, MessageType.KeepaliveAck, encodeBody(MessageType.KeepaliveAck, { observed: from, ...this.knownDirectoryRev() }));
+  }
+
+  /**
+   * `node netcheck`: a probe ticket for each live TRS (RelayAllocator.tickets: the store's heartbeats), so a node with
+   * no relayed path can still time every TRS. Drawn on the node's route-selection budget (it reads the store).
+   */
+  private async relayTickets(s: Session, header: Header): Promise<Buffer> {
+    if (!this.directionBudgets.take(s.nodeId, this.now())) {
+      this.counters.inc('tickets.rate-limited');
+      return this.nack(s, header, Status.NoRoute, 'too many ticket requests: slow down');
+    }
+    const tickets = (await this.c.relays?.tickets?.(s.nodeId)) ?? [];
+    this.counters.inc('tickets.issued', tickets.length);
+    return this.reply(s, header, MessageType.RelayTicketResponse, encodeBody(MessageType.RelayTicketResponse, { tickets: tickets.slice(0, MAX_RELAY_TICKETS).map(encodeRelayTicket) }));
   }
 
   private async direction(s: Session, header: Header, req: DirectionRequest): Promise<Buffer | null> {

@@ -18,13 +18,14 @@
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import { randomBytes, randomInt } from 'node:crypto';
+import { newTicketId, ticketSecret } from '../../channel/relay-probe.js';
 import { openFrame, sealFrame, type ChannelKeys } from '../../channel/sealed.js';
 import { SeqCounter } from '../../channel/sequence.js';
 import { randomKey } from '../../crypto/index.js';
 import { MessageType, Status } from '../../protocol/constants.js';
 import { formatEndpoint, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame } from '../../protocol/header.js';
-import { decodeBody, encodeBody, MAX_RELAY_REVOKE_IDS } from '../../protocol/messages.js';
+import { decodeBody, encodeBody, MAX_ENDPOINTS, MAX_RELAY_REVOKE_IDS, MAX_RELAY_TICKETS, type RelayTicket } from '../../protocol/messages.js';
 import type { RelayServerRecord, Store } from '../../store/types.js';
 import { mapForDualStack } from '../../util/addr.js';
 import { Counters } from '../../util/counters.js';
@@ -299,4 +300,17 @@ export async function revokeAtRelays(deps: Pick<AllocateRelayDeps, 'store' | 'cl
   );
   const failed = results.filter((r) => r.status === 'rejected').length;
   return { acked: results.length - failed, failed };
+}
+
+/**
+ * `node netcheck`: a probe ticket for each live TRS (from the store's heartbeats; dead rows are never listed), least
+ * loaded first, at most MAX_RELAY_TICKETS. The secret is good at that TRS only, for RELAY_TICKET_LIFETIME_MS.
+ */
+export async function relayTickets(deps: Pick<AllocateRelayDeps, 'store' | 'now' | 'heartbeatMs'> & { relayKey: Buffer }): Promise<RelayTicket[]> {
+  const now = (deps.now ?? Date.now)();
+  const live = await liveRelays(deps.store, now, { heartbeatMs: deps.heartbeatMs });
+  return live.slice(0, MAX_RELAY_TICKETS).map((r) => {
+    const ticketId = newTicketId(now);
+    return { relayId: r.id, relay: r.endpoints.slice(0, MAX_ENDPOINTS), ticketId, secret: ticketSecret(deps.relayKey, ticketId, r.id) };
+  });
 }

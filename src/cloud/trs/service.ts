@@ -20,20 +20,26 @@
  *       → every path with a listed node at either end is dropped, and the nodes are held revoked for
  *       RELAY_REVOKE_HOLD_MS (RelayRequests naming them get a CertRevoked Nack, binds on their paths are dropped)
  *       → sealed Ack
+ *   type 0x29 RelayProbe (`node netcheck`, src/channel/relay-probe.ts): RELAY_PROBE_MIN_LEN ≤ length ≤ MAX, status 0
+ *       → ticket (header id) not ended and ending ≤ 10 min ahead → per-source budget → budget in all → opens with the
+ *       ticket's key (derived from the relay key, the ticket id and our id) → timestamp within ±120 s → seq newer than
+ *       the ticket's last → sealed RelayProbeAck {observed}, never longer than the probe
  *   anything else ................................................................. drop type
  *
  * The hot path is a bigint Map lookup and two string compares: no decoding, no allocation beyond the
  * datagram node:dgram hands us. Binds and control requests cost AES-GCM (and HKDF) work, so they draw on
  * token buckets (binds: per path and in all): a flood of forged ones is dropped as rateLimited and cannot
  * starve forwarding. Binds for an unknown path id are dropped before any crypto.
- * Not an open reflector: it sends only to addresses that proved the path's Temp Key (binds), and answers
- * only requests that authenticated.
+ * Not an open reflector: it sends only to addresses that proved the path's Temp Key (binds) or a probe ticket
+ * (probes: answers no larger than the probe, at most RELAY_PROBE_SOURCE_RATE per source), and answers only requests
+ * that authenticated.
  */
 
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { openFrame, sealFrame } from '../../channel/sealed.js';
 import { ReplayGuard, SeqCounter } from '../../channel/sequence.js';
+import { RELAY_PROBE_MAX_LEN, RELAY_PROBE_MIN_LEN, RelayProbeKeys, openRelayProbe, sealRelayProbeAck, ticketSecret, ticketUsable, type OpenedRelayProbe } from '../../channel/relay-probe.js';
 import { RelayBindKeys, openRelayBind, relayBindFresh, sealRelayBindAck, RELAY_BIND_MAX_SKEW_MS, type OpenedRelayBind } from '../../channel/relay-bind.js';
 import { HEADER_LEN, MessageType, PROTOCOL_VERSION, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { isValidPort, type Endpoint } from '../../protocol/endpoint.js';
@@ -68,6 +74,17 @@ export const RELAY_PATH_BIND_RATE = { perSec: 8, burst: 16 } as const;
 export const RELAY_REVOKE_HOLD_MS = 60_000;
 /** Revoked node ids a TRS holds at once (the oldest hold is dropped first past this). */
 export const RELAY_MAX_REVOKED = 65_536;
+/**
+ * RelayProbe work allowed per second in all, and burst: netcheck is rare. One probe costs a ticket-secret HKDF, a
+ * ChannelKeys derivation and an AES-GCM open (≈ 0.2 ms measured on a loaded 2-core host), so ≤ ~10 % of a core.
+ */
+export const RELAY_PROBE_RATE = { perSec: 500, burst: 1_000 } as const;
+/** RelayProbes answered per source address: a netcheck sends one per TRS endpoint and retries twice. */
+export const RELAY_PROBE_SOURCE_RATE = { perSec: 4, burst: 8 } as const;
+/** Tunable: probe sources with a budget of their own (all forgotten when full: bounded memory). */
+const PROBE_SOURCES = 16_384;
+/** Tunable: tickets whose last probe seq is remembered (oldest forgotten first; a ticket lives ≤ 10 min). */
+const PROBE_TICKETS = 16_384;
 /** RelayRequest work (HKDF + AES-GCM) allowed per second, and burst. */
 export const RELAY_CONTROL_RATE = { perSec: 1_000, burst: 2_000 } as const;
 
@@ -88,6 +105,10 @@ export const DROP_REASONS = [
   'replayedControl',
   'staleControl',
   'revoked',
+  'badProbe',
+  'staleProbe',
+  'replayedProbe',
+  'probeRateLimited',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -108,6 +129,10 @@ export interface TrsInit {
   bindRate?: { perSec: number; burst: number };
   /** @default RELAY_PATH_BIND_RATE */
   pathBindRate?: { perSec: number; burst: number };
+  /** @default RELAY_PROBE_RATE */
+  probeRate?: { perSec: number; burst: number };
+  /** @default RELAY_PROBE_SOURCE_RATE */
+  probeSourceRate?: { perSec: number; burst: number };
   /** @default RELAY_CONTROL_RATE */
   controlRate?: { perSec: number; burst: number };
   /** @default RELAY_SWEEP_MS */
@@ -189,6 +214,11 @@ export class TrsService {
   private readonly bindBudget: Budget;
   /** Per authenticated source address (an NMS instance); bounded: cleared when CONTROL_SOURCES are tracked. */
   private readonly controlBudgets: Budgets<string>;
+  private readonly probeBudget: Budget;
+  /** Per source address (socket form), before any crypto: a flood from one source is dropped as probeRateLimited. */
+  private readonly probeSources: Budgets<string>;
+  /** Ticket id → highest accepted probe seq (insertion order = oldest first; bounded by PROBE_TICKETS). */
+  private readonly probeSeqs = new Map<bigint, bigint>();
   private readonly idleMs: number;
   private readonly maxLifetimeMs: number;
   private readonly maxPaths: number;
@@ -210,6 +240,9 @@ export class TrsService {
     const cr = init.controlRate ?? RELAY_CONTROL_RATE;
     this.bindBudget = new Budget(br.perSec, br.burst, t);
     this.controlBudgets = new Budgets(cr, CONTROL_SOURCES);
+    const pr = init.probeRate ?? RELAY_PROBE_RATE;
+    this.probeBudget = new Budget(pr.perSec, pr.burst, t);
+    this.probeSources = new Budgets(init.probeSourceRate ?? RELAY_PROBE_SOURCE_RATE, PROBE_SOURCES);
     this.idleMs = init.idleMs ?? RELAY_IDLE_MS;
     this.maxLifetimeMs = init.maxLifetimeMs ?? RELAY_MAX_LIFETIME_MS;
     this.maxPaths = init.maxPaths ?? RELAY_MAX_PATHS;
@@ -275,6 +308,9 @@ export class TrsService {
       case MessageType.RelayRequest:
       case MessageType.RelayRevoke:
         this.guarded(() => this.control(msg, address, port));
+        return;
+      case MessageType.RelayProbe:
+        this.guarded(() => this.probe(msg, address, port));
         return;
       default:
         this.dropped.type++;
@@ -361,6 +397,39 @@ export class TrsService {
       observed: { address: unmapV4(address).replace(/%.*$/, ''), port }, // no zone id ('fe80::1%eth0') on the wire
       peerBound: other.address !== null,
     });
+    this.c.send(ack, port, address);
+  }
+
+  /**
+   * RelayProbe (`node netcheck`): every check that costs nothing comes before the budgets, the budgets before any
+   * crypto, and the answer is sealed only for a probe that opened under a ticket the cloud issued for this TRS.
+   */
+  private probe(msg: Buffer, address: string, port: number): void {
+    if (msg.length < RELAY_PROBE_MIN_LEN || msg.length > RELAY_PROBE_MAX_LEN || msg.readUInt16BE(HEADER_OFFSETS.status) !== Status.Ok) return this.drop('badProbe');
+    const ticketId = msg.readBigUInt64BE(OFF_ID);
+    const now = this.now();
+    if (!ticketUsable(ticketId, now)) return this.drop('staleProbe');
+    if (!this.probeSources.take(address, now) || !this.probeBudget.take(now)) return this.drop('probeRateLimited');
+    const keys = new RelayProbeKeys(ticketSecret(this.c.relayKey, ticketId, this.id), ticketId);
+    let p: OpenedRelayProbe;
+    try {
+      p = openRelayProbe(msg, keys);
+    } catch (err) {
+      if (!(err instanceof CryptoError) && !(err instanceof DecodeError)) throw err;
+      return this.drop('badProbe');
+    }
+    if (!relayBindFresh(p.timestamp, now, this.bindMaxSkewMs)) return this.drop('staleProbe');
+    const last = this.probeSeqs.get(ticketId);
+    if (last !== undefined && p.seq <= last) return this.drop('replayedProbe');
+    this.probeSeqs.delete(ticketId);
+    this.probeSeqs.set(ticketId, p.seq);
+    if (this.probeSeqs.size > PROBE_TICKETS) this.probeSeqs.delete(this.probeSeqs.keys().next().value!);
+    const ack = sealRelayProbeAck(keys, { txid: p.txid, seq: this.seq.next(), now, observed: { address: unmapV4(address).replace(/%.*$/, ''), port } });
+    if (ack.length > msg.length) {
+      this.counters.inc('probe.oversize'); // cannot happen (RELAY_PROBE_MIN_LEN): the size claim is enforced, not assumed
+      return;
+    }
+    this.counters.inc('probe.ok');
     this.c.send(ack, port, address);
   }
 
@@ -478,6 +547,7 @@ export class TrsService {
   /** Forgets paths past their deadline or idle for longer than idleMs, and revocation holds that ended. */
   sweep(now = this.now()): void {
     for (const [id, until] of this.revoked) if (now >= until) this.revoked.delete(id);
+    for (const id of this.probeSeqs.keys()) if (!ticketUsable(id, now)) this.probeSeqs.delete(id);
     for (const p of this.paths.values()) {
       if (now >= p.expiresAt) this.forget(p, 'deadline');
       else if (now - p.lastActive >= this.idleMs) this.forget(p, 'idle');

@@ -215,6 +215,9 @@ const TO_MAIN = [
   // Path probes before a full TunnelRequest goes to an unverified endpoint (channel/path-probe.ts).
   MessageType.PathProbe,
   MessageType.PathProbeAck,
+  // `node netcheck`: the NMS's probe tickets and the TRS's answers to our probes (node/relay-probe.ts).
+  MessageType.RelayTicketResponse,
+  MessageType.RelayProbeAck,
 ];
 
 /** Applies control messages one by one; a bad one is reported and skipped, never fatal to the loop. */

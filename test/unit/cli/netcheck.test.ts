@@ -1,4 +1,4 @@
-// `node netcheck` against a real cloud (AS + NMS with its mapping probe port) on loopback: asked of a running node
+// `node netcheck` against a real cloud (AS + NMS with its mapping probe port + TRS) on loopback: asked of a running node
 // daemon over its control socket (its registration untouched), then standalone once the node is stopped (log in with
 // the state directory's certificate, register, probe); and the pure parts (default routes, the mapping judgement).
 
@@ -21,7 +21,7 @@ describe('node netcheck (real cloud on loopback)', () => {
 
   before(async () => {
     await initCloud({ dir: cloudDir, advertise: ['127.0.0.1'] });
-    cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0 }, roles: ['as', 'nms'] });
+    cloud = await startCloud({ dir: cloudDir, logger: silentLogger, host: '127.0.0.1', ports: { as: 0, nms: 0, trs: 0 }, roles: ['as', 'nms', 'trs'] });
     node = new NodeDaemon({ stateDir, token: await createEnrollment(cloudDir, 'alpha'), cloud: [`127.0.0.1:${cloud.ports.as}`], port: 0, tun: false }, silentLogger);
     await node.start();
     const deadline = Date.now() + 15_000;
@@ -55,7 +55,17 @@ describe('node netcheck (real cloud on loopback)', () => {
     assert.equal(r.mapping, before.nat ? 'independent' : null);
     assert.equal(r.as.length, 1);
     assert.ok(r.as[0]!.rttMs !== null, JSON.stringify(r.as));
-    assert.deepEqual(r.relays, [], 'no relayed path');
+    // No relayed path, yet the TRS is listed (a ticket from the NMS) and timed over the node's own socket.
+    assert.equal(node!.status().peers.length, 0, 'no peer, so no relayed path');
+    assert.equal(r.relayListError, null);
+    assert.equal(r.relays.length, 1, JSON.stringify(r.relays));
+    const t = r.relays[0]!;
+    assert.equal(t.relay, `127.0.0.1:${cloud.ports.trs}`);
+    assert.equal(t.relayId, cloud.trs!.id);
+    assert.equal(t.via, 'ticket');
+    assert.ok(t.rttMs !== null && t.rttMs >= 0, JSON.stringify(t));
+    assert.equal(t.observed, before.observed, 'the TRS sees the socket the node registered from');
+    assert.equal(cloud.trs!.counters.get('probe.ok'), 1);
     assert.ok(!r.families.v4.addresses.includes('127.0.0.1') && !r.families.v4.addresses.includes(before.vip4!), 'loopback and overlay addresses are left out');
     // The node's registration and Common Key are untouched: no login, same endpoint, still registered.
     const after = node!.status();
@@ -66,7 +76,7 @@ describe('node netcheck (real cloud on loopback)', () => {
     const text = formatNetcheck(r).join('\n');
     assert.match(text, /measured by the running node/);
     assert.match(text, new RegExp(`NMS 127\\.0\\.0\\.1:${cloud.ports.nms} \\(registered\\): [0-9.]+ ms; probe port \\d+: [0-9.]+ ms`));
-    assert.match(text, /TRS: no relayed path now/);
+    assert.match(text, new RegExp(`TRS 127\\.0\\.0\\.1:${cloud.ports.trs} ${cloud.trs!.id}: [0-9.]+ ms; sees us as ${before.observed}`));
   });
 
   test('standalone when the node is not running: logs in with the state directory, registers once and probes', async () => {
@@ -84,6 +94,9 @@ describe('node netcheck (real cloud on loopback)', () => {
     assert.equal(r.observed, n.observed);
     assert.equal(typeof r.nat, 'boolean');
     assert.equal(r.mapping, r.nat ? 'independent' : null);
+    assert.equal(r.relays.length, 1);
+    assert.ok(r.relays[0]!.rttMs !== null, JSON.stringify(r.relays));
+    assert.equal(r.relays[0]!.observed, n.observed, 'probed from the socket that registered');
   });
 
   test('a directory without an enrolled node is refused with a typed error', async () => {

@@ -21,6 +21,8 @@ import {
   encodeBody,
   encodeDirectoryEntry,
   encodeGeneralNodeInfo,
+  encodeRelayTicket,
+  decodeRelayTicket,
   encodeMessage,
   encodePeerReport,
 } from '../../../src/protocol/messages.js';
@@ -114,6 +116,12 @@ const FIXTURES: { [K in MessageType]: BodyMap[K] } = {
   },
   [MessageType.RelayBind]: { nodeId: 7, timestamp: 1_700_000_000_789n },
   [MessageType.RelayRevoke]: { nodeIds: [7, 42] },
+  [MessageType.RelayTicketRequest]: {},
+  [MessageType.RelayTicketResponse]: {
+    tickets: [encodeRelayTicket({ relayId: 'trs-5f3a9c', relay: [{ address: '192.0.2.50', port: 4503 }], ticketId: (1_900_000_000n << 32n) | 77n, secret: key(6) })],
+  },
+  [MessageType.RelayProbe]: { nodeId: 7, timestamp: 1_700_000_000_800n, pad: Buffer.alloc(27) },
+  [MessageType.RelayProbeAck]: { timestamp: 1_700_000_000_801n, observed: { address: '2001:db8::9', port: 61000 } },
   [MessageType.RelayBindAck]: { nodeId: 7, timestamp: 1_700_000_000_790n, observed: { address: '203.0.113.9', port: 61000 }, peerBound: false },
   [MessageType.TunnelRequest]: {
     pathId: 99n,
@@ -161,7 +169,7 @@ function isDecodeError(err: unknown): boolean {
 }
 
 test('fixtures and schemas cover every message type', () => {
-  assert.equal(TYPES.length, 34);
+  assert.equal(TYPES.length, 38);
   for (const t of TYPES) {
     assert.ok(t in FIXTURES, MessageType[t]);
     assert.ok(t in SCHEMAS, MessageType[t]);
@@ -398,4 +406,21 @@ test('DirectoryEntry round-trips; a name that is not a DNS label and a page past
   assert.throws(() => decodeBody(MessageType.DirectoryPage, page(2, 2)), DecodeError);
   assert.throws(() => decodeBody(MessageType.DirectoryPage, page(0, 0)), DecodeError);
   assert.equal(decodeBody(MessageType.DirectoryPage, page(1, 2)).page, 1);
+});
+
+test('RelayTicket records: round trip, unknown tags skipped, required fields and sizes enforced', () => {
+  const t = { relayId: 'trs-1', relay: [{ address: '192.0.2.50', port: 4503 }, { address: '2001:db8::50', port: 4503 }], ticketId: (1_900_000_000n << 32n) | 5n, secret: Buffer.alloc(32, 9) };
+  const enc = encodeRelayTicket(t);
+  assert.deepEqual(decodeRelayTicket(enc), t);
+  // A newer NMS may add fields: an unknown tag is skipped, as in every TLV body.
+  assert.deepEqual(decodeRelayTicket(Buffer.concat([enc, Buffer.from([200, 0, 2, 1, 2])])), t);
+  assert.throws(() => encodeRelayTicket({ ...t, relay: [] }), RangeError);
+  assert.throws(() => encodeRelayTicket({ ...t, ticketId: 0n }), RangeError);
+  // Hand-made records without an endpoint, with a short secret, or truncated: typed DecodeError.
+  const noRelay = Buffer.concat([Buffer.from([1, 0, 1]), Buffer.from('x'), Buffer.from([3, 0, 8]), Buffer.alloc(8, 1), Buffer.from([4, 0, 32]), Buffer.alloc(32)]);
+  assert.throws(() => decodeRelayTicket(noRelay), (e: unknown) => e instanceof DecodeError && e.code === 'ERR_DECODE_BODY');
+  const shortSecret = Buffer.from(enc);
+  shortSecret.writeUInt16BE(31, enc.length - 35 + 1);
+  assert.throws(() => decodeRelayTicket(shortSecret), DecodeError);
+  for (let n = 0; n < enc.length; n++) assert.throws(() => decodeRelayTicket(enc.subarray(0, n)), DecodeError, `truncated to ${n}`);
 });
