@@ -6,7 +6,10 @@
 //        ─► written straight into that general node's packet pair (its engine seals it)
 //   in:  pair reader thread (pair-reader.ts, after tunReadBatch) ─► lanFastIn: an IPv4/IPv6 TCP/UDP packet from a
 //        known peer's address to the general node's own virtual address, no SYN, at most LAN_MTU bytes, not a
-//        fragment ─► Ethernet header (adapter MAC → the general node's MAC) ─► the LAN packet socket
+//        fragment ─► Ethernet header (adapter MAC → the general node's MAC) ─► the LAN packet socket; consecutive
+//        segments of one TCP flow in a batch leave as one GSO frame (offload.c's vnet_coalesce, as the engine
+//        writes a TUN: a virtio_net_hdr with CHECKSUM_PARTIAL before the frame), which the kernel (or the NIC)
+//        cuts back into the same segments with fresh checksums before they reach the wire
 //
 // Everything else goes on to TypeScript (src/adapter/lan-service.ts) exactly as before: ARP/ND, DHCP, DNS to the
 // adapter, multicast, fragments, IPv4 options, IPv6 extension headers, ICMP, TCP SYNs (the MSS clamp), packets over
@@ -23,6 +26,7 @@
 #include "lan_fast.h"
 
 #include <errno.h>
+#include <linux/virtio_net.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -35,9 +39,11 @@
 #include <unistd.h>
 
 #include "napi_util.h"
+#include "offload.h"
 
 #define ETH_LEN 14
-#define VNET_LEN 10       // struct virtio_net_hdr, written empty before every frame (PACKET_VNET_HDR)
+#define IN_BATCH 128      // engine packets looked at per coalescing pass
+#define CO_CAP (VNET_HDR_LEN + 65535 + 40)  // one coalesced GSO packet
 #define MAX_TABLES 16     // LAN sockets with a table
 #define MAX_NODES 1024    // general nodes per LAN
 #define MAX_PEERS 4096    // known peers (KnownPeers keeps at most 1024)
@@ -175,8 +181,9 @@ size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t
   return kept;
 }
 
-// One packet from general node g's engine (table t, lock held): true when it was framed and sent on the LAN.
-static bool fast_in(struct table *t, struct gnode *g, const uint8_t *ip, size_t plen) {
+// Whether a packet from general node g's engine (table t, lock held) is one the fast path sends to the device:
+// plain (plain_ip), exactly its length, to the node's own virtual address, from a known peer (marked seen).
+static bool fast_in_ok(struct table *t, struct gnode *g, const uint8_t *ip, size_t plen) {
   int v = 0;
   size_t len = plain_ip(ip, plen, &v);
   if (len == 0 || len != plen) return false;
@@ -186,17 +193,53 @@ static bool fast_in(struct table *t, struct gnode *g, const uint8_t *ip, size_t 
   struct peer *p = peer_find(t, (uint8_t)v, ip + (v == 4 ? 12 : 8));
   if (!p) return false;
   p->hit = 1;
-  uint8_t hdr[VNET_LEN + ETH_LEN] = {0};
-  memcpy(hdr + VNET_LEN, g->mac, 6);
-  memcpy(hdr + VNET_LEN + 6, t->mac, 6);
-  hdr[VNET_LEN + 12] = v == 4 ? 0x08 : 0x86;
-  hdr[VNET_LEN + 13] = v == 4 ? 0x00 : 0xdd;
-  struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof hdr}, {.iov_base = (void *)ip, .iov_len = len}};
-  ssize_t w;
-  do w = writev(t->fd, iov, 2);
-  while (w < 0 && errno == EINTR);
-  t->st[w < 0 ? LAN_FAST_ST_IN_ERR : LAN_FAST_ST_IN]++;
   return true;
+}
+
+// Sends IP packet `ip` (len bytes) to g's MAC on t's LAN socket, behind virtio_net_hdr `vh` (NULL: an empty one).
+// A GSO header's offsets count from the IP packet (as vnet_coalesce writes them) and are moved past the Ethernet
+// header here. Counts `segs` packets.
+static void send_lan(struct table *t, struct gnode *g, const struct virtio_net_hdr *vh, const uint8_t *ip, size_t len, size_t segs) {
+  struct virtio_net_hdr h = {0};
+  if (vh) {
+    h = *vh;
+    h.hdr_len = (uint16_t)(h.hdr_len + ETH_LEN);
+    h.csum_start = (uint16_t)(h.csum_start + ETH_LEN);
+  }
+  uint8_t eth[ETH_LEN];
+  memcpy(eth, g->mac, 6);
+  memcpy(eth + 6, t->mac, 6);
+  eth[12] = ip[0] >> 4 == 4 ? 0x08 : 0x86;
+  eth[13] = ip[0] >> 4 == 4 ? 0x00 : 0xdd;
+  struct iovec iov[3] = {{.iov_base = &h, .iov_len = VNET_HDR_LEN}, {.iov_base = eth, .iov_len = ETH_LEN}, {.iov_base = (void *)ip, .iov_len = len}};
+  ssize_t w;
+  do w = writev(t->fd, iov, 3);
+  while (w < 0 && errno == EINTR);
+  if (w < 0 && vh) {  // a GSO frame refused: the packets went nowhere; count them (the sender's TCP retransmits)
+    t->st[LAN_FAST_ST_IN_ERR] += segs;
+    return;
+  }
+  t->st[w < 0 ? LAN_FAST_ST_IN_ERR : LAN_FAST_ST_IN] += segs;
+  if (vh && w >= 0) t->st[LAN_FAST_ST_IN_GSO]++;
+}
+
+// The packets of ptrs/lens (n, in order, all passed fast_in_ok) to the device: runs of one TCP flow's consecutive
+// segments leave as one GSO frame (vnet_coalesce: what the engine does for a TUN), the rest one frame each.
+static void fast_in_send(struct table *t, struct gnode *g, uint8_t *const *ptrs, const uint32_t *lens, size_t n) {
+  static __thread uint8_t *co;  // coalescing buffer of this (pair reader) thread, kept for its lifetime
+  if (!co) co = malloc(CO_CAP);
+  for (size_t first = 0; first < n;) {
+    size_t used = 1, got = co ? vnet_coalesce(ptrs, lens, n, first, co, CO_CAP, &used, false) : 0;
+    if (got > VNET_HDR_LEN) {
+      struct virtio_net_hdr vh;
+      memcpy(&vh, co, sizeof vh);
+      send_lan(t, g, &vh, co + VNET_HDR_LEN, got - VNET_HDR_LEN, used);
+    } else {
+      used = 1;
+      send_lan(t, g, NULL, ptrs[first], lens[first], 1);
+    }
+    first += used;
+  }
 }
 
 /* ---------- N-API ---------- */
@@ -396,9 +439,16 @@ static napi_value lan_fast_in(napi_env env, napi_callback_info info) {
     for (size_t j = 0; j < tables[i].nn && !g; j++)
       if (tables[i].n[j].fd >= 0 && tables[i].n[j].ino == s.st_ino && tables[i].n[j].dev == s.st_dev) t = &tables[i], g = &tables[i].n[j];
   }
-  for (size_t i = 0; g && t->np && i < (size_t)count; i++) {
-    if (lens[i] == 0 || lens[i] > (size_t)slot) continue;
-    if (fast_in(t, g, buf + i * (size_t)slot, lens[i])) lens[i] = 0, sent++;
+  uint8_t *ptrs[IN_BATCH];
+  uint32_t plens[IN_BATCH];
+  for (size_t i = 0; g && t->np && i < (size_t)count;) {
+    size_t m = 0;
+    for (; i < (size_t)count && m < IN_BATCH; i++) {
+      if (lens[i] == 0 || lens[i] > (size_t)slot || !fast_in_ok(t, g, buf + i * (size_t)slot, lens[i])) continue;
+      ptrs[m] = buf + i * (size_t)slot, plens[m++] = lens[i];
+      lens[i] = 0, sent++;
+    }
+    fast_in_send(t, g, ptrs, plens, m);
   }
   pthread_mutex_unlock(&lock);
   return num(env, (double)sent);

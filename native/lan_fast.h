@@ -19,6 +19,7 @@ enum {
   LAN_FAST_ST_OUT_ERR,   // ... refused by the pair otherwise
   LAN_FAST_ST_IN,        // engine packets framed and sent on the LAN
   LAN_FAST_ST_IN_ERR,    // ... the packet socket refused
+  LAN_FAST_ST_IN_GSO,    // GSO frames sent (each carries several of LAN_FAST_ST_IN)
   LAN_FAST_ST_COUNT
 };
 

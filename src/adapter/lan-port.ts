@@ -80,7 +80,7 @@ export function fastPathWire(t: FastPathTable): { nodes: Buffer; peers: Buffer }
 }
 
 /** Names of the fast path's counters (LAN_FAST_ST_* in native/lan_fast.h, same order). */
-export const FAST_STATS = ['lan.fast.out', 'lan.fast.out.full', 'lan.fast.out.errors', 'lan.fast.in', 'lan.fast.in.errors'] as const;
+export const FAST_STATS = ['lan.fast.out', 'lan.fast.out.full', 'lan.fast.out.errors', 'lan.fast.in', 'lan.fast.in.errors', 'lan.fast.in.gso'] as const;
 
 /** One address of the fast proxy table: answered with the adapter's MAC; `router` sets R in the NA. */
 export interface FastProxyEntry {

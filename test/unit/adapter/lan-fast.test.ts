@@ -10,6 +10,7 @@
 //   the leased source to a known peer, needing no MSS clamp and fitting 1400 bytes, and the pair gets exactly it;
 // - in: an engine's packet from a known peer to the node's own address goes out on the LAN with the Ethernet header
 //   (adapter MAC → the node's MAC); one to another address, from an unknown source, or a SYN is left to TypeScript;
+//   consecutive segments of one TCP flow leave as one GSO frame that cuts back into the same segments;
 // - a replaced table takes effect at once (the pair's dup stays valid after the caller closes its fd); a cleared one
 //   carries nothing.
 
@@ -234,6 +235,41 @@ describe('LAN IP fast path (lan_fast.c)', { skip }, () => {
     assert.equal(native.tunReadBatch(g2Host, batch, slot, lengths, 100), 1);
     assert.equal(native.lanFastIn(g2Host, batch, slot, lengths, 1), 0);
     set(table());
+  });
+
+  it('sends consecutive segments of one TCP flow as one GSO frame, which the LAN reader\'s splitter cuts back into them', () => {
+    const slot = 2048;
+    const batch = Buffer.alloc(slot * 8);
+    const lengths = new Uint32Array(8);
+    const segs = [0, 1, 2].map((i) => {
+      const p = packet(PEER4, G1_4, { payload: 1000 });
+      p.writeUInt32BE(1000 + i * 1000, 24); // sequence numbers follow each other
+      p.fill(i + 1, 40);
+      return p;
+    });
+    for (const p of segs) native.tunWrite(g1Eng, p, 0, p.length);
+    let n = 0;
+    for (let tries = 0; n < 3 && tries < 10; tries++) n += native.tunReadBatch(g1Host, batch.subarray(n * slot), slot, lengths.subarray(n), 100);
+    const before = stats();
+    assert.equal(native.lanFastIn(g1Host, batch, slot, lengths, n), 3);
+    assert.equal(stats()['lan.fast.in.gso']! - before['lan.fast.in.gso']!, 1);
+    assert.equal(stats()['lan.fast.in']! - before['lan.fast.in']!, 3);
+    const got = take(lanB)!;
+    assert.equal(take(lanB), null, 'one frame');
+    const vh = { flags: got[0], gso: got[1], hdrLen: got.readUInt16LE(2), gsoSize: got.readUInt16LE(4), csumStart: got.readUInt16LE(6), csumOff: got.readUInt16LE(8) };
+    assert.deepEqual(vh, { flags: 1, gso: 1, hdrLen: 14 + 40, gsoSize: 1000, csumStart: 14 + 20, csumOff: 16 });
+    assert.deepEqual(got.subarray(10, 24), frame(Buffer.alloc(20, 0x45), ADAPTER, G1).subarray(0, 14));
+    // What a wire would carry: the reader's splitter (lanSegment, the kernel's job on a real link) gives back the
+    // three segments, headers as sent (checksums now filled in), payloads in order.
+    const out = Buffer.alloc(8 * 2048 + 64);
+    const lens = new Uint32Array(8);
+    const st = new Uint32Array(16);
+    assert.equal(native.lanSegment(got, 0, got.length, out, 2048, lens, st), 3);
+    segs.forEach((p, i) => {
+      const f = out.subarray(i * 2048, i * 2048 + lens[i]!);
+      assert.deepEqual(f.subarray(14 + 40), p.subarray(40), `segment ${i} payload`);
+      assert.equal(f.readUInt32BE(14 + 24), p.readUInt32BE(24), `segment ${i} seq`);
+    });
   });
 
   it('a replaced table takes effect at once; the pair is kept by its dup; a cleared table carries nothing', () => {
