@@ -23,6 +23,7 @@
 // receive LAN frames; the socket's inode identifies the pair reader's fd); the known peers (sorted, binary search),
 // each with a "seen" flag the service collects (lanFastHits) to keep them known, as per-packet notePeer does.
 // The device on the LAN chooses every byte: every length is checked before it is read.
+#define _GNU_SOURCE  // sendmmsg, pthread_rwlockattr_setkind_np
 #include "lan_fast.h"
 
 #include <errno.h>
@@ -43,6 +44,7 @@
 
 #define ETH_LEN 14
 #define IN_BATCH 128      // engine packets looked at per coalescing pass
+#define OUT_BATCH 64      // LAN packets per sendmmsg into a pair
 #define CO_CAP (VNET_HDR_LEN + 65535 + 40)  // one coalesced GSO packet
 #define MAX_TABLES 16     // LAN sockets with a table
 #define MAX_NODES 1024    // general nodes per LAN
@@ -76,7 +78,27 @@ struct table {
   uint64_t st[LAN_FAST_ST_COUNT];
 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+// Readers (the LAN reader and every pair reader, both directions at once) share the lock; lanFastSet, lanFastClear
+// and lanFastHits take it alone. Writers are preferred, so a busy path never holds the main thread off.
+static pthread_rwlock_t lock;
+static pthread_once_t lock_once = PTHREAD_ONCE_INIT;
+static void lock_init(void) {
+  pthread_rwlockattr_t a;
+  pthread_rwlockattr_init(&a);
+  pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&lock, &a);
+  pthread_rwlockattr_destroy(&a);
+}
+static void rd_lock(void) {
+  pthread_once(&lock_once, lock_init);
+  pthread_rwlock_rdlock(&lock);
+}
+static void wr_lock(void) {
+  pthread_once(&lock_once, lock_init);
+  pthread_rwlock_wrlock(&lock);
+}
+static void un_lock(void) { pthread_rwlock_unlock(&lock); }
+#define ST_ADD(t, i, n) __atomic_fetch_add(&(t)->st[i], (uint64_t)(n), __ATOMIC_RELAXED)
 static struct table tables[MAX_TABLES] = {[0 ... MAX_TABLES - 1] = {.fd = -1}};
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -134,50 +156,87 @@ static size_t plain_ip(const uint8_t *ip, size_t room, int *v) {
   return len;
 }
 
-// One frame from the LAN (table t, lock held): true when it was carried into a general node's pair.
-static bool fast_out(struct table *t, const uint8_t *f, size_t flen, double now) {
-  if (flen < ETH_LEN + 20 || memcmp(f, t->mac, 6) != 0 || memcmp(f + 6, t->mac, 6) == 0) return false;
+// One frame from the LAN (table t, read lock held): the general node whose pair takes its IP packet (*ip, *len), or
+// NULL when the frame is left to TypeScript.
+static struct gnode *fast_out(struct table *t, uint8_t *f, size_t flen, double now, uint8_t **ipp, size_t *lenp) {
+  if (flen < ETH_LEN + 20 || memcmp(f, t->mac, 6) != 0 || memcmp(f + 6, t->mac, 6) == 0) return NULL;
   uint16_t type = be16(f + 12);
-  if (type != 0x0800 && type != 0x86dd) return false;
+  if (type != 0x0800 && type != 0x86dd) return NULL;
   int v = 0;
-  const uint8_t *ip = f + ETH_LEN;
+  uint8_t *ip = f + ETH_LEN;
   size_t len = plain_ip(ip, flen - ETH_LEN, &v);
-  if (len == 0 || (v == 4) != (type == 0x0800)) return false;
+  if (len == 0 || (v == 4) != (type == 0x0800)) return NULL;
   struct gnode *g = NULL;
   for (size_t i = 0; i < t->nn && !g; i++)
     if (memcmp(t->n[i].mac, f + 6, 6) == 0) g = &t->n[i];
-  if (!g || g->fd < 0) return false;
+  if (!g || g->fd < 0) return NULL;
   // The anti-spoof rule: the source is the address leased to this MAC, and the lease has not run out.
-  if (v == 4 ? !(g->flags & NF_LEASE4) || g->exp4 <= now || memcmp(ip + 12, g->lease4, 4) != 0
-             : !(g->flags & NF_LEASE6) || g->exp6 <= now || memcmp(ip + 8, g->lease6, 16) != 0)
-    return false;
+  if (v == 4 ? !(g->flags & NF_LEASE4) || !(g->exp4 > now) || memcmp(ip + 12, g->lease4, 4) != 0
+             : !(g->flags & NF_LEASE6) || !(g->exp6 > now) || memcmp(ip + 8, g->lease6, 16) != 0)
+    return NULL;
   struct peer *p = peer_find(t, (uint8_t)v, ip + (v == 4 ? 16 : 24));
-  if (!p) return false;
-  p->hit = 1;
-  ssize_t w;
-  do w = send(g->fd, ip, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-  while (w < 0 && errno == EINTR);
-  if (w < 0) t->st[errno == EAGAIN || errno == ENOBUFS ? LAN_FAST_ST_OUT_FULL : LAN_FAST_ST_OUT_ERR]++;
-  else t->st[LAN_FAST_ST_OUT]++;
-  return true;
+  if (!p) return NULL;
+  __atomic_store_n(&p->hit, 1, __ATOMIC_RELAXED);
+  *ipp = ip, *lenp = len;
+  return g;
+}
+
+// Sends n packets into g's pair in one sendmmsg (as many calls as refusals need); counts them.
+static void pair_send(struct table *t, struct gnode *g, struct mmsghdr *mm, size_t n) {
+  for (size_t at = 0; at < n;) {
+    int r;
+    do r = sendmmsg(g->fd, mm + at, (unsigned)(n - at), MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r > 0) {
+      ST_ADD(t, LAN_FAST_ST_OUT, r);
+      at += (size_t)r;
+      continue;
+    }
+    ST_ADD(t, errno == EAGAIN || errno == ENOBUFS ? LAN_FAST_ST_OUT_FULL : LAN_FAST_ST_OUT_ERR, 1);  // this one is lost
+    at++;
+  }
 }
 
 size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t n) {
   size_t kept = 0;
-  pthread_mutex_lock(&lock);
+  rd_lock();
   struct table *t = table_of(fd);
   if (!t || t->nn == 0 || t->np == 0) {
-    pthread_mutex_unlock(&lock);
+    un_lock();
     return n;
   }
   double now = now_ms();
+  struct mmsghdr mm[OUT_BATCH];
+  struct iovec iov[OUT_BATCH];
+  struct gnode *run = NULL;  // the pair the packets gathered in mm go to
+  size_t m = 0;
   for (size_t i = 0; i < n; i++) {
-    uint8_t *f = out + i * slot;
-    if (fast_out(t, f, lens[i], now)) continue;
-    if (kept != i) memmove(out + kept * slot, f, lens[i]);
+    uint8_t *f = out + i * slot, *ip;
+    size_t len;
+    struct gnode *g = fast_out(t, f, lens[i], now, &ip, &len);
+    if (g) {
+      // Carried frames are sent before any later frame is moved down over them.
+      if (m && (g != run || m == OUT_BATCH)) {
+        pair_send(t, run, mm, m);
+        m = 0;
+      }
+      run = g;
+      iov[m] = (struct iovec){.iov_base = ip, .iov_len = len};
+      mm[m] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[m], .msg_iovlen = 1}};
+      m++;
+      continue;
+    }
+    if (kept != i) {
+      if (m) {
+        pair_send(t, run, mm, m);
+        m = 0;
+      }
+      memmove(out + kept * slot, f, lens[i]);
+    }
     lens[kept++] = lens[i];
   }
-  pthread_mutex_unlock(&lock);
+  if (m) pair_send(t, run, mm, m);
+  un_lock();
   return kept;
 }
 
@@ -192,7 +251,7 @@ static bool fast_in_ok(struct table *t, struct gnode *g, const uint8_t *ip, size
     return false;
   struct peer *p = peer_find(t, (uint8_t)v, ip + (v == 4 ? 12 : 8));
   if (!p) return false;
-  p->hit = 1;
+  __atomic_store_n(&p->hit, 1, __ATOMIC_RELAXED);
   return true;
 }
 
@@ -215,12 +274,8 @@ static void send_lan(struct table *t, struct gnode *g, const struct virtio_net_h
   ssize_t w;
   do w = writev(t->fd, iov, 3);
   while (w < 0 && errno == EINTR);
-  if (w < 0 && vh) {  // a GSO frame refused: the packets went nowhere; count them (the sender's TCP retransmits)
-    t->st[LAN_FAST_ST_IN_ERR] += segs;
-    return;
-  }
-  t->st[w < 0 ? LAN_FAST_ST_IN_ERR : LAN_FAST_ST_IN] += segs;
-  if (vh && w >= 0) t->st[LAN_FAST_ST_IN_GSO]++;
+  ST_ADD(t, w < 0 ? LAN_FAST_ST_IN_ERR : LAN_FAST_ST_IN, segs);  // a refused GSO frame loses all (TCP resends)
+  if (vh && w >= 0) ST_ADD(t, LAN_FAST_ST_IN_GSO, 1);
 }
 
 // The packets of ptrs/lens (n, in order, all passed fast_in_ok) to the device: runs of one TCP flow's consecutive
@@ -310,7 +365,7 @@ static napi_value lan_fast_set(napi_env env, napi_callback_info info) {
     memcpy(p[i].key + 1, w + 2, w[0] == 4 ? 4 : 16);
   }
   qsort(p, np, sizeof *p, peer_cmp);
-  pthread_mutex_lock(&lock);
+  wr_lock();
   struct table *t = table_of((int)fd);
   if (!t) t = table_of(-1);
   struct gnode *old_n = NULL;
@@ -329,7 +384,7 @@ static napi_value lan_fast_set(napi_env env, napi_callback_info info) {
     memcpy(t->mac, mac, 6);
     t->n = n, t->nn = nn, t->p = p, t->np = np;
   }
-  pthread_mutex_unlock(&lock);
+  un_lock();
   if (!t) {
     close_nodes(n, nn), free(p);
     return arg_error(env, 1, "lanFastSet: too many LAN sockets with a fast table"), NULL;
@@ -344,13 +399,13 @@ static napi_value lan_fast_clear(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int64_t fd;
   if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "lanFd")) return NULL;
-  pthread_mutex_lock(&lock);
+  wr_lock();
   struct table *t = table_of((int)fd), old = {.fd = -1};
   if (t) {
     old = *t;
     *t = (struct table){.fd = -1};
   }
-  pthread_mutex_unlock(&lock);
+  un_lock();
   if (old.fd >= 0) close_nodes(old.n, old.nn), free(old.p);
   return NULL;
 }
@@ -362,7 +417,7 @@ static napi_value lan_fast_hits(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "lanFd")) return NULL;
   uint8_t buf[256 * PEER_WIRE];
   size_t m = 0;
-  pthread_mutex_lock(&lock);
+  wr_lock();
   struct table *t = table_of((int)fd);
   for (size_t i = 0; t && i < t->np && m < 256; i++) {
     if (!t->p[i].hit) continue;
@@ -372,7 +427,7 @@ static napi_value lan_fast_hits(napi_env env, napi_callback_info info) {
     w[0] = t->p[i].key[0];
     memcpy(w + 2, t->p[i].key + 1, 16);
   }
-  pthread_mutex_unlock(&lock);
+  un_lock();
   void *data;
   if (napi_create_buffer_copy(env, m * PEER_WIRE, buf, &data, &res) != napi_ok) return NULL;
   return res;
@@ -386,10 +441,10 @@ static napi_value lan_fast_stats(napi_env env, napi_callback_info info) {
   size_t n;
   if (!get_args(env, info, 2, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "lanFd") || !get_u32s(env, argv[1], &out, &n, "out")) return NULL;
   if (n < LAN_FAST_ST_COUNT) return arg_error(env, 1, "lanFastStats: out too short"), NULL;
-  pthread_mutex_lock(&lock);
+  rd_lock();
   struct table *t = table_of((int)fd);
-  for (size_t i = 0; i < LAN_FAST_ST_COUNT; i++) out[i] = t ? (uint32_t)t->st[i] : 0;
-  pthread_mutex_unlock(&lock);
+  for (size_t i = 0; i < LAN_FAST_ST_COUNT; i++) out[i] = t ? (uint32_t)__atomic_load_n(&t->st[i], __ATOMIC_RELAXED) : 0;
+  un_lock();
   return NULL;
 }
 
@@ -431,7 +486,7 @@ static napi_value lan_fast_in(napi_env env, napi_callback_info info) {
   struct stat s;
   if (count == 0 || fstat((int)pfd, &s) < 0) return num(env, 0);
   size_t sent = 0;
-  pthread_mutex_lock(&lock);
+  rd_lock();
   struct table *t = NULL;
   struct gnode *g = NULL;
   for (size_t i = 0; i < MAX_TABLES && !g; i++) {
@@ -450,7 +505,7 @@ static napi_value lan_fast_in(napi_env env, napi_callback_info info) {
     }
     fast_in_send(t, g, ptrs, plens, m);
   }
-  pthread_mutex_unlock(&lock);
+  un_lock();
   return num(env, (double)sent);
 }
 
