@@ -448,24 +448,23 @@ static napi_value lan_fast_stats(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// lanFastOut(lanFd, frame, offset, length) -> 1 when the frame was carried into a general node's pair, else 0:
-// what lanRecv does with each frame it read, for tests and tools without a packet socket.
+// lanFastOut(lanFd, out, slot, lengths: Uint32Array, count) -> frames left: what lanRecv does with the frames it read
+// (frame i at out[i*slot], lengths[i] bytes): those the fast path takes go into their pairs, the rest are moved to
+// the front in order (their lengths too). For tests and tools without a packet socket.
 static napi_value lan_fast_out_js(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int64_t fd, off, len;
+  napi_value argv[5];
+  int64_t fd, slot, count;
   uint8_t *buf;
-  size_t blen;
-  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "lanFd") || !get_bytes(env, argv[1], &buf, &blen, "frame") ||
-      !get_int(env, argv[2], 0, MAX_SAFE, &off, "offset") || !get_int(env, argv[3], 0, 65536, &len, "length"))
+  uint32_t *lens;
+  size_t blen, nl;
+  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "lanFd") || !get_bytes(env, argv[1], &buf, &blen, "out") ||
+      !get_int(env, argv[2], 64, 65536, &slot, "slot") || !get_u32s(env, argv[3], &lens, &nl, "lengths") ||
+      !get_int(env, argv[4], 0, INT_MAX, &count, "count"))
     return NULL;
-  if ((uint64_t)off > blen || (uint64_t)len > blen - (uint64_t)off) return arg_error(env, 1, "lanFastOut: offset/length outside frame"), NULL;
-  uint8_t *copy = malloc((size_t)len + 1);
-  if (!copy) return throw_errno(env, "malloc", ENOMEM), NULL;
-  memcpy(copy, buf + off, (size_t)len);
-  uint32_t l = (uint32_t)len;
-  size_t kept = lan_fast_filter((int)fd, copy, (size_t)len + 1, &l, 1);
-  free(copy);
-  return num(env, kept == 0 ? 1 : 0);
+  if ((size_t)count > nl || (size_t)count > blen / (size_t)slot) return arg_error(env, 1, "lanFastOut: count beyond lengths or out"), NULL;
+  for (size_t i = 0; i < (size_t)count; i++)
+    if (lens[i] > (size_t)slot) return arg_error(env, 1, "lanFastOut: a length beyond its slot"), NULL;
+  return num(env, (double)lan_fast_filter((int)fd, buf, (size_t)slot, lens, (size_t)count));
 }
 
 // lanFastIn(pairFd, buf, slot, lengths: Uint32Array, count) -> packets sent on the LAN. Packet i of a tunReadBatch

@@ -125,8 +125,8 @@ export interface LanNative {
   lanFastHits(fd: number): Buffer;
   /** The fast path's counters of `fd` (FAST_STATS order). */
   lanFastStats(fd: number, out: Uint32Array): void;
-  /** What lanRecv's fast path does with one frame read from `fd`: 1 when carried into a pair, else 0. */
-  lanFastOut(fd: number, frame: Uint8Array, offset: number, length: number): number;
+  /** What lanRecv's fast path does with frames read from `fd` (frame i at out[i*slot]): carried ones go into their pairs, the rest move to the front; returns how many are left. */
+  lanFastOut(fd: number, out: Uint8Array, slot: number, lengths: Uint32Array, count: number): number;
   /** The pair reader's fast path: packets i < count of a tunReadBatch on pairFd sent on the LAN (length set to 0). */
   lanFastIn(pairFd: number, buf: Uint8Array, slot: number, lengths: Uint32Array, count: number): number;
 }

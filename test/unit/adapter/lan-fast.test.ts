@@ -1,7 +1,8 @@
 // The adapter's IP fast path (native/lan_fast.c) through the addon, on real AF_UNIX packet pairs (the engine's
 // device is one, and a second stands in for the LAN packet socket, which gets a virtio_net_hdr before each frame):
 // - out: a plain TCP/UDP frame from a general node's MAC, sourced from its unexpired lease, to a known peer, lands in
-//   that node's pair byte for byte (Ethernet padding stripped) and is counted; the peer is reported as seen;
+//   that node's pair byte for byte (Ethernet padding stripped) and is counted; the peer is reported as seen; in a
+//   batch mixing carried and left frames each pair gets its packets in order and the left frames stay in order;
 // - everything the fast path must leave to TypeScript is left (not written anywhere): another node's or the adapter's
 //   address as source, another node's MAC, an expired lease, an unknown or another general node's destination, SYNs,
 //   packets over 1400 bytes, fragments, IPv4 options and bad header checksums, IPv6 extension headers, ICMP, group
@@ -103,7 +104,13 @@ describe('LAN IP fast path (lan_fast.c)', { skip }, () => {
     const n = native.tunRead(fd, buf, 0);
     return n > 0 ? Buffer.from(buf.subarray(0, n)) : null;
   };
-  const out = (f: Buffer): number => native.lanFastOut(lanA, f, 0, f.length);
+  /** 1 when the fast path carried frame f, else 0 (lanRecv's filter on a batch of one). */
+  const out = (f: Buffer): number => {
+    const slot = Math.max(64, f.length);
+    const b = Buffer.alloc(slot);
+    f.copy(b);
+    return 1 - native.lanFastOut(lanA, b, slot, Uint32Array.of(f.length), 1);
+  };
 
   before(() => {
     [lanA, lanB] = native.packetPair();
@@ -129,6 +136,29 @@ describe('LAN IP fast path (lan_fast.c)', { skip }, () => {
     const hits = native.lanFastHits(lanA);
     assert.equal(hits.length, 2 * 18, 'both peers seen');
     assert.equal(native.lanFastHits(lanA).length, 0, 'flags cleared');
+  });
+
+  it('a batch mixing carried and left frames: the carried ones reach their pairs in order, the rest stay in order', () => {
+    const slot = 2048;
+    const frames = [
+      frame(packet(G1_4, PEER4, { payload: 10 })),
+      frame(packet(G2_4, PEER4)), // spoofed: left
+      frame(packet(G1_4, PEER4, { payload: 11 })),
+      frame(packet(G2_4, PEER4, { payload: 12 }), G2),
+      frame(packet(G1_4, PEER4, { flags: 0x02 })), // SYN: left
+      frame(packet(G1_6, PEER6, { payload: 13 })),
+      frame(packet(G1_4, UNKNOWN4)), // unknown: left
+    ];
+    const buf = Buffer.alloc(slot * frames.length);
+    frames.forEach((f, i) => f.copy(buf, i * slot));
+    const lengths = Uint32Array.from(frames.map((f) => f.length));
+    assert.equal(native.lanFastOut(lanA, buf, slot, lengths, frames.length), 3);
+    [1, 4, 6].forEach((j, k) => assert.deepEqual(buf.subarray(k * slot, k * slot + lengths[k]!), frames[j], `left frame ${k}`));
+    for (const j of [0, 2, 5]) assert.deepEqual(take(g1Eng), frames[j]!.subarray(14), `g1 got frame ${j}`);
+    assert.deepEqual(take(g2Eng), frames[3]!.subarray(14));
+    assert.equal(take(g1Eng), null);
+    assert.equal(take(g2Eng), null);
+    native.lanFastHits(lanA);
   });
 
   it('leaves to TypeScript every frame it must not carry: spoofed sources, expired leases, unknown destinations, SYNs, oversize, odd headers', () => {
