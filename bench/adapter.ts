@@ -3,9 +3,11 @@
 //   - DNS response time for an overlay name through the adapter (first query, which starts route selection, and
 //     warm queries), and for comparison the cyphonic node's own resolver
 //   - RTT general node → cyphonic node through the adapter (IPv4 and IPv6) vs node → node (the adapter's own node)
-//   - TCP throughput general node → cyphonic node through the adapter vs node → node (iperf3)
+//   - TCP throughput general node → cyphonic node through the adapter, and back (node → general node), vs node → node
+//     (iperf3), with how many packets the adapter's IP fast path carried (lan.fast.out / .in, native/lan_fast.c)
 //
-// usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)]
+// usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)] [--no-lan-fast (the adapter carries every
+//        packet through its main thread, for A/B runs)]
 // needs root and iperf3, dhclient (isc-dhcp-client), dig (bind9-dnsutils); scripts/setup.sh installs them.
 
 import { join } from 'node:path';
@@ -51,7 +53,8 @@ async function main(): Promise<void> {
     lan = await Lan.create(tb, gwHost, 'lan0');
     const g1 = await lan.addDevice('g1', '02:be:00:00:00:01');
     const state = join(work.dir, 'gw');
-    gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1'], { logFile: join(work.dir, 'gw.log') });
+    const noFast = process.argv.includes('--no-lan-fast') ? ['--no-lan-fast'] : [];
+    gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1', ...noFast], { logFile: join(work.dir, 'gw.log') });
     const status = (): Promise<AdapterStatus> => controlGet(join(state, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
     const a = await alpha.waitRegistered();
     await waitFor('adapter registered', async () => (await status()).registered, 30_000);
@@ -90,14 +93,34 @@ async function main(): Promise<void> {
     // TCP throughput.
     const iperf = new IperfServer(alpha.host, join(work.dir, 'iperf.log'));
     await iperf.start();
+    const fast = async (): Promise<[number, number]> => {
+      const c = (await status()).lanCounters;
+      return [c['lan.fast.out'] ?? 0, c['lan.fast.in'] ?? 0];
+    };
+    let gn = 0;
     try {
+      const f0 = await fast();
       const t = await iperfTcp(g1, a.vip4!, seconds);
-      rows.push([`TCP general node → node through the adapter (${seconds} s)`, `${(t.gbps * 1000).toFixed(1)} Mbit/s (retransmits ${t.retransmits ?? '-'})`]);
+      const f1 = await fast();
+      gn = t.gbps;
+      rows.push([`TCP general node → node through the adapter (${seconds} s)`, `${(t.gbps * 1000).toFixed(1)} Mbit/s (retransmits ${t.retransmits ?? '-'}; fast path out ${f1[0] - f0[0]}, in ${f1[1] - f0[1]} packets)`]);
       await iperf.restart();
       const n = await iperfTcp(gwHost, a.vip4!, seconds);
-      rows.push([`TCP node → node (the adapter's own node, ${seconds} s)`, `${(n.gbps * 1000).toFixed(1)} Mbit/s`]);
+      rows.push([`TCP node → node (the adapter's own node, ${seconds} s)`, `${(n.gbps * 1000).toFixed(1)} Mbit/s (general node → node: ${((100 * gn) / n.gbps).toFixed(0)} %)`]);
     } finally {
       await iperf.stop();
+    }
+    // The other way: the cyphonic node sends to the general node.
+    const back = new IperfServer(g1, join(work.dir, 'iperf-g1.log'));
+    await back.start();
+    try {
+      const c0 = (await status()).lanCounters;
+      const t = await iperfTcp(alpha.host, me.vip4!, seconds);
+      const c1 = (await status()).lanCounters;
+      const d = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
+      rows.push([`TCP node → general node through the adapter (${seconds} s)`, `${(t.gbps * 1000).toFixed(1)} Mbit/s (retransmits ${t.retransmits ?? '-'}; fast path in ${d('lan.fast.in')} packets in ${d('lan.fast.in.gso')} GSO frames + singles, out ${d('lan.fast.out')})`]);
+    } finally {
+      await back.stop();
     }
   } catch (err) {
     rows.push(['error', errMsg(err)]);

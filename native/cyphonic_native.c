@@ -36,6 +36,7 @@
 #include "filter.h"
 #include "dataplane.h"
 #include "lan_frames.h"  // the adapter's LAN frames: PACKET_VNET_HDR reads, GSO super-frames cut (lan_frames.c)
+#include "lan_fast.h"    // the IP fast path between the LAN and general nodes' engines (lan_fast.c)
 #include "lan_proxy.h"   // the ARP/ND proxy fast path on the LAN reader thread (lan_proxy.c)
 #include "pmtu.h"
 #include "napi_util.h"
@@ -894,5 +895,5 @@ NAPI_MODULE_INIT() {
   if (!pmtu_register(env, exports)) return NULL;
   // The policy filter the engine runs (filter.c): filterCreate/filterSet/filterPacket.
   if (!filter_register(env, exports)) return NULL;
-  return dataplane_register(env, exports) && lan_frames_register(env, exports) && lan_proxy_register(env, exports) ? exports : NULL;
+  return dataplane_register(env, exports) && lan_frames_register(env, exports) && lan_proxy_register(env, exports) && lan_fast_register(env, exports) ? exports : NULL;
 }

@@ -7,7 +7,8 @@
 //     completed at csum_start/csum_offset.
 // So everything after the reader sees frames a wire could carry, with full checksums. lanSend writes frames
 // back with an empty header (the socket wants one before every frame once PACKET_VNET_HDR is set).
-// lanRecv also lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
+// lanRecv also hands every frame to lan_fast.c, which carries plain TCP/UDP packets of general nodes to their
+// engines' packet pairs on this thread (not handed out either), and lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
 // fast table on this thread; such a frame is counted (LAN_ST_PROXY_*) and not handed out.
 //
 // Every length is checked before it is used: a hostile device chooses the header and the frame.
@@ -24,6 +25,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "lan_fast.h"
 #include "lan_proxy.h"
 #include "napi_util.h"
 #include "offload.h"
@@ -287,7 +289,7 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
     st[LAN_ST_PENDING] = 0;
     int n = plen <= slen ? lan_segment(scratch, plen, out, (size_t)slot, nslots, lens, st) : 0;
     if (n == SEG_TOO_MANY) st[LAN_ST_DROP_TOO_MANY]++;
-    else count += (size_t)n;
+    else if (n > 0) count += lan_fast_filter((int)fd, out, (size_t)slot, lens, (size_t)n);
   }
   if (count == 0 && timeout != 0) {
     struct pollfd p = {.fd = (int)fd, .events = POLLIN};
@@ -333,7 +335,7 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
       break;
     }
     if (got == 1 && fast_answered((int)fd, out + count * (size_t)slot, lens[count], st)) continue;
-    count += (size_t)got;
+    if (got > 0) count += lan_fast_filter((int)fd, out + count * (size_t)slot, (size_t)slot, lens + count, (size_t)got);
   }
   return num(env, (double)count);
 }

@@ -55,6 +55,8 @@ export interface AdapterInit {
   raMaxIntervalSec?: number;
   /** Keepalive interval of idle paths through a NAT (ms), for the adapter's node and every general node. @default 20000 */
   pathKeepaliveMs?: number;
+  /** The LAN's IP fast path (native/lan_fast.c); false: every packet through the main thread. @default true */
+  lanFast?: boolean;
 }
 
 export interface GeneralNodeView {
@@ -188,6 +190,7 @@ export class AdapterDaemon {
         leaseFile,
         upstreamDns: readSystemUpstreams('/etc/resolv.conf', [session.vip4, session.vip6]),
         ...(this.init.raMaxIntervalSec ? { raMaxIntervalSec: this.init.raMaxIntervalSec } : {}),
+        ...(this.init.lanFast === false ? { fastPath: false } : {}),
       },
       this.port,
       table,

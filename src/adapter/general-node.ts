@@ -12,11 +12,14 @@
 //   LAN frame (src = its lease) ─► LanService ─► sendPacket ─► pair ─► engine: session of the peer owning dst ─► UDP
 //        (no session yet: the engine worker holds it (bounded HeldPackets) and asks for a route: PeerManager.miss)
 //   UDP capsule ─► engine opens it ─► pair ─► onPacket(ip) ─► LanService: dst must be the device's ─► Ethernet to its MAC
+// The adapter's IP fast path (native/lan_fast.c) takes plain TCP/UDP packets both ways without sendPacket/onPacket:
+// the LAN reader writes into the pair (deviceFd), the pair reader sends on the LAN.
 
 import { createCsr, fingerprint, generateKeyPair, toPem } from '../crypto/index.js';
 import { DataPlane } from '../node/dataplane/dataplane.js';
 import { enrollGeneral } from '../node/as-client.js';
 import { NodeLifecycle } from '../node/lifecycle.js';
+import type { PairHost } from '../node/dataplane/pair-host.js';
 import type { PeerStatus } from '../node/peers.js';
 import { StateDir, type Identity } from '../node/state.js';
 import { Counters } from '../util/counters.js';
@@ -74,10 +77,14 @@ const KEEPALIVE_SRC_PORT = 40009;
 export class GeneralNodeAgent implements GeneralNodePort {
   /** Opened IP packets from peers, for the device. */
   onPacket: (packet: Buffer) => void = () => {};
+  /** Its engine's packet pair opened or is closing (deviceFd changed): the LAN fast path's table follows. */
+  onDevice: () => void = () => {};
   readonly counters = new Counters();
   private readonly state: StateDir;
   private readonly life: NodeLifecycle;
   private starting: Promise<void> | null = null;
+  /** The host end of its engine's packet pair, from when it opens until stop(). */
+  private host: PairHost | null = null;
 
   constructor(
     readonly init: GeneralNodeInit,
@@ -96,6 +103,8 @@ export class GeneralNodeAgent implements GeneralNodePort {
           dp.host!.onPackets = (packets) => {
             for (const p of packets) this.onPacket(p);
           };
+          this.host = dp.host;
+          this.onDevice();
           return { port: dp, dataplane: dp };
         },
         pathKeepalive: (peer) => this.pathKeepalive(peer),
@@ -116,6 +125,8 @@ export class GeneralNodeAgent implements GeneralNodePort {
   }
 
   async stop(): Promise<void> {
+    this.host = null;
+    this.onDevice(); // out of the fast path's table before the pair closes
     await this.life.stop();
     await this.starting;
   }
@@ -128,6 +139,11 @@ export class GeneralNodeAgent implements GeneralNodePort {
   /** DNS: the addresses of an overlay FQDN; starts route selection and the tunnel. */
   resolve(fqdn: string): Promise<{ vip4: string; vip6: string } | null> {
     return this.life.resolve(fqdn);
+  }
+
+  /** The host end of its engine's packet pair while it is open (for the LAN fast path), else null. */
+  deviceFd(): number | null {
+    return this.host?.descriptor ?? null;
   }
 
   /** An IP packet from the device into the overlay: the engine routes it by its destination. */

@@ -4,7 +4,9 @@
 // wire-size frames and completes partial checksums (native/lan_frames.c), and posts batches of frames to the main
 // thread; the main thread writes frames directly (one write per frame, behind an empty virtio_net_hdr). A plain ARP
 // request or Neighbor Solicitation for an address in the fast proxy table (setFastProxy, kept by the LAN service)
-// is answered by lanRecv itself on the reader thread (native/lan_proxy.c) and never reaches the main thread.
+// is answered by lanRecv itself on the reader thread (native/lan_proxy.c) and never reaches the main thread; so is
+// a general node's plain TCP/UDP packet to a known peer, carried by lanRecv into its engine's packet pair (the IP
+// fast path, native/lan_fast.c, table from setFastPath), whose pair reader sends the answers straight back here.
 //
 //   LAN iface ─► packet socket ─► reader worker: lanRecv (segment, checksum; batch ≤ 128) ─► postMessage ─► onFrames
 //   send(frame) ─► lanSend(fd) ─► LAN iface
@@ -16,7 +18,7 @@ import { Counters } from '../util/counters.js';
 import { CyphonicError } from '../util/errors.js';
 import { ReaderThread } from '../util/reader-thread.js';
 import { macBytes } from './lan/ethernet.js';
-import { ip4Bytes, ip6Bytes } from './lan/wire.js';
+import { ip4Bytes, ip6Bytes, ipText } from './lan/wire.js';
 
 /** What the adapter's LAN service needs from a link (a real packet socket, or a test double). */
 export interface LanLink {
@@ -31,7 +33,54 @@ export interface LanLink {
    * the previous set (native/lan_proxy.c); a link without a fast path leaves every answer to the TypeScript proxy.
    */
   setFastProxy?(entries: FastProxyEntry[]): void;
+  /**
+   * The IP fast path's table (native/lan_fast.c), replacing the previous one: which general nodes' plain TCP/UDP
+   * packets the reader threads carry between the LAN and their engines without the main thread.
+   */
+  setFastPath?(table: FastPathTable): void;
+  /** The known peers that carried fast-path packets since the last call (canonical text), to keep them known. */
+  takeFastHits?(): string[];
 }
+
+/** One general node in the fast path's table. */
+export interface FastPathNode {
+  mac: string;
+  /** The host end of its engine's packet pair. */
+  pairFd: number;
+  /** Its unexpired leases (the only sources accepted from its MAC), with their expiry (ms since the epoch). */
+  lease4: { address: string; expiresAt: number } | null;
+  lease6: { address: string; expiresAt: number } | null;
+  /** Its virtual addresses (the only destinations of packets from its engine). */
+  vip4: string | null;
+  vip6: string | null;
+}
+
+/** The fast path's table: the general nodes, and the known peers' virtual addresses (the only other ends carried). */
+export interface FastPathTable {
+  nodes: FastPathNode[];
+  peers: string[];
+}
+
+/** The lanFastSet wire form of the nodes (72 bytes each) and the peers (18 bytes each); see native/lan_fast.c. */
+export function fastPathWire(t: FastPathTable): { nodes: Buffer; peers: Buffer } {
+  const nodes = Buffer.alloc(t.nodes.length * 72);
+  t.nodes.forEach((n, i) => {
+    const at = i * 72;
+    nodes.set(macBytes(n.mac), at);
+    nodes[at + 6] = (n.lease4 ? 1 : 0) | (n.lease6 ? 2 : 0) | (n.vip4 ? 4 : 0) | (n.vip6 ? 8 : 0);
+    nodes.writeInt32LE(n.pairFd, at + 8);
+    if (n.lease4) nodes.set(ip4Bytes(n.lease4.address), at + 12);
+    if (n.vip4) nodes.set(ip4Bytes(n.vip4), at + 16);
+    if (n.lease6) nodes.set(ip6Bytes(n.lease6.address), at + 20);
+    if (n.vip6) nodes.set(ip6Bytes(n.vip6), at + 36);
+    nodes.writeDoubleLE(n.lease4?.expiresAt ?? 0, at + 56);
+    nodes.writeDoubleLE(n.lease6?.expiresAt ?? 0, at + 64);
+  });
+  return { nodes, peers: fastProxyTable(t.peers.map((address) => ({ address, router: false }))) };
+}
+
+/** Names of the fast path's counters (LAN_FAST_ST_* in native/lan_fast.h, same order). */
+export const FAST_STATS = ['lan.fast.out', 'lan.fast.out.full', 'lan.fast.out.errors', 'lan.fast.in', 'lan.fast.in.errors', 'lan.fast.in.gso'] as const;
 
 /** One address of the fast proxy table: answered with the adapter's MAC; `router` sets R in the NA. */
 export interface FastProxyEntry {
@@ -68,12 +117,24 @@ export interface LanNative {
   lanProxyClear(fd: number): void;
   /** What lanRecv's fast path answers to frame[offset..offset+length] on `fd`: the reply's length in out, or 0. */
   lanProxyAnswer(fd: number, frame: Uint8Array, offset: number, length: number, out: Uint8Array): number;
+  /** Replaces the IP fast path's table of LAN socket `fd` (fastPathWire's form; pair fds are dup()ed). */
+  lanFastSet(fd: number, mac: Uint8Array, nodes: Uint8Array, peers: Uint8Array): void;
+  /** Forgets the fast path's table of `fd` (before the socket closes). */
+  lanFastClear(fd: number): void;
+  /** Known peers that carried packets since the last call (18-byte entries as lanProxySet's). */
+  lanFastHits(fd: number): Buffer;
+  /** The fast path's counters of `fd` (FAST_STATS order). */
+  lanFastStats(fd: number, out: Uint32Array): void;
+  /** What lanRecv's fast path does with frames read from `fd` (frame i at out[i*slot]): carried ones go into their pairs, the rest move to the front; returns how many are left. */
+  lanFastOut(fd: number, out: Uint8Array, slot: number, lengths: Uint32Array, count: number): number;
+  /** The pair reader's fast path: packets i < count of a tunReadBatch on pairFd sent on the LAN (length set to 0). */
+  lanFastIn(pairFd: number, buf: Uint8Array, slot: number, lengths: Uint32Array, count: number): number;
 }
 
 /** The addon with its LAN-frame calls, or an error saying it must be rebuilt. */
 export function lanNative(): NativeAddon & LanNative {
   const addon = requireNative() as NativeAddon & Partial<LanNative>;
-  if (!addon.packetOpen || !addon.lanRecv || !addon.lanSend || !addon.lanSetVnetHdr || !addon.lanSegment || !addon.lanProxySet) {
+  if (!addon.packetOpen || !addon.lanRecv || !addon.lanSend || !addon.lanSetVnetHdr || !addon.lanSegment || !addon.lanProxySet || !addon.lanFastSet) {
     throw new CyphonicError('ERR_NATIVE', 'the native addon has no packetOpen/lanRecv (rebuild it)');
   }
   return addon as NativeAddon & LanNative;
@@ -101,13 +162,14 @@ export interface ReaderInit {
   fd: number;
   /** Int32Array over a SharedArrayBuffer: [0] set to 1 asks the reader to stop. */
   stop: SharedArrayBuffer;
+  /** lanRecv's stats (LAN_STATS_LEN × Uint32), counted by the reader, read by the main thread. */
+  stats: SharedArrayBuffer;
 }
 
-/** One message of the reader: frames packed back to back in `bytes` (lengths in `lengths`), and stats since the last. */
+/** One message of the reader: frames packed back to back in `bytes` (lengths in `lengths`). */
 export interface ReaderBatch {
   bytes: Uint8Array;
   lengths: Uint32Array;
-  stats: number[];
 }
 
 /** Largest frame slot: Ethernet header + 802.1Q tag + 1500-byte payload, with room to spare. */
@@ -116,6 +178,8 @@ export const MAX_FRAME = 2048;
 export class PacketLanPort implements LanLink {
   onFrames: (frames: Buffer[]) => void = () => {};
   private readonly stats = new Counters();
+  /** The reader's lanRecv stats, shared. */
+  private readonly rx = new Uint32Array(new SharedArrayBuffer(LAN_STATS_LEN * 4));
   private closed = false;
   private readonly reader: ReaderThread<ReaderBatch>;
   private readonly native = lanNative();
@@ -125,11 +189,8 @@ export class PacketLanPort implements LanLink {
     readonly mac: string,
     private readonly fd: number,
   ) {
-    const data: Omit<ReaderInit, 'stop'> = { fd };
+    const data: Omit<ReaderInit, 'stop'> = { fd, stats: this.rx.buffer as SharedArrayBuffer };
     this.reader = new ReaderThread(new URL('./lan-reader.js', import.meta.url), { ...data }, 'cyphonic-lan', (b: ReaderBatch) => {
-      b.stats.forEach((v, i) => {
-        if (v) this.stats.inc(LAN_STATS[i]!, v);
-      });
       const frames: Buffer[] = [];
       let at = 0;
       for (const len of b.lengths) {
@@ -170,7 +231,32 @@ export class PacketLanPort implements LanLink {
   }
 
   counters(): Record<string, number> {
-    return this.stats.toJSON();
+    const out = this.stats.toJSON();
+    LAN_STATS.forEach((name, i) => {
+      if (this.rx[i]) out[name] = this.rx[i]!;
+    });
+    if (!this.closed) {
+      const fast = new Uint32Array(FAST_STATS.length);
+      this.native.lanFastStats(this.fd, fast);
+      FAST_STATS.forEach((name, i) => {
+        if (fast[i]) out[name] = fast[i]!;
+      });
+    }
+    return out;
+  }
+
+  setFastPath(table: FastPathTable): void {
+    if (this.closed) return;
+    const { nodes, peers } = fastPathWire(table);
+    this.native.lanFastSet(this.fd, macBytes(this.mac), nodes, peers);
+  }
+
+  takeFastHits(): string[] {
+    if (this.closed) return [];
+    const raw = this.native.lanFastHits(this.fd);
+    const out: string[] = [];
+    for (let at = 0; at + 18 <= raw.length; at += 18) out.push(raw[at] === 4 ? ipText(raw, at + 2, 4) : ipText(raw, at + 2, 16));
+    return out;
   }
 
   setFastProxy(entries: FastProxyEntry[]): void {
@@ -183,6 +269,7 @@ export class PacketLanPort implements LanLink {
     this.closed = true;
     await this.reader.stop();
     this.native.lanProxyClear(this.fd);
+    this.native.lanFastClear(this.fd);
     this.native.fdClose(this.fd);
   }
 }

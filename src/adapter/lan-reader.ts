@@ -1,10 +1,11 @@
 // Worker thread of PacketLanPort: blocks in the native lanRecv on the packet socket (which hands out wire-size
 // frames: GRO/TSO super-frames cut, partial checksums completed) and posts them to the main thread in batches,
-// packed back to back in one transferred buffer, with the stats counted since the last batch. Stops when the
-// shared flag is set.
+// packed back to back in one transferred buffer. lanRecv counts into a shared array the main thread reads when
+// asked (frames the fast paths took — ARP/ND answers, packets carried into general nodes' pairs — wake nobody).
+// Stops when the shared flag is set.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { lanNative, LAN_STATS, LAN_STATS_LEN, MAX_FRAME, type ReaderBatch, type ReaderInit } from './lan-port.js';
+import { lanNative, MAX_FRAME, type ReaderBatch, type ReaderInit } from './lan-port.js';
 
 /** Output slots per read call (each MAX_FRAME bytes): a batch, plus room for one cut 64 KiB super-frame. */
 const SLOTS = 128;
@@ -17,8 +18,7 @@ const native = lanNative();
 const scratch = Buffer.allocUnsafe(70_000);
 const out = Buffer.allocUnsafe(SLOTS * MAX_FRAME + 64);
 const lengths = new Uint32Array(SLOTS);
-const stats = new Uint32Array(LAN_STATS_LEN);
-const posted = new Array<number>(LAN_STATS.length).fill(0);
+const stats = new Uint32Array(init.stats);
 
 while (Atomics.load(stop, 0) === 0) {
   let n: number;
@@ -27,9 +27,7 @@ while (Atomics.load(stop, 0) === 0) {
   } catch {
     break; // the socket was closed
   }
-  const delta = posted.map((p, i) => (stats[i]! - p) >>> 0);
-  if (n === 0 && delta.every((d) => d === 0)) continue;
-  delta.forEach((d, i) => (posted[i] = stats[i]!));
+  if (n === 0) continue;
   let total = 0;
   for (let i = 0; i < n; i++) total += lengths[i]!;
   const bytes = new Uint8Array(total);
@@ -38,6 +36,6 @@ while (Atomics.load(stop, 0) === 0) {
     bytes.set(out.subarray(i * MAX_FRAME, i * MAX_FRAME + lengths[i]!), at);
     at += lengths[i]!;
   }
-  const batch: ReaderBatch = { bytes, lengths: lengths.slice(0, n), stats: delta };
+  const batch: ReaderBatch = { bytes, lengths: lengths.slice(0, n) };
   parentPort!.postMessage(batch, [bytes.buffer, batch.lengths.buffer as ArrayBuffer]);
 }

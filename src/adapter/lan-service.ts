@@ -9,6 +9,8 @@
 //                      ├─ mld ───────► MldListener (a querier asks: report the groups below)
 //                      ├─ overlay ───► MTU (mtu.ts) ─► that general node's agent: into its engine, sealed to the peer
 //                      │                 (source checked: its lease)
+//                      │   (the IP fast path carries the plain TCP/UDP packets to known peers before this, on the reader
+//                      │    thread: syncFastPath gives it the leases, pairs and peers; see native/lan_fast.c)
 //                      └─ drop ──────► counted as lan.drop.<reason>
 //   agent.onPacket(ip) ─► dst must be that general node's vip ─► MTU ─► Ethernet to its MAC
 //
@@ -91,6 +93,10 @@ export interface GeneralNodePort {
   /** An IP packet from the device to the overlay address `dst`; handed on before the call returns. */
   sendPacket(dst: string, packet: Buffer): void;
   resolve: OverlayLookup;
+  /** The host end of its engine's packet pair while open (the IP fast path writes into it), else null. */
+  deviceFd?(): number | null;
+  /** Set by attach(): deviceFd() changed. */
+  onDevice?: () => void;
 }
 
 export interface LanServiceInit {
@@ -106,6 +112,11 @@ export interface LanServiceInit {
   raMaxIntervalSec?: number;
   /** @default 3600 */
   leaseTimeSec?: number;
+  /**
+   * The IP fast path (native/lan_fast.c): plain TCP/UDP packets between general nodes and known peers carried by the
+   * reader threads, not this thread. Off: every packet takes the TypeScript path (A/B measurements). @default true
+   */
+  fastPath?: boolean;
 }
 
 export class LanService {
@@ -132,6 +143,8 @@ export class LanService {
   private expireTimer: NodeJS.Timeout | null = null;
   /** The fast proxy table last given to the link (addresses joined), to skip unchanged updates. */
   private fastKey = '';
+  /** The fast path's table last given to the link, to skip unchanged updates. */
+  private fastPathKey = '';
 
   constructor(
     private readonly init: LanServiceInit,
@@ -188,8 +201,11 @@ export class LanService {
     this.scheduleRa();
     this.syncFastProxy();
     this.expireTimer = setInterval(() => {
-      this.leases.expire(Date.now());
-      this.leaveGroups(this.peers.expire(Date.now()));
+      const now = Date.now();
+      // Peers the fast path carried packets to or from are in use, as notePeer would have recorded per packet.
+      for (const a of this.link.takeFastHits?.() ?? []) this.peers.touch(a, now);
+      this.leases.expire(now);
+      this.leaveGroups(this.peers.expire(now));
       this.syncFastProxy();
     }, EXPIRE_EVERY_MS);
     this.expireTimer.unref();
@@ -228,6 +244,7 @@ export class LanService {
    * without a trip to this thread. Called whenever the peers or the leases may have changed.
    */
   private syncFastProxy(): void {
+    this.syncFastPath();
     if (!this.link.setFastProxy) return;
     const entries = [...this.own, ...this.peers.addresses()]
       .filter((a) => this.leases.holderOf(a) === undefined && this.proxy.isProxied(a))
@@ -243,6 +260,39 @@ export class LanService {
     }
   }
 
+  /**
+   * Gives the link's IP fast path (the reader threads) what it may carry without this thread: per general node with a
+   * running engine its MAC, pair, unexpired leases (the only sources accepted: the anti-spoof rule) and virtual
+   * addresses (the only destinations from its engine), and the known peers (the only other ends, so notePeer's MLD
+   * joins have happened). Everything else still comes here. Called with syncFastProxy, and when an engine starts or stops.
+   */
+  private syncFastPath(): void {
+    if (!this.link.setFastPath || this.init.fastPath === false) return;
+    const now = Date.now();
+    const nodes = [];
+    for (const [mac, agent] of this.agents) {
+      const pairFd = agent.deviceFd?.() ?? null;
+      const node = this.leases.node(mac);
+      if (pairFd === null || !node) continue;
+      const lease = (family: 4 | 6): { address: string; expiresAt: number } | null => {
+        const l = this.leases.lease(mac, family);
+        return l && l.expiresAt > now && this.leases.active(mac, family, now) === l.address ? { address: l.address, expiresAt: l.expiresAt } : null;
+      };
+      nodes.push({ mac, pairFd, lease4: lease(4), lease6: lease(6), vip4: node.vip4 ?? null, vip6: node.vip6 ?? null });
+    }
+    const peers = this.peers.addresses().filter((a) => !this.own.has(a) && this.ctx.isOverlay(a));
+    const key = JSON.stringify([nodes, peers]);
+    if (key === this.fastPathKey) return;
+    this.fastPathKey = key;
+    try {
+      this.link.setFastPath({ nodes, peers });
+    } catch (err) {
+      this.fastPathKey = '';
+      this.counters.inc('lan.fast.set-errors');
+      this.logger.warn('fast path table refused', { err: describeError(err) });
+    }
+  }
+
   private leaveGroups(groups: string[]): void {
     const fixed = new Set(this.fixedGroups);
     const gone = groups.filter((g) => !fixed.has(g));
@@ -253,10 +303,13 @@ export class LanService {
   attach(mac: string, agent: GeneralNodePort | null): void {
     if (!agent) {
       this.agents.delete(mac);
+      this.syncFastPath();
       return;
     }
     this.agents.set(mac, agent);
     agent.onPacket = (packet) => this.toLan(mac, packet);
+    agent.onDevice = () => this.syncFastPath();
+    this.syncFastPath();
   }
 
   /** The general nodes known now (from the AS), replacing the list; leases of vanished nodes are dropped. */

@@ -455,6 +455,7 @@ export const commands: Command[] = [
       'info-interval': { type: 'string', help: 'seconds between fetches of the general-node list from the AS', default: '30' },
       'ra-interval': { type: 'string', help: 'MaxRtrAdvInterval of the periodic Router Advertisements, seconds (4..1800)', default: '200' },
       'path-keepalive': { type: 'string', help: 'seconds of idleness after which a path through a NAT gets a keepalive (adapter and general nodes)', default: '20' },
+      'no-lan-fast': { type: 'boolean', help: "carry every LAN packet through the main thread (no IP fast path on the reader threads; for comparisons)" },
       metrics: metricsOpt,
     },
     required: ['state', 'lan'],
@@ -470,7 +471,7 @@ export const commands: Command[] = [
       let token = str(o['token']);
       if (!token && str(o['token-file'])) token = readFileSync(str(o['token-file'])!, 'utf8').trim();
       const logger = createLogger({ component: 'adapter' });
-      const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec, pathKeepaliveMs: keepalive * 1000 }, logger);
+      const d = new AdapterDaemon({ stateDir: str(o['state'])!, ...(token ? { token } : {}), cloud: list(o['cloud']), lan: str(o['lan'])!, port, tunName: str(o['tun']), infoIntervalMs: infoSec * 1000, raMaxIntervalSec: raSec, pathKeepaliveMs: keepalive * 1000, lanFast: !o['no-lan-fast'] }, logger);
       const metricsAt = str(o['metrics']) === undefined ? null : parseListen(str(o['metrics'])!, '--metrics');
       await d.start();
       const served = metricsAt ? await daemonMetrics(metricsAt, (reg) => adapterMetrics(reg, () => d.status()), logger) : null;

@@ -41,6 +41,11 @@ export class PairHost {
     });
   }
 
+  /** The host end's descriptor while open (the adapter's LAN fast path writes into it too), else null. */
+  get descriptor(): number | null {
+    return this.closed ? null : this.fd;
+  }
+
   /** One IP packet for the engine; false when it could not be queued (closed, or the engine's queue is full). */
   write(packet: Uint8Array): boolean {
     if (this.closed) return false;

@@ -42,7 +42,7 @@ import { ip6Bytes } from '../../../src/adapter/lan/wire.js';
 import { transportChecksum } from '../../../src/adapter/lan/checksum.js';
 import { formatIp6 } from '../../../src/protocol/ip.js';
 import { LanService, persistLeases, type GeneralNodePort } from '../../../src/adapter/lan-service.js';
-import type { LanLink } from '../../../src/adapter/lan-port.js';
+import type { FastPathTable, LanLink } from '../../../src/adapter/lan-port.js';
 import { MemoryLeaseTable } from '../../../src/adapter/lan/leases.js';
 import { decodeResponse, encodeQuery } from '../../../src/net/dns/codec.js';
 import { silentLogger } from '../../../src/util/log.js';
@@ -266,6 +266,68 @@ test('MLD: own groups on start, peer groups before the frames that need them, qu
     assert.equal(reports(link.sent).filter(([t]) => t === 3).length, 5);
   } finally {
     lan.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the IP fast path table: a node with a running engine, only its unexpired leases as sources, only known peers no device here holds', () => {
+  const { dir, link, lan, agent, table } = setup();
+  const tables: FastPathTable[] = [];
+  const fastLink = link as FakeLink & Pick<LanLink, 'setFastPath' | 'takeFastHits'>;
+  fastLink.setFastPath = (t) => tables.push(structuredClone(t));
+  const fastAgent = agent as FakeAgent & Pick<GeneralNodePort, 'deviceFd' | 'onDevice'>;
+  let fd: number | null = null;
+  fastAgent.deviceFd = () => fd;
+  try {
+    lan.attach(GN_DUAL.mac, fastAgent); // attach again: the agent now has a device hook
+    assert.equal(tables.at(-1)?.nodes.length ?? 0, 0, 'no engine yet: no node');
+    fd = 7;
+    fastAgent.onDevice!();
+    assert.deepEqual(tables.at(-1)!.nodes, [{ mac: GN_DUAL.mac, pairFd: 7, lease4: null, lease6: null, vip4: GN_DUAL.vip4, vip6: GN_DUAL.vip6 }]);
+    link.deliver(dhcp(Dhcp4Type.DISCOVER));
+    link.deliver(dhcp(Dhcp4Type.REQUEST));
+    const l4 = tables.at(-1)!.nodes[0]!.lease4!;
+    assert.equal(l4.address, GN_DUAL.vip4);
+    assert.equal(l4.expiresAt, table.lease(GN_DUAL.mac, 4)!.expiresAt);
+    // An overlay packet to a peer makes it known, and so a destination of the fast path.
+    const udp = buildUdp({ src: GN_DUAL.vip4!, dst: PEER4, srcPort: 1000, dstPort: 2000, payload: Buffer.from('x') });
+    link.deliver(encodeEthernet({ dst: ADAPTER_MAC, src: GN_DUAL.mac, ethertype: ETHERTYPE_IPV4, payload: udp }));
+    assert.equal(agent.out.length, 1);
+    assert.deepEqual(tables.at(-1)!.peers, [PEER4]);
+    // A device here taking that address (a general node added with it) removes it at once: never carried as a peer.
+    lan.setNodes([GN_DUAL, { mac: '52:54:00:00:00:99', name: 'x', vip4: PEER4 }]);
+    assert.deepEqual(tables.at(-1)!.peers, []);
+    lan.setNodes([GN_DUAL]);
+    // The engine stops, or the agent is detached: the node leaves the table.
+    fd = null;
+    fastAgent.onDevice!();
+    assert.equal(tables.at(-1)!.nodes.length, 0);
+    fd = 7;
+    fastAgent.onDevice!();
+    assert.equal(tables.at(-1)!.nodes.length, 1);
+    lan.attach(GN_DUAL.mac, null);
+    assert.equal(tables.at(-1)!.nodes.length, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the IP fast path can be switched off: the link gets no table', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cyp-lan-'));
+  const link = new FakeLink() as FakeLink & Pick<LanLink, 'setFastPath'>;
+  let calls = 0;
+  link.setFastPath = () => calls++;
+  const lan = new LanService(
+    { vip4: ADAPTER_IP4, vip6: ADAPTER_IP6, pool4: '100.64.0.0/10', pool6: 'fd12:3456:789a::/48', domain: 'cyphonic.internal', leaseFile: join(dir, 'l.json'), upstreamDns: [], fastPath: false },
+    link,
+    new MemoryLeaseTable([]),
+    silentLogger,
+  );
+  try {
+    lan.setNodes([GN_DUAL]);
+    lan.attach(GN_DUAL.mac, Object.assign(new FakeAgent(), { deviceFd: () => 7 }));
+    assert.equal(calls, 0);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

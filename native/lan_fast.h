@@ -1,0 +1,33 @@
+// The adapter's IP fast path (lan_fast.c): plain unicast TCP/UDP packets between a general node on the LAN and its
+// C engine's packet pair, carried by the LAN reader thread (out) and the pair reader thread (in), never by the main
+// thread; whatever the fast path does not take goes to the TypeScript LAN service unchanged.
+#ifndef CYPHONIC_LAN_FAST_H
+#define CYPHONIC_LAN_FAST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <node_api.h>
+
+// The largest IP packet carried (LAN_MTU in src/adapter/lan-service.ts): longer ones get TypeScript's MTU rules.
+#define LAN_FAST_MTU 1400
+
+// Counters of one LAN socket's fast path (lanFastStats, same order as FAST_STATS in src/adapter/lan-port.ts).
+enum {
+  LAN_FAST_ST_OUT,       // LAN frames written into a general node's pair
+  LAN_FAST_ST_OUT_FULL,  // ... dropped: the pair's queue was full (as tx.device-full)
+  LAN_FAST_ST_OUT_ERR,   // ... refused by the pair otherwise
+  LAN_FAST_ST_IN,        // engine packets framed and sent on the LAN
+  LAN_FAST_ST_IN_ERR,    // ... the packet socket refused
+  LAN_FAST_ST_IN_GSO,    // GSO frames sent (each carries several of LAN_FAST_ST_IN)
+  LAN_FAST_ST_COUNT
+};
+
+// Frames out[i*slot], lens[i] bytes, i < n, read from LAN socket `fd`: carries those the fast path takes into their
+// general node's pair and moves the rest to the front (same order). Returns how many are left.
+size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t n);
+
+// Registers lanFastSet, lanFastClear, lanFastHits, lanFastStats, lanFastOut and lanFastIn.
+bool lan_fast_register(napi_env env, napi_value exports);
+
+#endif
