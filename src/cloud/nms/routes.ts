@@ -4,15 +4,17 @@
 //   initiator ──DirectionRequest──► NMS ──RouteDirectionResponder──► responder
 //   initiator ◄─RouteDirectionInitiator── NMS ◄──RouteConfirmation── responder
 
-import { randomBytes } from 'node:crypto';
-import { randomKey } from '../../crypto/index.js';
+import { randomFillSync } from 'node:crypto';
 import { PathType } from '../../protocol/constants.js';
 import type { Endpoint } from '../../protocol/endpoint.js';
 import type { DirectionRequest, RouteDirection } from '../../protocol/messages.js';
 import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
 import { choosePath, relayFor, type PathKind } from './paths.js';
 import { formatPortList } from '../../policy/policy.js';
-import { pairAllowance } from '../../policy/store.js';
+import { PolicyView } from './policy-view.js';
+
+/** Tunable: bytes of randomness drawn from the CSPRNG at once for path ids and Tunnel Keys (each byte used once). */
+const RANDOM_POOL = 4096;
 
 /** What route selection needs to relay a path (the NMS's RelayClient + allocateRelay); absent: no relayed paths. */
 export interface RelayAllocator {
@@ -76,14 +78,34 @@ export class RouteSelector {
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
 
-  constructor(private readonly c: RouteSelectorComponents) {}
+  /** Policy, tags and node records as of the store's policy revision (read once per selection). */
+  readonly view: PolicyView;
+  private readonly pool = Buffer.alloc(RANDOM_POOL);
+  private poolAt = RANDOM_POOL;
+
+  constructor(private readonly c: RouteSelectorComponents) {
+    this.view = new PolicyView(c.store);
+  }
+
+  /** `n` fresh random bytes (copied out of a pool filled by the CSPRNG; what was handed out is wiped in the pool). */
+  private random(n: number): Buffer {
+    if (this.poolAt + n > RANDOM_POOL) {
+      randomFillSync(this.pool);
+      this.poolAt = 0;
+    }
+    const out = Buffer.from(this.pool.subarray(this.poolAt, this.poolAt + n));
+    this.pool.fill(0, this.poolAt, this.poolAt + n);
+    this.poolAt += n;
+    return out;
+  }
 
   /** Runs one route selection for `initiator`; resolves when the responder confirmed or gave up. */
   async select(initiator: NodeRecord, initiatorReg: RegistrationRecord, req: DirectionRequest): Promise<RouteOutcome> {
+    await this.view.refresh();
     const responder = await this.findTarget(req);
     if (!responder || responder.id === initiator.id) return { ok: false, status: 'unknown-peer', reason: `no node ${req.targetFqdn ?? req.targetVip}` };
     // The policy: no route between nodes no rule connects (either way); each end learns what the other may open to it.
-    const allow = await pairAllowance(this.c.store, initiator.name, responder.name);
+    const allow = await this.view.pairAllowance(initiator.name, responder.name);
     if (!allow.connected) return { ok: false, status: 'policy', reason: `the policy connects ${initiator.name} and ${responder.name} in neither direction` };
     const allowIn = { toInitiator: formatPortList(allow.bToA), toResponder: formatPortList(allow.aToB) };
     const reg = await this.c.store.getRegistration(responder.id);
@@ -92,8 +114,8 @@ export class RouteSelector {
     }
     const [initCert, respCert] = await Promise.all([this.currentCert(initiator.id), this.currentCert(responder.id)]);
     if (!initCert || !respCert) return { ok: false, status: 'refused', reason: 'no valid certificate on record' };
-    const pathId = randomBytes(8).readBigUInt64BE() | 1n; // never 0
-    const tunnelKey = randomKey(32);
+    const pathId = this.random(8).readBigUInt64BE() | 1n; // never 0
+    const tunnelKey = this.random(32);
     const plan = choosePath(initiatorReg, reg, { relayOnly: req.relayOnly === true });
     const base = { pathId, tunnelKey };
     const inR = { allowIn: allowIn.toResponder };
@@ -177,11 +199,11 @@ export class RouteSelector {
   }
 
   private async findTarget(req: DirectionRequest): Promise<NodeRecord | null> {
-    if (req.targetVip) return this.c.store.getNodeByVip(req.targetVip);
+    if (req.targetVip) return this.view.nodeByVip(req.targetVip);
     const fqdn = (req.targetFqdn ?? '').toLowerCase().replace(/\.$/, '');
     const suffix = `.${this.c.domain}`;
     if (!fqdn.endsWith(suffix)) return null;
-    return this.c.store.getNodeByName(fqdn.slice(0, -suffix.length));
+    return this.view.nodeByName(fqdn.slice(0, -suffix.length));
   }
 
   private peerFields(n: NodeRecord, reg: RegistrationRecord, endpoints: Endpoint[]): Pick<RouteDirection, 'peerNodeId' | 'peerName' | 'peerFqdn' | 'peerVip4' | 'peerVip6' | 'peerEndpoints'> {
