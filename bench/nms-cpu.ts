@@ -78,7 +78,7 @@ async function main(): Promise<void> {
     const up = (i: number, type: MessageType, body: Buffer, txid = 1): Buffer => sealFrame(keys[i]!.up, { type, txid, seq: ++seq, id: BigInt(ids[i]!) }, body);
 
     let clientUs = 0; // what the simulated responders spend (taken out of the NMS's figure)
-    let service: NmsService;
+    const sendTo = { service: null as NmsService | null };
     const send = (d: Buffer, to: Endpoint): void => {
       const t0 = process.hrtime.bigint();
       const i = byEp.get(endpointKey(to));
@@ -88,9 +88,10 @@ async function main(): Promise<void> {
       const rd = decodeBody(MessageType.RouteDirectionResponder, openFrame(keys[i]!.down, f.header, f.headerBytes, f.body));
       const conf = up(i, MessageType.RouteConfirmation, encodeBody(MessageType.RouteConfirmation, { pathId: rd.pathId, accepted: true }), f.header.txid);
       clientUs += Number(process.hrtime.bigint() - t0) / 1000;
-      void service.handle(conf, to);
+      void sendTo.service?.handle(conf, to);
     };
-    service = new NmsService({ domain: DOMAIN }, { store, logger: silentLogger, send });
+    const service = new NmsService({ domain: DOMAIN }, { store, logger: silentLogger, send });
+    sendTo.service = service;
 
     const phase = async (name: string, n: number, fn: (i: number) => Promise<unknown>): Promise<void> => {
       clientUs = 0;
