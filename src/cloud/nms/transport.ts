@@ -85,11 +85,6 @@ export class NmsTransport {
     return { port: sock.address().port };
   }
 
-  /** sendmmsg calls made and datagrams they carried (null: no send queue). */
-  sendStats(): { batches: number; sent: number } | null {
-    return this.queue ? { batches: this.queue.batches, sent: this.queue.sent } : null;
-  }
-
   async stop(): Promise<void> {
     this.queue?.flush();
     this.queue = null;
