@@ -204,7 +204,7 @@ export class RouteSelector {
 
   /**
    * One end's Route Direction about peer `n` (one object literal of a fixed shape: spreading partial objects into it
-   * was a tenth of a selection's CPU).
+   * was about 5 % of a selection's CPU in a profile).
    */
   private direction(
     pathId: bigint,
