@@ -16,6 +16,7 @@
 #include <linux/udp.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include <node_api.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "batch_io.h"
@@ -298,9 +300,28 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 /* ---------- AES-256-GCM with reused contexts ---------- */
 
 typedef struct {
-  EVP_CIPHER_CTX *enc;  // key schedule set once; each seal only sets the IV
-  EVP_CIPHER_CTX *dec;
+  EVP_CIPHER_CTX *enc;  // key schedule set once; each seal only sets the IV (NULL: a key that only opens)
+  EVP_CIPHER_CTX *dec;  // NULL: a key that only seals
+  int closed;
 } aead_t;
+
+// AES-256-GCM and SHA-256 fetched once: with OpenSSL 3 the EVP_aes_256_gcm()/EVP_sha256() handles make every
+// EncryptInit/DigestInit look the algorithm up in the provider again (about half of a context's setup time).
+static EVP_CIPHER *gcm_cipher;
+static EVP_MD *sha256_md;
+static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
+static void fetch_algs(void) {
+  gcm_cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+  sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+static const EVP_CIPHER *aes_256_gcm(void) {
+  pthread_once(&algs_once, fetch_algs);
+  return gcm_cipher != NULL ? gcm_cipher : EVP_aes_256_gcm();
+}
+static const EVP_MD *sha_256(void) {
+  pthread_once(&algs_once, fetch_algs);
+  return sha256_md != NULL ? sha256_md : EVP_sha256();
+}
 
 // Tags the external so a foreign external (or a plain object) can never be taken for an aead_t.
 static const napi_type_tag AEAD_TAG = {0x6379706f6e696331ULL, 0x616561645f63747aULL};
@@ -309,6 +330,7 @@ static void aead_free_ctx(aead_t *a) {
   EVP_CIPHER_CTX_free(a->enc);  // EVP_CIPHER_CTX_free cleanses the key schedule
   EVP_CIPHER_CTX_free(a->dec);
   a->enc = a->dec = NULL;
+  a->closed = 1;
 }
 
 static void aead_finalize(napi_env env, void *data, void *hint) {
@@ -329,19 +351,30 @@ static aead_t *get_aead(napi_env env, napi_value v, int allow_destroyed) {
     return NULL;
   }
   aead_t *a = data;
-  if (a->enc == NULL && !allow_destroyed) {
+  if (a->closed && !allow_destroyed) {
     napi_throw_error(env, "ERR_CLOSED", "AEAD handle was destroyed");
     return NULL;
   }
   return a;
 }
 
-// aeadCreate(key: 32 bytes) -> external handle.
+// aeadCreate(key: 32 bytes, mode?: 0 both | 1 seal only | 2 open only) -> external handle. A one-way key sets up
+// one OpenSSL context instead of two (the NMS seals with one derived key and opens with the other).
 static napi_value aead_create(napi_env env, napi_callback_info info) {
-  napi_value argv[1], ext;
+  napi_value argv[2], ext;
   uint8_t *key;
-  size_t len;
-  if (!get_args(env, info, 1, argv) || !get_bytes(env, argv[0], &key, &len, "key")) return NULL;
+  size_t len, argc = 2;
+  int64_t mode = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) {
+    arg_error(env, 0, "aeadCreate: key required");
+    return NULL;
+  }
+  if (!get_bytes(env, argv[0], &key, &len, "key")) return NULL;
+  if (argc >= 2) {
+    napi_valuetype t;
+    napi_typeof(env, argv[1], &t);
+    if (t != napi_undefined && !get_int(env, argv[1], 0, 2, &mode, "mode")) return NULL;
+  }
   if (len != KEY_LEN) {
     arg_error(env, 1, "aeadCreate: key must be 32 bytes");
     return NULL;
@@ -351,11 +384,11 @@ static napi_value aead_create(napi_env env, napi_callback_info info) {
     throw_errno(env, "calloc", ENOMEM);
     return NULL;
   }
-  a->enc = EVP_CIPHER_CTX_new();
-  a->dec = EVP_CIPHER_CTX_new();
+  if (mode != 2) a->enc = EVP_CIPHER_CTX_new();
+  if (mode != 1) a->dec = EVP_CIPHER_CTX_new();
   // The default GCM IV length is 12, which is what we use.
-  if (a->enc == NULL || a->dec == NULL || EVP_EncryptInit_ex(a->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
-      EVP_DecryptInit_ex(a->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1) {
+  if ((mode != 2 && (a->enc == NULL || EVP_EncryptInit_ex(a->enc, aes_256_gcm(), NULL, key, NULL) != 1)) ||
+      (mode != 1 && (a->dec == NULL || EVP_DecryptInit_ex(a->dec, aes_256_gcm(), NULL, key, NULL) != 1))) {
     aead_free_ctx(a);
     free(a);
     napi_throw_error(env, "ERR_CRYPTO", "aeadCreate: OpenSSL context setup failed");
@@ -436,6 +469,10 @@ static napi_value aead_seal(napi_env env, napi_callback_info info) {
     return NULL;
   }
   EVP_CIPHER_CTX *c = r.a->enc;
+  if (c == NULL) {
+    napi_throw_error(env, "ERR_AEAD_DIRECTION", "aeadSeal: this key only opens");
+    return NULL;
+  }
   if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, r.nonce) != 1 ||
       (r.aad_len > 0 && EVP_EncryptUpdate(c, NULL, &n, r.aad, (int)r.aad_len) != 1) ||
       (r.in_len > 0 && EVP_EncryptUpdate(c, r.out, &n, r.in, (int)r.in_len) != 1) ||
@@ -467,6 +504,10 @@ static napi_value aead_open(napi_env env, napi_callback_info info) {
   }
   memcpy(tag, r.in + ct_len, TAG_LEN);  // copied first: in-place decryption may not clobber it, but be safe
   EVP_CIPHER_CTX *c = r.a->dec;
+  if (c == NULL) {
+    napi_throw_error(env, "ERR_AEAD_DIRECTION", "aeadOpen: this key only seals");
+    return NULL;
+  }
   int ok = EVP_DecryptInit_ex(c, NULL, NULL, NULL, r.nonce) == 1 &&
            (r.aad_len == 0 || EVP_DecryptUpdate(c, NULL, &n, r.aad, (int)r.aad_len) == 1) &&
            (ct_len == 0 || EVP_DecryptUpdate(c, r.out, &n, r.in, (int)ct_len) == 1) &&
@@ -821,6 +862,121 @@ static napi_value udp_send_many(napi_env env, napi_callback_info info) {
   return num(env, udp_send_batch((int)fd, iov, (int)count, &ss, sl, gso));
 }
 
+// udpSendEach(fd, buf, offsets: Uint32Array, lengths: Uint32Array, count, addrs: 16 bytes each, ports: Uint32Array,
+// v6: boolean, stats: Uint32Array) -> how many datagrams were dealt with (sent, or refused for good: counted in
+// stats[0]). Datagram i (buf[offsets[i]], lengths[i] bytes) goes to addrs[16i..] port ports[i], each to its own
+// destination, in sendmmsg calls of up to MAX_SEND: the NMS answers a burst of nodes with a few syscalls. With v6 the
+// address is an IPv6 one (IPv4 as ::ffff:a.b.c.d on a dual-stack socket), else its first 4 bytes are IPv4. Stops
+// early (returns less than count) only when the socket's buffer is full (EAGAIN): the caller sends the rest its way.
+static napi_value udp_send_each(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  uint8_t *buf, *addrs;
+  uint32_t *offs, *lens, *ports, *stats;
+  size_t len, alen, no, nl, np, ns;
+  int64_t fd, count;
+  bool v6 = false;
+  if (!get_args(env, info, 9, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+      !get_bytes(env, argv[1], &buf, &len, "buf") || !get_u32s(env, argv[2], &offs, &no, "offsets") ||
+      !get_u32s(env, argv[3], &lens, &nl, "lengths") || !get_int(env, argv[4], 0, INT_MAX, &count, "count") ||
+      !get_bytes(env, argv[5], &addrs, &alen, "addrs") || !get_u32s(env, argv[6], &ports, &np, "ports") ||
+      !get_u32s(env, argv[8], &stats, &ns, "stats"))
+    return NULL;
+  napi_get_value_bool(env, argv[7], &v6);
+  if ((size_t)count > no || (size_t)count > nl || (size_t)count > np || (size_t)count > alen / 16 || ns < 1) {
+    arg_error(env, 1, "udpSendEach: count beyond offsets/lengths/addrs/ports, or no stats");
+    return NULL;
+  }
+  for (int64_t i = 0; i < count; i++) {
+    if ((size_t)offs[i] > len || (size_t)lens[i] > len - (size_t)offs[i] || ports[i] < 1 || ports[i] > 65535) {
+      arg_error(env, 1, "udpSendEach: a datagram lies outside buf or has a bad port");
+      return NULL;
+    }
+  }
+  struct mmsghdr msgs[MAX_SEND];
+  struct iovec iov[MAX_SEND];
+  struct sockaddr_storage to[MAX_SEND];
+  int64_t done = 0;
+  while (done < count) {
+    int n = count - done > MAX_SEND ? MAX_SEND : (int)(count - done);
+    memset(msgs, 0, sizeof msgs[0] * (size_t)n);
+    for (int k = 0; k < n; k++) {
+      int64_t i = done + k;
+      iov[k].iov_base = buf + offs[i];
+      iov[k].iov_len = lens[i];
+      msgs[k].msg_hdr.msg_name = &to[k];
+      msgs[k].msg_hdr.msg_namelen = fill_sockaddr(&to[k], addrs + 16 * i, v6 ? 16 : 4, ports[i]);
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+    }
+    int r = sendmmsg((int)fd, msgs, (unsigned)n, MSG_DONTWAIT);
+    if (r > 0) {
+      done += r;
+    } else if (r < 0 && errno == EINTR) {
+      continue;
+    } else if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+      break;  // the socket's buffer is full: the caller queues the rest
+    } else {
+      stats[0]++;  // this datagram is refused (bad destination, unreachable): the others still go
+      done++;
+    }
+  }
+  return num(env, (double)done);
+}
+
+/* HMAC-SHA-256 on one reused (per thread) digest context: HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)), with K
+   at most one block (here: 32-byte secrets and salts). Parts of m are given as (pointer, length) pairs. */
+static __thread EVP_MD_CTX *hmac_md;
+
+static int hmac_sha256(const uint8_t *key, size_t klen, const uint8_t *m1, size_t l1, const uint8_t *m2, size_t l2,
+                       uint8_t out[32]) {
+  uint8_t pad[64], inner[32];
+  unsigned int ol = 0;
+  if (klen > 64) return 0;
+  if (hmac_md == NULL && (hmac_md = EVP_MD_CTX_new()) == NULL) return 0;
+  memset(pad, 0x36, sizeof pad);
+  for (size_t i = 0; i < klen; i++) pad[i] ^= key[i];
+  int ok = EVP_DigestInit_ex(hmac_md, sha_256(), NULL) == 1 && EVP_DigestUpdate(hmac_md, pad, 64) == 1 &&
+           (l1 == 0 || EVP_DigestUpdate(hmac_md, m1, l1) == 1) && (l2 == 0 || EVP_DigestUpdate(hmac_md, m2, l2) == 1) &&
+           EVP_DigestFinal_ex(hmac_md, inner, &ol) == 1;
+  memset(pad, 0x5c, sizeof pad);
+  for (size_t i = 0; i < klen; i++) pad[i] ^= key[i];
+  ok = ok && EVP_DigestInit_ex(hmac_md, sha_256(), NULL) == 1 && EVP_DigestUpdate(hmac_md, pad, 64) == 1 &&
+       EVP_DigestUpdate(hmac_md, inner, 32) == 1 && EVP_DigestFinal_ex(hmac_md, out, &ol) == 1;
+  OPENSSL_cleanse(pad, sizeof pad);
+  OPENSSL_cleanse(inner, sizeof inner);
+  return ok;
+}
+
+// hkdfSha256Pair(secret, salt, infoA, infoB, out: 64 bytes): HKDF-SHA-256 (RFC 5869) of `secret` into two 32-byte
+// keys, out[0..32) with infoA and out[32..64) with infoB: one extract and two single-block expands, T(1) = HMAC(PRK,
+// info || 0x01). An empty salt is 32 zero bytes, as the RFC says. Salt at most 64 bytes, infos at most 255.
+static napi_value hkdf_sha256_pair(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  uint8_t *secret, *salt, *ia, *ib, *out, prk[32], zero[32] = {0}, a[256], b[256];
+  size_t sl, sal, la, lb, ol;
+  if (!get_args(env, info, 5, argv) || !get_bytes(env, argv[0], &secret, &sl, "secret") ||
+      !get_bytes(env, argv[1], &salt, &sal, "salt") || !get_bytes(env, argv[2], &ia, &la, "infoA") ||
+      !get_bytes(env, argv[3], &ib, &lb, "infoB") || !get_bytes(env, argv[4], &out, &ol, "out"))
+    return NULL;
+  if (sal > 64 || la > 255 || lb > 255 || ol < 64) {
+    arg_error(env, 1, "hkdfSha256Pair: salt over 64 bytes, info over 255, or out under 64");
+    return NULL;
+  }
+  memcpy(a, ia, la);
+  a[la] = 1;
+  memcpy(b, ib, lb);
+  b[lb] = 1;
+  int ok = hmac_sha256(sal ? salt : zero, sal ? sal : sizeof zero, secret, sl, NULL, 0, prk) &&
+           hmac_sha256(prk, 32, a, la + 1, NULL, 0, out) && hmac_sha256(prk, 32, b, lb + 1, NULL, 0, out + 32);
+  OPENSSL_cleanse(prk, sizeof prk);
+  if (!ok) {
+    memset(out, 0, 64);
+    napi_throw_error(env, "ERR_CRYPTO", "hkdfSha256Pair: OpenSSL failure");
+    return NULL;
+  }
+  return NULL;
+}
+
 // vnetSegment(buf, offset, length, out, outSlot, outLengths: Uint32Array) -> count of plain IP packets written to
 // out (packet i at out[i*outSlot]), or -1 (malformed) / -2 (more segments than slots). See offload.c.
 static napi_value vnet_segment_js(napi_env env, napi_callback_info info) {
@@ -886,7 +1042,8 @@ NAPI_MODULE_INIT() {
       {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port},
       {"udpSend", udp_send},       {"fdClose", fd_close},       {"eventfdCreate", eventfd_create},
       {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, 
-      {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSetGro", udp_set_gro},
+      {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSendEach", udp_send_each},
+      {"hkdfSha256Pair", hkdf_sha256_pair},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
                      {"packetOpen", packet_open}, {"packetPair", packet_pair},         {"packetRead", packet_read},
   };

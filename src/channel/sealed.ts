@@ -4,6 +4,7 @@
 import { createHmac } from 'node:crypto';
 import { AeadKey, nonceFromSeq } from '../crypto/index.js';
 import { FastAeadKey } from '../crypto/fast-aead.js';
+import { loadNativeAddon } from '../native/addon.js';
 import { encodeHeader, type Header } from '../protocol/header.js';
 import { AEAD_TAG_LEN, HEADER_LEN, PROTOCOL_VERSION, type MessageType } from '../protocol/constants.js';
 import { CryptoError } from '../util/errors.js';
@@ -26,6 +27,18 @@ export interface ChannelLabels {
 export type FrameKey = AeadKey | FastAeadKey;
 
 const ONE = Buffer.from([1]);
+/** The addon's HKDF pair (the same bytes in one native call, ~2 µs instead of ~10 µs of node:crypto Hmac objects). */
+const hkdfPair = loadNativeAddon()?.hkdfSha256Pair ?? null;
+/** Infos as bytes, by string (a handful of constant labels). */
+const INFOS = new Map<string, Buffer>();
+function infoBytes(info: string): Buffer {
+  let b = INFOS.get(info);
+  if (!b) {
+    b = Buffer.from(info, 'utf8');
+    if (INFOS.size < 64) INFOS.set(info, b);
+  }
+  return b;
+}
 const ZERO_SALT = Buffer.alloc(32);
 
 /**
@@ -34,6 +47,11 @@ const ZERO_SALT = Buffer.alloc(32);
  * derives these once per node). An empty salt is HashLen zeros, as the RFC says.
  */
 function deriveTwo(secret: Buffer, salt: Buffer, infoA: string, infoB: string): [Buffer, Buffer] {
+  if (hkdfPair && salt.length <= 64) {
+    const out = Buffer.allocUnsafe(64);
+    hkdfPair(secret, salt, infoBytes(infoA), infoBytes(infoB), out);
+    return [out.subarray(0, 32), out.subarray(32)];
+  }
   const prk = createHmac('sha256', salt.length ? salt : ZERO_SALT).update(secret).digest();
   const a = createHmac('sha256', prk).update(infoA, 'utf8').update(ONE).digest();
   const b = createHmac('sha256', prk).update(infoB, 'utf8').update(ONE).digest();
@@ -48,11 +66,15 @@ function deriveTwo(secret: Buffer, salt: Buffer, infoA: string, infoB: string): 
 export class ChannelKeys {
   readonly up: FastAeadKey;
   readonly down: FastAeadKey;
-  constructor(commonKey: Buffer, labels: ChannelLabels = {}) {
+  /**
+   * `side`: 'cloud' for the end that only opens `up` and only seals `down` (the NMS: one OpenSSL context per key
+   * instead of two); 'both' keeps every operation on both keys. @default 'both'
+   */
+  constructor(commonKey: Buffer, labels: ChannelLabels = {}, side: 'both' | 'cloud' = 'both') {
     if (commonKey.length !== 32) throw new CryptoError('common key must be 32 bytes', 'ERR_KEY_LENGTH');
     const [up, down] = deriveTwo(commonKey, labels.salt ?? NO_SALT, labels.up ?? INFO_UP, labels.down ?? INFO_DOWN);
-    this.up = new FastAeadKey(up);
-    this.down = new FastAeadKey(down);
+    this.up = new FastAeadKey(up, side === 'cloud' ? 'open' : 'both');
+    this.down = new FastAeadKey(down, side === 'cloud' ? 'seal' : 'both');
     up.fill(0);
     down.fill(0);
   }

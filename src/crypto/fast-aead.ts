@@ -13,6 +13,9 @@ export const FAST_AEAD_NATIVE: boolean = native !== null;
 
 const EMPTY = Buffer.alloc(0);
 
+/** Which operations a FastAeadKey is for. */
+export type FastAeadUse = 'both' | 'seal' | 'open';
+
 function argError(err: unknown): CryptoError {
   const msg = err instanceof Error ? err.message : String(err);
   return new CryptoError(`AEAD: ${msg}`, 'ERR_AEAD_ARG');
@@ -32,12 +35,18 @@ export class FastAeadKey {
   #handle: NativeAeadHandle | null = null;
   #fallback: AeadKey | null = null;
   #destroyed = false;
+  readonly #use: FastAeadUse;
 
-  constructor(key: Buffer) {
+  /**
+   * `use`: 'seal' or 'open' for a key used one way only (the native side then sets up one OpenSSL context, not two);
+   * the other operation throws CryptoError ERR_AEAD_DIRECTION. @default 'both'
+   */
+  constructor(key: Buffer, use: FastAeadUse = 'both') {
     if (!Buffer.isBuffer(key) || key.length !== AEAD_KEY_LEN) {
       throw new CryptoError(`AEAD key must be ${AEAD_KEY_LEN} bytes`, 'ERR_AEAD_KEY');
     }
-    if (native) this.#handle = native.aeadCreate(key);
+    this.#use = use;
+    if (native) this.#handle = use === 'both' ? native.aeadCreate(key) : native.aeadCreate(key, use === 'seal' ? 1 : 2);
     else this.#fallback = new AeadKey(key);
   }
 
@@ -68,6 +77,7 @@ export class FastAeadKey {
   /** Writes ciphertext || tag at out[outOffset..] and returns the byte count (plaintext.length + 16). */
   sealInto(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset = 0): number {
     const h = this.#live();
+    if (this.#use === 'open') throw new CryptoError('AEAD: this key only opens', 'ERR_AEAD_DIRECTION');
     if (h !== null) {
       try {
         return native!.aeadSeal(h, nonce, aad ?? EMPTY, plaintext, out, outOffset);
@@ -84,6 +94,7 @@ export class FastAeadKey {
   /** Verifies `sealed` (ciphertext || tag), writes the plaintext at out[outOffset..], returns its length or -1. */
   openInto(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset = 0): number {
     const h = this.#live();
+    if (this.#use === 'seal') throw new CryptoError('AEAD: this key only seals', 'ERR_AEAD_DIRECTION');
     if (h !== null) {
       try {
         return native!.aeadOpen(h, nonce, aad ?? EMPTY, sealed, out, outOffset);

@@ -23,7 +23,8 @@ export interface NativeAddon {
   packetOpen?(ifname: string): number;
   /** One frame from a packet socket (0 = timeout or oversized); status[0] = its tp_status (8: checksum left to offload). */
   packetRead?(fd: number, buf: Uint8Array, timeoutMs: number, status: Uint32Array): number;
-  aeadCreate(key: Uint8Array): NativeAeadHandle;
+  /** mode: 0 (default) seals and opens, 1 only seals, 2 only opens (one OpenSSL context instead of two). */
+  aeadCreate(key: Uint8Array, mode?: 0 | 1 | 2): NativeAeadHandle;
   aeadDestroy(handle: NativeAeadHandle): void;
   aeadSeal(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, off: number): number;
   aeadOpen(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array, off: number): number;
@@ -55,6 +56,12 @@ export interface NativeAddon {
   /** sendmmsg of `count` (<= 256) datagrams (buf[offsets[i]], lengths[i]) to one destination; returns how many
    *  went. With gso, runs of equal-sized datagrams go as single UDP GSO sends (plain sendmmsg if the kernel refuses). */
   udpSendMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addr: Uint8Array, port: number, gso: boolean): number;
+  /** sendmmsg of `count` datagrams (buf[offsets[i]], lengths[i]), each to its own destination: addrs[16i..] (IPv6,
+   *  IPv4-mapped on a dual-stack socket; with v6 false the first 4 bytes are IPv4), ports[i]. Returns how many were
+   *  dealt with (sent, or refused for good: counted in stats[0]); less than count only when the socket buffer is full. */
+  udpSendEach?(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addrs: Uint8Array, ports: Uint32Array, v6: boolean, stats: Uint32Array): number;
+  /** HKDF-SHA-256 (RFC 5869) of secret into two 32-byte keys: out[0..32) with infoA, out[32..64) with infoB. */
+  hkdfSha256Pair?(secret: Uint8Array, salt: Uint8Array, infoA: Uint8Array, infoB: Uint8Array, out: Uint8Array): void;
   /** Turns on UDP_GRO for the socket; false when the kernel refuses. */
   udpSetGro(fd: number): boolean;
   /** Splits one virtio_net_hdr packet from the TUN into plain packets (i at out[i*outSlot]); count, -1 malformed, -2 too many. */

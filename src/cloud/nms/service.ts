@@ -658,7 +658,7 @@ export class NmsService {
       if (!first) return null;
       const raced = this.sessions.get(nodeId);
       if (raced && raced.keyBytes.equals(first.key.key)) return raced;
-      const s: Session = { nodeId, keyBytes: first.key.key, keys: new ChannelKeys(first.key.key), expiresAt: first.key.expiresAt, guard: new ReplayGuard(first.lastSeq ?? 0n, this.now), fresh: true, node: first.node };
+      const s: Session = { nodeId, keyBytes: first.key.key, keys: new ChannelKeys(first.key.key, {}, 'cloud'), expiresAt: first.key.expiresAt, guard: new ReplayGuard(first.lastSeq ?? 0n, this.now), fresh: true, node: first.node };
       this.sessions.set(nodeId, s);
       return s;
     }
@@ -666,7 +666,7 @@ export class NmsService {
     const rec = await this.c.store.getCommonKey(nodeId);
     if (!rec) return null;
     if (cached.keyBytes.equals(rec.key)) return cached;
-    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
+    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key, {}, 'cloud'), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
     if (cached.node) s.node = cached.node;
     this.sessions.set(nodeId, s);
     return s;

@@ -7,6 +7,7 @@ import { mapForDualStack, unmapV4 } from '../../util/addr.js';
 import { describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
 import type { NmsService } from './service.js';
+import { dgramFd, SendQueue } from './send-queue.js';
 
 export interface NmsTransportInit {
   /** @default '::' */
@@ -20,6 +21,8 @@ export interface NmsTransportInit {
 export class NmsTransport {
   private sock: dgram.Socket | null = null;
   private dualStack = true;
+  /** Datagrams of one event-loop turn go out in sendmmsg calls (null: the addon is missing; one send each). */
+  private queue: SendQueue | null = null;
 
   /** Sends a datagram from the NMS socket (the service pushes Route Directions through it). */
   send(datagram: Buffer, to: Endpoint): void {
@@ -28,6 +31,13 @@ export class NmsTransport {
 
   /** A send never throws out of a handler: a bad port or address is counted, never fatal to the process. */
   private sendRaw(datagram: Buffer, port: number, address: string): void {
+    if (!this.sock) return;
+    if (this.queue) return this.queue.send(datagram, port, address);
+    this.sendOne(datagram, port, address);
+  }
+
+  /** One datagram through the dgram socket. */
+  private sendOne(datagram: Buffer, port: number, address: string): void {
     if (!this.sock) return;
     try {
       this.sock.send(datagram, port, address);
@@ -67,10 +77,17 @@ export class NmsTransport {
       sock.once('error', reject);
       sock.bind({ address: host, port: this.init.port ?? 4502 }, () => resolve());
     });
+    if (process.env['CYPHONIC_NMS_SEND_QUEUE'] !== 'off') {
+      this.queue = SendQueue.create(dgramFd(sock), this.dualStack, (d, p, a) => this.sendOne(d, p, a), (n) => {
+        this.service.counters.inc('error.send', n);
+      });
+    }
     return { port: sock.address().port };
   }
 
   async stop(): Promise<void> {
+    this.queue?.flush();
+    this.queue = null;
     const s = this.sock;
     this.sock = null;
     if (s) await new Promise<void>((r) => s.close(() => r()));

@@ -9,6 +9,7 @@ import { AeadKey, hkdf } from '../../../src/crypto/index.js';
 import { MessageType } from '../../../src/protocol/constants.js';
 import { splitFrame } from '../../../src/protocol/header.js';
 import { CryptoError } from '../../../src/util/errors.js';
+import { loadNativeAddon } from '../../../src/native/addon.js';
 
 describe('sealed frames', () => {
   for (const salt of [undefined, Buffer.from('a salt of some length'), randomBytes(64)]) {
@@ -33,4 +34,34 @@ describe('sealed frames', () => {
       }
     });
   }
+
+  test("the cloud's keys (one context each) open up and seal down with the same bytes, and refuse the other way", () => {
+    const secret = randomBytes(32);
+    const both = new ChannelKeys(secret);
+    const cloud = new ChannelKeys(secret, {}, 'cloud');
+    const body = randomBytes(50);
+    const fields = { type: MessageType.RegistrationRequest, txid: 3, seq: 987_654_321n, id: 9n };
+    const up = splitFrame(sealFrame(both.up, fields, body));
+    assert.deepEqual(openFrame(cloud.up, up.header, up.headerBytes, up.body), body);
+    assert.deepEqual(sealFrame(cloud.down, fields, body), sealFrame(both.down, fields, body));
+    assert.throws(() => sealFrame(cloud.up, fields, body), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_AEAD_DIRECTION');
+    const down = splitFrame(sealFrame(both.down, fields, body));
+    assert.throws(() => openFrame(cloud.down, down.header, down.headerBytes, down.body), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_AEAD_DIRECTION');
+  });
+
+  test('the native HKDF pair is RFC 5869 HKDF-SHA-256 and refuses what it cannot take', { skip: loadNativeAddon()?.hkdfSha256Pair ? false : 'no addon' }, () => {
+    const pair = loadNativeAddon()!.hkdfSha256Pair!;
+    for (const salt of [Buffer.alloc(0), randomBytes(1), randomBytes(32), randomBytes(64)]) {
+      for (const len of [0, 1, 32, 100]) {
+        const secret = randomBytes(len);
+        const out = Buffer.alloc(64);
+        pair(secret, salt, Buffer.from('info a'), Buffer.from(''), out);
+        assert.deepEqual(out.subarray(0, 32), hkdf(secret, salt, 'info a', 32));
+        assert.deepEqual(out.subarray(32), hkdf(secret, salt, '', 32));
+      }
+    }
+    assert.throws(() => pair(randomBytes(32), randomBytes(65), Buffer.alloc(1), Buffer.alloc(1), Buffer.alloc(64)), /salt/);
+    assert.throws(() => pair(randomBytes(32), Buffer.alloc(0), Buffer.alloc(256), Buffer.alloc(1), Buffer.alloc(64)), /info/);
+    assert.throws(() => pair(randomBytes(32), Buffer.alloc(0), Buffer.alloc(1), Buffer.alloc(1), Buffer.alloc(63)), /out/);
+  });
 });

@@ -1,0 +1,106 @@
+// What route selection reads about the policy and the nodes, kept in memory for as long as the store's policy
+// revision (policy.rev) stays the same: the running policy (parsed once), each node's tags, and node records by
+// name and by virtual IP. Every change of the policy or of tags, and every deletion of a node, writes its data first
+// and bumps the revision after (policy/store.ts, general-nodes.ts, `cloud revoke`), so one read of the revision per
+// route selection tells whether anything here may be stale: a selection then sees what a fresh read would, as of
+// that read. Names and addresses of a node never change for its id; a node that does not exist is never cached
+// (it is read again, so a node created since is found). Bounded: the caches are dropped whole when full.
+
+import type { NodeRecord, Store } from '../../store/types.js';
+import { allowedPorts, connected, type Policy, type Subject } from '../../policy/policy.js';
+import { loadPolicy, POLICY_REV_KEY, type PairAllowance } from '../../policy/store.js';
+import { normalizeIp } from '../../protocol/ip.js';
+
+/** Tunable: node records and tag sets kept at once (each ~0.3 kB; dropped whole when full). */
+export const POLICY_VIEW_MAX = 200_000;
+
+export class PolicyView {
+  /** The revision the cached data belongs to; undefined before the first read. */
+  private rev: string | null | undefined = undefined;
+  private policy: Policy | null = null;
+  private readonly tags = new Map<string, readonly string[]>();
+  private readonly byName = new Map<string, NodeRecord>();
+  private readonly byVip = new Map<string, NodeRecord>();
+  /** Reads of the store this view saved and made (the bench and tests look). */
+  hits = 0;
+  misses = 0;
+
+  constructor(private readonly store: Store) {}
+
+  /** Reads the revision once: forgets everything cached under another one. Call at the start of each selection. */
+  async refresh(): Promise<void> {
+    const rev = await this.store.getMeta(POLICY_REV_KEY);
+    if (rev === this.rev) return;
+    this.rev = rev;
+    this.policy = null;
+    this.tags.clear();
+    this.byName.clear();
+    this.byVip.clear();
+  }
+
+  async nodeByName(name: string): Promise<NodeRecord | null> {
+    const hit = this.byName.get(name);
+    if (hit) return this.hit(hit);
+    this.misses++;
+    const rev = this.rev;
+    const n = await this.store.getNodeByName(name);
+    if (n && rev === this.rev) this.remember(n); // not if the revision moved while we read
+    return n;
+  }
+
+  async nodeByVip(address: string): Promise<NodeRecord | null> {
+    const key = normalizeIp(address);
+    const hit = key === undefined ? undefined : this.byVip.get(key);
+    if (hit) return this.hit(hit);
+    this.misses++;
+    const rev = this.rev;
+    const n = await this.store.getNodeByVip(address);
+    if (n && rev === this.rev) this.remember(n);
+    return n;
+  }
+
+  /** The same answer as policy/store.ts pairAllowance(), from the cached policy and tags. */
+  async pairAllowance(a: string, b: string): Promise<PairAllowance> {
+    const rev = this.rev;
+    const [policy, ta, tb] = await Promise.all([this.policy ? this.hit(this.policy) : this.loadPolicy(rev), this.tagsOf(a, rev), this.tagsOf(b, rev)]);
+    const sa: Subject = { name: a, tags: ta };
+    const sb: Subject = { name: b, tags: tb };
+    return { connected: connected(policy, sa, sb), aToB: allowedPorts(policy, sa, sb), bToA: allowedPorts(policy, sb, sa) };
+  }
+
+  private async loadPolicy(rev: string | null | undefined): Promise<Policy> {
+    this.misses++;
+    const p = await loadPolicy(this.store);
+    if (rev === this.rev) this.policy = p; // not if the revision moved while we read
+    return p;
+  }
+
+  private async tagsOf(name: string, rev: string | null | undefined): Promise<readonly string[]> {
+    const hit = this.tags.get(name);
+    if (hit) return this.hit(hit);
+    this.misses++;
+    const t = await this.store.getNodeTags(name);
+    if (rev === this.rev) {
+      if (this.tags.size >= POLICY_VIEW_MAX) this.tags.clear();
+      this.tags.set(name, t);
+    }
+    return t;
+  }
+
+  private remember(n: NodeRecord): void {
+    if (this.byName.size >= POLICY_VIEW_MAX) {
+      this.byName.clear();
+      this.byVip.clear();
+    }
+    this.byName.set(n.name, n);
+    for (const v of [n.vip4, n.vip6]) {
+      const k = v ? normalizeIp(v) : undefined;
+      if (k !== undefined) this.byVip.set(k, n);
+    }
+  }
+
+  private hit<T>(v: T): T {
+    this.hits++;
+    return v;
+  }
+}
