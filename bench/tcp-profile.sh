@@ -1,0 +1,81 @@
+#!/bin/bash
+# Where a TCP stream's time goes: runs bench/dataplane (cyphonic only, one 20 s TCP stream first), samples the whole
+# machine with `perf record -a -g` for SECONDS while the stream runs, and prints the CPU time of the processes
+# involved (both node daemons' data-plane worker threads, their other threads, iperf3 client and server, idle,
+# everything else) and, for the data-plane threads, the split by kind of work (AES-GCM bulk, OpenSSL per-packet
+# overhead, copies, checksums, engine code, kernel). docs/PERFORMANCE.md "Where a TCP stream's time goes" explains
+# the categories and their limits (cpu-clock sampling in a PVM guest: time with interrupts off lands on
+# pvm_irq_enable).
+#
+# usage: bench/tcp-profile.sh [SECONDS (8)] [OUT prefix (/tmp/cyp-tcp-profile)]   (root, perf, iperf3; after npm run build)
+#        bench/tcp-profile.sh --analyze OUT   (the split again from an earlier run's files)
+set -euo pipefail
+ANALYZE=0
+if [ "${1:-}" = "--analyze" ]; then ANALYZE=1; OUT=$2; else SECS=${1:-8}; OUT=${2:-/tmp/cyp-tcp-profile}; fi
+cd "$(dirname "$0")/.."
+command -v perf >/dev/null || { echo "perf is missing (apt-get install linux-perf)" >&2; exit 1; }
+NCPU=$(nproc)
+if [ "$ANALYZE" = 0 ]; then
+node dist/bench/dataplane.js --only cyphonic --seconds 20 --repeat 1 --udp-steps 0 >"$OUT.bench.txt" 2>&1 &
+BENCH=$!
+for _ in $(seq 1 900); do pgrep -f "iperf3 -c" >/dev/null && break; sleep 0.2; done
+sleep 2
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+ps -eLo pid,tid,comm,args >"$OUT.ps"
+perf record -a -g -o "$OUT.data" -- sleep "$SECS" >"$OUT.rec.log" 2>&1
+wait "$BENCH" || true
+# one line per sample: pid/tid, ip, the sampled frame's symbol and object
+perf script -i "$OUT.data" -F pid,tid,ip,sym,dso -G 2>/dev/null >"$OUT.flat"
+echo "$LOAD0" >"$OUT.load"
+fi
+echo "load average at start: $(cat "$OUT.load"); TCP 1-stream result (under perf):"
+grep -E '^cyphonic +[0-9]' "$OUT.bench.txt" || true
+awk -v psfile="$OUT.ps" -v ncpu="$NCPU" '
+BEGIN {
+  while ((getline line < psfile) > 0) {
+    n = split(line, f, " ")
+    if (f[1] == "PID") continue
+    args = ""; for (i = 4; i <= n; i++) args = args " " f[i]
+    if (args ~ /cyphonic\.js node up/) { daemon[f[1]] = 1 }
+    if (args ~ /iperf3 -c/) kind[f[1]] = "iperf3 client"
+    if (args ~ /iperf3 -s/) kind[f[1]] = "iperf3 server"
+  }
+}
+function cat(sym, dso) {
+  if (sym ~ /^(_aesni_ctr32_ghash_6x|_aesni_ctr32_6x|aesni_ctr32_encrypt_blocks|aesni_gcm_(en|de)crypt|gcm_ghash_avx|CRYPTO_gcm128_(en|de)crypt_ctr32|generic_aes_gcm_cipher_update)$/) return "AES-GCM bulk (CTR + GHASH over the payload)"
+  if (sym ~ /^(CRYPTO_gcm128_|aesni_encrypt|gcm_gmult|EVP_|OSSL_|ossl_|evp_|__strcmp|CRYPTO_|aes_gcm|gcm_)/) return "AES-GCM per packet (OpenSSL EVP calls, params, IV/AAD/tag)"
+  if (sym ~ /^__(memmove|memcpy|memset)/) return "copies in user space (memcpy/memset)"
+  if (sym ~ /^(_copy_to_iter|_copy_from_iter|copy_user|rep_movs|_copy_to_user|_copy_from_user|clear_page)/) return "copies in the kernel (TUN/socket data in and out)"
+  if (sym ~ /^(vnet_segment_cap|csum|ipv4_fix_checksum)/ || sym ~ /csum/) return "checksums (TSO cut: full TCP checksum per packet)"
+  if (dso ~ /cyphonic_native/) return "engine code (routing, replay, coalescing, batching)"
+  if (sym ~ /^pvm_irq_enable$/) return "kernel, interrupts off (network stack in softirq, wake-ups; attributed at irq enable)"
+  if (sym ~ /^(__poll|do_sys_poll|do_poll|schedule|__schedule|finish_task_switch|pvm_safe_halt|tun_chr_poll|sock_poll|udp_poll|ep_)/) return "poll, sleep and wake-up"
+  if (dso ~ /kernel/) return "kernel: syscalls, TUN, UDP, IP, TCP (GSO/GRO)"
+  if (dso ~ /libc/) return "libc (syscall stubs)"
+  return "JavaScript / V8 / other"
+}
+/^ *[0-9]+\/[0-9]+ / {
+  split($1, pt, "/"); pid = pt[1]; tid = pt[2]
+  sym = $3; dso = $NF
+  total++
+  if (pid == 0) who = "idle"
+  else if (pid in daemon) who = (tid == pid ? "node daemons, main threads" : "node daemons, other threads")
+  else if (pid in kind) who = kind[pid]
+  else who = "other processes (other users of the machine)"
+  byw[who]++
+  if (who == "node daemons, other threads") { tcount[tid]++ }
+  key[tid SUBSEP cat(sym, dso)]++
+  tids[tid] = 1
+}
+END {
+  printf "\nsamples: %d (cpu-clock, all CPUs); share of the machine by process:\n", total
+  for (w in byw) printf "  %6.1f %%  %s\n", 100 * byw[w] / total, w
+  # the data-plane worker: the busiest non-main thread of each daemon (the engine turns there)
+  printf "\ndata-plane worker threads (the two busiest daemon threads), split by kind of work (%% of that thread):\n"
+  for (t in tcount) if (tcount[t] > best1) { best1 = tcount[t]; t1 = t }
+  for (t in tcount) if (t != t1 && tcount[t] > best2) { best2 = tcount[t]; t2 = t }
+  for (k in key) { split(k, kk, SUBSEP); if (kk[1] == t1) c1[kk[2]] = key[k]; if (kk[1] == t2) c2[kk[2]] = key[k]; cats[kk[2]] = 1 }
+  printf "  %-88s %9s %9s\n", "", "tid " t1, "tid " t2
+  for (c in cats) if (c in c1 || c in c2) printf "  %-88s %8.1f%% %8.1f%%\n", c, 100 * c1[c] / best1, 100 * c2[c] / best2
+  printf "  %-88s %8.1f%% %8.1f%%\n", "(thread busy: share of one CPU)", 100 * best1 * ncpu / total, 100 * best2 * ncpu / total
+}' "$OUT.flat"
