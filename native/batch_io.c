@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "napi_util.h"
@@ -160,18 +159,20 @@ size_t tun_write_batch(int fd, uint8_t *const *ptrs, const uint32_t *lens, size_
                        size_t slen, size_t *gso_writes) {
   size_t head = vnet ? VNET_HDR_LEN : 0;
   size_t written = 0;
-  struct iovec iov[VNET_COALESCE_IOV];
   for (size_t i = 0; i < count;) {
-    size_t used = 1, niov = 1;
-    // A run merges into one GSO write: its headers in scratch, its payloads written from where they were opened.
-    size_t merged = vnet ? vnet_coalesce_iov(ptrs, lens, count, i, scratch, slen, &used, uso, iov, &niov) : 0;
-    if (merged == 0) {
+    size_t used = 1, wlen;
+    const uint8_t *w;
+    size_t merged = vnet ? vnet_coalesce(ptrs, lens, count, i, scratch, slen, &used, uso) : 0;
+    if (merged > 0) {
+      w = scratch;
+      wlen = merged;
+    } else {
       memset(ptrs[i] - head, 0, head);
-      iov[0] = (struct iovec){.iov_base = ptrs[i] - head, .iov_len = lens[i] + head};
-      niov = 1;
+      w = ptrs[i] - head;
+      wlen = lens[i] + head;
     }
     ssize_t r;
-    do r = niov == 1 ? write(fd, iov[0].iov_base, iov[0].iov_len) : writev(fd, iov, (int)niov);
+    do r = write(fd, w, wlen);
     while (r < 0 && errno == EINTR);
     if (r < 0 && merged > 0 && errno == EINVAL) {
       // The kernel refused the merged packet (a GSO type it does not take after all): the packets go one by one.

@@ -10,7 +10,6 @@
 
 #include <linux/virtio_net.h>
 #include <string.h>
-#include <sys/uio.h>
 
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
@@ -310,22 +309,14 @@ static int same_udp_flow(const uint8_t *f, const uint8_t *q, int v6, size_t iphl
 // field holds the pseudo-header sum of that length (CHECKSUM_PARTIAL), which the segmentation adjusts per datagram.
 // Writes packets first..first+n-1 of a coalescible run as one IP packet at `o`: the first one whole (headers of
 // `hl` bytes), the payloads of the rest after it; sets the IP length (`total`) and, for IPv4, the header checksum.
-// With iov (room for n + 1 entries), only the headers go to `o` and the payloads stay where they are: iov[1..n]
-// point at them (the packets are not modified, so a refused write can still send them one by one), *niov = n + 1
-// and the caller adds the virtio header in front as iov[0]. Returns `o`. The caller checked that `total` fits.
+// Returns `o`. The caller checked that `total` fits.
 static uint8_t *merge_run(uint8_t *o, uint8_t *const *ptrs, const uint32_t *lens, size_t first, size_t n, size_t hl, int v6,
-                          size_t iphl, size_t total, struct iovec *iov, size_t *niov) {
-  if (iov != NULL) {
-    memcpy(o, ptrs[first], hl);
-    for (size_t j = first; j < first + n; j++) iov[1 + j - first] = (struct iovec){.iov_base = ptrs[j] + hl, .iov_len = lens[j] - hl};
-    *niov = n + 1;
-  } else {
-    memcpy(o, ptrs[first], lens[first]);
-    size_t at = lens[first];
-    for (size_t j = first + 1; j < first + n; j++) {
-      memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
-      at += lens[j] - hl;
-    }
+                          size_t iphl, size_t total) {
+  memcpy(o, ptrs[first], lens[first]);
+  size_t at = lens[first];
+  for (size_t j = first + 1; j < first + n; j++) {
+    memcpy(o + at, ptrs[j] + hl, lens[j] - hl);
+    at += lens[j] - hl;
   }
   if (v6) {
     wr16(o + 4, (uint32_t)(total - 40));
@@ -337,7 +328,7 @@ static uint8_t *merge_run(uint8_t *o, uint8_t *const *ptrs, const uint32_t *lens
 }
 
 static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
-                           size_t *used, struct iovec *iov, size_t *niov) {
+                           size_t *used) {
   const uint8_t *f = ptrs[first];
   size_t flen = lens[first];
   int v6;
@@ -359,7 +350,7 @@ static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t co
     if (qpay < seg) break;  // a short datagram ends the run
   }
   if (n < 2) return 0;
-  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total, iov, niov);
+  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total);
   uint8_t *uh = o + iphl;
   wr16(uh + 4, (uint32_t)(total - iphl));
   uint16_t ps = csum_fold(pseudo_sum_p(o, v6, total - iphl, IPPROTO_UDP_));
@@ -373,22 +364,16 @@ static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t co
   h.csum_start = (uint16_t)iphl;
   h.csum_offset = 6;
   memcpy(out, &h, VNET_HDR_LEN);
-  if (iov != NULL) iov[0] = (struct iovec){.iov_base = out, .iov_len = VNET_HDR_LEN + hl};
   *used = n;
   return VNET_HDR_LEN + total;
 }
 
 size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
                      size_t *used, bool uso) {
-  return vnet_coalesce_iov(ptrs, lens, count, first, out, cap, used, uso, NULL, NULL);
-}
-
-size_t vnet_coalesce_iov(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
-                         size_t *used, bool uso, struct iovec *iov, size_t *niov) {
   *used = 1;
   const uint8_t *f = ptrs[first];
   size_t flen = lens[first];
-  if (flen >= 20 && ((f[0] >> 4) == 4 ? f[9] : f[6]) == IPPROTO_UDP_) return uso ? udp_coalesce(ptrs, lens, count, first, out, cap, used, iov, niov) : 0;
+  if (flen >= 20 && ((f[0] >> 4) == 4 ? f[9] : f[6]) == IPPROTO_UDP_) return uso ? udp_coalesce(ptrs, lens, count, first, out, cap, used) : 0;
   int v6;
   size_t iphl;
   size_t hl = tcp_headers(f, flen, &v6, &iphl);
@@ -417,7 +402,7 @@ size_t vnet_coalesce_iov(uint8_t *const *ptrs, const uint32_t *lens, size_t coun
   }
   if (n < 2) return 0;
 
-  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total, iov, niov);
+  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total);
   uint8_t *th = o + iphl;
   th[13] = last_flags;
   // CHECKSUM_PARTIAL: the field carries the folded pseudo-header sum; the kernel treats the payload as verified
@@ -434,7 +419,6 @@ size_t vnet_coalesce_iov(uint8_t *const *ptrs, const uint32_t *lens, size_t coun
   h.csum_start = (uint16_t)iphl;
   h.csum_offset = 16;
   memcpy(out, &h, VNET_HDR_LEN);
-  if (iov != NULL) iov[0] = (struct iovec){.iov_base = out, .iov_len = VNET_HDR_LEN + hl};
   *used = n;
   return VNET_HDR_LEN + total;
 }

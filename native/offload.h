@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/uio.h>
 
 // Size of struct virtio_net_hdr (no mergeable buffers): what IFF_VNET_HDR puts before every TUN packet.
 #define VNET_HDR_LEN 10
@@ -38,11 +37,5 @@ int vnet_segment_cap(const uint8_t *in, size_t len, uint8_t *out, size_t slot, s
 // may be shorter) merges the same way into one VIRTIO_NET_HDR_GSO_UDP_L4 packet (at most 64 datagrams).
 size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
                      size_t *used, bool uso);
-// The same run without copying the payloads: `out` gets virtio_net_hdr + the merged headers only, iov[0] is set to
-// them and iov[1..] to the payloads where they lie (at most VNET_COALESCE_IOV entries in all; *niov says how many),
-// for one writev. The input packets are left as they were. Returns the merged length as vnet_coalesce does.
-#define VNET_COALESCE_IOV 65
-size_t vnet_coalesce_iov(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
-                         size_t *used, bool uso, struct iovec *iov, size_t *niov);
 
 #endif
