@@ -18,18 +18,21 @@ NCPU=$(nproc)
 if [ "$ANALYZE" = 0 ]; then
 node dist/bench/dataplane.js --only cyphonic --seconds 20 --repeat 1 --udp-steps 0 >"$OUT.bench.txt" 2>&1 &
 BENCH=$!
-for _ in $(seq 1 900); do pgrep -f "iperf3 -c" >/dev/null && break; sleep 0.2; done
+# our iperf3 client: a descendant of the bench process (other jobs on the machine may run iperf3 too)
+client() { local todo=("$BENCH") p c; while [ ${#todo[@]} -gt 0 ]; do p=${todo[0]}; todo=("${todo[@]:1}")
+  for c in $(pgrep -P "$p"); do todo+=("$c"); grep -q -- ' -c ' <(tr '\0' ' ' 2>/dev/null <"/proc/$c/cmdline") && [ "$(cat /proc/"$c"/comm 2>/dev/null)" = iperf3 ] && echo "$c"; done; done; }
+for _ in $(seq 1 900); do [ -n "$(client)" ] && break; sleep 0.2; done
 sleep 2
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 ps -eLo pid,tid,comm,args >"$OUT.ps"
 # schedstat of the daemons' and iperf3's threads around the window: time on a CPU, time runnable but waiting for one
-snap() { for p in $(pgrep -f "cyphonic.js node up") $(pgrep -x iperf3); do for t in /proc/"$p"/task/*; do
+snap() { for p in $(pgrep -f "node up --state /tmp/cyp-bench-dp") $(pgrep -f "iperf3 -[cs] "); do for t in /proc/"$p"/task/*; do
   [ -r "$t/schedstat" ] && echo "$p ${t##*/} $(cat "$t/schedstat" 2>/dev/null)"; done; done; }
-snap >"$OUT.sched0"
 T0=$(date +%s%N)
+snap >"$OUT.sched0"
 perf record -a -g -o "$OUT.data" -- sleep "$SECS" >"$OUT.rec.log" 2>&1
-T1=$(date +%s%N)
 snap >"$OUT.sched1"
+T1=$(date +%s%N)
 echo $(( T1 - T0 )) >"$OUT.window"
 wait "$BENCH" || true
 # one line per sample: pid/tid, ip, the sampled frame's symbol and object
@@ -44,7 +47,7 @@ BEGIN {
     n = split(line, f, " ")
     if (f[1] == "PID") continue
     args = ""; for (i = 4; i <= n; i++) args = args " " f[i]
-    if (args ~ /cyphonic\.js node up/) { daemon[f[1]] = 1 }
+    if (args ~ /node up --state \/tmp\/cyp-bench-dp/) { daemon[f[1]] = 1 }
     if (args ~ /iperf3 -c/) kind[f[1]] = "iperf3 client"
     if (args ~ /iperf3 -s/) kind[f[1]] = "iperf3 server"
   }
@@ -87,7 +90,8 @@ END {
   for (c in cats) if (c in c1 || c in c2) printf "  %-88s %8.1f%% %8.1f%%\n", c, 100 * c1[c] / best1, 100 * c2[c] / best2
   printf "  %-88s %8.1f%% %8.1f%%\n", "(thread busy: share of one CPU)", 100 * best1 * ncpu / total, 100 * best2 * ncpu / total
 }' "$OUT.flat"
-# Per thread over the window: on a CPU, runnable but waiting for a CPU (the run queue), and the rest (asleep: waiting
+# Per thread over the window (from just before the first snapshot to just after the last, so a little longer than
+# the perf window): on a CPU, runnable but waiting for a CPU (the run queue), and the rest (asleep: waiting
 # for packets). A thread that is mostly waiting for a CPU would not go faster with a second thread of its own.
 [ -r "$OUT.sched0" ] && [ -r "$OUT.sched1" ] || exit 0
 echo
@@ -98,5 +102,6 @@ BEGIN { while ((getline line < psfile) > 0) { split(line, f, " "); if (f[1] == "
           else if (args ~ /node up/ && match(args, /nodes\/[a-z0-9]+/)) name[f[1]] = "node " substr(args, RSTART + 6, RLENGTH - 6) } }
 FNR == NR { run0[$2] = $3; wait0[$2] = $4; next }
 ($2 in run0) { r = ($3 - run0[$2]) / win * 100; w = ($4 - wait0[$2]) / win * 100
-  if (r + w >= 2) printf "  %-14s tid %-7s %5.1f %% / %5.1f %% / %5.1f %%\n", name[$1], $2, r, w, 100 - r - w }' "$OUT.sched0" "$OUT.sched1"
+  a = 100 - r - w; if (a < 0) a = 0
+  if (r + w >= 2) printf "  %-14s tid %-7s %5.1f %% / %5.1f %% / %5.1f %%\n", name[$1], $2, r, w, a }' "$OUT.sched0" "$OUT.sched1"
 
