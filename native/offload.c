@@ -39,28 +39,53 @@ static void wr32(uint8_t *p, uint32_t v) {
   p[3] = (uint8_t)v;
 }
 
-// One's-complement partial sum of n bytes added to s (host order; n may be odd only for the last chunk).
+// One's-complement partial sum of n bytes added to s (host order; n may be odd only for the last chunk). The bulk is
+// summed as 64-bit words into a 128-bit accumulator (two adds per 8 bytes, four words per turn: this is the one pass
+// the send step makes over every payload byte besides the cipher's); 2^32 and 2^64 are 1 modulo 0xffff, so
+// folding the words' carries back in gives the sum of the 16-bit words, and a non-zero sum never folds to zero.
 static uint64_t csum_add(uint64_t s, const uint8_t *p, size_t n) {
-  while (n >= 4) {
+  unsigned __int128 acc = s;
+  while (n >= 32) {
+    uint64_t w[4];
+    memcpy(w, p, 32);
+    acc += w[0];
+    acc += w[1];
+    acc += w[2];
+    acc += w[3];
+    p += 32;
+    n -= 32;
+  }
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    acc += w;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t lo = (uint64_t)acc, hi = (uint64_t)(acc >> 64), r = lo + hi;
+  r += r < hi;  // end-around carry
+  r = (r & 0xffffffffu) + (r >> 32);
+  r = (r & 0xffffffffu) + (r >> 32);  // at most 32 bits: the tail below cannot overflow
+  if (n >= 4) {
     uint32_t w;
     memcpy(&w, p, 4);
-    s += w;
+    r += w;
     p += 4;
     n -= 4;
   }
   if (n >= 2) {
     uint16_t w;
     memcpy(&w, p, 2);
-    s += w;
+    r += w;
     p += 2;
     n -= 2;
   }
   if (n) {
     uint16_t w = 0;
     memcpy(&w, p, 1);  // a trailing byte is the high byte of a zero-padded big-endian word
-    s += w;
+    r += w;
   }
-  return s;
+  return r;
 }
 
 static uint16_t csum_fold(uint64_t s) {
