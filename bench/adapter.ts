@@ -19,16 +19,10 @@ import { dhclient, Lan } from '../test/harness/lan.js';
 import { Testbed } from '../test/harness/netns/index.js';
 import { IperfServer, iperfTcp } from './lib/iperf.js';
 import { dig, errMsg, median, pingMedian } from './lib/measure.js';
+import { intArg } from './lib/args.js';
 
 const PROBE = join(REPO, 'dist', 'bench', 'lib', 'lan-probe.js');
 const DOMAIN = 'cyphonic.internal';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isInteger(v) || v < 1 || v > 100_000) throw new Error(`--${name}: a positive integer`);
-  return v;
-}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -36,8 +30,8 @@ function pct(xs: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  const seconds = arg('seconds', 10);
-  const probes = arg('probes', 200);
+  const seconds = intArg('--seconds', 10, 1, 100_000);
+  const probes = intArg('--probes', 200, 1, 100_000);
   const tb = await Testbed.create();
   const work = workDir('bench-adapter');
   let lan: Lan | null = null;

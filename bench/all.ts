@@ -11,15 +11,11 @@ import { spawn } from 'node:child_process';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { intArg } from './lib/args.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
-function intArg(name: string, def: number): string {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isInteger(v) || v < 1 || v > 10_000) throw new Error(`--${name}: a positive integer`);
-  return String(v);
-}
+const arg = (name: string, def: number): string => String(intArg(`--${name}`, def, 1, 10_000));
 
 /** Runs one part to completion, its output passed through; resolves with its exit code (a failed part does not stop the others). */
 function part(title: string, script: string, args: string[]): Promise<number> {
@@ -33,12 +29,12 @@ function part(title: string, script: string, args: string[]): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  const seconds = intArg('seconds', 5);
+  const seconds = arg('seconds', 5);
   process.stdout.write(`cyphonic bench/all: ${cpus().length} x ${cpus()[0]?.model ?? '?'}, Linux ${release()}, node ${process.version}\n`);
   const codes = [
-    await part('first contact', 'first-contact.js', ['--peers', intArg('peers', 20)]),
-    await part('data plane (TCP, UDP, RTT)', 'dataplane.js', ['--seconds', seconds, '--repeat', intArg('repeat', 3)]),
-    await part('adapter (general node beside node)', 'adapter.js', ['--seconds', seconds, '--probes', intArg('probes', 200)]),
+    await part('first contact', 'first-contact.js', ['--peers', arg('peers', 20)]),
+    await part('data plane (TCP, UDP, RTT)', 'dataplane.js', ['--seconds', seconds, '--repeat', arg('repeat', 3)]),
+    await part('adapter (general node beside node)', 'adapter.js', ['--seconds', seconds, '--probes', arg('probes', 200)]),
   ];
   const failed = codes.filter((c) => c !== 0).length;
   process.stdout.write(`\n=== done — ${new Date().toISOString()}, ${failed === 0 ? 'every part completed' : `${failed} part(s) failed (see above)`}\n`);

@@ -26,17 +26,12 @@ import type { Store } from '../src/store/types.js';
 import { PostgresCluster, postgresSkip } from '../test/harness/postgres.js';
 import { CLI } from '../test/harness/cluster.js';
 import { errMsg, sleep } from './lib/measure.js';
+import { intArg } from './lib/args.js';
 
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:bb::/48' };
 const GEN = new URL('./lib/cloud-gen.js', import.meta.url);
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return def;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new Error(`${name}: a positive integer`);
-  return v;
-}
+const arg = (flag: string, def: number): number => intArg(flag, def);
 
 function pct(xs: number[], p: number): number {
   if (!xs.length) return NaN;

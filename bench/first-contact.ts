@@ -18,15 +18,9 @@ import { Testbed, type Host } from '../test/harness/netns/index.js';
 import { workDir } from '../test/harness/cluster.js';
 import { setupOverlay, type Overlay, type PeerStatus } from './lib/cyphonic.js';
 import { dig, errMsg, firstContactPing, median, pingMedian } from './lib/measure.js';
+import { intArg } from './lib/args.js';
 
 const DOMAIN = 'cyphonic.internal';
-
-function intArg(name: string, def: number, min: number, max: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i > 0 ? Number(process.argv[i + 1]) : def;
-  if (!Number.isInteger(v) || v < min || v > max) throw new Error(`--${name}: an integer in ${min}..${max}`);
-  return v;
-}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((x, y) => x - y);
@@ -51,8 +45,8 @@ async function splitOf(ov: Overlay, peer: string, vip4: string, into: Split): Pr
 }
 
 async function main(): Promise<void> {
-  const n = intArg('peers', 20, 1, 100);
-  const gapMs = intArg('gap-ms', 200, 0, 10_000);
+  const n = intArg('--peers', 20, 1, 100);
+  const gapMs = intArg('--gap-ms', 200, 0, 10_000);
   const tb = await Testbed.create();
   const work = workDir('bench-first-contact');
   let ov: Overlay | null = null;

@@ -19,17 +19,12 @@ import { splitFrame } from '../src/protocol/header.js';
 import { decodeBody, encodeBody } from '../src/protocol/messages.js';
 import { openStore } from '../src/store/index.js';
 import { silentLogger } from '../src/util/log.js';
+import { intArg } from './lib/args.js';
 
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:bb::/48' };
 const DOMAIN = 'cyphonic.internal';
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return def;
-  const v = Number(process.argv[i + 1]);
-  if (!Number.isInteger(v) || v < 1 || v > 1_000_000) throw new Error(`${name}: a positive integer`);
-  return v;
-}
+const arg = (flag: string, def: number): number => intArg(flag, def);
 
 function cpuUs(): number {
   const c = process.cpuUsage();

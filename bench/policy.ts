@@ -31,6 +31,7 @@ import { openStore } from '../src/store/index.js';
 import { silentLogger } from '../src/util/log.js';
 import { loadNativeAddon, nativeLoadError } from '../src/native/addon.js';
 import { createFilterStats, rulesFromAllowIn } from '../src/node/dataplane/filter.js';
+import { intArg } from './lib/args.js';
 
 /** `policy set` → every one of `n` simulated nodes holds the new rules for all its peers (ms per change). */
 async function fanout(n: number, repeat: number): Promise<void> {
@@ -147,13 +148,7 @@ function micro(repeat: number, gbps: number): void {
   }
 }
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(name);
-  if (i < 0) return dflt;
-  const n = Number(process.argv[i + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > 600) throw new Error(`${name} must be an integer 1..600`);
-  return n;
-}
+const arg = (flag: string, def: number): number => intArg(flag, def, 1, 600);
 
 async function main(): Promise<void> {
   if (process.argv.includes('--fanout')) return fanout(arg('--fanout', 50), arg('--repeat', 5));
