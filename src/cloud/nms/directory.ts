@@ -22,6 +22,12 @@ export const DIRECTORY_REV_KEY = 'directory.rev';
 export const MAX_DIRECTORY_ENTRIES = 4096;
 /** Tunable: encoded entry bytes per page, so a sealed page stays well under a 1280-byte path MTU. */
 export const DIRECTORY_PAGE_BYTES = 900;
+/**
+ * Tunable: a new revision is built (and announced) at most this often. Each build lists every node, and each node's
+ * pages are cut on its first request (a pass over the nodes until MAX_DIRECTORY_ENTRIES are listed), so a burst of
+ * enrollments costs one rebuild and one fetch per node, not one per enrollment.
+ */
+export const DIRECTORY_REBUILD_MS = 2000;
 /** Tunable: nodes whose paged directories are kept ready (the most recent askers). */
 export const DIRECTORY_CACHE_NODES = 4096;
 

@@ -8,7 +8,7 @@ import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
 import { decodeBody, decodePeerReport, encodeBody, encodeRelayTicket, MAX_RELAY_TICKETS, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
-import { Directory } from './directory.js';
+import { Directory, DIRECTORY_REBUILD_MS } from './directory.js';
 import { POLICY_WATCH_MS, PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
 import { StoreError } from '../../store/errors.js';
@@ -138,6 +138,7 @@ export class NmsService {
   /** Each node's directory of reachable peers (directory.ts): refreshed by watchPolicy(), read on demand before. */
   readonly directory: Directory;
   private directoryTimer: NodeJS.Timeout | null = null;
+  private directoryBuiltAt = 0;
   /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
   probePort: number;
 
@@ -204,9 +205,12 @@ export class NmsService {
    * every node with a session here, one DirectoryNotice each, not retransmitted (KeepaliveAck carries it too).
    */
   private async watchDirectory(): Promise<void> {
+    // Rebuilt at most every DIRECTORY_REBUILD_MS: a burst of enrollments is one new revision, not one per node.
+    if (this.now() - this.directoryBuiltAt < DIRECTORY_REBUILD_MS) return;
     try {
       await this.policy.check();
       if (!(await this.directory.refresh())) return;
+      this.directoryBuiltAt = this.now();
       this.counters.inc('directory.changed');
       const rev = this.directory.rev!;
       const body = encodeBody(MessageType.DirectoryNotice, { rev });
