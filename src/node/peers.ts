@@ -343,7 +343,9 @@ export class PeerManager implements PeerDirectory {
     const listed = [...this.peers.values()].some((p) => p.fqdn === fqdn) ? null : this.c.directory?.lookup(fqdn);
     if (listed) {
       this.counters.inc('dns.from-directory');
-      void this.connect({ targetFqdn: fqdn });
+      // Started right after the answer has gone out (the answer is sent in this turn's microtasks; setImmediate runs
+      // after them): sealing and sending the Direction Request first would delay the answer by about a millisecond.
+      setImmediate(() => void this.connect({ targetFqdn: fqdn }));
       return { vip4: listed.vip4, vip6: listed.vip6 };
     }
     const peer = await this.connect({ targetFqdn: fqdn });
