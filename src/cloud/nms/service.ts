@@ -460,6 +460,9 @@ export class NmsService {
         case MessageType.DirectionRequest:
           return await this.direction(s, header, decodeBody(MessageType.DirectionRequest, plain));
         case MessageType.DirectoryRequest: {
+          // Answered only to the address the node registered from: a page is ~20x a request, and an enrolled node
+          // must not aim that at a third party by forging its source address.
+          if (!s.observed || !endpointsEqual(s.observed, from)) return this.drop('directory-source');
           const req = decodeBody(MessageType.DirectoryRequest, plain);
           await this.directoryRev();
           const page = this.directory.page(s.nodeId, req.page);

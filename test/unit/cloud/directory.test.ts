@@ -100,6 +100,17 @@ describe('directory: NMS pages and the node copy', () => {
     assert.ok(d.lookup(`delta.${DOMAIN}`));
   });
 
+  test('a page goes only to the address the node registered from (no reflection toward a forged source)', async () => {
+    const at = { address: '198.18.0.20', port: 30000 + ids.get('beta')! };
+    const c = client(service, ids.get('beta')!, keys.get('beta')!, at);
+    await c.register([at], false);
+    assert.equal((await c.directoryPage(0)).page, 0);
+    const before = service.counters.get('refused.directory-source');
+    const elsewhere = client(service, ids.get('beta')!, keys.get('beta')!, { address: '192.0.2.99', port: 53 });
+    await assert.rejects(elsewhere.directoryPage(0), /no answer/);
+    assert.ok(service.counters.get('refused.directory-source') > before);
+  });
+
   test('revoked nodes are never listed', async () => {
     const dir = new Directory(store, () => new Set([ids.get('beta')!]));
     await dir.refresh();
