@@ -244,7 +244,10 @@ export class NmsService {
 
   /** The directory's revision for a reply, reading the store once if it was never read. */
   private async directoryRev(): Promise<string | undefined> {
-    if (this.directory.rev === null) await this.directory.refresh();
+    if (this.directory.rev === null) {
+      await this.policy.check(); // its revocation list decides who is listed: read before the first snapshot
+      await this.directory.refresh();
+    }
     return this.directory.rev ?? undefined;
   }
 

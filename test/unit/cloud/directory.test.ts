@@ -137,6 +137,32 @@ describe('directory: NMS pages and the node copy', () => {
   });
 });
 
+test('a node revoked before the NMS started is left out of its very first directory', async () => {
+  const store = await openStore(':memory:');
+  const service = new NmsService({ domain: DOMAIN }, { store, logger: silentLogger });
+  try {
+    const ids: Record<string, number> = {};
+    for (const name of ['alpha', 'gone', 'kept']) {
+      const n = await store.createNode({ name, kind: 'node' }, POOLS);
+      ids[name] = n.id;
+      await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-of-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
+    }
+    await store.revokeNodeCertificates(ids['gone']!, 'test', Date.now());
+    const key = randomBytes(32);
+    await store.putCommonKey({ nodeId: ids['alpha']!, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+    const at = { address: '198.18.0.20', port: 30001 };
+    const c = client(service, ids['alpha']!, key, at);
+    const res = await c.register([at], false);
+    const d = new PeerDirectory({ domain: () => DOMAIN, fetchPage: (p) => c.directoryPage(p), logger: silentLogger });
+    await d.offer(res.directoryRev);
+    assert.ok(d.lookup(`kept.${DOMAIN}`));
+    assert.equal(d.lookup(`gone.${DOMAIN}`), null);
+  } finally {
+    service.close();
+    await store.close();
+  }
+});
+
 describe('directory: the node copy against a hostile or changing NMS', () => {
   const entry = (nodeId: number, name: string): Buffer => encodeDirectoryEntry({ nodeId, name, vip4: `100.64.0.${nodeId}`, vip6: `fd00::${nodeId}` });
 
