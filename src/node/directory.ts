@@ -4,6 +4,8 @@
 // answer (PeerManager.resolve). Only a convenience: a name not listed (or a directory not fetched yet) is resolved
 // through route selection as before, and a listed peer still needs a route selection and a handshake that check the
 // policy and its certificate. A failed or torn fetch (the revision changed between pages) keeps the previous copy.
+// The NMS is not trusted with more than it could do before: entries outside the overlay's pools are dropped, and an
+// entry whose peer's certificate (when its Route Direction arrives) carries other addresses is forgotten (PeerManager).
 
 import { decodeDirectoryEntry, type DirectoryEntry, type DirectoryPage } from '../protocol/messages.js';
 import { Counters } from '../util/counters.js';
@@ -22,6 +24,11 @@ export interface DirectoryComponents {
   domain: () => string;
   /** One DirectoryRequest to the NMS (retransmitted by the client); rejects when it gets no answer. */
   fetchPage: (page: number) => Promise<DirectoryPage>;
+  /**
+   * Whether an address lies in the overlay's pools (as the AS gave them at login). An entry with an address outside
+   * is dropped: a DNS answer from the directory must never send an application's traffic outside the tunnels.
+   */
+  inOverlay?: (address: string) => boolean;
   logger: Logger;
 }
 
@@ -46,6 +53,14 @@ export class PeerDirectory {
   /** A listed peer by its fully qualified name (case-insensitive, trailing dot allowed), or null. */
   lookup(fqdn: string): DirectoryEntry | null {
     return this.byFqdn.get(fqdn.toLowerCase().replace(/\.$/, '')) ?? null;
+  }
+
+  /**
+   * Drops the entry for `fqdn` (its peer's certificate carries other addresses than the entry: a wrong or forged
+   * directory); the next revision fetched brings it back if the NMS still lists it.
+   */
+  forget(fqdn: string): void {
+    if (this.byFqdn.delete(fqdn.toLowerCase().replace(/\.$/, ''))) this.counters.inc('forgotten');
   }
 
   /** The NMS named revision `rev`: fetch it unless we hold it (in the background; resolves when the fetch ends). */
@@ -106,6 +121,10 @@ export class PeerDirectory {
           continue;
         }
         if (entries.size >= MAX_DIRECTORY_ENTRIES) break;
+        if (this.c.inOverlay && !(this.c.inOverlay(e.vip4) && this.c.inOverlay(e.vip6))) {
+          this.counters.inc('outside-overlay');
+          continue;
+        }
         entries.set(`${e.name.toLowerCase()}.${domain}`, e);
       }
     }

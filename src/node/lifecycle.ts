@@ -179,6 +179,7 @@ export class NodeLifecycle {
         if (!this.client) return Promise.reject(new CyphonicError('ERR_NOT_REGISTERED', 'no NMS client yet'));
         return this.client.directoryPage(page);
       },
+      inOverlay: (address) => this.session !== null && this.pools().some((p) => safeContains(p, address)),
       logger: logger.child({ component: 'directory' }),
     });
   }

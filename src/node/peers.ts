@@ -242,7 +242,7 @@ export interface PeerManagerComponents {
   /** Mobility: a path's session was established (mobility tells the peer our endpoints over it). */
   onEstablished?: (pathId: bigint) => void;
   /** The peers the NMS listed for us (node/directory.ts): a listed name is answered at once, route selection beside it. */
-  directory?: { lookup(fqdn: string): { vip4: string; vip6: string } | null };
+  directory?: { lookup(fqdn: string): { vip4: string; vip6: string } | null; forget?(fqdn: string): void };
   /** The revocation list (persisted by the lifecycle in the state directory); absent: a new one in memory. */
   revocations?: RevocationList;
 }
@@ -266,6 +266,13 @@ function checkPeerAddresses(rd: RouteDirection): void {
     const raw = parseIp(v);
     if (!raw || !held.some((h) => h.equals(raw))) throw new Error(`certificate does not carry ${v} (it holds ${san.ips.join(', ')})`);
   }
+}
+
+/** Two spellings of one IP address. */
+function sameAddress(a: string, b: string): boolean {
+  const x = parseIp(a);
+  const y = parseIp(b);
+  return x !== null && x !== undefined && y !== null && y !== undefined && x.equals(y);
 }
 
 export { MAX_REVOKED_SERIALS_HELD } from './revocations.js';
@@ -713,6 +720,13 @@ export class PeerManager implements PeerDirectory {
         revoked: false,
       };
       this.peers.set(peer.nodeId, peer);
+    }
+    // The directory answered this name from the NMS's word alone; the certificate (checked above) has the last word.
+    const listed = this.c.directory?.lookup(peer.fqdn);
+    if (listed && !(sameAddress(listed.vip4, peer.vip4) && sameAddress(listed.vip6, peer.vip6))) {
+      this.counters.inc('directory.mismatch');
+      this.c.directory?.forget?.(peer.fqdn);
+      this.c.logger.warn('directory entry differs from the peer\'s certificate: forgotten', { peer: peer.name, listed: `${listed.vip4} ${listed.vip6}` });
     }
     // The policy for this peer, as the newest Route Direction says (set before any session of it is installed).
     peer.blocked = false;

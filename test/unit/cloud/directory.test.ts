@@ -188,6 +188,28 @@ describe('directory: the node copy against a hostile or changing NMS', () => {
     assert.equal(d.counters.get('torn'), 1);
   });
 
+  test('entries whose addresses lie outside the overlay pools are dropped (a DNS answer never leaves the tunnels)', async () => {
+    const d = new PeerDirectory({
+      domain: () => DOMAIN,
+      fetchPage: async () => ({
+        rev: 'r1', page: 0, pages: 1, entries: [
+          entry(1, 'inside'),
+          encodeDirectoryEntry({ nodeId: 2, name: 'bank', vip4: '203.0.113.5', vip6: 'fd00::2' }),
+          encodeDirectoryEntry({ nodeId: 3, name: 'six', vip4: '100.64.0.3', vip6: '2001:db8::3' }),
+        ],
+      }),
+      inOverlay: (a) => a.startsWith('100.64.') || a.startsWith('fd00:'),
+      logger: silentLogger,
+    });
+    await d.offer('r1');
+    assert.ok(d.lookup(`inside.${DOMAIN}`));
+    assert.equal(d.lookup(`bank.${DOMAIN}`), null);
+    assert.equal(d.lookup(`six.${DOMAIN}`), null);
+    assert.equal(d.counters.get('outside-overlay'), 2);
+    d.forget(`INSIDE.${DOMAIN}.`);
+    assert.equal(d.lookup(`inside.${DOMAIN}`), null);
+  });
+
   test('entries that are not DNS labels are skipped; a failed fetch keeps the previous copy', async () => {
     let fail = false;
     const bad = Buffer.from(entry(3, 'x'));

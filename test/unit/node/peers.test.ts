@@ -387,6 +387,33 @@ describe('peer manager', () => {
     }
   });
 
+  test('a directory entry the peer\'s certificate contradicts is forgotten when its Route Direction arrives', async () => {
+    // A wrong or forged directory could answer a name with another node's address; the certificate has the last word.
+    const { local: vl } = await pki.identity('vee', 41, ['100.64.2.41', 'fd00::2:41']);
+    const { certDer: pc } = await pki.identity('pea', 42, ['100.64.2.42', 'fd00::2:42']);
+    const forgotten: string[] = [];
+    const pm = new PeerManager({
+      local: () => vl,
+      anchors: () => anchors,
+      routes: () => ({ direction: async () => assert.fail('no selection here'), confirm: async () => {} }),
+      sink: () => ({ send: () => {}, install: async () => {}, peerStats: () => ({ rxBytes: 0, txBytes: 0 }) }),
+      logger: silentLogger,
+      directory: { lookup: (f) => (f === 'pea.cyphonic.internal' ? { vip4: '100.64.2.99', vip6: 'fd00::2:42' } : null), forget: (f) => void forgotten.push(f) },
+    });
+    try {
+      await pm.onRouteDirection({
+        pathId: randomBytes(8).readBigUInt64BE() | 1n, pathType: PathType.Direct, initiator: false, tunnelKey: randomBytes(32),
+        peerNodeId: 42, peerName: 'pea', peerFqdn: 'pea.cyphonic.internal', peerVip4: '100.64.2.42', peerVip6: 'FD00:0:0:0:0:0:2:42',
+        peerEndpoints: [{ address: '198.18.2.42', port: 30000 }], peerCertificate: pc,
+      });
+      assert.equal(pm.status().length, 1, 'the peer itself is adopted (its certificate is valid)');
+      assert.deepEqual(forgotten, ['pea.cyphonic.internal']);
+      assert.equal(pm.counters.get('directory.mismatch'), 1);
+    } finally {
+      pm.close();
+    }
+  });
+
   test('endpoints the NMS did not see the peer at get 44-byte probes, never a TunnelRequest, until the peer answers there', async () => {
     // A registration may name a third party's address as a second endpoint: it must not draw ~1.5 KB requests (×4).
     const mk = async (name: string, id: number, address: string): Promise<Side> => {
