@@ -157,6 +157,8 @@ export class NodeLifecycle {
   private anchors: TrustAnchors | null = null;
   /** The peers the NMS says we may reach (node/directory.ts): the overlay DNS answers them from memory. */
   readonly directory: PeerDirectory;
+  /** The overlay pools of the last login (pools()). */
+  private lastPools: string[] | null = null;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private nmsIndex = 0;
@@ -179,7 +181,8 @@ export class NodeLifecycle {
         if (!this.client) return Promise.reject(new CyphonicError('ERR_NOT_REGISTERED', 'no NMS client yet'));
         return this.client.directoryPage(page);
       },
-      inOverlay: (address) => this.session !== null && this.pools().some((p) => safeContains(p, address)),
+      // The pools of the current login, else of the last one (a notice may arrive while we log in again).
+      inOverlay: (address) => (this.session ? this.pools() : (this.lastPools ?? [])).some((p) => safeContains(p, address)),
       logger: logger.child({ component: 'directory' }),
     });
   }
@@ -445,7 +448,8 @@ export class NodeLifecycle {
   private pools(): string[] {
     if (this.init.pools) return this.init.pools;
     const s = this.session!;
-    return [s.pool4 ?? '100.64.0.0/10', s.pool6 ?? (s.vip6 ? `${s.vip6}/64` : null)].filter((p): p is string => !!p);
+    this.lastPools = [s.pool4 ?? '100.64.0.0/10', s.pool6 ?? (s.vip6 ? `${s.vip6}/64` : null)].filter((p): p is string => !!p);
+    return this.lastPools;
   }
 
   private onDatagram(msg: Buffer, from: Endpoint): void {
