@@ -353,8 +353,11 @@ describe('peer manager', () => {
     }
   });
 
-  test('a Route Direction whose name or addresses the peer\'s certificate does not carry is refused', async () => {
-    // The NMS (or whoever forged its push) cannot make us route another node's addresses to this peer.
+  /**
+   * Node 'vee' (41), which only answers pushes, and a Route Direction maker for its peer 'pea' (42), whose certificate
+   * carries 100.64.2.42 and fd00::2:42. `extra` adds PeerManager components.
+   */
+  async function veeAndPea(extra: Partial<ConstructorParameters<typeof PeerManager>[0]> = {}): Promise<{ pm: PeerManager; rd: (over?: Partial<RouteDirection>) => RouteDirection }> {
     const { local: vl } = await pki.identity('vee', 41, ['100.64.2.41', 'fd00::2:41']);
     const { certDer: pc } = await pki.identity('pea', 42, ['100.64.2.42', 'fd00::2:42']);
     const pm = new PeerManager({
@@ -363,13 +366,20 @@ describe('peer manager', () => {
       routes: () => ({ direction: async () => assert.fail('no selection here'), confirm: async () => {} }),
       sink: () => ({ send: () => {}, install: async () => {}, peerStats: () => ({ rxBytes: 0, txBytes: 0 }) }),
       logger: silentLogger,
+      ...extra,
     });
+    const rd = (over: Partial<RouteDirection> = {}): RouteDirection => ({
+      pathId: randomBytes(8).readBigUInt64BE() | 1n, pathType: PathType.Direct, initiator: false, tunnelKey: randomBytes(32),
+      peerNodeId: 42, peerName: 'pea', peerFqdn: 'pea.cyphonic.internal', peerVip4: '100.64.2.42', peerVip6: 'fd00::2:42',
+      peerEndpoints: [{ address: '198.18.2.42', port: 30000 }], peerCertificate: pc, ...over,
+    });
+    return { pm, rd };
+  }
+
+  test('a Route Direction whose name or addresses the peer\'s certificate does not carry is refused', async () => {
+    // The NMS (or whoever forged its push) cannot make us route another node's addresses to this peer.
+    const { pm, rd } = await veeAndPea();
     try {
-      const rd = (over: Partial<RouteDirection>): RouteDirection => ({
-        pathId: randomBytes(8).readBigUInt64BE() | 1n, pathType: PathType.Direct, initiator: false, tunnelKey: randomBytes(32),
-        peerNodeId: 42, peerName: 'pea', peerFqdn: 'pea.cyphonic.internal', peerVip4: '100.64.2.42', peerVip6: 'fd00::2:42',
-        peerEndpoints: [{ address: '198.18.2.42', port: 30000 }], peerCertificate: pc, ...over,
-      });
       for (const [what, over] of [
         ['another node\'s IPv4', { peerVip4: '100.64.2.99' }],
         ['another node\'s IPv6', { peerVip6: 'fd00::2:99' }],
@@ -389,23 +399,12 @@ describe('peer manager', () => {
 
   test('a directory entry the peer\'s certificate contradicts is forgotten when its Route Direction arrives', async () => {
     // A wrong or forged directory could answer a name with another node's address; the certificate has the last word.
-    const { local: vl } = await pki.identity('vee', 41, ['100.64.2.41', 'fd00::2:41']);
-    const { certDer: pc } = await pki.identity('pea', 42, ['100.64.2.42', 'fd00::2:42']);
     const forgotten: string[] = [];
-    const pm = new PeerManager({
-      local: () => vl,
-      anchors: () => anchors,
-      routes: () => ({ direction: async () => assert.fail('no selection here'), confirm: async () => {} }),
-      sink: () => ({ send: () => {}, install: async () => {}, peerStats: () => ({ rxBytes: 0, txBytes: 0 }) }),
-      logger: silentLogger,
+    const { pm, rd } = await veeAndPea({
       directory: { lookup: (f) => (f === 'pea.cyphonic.internal' ? { vip4: '100.64.2.99', vip6: 'fd00::2:42' } : null), forget: (f) => void forgotten.push(f) },
     });
     try {
-      await pm.onRouteDirection({
-        pathId: randomBytes(8).readBigUInt64BE() | 1n, pathType: PathType.Direct, initiator: false, tunnelKey: randomBytes(32),
-        peerNodeId: 42, peerName: 'pea', peerFqdn: 'pea.cyphonic.internal', peerVip4: '100.64.2.42', peerVip6: 'FD00:0:0:0:0:0:2:42',
-        peerEndpoints: [{ address: '198.18.2.42', port: 30000 }], peerCertificate: pc,
-      });
+      await pm.onRouteDirection(rd({ peerVip6: 'FD00:0:0:0:0:0:2:42' }));
       assert.equal(pm.status().length, 1, 'the peer itself is adopted (its certificate is valid)');
       assert.deepEqual(forgotten, ['pea.cyphonic.internal']);
       assert.equal(pm.counters.get('directory.mismatch'), 1);
