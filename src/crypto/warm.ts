@@ -1,6 +1,6 @@
 // Warm-up of the tunnel handshake's code at node start, so a node's first contact with a peer does not pay for it.
 // V8 compiles JavaScript lazily, on a function's first call, and OpenSSL sets up each algorithm's tables on first use:
-// measured on the testbed's VM, a node's first handshake step took 3–7× as long as its later ones (bench/first-contact
+// in a one-off timing on the testbed VM (a scratch script, not kept), a first handshake step took 3–7× as long as later ones (bench/first-contact
 // prints the first-contact figures). So at start a node runs one complete handshake between two throwaway identities
 // under a throwaway CA (certificate chain check, TunnelRequest, TunnelResponse, both key derivations) and checks its
 // own certificate against its real trust anchors, which also leaves the parsed anchors and the CA's signature check
