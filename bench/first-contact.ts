@@ -7,11 +7,14 @@
 //     ping's time= when the first echo is answered, else the wall time to the first answered one);
 //   - a's own split for each of those peers from `node status --json`: route selection (Direction Request → Route
 //     Direction) and tunnel (Tunnel Request → Response, engine installed), ms;
-//   - the ping's RTT once the tunnel is up (median of 5), for scale.
+//   - the ping's RTT once the tunnel is up (median of 5), for scale;
+//   - where the first pings' milliseconds go, step by step across initiator, NMS and responder (medians): every
+//     process runs with CYPHONIC_TRACE=1 and bench/lib/trace-split.ts reads the steps from their logs
+//     (`--no-trace`: off).
 // Prints medians, p90 and max over the peers. Peers are contacted one at a time, with a pause between them, so
 // each contact is measured alone.
 //
-// usage: node dist/bench/first-contact.js [--peers N (20)] [--gap-ms MS (200)]
+// usage: node dist/bench/first-contact.js [--peers N (20)] [--gap-ms MS (200)] [--no-trace]
 // needs root (network namespaces).
 
 import { dirname, join } from 'node:path';
@@ -22,6 +25,7 @@ import { workDir } from '../test/harness/cluster.js';
 import { setupOverlay, type Overlay, type PeerStatus } from './lib/cyphonic.js';
 import { errMsg, firstContactPing, median, pingMedian } from './lib/measure.js';
 import { intArg } from './lib/args.js';
+import { firstContactSteps, TRACE_STEPS } from './lib/trace-split.js';
 
 const DOMAIN = 'cyphonic.internal';
 
@@ -31,9 +35,9 @@ function pct(xs: number[], p: number): number {
 }
 
 function summary(label: string, xs: number[], unit: string, digits = 2): string {
-  if (xs.length === 0) return `${label.padEnd(48)} n/a`;
+  if (xs.length === 0) return `${label.padEnd(60)} n/a`;
   const f = (v: number): string => v.toFixed(digits);
-  return `${label.padEnd(48)} median ${f(median(xs))} ${unit}  p90 ${f(pct(xs, 90))}  max ${f(Math.max(...xs))}  (n=${xs.length})`;
+  return `${label.padEnd(60)} median ${f(median(xs))} ${unit}  p90 ${f(pct(xs, 90))}  max ${f(Math.max(...xs))}  (n=${xs.length})`;
 }
 
 interface Split {
@@ -59,6 +63,8 @@ async function dnsTime(host: Host, server: string, name: string): Promise<{ us: 
 async function main(): Promise<void> {
   const n = intArg('--peers', 20, 1, 100);
   const gapMs = intArg('--gap-ms', 200, 0, 10_000);
+  const traced = !process.argv.includes('--no-trace');
+  if (traced) process.env['CYPHONIC_TRACE'] = '1'; // inherited by the cloud and every node
   const tb = await Testbed.create();
   const work = workDir('bench-first-contact');
   let ov: Overlay | null = null;
@@ -99,9 +105,11 @@ async function main(): Promise<void> {
     const how = new Map<string, number>();
     const split: Split = { route: [], tunnel: [] };
     const warm: number[] = [];
+    const pinged: string[] = [];
     for (let i = n + 1; i <= 2 * n; i++) {
       const name = `p${i}`;
       const vip4 = ov.nodes.get(name)!.vip4;
+      pinged.push(vip4);
       try {
         const r = await firstContactPing(a, vip4);
         pingMs.push(r.ms);
@@ -124,6 +132,14 @@ async function main(): Promise<void> {
     out.push(summary('  tunnel (Tunnel Request -> Response, installed)', split.tunnel, 'ms'));
     out.push(summary('ping RTT once the tunnel is up (median of 5)', warm, 'ms', 3));
     for (const [h, c] of how) out.push(`  first ping measured as: ${h} (${c}x)`);
+    if (traced) {
+      // a's log file is named after its host (test/harness/cluster.ts).
+      const traces = [...firstContactSteps(work.dir, 'a', pinged).values()].filter((t) => t !== null);
+      out.push('', `where the first pings' time goes (traced steps, medians over ${traces.length} of ${pinged.length} peers):`);
+      const total: number[] = traces.map((t) => t.reduce((sum, st) => sum + st.ms, 0));
+      TRACE_STEPS.forEach((step, k) => out.push(summary(`  ${step}`, traces.map((t) => t[k]!.ms), 'ms')));
+      out.push(summary('  sum: asked -> session installed at the initiator', total, 'ms'));
+    }
     for (const e of errors) out.push(`error: ${e}`);
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {

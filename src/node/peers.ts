@@ -23,6 +23,7 @@ import { describeError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { MobilityPeer, PeerDirectory } from './mobility.js';
 import { RevocationList } from './revocations.js';
+import { trace } from '../util/trace.js';
 
 /** Tunable: waits between TunnelRequest retransmissions (ms); the tunnel attempt fails after the last. */
 export const TUNNEL_RETRANSMIT_MS = [150, 300, 600, 1200] as const;
@@ -55,6 +56,17 @@ const PROBE_ACK_RATE = { perSec: 10, burst: 20 } as const;
 const MAX_OUTSTANDING_PROBES = 16;
 /** Tunable: accepted requests remembered per path (a handful per rekey fits; each path has its own floor). */
 const PATH_REPLAY_ENTRIES = 64;
+/**
+ * Tunable: TunnelRequests held for paths we have not heard of yet. The NMS answers the initiator of a direct path
+ * beside its push to us, so the initiator's first request can arrive before the push: it is held (copied, unopened)
+ * and handled when the push comes. Anyone can send such datagrams, so the holding is bounded: this many paths (the
+ * oldest is forgotten), EARLY_PER_PATH requests each, for EARLY_HOLD_MS; a request lost here is retransmitted.
+ */
+const EARLY_PATHS = 32;
+const EARLY_PER_PATH = 2;
+const EARLY_HOLD_MS = 2000;
+/** Largest datagram held (a TunnelRequest with a certificate chain is ~1.2 kB; wider ones are not ours). */
+const EARLY_MAX_BYTES = 4096;
 /** Tunable: how many of the peer's endpoints a TunnelRequest is sent to at once. */
 const MAX_PROBE_ENDPOINTS = 4;
 /** Tunable: a relayed path that replaced a failed punch tries the punch again after this long, then twice as long… */
@@ -289,6 +301,8 @@ export class PeerManager implements PeerDirectory {
   /** Our identity for the paths' handshakes: always the current certificate (see the constructor). */
   private readonly localView: LocalIdentity;
   private readonly byPath = new Map<bigint, { peer: Peer; path: Path }>();
+  /** TunnelRequests for paths not pushed to us yet, by path id (holdEarly). */
+  private readonly early = new Map<bigint, { until: number; frames: { msg: Buffer; from: Endpoint }[] }>();
   /** TunnelRequests each path may have verified (signature, X25519, answer), before any of that work. */
   private readonly handshakeBudget = new Budgets<bigint>(HANDSHAKE_RATE, HANDSHAKE_BUDGET_PATHS);
   /** PathProbes each path may answer. */
@@ -416,9 +430,12 @@ export class PeerManager implements PeerDirectory {
     const routes = this.c.routes();
     if (!routes) return null;
     const t0 = performance.now();
+    const asked = target.targetFqdn ?? target.targetVip!;
+    trace('route.ask', asked);
     let rd: RouteDirection;
     try {
       rd = await routes.direction(target);
+      trace('route.got', rd.pathId, asked);
     } catch (err) {
       this.counters.inc('route.failed');
       this.c.logger.info('route selection failed', { peer: target.targetFqdn ?? target.targetVip, err: describeError(err) });
@@ -428,6 +445,7 @@ export class PeerManager implements PeerDirectory {
     const peer = this.adopt(rd);
     if (!peer) return null;
     const path = this.addPath(peer, rd);
+    trace('path.added', rd.pathId);
     peer.routeSelectionMs = +(performance.now() - t0).toFixed(3);
     this.c.logger.debug('route selected', { peer: peer.name, path: pathName(rd), ms: peer.routeSelectionMs });
     peer.connecting = this.open(peer, path).finally(() => (peer.connecting = null));
@@ -505,11 +523,42 @@ export class PeerManager implements PeerDirectory {
     return true;
   }
 
+  /** Holds a TunnelRequest for a path not pushed to us yet (see EARLY_PATHS). */
+  private holdEarly(pathId: bigint, msg: Buffer, from: Endpoint): void {
+    const now = (this.c.now ?? Date.now)();
+    // Expired holds go, then the oldest while full (maps keep insertion order, which is expiry order here).
+    for (const [id, held] of this.early) {
+      if (held.until > now && (this.early.size < EARLY_PATHS || this.early.has(pathId))) break;
+      this.early.delete(id);
+      this.counters.inc('handshake.early-dropped');
+    }
+    let held = this.early.get(pathId);
+    if (!held) this.early.set(pathId, (held = { until: now + EARLY_HOLD_MS, frames: [] }));
+    if (held.frames.length >= EARLY_PER_PATH) return this.counters.inc('handshake.early-dropped');
+    held.frames.push({ msg: Buffer.from(msg), from: { ...from } });
+    trace('hs.request.held', pathId);
+    this.counters.inc('handshake.early-held');
+  }
+
+  /** The requests held for a path that has just been pushed to us, handled now as if they arrived now. */
+  private releaseEarly(pathId: bigint): void {
+    const held = this.early.get(pathId);
+    if (!held) return;
+    this.early.delete(pathId);
+    if (held.until <= (this.c.now ?? Date.now)()) return this.counters.inc('handshake.early-dropped');
+    for (const f of held.frames) {
+      this.counters.inc('handshake.early-released');
+      this.onDatagram(f.msg, f.from);
+    }
+  }
+
   /** A Route Direction pushed by the NMS: we are the responder. */
   async onRouteDirection(rd: RouteDirection): Promise<void> {
+    trace('route.pushed', rd.pathId);
     const routes = this.c.routes();
     const peer = this.adopt(rd);
     if (!peer || !routes) {
+      this.early.delete(rd.pathId);
       if (routes) await routes.confirm(rd.pathId, false).catch(() => {});
       return;
     }
@@ -520,6 +569,8 @@ export class PeerManager implements PeerDirectory {
       await routes.confirm(rd.pathId, false).catch(() => {});
       return;
     }
+    trace('route.confirm', rd.pathId);
+    this.releaseEarly(rd.pathId);
     await routes.confirm(rd.pathId, true).catch((err: unknown) => this.c.logger.warn('confirmation failed', { peer: peer.name, err: describeError(err) }));
     // Punched, or direct while we are behind NAT: we send too, so our NAT lets the initiator's packets in.
     const sends = rd.pathType === PathType.Punched || (rd.pathType === PathType.Direct && this.c.behindNat?.() === true);
@@ -545,7 +596,8 @@ export class PeerManager implements PeerDirectory {
     if (f.header.type !== MessageType.TunnelRequest && f.header.type !== MessageType.TunnelResponse) return false;
     const entry = this.byPath.get(f.header.id);
     if (!entry) {
-      this.counters.inc('handshake.unknown-path');
+      if (f.header.type === MessageType.TunnelRequest && msg.length <= EARLY_MAX_BYTES) this.holdEarly(f.header.id, msg, from);
+      else this.counters.inc('handshake.unknown-path');
       return true;
     }
     const { peer, path } = entry;
@@ -559,7 +611,9 @@ export class PeerManager implements PeerDirectory {
           this.counters.inc('handshake.rate-limited');
           return true;
         }
+        trace('hs.request.in', path.id);
         const answered = path.hs.onRequest(msg, this.seq.next());
+        trace('hs.request.opened', path.id);
         if (!answered) {
           // Our own simultaneous request wins: send it where theirs came from too (their NAT's mapping toward us).
           if (path.rd.pathType !== PathType.Relayed) path.learned = from;
@@ -567,10 +621,15 @@ export class PeerManager implements PeerDirectory {
         }
         // Answer only once our data plane can open the initiator's first capsule.
         this.established(peer, path, answered.keys, from)
-          .then(() => this.c.sink()?.send(answered.response, from))
+          .then(() => {
+            trace('hs.response', path.id);
+            this.c.sink()?.send(answered.response, from);
+          })
           .catch((err: unknown) => this.failed('answer', err));
       } else {
+        trace('hs.response.in', path.id);
         const keys = path.hs.onResponse(msg);
+        trace('hs.response.opened', path.id);
         if (keys) this.established(peer, path, keys, from).catch((err: unknown) => this.failed('establish', err));
       }
     } catch (err) {
@@ -682,6 +741,7 @@ export class PeerManager implements PeerDirectory {
       const { name, nodeId } = preverifyPeerCertificate(this.c.anchors(), rd.peerCertificate, (this.c.now ?? Date.now)());
       if (name !== rd.peerName || nodeId !== rd.peerNodeId) throw new Error(`certificate names ${name} (node ${nodeId}), not ${rd.peerName} (node ${rd.peerNodeId})`);
       checkPeerAddresses(rd);
+      trace('cert.checked', rd.pathId);
     } catch (err) {
       this.counters.inc('route.bad-certificate');
       this.c.logger.warn('route refused: peer certificate', { peer: rd.peerName, err: describeError(err) });
@@ -728,6 +788,7 @@ export class PeerManager implements PeerDirectory {
       this.c.directory?.forget?.(peer.fqdn);
       this.c.logger.warn('directory entry differs from the peer\'s certificate: forgotten', { peer: peer.name, listed: `${listed.vip4} ${listed.vip6}` });
     }
+    trace('peer.adopted', rd.pathId);
     // The policy for this peer, as the newest Route Direction says (set before any session of it is installed).
     peer.blocked = false;
     const allowIn = rd.allowIn ?? null;
@@ -836,6 +897,7 @@ export class PeerManager implements PeerDirectory {
       const targets = relayed ? [path.rd.relay!] : this.probeTargets(path);
       this.txid = (this.txid % 0x7fffffff) + 1;
       const frame = path.hs.initiate(this.seq.next(), this.txid);
+      trace('hs.request', path.id);
       // The full request (certificate and chain) only where the peer was seen or answered a probe; elsewhere a probe.
       for (const t of targets) {
         if (relayed || this.reachable(path, t)) sink.send(frame, t);
@@ -939,6 +1001,7 @@ export class PeerManager implements PeerDirectory {
     const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
     this.c.logger.info('tunnel established', { peer: peer.name, path: pathName(path.rd), udpAddr: formatEndpoint(from), initiator: keys.initiator });
     await installed;
+    trace('hs.installed', path.id);
     // A new path replaced another one (TRS failover, a fresh route): as responder our data plane would keep
     // sending on the old path's session until the peer used the new one, and the old path may be dead.
     if (!keys.initiator && current && current !== path && peer.active === path) this.c.sink()?.promote?.(peer.slot);

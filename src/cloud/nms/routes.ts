@@ -1,8 +1,14 @@
 // Route selection at the NMS: Direction Request → Route Direction to the responder (pushed over its
-// registration path) → Confirmation → Route Direction to the initiator, with a fresh path id and Tunnel Key.
+// registration path) and Route Direction to the initiator, with a fresh path id and Tunnel Key; the responder
+// confirms.
 //
 //   initiator ──DirectionRequest──► NMS ──RouteDirectionResponder──► responder
 //   initiator ◄─RouteDirectionInitiator── NMS ◄──RouteConfirmation── responder
+//
+// A direct or punched path is answered to the initiator at once, beside the push (its Tunnel Request may then reach
+// the responder before the push does: the responder holds it until the push arrives, src/node/peers.ts); the push
+// is retransmitted until confirmed all the same. A relayed path is answered only after the confirmation: the
+// responder binds at the TRS first, and the initiator's first Tunnel Request must find both ends bound.
 
 import { randomFillSync } from 'node:crypto';
 import { PathType } from '../../protocol/constants.js';
@@ -12,6 +18,7 @@ import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js
 import { choosePath, relayFor, type PathKind } from './paths.js';
 import { formatPortList } from '../../policy/policy.js';
 import { PolicyView } from './policy-view.js';
+import { trace } from '../../util/trace.js';
 
 /** Tunable: bytes of randomness drawn from the CSPRNG at once for path ids and Tunnel Keys (each byte used once). */
 const RANDOM_POOL = 4096;
@@ -47,6 +54,8 @@ export interface RouteSelectorComponents {
   push: (responderId: number, reg: RegistrationRecord, body: RouteDirection) => void;
   /** Relays paths that cannot be direct or punched. */
   relays?: RelayAllocator;
+  /** A path already answered to its initiator that the responder refused or never confirmed (counted by the caller). */
+  onUnconfirmed?: (status: 'no-confirmation' | 'refused', responder: string) => void;
 }
 
 interface Waiting {
@@ -144,9 +153,18 @@ export class RouteSelector {
       toResponder = this.direction(pathId, tunnelKey, pathType, false, initiator, initiatorReg, plan.toResponder, initCert, allowIn.toResponder);
       toInitiator = this.direction(pathId, tunnelKey, pathType, true, responder, reg, plan.toInitiator, respCert, allowIn.toInitiator);
     }
-    const accepted = await this.pushAndWait(responder.id, reg, toResponder);
-    if (accepted === null) return { ok: false, status: 'no-confirmation', reason: `${responder.name} did not confirm the route` };
-    if (!accepted) return { ok: false, status: 'refused', reason: `${responder.name} refused the route` };
+    trace('nms.planned', pathId);
+    if (plan.kind === 'relayed') {
+      const accepted = await this.pushAndWait(responder.id, reg, toResponder);
+      if (accepted === null) return { ok: false, status: 'no-confirmation', reason: `${responder.name} did not confirm the route` };
+      if (!accepted) return { ok: false, status: 'refused', reason: `${responder.name} refused the route` };
+    } else {
+      // Answered now; a responder that refuses or is gone leaves the initiator's handshake unanswered (it gives up
+      // after its retransmissions, as for a peer that died after the route was given).
+      void this.pushAndWait(responder.id, reg, toResponder).then((accepted) => {
+        if (accepted !== true) this.c.onUnconfirmed?.(accepted === null ? 'no-confirmation' : 'refused', responder.name);
+      });
+    }
     this.pair(initiator.id, responder.id);
     this.pair(responder.id, initiator.id);
     const at = this.c.now();

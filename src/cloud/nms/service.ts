@@ -17,6 +17,7 @@ import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
+import { trace } from '../../util/trace.js';
 
 export interface NmsInit {
   domain: string;
@@ -156,6 +157,10 @@ export class NmsService {
       now: this.now,
       push: (responderId, reg, body) => this.pushOrForward(responderId, reg, body),
       ...(c.relays ? { relays: c.relays } : {}),
+      onUnconfirmed: (status, responder) => {
+        this.counters.inc(`route.unconfirmed.${status}`);
+        this.c.logger.info('route given but not confirmed', { peer: responder, status });
+      },
     });
     this.policy = new PolicyPusher({
       store: c.store,
@@ -479,6 +484,7 @@ export class NmsService {
           return null;
         case MessageType.RouteConfirmation: {
           const c = decodeBody(MessageType.RouteConfirmation, plain);
+          trace('nms.confirmed', c.pathId);
           if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted) && !this.forwardConfirmation(s.nodeId, c.pathId, c.accepted)) {
             this.counters.inc('route.late-confirmation');
           }
@@ -617,6 +623,7 @@ export class NmsService {
 
   private async direction(s: Session, header: Header, req: DirectionRequest): Promise<Buffer | null> {
     const key = `${s.nodeId}:${header.txid}`;
+    trace('nms.request', key);
     if (this.directing.has(key)) return null; // a retransmission: the first one gets the answer
     if (!this.c.send) return this.nack(s, header, Status.NoRoute, 'route selection is disabled on this NMS');
     const busy = this.inFlight.get(s.nodeId) ?? 0;
@@ -639,6 +646,7 @@ export class NmsService {
       this.counters.inc('route.ok');
       this.counters.inc(`route.${out.path}`);
       this.c.logger.info('route selected', { node: node.name, peer: out.responder.name, path: out.path, why: out.why, ms: this.now() - t0 });
+      trace('nms.answer', out.toInitiator.pathId, key);
       return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBody(MessageType.RouteDirectionInitiator, out.toInitiator));
     } finally {
       this.directing.delete(key);
@@ -655,6 +663,7 @@ export class NmsService {
       this.pushTxid = (this.pushTxid % 0x7fffffff) + 1;
       const frame = sealFrame(rs.keys.down, { type: MessageType.RouteDirectionResponder, txid: this.pushTxid, seq: this.nextSeq(), id: BigInt(responderId) }, encodeBody(MessageType.RouteDirectionResponder, body));
       this.counters.inc('route.push');
+      trace('nms.push', body.pathId);
       this.c.send(frame, to);
     });
   }

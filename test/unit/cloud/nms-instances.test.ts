@@ -82,7 +82,12 @@ describe('route selection across NMS instances', () => {
     sentBy.length = 0;
     const mine = await a.client.direction({ targetFqdn: 'beta.cyphonic.internal' });
     assert.equal(mine.peerName, 'beta');
+    // A direct path is answered beside the push: the push and beta's confirmation may still be on their way.
+    const waiting = (nms.get('i-1') as unknown as { routes: { waiting: Map<bigint, unknown> } }).routes.waiting;
+    await until(() => pushed > 0 && !waiting.has(mine.pathId));
     assert.equal(pushed, 1);
+    assert.equal(waiting.has(mine.pathId), false, 'beta\'s confirmation reached the initiator\'s instance');
+    assert.equal(nms.get('i-1')!.counters.get('route.unconfirmed.no-confirmation'), 0);
     const toBeta = sentBy.filter((s) => s.to === endpointKey(bEp));
     assert.deepEqual(toBeta.map((s) => s.instance), ['i-2'], 'only beta\'s own instance sent to beta');
     assert.equal(nms.get('i-1')!.counters.get('route.forward'), 1);
@@ -106,6 +111,7 @@ describe('route selection across NMS instances', () => {
     const i1 = nms.get('i-1')!;
     const dead = i1.counters.get('route.push-for-dead-instance');
     assert.equal((await c.client.direction({ targetFqdn: 'delta.cyphonic.internal' })).peerName, 'delta');
+    await until(() => pushed > 0); // answered beside the push
     assert.equal(pushed, 1);
     assert.equal(i1.counters.get('route.push-for-dead-instance'), dead + 1);
     assert.deepEqual(sentBy.filter((x) => x.to === endpointKey(dEp)).map((x) => x.instance), ['i-1']);

@@ -1,5 +1,6 @@
-// Route selection scenarios in one process: Direction Request → push to the responder → Confirmation →
-// Route Direction to the initiator; unknown, offline and silent peers; retransmitted requests answered once.
+// Route selection scenarios in one process: Direction Request → push to the responder and Route Direction to the
+// initiator (at once for a direct path, after the Confirmation for a relayed one); unknown, offline and silent peers;
+// retransmitted requests answered once.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,13 +24,14 @@ describe('route selection at the NMS', () => {
   const clients = new Map<string, NmsClient>();
   const mute = new Set<string>();
 
-  async function node(name: string, ep: Endpoint): Promise<{ client: NmsClient; id: number }> {
+  /** A node in the store with a Common Key and a (fake) certificate, registered at `nms` (the suite's NMS by default). */
+  async function node(name: string, ep: Endpoint, nms?: NmsService): Promise<{ client: NmsClient; id: number }> {
     const n = await store.createNode({ name, kind: 'node' }, POOLS);
     const key = randomBytes(32);
     await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
     await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-of-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
     const client = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS }, {
-      send: (msg) => void service.handle(msg, ep).then((r) => r && client.handleDatagram(r)),
+      send: (msg) => void (nms ?? service).handle(msg, ep).then((r) => r && client.handleDatagram(r)),
     });
     clients.set(endpointKey(ep), client);
     await client.register([ep], false);
@@ -79,15 +81,20 @@ describe('route selection at the NMS', () => {
     assert.notEqual(byVip.pathId, mine.pathId, 'each selection makes a new path');
   });
 
-  test('unknown names get UnknownPeer; a silent responder gets NoRoute', async () => {
+  test('unknown names get UnknownPeer; a direct path is answered before the responder confirms, and a silent one is counted', async () => {
     const a = clients.get(endpointKey({ address: '198.18.0.11', port: 30000 }))!;
     await assert.rejects(a.direction({ targetFqdn: 'nobody.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.UnknownPeer);
     await assert.rejects(a.direction({ targetFqdn: 'beta.example.com' }), (e: unknown) => e instanceof RequestError && e.status === Status.UnknownPeer);
     const c = await node('gamma', { address: '198.18.0.13', port: 30000 });
     mute.add(endpointKey({ address: '198.18.0.13', port: 30000 }));
     void c;
-    await assert.rejects(a.direction({ targetFqdn: 'gamma.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /did not confirm/.test(e.message));
-    assert.ok(service.counters.get('route.push') >= 4, 'the push was retransmitted');
+    const pushesBefore = service.counters.get('route.push');
+    const rd = await a.direction({ targetFqdn: 'gamma.cyphonic.internal' });
+    assert.equal(rd.peerName, 'gamma', 'the initiator has its direction while gamma has not confirmed');
+    assert.equal(rd.pathType, PathType.Direct);
+    for (let i = 0; i < 100 && service.counters.get('route.unconfirmed.no-confirmation') === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(service.counters.get('route.unconfirmed.no-confirmation'), 1);
+    assert.ok(service.counters.get('route.push') - pushesBefore >= 4, 'the push was retransmitted');
   });
 
   test('a Direction Request flood from one node is refused past its budget; another node still gets its route at once', async () => {
@@ -121,16 +128,7 @@ describe('route selection at the NMS', () => {
       relays: { allocate: async () => (allocated++, { tempKey: randomBytes(32), relay: [{ address: '198.18.0.99', port: 4503 }], relayId: 'trs-1' }) },
       send: (d, to) => clients.get(endpointKey(to))?.handleDatagram(d),
     });
-    const at = async (name: string, ep: Endpoint): Promise<NmsClient> => {
-      const n = await store.createNode({ name, kind: 'node' }, POOLS);
-      const key = randomBytes(32);
-      await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
-      await store.addCertificate({ serial: randomBytes(8).toString('hex'), nodeId: n.id, der: Buffer.from(`cert-of-${name}`), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
-      const c = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS }, { send: (msg) => void relayed.handle(msg, ep).then((r) => r && c.handleDatagram(r)) });
-      clients.set(endpointKey(ep), c);
-      await c.register([ep], false);
-      return c;
-    };
+    const at = async (name: string, ep: Endpoint): Promise<NmsClient> => (await node(name, ep, relayed)).client;
     const tango = await at('tango', { address: '198.18.0.16', port: 30000 });
     tango.onPush = (_type, body) => void tango.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
     const m = await at('mallory2', { address: '198.18.0.15', port: 30000 });
@@ -138,5 +136,19 @@ describe('route selection at the NMS', () => {
     const served = flood.filter((r) => r.status === 'fulfilled').length;
     assert.ok(served >= 1, 'the budget still serves some');
     assert.ok(allocated <= 60, `TRS paths allocated by 400 relayOnly requests: ${allocated} (the TRS holds 65 536 and sweeps idle ones)`);
+  });
+
+  test('a relayed path waits for the responder: one that never confirms leaves the initiator with NoRoute', async () => {
+    const relayed = new NmsService({ domain: 'cyphonic.internal' }, {
+      store,
+      logger: silentLogger,
+      relays: { allocate: async () => ({ tempKey: randomBytes(32), relay: [{ address: '198.18.0.99', port: 4503 }], relayId: 'trs-1' }) },
+      send: (d, to) => clients.get(endpointKey(to))?.handleDatagram(d),
+    });
+    const at = async (name: string, ep: Endpoint): Promise<NmsClient> => (await node(name, ep, relayed)).client;
+    await at('quiet', { address: '198.18.0.17', port: 30000 }); // gets the push, never confirms
+    const i = await at('asker', { address: '198.18.0.18', port: 30000 });
+    await assert.rejects(i.direction({ targetFqdn: 'quiet.cyphonic.internal', relayOnly: true }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /did not confirm/.test(e.message));
+    assert.ok(relayed.counters.get('route.push') >= 4, 'the push was retransmitted');
   });
 });
