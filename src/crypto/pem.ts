@@ -66,15 +66,34 @@ export function splitPemChain(pem: string): string[] {
 
 /** A certificate parsed once: node's view plus the DER fields node does not expose. */
 export interface ParsedCert {
-  der: Buffer;
-  x509: X509Certificate;
-  fields: CertFields;
+  readonly der: Buffer;
+  readonly x509: X509Certificate;
+  readonly fields: Readonly<CertFields>;
 }
 
-/** Parses a certificate; any failure is CertificateError('ERR_CERT_MALFORMED'). */
+/**
+ * Tunable: certificates kept parsed, by their exact DER bytes (least recently used goes first). Parsing one costs
+ * ~0.25 ms here (node's X509Certificate most of it), and a new peer's certificate is read three or four times on
+ * its way to a tunnel (Route Direction check, its names, the handshake, the session's serial).
+ */
+const PARSED_MAX = 512;
+const parsed = new Map<string, ParsedCert>();
+
+/**
+ * Parses a certificate; any failure is CertificateError('ERR_CERT_MALFORMED'). The same bytes parsed before give
+ * the same (shared, read-only) object; only what parsed is remembered.
+ */
 export function parseCert(cert: CertInput): ParsedCert {
-  const der = toDer(cert);
-  if (der.length === 0 || der.length > MAX_CERT_BYTES) throw malformed('certificate has an invalid size');
+  const input = toDer(cert);
+  if (input.length === 0 || input.length > MAX_CERT_BYTES) throw malformed('certificate has an invalid size');
+  const key = input.toString('base64');
+  const hit = parsed.get(key);
+  if (hit) {
+    parsed.delete(key);
+    parsed.set(key, hit);
+    return hit;
+  }
+  const der = Buffer.from(input); // ours: the caller's buffer may be reused (a receive buffer)
   let fields: CertFields;
   try {
     fields = parseCertFields(der);
@@ -88,5 +107,8 @@ export function parseCert(cert: CertInput): ParsedCert {
   } catch (err) {
     throw malformed(`certificate cannot be parsed: ${(err as Error).message}`);
   }
-  return { der, x509, fields };
+  const out = { der, x509, fields };
+  if (parsed.size >= PARSED_MAX) parsed.delete(parsed.keys().next().value as string);
+  parsed.set(key, out);
+  return out;
 }

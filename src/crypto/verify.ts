@@ -1,6 +1,5 @@
 // Certificate chain verification (leaf -> intermediates -> trusted root) on node's X509Certificate,
 // plus certificate accessors: fingerprint, serial, common name, node id, PEM/DER conversion.
-import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { CertificateError } from '../util/errors.js';
 import { OID_SERIAL_NUMBER_ATTR, commonNameFrom } from './der.js';
@@ -233,8 +232,7 @@ export function nodeIdOfParsed(cert: ParsedCert): number | undefined {
 /** Summary of a certificate without verifying it. */
 /** The subjectAltName entries of a certificate: dNSNames (lower case) and iPAddresses (canonical text). */
 export function subjectAltNames(cert: CertInput): { dns: string[]; ips: string[] } {
-  const parsed = parseCert(cert);
-  const text = new X509Certificate(parsed.der).subjectAltName ?? '';
+  const text = parseCert(cert).x509.subjectAltName ?? '';
   const dns: string[] = [];
   const ips: string[] = [];
   for (const part of text.split(', ')) {

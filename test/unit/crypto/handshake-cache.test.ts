@@ -1,4 +1,4 @@
-// The remembered peer-certificate checks of the handshake: a certificate verified ahead of time is not verified
+// The remembered peer-certificate checks and parses of the handshake: a certificate verified ahead of time is not verified
 // again, but revocation, expiry and identity are still checked on every use. The responder's replay cache is
 // bounded and counts what it evicts.
 
@@ -6,6 +6,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
 import { HandshakeReplayCache, preverifyPeerCertificate, type TrustAnchors } from '../../../src/crypto/handshake.js';
+import { parseCert } from '../../../src/crypto/pem.js';
 import { CertificateError } from '../../../src/util/errors.js';
 
 let anchors: TrustAnchors;
@@ -59,4 +60,21 @@ test('the replay cache holds at most its capacity, counts evictions, and refuses
   assert.equal(cache.accept(1n, eph(9), BigInt(now + 2), now), false, 'not newer than an evicted request: refused');
   assert.equal(cache.accept(1n, eph(5), BigInt(now + 5), now), false, 'a replay');
   assert.equal(cache.accept(1n, eph(6), BigInt(now + 6), now), true);
+});
+
+test('a certificate is parsed once per distinct bytes: the same bytes share one parse, changed bytes never do', () => {
+  const copy = Buffer.from(cert);
+  const first = parseCert(copy);
+  assert.equal(parseCert(Buffer.from(cert)), first, 'the same bytes: the parse is shared');
+  // The caller's buffer reused for something else (a receive buffer): what was parsed keeps the original bytes.
+  copy.fill(0);
+  assert.deepEqual(first.der, cert);
+  assert.equal(parseCert(cert), first);
+  // One byte changed in the signature: parsed on its own, and the chain check refuses it.
+  const forged = Buffer.from(cert);
+  forged[forged.length - 3]! ^= 0x01;
+  assert.notEqual(parseCert(forged), first);
+  assert.throws(() => preverifyPeerCertificate(anchors, forged), (e: unknown) => e instanceof CertificateError);
+  // Garbage is refused every time, never remembered as anything.
+  for (let i = 0; i < 2; i++) assert.throws(() => parseCert(Buffer.from('30030201ff', 'hex')), (e: unknown) => e instanceof CertificateError && e.code === 'ERR_CERT_MALFORMED');
 });
