@@ -34,8 +34,8 @@ const STEPS: { step: string; from: string; fromBy: Role; to: string; toBy: Role 
   { step: 'initiator: peer certificate, path, TunnelRequest signed', from: 'route.got', fromBy: I, to: 'hs.request', toBy: I },
   { step: 'TunnelRequest to the responder (held for its push)', from: 'hs.request', fromBy: I, to: 'hs.request.in', toBy: R },
   { step: 'responder: request verified, X25519, response signed', from: 'hs.request.in', fromBy: R, to: 'hs.request.opened', toBy: R },
-  { step: 'responder: session installed in its engine', from: 'hs.request.opened', fromBy: R, to: 'hs.response', toBy: R },
-  { step: 'TunnelResponse to the initiator', from: 'hs.response', fromBy: R, to: 'hs.response.in', toBy: I },
+  { step: 'responder: session handed to its engine', from: 'hs.request.opened', fromBy: R, to: 'hs.response', toBy: R },
+  { step: 'responder engine installs it; TunnelResponse to the initiator', from: 'hs.response', fromBy: R, to: 'hs.response.in', toBy: I },
   { step: 'initiator: response verified', from: 'hs.response.in', fromBy: I, to: 'hs.response.opened', toBy: I },
   { step: 'initiator: session installed in its engine', from: 'hs.response.opened', fromBy: I, to: 'hs.installed', toBy: I },
 ];

@@ -242,7 +242,9 @@ export class NodeLifecycle {
       sink: () =>
         this.port && {
           send: (m, to) => this.port?.send(m, to),
-          install: async (route, keys, receiveOnly) => this.dataplane?.install(route, keys, receiveOnly),
+          install: async (route, keys, receiveOnly, reply) => this.dataplane?.install(route, keys, receiveOnly, reply),
+          // The engine sends a reply from the data socket: only where that socket is the port (it always is today).
+          installSends: this.dataplane !== null && (this.port as unknown) === this.dataplane,
           peerStats: (slot) => this.dataplane?.peerStats(slot) ?? { rxBytes: 0, txBytes: 0 },
           promote: (slot) => this.dataplane?.promote(slot),
           keepalive: (peer) => {

@@ -116,7 +116,9 @@ export interface RouteSource {
 /** What it needs from the data plane. */
 export interface SessionSink {
   send(datagram: Buffer, to: Endpoint): void;
-  install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean): Promise<void>;
+  install(route: { slot: number; vip4: string | null; vip6: string | null; endpoint: Endpoint }, keys: SessionKeys, receiveOnly?: boolean, reply?: { datagram: Buffer; to: Endpoint }): Promise<void>;
+  /** install() sends its `reply` itself once the session is in (else the caller sends it after install resolves). */
+  readonly installSends?: boolean;
   peerStats(slot: number): { rxBytes: number; txBytes: number; pmtu?: number };
   /** Send on the session installed last for `slot` now (a new path replaced the old one). */
   promote?(slot: number): void;
@@ -619,11 +621,14 @@ export class PeerManager implements PeerDirectory {
           if (path.rd.pathType !== PathType.Relayed) path.learned = from;
           return true;
         }
-        // Answer only once our data plane can open the initiator's first capsule.
-        this.established(peer, path, answered.keys, from)
+        // Answer only once our data plane can open the initiator's first capsule (the engine sends it as soon as
+        // it installed the session, where it can).
+        const sink = this.c.sink();
+        const reply = { datagram: answered.response, to: from };
+        const bySink = sink?.installSends === true;
+        this.established(peer, path, answered.keys, from, bySink ? reply : undefined)
           .then(() => {
-            trace('hs.response', path.id);
-            this.c.sink()?.send(answered.response, from);
+            if (!bySink) this.c.sink()?.send(answered.response, from);
           })
           .catch((err: unknown) => this.failed('answer', err));
       } else {
@@ -975,7 +980,7 @@ export class PeerManager implements PeerDirectory {
     if (path.hs.state === 'initiating' && p.request) sink.send(p.request, to);
   }
 
-  private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint): Promise<void> {
+  private async established(peer: Peer, path: Path, keys: SessionKeys, from: Endpoint, reply?: { datagram: Buffer; to: Endpoint }): Promise<void> {
     keys.expiresAt = keys.establishedAt + this.rejectAfterMs();
     if (keys.initiator) path.answered = [];
     else {
@@ -998,7 +1003,8 @@ export class PeerManager implements PeerDirectory {
     this.counters.inc('handshake.ok');
     this.c.onEstablished?.(path.id);
     // The losing path's session still opens what the peer sends on it until the peer switches over.
-    const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path);
+    if (!keys.initiator) trace('hs.response', path.id);
+    const installed = this.c.sink()?.install({ slot: peer.slot, vip4: peer.vip4, vip6: peer.vip6, endpoint: from }, keys, peer.active !== path, reply);
     this.c.logger.info('tunnel established', { peer: peer.name, path: pathName(path.rd), udpAddr: formatEndpoint(from), initiator: keys.initiator });
     await installed;
     trace('hs.installed', path.id);

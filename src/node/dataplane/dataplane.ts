@@ -224,14 +224,16 @@ export class DataPlane implements DatagramPort {
    * Installs (or replaces after a rekey) the session used to reach a peer: the worker puts it in its receive path,
    * then in its send path, and acknowledges. So nothing we send under new keys can draw an answer we could not
    * open, and a responder that awaits this can answer the handshake knowing the first capsule will find its
-   * session.
+   * session. `reply` (the responder's TunnelResponse) is sent by the worker right after it installed.
    */
-  async install(route: PeerRoute, keys: SessionKeys, receiveOnly = false): Promise<void> {
+  async install(route: PeerRoute, keys: SessionKeys, receiveOnly = false, reply?: { datagram: Buffer; to: Endpoint }): Promise<void> {
     const peer: WirePeer = { slot: route.slot, vip4: route.vip4, vip6: route.vip6, endpoint: wireEndpoint(route.endpoint, this.dualStack) };
     const msg: ToWorker = { op: 'install', peer, keys, receiveOnly };
+    if (reply) msg.reply = { data: reply.datagram, to: wireEndpoint(reply.to, this.dualStack) };
     await new Promise<void>((resolve) => {
-      const t = setTimeout(() => finish(), 500); // a stuck worker must not stall signaling
-      const finish = (): void => {
+      const t = setTimeout(() => finish(true), 500); // a stuck worker must not stall signaling
+      const finish = (late = false): void => {
+        if (late && reply) this.send(reply.datagram, reply.to); // (a late worker may send it too: a duplicate is refused)
         clearTimeout(t);
         this.installing.delete(keys.pathId);
         resolve();

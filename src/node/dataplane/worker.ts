@@ -76,7 +76,7 @@ export interface WirePeer {
  * answers `installed`: whatever we send under new keys can draw an answer we can open.
  */
 export type ToWorker =
-  | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean }
+  | { op: 'install'; peer: WirePeer; keys: SessionKeys; receiveOnly: boolean; reply?: { data: Uint8Array; to: WirePeer['endpoint'] } }
   /** Send on the session installed last for `slot` now (a new path replaced one that may be dead). */
   | { op: 'promote'; slot: number }
   /** Mobility: the peer moved (or we did and must use another of its addresses); same session. */
@@ -328,6 +328,9 @@ function run(): void {
       } else if (msg.op === 'filter') native.filterSet(filter, msg.slot, msg.rules);
       else if (msg.op === 'install') {
         install(msg);
+        // A responder's TunnelResponse leaves from here, the moment its session can open the first capsule (one
+        // thread hop sooner than from the main thread).
+        if (msg.reply) native.udpSend(init.udpFd, Buffer.from(msg.reply.data.buffer, msg.reply.data.byteOffset, msg.reply.data.byteLength), 0, msg.reply.data.byteLength, msg.reply.to.addr, msg.reply.to.port);
         port.postMessage({ op: 'installed', pathId: msg.keys.pathId } satisfies FromWorker);
       }
     });
