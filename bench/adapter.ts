@@ -1,5 +1,7 @@
 // Adapter benchmark (the deck's slides 20–21 table): what a general node on the adapter's LAN sees.
-//   - ARP and ND proxy response time (request from the device → answer with the adapter's MAC), µs
+//   - ARP and ND proxy response time (request from the device → answer with the adapter's MAC), µs: device-side
+//     (kernel timestamps of the request leaving and the answer arriving at the device's interface) and the probe
+//     process's own round trip (bench/lib/lan-probe.ts)
 //   - DNS response time for an overlay name through the adapter (first query, which starts route selection, and
 //     warm queries), and for comparison the cyphonic node's own resolver
 //   - RTT general node → cyphonic node through the adapter (IPv4 and IPv6) vs node → node (the adapter's own node)
@@ -72,8 +74,11 @@ async function main(): Promise<void> {
     // ARP / ND proxy response time, once the device knows the peer (a name it resolved): the adapter joined the
     // peer address's solicited-node group then, so neighbour solicitations reach it through the MLD-snooping switch.
     for (const [mode, mine, target] of [['arp', me.vip4!, a.vip4!], ['nd', me.vip6!, a.vip6!]] as const) {
-      const r = JSON.parse(await g1.run(process.execPath, [PROBE, mode, 'eth0', mine, target, String(probes)], { timeoutMs: 120_000 })) as { samples: number[]; lost: number };
-      rows.push([`${mode === 'arp' ? 'ARP' : 'ND'} proxy response (median / p90)`, `${median(r.samples).toFixed(0)} / ${pct(r.samples, 90).toFixed(0)} µs (${r.samples.length} answered, ${r.lost} lost)`]);
+      const r = JSON.parse(await g1.run(process.execPath, [PROBE, mode, 'eth0', mine, target, String(probes)], { timeoutMs: 120_000 })) as { samples: number[]; wire: number[]; lost: number; unstamped: number };
+      const name = mode === 'arp' ? 'ARP' : 'ND';
+      const fig = (xs: number[]): string => (xs.length ? `${median(xs).toFixed(0)} / ${pct(xs, 90).toFixed(0)} µs` : 'n/a');
+      rows.push([`${name} proxy response, device-side, kernel timestamps (median / p90)`, `${fig(r.wire)} (${r.wire.length} stamped, ${r.unstamped} unstamped)`]);
+      rows.push([`${name} proxy response, probe process round trip (median / p90)`, `${fig(r.samples)} (${r.samples.length} answered, ${r.lost} lost)`]);
     }
 
     // RTT.

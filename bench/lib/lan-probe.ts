@@ -1,6 +1,13 @@
 // Times the adapter's ARP and ND proxies from a device on its LAN: sends COUNT ARP requests (or Neighbor
-// Solicitations) for TARGET through a packet socket and waits for each answer; prints {"samples":[µs...],"lost":N}.
-// Runs inside the device's namespace (bench/adapter.ts).
+// Solicitations) for TARGET through a packet socket and waits for each answer. Two figures per answer:
+//   - wire: device-side, kernel timestamps. A second packet socket on the interface (packetStampOn) is a capture
+//     point, as tcpdump on the device would be: it sees the request as it left for the driver and the answer as it
+//     arrived, each with the kernel's software timestamp (SO_TIMESTAMPNS); wire = answer - request. No JavaScript,
+//     syscall or wake-up of this process is in it (the probe reads that socket after the round trip).
+//   - samples: the probe process round trip, as before: process.hrtime before the send until this process has
+//     read and parsed the answer (its own syscalls, JavaScript and wake-up included).
+// Prints {"samples":[µs...],"wire":[µs...],"lost":N,"unstamped":N}. Runs inside the device's namespace
+// (bench/adapter.ts).
 //
 //   node lan-probe.js arp IFACE MY_IP4 TARGET_IP4 COUNT
 //   node lan-probe.js nd  IFACE MY_IP6 TARGET_IP6 COUNT
@@ -54,10 +61,54 @@ function isAnswer(frame: Buffer): boolean {
   }
 }
 
+/** Packet type of a frame this host sent (sll_pkttype PACKET_OUTGOING). */
+const PACKET_OUTGOING = 4;
+const cap = native.packetOpen!(ifname!);
+native.packetStampOn!(cap);
+const capBuf = Buffer.alloc(2048);
+const info = new Uint32Array(4);
+
+/** Kernel time of `info` in ns relative to `base` seconds (a Number keeps ns exactly this way). */
+function stampNs(base: number): number {
+  return (info[0]! - base) * 1e9 + info[1]!;
+}
+
+/**
+ * The capture socket's kernel times of our request leaving and of its answer arriving (µs apart), read after the
+ * round trip; null when either is missing or unstamped. Frames queued there belong to this probe only (the
+ * previous one drained them), at most 64 are read.
+ */
+function wireTime(frame: Buffer, base: number): number | null {
+  let sent: number | null = null;
+  let answered: number | null = null;
+  for (let i = 0; i < 64 && (sent === null || answered === null); i++) {
+    const n = native.packetReadStamped!(cap, capBuf, answered === null || sent === null ? 20 : 0, info);
+    if (n === 0) break;
+    if (info[3] !== 1) continue;
+    const f = capBuf.subarray(0, n);
+    if (info[2] === PACKET_OUTGOING) {
+      if (sent === null && f.equals(frame)) sent = stampNs(base);
+    } else if (answered === null && isAnswer(f)) {
+      answered = stampNs(base);
+    }
+  }
+  return sent !== null && answered !== null && answered >= sent ? (answered - sent) / 1000 : null;
+}
+
+function drainCapture(): void {
+  for (let i = 0; i < 256 && native.packetReadStamped!(cap, capBuf, 0, info) > 0; i++) {
+    /* frames from before this probe */
+  }
+}
+
 const samples: number[] = [];
+const wire: number[] = [];
 let lost = 0;
+let unstamped = 0;
 const frame = request();
+const base = Math.floor(Date.now() / 1000) - 60; // seconds origin for the kernel stamps (CLOCK_REALTIME)
 for (let i = 0; i < Number(countStr); i++) {
+  drainCapture();
   const t0 = process.hrtime.bigint();
   native.tunWrite(fd, frame, 0, frame.length);
   let got = false;
@@ -67,12 +118,19 @@ for (let i = 0; i < Number(countStr); i++) {
     const n = native.packetRead!(fd, buf, Math.max(1, Math.floor(left)), status);
     if (n > 0 && isAnswer(buf.subarray(0, n))) got = true;
   }
-  if (got) samples.push(Number(process.hrtime.bigint() - t0) / 1000);
-  else lost++;
+  if (got) {
+    samples.push(Number(process.hrtime.bigint() - t0) / 1000);
+    const w = wireTime(frame, base);
+    if (w === null) unstamped++;
+    else wire.push(w);
+  } else {
+    lost++;
+  }
   const pause = Date.now() + 5;
   while (Date.now() < pause) {
     /* 5 ms between probes */
   }
 }
 native.fdClose(fd);
-process.stdout.write(JSON.stringify({ samples, lost }) + '\n');
+native.fdClose(cap);
+process.stdout.write(JSON.stringify({ samples, wire, lost, unstamped }) + '\n');
