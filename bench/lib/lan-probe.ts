@@ -11,6 +11,11 @@
 //
 //   node lan-probe.js arp IFACE MY_IP4 TARGET_IP4 COUNT
 //   node lan-probe.js nd  IFACE MY_IP6 TARGET_IP6 COUNT
+//
+// Watch mode (bench/adapter.ts --adapter-side) runs on the adapter's host instead: a stamped capture socket on its
+// LAN interface times each request arriving there to the answer leaving there, the adapter's own reaction (the
+// switch excluded); prints {"adapter":[µs...]} after COUNT pairs or TIMEOUT_MS:
+//   node lan-probe.js watch-arp|watch-nd IFACE - TARGET COUNT TIMEOUT_MS
 
 import { readFileSync } from 'node:fs';
 import { requireNative } from '../../src/net/tun/native.js';
@@ -31,7 +36,7 @@ import {
 
 const [mode, ifname, me, target, countStr] = process.argv.slice(2);
 const native = requireNative();
-const fd = native.packetOpen!(ifname!);
+const fd = mode!.startsWith('watch-') ? -1 : native.packetOpen!(ifname!); // watch mode only captures
 const mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim();
 const buf = Buffer.alloc(2048);
 const status = new Uint32Array(1);
@@ -101,36 +106,80 @@ function drainCapture(): void {
   }
 }
 
-const samples: number[] = [];
-const wire: number[] = [];
-let lost = 0;
-let unstamped = 0;
-const frame = request();
-const base = Math.floor(Date.now() / 1000) - 60; // seconds origin for the kernel stamps (CLOCK_REALTIME)
-for (let i = 0; i < Number(countStr); i++) {
-  drainCapture();
-  const t0 = process.hrtime.bigint();
-  native.tunWrite(fd, frame, 0, frame.length);
-  let got = false;
-  while (!got) {
-    const left = 1000 - Number(process.hrtime.bigint() - t0) / 1e6;
-    if (left <= 0) break;
-    const n = native.packetRead!(fd, buf, Math.max(1, Math.floor(left)), status);
-    if (n > 0 && isAnswer(buf.subarray(0, n))) got = true;
+/** Watch mode: the adapter's reaction time at its own LAN interface (request in → answer out), kernel stamps. */
+function watch(): void {
+  const arp = mode === 'watch-arp';
+  const timeoutMs = Number(process.argv[7]);
+  const isRequest = (f: Buffer): boolean => {
+    try {
+      const eth = decodeEthernet(f);
+      if (arp) return eth.ethertype === ETHERTYPE_ARP && decodeArp(eth.payload).op === 1 && decodeArp(eth.payload).targetIp === target;
+      return eth.ethertype === ETHERTYPE_IPV6 && eth.payload[6] === 58 && eth.payload[40] === 135;
+    } catch {
+      return false;
+    }
+  };
+  const isReply = (f: Buffer): boolean => {
+    try {
+      const eth = decodeEthernet(f);
+      if (arp) return eth.ethertype === ETHERTYPE_ARP && decodeArp(eth.payload).op === 2 && decodeArp(eth.payload).senderIp === target;
+      return eth.ethertype === ETHERTYPE_IPV6 && eth.payload[6] === 58 && eth.payload[40] === 136;
+    } catch {
+      return false;
+    }
+  };
+  const adapter: number[] = [];
+  const base = Math.floor(Date.now() / 1000) - 60;
+  const end = Date.now() + timeoutMs;
+  let req: number | null = null;
+  while (adapter.length < Number(countStr) && Date.now() < end) {
+    const n = native.packetReadStamped!(cap, capBuf, 100, info);
+    if (n === 0 || info[3] !== 1) continue;
+    const f = capBuf.subarray(0, n);
+    if (info[2] !== PACKET_OUTGOING && isRequest(f)) req = stampNs(base);
+    else if (info[2] === PACKET_OUTGOING && req !== null && isReply(f)) {
+      adapter.push((stampNs(base) - req) / 1000);
+      req = null;
+    }
   }
-  if (got) {
-    samples.push(Number(process.hrtime.bigint() - t0) / 1000);
-    const w = wireTime(frame, base);
-    if (w === null) unstamped++;
-    else wire.push(w);
-  } else {
-    lost++;
-  }
-  const pause = Date.now() + 5;
-  while (Date.now() < pause) {
-    /* 5 ms between probes */
-  }
+  process.stdout.write(JSON.stringify({ adapter }) + '\n');
 }
-native.fdClose(fd);
+
+function probe(): void {
+  const samples: number[] = [];
+  const wire: number[] = [];
+  let lost = 0;
+  let unstamped = 0;
+  const frame = request();
+  const base = Math.floor(Date.now() / 1000) - 60; // seconds origin for the kernel stamps (CLOCK_REALTIME)
+  for (let i = 0; i < Number(countStr); i++) {
+    drainCapture();
+    const t0 = process.hrtime.bigint();
+    native.tunWrite(fd, frame, 0, frame.length);
+    let got = false;
+    while (!got) {
+      const left = 1000 - Number(process.hrtime.bigint() - t0) / 1e6;
+      if (left <= 0) break;
+      const n = native.packetRead!(fd, buf, Math.max(1, Math.floor(left)), status);
+      if (n > 0 && isAnswer(buf.subarray(0, n))) got = true;
+    }
+    if (got) {
+      samples.push(Number(process.hrtime.bigint() - t0) / 1000);
+      const w = wireTime(frame, base);
+      if (w === null) unstamped++;
+      else wire.push(w);
+    } else {
+      lost++;
+    }
+    const pause = Date.now() + 5;
+    while (Date.now() < pause) {
+      /* 5 ms between probes */
+    }
+  }
+  process.stdout.write(JSON.stringify({ samples, wire, lost, unstamped }) + '\n');
+}
+
+if (mode!.startsWith('watch-')) watch();
+else probe();
+if (fd >= 0) native.fdClose(fd);
 native.fdClose(cap);
-process.stdout.write(JSON.stringify({ samples, wire, lost, unstamped }) + '\n');
