@@ -70,7 +70,7 @@ function isAnswer(frame: Buffer): boolean {
 const PACKET_OUTGOING = 4;
 const cap = native.packetOpen!(ifname!);
 native.packetStampOn!(cap);
-const capBuf = Buffer.alloc(2048);
+const capBuf = Buffer.alloc(70_000); // a GRO super-frame must not stop the drain (an oversized read reads as 0)
 const info = new Uint32Array(4);
 
 /** Kernel time of `info` in ns relative to `base` seconds (a Number keeps ns exactly this way). */
