@@ -1,5 +1,7 @@
 // Adapter benchmark (the deck's slides 20–21 table): what a general node on the adapter's LAN sees.
-//   - ARP and ND proxy response time (request from the device → answer with the adapter's MAC), µs
+//   - ARP and ND proxy response time (request from the device → answer with the adapter's MAC), µs: device-side
+//     (kernel timestamps of the request leaving and the answer arriving at the device's interface) and the probe
+//     process's own round trip (bench/lib/lan-probe.ts)
 //   - DNS response time for an overlay name through the adapter (first query, which starts route selection, and
 //     warm queries), and for comparison the cyphonic node's own resolver
 //   - RTT general node → cyphonic node through the adapter (IPv4 and IPv6) vs node → node (the adapter's own node)
@@ -7,7 +9,8 @@
 //     (iperf3), with how many packets the adapter's IP fast path carried (lan.fast.out / .in, native/lan_fast.c)
 //
 // usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)] [--no-lan-fast (the adapter carries every
-//        packet through its main thread, for A/B runs)]
+//        packet through its main thread, for A/B runs)] [--adapter-side (also time each ARP/ND answer at the
+//        adapter's own LAN interface, request in → answer out: a second capture socket there, off by default)]
 // needs root and iperf3, dhclient (isc-dhcp-client), dig (bind9-dnsutils); scripts/setup.sh installs them.
 
 import { join } from 'node:path';
@@ -48,6 +51,7 @@ async function main(): Promise<void> {
     const g1 = await lan.addDevice('g1', '02:be:00:00:00:01');
     const state = join(work.dir, 'gw');
     const noFast = process.argv.includes('--no-lan-fast') ? ['--no-lan-fast'] : [];
+    const adapterSide = process.argv.includes('--adapter-side');
     gw = gwHost.spawn(process.execPath, [CLI, 'adapter', 'up', '--state', state, '--lan', 'lan0', '--token', await cloud.enroll('gw'), '--info-interval', '1', ...noFast], { logFile: join(work.dir, 'gw.log') });
     const status = (): Promise<AdapterStatus> => controlGet(join(state, 'adapter.sock'), '/status') as Promise<AdapterStatus>;
     const a = await alpha.waitRegistered();
@@ -72,8 +76,17 @@ async function main(): Promise<void> {
     // ARP / ND proxy response time, once the device knows the peer (a name it resolved): the adapter joined the
     // peer address's solicited-node group then, so neighbour solicitations reach it through the MLD-snooping switch.
     for (const [mode, mine, target] of [['arp', me.vip4!, a.vip4!], ['nd', me.vip6!, a.vip6!]] as const) {
-      const r = JSON.parse(await g1.run(process.execPath, [PROBE, mode, 'eth0', mine, target, String(probes)], { timeoutMs: 120_000 })) as { samples: number[]; lost: number };
-      rows.push([`${mode === 'arp' ? 'ARP' : 'ND'} proxy response (median / p90)`, `${median(r.samples).toFixed(0)} / ${pct(r.samples, 90).toFixed(0)} µs (${r.samples.length} answered, ${r.lost} lost)`]);
+      const watch = adapterSide ? gwHost.run(process.execPath, [PROBE, `watch-${mode}`, 'lan0', '-', target, String(probes), String(30_000 + probes * 50)], { timeoutMs: 120_000 }) : null;
+      if (watch) await new Promise((r) => setTimeout(r, 500)); // its socket is open before the first request
+      const r = JSON.parse(await g1.run(process.execPath, [PROBE, mode, 'eth0', mine, target, String(probes)], { timeoutMs: 120_000 })) as { samples: number[]; wire: number[]; lost: number; unstamped: number };
+      const name = mode === 'arp' ? 'ARP' : 'ND';
+      const fig = (xs: number[]): string => (xs.length ? `${median(xs).toFixed(0)} / ${pct(xs, 90).toFixed(0)} µs` : 'n/a');
+      rows.push([`${name} proxy response, device-side, kernel timestamps (median / p90)`, `${fig(r.wire)} (${r.wire.length} stamped, ${r.unstamped} unstamped)`]);
+      rows.push([`${name} proxy response, probe process round trip (median / p90)`, `${fig(r.samples)} (${r.samples.length} answered, ${r.lost} lost)`]);
+      if (watch) {
+        const w = JSON.parse(await watch) as { adapter: number[] };
+        rows.push([`${name} proxy, adapter-side: request in → answer out at lan0 (median / p90)`, `${fig(w.adapter)} (${w.adapter.length} pairs)`]);
+      }
     }
 
     // RTT.

@@ -17,6 +17,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,6 +669,81 @@ static napi_value packet_read(napi_env env, napi_callback_info info) {
   return num(env, (double)n);
 }
 
+// packetStampOn(fd): a packet socket (packetOpen) becomes a capture point that times frames the way a capture on
+// the interface does (bench/lib/lan-probe.ts: what a device on the adapter's LAN sees). SO_TIMESTAMPNS: each frame
+// read carries the kernel's software timestamp (CLOCK_REALTIME) taken as it arrived on the interface; and the socket
+// sees the host's outgoing frames (PACKET_IGNORE_OUTGOING off), each stamped as it was handed to the driver
+// (dev_queue_xmit_nit) — those other sockets sent: the kernel never shows a socket its own. Read with packetReadStamped.
+static napi_value packet_stamp_on(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd")) return NULL;
+  int one = 1;
+  if (setsockopt((int)fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0) {
+    throw_errno(env, "setsockopt SO_TIMESTAMPNS", errno);
+    return NULL;
+  }
+#ifdef PACKET_IGNORE_OUTGOING
+  int zero = 0;
+  if (setsockopt((int)fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &zero, sizeof zero) < 0 && errno != ENOPROTOOPT) {
+    throw_errno(env, "setsockopt PACKET_IGNORE_OUTGOING", errno);
+    return NULL;
+  }
+#endif
+  return NULL;
+}
+
+// packetReadStamped(fd, buf, timeoutMs, info: Uint32Array(>= 4)) -> frame length, 0 on timeout or a frame longer
+// than buf (dropped). info = [seconds (low 32 bits), nanoseconds, sll_pkttype (4 = PACKET_OUTGOING: our own frame),
+// 1 when the kernel gave a timestamp else 0]. Every cmsg is checked for its full length before it is read.
+static napi_value packet_read_stamped(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint8_t *buf;
+  size_t len, ilen;
+  uint32_t *out;
+  int64_t fd, timeout;
+  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") || !get_bytes(env, argv[1], &buf, &len, "buf") ||
+      !get_int(env, argv[2], -1, INT_MAX, &timeout, "timeoutMs") || !get_u32s(env, argv[3], &out, &ilen, "info"))
+    return NULL;
+  if (ilen < 4) return arg_error(env, 1, "packetReadStamped: info needs four elements"), NULL;
+  if (len == 0) return arg_error(env, 1, "packetReadStamped: buf is empty"), NULL;
+  out[0] = out[1] = out[2] = out[3] = 0;
+  if (timeout != 0) {
+    int r = wait_readable(env, (int)fd, (int)timeout);
+    if (r <= 0) return r < 0 ? NULL : num(env, 0);
+  }
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(sizeof(struct timespec)) + CMSG_SPACE(sizeof(struct tpacket_auxdata))];
+  } ctl;
+  struct sockaddr_ll from;
+  memset(&from, 0, sizeof from);
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  struct msghdr mh = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  ssize_t n;
+  do n = recvmsg((int)fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return num(env, 0);
+    throw_errno(env, "recvmsg", errno);
+    return NULL;
+  }
+  if ((size_t)n > len) return num(env, 0);  // MSG_TRUNC reports the real length: a frame longer than buf is dropped
+  if (mh.msg_namelen >= offsetof(struct sockaddr_ll, sll_pkttype) + sizeof from.sll_pkttype) out[2] = from.sll_pkttype;
+  if (!(mh.msg_flags & MSG_CTRUNC)) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS && c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(c), sizeof ts);
+        out[0] = (uint32_t)ts.tv_sec;
+        out[1] = (uint32_t)ts.tv_nsec;
+        out[3] = 1;
+      }
+    }
+  }
+  return num(env, (double)n);
+}
+
 // udpLocalPort(fd) -> the bound port.
 static napi_value udp_local_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -1045,7 +1121,7 @@ NAPI_MODULE_INIT() {
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSendEach", udp_send_each},
       {"hkdfSha256Pair", hkdf_sha256_pair},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},
-                     {"packetOpen", packet_open}, {"packetPair", packet_pair},         {"packetRead", packet_read},
+                     {"packetOpen", packet_open}, {"packetPair", packet_pair},         {"packetRead", packet_read}, {"packetStampOn", packet_stamp_on}, {"packetReadStamped", packet_read_stamped},
   };
   if (!export_fns(env, exports, fns, sizeof fns / sizeof fns[0])) return NULL;
   // Path MTU helpers (pmtu.c): pmtuFragNeeded, pmtuTooBig, pmtuFragment4, pmtuClampMss.

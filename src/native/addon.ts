@@ -23,6 +23,10 @@ export interface NativeAddon {
   packetOpen?(ifname: string): number;
   /** One frame from a packet socket (0 = timeout or oversized); status[0] = its tp_status (8: checksum left to offload). */
   packetRead?(fd: number, buf: Uint8Array, timeoutMs: number, status: Uint32Array): number;
+  /** Kernel software timestamps on a packet socket (SO_TIMESTAMPNS), and its own outgoing frames seen again, stamped as they left. */
+  packetStampOn?(fd: number): void;
+  /** One frame (0 = timeout or oversized); info = [seconds (low 32 bits), nanoseconds, sll_pkttype (4: our own), 1 if stamped]. */
+  packetReadStamped?(fd: number, buf: Uint8Array, timeoutMs: number, info: Uint32Array): number;
   /** mode: 0 (default) seals and opens, 1 only seals, 2 only opens (one OpenSSL context instead of two). */
   aeadCreate(key: Uint8Array, mode?: 0 | 1 | 2): NativeAeadHandle;
   aeadDestroy(handle: NativeAeadHandle): void;
