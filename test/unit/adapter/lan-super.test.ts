@@ -12,6 +12,7 @@
 //   1400 bytes) are cut by the segmenter as before and handed out or carried as plain packets, never whole;
 // - a node whose pair is plain (offloads off) gets the segments one by one, as before;
 // - in: the engine's merged TCP packet (vnet_coalesce) for the node leaves on the LAN as one GSO frame whole;
+//   one whose header is not exactly vnet_coalesce's is left for the reader (nothing on the LAN);
 //   PairHost writes an empty header before each packet and its reader hands on plain packets only (empty headers
 //   stripped, GSO packets cut; a malformed one counted and dropped).
 
@@ -319,6 +320,37 @@ describe('TCP super-frames between the LAN and a general node\'s engine (vnet pa
     assert.equal(native.tunReadBatch(rig.tunTest, batch, slot, lengths, 200), 1);
     assert.equal(native.lanFastIn(rig.tunTest, batch, slot, lengths, 1, true), 0);
     assert.ok(lengths[0]! > VNET + 2000, 'left whole');
+  });
+
+  it('leaves a GSO packet from the engine whose header is not exactly vnet_coalesce\'s: nothing on the LAN', () => {
+    const segs = [0, 1, 2].map((i) => tcp(PEER4, G1_4, pattern(1000, 40 + i), { seq: 300 + i * 1000, id: i }));
+    const merged = tcp(PEER4, G1_4, Buffer.concat(segs.map((s) => s.subarray(40))), { seq: 300 });
+    merged.writeUInt16BE(fold(pseudo(merged)), 36);
+    const good = { gso: GSO_TCPV4, hdrLen: 40, gsoSize: 1000, csumStart: 20 };
+    const cases: [string, Buffer][] = [
+      ['gso_size 0', Buffer.concat([vnetHdr({ ...good, gsoSize: 0 }), merged])],
+      ['hdr_len other than IP + TCP', Buffer.concat([vnetHdr({ ...good, hdrLen: 54 }), merged])],
+      ['csum_start elsewhere', Buffer.concat([vnetHdr({ ...good, csumStart: 14 }), merged])],
+      ['checksum not left partial', Buffer.concat([vnetHdr({ ...good, flags: 2 }), merged])],
+      ['TCPV6 on IPv4', Buffer.concat([vnetHdr({ ...good, gso: GSO_TCPV6 }), merged])],
+      ['segments over 1400 bytes', Buffer.concat([vnetHdr({ ...good, gsoSize: 1400 }), merged])],
+      ['IP length other than the packet\'s', Buffer.concat([vnetHdr(good), merged.subarray(0, merged.length - 1)])],
+      ['a UDP gso type', Buffer.concat([vnetHdr({ ...good, gso: 5, csumOffset: 6 }), merged])],
+    ];
+    const slot = 4096;
+    const batch = Buffer.alloc(slot * cases.length);
+    cases.forEach(([, d], i) => d.copy(batch, i * slot));
+    const lengths = Uint32Array.from(cases.map(([, d]) => d.length));
+    const before = stats();
+    assert.equal(native.lanFastIn(rig.tunTest, batch, slot, lengths, cases.length, true), 0);
+    cases.forEach(([what, d], i) => assert.equal(lengths[i], d.length, `${what}: left`));
+    assert.equal(stats()['lan.fast.in']! - before['lan.fast.in']!, 0);
+    assert.equal(native.tunRead(lanB, Buffer.alloc(70000), 50), 0, 'nothing on the LAN');
+    // The same packet with vnet_coalesce's header is taken.
+    const ok = Buffer.concat([vnetHdr(good), merged]);
+    ok.copy(batch, 0);
+    assert.equal(native.lanFastIn(rig.tunTest, batch, slot, Uint32Array.of(ok.length), 1, true), 1);
+    assert.ok(native.tunRead(lanB, Buffer.alloc(70000), 50) > 3000);
   });
 });
 
