@@ -170,7 +170,7 @@ export class GeneralNodeAgent implements GeneralNodePort {
       observed: st.observed,
       commonKeyExpiresAt: st.commonKeyExpiresAt,
       peers: st.peers,
-      counters: { ...st.counters, ...this.counters.toJSON() },
+      counters: { ...st.counters, ...this.counters.toJSON(), ...(this.host?.refusedGso ? { 'rx.device-gso-refused': this.host.refusedGso } : {}) },
     };
   }
 

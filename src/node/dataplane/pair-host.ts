@@ -60,7 +60,8 @@ export class PairHost {
     });
   }
 
-  /** GSO packets from the engine the reader could not cut into packets (dropped; never expected from our engine). */
+  /** GSO packets from the engine the reader could not cut into packets (dropped; never expected from our engine; a
+   * general node's status shows it as `rx.device-gso-refused`). */
   get refusedGso(): number {
     return Atomics.load(this.refused, 0);
   }
