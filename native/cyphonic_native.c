@@ -806,7 +806,9 @@ static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
 // with a TUN fd: the data-plane engine's device for a general node (the adapter holds the other end), and tests
 // drive the engine through one end without creating a device. What a sender may have queued is bounded by its
 // send buffer (212 KB by default: under 100 full-size packets, less than two batches of the engine or of the
-// adapter's LAN reader), so both ends get the UDP sockets' 4 MiB (capped by net.core.wmem_max).
+// adapter's LAN reader, and three 64 KiB super-frames when the pair carries virtio_net_hdr), so both ends get the UDP
+// sockets' 4 MiB: SO_SNDBUFFORCE where allowed (CAP_NET_ADMIN, as the adapter runs), else SO_SNDBUF (capped by
+// net.core.wmem_max). (A socketpair's receiver has no queue limit of its own: the sender's buffer is the bound.)
 static napi_value packet_pair(napi_env env, napi_callback_info info) {
   (void)info;
   int sv[2];
@@ -815,7 +817,8 @@ static napi_value packet_pair(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int bufsz = 4 << 20;
-  for (int i = 0; i < 2; i++) setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+  for (int i = 0; i < 2; i++)
+    if (setsockopt(sv[i], SOL_SOCKET, SO_SNDBUFFORCE, &bufsz, sizeof bufsz) < 0) setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
   napi_value arr;
   napi_create_array_with_length(env, 2, &arr);
   for (uint32_t i = 0; i < 2; i++) napi_set_element(env, arr, i, num(env, sv[i]));

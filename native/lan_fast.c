@@ -4,18 +4,30 @@
 //        TCP/UDP frame to the adapter's MAC, from a general node's MAC, whose source is the address leased to that MAC
 //        (lease unexpired), whose destination is a known peer's virtual address, no SYN, at most LAN_MTU bytes
 //        ─► written straight into that general node's packet pair (its engine seals it)
+//   out, whole: when that pair carries a virtio_net_hdr before every datagram (NF_VNET: the engine opened it with
+//        offloads, as a TUN with TSO), lanRecv first offers each frame it read to lan_fast_super: a TCP super-frame
+//        (the LAN veth's GRO, a device's TSO) that passes the same checks, with segments within LAN_MTU, goes into
+//        the pair uncut behind a virtio_net_hdr at IP offsets; the engine cuts it and seals every segment
+//        (vnet_segment, fresh checksums), one write and one read per 64 KiB instead of ~45. Its header must
+//        describe its bytes exactly (super_check): one that does not is dropped and counted, never forwarded.
+//        Plain packets into such a pair get an empty header (no GSO, checksums complete).
 //   in:  pair reader thread (pair-reader.ts, after tunReadBatch) ─► lanFastIn: an IPv4/IPv6 TCP/UDP packet from a
 //        known peer's address to the general node's own virtual address, no SYN, at most LAN_MTU bytes, not a
 //        fragment ─► Ethernet header (adapter MAC → the general node's MAC) ─► the LAN packet socket; consecutive
 //        segments of one TCP flow in a batch leave as one GSO frame (offload.c's vnet_coalesce, as the engine
 //        writes a TUN: a virtio_net_hdr with CHECKSUM_PARTIAL before the frame), which the kernel (or the NIC)
-//        cuts back into the same segments with fresh checksums before they reach the wire
+//        cuts back into the same segments with fresh checksums before they reach the wire; from a pair with virtio
+//        headers, a TCP GSO packet the engine merged (its header exactly as vnet_coalesce writes it, segments within
+//        LAN_MTU, the same address checks) leaves whole the same way; one the fast path does not take stays for
+//        the pair reader, which cuts it into plain packets for TypeScript
 //
 // Everything else goes on to TypeScript (src/adapter/lan-service.ts) exactly as before: ARP/ND, DHCP, DNS to the
 // adapter, multicast, fragments, IPv4 options, IPv6 extension headers, ICMP, TCP SYNs (the MSS clamp), packets over
 // LAN_MTU (fragmentation / ICMP too-big), unknown MACs and destinations, anything spoofed or malformed — where the
-// classifier's checks count and log it. So this file never refuses a frame itself: a frame is either carried here
-// (it passed every check the classifier makes for an overlay packet) or handed on untouched.
+// classifier's checks count and log it. So this file never refuses a plain frame itself: a frame is either carried
+// here (it passed every check the classifier makes for an overlay packet) or handed on untouched. The one refusal is
+// a super-frame for a pair with virtio headers whose header contradicts its bytes (lan.fast.out.bad-gso): the kernel
+// makes no such frame, and the segmenter would drop it as malformed too.
 //
 // The table of each LAN socket (lanFastSet, replaced whole by the LAN service when leases, general nodes, their
 // engines or the known peers change): the adapter's MAC; per general node its MAC, leased addresses with their
@@ -31,6 +43,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -62,7 +75,9 @@ struct gnode {
   dev_t dev;
   ino_t ino;
 };
-enum { NF_LEASE4 = 1, NF_LEASE6 = 2, NF_VIP4 = 4, NF_VIP6 = 8 };
+// NF_VNET: the pair carries a virtio_net_hdr before every packet, both ways (the engine opened it with offloads:
+// dataplane.ts); written packets get one (an empty one for a plain packet), and TCP super-frames go in whole.
+enum { NF_LEASE4 = 1, NF_LEASE6 = 2, NF_VIP4 = 4, NF_VIP6 = 8, NF_VNET = 16 };
 
 struct peer {
   uint8_t key[17];  // family (4/6), address (IPv4 in the first 4, rest zero)
@@ -181,6 +196,8 @@ static struct gnode *fast_out(struct table *t, uint8_t *f, size_t flen, double n
   return g;
 }
 
+static const uint8_t empty_hdr[VNET_HDR_LEN];  // a plain packet's virtio_net_hdr: no GSO, checksums complete
+
 // Sends n packets into g's pair in one sendmmsg (as many calls as refusals need); counts them.
 static void pair_send(struct table *t, struct gnode *g, struct mmsghdr *mm, size_t n) {
   for (size_t at = 0; at < n;) {
@@ -207,7 +224,7 @@ size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t
   }
   double now = now_ms();
   struct mmsghdr mm[OUT_BATCH];
-  struct iovec iov[OUT_BATCH];
+  struct iovec iov[OUT_BATCH][2];
   struct gnode *run = NULL;  // the pair the packets gathered in mm go to
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
@@ -221,8 +238,11 @@ size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t
         m = 0;
       }
       run = g;
-      iov[m] = (struct iovec){.iov_base = ip, .iov_len = len};
-      mm[m] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iov[m], .msg_iovlen = 1}};
+      // A pair with virtio headers gets an empty one before the packet (the engine reads it as a TUN's).
+      bool vh = g->flags & NF_VNET;
+      iov[m][0] = (struct iovec){.iov_base = (void *)empty_hdr, .iov_len = VNET_HDR_LEN};
+      iov[m][1] = (struct iovec){.iov_base = ip, .iov_len = len};
+      mm[m] = (struct mmsghdr){.msg_hdr = {.msg_iov = vh ? iov[m] : &iov[m][1], .msg_iovlen = vh ? 2 : 1}};
       m++;
       continue;
     }
@@ -238,6 +258,117 @@ size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t
   if (m) pair_send(t, run, mm, m);
   un_lock();
   return kept;
+}
+
+// The TCP super-frame at ip (room bytes, IP version v, no Ethernet header) described by virtio_net_hdr h, checked
+// against it: plain IPv4 (no options, not a fragment, header checksum right) or IPv6 (no extension headers) TCP
+// whose IP length is exactly room, a TCP header inside it, payload after it, the gso type of this IP version,
+// gso_size > 0, hdr_len within the frame (`off`: bytes before the IP packet that h's offsets count) and, when the
+// checksum is left to offload, csum_start/csum_offset at the TCP checksum. Sets *hl (IP + TCP headers) and
+// *segs (segments it makes). SUPER_BAD when the header or the lengths disagree (a frame no kernel made),
+// SUPER_LEFT when it is sound but not one the fast path carries (IPv4 options, extension headers, a SYN, segments
+// over LAN_MTU or more than 64 of them), SUPER_OK when it is.
+enum { SUPER_OK, SUPER_LEFT, SUPER_BAD };
+#define SUPER_MAX_SEGS 64  // as GRO merges, and under the engine's 160 segment slots even when it narrows the MSS
+static int super_check(const struct virtio_net_hdr *h, const uint8_t *ip, size_t room, int v, size_t off, size_t *hl, size_t *segs) {
+  uint8_t gso = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  if (gso != (v == 4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) return SUPER_BAD;
+  if (h->flags & (uint8_t)~(VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) return SUPER_BAD;
+  size_t iphl;
+  if (v == 4) {
+    if (room < 20 || ip[0] >> 4 != 4) return SUPER_BAD;
+    if (ip[0] != 0x45) return SUPER_LEFT;  // IPv4 options
+    if (be16(ip + 2) != room || (be16(ip + 6) & 0x3fff) != 0 || !ipv4_header_ok(ip) || ip[9] != 6) return SUPER_BAD;
+    iphl = 20;
+  } else {
+    if (room < 40 || ip[0] >> 4 != 6 || 40 + (size_t)be16(ip + 4) != room) return SUPER_BAD;
+    if (ip[6] != 6) return SUPER_LEFT;  // an extension header
+    iphl = 40;
+  }
+  if (room < iphl + 20) return SUPER_BAD;
+  size_t thl = (size_t)(ip[iphl + 12] >> 4) * 4;
+  if (thl < 20 || iphl + thl >= room) return SUPER_BAD;  // no payload: nothing to segment
+  size_t mss = h->gso_size, payload = room - iphl - thl;
+  if (mss == 0 || h->hdr_len > off + room) return SUPER_BAD;
+  if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && (h->csum_start != off + iphl || h->csum_offset != 16)) return SUPER_BAD;
+  if (ip[iphl + 13] & 0x02) return SUPER_LEFT;  // SYN: the MSS clamp is TypeScript's
+  size_t n = (payload + mss - 1) / mss;
+  if (iphl + thl + mss > LAN_FAST_MTU || n > SUPER_MAX_SEGS) return SUPER_LEFT;
+  *hl = iphl + thl, *segs = n;
+  return SUPER_OK;
+}
+
+int lan_fast_super(int fd, const uint8_t *in, size_t len) {
+  if (len < VNET_HDR_LEN + ETH_LEN) return LAN_FAST_LEFT;
+  struct virtio_net_hdr h;
+  memcpy(&h, in, sizeof h);
+  uint8_t gso = h.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+  if (gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6) return LAN_FAST_LEFT;
+  const uint8_t *f = in + VNET_HDR_LEN;
+  size_t flen = len - VNET_HDR_LEN;
+  int res = LAN_FAST_LEFT;
+  rd_lock();
+  struct table *t = table_of(fd);
+  struct gnode *g = NULL;
+  uint16_t type = be16(f + 12);
+  // Only a frame to the adapter's MAC, from a general node whose engine takes super-frames, is looked at here;
+  // the rest (and VLAN-tagged frames) go to the segmenter as before.
+  if (t && t->np && (type == 0x0800 || type == 0x86dd) && memcmp(f, t->mac, 6) == 0 && memcmp(f + 6, t->mac, 6) != 0)
+    for (size_t i = 0; i < t->nn && !g; i++)
+      if (memcmp(t->n[i].mac, f + 6, 6) == 0) g = &t->n[i];
+  if (g && g->fd >= 0 && (g->flags & NF_VNET)) {
+    int v = type == 0x0800 ? 4 : 6;
+    const uint8_t *ip = f + ETH_LEN;
+    size_t hl = 0, segs = 0;
+    int c = super_check(&h, ip, flen - ETH_LEN, v, ETH_LEN, &hl, &segs);
+    double now = now_ms();
+    struct peer *p = NULL;
+    if (c == SUPER_BAD) {
+      ST_ADD(t, LAN_FAST_ST_OUT_BAD, 1);
+      res = LAN_FAST_DROPPED;
+    } else if (c == SUPER_OK &&
+               (v == 4 ? (g->flags & NF_LEASE4) && g->exp4 > now && memcmp(ip + 12, g->lease4, 4) == 0
+                       : (g->flags & NF_LEASE6) && g->exp6 > now && memcmp(ip + 8, g->lease6, 16) == 0) &&
+               (p = peer_find(t, (uint8_t)v, ip + (v == 4 ? 16 : 24))) != NULL) {
+      // The same rules as a plain packet (fast_out): the leased source, a known peer. The engine's vnet_segment
+      // cuts it and computes every segment's checksums itself (the TCP checksum field is not read).
+      __atomic_store_n(&p->hit, 1, __ATOMIC_RELAXED);
+      struct virtio_net_hdr o = {.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM, .gso_type = h.gso_type, .hdr_len = (uint16_t)hl,
+                                 .gso_size = h.gso_size, .csum_start = (uint16_t)(v == 4 ? 20 : 40), .csum_offset = 16};
+      struct iovec iov[2] = {{.iov_base = &o, .iov_len = VNET_HDR_LEN}, {.iov_base = (void *)ip, .iov_len = flen - ETH_LEN}};
+      struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+      ssize_t w;
+      do w = sendmsg(g->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+      while (w < 0 && errno == EINTR);
+      if (w >= 0) {
+        ST_ADD(t, LAN_FAST_ST_OUT, segs);
+        ST_ADD(t, LAN_FAST_ST_OUT_GSO, 1);
+      } else {
+        ST_ADD(t, errno == EAGAIN || errno == ENOBUFS ? LAN_FAST_ST_OUT_FULL : LAN_FAST_ST_OUT_ERR, 1);  // lost (TCP resends)
+      }
+      res = LAN_FAST_CARRIED;
+    }
+  }
+  un_lock();
+  return res;
+}
+
+// A TCP GSO packet from general node g's engine (virtio_net_hdr h, IP packet ip of len bytes) the fast path sends to
+// the device whole: the header as vnet_coalesce writes it (checksum left to offload, at the TCP checksum; hdr_len
+// the IP + TCP headers), segments within LAN_MTU, to the node's own virtual address from a known peer (marked
+// seen). Returns the segments it makes, 0 when it is left (the pair reader cuts it for TypeScript).
+static size_t fast_in_gso(struct table *t, struct gnode *g, const struct virtio_net_hdr *h, const uint8_t *ip, size_t len) {
+  int v = len > 0 ? ip[0] >> 4 : 0;
+  size_t hl = 0, segs = 0;
+  if ((v != 4 && v != 6) || h->flags != VIRTIO_NET_HDR_F_NEEDS_CSUM || super_check(h, ip, len, v, 0, &hl, &segs) != SUPER_OK ||
+      h->hdr_len != hl)
+    return 0;
+  if (v == 4 ? !(g->flags & NF_VIP4) || memcmp(ip + 16, g->vip4, 4) != 0 : !(g->flags & NF_VIP6) || memcmp(ip + 24, g->vip6, 16) != 0)
+    return 0;
+  struct peer *p = peer_find(t, (uint8_t)v, ip + (v == 4 ? 12 : 8));
+  if (!p) return 0;
+  __atomic_store_n(&p->hit, 1, __ATOMIC_RELAXED);
+  return segs;
 }
 
 // Whether a packet from general node g's engine (table t, lock held) is one the fast path sends to the device:
@@ -299,6 +430,19 @@ static void fast_in_send(struct table *t, struct gnode *g, uint8_t *const *ptrs,
 
 /* ---------- N-API ---------- */
 
+// An optional boolean argument: undefined is false; anything else but a boolean is a TypeError.
+static bool get_bool_opt(napi_env env, napi_value v, bool *out, const char *what) {
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok) return false;
+  if (type == napi_undefined) return *out = false, true;
+  if (type != napi_boolean || napi_get_value_bool(env, v, out) != napi_ok) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s must be a boolean", what);
+    return arg_error(env, 0, msg), false;
+  }
+  return true;
+}
+
 static void close_nodes(struct gnode *n, size_t nn) {
   for (size_t i = 0; i < nn; i++)
     if (n[i].fd >= 0) close(n[i].fd);
@@ -335,7 +479,7 @@ static napi_value lan_fast_set(napi_env env, napi_callback_info info) {
     struct gnode *g = &n[i];
     int32_t pfd;
     memcpy(g->mac, w, 6);
-    g->flags = w[6] & 15;
+    g->flags = w[6] & 31;
     memcpy(&pfd, w + 8, 4);
     memcpy(g->lease4, w + 12, 4);
     memcpy(g->vip4, w + 16, 4);
@@ -467,17 +611,19 @@ static napi_value lan_fast_out_js(napi_env env, napi_callback_info info) {
   return num(env, (double)lan_fast_filter((int)fd, buf, (size_t)slot, lens, (size_t)count));
 }
 
-// lanFastIn(pairFd, buf, slot, lengths: Uint32Array, count) -> packets sent on the LAN. Packet i of a tunReadBatch
-// on a pair's host end is at buf[i*slot], lengths[i] bytes; each one carried is sent framed on the LAN of the table
-// that holds this pair, and its length set to 0 (the caller hands on the rest). Nothing happens when no table
-// holds the pair.
+// lanFastIn(pairFd, buf, slot, lengths: Uint32Array, count, vnet?) -> packets sent on the LAN. Packet i of a
+// tunReadBatch on a pair's host end is at buf[i*slot], lengths[i] bytes (with vnet: a virtio_net_hdr first); each
+// one carried is sent framed on the LAN of the table that holds this pair, and its length set to 0 (the caller hands
+// on the rest). A TCP GSO packet (vnet) leaves as one GSO frame, which the kernel cuts into wire-size segments with
+// their checksums. Nothing happens when no table holds the pair.
 static napi_value lan_fast_in(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
+  napi_value argv[6];
   int64_t pfd, slot, count;
   uint8_t *buf;
   uint32_t *lens;
   size_t blen, nl;
-  if (!get_args(env, info, 5, argv) || !get_int(env, argv[0], 0, INT_MAX, &pfd, "pairFd") || !get_bytes(env, argv[1], &buf, &blen, "buf") ||
+  bool vnet = false;
+  if (!get_args(env, info, 6, argv) || !get_bool_opt(env, argv[5], &vnet, "vnet") || !get_int(env, argv[0], 0, INT_MAX, &pfd, "pairFd") || !get_bytes(env, argv[1], &buf, &blen, "buf") ||
       !get_int(env, argv[2], 1, 1 << 20, &slot, "slot") || !get_u32s(env, argv[3], &lens, &nl, "lengths") ||
       !get_int(env, argv[4], 0, INT_MAX, &count, "count"))
     return NULL;
@@ -495,15 +641,35 @@ static napi_value lan_fast_in(napi_env env, napi_callback_info info) {
   }
   uint8_t *ptrs[IN_BATCH];
   uint32_t plens[IN_BATCH];
-  for (size_t i = 0; g && t->np && i < (size_t)count;) {
-    size_t m = 0;
-    for (; i < (size_t)count && m < IN_BATCH; i++) {
-      if (lens[i] == 0 || lens[i] > (size_t)slot || !fast_in_ok(t, g, buf + i * (size_t)slot, lens[i])) continue;
-      ptrs[m] = buf + i * (size_t)slot, plens[m++] = lens[i];
-      lens[i] = 0, sent++;
+  size_t m = 0;
+  for (size_t i = 0; g && t->np && i < (size_t)count; i++) {
+    uint8_t *p = buf + i * (size_t)slot;
+    size_t l = lens[i];
+    if (l == 0 || l > (size_t)slot) continue;
+    if (vnet) {
+      struct virtio_net_hdr h;
+      if (l <= VNET_HDR_LEN) continue;
+      memcpy(&h, p, sizeof h);
+      p += VNET_HDR_LEN, l -= VNET_HDR_LEN;
+      if (h.flags != 0 || h.gso_type != VIRTIO_NET_HDR_GSO_NONE) {
+        size_t segs = fast_in_gso(t, g, &h, p, l);
+        if (segs == 0) continue;
+        fast_in_send(t, g, ptrs, plens, m);  // the packets before it leave first
+        m = 0;
+        send_lan(t, g, &h, p, l, segs);
+        lens[i] = 0, sent++;
+        continue;
+      }
     }
-    fast_in_send(t, g, ptrs, plens, m);
+    if (!fast_in_ok(t, g, p, l)) continue;
+    ptrs[m] = p, plens[m++] = (uint32_t)l;
+    lens[i] = 0, sent++;
+    if (m == IN_BATCH) {
+      fast_in_send(t, g, ptrs, plens, m);
+      m = 0;
+    }
   }
+  if (m) fast_in_send(t, g, ptrs, plens, m);
   un_lock();
   return num(env, (double)sent);
 }

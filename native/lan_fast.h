@@ -20,12 +20,22 @@ enum {
   LAN_FAST_ST_IN,        // engine packets framed and sent on the LAN
   LAN_FAST_ST_IN_ERR,    // ... the packet socket refused
   LAN_FAST_ST_IN_GSO,    // GSO frames sent (each carries several of LAN_FAST_ST_IN)
+  LAN_FAST_ST_OUT_GSO,   // LAN super-frames (GRO/TSO) written whole into a pair (each carries several of ..._OUT)
+  LAN_FAST_ST_OUT_BAD,   // LAN super-frames for a general node's pair dropped: their virtio_net_hdr or lengths disagree
   LAN_FAST_ST_COUNT
 };
 
 // Frames out[i*slot], lens[i] bytes, i < n, read from LAN socket `fd`: carries those the fast path takes into their
 // general node's pair and moves the rest to the front (same order). Returns how many are left.
 size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t n);
+
+// A frame read from LAN socket `fd` with its virtio_net_hdr (`in`, len bytes), before it is cut: a TCP super-frame
+// (GRO/TSO) from a general node whose pair takes virtio headers, which passes the checks a plain packet passes (and
+// segments within LAN_MTU), goes into that pair whole, for its engine to cut and seal (LAN_FAST_CARRIED); one whose
+// header disagrees with its bytes is counted and dropped (LAN_FAST_DROPPED); anything else is left to the
+// segmenter (LAN_FAST_LEFT).
+enum { LAN_FAST_LEFT, LAN_FAST_CARRIED, LAN_FAST_DROPPED };
+int lan_fast_super(int fd, const uint8_t *in, size_t len);
 
 // Registers lanFastSet, lanFastClear, lanFastHits, lanFastStats, lanFastOut and lanFastIn.
 bool lan_fast_register(napi_env env, napi_value exports);

@@ -7,7 +7,8 @@
 //     completed at csum_start/csum_offset.
 // So everything after the reader sees frames a wire could carry, with full checksums. lanSend writes frames
 // back with an empty header (the socket wants one before every frame once PACKET_VNET_HDR is set).
-// lanRecv also hands every frame to lan_fast.c, which carries plain TCP/UDP packets of general nodes to their
+// lanRecv first offers each frame read to lan_fast.c's lan_fast_super (a TCP super-frame for a general node's engine
+// whose pair takes virtio headers goes there whole, not cut), and hands every cut frame to lan_fast.c, which carries plain TCP/UDP packets of general nodes to their
 // engines' packet pairs on this thread (not handed out either), and lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
 // fast table on this thread; such a frame is counted (LAN_ST_PROXY_*) and not handed out.
 //
@@ -325,6 +326,7 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
       st[LAN_ST_DROP_TOO_BIG]++;
       continue;
     }
+    if (lan_fast_super((int)fd, scratch, (size_t)n) != LAN_FAST_LEFT) continue;  // a super-frame for an engine, whole
     int got = lan_segment(scratch, (size_t)n, out + count * (size_t)slot, (size_t)slot, nslots - count, lens + count, st);
     if (got == SEG_TOO_MANY) {
       if (count == 0) {

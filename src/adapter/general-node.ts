@@ -146,6 +146,11 @@ export class GeneralNodeAgent implements GeneralNodePort {
     return this.host?.descriptor ?? null;
   }
 
+  /** Whether that pair carries a virtio_net_hdr before every datagram (the engine runs with offloads). */
+  deviceVnet(): boolean {
+    return this.host?.vnet ?? false;
+  }
+
   /** An IP packet from the device into the overlay: the engine routes it by its destination. */
   sendPacket(_dst: string, packet: Buffer): void {
     const host = this.life.dataplane?.host;
@@ -165,7 +170,7 @@ export class GeneralNodeAgent implements GeneralNodePort {
       observed: st.observed,
       commonKeyExpiresAt: st.commonKeyExpiresAt,
       peers: st.peers,
-      counters: { ...st.counters, ...this.counters.toJSON() },
+      counters: { ...st.counters, ...this.counters.toJSON(), ...(this.host?.refusedGso ? { 'rx.device-gso-refused': this.host.refusedGso } : {}) },
     };
   }
 

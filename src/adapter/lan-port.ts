@@ -47,6 +47,8 @@ export interface FastPathNode {
   mac: string;
   /** The host end of its engine's packet pair. */
   pairFd: number;
+  /** The pair carries a virtio_net_hdr before every datagram (the engine opened it with offloads): LAN super-frames go in whole. */
+  pairVnet?: boolean;
   /** Its unexpired leases (the only sources accepted from its MAC), with their expiry (ms since the epoch). */
   lease4: { address: string; expiresAt: number } | null;
   lease6: { address: string; expiresAt: number } | null;
@@ -67,7 +69,7 @@ export function fastPathWire(t: FastPathTable): { nodes: Buffer; peers: Buffer }
   t.nodes.forEach((n, i) => {
     const at = i * 72;
     nodes.set(macBytes(n.mac), at);
-    nodes[at + 6] = (n.lease4 ? 1 : 0) | (n.lease6 ? 2 : 0) | (n.vip4 ? 4 : 0) | (n.vip6 ? 8 : 0);
+    nodes[at + 6] = (n.lease4 ? 1 : 0) | (n.lease6 ? 2 : 0) | (n.vip4 ? 4 : 0) | (n.vip6 ? 8 : 0) | (n.pairVnet ? 16 : 0);
     nodes.writeInt32LE(n.pairFd, at + 8);
     if (n.lease4) nodes.set(ip4Bytes(n.lease4.address), at + 12);
     if (n.vip4) nodes.set(ip4Bytes(n.vip4), at + 16);
@@ -80,7 +82,16 @@ export function fastPathWire(t: FastPathTable): { nodes: Buffer; peers: Buffer }
 }
 
 /** Names of the fast path's counters (LAN_FAST_ST_* in native/lan_fast.h, same order). */
-export const FAST_STATS = ['lan.fast.out', 'lan.fast.out.full', 'lan.fast.out.errors', 'lan.fast.in', 'lan.fast.in.errors', 'lan.fast.in.gso'] as const;
+export const FAST_STATS = [
+  'lan.fast.out',
+  'lan.fast.out.full',
+  'lan.fast.out.errors',
+  'lan.fast.in',
+  'lan.fast.in.errors',
+  'lan.fast.in.gso',
+  'lan.fast.out.gso',
+  'lan.fast.out.bad-gso',
+] as const;
 
 /** One address of the fast proxy table: answered with the adapter's MAC; `router` sets R in the NA. */
 export interface FastProxyEntry {
@@ -127,8 +138,8 @@ export interface LanNative {
   lanFastStats(fd: number, out: Uint32Array): void;
   /** What lanRecv's fast path does with frames read from `fd` (frame i at out[i*slot]): carried ones go into their pairs, the rest move to the front; returns how many are left. */
   lanFastOut(fd: number, out: Uint8Array, slot: number, lengths: Uint32Array, count: number): number;
-  /** The pair reader's fast path: packets i < count of a tunReadBatch on pairFd sent on the LAN (length set to 0). */
-  lanFastIn(pairFd: number, buf: Uint8Array, slot: number, lengths: Uint32Array, count: number): number;
+  /** The pair reader's fast path: packets i < count of a tunReadBatch on pairFd sent on the LAN (length set to 0); vnet: each starts with a virtio_net_hdr. */
+  lanFastIn(pairFd: number, buf: Uint8Array, slot: number, lengths: Uint32Array, count: number, vnet?: boolean): number;
 }
 
 /** The addon with its LAN-frame calls, or an error saying it must be rebuilt. */

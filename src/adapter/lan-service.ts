@@ -95,6 +95,8 @@ export interface GeneralNodePort {
   resolve: OverlayLookup;
   /** The host end of its engine's packet pair while open (the IP fast path writes into it), else null. */
   deviceFd?(): number | null;
+  /** That pair carries a virtio_net_hdr before every datagram (its engine has offloads). */
+  deviceVnet?(): boolean;
   /** Set by attach(): deviceFd() changed. */
   onDevice?: () => void;
 }
@@ -278,7 +280,7 @@ export class LanService {
         const l = this.leases.lease(mac, family);
         return l && l.expiresAt > now && this.leases.active(mac, family, now) === l.address ? { address: l.address, expiresAt: l.expiresAt } : null;
       };
-      nodes.push({ mac, pairFd, lease4: lease(4), lease6: lease(6), vip4: node.vip4 ?? null, vip6: node.vip6 ?? null });
+      nodes.push({ mac, pairFd, pairVnet: agent.deviceVnet?.() ?? false, lease4: lease(4), lease6: lease(6), vip4: node.vip4 ?? null, vip6: node.vip6 ?? null });
     }
     const peers = this.peers.addresses().filter((a) => !this.own.has(a) && this.ctx.isOverlay(a));
     const key = JSON.stringify([nodes, peers]);

@@ -5,9 +5,12 @@
 //
 // The device is where the node's own IP packets come from and opened packets go to:
 //   - 'tun': a TUN interface with the virtual addresses (the node daemon);
-//   - 'pair': an AF_UNIX datagram pair (one write = one packet, like a TUN without offloads), for a general node
-//     the adapter serves: the engine has one end, the adapter the other (`host`: PairHost, pair-host.ts), which
-//     writes the LAN device's packets in and hands what it reads back to the LAN. No interface, no root needed.
+//   - 'pair': an AF_UNIX datagram pair (one write = one packet, like a TUN), for a general node the adapter serves:
+//     the engine has one end, the adapter the other (`host`: PairHost, pair-host.ts), which writes the LAN device's
+//     packets in and hands what it reads back to the LAN. No interface, no root needed. With offloads on (the
+//     default) every datagram starts with a virtio_net_hdr, as on a TUN with IFF_VNET_HDR and TSO: the engine reads
+//     TCP super-frames (up to 64 KiB, the adapter's LAN fast path writes GRO frames in whole) and writes merged
+//     ones (vnet_coalesce; never UDP ones: no USO on a pair). With offloads off the pair carries plain packets.
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -180,8 +183,8 @@ export class DataPlane implements DatagramPort {
     } else {
       const [engineEnd, hostEnd] = native.packetPair();
       const mtu = d.mtu ?? DEFAULT_MTU;
-      device = { fd: engineEnd, mtu, vnetHdr: false, offload: false, uso: false, name: null, close: () => native.fdClose(engineEnd) };
-      host = new PairHost(native, hostEnd, mtu);
+      device = { fd: engineEnd, mtu, vnetHdr: offload, offload, uso: false, name: null, close: () => native.fdClose(engineEnd) };
+      host = new PairHost(native, hostEnd, mtu, offload);
     }
     let fd: number;
     let dualStack = true;

@@ -9,14 +9,27 @@
 //
 // Writes never block the main thread: the socket is non-blocking and a full queue drops the packet (counted, as
 // a full TUN queue would).
+//
+// With `vnet` (the engine's end opened with offloads, dataplane.ts) every datagram either way starts with a 10-byte
+// virtio_net_hdr: write() puts an empty one (a plain packet, checksums complete) before each packet, and the reader
+// hands on plain packets only — it strips the empty headers and cuts the engine's TCP GSO packets (merged opened
+// segments of one flow, up to 64 KiB) back into the segments with offload.c's vnet_segment (native vnetSegment),
+// after the LAN fast path has sent those it takes to the LAN whole.
 
 import type { NativeAddon } from '../../native/addon.js';
 import { ReaderThread } from '../../util/reader-thread.js';
+
+/** Size of the virtio_net_hdr before every datagram of a vnet pair. */
+export const VNET_HDR_LEN = 10;
 
 export interface PairReaderInit {
   fd: number;
   /** Largest packet. */
   mtu: number;
+  /** Datagrams carry a virtio_net_hdr first. */
+  vnet: boolean;
+  /** Int32Array over a SharedArrayBuffer: [0] counts GSO packets from the engine the reader could not cut (dropped). */
+  refused: SharedArrayBuffer;
   /** Int32Array over a SharedArrayBuffer: [0] set to 1 asks the reader to stop. */
   stop: SharedArrayBuffer;
 }
@@ -25,6 +38,9 @@ export class PairHost {
   /** Opened packets from the engine, in order, in batches. */
   onPackets: (packets: Buffer[]) => void = () => {};
   readonly counters = { written: 0, writeErrors: 0, read: 0 };
+  private readonly refused = new Int32Array(new SharedArrayBuffer(4));
+  /** An empty virtio_net_hdr followed by the packet being written (vnet). */
+  private scratch: Buffer;
   private readonly reader: ReaderThread<Uint8Array[]>;
   private closed = false;
 
@@ -32,13 +48,22 @@ export class PairHost {
     private readonly native: NativeAddon,
     private readonly fd: number,
     mtu: number,
+    /** The pair carries a virtio_net_hdr before every datagram (the engine's end opened with offloads). */
+    readonly vnet = false,
   ) {
     native.setNonblocking(fd);
-    const data: Omit<PairReaderInit, 'stop'> = { fd, mtu };
+    this.scratch = Buffer.alloc(vnet ? VNET_HDR_LEN + mtu + 64 : 0);
+    const data: Omit<PairReaderInit, 'stop'> = { fd, mtu, vnet, refused: this.refused.buffer as SharedArrayBuffer };
     this.reader = new ReaderThread(new URL('./pair-reader.js', import.meta.url), { ...data }, 'cyphonic-pair', (packets) => {
       this.counters.read += packets.length;
       this.onPackets(packets.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)));
     });
+  }
+
+  /** GSO packets from the engine the reader could not cut into packets (dropped; never expected from our engine; a
+   * general node's status shows it as `rx.device-gso-refused`). */
+  get refusedGso(): number {
+    return Atomics.load(this.refused, 0);
   }
 
   /** The host end's descriptor while open (the adapter's LAN fast path writes into it too), else null. */
@@ -50,7 +75,13 @@ export class PairHost {
   write(packet: Uint8Array): boolean {
     if (this.closed) return false;
     try {
-      this.native.tunWrite(this.fd, packet, 0, packet.length);
+      if (this.vnet) {
+        if (VNET_HDR_LEN + packet.length > this.scratch.length) this.scratch = Buffer.alloc(VNET_HDR_LEN + packet.length);
+        this.scratch.set(packet, VNET_HDR_LEN); // the header bytes stay zero
+        this.native.tunWrite(this.fd, this.scratch, 0, VNET_HDR_LEN + packet.length);
+      } else {
+        this.native.tunWrite(this.fd, packet, 0, packet.length);
+      }
       this.counters.written++;
       return true;
     } catch {

@@ -275,15 +275,16 @@ test('the IP fast path table: a node with a running engine, only its unexpired l
   const tables: FastPathTable[] = [];
   const fastLink = link as FakeLink & Pick<LanLink, 'setFastPath' | 'takeFastHits'>;
   fastLink.setFastPath = (t) => tables.push(structuredClone(t));
-  const fastAgent = agent as FakeAgent & Pick<GeneralNodePort, 'deviceFd' | 'onDevice'>;
+  const fastAgent = agent as FakeAgent & Pick<GeneralNodePort, 'deviceFd' | 'deviceVnet' | 'onDevice'>;
   let fd: number | null = null;
   fastAgent.deviceFd = () => fd;
+  fastAgent.deviceVnet = () => true; // the engine's pair carries virtio headers: the table says so
   try {
     lan.attach(GN_DUAL.mac, fastAgent); // attach again: the agent now has a device hook
     assert.equal(tables.at(-1)?.nodes.length ?? 0, 0, 'no engine yet: no node');
     fd = 7;
     fastAgent.onDevice!();
-    assert.deepEqual(tables.at(-1)!.nodes, [{ mac: GN_DUAL.mac, pairFd: 7, lease4: null, lease6: null, vip4: GN_DUAL.vip4, vip6: GN_DUAL.vip6 }]);
+    assert.deepEqual(tables.at(-1)!.nodes, [{ mac: GN_DUAL.mac, pairFd: 7, pairVnet: true, lease4: null, lease6: null, vip4: GN_DUAL.vip4, vip6: GN_DUAL.vip6 }]);
     link.deliver(dhcp(Dhcp4Type.DISCOVER));
     link.deliver(dhcp(Dhcp4Type.REQUEST));
     const l4 = tables.at(-1)!.nodes[0]!.lease4!;
