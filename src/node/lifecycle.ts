@@ -23,7 +23,7 @@ import { BACKDATE_MS } from '../crypto/ca.js';
 import { createCsr, generateEphemeral, sharedSecret, sign as signData, splitPemChain, toDer, toPem, verify as verifySignature } from '../crypto/index.js';
 import type { LocalIdentity, TrustAnchors } from '../crypto/handshake.js';
 import { warmHandshake } from '../crypto/warm.js';
-import { contains } from '../net/addr/cidr.js';
+import { contains, parseCidr, type Cidr } from '../net/addr/cidr.js';
 import type { LocalAddress } from '../net/route/watch.js';
 import { MessageType, Status } from '../protocol/constants.js';
 import { decodeBody, encodePeerReport, MAX_PEER_REPORTS } from '../protocol/messages.js';
@@ -159,6 +159,7 @@ export class NodeLifecycle {
   readonly directory: PeerDirectory;
   /** The overlay pools of the last login (pools()). */
   private lastPools: string[] | null = null;
+  private parsedPools: { of: string; cidrs: Cidr[] } | null = null;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private nmsIndex = 0;
@@ -454,6 +455,23 @@ export class NodeLifecycle {
     return this.lastPools;
   }
 
+  /** Whether `address` is inside the overlay pools (checked for every datagram: the pools are parsed once per set). */
+  private inPools(address: string): boolean {
+    const pools = this.pools();
+    if (this.parsedPools?.of !== pools.join(' ')) {
+      const cidrs: Cidr[] = [];
+      for (const p of pools) {
+        try {
+          cidrs.push(parseCidr(p));
+        } catch {
+          /* a pool that does not parse contains nothing (safeContains) */
+        }
+      }
+      this.parsedPools = { of: pools.join(' '), cidrs };
+    }
+    return this.parsedPools.cidrs.some((c) => safeContains(c, address));
+  }
+
   private onDatagram(msg: Buffer, from: Endpoint): void {
     // Port 0 can never be answered (a send to it throws in Node): dropped before any work, for every message type.
     if (from.port === 0) return this.client?.counters.inc('refused.port0');
@@ -461,7 +479,7 @@ export class NodeLifecycle {
     // address still tentative after a move) may have its kernel pick its own overlay address as the source; taking
     // that as the peer's endpoint would send our answers into our own tunnel. Dropped, so the peer retries from a
     // real address.
-    if (this.session && this.pools().some((p) => safeContains(p, unmapV4(from.address)))) return this.client?.counters.inc('refused.overlay-source');
+    if (this.session && this.inPools(unmapV4(from.address))) return this.client?.counters.inc('refused.overlay-source');
     if (this.client?.handleDatagram(msg)) return;
     if (this.relay?.onDatagram(msg, from)) return;
     if (this.prober?.onDatagram(msg)) return;
@@ -718,7 +736,7 @@ export class NodeLifecycle {
   }
 }
 
-function safeContains(cidr: string, a: string): boolean {
+function safeContains(cidr: string | Cidr, a: string): boolean {
   try {
     return contains(cidr, a);
   } catch {
