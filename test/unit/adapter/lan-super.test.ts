@@ -27,6 +27,7 @@ import { ip4Bytes, ip6Bytes } from '../../../src/adapter/lan/wire.js';
 import { PairHost } from '../../../src/node/dataplane/pair-host.js';
 import { Rig } from '../node/engine-rig.js';
 import { loadNativeAddon } from '../../../src/native/addon.js';
+import { fold, sum16 } from '../../harness/checksum.js';
 
 const skip = loadNativeAddon() ? false : 'native addon not built';
 const ADAPTER = '02:00:00:00:00:aa';
@@ -42,15 +43,6 @@ const GSO_TCPV4 = 1;
 const GSO_TCPV6 = 4;
 const LAN_ST_LEN = 13;
 
-function sum16(b: Uint8Array, s = 0): number {
-  for (let i = 0; i + 1 < b.length; i += 2) s += (b[i]! << 8) | b[i + 1]!;
-  if (b.length % 2) s += b[b.length - 1]! << 8;
-  return s;
-}
-function fold(s: number): number {
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return s;
-}
 
 /** A TCP packet (ACK unless flags say otherwise) from src to dst, `payload` after a 20-byte TCP header, checksums complete. */
 function tcp(src: string, dst: string, payload: Buffer, o: { seq?: number; flags?: number; id?: number } = {}): Buffer {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadNativeAddon } from '../../../src/native/addon.js';
 import { prng } from '../../harness/prng.js';
+import { fold, sum16 } from '../../harness/checksum.js';
 
 const native = loadNativeAddon();
 const skip = native ? false : 'native addon not built';
@@ -23,16 +24,6 @@ const GSO_TCPV6 = 4;
 const F_NEEDS_CSUM = 1;
 const SLOT = 1500;
 
-/** RFC 1071 checksum over big-endian 16-bit words (plain JS, independent of the addon). */
-function sum16(b: Uint8Array, s = 0): number {
-  for (let i = 0; i + 1 < b.length; i += 2) s += (b[i]! << 8) | b[i + 1]!;
-  if (b.length % 2) s += b[b.length - 1]! << 8;
-  return s;
-}
-function fold(s: number): number {
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return s;
-}
 /** True when the IP header checksum (v4) and the TCP checksum of `p` verify. */
 function checksumsOk(p: Buffer): boolean {
   const v6 = p[0]! >> 4 === 6;

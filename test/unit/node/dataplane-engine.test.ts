@@ -12,6 +12,7 @@ import { MAX_PENDING_REQUESTS } from '../../../src/crypto/handshake.js';
 import type { NativeEngineHandle } from '../../../src/native/addon.js';
 import { MessageType } from '../../../src/protocol/constants.js';
 import { LOOPBACK, native, Rig } from './engine-rig.js';
+import { fold, sum16 } from '../../harness/checksum.js';
 
 const skip = native ? false : 'native addon not built';
 const LIMITS = { sealForMs: 60_000, openForMs: 65_000, candidates: MAX_PENDING_REQUESTS };
@@ -439,15 +440,6 @@ test('removing peers keeps every other route findable, and freed route entries a
 const VNET = 10;
 const GSO_UDP_L4 = 5;
 
-function sum16(b: Uint8Array, s = 0): number {
-  for (let i = 0; i + 1 < b.length; i += 2) s += (b[i]! << 8) | b[i + 1]!;
-  if (b.length % 2) s += b[b.length - 1]! << 8;
-  return s;
-}
-function fold(s: number): number {
-  while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
-  return s;
-}
 /** An IPv4 UDP datagram between 10.99.0.1 and 10.99.0.2 (to `dst`), checksums complete. */
 function udp4(dst: number[], payload: Buffer): Buffer {
   const p = Buffer.alloc(28 + payload.length);
