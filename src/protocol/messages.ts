@@ -726,6 +726,33 @@ export function encodeBody<T extends MessageType>(type: T, body: BodyMap[T]): Bu
   return encodeTlv(schema as Schema<BodyMap[T]>, body);
 }
 
+/** The fields of a RegistrationResponse that never change for a node (ids are never reused, nor names or addresses changed). */
+export type RegistrationHead = Pick<RegistrationResponse, 'nodeId' | 'vip4' | 'vip6' | 'fqdn'>;
+const REGISTRATION_SCHEMA = SCHEMAS[MessageType.RegistrationResponse] as Schema<RegistrationResponse>;
+const REGISTRATION_HEAD_SCHEMA = REGISTRATION_SCHEMA.filter((f) => f.tag <= 4) as unknown as Schema<RegistrationHead>;
+const REGISTRATION_TAIL_SCHEMA = REGISTRATION_SCHEMA.filter((f) => f.tag > 4) as unknown as Schema<Omit<RegistrationResponse, keyof RegistrationHead>>;
+if (REGISTRATION_HEAD_SCHEMA.length !== 4 || REGISTRATION_SCHEMA.slice(0, 4).some((f, i) => f !== REGISTRATION_HEAD_SCHEMA[i])) {
+  throw new Error('messages: RegistrationResponse no longer starts with its four per-node fields');
+}
+
+/**
+ * The per-node head of a RegistrationResponse (nodeId, vip4, vip6, fqdn TLVs), encoded once per node by the NMS so a
+ * registration does not parse the addresses again. Throws RangeError like encodeBody.
+ */
+export function encodeRegistrationHead(head: RegistrationHead): Buffer {
+  return Buffer.from(encodeTlv(REGISTRATION_HEAD_SCHEMA, head));
+}
+
+/**
+ * A RegistrationResponse body from a head made by encodeRegistrationHead and the fields of this registration:
+ * byte for byte what encodeBody(MessageType.RegistrationResponse, …) gives for the same values. Throws RangeError.
+ */
+export function encodeRegistrationResponse(head: Buffer, rest: Omit<RegistrationResponse, keyof RegistrationHead>): Buffer {
+  const tail = encodeTlv(REGISTRATION_TAIL_SCHEMA, rest);
+  if (head.length + tail.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
+  return Buffer.concat([head, tail], head.length + tail.length);
+}
+
 /** Decode a body of the given type. Capsule bodies are returned as a zero-copy view. Throws DecodeError. */
 export function decodeBody<T extends MessageType>(type: T, bytes: Uint8Array): BodyMap[T] {
   if (!isMessageType(type)) throw new DecodeError(`unknown message type ${String(type)}`, 'ERR_DECODE_TYPE');

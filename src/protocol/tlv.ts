@@ -76,23 +76,27 @@ function compile(schema: Schema<never>): CompiledSchema {
 
 // ───────────────────────────── encode ─────────────────────────────
 
-/** Growable output buffer; zero-filled so no stale memory can leak through `.buffer`. */
+/**
+ * Output buffer: one scratch buffer shared by every encode (a body never exceeds MAX_BODY_LEN, checked after each
+ * TLV), grown only for the last TLV that crosses it; finish() copies the body out into a zero-filled buffer of its
+ * own exact size, so no stale memory can leak through `.buffer`. Encoding is synchronous and not reentrant (no value
+ * encoder calls encodeTlv), so one scratch serves all.
+ */
 class Writer {
-  private buf = Buffer.alloc(256);
+  private static scratch = Buffer.alloc(MAX_BODY_LEN + TLV_HEADER_LEN + MAX_VALUE_LEN);
+  private buf = Writer.scratch;
   private off = 0;
 
   private ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.off + n) size *= 2;
-    const next = Buffer.alloc(size);
+    const next = Buffer.alloc(this.off + n);
     this.buf.copy(next, 0, 0, this.off);
     this.buf = next;
   }
 
   tlv(tag: number, value: Uint8Array): void {
     this.ensure(TLV_HEADER_LEN + value.length);
-    this.buf.writeUInt8(tag, this.off);
+    this.buf[this.off] = tag;
     this.buf.writeUInt16BE(value.length, this.off + 1);
     this.buf.set(value, this.off + TLV_HEADER_LEN);
     this.off += TLV_HEADER_LEN + value.length;
@@ -103,7 +107,9 @@ class Writer {
   }
 
   finish(): Buffer {
-    return this.buf.subarray(0, this.off);
+    const out = Buffer.alloc(this.off);
+    this.buf.copy(out, 0, 0, this.off);
+    return out;
   }
 }
 

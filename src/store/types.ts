@@ -170,7 +170,11 @@ export interface Store {
   /** General nodes owned by the adapter node `adapterId`, ordered by id. */
   listGeneralNodes(adapterId: number): Promise<NodeRecord[]>;
 
-  /** StoreError 'ERR_STORE_DUPLICATE' for a known serial, 'ERR_STORE_REFERENCE' for an unknown node. */
+  /**
+   * StoreError 'ERR_STORE_DUPLICATE' for a known serial, 'ERR_STORE_REFERENCE' for an unknown node. Like every write of
+   * certificates (the revocations below, deleteNode), it gives the meta key CERTS_REV_KEY a new value in the same
+   * transaction: a reader that cached certificates under the old value knows they may be stale.
+   */
   addCertificate(rec: NewCertificate): Promise<void>;
   getCertificate(serial: string): Promise<CertificateRecord | null>;
   /** Certificates of one node, oldest first. */
@@ -256,6 +260,9 @@ export interface Store {
   /** Starts delivering published payloads to `handler` (PostgreSQL: LISTEN on a dedicated connection); returns a stop function. */
   subscribe(handler: InstanceMessageHandler): Promise<() => Promise<void>>;
 }
+
+/** Meta key whose value changes (in the same transaction) with every write of certificates; absent before the first. */
+export const CERTS_REV_KEY = 'certs.rev';
 
 /** A policy tag: lower-case letters, digits and '-', 1..63 characters, not starting with '-'. */
 export const TAG_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;

@@ -53,6 +53,8 @@ export class Directory {
   private snap: Snapshot | null = null;
   /** node id → its directory cut into pages, for the current snapshot (bounded; most recent askers). */
   private readonly pages = new Map<number, Buffer[][]>();
+  /** The refresh in progress: concurrent callers (a burst of first registrations) share it instead of each listing every node. */
+  private refreshing: Promise<boolean> | null = null;
 
   constructor(
     private readonly store: Store,
@@ -67,9 +69,18 @@ export class Directory {
 
   /**
    * Reads both revisions and rebuilds the snapshot when either changed. Returns true on a change after the first
-   * snapshot (the caller then tells nodes).
+   * snapshot (the caller then tells nodes). Calls made while one runs share its outcome.
    */
-  async refresh(): Promise<boolean> {
+  refresh(): Promise<boolean> {
+    if (this.refreshing) return this.refreshing;
+    const run = this.rebuild().finally(() => {
+      if (this.refreshing === run) this.refreshing = null;
+    });
+    this.refreshing = run;
+    return run;
+  }
+
+  private async rebuild(): Promise<boolean> {
     const [p, d] = await Promise.all([this.store.getMeta(POLICY_REV_KEY), this.store.getMeta(DIRECTORY_REV_KEY)]);
     const rev = `${p ?? '-'}|${d ?? '-'}`.slice(0, 64);
     if (this.snap?.rev === rev) return false;

@@ -5,14 +5,22 @@
 // route selection tells whether anything here may be stale: a selection then sees what a fresh read would, as of
 // that read. Names and addresses of a node never change for its id; a node that does not exist is never cached
 // (it is read again, so a node created since is found). Bounded: the caches are dropped whole when full.
+// Certificates are kept the same way under their own revision (CERTS_REV_KEY), which the store itself changes in the
+// transaction of every certificate write (enrollment, renewal, revocation, removal), whichever instance or process
+// writes: a selection reads both revisions, and a certificate list is used only under the revision it was read under.
 
-import type { NodeRecord, Store } from '../../store/types.js';
+import { CERTS_REV_KEY, type NodeRecord, type Store } from '../../store/types.js';
 import { allowedPorts, connected, type Policy, type Subject } from '../../policy/policy.js';
 import { loadPolicy, POLICY_REV_KEY, type PairAllowance } from '../../policy/store.js';
 import { normalizeIp } from '../../protocol/ip.js';
 
 /** Tunable: node records and tag sets kept at once (each ~0.3 kB; dropped whole when full). */
 export const POLICY_VIEW_MAX = 200_000;
+/** Tunable: nodes whose certificates are kept at once (~1-2 kB each with their DER; the oldest read is dropped first). */
+export const CERT_CACHE_MAX = 20_000;
+
+/** A node's certificates that were not revoked when read (DER and expiry), oldest first. */
+type CertList = readonly { der: Buffer; notAfter: number }[];
 
 export class PolicyView {
   /** The revision the cached data belongs to; undefined before the first read. */
@@ -21,6 +29,9 @@ export class PolicyView {
   private readonly tags = new Map<string, readonly string[]>();
   private readonly byName = new Map<string, NodeRecord>();
   private readonly byVip = new Map<string, NodeRecord>();
+  /** The certificate revision `certs` belongs to; undefined before the first read. */
+  private certsRev: string | null | undefined = undefined;
+  private readonly certs = new Map<number, CertList>();
   /** Reads of the store this view saved and made (the bench and tests look). */
   hits = 0;
   misses = 0;
@@ -29,7 +40,11 @@ export class PolicyView {
 
   /** Reads the revision once: forgets everything cached under another one. Call at the start of each selection. */
   async refresh(): Promise<void> {
-    const rev = await this.store.getMeta(POLICY_REV_KEY);
+    const [rev, certsRev] = await Promise.all([this.store.getMeta(POLICY_REV_KEY), this.store.getMeta(CERTS_REV_KEY)]);
+    if (certsRev !== this.certsRev) {
+      this.certsRev = certsRev;
+      this.certs.clear();
+    }
     if (rev === this.rev) return;
     this.rev = rev;
     this.policy = null;
@@ -57,6 +72,28 @@ export class PolicyView {
     const n = await this.store.getNodeByVip(address);
     if (n && rev === this.rev) this.remember(n);
     return n;
+  }
+
+  /**
+   * The node's newest certificate that is neither revoked nor expired at `now` (what a Route Direction carries), or
+   * null: the store's answer as of the last refresh().
+   */
+  async currentCert(nodeId: number, now: number): Promise<Buffer | null> {
+    let list = this.certs.get(nodeId);
+    if (list) this.hits++;
+    else {
+      this.misses++;
+      const rev = this.certsRev;
+      const all = await this.store.listNodeCertificates(nodeId);
+      list = all.filter((c) => c.revokedAt === null).map((c) => ({ der: c.der, notAfter: c.notAfter }));
+      if (rev === this.certsRev) {
+        // not if the revision moved while we read
+        if (this.certs.size >= CERT_CACHE_MAX) this.certs.delete(this.certs.keys().next().value as number);
+        this.certs.set(nodeId, list);
+      }
+    }
+    for (let i = list.length - 1; i >= 0; i--) if (list[i]!.notAfter > now) return list[i]!.der;
+    return null;
   }
 
   /** The same answer as policy/store.ts pairAllowance(), from the cached policy and tags. */

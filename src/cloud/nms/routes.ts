@@ -275,10 +275,7 @@ export class RouteSelector {
     return out;
   }
 
-  private async currentCert(nodeId: number): Promise<Buffer | null> {
-    const certs = await this.c.store.listNodeCertificates(nodeId);
-    const now = this.c.now();
-    const valid = certs.filter((c) => c.revokedAt === null && c.notAfter > now);
-    return valid.length ? valid[valid.length - 1]!.der : null;
+  private currentCert(nodeId: number): Promise<Buffer | null> {
+    return this.view.currentCert(nodeId, this.c.now()); // cached per certificate revision (policy-view.ts)
   }
 }

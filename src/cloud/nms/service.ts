@@ -6,13 +6,13 @@ import { ReplayGuard, reservationFor, SeqCounter } from '../../channel/sequence.
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
-import { decodeBody, decodePeerReport, encodeBody, encodeRelayTicket, MAX_RELAY_TICKETS, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
+import { decodeBody, decodePeerReport, encodeBody, encodeRegistrationHead, encodeRegistrationResponse, encodeRelayTicket, MAX_RELAY_TICKETS, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
 import { Directory, DIRECTORY_REBUILD_MS } from './directory.js';
 import { POLICY_WATCH_MS, PolicyPusher } from './policy-push.js';
 import { isLiveInstance } from '../instances.js';
 import { StoreError } from '../../store/errors.js';
-import type { NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
+import type { CommonKeyRecord, NodeRecord, RegistrationRecord, Store } from '../../store/types.js';
 import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
@@ -102,6 +102,8 @@ interface Session {
   fresh: boolean;
   /** The node's record (name and addresses never change for an id), read once per node. */
   node?: NodeRecord;
+  /** The node's fixed RegistrationResponse fields (id, addresses, FQDN), encoded at its first registration here. */
+  regHead?: Buffer;
 }
 
 /** Node→cloud message types the NMS accepts. */
@@ -110,6 +112,8 @@ const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Kee
 /** Tunable: how far ahead the NMS reserves (and persists) sealing sequence numbers; below SEQ_MAX_SKEW_MS. */
 export const SEQ_RESERVE_MS = 60_000;
 const SEQ_META_KEY = 'nms.seq.reserved';
+/** Tunable: how long after its RegistrationResponse a freshly registered node is sent the revocation list (ms). */
+const REVOCATIONS_AFTER_MS = 10;
 
 export class NmsService {
   readonly counters = new Counters();
@@ -140,6 +144,9 @@ export class NmsService {
   readonly directory: Directory;
   private directoryTimer: NodeJS.Timeout | null = null;
   private directoryBuiltAt = 0;
+  /** Fresh registrations waiting for the revocation list (sent REVOCATIONS_AFTER_MS after the answer, one shared timer). */
+  private revocationQueue: { nodeId: number; to: Endpoint; at: number }[] = [];
+  private revocationTimer: NodeJS.Timeout | null = null;
   /** The mapping probe's port, told to nodes at registration (set once its socket is bound); 0: none. */
   probePort: number;
 
@@ -292,6 +299,9 @@ export class NmsService {
     this.directoryTimer = null;
     if (this.seqTimer) clearInterval(this.seqTimer);
     this.seqTimer = null;
+    if (this.revocationTimer) clearTimeout(this.revocationTimer);
+    this.revocationTimer = null;
+    this.revocationQueue = [];
     const stop = this.unsubscribe;
     this.unsubscribe = null;
     void stop?.().catch(() => undefined);
@@ -511,7 +521,9 @@ export class NmsService {
   ): Promise<Buffer> {
     // A registration re-reads the Common Key (an administrator may have revoked the node since we cached it), unless
     // it was read from the store for this very message (a node's first message here).
-    const [key, node] = await Promise.all([keyFresh ? null : this.c.store.getCommonKey(s.nodeId), this.nodeOf(s)]);
+    let key: CommonKeyRecord | null = null;
+    let node = s.node ?? null;
+    if (!keyFresh || !node) [key, node] = await Promise.all([keyFresh ? null : this.c.store.getCommonKey(s.nodeId), this.nodeOf(s)]);
     if (!keyFresh && (!key || !key.key.equals(s.keyBytes) || key.expiresAt <= this.now())) {
       this.sessions.delete(s.nodeId);
       this.counters.inc('refused.expired-key');
@@ -536,20 +548,37 @@ export class NmsService {
     s.observed = from;
     this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
     // A fresh registration (a started or restarted node) gets the current revocation list, after this answer.
-    if (!req.reRegistration) setTimeout(() => void this.policy.sendRevocations(s.nodeId, from), 10).unref();
+    if (!req.reRegistration) this.queueRevocations(s.nodeId, from);
     this.c.logger.info('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
-    const fqdn = `${node.name}.${this.init.domain}`;
-    return this.reply(s, header, MessageType.RegistrationResponse, encodeBody(MessageType.RegistrationResponse, {
-      nodeId: node.id,
-      vip4: node.vip4,
-      vip6: node.vip6,
-      fqdn,
+    s.regHead ??= encodeRegistrationHead({ nodeId: node.id, vip4: node.vip4, vip6: node.vip6, fqdn: `${node.name}.${this.init.domain}` });
+    const rev = this.directory.rev;
+    return this.reply(s, header, MessageType.RegistrationResponse, encodeRegistrationResponse(s.regHead, {
       observed: from,
       nat,
       keepaliveSec,
       ...(this.probePort ? { probePort: this.probePort } : {}),
-      ...(await this.directoryRevQuiet()),
+      ...(rev !== null ? { directoryRev: rev } : await this.directoryRevQuiet()),
     }));
+  }
+
+  /** Sends the revocation list to a freshly registered node REVOCATIONS_AFTER_MS later: one timer for all of them. */
+  private queueRevocations(nodeId: number, to: Endpoint): void {
+    this.revocationQueue.push({ nodeId, to, at: performance.now() + REVOCATIONS_AFTER_MS }); // the timer's clock, not this.now (tests fake it)
+    if (!this.revocationTimer) this.armRevocations(REVOCATIONS_AFTER_MS);
+  }
+
+  private armRevocations(ms: number): void {
+    this.revocationTimer = setTimeout(() => {
+      this.revocationTimer = null;
+      const now = performance.now();
+      const q = this.revocationQueue;
+      let i = 0;
+      while (i < q.length && q[i]!.at <= now) i++;
+      const due = q.splice(0, i);
+      for (const r of due) void this.policy.sendRevocations(r.nodeId, r.to);
+      if (q.length > 0) this.armRevocations(Math.max(1, q[0]!.at - now));
+    }, ms);
+    this.revocationTimer.unref();
   }
 
   /**
@@ -687,6 +716,7 @@ export class NmsService {
     if (cached.keyBytes.equals(rec.key)) return cached;
     const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key, {}, 'cloud'), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
     if (cached.node) s.node = cached.node;
+    if (cached.regHead) s.regHead = cached.regHead;
     this.sessions.set(nodeId, s);
     return s;
   }

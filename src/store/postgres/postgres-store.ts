@@ -4,11 +4,13 @@
 // and migrations. Connection and authentication failures become StoreErrors with a clear code and no password.
 
 import pg from 'pg';
+import { randomBytes } from 'node:crypto';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
 import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
 import { StoreError } from '../errors.js';
+import { CERTS_REV_KEY } from '../types.js';
 import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
 import type {
@@ -212,6 +214,10 @@ const TOUCH_REG_HEAD = 'UPDATE registrations r SET last_seen = v.ls, last_seq = 
 const TOUCH_REG_TAIL = `WHERE r.node_id = v.node_id
   AND (NOT v.cond OR (r.observed_address = v.addr AND r.observed_port = v.port AND r.nms IS NOT DISTINCT FROM v.nms)) RETURNING r.node_id`;
 
+/** Gives CERTS_REV_KEY a new value (parameters $i: the key, $i+1: the value). */
+const BUMP_CERTS_REV_SQL = (i: number): string => `INSERT INTO meta (key, value) VALUES ($${i}, $${i + 1}) ON CONFLICT (key) DO UPDATE SET value = excluded.value`;
+const certsRevValue = (): string => randomBytes(8).toString('hex');
+
 class PostgresStore implements Store {
   #closed = false;
   #closing: Promise<void> | null = null;
@@ -259,8 +265,10 @@ class PostgresStore implements Store {
     return this.#run(() => rows<T>(this.pool, sql, params));
   }
 
-  async #changes(sql: string, params: unknown[]): Promise<number> {
-    return this.#run(async () => (await this.pool.query(sql, params)).rowCount ?? 0);
+  /** An UPDATE of certificates (three parameters) and the new CERTS_REV_KEY value in one statement; rows updated. */
+  async #certChanges(update: string, params: unknown[]): Promise<number> {
+    const r = await this.#q<{ n: number }>(`WITH upd AS (${update} RETURNING 1), bump AS (${BUMP_CERTS_REV_SQL(4)}) SELECT count(*)::int AS n FROM upd`, [...params, CERTS_REV_KEY, certsRevValue()]);
+    return r[0]?.n ?? 0;
   }
 
   migrate(): Promise<void> {
@@ -303,6 +311,7 @@ class PostgresStore implements Store {
         for (const t of ['certificates', 'common_keys', 'registrations']) await c.query(`DELETE FROM ${t} WHERE node_id = $1`, [nodeId]);
         await c.query('DELETE FROM node_tags WHERE name = $1', [name]);
         await c.query('DELETE FROM nodes WHERE id = $1', [nodeId]);
+        await c.query(BUMP_CERTS_REV_SQL(1), [CERTS_REV_KEY, certsRevValue()]);
         return true;
       }),
     );
@@ -420,9 +429,11 @@ class PostgresStore implements Store {
   }
 
   async addCertificate(rec: NewCertificate): Promise<void> {
+    // One statement: the certificate and the new CERTS_REV_KEY value commit together.
     await this.#q(
-      'INSERT INTO certificates (serial, node_id, der, not_after, created_at, revoked_at, revoke_reason) VALUES ($1, $2, $3, $4, $5, NULL, NULL)',
-      [rec.serial, rec.nodeId, rec.der, rec.notAfter, rec.createdAt],
+      `WITH cert AS (INSERT INTO certificates (serial, node_id, der, not_after, created_at, revoked_at, revoke_reason) VALUES ($1, $2, $3, $4, $5, NULL, NULL))
+       ${BUMP_CERTS_REV_SQL(6)}`,
+      [rec.serial, rec.nodeId, rec.der, rec.notAfter, rec.createdAt, CERTS_REV_KEY, certsRevValue()],
     );
   }
 
@@ -436,13 +447,11 @@ class PostgresStore implements Store {
   }
 
   revokeCertificate(serial: string, reason: string, at: number): Promise<boolean> {
-    return this.#changes('UPDATE certificates SET revoked_at = $1, revoke_reason = $2 WHERE serial = $3 AND revoked_at IS NULL', [at, reason, serial]).then(
-      (n) => n > 0,
-    );
+    return this.#certChanges('UPDATE certificates SET revoked_at = $1, revoke_reason = $2 WHERE serial = $3 AND revoked_at IS NULL', [at, reason, serial]).then((n) => n > 0);
   }
 
   revokeNodeCertificates(nodeId: number, reason: string, at: number): Promise<number> {
-    return this.#changes('UPDATE certificates SET revoked_at = $1, revoke_reason = $2 WHERE node_id = $3 AND revoked_at IS NULL', [at, reason, nodeId]);
+    return this.#certChanges('UPDATE certificates SET revoked_at = $1, revoke_reason = $2 WHERE node_id = $3 AND revoked_at IS NULL', [at, reason, nodeId]);
   }
 
   async isRevoked(serial: string): Promise<boolean> {

@@ -1,6 +1,7 @@
 // SQLite backend of the Store interface (better-sqlite3, WAL), shared safely by the cloud daemon and the CLI.
 // Synchronous underneath, async outside; writes that read-then-write use BEGIN IMMEDIATE so other processes serialise.
 
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
@@ -8,6 +9,7 @@ import { addressAt, formatCidr, nextUsableOffset, normalizeAddress } from '../..
 import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
+import { CERTS_REV_KEY } from '../types.js';
 import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
 import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
@@ -153,6 +155,8 @@ class SqliteStore implements Store {
   /** Group commit (batch.ts) of registrations and keepalive touches: one transaction per batch. */
   readonly #upserts: GroupCommit<unknown[], void>;
   readonly #touches: GroupCommit<{ stmt: string; args: unknown[] }, boolean>;
+  /** getNodeSession calls of one event-loop turn, read in one statement (no transaction: a read). */
+  readonly #sessionReads: GroupCommit<number, NodeSessionRecord | null>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -191,7 +195,10 @@ class SqliteStore implements Store {
          ON CONFLICT (node_id) DO UPDATE SET key = excluded.key, expires_at = excluded.expires_at, created_at = excluded.created_at`,
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
+      bumpCertsRev: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       nodeSession: p(NODE_SESSION_SQL(() => '?')),
+      // A burst of first contacts in one statement (ids as a JSON array): ~4-5 µs of CPU a row instead of ~14 per get.
+      nodeSessions: p(NODE_SESSION_SQL(() => '?').replace('k.node_id = ?', 'k.node_id IN (SELECT value FROM json_each(?))')),
       upsertReg: p(
         `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -239,6 +246,7 @@ class SqliteStore implements Store {
       for (const t of ['certificates', 'common_keys', 'registrations']) db.prepare(`DELETE FROM ${t} WHERE node_id = ?`).run(id);
       db.prepare('DELETE FROM node_tags WHERE name = ?').run(row.name);
       db.prepare('DELETE FROM nodes WHERE id = ?').run(id);
+      this.#bumpCertsRev();
       return true;
     }).immediate;
     const upsertMany = db.transaction((rows: unknown[][]) => {
@@ -255,10 +263,39 @@ class SqliteStore implements Store {
       one: (w) => this.#run(() => this.#stmt(w.stmt).run(...w.args).changes > 0),
       perItem: batchErrorPerItem,
     });
+    this.#sessionReads = new GroupCommit<number, NodeSessionRecord | null>({
+      many: (ids) => this.#run(() => {
+        const rows = this.#stmt('nodeSessions').all(JSON.stringify(ids)) as NodeSessionRow[];
+        const byId = new Map<number, NodeSessionRow>();
+        for (const r of rows) byId.set(r.id, r);
+        return ids.map((id) => {
+          const row = byId.get(id);
+          return row === undefined ? null : nodeSessionFromRow(row);
+        });
+      }),
+      one: (id) => this.#run(() => {
+        const row = this.#stmt('nodeSession').get(id) as NodeSessionRow | undefined;
+        return row === undefined ? null : nodeSessionFromRow(row);
+      }),
+      perItem: batchErrorPerItem,
+    });
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);
       for (const t of tags) this.#stmt('insertTag').run(name, t);
     }).immediate;
+  }
+
+  /** A write of certificates and the new CERTS_REV_KEY value, in one transaction. */
+  #certWrite<T>(body: () => T): T {
+    return this.#db.transaction(() => {
+      const out = body();
+      this.#bumpCertsRev();
+      return out;
+    }).immediate();
+  }
+
+  #bumpCertsRev(): void {
+    this.#stmt('bumpCertsRev').run(CERTS_REV_KEY, randomBytes(8).toString('hex'));
   }
 
   /** Runs a synchronous body as an async call, with closed-check and error translation. */
@@ -283,7 +320,7 @@ class SqliteStore implements Store {
 
   close(): Promise<void> {
     // Writes already queued commit first (their callers were promised a commit or an error).
-    this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
+    this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
       this.#db.close();
@@ -414,7 +451,7 @@ class SqliteStore implements Store {
 
   addCertificate(rec: NewCertificate): Promise<void> {
     return this.#run(() => {
-      this.#stmt('insertCert').run(rec.serial, rec.nodeId, rec.der, rec.notAfter, rec.createdAt);
+      this.#certWrite(() => this.#stmt('insertCert').run(rec.serial, rec.nodeId, rec.der, rec.notAfter, rec.createdAt));
     });
   }
 
@@ -430,11 +467,11 @@ class SqliteStore implements Store {
   }
 
   revokeCertificate(serial: string, reason: string, at: number): Promise<boolean> {
-    return this.#run(() => this.#stmt('revokeCert').run(at, reason, serial).changes > 0);
+    return this.#run(() => this.#certWrite(() => this.#stmt('revokeCert').run(at, reason, serial).changes > 0));
   }
 
   revokeNodeCertificates(nodeId: number, reason: string, at: number): Promise<number> {
-    return this.#run(() => this.#stmt('revokeNodeCerts').run(at, reason, nodeId).changes);
+    return this.#run(() => this.#certWrite(() => this.#stmt('revokeNodeCerts').run(at, reason, nodeId).changes));
   }
 
   isRevoked(serial: string): Promise<boolean> {
@@ -460,10 +497,9 @@ class SqliteStore implements Store {
   }
 
   getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
-    return this.#run(() => {
-      const row = this.#stmt('nodeSession').get(nodeId) as NodeSessionRow | undefined;
-      return row === undefined ? null : nodeSessionFromRow(row);
-    });
+    if (this.#closed) return Promise.reject(new StoreError('ERR_STORE_CLOSED', 'store is closed'));
+    if (!Number.isSafeInteger(nodeId)) return Promise.resolve(null);
+    return this.#sessionReads.write(nodeId);
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {

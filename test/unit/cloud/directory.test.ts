@@ -111,6 +111,27 @@ describe('directory: NMS pages and the node copy', () => {
     assert.ok(service.counters.get('refused.directory-source') > before);
   });
 
+  test('concurrent refreshes (a burst of first registrations before the first snapshot) list the nodes once', async () => {
+    let lists = 0;
+    const counting = new Proxy(store, {
+      get(target, prop, receiver) {
+        if (prop === 'listNodes') return () => (lists++, target.listNodes());
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const dir = new Directory(counting, () => new Set());
+    const outcomes = await Promise.all(Array.from({ length: 50 }, () => dir.refresh()));
+    assert.equal(lists, 1, `${lists} listings for 50 concurrent refreshes`);
+    assert.ok(outcomes.every((o) => o === false), 'the first snapshot is no change');
+    assert.ok(dir.rev);
+    assert.equal(await dir.refresh(), false, 'same revision: nothing rebuilt');
+    assert.equal(lists, 1);
+    await bumpDirectoryRev(store);
+    assert.equal(await dir.refresh(), true, 'a later refresh sees a new revision');
+    assert.equal(lists, 2);
+  });
+
   test('revoked nodes are never listed', async () => {
     const dir = new Directory(store, () => new Set([ids.get('beta')!]));
     await dir.refresh();

@@ -74,4 +74,55 @@ describe('route selection: the policy view', () => {
     const again = await store.createNode({ name: 'gone', kind: 'node' }, POOLS);
     assert.equal((await v.nodeByName('gone'))?.id, again.id, 'a miss is never cached');
   });
+
+  test('certificates: read once per certificate revision; a revocation, a renewal or a removal written elsewhere is seen by the next selection', async () => {
+    // Two views on one store: two NMS instances sharing it. What one caches, a write by anyone (the AS at another
+    // instance, `cloud revoke` in another process) makes stale for the next selection at both.
+    const here = new PolicyView(store);
+    const there = new PolicyView(store);
+    const c = await store.createNode({ name: 'certs', kind: 'node' }, POOLS);
+    const der1 = Buffer.from('30820101aa', 'hex');
+    const der2 = Buffer.from('30820102bb', 'hex');
+    await store.addCertificate({ serial: 'aa01', nodeId: c.id, der: der1, notAfter: 10_000, createdAt: 1 });
+    for (const v of [here, there]) await v.refresh();
+    assert.deepEqual(await here.currentCert(c.id, 5_000), der1);
+    const misses = here.misses;
+    for (let i = 0; i < 3; i++) {
+      await here.refresh();
+      assert.deepEqual(await here.currentCert(c.id, 5_000), der1);
+    }
+    assert.equal(here.misses, misses, 'not read again while the revision stays');
+    assert.equal(await here.currentCert(c.id, 10_000), null, 'expiry is judged at use, from the cached list');
+    assert.deepEqual(await there.currentCert(c.id, 5_000), der1);
+
+    // Renewal / re-enrollment: the old one superseded, a new one added.
+    await store.revokeNodeCertificates(c.id, 'superseded', 2);
+    await store.addCertificate({ serial: 'aa02', nodeId: c.id, der: der2, notAfter: 20_000, createdAt: 2 });
+    for (const v of [here, there]) await v.refresh();
+    assert.deepEqual(await here.currentCert(c.id, 5_000), der2, 'the new certificate');
+    assert.deepEqual(await there.currentCert(c.id, 5_000), der2);
+
+    // `cloud revoke` (no bump of the policy revision needed for this cache).
+    await store.revokeCertificate('aa02', 'revoked by administrator', 3);
+    for (const v of [here, there]) await v.refresh();
+    assert.equal(await here.currentCert(c.id, 5_000), null, 'a revoked certificate is never handed out');
+    assert.equal(await there.currentCert(c.id, 5_000), null);
+
+    // A revocation right after a selection read the list: the next selection does not use it.
+    await store.addCertificate({ serial: 'aa03', nodeId: c.id, der: der1, notAfter: 30_000, createdAt: 3 });
+    await here.refresh();
+    const stale = here.currentCert(c.id, 5_000); // reads now
+    await store.revokeCertificate('aa03', 'revoked by administrator', 4);
+    assert.deepEqual(await stale, der1);
+    await here.refresh();
+    assert.equal(await here.currentCert(c.id, 5_000), null);
+
+    // Removal.
+    await store.addCertificate({ serial: 'aa04', nodeId: c.id, der: der2, notAfter: 30_000, createdAt: 5 });
+    await here.refresh();
+    assert.deepEqual(await here.currentCert(c.id, 5_000), der2);
+    assert.ok(await store.deleteNode(c.id));
+    await here.refresh();
+    assert.equal(await here.currentCert(c.id, 5_000), null);
+  });
 });

@@ -151,4 +151,21 @@ describe('route selection at the NMS', () => {
     await assert.rejects(i.direction({ targetFqdn: 'quiet.cyphonic.internal', relayOnly: true }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /did not confirm/.test(e.message));
     assert.ok(relayed.counters.get('route.push') >= 4, 'the push was retransmitted');
   });
+
+  // Last: it leaves a revoked node in the store, whose revocation list later registrations would be pushed.
+  test('certificates are cached per certificate revision: a renewal and a revocation written by another instance reach the next selection', async () => {
+    const a = await node('delta', { address: '198.18.0.21', port: 30000 });
+    const b = await node('echo', { address: '198.18.0.22', port: 30000 });
+    b.client.onPush = (type, body) => {
+      if (type === MessageType.RouteDirectionResponder) void b.client.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+    };
+    assert.deepEqual((await a.client.direction({ targetFqdn: 'echo.cyphonic.internal' })).peerCertificate, Buffer.from('cert-of-echo'));
+    // Renewal at an AS elsewhere (the store is shared; no policy revision changes): the old one superseded, a new one.
+    await store.revokeNodeCertificates(b.id, 'superseded', Date.now());
+    await store.addCertificate({ serial: 'e0e0', nodeId: b.id, der: Buffer.from('renewed-echo'), notAfter: Date.now() + 86_400_000, createdAt: Date.now() });
+    assert.deepEqual((await a.client.direction({ targetFqdn: 'echo.cyphonic.internal' })).peerCertificate, Buffer.from('renewed-echo'));
+    // Revoked there: never handed out again.
+    await store.revokeCertificate('e0e0', 'revoked by administrator', Date.now());
+    await assert.rejects(a.client.direction({ targetFqdn: 'echo.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /no valid certificate/.test(e.message));
+  });
 });

@@ -25,6 +25,8 @@ import {
   decodeRelayTicket,
   encodeMessage,
   encodePeerReport,
+  encodeRegistrationHead,
+  encodeRegistrationResponse,
 } from '../../../src/protocol/messages.js';
 import { encodeTlv, readTlvs } from '../../../src/protocol/tlv.js';
 import { prng } from '../../harness/prng.js';
@@ -423,4 +425,32 @@ test('RelayTicket records: round trip, unknown tags skipped, required fields and
   shortSecret.writeUInt16BE(31, enc.length - 35 + 1);
   assert.throws(() => decodeRelayTicket(shortSecret), DecodeError);
   for (let n = 0; n < enc.length; n++) assert.throws(() => decodeRelayTicket(enc.subarray(0, n)), DecodeError, `truncated to ${n}`);
+});
+
+test('RegistrationResponse from a pre-encoded head: byte for byte what encodeBody gives, and as strict', () => {
+  const heads = [
+    { nodeId: 1, vip4: '100.64.0.1', vip6: 'fd00:bb::1', fqdn: 'a.cyphonic.internal' },
+    { nodeId: Number.MAX_SAFE_INTEGER, vip4: '100.127.255.254', vip6: 'fd00:bb:0:0:0:0:ffff:fffe', fqdn: 'x'.repeat(60) + '.example' },
+  ];
+  const rests = [
+    { observed: { address: '198.51.100.7', port: 40000 }, nat: true, keepaliveSec: 5 },
+    { observed: { address: '2001:db8::9', port: 1 }, nat: false, keepaliveSec: 120, probePort: 4503 },
+    { observed: { address: '203.0.113.1', port: 65535 }, nat: true, keepaliveSec: 5, probePort: 4503, directoryRev: 'p1|d2' },
+    { observed: { address: '203.0.113.1', port: 9 }, nat: false, keepaliveSec: 0, directoryRev: '' },
+  ];
+  for (const h of heads) {
+    const head = encodeRegistrationHead(h);
+    for (const r of rests) {
+      const fast = encodeRegistrationResponse(head, r);
+      assert.deepEqual(fast, encodeBody(MessageType.RegistrationResponse, { ...h, ...r }));
+      assert.deepEqual(decodeBody(MessageType.RegistrationResponse, fast), decodeBody(MessageType.RegistrationResponse, encodeBody(MessageType.RegistrationResponse, { ...h, ...r })));
+    }
+  }
+  assert.throws(() => encodeRegistrationHead({ ...heads[0]!, vip4: '100.64.0' }), RangeError);
+  assert.throws(() => encodeRegistrationHead({ ...heads[0]!, vip6: '100.64.0.1' }), RangeError);
+  assert.throws(() => encodeRegistrationHead({ ...heads[0]!, nodeId: -1 }), RangeError);
+  const head = encodeRegistrationHead(heads[0]!);
+  assert.throws(() => encodeRegistrationResponse(head, { ...rests[0]!, observed: { address: 'nope', port: 1 } }), RangeError);
+  assert.throws(() => encodeRegistrationResponse(head, { ...rests[0]!, keepaliveSec: 70_000 }), RangeError);
+  assert.throws(() => encodeRegistrationResponse(head, { ...rests[0]!, directoryRev: 'r'.repeat(500) }), RangeError);
 });

@@ -435,3 +435,20 @@ test('endpointKey / endpointsEqual normalize addresses', () => {
   assert.equal(endpointKey({ address: '::FFFF:1.2.3.4', port: 9 }), '1.2.3.4:9');
   assert.equal(endpointKey({ address: '2001:db8:0:0::1', port: 9 }), '[2001:db8::1]:9');
 });
+
+test('each encoded body is its own buffer of its exact size (the shared scratch is never handed out)', () => {
+  const s: Schema<{ b: Buffer; n: number }> = [
+    { tag: 1, name: 'b', kind: 'bytes' },
+    { tag: 2, name: 'n', kind: 'u16' },
+  ];
+  const first = encodeTlv(s, { b: Buffer.alloc(40, 0xaa), n: 7 });
+  const copy = Buffer.from(first);
+  const second = encodeTlv(s, { b: Buffer.alloc(3, 0x55), n: 9 });
+  assert.deepEqual(first, copy, 'a later encode does not overwrite an earlier body');
+  for (const b of [first, second]) {
+    assert.equal(b.byteOffset, 0);
+    assert.equal(b.buffer.byteLength, b.length, 'nothing else reachable through .buffer');
+  }
+  assert.throws(() => encodeTlv(s, { b: Buffer.alloc(65_535), n: 1 }), RangeError);
+  assert.deepEqual(decodeTlv(s, encodeTlv(s, { b: Buffer.alloc(3, 1), n: 2 })), { b: Buffer.alloc(3, 1), n: 2 }, 'fine after a refused body');
+});

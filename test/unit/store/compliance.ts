@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { contains, offsetOf } from '../../../src/net/addr/cidr.js';
 import { StoreError } from '../../../src/store/errors.js';
-import { MAX_INSTANCE_MESSAGE } from '../../../src/store/types.js';
+import { CERTS_REV_KEY, MAX_INSTANCE_MESSAGE } from '../../../src/store/types.js';
 import type { CloudInstanceRecord, NodeRecord, Pools, RegistrationRecord, RelayServerRecord, Store } from '../../../src/store/types.js';
 
 export const POOLS: Pools = { v4: '100.64.0.0/10', v6: 'fd12:3456:789a::/48' };
@@ -233,6 +233,32 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           assert.deepEqual((await s.listGeneralNodes(other.id)).map((n) => n.name), ['meter']);
           assert.deepEqual(await s.listGeneralNodes(plc.id), []);
           await rejectsWith(s.createNode({ name: 'bad', kind: 'general', adapterId: gw.id, family: 'v5' as never }, POOLS), 'ERR_STORE_INVALID');
+        }));
+
+      test('every certificate write gives CERTS_REV_KEY a new value (route selection caches certificates under it)', () =>
+        withStore(async (s) => {
+          const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+          assert.equal(await s.getMeta(CERTS_REV_KEY), null, 'no certificate written yet');
+          const seen = new Set<string>();
+          const changed = async (what: string): Promise<void> => {
+            const rev = await s.getMeta(CERTS_REV_KEY);
+            assert.ok(rev !== null && !seen.has(rev), `${what}: a new value (${rev})`);
+            seen.add(rev);
+          };
+          await s.addCertificate({ serial: 'c1', nodeId: a.id, der: Buffer.from([0x30]), notAfter: 5_000, createdAt: 1_000 });
+          await changed('addCertificate');
+          assert.equal(await s.revokeCertificate('c1', 'test', 2_000), true);
+          await changed('revokeCertificate');
+          await s.addCertificate({ serial: 'c2', nodeId: a.id, der: Buffer.from([0x30]), notAfter: 5_000, createdAt: 1_000 });
+          await changed('addCertificate');
+          assert.equal(await s.revokeNodeCertificates(a.id, 'test', 3_000), 1);
+          await changed('revokeNodeCertificates');
+          assert.equal(await s.revokeNodeCertificates(a.id, 'test', 3_000), 0, 'the count is still the rows revoked now');
+          await rejectsWith(s.addCertificate({ serial: 'c2', nodeId: a.id, der: Buffer.from([0x30]), notAfter: 1, createdAt: 1 }), 'ERR_STORE_DUPLICATE');
+          await rejectsWith(s.addCertificate({ serial: 'c9', nodeId: 99_999, der: Buffer.from([0x30]), notAfter: 1, createdAt: 1 }), 'ERR_STORE_REFERENCE');
+          seen.add((await s.getMeta(CERTS_REV_KEY))!);
+          assert.equal(await s.deleteNode(a.id), true);
+          await changed('deleteNode');
         }));
 
       test('deleteNode: the node and its certificates, Common Key, registration and tags go; an adapter with general nodes stays', () =>
