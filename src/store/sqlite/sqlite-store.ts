@@ -155,8 +155,6 @@ class SqliteStore implements Store {
   /** Group commit (batch.ts) of registrations and keepalive touches: one transaction per batch. */
   readonly #upserts: GroupCommit<unknown[], void>;
   readonly #touches: GroupCommit<{ stmt: string; args: unknown[] }, boolean>;
-  /** getNodeSession calls of one event-loop turn, read in one statement (no transaction: a read). */
-  readonly #sessionReads: GroupCommit<number, NodeSessionRecord | null>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -197,8 +195,6 @@ class SqliteStore implements Store {
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
       bumpCertsRev: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       nodeSession: p(NODE_SESSION_SQL(() => '?')),
-      // A burst of first contacts in one statement (ids as a JSON array): ~4-5 µs of CPU a row instead of ~14 per get.
-      nodeSessions: p(NODE_SESSION_SQL(() => '?').replace('k.node_id = ?', 'k.node_id IN (SELECT value FROM json_each(?))')),
       upsertReg: p(
         `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -263,22 +259,6 @@ class SqliteStore implements Store {
       one: (w) => this.#run(() => this.#stmt(w.stmt).run(...w.args).changes > 0),
       perItem: batchErrorPerItem,
     });
-    this.#sessionReads = new GroupCommit<number, NodeSessionRecord | null>({
-      many: (ids) => this.#run(() => {
-        const rows = this.#stmt('nodeSessions').all(JSON.stringify(ids)) as NodeSessionRow[];
-        const byId = new Map<number, NodeSessionRow>();
-        for (const r of rows) byId.set(r.id, r);
-        return ids.map((id) => {
-          const row = byId.get(id);
-          return row === undefined ? null : nodeSessionFromRow(row);
-        });
-      }),
-      one: (id) => this.#run(() => {
-        const row = this.#stmt('nodeSession').get(id) as NodeSessionRow | undefined;
-        return row === undefined ? null : nodeSessionFromRow(row);
-      }),
-      perItem: batchErrorPerItem,
-    });
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);
       for (const t of tags) this.#stmt('insertTag').run(name, t);
@@ -320,7 +300,7 @@ class SqliteStore implements Store {
 
   close(): Promise<void> {
     // Writes already queued commit first (their callers were promised a commit or an error).
-    this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain()]).then(() => {
+    this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
       this.#db.close();
@@ -497,9 +477,10 @@ class SqliteStore implements Store {
   }
 
   getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
-    if (this.#closed) return Promise.reject(new StoreError('ERR_STORE_CLOSED', 'store is closed'));
-    if (!Number.isSafeInteger(nodeId)) return Promise.resolve(null);
-    return this.#sessionReads.write(nodeId);
+    return this.#run(() => {
+      const row = this.#stmt('nodeSession').get(nodeId) as NodeSessionRow | undefined;
+      return row === undefined ? null : nodeSessionFromRow(row);
+    });
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {
