@@ -264,7 +264,9 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
     await new Promise((r) => setTimeout(r, 400));
     const sender = r4.host.spawn(process.execPath, [join(TOOLS, 'tcp-paced.js'), v6.vip4, '2222', String(4 << 20), String(256 * 1024)], { logFile: join(work.dir, 'relay-tcp-client.log') });
     try {
-      const ping = r4.host.exec('ping', ['-4', '-n', '-i', '0.1', '-c', '60', '-W', '1', v6.vip4], { timeoutMs: 30_000 });
+      // 15 s of pings, each reply stamped (-D: wall-clock time, the clock Date.now() reads): long enough to outlast a
+      // slow revocation on a loaded machine, so the replies before it and the silence after it are both seen.
+      const ping = r4.host.exec('ping', ['-4', '-n', '-D', '-i', '0.1', '-c', '150', '-W', '1', v6.vip4], { timeoutMs: 30_000 });
       await new Promise((r) => setTimeout(r, 1500));
       const rx0 = (await peer(r6, 'r4'))?.rxBytes ?? 0;
       const trs0 = await trsStats();
@@ -277,7 +279,8 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
         const t = await trsStats();
         return t['paths.revoked']! >= 1 && t['paths'] === trs0['paths']! - 1;
       }, Math.max(500, 5000 - (Date.now() - t0)), 200);
-      const took = Date.now() - t0;
+      const tDone = Date.now();
+      const took = tDone - t0;
       // Nothing moves any more: the TRS forwards nothing, r6 receives nothing from r4 and r4 nothing from r6 (both
       // still run and keep trying: r4's sends stop at its filter, r6's at the TRS).
       const [trs1, atR6, atR4, r4c] = [await trsStats(), await peer(r6, 'r4'), await peer(r4, 'r6'), (await r4.status()).counters];
@@ -288,8 +291,11 @@ describe('access policy: tags, policy file, enforcement at the NMS, DNS and each
       assert.equal(atR4b?.rxBytes, atR4?.rxBytes, 'r4 receives nothing');
       assert.ok((r4c2['filter.dropRevokedOut'] ?? 0) > (r4c['filter.dropRevokedOut'] ?? 0), 'r4\'s pings and segments stop at its filter');
       const out = (await ping).stdout;
-      const received = Number(/(\d+) received/.exec(out)?.[1] ?? -1);
-      assert.ok(received > 5 && received < 55, `the ping ran, then stopped: ${out}`);
+      const replies = [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from /gm)].map((m) => Number(m[1]) * 1000);
+      const sent = Number(/(\d+) packets transmitted/.exec(out)?.[1] ?? -1);
+      assert.ok(replies.filter((t) => t < t0).length > 5, `the ping ran before the revocation: ${out}`);
+      assert.deepEqual(replies.filter((t) => t > tDone), [], `no reply after the revocation took effect: ${out}`);
+      assert.ok(sent - replies.length >= 10, `the ping went on after the revocation and was not answered: ${out}`);
       process.stdout.write(`# cloud revoke r6 (relayed) -> peer closed and TRS path dropped: ${took} ms\n`);
     } finally {
       sender.kill('SIGKILL');

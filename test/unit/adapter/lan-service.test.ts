@@ -197,6 +197,16 @@ function reports(frames: Buffer[]): [number, string][] {
   return out;
 }
 
+/** Whether `frame` is an MLDv2 report of only state-change joins (CHANGE_TO_EXCLUDE) of groups in `joined`. */
+function isJoinRepeat(frame: Buffer, joined: string[]): boolean {
+  const e = decodeEthernet(frame);
+  if (e.ethertype !== ETHERTYPE_IPV6) return false;
+  const ip = decodeIpv6(e.payload);
+  if (ip.protocol !== 58 || ip.payload[0] !== 143) return false;
+  const records = reports([frame]);
+  return records.length > 0 && records.every(([type, group]) => type === 4 && joined.includes(group));
+}
+
 function dadProbe(target: string): Buffer {
   const { type, body } = encodeNdp({ type: 'ns', target, options: emptyNdOptions() });
   const sol = solicitedNodeAddress(target);
@@ -259,7 +269,9 @@ test('MLD: own groups on start, peer groups before the frames that need them, qu
     link.sent.length = 0;
     link.deliver(mldQuery(255));
     await new Promise((r) => setTimeout(r, 20));
-    assert.equal(link.sent.length, 0);
+    // (The repeat of a join's state-change report is due at a random time within 1 s of the join: on a loaded
+    // machine it may fall in these 20 ms. It is not an answer; anything else is.)
+    assert.deepEqual(link.sent.filter((f) => !isJoinRepeat(f, lan.groups())).map((f) => f.toString('hex')), []);
     assert.equal(lan.lanCounters()['lan.drop.malformed.ERR_MLD_DECODE'], 1);
     // Stop leaves every group.
     lan.stop();
