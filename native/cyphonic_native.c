@@ -623,6 +623,21 @@ static napi_value packet_open(napi_env env, napi_callback_info info) {
   return num(env, fd);
 }
 
+// One non-blocking recvmsg of a frame into `mh` (its one iovec holds `len` bytes): the frame's length; 0 when none is
+// queued, or when it was longer than `len` (MSG_TRUNC reports the real length: such a frame is dropped); -1 after
+// throwing.
+static ssize_t recv_frame(napi_env env, int fd, struct msghdr *mh, size_t len) {
+  ssize_t n;
+  do n = recvmsg(fd, mh, MSG_DONTWAIT | MSG_TRUNC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN) return 0;
+    throw_errno(env, "recvmsg", errno);
+    return -1;
+  }
+  return (size_t)n > len ? 0 : n;
+}
+
 // packetRead(fd, buf, timeoutMs, status: Uint32Array) -> frame length, 0 on timeout or a frame longer than buf.
 // status[0] = the frame's tp_status (PACKET_AUXDATA): TP_STATUS_CSUMNOTREADY (8) means the sender was local (a veth
 // peer) and left the UDP/TCP checksum to offload — the field holds only the pseudo-header sum; the caller completes it.
@@ -650,15 +665,8 @@ static napi_value packet_read(napi_env env, napi_callback_info info) {
   } ctl;
   struct iovec iov = {.iov_base = buf, .iov_len = len};
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-  ssize_t n;
-  do n = recvmsg((int)fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN) return num(env, 0);
-    throw_errno(env, "recvmsg", errno);
-    return NULL;
-  }
-  if ((size_t)n > len) return num(env, 0);  // MSG_TRUNC reports the real length: a frame longer than buf is dropped
+  ssize_t n = recv_frame(env, (int)fd, &mh, len);
+  if (n <= 0) return n < 0 ? NULL : num(env, 0);
   for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
     if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA && c->cmsg_len >= CMSG_LEN(sizeof(struct tpacket_auxdata))) {
       struct tpacket_auxdata aux;
@@ -720,15 +728,8 @@ static napi_value packet_read_stamped(napi_env env, napi_callback_info info) {
   memset(&from, 0, sizeof from);
   struct iovec iov = {.iov_base = buf, .iov_len = len};
   struct msghdr mh = {.msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-  ssize_t n;
-  do n = recvmsg((int)fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN) return num(env, 0);
-    throw_errno(env, "recvmsg", errno);
-    return NULL;
-  }
-  if ((size_t)n > len) return num(env, 0);  // MSG_TRUNC reports the real length: a frame longer than buf is dropped
+  ssize_t n = recv_frame(env, (int)fd, &mh, len);
+  if (n <= 0) return n < 0 ? NULL : num(env, 0);
   if (mh.msg_namelen >= offsetof(struct sockaddr_ll, sll_pkttype) + sizeof from.sll_pkttype) out[2] = from.sll_pkttype;
   if (!(mh.msg_flags & MSG_CTRUNC)) {
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {

@@ -159,7 +159,7 @@ export class NodeLifecycle {
   readonly directory: PeerDirectory;
   /** The overlay pools of the last login (pools()). */
   private lastPools: string[] | null = null;
-  private parsedPools: { of: string; cidrs: Cidr[] } | null = null;
+  private parsedPools: { of: string[]; cidrs: Cidr[] } | null = null;
   private readonly abort = new AbortController();
   private loop: Promise<void> | null = null;
   private nmsIndex = 0;
@@ -458,7 +458,10 @@ export class NodeLifecycle {
   /** Whether `address` is inside the overlay pools (checked for every datagram: the pools are parsed once per set). */
   private inPools(address: string): boolean {
     const pools = this.pools();
-    if (this.parsedPools?.of !== pools.join(' ')) {
+    const cached = this.parsedPools;
+    let same = cached !== null && cached.of.length === pools.length;
+    for (let i = 0; same && i < pools.length; i++) same = cached!.of[i] === pools[i];
+    if (!same) {
       const cidrs: Cidr[] = [];
       for (const p of pools) {
         try {
@@ -467,9 +470,9 @@ export class NodeLifecycle {
           /* a pool that does not parse contains nothing (safeContains) */
         }
       }
-      this.parsedPools = { of: pools.join(' '), cidrs };
+      this.parsedPools = { of: [...pools], cidrs };
     }
-    return this.parsedPools.cidrs.some((c) => safeContains(c, address));
+    return this.parsedPools!.cidrs.some((c) => safeContains(c, address));
   }
 
   private onDatagram(msg: Buffer, from: Endpoint): void {
