@@ -25,7 +25,7 @@ import { workDir } from '../test/harness/cluster.js';
 import { setupOverlay, type Overlay, type PeerStatus } from './lib/cyphonic.js';
 import { errMsg, firstContactPing, median, pingMedian } from './lib/measure.js';
 import { intArg } from './lib/args.js';
-import { firstContactSteps, TRACE_STEPS } from './lib/trace-split.js';
+import { firstContactSteps, PUSH_TRACE_STEPS, TRACE_STEPS, type Step } from './lib/trace-split.js';
 
 const DOMAIN = 'cyphonic.internal';
 
@@ -137,8 +137,18 @@ async function main(): Promise<void> {
       const traces = [...firstContactSteps(work.dir, 'a', pinged).values()].filter((t) => t !== null);
       out.push('', `where the first pings' time goes (traced steps, medians over ${traces.length} of ${pinged.length} peers):`);
       const total: number[] = traces.map((t) => t.reduce((sum, st) => sum + st.ms, 0));
-      TRACE_STEPS.forEach((step, k) => out.push(summary(`  ${step}`, traces.map((t) => t[k]!.ms), 'ms')));
+      // Steps within one thread also say how much of the step that thread spent on a CPU (the rest: waiting to run).
+      const stepLines = (steps: readonly string[], of: Step[][]): void =>
+        steps.forEach((step, k) => {
+          const line = summary(`  ${step}`, of.map((t) => t[k]!.ms), 'ms');
+          const cpu = of.map((t) => t[k]!.cpuMs).filter((c): c is number => c !== undefined);
+          out.push(cpu.length > 0 ? `${line}  CPU ${median(cpu).toFixed(2)} ms` : line);
+        });
+      stepLines(TRACE_STEPS, traces);
       out.push(summary('  sum: asked -> session installed at the initiator', total, 'ms'));
+      const push = [...firstContactSteps(work.dir, 'a', pinged, 'push').values()].filter((t) => t !== null);
+      out.push(`meanwhile at the responder (medians over ${push.length} of ${pinged.length} peers):`);
+      stepLines(PUSH_TRACE_STEPS, push);
     }
     for (const e of errors) out.push(`error: ${e}`);
     process.stdout.write(`${out.join('\n')}\n`);

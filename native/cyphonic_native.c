@@ -803,6 +803,15 @@ static napi_value eventfd_signal(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// threadCpuUs() -> CPU time (user + system) the calling thread has used, in µs (CLOCK_THREAD_CPUTIME_ID): what the
+// first-contact trace (src/util/trace.ts) writes beside each step, so a step's work is told apart from its waiting.
+static napi_value thread_cpu_us(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return num(env, -1);
+  return num(env, (double)ts.tv_sec * 1e6 + (double)(ts.tv_nsec / 1000));
+}
+
 // packetPair() -> [fd, fd]: two connected AF_UNIX datagram sockets. Each write is one read at the other end, as
 // with a TUN fd: the data-plane engine's device for a general node (the adapter holds the other end), and tests
 // drive the engine through one end without creating a device. What a sender may have queued is bounded by its
@@ -1121,7 +1130,7 @@ NAPI_MODULE_INIT() {
       {"aeadSeal", aead_seal},     {"aeadOpen", aead_open},
       {"udpOpen", udp_open},       {"udpLocalPort", udp_local_port},
       {"udpSend", udp_send},       {"fdClose", fd_close},       {"eventfdCreate", eventfd_create},
-      {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, 
+      {"eventfdSignal", eventfd_signal},  {"setNonblocking", set_nonblocking}, {"threadCpuUs", thread_cpu_us},
       {"udpRecvMany", udp_recv_many},     {"udpSendMany", udp_send_many},  {"udpSendEach", udp_send_each},
       {"hkdfSha256Pair", hkdf_sha256_pair},  {"udpSetGro", udp_set_gro},
       {"vnetSegment", vnet_segment_js},   {"tunWriteMany", tun_write_many},

@@ -9,15 +9,21 @@ import { join } from 'node:path';
 interface Event {
   label: string;
   at: number; // µs
+  cpu: number | undefined; // µs of CPU the writing thread had used
+  th: string; // the writing thread ('process' when cpu is the whole process's)
   id: string;
   peer: string | undefined;
   who: string; // log file name
 }
 
-/** One step of a first contact: the time from the previous step's end (ms). */
+/**
+ * One step of a first contact: the time from the previous step's end (ms), and for a step that begins and ends in
+ * one thread, the CPU time that thread used meanwhile (ms); the rest was waiting (for a CPU, a wake-up).
+ */
 export interface Step {
   step: string;
   ms: number;
+  cpuMs: number | undefined;
 }
 
 type Role = 'initiator' | 'nms' | 'responder';
@@ -42,6 +48,18 @@ const STEPS: { step: string; from: string; fromBy: Role; to: string; toBy: Role 
 
 export const TRACE_STEPS = STEPS.map((s) => s.step);
 
+/**
+ * The responder's side branch, which runs beside the initiator's steps from the NMS's push on: the TunnelRequest
+ * waits for its end ("held for its push") when it arrives first.
+ */
+const PUSH_STEPS: typeof STEPS = [
+  { step: 'push to the responder (NMS sent -> responder read it)', from: 'nms.push', fromBy: N, to: 'route.pushed', toBy: R },
+  { step: 'responder: peer certificate checked', from: 'route.pushed', fromBy: R, to: 'cert.checked', toBy: R },
+  { step: 'responder: peer and path set up, confirming', from: 'cert.checked', fromBy: R, to: 'route.confirm', toBy: R },
+];
+
+export const PUSH_TRACE_STEPS = PUSH_STEPS.map((s) => s.step);
+
 function logFiles(dir: string, out: string[] = []): string[] {
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
@@ -58,8 +76,8 @@ function readEvents(dir: string): Event[] {
     for (const line of readFileSync(file, 'utf8').split('\n')) {
       if (!line.startsWith('{"trace"')) continue;
       try {
-        const r = JSON.parse(line) as { trace: string; at: number; id: string; peer?: string };
-        events.push({ label: r.trace, at: r.at, id: r.id, peer: r.peer, who });
+        const r = JSON.parse(line) as { trace: string; at: number; cpu?: number; th?: number; cpuOf?: string; id: string; peer?: string };
+        events.push({ label: r.trace, at: r.at, cpu: r.cpu, th: r.cpuOf === 'process' ? 'process' : String(r.th ?? 0), id: r.id, peer: r.peer, who });
       } catch {
         /* a line cut by a kill: skip it */
       }
@@ -72,7 +90,8 @@ function readEvents(dir: string): Event[] {
  * The first contacts `initiator` (its log file's name) made to the targets in `asked` (names or addresses as it
  * asked for them): each a list of steps, or null for a target with no complete trace.
  */
-export function firstContactSteps(dir: string, initiator: string, asked: readonly string[]): Map<string, Step[] | null> {
+export function firstContactSteps(dir: string, initiator: string, asked: readonly string[], which: 'main' | 'push' = 'main'): Map<string, Step[] | null> {
+  const list = which === 'push' ? PUSH_STEPS : STEPS;
   const events = readEvents(dir);
   const out = new Map<string, Step[] | null>();
   for (const target of asked) {
@@ -96,14 +115,16 @@ export function firstContactSteps(dir: string, initiator: string, asked: readonl
       });
     const steps: Step[] = [];
     let complete = true;
-    for (const s of STEPS) {
+    for (const s of list) {
       const a = first(s.from, s.fromBy);
       const b = first(s.to, s.toBy);
       if (!a || !b) {
         complete = false;
         break;
       }
-      steps.push({ step: s.step, ms: (b.at - a.at) / 1000 });
+      const oneThread = a.who === b.who && a.th === b.th && a.cpu !== undefined && b.cpu !== undefined;
+      const cpuMs = oneThread ? (b.cpu! - a.cpu!) / 1000 : undefined;
+      steps.push({ step: s.step, ms: (b.at - a.at) / 1000, cpuMs });
     }
     out.set(target, complete ? steps : null);
   }

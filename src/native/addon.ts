@@ -41,6 +41,8 @@ export interface NativeAddon {
   /** A wake-up eventfd for a worker blocked in tunRead/udpRecvMany or in the engine's dpTurn (their optional last argument). */
   eventfdCreate(): number;
   eventfdSignal(fd: number): void;
+  /** CPU time the calling thread has used so far, µs (CLOCK_THREAD_CPUTIME_ID; -1 if the clock failed). */
+  threadCpuUs(): number;
   setNonblocking(fd: number): void;
   /** recvmmsg into slots of slotSize: datagram i at buf[offsets[i]], lengths[i] bytes (0 = truncated); its source
    *  in metas[i*20..]: [0]=family 4|6, [2..3]=port (BE), [4..] address (IPv4-mapped sources reported as IPv4).

@@ -77,7 +77,7 @@ async function makePair(names: [string, string], opts: { rekeyAfterMs?: number |
   return pair as [Side, Side];
 }
 
-describe('peer manager', () => {
+describe('peer manager', { timeout: 120_000 }, () => {
   before(async () => {
     pki = await createTestPki();
     anchors = pki.anchors;
