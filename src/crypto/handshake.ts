@@ -159,6 +159,14 @@ function makeContext(local: LocalIdentity, anchors: TrustAnchors, path: PathKeys
   return { local, signingKey: signingKeyOf(local), anchors, path, peer, now: anchors.now ?? Date.now };
 }
 
+/**
+ * Parses `local`'s signing key now and keeps it for the handshakes made with this identity object, so the first of
+ * them does not pay for the PEM (a node calls it at start: crypto/warm.ts warms the code with throwaway keys only).
+ */
+export function warmSigningKey(local: LocalIdentity): void {
+  signingKeyOf(local);
+}
+
 /** Parsed signing keys per identity object (PEM parsing costs ~0.5 ms, more than the rest of a response). */
 const signingKeys = new WeakMap<LocalIdentity, { pem: string; key: KeyObject }>();
 

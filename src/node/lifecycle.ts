@@ -515,6 +515,7 @@ export class NodeLifecycle {
   /** One throwaway signature and key agreement at start, so the first real handshake pays no warm-up. */
   private warmUp(): void {
     const key = this.localIdentity().privateKeyPem;
+    this.peers?.warmUp();
     const e = generateEphemeral();
     sharedSecret(e.privateKey, generateEphemeral().publicKey);
     verifySignature(toDer(this.init.state.readCert()), Buffer.from('warm-up'), signData(key, Buffer.from('warm-up')));

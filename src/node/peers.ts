@@ -8,7 +8,7 @@
 import { SeqCounter } from '../channel/sequence.js';
 import { openPathProbe, openPathProbeAck, pathProbeKeys, sealPathProbe, sealPathProbeAck } from '../channel/path-probe.js';
 import type { ChannelKeys } from '../channel/sealed.js';
-import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPeerCertificate, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
+import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPeerCertificate, warmSigningKey, type LocalIdentity, type SessionKeys, type TrustAnchors } from '../crypto/handshake.js';
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
 import { Budgets } from '../util/budget.js';
@@ -340,6 +340,11 @@ export class PeerManager implements PeerDirectory {
     this.rekeyTimer.unref();
     this.watchTimer = setInterval(() => this.watchRelays(), RELAY_WATCH_MS);
     this.watchTimer.unref();
+  }
+
+  /** At start: our signing key parsed for the handshakes to come (the first one answered would pay ~1 ms for it). */
+  warmUp(): void {
+    warmSigningKey(this.localView);
   }
 
   /** A handshake follow-up failed (an install or a send that threw): counted and logged, never unhandled. */

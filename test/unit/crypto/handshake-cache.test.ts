@@ -5,18 +5,20 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createCsr, createIntermediateCa, createRootCa, generateKeyPair, issueNodeCertificate, toDer } from '../../../src/crypto/index.js';
-import { HandshakeReplayCache, preverifyPeerCertificate, type TrustAnchors } from '../../../src/crypto/handshake.js';
+import { HandshakeInitiator, HandshakeReplayCache, preverifyPeerCertificate, respondToRequest, warmSigningKey, type LocalIdentity, type TrustAnchors } from '../../../src/crypto/handshake.js';
+import { randomBytes } from 'node:crypto';
 import { parseCert } from '../../../src/crypto/pem.js';
 import { CertificateError } from '../../../src/util/errors.js';
 
 let anchors: TrustAnchors;
+let inter: Awaited<ReturnType<typeof createIntermediateCa>>;
 let cert: Buffer;
 let serial: string;
 const revoked = new Set<string>();
 
 before(async () => {
   const root = await createRootCa({ commonName: 'root' });
-  const inter = await createIntermediateCa(root, { commonName: 'as' });
+  inter = await createIntermediateCa(root, { commonName: 'as' });
   const { privateKeyPem } = await generateKeyPair();
   const issued = await issueNodeCertificate(inter, await createCsr(privateKeyPem, 'beta'), { name: 'beta', fqdn: 'beta.cyphonic.internal', nodeId: 7 });
   cert = issued.certDer;
@@ -77,4 +79,33 @@ test('a certificate is parsed once per distinct bytes: the same bytes share one 
   assert.throws(() => preverifyPeerCertificate(anchors, forged), (e: unknown) => e instanceof CertificateError);
   // Garbage is refused every time, never remembered as anything.
   for (let i = 0; i < 2; i++) assert.throws(() => parseCert(Buffer.from('30030201ff', 'hex')), (e: unknown) => e instanceof CertificateError && e.code === 'ERR_CERT_MALFORMED');
+});
+
+test('a signing key warmed at start is the one a handshake signs with, and a renewed key replaces it', async () => {
+  const node = async (name: string, nodeId: number): Promise<{ privateKeyPem: string; certDer: Buffer }> => {
+    const { privateKeyPem } = await generateKeyPair();
+    const issued = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cyphonic.internal`, nodeId });
+    return { privateKeyPem, certDer: issued.certDer };
+  };
+  const chain = [anchors.intermediatesDer[0]!];
+  const a = await node('alpha', 21);
+  const first = await node('bravo', 22);
+  const renewed = await node('bravo', 22); // a renewal: a new key and certificate for the same node
+  const alpha: LocalIdentity = { nodeId: 21, certDer: a.certDer, chainDer: chain, privateKeyPem: a.privateKeyPem };
+  // One identity object whose key and certificate change in place, as the node's view does after a renewal.
+  const bravo: LocalIdentity = { nodeId: 22, certDer: first.certDer, chainDer: chain, privateKeyPem: first.privateKeyPem };
+  warmSigningKey(bravo);
+  let id = 100n;
+  const answer = (): void => {
+    const path = { pathId: ++id, tunnelKey: randomBytes(32) };
+    const init = new HandshakeInitiator(alpha, anchors, path, { nodeId: 22, name: 'bravo' });
+    const { response, keys } = respondToRequest(init.request(1n, 1), bravo, anchors, path, { nodeId: 21, name: 'alpha' }, new HandshakeReplayCache(), 1n);
+    // The initiator checks the response's signature against the certificate it carries: the key must match it.
+    assert.ok(init.handleResponse(response).send.equals(keys.recv));
+  };
+  answer();
+  bravo.privateKeyPem = renewed.privateKeyPem;
+  bravo.certDer = renewed.certDer;
+  answer();
+  assert.throws(() => warmSigningKey({ ...alpha, privateKeyPem: '-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n' }));
 });
