@@ -12,8 +12,8 @@ import { StoreError } from '../errors.js';
 import { CERTS_REV_KEY } from '../types.js';
 import { batchErrorPerItem, GroupCommit } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
-import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
+import type { CertRow, InstanceRow, NodeRow } from '../common.js';
 import type {
   CertificateRecord,
   CommonKeyRecord,
@@ -100,6 +100,16 @@ function relayFromRow(r: RelayRow): RelayServerRecord {
 }
 
 /** Maps driver errors to StoreError codes; ours pass through untouched. */
+/** A raw row of the nodeSession statement (columns in its order) as a NodeSessionRecord (as nodeSessionFromRow does). */
+function nodeSessionFromRaw(r: unknown[]): NodeSessionRecord {
+  const id = r[0] as number;
+  return {
+    key: { nodeId: id, key: Buffer.from(r[9] as Buffer), expiresAt: Number(r[10]), createdAt: Number(r[11]) },
+    node: nodeFromRow({ id, name: r[1] as string, kind: r[2] as string, vip4: r[3] as string, vip6: r[4] as string, adapter_id: r[5] as number | null, mac: r[6] as string | null, family: r[7] as string, created_at: r[8] as number }),
+    lastSeq: r[12] === null ? null : BigInt(r[12] as string),
+  };
+}
+
 function translate(err: unknown): unknown {
   if (err instanceof CyphonicError) return err;
   const code = (err as { code?: unknown })?.code;
@@ -155,6 +165,16 @@ class SqliteStore implements Store {
   /** Group commit (batch.ts) of registrations and keepalive touches: one transaction per batch. */
   readonly #upserts: GroupCommit<unknown[], void>;
   readonly #touches: GroupCommit<{ stmt: string; args: unknown[] }, boolean>;
+  /**
+   * getNodeSession: the first call of an event-loop turn reads at once; the calls after it in the same turn (a burst
+   * of first contacts from one socket poll) wait for setImmediate and are read together in one read transaction
+   * (one WAL snapshot and lock instead of one per statement: ~3-4 µs a node instead of ~9-13). Every read still
+   * happens after its message arrived, in the same turn: nothing is served from memory.
+   */
+  #sessionQueue: { id: number; resolve: (r: NodeSessionRecord | null) => void; reject: (err: unknown) => void }[] = [];
+  /** A session read ran at once in this turn (cleared, and the queue read, by the setImmediate it armed). */
+  #sessionTurn = false;
+  readonly #readSessions: (ids: number[]) => (NodeSessionRecord | null)[];
 
   constructor(db: Db) {
     this.#db = db;
@@ -194,7 +214,11 @@ class SqliteStore implements Store {
       ),
       getKey: p('SELECT * FROM common_keys WHERE node_id = ?'),
       bumpCertsRev: p('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
-      nodeSession: p(NODE_SESSION_SQL(() => '?')),
+      // Columns by position (raw rows: no object per row), the ones nodeSessionFromRaw reads and in its order.
+      nodeSession: p(
+        `SELECT n.id, n.name, n.kind, n.vip4, n.vip6, n.adapter_id, n.mac, n.family, n.created_at, k.key, k.expires_at, k.created_at, r.last_seq
+         FROM common_keys k JOIN nodes n ON n.id = k.node_id LEFT JOIN registrations r ON r.node_id = k.node_id WHERE k.node_id = ?`,
+      ).raw(true),
       upsertReg: p(
         `INSERT INTO registrations (node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -259,6 +283,8 @@ class SqliteStore implements Store {
       one: (w) => this.#run(() => this.#stmt(w.stmt).run(...w.args).changes > 0),
       perItem: batchErrorPerItem,
     });
+    // A deferred (read) transaction: the rows of one batch come from one snapshot, taken now.
+    this.#readSessions = db.transaction((ids: number[]) => ids.map((id) => this.#readSession(id)));
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);
       for (const t of tags) this.#stmt('insertTag').run(name, t);
@@ -299,7 +325,9 @@ class SqliteStore implements Store {
   }
 
   close(): Promise<void> {
-    // Writes already queued commit first (their callers were promised a commit or an error).
+    // Reads already asked for are answered, and writes already queued commit first (their callers were promised a
+    // commit or an error).
+    this.#flushSessions();
     this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
@@ -477,10 +505,48 @@ class SqliteStore implements Store {
   }
 
   getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
-    return this.#run(() => {
-      const row = this.#stmt('nodeSession').get(nodeId) as NodeSessionRow | undefined;
-      return row === undefined ? null : nodeSessionFromRow(row);
-    });
+    if (!this.#sessionTurn || this.#closed) {
+      if (!this.#closed) {
+        this.#sessionTurn = true;
+        setImmediate(() => this.#flushSessions());
+      }
+      return this.#run(() => this.#readSession(nodeId));
+    }
+    return new Promise((resolve, reject) => this.#sessionQueue.push({ id: nodeId, resolve, reject }));
+  }
+
+  #readSession(nodeId: number): NodeSessionRecord | null {
+    const row = this.#stmt('nodeSession').get(nodeId) as unknown[] | undefined;
+    return row === undefined ? null : nodeSessionFromRaw(row);
+  }
+
+  /** Reads the session reads queued in this turn, in one read transaction (one by one if it fails: each gets its own error). */
+  #flushSessions(): void {
+    this.#sessionTurn = false;
+    const q = this.#sessionQueue;
+    if (q.length === 0) return;
+    this.#sessionQueue = [];
+    let out: (NodeSessionRecord | null)[] | null = null;
+    if (!this.#closed && q.length > 1) {
+      try {
+        out = this.#readSessions(q.map((r) => r.id));
+      } catch {
+        out = null;
+      }
+    }
+    for (let i = 0; i < q.length; i++) {
+      const r = q[i]!;
+      if (out) {
+        r.resolve(out[i]!);
+        continue;
+      }
+      try {
+        if (this.#closed) throw new StoreError('ERR_STORE_CLOSED', 'store is closed');
+        r.resolve(this.#readSession(r.id));
+      } catch (err) {
+        r.reject(err instanceof StoreError ? err : translate(err));
+      }
+    }
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {
