@@ -79,7 +79,7 @@ function compile(schema: Schema<never>): CompiledSchema {
 /**
  * Output buffer: one scratch buffer shared by every encode (a body never exceeds MAX_BODY_LEN, checked after each
  * TLV), grown only for the last TLV that crosses it; values are written straight into it (no buffer per value), and
- * finish() copies the body out into a buffer of its own of the exact size, every byte written, so no stale memory can
+ * finish() copies the body out into a zero-filled buffer of its own exact size, so no stale memory can
  * leak through `.buffer`. Encoding is synchronous and not reentrant (no value encoder calls encodeTlv), so one
  * scratch serves all.
  */
@@ -115,7 +115,7 @@ class Writer {
   }
 
   finish(): Buffer {
-    const out = Buffer.allocUnsafeSlow(this.off); // its own memory, every byte overwritten below
+    const out = Buffer.alloc(this.off);
     this.buf.copy(out, 0, 0, this.off);
     return out;
   }

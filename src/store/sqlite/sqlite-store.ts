@@ -10,7 +10,7 @@ import type { Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
 import { StoreError } from '../errors.js';
 import { CERTS_REV_KEY } from '../types.js';
-import { batchErrorPerItem, GroupCommit } from '../batch.js';
+import { batchErrorPerItem, GroupCommit, TurnReads } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
 import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
 import type { CertRow, InstanceRow, NodeRow } from '../common.js';
@@ -166,15 +166,12 @@ class SqliteStore implements Store {
   readonly #upserts: GroupCommit<unknown[], void>;
   readonly #touches: GroupCommit<{ stmt: string; args: unknown[] }, boolean>;
   /**
-   * getNodeSession: the first call of an event-loop turn reads at once; the calls after it in the same turn (a burst
-   * of first contacts from one socket poll) wait for setImmediate and are read together in one read transaction
-   * (one WAL snapshot and lock instead of one per statement: ~3-4 µs a node instead of ~9-13). Every read still
-   * happens after its message arrived, in the same turn: nothing is served from memory.
+   * getNodeSession and getCommonKey (a node's first message here, and each registration) read in bursts: the reads after
+   * the first of an event-loop turn are made together in one read transaction (batch.ts TurnReads: one WAL snapshot and
+   * lock instead of one per statement, ~3-4 µs a read instead of ~9-13). Nothing is served from memory.
    */
-  #sessionQueue: { id: number; resolve: (r: NodeSessionRecord | null) => void; reject: (err: unknown) => void }[] = [];
-  /** A session read ran at once in this turn (cleared, and the queue read, by the setImmediate it armed). */
-  #sessionTurn = false;
-  readonly #readSessions: (ids: number[]) => (NodeSessionRecord | null)[];
+  readonly #sessionReads: TurnReads<number, NodeSessionRecord | null>;
+  readonly #keyReads: TurnReads<number, CommonKeyRecord | null>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -283,8 +280,25 @@ class SqliteStore implements Store {
       one: (w) => this.#run(() => this.#stmt(w.stmt).run(...w.args).changes > 0),
       perItem: batchErrorPerItem,
     });
-    // A deferred (read) transaction: the rows of one batch come from one snapshot, taken now.
-    this.#readSessions = db.transaction((ids: number[]) => ids.map((id) => this.#readSession(id)));
+    // Deferred (read) transactions: the rows of one batch come from one snapshot, taken when it runs.
+    const turnReads = <R>(one: (id: number) => R): TurnReads<number, R> => {
+      const many = db.transaction((ids: number[]) => ids.map(one));
+      return new TurnReads<number, R>({
+        one,
+        many: (ids) => many(ids),
+        closed: () => this.#closed,
+        closedError: () => new StoreError('ERR_STORE_CLOSED', 'store is closed'),
+        translate,
+      });
+    };
+    this.#sessionReads = turnReads((id): NodeSessionRecord | null => {
+      const row = this.#stmt('nodeSession').get(id) as unknown[] | undefined;
+      return row === undefined ? null : nodeSessionFromRaw(row);
+    });
+    this.#keyReads = turnReads((id): CommonKeyRecord | null => {
+      const row = this.#stmt('getKey').get(id) as KeyRow | undefined;
+      return row === undefined ? null : { nodeId: row.node_id, key: Buffer.from(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
+    });
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);
       for (const t of tags) this.#stmt('insertTag').run(name, t);
@@ -327,7 +341,8 @@ class SqliteStore implements Store {
   close(): Promise<void> {
     // Reads already asked for are answered, and writes already queued commit first (their callers were promised a
     // commit or an error).
-    this.#flushSessions();
+    this.#sessionReads.flush();
+    this.#keyReads.flush();
     this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
@@ -497,56 +512,11 @@ class SqliteStore implements Store {
   }
 
   getCommonKey(nodeId: number): Promise<CommonKeyRecord | null> {
-    return this.#run(() => {
-      const row = this.#stmt('getKey').get(nodeId) as KeyRow | undefined;
-      if (row === undefined) return null;
-      return { nodeId: row.node_id, key: Buffer.from(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
-    });
+    return this.#keyReads.read(nodeId);
   }
 
   getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
-    if (!this.#sessionTurn || this.#closed) {
-      if (!this.#closed) {
-        this.#sessionTurn = true;
-        setImmediate(() => this.#flushSessions());
-      }
-      return this.#run(() => this.#readSession(nodeId));
-    }
-    return new Promise((resolve, reject) => this.#sessionQueue.push({ id: nodeId, resolve, reject }));
-  }
-
-  #readSession(nodeId: number): NodeSessionRecord | null {
-    const row = this.#stmt('nodeSession').get(nodeId) as unknown[] | undefined;
-    return row === undefined ? null : nodeSessionFromRaw(row);
-  }
-
-  /** Reads the session reads queued in this turn, in one read transaction (one by one if it fails: each gets its own error). */
-  #flushSessions(): void {
-    this.#sessionTurn = false;
-    const q = this.#sessionQueue;
-    if (q.length === 0) return;
-    this.#sessionQueue = [];
-    let out: (NodeSessionRecord | null)[] | null = null;
-    if (!this.#closed && q.length > 1) {
-      try {
-        out = this.#readSessions(q.map((r) => r.id));
-      } catch {
-        out = null;
-      }
-    }
-    for (let i = 0; i < q.length; i++) {
-      const r = q[i]!;
-      if (out) {
-        r.resolve(out[i]!);
-        continue;
-      }
-      try {
-        if (this.#closed) throw new StoreError('ERR_STORE_CLOSED', 'store is closed');
-        r.resolve(this.#readSession(r.id));
-      } catch (err) {
-        r.reject(err instanceof StoreError ? err : translate(err));
-      }
-    }
+    return this.#sessionReads.read(nodeId);
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {

@@ -110,7 +110,7 @@ describe('sqlite store specifics', () => {
     });
   });
 
-  test('getNodeSession calls of one turn (read together) each see what another connection wrote before they were made', async () => {
+  test('getNodeSession and getCommonKey calls of one turn (read together) each see what another connection wrote before they were made', async () => {
     const path = freshPath();
     await withStore(path, async (s) => {
       const nodes = [];
@@ -133,6 +133,11 @@ describe('sqlite store specifics', () => {
         assert.deepEqual([after[1]?.key.key, after[1]?.key.expiresAt], [Buffer.alloc(32, 2), 5], 'the first read of the batch sees the new key');
         assert.equal(after[2], null, 'a deleted key is not served from an earlier read');
         assert.deepEqual([after[3]?.key.key, after[3]?.key.expiresAt], [Buffer.alloc(32, 2), 5]);
+        const keys = await Promise.all([s.getCommonKey(a.id), s.getCommonKey(b.id), s.getCommonKey(c.id)]);
+        assert.deepEqual(keys.map((k) => k?.expiresAt ?? null), [1000, 5, null], 'getCommonKey, read the same way');
+        other.prepare('UPDATE common_keys SET expires_at = 9 WHERE node_id = ?').run(a.id);
+        const again = await Promise.all([s.getCommonKey(b.id), s.getCommonKey(a.id)]);
+        assert.deepEqual(again.map((k) => k?.expiresAt ?? null), [5, 9]);
       } finally {
         other.close();
       }
