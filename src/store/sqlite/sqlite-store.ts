@@ -166,12 +166,18 @@ class SqliteStore implements Store {
   readonly #upserts: GroupCommit<unknown[], void>;
   readonly #touches: GroupCommit<{ stmt: string; args: unknown[] }, boolean>;
   /**
-   * getNodeSession and getCommonKey (a node's first message here, and each registration) read in bursts: the reads after
-   * the first of an event-loop turn are made together in one read transaction (batch.ts TurnReads: one WAL snapshot and
-   * lock instead of one per statement, ~3-4 µs a read instead of ~9-13). Nothing is served from memory.
+   * The point reads of the NMS's hot paths (a node's first message, each registration, route selection) come in
+   * bursts: the reads after the first of an event-loop turn are made together in one read transaction (batch.ts
+   * TurnReads: one WAL snapshot and lock instead of one per statement, ~3-4 µs a read instead of ~9-13). Nothing is
+   * served from memory.
    */
   readonly #sessionReads: TurnReads<number, NodeSessionRecord | null>;
   readonly #keyReads: TurnReads<number, CommonKeyRecord | null>;
+  readonly #metaReads: TurnReads<string, string | null>;
+  readonly #nodeByIdReads: TurnReads<number, NodeRecord | null>;
+  readonly #nodeByNameReads: TurnReads<string, NodeRecord | null>;
+  readonly #certReads: TurnReads<number, CertificateRecord[]>;
+  readonly #regReads: TurnReads<number, RegistrationRecord | null>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -281,9 +287,9 @@ class SqliteStore implements Store {
       perItem: batchErrorPerItem,
     });
     // Deferred (read) transactions: the rows of one batch come from one snapshot, taken when it runs.
-    const turnReads = <R>(one: (id: number) => R): TurnReads<number, R> => {
-      const many = db.transaction((ids: number[]) => ids.map(one));
-      return new TurnReads<number, R>({
+    const turnReads = <K, R>(one: (k: K) => R): TurnReads<K, R> => {
+      const many = db.transaction((ks: K[]) => ks.map(one));
+      return new TurnReads<K, R>({
         one,
         many: (ids) => many(ids),
         closed: () => this.#closed,
@@ -291,11 +297,25 @@ class SqliteStore implements Store {
         translate,
       });
     };
-    this.#sessionReads = turnReads((id): NodeSessionRecord | null => {
+    this.#metaReads = turnReads((key: string): string | null => (this.#stmt('getMeta').get(key) as { value: string } | undefined)?.value ?? null);
+    this.#nodeByIdReads = turnReads((id: number): NodeRecord | null => {
+      const row = this.#stmt('nodeById').get(id) as NodeRow | undefined;
+      return row === undefined ? null : nodeFromRow(row);
+    });
+    this.#nodeByNameReads = turnReads((name: string): NodeRecord | null => {
+      const row = this.#stmt('nodeByName').get(name) as NodeRow | undefined;
+      return row === undefined ? null : nodeFromRow(row);
+    });
+    this.#certReads = turnReads((id: number): CertificateRecord[] => (this.#stmt('nodeCerts').all(id) as CertRow[]).map(certFromRow));
+    this.#regReads = turnReads((id: number): RegistrationRecord | null => {
+      const row = this.#stmt('getReg').get(id) as RegRow | undefined;
+      return row === undefined ? null : regFromRow(row);
+    });
+    this.#sessionReads = turnReads((id: number): NodeSessionRecord | null => {
       const row = this.#stmt('nodeSession').get(id) as unknown[] | undefined;
       return row === undefined ? null : nodeSessionFromRaw(row);
     });
-    this.#keyReads = turnReads((id): CommonKeyRecord | null => {
+    this.#keyReads = turnReads((id: number): CommonKeyRecord | null => {
       const row = this.#stmt('getKey').get(id) as KeyRow | undefined;
       return row === undefined ? null : { nodeId: row.node_id, key: Buffer.from(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
     });
@@ -341,8 +361,7 @@ class SqliteStore implements Store {
   close(): Promise<void> {
     // Reads already asked for are answered, and writes already queued commit first (their callers were promised a
     // commit or an error).
-    this.#sessionReads.flush();
-    this.#keyReads.flush();
+    for (const r of [this.#sessionReads, this.#keyReads, this.#metaReads, this.#nodeByIdReads, this.#nodeByNameReads, this.#certReads, this.#regReads]) r.flush();
     this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
@@ -352,10 +371,7 @@ class SqliteStore implements Store {
   }
 
   getMeta(key: string): Promise<string | null> {
-    return this.#run(() => {
-      const row = this.#stmt('getMeta').get(key) as { value: string } | undefined;
-      return row?.value ?? null;
-    });
+    return this.#metaReads.read(key);
   }
 
   setMeta(key: string, value: string): Promise<void> {
@@ -442,17 +458,11 @@ class SqliteStore implements Store {
   }
 
   getNodeById(id: number): Promise<NodeRecord | null> {
-    return this.#run(() => {
-      const row = this.#stmt('nodeById').get(id) as NodeRow | undefined;
-      return row === undefined ? null : nodeFromRow(row);
-    });
+    return this.#nodeByIdReads.read(id);
   }
 
   getNodeByName(name: string): Promise<NodeRecord | null> {
-    return this.#run(() => {
-      const row = this.#stmt('nodeByName').get(name) as NodeRow | undefined;
-      return row === undefined ? null : nodeFromRow(row);
-    });
+    return this.#nodeByNameReads.read(name);
   }
 
   getNodeByVip(address: string): Promise<NodeRecord | null> {
@@ -486,7 +496,7 @@ class SqliteStore implements Store {
   }
 
   listNodeCertificates(nodeId: number): Promise<CertificateRecord[]> {
-    return this.#run(() => (this.#stmt('nodeCerts').all(nodeId) as CertRow[]).map(certFromRow));
+    return this.#certReads.read(nodeId);
   }
 
   revokeCertificate(serial: string, reason: string, at: number): Promise<boolean> {
@@ -561,10 +571,7 @@ class SqliteStore implements Store {
   }
 
   getRegistration(nodeId: number): Promise<RegistrationRecord | null> {
-    return this.#run(() => {
-      const row = this.#stmt('getReg').get(nodeId) as RegRow | undefined;
-      return row === undefined ? null : regFromRow(row);
-    });
+    return this.#regReads.read(nodeId);
   }
 
   listRegistrations(): Promise<RegistrationRecord[]> {
