@@ -5,7 +5,9 @@
 // registration, each alone over every node: where its microseconds go. Socket I/O is not in these figures (see
 // bench/cloud.ts for the whole thing over loopback). Method and figures: docs/PERFORMANCE.md "Cloud".
 //
-// usage: node dist/bench/nms-cpu.js [--nodes N (10000)] [--routes N (3000)] [--window W (256)]
+// usage: node [--expose-gc] dist/bench/nms-cpu.js [--nodes N (10000)] [--routes N (3000)] [--window W (256)] [--settle MS (0)]
+// --settle: before each phase, wait MS (the revocation lists sent 10 ms after each registration go out) and, with
+// --expose-gc, collect garbage, so a phase is not charged for what the one before left behind.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -50,6 +52,7 @@ async function main(): Promise<void> {
   const nodes = arg('--nodes', 10_000);
   const routes = arg('--routes', 3000);
   const window = arg('--window', 256);
+  const settle = arg('--settle', 0);
   const dir = mkdtempSync(join(tmpdir(), 'cyphonic-nms-cpu-'));
   const store = await openStore(join(dir, 'cloud.db'));
   try {
@@ -89,6 +92,10 @@ async function main(): Promise<void> {
     sendTo.service = service;
 
     const phase = async (name: string, n: number, fn: (i: number) => Promise<unknown>): Promise<void> => {
+      if (settle > 0) {
+        await new Promise((r) => setTimeout(r, settle));
+        (globalThis as { gc?: () => void }).gc?.();
+      }
       clientUs = 0;
       const c0 = cpuUs();
       const t0 = performance.now();

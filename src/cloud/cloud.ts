@@ -215,6 +215,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       );
       await nms.restoreSequence();
       nms.watchPolicy(); // policy and tag changes reach running nodes (PolicyUpdate)
+      nms.logSummaries(); // a `registrations` line a minute (each registration is a debug line)
       const nmsService = nms;
       const general = new GeneralNodeWatcher({ store, logger: o.logger.child({ component: 'nms' }), counters: nms.counters, notify: (id) => nmsService.policy.pushGeneralNodes(id) });
       general.start(); // a running adapter learns of general-node changes at once (PolicyUpdate.generalNodes)

@@ -1,59 +1,112 @@
 // IPv4/IPv6 text <-> wire-bytes conversion for the TLV codec and endpoint helpers.
 // Output text follows node:net conventions (dotted quad; RFC 5952 compressed lowercase IPv6, as inet_ntop prints it).
+// The parsers scan characters (no split, regex or arrays) and can write into a caller's buffer (parseIp4Into, parseIp6Into).
 
 /** Parse a dotted-quad IPv4 address (no leading zeros, like net.isIPv4). Returns undefined when invalid. */
 export function parseIp4(s: string): Buffer | undefined {
-  const parts = s.split('.');
-  if (parts.length !== 4) return undefined;
   const out = Buffer.alloc(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const n = Number(p);
-    if (n > 255) return undefined;
-    out[i] = n;
-  }
-  return out;
+  return parseIp4Into(s, out, 0) ? out : undefined;
 }
 
-function parseGroups(part: string, allowTrailingIp4: boolean): number[] | undefined {
-  if (part === '') return [];
-  const groups = part.split(':');
-  const words: number[] = [];
-  for (let i = 0; i < groups.length; i++) {
-    const g = groups[i]!;
-    if (allowTrailingIp4 && i === groups.length - 1 && g.includes('.')) {
-      const v4 = parseIp4(g);
-      if (!v4) return undefined;
-      words.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-    } else {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-      words.push(parseInt(g, 16));
+/**
+ * parseIp4 into out[at..at+4] without a buffer of its own (the encoder's hot path): true when `s` is a valid dotted
+ * quad (four decimal parts 0..255, no leading zeros, nothing else); on false, out may have been written to.
+ */
+export function parseIp4Into(s: string, out: Uint8Array, at: number): boolean {
+  const n = s.length;
+  if (n < 7 || n > 15) return false;
+  let part = 0;
+  let i = 0;
+  while (part < 4) {
+    const start = i;
+    let v = 0;
+    while (i < n) {
+      const c = s.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      v = v * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || v > 255 || (digits > 1 && s.charCodeAt(start) === 48)) return false;
+    out[at + part] = v;
+    part++;
+    if (part < 4) {
+      if (i >= n || s.charCodeAt(i) !== 46) return false;
+      i++;
     }
   }
-  return words;
+  return i === n;
 }
+
+/**
+ * The colon-separated hex groups of s[from..to) as 16-bit words into words[0..] (a trailing dotted quad, when allowed,
+ * is two words): the number of words, or -1 when a group is not 1-4 hex digits. An empty range is no words.
+ */
+function parseGroups(s: string, from: number, to: number, allowTrailingIp4: boolean, words: Uint16Array): number {
+  if (from === to) return 0;
+  let count = 0;
+  let i = from;
+  for (;;) {
+    let end = s.indexOf(':', i);
+    if (end < 0 || end > to) end = to;
+    if (count >= 8) return -1;
+    if (allowTrailingIp4 && end === to && s.indexOf('.', i) >= 0 && s.indexOf('.', i) < to) {
+      if (count > 6 || !parseIp4Into(s.slice(i, to), IP4_WORDS, 0)) return -1;
+      words[count++] = (IP4_WORDS[0]! << 8) | IP4_WORDS[1]!;
+      words[count++] = (IP4_WORDS[2]! << 8) | IP4_WORDS[3]!;
+      return count;
+    }
+    const len = end - i;
+    if (len < 1 || len > 4) return -1;
+    let v = 0;
+    for (let k = i; k < end; k++) {
+      const c = s.charCodeAt(k);
+      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
+      if (d < 0) return -1;
+      v = (v << 4) | d;
+    }
+    words[count++] = v;
+    if (end === to) return count;
+    i = end + 1;
+  }
+}
+const IP4_WORDS = new Uint8Array(4);
+const HEAD = new Uint16Array(8);
+const TAIL = new Uint16Array(8);
 
 /** Parse an IPv6 address (with optional '::' and trailing dotted quad; no zone id). Returns undefined when invalid. */
 export function parseIp6(s: string): Buffer | undefined {
-  if (s.length > 45) return undefined;
-  const halves = s.split('::');
-  let words: number[];
-  if (halves.length === 1) {
-    const all = parseGroups(s, true);
-    if (!all || all.length !== 8) return undefined;
-    words = all;
-  } else if (halves.length === 2) {
-    const head = parseGroups(halves[0]!, false);
-    const tail = parseGroups(halves[1]!, true);
-    if (!head || !tail || head.length + tail.length > 7) return undefined;
-    words = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-  } else {
-    return undefined;
-  }
   const out = Buffer.alloc(16);
-  for (let i = 0; i < 8; i++) out.writeUInt16BE(words[i]!, i * 2);
-  return out;
+  return parseIp6Into(s, out, 0) ? out : undefined;
+}
+
+/** parseIp6 into out[at..at+16] without a buffer of its own: true when valid; on false, out may have been written to. */
+export function parseIp6Into(s: string, out: Uint8Array, at: number): boolean {
+  if (s.length > 45) return false;
+  const dbl = s.indexOf('::');
+  let head: number;
+  let tail = 0;
+  if (dbl < 0) {
+    head = parseGroups(s, 0, s.length, true, HEAD);
+    if (head !== 8) return false;
+  } else {
+    if (s.indexOf('::', dbl + 2) >= 0) return false;
+    head = parseGroups(s, 0, dbl, false, HEAD);
+    if (head < 0) return false;
+    tail = parseGroups(s, dbl + 2, s.length, true, TAIL);
+    if (tail < 0 || head + tail > 7) return false;
+  }
+  out.fill(0, at, at + 16);
+  for (let i = 0; i < head; i++) {
+    out[at + 2 * i] = HEAD[i]! >>> 8;
+    out[at + 2 * i + 1] = HEAD[i]! & 0xff;
+  }
+  for (let i = 0; i < tail; i++) {
+    const w = 8 - tail + i;
+    out[at + 2 * w] = TAIL[i]! >>> 8;
+    out[at + 2 * w + 1] = TAIL[i]! & 0xff;
+  }
+  return true;
 }
 
 /** Parse either family: 4 bytes for IPv4, 16 for IPv6; undefined when invalid. */

@@ -6,7 +6,7 @@ import { MAX_BODY_LEN, MessageType, isMessageType, isPathType } from './constant
 import type { Endpoint } from './endpoint.js';
 import { type Frame, type FrameHeader, decodeFrame, encodeFrame } from './frame.js';
 import type { Header } from './header.js';
-import { type Schema, decodeTlv, encodeTlv } from './tlv.js';
+import { type Schema, decodeTlv, encodeTlv, encodeTlvAfter } from './tlv.js';
 
 export type { Endpoint } from './endpoint.js';
 
@@ -740,7 +740,7 @@ if (REGISTRATION_HEAD_SCHEMA.length !== 4 || REGISTRATION_SCHEMA.slice(0, 4).som
  * registration does not parse the addresses again. Throws RangeError like encodeBody.
  */
 export function encodeRegistrationHead(head: RegistrationHead): Buffer {
-  return Buffer.from(encodeTlv(REGISTRATION_HEAD_SCHEMA, head));
+  return encodeTlv(REGISTRATION_HEAD_SCHEMA, head);
 }
 
 /**
@@ -748,9 +748,7 @@ export function encodeRegistrationHead(head: RegistrationHead): Buffer {
  * byte for byte what encodeBody(MessageType.RegistrationResponse, …) gives for the same values. Throws RangeError.
  */
 export function encodeRegistrationResponse(head: Buffer, rest: Omit<RegistrationResponse, keyof RegistrationHead>): Buffer {
-  const tail = encodeTlv(REGISTRATION_TAIL_SCHEMA, rest);
-  if (head.length + tail.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
-  return Buffer.concat([head, tail], head.length + tail.length);
+  return encodeTlvAfter(head, REGISTRATION_TAIL_SCHEMA, rest);
 }
 
 /** Decode a body of the given type. Capsule bodies are returned as a zero-copy view. Throws DecodeError. */

@@ -4,7 +4,7 @@
 import { DecodeError } from '../util/errors.js';
 import { MAX_BODY_LEN, TLV_HEADER_LEN } from './constants.js';
 import { type Endpoint, isValidPort } from './endpoint.js';
-import { formatIp, formatIp4, formatIp6, parseIp, parseIp4, parseIp6 } from './ip.js';
+import { formatIp, formatIp4, formatIp6, parseIp4Into, parseIp6Into } from './ip.js';
 
 export type FieldKind =
   | 'u8'
@@ -78,28 +78,36 @@ function compile(schema: Schema<never>): CompiledSchema {
 
 /**
  * Output buffer: one scratch buffer shared by every encode (a body never exceeds MAX_BODY_LEN, checked after each
- * TLV), grown only for the last TLV that crosses it; finish() copies the body out into a zero-filled buffer of its
- * own exact size, so no stale memory can leak through `.buffer`. Encoding is synchronous and not reentrant (no value
- * encoder calls encodeTlv), so one scratch serves all.
+ * TLV), grown only for the last TLV that crosses it; values are written straight into it (no buffer per value), and
+ * finish() copies the body out into a zero-filled buffer of its own exact size, so no stale memory can
+ * leak through `.buffer`. Encoding is synchronous and not reentrant (no value encoder calls encodeTlv), so one
+ * scratch serves all.
  */
 class Writer {
   private static scratch = Buffer.alloc(MAX_BODY_LEN + TLV_HEADER_LEN + MAX_VALUE_LEN);
-  private buf = Writer.scratch;
-  private off = 0;
+  buf = Writer.scratch;
+  off = 0;
 
-  private ensure(n: number): void {
+  /** Room for `n` more bytes. */
+  ensure(n: number): void {
     if (this.off + n <= this.buf.length) return;
     const next = Buffer.alloc(this.off + n);
     this.buf.copy(next, 0, 0, this.off);
     this.buf = next;
   }
 
-  tlv(tag: number, value: Uint8Array): void {
-    this.ensure(TLV_HEADER_LEN + value.length);
+  /** The TLV header of a value of `len` bytes (the value is written next, at `off`, with room ensured). */
+  head(tag: number, len: number): void {
+    this.ensure(TLV_HEADER_LEN + len);
     this.buf[this.off] = tag;
-    this.buf.writeUInt16BE(value.length, this.off + 1);
-    this.buf.set(value, this.off + TLV_HEADER_LEN);
-    this.off += TLV_HEADER_LEN + value.length;
+    this.buf[this.off + 1] = len >>> 8;
+    this.buf[this.off + 2] = len & 0xff;
+    this.off += TLV_HEADER_LEN;
+  }
+
+  bytes(v: Uint8Array): void {
+    this.buf.set(v, this.off);
+    this.off += v.length;
   }
 
   get length(): number {
@@ -117,11 +125,11 @@ function encErr(f: FieldSpec, why: string): RangeError {
   return new RangeError(`encode ${f.name}: ${why}`);
 }
 
-function uintBytes(f: FieldSpec, v: unknown, bytes: 1 | 2 | 4, max: number): Buffer {
+function writeUint(w: Writer, f: FieldSpec, v: unknown, bytes: 1 | 2 | 4, max: number): void {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw encErr(f, `not a u${bytes * 8}: ${String(v)}`);
-  const b = Buffer.alloc(bytes);
-  b.writeUIntBE(v, 0, bytes);
-  return b;
+  w.head(f.tag, bytes);
+  w.buf.writeUIntBE(v, w.off, bytes);
+  w.off += bytes;
 }
 
 function checkSize(f: FieldSpec, len: number): void {
@@ -130,92 +138,126 @@ function checkSize(f: FieldSpec, len: number): void {
   if (len > max) throw encErr(f, `too long: ${len} > ${max} bytes`);
 }
 
-/** Encode one JS value of field `f` into its TLV value bytes. Throws RangeError on invalid input. */
-function encodeValue(f: FieldSpec, v: unknown): Uint8Array {
+/**
+ * An IP address's bytes, 4 for IPv4 and 16 for IPv6, in a scratch array (copied out before the next call), or
+ * undefined when invalid. `family` 0: either, as parseIp decides.
+ */
+function ipBytes(v: unknown, family: 4 | 6 | 0): Uint8Array | undefined {
+  if (typeof v !== 'string') return undefined;
+  if (family === 4 || (family === 0 && !v.includes(':'))) return parseIp4Into(v, IP4_SCRATCH, 0) ? IP4_SCRATCH : undefined;
+  return parseIp6Into(v, IP6_SCRATCH, 0) ? IP6_SCRATCH : undefined;
+}
+const IP4_SCRATCH = new Uint8Array(4);
+const IP6_SCRATCH = new Uint8Array(16);
+
+/** Encode field `f` with JS value `v` as one TLV at the writer's end. Throws RangeError on invalid input. */
+function writeValue(w: Writer, f: FieldSpec, v: unknown): void {
   switch (f.kind) {
     case 'u8':
-      return uintBytes(f, v, 1, 0xff);
+      return writeUint(w, f, v, 1, 0xff);
     case 'u16':
-      return uintBytes(f, v, 2, 0xffff);
+      return writeUint(w, f, v, 2, 0xffff);
     case 'u32':
-      return uintBytes(f, v, 4, 0xffffffff);
+      return writeUint(w, f, v, 4, 0xffffffff);
     case 'u64': {
       if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw encErr(f, `not a u64 bigint: ${String(v)}`);
-      const b = Buffer.alloc(8);
-      b.writeBigUInt64BE(v);
-      return b;
+      w.head(f.tag, 8);
+      w.buf.writeBigUInt64BE(v, w.off);
+      w.off += 8;
+      return;
     }
     case 'id': {
       if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw encErr(f, `not a safe non-negative integer: ${String(v)}`);
-      const b = Buffer.alloc(8);
-      b.writeBigUInt64BE(BigInt(v));
-      return b;
+      w.head(f.tag, 8);
+      w.buf.writeUInt32BE(Math.floor(v / 0x1_0000_0000), w.off);
+      w.buf.writeUInt32BE(v >>> 0, w.off + 4);
+      w.off += 8;
+      return;
     }
     case 'bool':
       if (typeof v !== 'boolean') throw encErr(f, `not a boolean: ${String(v)}`);
-      return Buffer.from([v ? 1 : 0]);
+      w.head(f.tag, 1);
+      w.buf[w.off++] = v ? 1 : 0;
+      return;
     case 'bytes': {
       if (!(v instanceof Uint8Array)) throw encErr(f, 'not a Buffer/Uint8Array');
       checkSize(f, v.length);
-      return v;
+      w.head(f.tag, v.length);
+      w.bytes(v);
+      return;
     }
     case 'string': {
       if (typeof v !== 'string') throw encErr(f, 'not a string');
-      const b = Buffer.from(v, 'utf8');
-      if (b.toString('utf8') !== v) throw encErr(f, 'string has lone surrogates');
-      checkSize(f, b.length);
-      return b;
+      if (!isWellFormed(v)) throw encErr(f, 'string has lone surrogates');
+      const len = Buffer.byteLength(v, 'utf8');
+      checkSize(f, len);
+      w.head(f.tag, len);
+      w.off += w.buf.write(v, w.off, len, 'utf8');
+      return;
     }
-    case 'ip4': {
-      const b = typeof v === 'string' ? parseIp4(v) : undefined;
-      if (!b) throw encErr(f, `not an IPv4 address: ${String(v)}`);
-      return b;
-    }
-    case 'ip6': {
-      const b = typeof v === 'string' ? parseIp6(v) : undefined;
-      if (!b) throw encErr(f, `not an IPv6 address: ${String(v)}`);
-      return b;
-    }
+    case 'ip4':
+    case 'ip6':
     case 'ip': {
-      const b = typeof v === 'string' ? parseIp(v) : undefined;
-      if (!b) throw encErr(f, `not an IP address: ${String(v)}`);
-      return b;
+      const b = ipBytes(v, f.kind === 'ip4' ? 4 : f.kind === 'ip6' ? 6 : 0);
+      if (!b) throw encErr(f, `not an ${f.kind === 'ip4' ? 'IPv4' : f.kind === 'ip6' ? 'IPv6' : 'IP'} address: ${String(v)}`);
+      w.head(f.tag, b.length);
+      w.bytes(b);
+      return;
     }
     case 'endpoint': {
       if (typeof v !== 'object' || v === null) throw encErr(f, 'not an endpoint object');
       const e = v as Partial<Endpoint>;
-      const addr = typeof e.address === 'string' ? parseIp(e.address) : undefined;
+      const addr = ipBytes(e.address, 0);
       if (!addr) throw encErr(f, `bad endpoint address: ${String(e.address)}`);
       if (!isValidPort(e.port)) throw encErr(f, `bad endpoint port: ${String(e.port)}`);
-      const b = Buffer.alloc(1 + addr.length + 2);
-      b.writeUInt8(addr.length === 4 ? 4 : 6, 0);
-      addr.copy(b, 1);
-      b.writeUInt16BE(e.port, 1 + addr.length);
-      return b;
+      w.head(f.tag, 1 + addr.length + 2);
+      w.buf[w.off] = addr.length === 4 ? 4 : 6;
+      w.buf.set(addr, w.off + 1);
+      w.buf.writeUInt16BE(e.port, w.off + 1 + addr.length);
+      w.off += 1 + addr.length + 2;
+      return;
     }
   }
 }
+
+/** String.prototype.isWellFormed (no lone surrogates: what survives a UTF-8 round trip unchanged) where the runtime has it. */
+const isWellFormed: (s: string) => boolean =
+  typeof (String.prototype as { isWellFormed?: unknown }).isWellFormed === 'function'
+    ? (s) => (s as unknown as { isWellFormed(): boolean }).isWellFormed()
+    : (s) => Buffer.from(s, 'utf8').toString('utf8') === s;
 
 /**
  * Encode `value` with `schema`: fields in schema order, repeated entries in array order.
  * Throws RangeError when a value is missing, of the wrong type or out of range, or the body exceeds MAX_BODY_LEN.
  */
 export function encodeTlv<T>(schema: Schema<T>, value: T): Buffer {
+  return encodeTlvAfter(null, schema, value);
+}
+
+/**
+ * encodeTlv with `prefix` (already encoded TLVs) before the fields, in one buffer: the same bytes as concatenating
+ * the two, and the same MAX_BODY_LEN limit on the whole. Throws RangeError like encodeTlv.
+ */
+export function encodeTlvAfter<T>(prefix: Uint8Array | null, schema: Schema<T>, value: T): Buffer {
   compile(schema as Schema<never>);
   if (typeof value !== 'object' || value === null) throw new RangeError('encode: body must be an object');
   const obj = value as Record<string, unknown>;
   const w = new Writer();
+  if (prefix) {
+    if (prefix.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
+    w.bytes(prefix);
+  }
   for (const f of schema as readonly FieldSpec[]) {
     const v = obj[f.name];
     if (f.repeated) {
       const arr = v === undefined ? [] : v;
       if (!Array.isArray(arr)) throw encErr(f, 'repeated field must be an array');
       if (f.maxCount !== undefined && arr.length > f.maxCount) throw encErr(f, `more than ${f.maxCount} entries`);
-      for (const item of arr) w.tlv(f.tag, encodeValue(f, item));
+      for (const item of arr) writeValue(w, f, item);
     } else if (v === undefined) {
       if (!f.optional) throw encErr(f, 'required field missing');
     } else {
-      w.tlv(f.tag, encodeValue(f, v));
+      writeValue(w, f, v);
     }
     if (w.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
   }

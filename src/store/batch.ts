@@ -2,6 +2,8 @@
 // (one poll of the NMS socket, or while the previous batch is still committing) become one transaction, and every
 // caller's promise settles only after that transaction committed — an acknowledged write is never only in memory.
 // A batch that fails is retried one write at a time, so one bad write (a deleted node) fails alone.
+// TurnReads does the same for the point reads of a synchronous store (SQLite): the reads after the first of an
+// event-loop turn are made together in one read transaction when the turn's I/O is done.
 
 /** Tunable: writes in one transaction at most (bounds statement size and how long one commit holds the lock). */
 export const GROUP_COMMIT_MAX = 512;
@@ -117,6 +119,76 @@ export class GroupCommit<T, R> {
         this.writes++;
       } catch (err) {
         p.reject(err);
+      }
+    }
+  }
+}
+
+export interface TurnReadsInit<T, R> {
+  /** Reads one item (synchronously). */
+  one: (item: T) => R;
+  /** Reads several items in one read transaction (one snapshot); one result per item, in order. */
+  many: (items: T[]) => R[];
+  /** Whether the store is closed (then a read fails with closedError). */
+  closed: () => boolean;
+  closedError: () => unknown;
+  /** The error a caller sees for an error thrown by one/many (the store's translation). */
+  translate: (err: unknown) => unknown;
+}
+
+/**
+ * Point reads of a synchronous store (SQLite) that come in bursts: the first read of an event-loop turn runs at once;
+ * those asked after it in the same turn (a burst of messages from one socket poll) wait for setImmediate and run
+ * together in `many`, one read transaction instead of one per statement. Each read is still made after its caller
+ * asked, in the same turn: nothing is served from memory. If `many` throws, each is read alone (its own error).
+ */
+export class TurnReads<T, R> {
+  #queue: Pending<T, R>[] = [];
+  /** A read ran at once in this turn (cleared, and the queue read, by the setImmediate it armed). */
+  #armed = false;
+
+  constructor(private readonly init: TurnReadsInit<T, R>) {}
+
+  read(item: T): Promise<R> {
+    if (this.init.closed()) return Promise.reject(this.init.closedError());
+    if (this.#armed) return new Promise<R>((resolve, reject) => this.#queue.push({ item, resolve, reject }));
+    this.#armed = true;
+    setImmediate(() => this.flush());
+    try {
+      return Promise.resolve(this.init.one(item));
+    } catch (err) {
+      return Promise.reject(this.init.translate(err));
+    }
+  }
+
+  /** Reads what is queued now (close() calls it so no caller is left waiting). */
+  flush(): void {
+    this.#armed = false;
+    const q = this.#queue;
+    if (q.length === 0) return;
+    this.#queue = [];
+    let out: R[] | null = null;
+    if (q.length > 1 && !this.init.closed()) {
+      try {
+        out = this.init.many(q.map((p) => p.item));
+      } catch {
+        out = null; // read one by one below: the error may belong to one read
+      }
+    }
+    for (let i = 0; i < q.length; i++) {
+      const p = q[i]!;
+      if (out) {
+        p.resolve(out[i]!);
+        continue;
+      }
+      if (this.init.closed()) {
+        p.reject(this.init.closedError());
+        continue;
+      }
+      try {
+        p.resolve(this.init.one(p.item));
+      } catch (err) {
+        p.reject(this.init.translate(err));
       }
     }
   }

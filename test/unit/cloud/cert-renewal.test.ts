@@ -101,6 +101,9 @@ describe('certificate renewal', () => {
         while (Date.now() < end && !fn()) await new Promise((r) => setTimeout(r, 50));
         assert.ok(fn(), what);
       };
+      // start() returns before the first registration is answered: alpha asks for beta only once both are
+      // registered (asked earlier, the NMS rightly refuses the route: beta offline).
+      await until('both nodes registered', () => nodes.every((n) => n.status().registered), 5000);
       await (alpha as unknown as { life: { resolve(fqdn: string): Promise<unknown> } }).life.resolve('beta.cyphonic.internal');
       await until('beta holds alpha\'s first certificate from the handshake', () => alphaAtBeta()?.certSerial === first, 5000);
 

@@ -13,7 +13,7 @@ import { NmsService } from '../../../src/cloud/nms/service.js';
 import { NmsClient } from '../../../src/node/signaling.js';
 import { Status } from '../../../src/protocol/constants.js';
 import type { Endpoint } from '../../../src/protocol/endpoint.js';
-import { silentLogger } from '../../../src/util/log.js';
+import { createLogger, silentLogger } from '../../../src/util/log.js';
 import { RequestError } from '../../../src/util/errors.js';
 import { createEnrollment, initCloud, startCloud } from '../../../src/cloud/cloud.js';
 import { NodeDaemon } from '../../../src/node/daemon.js';
@@ -122,6 +122,49 @@ describe('NMS service and client', () => {
   test('random bytes never get an answer and never throw', async () => {
     for (let i = 0; i < 2000; i++) assert.equal(await service.handle(randomBytes(i % 120), from), null);
     assert.ok(service.counters.sum('refused.') >= 2000);
+  });
+});
+
+describe('NMS registration log lines', () => {
+  test('each registration is a debug line; an info `registrations` line sums them up, none when nothing happened', async () => {
+    const store = await openStore(':memory:');
+    const lines: Record<string, unknown>[] = [];
+    const logger = createLogger({}, { level: 'info', write: (l) => lines.push(JSON.parse(l) as Record<string, unknown>) });
+    const service = new NmsService({ domain: 'cyphonic.internal' }, { store, logger });
+    try {
+      const from: Endpoint = { address: '198.18.0.40', port: 30000 };
+      const clients = [];
+      for (const name of ['a', 'b']) {
+        const n = await store.createNode({ name, kind: 'node' }, POOLS);
+        const key = randomBytes(32);
+        await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+        clients.push(wire(service, from).make(n.id, key));
+      }
+      service.logSummaries(3_600_000);
+      service.logSummary();
+      assert.deepEqual(lines, [], 'nothing happened: no line');
+      await clients[0]!.register([from], false);
+      await clients[1]!.register([from], false);
+      await clients[0]!.register([from], true);
+      assert.deepEqual(lines.filter((l) => l['msg'] === 'node registered'), [], 'not at info level');
+      // A frame that does not open (refused.auth) counts as refused.
+      void service.handle(Buffer.from(randomBytes(64)), from);
+      await new Promise((r) => setImmediate(r));
+      service.logSummary();
+      assert.equal(lines.length, 1);
+      assert.equal(lines[0]!['msg'], 'registrations');
+      assert.equal(lines[0]!['level'], 'info');
+      assert.deepEqual([lines[0]!['new'], lines[0]!['re'], lines[0]!['sessions']], [2, 1, 2]);
+      assert.ok((lines[0]!['refused'] as number) >= 1);
+      service.logSummary();
+      assert.equal(lines.length, 1, 'nothing since: no second line');
+      await clients[1]!.register([from], true);
+      service.logSummary();
+      assert.deepEqual([lines[1]!['new'], lines[1]!['re'], lines[1]!['refused']], [0, 1, 0]);
+    } finally {
+      service.close();
+      await store.close();
+    }
   });
 });
 

@@ -356,6 +356,35 @@ test('IPv6 formatting matches node:net for random addresses', () => {
   }
 });
 
+test('IP parsing agrees with node:net on random near-valid strings (validity, and the bytes through formatting)', () => {
+  const rnd = prng(SEED + 3);
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)]!;
+  const parts = ['0', '1', '00', '01', '255', '256', '999', 'ffff', 'FFFF', '12345', 'g', 'a', 'db8', '', '1.2.3.4', '10.0.0.255', '1.2.3', '300.1.1.1'];
+  const seps = [':', ':', ':', '::', '.', ':::'];
+  let valid4 = 0;
+  let valid6 = 0;
+  for (let i = 0; i < 20_000; i++) {
+    let t = pick(parts);
+    const n = Math.floor(rnd() * 10);
+    for (let k = 0; k < n; k++) t += pick(seps) + pick(parts);
+    if (rnd() < 0.1) t = pick(seps) + t;
+    const fam = net.isIP(t);
+    assert.equal(ipFamily(t), fam, t);
+    assert.equal(parseIp4(t) !== undefined, fam === 4, t);
+    if (fam === 4) {
+      valid4++;
+      assert.deepEqual([...parseIp4(t)!], t.split('.').map(Number), t);
+    }
+    const b6 = parseIp6(t);
+    assert.equal(b6 !== undefined, fam === 6, t);
+    if (b6) {
+      valid6++;
+      assert.equal(formatIp6(b6), new net.SocketAddress({ address: t, family: 'ipv6' }).address, t);
+    }
+  }
+  assert.ok(valid4 > 50 && valid6 > 200, `enough valid samples (${valid4} IPv4, ${valid6} IPv6)`);
+});
+
 test('IP parsing agrees with net.isIP on valid and near-valid strings', () => {
   const samples = [
     '0.0.0.0',

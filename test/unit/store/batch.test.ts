@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { GroupCommit, batchErrorPerItem } from '../../../src/store/batch.js';
+import { GroupCommit, TurnReads, batchErrorPerItem } from '../../../src/store/batch.js';
 import { StoreError } from '../../../src/store/errors.js';
 import { openStore } from '../../../src/store/index.js';
 
@@ -95,5 +95,54 @@ describe('group commit', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('TurnReads', () => {
+  const make = (opts: { failMany?: boolean; bad?: number } = {}) => {
+    const calls: string[] = [];
+    let closed = false;
+    const one = (n: number): number => {
+      calls.push(`one ${n}`);
+      if (n === opts.bad) throw new Error(`bad ${n}`);
+      return n * 10;
+    };
+    const r = new TurnReads<number, number>({
+      one,
+      many: (ns) => {
+        calls.push(`many ${ns.join(',')}`);
+        if (opts.failMany) throw new Error('batch failed');
+        return ns.map((n) => n * 10);
+      },
+      closed: () => closed,
+      closedError: () => new StoreError('ERR_STORE_CLOSED', 'closed'),
+      translate: (err) => new StoreError('ERR_STORE_INVALID', (err as Error).message),
+    });
+    return { r, calls, close: () => (closed = true) };
+  };
+
+  test('the first read of a turn runs at once, the others of that turn together after the turn; then at once again', async () => {
+    const { r, calls } = make();
+    const got = [r.read(1), r.read(2), r.read(3)];
+    assert.deepEqual(calls, ['one 1'], 'the first read before the caller even awaits');
+    assert.deepEqual(await Promise.all(got), [10, 20, 30]);
+    assert.deepEqual(calls, ['one 1', 'many 2,3']);
+    await new Promise((res) => setImmediate(res));
+    assert.equal(await r.read(4), 40);
+    assert.deepEqual(calls, ['one 1', 'many 2,3', 'one 4']);
+  });
+
+  test('a failed batch is read one by one (each its own error); a closed store fails the waiting reads', async () => {
+    const { r, calls } = make({ failMany: true, bad: 3 });
+    const got = await Promise.allSettled([r.read(1), r.read(2), r.read(3), r.read(4)]);
+    assert.deepEqual(got.map((g) => (g.status === 'fulfilled' ? g.value : (g.reason as StoreError).code)), [10, 20, 'ERR_STORE_INVALID', 40]);
+    assert.deepEqual(calls, ['one 1', 'many 2,3,4', 'one 2', 'one 3', 'one 4']);
+    const c = make();
+    const first = c.r.read(1);
+    const waiting = c.r.read(2);
+    c.close();
+    assert.equal(await first, 10);
+    await assert.rejects(waiting, { code: 'ERR_STORE_CLOSED' });
+    await assert.rejects(c.r.read(3), { code: 'ERR_STORE_CLOSED' });
   });
 });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { MIGRATIONS, openSqliteStore, openStore, StoreError } from '../../../src/store/index.js';
-import type { Store } from '../../../src/store/index.js';
+import type { NodeRecord, NodeSessionRecord, Store } from '../../../src/store/index.js';
 import { POOLS, runStoreCompliance } from './compliance.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cyphonic-store-'));
@@ -108,6 +108,50 @@ describe('sqlite store specifics', () => {
       assert.ok(/CREATE TABLE|ALTER TABLE/.test(m.postgres));
       assert.ok(!/AUTOINCREMENT|BLOB/.test(m.postgres), 'postgres DDL must not use SQLite types');
     });
+  });
+
+  test('getNodeSession and getCommonKey calls of one turn (read together) each see what another connection wrote before they were made', async () => {
+    const path = freshPath();
+    await withStore(path, async (s) => {
+      const nodes = [];
+      for (const name of ['a', 'b', 'c']) {
+        const n = await s.createNode({ name, kind: 'node' }, POOLS);
+        await s.putCommonKey({ nodeId: n.id, key: Buffer.alloc(32, 1), expiresAt: 1000, createdAt: 1 });
+        nodes.push(n);
+      }
+      const [a, b, c] = nodes as [NodeRecord, NodeRecord, NodeRecord];
+      // Another process (`cloud revoke`, a re-login at another instance) writes the file: no notice reaches this store.
+      const other = new Database(path);
+      try {
+        const turn = (): Promise<(NodeSessionRecord | null)[]> => Promise.all([s.getNodeSession(a.id), s.getNodeSession(b.id), s.getNodeSession(c.id), s.getNodeSession(b.id)]);
+        const before = await turn();
+        assert.deepEqual(before.map((r) => r?.key.expiresAt), [1000, 1000, 1000, 1000]);
+        other.prepare('UPDATE common_keys SET key = ?, expires_at = 5 WHERE node_id = ?').run(Buffer.alloc(32, 2), b.id);
+        other.prepare('DELETE FROM common_keys WHERE node_id = ?').run(c.id);
+        const after = await turn();
+        assert.equal(after[0]?.key.expiresAt, 1000);
+        assert.deepEqual([after[1]?.key.key, after[1]?.key.expiresAt], [Buffer.alloc(32, 2), 5], 'the first read of the batch sees the new key');
+        assert.equal(after[2], null, 'a deleted key is not served from an earlier read');
+        assert.deepEqual([after[3]?.key.key, after[3]?.key.expiresAt], [Buffer.alloc(32, 2), 5]);
+        const keys = await Promise.all([s.getCommonKey(a.id), s.getCommonKey(b.id), s.getCommonKey(c.id)]);
+        assert.deepEqual(keys.map((k) => k?.expiresAt ?? null), [1000, 5, null], 'getCommonKey, read the same way');
+        other.prepare('UPDATE common_keys SET expires_at = 9 WHERE node_id = ?').run(a.id);
+        const again = await Promise.all([s.getCommonKey(b.id), s.getCommonKey(a.id)]);
+        assert.deepEqual(again.map((k) => k?.expiresAt ?? null), [5, 9]);
+      } finally {
+        other.close();
+      }
+    });
+  });
+
+  test('getNodeSession calls still queued when the store closes are answered first', async () => {
+    const s = await openSqliteStore(freshPath());
+    const a = await s.createNode({ name: 'a', kind: 'node' }, POOLS);
+    await s.putCommonKey({ nodeId: a.id, key: Buffer.alloc(32, 1), expiresAt: 1000, createdAt: 1 });
+    const reads = [s.getNodeSession(a.id), s.getNodeSession(a.id), s.getNodeSession(a.id + 1)];
+    await s.close();
+    assert.deepEqual((await Promise.all(reads)).map((r) => r?.node.name ?? null), ['a', 'a', null]);
+    await assert.rejects(s.getNodeSession(a.id), { code: 'ERR_STORE_CLOSED' });
   });
 
   test('persistence: write, close, reopen', async () => {
