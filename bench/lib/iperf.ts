@@ -125,10 +125,36 @@ export async function iperfUdp(client: Host, target: string, seconds: number, le
 export const UDP_MAX_LOSS = 1;
 
 /**
- * The highest UDP goodput with at most UDP_MAX_LOSS % loss: bisection over iperf3 -b between 0 and `ceilMbps`
- * (what an unpaced sender managed to offer, in IP Mbit/s), `steps` runs of `stepSeconds`. Each run that stays
- * under the loss limit raises the floor; the best such run's received goodput is the answer.
+ * The highest UDP goodput with at most UDP_MAX_LOSS % loss: bisection over the offered rate between 0 and
+ * `ceilMbps` (what an unpaced sender managed to offer, in IP Mbit/s), `steps` runs of `run(rate)`. Each run that
+ * stays under the loss limit raises the floor; the best such run's received goodput is the answer.
  */
+export async function searchLowLoss(
+  ceilMbps: number,
+  steps: number,
+  run: (at: string, mbps: number) => Promise<{ lossPct: number; goodMbps: number }>,
+): Promise<{ mbps: number; at: string }> {
+  let lo = 0;
+  let hi = Math.max(10, ceilMbps);
+  let best: { mbps: number; at: string } = { mbps: 0, at: 'none' };
+  // The first try is the ceiling itself: a path that carries what the sender can offer needs no search.
+  let rate = hi;
+  for (let step = 0; step < steps; step++) {
+    const at = `${Math.max(1, Math.round(rate))}M`;
+    const r = await run(at, Math.max(1, Math.round(rate)));
+    if (r.lossPct <= UDP_MAX_LOSS) {
+      if (r.goodMbps > best.mbps) best = { mbps: r.goodMbps, at: `${at}: ${r.lossPct.toFixed(2)} % loss` };
+      if (step === 0) break;
+      lo = rate;
+    } else {
+      hi = rate;
+    }
+    rate = (lo + hi) / 2;
+  }
+  return best;
+}
+
+/** searchLowLoss with iperf3 -u -b RATE runs of `len`-byte datagrams from `client` to `target`. */
 export async function udpAtLowLoss(
   client: Host,
   target: string,
@@ -138,23 +164,9 @@ export async function udpAtLowLoss(
   stepSeconds: number,
   window?: string,
 ): Promise<{ mbps: number; at: string }> {
-  let lo = 0;
-  let hi = Math.max(10, ceilMbps);
-  let best: { mbps: number; at: string } = { mbps: 0, at: 'none' };
-  // The first try is the ceiling itself: a path that carries what the sender can offer needs no search.
-  let rate = hi;
-  for (let step = 0; step < steps; step++) {
-    const at = `${Math.max(1, Math.round(rate))}M`;
+  const best = await searchLowLoss(ceilMbps, steps, async (at) => {
     const r = await iperfUdp(client, target, stepSeconds, len, at, window);
-    if (r.lossPct <= UDP_MAX_LOSS) {
-      const mbps = r.gbps * 1000;
-      if (mbps > best.mbps) best = { mbps, at: `-b ${at}: ${r.lossPct.toFixed(2)} % loss` };
-      if (step === 0) break;
-      lo = rate;
-    } else {
-      hi = rate;
-    }
-    rate = (lo + hi) / 2;
-  }
-  return best;
+    return { lossPct: r.lossPct, goodMbps: r.gbps * 1000 };
+  });
+  return { ...best, at: best.mbps > 0 ? `-b ${best.at}` : best.at };
 }
