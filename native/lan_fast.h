@@ -20,7 +20,7 @@ enum {
   LAN_FAST_ST_IN,        // engine packets framed and sent on the LAN
   LAN_FAST_ST_IN_ERR,    // ... the packet socket refused
   LAN_FAST_ST_IN_GSO,    // GSO frames sent (each carries several of LAN_FAST_ST_IN)
-  LAN_FAST_ST_OUT_GSO,   // LAN super-frames (GRO/TSO) written whole into a pair (each carries several of ..._OUT)
+  LAN_FAST_ST_OUT_GSO,   // LAN super-frames (GRO/TSO, UDP GSO) written whole into a pair (each carries several of ..._OUT)
   LAN_FAST_ST_OUT_BAD,   // LAN super-frames for a general node's pair dropped: their virtio_net_hdr or lengths disagree
   LAN_FAST_ST_OUT_GSO_UDP,  // ... of LAN_FAST_ST_OUT_GSO: UDP GSO super-datagrams (UDP_SEGMENT, UDP GRO forwarding)
   LAN_FAST_ST_COUNT
