@@ -7,10 +7,16 @@
 //   - RTT general node → cyphonic node through the adapter (IPv4 and IPv6) vs node → node (the adapter's own node)
 //   - TCP throughput general node → cyphonic node through the adapter, and back (node → general node), vs node → node
 //     (iperf3), with how many packets the adapter's IP fast path carried (lan.fast.out / .in, native/lan_fast.c)
+//   - UDP throughput at <= 1 % loss, general node → cyphonic node through the adapter vs node → node: 1400-byte IPv4
+//     datagrams (iperf3 -u -l 1372 -w 4M), the highest -b rate found by bisection below what an unpaced flood
+//     offered (bench/lib/iperf.ts's udpAtLowLoss, as bench/dataplane.ts's UDP row); and the same search with a
+//     UDP GSO sender (bench/lib/udp-gso-load.ts: UDP_SEGMENT sends of 40 such datagrams, as a QUIC stack sends),
+//     whose super-datagrams the adapter carries into the general node's engine whole (lan.fast.out.gso.udp)
 //
 // usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)] [--no-lan-fast (the adapter carries every
 //        packet through its main thread, for A/B runs)] [--adapter-side (also time each ARP/ND answer at the
 //        adapter's own LAN interface, request in → answer out: a second capture socket there, off by default)]
+//        [--udp-steps N (5; 0: no UDP rows)] [--udp-step-seconds N (3)]
 // needs root and iperf3, dhclient (isc-dhcp-client), dig (bind9-dnsutils); scripts/setup.sh installs them.
 
 import { join } from 'node:path';
@@ -19,13 +25,20 @@ import { controlGet } from '../src/util/control.js';
 import type { AdapterStatus } from '../src/adapter/daemon.js';
 import { CLI, CloudProc, cyphonic, NodeProc, REPO, waitFor, workDir } from '../test/harness/cluster.js';
 import { dhclient, Lan } from '../test/harness/lan.js';
-import { Testbed } from '../test/harness/netns/index.js';
-import { IperfServer, iperfTcp } from './lib/iperf.js';
+import { Testbed, type Host } from '../test/harness/netns/index.js';
+import { IperfServer, iperfTcp, iperfUdp, searchLowLoss, UDP_MAX_LOSS, udpAtLowLoss } from './lib/iperf.js';
 import { dig, errMsg, median, pingMedian } from './lib/measure.js';
 import { intArg } from './lib/args.js';
 
 const PROBE = join(REPO, 'dist', 'bench', 'lib', 'lan-probe.js');
+const GSO_LOAD = join(REPO, 'dist', 'bench', 'lib', 'udp-gso-load.js');
+/** Datagrams per UDP GSO send of the GSO sender rows (40 × 1400 B: 56 KB, under the 64 KiB a send may carry). */
+const GSO_BURST = 40;
+const GSO_PORT = 9100;
 const DOMAIN = 'cyphonic.internal';
+/** UDP payload bytes: 1400-byte IPv4 datagrams, the overlay's MTU (as bench/dataplane.ts's UDP row). */
+const UDP_LEN = 1372;
+const UDP_WINDOW = '4M';
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -35,6 +48,8 @@ function pct(xs: number[], p: number): number {
 async function main(): Promise<void> {
   const seconds = intArg('--seconds', 10, 1, 100_000);
   const probes = intArg('--probes', 200, 1, 100_000);
+  const udpSteps = intArg('--udp-steps', 5, 0, 12);
+  const udpStepSeconds = intArg('--udp-step-seconds', 3, 1, 60);
   const tb = await Testbed.create();
   const work = workDir('bench-adapter');
   let lan: Lan | null = null;
@@ -128,6 +143,58 @@ async function main(): Promise<void> {
       rows.push([`TCP node → general node through the adapter (${seconds} s)`, `${(t.gbps * 1000).toFixed(1)} Mbit/s (retransmits ${t.retransmits ?? '-'}; fast path in ${d('lan.fast.in')} packets in ${d('lan.fast.in.gso')} GSO frames + singles, out ${d('lan.fast.out')})`]);
     } finally {
       await back.stop();
+    }
+
+    // UDP at <= 1 % loss: general node → node through the adapter, then node → node (the adapter's own node).
+    if (udpSteps > 0) {
+      const srv = new IperfServer(alpha.host, join(work.dir, 'iperf-udp.log'));
+      await srv.start();
+      try {
+        let gnUdp = 0;
+        for (const [label, from] of [['general node → node through the adapter', g1], ['node → node (the adapter\'s own node)', gwHost]] as const) {
+          const c0 = (await status()).lanCounters;
+          const flood = await iperfUdp(from, a.vip4!, udpStepSeconds, UDP_LEN, '0', UDP_WINDOW);
+          const found = await udpAtLowLoss(from, a.vip4!, UDP_LEN, (flood.sentPps * (UDP_LEN + 28) * 8) / 1e6, udpSteps, udpStepSeconds, UDP_WINDOW);
+          const c1 = (await status()).lanCounters;
+          const d = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
+          const extra = from === g1
+            ? `fast path out ${d('lan.fast.out')} packets, ${d('lan.fast.out.gso.udp')} UDP super-frames whole`
+            : `general node → node: ${gnUdp > 0 && found.mbps > 0 ? ((100 * gnUdp) / found.mbps).toFixed(0) : '-'} %`;
+          if (from === g1) gnUdp = found.mbps;
+          rows.push([`UDP ${label}, ${UDP_LEN + 28} B datagrams at <= ${UDP_MAX_LOSS} % loss`, `${found.mbps.toFixed(0)} Mbit/s (${found.at}; unpaced flood ${(flood.pps / 1000).toFixed(0)}k pkt/s received, ${flood.lossPct.toFixed(1)} % loss; ${extra})`]);
+        }
+      } finally {
+        await srv.stop();
+      }
+      // The same search with a UDP GSO sender (each send one super-datagram of GSO_BURST datagrams).
+      const gsoRun = async (from: Host, mbps: number, secs: number): Promise<{ lossPct: number; goodMbps: number; offeredMbps: number }> => {
+        const rx = alpha.host.exec(process.execPath, [GSO_LOAD, 'recv', String(GSO_PORT), '1500'], { timeoutMs: (secs + 60) * 1000 });
+        await new Promise((r) => setTimeout(r, 300));
+        const s = JSON.parse(await from.run(process.execPath, [GSO_LOAD, 'send', a.vip4!, String(GSO_PORT), String(secs), String(mbps), String(UDP_LEN), String(GSO_BURST)], { timeoutMs: (secs + 60) * 1000 })) as { sent: number; seconds: number };
+        const got = await rx;
+        if (got.code !== 0) throw new Error(`udp-gso-load recv: exit ${got.code} ${got.stderr.trim()}`);
+        const r = JSON.parse(got.stdout) as { received: number; bytes: number };
+        return {
+          lossPct: s.sent > 0 ? (100 * Math.max(0, s.sent - r.received)) / s.sent : 100,
+          goodMbps: (r.bytes * 8) / s.seconds / 1e6,
+          offeredMbps: (s.sent * (UDP_LEN + 28) * 8) / s.seconds / 1e6,
+        };
+      };
+      let gnGso = 0;
+      for (const [label, from] of [['general node → node through the adapter', g1], ['node → node (the adapter\'s own node)', gwHost]] as const) {
+        const c0 = (await status()).lanCounters;
+        const flood = await gsoRun(from, 0, udpStepSeconds);
+        // The kernel accepts GSO sends far faster than anything carries them (what it accepted is no ceiling):
+        // search up to 1.5 × what the unpaced flood got through.
+        const found = await searchLowLoss(1.5 * flood.goodMbps, udpSteps, (_at, mbps) => gsoRun(from, mbps, udpStepSeconds));
+        const c1 = (await status()).lanCounters;
+        const d = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
+        const extra = from === g1
+          ? `fast path out ${d('lan.fast.out')} packets, ${d('lan.fast.out.gso.udp')} UDP super-frames whole, ${d('lan.rx.gso.udp')} cut in the reader`
+          : `general node → node: ${gnGso > 0 && found.mbps > 0 ? ((100 * gnGso) / found.mbps).toFixed(0) : '-'} %`;
+        if (from === g1) gnGso = found.mbps;
+        rows.push([`UDP GSO sender (${GSO_BURST} per send) ${label}, ${UDP_LEN + 28} B datagrams at <= ${UDP_MAX_LOSS} % loss`, `${found.mbps.toFixed(0)} Mbit/s (${found.at}; unpaced: ${flood.goodMbps.toFixed(0)} Mbit/s received, ${flood.lossPct.toFixed(1)} % loss; ${extra})`]);
+      }
     }
   } catch (err) {
     rows.push(['error', errMsg(err)]);

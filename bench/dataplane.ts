@@ -12,7 +12,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Testbed, type Host } from '../test/harness/netns/index.js';
 import { workDir } from '../test/harness/cluster.js';
-import { IperfServer, iperfTcp, iperfUdp } from './lib/iperf.js';
+import { IperfServer, iperfTcp, iperfUdp, UDP_MAX_LOSS, udpAtLowLoss } from './lib/iperf.js';
 import { cpuDelta, cpuSnapshot, dig, errMsg, firstContactPing, median, pingMedian, routeMtu, udp4Fragments, type DigResult } from './lib/measure.js';
 import { setupWireguard } from './lib/wireguard.js';
 import { setupNebula } from './lib/nebula.js';
@@ -36,9 +36,6 @@ interface Options {
   udpSteps: number;
   udpStepSeconds: number;
 }
-
-/** Loss (percent) a UDP run may have and still count as carried. */
-const UDP_MAX_LOSS = 1;
 
 function usage(): string {
   return 'usage: node dist/bench/dataplane.js [--only veth,wg,nebula,cyphonic,portable] [--seconds N (10)] [--repeat N (1)] [--udp-len PAYLOAD BYTES (1372: 1400-byte IPv4 packets)] [--udp-rate RATE (0 = unlimited)] [--udp-window W (4M; "default": the system\'s socket buffers)] [--udp-steps N (6; 0 = no <= 1 % loss search)] [--udp-step-seconds N (3)]\n';
@@ -183,39 +180,12 @@ async function measure(row: Row, o: Options, a: Host, target: string, server: Ip
     row.notes.push(`UDP sender offered ${fmtPps(median(sent))} pkt/s (-b ${o.udpRate})`);
   }
   if (o.udpSteps > 0 && sent.length > 0) {
-    const found = await guarded('UDP <= 1 % loss search', () => udpAtLowLoss(a, target, o, (median(sent) * (o.udpLen + 28) * 8) / 1e6));
+    const found = await guarded('UDP <= 1 % loss search', () => udpAtLowLoss(a, target, o.udpLen, (median(sent) * (o.udpLen + 28) * 8) / 1e6, o.udpSteps, o.udpStepSeconds, o.udpWindow || undefined));
     if (found) {
       row.udpMbps = found.mbps;
       row.udpAt = found.at;
     }
   }
-}
-
-/**
- * The highest UDP goodput with at most UDP_MAX_LOSS % loss: bisection over iperf3 -b between 0 and `ceilMbps`
- * (what the unpaced sender managed to offer, in IP Mbit/s), udpSteps runs of udpStepSeconds. Each run that stays
- * under the loss limit raises the floor; the best such run's received goodput is the answer.
- */
-async function udpAtLowLoss(a: Host, target: string, o: Options, ceilMbps: number): Promise<{ mbps: number; at: string }> {
-  let lo = 0;
-  let hi = Math.max(10, ceilMbps);
-  let best: { mbps: number; at: string } = { mbps: 0, at: 'none' };
-  // The first try is the ceiling itself: a path that carries what the sender can offer needs no search.
-  let rate = hi;
-  for (let step = 0; step < o.udpSteps; step++) {
-    const at = `${Math.max(1, Math.round(rate))}M`;
-    const r = await iperfUdp(a, target, o.udpStepSeconds, o.udpLen, at, o.udpWindow || undefined);
-    if (r.lossPct <= UDP_MAX_LOSS) {
-      const mbps = r.gbps * 1000;
-      if (mbps > best.mbps) best = { mbps, at: `-b ${at}: ${r.lossPct.toFixed(2)} % loss` };
-      if (step === 0) break;
-      lo = rate;
-    } else {
-      hi = rate;
-    }
-    rate = (lo + hi) / 2;
-  }
-  return best;
 }
 
 /** Resolver address and port from the node's `dns` status field ("ip", "ip:port" or "[ip6]:port"). */

@@ -6,11 +6,13 @@
 //        ─► written straight into that general node's packet pair (its engine seals it)
 //   out, whole: when that pair carries a virtio_net_hdr before every datagram (NF_VNET: the engine opened it with
 //        offloads, as a TUN with TSO), lanRecv first offers each frame it read to lan_fast_super: a TCP super-frame
-//        (the LAN veth's GRO, a device's TSO) that passes the same checks, with segments within LAN_MTU, goes into
-//        the pair uncut behind a virtio_net_hdr at IP offsets; the engine cuts it and seals every segment
-//        (vnet_segment, fresh checksums), one write and one read per 64 KiB instead of ~45. Its header must
-//        describe its bytes exactly (super_check): one that does not is dropped and counted, never forwarded.
-//        Plain packets into such a pair get an empty header (no GSO, checksums complete).
+//        (the LAN veth's GRO, a device's TSO) or a UDP GSO super-datagram (a device's UDP_SEGMENT send, UDP GRO
+//        forwarding) that passes the same checks (its one IP header is every segment's), with segments within
+//        LAN_MTU, goes into the pair uncut behind a virtio_net_hdr at IP offsets; the engine cuts it and seals every
+//        segment (vnet_segment: TCP segments, or datagrams of gso_size as it does a TUN's USO frames; fresh
+//        checksums), one write and one read per 64 KiB instead of ~45. Its header must describe its bytes exactly
+//        (super_check): one that does not is dropped and counted, never forwarded. Plain packets into such a pair
+//        get an empty header (no GSO, checksums complete).
 //   in:  pair reader thread (pair-reader.ts, after tunReadBatch) ─► lanFastIn: an IPv4/IPv6 TCP/UDP packet from a
 //        known peer's address to the general node's own virtual address, no SYN, at most LAN_MTU bytes, not a
 //        fragment ─► Ethernet header (adapter MAC → the general node's MAC) ─► the LAN packet socket; consecutive
@@ -18,16 +20,18 @@
 //        writes a TUN: a virtio_net_hdr with CHECKSUM_PARTIAL before the frame), which the kernel (or the NIC)
 //        cuts back into the same segments with fresh checksums before they reach the wire; from a pair with virtio
 //        headers, a TCP GSO packet the engine merged (its header exactly as vnet_coalesce writes it, segments within
-//        LAN_MTU, the same address checks) leaves whole the same way; one the fast path does not take stays for
-//        the pair reader, which cuts it into plain packets for TypeScript
+//        LAN_MTU, the same address checks) leaves whole the same way; one the fast path does not take (and any UDP
+//        GSO packet: the engine merges none into a pair, which has no USO) stays for the pair reader, which cuts it
+//        into plain packets for TypeScript
 //
 // Everything else goes on to TypeScript (src/adapter/lan-service.ts) exactly as before: ARP/ND, DHCP, DNS to the
 // adapter, multicast, fragments, IPv4 options, IPv6 extension headers, ICMP, TCP SYNs (the MSS clamp), packets over
 // LAN_MTU (fragmentation / ICMP too-big), unknown MACs and destinations, anything spoofed or malformed — where the
 // classifier's checks count and log it. So this file never refuses a plain frame itself: a frame is either carried
 // here (it passed every check the classifier makes for an overlay packet) or handed on untouched. The one refusal is
-// a super-frame for a pair with virtio headers whose header contradicts its bytes (lan.fast.out.bad-gso): the kernel
-// makes no such frame, and the segmenter would drop it as malformed too.
+// a super-frame for a pair with virtio headers whose header contradicts its bytes (lan.fast.out.bad-gso: a wrong
+// gso type or offsets, an IP or UDP length other than the frame's, a fragment, no payload): the kernel makes no
+// such frame, and the segmenter would drop it as malformed too.
 //
 // The table of each LAN socket (lanFastSet, replaced whole by the LAN service when leases, general nodes, their
 // engines or the known peers change): the adapter's MAC; per general node its MAC, leased addresses with their
@@ -54,6 +58,10 @@
 
 #include "napi_util.h"
 #include "offload.h"
+
+#ifndef VIRTIO_NET_HDR_GSO_UDP_L4
+#define VIRTIO_NET_HDR_GSO_UDP_L4 VNET_GSO_UDP_L4
+#endif
 
 #define ETH_LEN 14
 #define IN_BATCH 128      // engine packets looked at per coalescing pass
@@ -260,41 +268,55 @@ size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t
   return kept;
 }
 
-// The TCP super-frame at ip (room bytes, IP version v, no Ethernet header) described by virtio_net_hdr h, checked
-// against it: plain IPv4 (no options, not a fragment, header checksum right) or IPv6 (no extension headers) TCP
-// whose IP length is exactly room, a TCP header inside it, payload after it, the gso type of this IP version,
-// gso_size > 0, hdr_len within the frame (`off`: bytes before the IP packet that h's offsets count) and, when the
-// checksum is left to offload, csum_start/csum_offset at the TCP checksum. Sets *hl (IP + TCP headers) and
-// *segs (segments it makes). SUPER_BAD when the header or the lengths disagree (a frame no kernel made),
-// SUPER_LEFT when it is sound but not one the fast path carries (IPv4 options, extension headers, a SYN, segments
-// over LAN_MTU or more than 64 of them), SUPER_OK when it is.
+// The super-frame at ip (room bytes, IP version v, no Ethernet header) described by virtio_net_hdr h, checked
+// against it. TCP (gso type TCPV4/TCPV6, of this IP version, the ECN bit allowed) or UDP (gso type UDP_L4 exactly,
+// either IP version: a UDP_SEGMENT send or UDP GRO forwarding): plain IPv4 (no options, not a fragment, header
+// checksum right) or IPv6 (no extension headers) of that protocol whose IP length is exactly room; a TCP header
+// inside it, or a UDP header whose length field covers the rest of the packet (as the kernel writes it for both);
+// payload after it; gso_size > 0, hdr_len within the frame (`off`: bytes before the IP packet that h's offsets
+// count) and, when the checksum is left to offload, csum_start/csum_offset at the TCP or UDP checksum. Sets *hl (IP
+// + transport headers), *segs (segments it makes) and *udp. SUPER_BAD when the header or the lengths disagree (a
+// frame no kernel made: a fragment, the other transport, a short UDP length...), SUPER_LEFT when it is sound but
+// not one the fast path carries (IPv4 options, IPv6 extension headers, a SYN, segments over LAN_MTU or more than
+// SUPER_MAX_SEGS / SUPER_MAX_UDP_SEGS of them), SUPER_OK when it is. Every segment shares the checked IP header,
+// so the caller's address checks cover them all.
 enum { SUPER_OK, SUPER_LEFT, SUPER_BAD };
-#define SUPER_MAX_SEGS 64  // as GRO merges, and under the engine's 160 segment slots even when it narrows the MSS
-static int super_check(const struct virtio_net_hdr *h, const uint8_t *ip, size_t room, int v, size_t off, size_t *hl, size_t *segs) {
+#define SUPER_MAX_SEGS 64       // TCP: as GRO merges, and under the engine's 160 segment slots even when it narrows the MSS
+#define SUPER_MAX_UDP_SEGS 128  // UDP: the kernel's UDP_MAX_SEGMENTS; under the engine's 160 slots (never narrowed)
+static int super_check(const struct virtio_net_hdr *h, const uint8_t *ip, size_t room, int v, size_t off, size_t *hl, size_t *segs, bool *udp) {
+  bool u = h->gso_type == VIRTIO_NET_HDR_GSO_UDP_L4;
   uint8_t gso = h->gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
-  if (gso != (v == 4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) return SUPER_BAD;
+  if (!u && gso != (v == 4 ? VIRTIO_NET_HDR_GSO_TCPV4 : VIRTIO_NET_HDR_GSO_TCPV6)) return SUPER_BAD;
   if (h->flags & (uint8_t)~(VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID)) return SUPER_BAD;
+  uint8_t proto = u ? 17 : 6, other = u ? 6 : 17;
   size_t iphl;
   if (v == 4) {
     if (room < 20 || ip[0] >> 4 != 4) return SUPER_BAD;
     if (ip[0] != 0x45) return SUPER_LEFT;  // IPv4 options
-    if (be16(ip + 2) != room || (be16(ip + 6) & 0x3fff) != 0 || !ipv4_header_ok(ip) || ip[9] != 6) return SUPER_BAD;
+    if (be16(ip + 2) != room || (be16(ip + 6) & 0x3fff) != 0 || !ipv4_header_ok(ip) || ip[9] != proto) return SUPER_BAD;
     iphl = 20;
   } else {
-    if (room < 40 || ip[0] >> 4 != 6 || 40 + (size_t)be16(ip + 4) != room) return SUPER_BAD;
-    if (ip[6] != 6) return SUPER_LEFT;  // an extension header
+    if (room < 40 || ip[0] >> 4 != 6 || 40 + (size_t)be16(ip + 4) != room || ip[6] == other) return SUPER_BAD;
+    if (ip[6] != proto) return SUPER_LEFT;  // an extension header (a fragment header included): the segmenter's
     iphl = 40;
   }
-  if (room < iphl + 20) return SUPER_BAD;
-  size_t thl = (size_t)(ip[iphl + 12] >> 4) * 4;
-  if (thl < 20 || iphl + thl >= room) return SUPER_BAD;  // no payload: nothing to segment
+  size_t thl;
+  if (u) {
+    if (room < iphl + 8 || be16(ip + iphl + 4) != room - iphl) return SUPER_BAD;
+    thl = 8;
+  } else {
+    if (room < iphl + 20) return SUPER_BAD;
+    thl = (size_t)(ip[iphl + 12] >> 4) * 4;
+    if (thl < 20) return SUPER_BAD;
+  }
+  if (iphl + thl >= room) return SUPER_BAD;  // no payload: nothing to segment
   size_t mss = h->gso_size, payload = room - iphl - thl;
   if (mss == 0 || h->hdr_len > off + room) return SUPER_BAD;
-  if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && (h->csum_start != off + iphl || h->csum_offset != 16)) return SUPER_BAD;
-  if (ip[iphl + 13] & 0x02) return SUPER_LEFT;  // SYN: the MSS clamp is TypeScript's
+  if ((h->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && (h->csum_start != off + iphl || h->csum_offset != (u ? 6 : 16))) return SUPER_BAD;
+  if (!u && (ip[iphl + 13] & 0x02)) return SUPER_LEFT;  // SYN: the MSS clamp is TypeScript's
   size_t n = (payload + mss - 1) / mss;
-  if (iphl + thl + mss > LAN_FAST_MTU || n > SUPER_MAX_SEGS) return SUPER_LEFT;
-  *hl = iphl + thl, *segs = n;
+  if (iphl + thl + mss > LAN_FAST_MTU || n > (u ? SUPER_MAX_UDP_SEGS : SUPER_MAX_SEGS)) return SUPER_LEFT;
+  *hl = iphl + thl, *segs = n, *udp = u;
   return SUPER_OK;
 }
 
@@ -303,7 +325,7 @@ int lan_fast_super(int fd, const uint8_t *in, size_t len) {
   struct virtio_net_hdr h;
   memcpy(&h, in, sizeof h);
   uint8_t gso = h.gso_type & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
-  if (gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6) return LAN_FAST_LEFT;
+  if (gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6 && gso != VIRTIO_NET_HDR_GSO_UDP_L4) return LAN_FAST_LEFT;
   const uint8_t *f = in + VNET_HDR_LEN;
   size_t flen = len - VNET_HDR_LEN;
   int res = LAN_FAST_LEFT;
@@ -320,7 +342,8 @@ int lan_fast_super(int fd, const uint8_t *in, size_t len) {
     int v = type == 0x0800 ? 4 : 6;
     const uint8_t *ip = f + ETH_LEN;
     size_t hl = 0, segs = 0;
-    int c = super_check(&h, ip, flen - ETH_LEN, v, ETH_LEN, &hl, &segs);
+    bool udp = false;
+    int c = super_check(&h, ip, flen - ETH_LEN, v, ETH_LEN, &hl, &segs, &udp);
     double now = now_ms();
     struct peer *p = NULL;
     if (c == SUPER_BAD) {
@@ -330,11 +353,12 @@ int lan_fast_super(int fd, const uint8_t *in, size_t len) {
                (v == 4 ? (g->flags & NF_LEASE4) && g->exp4 > now && memcmp(ip + 12, g->lease4, 4) == 0
                        : (g->flags & NF_LEASE6) && g->exp6 > now && memcmp(ip + 8, g->lease6, 16) == 0) &&
                (p = peer_find(t, (uint8_t)v, ip + (v == 4 ? 16 : 24))) != NULL) {
-      // The same rules as a plain packet (fast_out): the leased source, a known peer. The engine's vnet_segment
-      // cuts it and computes every segment's checksums itself (the TCP checksum field is not read).
+      // The same rules as a plain packet (fast_out): the leased source, a known peer; every segment carries this
+      // one IP header. The engine's vnet_segment cuts it (TCP segments, or UDP datagrams of gso_size) and computes
+      // every segment's checksums itself (the TCP/UDP checksum field is not read).
       __atomic_store_n(&p->hit, 1, __ATOMIC_RELAXED);
       struct virtio_net_hdr o = {.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM, .gso_type = h.gso_type, .hdr_len = (uint16_t)hl,
-                                 .gso_size = h.gso_size, .csum_start = (uint16_t)(v == 4 ? 20 : 40), .csum_offset = 16};
+                                 .gso_size = h.gso_size, .csum_start = (uint16_t)(v == 4 ? 20 : 40), .csum_offset = udp ? 6 : 16};
       struct iovec iov[2] = {{.iov_base = &o, .iov_len = VNET_HDR_LEN}, {.iov_base = (void *)ip, .iov_len = flen - ETH_LEN}};
       struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
       ssize_t w;
@@ -343,6 +367,7 @@ int lan_fast_super(int fd, const uint8_t *in, size_t len) {
       if (w >= 0) {
         ST_ADD(t, LAN_FAST_ST_OUT, segs);
         ST_ADD(t, LAN_FAST_ST_OUT_GSO, 1);
+        if (udp) ST_ADD(t, LAN_FAST_ST_OUT_GSO_UDP, 1);
       } else {
         ST_ADD(t, errno == EAGAIN || errno == ENOBUFS ? LAN_FAST_ST_OUT_FULL : LAN_FAST_ST_OUT_ERR, 1);  // lost (TCP resends)
       }
@@ -360,8 +385,10 @@ int lan_fast_super(int fd, const uint8_t *in, size_t len) {
 static size_t fast_in_gso(struct table *t, struct gnode *g, const struct virtio_net_hdr *h, const uint8_t *ip, size_t len) {
   int v = len > 0 ? ip[0] >> 4 : 0;
   size_t hl = 0, segs = 0;
-  if ((v != 4 && v != 6) || h->flags != VIRTIO_NET_HDR_F_NEEDS_CSUM || super_check(h, ip, len, v, 0, &hl, &segs) != SUPER_OK ||
-      h->hdr_len != hl)
+  bool udp = false;
+  // TCP only: the engine writes no UDP GSO into a pair (no USO there); the pair reader would cut one.
+  if ((v != 4 && v != 6) || h->flags != VIRTIO_NET_HDR_F_NEEDS_CSUM || h->gso_type == VIRTIO_NET_HDR_GSO_UDP_L4 ||
+      super_check(h, ip, len, v, 0, &hl, &segs, &udp) != SUPER_OK || h->hdr_len != hl)
     return 0;
   if (v == 4 ? !(g->flags & NF_VIP4) || memcmp(ip + 16, g->vip4, 4) != 0 : !(g->flags & NF_VIP6) || memcmp(ip + 24, g->vip6, 16) != 0)
     return 0;

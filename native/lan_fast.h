@@ -20,8 +20,9 @@ enum {
   LAN_FAST_ST_IN,        // engine packets framed and sent on the LAN
   LAN_FAST_ST_IN_ERR,    // ... the packet socket refused
   LAN_FAST_ST_IN_GSO,    // GSO frames sent (each carries several of LAN_FAST_ST_IN)
-  LAN_FAST_ST_OUT_GSO,   // LAN super-frames (GRO/TSO) written whole into a pair (each carries several of ..._OUT)
+  LAN_FAST_ST_OUT_GSO,   // LAN super-frames (GRO/TSO, UDP GSO) written whole into a pair (each carries several of ..._OUT)
   LAN_FAST_ST_OUT_BAD,   // LAN super-frames for a general node's pair dropped: their virtio_net_hdr or lengths disagree
+  LAN_FAST_ST_OUT_GSO_UDP,  // ... of LAN_FAST_ST_OUT_GSO: UDP GSO super-datagrams (UDP_SEGMENT, UDP GRO forwarding)
   LAN_FAST_ST_COUNT
 };
 
@@ -30,7 +31,7 @@ enum {
 size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t n);
 
 // A frame read from LAN socket `fd` with its virtio_net_hdr (`in`, len bytes), before it is cut: a TCP super-frame
-// (GRO/TSO) from a general node whose pair takes virtio headers, which passes the checks a plain packet passes (and
+// (GRO/TSO) or UDP GSO super-datagram (UDP_SEGMENT, UDP GRO forwarding) from a general node whose pair takes virtio headers, which passes the checks a plain packet passes (and
 // segments within LAN_MTU), goes into that pair whole, for its engine to cut and seal (LAN_FAST_CARRIED); one whose
 // header disagrees with its bytes is counted and dropped (LAN_FAST_DROPPED); anything else is left to the
 // segmenter (LAN_FAST_LEFT).

@@ -2,13 +2,13 @@
 // offloads left undone (a virtio_net_hdr before the frame):
 //   - a TCP super-frame (a NIC's GRO, or a veth peer's TSO: up to 64 KiB in one frame) is cut into wire-size
 //     frames by offload.c's vnet_segment (the TUN's TSO splitter), each with the original Ethernet header;
-//   - a UDP GSO super-frame (UDP_SEGMENT from a local sender) is cut into its datagrams here;
+//   - a UDP GSO super-frame (UDP_SEGMENT from a local sender, UDP GRO forwarding) is cut into its datagrams here;
 //   - a frame whose checksum was left to offload (NEEDS_CSUM: CHECKSUM_PARTIAL from a local sender) gets it
 //     completed at csum_start/csum_offset.
 // So everything after the reader sees frames a wire could carry, with full checksums. lanSend writes frames
 // back with an empty header (the socket wants one before every frame once PACKET_VNET_HDR is set).
-// lanRecv first offers each frame read to lan_fast.c's lan_fast_super (a TCP super-frame for a general node's engine
-// whose pair takes virtio headers goes there whole, not cut), and hands every cut frame to lan_fast.c, which carries plain TCP/UDP packets of general nodes to their
+// lanRecv first offers each frame read to lan_fast.c's lan_fast_super (a TCP super-frame or UDP GSO super-datagram
+// for a general node's engine whose pair takes virtio headers goes there whole, not cut), and hands every cut frame to lan_fast.c, which carries plain TCP/UDP packets of general nodes to their
 // engines' packet pairs on this thread (not handed out either), and lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
 // fast table on this thread; such a frame is counted (LAN_ST_PROXY_*) and not handed out.
 //

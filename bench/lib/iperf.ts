@@ -1,5 +1,6 @@
-// iperf3 driver for the data-plane benchmark: a server process in one namespace (killed at stop or
-// at testbed cleanup) and bounded TCP/UDP client runs whose JSON reports are reduced to a few figures.
+// iperf3 driver for the data-plane and adapter benchmarks: a server process in one namespace (killed at stop or
+// at testbed cleanup), bounded TCP/UDP client runs whose JSON reports are reduced to a few figures, and the search
+// for the highest UDP rate carried at <= 1 % loss.
 
 import type { ChildProcess } from 'node:child_process';
 import { killGroup, type Host } from '../../test/harness/netns/index.js';
@@ -118,4 +119,54 @@ export async function iperfUdp(client: Host, target: string, seconds: number, le
     gbps: (got * len * 8) / rx.seconds / 1e9,
     sentPps: tx?.packets !== undefined && tx.seconds ? tx.packets / tx.seconds : 0,
   };
+}
+
+/** Loss (percent) a UDP run may have and still count as carried. */
+export const UDP_MAX_LOSS = 1;
+
+/**
+ * The highest UDP goodput with at most UDP_MAX_LOSS % loss: bisection over the offered rate between 0 and
+ * `ceilMbps` (what an unpaced sender managed to offer, in IP Mbit/s), `steps` runs of `run(rate)`. Each run that
+ * stays under the loss limit raises the floor; the best such run's received goodput is the answer.
+ */
+export async function searchLowLoss(
+  ceilMbps: number,
+  steps: number,
+  run: (at: string, mbps: number) => Promise<{ lossPct: number; goodMbps: number }>,
+): Promise<{ mbps: number; at: string }> {
+  let lo = 0;
+  let hi = Math.max(10, ceilMbps);
+  let best: { mbps: number; at: string } = { mbps: 0, at: 'none' };
+  // The first try is the ceiling itself: a path that carries what the sender can offer needs no search.
+  let rate = hi;
+  for (let step = 0; step < steps; step++) {
+    const at = `${Math.max(1, Math.round(rate))}M`;
+    const r = await run(at, Math.max(1, Math.round(rate)));
+    if (r.lossPct <= UDP_MAX_LOSS) {
+      if (r.goodMbps > best.mbps) best = { mbps: r.goodMbps, at: `${at}: ${r.lossPct.toFixed(2)} % loss` };
+      if (step === 0) break;
+      lo = rate;
+    } else {
+      hi = rate;
+    }
+    rate = (lo + hi) / 2;
+  }
+  return best;
+}
+
+/** searchLowLoss with iperf3 -u -b RATE runs of `len`-byte datagrams from `client` to `target`. */
+export async function udpAtLowLoss(
+  client: Host,
+  target: string,
+  len: number,
+  ceilMbps: number,
+  steps: number,
+  stepSeconds: number,
+  window?: string,
+): Promise<{ mbps: number; at: string }> {
+  const best = await searchLowLoss(ceilMbps, steps, async (at) => {
+    const r = await iperfUdp(client, target, stepSeconds, len, at, window);
+    return { lossPct: r.lossPct, goodMbps: r.gbps * 1000 };
+  });
+  return { ...best, at: best.mbps > 0 ? `-b ${best.at}` : best.at };
 }

@@ -91,6 +91,7 @@ export const FAST_STATS = [
   'lan.fast.in.gso',
   'lan.fast.out.gso',
   'lan.fast.out.bad-gso',
+  'lan.fast.out.gso.udp',
 ] as const;
 
 /** One address of the fast proxy table: answered with the adapter's MAC; `router` sets R in the NA. */

@@ -9,8 +9,9 @@
 //     the engine has one end, the adapter the other (`host`: PairHost, pair-host.ts), which writes the LAN device's
 //     packets in and hands what it reads back to the LAN. No interface, no root needed. With offloads on (the
 //     default) every datagram starts with a virtio_net_hdr, as on a TUN with IFF_VNET_HDR and TSO: the engine reads
-//     TCP super-frames (up to 64 KiB, the adapter's LAN fast path writes GRO frames in whole) and writes merged
-//     ones (vnet_coalesce; never UDP ones: no USO on a pair). With offloads off the pair carries plain packets.
+//     TCP super-frames and UDP GSO super-datagrams (up to 64 KiB, the adapter's LAN fast path writes GRO/TSO frames
+//     and UDP_SEGMENT sends in whole) and writes merged TCP ones (vnet_coalesce; never UDP ones: no USO on a pair).
+//     With offloads off the pair carries plain packets.
 
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';

@@ -1,5 +1,5 @@
-// TCP super-frames between the LAN and a general node's engine whose packet pair carries virtio_net_hdr (the
-// engine opened with offloads), through the addon: native/lan_frames.c's lanRecv on an AF_UNIX pair standing in for
+// TCP super-frames and UDP GSO super-datagrams between the LAN and a general node's engine whose packet pair carries
+// virtio_net_hdr (the engine opened with offloads), through the addon: native/lan_frames.c's lanRecv on an AF_UNIX pair standing in for
 // the LAN packet socket, native/lan_fast.c, a real data-plane engine (engine-rig.ts) and the TypeScript PairHost.
 // - out: a GRO super-frame (IPv4 and IPv6) from the node's leased source to a known peer goes into the pair whole
 //   (one datagram, a virtio_net_hdr describing it at IP offsets), and the engine cuts it and seals one capsule per
@@ -10,9 +10,19 @@
 //   a bad IPv4 header checksum, a TCP header past the end, no payload) is dropped and counted, nothing reaching the
 //   engine; sound ones the fast path must not carry whole (spoofed source, unknown peer, a SYN, segments over
 //   1400 bytes) are cut by the segmenter as before and handed out or carried as plain packets, never whole;
+// - a UDP GSO super-datagram (IPv4 and IPv6; UDP_SEGMENT's header with the checksum partial, or UDP GRO
+//   forwarding's with it valid) from the leased source to a known peer goes into the pair whole too, and the engine
+//   cuts it (one USO frame) into datagrams of gso_size with their own IP/UDP lengths and checksums, one capsule
+//   each; one whose header or lengths disagree (gso_size 0, hdr_len past the frame, checksum offsets not UDP's, the
+//   ECN bit, unknown flags, IP or UDP length other than the frame's, a fragment, a bad IPv4 header checksum, the
+//   other transport, no payload) is dropped and counted; sound ones it must not carry whole (spoofed source,
+//   unknown peer, datagrams over 1400 bytes, IPv4 options) are cut as before, and those the segmenter refuses
+//   (IPv6 extension headers, more datagrams than it has slots) are dropped and counted there;
 // - a node whose pair is plain (offloads off) gets the segments one by one, as before;
 // - in: the engine's merged TCP packet (vnet_coalesce) for the node leaves on the LAN as one GSO frame whole;
 //   one whose header is not exactly vnet_coalesce's is left for the reader (nothing on the LAN);
+//   a UDP GSO packet from the engine (none is written while a pair has no USO) is never sent whole on the LAN: the
+//   pair reader cuts it into its datagrams;
 //   PairHost writes an empty header before each packet and its reader hands on plain packets only (empty headers
 //   stripped, GSO packets cut; a malformed one counted and dropped).
 
@@ -41,7 +51,12 @@ const VNET = 10;
 const NEEDS_CSUM = 1;
 const GSO_TCPV4 = 1;
 const GSO_TCPV6 = 4;
+const GSO_UDP_L4 = 5;
+const GSO_ECN = 0x80;
+const DATA_VALID = 2;
 const LAN_ST_LEN = 13;
+const LAN_ST_DROP_MALFORMED = 5;
+const LAN_ST_DROP_TOO_MANY = 8;
 
 
 /** A TCP packet (ACK unless flags say otherwise) from src to dst, `payload` after a 20-byte TCP header, checksums complete. */
@@ -110,9 +125,59 @@ function superFrame(ip: Buffer, mss: number, over: Partial<Parameters<typeof vne
   return Buffer.concat([h, encodeEthernet({ dst: ADAPTER, src, ethertype: v6 ? ETHERTYPE_IPV6 : ETHERTYPE_IPV4, payload: ip })]);
 }
 
+/** A UDP datagram from src to dst (ports 40000 → 5201) with `payload`, lengths and checksums complete; `opts`: IPv4 header options. */
+function udp(src: string, dst: string, payload: Buffer, o: { id?: number; frag?: number; opts?: Buffer } = {}): Buffer {
+  const v6 = src.includes(':');
+  const iphl = v6 ? 40 : 20 + (o.opts?.length ?? 0);
+  const p = Buffer.alloc(iphl + 8 + payload.length);
+  if (v6) {
+    p[0] = 0x60;
+    p.writeUInt16BE(8 + payload.length, 4);
+    p[6] = 17;
+    p[7] = 64;
+    p.set(ip6Bytes(src), 8);
+    p.set(ip6Bytes(dst), 24);
+  } else {
+    p[0] = 0x40 | (iphl / 4);
+    p.writeUInt16BE(p.length, 2);
+    p.writeUInt16BE(o.id ?? 0, 4);
+    p.writeUInt16BE(o.frag ?? 0x4000, 6);
+    p[8] = 64;
+    p[9] = 17;
+    p.set(ip4Bytes(src), 12);
+    p.set(ip4Bytes(dst), 16);
+    if (o.opts) o.opts.copy(p, 20);
+    p.writeUInt16BE(internetChecksum(p.subarray(0, iphl)), 10);
+  }
+  p.writeUInt16BE(40000, iphl);
+  p.writeUInt16BE(5201, iphl + 2);
+  p.writeUInt16BE(8 + payload.length, iphl + 4);
+  payload.copy(p, iphl + 8);
+  p.writeUInt16BE(0xffff - fold(sum16(p.subarray(iphl), udpPseudo(p, iphl))), iphl + 6);
+  return p;
+}
+function udpPseudo(p: Buffer, iphl: number): number {
+  const v6 = p[0]! >> 4 === 6;
+  return (v6 ? sum16(p.subarray(8, 40)) : sum16(p.subarray(12, 20))) + 17 + (p.length - iphl);
+}
+/** IP length (and IPv4 header checksum), UDP length and UDP checksum of datagram p are right. */
+function udpOk(p: Buffer): boolean {
+  const v6 = p[0]! >> 4 === 6;
+  const iphl = v6 ? 40 : (p[0]! & 15) * 4;
+  const lenOk = v6 ? p.readUInt16BE(4) + 40 === p.length : p.readUInt16BE(2) === p.length && fold(sum16(p.subarray(0, iphl))) === 0xffff;
+  return lenOk && p.readUInt16BE(iphl + 4) === p.length - iphl && p.readUInt16BE(iphl + 6) !== 0 && fold(sum16(p.subarray(iphl), udpPseudo(p, iphl))) === 0xffff;
+}
+/** A UDP GSO super-datagram as the packet socket reads it from a UDP_SEGMENT sender (checksum partial). */
+function udpSuper(ip: Buffer, size: number, over: Partial<Parameters<typeof vnetHdr>[0]> = {}, src = G1): Buffer {
+  const v6 = ip[0]! >> 4 === 6;
+  const iphl = v6 ? 40 : (ip[0]! & 15) * 4;
+  const h = vnetHdr({ gso: GSO_UDP_L4, hdrLen: 14 + iphl + 8, gsoSize: size, csumStart: 14 + iphl, csumOffset: 6, ...over });
+  return Buffer.concat([h, encodeEthernet({ dst: ADAPTER, src, ethertype: v6 ? ETHERTYPE_IPV6 : ETHERTYPE_IPV4, payload: ip })]);
+}
+
 const pattern = (n: number, seed: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 13 + seed) % 251));
 
-describe('TCP super-frames between the LAN and a general node\'s engine (vnet pair)', { skip }, () => {
+describe('Super-frames (TCP, UDP GSO) between the LAN and a general node\'s engine (vnet pair)', { skip }, () => {
   const native = skip ? null! : lanNative();
   let lanA = -1, lanB = -1;
   let rig: Rig;
@@ -251,6 +316,124 @@ describe('TCP super-frames between the LAN and a general node\'s engine (vnet pa
     assert.deepEqual(atPeer(), []);
   });
 
+  for (const [family, src, dst, size, how] of [
+    ['IPv4', G1_4, PEER4, 1000, 'UDP_SEGMENT: checksum partial'],
+    ['IPv6', G1_6, PEER6, 1200, 'UDP_SEGMENT: checksum partial'],
+    ['IPv4', G1_4, PEER4, 1372, 'GRO forwarding: checksum valid'],
+  ] as const) {
+    it(`a UDP GSO super-datagram (${family}, ${how}) goes into the pair whole; the engine cuts it into sealed datagrams`, () => {
+      const payload = pattern(12 * size + 77, size);
+      const ip = udp(src, dst, payload, { id: 700 });
+      const iphl = family === 'IPv4' ? 20 : 40;
+      const over = how.startsWith('GRO') ? { flags: DATA_VALID, csumStart: 0, csumOffset: 0 } : {};
+      native.lanFastHits(lanA);
+      const before = stats();
+      const uso = rig.global('usoFrames');
+      assert.deepEqual(recv(udpSuper(ip, size, over)), [], 'nothing handed out');
+      assert.equal(st[2], 0, 'not cut in the reader (lan.rx.gso.udp)');
+      assert.equal(stats()['lan.fast.out.gso']! - before['lan.fast.out.gso']!, 1);
+      assert.equal(stats()['lan.fast.out.gso.udp']! - before['lan.fast.out.gso.udp']!, 1);
+      assert.equal(stats()['lan.fast.out']! - before['lan.fast.out']!, 13, 'counted as the datagrams it carries');
+      const dgrams = atPeer();
+      assert.equal(rig.global('usoFrames') - uso, 1, 'the engine read one USO frame');
+      assert.equal(dgrams.length, 13, 'thirteen datagrams, thirteen capsules');
+      dgrams.forEach((d, i) => {
+        const chunk = i < 12 ? size : 77;
+        assert.equal(d.length, iphl + 8 + chunk, `datagram ${i} length`);
+        assert.ok(udpOk(d), `datagram ${i}: IP and UDP lengths and checksums`);
+        if (family === 'IPv4') assert.equal(d.readUInt16BE(4), 700 + i, `datagram ${i} IP id`);
+        assert.deepEqual(d.subarray(iphl, iphl + 4), ip.subarray(iphl, iphl + 4), `datagram ${i} ports`);
+        assert.deepEqual(d.subarray(iphl + 8), payload.subarray(i * size, i * size + chunk), `datagram ${i} payload`);
+      });
+      assert.equal(native.lanFastHits(lanA).length, 18, 'the peer is seen');
+    });
+  }
+
+  it('drops and counts a UDP super-datagram whose header or lengths disagree; nothing reaches the engine', () => {
+    const payload = pattern(4000, 11);
+    const ip = udp(G1_4, PEER4, payload);
+    const ip6 = udp(G1_6, PEER6, payload);
+    const mod = (p: Buffer, f: (q: Buffer) => void, v4sum = true): Buffer => {
+      const q = Buffer.from(p);
+      f(q);
+      if (v4sum && q[0]! >> 4 === 4) {
+        q.writeUInt16BE(0, 10);
+        q.writeUInt16BE(internetChecksum(q.subarray(0, 20)), 10);
+      }
+      return q;
+    };
+    const cases: [string, Buffer][] = [
+      ['gso_size 0', udpSuper(ip, 0)],
+      ['hdr_len beyond the frame', udpSuper(ip, 1000, { hdrLen: 60000 })],
+      ['csum_start not at UDP', udpSuper(ip, 1000, { csumStart: 14 + 12 })],
+      ['csum_offset TCP\'s', udpSuper(ip, 1000, { csumOffset: 16 })],
+      ['the ECN bit on UDP', udpSuper(ip, 1000, { gso: GSO_UDP_L4 | GSO_ECN })],
+      ['unknown header flags', udpSuper(ip, 1000, { flags: NEEDS_CSUM | 0x40 })],
+      ['IP length shorter than the frame', udpSuper(mod(ip, (q) => q.writeUInt16BE(q.length - 100, 2)), 1000)],
+      ['IP length past the frame', udpSuper(mod(ip, (q) => q.writeUInt16BE(q.length + 100, 2)), 1000)],
+      ['IPv6 payload length past the frame', udpSuper(mod(ip6, (q) => q.writeUInt16BE(q.length, 4)), 1000)],
+      ['UDP length of one datagram', udpSuper(mod(ip, (q) => q.writeUInt16BE(8 + 1000, 24)), 1000)],
+      ['UDP length past the frame', udpSuper(mod(ip6, (q) => q.writeUInt16BE(q.length, 44)), 1000)],
+      ['an IPv4 fragment (MF)', udpSuper(udp(G1_4, PEER4, payload, { frag: 0x2000 }), 1000)],
+      ['an IPv4 fragment (offset)', udpSuper(udp(G1_4, PEER4, payload, { frag: 0x0010 }), 1000)],
+      ['bad IPv4 header checksum', udpSuper(mod(ip, (q) => (q[10]! ^= 1), false), 1000)],
+      ['TCP under a UDP gso type', udpSuper(tcp(G1_4, PEER4, payload), 1000)],
+      ['IPv6 TCP under a UDP gso type', udpSuper(tcp(G1_6, PEER6, payload), 1000)],
+      ['UDP under a TCP gso type', superFrame(ip, 1000)],
+      ['no payload', udpSuper(udp(G1_4, PEER4, Buffer.alloc(0)), 1000)],
+      ['no room for the UDP header', udpSuper(mod(ip.subarray(0, 24), (q) => q.writeUInt16BE(24, 2)), 1000)],
+    ];
+    const uso = rig.global('usoFrames');
+    for (const [what, f] of cases) {
+      const before = stats();
+      assert.deepEqual(recv(f), [], `${what}: nothing handed out`);
+      assert.equal(stats()['lan.fast.out.bad-gso']! - before['lan.fast.out.bad-gso']!, 1, `${what}: counted`);
+      assert.equal(stats()['lan.fast.out']! - before['lan.fast.out']!, 0, `${what}: nothing carried`);
+    }
+    assert.deepEqual(atPeer(), [], 'the engine got none of them');
+    assert.equal(rig.global('usoFrames'), uso);
+    assert.equal(rig.global('tsoDropped'), 0);
+  });
+
+  it('leaves sound UDP super-datagrams it must not carry whole to the segmenter, which cuts or refuses them', () => {
+    const hbh = (p: Buffer, next: number): Buffer => {
+      // An IPv6 extension header (8 bytes) between the fixed header and UDP.
+      const ext = Buffer.alloc(8);
+      ext[0] = 17;
+      const q = Buffer.concat([p.subarray(0, 40), ext, p.subarray(40)]);
+      q[6] = next;
+      q.writeUInt16BE(q.length - 40, 4);
+      return q;
+    };
+    const cut: [string, Buffer, number][] = [
+      ['a spoofed source', udpSuper(udp('100.64.0.21', PEER4, pattern(3000, 3)), 1000), 3],
+      ['an unknown peer', udpSuper(udp(G1_4, UNKNOWN4, pattern(3000, 4)), 1000), 3],
+      ['datagrams over 1400 bytes', udpSuper(udp(G1_4, PEER4, pattern(2800, 6)), 1400), 2],
+      ['IPv4 options', udpSuper(udp(G1_4, PEER4, pattern(3000, 7), { opts: Buffer.from([1, 1, 1, 0]) }), 1000), 3],
+    ];
+    for (const [what, f, n] of cut) {
+      const before = stats();
+      const got = recv(f);
+      assert.equal(got.length, n, `${what}: cut and handed out to TypeScript (${JSON.stringify(st)})`);
+      for (const g of got) assert.ok(udpOk(g.subarray(14)), `${what}: each datagram complete`);
+      assert.equal(stats()['lan.fast.out.gso']! - before['lan.fast.out.gso']!, 0, `${what}: not carried whole`);
+      assert.equal(stats()['lan.fast.out.bad-gso']! - before['lan.fast.out.bad-gso']!, 0, `${what}: not counted as bad`);
+    }
+    const refused: [string, Buffer, number][] = [
+      ['an IPv6 hop-by-hop header', udpSuper(hbh(udp(G1_6, PEER6, pattern(3000, 8)), 0), 1000), LAN_ST_DROP_MALFORMED],
+      ['an IPv6 fragment header', udpSuper(hbh(udp(G1_6, PEER6, pattern(3000, 9)), 44), 1000), LAN_ST_DROP_MALFORMED],
+      ['more datagrams than the reader has slots (129 of 64 bytes)', udpSuper(udp(G1_4, PEER4, pattern(129 * 64, 10)), 64), LAN_ST_DROP_TOO_MANY],
+    ];
+    for (const [what, f, counter] of refused) {
+      const before = stats();
+      const was = st[counter]!;
+      assert.deepEqual(recv(f), [], `${what}: nothing handed out`);
+      assert.equal(st[counter]! - was, 1, `${what}: counted by the reader`);
+      assert.equal(stats()['lan.fast.out']! - before['lan.fast.out']!, 0, `${what}: nothing carried`);
+    }
+    assert.deepEqual(atPeer(), []);
+  });
+
   it('a node whose pair is plain (offloads off) gets the segments one by one, as before', () => {
     // A plain pair of its own (the rig's engine reads virtio headers): what lanRecv writes there is one packet each.
     const [eng, host] = native.packetPair();
@@ -312,6 +495,26 @@ describe('TCP super-frames between the LAN and a general node\'s engine (vnet pa
     assert.equal(native.tunReadBatch(rig.tunTest, batch, slot, lengths, 200), 1);
     assert.equal(native.lanFastIn(rig.tunTest, batch, slot, lengths, 1, true), 0);
     assert.ok(lengths[0]! > VNET + 2000, 'left whole');
+  });
+
+  it('leaves a UDP GSO packet from the engine for the pair reader: never sent whole on the LAN', () => {
+    const dgrams = [0, 1, 2].map((i) => udp(PEER4, G1_4, pattern(1000, 50 + i), { id: i }));
+    const merged = udp(PEER4, G1_4, Buffer.concat(dgrams.map((d) => d.subarray(28))));
+    merged.writeUInt16BE(fold(udpPseudo(merged, 20)), 26); // CHECKSUM_PARTIAL, as vnet_coalesce writes it
+    const d = Buffer.concat([vnetHdr({ gso: GSO_UDP_L4, hdrLen: 28, gsoSize: 1000, csumStart: 20, csumOffset: 6 }), merged]);
+    const before = stats();
+    assert.equal(native.lanFastIn(rig.tunTest, d, d.length, Uint32Array.of(d.length), 1, true), 0);
+    assert.equal(stats()['lan.fast.in']! - before['lan.fast.in']!, 0);
+    assert.equal(native.tunRead(lanB, Buffer.alloc(70000), 50), 0, 'nothing on the LAN');
+    // What the pair reader then does with it (vnetSegment): the three datagrams, complete.
+    const seg = Buffer.alloc(8 * 1464);
+    const sl = new Uint32Array(8);
+    assert.equal(native.vnetSegment(d, 0, d.length, seg, 1464, sl), 3);
+    dgrams.forEach((g, i) => {
+      const got = Buffer.from(seg.subarray(i * 1464, i * 1464 + sl[i]!));
+      assert.ok(udpOk(got), `datagram ${i} complete`);
+      assert.deepEqual(got.subarray(20), g.subarray(20), `datagram ${i} as the peer sent it`);
+    });
   });
 
   it('leaves a GSO packet from the engine whose header is not exactly vnet_coalesce\'s: nothing on the LAN', () => {
