@@ -60,28 +60,38 @@ const LAN_ST_DROP_TOO_MANY = 8;
 
 
 /** A TCP packet (ACK unless flags say otherwise) from src to dst, `payload` after a 20-byte TCP header, checksums complete. */
-function tcp(src: string, dst: string, payload: Buffer, o: { seq?: number; flags?: number; id?: number } = {}): Buffer {
+/**
+ * A packet of `l4len` bytes of protocol `proto` after its IP header (IPv4 with `opts` and a complete header
+ * checksum, or IPv6), from src to dst; the bytes after the header are left for the caller.
+ */
+function ipPacket(src: string, dst: string, proto: number, l4len: number, o: { id?: number; frag?: number; opts?: Buffer } = {}): { p: Buffer; iphl: number } {
   const v6 = src.includes(':');
-  const iphl = v6 ? 40 : 20;
-  const p = Buffer.alloc(iphl + 20 + payload.length);
+  const iphl = v6 ? 40 : 20 + (o.opts?.length ?? 0);
+  const p = Buffer.alloc(iphl + l4len);
   if (v6) {
     p[0] = 0x60;
-    p.writeUInt16BE(20 + payload.length, 4);
-    p[6] = 6;
+    p.writeUInt16BE(l4len, 4);
+    p[6] = proto;
     p[7] = 64;
     p.set(ip6Bytes(src), 8);
     p.set(ip6Bytes(dst), 24);
   } else {
-    p[0] = 0x45;
+    p[0] = 0x40 | (iphl / 4);
     p.writeUInt16BE(p.length, 2);
     p.writeUInt16BE(o.id ?? 0, 4);
-    p.writeUInt16BE(0x4000, 6);
+    p.writeUInt16BE(o.frag ?? 0x4000, 6);
     p[8] = 64;
-    p[9] = 6;
+    p[9] = proto;
     p.set(ip4Bytes(src), 12);
     p.set(ip4Bytes(dst), 16);
-    p.writeUInt16BE(internetChecksum(p.subarray(0, 20)), 10);
+    if (o.opts) o.opts.copy(p, 20);
+    p.writeUInt16BE(internetChecksum(p.subarray(0, iphl)), 10);
   }
+  return { p, iphl };
+}
+
+function tcp(src: string, dst: string, payload: Buffer, o: { seq?: number; flags?: number; id?: number } = {}): Buffer {
+  const { p, iphl } = ipPacket(src, dst, 6, 20 + payload.length, o.id === undefined ? {} : { id: o.id });
   p.writeUInt16BE(40000, iphl);
   p.writeUInt16BE(5001, iphl + 2);
   p.writeUInt32BE(o.seq ?? 1000, iphl + 4);
@@ -127,28 +137,7 @@ function superFrame(ip: Buffer, mss: number, over: Partial<Parameters<typeof vne
 
 /** A UDP datagram from src to dst (ports 40000 → 5201) with `payload`, lengths and checksums complete; `opts`: IPv4 header options. */
 function udp(src: string, dst: string, payload: Buffer, o: { id?: number; frag?: number; opts?: Buffer } = {}): Buffer {
-  const v6 = src.includes(':');
-  const iphl = v6 ? 40 : 20 + (o.opts?.length ?? 0);
-  const p = Buffer.alloc(iphl + 8 + payload.length);
-  if (v6) {
-    p[0] = 0x60;
-    p.writeUInt16BE(8 + payload.length, 4);
-    p[6] = 17;
-    p[7] = 64;
-    p.set(ip6Bytes(src), 8);
-    p.set(ip6Bytes(dst), 24);
-  } else {
-    p[0] = 0x40 | (iphl / 4);
-    p.writeUInt16BE(p.length, 2);
-    p.writeUInt16BE(o.id ?? 0, 4);
-    p.writeUInt16BE(o.frag ?? 0x4000, 6);
-    p[8] = 64;
-    p[9] = 17;
-    p.set(ip4Bytes(src), 12);
-    p.set(ip4Bytes(dst), 16);
-    if (o.opts) o.opts.copy(p, 20);
-    p.writeUInt16BE(internetChecksum(p.subarray(0, iphl)), 10);
-  }
+  const { p, iphl } = ipPacket(src, dst, 17, 8 + payload.length, o);
   p.writeUInt16BE(40000, iphl);
   p.writeUInt16BE(5201, iphl + 2);
   p.writeUInt16BE(8 + payload.length, iphl + 4);
