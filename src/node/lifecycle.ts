@@ -512,7 +512,7 @@ export class NodeLifecycle {
     return this.anchors;
   }
 
-  /** One throwaway signature and key agreement at start, so the first real handshake pays no warm-up. */
+  /** One throwaway signature and key agreement at start, and our signing key parsed, so the first real handshake pays no warm-up. */
   private warmUp(): void {
     const key = this.localIdentity().privateKeyPem;
     this.peers?.warmUp();
