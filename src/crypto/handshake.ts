@@ -337,7 +337,7 @@ function verifyPeerChain(ctx: Pick<Context, 'anchors'>, body: WireHandshake, now
     notAfter: verified.notAfter.getTime(),
     nodeId: nodeIdOfParsed(leaf) ?? null,
     name: verified.commonName,
-    key: leaf.x509.publicKey,
+    key: leaf.publicKey,
   };
 }
 

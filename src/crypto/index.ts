@@ -24,6 +24,7 @@ export {
   nodeIdOf,
   certInfo,
   subjectAltNames,
+  subjectAltNamesRaw,
   toDer,
   toPem,
   splitPemChain,

@@ -50,7 +50,7 @@ export function loadPublicKey(key: string | Buffer): KeyObject {
 
 /** The subject public key of a certificate (PEM or DER). Throws CertificateError('ERR_CERT_MALFORMED'). */
 export function publicKeyFromCert(cert: CertInput): KeyObject {
-  return parseCert(cert).x509.publicKey;
+  return parseCert(cert).publicKey;
 }
 
 /** PKCS#8 DER and SPKI DER of a PEM private key (used to hand keys to WebCrypto). */

@@ -17,11 +17,11 @@ export function sign(privateKey: string | KeyObject, data: Buffer): Buffer {
 
 function toPublicKey(certOrKey: string | Buffer | KeyObject): KeyObject {
   if (typeof certOrKey === 'string') {
-    return PUBLIC_KEY_PEM.test(certOrKey) ? loadPublicKey(certOrKey) : parseCert(certOrKey).x509.publicKey;
+    return PUBLIC_KEY_PEM.test(certOrKey) ? loadPublicKey(certOrKey) : parseCert(certOrKey).publicKey;
   }
   if (Buffer.isBuffer(certOrKey)) {
     try {
-      return parseCert(certOrKey).x509.publicKey;
+      return parseCert(certOrKey).publicKey;
     } catch {
       return loadPublicKey(certOrKey); // SPKI DER
     }

@@ -1,8 +1,11 @@
-// Certificate chain verification (leaf -> intermediates -> trusted root) on node's X509Certificate,
-// plus certificate accessors: fingerprint, serial, common name, node id, PEM/DER conversion.
-import { isIP } from 'node:net';
+// Certificate chain verification (leaf -> intermediates -> trusted root), plus certificate accessors: fingerprint,
+// serial, common name, node id, subjectAltName, PEM/DER conversion. A certificate issued the way cyphonic issues them
+// (ECDSA P-256 / SHA-256) is checked on its DER fields (der.ts) with node:crypto's verify; node's X509Certificate
+// (OpenSSL's parse) is consulted only for what that does not cover, so a new peer's certificate costs no OpenSSL parse.
+import { verify, type KeyObject } from 'node:crypto';
+import { formatIp } from '../protocol/ip.js';
 import { CertificateError } from '../util/errors.js';
-import { OID_SERIAL_NUMBER_ATTR, commonNameFrom } from './der.js';
+import { KU_KEY_CERT_SIGN, OID_SERIAL_NUMBER_ATTR, commonNameFrom } from './der.js';
 import { sha256Hex } from './hash.js';
 import { parseCert, splitPemChain, toDer, toPem, type CertInput, type ParsedCert } from './pem.js';
 
@@ -35,22 +38,94 @@ function certError(code: string, message: string): CertificateError {
   return new CertificateError(message, code);
 }
 
+/**
+ * Serial number as node prints it (OpenSSL's BN_bn2hex), lower case: the content octets without leading zero
+ * bytes, two hex digits each; "0" for zero. A negative serial (not RFC 5280, never issued here) is left to OpenSSL.
+ */
 function serialFrom(cert: ParsedCert): string {
-  return cert.x509.serialNumber.toLowerCase();
+  const s = cert.fields.serial;
+  if ((s[0]! & 0x80) !== 0) return cert.x509.serialNumber.toLowerCase();
+  let k = 0;
+  while (k < s.length && s[k] === 0) k++;
+  return k === s.length ? '0' : s.toString('hex', k);
 }
 
 function describe(cert: ParsedCert): string {
   return JSON.stringify(commonNameFrom(cert.fields.subject));
 }
 
-/** True when `issuer`'s key signed `cert` and the names line up. */
+/** AlgorithmIdentifier of ecdsa-with-SHA256 (parameters absent, RFC 5758): the only one cyphonic issues with. */
+const ECDSA_SHA256 = Buffer.from('300a06082a8648ce3d040302', 'hex');
+
+/** Issuers' P-256 keys (null: another kind of key, left to OpenSSL), per parsed certificate. */
+const P256_KEYS = new WeakMap<ParsedCert, KeyObject | null>();
+
+function p256Key(cert: ParsedCert): KeyObject | null {
+  let key = P256_KEYS.get(cert);
+  if (key === undefined) {
+    try {
+      key = cert.publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? cert.publicKey : null;
+    } catch {
+      key = null;
+    }
+    P256_KEYS.set(cert, key);
+  }
+  return key;
+}
+
+/**
+ * Whether two Names (encoding, comparable text) are the same name: equal bytes, or equal attribute text in other
+ * string types. undefined when a value could not be decoded and the bytes differ (OpenSSL's printed names decide).
+ */
+function sameName(aDer: Buffer, aKey: string | null, bDer: Buffer, bKey: string | null): boolean | undefined {
+  if (aDer.equals(bDer)) return true;
+  if (aKey === null || bKey === null) return undefined;
+  return aKey === bKey;
+}
+
+/**
+ * True when `issuer`'s key signed `cert` and the names line up. A certificate signed with ECDSA P-256 / SHA-256
+ * (what cyphonic issues) is checked on the DER fields: the signature over the TBSCertificate's bytes, the two
+ * algorithm identifiers equal, under the issuer's public key. Anything else is left to OpenSSL (X509_verify).
+ */
 function signedBy(cert: ParsedCert, issuer: ParsedCert): boolean {
-  if (cert.x509.issuer !== issuer.x509.subject) return false;
+  const c = cert.fields;
+  const named = sameName(c.issuerDer, c.issuerKey, issuer.fields.subjectDer, issuer.fields.subjectKey);
+  if (named === false) return false;
+  if (named === true && c.signatureAlgorithm.equals(ECDSA_SHA256) && c.tbsSignatureAlgorithm.equals(ECDSA_SHA256)) {
+    const key = p256Key(issuer);
+    if (key) {
+      try {
+        return verify('sha256', c.tbs, key, c.signature);
+      } catch {
+        return false;
+      }
+    }
+  }
   try {
-    return cert.x509.verify(issuer.x509.publicKey);
+    return cert.x509.issuer === issuer.x509.subject && cert.x509.verify(issuer.x509.publicKey);
   } catch {
     return false;
   }
+}
+
+/**
+ * What OpenSSL's X509_check_issued adds to a signature and matching names (RFC 5280 §4.2.1.1, §4.2.1.3): the
+ * certificate's authorityKeyIdentifier, when both sides carry one, names the issuer's subjectKeyIdentifier, and an
+ * issuer with keyUsage may sign certificates. An authorityKeyIdentifier by issuer name and serial is left to OpenSSL.
+ */
+function issuedBy(cert: ParsedCert, issuer: ParsedCert): boolean {
+  const c = cert.fields;
+  const i = issuer.fields;
+  if (c.authorityKeyIdByIssuer) return cert.x509.checkIssued(issuer.x509);
+  if (c.authorityKeyId && i.subjectKeyId && !c.authorityKeyId.equals(i.subjectKeyId)) return false;
+  return i.keyUsage === undefined || (i.keyUsage & KU_KEY_CERT_SIGN) !== 0;
+}
+
+/** A certificate naming itself as its issuer (a root's shape). */
+function selfIssued(cert: ParsedCert): boolean {
+  const f = cert.fields;
+  return sameName(f.subjectDer, f.subjectKey, f.issuerDer, f.issuerKey) ?? cert.x509.subject === cert.x509.issuer;
 }
 
 interface Search {
@@ -104,9 +179,9 @@ function* paths(search: Search, chain: ParsedCert[]): Generator<ParsedCert[]> {
   for (const [candidate, isRoot] of candidates) {
     if (chain.some((c) => c.der.equals(candidate.der))) continue;
     // A self-issued certificate can only ever be a trust anchor, never a useful intermediate.
-    if (!isRoot && candidate.x509.subject === candidate.x509.issuer) continue;
+    if (!isRoot && selfIssued(candidate)) continue;
     if (!signedByCached(search, cert, candidate)) continue;
-    if (!candidate.fields.basicConstraints?.ca || !candidate.x509.ca || !cert.x509.checkIssued(candidate.x509)) {
+    if (!candidate.fields.basicConstraints?.ca || !candidate.x509.ca || !issuedBy(cert, candidate)) {
       search.notCa ??= `certificate ${describe(candidate)} signed ${describe(cert)} but is not a CA`;
       continue;
     }
@@ -229,29 +304,22 @@ export function nodeIdOfParsed(cert: ParsedCert): number | undefined {
   return Number.isSafeInteger(id) ? id : undefined;
 }
 
-/** Summary of a certificate without verifying it. */
-/** The subjectAltName entries of a certificate: dNSNames (lower case) and iPAddresses (canonical text). */
+/**
+ * The subjectAltName entries of a certificate, read from its DER: dNSNames (lower case) and iPAddresses (4 or 16
+ * bytes).
+ */
+export function subjectAltNamesRaw(cert: CertInput): { dns: string[]; ips: Buffer[] } {
+  const san = parseCert(cert).fields.subjectAltName;
+  return { dns: san ? san.dns.map((d) => d.toLowerCase()) : [], ips: san ? san.ips : [] };
+}
+
+/** The subjectAltName entries of a certificate: dNSNames (lower case) and iPAddresses (text, as node:net prints them). */
 export function subjectAltNames(cert: CertInput): { dns: string[]; ips: string[] } {
-  const text = parseCert(cert).x509.subjectAltName ?? '';
-  const dns: string[] = [];
-  const ips: string[] = [];
-  for (const part of text.split(', ')) {
-    if (part.startsWith('DNS:')) dns.push(part.slice(4).toLowerCase());
-    else if (part.startsWith('IP Address:')) ips.push(canonicalIp(part.slice(11)));
-  }
-  return { dns, ips };
+  const { dns, ips } = subjectAltNamesRaw(cert);
+  return { dns, ips: ips.map((b) => formatIp(b)) };
 }
 
-/** One textual form per address (node prints IPv6 SANs uncompressed and upper case). */
-function canonicalIp(text: string): string {
-  if (isIP(text) !== 6) return text;
-  try {
-    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
-  } catch {
-    return text.toLowerCase();
-  }
-}
-
+/** Summary of a certificate without verifying it. */
 export function certInfo(cert: CertInput): {
   serial: string;
   commonName: string;

@@ -12,8 +12,8 @@ import { HandshakeReplayCache, MAX_PENDING_REQUESTS, PathHandshake, preverifyPee
 import { REJECT_AFTER_MS, REKEY_AFTER_MS, sealUntil } from '../crypto/data-session.js';
 import { MAX_PEER_SLOTS } from './dataplane/stats.js';
 import { Budgets } from '../util/budget.js';
-import { serialOf, subjectAltNames } from '../crypto/index.js';
-import { parseIp } from '../protocol/ip.js';
+import { serialOf, subjectAltNamesRaw } from '../crypto/index.js';
+import { formatIp, parseIp } from '../protocol/ip.js';
 import { MessageType, PathType } from '../protocol/constants.js';
 import { endpointKey, formatEndpoint, type Endpoint } from '../protocol/endpoint.js';
 import { splitFrame } from '../protocol/header.js';
@@ -270,15 +270,14 @@ const SIMULTANEOUS_MS = 2000;
  * node's addresses to this peer. Certificates issued before the AS added address SANs carry none; their addresses
  * are taken from the NMS as before (they renew into checked ones).
  */
-function checkPeerAddresses(rd: RouteDirection): void {
-  const san = subjectAltNames(rd.peerCertificate);
+function checkPeerAddresses(rd: Pick<RouteDirection, 'peerCertificate' | 'peerFqdn' | 'peerVip4' | 'peerVip6'>): void {
+  const san = subjectAltNamesRaw(rd.peerCertificate);
   if (!san.dns.includes(rd.peerFqdn.toLowerCase().replace(/\.$/, ''))) throw new Error(`certificate is for ${san.dns.join(', ') || 'no name'}, not ${rd.peerFqdn}`);
   if (san.ips.length === 0) return;
-  const held = san.ips.map((a) => parseIp(a)).filter((b): b is Buffer => !!b);
   for (const v of [rd.peerVip4, rd.peerVip6]) {
     if (!v) continue;
     const raw = parseIp(v);
-    if (!raw || !held.some((h) => h.equals(raw))) throw new Error(`certificate does not carry ${v} (it holds ${san.ips.join(', ')})`);
+    if (!raw || !san.ips.some((h) => h.equals(raw))) throw new Error(`certificate does not carry ${v} (it holds ${san.ips.map((b) => formatIp(b)).join(', ')})`);
   }
 }
 
@@ -342,9 +341,22 @@ export class PeerManager implements PeerDirectory {
     this.watchTimer.unref();
   }
 
-  /** At start: our signing key parsed for the handshakes to come (the first one answered would pay ~1 ms for it). */
+  /**
+   * At start: our signing key parsed for the handshakes to come (the first one answered would pay ~1 ms for it), and
+   * the address check of a pushed route run once on our own certificate, so the first real push runs compiled code
+   * (each responder of bench/first-contact is a fresh process: cold, the check cost 0.8 ms of CPU there).
+   */
   warmUp(): void {
     warmSigningKey(this.localView);
+    try {
+      const own = this.localView.certDer;
+      const san = subjectAltNamesRaw(own);
+      const v4 = san.ips.find((b) => b.length === 4);
+      const v6 = san.ips.find((b) => b.length === 16);
+      checkPeerAddresses({ peerCertificate: own, peerFqdn: san.dns[0] ?? '', peerVip4: v4 ? formatIp(v4) : '', peerVip6: v6 ? formatIp(v6) : '' });
+    } catch {
+      // Our own certificate not matching itself is certificate renewal's business, not the warm-up's.
+    }
   }
 
   /** A handshake follow-up failed (an install or a send that threw): counted and logged, never unhandled. */
