@@ -1,6 +1,6 @@
-// Batched receive for a cloud UDP service (the NMS): the dgram socket stays the readiness source, and each datagram
-// it delivers ('message') is followed, in the same call, by what else is queued on the socket, read with recvmmsg
-// (the addon's udpRecvMany, non-blocking) straight from the socket's fd in batches of up to 64:
+// Batched receive for the cloud's UDP services (the NMS and the TRS): the dgram socket stays the readiness source, and
+// each datagram it delivers ('message') is followed, in the same call, by what else is queued on the socket, read with
+// recvmmsg (the addon's udpRecvMany, non-blocking) straight from the socket's fd in batches of up to 64:
 //
 //   libuv poll: fd readable → recvmsg → 'message' (one JS entry) → handler(first)
 //                                     → udpRecvMany ×k → one copy per batch → handler(each)

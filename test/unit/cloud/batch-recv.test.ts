@@ -1,11 +1,12 @@
-// The NMS's batched receive (UdpBatchReader under NmsTransport) on real loopback sockets. Bursts are queued on the
-// NMS socket before it reads (the senders send synchronously through the addon on their dgram sockets' fds), so the
-// first datagram comes through dgram's 'message' event and the rest through recvmmsg. Checked: every datagram of a
-// burst from many IPv4 and IPv6 sources is answered to its own source with its own bytes (the service reads them
-// after an await, so a batch sharing or reusing its receive buffer would answer wrongly); sources are written as
-// dgram writes them; the 'probe' variant; an IPv4-only socket; a cut datagram is dropped and counted, an empty one
-// handed on, a throwing handler counted and the rest served; at most the per-turn budget is drained before the
-// event loop gets its turn; port 0 inside a burst (root: raw socket); and plain dgram without the addon.
+// The cloud's batched receive (UdpBatchReader under NmsTransport and TrsTransport) on real loopback sockets. Bursts
+// are queued on the socket before it reads (the senders send synchronously through the addon on their dgram sockets'
+// fds), so the first datagram comes through dgram's 'message' event and the rest through recvmmsg. Checked: every
+// datagram of a burst from many IPv4 and IPv6 sources is answered to its own source with its own bytes (the service
+// reads them after an await, so a batch sharing or reusing its receive buffer would answer wrongly); sources are
+// written as dgram writes them; the 'probe' variant; an IPv4-only socket; a cut datagram is dropped and counted, an
+// empty one handed on, a throwing handler counted and the rest served; at most the per-turn budget is drained before
+// the event loop gets its turn; port 0 inside a burst (root: raw socket); plain dgram without the addon. The TRS: a
+// burst sent back to each source with its own bytes, sources in the socket's raw form, a throwing handler counted.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -15,6 +16,8 @@ import { describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import type { NmsService } from '../../../src/cloud/nms/service.js';
 import { NmsTransport } from '../../../src/cloud/nms/transport.js';
+import type { TrsService } from '../../../src/cloud/trs/service.js';
+import { TrsTransport } from '../../../src/cloud/trs/transport.js';
 import { dgramFd, UdpBatchReader } from '../../../src/cloud/udp-reader.js';
 import { loadNativeAddon } from '../../../src/native/addon.js';
 import type { Endpoint } from '../../../src/protocol/endpoint.js';
@@ -302,5 +305,44 @@ describe('NMS batched receive', () => {
     await w.terminate();
     assert.deepEqual(res.replies, ['127.0.0.1 x0', '127.0.0.1 x1', '127.0.0.1 x2', '127.0.0.1 x3', '127.0.0.1 x4']);
     assert.deepEqual(res.batches, { batches: 0, drained: 0 }, 'no batch reader without the addon');
+  });
+});
+
+describe('TRS batched receive', () => {
+  test('a burst from IPv4 and IPv6 sources: each forwarded back to its source with its own bytes; a throwing handler counted', nativeOnly, async () => {
+    let transport: TrsTransport | null = null;
+    const seen: string[] = [];
+    // Stands in for TrsService: sends each datagram back as it is (the socket's send keeps the Buffer until it goes).
+    const svc = {
+      counters: new Counters(),
+      handle(msg: Buffer, address: string, port: number): void {
+        seen.push(`${address}|${port}`);
+        if (msg.toString('latin1').startsWith('throw')) throw new Error('handler failure (test)');
+        transport!.send(msg, port, address);
+      },
+    };
+    transport = new TrsTransport({ host: '::', port: 0 }, svc as unknown as TrsService, silentLogger);
+    const { port } = await transport.start();
+    const senders = [await bound('udp4', '127.0.0.5'), await bound('udp4', '127.0.0.6'), await bound('udp6', '::1')];
+    const got = collect(senders);
+    const sent = new Map<dgram.Socket, string[]>(senders.map((s) => [s, []]));
+    try {
+      for (let k = 0; k < 100; k++) {
+        for (const s of senders) {
+          const payload = k === 50 ? Buffer.from('throw') : Buffer.concat([Buffer.from(`${k}:`), randomBytes(1 + ((k * 53) % 1400))]);
+          sendNow(s, payload, s.address().family === 'IPv6' ? '::1' : '127.0.0.1', port);
+          if (k !== 50) sent.get(s)!.push(payload.toString('hex'));
+        }
+      }
+      await until(() => senders.every((s) => got.get(s)!.length >= 99) && svc.counters.get('error.handler') >= 3);
+      await new Promise((r) => setTimeout(r, 50));
+      for (const s of senders) assert.deepEqual(got.get(s)!.map((m) => m.toString('hex')).sort(), sent.get(s)!.sort());
+      assert.equal(svc.counters.get('error.handler'), 3);
+      assert.deepEqual(new Set(seen), new Set([`::ffff:127.0.0.5|${senders[0]!.address().port}`, `::ffff:127.0.0.6|${senders[1]!.address().port}`, `::1|${senders[2]!.address().port}`]));
+      assert.ok(transport.recvBatches.drained >= 150, `most of the burst read in batches (${transport.recvBatches.drained})`);
+    } finally {
+      await transport.stop();
+      for (const s of senders) s.close();
+    }
   });
 });
