@@ -3,15 +3,19 @@
 // fds), so the first datagram comes through dgram's 'message' event and the rest through recvmmsg. Checked: every
 // datagram of a burst from many IPv4 and IPv6 sources is answered to its own source with its own bytes (the service
 // reads them after an await, so a batch sharing or reusing its receive buffer would answer wrongly); sources are
-// written as dgram writes them; the 'probe' variant; an IPv4-only socket; a cut datagram is dropped and counted, an
-// empty one handed on, a throwing handler counted and the rest served; at most the per-turn budget is drained before
-// the event loop gets its turn; port 0 inside a burst (root: raw socket); plain dgram without the addon. The TRS: a
-// burst sent back to each source with its own bytes, sources in the socket's raw form, a throwing handler counted.
+// written as dgram writes them (a link-local one with its interface name: root, two namespaces over a veth pair);
+// the 'probe' variant; an IPv4-only socket; a cut datagram is dropped and counted, an empty one handed on, a throwing
+// handler counted and the rest served; at most the per-turn budget is drained before the event loop gets its turn;
+// port 0 inside a burst (root: raw socket); plain dgram without the addon. The TRS: a burst sent back to each source
+// with its own bytes, sources in the socket's raw form, a throwing handler counted.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import type { NmsService } from '../../../src/cloud/nms/service.js';
@@ -162,6 +166,75 @@ describe('NMS batched receive', () => {
         reader.close();
         for (const s of [plain, batched, ...senders]) s.close();
       }
+    }
+  });
+
+  test('a link-local IPv6 source is written with its interface name, as dgram writes it (root: two namespaces)', { skip: nativeOnly.skip || (process.getuid?.() !== 0 ? 'namespaces need root' : !have('ip') ? 'needs iproute2' : false) }, async () => {
+    const tag = `nrecv${(process.pid % 46656).toString(36)}`;
+    const [nsA, nsB] = [`${tag}a`, `${tag}b`];
+    const dir = mkdtempSync(join(tmpdir(), 'cyp-batch-recv-'));
+    const reader = new URL('../../../src/cloud/udp-reader.js', import.meta.url).href;
+    // In nsA: a plain dgram socket and a batched one; 'hold' blocks the loop so that what is sent meanwhile queues up.
+    writeFileSync(
+      join(dir, 'recv.mjs'),
+      `import dgram from 'node:dgram';
+      import { createInterface } from 'node:readline';
+      const { UdpBatchReader } = await import(${JSON.stringify(reader)});
+      const mk = async () => { const s = dgram.createSocket({ type: 'udp6', ipv6Only: false }); await new Promise((r) => s.bind(0, '::', r)); return s; };
+      const plain = await mk(), batched = await mk();
+      const a = [], b = [];
+      plain.on('message', (m, r) => a.push(r.address + '|' + r.port + '|' + m));
+      const rd = UdpBatchReader.create(batched, { v6: true, handler: (m, addr, port) => b.push(addr + '|' + port + '|' + m), onTruncated: () => {}, onError: () => {} });
+      batched.on('message', (m, r) => rd.message(m, r.address, r.port));
+      console.log(JSON.stringify([plain.address().port, batched.address().port]));
+      for await (const line of createInterface({ input: process.stdin })) {
+        if (line === 'hold') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 3000);
+        if (line === 'report') setTimeout(() => { console.log(JSON.stringify({ plain: a.sort(), batched: b.sort(), drained: rd.drained })); process.exit(0); }, 300);
+      }
+      `,
+    );
+    const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8', timeout: 10_000 });
+    let child: ReturnType<typeof spawn> | null = null;
+    try {
+      ip('netns', 'add', nsA);
+      ip('netns', 'add', nsB);
+      ip('link', 'add', `${tag}x`, 'netns', nsA, 'type', 'veth', 'peer', 'name', `${tag}y`, 'netns', nsB);
+      ip('-n', nsA, 'addr', 'add', 'fe80::a/64', 'dev', `${tag}x`, 'nodad');
+      ip('-n', nsB, 'addr', 'add', 'fe80::b/64', 'dev', `${tag}y`, 'nodad');
+      ip('-n', nsA, 'link', 'set', `${tag}x`, 'up');
+      ip('-n', nsB, 'link', 'set', `${tag}y`, 'up');
+      const c = (child = spawn('ip', ['netns', 'exec', nsA, process.execPath, join(dir, 'recv.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] }));
+      const lines: string[] = [];
+      let partial = '';
+      c.stdout!.on('data', (d: Buffer) => {
+        const parts = (partial + d.toString()).split('\n');
+        partial = parts.pop()!;
+        lines.push(...parts);
+      });
+      await until(() => lines.length >= 1, 10_000);
+      const ports = JSON.parse(lines[0]!) as number[];
+      c.stdin!.write('hold\n');
+      await new Promise((r) => setTimeout(r, 100));
+      const send = `const s = require('node:dgram').createSocket('udp6'); let n = 0;
+        for (let k = 0; k < 40; k++) for (const p of ${JSON.stringify(ports)}) s.send('m' + k, p, 'fe80::a%${tag}y', () => { if (++n === ${2 * 40}) s.close(); });`;
+      execFileSync('ip', ['netns', 'exec', nsB, process.execPath, '-e', send], { timeout: 10_000 });
+      c.stdin!.write('report\n');
+      await until(() => lines.length >= 2, 10_000);
+      const res = JSON.parse(lines[1]!) as { plain: string[]; batched: string[]; drained: number };
+      assert.equal(res.plain.length, 40);
+      assert.ok(res.plain[0]!.startsWith(`fe80::b%${tag}x|`), res.plain[0]);
+      assert.deepEqual(res.batched, res.plain);
+      assert.ok(res.drained > 0, 'read in batches');
+    } finally {
+      child?.kill();
+      for (const ns of [nsA, nsB]) {
+        try {
+          execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+        } catch {
+          // not created
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
