@@ -12,7 +12,7 @@
 #include "offload.h"
 
 int udp_recv_batch(int fd, uint8_t *buf, size_t slot, size_t nbuf, uint32_t *offsets, uint32_t *lengths, uint8_t *metas,
-                   size_t cap) {
+                   uint32_t *scopes, size_t cap) {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iov[MAX_BATCH];
   struct sockaddr_storage addrs[MAX_BATCH];
@@ -46,10 +46,13 @@ int udp_recv_batch(int fd, uint8_t *buf, size_t slot, size_t nbuf, uint32_t *off
       }
     }
     size_t base = (size_t)i * slot;
+    uint32_t scope = addrs[i].ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addrs[i])->sin6_scope_id : 0;
     if ((h->msg_flags & MSG_TRUNC) || total == 0) {
       offsets[out] = (uint32_t)base;
       lengths[out] = 0;
       write_meta(metas + out * 20, &addrs[i]);
+      if (h->msg_flags & MSG_TRUNC) metas[out * 20 + 1] = 1;  // cut, not empty
+      if (scopes) scopes[out] = scope;
       out++;
       continue;
     }
@@ -57,6 +60,7 @@ int udp_recv_batch(int fd, uint8_t *buf, size_t slot, size_t nbuf, uint32_t *off
       offsets[out] = (uint32_t)(base + at);
       lengths[out] = (uint32_t)(total - at < seg ? total - at : seg);
       write_meta(metas + out * 20, &addrs[i]);
+      if (scopes) scopes[out] = scope;
       out++;
     }
   }

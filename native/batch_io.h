@@ -28,11 +28,12 @@
 #define MAX_TUN_WRITE 4096
 
 // One non-blocking recvmmsg into `nbuf` (<= MAX_BATCH) slots of `slot` bytes at buf. Datagram i ends up at
-// buf[offsets[i]], lengths[i] bytes (0 = truncated), its source in metas[i*20..] (write_meta); a GRO buffer is split
-// into its datagrams. At most `cap` datagrams are reported (callers size nbuf so that every split fits). Returns the
-// count, 0 when nothing is queued (EAGAIN/EINTR), or -1 with errno set.
+// buf[offsets[i]], lengths[i] bytes (0 = truncated or empty; metas[i*20+1] is 1 when truncated), its source in
+// metas[i*20..] (write_meta) and, when scopes is not NULL, its IPv6 scope id (interface index of a link-local source,
+// else 0) in scopes[i]; a GRO buffer is split into its datagrams. At most `cap` datagrams are reported (callers size
+// nbuf so that every split fits). Returns the count, 0 when nothing is queued (EAGAIN/EINTR), or -1 with errno set.
 int udp_recv_batch(int fd, uint8_t *buf, size_t slot, size_t nbuf, uint32_t *offsets, uint32_t *lengths, uint8_t *metas,
-                   size_t cap);
+                   uint32_t *scopes, size_t cap);
 
 // sendmmsg of `count` (<= MAX_SEND) datagrams iov[0..count) to one destination. With gso, each run of equal-sized
 // datagrams (the last may be shorter) goes as one UDP GSO send; falls back to one datagram per message for good

@@ -881,17 +881,18 @@ static napi_value udp_set_gro(napi_env env, napi_callback_info info) {
 }
 
 // udpRecvMany(fd, buf, slotSize, offsets: Uint32Array, lengths: Uint32Array, metas: Uint8Array(20*n), timeoutMs,
-// wakeFd?, gro?) -> datagram count. One recvmmsg into slots of slotSize bytes, without blocking; waits (poll) only
-// when nothing is queued. A GRO buffer (UDP_GRO cmsg) is split into its datagrams: datagram i is at
-// buf[offsets[i]], lengths[i] bytes (0 = truncated), source in metas[i*20..] (see write_meta). With gro, at most
-// offsets.length/64 buffers are received per call so that every split fits.
+// wakeFd?, gro?, scopes?: Uint32Array) -> datagram count. One recvmmsg into slots of slotSize bytes, without blocking;
+// waits (poll) only when nothing is queued. A GRO buffer (UDP_GRO cmsg) is split into its datagrams: datagram i is at
+// buf[offsets[i]], lengths[i] bytes (0 = truncated or empty: metas[i*20+1] is 1 when truncated), source in
+// metas[i*20..] (see write_meta), and with scopes the IPv6 scope id of a link-local source in scopes[i] (else 0).
+// With gro, at most offsets.length/64 buffers are received per call so that every split fits.
 static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
+  napi_value argv[10];
   uint8_t *buf, *metas;
-  uint32_t *offsets, *lengths;
-  size_t len, no, nl, mlen, n = 0;
+  uint32_t *offsets, *lengths, *scopes = NULL;
+  size_t len, no, nl, mlen, ns = 0, n = 0;
   int64_t fd, slot, timeout, wakefd;
-  if (!get_args(env, info, 9, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
+  if (!get_args(env, info, 10, argv) || !get_int(env, argv[0], 0, INT_MAX, &fd, "fd") ||
       !get_bytes(env, argv[1], &buf, &len, "buf") || !get_int(env, argv[2], 1, 65536, &slot, "slotSize") ||
       !get_u32s(env, argv[3], &offsets, &no, "offsets") || !get_u32s(env, argv[4], &lengths, &nl, "lengths") ||
       !get_bytes(env, argv[5], &metas, &mlen, "metas") || !get_int(env, argv[6], -1, INT_MAX, &timeout, "timeoutMs") ||
@@ -899,16 +900,20 @@ static napi_value udp_recv_many(napi_env env, napi_callback_info info) {
     return NULL;
   bool gro = false;
   napi_get_value_bool(env, argv[8], &gro);  // absent/not boolean: false
+  napi_valuetype st;
+  if (napi_typeof(env, argv[9], &st) != napi_ok) return NULL;
+  if (st != napi_undefined && !get_u32s(env, argv[9], &scopes, &ns, "scopes")) return NULL;
   size_t cap = no < nl ? no : nl;
   if (cap > mlen / 20) cap = mlen / 20;
+  if (scopes && cap > ns) cap = ns;
   if (!batch_layout(env, len, slot, cap, &n)) return NULL;
   if (gro) n = n < cap / GRO_MAX_SEGS ? n : cap / GRO_MAX_SEGS;
   if (n == 0) {
-    arg_error(env, 1, "udpRecvMany: offsets/lengths/metas too short");
+    arg_error(env, 1, "udpRecvMany: offsets/lengths/metas/scopes too short");
     return NULL;
   }
   for (int pass = 0;; pass++) {
-    int got = udp_recv_batch((int)fd, buf, (size_t)slot, n, offsets, lengths, metas, cap);
+    int got = udp_recv_batch((int)fd, buf, (size_t)slot, n, offsets, lengths, metas, scopes, cap);
     if (got != 0 || pass == 1) return num(env, got < 0 ? -1 : got);
     if (timeout == 0) return num(env, 0);  // a non-blocking look: no poll() when nothing was queued
     int ready = wait_readable_or_wake(env, (int)fd, (int)wakefd, (int)timeout);

@@ -819,7 +819,7 @@ static void receive_one(engine_t *e, const uint8_t *f, size_t n, const uint8_t *
 }
 
 static int receive_step(engine_t *e) {
-  int got = udp_recv_batch(e->udp, e->rbuf, e->rslot, e->rbufs, e->roffs, e->rlens, e->rmetas, e->rmax);
+  int got = udp_recv_batch(e->udp, e->rbuf, e->rslot, e->rbufs, e->roffs, e->rlens, e->rmetas, NULL, e->rmax);
   for (int i = 0; i < got; i++) {
     if (e->rlens[i] == 0) {
       count(e, e->ix.malformed, 1);  // truncated: larger than any datagram we send

@@ -44,10 +44,11 @@ export interface NativeAddon {
   /** CPU time the calling thread has used so far, µs (CLOCK_THREAD_CPUTIME_ID; -1 if the clock failed). */
   threadCpuUs(): number;
   setNonblocking(fd: number): void;
-  /** recvmmsg into slots of slotSize: datagram i at buf[offsets[i]], lengths[i] bytes (0 = truncated); its source
-   *  in metas[i*20..]: [0]=family 4|6, [2..3]=port (BE), [4..] address (IPv4-mapped sources reported as IPv4).
-   *  UDP GRO buffers are split into their datagrams; with `gro`, at most offsets.length/64 buffers per call.
-   *  Waits only when nothing is queued. */
+  /** recvmmsg into slots of slotSize: datagram i at buf[offsets[i]], lengths[i] bytes (0 = truncated or empty); its
+   *  source in metas[i*20..]: [0]=family 4|6, [1]=1 when truncated (longer than the slot), [2..3]=port (BE), [4..]
+   *  address (IPv4-mapped sources reported as IPv4); with `scopes`, scopes[i] = the IPv6 scope id (interface index)
+   *  of a link-local source, else 0. UDP GRO buffers are split into their datagrams; with `gro`, at most
+   *  offsets.length/64 buffers per call. Waits only when nothing is queued. */
   udpRecvMany(
     fd: number,
     buf: Uint8Array,
@@ -58,6 +59,7 @@ export interface NativeAddon {
     timeoutMs: number,
     wakeFd: number | undefined,
     gro: boolean,
+    scopes?: Uint32Array,
   ): number;
   /** sendmmsg of `count` (<= 256) datagrams (buf[offsets[i]], lengths[i]) to one destination; returns how many
    *  went. With gso, runs of equal-sized datagrams go as single UDP GSO sends (plain sendmmsg if the kernel refuses). */

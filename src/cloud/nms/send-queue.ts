@@ -4,22 +4,15 @@
 // of the NMS's time in its CPU profiles). Without the addon, or when the kernel's socket buffer is full, the rest go
 // through the dgram socket as before.
 
-import type dgram from 'node:dgram';
 import { loadNativeAddon, type NativeAddon } from '../../native/addon.js';
 import { parseIp6 } from '../../protocol/ip.js';
+
+export { dgramFd } from '../udp-reader.js';
 
 /** Tunable: datagrams queued before the queue is flushed without waiting for the end of the turn. */
 export const SEND_QUEUE_MAX = 1024;
 /** Tunable: bytes of queued datagrams before the queue is flushed early (the slab they are copied into). */
 const SLAB_BYTES = 1 << 20;
-
-/** The fd under a bound dgram socket (Node keeps its handle behind a symbol; `_handle` is deprecated), or -1. */
-export function dgramFd(sock: dgram.Socket): number {
-  const key = Object.getOwnPropertySymbols(sock).find((s) => s.description === 'state symbol');
-  const state = key ? (sock as unknown as Record<symbol, { handle?: { fd?: unknown } } | undefined>)[key] : undefined;
-  const fd = state?.handle?.fd;
-  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : -1;
-}
 
 /** Writes IPv4 dotted quad `s` (from `start`) into out[at..at+4); false when it is not one. */
 function ip4Into(s: string, start: number, out: Uint8Array, at: number): boolean {

@@ -1,5 +1,7 @@
 // UDP socket of the TRS (default port 4503), dual-stack: one socket on [::] relays between IPv4 and IPv6 ends.
 // Hands each datagram with its raw source to the service and sends what the service asks; also finds the host's addresses.
+// Receives in batches like the NMS (UdpBatchReader, ../udp-reader.ts: after each 'message', the rest of the queue by
+// recvmmsg in the same call); plain 'message' events without the addon or with CYPHONIC_TRS_RECV_BATCH=off.
 
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
@@ -7,6 +9,7 @@ import { networkInterfaces } from 'node:os';
 import type { Endpoint } from '../../protocol/endpoint.js';
 import { mapForDualStack } from '../../util/addr.js';
 import type { Logger } from '../../util/log.js';
+import { UdpBatchReader } from '../udp-reader.js';
 import type { TrsService } from './service.js';
 
 export interface TrsTransportInit {
@@ -22,6 +25,8 @@ const SOCKET_BUFFER_BYTES = 4 << 20;
 export class TrsTransport {
   private sock: dgram.Socket | null = null;
   private dualStack = true;
+  /** Reads the rest of the socket's queue after each 'message' (null: the addon is missing; one event each). */
+  private reader: UdpBatchReader | null = null;
 
   constructor(
     private readonly init: TrsTransportInit,
@@ -52,14 +57,21 @@ export class TrsTransport {
       recvBufferSize: SOCKET_BUFFER_BYTES,
       sendBufferSize: SOCKET_BUFFER_BYTES,
     });
-    sock.on('message', (msg, rinfo) => {
+    const onDatagram = (msg: Buffer, address: string, port: number): void => {
       // Port 0 can be neither answered nor forwarded to: dropped before any work.
-      if (rinfo.port === 0) return this.service.counters.inc('refused.port0');
+      if (port === 0) return this.service.counters.inc('refused.port0');
+      this.service.handle(msg, address, port);
+    };
+    const failed = (err: unknown): void => {
+      this.service.counters.inc('error.handler');
+      this.logger.error('TRS handler failed', { err: (err as Error).message });
+    };
+    sock.on('message', (msg, rinfo) => {
+      if (this.reader) return this.reader.message(msg, rinfo.address, rinfo.port);
       try {
-        this.service.handle(msg, rinfo.address, rinfo.port);
+        onDatagram(msg, rinfo.address, rinfo.port);
       } catch (err) {
-        this.service.counters.inc('error.handler');
-        this.logger.error('TRS handler failed', { err: (err as Error).message });
+        failed(err);
       }
     });
     sock.on('error', (err) => this.logger.error('TRS socket error', { err: err.message }));
@@ -71,10 +83,20 @@ export class TrsTransport {
       });
     });
     this.sock = sock;
+    if (process.env['CYPHONIC_TRS_RECV_BATCH'] !== 'off') {
+      this.reader = UdpBatchReader.create(sock, { v6: this.dualStack, handler: onDatagram, onTruncated: () => this.service.counters.inc('refused.truncated'), onError: failed });
+    }
     return { port: sock.address().port };
   }
 
+  /** Batch reads the reader made and the datagrams they returned (0, 0 without it), for tests. */
+  get recvBatches(): { batches: number; drained: number } {
+    return { batches: this.reader?.batches ?? 0, drained: this.reader?.drained ?? 0 };
+  }
+
   async stop(): Promise<void> {
+    this.reader?.close();
+    this.reader = null;
     const s = this.sock;
     this.sock = null;
     if (s) await new Promise<void>((r) => s.close(() => r()));
