@@ -129,12 +129,17 @@ export function decodeString(buf: Buffer, tlv: Tlv): string {
   }
 }
 
-/** Name attributes in order, as [oid, value]. Unknown string encodings are skipped. */
-export function decodeName(buf: Buffer, name: Tlv): Array<[string, string]> {
+/**
+ * A Name's attributes in order, as [oid, value] (values in string types we do not read are skipped), and its
+ * comparable text: each attribute as `oid=json(value)`, RDNs in order, or null when a value could not be decoded.
+ */
+function readName(buf: Buffer, name: Tlv): { attrs: Array<[string, string]>; key: string | null } {
   if (name.tag !== TAG_SEQUENCE) throw new DerError('Name is not a SEQUENCE');
-  const out: Array<[string, string]> = [];
+  const attrs: Array<[string, string]> = [];
+  let key: string | null = '';
   for (const rdn of children(buf, name)) {
     if (rdn.tag !== TAG_SET) throw new DerError('RDN is not a SET');
+    if (key !== null) key += '/';
     for (const atv of children(buf, rdn)) {
       if (atv.tag !== TAG_SEQUENCE) throw new DerError('AttributeTypeAndValue is not a SEQUENCE');
       const parts = children(buf, atv);
@@ -144,12 +149,19 @@ export function decodeName(buf: Buffer, name: Tlv): Array<[string, string]> {
       try {
         text = decodeString(buf, parts[1]!);
       } catch {
+        key = null; // a string type (or bytes) we do not read: such names are compared by OpenSSL
         continue;
       }
-      out.push([oid, text]);
+      attrs.push([oid, text]);
+      if (key !== null) key += `${oid}=${JSON.stringify(text)};`;
     }
   }
-  return out;
+  return { attrs, key };
+}
+
+/** Name attributes in order, as [oid, value]. Unknown string encodings are skipped. */
+export function decodeName(buf: Buffer, name: Tlv): Array<[string, string]> {
+  return readName(buf, name).attrs;
 }
 
 export const OID_CN = '2.5.4.3';
@@ -224,29 +236,6 @@ export interface CertFields {
   authorityKeyIdByIssuer?: boolean;
   /** subjectAltName's dNSNames (as written) and iPAddresses (4 or 16 bytes); undefined when absent. */
   subjectAltName?: { dns: string[]; ips: Buffer[] };
-}
-
-/** Comparable text of a Name: each attribute as `oid=json(value)`, RDNs in order; null if a value cannot be decoded. */
-function nameKey(buf: Buffer, name: Tlv): string | null {
-  let out = '';
-  for (const rdn of children(buf, name)) {
-    if (rdn.tag !== TAG_SET) throw new DerError('RDN is not a SET');
-    out += '/';
-    for (const atv of children(buf, rdn)) {
-      if (atv.tag !== TAG_SEQUENCE) throw new DerError('AttributeTypeAndValue is not a SEQUENCE');
-      const parts = children(buf, atv);
-      if (parts.length !== 2 || parts[0]!.tag !== TAG_OID) throw new DerError('bad AttributeTypeAndValue');
-      const oid = decodeOid(valueOf(buf, parts[0]!));
-      let text: string;
-      try {
-        text = decodeString(buf, parts[1]!);
-      } catch {
-        return null; // a string type (or bytes) we do not read: such names are compared by OpenSSL
-      }
-      out += `${oid}=${JSON.stringify(text)};`;
-    }
-  }
-  return out;
 }
 
 /** A BIT STRING's bits, insisting that none are unused (signatures, keys). */
@@ -325,16 +314,17 @@ export function parseCertFields(der: Buffer): CertFields {
   if (issuer.tag !== TAG_SEQUENCE || spki.tag !== TAG_SEQUENCE) throw new DerError('bad TBSCertificate');
   const times = children(der, validity);
   if (times.length !== 2) throw new DerError('bad Validity');
+  const subjectName = readName(der, subject);
   const fields: CertFields = {
-    subject: decodeName(der, subject),
+    subject: subjectName.attrs,
     notBefore: decodeTime(der, times[0]!),
     notAfter: decodeTime(der, times[1]!),
     tbs: encodingOf(der, top[0]!),
     serial: valueOf(der, serial),
     issuerDer: encodingOf(der, issuer),
     subjectDer: encodingOf(der, subject),
-    issuerKey: nameKey(der, issuer),
-    subjectKey: nameKey(der, subject),
+    issuerKey: readName(der, issuer).key,
+    subjectKey: subjectName.key,
     tbsSignatureAlgorithm: encodingOf(der, sigAlg),
     signatureAlgorithm: encodingOf(der, top[1]!),
     signature: wholeBits(der, top[2]!),

@@ -22,14 +22,9 @@ import { parseCert } from '../../../src/crypto/pem.js';
 import { verifyChain, verifyChainParsed } from '../../../src/crypto/verify.js';
 import { SIGNING_ALGORITHM, importWebKeyPair, x509 } from '../../../src/crypto/x509lib.js';
 import { CertificateError } from '../../../src/util/errors.js';
+import { certCode } from '../../harness/cert-errors.js';
 
 const DAY = 86_400_000;
-
-const certCode = (code: string) => (err: unknown) => {
-  assert.ok(err instanceof CertificateError, `expected CertificateError, got ${String(err)}`);
-  assert.equal(err.code, code, err.message);
-  return true;
-};
 
 /** DER of one TLV with a short or long length. */
 function tlv(tag: number, value: Buffer): Buffer {

@@ -30,14 +30,9 @@ import {
 import { keyDers } from '../../../src/crypto/keys.js';
 import { SIGNING_ALGORITHM, importWebKeyPair, x509 } from '../../../src/crypto/x509lib.js';
 import { CertificateError } from '../../../src/util/errors.js';
+import { certCode } from '../../harness/cert-errors.js';
 
 const DAY = 86_400_000;
-
-const certCode = (code: string) => (err: unknown) => {
-  assert.ok(err instanceof CertificateError, `expected CertificateError, got ${String(err)}`);
-  assert.equal(err.code, code, err.message);
-  return true;
-};
 
 interface NodeMaterial {
   keyPem: string;
