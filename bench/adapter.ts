@@ -11,7 +11,8 @@
 //     datagrams (iperf3 -u -l 1372 -w 4M), the highest -b rate found by bisection below what an unpaced flood
 //     offered (bench/lib/iperf.ts's udpAtLowLoss, as bench/dataplane.ts's UDP row); and the same search with a
 //     UDP GSO sender (bench/lib/udp-gso-load.ts: UDP_SEGMENT sends of 40 such datagrams, as a QUIC stack sends),
-//     whose super-datagrams the adapter carries into the general node's engine whole (lan.fast.out.gso.udp)
+//     whose super-datagrams the adapter carries into the general node's engine whole (lan.fast.out.gso.udp); iperf3's
+//     plain datagrams the adapter merges, runs of one flow it reads together, into super-datagrams (lan.fast.out.merged.udp)
 //
 // usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)] [--no-lan-fast (the adapter carries every
 //        packet through its main thread, for A/B runs)] [--adapter-side (also time each ARP/ND answer at the
@@ -158,7 +159,7 @@ async function main(): Promise<void> {
           const c1 = (await status()).lanCounters;
           const d = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
           const extra = from === g1
-            ? `fast path out ${d('lan.fast.out')} packets, ${d('lan.fast.out.gso.udp')} UDP super-frames whole`
+            ? `fast path out ${d('lan.fast.out')} packets, ${d('lan.fast.out.gso.udp')} UDP super-frames whole, ${d('lan.fast.out.merged.udp.datagrams')} merged into ${d('lan.fast.out.merged.udp')} writes`
             : `general node → node: ${gnUdp > 0 && found.mbps > 0 ? ((100 * gnUdp) / found.mbps).toFixed(0) : '-'} %`;
           if (from === g1) gnUdp = found.mbps;
           rows.push([`UDP ${label}, ${UDP_LEN + 28} B datagrams at <= ${UDP_MAX_LOSS} % loss`, `${found.mbps.toFixed(0)} Mbit/s (${found.at}; unpaced flood ${(flood.pps / 1000).toFixed(0)}k pkt/s received, ${flood.lossPct.toFixed(1)} % loss; ${extra})`]);
