@@ -23,7 +23,8 @@
 //   datagrams read and seals one per capsule; the run ends at another flow, a larger datagram, after a shorter one,
 //   at a frame left to TypeScript (spoofed source), an IPv4 id gap, a wrong or absent UDP checksum, another TTL, TOS
 //   or flow label, a TCP segment; it holds at most 128 datagrams and 65535 IP bytes; a lone datagram, and any
-//   datagram into a plain pair, goes as one plain write as before;
+//   datagram into a plain pair, goes as one plain write as before; datagrams read before a super-datagram go into
+//   the pair before it;
 // - a node whose pair is plain (offloads off) gets the segments one by one, as before;
 // - in: the engine's merged TCP packet (vnet_coalesce) for the node leaves on the LAN as one GSO frame whole;
 //   one whose header is not exactly vnet_coalesce's is left for the reader (nothing on the LAN);
@@ -570,6 +571,18 @@ describe('Super-frames (TCP, UDP GSO) between the LAN and a general node\'s engi
         assert.deepEqual(got.map((f) => f.subarray(14)), handed, `${what}: handed out`);
         assert.deepEqual(writes(), want, `${what}: the writes, in order, each datagram byte for byte`);
       }
+    });
+  });
+
+  it('datagrams read before a UDP super-datagram of the same flow go into the pair before it, and those after it after', () => {
+    ownPair((writes) => {
+      const a = udpRun(G1_4, PEER4, 7, 1000, { id: 100 });
+      const chunks = [0, 1, 2].map((i) => pattern(1000, 50 + i));
+      const sup = udp(G1_4, PEER4, Buffer.concat(chunks), { id: 102 });
+      sup.writeUInt16BE(fold(udpPseudo(sup, 20)), 26); // UDP_SEGMENT leaves the checksum partial
+      const cut = chunks.map((c, i) => udp(G1_4, PEER4, c, { id: 102 + i }));
+      assert.deepEqual(recv(plainFrame(a[0]!), plainFrame(a[1]!), udpSuper(sup, 1000), plainFrame(a[5]!), plainFrame(a[6]!)), []);
+      assert.deepEqual(writes(), [[a[0]!, a[1]!], cut, [a[5]!, a[6]!]], 'in the order read');
     });
   });
 
