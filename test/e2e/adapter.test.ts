@@ -393,14 +393,15 @@ for k in range(20):
       const rx = alpha.host.exec('python3', ['-c', `import socket
 s = socket.socket(socket.${fam}, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 s.bind(('${addr}', ${port})); s.settimeout(4)
+want = [k.to_bytes(4, 'big') + bytes((i * 7 + k) & 255 for i in range(${len - 4})) for k in range(${total})]
 n = bad = 0
 try:
     while n < ${total}:
         d = s.recv(65535); k = int.from_bytes(d[:4], 'big'); n += 1
-        if d != k.to_bytes(4, 'big') + bytes((i * 7 + k) & 255 for i in range(${len - 4})): bad += 1
+        if k >= ${total} or d != want[k]: bad += 1
 except socket.timeout: pass
 print(n, bad)`], { timeoutMs: 60_000 });
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, 1000));
       await dev['g1']!.run('python3', ['-c', `import socket, time
 s = socket.socket(socket.${fam}, socket.SOCK_DGRAM); s.connect(('${addr}', ${port}))
 ds = [k.to_bytes(4, 'big') + bytes((i * 7 + k) & 255 for i in range(${len - 4})) for k in range(${total})]
