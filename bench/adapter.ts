@@ -11,7 +11,10 @@
 //     datagrams (iperf3 -u -l 1372 -w 4M), the highest -b rate found by bisection below what an unpaced flood
 //     offered (bench/lib/iperf.ts's udpAtLowLoss, as bench/dataplane.ts's UDP row); and the same search with a
 //     UDP GSO sender (bench/lib/udp-gso-load.ts: UDP_SEGMENT sends of 40 such datagrams, as a QUIC stack sends),
-//     whose super-datagrams the adapter carries into the general node's engine whole (lan.fast.out.gso.udp)
+//     whose super-datagrams the adapter carries into the general node's engine whole (lan.fast.out.gso.udp); iperf3's
+//     plain datagrams the adapter merges, runs of one flow it reads together, into super-datagrams (lan.fast.out.merged.udp)
+//   - the adapter process's CPU time per datagram of iperf3 -u at a fixed 80 Mbit/s (general node → node), which the
+//     sender reaches on a busy box too, so builds compare by what the adapter spends rather than by what got sent
 //
 // usage: node dist/bench/adapter.js [--seconds N (10)] [--probes N (200)] [--no-lan-fast (the adapter carries every
 //        packet through its main thread, for A/B runs)] [--adapter-side (also time each ARP/ND answer at the
@@ -19,6 +22,7 @@
 //        [--udp-steps N (5; 0: no UDP rows)] [--udp-step-seconds N (3)]
 // needs root and iperf3, dhclient (isc-dhcp-client), dig (bind9-dnsutils); scripts/setup.sh installs them.
 
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { controlGet } from '../src/util/control.js';
@@ -39,6 +43,15 @@ const DOMAIN = 'cyphonic.internal';
 /** UDP payload bytes: 1400-byte IPv4 datagrams, the overlay's MTU (as bench/dataplane.ts's UDP row). */
 const UDP_LEN = 1372;
 const UDP_WINDOW = '4M';
+/** The fixed rate of the adapter CPU row: under what the general node's iperf3 got through in every run so far. */
+const UDP_FIXED_MBPS = 80;
+
+/** CPU seconds (user + system, all threads) process `pid` has used so far (/proc/<pid>/stat, CLK_TCK 100). */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / 100;
+}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -158,10 +171,21 @@ async function main(): Promise<void> {
           const c1 = (await status()).lanCounters;
           const d = (k: string): number => (c1[k] ?? 0) - (c0[k] ?? 0);
           const extra = from === g1
-            ? `fast path out ${d('lan.fast.out')} packets, ${d('lan.fast.out.gso.udp')} UDP super-frames whole`
+            ? `fast path out ${d('lan.fast.out')} packets, ${d('lan.fast.out.gso.udp')} UDP super-frames whole, ${d('lan.fast.out.merged.udp.datagrams')} merged into ${d('lan.fast.out.merged.udp')} writes`
             : `general node → node: ${gnUdp > 0 && found.mbps > 0 ? ((100 * gnUdp) / found.mbps).toFixed(0) : '-'} %`;
           if (from === g1) gnUdp = found.mbps;
           rows.push([`UDP ${label}, ${UDP_LEN + 28} B datagrams at <= ${UDP_MAX_LOSS} % loss`, `${found.mbps.toFixed(0)} Mbit/s (${found.at}; unpaced flood ${(flood.pps / 1000).toFixed(0)}k pkt/s received, ${flood.lossPct.toFixed(1)} % loss; ${extra})`]);
+          if (from === g1 && gw.pid !== undefined) {
+            // What the adapter spends on the same datagrams at a rate every build carries (the figure above is bounded
+            // by what the sender gets out on a shared box too): its process's CPU time per datagram received.
+            const c2 = (await status()).lanCounters;
+            const cpu0 = cpuSeconds(gw.pid);
+            const fixed = await iperfUdp(from, a.vip4!, 2 * udpStepSeconds, UDP_LEN, `${UDP_FIXED_MBPS}M`, UDP_WINDOW);
+            const cpu = cpuSeconds(gw.pid) - cpu0;
+            const c3 = (await status()).lanCounters;
+            const got = fixed.pps * 2 * udpStepSeconds;
+            rows.push([`UDP general node → node at ${UDP_FIXED_MBPS} Mbit/s (${2 * udpStepSeconds} s): the adapter process's CPU`, `${((1e6 * cpu) / got).toFixed(2)} µs per datagram (${((100 * cpu) / (2 * udpStepSeconds)).toFixed(0)} % of a core; ${(fixed.pps / 1000).toFixed(1)}k pkt/s received, ${fixed.lossPct.toFixed(2)} % loss; ${(c3['lan.fast.out.merged.udp.datagrams'] ?? 0) - (c2['lan.fast.out.merged.udp.datagrams'] ?? 0)} merged into ${(c3['lan.fast.out.merged.udp'] ?? 0) - (c2['lan.fast.out.merged.udp'] ?? 0)} writes)`]);
+          }
         }
       } finally {
         await srv.stop();

@@ -23,11 +23,15 @@ enum {
   LAN_FAST_ST_OUT_GSO,   // LAN super-frames (GRO/TSO, UDP GSO) written whole into a pair (each carries several of ..._OUT)
   LAN_FAST_ST_OUT_BAD,   // LAN super-frames for a general node's pair dropped: their virtio_net_hdr or lengths disagree
   LAN_FAST_ST_OUT_GSO_UDP,  // ... of LAN_FAST_ST_OUT_GSO: UDP GSO super-datagrams (UDP_SEGMENT, UDP GRO forwarding)
+  LAN_FAST_ST_OUT_MERGED_UDP,         // writes into a pair that merged a run of plain UDP datagrams into one super-datagram
+  LAN_FAST_ST_OUT_MERGED_UDP_DGRAMS,  // ... the datagrams they carried (also in LAN_FAST_ST_OUT)
   LAN_FAST_ST_COUNT
 };
 
 // Frames out[i*slot], lens[i] bytes, i < n, read from LAN socket `fd`: carries those the fast path takes into their
-// general node's pair and moves the rest to the front (same order). Returns how many are left.
+// general node's pair and moves the rest to the front (same order). Returns how many are left. Into a pair with
+// virtio headers, a run of consecutive plain UDP datagrams of one flow goes as one UDP GSO super-datagram (the
+// engine cuts it back into the same datagrams), so the more frames one call gets, the fewer writes.
 size_t lan_fast_filter(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t n);
 
 // A frame read from LAN socket `fd` with its virtio_net_hdr (`in`, len bytes), before it is cut: a TCP super-frame

@@ -8,8 +8,11 @@
 // So everything after the reader sees frames a wire could carry, with full checksums. lanSend writes frames
 // back with an empty header (the socket wants one before every frame once PACKET_VNET_HDR is set).
 // lanRecv first offers each frame read to lan_fast.c's lan_fast_super (a TCP super-frame or UDP GSO super-datagram
-// for a general node's engine whose pair takes virtio headers goes there whole, not cut), and hands every cut frame to lan_fast.c, which carries plain TCP/UDP packets of general nodes to their
-// engines' packet pairs on this thread (not handed out either), and lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
+// for a general node's engine whose pair takes virtio headers goes there whole, not cut), and hands the cut frames to
+// lan_fast.c, which carries plain TCP/UDP packets of general nodes to their engines' packet pairs on this thread (not
+// handed out either) — the frames of many reads together, so that a run of one UDP flow's datagrams becomes one
+// write (they are offered before a super-frame goes into a pair, so none overtakes another, and whenever few slots
+// are left) — and lets lan_proxy.c answer a plain ARP request or Neighbor Solicitation for an address in the socket's
 // fast table on this thread; such a frame is counted (LAN_ST_PROXY_*) and not handed out.
 //
 // Every length is checked before it is used: a hostile device chooses the header and the frame.
@@ -265,6 +268,13 @@ static bool out_slots(napi_env env, size_t olen, int64_t slot, size_t nl, size_t
   return true;
 }
 
+// Offers frames [*fresh, *count) of lanRecv's output to the fast path (lan_fast_filter), which carries some and
+// moves the rest down: *count shrinks by what it carried, and every frame is then offered.
+static void offer(int fd, uint8_t *out, size_t slot, uint32_t *lens, size_t *count, size_t *fresh) {
+  if (*count > *fresh) *count = *fresh + lan_fast_filter(fd, out + *fresh * slot, slot, lens + *fresh, *count - *fresh);
+  *fresh = *count;
+}
+
 // lanRecv(fd, scratch, out, slot, lengths: Uint32Array, stats: Uint32Array(LAN_ST_LEN), timeoutMs) -> frame count.
 // Waits up to timeoutMs for the first frame, then reads what is queued (no blocking) while MIN_FREE slots are
 // free; frame i at out[i*slot], lengths[i] bytes. scratch (>= 65 KiB) receives each frame; a super-frame whose
@@ -284,13 +294,17 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
     if (sn < LAN_ST_LEN || slen < 65536) arg_error(env, 1, "lanRecv: stats too short or scratch under 64 KiB");
     return NULL;
   }
-  size_t count = 0;
+  // Frames [fresh, count) are not yet offered to the fast path: it gets them together (offer), so that it can merge a
+  // run of one UDP flow's datagrams into one write; before a super-frame goes into a pair whole, and when few slots
+  // are left (carried frames free theirs).
+  size_t count = 0, fresh = 0;
   if (st[LAN_ST_PENDING]) {
     size_t plen = st[LAN_ST_PENDING];
     st[LAN_ST_PENDING] = 0;
     int n = plen <= slen ? lan_segment(scratch, plen, out, (size_t)slot, nslots, lens, st) : 0;
     if (n == SEG_TOO_MANY) st[LAN_ST_DROP_TOO_MANY]++;
-    else if (n > 0) count += lan_fast_filter((int)fd, out, (size_t)slot, lens, (size_t)n);
+    else if (n > 0) count = (size_t)n;
+    offer((int)fd, out, (size_t)slot, lens, &count, &fresh);
   }
   if (count == 0 && timeout != 0) {
     struct pollfd p = {.fd = (int)fd, .events = POLLIN};
@@ -307,7 +321,9 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
-  for (int reads = 0; reads < MAX_READS && (count == 0 || nslots - count >= MIN_FREE) && count < nslots; reads++) {
+  for (int reads = 0; reads < MAX_READS; reads++) {
+    if (count > fresh && nslots - count < MIN_FREE) offer((int)fd, out, (size_t)slot, lens, &count, &fresh);
+    if ((count > 0 && nslots - count < MIN_FREE) || count >= nslots) break;
     struct iovec iov = {.iov_base = scratch, .iov_len = slen};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t n = recvmsg((int)fd, &mh, MSG_DONTWAIT | MSG_TRUNC);
@@ -326,6 +342,7 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
       st[LAN_ST_DROP_TOO_BIG]++;
       continue;
     }
+    if ((size_t)n > VNET_HDR_LEN && scratch[1] != VIRTIO_NET_HDR_GSO_NONE) offer((int)fd, out, (size_t)slot, lens, &count, &fresh);  // what came before goes first
     if (lan_fast_super((int)fd, scratch, (size_t)n) != LAN_FAST_LEFT) continue;  // a super-frame for an engine, whole
     int got = lan_segment(scratch, (size_t)n, out + count * (size_t)slot, (size_t)slot, nslots - count, lens + count, st);
     if (got == SEG_TOO_MANY) {
@@ -337,8 +354,9 @@ static napi_value lan_recv(napi_env env, napi_callback_info info) {
       break;
     }
     if (got == 1 && fast_answered((int)fd, out + count * (size_t)slot, lens[count], st)) continue;
-    if (got > 0) count += lan_fast_filter((int)fd, out + count * (size_t)slot, (size_t)slot, lens + count, (size_t)got);
+    if (got > 0) count += (size_t)got;
   }
+  offer((int)fd, out, (size_t)slot, lens, &count, &fresh);
   return num(env, (double)count);
 }
 

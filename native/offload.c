@@ -327,6 +327,43 @@ static uint8_t *merge_run(uint8_t *o, uint8_t *const *ptrs, const uint32_t *lens
   return o;
 }
 
+// Turns the IP + UDP headers at `ip` (IP header iphl bytes, v6) into those of a USO packet of `total` IP bytes and
+// writes its virtio_net_hdr at `vh`: IP length (and the IPv4 header checksum), the UDP length covering all of it,
+// the UDP checksum field the pseudo-header sum of that length (CHECKSUM_PARTIAL, as the kernel's UDP GSO leaves it),
+// datagrams of `seg` payload bytes.
+static void uso_finish(uint8_t *vh, uint8_t *ip, int v6, size_t iphl, size_t total, size_t seg) {
+  if (v6) {
+    wr16(ip + 4, (uint32_t)(total - 40));
+  } else {
+    wr16(ip + 2, (uint32_t)total);
+    ipv4_fix_checksum(ip, iphl);
+  }
+  uint8_t *uh = ip + iphl;
+  wr16(uh + 4, (uint32_t)(total - iphl));
+  uint16_t ps = csum_fold(pseudo_sum_p(ip, v6, total - iphl, IPPROTO_UDP_));
+  memcpy(uh + 6, &ps, 2);
+  struct virtio_net_hdr h;
+  memset(&h, 0, sizeof h);
+  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  h.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4;
+  h.hdr_len = (uint16_t)(iphl + UDP_HL);
+  h.gso_size = (uint16_t)seg;
+  h.csum_start = (uint16_t)iphl;
+  h.csum_offset = 6;
+  memcpy(vh, &h, VNET_HDR_LEN);
+}
+
+void uso_headers(uint8_t *out, const uint8_t *first, size_t iphl, size_t total, size_t seg) {
+  memcpy(out + VNET_HDR_LEN, first, iphl + UDP_HL);
+  uso_finish(out, out + VNET_HDR_LEN, (first[0] >> 4) == 6, iphl, total, seg);
+}
+
+bool udp_csum_ok(const uint8_t *ip, size_t len, size_t iphl) {
+  if (len < iphl + UDP_HL || (ip[iphl + 6] == 0 && ip[iphl + 7] == 0)) return false;
+  int v6 = (ip[0] >> 4) == 6;
+  return csum_fold(csum_add(pseudo_sum_p(ip, v6, len - iphl, IPPROTO_UDP_), ip + iphl, len - iphl)) == 0xffff;
+}
+
 static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
                            size_t *used) {
   const uint8_t *f = ptrs[first];
@@ -350,20 +387,7 @@ static size_t udp_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t co
     if (qpay < seg) break;  // a short datagram ends the run
   }
   if (n < 2) return 0;
-  uint8_t *o = merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total);
-  uint8_t *uh = o + iphl;
-  wr16(uh + 4, (uint32_t)(total - iphl));
-  uint16_t ps = csum_fold(pseudo_sum_p(o, v6, total - iphl, IPPROTO_UDP_));
-  memcpy(uh + 6, &ps, 2);
-  struct virtio_net_hdr h;
-  memset(&h, 0, sizeof h);
-  h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-  h.gso_type = VIRTIO_NET_HDR_GSO_UDP_L4;
-  h.hdr_len = (uint16_t)hl;
-  h.gso_size = (uint16_t)seg;
-  h.csum_start = (uint16_t)iphl;
-  h.csum_offset = 6;
-  memcpy(out, &h, VNET_HDR_LEN);
+  uso_finish(out, merge_run(out + VNET_HDR_LEN, ptrs, lens, first, n, hl, v6, iphl, total), v6, iphl, total, seg);
   *used = n;
   return VNET_HDR_LEN + total;
 }

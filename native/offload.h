@@ -38,4 +38,14 @@ int vnet_segment_cap(const uint8_t *in, size_t len, uint8_t *out, size_t slot, s
 size_t vnet_coalesce(uint8_t *const *ptrs, const uint32_t *lens, size_t count, size_t first, uint8_t *out, size_t cap,
                      size_t *used, bool uso);
 
+// The virtio_net_hdr and IP + UDP headers (out: VNET_HDR_LEN + iphl + 8 bytes) of one USO packet of `total` IP bytes
+// whose payload is the datagrams of a run, the first at `first` (IPv4 without options or IPv6 without extension
+// headers, IP header iphl bytes; its headers are copied, lengths set): CHECKSUM_PARTIAL at the UDP checksum, hdr_len
+// the IP + UDP headers, gso_size `seg` — what vnet_coalesce writes for such a run, and what vnet_segment cuts back
+// into datagrams of seg bytes (the last may be shorter), each with IPv4 id + i and a fresh checksum.
+void uso_headers(uint8_t *out, const uint8_t *first, size_t iphl, size_t total, size_t seg);
+
+// Whether UDP datagram `ip` (len bytes, IP header iphl) carries a checksum (not 0) and it is right.
+bool udp_csum_ok(const uint8_t *ip, size_t len, size_t iphl);
+
 #endif

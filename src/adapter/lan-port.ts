@@ -92,6 +92,8 @@ export const FAST_STATS = [
   'lan.fast.out.gso',
   'lan.fast.out.bad-gso',
   'lan.fast.out.gso.udp',
+  'lan.fast.out.merged.udp',
+  'lan.fast.out.merged.udp.datagrams',
 ] as const;
 
 /** One address of the fast proxy table: answered with the adapter's MAC; `router` sets R in the NA. */

@@ -18,6 +18,13 @@
 //   other transport, no payload) is dropped and counted; sound ones it must not carry whole (spoofed source,
 //   unknown peer, datagrams over 1400 bytes, IPv4 options) are cut as before, and those the segmenter refuses
 //   (IPv6 extension headers, more datagrams than it has slots) are dropped and counted there;
+// - a run of plain UDP datagrams of one flow read in one lanRecv (IPv4 and IPv6, the last one shorter) goes into the
+//   pair as one UDP GSO super-datagram (the USO header the engine expects), which the engine cuts into exactly the
+//   datagrams read and seals one per capsule; the run ends at another flow, a larger datagram, after a shorter one,
+//   at a frame left to TypeScript (spoofed source), an IPv4 id gap, a wrong or absent UDP checksum, another TTL, TOS
+//   or flow label, a TCP segment; it holds at most 128 datagrams and 65535 IP bytes; a lone datagram, and any
+//   datagram into a plain pair, goes as one plain write as before; datagrams read before a super-datagram go into
+//   the pair before it;
 // - a node whose pair is plain (offloads off) gets the segments one by one, as before;
 // - in: the engine's merged TCP packet (vnet_coalesce) for the node leaves on the LAN as one GSO frame whole;
 //   one whose header is not exactly vnet_coalesce's is left for the reader (nothing on the LAN);
@@ -421,6 +428,187 @@ describe('Super-frames (TCP, UDP GSO) between the LAN and a general node\'s engi
       assert.equal(stats()['lan.fast.out']! - before['lan.fast.out']!, 0, `${what}: nothing carried`);
     }
     assert.deepEqual(atPeer(), []);
+  });
+
+  /** A plain frame as the packet socket reads it: an empty virtio_net_hdr, Ethernet from `src` to the adapter, IP packet `ip`. */
+  const plainFrame = (ip: Buffer, src = G1): Buffer =>
+    Buffer.concat([Buffer.alloc(VNET), encodeEthernet({ dst: ADAPTER, src, ethertype: ip[0]! >> 4 === 6 ? ETHERTYPE_IPV6 : ETHERTYPE_IPV4, payload: ip })]);
+  /** Datagrams of one flow as a connected socket sends them: `n` of `size` payload bytes (then one of `last`), IPv4 ids from `id`. */
+  const udpRun = (src: string, dst: string, n: number, size: number, o: { last?: number; id?: number; seed?: number } = {}): Buffer[] =>
+    [...Array.from({ length: n }, () => size), ...(o.last ? [o.last] : [])].map((len, i) => udp(src, dst, pattern(len, (o.seed ?? 0) + i), { id: ((o.id ?? 1) + i) & 0xffff }));
+  /** Datagram p changed by f, then its IPv4 header checksum and UDP checksum made right again. */
+  const udpMod = (p: Buffer, f: (q: Buffer) => void): Buffer => {
+    const q = Buffer.from(p);
+    f(q);
+    const iphl = q[0]! >> 4 === 6 ? 40 : 20;
+    if (iphl === 20) {
+      q.writeUInt16BE(0, 10);
+      q.writeUInt16BE(internetChecksum(q.subarray(0, 20)), 10);
+    }
+    q.writeUInt16BE(0, iphl + 6);
+    q.writeUInt16BE(0xffff - fold(sum16(q.subarray(iphl), udpPseudo(q, iphl))), iphl + 6);
+    return q;
+  };
+  /**
+   * Runs `body` with g1's pair replaced by a fresh vnet pair whose engine end the test reads itself: `writes()` is
+   * every write lanRecv made there, each as the packets it carries — a plain packet (empty virtio_net_hdr) as [it],
+   * a merged UDP write as the datagrams its header cuts it into (vnetSegment, as the engine does) — and checks a
+   * merged write's header is exactly the USO one the engine expects.
+   */
+  const ownPair = (body: (writes: () => Buffer[][]) => void, pairVnet = true): void => {
+    const [eng, host] = native.packetPair();
+    native.setNonblocking(eng);
+    const writes = (): Buffer[][] => {
+      const got: Buffer[][] = [];
+      const buf = Buffer.alloc(70000);
+      for (let n; (n = native.tunRead(eng, buf, 20)) > 0; ) {
+        if (!pairVnet) {
+          got.push([Buffer.from(buf.subarray(0, n))]);
+          continue;
+        }
+        const m = Buffer.from(buf.subarray(0, n));
+        if (m.subarray(0, VNET).equals(Buffer.alloc(VNET))) {
+          got.push([m.subarray(VNET)]);
+          continue;
+        }
+        const ip = m.subarray(VNET);
+        const iphl = ip[0]! >> 4 === 6 ? 40 : 20;
+        assert.deepEqual([m[0], m[1], m.readUInt16LE(2), m.readUInt16LE(6), m.readUInt16LE(8)], [NEEDS_CSUM, GSO_UDP_L4, iphl + 8, iphl, 6], 'a USO header at IP offsets');
+        assert.equal(iphl === 20 ? ip.readUInt16BE(2) : ip.readUInt16BE(4) + 40, ip.length, 'IP length: the whole write');
+        if (iphl === 20) assert.equal(fold(sum16(ip.subarray(0, 20))), 0xffff, 'IPv4 header checksum');
+        assert.equal(ip.readUInt16BE(iphl + 4), ip.length - iphl, 'UDP length: the whole write');
+        assert.equal(ip.readUInt16BE(iphl + 6), fold(udpPseudo(ip, iphl)), 'UDP checksum field: the pseudo-header sum (partial)');
+        const seg = Buffer.alloc(160 * 1500);
+        const sl = new Uint32Array(160);
+        const k = native.vnetSegment(m, 0, m.length, seg, 1500, sl);
+        assert.ok(k >= 2, `a merged write carries two or more datagrams (${k})`);
+        got.push(Array.from({ length: k }, (_, i) => Buffer.from(seg.subarray(i * 1500, i * 1500 + sl[i]!))));
+      }
+      return got;
+    };
+    try {
+      set({ ...table(pairVnet), nodes: [{ ...table(pairVnet).nodes[0]!, pairFd: host }] });
+      body(writes);
+    } finally {
+      set(table());
+      native.fdClose(eng);
+      native.fdClose(host);
+    }
+  };
+
+  for (const [family, src, dst, size] of [
+    ['IPv4', G1_4, PEER4, 1372],
+    ['IPv6', G1_6, PEER6, 1000],
+  ] as const) {
+    it(`a run of plain UDP datagrams (${family}) goes into the pair as one super-datagram; the engine seals the same datagrams, byte for byte`, () => {
+      const dgrams = udpRun(src, dst, 20, size, { last: 77, id: 900, seed: size });
+      const before = stats();
+      const uso = rig.global('usoFrames');
+      assert.deepEqual(recv(...dgrams.map((d) => plainFrame(d))), [], 'nothing handed out');
+      assert.equal(stats()['lan.fast.out.merged.udp']! - before['lan.fast.out.merged.udp']!, 1, 'one merged write');
+      assert.equal(stats()['lan.fast.out.merged.udp.datagrams']! - before['lan.fast.out.merged.udp.datagrams']!, 21);
+      assert.equal(stats()['lan.fast.out']! - before['lan.fast.out']!, 21, 'counted as the datagrams it carries');
+      assert.equal(stats()['lan.fast.out.gso']! - before['lan.fast.out.gso']!, 0, 'no super-frame from the LAN');
+      const got = atPeer();
+      assert.equal(rig.global('usoFrames') - uso, 1, 'the engine read one USO frame');
+      assert.equal(got.length, 21, 'twenty-one datagrams, twenty-one capsules');
+      got.forEach((g, i) => assert.deepEqual(g, dgrams[i], `datagram ${i} as the device sent it`));
+    });
+  }
+
+  it('the merged write is one USO datagram whose segmentation gives back the run; a lone datagram goes plain, as before', () => {
+    ownPair((writes) => {
+      for (const [what, ds] of [
+        ['IPv4, a shorter last one', udpRun(G1_4, PEER4, 6, 1000, { last: 1, id: 40 })],
+        ['IPv6', udpRun(G1_6, PEER6, 5, 1232)],
+        ['IPv4 ids wrapping past 65535', udpRun(G1_4, PEER4, 4, 300, { id: 65534 })],
+        ['no DF', udpRun(G1_4, PEER4, 3, 500).map((d) => udpMod(d, (q) => q.writeUInt16BE(0, 6)))],
+      ] as const) {
+        assert.deepEqual(recv(...ds.map((d) => plainFrame(d))), [], `${what}: nothing handed out`);
+        assert.deepEqual(writes(), [ds], `${what}: one write, the datagrams byte for byte`);
+      }
+      const lone = udp(G1_4, PEER4, pattern(700, 3), { id: 5 });
+      const before = stats();
+      assert.deepEqual(recv(plainFrame(lone)), []);
+      assert.deepEqual(writes(), [[lone]], 'a lone datagram: one plain write');
+      assert.equal(stats()['lan.fast.out.merged.udp']! - before['lan.fast.out.merged.udp']!, 0);
+    });
+  });
+
+  it('a run ends at another flow, a larger or shorter datagram, a frame left to TypeScript, an id gap, a bad or no checksum, other IP fields', () => {
+    ownPair((writes) => {
+      const a = udpRun(G1_4, PEER4, 6, 1000, { id: 100 });
+      const port = (p: Buffer): Buffer => udpMod(p, (q) => q.writeUInt16BE(5202, 22));
+      const other = port(udp(G1_4, PEER4, pattern(1000, 9), { id: 300 }));
+      const big = udp(G1_4, PEER4, pattern(1200, 8), { id: 102 });
+      const short = udp(G1_4, PEER4, pattern(500, 7), { id: 102 });
+      const spoofed = udp('100.64.0.21', PEER4, pattern(1000, 6), { id: 102 });
+      const badSum = Buffer.from(a[2]!);
+      badSum[40]! ^= 0xff;
+      const noSum = Buffer.from(a[2]!);
+      noSum.writeUInt16BE(0, 26);
+      const ttl = udpMod(a[2]!, (q) => (q[8] = 63));
+      const tos = udpMod(a[2]!, (q) => (q[1] = 0x10));
+      const seg = tcp(G1_4, PEER4, pattern(1000, 5));
+      const v6 = udpRun(G1_6, PEER6, 4, 1000);
+      const label = udpMod(v6[2]!, (q) => (q[3] = 7));
+      const cases: [string, Buffer[], Buffer[][], Buffer[]?][] = [
+        ['another flow in the middle', [a[0]!, a[1]!, other, a[2]!, a[3]!], [[a[0]!, a[1]!], [other], [a[2]!, a[3]!]]],
+        ['a larger datagram starts a run of its own (a shorter one may end it)', [a[0]!, a[1]!, big, a[3]!, a[4]!], [[a[0]!, a[1]!], [big, a[3]!], [a[4]!]]],
+        ['a shorter datagram is the last of its run', [a[0]!, a[1]!, short, a[3]!, a[4]!], [[a[0]!, a[1]!, short], [a[3]!, a[4]!]]],
+        ['a spoofed source, left to TypeScript', [a[0]!, a[1]!, spoofed, a[3]!, a[4]!], [[a[0]!, a[1]!], [a[3]!, a[4]!]], [spoofed]],
+        ['an IPv4 id out of sequence', [a[0]!, a[1]!, a[3]!, a[4]!], [[a[0]!, a[1]!], [a[3]!, a[4]!]]],
+        ['a wrong UDP checksum', [a[0]!, a[1]!, badSum, a[3]!, a[4]!], [[a[0]!, a[1]!], [badSum], [a[3]!, a[4]!]]],
+        ['a wrong UDP checksum on the first', [badSum, a[3]!, a[4]!], [[badSum], [a[3]!, a[4]!]]],
+        ['no UDP checksum', [a[0]!, a[1]!, noSum, a[3]!, a[4]!], [[a[0]!, a[1]!], [noSum], [a[3]!, a[4]!]]],
+        ['another TTL', [a[0]!, a[1]!, ttl, a[3]!], [[a[0]!, a[1]!], [ttl], [a[3]!]]],
+        ['another TOS', [a[0]!, a[1]!, tos, a[3]!, a[4]!], [[a[0]!, a[1]!], [tos], [a[3]!, a[4]!]]],
+        ['a TCP segment in the middle', [a[0]!, a[1]!, seg, a[2]!, a[3]!], [[a[0]!, a[1]!], [seg], [a[2]!, a[3]!]]],
+        ['another IPv6 flow label', [v6[0]!, v6[1]!, label, v6[3]!], [[v6[0]!, v6[1]!], [label], [v6[3]!]]],
+      ];
+      for (const [what, sent, want, handed = []] of cases) {
+        const got = recv(...sent.map((d) => plainFrame(d)));
+        assert.deepEqual(got.map((f) => f.subarray(14)), handed, `${what}: handed out`);
+        assert.deepEqual(writes(), want, `${what}: the writes, in order, each datagram byte for byte`);
+      }
+    });
+  });
+
+  it('datagrams read before a UDP super-datagram of the same flow go into the pair before it, and those after it after', () => {
+    ownPair((writes) => {
+      const a = udpRun(G1_4, PEER4, 7, 1000, { id: 100 });
+      const chunks = [0, 1, 2].map((i) => pattern(1000, 50 + i));
+      const sup = udp(G1_4, PEER4, Buffer.concat(chunks), { id: 102 });
+      sup.writeUInt16BE(fold(udpPseudo(sup, 20)), 26); // UDP_SEGMENT leaves the checksum partial
+      const cut = chunks.map((c, i) => udp(G1_4, PEER4, c, { id: 102 + i }));
+      assert.deepEqual(recv(plainFrame(a[0]!), plainFrame(a[1]!), udpSuper(sup, 1000), plainFrame(a[5]!), plainFrame(a[6]!)), []);
+      assert.deepEqual(writes(), [[a[0]!, a[1]!], cut, [a[5]!, a[6]!]], 'in the order read');
+    });
+  });
+
+  it('a merged write holds at most 128 datagrams and 65535 IP bytes; a plain pair gets the datagrams one by one', () => {
+    /** lanFastOut on the frames of `ds` (one call: as one lanRecv batch); returns how many were left. */
+    const fastOut = (ds: Buffer[]): number => {
+      const slot = 1536;
+      const buf = Buffer.alloc(slot * ds.length);
+      ds.forEach((d, i) => encodeEthernet({ dst: ADAPTER, src: G1, ethertype: ETHERTYPE_IPV4, payload: d }).copy(buf, i * slot));
+      return native.lanFastOut(lanA, buf, slot, Uint32Array.from(ds, (d) => 14 + d.length), ds.length);
+    };
+    ownPair((writes) => {
+      const small = udpRun(G1_4, PEER4, 130, 64);
+      assert.equal(fastOut(small), 0);
+      assert.deepEqual(writes(), [small.slice(0, 128), small.slice(128)], '128 datagrams, then the rest');
+      const full = udpRun(G1_4, PEER4, 50, 1372);
+      assert.equal(fastOut(full), 0);
+      assert.deepEqual(writes(), [full.slice(0, 47), full.slice(47)], '47 datagrams of 1400 bytes fit 65535, 48 do not');
+    });
+    ownPair((writes) => {
+      const ds = udpRun(G1_4, PEER4, 3, 1000);
+      const before = stats();
+      assert.deepEqual(recv(...ds.map((d) => plainFrame(d))), []);
+      assert.deepEqual(writes(), ds.map((d) => [d]));
+      assert.equal(stats()['lan.fast.out.merged.udp']! - before['lan.fast.out.merged.udp']!, 0);
+    }, false);
   });
 
   it('a node whose pair is plain (offloads off) gets the segments one by one, as before', () => {
