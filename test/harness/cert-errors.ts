@@ -1,4 +1,5 @@
-// Test helper: an assert.throws / assert.rejects matcher for a CertificateError with a given code.
+// Test helper: an assert.throws / assert.rejects matcher for a CertificateError with a given code, shared by the
+// PKI tests (pki.test.ts) and the DER-field certificate tests (cert-fields.test.ts).
 import assert from 'node:assert/strict';
 import { CertificateError } from '../../src/util/errors.js';
 
