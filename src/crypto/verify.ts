@@ -306,11 +306,11 @@ export function nodeIdOfParsed(cert: ParsedCert): number | undefined {
 
 /**
  * The subjectAltName entries of a certificate, read from its DER: dNSNames (lower case) and iPAddresses (4 or 16
- * bytes).
+ * bytes, copies: the parsed certificate is shared, so a caller must not be able to change it).
  */
 export function subjectAltNamesRaw(cert: CertInput): { dns: string[]; ips: Buffer[] } {
   const san = parseCert(cert).fields.subjectAltName;
-  return { dns: san ? san.dns.map((d) => d.toLowerCase()) : [], ips: san ? san.ips : [] };
+  return { dns: san ? san.dns.map((d) => d.toLowerCase()) : [], ips: san ? san.ips.map((b) => Buffer.from(b)) : [] };
 }
 
 /** The subjectAltName entries of a certificate: dNSNames (lower case) and iPAddresses (text, as node:net prints them). */

@@ -7,8 +7,6 @@
 import { loadNativeAddon, type NativeAddon } from '../../native/addon.js';
 import { parseIp6 } from '../../protocol/ip.js';
 
-export { dgramFd } from '../udp-reader.js';
-
 /** Tunable: datagrams queued before the queue is flushed without waiting for the end of the turn. */
 export const SEND_QUEUE_MAX = 1024;
 /** Tunable: bytes of queued datagrams before the queue is flushed early (the slab they are copied into). */

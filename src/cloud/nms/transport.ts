@@ -9,9 +9,9 @@ import type { Endpoint } from '../../protocol/endpoint.js';
 import { mapForDualStack, unmapV4 } from '../../util/addr.js';
 import { describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
-import { UdpBatchReader } from '../udp-reader.js';
+import { dgramFd, UdpBatchReader } from '../udp-reader.js';
 import type { NmsService } from './service.js';
-import { dgramFd, SendQueue } from './send-queue.js';
+import { SendQueue } from './send-queue.js';
 
 export interface NmsTransportInit {
   /** @default '::' */

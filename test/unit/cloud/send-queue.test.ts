@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { addressInto, dgramFd, SendQueue } from '../../../src/cloud/nms/send-queue.js';
+import { addressInto, SendQueue } from '../../../src/cloud/nms/send-queue.js';
+import { dgramFd } from '../../../src/cloud/udp-reader.js';
 import { loadNativeAddon } from '../../../src/native/addon.js';
 
 const nativeOnly = { skip: loadNativeAddon()?.udpSendEach ? false : 'no addon' };
