@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # iproute2/nftables/iputils-ping/procps: the network-namespace testbed; python3/make/g++: node-gyp (better-sqlite3);
 # iperf3/wireguard-go/wireguard-tools/nebula (nebula, nebula-cert)/tcpdump/bind9-dnsutils (dig): the data-plane
 # benchmark (its wireguard-go and Nebula reference rows) and overlay DNS checks; isc-dhcp-client (dhclient)/dhcpcd-base
-# (dhcpcd)/ndisc6 (rdisc6, ndisc6): the real LAN clients of the adapter e2e suite and bench/adapter.ts.
+# (dhcpcd)/ndisc6 (rdisc6, ndisc6): the real LAN clients of the adapter e2e suite and bench/adapter.ts; ethtool: the
+# adapter e2e suite switches on GRO and UDP GRO forwarding on the adapter's LAN interface, as on a subnet router's NIC.
 # postgresql (initdb, pg_ctl, the postgres user): the throwaway cluster of test/harness/postgres.ts behind the
 # PostgreSQL store compliance suite and the several-instances e2e suite (no cluster of its own is used or started).
-PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils isc-dhcp-client dhcpcd-base ndisc6 postgresql chromium"
+PKGS="iproute2 nftables iputils-ping procps python3 make g++ iperf3 wireguard-go wireguard-tools nebula tcpdump bind9-dnsutils isc-dhcp-client dhcpcd-base ndisc6 ethtool postgresql chromium"
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=""

@@ -32,7 +32,7 @@ import { formatIp6 } from '../../src/protocol/ip.js';
 import { Testbed, type Host } from '../harness/netns/index.js';
 import { controlGet } from '../../src/util/control.js';
 import type { AdapterStatus } from '../../src/adapter/daemon.js';
-import { e2eSkip } from '../harness/requires.js';
+import { e2eSkip, needs } from '../harness/requires.js';
 
 const skip = e2eSkip('dhclient', 'dhcpcd', 'dig', 'nft');
 const TOOLS = join(REPO, 'dist', 'test', 'e2e', 'tools');
@@ -381,16 +381,13 @@ for k in range(20):
     }
   });
 
-  test('plain UDP from the device (one datagram per send, as iperf3 -u): runs merge into one write into g1\'s engine and every datagram arrives intact', async () => {
-    // 1400-byte datagrams (the MTU the overlay carries: none gets a "too big" answer, which the MTU test below wants
-    // to be the first).
-    for (const [fam, addr, port, len] of [['AF_INET', a.vip4, 9997, 1372], ['AF_INET6', a.vip6, 9996, 1352]] as const) {
-      const c0 = (await status()).lanCounters;
-      // Receiver on alpha: every datagram checked against its sequence number. Sender on g1: a connected socket (as
-      // iperf3's), 40 bursts of 50 datagrams, each its own send; the adapter's LAN reader finds several queued at a
-      // time.
-      const total = 2000;
-      const rx = alpha.host.exec('python3', ['-c', `import socket
+  /**
+   * Plain UDP from g1 to alpha, one datagram per send on a connected socket (as iperf3's): 40 bursts of 50, so the
+   * adapter's LAN reader (and, with GRO on lan0, the kernel's GRO) finds several queued at a time. The receiver on
+   * alpha checks every datagram against its sequence number. Returns how many arrived and how many differed.
+   */
+  async function plainUdpBursts(fam: 'AF_INET' | 'AF_INET6', addr: string, port: number, len: number, total = 2000): Promise<{ n: number; bad: number }> {
+    const rx = alpha.host.exec('python3', ['-c', `import socket
 s = socket.socket(socket.${fam}, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 s.bind(('${addr}', ${port})); s.settimeout(4)
 want = [k.to_bytes(4, 'big') + bytes((i * 7 + k) & 255 for i in range(${len - 4})) for k in range(${total})]
@@ -401,14 +398,24 @@ try:
         if k >= ${total} or d != want[k]: bad += 1
 except socket.timeout: pass
 print(n, bad)`], { timeoutMs: 60_000 });
-      await new Promise((r) => setTimeout(r, 1000));
-      await dev['g1']!.run('python3', ['-c', `import socket, time
+    await new Promise((r) => setTimeout(r, 1000));
+    await dev['g1']!.run('python3', ['-c', `import socket, time
 s = socket.socket(socket.${fam}, socket.SOCK_DGRAM); s.connect(('${addr}', ${port}))
 ds = [k.to_bytes(4, 'big') + bytes((i * 7 + k) & 255 for i in range(${len - 4})) for k in range(${total})]
-for b in range(40):
+for b in range(${total / 50}):
     for d in ds[b * 50:(b + 1) * 50]: s.send(d)
     time.sleep(0.02)`], { timeoutMs: 60_000 });
-      const [n, bad] = (await rx).stdout.trim().split(' ').map(Number);
+    const [n, bad] = (await rx).stdout.trim().split(' ').map(Number);
+    return { n: n!, bad: bad! };
+  }
+
+  test('plain UDP from the device (one datagram per send, as iperf3 -u): runs merge into one write into g1\'s engine and every datagram arrives intact', async () => {
+    // 1400-byte datagrams (the MTU the overlay carries: none gets a "too big" answer, which the MTU test below wants
+    // to be the first).
+    for (const [fam, addr, port, len] of [['AF_INET', a.vip4, 9997, 1372], ['AF_INET6', a.vip6, 9996, 1352]] as const) {
+      const c0 = (await status()).lanCounters;
+      const total = 2000;
+      const { n, bad } = await plainUdpBursts(fam, addr, port, len, total);
       const c = (await status()).lanCounters;
       const d = (k: string): number => (c[k] ?? 0) - (c0[k] ?? 0);
       const what = `${fam}: ${JSON.stringify(Object.fromEntries(['lan.fast.out', 'lan.fast.out.full', 'lan.fast.out.merged.udp', 'lan.fast.out.merged.udp.datagrams', 'lan.fast.out.gso.udp'].map((k) => [k, d(k)])))}`;
@@ -420,6 +427,53 @@ for b in range(40):
       assert.ok(d('lan.fast.out.merged.udp') >= 1, `merged writes: ${what}`);
       assert.ok(d('lan.fast.out.merged.udp.datagrams') >= 2 * d('lan.fast.out.merged.udp'), what);
       assert.equal(d('lan.fast.out.gso.udp'), 0, `no UDP GSO from this sender: ${what}`);
+    }
+  });
+
+  test('lan0 as a NIC behind a wire, GRO and UDP GRO forwarding on (ethtool): the kernel\'s merged UDP datagrams and TCP segments go into g1\'s engine whole and arrive intact', { skip: needs('ethtool') }, async () => {
+    // A subnet router's NIC merges forwarded UDP of one flow (rx-udp-gro-forwarding): the adapter's packet socket then
+    // reads super-datagrams (virtio gso type UDP_L4, checksum partial) that no device sent as such. A veth does the
+    // same only when (1) GRO is on (its NAPI), (2) its peer, the switch's port, could not have sent the frames whole
+    // (that port's TSO off: what a wire delivers, Lan.wireToAdapter), and (3) a NAPI poll finds bursts queued: polled
+    // in the sender's own softirq it finds one datagram each time; threaded NAPI (a kernel thread polls, as a NIC's
+    // interrupt coalescing batches) lets them queue. All are switched on for this test and back after it.
+    const threaded = '/sys/class/net/lan0/threaded';
+    await lan.wireToAdapter(true);
+    await gwHost.run('ethtool', ['-K', 'lan0', 'gro', 'on', 'rx-udp-gro-forwarding', 'on']);
+    await gwHost.run('sh', ['-c', `echo 1 > ${threaded}`]);
+    try {
+      assert.match(await gwHost.run('ethtool', ['-k', 'lan0']), /rx-udp-gro-forwarding: on/);
+      for (const [fam, addr, port, len] of [['AF_INET', a.vip4, 9995, 1372], ['AF_INET6', a.vip6, 9994, 1352]] as const) {
+        const c0 = (await status()).lanCounters;
+        const total = 2000;
+        const { n, bad } = await plainUdpBursts(fam, addr, port, len, total);
+        const c = (await status()).lanCounters;
+        const d = (k: string): number => (c[k] ?? 0) - (c0[k] ?? 0);
+        const what = `${fam}: ${JSON.stringify(Object.fromEntries(['lan.rx.gso.udp', 'lan.fast.out', 'lan.fast.out.gso.udp', 'lan.fast.out.bad-gso', 'lan.fast.out.merged.udp', 'lan.rx.segments', 'lan.rx.drop.malformed', 'lan.rx.drop.gso-unsupported'].map((k) => [k, d(k)])))}`;
+        process.stdout.write(`# UDP GRO forwarding ${what}\n`);
+        assert.equal(bad, 0, `datagrams changed on the way: ${bad} (${what})`);
+        assert.equal(n, total, `datagrams at alpha: ${n} (${what})`);
+        // The kernel merged bursts into super-datagrams (g1 sends one datagram per send: nothing else makes them), and
+        // they went into g1's engine whole (its engine cut them back into the datagrams alpha checked).
+        assert.ok(d('lan.fast.out.gso.udp') >= 1, `UDP super-datagrams into the engine whole: ${what}`);
+        for (const k of ['lan.fast.out.bad-gso', 'lan.rx.drop.malformed', 'lan.rx.drop.gso-unsupported']) assert.equal(d(k), 0, `${k}: ${what}`);
+      }
+      // TCP: g1's TSO super-frames are cut at the switch (the wire), and lan0's GRO merges the segments again; the
+      // adapter gets GRO's super-frames (not the device's), and they too go into the engine whole.
+      const c0 = (await status()).lanCounters;
+      const MB = 1024 * 1024;
+      await transfer(dev['g1']!, alpha.host, a.vip4, 5011, 20 * MB);
+      await transfer(dev['g1']!, alpha.host, a.vip6, 5012, 10 * MB);
+      const c = (await status()).lanCounters;
+      const d = (k: string): number => (c[k] ?? 0) - (c0[k] ?? 0);
+      const what = JSON.stringify(Object.fromEntries(['lan.fast.out', 'lan.fast.out.gso', 'lan.fast.out.bad-gso', 'lan.rx.gso.tcp', 'lan.rx.segments', 'lan.rx.drop.malformed', 'lan.rx.drop.gso-unsupported', 'lan.rx.drop.too-many-segments'].map((k) => [k, d(k)])));
+      process.stdout.write(`# TCP through GRO ${what}\n`);
+      assert.ok(d('lan.fast.out.gso') > 10, `GRO super-frames into the engine whole: ${what}`);
+      for (const k of ['lan.fast.out.bad-gso', 'lan.rx.drop.malformed', 'lan.rx.drop.gso-unsupported', 'lan.rx.drop.too-many-segments']) assert.equal(d(k), 0, `${k}: ${what}`);
+    } finally {
+      await gwHost.run('sh', ['-c', `echo 0 > ${threaded}`]);
+      await gwHost.run('ethtool', ['-K', 'lan0', 'gro', 'off', 'rx-udp-gro-forwarding', 'off']);
+      await lan.wireToAdapter(false);
     }
   });
 

@@ -102,6 +102,16 @@ export class Lan {
     return out;
   }
 
+  /**
+   * Whether the switch's port toward the adapter sends what a wire carries: `true` turns its TSO off, so a device's
+   * TCP super-frames are cut to MTU-sized frames there, as a physical link delivers them, and a veth then lets the
+   * adapter's `lan0` run GRO on what arrives (a veth receives through its NAPI, where GRO runs, only frames its peer
+   * could not have sent whole). `false` gives the default back: super-frames pass through to the adapter.
+   */
+  async wireToAdapter(on: boolean): Promise<void> {
+    await runChecked('ip', ['netns', 'exec', this.sw, 'ethtool', '-K', this.adapterPort, 'tso', on ? 'off' : 'on']);
+  }
+
   cleanup(): void {
     this.tracker.killAll();
     deleteNetnsSync([...this.namespaces].reverse());
