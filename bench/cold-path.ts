@@ -2,19 +2,83 @@
 // (back to back) and after the thread has slept (as a worker does between pings), in this process, no network.
 // Prints medians of: a native AES-256-GCM seal of an 84-byte packet, a DataSession seal+open of it, and a
 // fixed pure-JS loop, each after 0 ms and after 1 and 10 ms of sleep.
+// Then the same for the steps of a first contact (a new peer's certificate checked, ECDSA sign and verify, an X25519
+// agreement, a SHA-256, each through node:crypto as the handshake calls them), after 0, 100 and 1000 ms of sleep, in
+// thread CPU µs: a responder has slept for seconds when a push arrives, and what it then pays is these figures.
 //
-// usage: node dist/bench/cold-path.js [--runs N (300)]
+// usage: node dist/bench/cold-path.js [--runs N (300)] [--contact-runs N (8)]
 
-import { randomBytes } from 'node:crypto';
+import { diffieHellman, generateKeyPairSync, randomBytes, sign, verify, createHash } from 'node:crypto';
+import { createIntermediateCa, createRootCa, issueNodeCertificate } from '../src/crypto/ca.js';
+import { createCsr } from '../src/crypto/csr.js';
 import { DataSession } from '../src/crypto/data-session.js';
+import { preverifyPeerCertificate, type TrustAnchors } from '../src/crypto/handshake.js';
+import { generateKeyPair } from '../src/crypto/keys.js';
+import { toDer } from '../src/crypto/pem.js';
 import { FastAeadKey } from '../src/crypto/fast-aead.js';
 import { loadNativeAddon } from '../src/native/addon.js';
 import { median } from './lib/measure.js';
 
-function main(): void {
-  const runsArg = process.argv.indexOf('--runs');
-  const runs = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 300;
-  if (!Number.isInteger(runs) || runs < 10 || runs > 100_000) throw new Error('--runs: an integer in 10..100000');
+function intArg(flag: string, dflt: number, min: number, max: number): number {
+  const at = process.argv.indexOf(flag);
+  const v = at > 0 ? Number(process.argv[at + 1]) : dflt;
+  if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${flag}: an integer in ${min}..${max}`);
+  return v;
+}
+
+/**
+ * The steps of a first contact after the thread slept: each step's thread CPU, median over `runs` (a fresh
+ * certificate for every check, so nothing is answered from the parsed-certificate cache).
+ */
+async function firstContactSteps(native: NonNullable<ReturnType<typeof loadNativeAddon>>, runs: number, sleeper: Int32Array): Promise<void> {
+  const gaps = [0, 100, 1000];
+  const root = await createRootCa({ commonName: 'cold-path root' });
+  const inter = await createIntermediateCa(root, { commonName: 'cold-path CA' });
+  const interDer = toDer(inter.certPem);
+  const anchors: TrustAnchors = { rootsDer: [toDer(root.certPem)], intermediatesDer: [interDer], isRevoked: () => false };
+  const certs: Buffer[] = [];
+  for (let i = 0; i < runs * gaps.length + 1; i++) {
+    const name = `n${i}`;
+    const { privateKeyPem } = await generateKeyPair();
+    const issued = await issueNodeCertificate(inter, await createCsr(privateKeyPem, name), { name, fqdn: `${name}.cold.invalid`, nodeId: 100 + i });
+    certs.push(issued.certDer);
+  }
+  preverifyPeerCertificate(anchors, certs.pop()!); // anchors parsed, the CA's signature checked: as at a node's start
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const msg = randomBytes(300);
+  const sig = sign('sha256', msg, ec.privateKey);
+  const peerX = generateKeyPairSync('x25519');
+  const steps: Record<string, () => void> = {
+    "a new peer's certificate checked": () => void preverifyPeerCertificate(anchors, certs.pop()!),
+    'ECDSA P-256 verify, 300 B': () => {
+      if (!verify('sha256', msg, ec.publicKey, sig)) throw new Error('verify failed');
+    },
+    'ECDSA P-256 sign, 300 B': () => void sign('sha256', msg, ec.privateKey),
+    'X25519 key pair + agreement': () => void diffieHellman({ privateKey: generateKeyPairSync('x25519').privateKey, publicKey: peerX.publicKey }),
+    'SHA-256 of 300 B (node:crypto)': () => void createHash('sha256').update(msg).digest(),
+  };
+  for (const fn of Object.values(steps)) if (fn !== steps["a new peer's certificate checked"]) for (let i = 0; i < 20; i++) fn();
+  process.stdout.write(`\nfirst-contact steps, thread CPU, median of ${runs} runs, after sleeping for:\n`);
+  process.stdout.write(`${''.padEnd(36)}${gaps.map((g) => `${g} ms`.padStart(10)).join('')}\n`);
+  for (const [name, fn] of Object.entries(steps)) {
+    const cells: string[] = [];
+    for (const gap of gaps) {
+      const t: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        if (gap > 0) Atomics.wait(sleeper, 0, 0, gap);
+        const c0 = native.threadCpuUs();
+        fn();
+        t.push(native.threadCpuUs() - c0);
+      }
+      cells.push(`${median(t).toFixed(0)} us`.padStart(10));
+    }
+    process.stdout.write(`${name.padEnd(36)}${cells.join('')}\n`);
+  }
+}
+
+async function main(): Promise<void> {
+  const runs = intArg('--runs', 300, 10, 100_000);
+  const contactRuns = intArg('--contact-runs', 8, 3, 100);
   const native = loadNativeAddon();
   if (!native) throw new Error('native addon not built (npm run build)');
 
@@ -60,6 +124,10 @@ function main(): void {
     process.stdout.write(`${name.padEnd(32)}${cells.join('')}\n`);
   }
   native.aeadDestroy(h);
+  await firstContactSteps(native, contactRuns, sleeper);
 }
 
-main();
+main().catch((err: unknown) => {
+  process.stderr.write(`cold-path: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});
