@@ -3,17 +3,20 @@
 // Prints medians of: a native AES-256-GCM seal of an 84-byte packet, a DataSession seal+open of it, and a
 // fixed pure-JS loop, each after 0 ms and after 1 and 10 ms of sleep.
 // Then the same for the steps of a first contact (a new peer's certificate checked, ECDSA sign and verify, an X25519
-// agreement, a SHA-256, each through node:crypto as the handshake calls them), after 0, 100 and 1000 ms of sleep, in
-// thread CPU µs: a responder has slept for seconds when a push arrives, and what it then pays is these figures.
+// agreement, a SHA-256, each through node:crypto as the handshake calls them; HKDF and a handshake frame's AES-GCM
+// through node:crypto and through the addon), after 0, 100 and 1000 ms of sleep, in thread CPU µs: a responder has
+// slept for seconds when a push arrives, and what it then pays is these figures.
 //
 // usage: node dist/bench/cold-path.js [--runs N (300)] [--contact-runs N (8)]
 
-import { diffieHellman, generateKeyPairSync, randomBytes, sign, verify, createHash } from 'node:crypto';
+import { createHash, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, sign, verify } from 'node:crypto';
+import { AeadKey } from '../src/crypto/aead.js';
 import { createIntermediateCa, createRootCa, issueNodeCertificate } from '../src/crypto/ca.js';
 import { createCsr } from '../src/crypto/csr.js';
 import { DataSession } from '../src/crypto/data-session.js';
 import { preverifyPeerCertificate, type TrustAnchors } from '../src/crypto/handshake.js';
 import { generateKeyPair } from '../src/crypto/keys.js';
+import { hkdf } from '../src/crypto/kdf.js';
 import { toDer } from '../src/crypto/pem.js';
 import { FastAeadKey } from '../src/crypto/fast-aead.js';
 import { loadNativeAddon } from '../src/native/addon.js';
@@ -48,6 +51,7 @@ async function firstContactSteps(native: NonNullable<ReturnType<typeof loadNativ
   const msg = randomBytes(300);
   const sig = sign('sha256', msg, ec.privateKey);
   const peerX = generateKeyPairSync('x25519');
+  const nonce12 = Buffer.alloc(12);
   const steps: Record<string, () => void> = {
     "a new peer's certificate checked": () => void preverifyPeerCertificate(anchors, certs.pop()!),
     'ECDSA P-256 verify, 300 B': () => {
@@ -56,6 +60,14 @@ async function firstContactSteps(native: NonNullable<ReturnType<typeof loadNativ
     'ECDSA P-256 sign, 300 B': () => void sign('sha256', msg, ec.privateKey),
     'X25519 key pair + agreement': () => void diffieHellman({ privateKey: generateKeyPairSync('x25519').privateKey, publicKey: peerX.publicKey }),
     'SHA-256 of 300 B (node:crypto)': () => void createHash('sha256').update(msg).digest(),
+    'HKDF-SHA-256, 64 B (node:crypto)': () => void hkdfSync('sha256', msg.subarray(0, 32), msg.subarray(32, 40), msg.subarray(40, 220), 64),
+    'HKDF-SHA-256, 64 B (addon; kdf.ts)': () => void hkdf(msg.subarray(0, 32), msg.subarray(32, 40), 'x'.repeat(180), 64),
+    'AES-GCM new key + seal 200 B (node)': () => void new AeadKey(msg.subarray(0, 32)).seal(nonce12, msg.subarray(0, 200), msg.subarray(0, 28)),
+    'AES-GCM new key + seal 200 B (addon)': () => {
+      const k = new FastAeadKey(msg.subarray(0, 32), 'seal');
+      k.seal(nonce12, msg.subarray(0, 200), msg.subarray(0, 28));
+      k.destroy();
+    },
   };
   for (const fn of Object.values(steps)) if (fn !== steps["a new peer's certificate checked"]) for (let i = 0; i < 20; i++) fn();
   process.stdout.write(`\nfirst-contact steps, thread CPU, median of ${runs} runs, after sleeping for:\n`);

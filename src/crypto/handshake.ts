@@ -8,7 +8,8 @@ import { encodeHeader, splitFrame, type Header } from '../protocol/header.js';
 import { KEY_LEN, MAX_CERT_LEN, MAX_CHAIN_LEN, SCHEMAS, type TunnelHandshake } from '../protocol/messages.js';
 import { decodeTlv, encodeTlv, type Schema } from '../protocol/tlv.js';
 import { CryptoError, CyphonicError, DecodeError } from '../util/errors.js';
-import { AeadKey, nonceFromSeq } from './aead.js';
+import { nonceFromSeq } from './aead.js';
+import { FastAeadKey } from './fast-aead.js';
 import { hkdf } from './kdf.js';
 import { loadPrivateKey } from './keys.js';
 import { sign, verify } from './sign.js';
@@ -178,9 +179,17 @@ function signingKeyOf(local: LocalIdentity): KeyObject {
   return key;
 }
 
-/** AEAD key sealing handshake messages of one sender in one direction: HKDF(tunnelKey, salt = u64 senderId, info). */
-function handshakeKey(path: PathKeys, senderNodeId: number, info: string): AeadKey {
-  return new AeadKey(hkdf(path.tunnelKey, u64(senderNodeId), info, KEY_LEN));
+/**
+ * AEAD key sealing handshake messages of one sender in one direction: HKDF(tunnelKey, salt = u64 senderId, info).
+ * Native (FastAeadKey: AES-256-GCM fetched once; AeadKey where the addon is missing): a handshake runs in a thread
+ * that slept, and there a new key and one seal cost 75–140 µs native against 170–380 µs through node:crypto
+ * (PERFORMANCE.md, "Why a fresh responder's steps cost several times their warm price"). Used once, then destroyed.
+ */
+function handshakeKey(path: PathKeys, senderNodeId: number, info: string, use: 'seal' | 'open'): FastAeadKey {
+  const bytes = hkdf(path.tunnelKey, u64(senderNodeId), info, KEY_LEN);
+  const key = new FastAeadKey(bytes, use);
+  bytes.fill(0);
+  return key;
 }
 
 /** Signed bytes: label, 0, pathId, initiator id, responder id, initiator ephemeral and time [, responder ephemeral and time]. */
@@ -228,29 +237,37 @@ export function deriveEndKeys(
   return { i2r: okm.subarray(0, 32), r2i: okm.subarray(32, 64) };
 }
 
-function sealHandshake(key: AeadKey, type: MessageType, txid: number, seq: bigint, pathId: bigint, body: Buffer): Buffer {
-  if (body.length > MAX_SEALED_PLAINTEXT_LEN) throw fail('ERR_HANDSHAKE_PARAMS', 'handshake body too large');
-  const out = Buffer.allocUnsafe(HEADER_LEN + body.length + AEAD_TAG_LEN);
+/** Seals a handshake frame with `key` and destroys the key (each is used for one frame). */
+function sealHandshake(key: FastAeadKey, type: MessageType, txid: number, seq: bigint, pathId: bigint, body: Buffer): Buffer {
   try {
-    encodeHeader({ version: PROTOCOL_VERSION, type, status: 0, txid, seq, id: pathId, length: body.length + AEAD_TAG_LEN }, out, 0);
-  } catch (err) {
-    throw fail('ERR_HANDSHAKE_PARAMS', `handshake header: ${(err as Error).message}`);
+    if (body.length > MAX_SEALED_PLAINTEXT_LEN) throw fail('ERR_HANDSHAKE_PARAMS', 'handshake body too large');
+    const out = Buffer.allocUnsafe(HEADER_LEN + body.length + AEAD_TAG_LEN);
+    try {
+      encodeHeader({ version: PROTOCOL_VERSION, type, status: 0, txid, seq, id: pathId, length: body.length + AEAD_TAG_LEN }, out, 0);
+    } catch (err) {
+      throw fail('ERR_HANDSHAKE_PARAMS', `handshake header: ${(err as Error).message}`);
+    }
+    key.sealInto(nonceFromSeq(seq), body, out.subarray(0, HEADER_LEN), out, HEADER_LEN);
+    return out;
+  } finally {
+    key.destroy();
   }
-  key.seal(nonceFromSeq(seq), body, out.subarray(0, HEADER_LEN)).copy(out, HEADER_LEN);
-  return out;
 }
 
 /** Splits and authenticates a handshake frame of `type` on our path; returns its header and decoded body. */
-function openHandshake(frame: Uint8Array, type: MessageType, path: PathKeys, key: () => AeadKey): { header: Header; body: WireHandshake } {
+function openHandshake(frame: Uint8Array, type: MessageType, path: PathKeys, key: () => FastAeadKey): { header: Header; body: WireHandshake } {
   const { header, headerBytes, body } = splitFrame(frame);
   if (header.type !== type) throw new DecodeError(`expected ${MessageType[type]}, got ${MessageType[header.type]}`, 'ERR_DECODE_TYPE');
   if (header.status !== 0) throw new DecodeError(`${MessageType[type]} with non-zero status ${header.status}`, 'ERR_DECODE_HEADER');
   if (header.id !== path.pathId) throw fail('ERR_HANDSHAKE_PATH', `frame for path ${header.id.toString(16)}, expected ${path.pathId.toString(16)}`);
   let plain: Buffer;
+  const k = key();
   try {
-    plain = key().open(nonceFromSeq(header.seq), body, headerBytes);
+    plain = k.open(nonceFromSeq(header.seq), body, headerBytes);
   } catch {
     throw fail('ERR_HANDSHAKE_AUTH', `${MessageType[type]} does not authenticate under the tunnel key`);
+  } finally {
+    k.destroy();
   }
   const decoded = decodeTlv(WIRE_SCHEMA, plain);
   if (decoded.pathId !== path.pathId) throw fail('ERR_HANDSHAKE_PATH', 'handshake body names another path');
@@ -452,7 +469,7 @@ export class HandshakeInitiator {
       signature,
       chain: ctx.local.chainDer,
     });
-    const frame = sealHandshake(handshakeKey(ctx.path, ctx.local.nodeId, INFO_TUNNEL_I2R), MessageType.TunnelRequest, txid, seq, ctx.path.pathId, body);
+    const frame = sealHandshake(handshakeKey(ctx.path, ctx.local.nodeId, INFO_TUNNEL_I2R, 'seal'), MessageType.TunnelRequest, txid, seq, ctx.path.pathId, body);
     this.#pending.delete(txid);
     this.#pending.set(txid, { privateKey, ephemeral: publicKey, timestamp, sentAt: now });
     while (this.#pending.size > MAX_PENDING_REQUESTS) this.#pending.delete(this.#pending.keys().next().value as number);
@@ -469,7 +486,7 @@ export class HandshakeInitiator {
       const ctx = this.#ctx;
       const now = ctx.now();
       const { header, body } = openHandshake(frame, MessageType.TunnelResponse, ctx.path, () =>
-        handshakeKey(ctx.path, ctx.peer.nodeId, INFO_TUNNEL_R2I),
+        handshakeKey(ctx.path, ctx.peer.nodeId, INFO_TUNNEL_R2I, 'open'),
       );
       const pending = this.#pending.get(header.txid);
       if (!pending) throw fail('ERR_HANDSHAKE_UNEXPECTED', `no outstanding TunnelRequest with txid ${header.txid}`);
@@ -523,7 +540,7 @@ export function respondToRequest(
   return guard(() => {
     const now = ctx.now();
     const { header, body } = openHandshake(frame, MessageType.TunnelRequest, ctx.path, () =>
-      handshakeKey(ctx.path, ctx.peer.nodeId, INFO_TUNNEL_I2R),
+      handshakeKey(ctx.path, ctx.peer.nodeId, INFO_TUNNEL_I2R, 'open'),
     );
     checkTime(body.timestamp, now, 'TunnelRequest');
     if (replayCache.seen(ctx.path.pathId, body.ephemeral, body.timestamp, now)) {
@@ -556,7 +573,7 @@ export function respondToRequest(
       chain: ctx.local.chainDer,
     });
     const response = sealHandshake(
-      handshakeKey(ctx.path, ctx.local.nodeId, INFO_TUNNEL_R2I),
+      handshakeKey(ctx.path, ctx.local.nodeId, INFO_TUNNEL_R2I, 'seal'),
       MessageType.TunnelResponse,
       header.txid,
       seq,

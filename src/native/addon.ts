@@ -70,6 +70,8 @@ export interface NativeAddon {
   udpSendEach?(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, addrs: Uint8Array, ports: Uint32Array, v6: boolean, stats: Uint32Array): number;
   /** HKDF-SHA-256 (RFC 5869) of secret into two 32-byte keys: out[0..32) with infoA, out[32..64) with infoB. */
   hkdfSha256Pair?(secret: Uint8Array, salt: Uint8Array, infoA: Uint8Array, infoB: Uint8Array, out: Uint8Array): void;
+  /** HKDF-SHA-256 (RFC 5869) of secret into all of out (1..8160 bytes); salt at most 64 bytes, info at most 255. */
+  hkdfSha256?(secret: Uint8Array, salt: Uint8Array, info: Uint8Array, out: Uint8Array): void;
   /** Turns on UDP_GRO for the socket; false when the kernel refuses. */
   udpSetGro(fd: number): boolean;
   /** Splits one virtio_net_hdr packet from the TUN into plain packets (i at out[i*outSlot]); count, -1 malformed, -2 too many. */

@@ -2,7 +2,7 @@
 // with the native keys open with node:crypto ones and back, and a tampered frame is refused.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { hkdfSync, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { ChannelKeys, INFO_DOWN, INFO_UP, openFrame, sealFrame } from '../../../src/channel/sealed.js';
 import { AeadKey, hkdf } from '../../../src/crypto/index.js';
@@ -56,8 +56,9 @@ describe('sealed frames', () => {
         const secret = randomBytes(len);
         const out = Buffer.alloc(64);
         pair(secret, salt, Buffer.from('info a'), Buffer.from(''), out);
-        assert.deepEqual(out.subarray(0, 32), hkdf(secret, salt, 'info a', 32));
-        assert.deepEqual(out.subarray(32), hkdf(secret, salt, '', 32));
+        // Against node's own HKDF (kdf.ts hkdf() is native itself where the addon is loaded).
+        assert.deepEqual(out.subarray(0, 32), Buffer.from(hkdfSync('sha256', secret, salt, Buffer.from('info a'), 32)));
+        assert.deepEqual(out.subarray(32), Buffer.from(hkdfSync('sha256', secret, salt, Buffer.alloc(0), 32)));
       }
     }
     assert.throws(() => pair(randomBytes(32), randomBytes(65), Buffer.alloc(1), Buffer.alloc(1), Buffer.alloc(64)), /salt/);

@@ -2,7 +2,8 @@
 // AES-256-GCM (AeadKey, nonceFromSeq), HKDF, X25519, ECDSA sign/verify and hashing helpers.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createPrivateKey, randomBytes } from 'node:crypto';
+import { createPrivateKey, hkdfSync, randomBytes } from 'node:crypto';
+import { loadNativeAddon } from '../../../src/native/addon.js';
 import {
   AEAD_KEY_LEN,
   AEAD_NONCE_LEN,
@@ -143,6 +144,39 @@ describe('hkdf / randomKey', () => {
 
   it('rejects impossible lengths', () => {
     for (const len of [0, -1, 8161, 1.5]) assert.throws(() => hkdf(randomKey(), Buffer.alloc(0), 'x', len), isCode('ERR_KDF'));
+  });
+
+  it('the addon\'s HKDF matches RFC 5869 test case 1 (SHA-256, salt and info, 42 bytes: two blocks)', { skip: loadNativeAddon()?.hkdfSha256 ? false : 'no addon' }, () => {
+    const out = Buffer.alloc(42);
+    loadNativeAddon()!.hkdfSha256!(Buffer.alloc(22, 0x0b), Buffer.from('000102030405060708090a0b0c', 'hex'), Buffer.from('f0f1f2f3f4f5f6f7f8f9', 'hex'), out);
+    assert.equal(out.toString('hex'), '3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865');
+  });
+
+  it('gives the bytes of node\'s hkdfSync for every salt, info and length, on the addon and beyond its limits', () => {
+    const native = loadNativeAddon()?.hkdfSha256;
+    const cases: [number, number, number, number][] = [];
+    for (const saltLen of [0, 1, 8, 32, 64, 65, 100]) for (const infoLen of [0, 1, 180, 255, 256]) for (const len of [1, 31, 32, 33, 64, 65, 97, 8160]) cases.push([32, saltLen, infoLen, len]);
+    cases.push([0, 32, 10, 32], [1, 0, 0, 32], [200, 64, 255, 64]);
+    for (const [ikmLen, saltLen, infoLen, len] of cases) {
+      const ikm = randomBytes(ikmLen);
+      const salt = randomBytes(saltLen);
+      const info = 'i'.repeat(infoLen);
+      const want = Buffer.from(hkdfSync('sha256', ikm, salt, Buffer.from(info), len));
+      assert.deepEqual(hkdf(ikm, salt, info, len), want, `ikm ${ikmLen} salt ${saltLen} info ${infoLen} len ${len}`);
+      if (native && saltLen <= 64 && infoLen <= 255) {
+        const out = Buffer.alloc(len);
+        native(ikm, salt, Buffer.from(info), out);
+        assert.deepEqual(out, want, `native: ikm ${ikmLen} salt ${saltLen} info ${infoLen} len ${len}`);
+      }
+    }
+  });
+
+  it('the addon\'s HKDF refuses what it cannot take', { skip: loadNativeAddon()?.hkdfSha256 ? false : 'no addon' }, () => {
+    const native = loadNativeAddon()!.hkdfSha256!;
+    assert.throws(() => native(randomBytes(32), randomBytes(65), Buffer.alloc(1), Buffer.alloc(32)), /salt/);
+    assert.throws(() => native(randomBytes(32), Buffer.alloc(0), Buffer.alloc(256), Buffer.alloc(32)), /info/);
+    assert.throws(() => native(randomBytes(32), Buffer.alloc(0), Buffer.alloc(1), Buffer.alloc(0)), /out/);
+    assert.throws(() => native(randomBytes(32), Buffer.alloc(0), Buffer.alloc(1), Buffer.alloc(8161)), /out/);
   });
 
   it('randomKey returns fresh bytes of the asked length', () => {
