@@ -111,6 +111,7 @@ export class FastAeadKey {
     try {
       plain = this.#fallback!.open(asBuffer(nonce), asBuffer(sealed), asBuffer(aad ?? EMPTY));
     } catch {
+      out.fill(0, outOffset, outOffset + sealed.length - AEAD_TAG_LEN); // as the native open leaves it
       return -1;
     }
     out.set(plain, outOffset);

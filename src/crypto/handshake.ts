@@ -182,8 +182,9 @@ function signingKeyOf(local: LocalIdentity): KeyObject {
 /**
  * AEAD key sealing handshake messages of one sender in one direction: HKDF(tunnelKey, salt = u64 senderId, info).
  * Native (FastAeadKey: AES-256-GCM fetched once; AeadKey where the addon is missing): a handshake runs in a thread
- * that slept, and there a new key and one seal cost 75–140 µs native against 170–380 µs through node:crypto
- * (PERFORMANCE.md, "Why a fresh responder's steps cost several times their warm price"). Used once, then destroyed.
+ * that slept, and there a new key and one seal cost 81–137 µs native against 209–325 µs through node:crypto in one
+ * bench/cold-path run (PERFORMANCE.md, "Why a fresh responder's steps cost several times their warm price"). Used
+ * once, then destroyed.
  */
 function handshakeKey(path: PathKeys, senderNodeId: number, info: string, use: 'seal' | 'open'): FastAeadKey {
   const bytes = hkdf(path.tunnelKey, u64(senderNodeId), info, KEY_LEN);

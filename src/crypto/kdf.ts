@@ -6,8 +6,8 @@ import { CryptoError } from '../util/errors.js';
 
 /**
  * The addon's HKDF (same bytes): SHA-256 fetched once and one digest context per thread, where hkdfSync sets up
- * OpenSSL's KDF afresh each call. Warm both cost microseconds; the first call after the thread slept, as a
- * handshake's is, costs 33–67 µs native against 190–420 µs through hkdfSync (bench/cold-path, PERFORMANCE.md).
+ * OpenSSL's KDF afresh each call. Warm both cost microseconds; a call after the thread slept, as a handshake's is,
+ * cost 118–129 µs native against 191–314 µs through hkdfSync in one bench/cold-path run (PERFORMANCE.md).
  */
 const nativeHkdf = loadNativeAddon()?.hkdfSha256 ?? null;
 
