@@ -60,6 +60,13 @@ function deriveTwo(secret: Buffer, salt: Buffer, infoA: string, infoB: string): 
 }
 
 /**
+ * Tunable: operations a 'cloud' side key runs on the thread's shared, re-keyed-per-call context before it gets an
+ * OpenSSL context of its own. A registration opens one request and seals one answer with a node's keys; each
+ * keepalive after it uses each key once more. See FastAeadKey's `promoteAfter`.
+ */
+export const CLOUD_KEY_PROMOTE_AFTER = 4;
+
+/**
  * The two directional keys derived from one 32-byte secret. For the Common Key (no labels) `up` seals
  * node→cloud and `down` cloud→node; other channels (NMS↔TRS, relay binds) pass their own salt and infos.
  */
@@ -68,15 +75,26 @@ export class ChannelKeys {
   readonly down: FastAeadKey;
   /**
    * `side`: 'cloud' for the end that only opens `up` and only seals `down` (the NMS: one OpenSSL context per key
-   * instead of two); 'both' keeps every operation on both keys. @default 'both'
+   * instead of two, and none for the first CLOUD_KEY_PROMOTE_AFTER operations); 'both' keeps every operation on
+   * both keys, each with its contexts from the start. @default 'both'
    */
   constructor(commonKey: Buffer, labels: ChannelLabels = {}, side: 'both' | 'cloud' = 'both') {
     if (commonKey.length !== 32) throw new CryptoError('common key must be 32 bytes', 'ERR_KEY_LENGTH');
     const [up, down] = deriveTwo(commonKey, labels.salt ?? NO_SALT, labels.up ?? INFO_UP, labels.down ?? INFO_DOWN);
-    this.up = new FastAeadKey(up, side === 'cloud' ? 'open' : 'both');
-    this.down = new FastAeadKey(down, side === 'cloud' ? 'seal' : 'both');
+    if (side === 'cloud') {
+      [this.up, this.down] = FastAeadKey.pair(up, 'open', down, 'seal', CLOUD_KEY_PROMOTE_AFTER);
+    } else {
+      this.up = new FastAeadKey(up);
+      this.down = new FastAeadKey(down);
+    }
     up.fill(0);
     down.fill(0);
+  }
+
+  /** Wipes both keys now (their contexts, or their bytes and what they left in the shared contexts). */
+  destroy(): void {
+    this.up.destroy();
+    this.down.destroy();
   }
 }
 
