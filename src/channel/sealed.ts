@@ -61,10 +61,12 @@ function deriveTwo(secret: Buffer, salt: Buffer, infoA: string, infoB: string): 
 
 /**
  * Tunable: operations a 'cloud' side key runs on the thread's shared, re-keyed-per-call context before it gets an
- * OpenSSL context of its own. A registration opens one request and seals one answer with a node's keys; each
- * keepalive after it uses each key once more. See FastAeadKey's `promoteAfter`.
+ * OpenSSL context of its own (FastAeadKey's `promoteAfter`). Never, measured on the NMS: a registration uses each of a
+ * node's keys once, and with thousands of nodes an open + seal on the shared context (re-keyed, but hot in cache)
+ * costs no more than on the node's own (cold) contexts, which would add ~5 µs each to set up and ~1.2 kB each to keep
+ * (docs/PERFORMANCE.md, "Sixth round").
  */
-export const CLOUD_KEY_PROMOTE_AFTER = 4;
+export const CLOUD_KEY_PROMOTE_AFTER = Infinity;
 
 /**
  * The two directional keys derived from one 32-byte secret. For the Common Key (no labels) `up` seals
@@ -74,9 +76,9 @@ export class ChannelKeys {
   readonly up: FastAeadKey;
   readonly down: FastAeadKey;
   /**
-   * `side`: 'cloud' for the end that only opens `up` and only seals `down` (the NMS: one OpenSSL context per key
-   * instead of two, and none for the first CLOUD_KEY_PROMOTE_AFTER operations); 'both' keeps every operation on
-   * both keys, each with its contexts from the start. @default 'both'
+   * `side`: 'cloud' for the end that only opens `up` and only seals `down` (the NMS: keys on the shared context
+   * for their first CLOUD_KEY_PROMOTE_AFTER operations, then one OpenSSL context each, not two); 'both' keeps every
+   * operation on both keys, each with its contexts from the start. @default 'both'
    */
   constructor(commonKey: Buffer, labels: ChannelLabels = {}, side: 'both' | 'cloud' = 'both') {
     if (commonKey.length !== 32) throw new CryptoError('common key must be 32 bytes', 'ERR_KEY_LENGTH');

@@ -69,7 +69,7 @@ export class FastAeadKey {
    * `use`: 'seal' or 'open' for a key used one way only (the native side then sets up one OpenSSL context, not two);
    * the other operation throws CryptoError ERR_AEAD_DIRECTION. @default 'both'
    * `promoteAfter`: with the addon, run the first `promoteAfter` operations on the thread's shared context (each
-   * re-keys it, ~0.15 µs more than an own context) and only then set up this key's own context (~5 µs and ~1.2 kB
+   * re-keys it: ~0.15 µs more than a warm own context, no more than a cold one) and only then set up its own (~5 µs and ~1.2 kB
    * each); the output is the same either way. Infinity: never. @default 0 (own context at once)
    */
   constructor(key: Buffer, use: FastAeadUse = 'both', promoteAfter = 0) {
