@@ -69,8 +69,8 @@ export class FastAeadKey {
    * `use`: 'seal' or 'open' for a key used one way only (the native side then sets up one OpenSSL context, not two);
    * the other operation throws CryptoError ERR_AEAD_DIRECTION. @default 'both'
    * `promoteAfter`: with the addon, run the first `promoteAfter` operations on the thread's shared context (each
-   * re-keys it: ~0.15 µs more than a warm own context, no more than a cold one) and only then set up its own (~5 µs and ~1.2 kB
-   * each); the output is the same either way. Infinity: never. @default 0 (own context at once)
+   * re-keys it: ~0.15 µs more than a warm own context, no more than a cold one) and only then set up its own
+   * (~5 µs and ~1.2 kB each); the output is the same either way. Infinity: never. @default 0 (own context at once)
    */
   constructor(key: Buffer, use: FastAeadUse = 'both', promoteAfter = 0) {
     if (!Buffer.isBuffer(key) || key.length !== AEAD_KEY_LEN) {
@@ -103,7 +103,8 @@ export class FastAeadKey {
    * together (ChannelKeys).
    */
   static pair(a: Buffer, useA: FastAeadUse, b: Buffer, useB: FastAeadUse, promoteAfter: number): [FastAeadKey, FastAeadKey] {
-    if (!keyed || !(promoteAfter > 0) || !Buffer.isBuffer(a) || a.length !== AEAD_KEY_LEN || !Buffer.isBuffer(b) || b.length !== AEAD_KEY_LEN) {
+    const ok = (k: Buffer): boolean => Buffer.isBuffer(k) && k.length === AEAD_KEY_LEN;
+    if (!keyed || !(promoteAfter > 0) || !ok(a) || !ok(b)) {
       return [new FastAeadKey(a, useA, promoteAfter), new FastAeadKey(b, useB, promoteAfter)];
     }
     const holder: KeyBytes = { bytes: Buffer.allocUnsafe(2 * AEAD_KEY_LEN), live: 2 };
@@ -221,7 +222,10 @@ export class FastAeadKey {
     return plain.length;
   }
 
-  /** Wipes and frees the native context (or the key's bytes and what it left in the shared context) now (otherwise the GC does it). Idempotent. */
+  /**
+   * Wipes and frees the native context, or the key's bytes and what it left in the shared context, now (otherwise the
+   * GC does it). Idempotent.
+   */
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
