@@ -18,7 +18,7 @@ import { NmsService } from '../src/cloud/nms/service.js';
 import { MessageType } from '../src/protocol/constants.js';
 import { endpointKey, type Endpoint } from '../src/protocol/endpoint.js';
 import { splitFrame } from '../src/protocol/header.js';
-import { decodeBody, encodeBody } from '../src/protocol/messages.js';
+import { decodeBody, encodeBody, encodeRegistrationHead, encodeRegistrationResponse } from '../src/protocol/messages.js';
 import { openStore } from '../src/store/index.js';
 import { silentLogger } from '../src/util/log.js';
 import { intArg } from './lib/args.js';
@@ -137,14 +137,15 @@ async function main(): Promise<void> {
     console.log('\nparts of a first registration (CPU µs each, alone):');
     const fresh = Array.from({ length: nodes }, () => randomBytes(32));
     const parts: [string, number][] = [];
-    parts.push(['ChannelKeys (HKDF + 2 contexts)', perCall(nodes, (i) => new ChannelKeys(fresh[i]!, {}, 'cloud'))]);
+    parts.push(['ChannelKeys (HKDF; no context yet)', perCall(nodes, (i) => new ChannelKeys(fresh[i]!, {}, 'cloud'))]);
     const cloudKeys = raw.map((k) => new ChannelKeys(k, {}, 'cloud'));
     parts.push(['open the request', perCall(nodes, (i) => {
       const f = splitFrame(regs[i]!);
       return openFrame(cloudKeys[i]!.up, f.header, f.headerBytes, f.body);
     })]);
     const resp = encodeBody(MessageType.RegistrationResponse, { nodeId: 1, vip4: '100.64.0.1', vip6: 'fd00:bb::1', fqdn: `n1.${DOMAIN}`, observed: eps[0]!, nat: true, keepaliveSec: 5 });
-    parts.push(['encode the response', perCall(nodes, (i) => encodeBody(MessageType.RegistrationResponse, { nodeId: ids[i]!, vip4: '100.64.0.1', vip6: 'fd00:bb::1', fqdn: `n${i}.${DOMAIN}`, observed: eps[i]!, nat: true, keepaliveSec: 5 }))]);
+    // As the service does: the node's fixed head once (its first registration here), then this registration's tail.
+    parts.push(['encode the response (head + tail)', perCall(nodes, (i) => encodeRegistrationResponse(encodeRegistrationHead({ nodeId: ids[i]!, vip4: '100.64.0.1', vip6: 'fd00:bb::1', fqdn: `n${i}.${DOMAIN}` }), { observed: eps[i]!, nat: true, keepaliveSec: 5, directoryRev: 'r1:0123456789abcdef' }))]);
     parts.push(['seal the response', perCall(nodes, (i) => sealFrame(cloudKeys[i]!.down, { type: MessageType.RegistrationResponse, txid: 1, seq: ++seq, id: BigInt(ids[i]!) }, resp))]);
     let c0 = cpuUs();
     await windowed(nodes, window, (i) => store.getNodeSession(ids[i]!));

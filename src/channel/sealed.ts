@@ -2,7 +2,8 @@
 // Per-direction AES-256-GCM keys from HKDF; nonce = 0^4 || seq; the header bytes are the associated data.
 
 import { createHmac } from 'node:crypto';
-import { AeadKey, nonceFromSeq } from '../crypto/index.js';
+import { AEAD_NONCE_LEN, AeadKey, nonceFromSeq } from '../crypto/index.js';
+import { writeNonce } from '../crypto/aead.js';
 import { FastAeadKey } from '../crypto/fast-aead.js';
 import { loadNativeAddon } from '../native/addon.js';
 import { encodeHeader, type Header } from '../protocol/header.js';
@@ -60,6 +61,15 @@ function deriveTwo(secret: Buffer, salt: Buffer, infoA: string, infoB: string): 
 }
 
 /**
+ * Tunable: operations a 'cloud' side key runs on the thread's shared, re-keyed-per-call context before it gets an
+ * OpenSSL context of its own (FastAeadKey's `promoteAfter`). Never, measured on the NMS: a registration uses each of a
+ * node's keys once, and with thousands of nodes an open + seal on the shared context (re-keyed, but hot in cache)
+ * costs no more than on the node's own (cold) contexts, which would add ~5 µs each to set up and ~1.2 kB each to keep
+ * (docs/PERFORMANCE.md, "Sixth round").
+ */
+export const CLOUD_KEY_PROMOTE_AFTER = Infinity;
+
+/**
  * The two directional keys derived from one 32-byte secret. For the Common Key (no labels) `up` seals
  * node→cloud and `down` cloud→node; other channels (NMS↔TRS, relay binds) pass their own salt and infos.
  */
@@ -67,16 +77,27 @@ export class ChannelKeys {
   readonly up: FastAeadKey;
   readonly down: FastAeadKey;
   /**
-   * `side`: 'cloud' for the end that only opens `up` and only seals `down` (the NMS: one OpenSSL context per key
-   * instead of two); 'both' keeps every operation on both keys. @default 'both'
+   * `side`: 'cloud' for the end that only opens `up` and only seals `down` (the NMS: keys on the shared context
+   * for their first CLOUD_KEY_PROMOTE_AFTER operations, then one OpenSSL context each, not two); 'both' keeps every
+   * operation on both keys, each with its contexts from the start. @default 'both'
    */
   constructor(commonKey: Buffer, labels: ChannelLabels = {}, side: 'both' | 'cloud' = 'both') {
     if (commonKey.length !== 32) throw new CryptoError('common key must be 32 bytes', 'ERR_KEY_LENGTH');
     const [up, down] = deriveTwo(commonKey, labels.salt ?? NO_SALT, labels.up ?? INFO_UP, labels.down ?? INFO_DOWN);
-    this.up = new FastAeadKey(up, side === 'cloud' ? 'open' : 'both');
-    this.down = new FastAeadKey(down, side === 'cloud' ? 'seal' : 'both');
+    if (side === 'cloud') {
+      [this.up, this.down] = FastAeadKey.pair(up, 'open', down, 'seal', CLOUD_KEY_PROMOTE_AFTER);
+    } else {
+      this.up = new FastAeadKey(up);
+      this.down = new FastAeadKey(down);
+    }
     up.fill(0);
     down.fill(0);
+  }
+
+  /** Wipes both keys now (their contexts, or their bytes and what they left in the shared contexts). */
+  destroy(): void {
+    this.up.destroy();
+    this.down.destroy();
   }
 }
 
@@ -87,6 +108,12 @@ export interface SealFields {
   seq: bigint;
   id: bigint;
 }
+
+/**
+ * The nonce handed to a FastAeadKey, reused (the addon reads it during the call and keeps nothing): a fresh 12-byte
+ * Buffer is a V8 on-heap array, and the addon's look at one moves it off the heap first, ~1.5 µs a frame.
+ */
+const NATIVE_NONCE = Buffer.alloc(AEAD_NONCE_LEN);
 
 /** Header + AEAD(body) + tag, with the encoded header as associated data. */
 export function sealFrame(key: FrameKey, f: SealFields, body: Buffer): Buffer {
@@ -103,7 +130,9 @@ export function sealFrame(key: FrameKey, f: SealFields, body: Buffer): Buffer {
   encodeHeader(header, out, 0);
   const headerBytes = out.subarray(0, HEADER_LEN);
   if (key instanceof FastAeadKey) {
-    key.sealInto(nonceFromSeq(f.seq), body, headerBytes, out, HEADER_LEN);
+    // Sealed in place from `out`: a small body (the encoder's output) is on V8's heap too, like a fresh nonce.
+    body.copy(out, HEADER_LEN);
+    key.sealInto(writeNonce(NATIVE_NONCE, f.seq), out.subarray(HEADER_LEN, HEADER_LEN + body.length), headerBytes, out, HEADER_LEN);
     return out;
   }
   const sealed = key.seal(nonceFromSeq(f.seq), body, headerBytes);
@@ -113,5 +142,5 @@ export function sealFrame(key: FrameKey, f: SealFields, body: Buffer): Buffer {
 
 /** Opens the body of a frame whose header was already decoded; throws CryptoError on a bad tag. */
 export function openFrame(key: FrameKey, header: Header, headerBytes: Buffer, sealedBody: Buffer): Buffer {
-  return key.open(nonceFromSeq(header.seq), sealedBody, headerBytes);
+  return key.open(key instanceof FastAeadKey ? writeNonce(NATIVE_NONCE, header.seq) : nonceFromSeq(header.seq), sealedBody, headerBytes);
 }

@@ -51,12 +51,16 @@ export class AeadKey {
 
 /** 12-byte nonce: `prefix` as u32 BE || `seq` as u64 BE. */
 export function nonceFromSeq(seq: bigint, prefix = 0): Buffer {
+  return writeNonce(Buffer.alloc(AEAD_NONCE_LEN), seq, prefix);
+}
+
+/** nonceFromSeq written into `out` (12 bytes), which it returns: for a caller that reuses one nonce buffer. */
+export function writeNonce(out: Buffer, seq: bigint, prefix = 0): Buffer {
   if (seq < 0n || seq > MAX_SEQ) throw new CryptoError('nonce sequence out of range', 'ERR_NONCE');
   if (!Number.isInteger(prefix) || prefix < 0 || prefix > 0xffffffff) {
     throw new CryptoError('nonce prefix out of range', 'ERR_NONCE');
   }
-  const nonce = Buffer.alloc(AEAD_NONCE_LEN);
-  nonce.writeUInt32BE(prefix, 0);
-  nonce.writeBigUInt64BE(seq, 4);
-  return nonce;
+  out.writeUInt32BE(prefix, 0);
+  out.writeBigUInt64BE(seq, 4);
+  return out;
 }

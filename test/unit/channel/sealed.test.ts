@@ -1,5 +1,5 @@
 // Sealed frames: ChannelKeys' one-extract derivation gives the RFC 5869 keys (the same as hkdf()), and frames sealed
-// with the native keys open with node:crypto ones and back, and a tampered frame is refused.
+// with the native keys open with node:crypto ones and back (one after another too), and a tampered frame is refused.
 
 import assert from 'node:assert/strict';
 import { hkdfSync, randomBytes } from 'node:crypto';
@@ -47,6 +47,30 @@ describe('sealed frames', () => {
     assert.throws(() => sealFrame(cloud.up, fields, body), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_AEAD_DIRECTION');
     const down = splitFrame(sealFrame(both.down, fields, body));
     assert.throws(() => openFrame(cloud.down, down.header, down.headerBytes, down.body), (e: unknown) => e instanceof CryptoError && e.code === 'ERR_AEAD_DIRECTION');
+  });
+
+  test('frames one after another (one reused nonce buffer, bodies sealed in place) match node:crypto frame for frame', () => {
+    const secret = randomBytes(32);
+    const native = new ChannelKeys(secret);
+    const cloud = new ChannelKeys(secret, {}, 'cloud');
+    const ref = new AeadKey(hkdf(secret, Buffer.alloc(0), INFO_DOWN, 32));
+    const refUp = new AeadKey(hkdf(secret, Buffer.alloc(0), INFO_UP, 32));
+    const frames: { frame: Buffer; body: Buffer }[] = [];
+    for (let i = 0; i < 40; i++) {
+      const body = Buffer.alloc(i * 3, i); // small bodies are V8 on-heap arrays, as the encoder's are
+      const fields = { type: MessageType.KeepaliveAck, txid: i, seq: 1_000_000n + BigInt(i * 7), id: 5n };
+      const a = sealFrame(i % 2 ? cloud.down : native.down, fields, body);
+      assert.deepEqual(a, sealFrame(ref, fields, body), `frame ${i}`);
+      assert.deepEqual(body, Buffer.alloc(i * 3, i), 'the body is left as it was');
+      frames.push({ frame: sealFrame(refUp, fields, body), body });
+    }
+    // Opened out of order, each with its own sequence number in the nonce.
+    for (let i = frames.length - 1; i >= 0; i--) {
+      const f = splitFrame(frames[i]!.frame);
+      assert.deepEqual(openFrame(i % 2 ? cloud.up : native.up, f.header, f.headerBytes, f.body), frames[i]!.body);
+    }
+    const f0 = splitFrame(frames[3]!.frame);
+    assert.throws(() => openFrame(cloud.up, { ...f0.header, seq: f0.header.seq + 1n }, f0.headerBytes, f0.body), CryptoError);
   });
 
   test('the native HKDF pair is RFC 5869 HKDF-SHA-256 and refuses what it cannot take', { skip: loadNativeAddon()?.hkdfSha256Pair ? false : 'no addon' }, () => {
