@@ -68,6 +68,11 @@ async function firstContactSteps(native: NonNullable<ReturnType<typeof loadNativ
       k.seal(nonce12, msg.subarray(0, 200), msg.subarray(0, 28));
       k.destroy();
     },
+    'the same, shared context (addon)': () => {
+      const k = new FastAeadKey(msg.subarray(0, 32), 'seal', Infinity);
+      k.seal(nonce12, msg.subarray(0, 200), msg.subarray(0, 28));
+      k.destroy();
+    },
   };
   for (const fn of Object.values(steps)) if (fn !== steps["a new peer's certificate checked"]) for (let i = 0; i < 20; i++) fn();
   process.stdout.write(`\nfirst-contact steps, thread CPU, median of ${runs} runs, after sleeping for:\n`);

@@ -188,7 +188,7 @@ function signingKeyOf(local: LocalIdentity): KeyObject {
  */
 function handshakeKey(path: PathKeys, senderNodeId: number, info: string, use: 'seal' | 'open'): FastAeadKey {
   const bytes = hkdf(path.tunnelKey, u64(senderNodeId), info, KEY_LEN);
-  const key = new FastAeadKey(bytes, use);
+  const key = new FastAeadKey(bytes, use); // its own context: after a sleep no dearer than the shared one (bench/cold-path)
   bytes.fill(0);
   return key;
 }
