@@ -30,6 +30,29 @@ function intArg(flag: string, dflt: number, min: number, max: number): number {
 }
 
 /**
+ * Prints one row per piece of `work`: the median over `runs` of what `clock` (µs) says each call cost, after the
+ * thread slept (Atomics.wait) for each of `gaps` ms before it.
+ */
+function table(title: string, work: Record<string, () => void>, gaps: number[], runs: number, sleeper: Int32Array, clock: () => number, digits: number): void {
+  const width = Math.max(...Object.keys(work).map((k) => k.length)) + 2;
+  process.stdout.write(`${title}\n${''.padEnd(width)}${gaps.map((g) => `${g} ms`.padStart(10)).join('')}\n`);
+  for (const [name, fn] of Object.entries(work)) {
+    const cells: string[] = [];
+    for (const gap of gaps) {
+      const t: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        if (gap > 0) Atomics.wait(sleeper, 0, 0, gap);
+        const t0 = clock();
+        fn();
+        t.push(clock() - t0);
+      }
+      cells.push(`${median(t).toFixed(digits)} us`.padStart(10));
+    }
+    process.stdout.write(`${name.padEnd(width)}${cells.join('')}\n`);
+  }
+}
+
+/**
  * The steps of a first contact after the thread slept: each step's thread CPU, median over `runs` (a fresh
  * certificate for every check, so nothing is answered from the parsed-certificate cache).
  */
@@ -75,22 +98,7 @@ async function firstContactSteps(native: NonNullable<ReturnType<typeof loadNativ
     },
   };
   for (const fn of Object.values(steps)) if (fn !== steps["a new peer's certificate checked"]) for (let i = 0; i < 20; i++) fn();
-  process.stdout.write(`\nfirst-contact steps, thread CPU, median of ${runs} runs, after sleeping for:\n`);
-  process.stdout.write(`${''.padEnd(36)}${gaps.map((g) => `${g} ms`.padStart(10)).join('')}\n`);
-  for (const [name, fn] of Object.entries(steps)) {
-    const cells: string[] = [];
-    for (const gap of gaps) {
-      const t: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        if (gap > 0) Atomics.wait(sleeper, 0, 0, gap);
-        const c0 = native.threadCpuUs();
-        fn();
-        t.push(native.threadCpuUs() - c0);
-      }
-      cells.push(`${median(t).toFixed(0)} us`.padStart(10));
-    }
-    process.stdout.write(`${name.padEnd(36)}${cells.join('')}\n`);
-  }
+  table(`\nfirst-contact steps, thread CPU, median of ${runs} runs, after sleeping for:`, steps, gaps, runs, sleeper, () => native.threadCpuUs(), 0);
 }
 
 async function main(): Promise<void> {
@@ -123,23 +131,8 @@ async function main(): Promise<void> {
       for (let i = 0; i < arr.length; i++) arr[i] = i * 1.5;
     },
   };
-  const gaps = [0, 1, 10];
-  process.stdout.write(`per-packet work, median of ${runs} runs, after sleeping (Atomics.wait) for:\n`);
-  process.stdout.write(`${''.padEnd(32)}${gaps.map((g) => `${g} ms`.padStart(10)).join('')}\n`);
-  for (const [name, fn] of Object.entries(work)) {
-    const cells: string[] = [];
-    for (const gap of gaps) {
-      const t: number[] = [];
-      for (let i = 0; i < runs; i++) {
-        if (gap > 0) Atomics.wait(sleeper, 0, 0, gap);
-        const t0 = process.hrtime.bigint();
-        fn();
-        t.push(Number(process.hrtime.bigint() - t0) / 1000);
-      }
-      cells.push(`${median(t).toFixed(1)} us`.padStart(10));
-    }
-    process.stdout.write(`${name.padEnd(32)}${cells.join('')}\n`);
-  }
+  const wall = (): number => Number(process.hrtime.bigint()) / 1000;
+  table(`per-packet work, median of ${runs} runs, after sleeping (Atomics.wait) for:`, work, [0, 1, 10], runs, sleeper, wall, 1);
   native.aeadDestroy(h);
   await firstContactSteps(native, contactRuns, sleeper);
 }

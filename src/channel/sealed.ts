@@ -1,8 +1,7 @@
 // Sealed frames: node↔NMS signaling keyed by the Common Key, and the channels built the same way (NMS↔TRS, relay binds).
 // Per-direction AES-256-GCM keys from HKDF; nonce = 0^4 || seq; the header bytes are the associated data.
 
-import { createHmac } from 'node:crypto';
-import { AEAD_NONCE_LEN, AeadKey, nonceFromSeq } from '../crypto/index.js';
+import { AEAD_NONCE_LEN, AeadKey, hkdf, nonceFromSeq } from '../crypto/index.js';
 import { writeNonce } from '../crypto/aead.js';
 import { FastAeadKey } from '../crypto/fast-aead.js';
 import { loadNativeAddon } from '../native/addon.js';
@@ -27,8 +26,7 @@ export interface ChannelLabels {
 /** A key frames are sealed and opened with: FastAeadKey (one OpenSSL context per key, native) or AeadKey. */
 export type FrameKey = AeadKey | FastAeadKey;
 
-const ONE = Buffer.from([1]);
-/** The addon's HKDF pair (the same bytes in one native call, ~2 µs instead of ~10 µs of node:crypto Hmac objects). */
+/** The addon's HKDF pair: one extract for both keys, in one native call (hkdf() twice without the addon or beyond 64-byte salts). */
 const hkdfPair = loadNativeAddon()?.hkdfSha256Pair ?? null;
 /** Infos as bytes, by string (a handful of constant labels). */
 const INFOS = new Map<string, Buffer>();
@@ -40,7 +38,6 @@ function infoBytes(info: string): Buffer {
   }
   return b;
 }
-const ZERO_SALT = Buffer.alloc(32);
 
 /**
  * HKDF-SHA-256 (RFC 5869) of one 32-byte secret into two 32-byte keys: one extract, two single-block expands
@@ -53,11 +50,7 @@ function deriveTwo(secret: Buffer, salt: Buffer, infoA: string, infoB: string): 
     hkdfPair(secret, salt, infoBytes(infoA), infoBytes(infoB), out);
     return [out.subarray(0, 32), out.subarray(32)];
   }
-  const prk = createHmac('sha256', salt.length ? salt : ZERO_SALT).update(secret).digest();
-  const a = createHmac('sha256', prk).update(infoA, 'utf8').update(ONE).digest();
-  const b = createHmac('sha256', prk).update(infoB, 'utf8').update(ONE).digest();
-  prk.fill(0);
-  return [a, b];
+  return [hkdf(secret, salt, infoA, 32), hkdf(secret, salt, infoB, 32)];
 }
 
 /**

@@ -262,13 +262,14 @@ function openHandshake(frame: Uint8Array, type: MessageType, path: PathKeys, key
   if (header.status !== 0) throw new DecodeError(`${MessageType[type]} with non-zero status ${header.status}`, 'ERR_DECODE_HEADER');
   if (header.id !== path.pathId) throw fail('ERR_HANDSHAKE_PATH', `frame for path ${header.id.toString(16)}, expected ${path.pathId.toString(16)}`);
   let plain: Buffer;
-  const k = key();
+  let k: FastAeadKey | null = null;
   try {
+    k = key();
     plain = k.open(nonceFromSeq(header.seq), body, headerBytes);
   } catch {
     throw fail('ERR_HANDSHAKE_AUTH', `${MessageType[type]} does not authenticate under the tunnel key`);
   } finally {
-    k.destroy();
+    k?.destroy();
   }
   const decoded = decodeTlv(WIRE_SCHEMA, plain);
   if (decoded.pathId !== path.pathId) throw fail('ERR_HANDSHAKE_PATH', 'handshake body names another path');

@@ -315,9 +315,8 @@ describe('adapter: general nodes on a LAN brought into the overlay (netns, real 
   }
 
   test('100 MB over TCP each way between the general node (default offloads, MTU 1500) and the cyphonic node arrive intact', async () => {
-    // This switches nothing off: it checks that g1's link still has the kernel's default offload limits (the harness's
-    // old gso_max_segs 1 / gso_max_size 1500 workaround is gone, so TSO super-frames reach the adapter) and the
-    // 1500-byte MTU of a device that ignored the DHCP/RA MTU.
+    // This switches nothing off: it checks that g1's link has the kernel's default offload limits (so TSO super-frames
+    // of up to 64 KiB reach the adapter) and the 1500-byte MTU of a device that ignored the DHCP/RA MTU.
     assert.match(await dev['g1']!.run('ip', ['-d', 'link', 'show', 'eth0']), /mtu 1500 .*gso_max_size 65536 gso_max_segs 65535/s);
     const c0 = (await status()).lanCounters;
     const MB = 1024 * 1024;
