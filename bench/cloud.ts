@@ -5,10 +5,12 @@
 // on many loopback source addresses. Prints per configuration: registrations/s, keepalives/s (sustained), route
 // selections/s with p50/p99 latency (pairs across instances included), RSS per registered node, and per phase the
 // CPU the instances, the generator and the rest of the machine used, with registrations and keepalives per NMS
-// core-second. Method and figures: docs/PERFORMANCE.md "Cloud".
+// core-second. With --hold-seconds, a paced phase too: every node keeps alive once per --hold-interval for that long,
+// as that many live nodes would (answered, failed, latency, NMS cores busy). Method and figures: docs/PERFORMANCE.md "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
-//   [--ka-seconds S (5)] [--workers W (2)] [--sockets K (64)] [--window N (512)] [--only sqlite|pg1|pg3]
+//   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]
+//   [--window N (512)] [--only sqlite|pg1|pg3]
 //   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -75,6 +77,8 @@ interface Row {
   /** Registrations and keepalives per CPU second of the instances (what one NMS core does). */
   regPerNmsCore: number;
   kaPerNmsCore: number;
+  /** The paced phase (--hold-seconds): every node keeps alive once per interval, as live nodes do. */
+  hold?: { perS: number; ok: number; failed: number; p50: number; p99: number; nmsCores: number; behindMs: number; kbPerNode: number };
 }
 
 const TICK = 100; // USER_HZ on Linux
@@ -190,6 +194,22 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     const ka = await phase(workers, () => ({ op: 'keepalive', ms: o.kaSeconds * 1000 }), pids);
     const kaOk = ka.res.reduce((a, r) => a + r.ok, 0);
     const rssAfter = pids.reduce((a, p) => a + rssKb(p), 0);
+    let hold: Row['hold'];
+    if (o.holdSeconds > 0) {
+      const h = await phase(workers, () => ({ op: 'hold', ms: o.holdSeconds * 1000, interval: o.holdInterval * 1000 }), pids);
+      const hl = h.res.flatMap((r) => r.lat ?? []);
+      const ok = h.res.reduce((a, r) => a + r.ok, 0);
+      hold = {
+        perS: ok / h.secs,
+        ok,
+        failed: h.res.reduce((a, r) => a + r.failed, 0),
+        p50: pct(hl, 50),
+        p99: pct(hl, 99),
+        nmsCores: h.cpu.nms,
+        behindMs: Math.max(...h.res.map((r) => r.behindMs ?? 0)),
+        kbPerNode: (pids.reduce((a, p) => a + rssKb(p), 0) - rssBefore) / nodes,
+      };
+    }
     const share = Math.ceil(o.routes / workers.length);
     const rt = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
     const lat = rt.res.flatMap((r) => r.lat ?? []);
@@ -208,6 +228,7 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
       cpu: { reg: reg.cpu, ka: ka.cpu, routes: rt.cpu },
       regPerNmsCore: regOk / reg.nmsCpu,
       kaPerNmsCore: kaOk / ka.nmsCpu,
+      ...(hold ? { hold } : {}),
     };
   } finally {
     for (const w of workers) {
@@ -228,6 +249,8 @@ interface Opts {
   routes: number;
   routeRate: number;
   kaSeconds: number;
+  holdSeconds: number;
+  holdInterval: number;
   workers: number;
   sockets: number;
   window: number;
@@ -239,6 +262,8 @@ async function main(): Promise<void> {
     routes: arg('--routes', 5000),
     routeRate: arg('--route-rate', 1000),
     kaSeconds: arg('--ka-seconds', 5),
+    holdSeconds: arg('--hold-seconds', 0),
+    holdInterval: arg('--hold-interval', 5),
     workers: arg('--workers', 2),
     sockets: arg('--sockets', 64),
     window: arg('--window', 512),
@@ -279,6 +304,15 @@ async function main(): Promise<void> {
   for (const r of rows) {
     const c = (k: 'reg' | 'ka' | 'routes'): string => `${k} ${r.cpu[k].nms.toFixed(2)}/${r.cpu[k].gen.toFixed(2)}/${r.cpu[k].rest.toFixed(2)}`;
     console.log(`${r.config.padEnd(12)} ${c('reg')}   ${c('ka')}   ${c('routes')}`);
+  }
+  const held = rows.filter((r) => r.hold);
+  if (held.length) {
+    console.log(`\nheld: every node keeps alive once per ${o.holdInterval} s for ${o.holdSeconds} s (paced, as live nodes do)`);
+    console.log('config        keepalive/s   answered  failed  p50 ms  p99 ms  NMS cores busy  generator behind (max ms)  RSS kB/node');
+    for (const r of held) {
+      const h = r.hold!;
+      console.log(`${r.config.padEnd(12)} ${f(h.perS, 12)} ${f(h.ok, 10)} ${f(h.failed, 7)} ${f(h.p50, 7, 2)} ${f(h.p99, 7, 2)} ${f(h.nmsCores, 15, 2)} ${f(h.behindMs, 26, 1)} ${f(h.kbPerNode, 12, 2)}`);
+    }
   }
 }
 

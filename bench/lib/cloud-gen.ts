@@ -30,6 +30,8 @@ export interface GenInit {
 export type GenCommand =
   | { op: 'register' }
   | { op: 'keepalive'; ms: number }
+  /** Every node keeps alive once per `interval` ms (staggered evenly, as registered nodes do) for `ms`. */
+  | { op: 'hold'; ms: number; interval: number }
   /** Route selections from nodes of this worker to other nodes (`n<global index>`, never itself) at `rate` per second. */
   | { op: 'routes'; count: number; rate: number }
   | { op: 'close' };
@@ -37,8 +39,10 @@ export type GenCommand =
 export interface GenResult {
   ok: number;
   failed: number;
-  /** Route selection latencies (ms). */
+  /** Route selection or keepalive latencies (ms). */
   lat?: number[];
+  /** hold: the longest the pacing loop fell behind its schedule (ms). */
+  behindMs?: number;
   /** Why requests failed (message → count). */
   errors: Record<string, number>;
 }
@@ -136,6 +140,43 @@ async function main(): Promise<void> {
           }),
         );
         return { ok, failed, errors };
+      }
+      if (cmd.op === 'hold') {
+        // Paced, not as fast as possible: keepalive k of this worker is due at k * interval / n, so every node sends
+        // one per interval. Each is answered (or fails) on its own; the loop does not wait for answers.
+        const lat: number[] = [];
+        let ok = 0;
+        let failed = 0;
+        let sent = 0;
+        let behindMs = 0;
+        const t0 = performance.now();
+        const total = Math.floor((cmd.ms / cmd.interval) * n);
+        let inFlight = 0;
+        while (sent < total) {
+          const now = performance.now() - t0;
+          const due = Math.min(total, Math.floor((now / cmd.interval) * n));
+          if (due > sent) behindMs = Math.max(behindMs, now - (sent * cmd.interval) / n);
+          for (; sent < due; sent++) {
+            const t = performance.now();
+            inFlight++;
+            all[sent % n]!.keepalive().then(
+              () => {
+                inFlight--;
+                ok++;
+                lat.push(performance.now() - t);
+              },
+              (err: unknown) => {
+                inFlight--;
+                failed++;
+                note(err);
+              },
+            );
+          }
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        // The last answers (a keepalive gives up after its retransmissions, so this ends).
+        while (inFlight > 0) await new Promise((r) => setTimeout(r, 10));
+        return { ok, failed, lat, behindMs, errors };
       }
       // Route selections at a fixed offered rate (this worker's share); latency from request to RouteDirection.
       const lat: number[] = [];
