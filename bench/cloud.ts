@@ -194,6 +194,10 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     const ka = await phase(workers, () => ({ op: 'keepalive', ms: o.kaSeconds * 1000 }), pids);
     const kaOk = ka.res.reduce((a, r) => a + r.ok, 0);
     const rssAfter = pids.reduce((a, p) => a + rssKb(p), 0);
+    const share = Math.ceil(o.routes / workers.length);
+    const rt = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
+    const lat = rt.res.flatMap((r) => r.lat ?? []);
+    // Last: the route phase then runs on the same state with or without it (route latencies after a hold were worse).
     let hold: Row['hold'];
     if (o.holdSeconds > 0) {
       const h = await phase(workers, () => ({ op: 'hold', ms: o.holdSeconds * 1000, interval: o.holdInterval * 1000 }), pids);
@@ -210,9 +214,6 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
         kbPerNode: (pids.reduce((a, p) => a + rssKb(p), 0) - rssBefore) / nodes,
       };
     }
-    const share = Math.ceil(o.routes / workers.length);
-    const rt = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
-    const lat = rt.res.flatMap((r) => r.lat ?? []);
     return {
       config: label,
       nodes,
