@@ -167,8 +167,8 @@ export interface Store {
   getNodeByVip(address: string): Promise<NodeRecord | null>;
   /** Ordered by id. */
   listNodes(): Promise<NodeRecord[]>;
-  /** General nodes owned by the adapter node `adapterId`, ordered by id. */
-  listGeneralNodes(adapterId: number): Promise<NodeRecord[]>;
+  /** General nodes owned by the adapter node `adapterId` (without it: every adapter's), ordered by id. */
+  listGeneralNodes(adapterId?: number): Promise<NodeRecord[]>;
 
   /**
    * StoreError 'ERR_STORE_DUPLICATE' for a known serial, 'ERR_STORE_REFERENCE' for an unknown node. Like every write of

@@ -20,8 +20,8 @@ export async function bumpGeneralRev(store: Store): Promise<void> {
 /** adapter node id → a signature of its general nodes (id, MAC, family). */
 async function adapterLists(store: Store): Promise<Map<number, string>> {
   const byAdapter = new Map<number, string[]>();
-  for (const n of await store.listNodes()) {
-    if (n.kind !== 'general' || n.adapterId === null || n.adapterId === undefined) continue;
+  for (const n of await store.listGeneralNodes()) {
+    if (n.adapterId === null || n.adapterId === undefined) continue;
     const l = byAdapter.get(n.adapterId) ?? [];
     l.push(`${n.id}/${n.mac ?? ''}/${n.family}`);
     byAdapter.set(n.adapterId, l);

@@ -424,8 +424,11 @@ class PostgresStore implements Store {
     return (await this.#q<NodeRow>('SELECT * FROM nodes ORDER BY id')).map(nodeFromRow);
   }
 
-  async listGeneralNodes(adapterId: number): Promise<NodeRecord[]> {
-    return (await this.#q<NodeRow>("SELECT * FROM nodes WHERE adapter_id = $1 AND kind = 'general' ORDER BY id", [adapterId])).map(nodeFromRow);
+  async listGeneralNodes(adapterId?: number): Promise<NodeRecord[]> {
+    const rows = adapterId === undefined
+      ? await this.#q<NodeRow>("SELECT * FROM nodes WHERE adapter_id IS NOT NULL AND kind = 'general' ORDER BY id")
+      : await this.#q<NodeRow>("SELECT * FROM nodes WHERE adapter_id = $1 AND kind = 'general' ORDER BY id", [adapterId]);
+    return rows.map(nodeFromRow);
   }
 
   async addCertificate(rec: NewCertificate): Promise<void> {

@@ -232,6 +232,7 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           assert.deepEqual((await s.listGeneralNodes(gw.id)).map((n) => [n.name, n.family]), [['cam', 'v6'], ['plc', 'dual']]);
           assert.deepEqual((await s.listGeneralNodes(other.id)).map((n) => n.name), ['meter']);
           assert.deepEqual(await s.listGeneralNodes(plc.id), []);
+          assert.deepEqual((await s.listGeneralNodes()).map((n) => [n.name, n.adapterId]), [['cam', gw.id], ['meter', other.id], ['plc', gw.id]], 'every adapter\'s, by id; the adapters themselves are not listed');
           await rejectsWith(s.createNode({ name: 'bad', kind: 'general', adapterId: gw.id, family: 'v5' as never }, POOLS), 'ERR_STORE_INVALID');
         }));
 
