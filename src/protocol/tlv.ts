@@ -5,6 +5,7 @@ import { DecodeError } from '../util/errors.js';
 import { MAX_BODY_LEN, TLV_HEADER_LEN } from './constants.js';
 import { type Endpoint, isValidPort } from './endpoint.js';
 import { formatIp, formatIp4, formatIp6, parseIp4Into, parseIp6Into } from './ip.js';
+import { readU64BE, writeU64BE } from '../util/u64.js';
 
 export type FieldKind =
   | 'u8'
@@ -162,7 +163,7 @@ function writeValue(w: Writer, f: FieldSpec, v: unknown): void {
     case 'u64': {
       if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw encErr(f, `not a u64 bigint: ${String(v)}`);
       w.head(f.tag, 8);
-      w.buf.writeBigUInt64BE(v, w.off);
+      writeU64BE(w.buf, v, w.off);
       w.off += 8;
       return;
     }
@@ -293,12 +294,12 @@ function decodeValue(f: FieldSpec, v: Buffer): unknown {
       return v.readUInt32BE(0);
     case 'u64':
       expectLen(f, v, 8);
-      return v.readBigUInt64BE(0);
+      return readU64BE(v, 0);
     case 'id': {
       expectLen(f, v, 8);
-      const n = v.readBigUInt64BE(0);
-      if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw decErr(f, 'id exceeds Number.MAX_SAFE_INTEGER');
-      return Number(n);
+      const hi = v.readUInt32BE(0);
+      if (hi > 0x1f_ffff) throw decErr(f, 'id exceeds Number.MAX_SAFE_INTEGER'); // 2^53 - 1 has 21 high bits
+      return hi * 0x1_0000_0000 + v.readUInt32BE(4);
     }
     case 'bool': {
       expectLen(f, v, 1);
