@@ -91,6 +91,24 @@ function regFromRow(r: RegRow): RegistrationRecord {
   return rec;
 }
 
+/** regFromRow for a getRegRaw row (columns by position). */
+function regFromRaw(r: unknown[]): RegistrationRecord {
+  const rec: RegistrationRecord = {
+    nodeId: r[0] as number,
+    reported: decodeEndpoints(r[1] as string),
+    observed: { address: r[2] as string, port: r[3] as number },
+    nat: r[4] !== 0,
+    keepaliveSec: r[5] as number,
+    registeredAt: r[6] as number,
+    lastSeen: r[7] as number,
+    lastSeq: BigInt(r[8] as string),
+  };
+  const mapping = r[9];
+  if (mapping === 'independent' || mapping === 'dependent') rec.mapping = mapping;
+  if (r[10] !== null) rec.nms = r[10] as string;
+  return rec;
+}
+
 function relayFromRow(r: RelayRow): RelayServerRecord {
   return {
     id: r.id,
@@ -180,6 +198,7 @@ class SqliteStore implements Store {
   readonly #nodeByNameReads: TurnReads<string, NodeRecord | null>;
   readonly #certReads: TurnReads<number, CertificateRecord[]>;
   readonly #regReads: TurnReads<number, RegistrationRecord | null>;
+  readonly #tagReads: TurnReads<string, string[]>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -239,6 +258,10 @@ class SqliteStore implements Store {
         'UPDATE registrations SET last_seen = ?, last_seq = ? WHERE node_id = ? AND observed_address = ? AND observed_port = ? AND nms IS ?',
       ),
       getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
+      // The same row by position (no object per row), in regFromRaw's order: the read every route selection makes.
+      getRegRaw: p(
+        'SELECT node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms FROM registrations WHERE node_id = ?',
+      ).raw(true),
       setRegMapping: p('UPDATE registrations SET mapping = ? WHERE node_id = ?'),
       listRegs: p('SELECT * FROM registrations ORDER BY node_id'),
       deleteReg: p('DELETE FROM registrations WHERE node_id = ?'),
@@ -251,7 +274,7 @@ class SqliteStore implements Store {
       deleteRelay: p('DELETE FROM relay_servers WHERE id = ?'),
       deleteTags: p('DELETE FROM node_tags WHERE name = ?'),
       insertTag: p('INSERT INTO node_tags (name, tag) VALUES (?, ?)'),
-      getTags: p('SELECT tag FROM node_tags WHERE name = ? ORDER BY tag'),
+      getTags: p('SELECT tag FROM node_tags WHERE name = ? ORDER BY tag').pluck(true),
       listTags: p('SELECT name, tag FROM node_tags ORDER BY name, tag'),
       upsertInstance: p(
         `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -310,9 +333,10 @@ class SqliteStore implements Store {
     });
     this.#certReads = turnReads((id: number): CertificateRecord[] => (this.#stmt('nodeCerts').all(id) as CertRow[]).map(certFromRow));
     this.#regReads = turnReads((id: number): RegistrationRecord | null => {
-      const row = this.#stmt('getReg').get(id) as RegRow | undefined;
-      return row === undefined ? null : regFromRow(row);
+      const row = this.#stmt('getRegRaw').get(id) as unknown[] | undefined;
+      return row === undefined ? null : regFromRaw(row);
     });
+    this.#tagReads = turnReads((name: string): string[] => this.#stmt('getTags').all(name) as string[]);
     this.#sessionReads = turnReads((id: number): NodeSessionRecord | null => {
       const row = this.#stmt('nodeSession').get(id) as unknown[] | undefined;
       return row === undefined ? null : nodeSessionFromRaw(row);
@@ -363,7 +387,7 @@ class SqliteStore implements Store {
   close(): Promise<void> {
     // Reads already asked for are answered, and writes already queued commit first (their callers were promised a
     // commit or an error).
-    for (const r of [this.#sessionReads, this.#keyReads, this.#metaReads, this.#nodeByIdReads, this.#nodeByNameReads, this.#certReads, this.#regReads]) r.flush();
+    for (const r of [this.#sessionReads, this.#keyReads, this.#metaReads, this.#nodeByIdReads, this.#nodeByNameReads, this.#certReads, this.#regReads, this.#tagReads]) r.flush();
     this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
@@ -614,7 +638,7 @@ class SqliteStore implements Store {
   }
 
   getNodeTags(name: string): Promise<string[]> {
-    return this.#run(() => (this.#stmt('getTags').all(name) as { tag: string }[]).map((r) => r.tag));
+    return this.#tagReads.read(name);
   }
 
   listNodeTags(): Promise<Map<string, string[]>> {
