@@ -240,6 +240,19 @@ export function encodeTlv<T>(schema: Schema<T>, value: T): Buffer {
  * the two, and the same MAX_BODY_LEN limit on the whole. Throws RangeError like encodeTlv.
  */
 export function encodeTlvAfter<T>(prefix: Uint8Array | null, schema: Schema<T>, value: T): Buffer {
+  return write(prefix, schema, value).finish();
+}
+
+/**
+ * encodeTlv's bytes as a view of the encoders' shared scratch buffer, not a buffer of their own: valid only until the
+ * next encode, for a caller that copies them at once (sealFrame). Saves a buffer and a copy per message.
+ */
+export function encodeTlvTransient<T>(schema: Schema<T>, value: T): Buffer {
+  const w = write(null, schema, value);
+  return w.buf.subarray(0, w.off);
+}
+
+function write<T>(prefix: Uint8Array | null, schema: Schema<T>, value: T): Writer {
   compile(schema as Schema<never>);
   if (typeof value !== 'object' || value === null) throw new RangeError('encode: body must be an object');
   const obj = value as Record<string, unknown>;
@@ -262,7 +275,7 @@ export function encodeTlvAfter<T>(prefix: Uint8Array | null, schema: Schema<T>, 
     }
     if (w.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
   }
-  return w.finish();
+  return w;
 }
 
 // ───────────────────────────── decode ─────────────────────────────
