@@ -383,23 +383,33 @@ export function decodeTlv<T>(schema: Schema<T>, bytes: Uint8Array): T {
   const { byTag } = compile(schema as Schema<never>);
   const out: Record<string, unknown> = {};
   for (const f of schema as readonly FieldSpec[]) if (f.repeated) out[f.name] = [];
-  const seen = new Set<number>();
-  for (const [tag, value] of readTlvs(bytes)) {
+  // The TLVs walked in place (readTlvs' checks and messages, without its list of pairs); a non-repeated field was
+  // seen when `out` has it (no decoded value is undefined).
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let off = 0;
+  while (off < b.length) {
+    if (b.length - off < TLV_HEADER_LEN) throw new DecodeError(`truncated TLV header at offset ${off}`, BODY);
+    const tag = b[off]!;
+    const len = (b[off + 1]! << 8) | b[off + 2]!;
+    const start = off + TLV_HEADER_LEN;
+    if (b.length - start < len) {
+      throw new DecodeError(`TLV tag ${tag} at offset ${off} claims ${len} bytes, ${b.length - start} left`, BODY);
+    }
+    off = start + len;
     const f = byTag.get(tag);
     if (!f) continue; // unknown tag: forward compatibility
-    const v = decodeValue(f, value);
+    const v = decodeValue(f, b.subarray(start, start + len));
     if (f.repeated) {
       const arr = out[f.name] as unknown[];
       if (f.maxCount !== undefined && arr.length >= f.maxCount) throw decErr(f, `more than ${f.maxCount} entries`);
       arr.push(v);
     } else {
-      if (seen.has(tag)) throw decErr(f, 'duplicate tag');
-      seen.add(tag);
+      if (Object.hasOwn(out, f.name)) throw decErr(f, 'duplicate tag');
       out[f.name] = v;
     }
   }
   for (const f of schema as readonly FieldSpec[]) {
-    if (!f.repeated && !f.optional && !seen.has(f.tag)) throw decErr(f, 'required field missing');
+    if (!f.repeated && !f.optional && !Object.hasOwn(out, f.name)) throw decErr(f, 'required field missing');
   }
   return out as T;
 }
