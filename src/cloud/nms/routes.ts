@@ -63,7 +63,7 @@ interface Waiting {
   responderId: number;
   reg: RegistrationRecord;
   body: RouteDirection;
-  /** Pushes made so far (the next wait is PUSH_RETRANSMIT_MS[sent - 1]). */
+  /** Pushes made so far (the wait running after the last one is PUSH_RETRANSMIT_MS[sent - 1]). */
   sent: number;
   timer: NodeJS.Timeout | null;
   /** true/false: the responder accepted/refused; null: no confirmation after the last push's wait. */
@@ -340,9 +340,5 @@ export class RouteSelector {
       }
     }
     return out;
-  }
-
-  private currentCert(nodeId: number): Promise<Buffer | null> {
-    return this.view.currentCert(nodeId, this.c.now()); // cached per certificate revision (policy-view.ts)
   }
 }
