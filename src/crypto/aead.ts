@@ -2,6 +2,7 @@
 // AeadKey is stateless across calls: the caller owns nonce uniqueness (see nonceFromSeq).
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
 import { CryptoError } from '../util/errors.js';
+import { writeU64BE } from '../util/u64.js';
 
 export const AEAD_KEY_LEN = 32;
 export const AEAD_NONCE_LEN = 12;
@@ -61,6 +62,6 @@ export function writeNonce(out: Buffer, seq: bigint, prefix = 0): Buffer {
     throw new CryptoError('nonce prefix out of range', 'ERR_NONCE');
   }
   out.writeUInt32BE(prefix, 0);
-  out.writeBigUInt64BE(seq, 4);
+  writeU64BE(out, seq, 4);
   return out;
 }

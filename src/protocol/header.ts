@@ -3,6 +3,7 @@
 
 import { DecodeError } from '../util/errors.js';
 import { HEADER_LEN, MAX_BODY_LEN, MessageType, PROTOCOL_VERSION, isMessageType } from './constants.js';
+import { readU64BE, writeU64BE } from '../util/u64.js';
 
 /*
  * Header layout (HEADER_LEN = 28 bytes, all integers big-endian):
@@ -96,8 +97,8 @@ export function encodeHeader(h: Header, out?: Buffer, offset = 0): Buffer {
   buf.writeUInt8(h.type, offset + OFF_TYPE);
   buf.writeUInt16BE(h.status, offset + OFF_STATUS);
   buf.writeUInt32BE(h.txid, offset + OFF_TXID);
-  buf.writeBigUInt64BE(h.seq, offset + OFF_SEQ);
-  buf.writeBigUInt64BE(h.id, offset + OFF_ID);
+  writeU64BE(buf, h.seq, offset + OFF_SEQ);
+  writeU64BE(buf, h.id, offset + OFF_ID);
   buf.writeUInt16BE(h.length, offset + OFF_LENGTH);
   buf.writeUInt16BE(0, offset + OFF_RESERVED);
   return buf;
@@ -126,8 +127,8 @@ function parseHeader(b: Buffer): Header {
     type,
     status: b.readUInt16BE(OFF_STATUS),
     txid: b.readUInt32BE(OFF_TXID),
-    seq: b.readBigUInt64BE(OFF_SEQ),
-    id: b.readBigUInt64BE(OFF_ID),
+    seq: readU64BE(b, OFF_SEQ),
+    id: readU64BE(b, OFF_ID),
     length: b.readUInt16BE(OFF_LENGTH),
   };
 }

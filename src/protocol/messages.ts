@@ -6,7 +6,7 @@ import { MAX_BODY_LEN, MessageType, isMessageType, isPathType } from './constant
 import type { Endpoint } from './endpoint.js';
 import { type Frame, type FrameHeader, decodeFrame, encodeFrame } from './frame.js';
 import type { Header } from './header.js';
-import { type Schema, decodeTlv, encodeTlv, encodeTlvAfter } from './tlv.js';
+import { type Schema, decodeTlv, encodeTlv, encodeTlvAfter, encodeTlvTransient } from './tlv.js';
 
 export type { Endpoint } from './endpoint.js';
 
@@ -724,6 +724,19 @@ export function encodeBody<T extends MessageType>(type: T, body: BodyMap[T]): Bu
   const why = runCheck(type, body);
   if (why) throw new RangeError(`encode ${MessageType[type]}: ${why}`);
   return encodeTlv(schema as Schema<BodyMap[T]>, body);
+}
+
+/**
+ * encodeBody's bytes for a caller that copies them at once (sealFrame): a view of the encoders' scratch buffer, valid
+ * only until the next encode (tlv.ts encodeTlvTransient). Not for opaque bodies.
+ */
+export function encodeBodyTransient<T extends MessageType>(type: T, body: BodyMap[T]): Buffer {
+  if (!isMessageType(type)) throw new RangeError(`unknown message type ${String(type)}`);
+  const schema = SCHEMAS[type];
+  if (schema === 'opaque') throw new RangeError(`${MessageType[type]} has an opaque body: use encodeBody`);
+  const why = runCheck(type, body);
+  if (why) throw new RangeError(`encode ${MessageType[type]}: ${why}`);
+  return encodeTlvTransient(schema as Schema<BodyMap[T]>, body);
 }
 
 /** The fields of a RegistrationResponse that never change for a node (ids are never reused, nor names or addresses changed). */

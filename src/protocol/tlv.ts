@@ -5,6 +5,7 @@ import { DecodeError } from '../util/errors.js';
 import { MAX_BODY_LEN, TLV_HEADER_LEN } from './constants.js';
 import { type Endpoint, isValidPort } from './endpoint.js';
 import { formatIp, formatIp4, formatIp6, parseIp4Into, parseIp6Into } from './ip.js';
+import { readU64BE, writeU64BE } from '../util/u64.js';
 
 export type FieldKind =
   | 'u8'
@@ -162,7 +163,7 @@ function writeValue(w: Writer, f: FieldSpec, v: unknown): void {
     case 'u64': {
       if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw encErr(f, `not a u64 bigint: ${String(v)}`);
       w.head(f.tag, 8);
-      w.buf.writeBigUInt64BE(v, w.off);
+      writeU64BE(w.buf, v, w.off);
       w.off += 8;
       return;
     }
@@ -239,6 +240,19 @@ export function encodeTlv<T>(schema: Schema<T>, value: T): Buffer {
  * the two, and the same MAX_BODY_LEN limit on the whole. Throws RangeError like encodeTlv.
  */
 export function encodeTlvAfter<T>(prefix: Uint8Array | null, schema: Schema<T>, value: T): Buffer {
+  return write(prefix, schema, value).finish();
+}
+
+/**
+ * encodeTlv's bytes as a view of the encoders' shared scratch buffer, not a buffer of their own: valid only until the
+ * next encode, for a caller that copies them at once (sealFrame). Saves a buffer and a copy per message.
+ */
+export function encodeTlvTransient<T>(schema: Schema<T>, value: T): Buffer {
+  const w = write(null, schema, value);
+  return w.buf.subarray(0, w.off);
+}
+
+function write<T>(prefix: Uint8Array | null, schema: Schema<T>, value: T): Writer {
   compile(schema as Schema<never>);
   if (typeof value !== 'object' || value === null) throw new RangeError('encode: body must be an object');
   const obj = value as Record<string, unknown>;
@@ -261,7 +275,7 @@ export function encodeTlvAfter<T>(prefix: Uint8Array | null, schema: Schema<T>, 
     }
     if (w.length > MAX_BODY_LEN) throw new RangeError(`encoded body exceeds ${MAX_BODY_LEN} bytes`);
   }
-  return w.finish();
+  return w;
 }
 
 // ───────────────────────────── decode ─────────────────────────────
@@ -293,12 +307,12 @@ function decodeValue(f: FieldSpec, v: Buffer): unknown {
       return v.readUInt32BE(0);
     case 'u64':
       expectLen(f, v, 8);
-      return v.readBigUInt64BE(0);
+      return readU64BE(v, 0);
     case 'id': {
       expectLen(f, v, 8);
-      const n = v.readBigUInt64BE(0);
-      if (n > BigInt(Number.MAX_SAFE_INTEGER)) throw decErr(f, 'id exceeds Number.MAX_SAFE_INTEGER');
-      return Number(n);
+      const hi = v.readUInt32BE(0);
+      if (hi > 0x1f_ffff) throw decErr(f, 'id exceeds Number.MAX_SAFE_INTEGER'); // 2^53 - 1 has 21 high bits
+      return hi * 0x1_0000_0000 + v.readUInt32BE(4);
     }
     case 'bool': {
       expectLen(f, v, 1);
@@ -369,23 +383,33 @@ export function decodeTlv<T>(schema: Schema<T>, bytes: Uint8Array): T {
   const { byTag } = compile(schema as Schema<never>);
   const out: Record<string, unknown> = {};
   for (const f of schema as readonly FieldSpec[]) if (f.repeated) out[f.name] = [];
-  const seen = new Set<number>();
-  for (const [tag, value] of readTlvs(bytes)) {
+  // The TLVs walked in place (readTlvs' checks and messages, without its list of pairs); a non-repeated field was
+  // seen when `out` has it (no decoded value is undefined).
+  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let off = 0;
+  while (off < b.length) {
+    if (b.length - off < TLV_HEADER_LEN) throw new DecodeError(`truncated TLV header at offset ${off}`, BODY);
+    const tag = b[off]!;
+    const len = (b[off + 1]! << 8) | b[off + 2]!;
+    const start = off + TLV_HEADER_LEN;
+    if (b.length - start < len) {
+      throw new DecodeError(`TLV tag ${tag} at offset ${off} claims ${len} bytes, ${b.length - start} left`, BODY);
+    }
+    off = start + len;
     const f = byTag.get(tag);
     if (!f) continue; // unknown tag: forward compatibility
-    const v = decodeValue(f, value);
+    const v = decodeValue(f, b.subarray(start, start + len));
     if (f.repeated) {
       const arr = out[f.name] as unknown[];
       if (f.maxCount !== undefined && arr.length >= f.maxCount) throw decErr(f, `more than ${f.maxCount} entries`);
       arr.push(v);
     } else {
-      if (seen.has(tag)) throw decErr(f, 'duplicate tag');
-      seen.add(tag);
+      if (Object.hasOwn(out, f.name)) throw decErr(f, 'duplicate tag');
       out[f.name] = v;
     }
   }
   for (const f of schema as readonly FieldSpec[]) {
-    if (!f.repeated && !f.optional && !seen.has(f.tag)) throw decErr(f, 'required field missing');
+    if (!f.repeated && !f.optional && !Object.hasOwn(out, f.name)) throw decErr(f, 'required field missing');
   }
   return out as T;
 }

@@ -182,7 +182,7 @@ export function certFromRow(r: CertRow): CertificateRecord {
   return {
     serial: r.serial,
     nodeId: r.node_id,
-    der: Buffer.from(r.der),
+    der: Buffer.isBuffer(r.der) ? r.der : Buffer.from(r.der), // a driver's Buffer is the row's own: no copy
     notAfter: r.not_after,
     createdAt: r.created_at,
     revokedAt: r.revoked_at,

@@ -43,8 +43,22 @@ function family(address: string): 4 | 6 {
   return isIP(address) === 6 ? 6 : 4;
 }
 
-function families(reg: RegistrationRecord): Set<4 | 6> {
-  return new Set([reg.observed, ...reg.reported].map((e) => family(e.address)));
+/** The families `reg` has an address in, as a bit set (FAMILY_BIT): no Set per call on the route-selection path. */
+function families(reg: RegistrationRecord): number {
+  let m = FAMILY_BIT[family(reg.observed.address)];
+  for (const e of reg.reported) m |= FAMILY_BIT[family(e.address)];
+  return m;
+}
+
+const FAMILY_BIT = { 4: 1, 6: 2 } as const;
+
+function hasFamily(fams: number, address: string): boolean {
+  return (fams & FAMILY_BIT[family(address)]) !== 0;
+}
+
+/** The families of `reg` as text, in the order its endpoints name them ("4+6"): only for a relayed path's `why`. */
+function familiesText(reg: RegistrationRecord): string {
+  return [...new Set([reg.observed, ...reg.reported].map((e) => family(e.address)))].join('+');
 }
 
 function uniq(list: Endpoint[]): Endpoint[] {
@@ -71,10 +85,16 @@ function onePerFamily(list: Endpoint[]): Endpoint[] {
  * to aim a peer's traffic at a third party: a same-family claim is never needed (the observed endpoint covers that
  * family; the same-NAT case uses LAN endpoints separately) and is dropped.
  */
-function reachable(reg: RegistrationRecord, fams: Set<4 | 6>): Endpoint[] {
+function reachable(reg: RegistrationRecord, fams: number): Endpoint[] {
   const own = family(reg.observed.address);
-  const others = onePerFamily(reg.reported.filter((e) => family(e.address) !== own));
-  return [reg.observed, ...others].filter((e) => fams.has(family(e.address)));
+  const out: Endpoint[] = hasFamily(fams, reg.observed.address) ? [reg.observed] : [];
+  // At most one reported endpoint of each other family: with two families, the first of the other one.
+  for (const e of reg.reported) {
+    if (family(e.address) === own) continue;
+    if (hasFamily(fams, e.address)) out.push(e);
+    break;
+  }
+  return out;
 }
 
 export function choosePath(initiator: RegistrationRecord, responder: RegistrationRecord, opts: PathOptions = {}): PathPlan {
@@ -83,8 +103,8 @@ export function choosePath(initiator: RegistrationRecord, responder: Registratio
   const fr = families(responder);
   if (initiator.nat && responder.nat && initiator.observed.address === responder.observed.address) {
     // One NAT in front of both: their LAN addresses reach each other (hairpinning is not something to count on).
-    const lanI = onePerFamily(initiator.reported).filter((e) => fr.has(family(e.address)));
-    const lanR = onePerFamily(responder.reported).filter((e) => fi.has(family(e.address)));
+    const lanI = onePerFamily(initiator.reported).filter((e) => hasFamily(fr, e.address));
+    const lanR = onePerFamily(responder.reported).filter((e) => hasFamily(fi, e.address));
     if (lanI.length && lanR.length) {
       return { kind: 'direct', toInitiator: uniq(lanR), toResponder: uniq(lanI), responderSends: true, why: 'same NAT: LAN endpoints' };
     }
@@ -96,7 +116,7 @@ export function choosePath(initiator: RegistrationRecord, responder: Registratio
   }
   const fo = family(responder.observed.address);
   if (!initiator.nat && responder.nat) {
-    const eps = reachable(initiator, new Set([fo]));
+    const eps = reachable(initiator, FAMILY_BIT[fo]);
     if (eps.length) return { kind: 'direct', toInitiator: [responder.observed], toResponder: eps, responderSends: true, why: 'initiator reachable: the responder opens the way' };
   }
   if (initiator.nat && responder.nat && family(initiator.observed.address) === fo) {
@@ -105,7 +125,7 @@ export function choosePath(initiator: RegistrationRecord, responder: Registratio
     }
     return { kind: 'relayed', why: `NAT mappings ${initiator.mapping ?? 'unknown'} / ${responder.mapping ?? 'unknown'} cannot be punched` };
   }
-  return { kind: 'relayed', why: `no common reachable family (${[...fi].join('+')} vs ${[...fr].join('+')})` };
+  return { kind: 'relayed', why: `no common reachable family (${familiesText(initiator)} vs ${familiesText(responder)})` };
 }
 
 /** The relay endpoint a node should use: one of the family it reaches the NMS with, else the first. */

@@ -53,9 +53,13 @@ export class PolicyView {
     this.byVip.clear();
   }
 
-  async nodeByName(name: string): Promise<NodeRecord | null> {
+  nodeByName(name: string): Promise<NodeRecord | null> {
     const hit = this.byName.get(name);
-    if (hit) return this.hit(hit);
+    if (hit) return Promise.resolve(this.hit(hit));
+    return this.nodeByNameMiss(name);
+  }
+
+  private async nodeByNameMiss(name: string): Promise<NodeRecord | null> {
     this.misses++;
     const rev = this.rev;
     const n = await this.store.getNodeByName(name);
@@ -78,31 +82,44 @@ export class PolicyView {
    * The node's newest certificate that is neither revoked nor expired at `now` (what a Route Direction carries), or
    * null: the store's answer as of the last refresh().
    */
-  async currentCert(nodeId: number, now: number): Promise<Buffer | null> {
-    let list = this.certs.get(nodeId);
-    if (list) this.hits++;
-    else {
-      this.misses++;
-      const rev = this.certsRev;
-      const all = await this.store.listNodeCertificates(nodeId);
-      list = all.filter((c) => c.revokedAt === null).map((c) => ({ der: c.der, notAfter: c.notAfter }));
-      if (rev === this.certsRev) {
-        // not if the revision moved while we read
-        if (this.certs.size >= CERT_CACHE_MAX) this.certs.delete(this.certs.keys().next().value as number);
-        this.certs.set(nodeId, list);
-      }
+  currentCert(nodeId: number, now: number): Promise<Buffer | null> {
+    const list = this.certs.get(nodeId);
+    if (list) {
+      this.hits++;
+      return Promise.resolve(newestValid(list, now));
     }
-    for (let i = list.length - 1; i >= 0; i--) if (list[i]!.notAfter > now) return list[i]!.der;
-    return null;
+    return this.currentCertMiss(nodeId, now);
+  }
+
+  private async currentCertMiss(nodeId: number, now: number): Promise<Buffer | null> {
+    this.misses++;
+    const rev = this.certsRev;
+    const all = await this.store.listNodeCertificates(nodeId);
+    const list = all.filter((c) => c.revokedAt === null).map((c) => ({ der: c.der, notAfter: c.notAfter }));
+    if (rev === this.certsRev) {
+      // not if the revision moved while we read
+      if (this.certs.size >= CERT_CACHE_MAX) this.certs.delete(this.certs.keys().next().value as number);
+      this.certs.set(nodeId, list);
+    }
+    return newestValid(list, now);
   }
 
   /** The same answer as policy/store.ts pairAllowance(), from the cached policy and tags. */
-  async pairAllowance(a: string, b: string): Promise<PairAllowance> {
+  pairAllowance(a: string, b: string): Promise<PairAllowance> {
+    const policy = this.policy;
+    const ta = this.tags.get(a);
+    const tb = this.tags.get(b);
+    if (policy && ta && tb) {
+      this.hits += 3;
+      return Promise.resolve(allowance(policy, a, ta, b, tb));
+    }
+    return this.pairAllowanceMiss(a, b);
+  }
+
+  private async pairAllowanceMiss(a: string, b: string): Promise<PairAllowance> {
     const rev = this.rev;
     const [policy, ta, tb] = await Promise.all([this.policy ? this.hit(this.policy) : this.loadPolicy(rev), this.tagsOf(a, rev), this.tagsOf(b, rev)]);
-    const sa: Subject = { name: a, tags: ta };
-    const sb: Subject = { name: b, tags: tb };
-    return { connected: connected(policy, sa, sb), aToB: allowedPorts(policy, sa, sb), bToA: allowedPorts(policy, sb, sa) };
+    return allowance(policy, a, ta, b, tb);
   }
 
   private async loadPolicy(rev: string | null | undefined): Promise<Policy> {
@@ -130,14 +147,26 @@ export class PolicyView {
       this.byVip.clear();
     }
     this.byName.set(n.name, n);
-    for (const v of [n.vip4, n.vip6]) {
-      const k = v ? normalizeIp(v) : undefined;
-      if (k !== undefined) this.byVip.set(k, n);
-    }
+    const k4 = n.vip4 ? normalizeIp(n.vip4) : undefined;
+    if (k4 !== undefined) this.byVip.set(k4, n);
+    const k6 = n.vip6 ? normalizeIp(n.vip6) : undefined;
+    if (k6 !== undefined) this.byVip.set(k6, n);
   }
 
   private hit<T>(v: T): T {
     this.hits++;
     return v;
   }
+}
+
+/** The newest certificate of `list` not expired at `now`, or null. */
+function newestValid(list: CertList, now: number): Buffer | null {
+  for (let i = list.length - 1; i >= 0; i--) if (list[i]!.notAfter > now) return list[i]!.der;
+  return null;
+}
+
+function allowance(policy: Policy, a: string, ta: readonly string[], b: string, tb: readonly string[]): PairAllowance {
+  const sa: Subject = { name: a, tags: ta };
+  const sb: Subject = { name: b, tags: tb };
+  return { connected: connected(policy, sa, sb), aToB: allowedPorts(policy, sa, sb), bToA: allowedPorts(policy, sb, sa) };
 }

@@ -19,6 +19,7 @@ import { choosePath, relayFor, type PathKind } from './paths.js';
 import { formatPortList } from '../../policy/policy.js';
 import { PolicyView } from './policy-view.js';
 import { trace } from '../../util/trace.js';
+import { readU64BE } from '../../util/u64.js';
 
 /** Tunable: bytes of randomness drawn from the CSPRNG at once for path ids and Tunnel Keys (each byte used once). */
 const RANDOM_POOL = 4096;
@@ -60,7 +61,13 @@ export interface RouteSelectorComponents {
 
 interface Waiting {
   responderId: number;
-  resolve: (accepted: boolean) => void;
+  reg: RegistrationRecord;
+  body: RouteDirection;
+  /** Pushes made so far (the wait running after the last one is PUSH_RETRANSMIT_MS[sent - 1]). */
+  sent: number;
+  timer: NodeJS.Timeout | null;
+  /** true/false: the responder accepted/refused; null: no confirmation after the last push's wait. */
+  resolve: (accepted: boolean | null) => void;
 }
 
 /** Tunable: peers remembered per node for policy pushes (the node's data plane holds at most MAX_PEER_SLOTS). */
@@ -94,20 +101,40 @@ export class RouteSelector {
   private readonly pool = Buffer.alloc(RANDOM_POOL);
   private poolAt = RANDOM_POOL;
 
+  /** `.domain`: what a peer's FQDN ends with. */
+  private readonly suffix: string;
+
   constructor(private readonly c: RouteSelectorComponents) {
     this.view = new PolicyView(c.store);
+    this.suffix = `.${c.domain}`;
   }
 
   /** `n` fresh random bytes (copied out of a pool filled by the CSPRNG; what was handed out is wiped in the pool). */
   private random(n: number): Buffer {
+    const at = this.take(n);
+    const out = Buffer.from(this.pool.subarray(at, at + n));
+    this.pool.fill(0, at, at + n);
+    return out;
+  }
+
+  /** A fresh random path id, never 0 (read straight out of the pool, then wiped there). */
+  private randomPathId(): bigint {
+    const at = this.take(8);
+    this.pool[at + 7] = this.pool[at + 7]! | 1; // never 0
+    const id = readU64BE(this.pool, at);
+    this.pool.fill(0, at, at + 8);
+    return id;
+  }
+
+  /** The offset of `n` unused bytes in the pool (refilled from the CSPRNG when too few are left). */
+  private take(n: number): number {
     if (this.poolAt + n > RANDOM_POOL) {
       randomFillSync(this.pool);
       this.poolAt = 0;
     }
-    const out = Buffer.from(this.pool.subarray(this.poolAt, this.poolAt + n));
-    this.pool.fill(0, this.poolAt, this.poolAt + n);
+    const at = this.poolAt;
     this.poolAt += n;
-    return out;
+    return at;
   }
 
   /** Runs one route selection for `initiator`; resolves when the responder confirmed or gave up. */
@@ -115,17 +142,23 @@ export class RouteSelector {
     await this.view.refresh();
     const responder = await this.findTarget(req);
     if (!responder || responder.id === initiator.id) return { ok: false, status: 'unknown-peer', reason: `no node ${req.targetFqdn ?? req.targetVip}` };
+    // The rest of what the selection reads, asked for at once (what misses the view's caches is one read batch at the
+    // store, not three turns of reads one after another); it is looked at in the order the checks always had.
+    const now = this.c.now();
+    const [allow, reg, initCert, respCert] = await Promise.all([
+      this.view.pairAllowance(initiator.name, responder.name),
+      this.c.store.getRegistration(responder.id),
+      this.view.currentCert(initiator.id, now), // cached per certificate revision (policy-view.ts)
+      this.view.currentCert(responder.id, now),
+    ]);
     // The policy: no route between nodes no rule connects (either way); each end learns what the other may open to it.
-    const allow = await this.view.pairAllowance(initiator.name, responder.name);
     if (!allow.connected) return { ok: false, status: 'policy', reason: `the policy connects ${initiator.name} and ${responder.name} in neither direction` };
-    const allowIn = { toInitiator: formatPortList(allow.bToA), toResponder: formatPortList(allow.aToB) };
-    const reg = await this.c.store.getRegistration(responder.id);
     if (!reg || this.c.now() - reg.lastSeen > reg.keepaliveSec * 1000 * REACHABLE_INTERVALS) {
       return { ok: false, status: 'offline', reason: `${responder.name} is not registered` };
     }
-    const [initCert, respCert] = await Promise.all([this.currentCert(initiator.id), this.currentCert(responder.id)]);
     if (!initCert || !respCert) return { ok: false, status: 'refused', reason: 'no valid certificate on record' };
-    const pathId = this.random(8).readBigUInt64BE() | 1n; // never 0
+    const allowIn = { toInitiator: formatPortList(allow.bToA), toResponder: formatPortList(allow.aToB) };
+    const pathId = this.randomPathId();
     const tunnelKey = this.random(32);
     const plan = choosePath(initiatorReg, reg, { relayOnly: req.relayOnly === true });
     let toResponder: RouteDirection;
@@ -168,9 +201,8 @@ export class RouteSelector {
     this.pair(initiator.id, responder.id);
     this.pair(responder.id, initiator.id);
     const at = this.c.now();
-    const rec = { pathId, kind: plan.kind, relayId, why: plan.why, at };
-    this.remember(initiator.id, { ...rec, peer: responder.id, initiator: true, relay: toInitiator.relay ?? null });
-    this.remember(responder.id, { ...rec, peer: initiator.id, initiator: false, relay: toResponder.relay ?? null });
+    this.remember(initiator.id, { peer: responder.id, pathId, kind: plan.kind, initiator: true, relayId, relay: toInitiator.relay ?? null, why: plan.why, at });
+    this.remember(responder.id, { peer: initiator.id, pathId, kind: plan.kind, initiator: false, relayId, relay: toResponder.relay ?? null, why: plan.why, at });
     return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
   }
 
@@ -193,31 +225,61 @@ export class RouteSelector {
   confirm(nodeId: number, pathId: bigint, accepted: boolean): boolean {
     const w = this.waiting.get(pathId);
     if (!w || w.responderId !== nodeId) return false;
-    this.waiting.delete(pathId);
-    w.resolve(accepted);
+    this.settle(w, accepted);
     return true;
   }
 
-  private async pushAndWait(responderId: number, reg: RegistrationRecord, body: RouteDirection): Promise<boolean | null> {
-    const answer = new Promise<boolean>((resolve) => this.waiting.set(body.pathId, { responderId, resolve }));
-    try {
-      for (const wait of PUSH_RETRANSMIT_MS) {
-        this.c.push(responderId, reg, body);
-        let t: NodeJS.Timeout | undefined;
-        const got = await Promise.race([answer, new Promise<null>((r) => (t = setTimeout(() => r(null), wait)))]);
-        clearTimeout(t);
-        if (got !== null) return got;
+  /**
+   * Pushes `body` to the responder and again after each of PUSH_RETRANSMIT_MS until it confirms: true/false as it
+   * accepted or refused, null if it never answered. One promise and one timer at a time for the whole exchange.
+   */
+  private pushAndWait(responderId: number, reg: RegistrationRecord, body: RouteDirection): Promise<boolean | null> {
+    return new Promise<boolean | null>((resolve) => {
+      const w: Waiting = { responderId, reg, body, sent: 0, timer: null, resolve };
+      this.waiting.set(body.pathId, w);
+      try {
+        this.pushAgain(w);
+      } catch (err) {
+        this.waiting.delete(body.pathId);
+        throw err;
       }
-      return null;
-    } finally {
-      this.waiting.delete(body.pathId);
+    });
+  }
+
+  /** The next push of `w` and the wait after it. */
+  private pushAgain(w: Waiting): void {
+    const wait = PUSH_RETRANSMIT_MS[w.sent++]!;
+    this.c.push(w.responderId, w.reg, w.body);
+    w.timer = setTimeout(this.waited, wait, w);
+  }
+
+  /** A push's wait ran out without a confirmation: push again, or give up after the last one. */
+  private readonly waited = (w: Waiting): void => {
+    w.timer = null;
+    if (this.waiting.get(w.body.pathId) !== w) return;
+    if (w.sent < PUSH_RETRANSMIT_MS.length) {
+      try {
+        this.pushAgain(w);
+        return;
+      } catch {
+        // a push that throws ends the wait like an unanswered one
+      }
     }
+    this.settle(w, null);
+  };
+
+  private settle(w: Waiting, accepted: boolean | null): void {
+    if (this.waiting.get(w.body.pathId) === w) this.waiting.delete(w.body.pathId);
+    if (w.timer) clearTimeout(w.timer);
+    w.timer = null;
+    w.resolve(accepted);
   }
 
   private async findTarget(req: DirectionRequest): Promise<NodeRecord | null> {
     if (req.targetVip) return this.view.nodeByVip(req.targetVip);
-    const fqdn = (req.targetFqdn ?? '').toLowerCase().replace(/\.$/, '');
-    const suffix = `.${this.c.domain}`;
+    let fqdn = (req.targetFqdn ?? '').toLowerCase();
+    if (fqdn.endsWith('.')) fqdn = fqdn.slice(0, -1);
+    const suffix = this.suffix;
     if (!fqdn.endsWith(suffix)) return null;
     return this.view.nodeByName(fqdn.slice(0, -suffix.length));
   }
@@ -240,8 +302,13 @@ export class RouteSelector {
     tempKey?: Buffer,
   ): RouteDirection {
     // Without a plan's endpoints (never, today): observed first (what works from outside), then what the node reported.
-    const eps: Endpoint[] = endpoints.length ? [...endpoints] : [reg.observed];
-    if (!endpoints.length) for (const e of reg.reported) if (!eps.some((x) => x.address === e.address && x.port === e.port)) eps.push(e);
+    let eps: Endpoint[];
+    if (endpoints.length) eps = endpoints.length > 16 ? endpoints.slice(0, 16) : endpoints; // the plan's own arrays, not shared
+    else {
+      eps = [reg.observed];
+      for (const e of reg.reported) if (!eps.some((x) => x.address === e.address && x.port === e.port)) eps.push(e);
+      if (eps.length > 16) eps.length = 16;
+    }
     const d: RouteDirection = {
       pathId,
       tunnelKey,
@@ -249,10 +316,10 @@ export class RouteSelector {
       initiator,
       peerNodeId: n.id,
       peerName: n.name,
-      peerFqdn: `${n.name}.${this.c.domain}`,
+      peerFqdn: n.name + this.suffix,
       peerVip4: n.vip4,
       peerVip6: n.vip6,
-      peerEndpoints: eps.slice(0, 16),
+      peerEndpoints: eps,
       peerCertificate,
       allowIn,
     };
@@ -273,9 +340,5 @@ export class RouteSelector {
       }
     }
     return out;
-  }
-
-  private currentCert(nodeId: number): Promise<Buffer | null> {
-    return this.view.currentCert(nodeId, this.c.now()); // cached per certificate revision (policy-view.ts)
   }
 }

@@ -6,7 +6,7 @@ import { ReplayGuard, reservationFor, SeqCounter } from '../../channel/sequence.
 import { KEEPALIVE_NAT_SEC, KEEPALIVE_OPEN_SEC, MessageType, Status, STATUS_CODES } from '../../protocol/constants.js';
 import { endpointsEqual, type Endpoint } from '../../protocol/endpoint.js';
 import { splitFrame, type Header } from '../../protocol/header.js';
-import { decodeBody, decodePeerReport, encodeBody, encodeRegistrationHead, encodeRegistrationResponse, encodeRelayTicket, MAX_RELAY_TICKETS, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
+import { decodeBody, decodePeerReport, encodeBody, encodeBodyTransient, encodeRegistrationHead, encodeRegistrationResponse, encodeRelayTicket, MAX_RELAY_TICKETS, type DirectionRequest, type PeerReport, type PolicyUpdate, type RouteDirection } from '../../protocol/messages.js';
 import { RouteSelector, type RelayAllocator, type SelectedPath } from './routes.js';
 import { Directory, DIRECTORY_REBUILD_MS } from './directory.js';
 import { POLICY_WATCH_MS, PolicyPusher } from './policy-push.js';
@@ -105,6 +105,12 @@ interface Session {
   /** The node's fixed RegistrationResponse fields (id, addresses, FQDN), encoded at its first registration here. */
   regHead?: Buffer;
 }
+
+/** An empty body (Ack): encodes to no bytes. */
+const EMPTY_BODY = Buffer.alloc(0);
+
+/** The counter of each kind of path selected (names made once, not per selection). */
+const ROUTE_COUNTER = { direct: 'route.direct', punched: 'route.punched', relayed: 'route.relayed' } as const;
 
 /** Node→cloud message types the NMS accepts. */
 const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack, MessageType.DirectoryRequest, MessageType.RelayTicketRequest]);
@@ -458,7 +464,7 @@ export class NmsService {
     if (header.id === 0n || header.id > BigInt(Number.MAX_SAFE_INTEGER)) return this.drop('unknown-node');
     const nodeId = Number(header.id);
     try {
-      const session = await this.session(nodeId, false);
+      const session = this.sessions.get(nodeId) ?? (await this.session(nodeId, false)); // no await for a known node
       if (!session) return this.drop('unknown-node');
       const why = session.guard.check(header.seq);
       if (why) return this.drop(why);
@@ -529,7 +535,7 @@ export class NmsService {
           if (!this.routes.confirm(s.nodeId, c.pathId, c.accepted) && !this.forwardConfirmation(s.nodeId, c.pathId, c.accepted)) {
             this.counters.inc('route.late-confirmation');
           }
-          return this.reply(s, header, MessageType.Ack, encodeBody(MessageType.Ack, {}));
+          return this.reply(s, header, MessageType.Ack, EMPTY_BODY);
         }
         default:
           return this.drop('type');
@@ -692,7 +698,8 @@ export class NmsService {
       this.counters.inc('route.refused.rate-limited');
       return this.nack(s, header, Status.NoRoute, 'too many route selections: slow down');
     }
-    const [node, reg] = await Promise.all([this.nodeOf(s), this.c.store.getRegistration(s.nodeId)]);
+    // The node's record is cached in its session after the first read: then one read here, not two.
+    const [node, reg] = s.node ? [s.node, await this.c.store.getRegistration(s.nodeId)] : await Promise.all([this.nodeOf(s), this.c.store.getRegistration(s.nodeId)]);
     if (!node || !reg) return this.nack(s, header, Status.NotRegistered, 'register before asking for routes');
     this.directing.add(key);
     this.inFlight.set(s.nodeId, busy + 1);
@@ -705,10 +712,10 @@ export class NmsService {
         return this.nack(s, header, out.status === 'unknown-peer' || out.status === 'policy' ? Status.UnknownPeer : Status.NoRoute, out.reason);
       }
       this.counters.inc('route.ok');
-      this.counters.inc(`route.${out.path}`);
+      this.counters.inc(ROUTE_COUNTER[out.path]);
       this.c.logger.info('route selected', { node: node.name, peer: out.responder.name, path: out.path, why: out.why, ms: this.now() - t0 });
       trace('nms.answer', out.toInitiator.pathId, key);
-      return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBody(MessageType.RouteDirectionInitiator, out.toInitiator));
+      return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBodyTransient(MessageType.RouteDirectionInitiator, out.toInitiator));
     } finally {
       this.directing.delete(key);
       const left = (this.inFlight.get(s.nodeId) ?? 1) - 1;
@@ -719,14 +726,18 @@ export class NmsService {
 
   /** Seals a Route Direction for the responder with its own Common Key and sends it to its observed address. */
   private push(responderId: number, to: Endpoint, body: RouteDirection): void {
-    void this.session(responderId, false).then((rs) => {
-      if (!rs || !this.c.send) return;
-      this.pushTxid = (this.pushTxid % 0x7fffffff) + 1;
-      const frame = sealFrame(rs.keys.down, { type: MessageType.RouteDirectionResponder, txid: this.pushTxid, seq: this.nextSeq(), id: BigInt(responderId) }, encodeBody(MessageType.RouteDirectionResponder, body));
-      this.counters.inc('route.push');
-      trace('nms.push', body.pathId);
-      this.c.send(frame, to);
-    });
+    const cached = this.sessions.get(responderId);
+    if (cached) this.sendPush(cached, to, body); // the common case: no promise in between
+    else void this.session(responderId, false).then((rs) => rs && this.sendPush(rs, to, body));
+  }
+
+  private sendPush(rs: Session, to: Endpoint, body: RouteDirection): void {
+    if (!this.c.send) return;
+    this.pushTxid = (this.pushTxid % 0x7fffffff) + 1;
+    const frame = sealFrame(rs.keys.down, { type: MessageType.RouteDirectionResponder, txid: this.pushTxid, seq: this.nextSeq(), id: BigInt(rs.nodeId) }, encodeBodyTransient(MessageType.RouteDirectionResponder, body));
+    this.counters.inc('route.push');
+    trace('nms.push', body.pathId);
+    this.c.send(frame, to);
   }
 
   private async session(nodeId: number, reload: boolean): Promise<Session | null> {

@@ -88,7 +88,8 @@ interface RelayRow {
 
 
 function regFromRow(r: RegRow): RegistrationRecord {
-  return {
+  // One literal, then the optional fields (no conditional objects spread into it: a route selection reads two of these).
+  const rec: RegistrationRecord = {
     nodeId: r.node_id,
     reported: decodeEndpoints(r.reported),
     observed: { address: r.observed_address, port: r.observed_port },
@@ -97,9 +98,10 @@ function regFromRow(r: RegRow): RegistrationRecord {
     registeredAt: r.registered_at,
     lastSeen: r.last_seen,
     lastSeq: BigInt(r.last_seq),
-    ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
-    ...(r.nms !== null ? { nms: r.nms } : {}),
   };
+  if (r.mapping === 'independent' || r.mapping === 'dependent') rec.mapping = r.mapping;
+  if (r.nms !== null) rec.nms = r.nms;
+  return rec;
 }
 
 function relayFromRow(r: RelayRow): RelayServerRecord {

@@ -75,7 +75,8 @@ interface TokenRow {
 
 
 function regFromRow(r: RegRow): RegistrationRecord {
-  return {
+  // One literal, then the optional fields (no conditional objects spread into it: a route selection reads two of these).
+  const rec: RegistrationRecord = {
     nodeId: r.node_id,
     reported: decodeEndpoints(r.reported),
     observed: { address: r.observed_address, port: r.observed_port },
@@ -84,9 +85,28 @@ function regFromRow(r: RegRow): RegistrationRecord {
     registeredAt: r.registered_at,
     lastSeen: r.last_seen,
     lastSeq: BigInt(r.last_seq),
-    ...(r.mapping === 'independent' || r.mapping === 'dependent' ? { mapping: r.mapping } : {}),
-    ...(r.nms !== null ? { nms: r.nms } : {}),
   };
+  if (r.mapping === 'independent' || r.mapping === 'dependent') rec.mapping = r.mapping;
+  if (r.nms !== null) rec.nms = r.nms;
+  return rec;
+}
+
+/** regFromRow for a getRegRaw row (columns by position). */
+function regFromRaw(r: unknown[]): RegistrationRecord {
+  const rec: RegistrationRecord = {
+    nodeId: r[0] as number,
+    reported: decodeEndpoints(r[1] as string),
+    observed: { address: r[2] as string, port: r[3] as number },
+    nat: r[4] !== 0,
+    keepaliveSec: r[5] as number,
+    registeredAt: r[6] as number,
+    lastSeen: r[7] as number,
+    lastSeq: BigInt(r[8] as string),
+  };
+  const mapping = r[9];
+  if (mapping === 'independent' || mapping === 'dependent') rec.mapping = mapping;
+  if (r[10] !== null) rec.nms = r[10] as string;
+  return rec;
 }
 
 function relayFromRow(r: RelayRow): RelayServerRecord {
@@ -178,6 +198,7 @@ class SqliteStore implements Store {
   readonly #nodeByNameReads: TurnReads<string, NodeRecord | null>;
   readonly #certReads: TurnReads<number, CertificateRecord[]>;
   readonly #regReads: TurnReads<number, RegistrationRecord | null>;
+  readonly #tagReads: TurnReads<string, string[]>;
 
   constructor(db: Db) {
     this.#db = db;
@@ -240,6 +261,10 @@ class SqliteStore implements Store {
         'UPDATE registrations SET last_seen = ?, last_seq = ? WHERE node_id = ? AND observed_address = ? AND observed_port = ? AND nms IS ?',
       ),
       getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
+      // The same row by position (no object per row), in regFromRaw's order: the read every route selection makes.
+      getRegRaw: p(
+        'SELECT node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms FROM registrations WHERE node_id = ?',
+      ).raw(true),
       setRegMapping: p('UPDATE registrations SET mapping = ? WHERE node_id = ?'),
       listRegs: p('SELECT * FROM registrations ORDER BY node_id'),
       deleteReg: p('DELETE FROM registrations WHERE node_id = ?'),
@@ -252,7 +277,7 @@ class SqliteStore implements Store {
       deleteRelay: p('DELETE FROM relay_servers WHERE id = ?'),
       deleteTags: p('DELETE FROM node_tags WHERE name = ?'),
       insertTag: p('INSERT INTO node_tags (name, tag) VALUES (?, ?)'),
-      getTags: p('SELECT tag FROM node_tags WHERE name = ? ORDER BY tag'),
+      getTags: p('SELECT tag FROM node_tags WHERE name = ? ORDER BY tag').pluck(true),
       listTags: p('SELECT name, tag FROM node_tags ORDER BY name, tag'),
       upsertInstance: p(
         `INSERT INTO cloud_instances (id, as_endpoints, nms_endpoints, trs_endpoints, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -311,9 +336,10 @@ class SqliteStore implements Store {
     });
     this.#certReads = turnReads((id: number): CertificateRecord[] => (this.#stmt('nodeCerts').all(id) as CertRow[]).map(certFromRow));
     this.#regReads = turnReads((id: number): RegistrationRecord | null => {
-      const row = this.#stmt('getReg').get(id) as RegRow | undefined;
-      return row === undefined ? null : regFromRow(row);
+      const row = this.#stmt('getRegRaw').get(id) as unknown[] | undefined;
+      return row === undefined ? null : regFromRaw(row);
     });
+    this.#tagReads = turnReads((name: string): string[] => this.#stmt('getTags').all(name) as string[]);
     this.#sessionReads = turnReads((id: number): NodeSessionRecord | null => {
       const row = this.#stmt('nodeSession').get(id) as unknown[] | undefined;
       return row === undefined ? null : nodeSessionFromRaw(row);
@@ -364,7 +390,7 @@ class SqliteStore implements Store {
   close(): Promise<void> {
     // Reads already asked for are answered, and writes already queued commit first (their callers were promised a
     // commit or an error).
-    for (const r of [this.#sessionReads, this.#keyReads, this.#metaReads, this.#nodeByIdReads, this.#nodeByNameReads, this.#certReads, this.#regReads]) r.flush();
+    for (const r of [this.#sessionReads, this.#keyReads, this.#metaReads, this.#nodeByIdReads, this.#nodeByNameReads, this.#certReads, this.#regReads, this.#tagReads]) r.flush();
     this.#closing ??= Promise.all([this.#upserts.drain(), this.#touches.drain()]).then(() => {
       this.#closed = true;
       this.#listeners.clear();
@@ -615,7 +641,7 @@ class SqliteStore implements Store {
   }
 
   getNodeTags(name: string): Promise<string[]> {
-    return this.#run(() => (this.#stmt('getTags').all(name) as { tag: string }[]).map((r) => r.tag));
+    return this.#tagReads.read(name);
   }
 
   listNodeTags(): Promise<Map<string, string[]>> {

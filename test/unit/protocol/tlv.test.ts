@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { DecodeError } from '../../../src/util/errors.js';
-import { type Schema, decodeTlv, encodeTlv, readTlvs } from '../../../src/protocol/tlv.js';
+import { type Schema, decodeTlv, encodeTlv, encodeTlvTransient, readTlvs } from '../../../src/protocol/tlv.js';
 import { type Endpoint, endpointKey, endpointsEqual, formatEndpoint, parseEndpoint } from '../../../src/protocol/endpoint.js';
 import { formatIp6, ipFamily, normalizeIp, parseIp, parseIp4, parseIp6 } from '../../../src/protocol/ip.js';
 import { prng } from '../../harness/prng.js';
@@ -104,6 +104,16 @@ test('every kind round-trips', () => {
   const minimal = { ...value, opt: undefined, eps: [], names: [] };
   delete minimal.opt;
   assert.deepEqual(decodeTlv(ALL, encodeTlv(ALL, minimal)), minimal);
+});
+
+test('a transient encoding has the bytes of encodeTlv and is overwritten by the next encode', () => {
+  const enc = encodeTlv(ALL, value);
+  const view = encodeTlvTransient(ALL, value);
+  assert.deepEqual(Buffer.from(view), enc);
+  const before = Buffer.from(view);
+  encodeTlv(ALL, { ...value, eps: [], names: [] });
+  assert.notDeepEqual(Buffer.from(view), before, 'a view of the shared scratch, not a buffer of its own');
+  assert.deepEqual(encodeTlv(ALL, value), enc, 'the encoder\'s own output is unaffected');
 });
 
 test('encoding is byte-exact and follows schema order, not object key order', () => {
