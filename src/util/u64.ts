@@ -3,6 +3,7 @@
 // selection was ~1 kB of every selection's garbage (header seq and id, AEAD nonces, path ids). These go through one
 // 8-byte scratch array instead: the only bigint made is the one read.
 
+const U64_MAX = (1n << 64n) - 1n;
 const scratch = new BigUint64Array(1);
 const bytes = new Uint8Array(scratch.buffer);
 /** Index in `bytes` of the most significant byte (the platform's byte order). */
@@ -15,9 +16,11 @@ function checkOffset(buf: Uint8Array, offset: number): void {
   }
 }
 
-/** Writes `v` (the caller checked 0 ≤ v < 2^64; anything else is taken mod 2^64) at `offset`, big-endian. */
+/** Writes `v` at `offset`, big-endian; a RangeError (nothing written) for a value outside 0..2^64-1, as Buffer's own. */
 export function writeU64BE(buf: Uint8Array, v: bigint, offset: number): void {
   checkOffset(buf, offset);
+  // A typed array would take the value mod 2^64: a header's seq or id must not wrap silently.
+  if (typeof v !== 'bigint' || v < 0n || v > U64_MAX) throw new RangeError(`not a u64: ${String(v)}`);
   scratch[0] = v;
   for (let i = 0, j = MSB; i < 8; i++, j += STEP) buf[offset + i] = bytes[j]!;
 }

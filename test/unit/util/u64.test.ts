@@ -1,5 +1,5 @@
 // writeU64BE/readU64BE: the same bytes as Buffer's writeBigUInt64BE/readBigUInt64BE over the whole u64 range, and
-// a RangeError (nothing written) where 8 bytes do not fit.
+// a RangeError (nothing written) where 8 bytes do not fit or the value is not a u64.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,11 +22,14 @@ test('u64 writes and reads match Buffer big-endian bigint I/O at every offset', 
   }
 });
 
-test('u64 I/O outside the buffer throws and writes nothing', () => {
+test('u64 I/O outside the buffer or the u64 range throws and writes nothing', () => {
   const b = Buffer.alloc(12, 0x55);
   assert.throws(() => writeU64BE(b, 1n, 5), RangeError);
   assert.throws(() => writeU64BE(b, 1n, -1), RangeError);
   assert.throws(() => readU64BE(b, 5), RangeError);
   assert.throws(() => readU64BE(b, 1.5), RangeError);
+  assert.throws(() => writeU64BE(b, -1n, 0), RangeError);
+  assert.throws(() => writeU64BE(b, 1n << 64n, 0), RangeError);
+  assert.throws(() => writeU64BE(b, 5 as unknown as bigint, 0), RangeError);
   assert.deepEqual(b, Buffer.alloc(12, 0x55));
 });
