@@ -358,21 +358,26 @@ function decodeValue(f: FieldSpec, v: Buffer): unknown {
  * Returns [tag, value] pairs (value is a zero-copy subarray). Throws DecodeError on a partial TLV.
  */
 export function readTlvs(bytes: Uint8Array): Array<[tag: number, value: Buffer]> {
-  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const b = asBuffer(bytes);
   const out: Array<[number, Buffer]> = [];
-  let off = 0;
-  while (off < b.length) {
-    if (b.length - off < TLV_HEADER_LEN) throw new DecodeError(`truncated TLV header at offset ${off}`, BODY);
-    const tag = b.readUInt8(off);
-    const len = b.readUInt16BE(off + 1);
-    const start = off + TLV_HEADER_LEN;
-    if (b.length - start < len) {
-      throw new DecodeError(`TLV tag ${tag} at offset ${off} claims ${len} bytes, ${b.length - start} left`, BODY);
-    }
-    out.push([tag, b.subarray(start, start + len)]);
-    off = start + len;
+  for (let off = 0, end; off < b.length; off = end) {
+    end = tlvEnd(b, off);
+    out.push([b[off]!, b.subarray(off + TLV_HEADER_LEN, end)]);
   }
   return out;
+}
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Where the TLV at `off` ends (its value is b[off + TLV_HEADER_LEN, end)); DecodeError if it is partial. */
+function tlvEnd(b: Buffer, off: number): number {
+  if (b.length - off < TLV_HEADER_LEN) throw new DecodeError(`truncated TLV header at offset ${off}`, BODY);
+  const len = (b[off + 1]! << 8) | b[off + 2]!;
+  const start = off + TLV_HEADER_LEN;
+  if (b.length - start < len) throw new DecodeError(`TLV tag ${b[off]!} at offset ${off} claims ${len} bytes, ${b.length - start} left`, BODY);
+  return start + len;
 }
 
 /**
@@ -383,22 +388,14 @@ export function decodeTlv<T>(schema: Schema<T>, bytes: Uint8Array): T {
   const { byTag } = compile(schema as Schema<never>);
   const out: Record<string, unknown> = {};
   for (const f of schema as readonly FieldSpec[]) if (f.repeated) out[f.name] = [];
-  // The TLVs walked in place (readTlvs' checks and messages, without its list of pairs); a non-repeated field was
-  // seen when `out` has it (no decoded value is undefined).
-  const b = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let off = 0;
-  while (off < b.length) {
-    if (b.length - off < TLV_HEADER_LEN) throw new DecodeError(`truncated TLV header at offset ${off}`, BODY);
-    const tag = b[off]!;
-    const len = (b[off + 1]! << 8) | b[off + 2]!;
-    const start = off + TLV_HEADER_LEN;
-    if (b.length - start < len) {
-      throw new DecodeError(`TLV tag ${tag} at offset ${off} claims ${len} bytes, ${b.length - start} left`, BODY);
-    }
-    off = start + len;
-    const f = byTag.get(tag);
+  // The TLVs walked in place (as readTlvs walks them, without its list of pairs); a non-repeated field was seen when
+  // `out` has it (no decoded value is undefined).
+  const b = asBuffer(bytes);
+  for (let off = 0, end; off < b.length; off = end) {
+    end = tlvEnd(b, off);
+    const f = byTag.get(b[off]!);
     if (!f) continue; // unknown tag: forward compatibility
-    const v = decodeValue(f, b.subarray(start, start + len));
+    const v = decodeValue(f, b.subarray(off + TLV_HEADER_LEN, end));
     if (f.repeated) {
       const arr = out[f.name] as unknown[];
       if (f.maxCount !== undefined && arr.length >= f.maxCount) throw decErr(f, `more than ${f.maxCount} entries`);

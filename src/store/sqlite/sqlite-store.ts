@@ -45,19 +45,6 @@ interface KeyRow {
   created_at: number;
 }
 
-interface RegRow {
-  node_id: number;
-  reported: string;
-  observed_address: string;
-  observed_port: number;
-  nat: number;
-  keepalive_sec: number;
-  registered_at: number;
-  last_seen: number;
-  last_seq: string;
-  mapping: string | null;
-  nms: string | null;
-}
 
 interface RelayRow {
   id: string;
@@ -74,24 +61,13 @@ interface TokenRow {
 
 
 
-function regFromRow(r: RegRow): RegistrationRecord {
-  // One literal, then the optional fields (no conditional objects spread into it: a route selection reads two of these).
-  const rec: RegistrationRecord = {
-    nodeId: r.node_id,
-    reported: decodeEndpoints(r.reported),
-    observed: { address: r.observed_address, port: r.observed_port },
-    nat: r.nat !== 0,
-    keepaliveSec: r.keepalive_sec,
-    registeredAt: r.registered_at,
-    lastSeen: r.last_seen,
-    lastSeq: BigInt(r.last_seq),
-  };
-  if (r.mapping === 'independent' || r.mapping === 'dependent') rec.mapping = r.mapping;
-  if (r.nms !== null) rec.nms = r.nms;
-  return rec;
-}
+/** The columns of a registration row, read by position (raw rows: no object per row) in regFromRaw's order. */
+const REG_COLUMNS = 'node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms';
 
-/** regFromRow for a getRegRaw row (columns by position). */
+/**
+ * A registration from a REG_COLUMNS row: one literal, then the optional fields (no conditional objects spread into
+ * it: a route selection reads two of these).
+ */
 function regFromRaw(r: unknown[]): RegistrationRecord {
   const rec: RegistrationRecord = {
     nodeId: r[0] as number,
@@ -260,13 +236,9 @@ class SqliteStore implements Store {
       touchRegIf: p(
         'UPDATE registrations SET last_seen = ?, last_seq = ? WHERE node_id = ? AND observed_address = ? AND observed_port = ? AND nms IS ?',
       ),
-      getReg: p('SELECT * FROM registrations WHERE node_id = ?'),
-      // The same row by position (no object per row), in regFromRaw's order: the read every route selection makes.
-      getRegRaw: p(
-        'SELECT node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms FROM registrations WHERE node_id = ?',
-      ).raw(true),
+      getReg: p(`SELECT ${REG_COLUMNS} FROM registrations WHERE node_id = ?`).raw(true),
       setRegMapping: p('UPDATE registrations SET mapping = ? WHERE node_id = ?'),
-      listRegs: p('SELECT * FROM registrations ORDER BY node_id'),
+      listRegs: p(`SELECT ${REG_COLUMNS} FROM registrations ORDER BY node_id`).raw(true),
       deleteReg: p('DELETE FROM registrations WHERE node_id = ?'),
       upsertRelay: p(
         `INSERT INTO relay_servers (id, endpoints, load, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)
@@ -336,7 +308,7 @@ class SqliteStore implements Store {
     });
     this.#certReads = turnReads((id: number): CertificateRecord[] => (this.#stmt('nodeCerts').all(id) as CertRow[]).map(certFromRow));
     this.#regReads = turnReads((id: number): RegistrationRecord | null => {
-      const row = this.#stmt('getRegRaw').get(id) as unknown[] | undefined;
+      const row = this.#stmt('getReg').get(id) as unknown[] | undefined;
       return row === undefined ? null : regFromRaw(row);
     });
     this.#tagReads = turnReads((name: string): string[] => this.#stmt('getTags').all(name) as string[]);
@@ -604,7 +576,7 @@ class SqliteStore implements Store {
   }
 
   listRegistrations(): Promise<RegistrationRecord[]> {
-    return this.#run(() => (this.#stmt('listRegs').all() as RegRow[]).map(regFromRow));
+    return this.#run(() => (this.#stmt('listRegs').all() as unknown[][]).map(regFromRaw));
   }
 
   deleteRegistration(nodeId: number): Promise<void> {
