@@ -238,8 +238,10 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     await sleep(100);
     for (const w of workers) await w.terminate();
     for (const c of children) c.kill('SIGTERM');
-    await sleep(500);
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    // A profiled instance writes its profile as it exits, which takes seconds with many nodes.
+    const grace = process.env['CYPHONIC_BENCH_PROF'] ? 60_000 : 500;
+    for (let waited = 0; waited < grace && children.some((c) => c.exitCode === null && c.signalCode === null); waited += 100) await sleep(100);
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await store?.close();
     if (!process.env['CYPHONIC_KEEP']) rmSync(base, { recursive: true, force: true });
   }

@@ -221,6 +221,8 @@ const BUMP_CERTS_REV_SQL = (i: number): string => `INSERT INTO meta (key, value)
 const certsRevValue = (): string => randomBytes(8).toString('hex');
 
 class PostgresStore implements Store {
+  /** The gathered readers (#gather), drained by close(). */
+  readonly #readers: { drain(): Promise<void> }[] = [];
   #closed = false;
   #closing: Promise<void> | null = null;
   /** Group commit (batch.ts): registrations on the synchronous pool, keepalive touches on the live one. */
@@ -239,6 +241,24 @@ class PostgresStore implements Store {
     inFlight: 2,
     perItem: batchErrorPerItem,
   });
+  /**
+   * The point reads of route selection (and every other caller of them) gathered the same way: the reads of one kind
+   * asked for while the event loop is busy are one `… = ANY($1)` query, a key asked for twice is read once, and each
+   * caller gets records of its own. A round trip costs the instance a socket write that wakes a server process
+   * (over loopback, ~0.15 ms of CPU); one per read was most of a route selection's cost (docs/PERFORMANCE.md).
+   */
+  readonly #metaReads = this.#gather<string, { key: string; value: string }, string | null>(
+    'SELECT key, value FROM meta WHERE key = ANY($1::text[])', (r) => [r.key], (rs) => rs[0]?.value ?? null);
+  readonly #nodesByName = this.#gather<string, NodeRow, NodeRecord | null>(
+    'SELECT * FROM nodes WHERE name = ANY($1::text[])', (r) => [r.name], (rs) => (rs[0] === undefined ? null : nodeFromRow(rs[0])));
+  readonly #nodesByVip = this.#gather<string, NodeRow, NodeRecord | null>(
+    'SELECT * FROM nodes WHERE vip4 = ANY($1::text[]) OR vip6 = ANY($1::text[])', (r) => [r.vip4, r.vip6], (rs) => (rs[0] === undefined ? null : nodeFromRow(rs[0])));
+  readonly #tagReads = this.#gather<string, { name: string; tag: string }, string[]>(
+    'SELECT name, tag FROM node_tags WHERE name = ANY($1::text[]) ORDER BY name, tag', (r) => [r.name], (rs) => rs.map((r) => r.tag));
+  readonly #regReads = this.#gather<number, RegRow, RegistrationRecord | null>(
+    'SELECT * FROM registrations WHERE node_id = ANY($1::bigint[])', (r) => [r.node_id], (rs) => (rs[0] === undefined ? null : regFromRow(rs[0])));
+  readonly #certLists = this.#gather<number, CertRow, CertificateRecord[]>(
+    'SELECT * FROM certificates WHERE node_id = ANY($1::bigint[]) ORDER BY node_id, created_at, serial', (r) => [r.node_id], (rs) => rs.map(certFromRow));
   readonly #touches = new GroupCommit<Touch, boolean>({
     many: (ts) => this.#touchMany(ts),
     one: (t) => this.#touchOne(t),
@@ -267,6 +287,24 @@ class PostgresStore implements Store {
     return this.#run(() => rows<T>(this.pool, sql, params));
   }
 
+  /** A gathered point read (#metaReads): `sql` takes the distinct keys as $1; `keysOf` names the keys a row answers. */
+  #gather<K, Row, R>(sql: string, keysOf: (row: Row) => K[], convert: (rows: readonly Row[]) => R): GroupCommit<K, R> {
+    const many = async (keys: K[]): Promise<R[]> => {
+      const found = new Map<K, Row[]>();
+      for (const row of await this.#q<Row>(sql, [[...new Set(keys)]])) {
+        for (const k of keysOf(row)) {
+          const list = found.get(k);
+          if (list) list.push(row);
+          else found.set(k, [row]);
+        }
+      }
+      return keys.map((k) => convert(found.get(k) ?? []));
+    };
+    const reader = new GroupCommit<K, R>({ many, one: async (k) => (await many([k]))[0]!, inFlight: 2, perItem: batchErrorPerItem });
+    this.#readers.push(reader);
+    return reader;
+  }
+
   /** An UPDATE of certificates (three parameters) and the new CERTS_REV_KEY value in one statement; rows updated. */
   async #certChanges(update: string, params: unknown[]): Promise<number> {
     const r = await this.#q<{ n: number }>(`WITH upd AS (${update} RETURNING 1), bump AS (${BUMP_CERTS_REV_SQL(4)}) SELECT count(*)::int AS n FROM upd`, [...params, CERTS_REV_KEY, certsRevValue()]);
@@ -280,7 +318,7 @@ class PostgresStore implements Store {
   close(): Promise<void> {
     // Writes already queued commit first (their callers were promised a commit or an error).
     this.#closing ??= (async () => {
-      await Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain()]);
+      await Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain(), ...this.#readers.map((r) => r.drain())]);
       this.#closed = true;
       for (const stop of [...this.#stops]) await stop();
       await this.pool.end();
@@ -289,9 +327,8 @@ class PostgresStore implements Store {
     return this.#closing;
   }
 
-  async getMeta(key: string): Promise<string | null> {
-    const r = await this.#q<{ value: string }>('SELECT value FROM meta WHERE key = $1', [key]);
-    return r[0]?.value ?? null;
+  getMeta(key: string): Promise<string | null> {
+    return this.#metaReads.write(key);
   }
 
   async setMeta(key: string, value: string): Promise<void> {
@@ -329,8 +366,8 @@ class PostgresStore implements Store {
     );
   }
 
-  async getNodeTags(name: string): Promise<string[]> {
-    return (await this.#q<{ tag: string }>('SELECT tag FROM node_tags WHERE name = $1 ORDER BY tag', [name])).map((r) => r.tag);
+  getNodeTags(name: string): Promise<string[]> {
+    return this.#tagReads.write(name);
   }
 
   async listNodeTags(): Promise<Map<string, string[]>> {
@@ -413,13 +450,13 @@ class PostgresStore implements Store {
   }
 
   getNodeByName(name: string): Promise<NodeRecord | null> {
-    return this.#oneNode('SELECT * FROM nodes WHERE name = $1', [name]);
+    return this.#nodesByName.write(name);
   }
 
   getNodeByVip(address: string): Promise<NodeRecord | null> {
     const canonical = normalizeAddress(address);
     if (canonical === null) return this.#run(async () => null);
-    return this.#oneNode('SELECT * FROM nodes WHERE vip4 = $1 OR vip6 = $1', [canonical]);
+    return this.#nodesByVip.write(canonical);
   }
 
   async listNodes(): Promise<NodeRecord[]> {
@@ -447,8 +484,9 @@ class PostgresStore implements Store {
     return r[0] === undefined ? null : certFromRow(r[0]);
   }
 
-  async listNodeCertificates(nodeId: number): Promise<CertificateRecord[]> {
-    return (await this.#q<CertRow>('SELECT * FROM certificates WHERE node_id = $1 ORDER BY created_at, serial', [nodeId])).map(certFromRow);
+  listNodeCertificates(nodeId: number): Promise<CertificateRecord[]> {
+    if (!Number.isSafeInteger(nodeId)) return this.#run(async () => []);
+    return this.#certLists.write(nodeId);
   }
 
   revokeCertificate(serial: string, reason: string, at: number): Promise<boolean> {
@@ -575,9 +613,9 @@ class PostgresStore implements Store {
     return (r.rowCount ?? 0) > 0;
   }
 
-  async getRegistration(nodeId: number): Promise<RegistrationRecord | null> {
-    const r = await this.#q<RegRow>('SELECT * FROM registrations WHERE node_id = $1', [nodeId]);
-    return r[0] === undefined ? null : regFromRow(r[0]);
+  getRegistration(nodeId: number): Promise<RegistrationRecord | null> {
+    if (!Number.isSafeInteger(nodeId)) return this.#run(async () => null);
+    return this.#regReads.write(nodeId);
   }
 
   async listRegistrations(): Promise<RegistrationRecord[]> {

@@ -307,6 +307,38 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           assert.deepEqual(await s.listNodes(), nodes);
         }));
 
+      test('point reads asked for in one turn (as route selections do): each caller its own, correct answer', () =>
+        withStore(async (s) => {
+          const x = await s.createNode({ name: 'x', kind: 'node' }, POOLS);
+          const y = await s.createNode({ name: 'y', kind: 'node' }, POOLS);
+          await s.setMeta('k1', 'v1');
+          await s.setNodeTags('x', ['cam', 'video']);
+          const der = Buffer.from([0x30, 0x03, 0x02, 0x01, 0x07]);
+          await s.addCertificate({ serial: '0b', nodeId: x.id, der, notAfter: 9_000, createdAt: 2_000 });
+          await s.addCertificate({ serial: '0a', nodeId: x.id, der, notAfter: 8_000, createdAt: 1_000 });
+          await s.upsertRegistration(reg(y.id));
+          // Every kind twice for the same key and once for a missing one, all before any answer.
+          const [m1, m1again, mNone, n1, n1again, nNone, v4, v6, vNone, t1, t1again, tNone, r1, r1again, rNone, c1, c1again, cNone] = await Promise.all([
+            s.getMeta('k1'), s.getMeta('k1'), s.getMeta('none'),
+            s.getNodeByName('x'), s.getNodeByName('x'), s.getNodeByName('nobody'),
+            s.getNodeByVip(y.vip4), s.getNodeByVip(y.vip6.toUpperCase()), s.getNodeByVip('100.64.9.9'),
+            s.getNodeTags('x'), s.getNodeTags('x'), s.getNodeTags('y'),
+            s.getRegistration(y.id), s.getRegistration(y.id), s.getRegistration(x.id),
+            s.listNodeCertificates(x.id), s.listNodeCertificates(x.id), s.listNodeCertificates(y.id),
+          ]);
+          assert.deepEqual([m1, m1again, mNone], ['v1', 'v1', null]);
+          assert.deepEqual([n1, n1again, nNone], [x, x, null]);
+          assert.deepEqual([v4, v6, vNone], [y, y, null]);
+          assert.deepEqual([t1, t1again, tNone], [['cam', 'video'], ['cam', 'video'], []]);
+          assert.deepEqual([r1, r1again, rNone], [reg(y.id), reg(y.id), null]);
+          assert.deepEqual([c1, c1again, cNone].map((l) => l.map((c) => c.serial)), [['0a', '0b'], ['0a', '0b'], []]);
+          // Records of their own: one caller changing its answer does not change another's.
+          assert.notEqual(n1, n1again);
+          assert.notEqual(t1, t1again);
+          assert.notEqual(r1, r1again);
+          assert.notEqual(c1, c1again);
+        }));
+
       test('invalid input', () =>
         withStore(async (s) => {
           await rejectsWith(s.createNode({ name: '', kind: 'node' }, POOLS), 'ERR_STORE_INVALID');
