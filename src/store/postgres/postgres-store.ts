@@ -248,17 +248,17 @@ class PostgresStore implements Store {
    * (over loopback, ~0.15 ms of CPU); one per read was most of a route selection's cost (docs/PERFORMANCE.md).
    */
   readonly #metaReads = this.#gather<string, { key: string; value: string }, string | null>(
-    'SELECT key, value FROM meta WHERE key = ANY($1::text[])', (r) => [r.key], (rs) => rs[0]?.value ?? null);
+    'cyp-meta', 'SELECT key, value FROM meta WHERE key = ANY($1::text[])', (r) => [r.key], (rs) => rs[0]?.value ?? null);
   readonly #nodesByName = this.#gather<string, NodeRow, NodeRecord | null>(
-    'SELECT * FROM nodes WHERE name = ANY($1::text[])', (r) => [r.name], (rs) => (rs[0] === undefined ? null : nodeFromRow(rs[0])));
+    'cyp-nodes-by-name', 'SELECT * FROM nodes WHERE name = ANY($1::text[])', (r) => [r.name], (rs) => (rs[0] === undefined ? null : nodeFromRow(rs[0])));
   readonly #nodesByVip = this.#gather<string, NodeRow, NodeRecord | null>(
-    'SELECT * FROM nodes WHERE vip4 = ANY($1::text[]) OR vip6 = ANY($1::text[])', (r) => [r.vip4, r.vip6], (rs) => (rs[0] === undefined ? null : nodeFromRow(rs[0])));
+    'cyp-nodes-by-vip', 'SELECT * FROM nodes WHERE vip4 = ANY($1::text[]) OR vip6 = ANY($1::text[])', (r) => [r.vip4, r.vip6], (rs) => (rs[0] === undefined ? null : nodeFromRow(rs[0])));
   readonly #tagReads = this.#gather<string, { name: string; tag: string }, string[]>(
-    'SELECT name, tag FROM node_tags WHERE name = ANY($1::text[]) ORDER BY name, tag', (r) => [r.name], (rs) => rs.map((r) => r.tag));
+    'cyp-tags', 'SELECT name, tag FROM node_tags WHERE name = ANY($1::text[]) ORDER BY name, tag', (r) => [r.name], (rs) => rs.map((r) => r.tag));
   readonly #regReads = this.#gather<number, RegRow, RegistrationRecord | null>(
-    'SELECT * FROM registrations WHERE node_id = ANY($1::bigint[])', (r) => [r.node_id], (rs) => (rs[0] === undefined ? null : regFromRow(rs[0])));
+    'cyp-registrations', 'SELECT * FROM registrations WHERE node_id = ANY($1::bigint[])', (r) => [r.node_id], (rs) => (rs[0] === undefined ? null : regFromRow(rs[0])));
   readonly #certLists = this.#gather<number, CertRow, CertificateRecord[]>(
-    'SELECT * FROM certificates WHERE node_id = ANY($1::bigint[]) ORDER BY node_id, created_at, serial', (r) => [r.node_id], (rs) => rs.map(certFromRow));
+    'cyp-certificates', 'SELECT * FROM certificates WHERE node_id = ANY($1::bigint[]) ORDER BY node_id, created_at, serial', (r) => [r.node_id], (rs) => rs.map(certFromRow));
   readonly #touches = new GroupCommit<Touch, boolean>({
     many: (ts) => this.#touchMany(ts),
     one: (t) => this.#touchOne(t),
@@ -288,10 +288,12 @@ class PostgresStore implements Store {
   }
 
   /** A gathered point read (#metaReads): `sql` takes the distinct keys as $1; `keysOf` names the keys a row answers. */
-  #gather<K, Row, R>(sql: string, keysOf: (row: Row) => K[], convert: (rows: readonly Row[]) => R): GroupCommit<K, R> {
+  #gather<K, Row extends pg.QueryResultRow, R>(name: string, sql: string, keysOf: (row: Row) => K[], convert: (rows: readonly Row[]) => R): GroupCommit<K, R> {
     const many = async (keys: K[]): Promise<R[]> => {
       const found = new Map<K, Row[]>();
-      for (const row of await this.#q<Row>(sql, [[...new Set(keys)]])) {
+      // Named: each connection parses it once, and PostgreSQL may keep its plan.
+      const r = await this.#run(() => this.pool.query<Row>({ name, text: sql, values: [[...new Set(keys)]] }));
+      for (const row of r.rows) {
         for (const k of keysOf(row)) {
           const list = found.get(k);
           if (list) list.push(row);
