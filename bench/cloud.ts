@@ -6,11 +6,12 @@
 // selections/s with p50/p99 latency (pairs across instances included), RSS per registered node, and per phase the
 // CPU the instances, the generator and the rest of the machine used, with registrations and keepalives per NMS
 // core-second. With --hold-seconds, a paced phase too: every node keeps alive once per --hold-interval for that long,
-// as that many live nodes would (answered, failed, latency, NMS cores busy). Method and figures: docs/PERFORMANCE.md "Cloud".
+// as that many live nodes would (answered, failed, latency, NMS cores busy). With --warm-routes, the route selections
+// run a second time over the same pairs, among nodes the instances have seen. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
 //   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]
-//   [--window N (512)] [--only sqlite|pg1|pg3]
+//   [--window N (512)] [--warm-routes] [--only sqlite|pg1|pg3]
 //   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -79,6 +80,8 @@ interface Row {
   kaPerNmsCore: number;
   /** The paced phase (--hold-seconds): every node keeps alive once per interval, as live nodes do. */
   hold?: { perS: number; ok: number; failed: number; p50: number; p99: number; nmsCores: number; behindMs: number; kbPerNode: number };
+  /** --warm-routes: the same route selections again, every node now known to the instances' caches. */
+  warm?: { perS: number; failed: number; p50: number; p99: number; nmsCores: number };
 }
 
 const TICK = 100; // USER_HZ on Linux
@@ -197,6 +200,14 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     const share = Math.ceil(o.routes / workers.length);
     const rt = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
     const lat = rt.res.flatMap((r) => r.lat ?? []);
+    // The same pairs again (the generator's pairs depend only on the index): what selections among nodes the
+    // instances have seen before cost, as in a cloud that has run for a while, against the first pass's first contacts.
+    let warm: Row['warm'];
+    if (o.warmRoutes) {
+      const w = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
+      const wl = w.res.flatMap((r) => r.lat ?? []);
+      warm = { perS: wl.length / w.secs, failed: w.res.reduce((a, r) => a + r.failed, 0), p50: pct(wl, 50), p99: pct(wl, 99), nmsCores: w.cpu.nms };
+    }
     // Last: the route phase then runs on the same state with or without it (route latencies after a hold were worse).
     let hold: Row['hold'];
     if (o.holdSeconds > 0) {
@@ -230,6 +241,7 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
       regPerNmsCore: regOk / reg.nmsCpu,
       kaPerNmsCore: kaOk / ka.nmsCpu,
       ...(hold ? { hold } : {}),
+      ...(warm ? { warm } : {}),
     };
   } finally {
     for (const w of workers) {
@@ -254,6 +266,7 @@ interface Opts {
   kaSeconds: number;
   holdSeconds: number;
   holdInterval: number;
+  warmRoutes: boolean;
   workers: number;
   sockets: number;
   window: number;
@@ -267,6 +280,7 @@ async function main(): Promise<void> {
     kaSeconds: arg('--ka-seconds', 5),
     holdSeconds: arg('--hold-seconds', 0),
     holdInterval: arg('--hold-interval', 5),
+    warmRoutes: process.argv.includes('--warm-routes'),
     workers: arg('--workers', 2),
     sockets: arg('--sockets', 64),
     window: arg('--window', 512),
@@ -307,6 +321,15 @@ async function main(): Promise<void> {
   for (const r of rows) {
     const c = (k: 'reg' | 'ka' | 'routes'): string => `${k} ${r.cpu[k].nms.toFixed(2)}/${r.cpu[k].gen.toFixed(2)}/${r.cpu[k].rest.toFixed(2)}`;
     console.log(`${r.config.padEnd(12)} ${c('reg')}   ${c('ka')}   ${c('routes')}`);
+  }
+  const warmed = rows.filter((r) => r.warm);
+  if (warmed.length) {
+    console.log('\nroute selections again, the same pairs (every node already seen by the instances)');
+    console.log('config        routes/s  p50 ms  p99 ms  failed  NMS cores busy');
+    for (const r of warmed) {
+      const w = r.warm!;
+      console.log(`${r.config.padEnd(12)} ${f(w.perS, 9)} ${f(w.p50, 7, 2)} ${f(w.p99, 7, 2)} ${f(w.failed, 7)} ${f(w.nmsCores, 15, 2)}`);
+    }
   }
   const held = rows.filter((r) => r.hold);
   if (held.length) {
