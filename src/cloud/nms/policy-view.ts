@@ -53,6 +53,16 @@ export class PolicyView {
     this.byVip.clear();
   }
 
+  /**
+   * The node cached under `name` or virtual IP `address`, as of the last refresh() (it may have been deleted since:
+   * only for reads that are checked against a refresh made after them), or undefined. Counts nothing.
+   */
+  peek(name: string | null, address: string | null): NodeRecord | undefined {
+    if (name !== null) return this.byName.get(name);
+    const key = address === null ? undefined : normalizeIp(address);
+    return key === undefined ? undefined : this.byVip.get(key);
+  }
+
   nodeByName(name: string): Promise<NodeRecord | null> {
     const hit = this.byName.get(name);
     if (hit) return Promise.resolve(this.hit(hit));

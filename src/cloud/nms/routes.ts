@@ -139,15 +139,28 @@ export class RouteSelector {
 
   /** Runs one route selection for `initiator`; resolves when the responder confirmed or gave up. */
   async select(initiator: NodeRecord, initiatorReg: RegistrationRecord, req: DirectionRequest): Promise<RouteOutcome> {
-    await this.view.refresh();
-    const responder = await this.findTarget(req);
+    // The revisions and the first read that does not depend on them go to the store together (one round trip less
+    // on a networked store): a target the caches do not hold is read beside them (a fresh read either way); for
+    // one they hold, its registration (always read fresh) is. The cached record itself is used only after the
+    // refresh confirmed it: its id is re-checked then, and a registration read for another id is dropped.
+    const name = req.targetVip ? null : this.targetName(req);
+    const cached = req.targetVip ? this.view.peek(null, req.targetVip) : name === null ? undefined : this.view.peek(name, null);
+    const early = cached ? this.c.store.getRegistration(cached.id) : null;
+    early?.catch(() => {}); // a read dropped below must not become an unhandled rejection; a used one is awaited
+    let responder: NodeRecord | null;
+    if (cached) {
+      await this.view.refresh();
+      responder = await this.findTarget(req, name);
+    } else {
+      [, responder] = await Promise.all([this.view.refresh(), this.findTarget(req, name)]);
+    }
     if (!responder || responder.id === initiator.id) return { ok: false, status: 'unknown-peer', reason: `no node ${req.targetFqdn ?? req.targetVip}` };
     // The rest of what the selection reads, asked for at once (what misses the view's caches is one read batch at the
     // store, not three turns of reads one after another); it is looked at in the order the checks always had.
     const now = this.c.now();
     const [allow, reg, initCert, respCert] = await Promise.all([
       this.view.pairAllowance(initiator.name, responder.name),
-      this.c.store.getRegistration(responder.id),
+      early && cached!.id === responder.id ? early : this.c.store.getRegistration(responder.id),
       this.view.currentCert(initiator.id, now), // cached per certificate revision (policy-view.ts)
       this.view.currentCert(responder.id, now),
     ]);
@@ -275,13 +288,18 @@ export class RouteSelector {
     w.resolve(accepted);
   }
 
-  private async findTarget(req: DirectionRequest): Promise<NodeRecord | null> {
+  /** The node a Direction Request names (`name`: targetName(req), for a request by FQDN). */
+  private findTarget(req: DirectionRequest, name: string | null): Promise<NodeRecord | null> {
     if (req.targetVip) return this.view.nodeByVip(req.targetVip);
+    return name === null ? Promise.resolve(null) : this.view.nodeByName(name);
+  }
+
+  /** The node name of a request by FQDN in this cloud's domain, or null. */
+  private targetName(req: DirectionRequest): string | null {
     let fqdn = (req.targetFqdn ?? '').toLowerCase();
     if (fqdn.endsWith('.')) fqdn = fqdn.slice(0, -1);
     const suffix = this.suffix;
-    if (!fqdn.endsWith(suffix)) return null;
-    return this.view.nodeByName(fqdn.slice(0, -suffix.length));
+    return fqdn.endsWith(suffix) ? fqdn.slice(0, -suffix.length) : null;
   }
 
   /**

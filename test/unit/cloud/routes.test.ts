@@ -14,6 +14,7 @@ import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
 import { decodeBody } from '../../../src/protocol/messages.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { RequestError } from '../../../src/util/errors.js';
+import { bumpPolicyRev } from '../../../src/policy/store.js';
 
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' };
 const NMS: Endpoint = { address: '198.18.0.10', port: 4502 };
@@ -167,5 +168,27 @@ describe('route selection at the NMS', () => {
     // Revoked there: never handed out again.
     await store.revokeCertificate('e0e0', 'revoked by administrator', Date.now());
     await assert.rejects(a.client.direction({ targetFqdn: 'echo.cyphonic.internal' }), (e: unknown) => e instanceof RequestError && e.status === Status.NoRoute && /no valid certificate/.test(e.message));
+  });
+
+  test('a cached target removed and enrolled again under its name is routed as the new node (its registration read early is not used)', async () => {
+    const a = await node('foxtrot', { address: '198.18.0.31', port: 30000 });
+    const old = await node('golf', { address: '198.18.0.32', port: 30000 });
+    const confirmAll = (c: NmsClient): void => {
+      c.onPush = (type, body) => {
+        if (type === MessageType.RouteDirectionResponder) void c.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+      };
+    };
+    confirmAll(old.client);
+    const first = await a.client.direction({ targetFqdn: 'golf.cyphonic.internal' });
+    assert.equal(first.peerNodeId, old.id); // golf is now in the NMS's caches
+    // Removed at another instance (the node first, the revision after, as `cloud revoke` does) and enrolled again.
+    assert.equal(await store.deleteNode(old.id), true);
+    await bumpPolicyRev(store);
+    const again = await node('golf', { address: '198.18.0.33', port: 30001 });
+    confirmAll(again.client);
+    assert.notEqual(again.id, old.id);
+    const rd = await a.client.direction({ targetFqdn: 'golf.cyphonic.internal' });
+    assert.equal(rd.peerNodeId, again.id);
+    assert.deepEqual(rd.peerEndpoints[0], { address: '198.18.0.33', port: 30001 });
   });
 });
