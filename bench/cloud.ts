@@ -198,13 +198,14 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     const kaOk = ka.res.reduce((a, r) => a + r.ok, 0);
     const rssAfter = pids.reduce((a, p) => a + rssKb(p), 0);
     const share = Math.ceil(o.routes / workers.length);
-    const rt = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
+    const routes = (): ReturnType<typeof phase> => phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
+    const rt = await routes();
     const lat = rt.res.flatMap((r) => r.lat ?? []);
     // The same pairs again (the generator's pairs depend only on the index): what selections among nodes the
     // instances have seen before cost, as in a cloud that has run for a while, against the first pass's first contacts.
     let warm: Row['warm'];
     if (o.warmRoutes) {
-      const w = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
+      const w = await routes();
       const wl = w.res.flatMap((r) => r.lat ?? []);
       warm = { perS: wl.length / w.secs, failed: w.res.reduce((a, r) => a + r.failed, 0), p50: pct(wl, 50), p99: pct(wl, 99), nmsCores: w.cpu.nms };
     }

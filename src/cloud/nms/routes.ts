@@ -144,9 +144,9 @@ export class RouteSelector {
     // one they hold, its registration (always read fresh) is. The cached record itself is used only after the
     // refresh confirmed it: its id is re-checked then, and a registration read for another id is dropped.
     const name = req.targetVip ? null : this.targetName(req);
-    const cached = req.targetVip ? this.view.peek(null, req.targetVip) : name === null ? undefined : this.view.peek(name, null);
-    const early = cached ? this.c.store.getRegistration(cached.id) : null;
-    early?.catch(() => {}); // a read dropped below must not become an unhandled rejection; a used one is awaited
+    const cached = this.view.peek(name, req.targetVip ?? null);
+    const early = cached ? { id: cached.id, reg: this.c.store.getRegistration(cached.id) } : null;
+    early?.reg.catch(() => {}); // a read dropped below must not become an unhandled rejection; a used one is awaited
     let responder: NodeRecord | null;
     if (cached) {
       await this.view.refresh();
@@ -160,7 +160,7 @@ export class RouteSelector {
     const now = this.c.now();
     const [allow, reg, initCert, respCert] = await Promise.all([
       this.view.pairAllowance(initiator.name, responder.name),
-      early && cached!.id === responder.id ? early : this.c.store.getRegistration(responder.id),
+      early?.id === responder.id ? early.reg : this.c.store.getRegistration(responder.id),
       this.view.currentCert(initiator.id, now), // cached per certificate revision (policy-view.ts)
       this.view.currentCert(responder.id, now),
     ]);

@@ -234,18 +234,12 @@ class PostgresStore implements Store {
     inFlight: 2,
     perItem: batchErrorPerItem,
   });
-  /** getNodeSession reads gathered the same way (no transaction: one SELECT … WHERE node_id = ANY). */
-  readonly #sessionReads = new GroupCommit<number, NodeSessionRecord | null>({
-    many: (ids) => this.#nodeSessions(ids),
-    one: async (id) => (await this.#nodeSessions([id]))[0]!,
-    inFlight: 2,
-    perItem: batchErrorPerItem,
-  });
   /**
-   * The point reads of route selection (and every other caller of them) gathered the same way: the reads of one kind
-   * asked for while the event loop is busy are one `… = ANY($1)` query, a key asked for twice is read once, and each
-   * caller gets records of its own. A round trip costs the instance a socket write that wakes a server process
-   * (over loopback, ~0.15 ms of CPU); one per read was most of a route selection's cost (docs/PERFORMANCE.md).
+   * The point reads of registration and route selection (and every other caller of them), gathered as the writes
+   * above are (#gather): the reads of one kind asked for while the event loop is busy are one `… = ANY($1)` query, a
+   * key asked for twice is read once, and each caller gets records of its own. A round trip costs the instance a
+   * socket write that wakes a server process (over loopback, ~0.15 ms of CPU); one per read was most of a route
+   * selection's cost (docs/PERFORMANCE.md, "Eighth round").
    */
   readonly #metaReads = this.#gather<string, { key: string; value: string }, string | null>(
     'cyp-meta', 'SELECT key, value FROM meta WHERE key = ANY($1::text[])', (r) => [r.key], (rs) => rs[0]?.value ?? null);
@@ -259,6 +253,9 @@ class PostgresStore implements Store {
     'cyp-registrations', 'SELECT * FROM registrations WHERE node_id = ANY($1::bigint[])', (r) => [r.node_id], (rs) => (rs[0] === undefined ? null : regFromRow(rs[0])));
   readonly #certLists = this.#gather<number, CertRow, CertificateRecord[]>(
     'cyp-certificates', 'SELECT * FROM certificates WHERE node_id = ANY($1::bigint[]) ORDER BY node_id, created_at, serial', (r) => [r.node_id], (rs) => rs.map(certFromRow));
+  /** A first contact's node, Common Key and replay floor (a burst of registrations is one round trip, not one per node). */
+  readonly #sessionReads = this.#gather<number, NodeSessionRow, NodeSessionRecord | null>(
+    'cyp-node-sessions', NODE_SESSION_SQL(() => 'ANY($1::bigint[])'), (r) => [Number(r.id)], (rs) => (rs[0] === undefined ? null : nodeSessionFromRow(rs[0])));
   readonly #touches = new GroupCommit<Touch, boolean>({
     many: (ts) => this.#touchMany(ts),
     one: (t) => this.#touchOne(t),
@@ -320,7 +317,7 @@ class PostgresStore implements Store {
   close(): Promise<void> {
     // Writes already queued commit first (their callers were promised a commit or an error).
     this.#closing ??= (async () => {
-      await Promise.all([this.#upserts.drain(), this.#touches.drain(), this.#sessionReads.drain(), ...this.#readers.map((r) => r.drain())]);
+      await Promise.all([this.#upserts.drain(), this.#touches.drain(), ...this.#readers.map((r) => r.drain())]);
       this.#closed = true;
       for (const stop of [...this.#stops]) await stop();
       await this.pool.end();
@@ -524,18 +521,6 @@ class PostgresStore implements Store {
 
   getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {
     return this.#sessionReads.write(nodeId);
-  }
-
-  /** First contacts of many nodes in one query (a burst of registrations is one round trip, not one per node). */
-  async #nodeSessions(ids: number[]): Promise<(NodeSessionRecord | null)[]> {
-    const r = await this.#run(() =>
-      this.pool.query<NodeSessionRow>({ name: 'cyp-node-sessions', text: NODE_SESSION_SQL(() => 'ANY($1::bigint[])'), values: [ids] }),
-    );
-    const byId = new Map(r.rows.map((row) => [Number(row.id), row]));
-    return ids.map((id) => {
-      const row = byId.get(id);
-      return row === undefined ? null : nodeSessionFromRow(row);
-    });
   }
 
   upsertRegistration(rec: RegistrationRecord): Promise<void> {

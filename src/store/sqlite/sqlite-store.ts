@@ -45,7 +45,6 @@ interface KeyRow {
   created_at: number;
 }
 
-
 interface RelayRow {
   id: string;
   endpoints: string;
@@ -58,8 +57,6 @@ interface TokenRow {
   used_at: number | null;
   expires_at: number;
 }
-
-
 
 /** The columns of a registration row, read by position (raw rows: no object per row) in regFromRaw's order. */
 const REG_COLUMNS = 'node_id, reported, observed_address, observed_port, nat, keepalive_sec, registered_at, last_seen, last_seq, mapping, nms';
