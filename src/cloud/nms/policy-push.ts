@@ -24,12 +24,18 @@ export const MAX_CATCHUP_REVOKED = 1024;
 /** Tunable: waits between retransmissions of an unacknowledged PolicyUpdate. */
 export const POLICY_PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
 
+/** The peers of one node: what PolicyPusher asks of RouteSelector.selected's inner maps. */
+export interface PeerIds {
+  has(id: number): boolean;
+  keys(): IterableIterator<number>;
+}
+
 export interface PolicyPushComponents {
   store: Store;
   logger: Logger;
   counters: Counters;
-  /** node id → the peers it has paths with (RouteSelector.pairs). */
-  pairs: Map<number, Set<number>>;
+  /** node id → the peers it has paths with, as the keys of what is mapped (RouteSelector.selected; a Set will do). */
+  pairs: ReadonlyMap<number, PeerIds>;
   /** Seals a PolicyUpdate for `nodeId` with its Common Key and sends it to its registration's observed address; false if it cannot (no session or registration). */
   send: (nodeId: number, txid: number, body: PolicyUpdate, to: Endpoint) => boolean;
   /** Tells the live TRS that these nodes were revoked (trs/client.ts revokeAtRelays); absent: no relays. */
@@ -110,7 +116,7 @@ export class PolicyPusher {
   private async readRevoked(existing?: Set<number>): Promise<Map<number, string[]>> {
     // Candidates: the nodes we hold paths for (their peers must hear even of a plain expiry) and the owners of revoked
     // serials (one query, owners remembered: a certificate never changes hands), not every node in the store.
-    const candidates = new Set<number>([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s])]);
+    const candidates = new Set<number>([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s.keys()])]);
     for (const serial of await this.c.store.listRevokedSerials()) {
       let owner = this.serialOwner.get(serial);
       if (owner === undefined) {
@@ -158,10 +164,10 @@ export class PolicyPusher {
     const registered = new Map(regs.map((r) => [r.nodeId, r]));
     for (const nodeId of new Set([...this.c.pairs.keys(), ...registered.keys()])) {
       const me = subjects.get(nodeId);
-      const peers = this.c.pairs.get(nodeId) ?? new Set<number>();
+      const peers: PeerIds = this.c.pairs.get(nodeId) ?? new Set<number>();
       if (!me || revoked.has(nodeId)) continue;
       const entries: PolicyEntry[] = [];
-      for (const peerId of peers) {
+      for (const peerId of peers.keys()) {
         const peer = subjects.get(peerId);
         if (revoked.has(peerId)) entries.push(PolicyPusher.revokedEntry(peerId, serials.get(peerId) ?? []));
         else if (peer) entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });

@@ -73,7 +73,10 @@ interface Waiting {
 /** Tunable: peers remembered per node for policy pushes (the node's data plane holds at most MAX_PEER_SLOTS). */
 export const MAX_PAIRS_PER_NODE = 1024;
 
-/** The last path this NMS selected between a node and one peer (the console's node page; in memory, this instance only). */
+/**
+ * The last path this NMS selected between a node and one peer (the console's node page; in memory, this instance
+ * only). Updated in place when the pair gets a new path (no new record per selection): copy it to keep it.
+ */
 export interface SelectedPath {
   peer: number;
   pathId: bigint;
@@ -89,9 +92,11 @@ export interface SelectedPath {
 
 export class RouteSelector {
   private readonly waiting = new Map<bigint, Waiting>();
-  /** Node id → the peers it got paths to (either end): whom a policy change concerns. In memory (see PROTOCOL.md). */
-  readonly pairs = new Map<number, Set<number>>();
-  /** Node id → peer id → the last path selected between them (bounded like `pairs`). */
+  /**
+   * Node id → peer id → the last path selected between them (either end started it), the least recently selected
+   * peer first; at most MAX_PAIRS_PER_NODE peers per node. Its keys are whom a policy change concerns (PolicyPusher).
+   * In memory (see PROTOCOL.md).
+   */
   readonly selected = new Map<number, Map<number, SelectedPath>>();
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
@@ -211,27 +216,35 @@ export class RouteSelector {
         if (accepted !== true) this.c.onUnconfirmed?.(accepted === null ? 'no-confirmation' : 'refused', responder.name);
       });
     }
-    this.pair(initiator.id, responder.id);
-    this.pair(responder.id, initiator.id);
     const at = this.c.now();
-    this.remember(initiator.id, { peer: responder.id, pathId, kind: plan.kind, initiator: true, relayId, relay: toInitiator.relay ?? null, why: plan.why, at });
-    this.remember(responder.id, { peer: initiator.id, pathId, kind: plan.kind, initiator: false, relayId, relay: toResponder.relay ?? null, why: plan.why, at });
+    this.remember(initiator.id, responder.id, pathId, plan.kind, true, relayId, toInitiator.relay ?? null, plan.why, at);
+    this.remember(responder.id, initiator.id, pathId, plan.kind, false, relayId, toResponder.relay ?? null, plan.why, at);
     return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
   }
 
-  private pair(a: number, b: number): void {
-    let set = this.pairs.get(a);
-    if (!set) this.pairs.set(a, (set = new Set()));
-    if (set.size >= MAX_PAIRS_PER_NODE && !set.has(b)) set.delete(set.values().next().value as number);
-    set.add(b);
-  }
-
-  private remember(nodeId: number, p: SelectedPath): void {
+  /**
+   * Records the path selected between `nodeId` and `peer` as the newest of the node's (dropping its least recently
+   * selected peer when full). A pair selected again updates its record in place: a record per selection would live
+   * until the next one and be copied by the young-generation GC on its way to the old one (PERFORMANCE.md).
+   */
+  private remember(nodeId: number, peer: number, pathId: bigint, kind: PathKind, initiator: boolean, relayId: string | null, relay: Endpoint | null, why: string, at: number): void {
     let m = this.selected.get(nodeId);
     if (!m) this.selected.set(nodeId, (m = new Map()));
-    m.delete(p.peer);
-    if (m.size >= MAX_PAIRS_PER_NODE) m.delete(m.keys().next().value as number);
-    m.set(p.peer, p);
+    let p = m.get(peer);
+    if (p) {
+      m.delete(peer);
+      p.pathId = pathId;
+      p.kind = kind;
+      p.initiator = initiator;
+      p.relayId = relayId;
+      p.relay = relay;
+      p.why = why;
+      p.at = at;
+    } else {
+      if (m.size >= MAX_PAIRS_PER_NODE) m.delete(m.keys().next().value as number);
+      p = { peer, pathId, kind, initiator, relayId, relay, why, at };
+    }
+    m.set(peer, p);
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */

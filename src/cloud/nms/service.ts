@@ -188,7 +188,7 @@ export class NmsService {
       store: c.store,
       logger: c.logger,
       counters: this.counters,
-      pairs: this.routes.pairs,
+      pairs: this.routes.selected,
       send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
       ...(c.relays?.revoke ? { revokeAtRelays: (ids: number[]) => c.relays!.revoke!(ids) } : {}),
     });
@@ -215,9 +215,9 @@ export class NmsService {
     this.reports.set(nodeId, { at: this.now(), peers });
   }
 
-  /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console). */
+  /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console; copies). */
   selectedPaths(nodeId: number): SelectedPath[] {
-    return [...(this.routes.selected.get(nodeId)?.values() ?? [])].sort((a, b) => b.at - a.at);
+    return [...(this.routes.selected.get(nodeId)?.values() ?? [])].map((p) => ({ ...p })).reverse(); // kept least recent first
   }
 
   /** Pushes policy and tag changes to running nodes from now on (the store's revision is looked at every second). */

@@ -191,4 +191,25 @@ describe('route selection at the NMS', () => {
     assert.equal(rd.peerNodeId, again.id);
     assert.deepEqual(rd.peerEndpoints[0], { address: '198.18.0.33', port: 30001 });
   });
+  test('a pair selected again keeps one record, updated and newest; the console gets copies', async () => {
+    const h = await node('hotel', { address: '198.18.0.41', port: 30000 });
+    const peers = [await node('india', { address: '198.18.0.42', port: 30000 }), await node('juliet', { address: '198.18.0.43', port: 30000 })];
+    for (const p of peers) {
+      p.client.onPush = (type, body) => {
+        if (type === MessageType.RouteDirectionResponder) void p.client.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+      };
+    }
+    const first = await h.client.direction({ targetFqdn: 'india.cyphonic.internal' });
+    await h.client.direction({ targetFqdn: 'juliet.cyphonic.internal' });
+    const before = service.selectedPaths(h.id);
+    assert.deepEqual(before.map((p) => p.peer), [peers[1]!.id, peers[0]!.id], 'newest first');
+    const again = await h.client.direction({ targetFqdn: 'india.cyphonic.internal' });
+    assert.notEqual(again.pathId, first.pathId);
+    const after = service.selectedPaths(h.id);
+    assert.equal(after.length, 2, 'one record per pair');
+    assert.equal(after[0]!.peer, peers[0]!.id, 'the pair selected again is the newest');
+    assert.equal(after[0]!.pathId, again.pathId, 'its record now holds the new path');
+    assert.equal(before[1]!.pathId, first.pathId, 'what the console was given earlier did not change under it');
+    assert.equal(service.selectedPaths(peers[0]!.id)[0]!.initiator, false, 'the responder\'s end is recorded too');
+  });
 });
