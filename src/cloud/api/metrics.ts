@@ -4,7 +4,7 @@
 
 import type { Registry } from 'prom-client';
 import { MessageType } from '../../protocol/constants.js';
-import { addCounterSource, addGauge, latencyHistogram } from '../../metrics/prom.js';
+import { addCounterSource, addGauge, HotHistogram } from '../../metrics/prom.js';
 import type { AsService } from '../as/service.js';
 import type { NmsService } from '../nms/service.js';
 import type { TrsService } from '../trs/service.js';
@@ -21,17 +21,24 @@ export function cloudMetrics(reg: Registry, as: AsService | null, nms: NmsServic
   });
 }
 
+/** The `type` label values of cyphonic_nms_handle_seconds: every message type's name, then "other". */
+const TYPE_LABELS: readonly string[] = [...Object.values(MessageType).filter((v): v is string => typeof v === 'string'), 'other'];
+/** A datagram's type byte → its index in TYPE_LABELS (bytes that name no message type: "other"). */
+const TYPE_INDEX: Uint8Array = Uint8Array.from({ length: 256 }, (_, t) => {
+  const i = TYPE_LABELS.indexOf(MessageType[t] ?? 'other');
+  return i < 0 ? TYPE_LABELS.length - 1 : i;
+});
+
 /** `nms` with its datagram handler timed into cyphonic_nms_handle_seconds{type} (for the transports). */
 export function timedNms(nms: NmsService, reg: Registry): NmsService {
-  const h = latencyHistogram(reg, 'cyphonic_nms_handle_seconds', 'NMS: time from a datagram received to its answer, by message type', ['type']);
+  const h = new HotHistogram(reg, 'cyphonic_nms_handle_seconds', 'NMS: time from a datagram received to its answer, by message type', 'type', TYPE_LABELS);
   const timed = Object.create(nms) as NmsService;
   timed.handle = async (datagram, from, via) => {
-    const end = h.startTimer();
+    const t0 = performance.now();
     try {
       return await nms.handle(datagram, from, via);
     } finally {
-      const t = datagram.length > 1 ? datagram[1]! : -1;
-      end({ type: MessageType[t] ?? 'other' });
+      h.observeAt(datagram.length > 1 ? TYPE_INDEX[datagram[1]!]! : TYPE_LABELS.length - 1, (performance.now() - t0) / 1000);
     }
   };
   return timed;

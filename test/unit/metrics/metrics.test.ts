@@ -12,7 +12,7 @@ import { createEnrollment, initCloud, startCloud } from '../../../src/cloud/clou
 import { decodeToken } from '../../../src/config/token.js';
 import { createCsr, generateKeyPair } from '../../../src/crypto/index.js';
 import { adapterMetrics, type AdapterView } from '../../../src/metrics/daemons.js';
-import { newRegistry, serveMetrics } from '../../../src/metrics/prom.js';
+import { HotHistogram, latencyHistogram, newRegistry, serveMetrics } from '../../../src/metrics/prom.js';
 import { enroll } from '../../../src/node/as-client.js';
 import { silentLogger } from '../../../src/util/log.js';
 
@@ -143,3 +143,34 @@ describe('metrics: a daemon\'s --metrics listener', () => {
     }
   });
 });
+
+describe('metrics: the per-datagram histogram (HotHistogram)', () => {
+  test('scrapes exactly as prom-client\'s own histogram fed the same observations, bounds inclusive; bad input ignored', async () => {
+    const labels = ['Keepalive', 'RegistrationRequest', 'never', 'other'];
+    const ours = newRegistry();
+    const theirs = newRegistry();
+    const hot = new HotHistogram(ours, 'x_seconds', 'help text', 'type', labels);
+    const ref = latencyHistogram(theirs, 'x_seconds', 'help text', ['type']);
+    // On a bound (le is "less or equal"), between bounds, below the first, above the last, and zero.
+    const seen: [number, number][] = [[0, 0.0001], [0, 0.0003], [0, 0.00005], [1, 0.001], [1, 12], [3, 0], [0, 2.5], [1, 0.0042]];
+    for (const [i, v] of seen) {
+      hot.observeAt(i, v);
+      ref.observe({ type: labels[i]! }, v);
+    }
+    hot.observeAt(4, 0.1); // no such label value
+    hot.observeAt(-1, 0.1);
+    hot.observeAt(0, Number.NaN);
+    const text = await ours.metrics();
+    assert.equal(text, await theirs.metrics());
+    assert.ok(!text.includes('type="never"'), 'a label value never observed is left out');
+    const s = parseProm(text);
+    assert.equal(value(s, 'x_seconds_count', { type: 'Keepalive' }), 4);
+    assert.equal(value(s, 'x_seconds_bucket', { type: 'Keepalive', le: '0.0001' }), 2, 'the bound itself counts in its bucket');
+    assert.equal(value(s, 'x_seconds_bucket', { type: 'RegistrationRequest', le: '10' }), 2);
+    assert.equal(value(s, 'x_seconds_bucket', { type: 'RegistrationRequest', le: '+Inf' }), 3);
+    // The JSON form too (prom-client adds empty exemplar fields to its own; they carry nothing here).
+    const json = async (r: typeof ours) => (await r.getMetricsAsJSON()).map((m) => ({ ...m, values: m.values.map(({ labels, value, metricName }: { labels: object; value: number; metricName?: string }) => ({ labels, value, metricName })) }));
+    assert.deepEqual(await json(ours), await json(theirs));
+  });
+});
+
