@@ -112,6 +112,9 @@ const EMPTY_BODY = Buffer.alloc(0);
 /** The counter of each kind of path selected (names made once, not per selection). */
 const ROUTE_COUNTER = { direct: 'route.direct', punched: 'route.punched', relayed: 'route.relayed' } as const;
 
+/** The largest node id a frame may carry (ids are safe integers in the store); made once, not per datagram. */
+const MAX_NODE_ID = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** Node→cloud message types the NMS accepts. */
 const UPLINK = new Set<number>([MessageType.RegistrationRequest, MessageType.Keepalive, MessageType.DirectionRequest, MessageType.RouteConfirmation, MessageType.Ack, MessageType.DirectoryRequest, MessageType.RelayTicketRequest]);
 
@@ -461,7 +464,7 @@ export class NmsService {
       return this.drop('decode');
     }
     if (!UPLINK.has(header.type) || (via === 'probe' && header.type !== MessageType.Keepalive)) return this.drop('type');
-    if (header.id === 0n || header.id > BigInt(Number.MAX_SAFE_INTEGER)) return this.drop('unknown-node');
+    if (header.id === 0n || header.id > MAX_NODE_ID) return this.drop('unknown-node');
     const nodeId = Number(header.id);
     try {
       const session = this.sessions.get(nodeId) ?? (await this.session(nodeId, false)); // no await for a known node
