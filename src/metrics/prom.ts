@@ -72,12 +72,16 @@ export function latencyHistogram(reg: Registry, name: string, help: string, labe
 
 type HistogramSamples = Awaited<ReturnType<Histogram['get']>>;
 
+function refuseObserve(): never {
+  throw new TypeError('HotHistogram counts with observeAt(index, seconds)');
+}
+
 /**
  * A latency histogram (the buckets of latencyHistogram) with one label whose values are known up front, for a path
  * run per datagram: `observeAt(index, seconds)` counts into typed arrays and allocates nothing (prom-client's own
  * observe builds label objects, a label hash string and closures each time: about 1 kB of garbage per datagram at
  * the NMS). The samples are made when scraped, in prom-client's format; label values never observed are left out.
- * Only observeAt counts (prom-client's observe and startTimer are not for this class).
+ * Only observeAt counts: prom-client's observe and startTimer throw here rather than count where no scrape looks.
  */
 export class HotHistogram extends Histogram {
   readonly #name: string;
@@ -98,6 +102,7 @@ export class HotHistogram extends Histogram {
     this.#buckets = new Float64Array(values.length * (LATENCY_BUCKETS.length + 1));
     this.#sums = new Float64Array(values.length);
     this.#counts = new Float64Array(values.length);
+    this.observe = refuseObserve; // prom-client's constructor puts observe on the instance: replaced, not overridden
   }
 
   /** One observation of `seconds` under label value `values[index]` (an index out of range is ignored). */
@@ -108,6 +113,19 @@ export class HotHistogram extends Histogram {
     this.#buckets[index * (LATENCY_BUCKETS.length + 1) + b]!++;
     this.#sums[index]! += seconds;
     this.#counts[index]!++;
+  }
+
+  override startTimer(): never {
+    return refuseObserve();
+  }
+
+  /** Zero again (the registry's resetMetrics). prom-client's constructor calls it too, before our fields exist. */
+  override reset(): void {
+    super.reset();
+    if (!(#buckets in this)) return;
+    this.#buckets.fill(0);
+    this.#sums.fill(0);
+    this.#counts.fill(0);
   }
 
   override async get(): Promise<HistogramSamples> {

@@ -191,6 +191,7 @@ describe('route selection at the NMS', () => {
     assert.equal(rd.peerNodeId, again.id);
     assert.deepEqual(rd.peerEndpoints[0], { address: '198.18.0.33', port: 30001 });
   });
+
   test('a pair selected again keeps one record, updated and newest; the console gets copies', async () => {
     const h = await node('hotel', { address: '198.18.0.41', port: 30000 });
     const peers = [await node('india', { address: '198.18.0.42', port: 30000 }), await node('juliet', { address: '198.18.0.43', port: 30000 })];

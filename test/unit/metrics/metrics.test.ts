@@ -4,6 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { Histogram } from 'prom-client';
 import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -171,6 +172,13 @@ describe('metrics: the per-datagram histogram (HotHistogram)', () => {
     // The JSON form too (prom-client adds empty exemplar fields to its own; they carry nothing here).
     const json = async (r: typeof ours) => (await r.getMetricsAsJSON()).map((m) => ({ ...m, values: m.values.map(({ labels, value, metricName }: { labels: object; value: number; metricName?: string }) => ({ labels, value, metricName })) }));
     assert.deepEqual(await json(ours), await json(theirs));
+    // prom-client's own ways of counting would count where no scrape looks: they refuse. A reset zeroes.
+    assert.throws(() => (hot as Histogram).observe({ type: 'Keepalive' }, 0.1), TypeError);
+    assert.throws(() => hot.startTimer(), TypeError);
+    ours.resetMetrics();
+    assert.equal(value(parseProm(await ours.metrics()), 'x_seconds_count'), 0);
+    hot.observeAt(1, 0.002);
+    assert.equal(value(parseProm(await ours.metrics()), 'x_seconds_count', { type: 'RegistrationRequest' }), 1);
   });
 });
 
