@@ -19,6 +19,13 @@ import { bumpPolicyRev } from '../../../src/policy/store.js';
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' };
 const NMS: Endpoint = { address: '198.18.0.10', port: 4502 };
 
+/** Makes `c` accept every Route Direction pushed to it (it confirms the path). */
+function confirmRoutes(c: NmsClient): void {
+  c.onPush = (type, body) => {
+    if (type === MessageType.RouteDirectionResponder) void c.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
+  };
+}
+
 describe('route selection at the NMS', () => {
   let store: Store;
   let service: NmsService;
@@ -157,9 +164,7 @@ describe('route selection at the NMS', () => {
   test('certificates are cached per certificate revision: a renewal and a revocation written by another instance reach the next selection', async () => {
     const a = await node('delta', { address: '198.18.0.21', port: 30000 });
     const b = await node('echo', { address: '198.18.0.22', port: 30000 });
-    b.client.onPush = (type, body) => {
-      if (type === MessageType.RouteDirectionResponder) void b.client.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
-    };
+    confirmRoutes(b.client);
     assert.deepEqual((await a.client.direction({ targetFqdn: 'echo.cyphonic.internal' })).peerCertificate, Buffer.from('cert-of-echo'));
     // Renewal at an AS elsewhere (the store is shared; no policy revision changes): the old one superseded, a new one.
     await store.revokeNodeCertificates(b.id, 'superseded', Date.now());
@@ -173,19 +178,14 @@ describe('route selection at the NMS', () => {
   test('a cached target removed and enrolled again under its name is routed as the new node (its registration read early is not used)', async () => {
     const a = await node('foxtrot', { address: '198.18.0.31', port: 30000 });
     const old = await node('golf', { address: '198.18.0.32', port: 30000 });
-    const confirmAll = (c: NmsClient): void => {
-      c.onPush = (type, body) => {
-        if (type === MessageType.RouteDirectionResponder) void c.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
-      };
-    };
-    confirmAll(old.client);
+    confirmRoutes(old.client);
     const first = await a.client.direction({ targetFqdn: 'golf.cyphonic.internal' });
     assert.equal(first.peerNodeId, old.id); // golf is now in the NMS's caches
     // Removed at another instance (the node first, the revision after, as `cloud revoke` does) and enrolled again.
     assert.equal(await store.deleteNode(old.id), true);
     await bumpPolicyRev(store);
     const again = await node('golf', { address: '198.18.0.33', port: 30001 });
-    confirmAll(again.client);
+    confirmRoutes(again.client);
     assert.notEqual(again.id, old.id);
     const rd = await a.client.direction({ targetFqdn: 'golf.cyphonic.internal' });
     assert.equal(rd.peerNodeId, again.id);
@@ -195,11 +195,7 @@ describe('route selection at the NMS', () => {
   test('a pair selected again keeps one record, updated and newest; the console gets copies', async () => {
     const h = await node('hotel', { address: '198.18.0.41', port: 30000 });
     const peers = [await node('india', { address: '198.18.0.42', port: 30000 }), await node('juliet', { address: '198.18.0.43', port: 30000 })];
-    for (const p of peers) {
-      p.client.onPush = (type, body) => {
-        if (type === MessageType.RouteDirectionResponder) void p.client.confirm(decodeBody(MessageType.RouteDirectionResponder, body).pathId, true);
-      };
-    }
+    for (const p of peers) confirmRoutes(p.client);
     const first = await h.client.direction({ targetFqdn: 'india.cyphonic.internal' });
     await h.client.direction({ targetFqdn: 'juliet.cyphonic.internal' });
     const before = service.selectedPaths(h.id);
