@@ -20,6 +20,7 @@ import { formatPortList } from '../../policy/policy.js';
 import { PolicyView } from './policy-view.js';
 import { trace } from '../../util/trace.js';
 import { readU64BE } from '../../util/u64.js';
+import { U64Table } from '../../util/u64-table.js';
 
 /** Tunable: bytes of randomness drawn from the CSPRNG at once for path ids and Tunnel Keys (each byte used once). */
 const RANDOM_POOL = 4096;
@@ -51,6 +52,8 @@ export interface RouteSelectorComponents {
   store: Store;
   domain: string;
   now: () => number;
+  /** Peers remembered per node. @default MAX_PAIRS_PER_NODE */
+  pairsPerNode?: number;
   /** Pushes a Route Direction to the responder node (sealed by the caller) and returns once sent. */
   push: (responderId: number, reg: RegistrationRecord, body: RouteDirection) => void;
   /** Relays paths that cannot be direct or punched. */
@@ -88,18 +91,22 @@ export interface SelectedPath {
   relay: Endpoint | null;
   why: string;
   at: number;
+  /** This instance's count of selections when the pair was last selected: the higher, the more recent. */
+  order: number;
 }
 
 export class RouteSelector {
-  private readonly waiting = new Map<bigint, Waiting>();
+  private readonly waiting = new U64Table<Waiting>();
   /**
-   * Node id → peer id → the last path selected between them (either end started it), the least recently selected
-   * peer first; at most MAX_PAIRS_PER_NODE peers per node. Its keys are whom a policy change concerns (PolicyPusher).
+   * Node id → peer id → the last path selected between them (either end started it; which last: `order`); at most
+   * MAX_PAIRS_PER_NODE peers per node. Its keys are whom a policy change concerns (PolicyPusher).
    * In memory (see PROTOCOL.md).
    */
   readonly selected = new Map<number, Map<number, SelectedPath>>();
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
+  /** Pairs remembered so far (SelectedPath.order). */
+  private selections = 0;
 
   /** Policy, tags and node records as of the store's policy revision (read once per selection). */
   readonly view: PolicyView;
@@ -224,15 +231,16 @@ export class RouteSelector {
 
   /**
    * Records the path selected between `nodeId` and `peer` as the newest of the node's (dropping its least recently
-   * selected peer when full). A pair selected again updates its record in place: a record per selection would live
-   * until the next one and be copied by the young-generation GC on its way to the old one (PERFORMANCE.md).
+   * selected peer when full). A pair selected again updates its record in place, and the map is not touched: a
+   * record per selection would live until the next one and be copied by the young-generation GC on its way to the old
+   * one, and a delete and re-insert per selection would make the map take new tables as often (PERFORMANCE.md).
    */
   private remember(nodeId: number, peer: number, pathId: bigint, kind: PathKind, initiator: boolean, relayId: string | null, relay: Endpoint | null, why: string, at: number): void {
+    const order = ++this.selections;
     let m = this.selected.get(nodeId);
     if (!m) this.selected.set(nodeId, (m = new Map()));
-    let p = m.get(peer);
+    const p = m.get(peer);
     if (p) {
-      m.delete(peer);
       p.pathId = pathId;
       p.kind = kind;
       p.initiator = initiator;
@@ -240,11 +248,16 @@ export class RouteSelector {
       p.relay = relay;
       p.why = why;
       p.at = at;
-    } else {
-      if (m.size >= MAX_PAIRS_PER_NODE) m.delete(m.keys().next().value as number);
-      p = { peer, pathId, kind, initiator, relayId, relay, why, at };
+      p.order = order;
+      return;
     }
-    m.set(peer, p);
+    if (m.size >= (this.c.pairsPerNode ?? MAX_PAIRS_PER_NODE)) {
+      // Full (a node with that many peers: rare): the least recently selected goes.
+      let oldest: SelectedPath | null = null;
+      for (const q of m.values()) if (!oldest || q.order < oldest.order) oldest = q;
+      m.delete(oldest!.peer);
+    }
+    m.set(peer, { peer, pathId, kind, initiator, relayId, relay, why, at, order });
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */

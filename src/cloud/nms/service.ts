@@ -17,7 +17,7 @@ import { Budgets } from '../../util/budget.js';
 import { Counters } from '../../util/counters.js';
 import { CryptoError, DecodeError, describeError } from '../../util/errors.js';
 import type { Logger } from '../../util/log.js';
-import { trace } from '../../util/trace.js';
+import { trace, tracing } from '../../util/trace.js';
 
 export interface NmsInit {
   domain: string;
@@ -29,6 +29,8 @@ export interface NmsInit {
   probePort?: number;
   /** Route selections one node may start. @default DIRECTION_RATE */
   directionRate?: { perSec: number; burst: number };
+  /** Peers remembered per node for policy pushes and the console. @default MAX_PAIRS_PER_NODE */
+  pairsPerNode?: number;
   /**
    * Several instances share the store: this instance's id, recorded in the registrations it holds. A Route Direction
    * for a node registered at another instance goes to that instance (store.publish) which pushes it over the node's
@@ -104,6 +106,46 @@ interface Session {
   node?: NodeRecord;
   /** The node's fixed RegistrationResponse fields (id, addresses, FQDN), encoded at its first registration here. */
   regHead?: Buffer;
+  /** Its route selections in progress (made at its first Direction Request; kept when the session is re-keyed). */
+  directing?: DirectionSlots;
+}
+
+/**
+ * One node's route selections in progress: the txid of each (a retransmission waits for the first one's answer),
+ * at most DIRECTIONS_IN_FLIGHT. The txids sit in a small array that grows (to DIRECTIONS_IN_FLIGHT) only for a node
+ * that asks for several routes at once, so starting and ending a selection allocates nothing: a Set or Map that fills
+ * and empties once per selection takes a new table each time, and once its table is old each one it drops is garbage
+ * in the old generation until the next full GC (PERFORMANCE.md, "Tenth round").
+ */
+class DirectionSlots {
+  /** Txids in progress; -1: a free slot. */
+  private txids: number[] = [-1, -1];
+  /** Slots taken. */
+  busy = 0;
+
+  has(txid: number): boolean {
+    return this.busy > 0 && this.txids.includes(txid);
+  }
+
+  /** Takes a slot for `txid`; false when DIRECTIONS_IN_FLIGHT are taken. */
+  take(txid: number): boolean {
+    let i = this.txids.indexOf(-1);
+    if (i < 0) {
+      if (this.txids.length >= DIRECTIONS_IN_FLIGHT) return false;
+      i = this.txids.length;
+      this.txids = [...this.txids, ...new Array<number>(Math.min(i, DIRECTIONS_IN_FLIGHT - i)).fill(-1)];
+    }
+    this.txids[i] = txid;
+    this.busy++;
+    return true;
+  }
+
+  release(txid: number): void {
+    const i = this.txids.indexOf(txid);
+    if (i < 0) return;
+    this.txids[i] = -1;
+    this.busy--;
+  }
 }
 
 /** An empty body (Ack): encodes to no bytes. */
@@ -138,11 +180,7 @@ export class NmsService {
   private readonly seq: SeqCounter;
   private readonly now: () => number;
   private readonly routes: RouteSelector;
-  /** Direction Requests in progress, by `${nodeId}:${txid}`: retransmissions wait for the same answer. */
-  private readonly directing = new Set<string>();
   private readonly directionBudgets: Budgets<number>;
-  /** Route selections in progress per node. */
-  private readonly inFlight = new Map<number, number>();
   private pushTxid = 1;
   /** Route Directions pushed here for another instance: path id → the instance waiting for the confirmation. */
   private readonly forwarded = new Map<bigint, { instance: string; node: number; until: number }>();
@@ -180,6 +218,7 @@ export class NmsService {
       store: c.store,
       domain: init.domain,
       now: this.now,
+      ...(init.pairsPerNode ? { pairsPerNode: init.pairsPerNode } : {}),
       push: (responderId, reg, body) => this.pushOrForward(responderId, reg, body),
       ...(c.relays ? { relays: c.relays } : {}),
       onUnconfirmed: (status, responder) => {
@@ -220,7 +259,7 @@ export class NmsService {
 
   /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console; copies). */
   selectedPaths(nodeId: number): SelectedPath[] {
-    return [...(this.routes.selected.get(nodeId)?.values() ?? [])].map((p) => ({ ...p })).reverse(); // kept least recent first
+    return [...(this.routes.selected.get(nodeId)?.values() ?? [])].sort((a, b) => b.order - a.order).map((p) => ({ ...p }));
   }
 
   /** Pushes policy and tag changes to running nodes from now on (the store's revision is looked at every second). */
@@ -692,20 +731,23 @@ export class NmsService {
   }
 
   private async direction(s: Session, header: Header, req: DirectionRequest): Promise<Buffer | null> {
-    const key = `${s.nodeId}:${header.txid}`;
-    trace('nms.request', key);
-    if (this.directing.has(key)) return null; // a retransmission: the first one gets the answer
+    if (tracing) trace('nms.request', `${s.nodeId}:${header.txid}`);
+    const slots = (s.directing ??= new DirectionSlots());
+    if (slots.has(header.txid)) return null; // a retransmission: the first one gets the answer
     if (!this.c.send) return this.nack(s, header, Status.NoRoute, 'route selection is disabled on this NMS');
-    const busy = this.inFlight.get(s.nodeId) ?? 0;
-    if (busy >= DIRECTIONS_IN_FLIGHT || !this.directionBudgets.take(s.nodeId, this.now())) {
+    if (slots.busy >= DIRECTIONS_IN_FLIGHT || !this.directionBudgets.take(s.nodeId, this.now())) {
       this.counters.inc('route.refused.rate-limited');
       return this.nack(s, header, Status.NoRoute, 'too many route selections: slow down');
     }
     // The node's record is cached in its session after the first read: then one read here, not two.
     const [node, reg] = s.node ? [s.node, await this.c.store.getRegistration(s.nodeId)] : await Promise.all([this.nodeOf(s), this.c.store.getRegistration(s.nodeId)]);
     if (!node || !reg) return this.nack(s, header, Status.NotRegistered, 'register before asking for routes');
-    this.directing.add(key);
-    this.inFlight.set(s.nodeId, busy + 1);
+    // Looked at again: a retransmission, or other selections of the node, may have come in during the reads.
+    if (slots.has(header.txid)) return null;
+    if (!slots.take(header.txid)) {
+      this.counters.inc('route.refused.rate-limited');
+      return this.nack(s, header, Status.NoRoute, 'too many route selections: slow down');
+    }
     const t0 = this.now();
     try {
       const out = await this.routes.select(node, reg, req);
@@ -717,13 +759,10 @@ export class NmsService {
       this.counters.inc('route.ok');
       this.counters.inc(ROUTE_COUNTER[out.path]);
       this.c.logger.info('route selected', { node: node.name, peer: out.responder.name, path: out.path, why: out.why, ms: this.now() - t0 });
-      trace('nms.answer', out.toInitiator.pathId, key);
+      if (tracing) trace('nms.answer', out.toInitiator.pathId, `${s.nodeId}:${header.txid}`);
       return this.reply(s, header, MessageType.RouteDirectionInitiator, encodeBodyTransient(MessageType.RouteDirectionInitiator, out.toInitiator));
     } finally {
-      this.directing.delete(key);
-      const left = (this.inFlight.get(s.nodeId) ?? 1) - 1;
-      if (left > 0) this.inFlight.set(s.nodeId, left);
-      else this.inFlight.delete(s.nodeId);
+      slots.release(header.txid);
     }
   }
 
@@ -763,6 +802,7 @@ export class NmsService {
     const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key, {}, 'cloud'), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
     if (cached.node) s.node = cached.node;
     if (cached.regHead) s.regHead = cached.regHead;
+    if (cached.directing) s.directing = cached.directing;
     this.sessions.set(nodeId, s);
     return s;
   }

@@ -177,9 +177,9 @@ describe('REST API hardening and the console files (real cloud on loopback)', ()
     const paths = (id: number) =>
       id === a.id
         ? [
-            { peer: b.id, pathId: 7n, kind: 'relayed' as const, initiator: true, relayId: 'trs-1', relay: { address: '198.18.0.10', port: 4503 }, why: 'IPv4-only against IPv6-only', at },
-            { peer: c.id, pathId: 9n, kind: 'direct' as const, initiator: false, relayId: null, relay: null, why: 'responder reachable', at },
-            { peer: 999_999, pathId: 11n, kind: 'direct' as const, initiator: false, relayId: null, relay: null, why: 'gone', at },
+            { peer: b.id, pathId: 7n, kind: 'relayed' as const, initiator: true, relayId: 'trs-1', relay: { address: '198.18.0.10', port: 4503 }, why: 'IPv4-only against IPv6-only', at, order: 3 },
+            { peer: c.id, pathId: 9n, kind: 'direct' as const, initiator: false, relayId: null, relay: null, why: 'responder reachable', at, order: 2 },
+            { peer: 999_999, pathId: 11n, kind: 'direct' as const, initiator: false, relayId: null, relay: null, why: 'gone', at, order: 1 },
           ]
         : [];
     const relayStats = (relayId: string, pathId: bigint) => (relayId === 'trs-1' && pathId === 7n ? { packets: 3, bytes: 4200, lastActive: at } : null);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { openStore } from '../../../src/store/index.js';
 import type { Store } from '../../../src/store/types.js';
-import { NmsService } from '../../../src/cloud/nms/service.js';
+import { DIRECTIONS_IN_FLIGHT, NmsService } from '../../../src/cloud/nms/service.js';
 import { NmsClient } from '../../../src/node/signaling.js';
 import { MessageType, PathType, Status } from '../../../src/protocol/constants.js';
 import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
@@ -15,6 +15,7 @@ import { decodeBody } from '../../../src/protocol/messages.js';
 import { silentLogger } from '../../../src/util/log.js';
 import { RequestError } from '../../../src/util/errors.js';
 import { bumpPolicyRev } from '../../../src/policy/store.js';
+import { sleep } from '../../../src/util/sleep.js';
 
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' };
 const NMS: Endpoint = { address: '198.18.0.10', port: 4502 };
@@ -208,5 +209,61 @@ describe('route selection at the NMS', () => {
     assert.equal(after[0]!.pathId, again.pathId, 'its record now holds the new path');
     assert.equal(before[1]!.pathId, first.pathId, 'what the console was given earlier did not change under it');
     assert.equal(service.selectedPaths(peers[0]!.id)[0]!.initiator, false, 'the responder\'s end is recorded too');
+  });
+
+  test('selections in progress: a retransmitted request is answered once; past DIRECTIONS_IN_FLIGHT at once the node is refused until they end', async () => {
+    const sr = await node('sierra', { address: '198.18.0.51', port: 30000 });
+    confirmRoutes(sr.client);
+    const u = await node('uniform', { address: '198.18.0.52', port: 30000 });
+    // Every selection waits at its first store read until released, so all of them are in progress together.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const real = store.getRegistration.bind(store);
+    store.getRegistration = async (id) => {
+      await gate;
+      return real(id);
+    };
+    try {
+      const okBefore = service.counters.get('route.ok');
+      const pushesBefore = service.counters.get('route.push');
+      const limitedBefore = service.counters.get('route.refused.rate-limited');
+      const retried = u.client.direction({ targetFqdn: 'sierra.cyphonic.internal' }, [20, 20, 5000]);
+      await sleep(80); // its two retransmissions (same txid, new sequence numbers) are in
+      const more = Array.from({ length: DIRECTIONS_IN_FLIGHT + 3 }, () => u.client.direction({ targetFqdn: 'sierra.cyphonic.internal' }, [5000]));
+      await sleep(20);
+      release();
+      const [first, ...rest] = await Promise.allSettled([retried, ...more]);
+      assert.equal(first!.status, 'fulfilled');
+      const refused = rest.filter((r) => r.status === 'rejected');
+      assert.equal(refused.length, 4, 'the first holds one slot and 15 more are served; the other 4 are refused');
+      for (const r of refused) assert.ok(r.reason instanceof RequestError && r.reason.status === Status.NoRoute && /too many route selections/.test(r.reason.message), String(r.reason));
+      assert.equal(service.counters.get('route.ok') - okBefore, DIRECTIONS_IN_FLIGHT, 'the retransmissions were not selected again');
+      assert.equal(service.counters.get('route.push') - pushesBefore, DIRECTIONS_IN_FLIGHT);
+      assert.equal(service.counters.get('route.refused.rate-limited') - limitedBefore, 4);
+    } finally {
+      store.getRegistration = real;
+    }
+    const again = await u.client.direction({ targetFqdn: 'sierra.cyphonic.internal' });
+    assert.equal(again.peerName, 'sierra', 'the slots came back when the selections ended');
+  });
+
+  test('a node with pairsPerNode peers loses the least recently selected one, not the first selected', async () => {
+    const small = new NmsService({ domain: 'cyphonic.internal', pairsPerNode: 2 }, {
+      store,
+      logger: silentLogger,
+      send: (d, to) => clients.get(endpointKey(to))?.handleDatagram(d),
+    });
+    try {
+      const v = await node('victor', { address: '198.18.0.61', port: 30000 }, small);
+      const [w, x, y] = [await node('whiskey', { address: '198.18.0.62', port: 30000 }, small), await node('xray', { address: '198.18.0.63', port: 30000 }, small), await node('yankee', { address: '198.18.0.64', port: 30000 }, small)];
+      for (const p of [w, x, y]) confirmRoutes(p.client);
+      await v.client.direction({ targetFqdn: 'whiskey.cyphonic.internal' });
+      await v.client.direction({ targetFqdn: 'xray.cyphonic.internal' });
+      await v.client.direction({ targetFqdn: 'whiskey.cyphonic.internal' }); // whiskey: first selected, and now the newest
+      await v.client.direction({ targetFqdn: 'yankee.cyphonic.internal' });
+      assert.deepEqual(small.selectedPaths(v.id).map((p) => p.peer), [y.id, w.id], 'xray, the least recently selected, went');
+    } finally {
+      small.close();
+    }
   });
 });
