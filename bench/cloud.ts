@@ -7,11 +7,13 @@
 // CPU the instances, the generator and the rest of the machine used, with registrations and keepalives per NMS
 // core-second. With --hold-seconds, a paced phase too: every node keeps alive once per --hold-interval for that long,
 // as that many live nodes would (answered, failed, latency, NMS cores busy). With --warm-routes, the route selections
-// run a second time over the same pairs, among nodes the instances have seen. Method and figures: docs/PERFORMANCE.md "Cloud".
+// run a second time over the same pairs, among nodes the instances have seen. With --gc, the instances run with V8's
+// --trace-gc-nvp and the bench prints, per phase, their scavenges (how many, mean and longest pause), full GCs and
+// promoted bytes. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
 //   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]
-//   [--window N (512)] [--warm-routes] [--only sqlite|pg1|pg3]
+//   [--window N (512)] [--warm-routes] [--gc] [--only sqlite|pg1|pg3]
 //   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,6 +30,7 @@ import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { PostgresCluster, postgresSkip } from '../test/harness/postgres.js';
 import { CLI } from '../test/harness/cluster.js';
+import { gcWindow, parseGcNvp, type GcWindow } from './lib/gc-nvp.js';
 import { errMsg, sleep } from './lib/measure.js';
 import { intArg } from './lib/args.js';
 
@@ -82,6 +85,15 @@ interface Row {
   hold?: { perS: number; ok: number; failed: number; p50: number; p99: number; nmsCores: number; behindMs: number; kbPerNode: number };
   /** --warm-routes: the same route selections again, every node now known to the instances' caches. */
   warm?: { perS: number; failed: number; p50: number; p99: number; nmsCores: number };
+  /** --gc: the instances' GCs per phase (all instances together). */
+  gc?: { phase: string; w: GcWindow }[];
+}
+
+/** A phase's span on the bench's clock (performance.now()), for --gc. */
+interface Span {
+  phase: string;
+  from: number;
+  to: number;
 }
 
 const TICK = 100; // USER_HZ on Linux
@@ -106,7 +118,7 @@ function genCpu(): number {
 }
 
 /** Runs one phase on every worker; returns the results and wall time, and the CPU the phase cost by whom. */
-async function phase(workers: Worker[], cmd: (w: number) => GenCommand, nmsPids: number[]): Promise<{ res: GenResult[]; secs: number; cpu: { nms: number; gen: number; rest: number }; nmsCpu: number }> {
+async function phase(workers: Worker[], cmd: (w: number) => GenCommand, nmsPids: number[], spans: Span[], name: string): Promise<{ res: GenResult[]; secs: number; cpu: { nms: number; gen: number; rest: number }; nmsCpu: number }> {
   const n0 = nmsPids.reduce((a, p) => a + procCpu(p), 0);
   const g0 = genCpu();
   const m0 = machineBusy();
@@ -115,7 +127,9 @@ async function phase(workers: Worker[], cmd: (w: number) => GenCommand, nmsPids:
     w.once('message', (m: GenResult) => resolve(m));
     w.postMessage(cmd(i));
   })));
-  const secs = (performance.now() - t0) / 1000;
+  const t1 = performance.now();
+  spans.push({ phase: name, from: t0, to: t1 });
+  const secs = (t1 - t0) / 1000;
   const errors: Record<string, number> = {};
   for (const r of res) for (const [k, v] of Object.entries(r.errors)) errors[k] = (errors[k] ?? 0) + v;
   if (Object.keys(errors).length) console.log(`  failures: ${JSON.stringify(errors)}`);
@@ -129,12 +143,17 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
   const { nodes } = o;
   const base = mkdtempSync(join(tmpdir(), 'cyp-bench-cloud-'));
   const children: ChildProcess[] = [];
+  /** When each instance was started (performance.now()): its GC lines count from about then. */
+  const startedAt: number[] = [];
+  const spans: Span[] = [];
+  let row: Row | null = null;
   const workers: Worker[] = [];
   let store: Store | null = null;
+  const dirs: string[] = [];
   try {
     const dir0 = join(base, 'i0');
     await initCloud({ dir: dir0, advertise: ['127.0.0.1'], db, ipv6Pool: POOLS.v6, ipv4Pool: POOLS.v4 });
-    const dirs = [dir0];
+    dirs.push(dir0);
     for (let k = 1; k < instances; k++) {
       cpSync(dir0, join(base, `i${k}`), { recursive: true });
       dirs.push(join(base, `i${k}`));
@@ -155,6 +174,8 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     for (const d of dirs) {
       const log = openSync(`${d}.log`, 'a');
       const prof = process.env['CYPHONIC_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['CYPHONIC_BENCH_PROF']] : [];
+      if (o.gc) prof.push('--trace-gc-nvp');
+      startedAt.push(performance.now());
       children.push(spawn(process.execPath, [...prof, CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
       closeSync(log);
     }
@@ -192,27 +213,27 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
       workers.push(wk);
     }
 
-    const reg = await phase(workers, () => ({ op: 'register' }), pids);
+    const reg = await phase(workers, () => ({ op: 'register' }), pids, spans, 'reg');
     const regOk = reg.res.reduce((a, r) => a + r.ok, 0);
-    const ka = await phase(workers, () => ({ op: 'keepalive', ms: o.kaSeconds * 1000 }), pids);
+    const ka = await phase(workers, () => ({ op: 'keepalive', ms: o.kaSeconds * 1000 }), pids, spans, 'ka');
     const kaOk = ka.res.reduce((a, r) => a + r.ok, 0);
     const rssAfter = pids.reduce((a, p) => a + rssKb(p), 0);
     const share = Math.ceil(o.routes / workers.length);
-    const routes = (): ReturnType<typeof phase> => phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids);
-    const rt = await routes();
+    const routes = (name: string): ReturnType<typeof phase> => phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids, spans, name);
+    const rt = await routes('routes');
     const lat = rt.res.flatMap((r) => r.lat ?? []);
     // The same pairs again (the generator's pairs depend only on the index): what selections among nodes the
     // instances have seen before cost, as in a cloud that has run for a while, against the first pass's first contacts.
     let warm: Row['warm'];
     if (o.warmRoutes) {
-      const w = await routes();
+      const w = await routes('warm');
       const wl = w.res.flatMap((r) => r.lat ?? []);
       warm = { perS: wl.length / w.secs, failed: w.res.reduce((a, r) => a + r.failed, 0), p50: pct(wl, 50), p99: pct(wl, 99), nmsCores: w.cpu.nms };
     }
     // Last: the route phase then runs on the same state with or without it (route latencies after a hold were worse).
     let hold: Row['hold'];
     if (o.holdSeconds > 0) {
-      const h = await phase(workers, () => ({ op: 'hold', ms: o.holdSeconds * 1000, interval: o.holdInterval * 1000 }), pids);
+      const h = await phase(workers, () => ({ op: 'hold', ms: o.holdSeconds * 1000, interval: o.holdInterval * 1000 }), pids, spans, 'hold');
       const hl = h.res.flatMap((r) => r.lat ?? []);
       const ok = h.res.reduce((a, r) => a + r.ok, 0);
       hold = {
@@ -226,7 +247,7 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
         kbPerNode: (pids.reduce((a, p) => a + rssKb(p), 0) - rssBefore) / nodes,
       };
     }
-    return {
+    row = {
       config: label,
       nodes,
       regPerS: regOk / reg.secs,
@@ -244,6 +265,7 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
       ...(hold ? { hold } : {}),
       ...(warm ? { warm } : {}),
     };
+    return row;
   } finally {
     for (const w of workers) {
       w.postMessage({ op: 'close' } satisfies GenCommand);
@@ -256,8 +278,27 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     for (let waited = 0; waited < grace && children.some((c) => c.exitCode === null && c.signalCode === null); waited += 100) await sleep(100);
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await store?.close();
+    // The instances have exited (their GC lines are all written): each one's GCs per phase, on its own clock.
+    if (row && o.gc) {
+      const events = dirs.map((d, k) => parseGcNvp(readFileSync(`${d}.log`, 'utf8')).map((e) => ({ ...e, at: e.at + startedAt[k]! })));
+      row.gc = spans.map((sp) => ({ phase: sp.phase, w: sumWindows(events.map((ev) => gcWindow(ev, sp.from, sp.to))) }));
+    }
     if (!process.env['CYPHONIC_KEEP']) rmSync(base, { recursive: true, force: true });
   }
+}
+
+/** Several instances' windows as one: counts and bytes added, the mean weighted, the maxima of the maxima. */
+function sumWindows(ws: GcWindow[]): GcWindow {
+  const scavenges = ws.reduce((a, w) => a + w.scavenges, 0);
+  return {
+    scavenges,
+    scavengeMeanMs: scavenges ? ws.reduce((a, w) => a + (w.scavenges ? w.scavengeMeanMs * w.scavenges : 0), 0) / scavenges : NaN,
+    scavengeMaxMs: Math.max(0, ...ws.map((w) => w.scavengeMaxMs)),
+    fullGcs: ws.reduce((a, w) => a + w.fullGcs, 0),
+    fullMaxMs: Math.max(0, ...ws.map((w) => w.fullMaxMs)),
+    promotedBytes: ws.reduce((a, w) => a + w.promotedBytes, 0),
+    sizeAfter: ws.reduce((a, w) => a + (Number.isFinite(w.sizeAfter) ? w.sizeAfter : 0), 0),
+  };
 }
 
 interface Opts {
@@ -268,6 +309,7 @@ interface Opts {
   holdSeconds: number;
   holdInterval: number;
   warmRoutes: boolean;
+  gc: boolean;
   workers: number;
   sockets: number;
   window: number;
@@ -282,6 +324,7 @@ async function main(): Promise<void> {
     holdSeconds: arg('--hold-seconds', 0),
     holdInterval: arg('--hold-interval', 5),
     warmRoutes: process.argv.includes('--warm-routes'),
+    gc: process.argv.includes('--gc'),
     workers: arg('--workers', 2),
     sockets: arg('--sockets', 64),
     window: arg('--window', 512),
@@ -330,6 +373,16 @@ async function main(): Promise<void> {
     for (const r of warmed) {
       const w = r.warm!;
       console.log(`${r.config.padEnd(12)} ${f(w.perS, 9)} ${f(w.p50, 7, 2)} ${f(w.p99, 7, 2)} ${f(w.failed, 7)} ${f(w.nmsCores, 15, 2)}`);
+    }
+  }
+  const traced = rows.filter((r) => r.gc);
+  if (traced.length) {
+    console.log("\nGC in the instances per phase (V8's --trace-gc-nvp; an instance's clock starts when it is spawned, within ~50 ms)");
+    console.log('config       phase   scavenges  mean ms  max ms  full GCs  max full ms  promoted MB  heap after MB');
+    for (const r of traced) {
+      for (const { phase: ph, w } of r.gc!) {
+        console.log(`${r.config.padEnd(12)} ${ph.padEnd(6)} ${f(w.scavenges, 10)} ${f(w.scavengeMeanMs, 8, 1)} ${f(w.scavengeMaxMs, 7, 1)} ${f(w.fullGcs, 9)} ${f(w.fullGcs ? w.fullMaxMs : NaN, 12, 1)} ${f(w.promotedBytes / 1e6, 12, 1)} ${f(w.sizeAfter / 1e6, 14, 1)}`);
+      }
     }
   }
   const held = rows.filter((r) => r.hold);
