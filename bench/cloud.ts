@@ -6,14 +6,15 @@
 // selections/s with p50/p99 latency (pairs across instances included), RSS per registered node, and per phase the
 // CPU the instances, the generator and the rest of the machine used, with registrations and keepalives per NMS
 // core-second. With --hold-seconds, a paced phase too: every node keeps alive once per --hold-interval for that long,
-// as that many live nodes would (answered, failed, latency, NMS cores busy). With --warm-routes, the route selections
-// run a second time over the same pairs, among nodes the instances have seen. With --gc, the instances run with V8's
-// --trace-gc-nvp and the bench prints, per phase, their scavenges (how many, mean and longest pause), full GCs and
-// promoted bytes. Method and figures: docs/PERFORMANCE.md "Cloud".
+// as that many live nodes would (answered, failed, latency, NMS cores busy). With --ka-peers N, every keepalive
+// carries N peer reports (what a node with tunnels sends, up to MAX_PEER_REPORTS). With --warm-routes, the route
+// selections run a second time over the same pairs, among nodes the instances have seen. With --gc, the instances
+// run with V8's --trace-gc-nvp and the bench prints, per phase, their scavenges (how many, mean and longest pause),
+// full GCs and promoted bytes. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
 //   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]
-//   [--window N (512)] [--warm-routes] [--gc] [--only sqlite|pg1|pg3]
+//   [--window N (512)] [--ka-peers N (0)] [--warm-routes] [--gc] [--only sqlite|pg1|pg3]
 //   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -204,6 +205,7 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
         window: o.window,
         first,
         total: nodes,
+        peers: o.kaPeers,
       };
       const wk = new Worker(GEN, { workerData: init });
       await new Promise<void>((resolve, reject) => {
@@ -310,6 +312,7 @@ interface Opts {
   holdInterval: number;
   warmRoutes: boolean;
   gc: boolean;
+  kaPeers: number;
   workers: number;
   sockets: number;
   window: number;
@@ -325,6 +328,7 @@ async function main(): Promise<void> {
     holdInterval: arg('--hold-interval', 5),
     warmRoutes: process.argv.includes('--warm-routes'),
     gc: process.argv.includes('--gc'),
+    kaPeers: arg('--ka-peers', 0),
     workers: arg('--workers', 2),
     sockets: arg('--sockets', 64),
     window: arg('--window', 512),
@@ -354,7 +358,7 @@ async function main(): Promise<void> {
     }
   }
   const f = (x: number, w: number, d = 0): string => (Number.isFinite(x) ? x.toFixed(d) : '-').padStart(w);
-  console.log(`\ncloud load: ${nodes} simulated nodes in ${o.workers} generator threads (${o.sockets} loopback sources each, ${o.window} in flight each), keepalives for ${o.kaSeconds} s, ${routes} route selections offered at ${routeRate}/s`);
+  console.log(`\ncloud load: ${nodes} simulated nodes in ${o.workers} generator threads (${o.sockets} loopback sources each, ${o.window} in flight each), keepalives for ${o.kaSeconds} s${o.kaPeers ? ` with ${o.kaPeers} peer reports each` : ''}, ${routes} route selections offered at ${routeRate}/s`);
   console.log('config        reg/s  reg/NMS-core-s  keepalive/s  ka/NMS-core-s  routes/s  p50 ms  p99 ms  failed(reg/ka/route)  RSS kB/node');
   for (const r of rows) {
     console.log(

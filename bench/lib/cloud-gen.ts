@@ -9,7 +9,7 @@ import { NmsClient } from '../../src/node/signaling.js';
 import { MessageType } from '../../src/protocol/constants.js';
 import type { Endpoint } from '../../src/protocol/endpoint.js';
 import { splitFrame } from '../../src/protocol/header.js';
-import { decodeBody } from '../../src/protocol/messages.js';
+import { decodeBody, encodePeerReport } from '../../src/protocol/messages.js';
 
 /** What the main thread gives a worker. */
 export interface GenInit {
@@ -25,6 +25,8 @@ export interface GenInit {
   /** Global index of this worker's first node (nodes are named n<index>) and how many nodes there are in all. */
   first: number;
   total: number;
+  /** Peer reports each keepalive carries (what a node's tunnels carried, as nodes with tunnels send them); 0: none. */
+  peers: number;
 }
 
 export type GenCommand =
@@ -91,6 +93,11 @@ async function main(): Promise<void> {
   }
   const all: NmsClient[] = [];
   const eps: Endpoint[] = [];
+  // The same reports from every node (peers anywhere in the id range, a few MB each way, a few ms away): the NMS
+  // decodes and keeps them per node whatever they say.
+  const reports = Array.from({ length: init.peers }, (_, k) =>
+    encodePeerReport({ peerNodeId: init.ids[(k * 7919) % init.ids.length]!, pathType: 1 + (k % 3), rttMs: 2 + k, txBytes: BigInt(5_000_000 + k * 1_234_567), rxBytes: BigInt(3_000_000 + k * 7_654_321) }),
+  );
   init.ids.forEach((id, i) => {
     const sock = socks[i % socks.length]!;
     const a = sock.address();
@@ -129,7 +136,7 @@ async function main(): Promise<void> {
           Array.from({ length: Math.min(init.window, n) }, async () => {
             while (performance.now() < until) {
               const c = all[next++ % n]!;
-              await c.keepalive().then(
+              await c.keepalive(undefined, undefined, reports).then(
                 () => void ok++,
                 (err: unknown) => {
                   failed++;
@@ -159,7 +166,7 @@ async function main(): Promise<void> {
           for (; sent < due; sent++) {
             const t = performance.now();
             inFlight++;
-            all[sent % n]!.keepalive().then(
+            all[sent % n]!.keepalive(undefined, undefined, reports).then(
               () => {
                 inFlight--;
                 ok++;
