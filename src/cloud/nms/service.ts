@@ -74,9 +74,11 @@ function parseInstanceMessage(text: string): InstanceMessage | null {
  * target and may allocate a TRS path) is refused past it and costs others nothing.
  */
 export const DIRECTION_RATE = { perSec: 20, burst: 40 } as const;
-/** Tunable: nodes whose last tunnel report (Keepalive.peers) is kept for the console, the most recent reporters
- *  (at most 32 records each, ~3 kB in memory: ≤ ~60 MB in all). */
+/** Tunable: nodes whose last tunnel report (Keepalive.peers) is kept for the console (at most 32 records of ≤ 64 bytes
+ *  each, kept encoded: ≤ ~45 MB in all); past it, the node that first reported the longest ago is forgotten. */
 const MAX_REPORTS = 20_000;
+/** Stored reports grow in steps of this many bytes (a node whose report changes size a little keeps its buffer). */
+const REPORT_STEP = 64;
 /** Tunable: route selections of one node in progress at once. */
 export const DIRECTIONS_IN_FLIGHT = 16;
 /** Tunable: nodes with a route-selection budget tracked at once (bounded memory). */
@@ -148,6 +150,13 @@ class DirectionSlots {
   }
 }
 
+/** A node's last tunnel report as it came: each encoded PeerReport after its 2-byte length, in the first `len` bytes. */
+interface StoredReport {
+  at: number;
+  bytes: Buffer;
+  len: number;
+}
+
 /** An empty body (Ack): encodes to no bytes. */
 const EMPTY_BODY = Buffer.alloc(0);
 
@@ -175,8 +184,8 @@ const REVOCATIONS_AFTER_MS = 10;
 export class NmsService {
   readonly counters = new Counters();
   private readonly sessions = new Map<number, Session>();
-  /** node id → what its tunnels carried at its last keepalive (Keepalive.peers), newest reporter last (bounded). */
-  private readonly reports = new Map<number, { at: number; peers: PeerReport[] }>();
+  /** node id → what its tunnels carried at its last keepalive (Keepalive.peers), in the order nodes first reported (bounded). */
+  private readonly reports = new Map<number, StoredReport>();
   private readonly seq: SeqCounter;
   private readonly now: () => number;
   private readonly routes: RouteSelector;
@@ -239,22 +248,50 @@ export class NmsService {
 
   /** What `nodeId`'s tunnels carried as it said in its last keepalive here (the console), or null. */
   peerReport(nodeId: number): { at: number; peers: PeerReport[] } | null {
-    return this.reports.get(nodeId) ?? null;
+    const r = this.reports.get(nodeId);
+    if (!r) return null;
+    const peers: PeerReport[] = [];
+    for (let o = 0; o < r.len; ) {
+      const n = r.bytes.readUInt16BE(o);
+      peers.push(decodePeerReport(r.bytes.subarray(o + 2, o + 2 + n))); // decoded once already when it came
+      o += 2 + n;
+    }
+    return { at: r.at, peers };
   }
 
-  /** Keeps an authenticated node's report of its tunnels; a malformed one is dropped whole (counted), never trusted in part. */
+  /**
+   * Keeps an authenticated node's report of its tunnels; a malformed one is dropped whole (counted), never trusted in
+   * part. Every keepalive of a node with tunnels brings one, and it lives until the next: kept decoded, it would be
+   * copied out of the young generation and die in the old one, every few seconds for every such node. So its bytes
+   * are kept as they came, in the node's own buffer, overwritten in place (PERFORMANCE.md, "Tenth round").
+   */
   private notePeers(nodeId: number, raw: Buffer[] | undefined): void {
     if (!raw?.length) return;
-    let peers: PeerReport[];
+    let len = 0;
     try {
-      peers = raw.map((b) => decodePeerReport(b));
+      for (const b of raw) {
+        decodePeerReport(b);
+        len += 2 + b.length;
+      }
     } catch {
       this.counters.inc('keepalive.bad-report');
       return;
     }
-    this.reports.delete(nodeId);
-    if (this.reports.size >= MAX_REPORTS) this.reports.delete(this.reports.keys().next().value!);
-    this.reports.set(nodeId, { at: this.now(), peers });
+    let r = this.reports.get(nodeId);
+    if (!r) {
+      if (this.reports.size >= MAX_REPORTS) this.reports.delete(this.reports.keys().next().value!);
+      r = { at: 0, bytes: Buffer.alloc(Math.ceil(len / REPORT_STEP) * REPORT_STEP), len: 0 };
+      this.reports.set(nodeId, r);
+    } else if (r.bytes.length < len) {
+      r.bytes = Buffer.alloc(Math.ceil(len / REPORT_STEP) * REPORT_STEP);
+    }
+    let o = 0;
+    for (const b of raw) {
+      o = r.bytes.writeUInt16BE(b.length, o);
+      o += b.copy(r.bytes, o);
+    }
+    r.len = len;
+    r.at = this.now();
   }
 
   /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console; copies). */

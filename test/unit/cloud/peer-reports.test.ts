@@ -2,7 +2,8 @@
 // each way), and the NMS keeps the last report of each node for the console. A real NmsClient against a real
 // NmsService (in-memory store) over an in-process wire: a report is kept; a malformed one (unknown path type, an
 // record that does not decode) is dropped whole and counted while the keepalive is still answered; more records than
-// allowed cannot be sent; a keepalive without one leaves the last report alone.
+// allowed cannot be sent; a keepalive without one leaves the last report alone; the next report replaces the last
+// whole, longer or shorter (it is kept in place, as it came).
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -48,7 +49,7 @@ describe('peer reports in keepalives', () => {
     const r = service.peerReport(nodeId)!;
     assert.deepEqual(r.peers, [report(), { peerNodeId: 8, pathType: 3, txBytes: 1n << 40n, rxBytes: 2000n }]);
     await client.keepalive(undefined, [2000]);
-    assert.equal(service.peerReport(nodeId), r, 'unchanged by a keepalive without a report');
+    assert.deepEqual(service.peerReport(nodeId), r, 'unchanged by a keepalive without a report');
   });
 
   test('a malformed report is dropped whole and counted; the keepalive is still answered', async () => {
@@ -58,9 +59,22 @@ describe('peer reports in keepalives', () => {
     const ack = await client.keepalive(undefined, [2000], [encodePeerReport(report({ peerNodeId: 9 })), bad]);
     assert.deepEqual(ack.observed, FROM);
     assert.equal(service.counters.get('keepalive.bad-report'), 1);
-    assert.equal(service.peerReport(nodeId), before, 'nothing of it kept');
+    assert.deepEqual(service.peerReport(nodeId), before, 'nothing of it kept');
     // More records than a keepalive may carry cannot even be sent.
     const many = Array.from({ length: MAX_PEER_REPORTS + 1 }, (_, i) => encodePeerReport(report({ peerNodeId: 100 + i })));
     await assert.rejects(client.keepalive(undefined, [300], many), RangeError);
+  });
+
+  test('the next report replaces the last whole, whether it is longer or shorter', async () => {
+    const many = Array.from({ length: MAX_PEER_REPORTS }, (_, i) => report({ peerNodeId: 1000 + i, txBytes: BigInt(i) << 33n, ...(i % 2 ? { rttMs: undefined } : {}) }));
+    const t0 = Date.now();
+    await client.keepalive(undefined, [2000], many.map(encodePeerReport));
+    const full = service.peerReport(nodeId)!;
+    assert.deepEqual(full.peers, many.map((r) => (r.rttMs === undefined ? { peerNodeId: r.peerNodeId, pathType: r.pathType, txBytes: r.txBytes, rxBytes: r.rxBytes } : r)));
+    assert.ok(full.at >= t0);
+    await client.keepalive(undefined, [2000], [encodePeerReport(report({ peerNodeId: 42, rxBytes: 5n }))]);
+    assert.deepEqual(service.peerReport(nodeId)!.peers, [report({ peerNodeId: 42, rxBytes: 5n })], 'nothing left of the longer one');
+    await client.keepalive(undefined, [2000], many.slice(0, 3).map(encodePeerReport));
+    assert.equal(service.peerReport(nodeId)!.peers.length, 3);
   });
 });
