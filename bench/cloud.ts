@@ -299,7 +299,7 @@ function sumWindows(ws: GcWindow[]): GcWindow {
     fullGcs: ws.reduce((a, w) => a + w.fullGcs, 0),
     fullMaxMs: Math.max(0, ...ws.map((w) => w.fullMaxMs)),
     promotedBytes: ws.reduce((a, w) => a + w.promotedBytes, 0),
-    sizeAfter: ws.reduce((a, w) => a + (Number.isFinite(w.sizeAfter) ? w.sizeAfter : 0), 0),
+    sizeAfter: ws.some((w) => Number.isFinite(w.sizeAfter)) ? ws.reduce((a, w) => a + (Number.isFinite(w.sizeAfter) ? w.sizeAfter : 0), 0) : NaN,
   };
 }
 

@@ -93,8 +93,8 @@ async function main(): Promise<void> {
   }
   const all: NmsClient[] = [];
   const eps: Endpoint[] = [];
-  // The same reports from every node (peers anywhere in the id range, a few MB each way, a few ms away): the NMS
-  // decodes and keeps them per node whatever they say.
+  // The same reports from every node of this worker (peers among its nodes, a few MB each way, a few ms away): the
+  // NMS decodes and keeps them per node whatever they say.
   const reports = Array.from({ length: init.peers }, (_, k) =>
     encodePeerReport({ peerNodeId: init.ids[(k * 7919) % init.ids.length]!, pathType: 1 + (k % 3), rttMs: 2 + k, txBytes: BigInt(5_000_000 + k * 1_234_567), rxBytes: BigInt(3_000_000 + k * 7_654_321) }),
   );
