@@ -34,10 +34,6 @@ export class U64Table<V> {
     return i < 0 ? undefined : this.vals[i];
   }
 
-  has(key: bigint): boolean {
-    return this.find(key) >= 0;
-  }
-
   set(key: bigint, value: V): void {
     const i = this.find(key);
     if (i >= 0) {
@@ -67,11 +63,6 @@ export class U64Table<V> {
     this.vals[hole] = undefined;
     this.count--;
     return true;
-  }
-
-  /** Every value (the table must not change while this runs). */
-  *values(): IterableIterator<V> {
-    for (let i = 0; i < this.keys.length; i++) if (this.keys[i] !== undefined) yield this.vals[i] as V;
   }
 
   private home(key: bigint): number {
