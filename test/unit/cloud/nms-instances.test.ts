@@ -15,6 +15,7 @@ import { MessageType } from '../../../src/protocol/constants.js';
 import { endpointKey, type Endpoint } from '../../../src/protocol/endpoint.js';
 import { decodeBody } from '../../../src/protocol/messages.js';
 import { silentLogger } from '../../../src/util/log.js';
+import type { U64Table } from '../../../src/util/u64-table.js';
 
 const POOLS = { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' };
 const NMS1: Endpoint = { address: '198.18.0.10', port: 4502 };
@@ -83,10 +84,10 @@ describe('route selection across NMS instances', () => {
     const mine = await a.client.direction({ targetFqdn: 'beta.cyphonic.internal' });
     assert.equal(mine.peerName, 'beta');
     // A direct path is answered beside the push: the push and beta's confirmation may still be on their way.
-    const waiting = (nms.get('i-1') as unknown as { routes: { waiting: Map<bigint, unknown> } }).routes.waiting;
-    await until(() => pushed > 0 && !waiting.has(mine.pathId));
+    const waiting = (nms.get('i-1') as unknown as { routes: { waiting: U64Table<unknown> } }).routes.waiting;
+    await until(() => pushed > 0 && waiting.get(mine.pathId) === undefined);
     assert.equal(pushed, 1);
-    assert.equal(waiting.has(mine.pathId), false, 'beta\'s confirmation reached the initiator\'s instance');
+    assert.equal(waiting.get(mine.pathId), undefined, 'beta\'s confirmation reached the initiator\'s instance');
     assert.equal(nms.get('i-1')!.counters.get('route.unconfirmed.no-confirmation'), 0);
     const toBeta = sentBy.filter((s) => s.to === endpointKey(bEp));
     assert.deepEqual(toBeta.map((s) => s.instance), ['i-2'], 'only beta\'s own instance sent to beta');
