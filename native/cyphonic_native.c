@@ -424,19 +424,24 @@ typedef struct {
 } aead_args_t;
 
 static int get_aead_args(napi_env env, napi_callback_info info, aead_args_t *r, const char *fn, int keyed) {
-  napi_value argv[6];
+  napi_value argv[7];
   size_t nonce_len, out_len, key_len;
-  int64_t off;
+  int64_t off, key_off = 0;
   char msg[128];
-  if (!get_args(env, info, 6, argv)) return 0;
+  if (!get_args(env, info, 7, argv)) return 0;
   r->a = NULL;
   r->key = NULL;
   if (keyed) {
+    // The key is key[keyOffset .. keyOffset + 32): a caller keeping many keys in one buffer passes no subarrays.
+    napi_valuetype t;
     if (!get_bytes(env, argv[0], &r->key, &key_len, "key")) return 0;
-    if (key_len != KEY_LEN) {
-      snprintf(msg, sizeof msg, "%s: key must be 32 bytes", fn);
+    if (napi_typeof(env, argv[6], &t) != napi_ok) return 0;
+    if (t != napi_undefined && !get_int(env, argv[6], 0, MAX_SAFE, &key_off, "keyOffset")) return 0;
+    if (t == napi_undefined ? key_len != KEY_LEN : (uint64_t)key_off > key_len || key_len - (size_t)key_off < KEY_LEN) {
+      snprintf(msg, sizeof msg, t == napi_undefined ? "%s: key must be 32 bytes" : "%s: key must be 32 bytes at keyOffset", fn);
       return arg_error(env, 1, msg);
     }
+    r->key += key_off;
   } else if ((r->a = get_aead(env, argv[0], 0)) == NULL) {
     return 0;
   }
@@ -486,7 +491,8 @@ static EVP_CIPHER_CTX *shared_aead(int open) {
 }
 
 // aeadSeal(h, nonce, aad, plaintext, out, outOffset) -> bytes written (plaintext.length + 16);
-// aeadSealKey(key, ...) the same on the thread's shared context, keyed with `key` for this call.
+// aeadSealKey(key, ..., outOffset, keyOffset?) the same on the thread's shared context, keyed for this call with
+// key[keyOffset .. keyOffset + 32) (without keyOffset, key must be exactly 32 bytes).
 static napi_value aead_seal_common(napi_env env, napi_callback_info info, int keyed) {
   aead_args_t r;
   int n = 0, fin = 0;

@@ -22,22 +22,58 @@ export type FastAeadUse = 'both' | 'seal' | 'open';
 /** The addon's keyed-per-call entry points (absent from a stale build: keys then get their contexts at once). */
 const keyed = native?.aeadSealKey && native.aeadOpenKey && native.aeadSharedWipe ? native : null;
 /**
- * The bytes of the key whose schedule is left in this thread's shared sealing / opening context (the last one to use
- * it): when that key is destroyed or gets its own context, the shared one is re-keyed with zeros (aeadSharedWipe).
+ * The key whose schedule is left in this thread's shared sealing / opening context (the last one to use it), by its
+ * position among the units' bytes (-1: none): when that key is destroyed or gets its own context, the shared one is
+ * re-keyed with zeros (aeadSharedWipe).
  */
-let lastSealer: Buffer | null = null;
-let lastOpener: Buffer | null = null;
-/**
- * The bytes of keys on the shared context, one Buffer for a pair made by FastAeadKey.pair (one GC registration for
- * both): wiped at GC when every key holding it was dropped without destroy(), unregistered when all were wiped.
+let lastSealer = -1;
+let lastOpener = -1;
+
+/*
+ * The bytes of keys on the shared context live in 64-byte units (a pair's two keys, or one key) cut from 64 KiB
+ * slabs outside V8's heap, not in Buffers of their own: the NMS keeps one pair per registered node, and a Buffer per
+ * key (a view, its ArrayBuffer, a slice of Node's pool kept alive by it) was ~0.4 kB and five objects per node for
+ * the young-generation GC to copy twice (PERFORMANCE.md, "Eleventh round"). A key holds its unit's KeyUnit and the
+ * position of its 32 bytes: position = unit * UNIT_BYTES + 0 or 32; the slab is slabs[position >>> SLAB_SHIFT].
  */
-interface KeyBytes {
-  bytes: Buffer;
+const UNIT_BYTES = 64;
+const SLAB_SHIFT = 16;
+const SLAB_BYTES = 1 << SLAB_SHIFT;
+const slabs: Buffer[] = [];
+/** Units free for reuse (wiped). */
+const freeUnits: number[] = [];
+
+function takeUnit(): number {
+  if (freeUnits.length === 0) {
+    const first = (slabs.length * SLAB_BYTES) / UNIT_BYTES;
+    slabs.push(Buffer.alloc(SLAB_BYTES));
+    for (let u = first + SLAB_BYTES / UNIT_BYTES - 1; u >= first; u--) freeUnits.push(u);
+  }
+  return freeUnits.pop()!;
+}
+
+/** Wipes a unit and makes it free: when every key in it was destroyed or promoted, or all were dropped (GC). */
+function releaseUnit(unit: number): void {
+  const pos = unit * UNIT_BYTES;
+  slabs[pos >>> SLAB_SHIFT]!.fill(0, pos & (SLAB_BYTES - 1), (pos & (SLAB_BYTES - 1)) + UNIT_BYTES);
+  freeUnits.push(unit);
+}
+
+/** A unit and how many of the keys in it still use their bytes: the GC target that frees the unit. */
+interface KeyUnit {
+  unit: number;
   live: number;
 }
-const wipeAtGc = new FinalizationRegistry<Buffer>((bytes) => bytes.fill(0));
-/** Set by FastAeadKey.pair around its two constructor calls: the shared bytes and where the next key's are. */
-let adopting: { holder: KeyBytes; offset: number } | null = null;
+const releaseAtGc = new FinalizationRegistry<number>(releaseUnit);
+
+function newUnit(live: number): KeyUnit {
+  const holder: KeyUnit = { unit: takeUnit(), live };
+  releaseAtGc.register(holder, holder.unit, holder);
+  return holder;
+}
+
+/** Set by FastAeadKey.pair around its two constructor calls: the pair's unit and where the next key's bytes are. */
+let adopting: { holder: KeyUnit; pos: number } | null = null;
 
 function argError(err: unknown): CryptoError {
   const msg = err instanceof Error ? err.message : String(err);
@@ -57,10 +93,11 @@ function argError(err: unknown): CryptoError {
 export class FastAeadKey {
   #handle: NativeAeadHandle | null = null;
   #fallback: AeadKey | null = null;
-  /** The key's bytes (a copy) while it runs on the shared context; null once it has its own. */
-  #key: Buffer | null = null;
-  #holder: KeyBytes | null = null;
-  /** Operations left on the shared context before it gets its own. */
+  /** The unit holding the key's bytes (a copy) while it runs on the shared context; null once it has its own. */
+  #holder: KeyUnit | null = null;
+  /** Where in the units the key's bytes are (while #holder is set). */
+  #pos = 0;
+  /** Operations left on the shared context before it gets its own; -1: never (a small integer, not Infinity). */
   #sharedLeft = 0;
   #destroyed = false;
   readonly #use: FastAeadUse;
@@ -78,18 +115,15 @@ export class FastAeadKey {
     }
     this.#use = use;
     if (keyed && promoteAfter > 0) {
-      let holder: KeyBytes;
       if (adopting) {
-        holder = adopting.holder;
-        this.#key = holder.bytes.subarray(adopting.offset, adopting.offset + AEAD_KEY_LEN);
+        this.#holder = adopting.holder;
+        this.#pos = adopting.pos;
       } else {
-        holder = { bytes: Buffer.allocUnsafe(AEAD_KEY_LEN), live: 1 };
-        key.copy(holder.bytes);
-        wipeAtGc.register(holder, holder.bytes, holder);
-        this.#key = holder.bytes;
+        this.#holder = newUnit(1);
+        this.#pos = this.#holder.unit * UNIT_BYTES;
+        key.copy(slabs[this.#pos >>> SLAB_SHIFT]!, this.#pos & (SLAB_BYTES - 1));
       }
-      this.#holder = holder;
-      this.#sharedLeft = promoteAfter;
+      this.#sharedLeft = promoteAfter === Infinity ? -1 : Math.min(promoteAfter, 0x3fff_ffff);
     } else if (native) {
       this.#handle = this.#create(key);
     } else {
@@ -107,14 +141,15 @@ export class FastAeadKey {
     if (!keyed || !(promoteAfter > 0) || !ok(a) || !ok(b)) {
       return [new FastAeadKey(a, useA, promoteAfter), new FastAeadKey(b, useB, promoteAfter)];
     }
-    const holder: KeyBytes = { bytes: Buffer.allocUnsafe(2 * AEAD_KEY_LEN), live: 2 };
-    a.copy(holder.bytes, 0);
-    b.copy(holder.bytes, AEAD_KEY_LEN);
-    wipeAtGc.register(holder, holder.bytes, holder);
+    const holder = newUnit(2);
+    const pos = holder.unit * UNIT_BYTES;
+    const slab = slabs[pos >>> SLAB_SHIFT]!;
+    a.copy(slab, pos & (SLAB_BYTES - 1));
+    b.copy(slab, (pos & (SLAB_BYTES - 1)) + AEAD_KEY_LEN);
     try {
-      adopting = { holder, offset: 0 };
+      adopting = { holder, pos };
       const first = new FastAeadKey(a, useA, promoteAfter);
-      adopting = { holder, offset: AEAD_KEY_LEN };
+      adopting = { holder, pos: pos + AEAD_KEY_LEN };
       return [first, new FastAeadKey(b, useB, promoteAfter)];
     } finally {
       adopting = null;
@@ -128,12 +163,12 @@ export class FastAeadKey {
 
   /** True if this key is backed by the native addon. */
   get isNative(): boolean {
-    return this.#handle !== null || this.#key !== null;
+    return this.#handle !== null || this.#holder !== null;
   }
 
   /** True while this key runs on the thread's shared context (no context of its own yet). */
   get isShared(): boolean {
-    return this.#key !== null;
+    return this.#holder !== null;
   }
 
   /** Returns ciphertext || tag in a new Buffer (same as AeadKey.seal). */
@@ -159,12 +194,13 @@ export class FastAeadKey {
   sealInto(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset = 0): number {
     const h = this.#live();
     if (this.#use === 'open') throw new CryptoError('AEAD: this key only opens', 'ERR_AEAD_DIRECTION');
-    if (h === null && this.#key !== null) {
-      if (this.#sharedLeft > 0) {
-        this.#sharedLeft--;
-        lastSealer = this.#key;
+    if (h === null && this.#holder !== null) {
+      if (this.#sharedLeft !== 0) {
+        if (this.#sharedLeft > 0) this.#sharedLeft--;
+        const pos = this.#pos;
+        lastSealer = pos;
         try {
-          return keyed!.aeadSealKey!(this.#key, nonce, aad ?? EMPTY, plaintext, out, outOffset);
+          return keyed!.aeadSealKey!(slabs[pos >>> SLAB_SHIFT]!, nonce, aad ?? EMPTY, plaintext, out, outOffset, pos & (SLAB_BYTES - 1));
         } catch (err) {
           throw argError(err);
         }
@@ -188,12 +224,13 @@ export class FastAeadKey {
   openInto(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array | null, out: Uint8Array, outOffset = 0): number {
     const h = this.#live();
     if (this.#use === 'seal') throw new CryptoError('AEAD: this key only seals', 'ERR_AEAD_DIRECTION');
-    if (h === null && this.#key !== null) {
-      if (this.#sharedLeft > 0) {
-        this.#sharedLeft--;
-        lastOpener = this.#key;
+    if (h === null && this.#holder !== null) {
+      if (this.#sharedLeft !== 0) {
+        if (this.#sharedLeft > 0) this.#sharedLeft--;
+        const pos = this.#pos;
+        lastOpener = pos;
         try {
-          return keyed!.aeadOpenKey!(this.#key, nonce, aad ?? EMPTY, sealed, out, outOffset);
+          return keyed!.aeadOpenKey!(slabs[pos >>> SLAB_SHIFT]!, nonce, aad ?? EMPTY, sealed, out, outOffset, pos & (SLAB_BYTES - 1));
         } catch (err) {
           throw argError(err);
         }
@@ -238,22 +275,28 @@ export class FastAeadKey {
 
   /** Gives this key its own context (after its operations on the shared one) and wipes its bytes. */
   #promote(): this {
-    this.#handle = this.#create(this.#key!);
+    const at = this.#pos & (SLAB_BYTES - 1);
+    this.#handle = this.#create(slabs[this.#pos >>> SLAB_SHIFT]!.subarray(at, at + AEAD_KEY_LEN));
     this.#dropKey();
     return this;
   }
 
-  /** Wipes the key's bytes and, if the shared contexts last ran with it, their key schedule. */
+  /** Wipes the key's bytes (its unit's, once no key uses it) and, if the shared contexts last ran with it, their key schedule. */
   #dropKey(): void {
-    const key = this.#key;
-    if (key === null) return;
-    key.fill(0);
-    this.#key = null;
-    if (--this.#holder!.live === 0) wipeAtGc.unregister(this.#holder!);
+    const holder = this.#holder;
+    if (holder === null) return;
+    const pos = this.#pos;
     this.#holder = null;
-    const which = (lastSealer === key ? 1 : 0) | (lastOpener === key ? 2 : 0);
-    if (lastSealer === key) lastSealer = null;
-    if (lastOpener === key) lastOpener = null;
+    if (--holder.live === 0) {
+      releaseAtGc.unregister(holder);
+      releaseUnit(holder.unit);
+    } else {
+      const at = pos & (SLAB_BYTES - 1);
+      slabs[pos >>> SLAB_SHIFT]!.fill(0, at, at + AEAD_KEY_LEN);
+    }
+    const which = (lastSealer === pos ? 1 : 0) | (lastOpener === pos ? 2 : 0);
+    if (lastSealer === pos) lastSealer = -1;
+    if (lastOpener === pos) lastOpener = -1;
     if (which !== 0) keyed!.aeadSharedWipe!(which as 1 | 2 | 3);
   }
 

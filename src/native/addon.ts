@@ -32,9 +32,12 @@ export interface NativeAddon {
   aeadDestroy(handle: NativeAeadHandle): void;
   aeadSeal(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, off: number): number;
   aeadOpen(h: NativeAeadHandle, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array, off: number): number;
-  /** aeadSeal/aeadOpen with a raw 32-byte key on this thread's shared context, re-keyed for the call (no handle). */
-  aeadSealKey?(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, off: number): number;
-  aeadOpenKey?(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array, off: number): number;
+  /**
+   * aeadSeal/aeadOpen with a raw key on this thread's shared context, re-keyed for the call (no handle): the 32 bytes
+   * at key[keyOffset..], or all of `key` (exactly 32 bytes) without keyOffset.
+   */
+  aeadSealKey?(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, pt: Uint8Array, out: Uint8Array, off: number, keyOffset?: number): number;
+  aeadOpenKey?(key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array, off: number, keyOffset?: number): number;
   /** Overwrites the key schedule left in this thread's shared context(s): 1 the sealing one, 2 the opening one, 3 both. */
   aeadSharedWipe?(which: 1 | 2 | 3): void;
   /** Binds a UDP socket on `port` (0 = any): dual-stack [::] when `ipv6`, else 0.0.0.0. Returns the fd. */

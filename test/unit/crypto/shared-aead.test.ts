@@ -22,13 +22,21 @@ const isCode = (code: string) => (err: unknown) => {
   return true;
 };
 
-/** Runs `fn` while recording every Buffer filled with 0 (its bytes before and the Buffer itself). */
+/**
+ * Runs `fn` while recording every Buffer range filled with 0: its bytes before, and the range itself (keys on the
+ * shared context sit in ranges of larger buffers).
+ */
 function watchWipes(fn: () => void): { before: Buffer; buf: Buffer }[] {
   const seen: { before: Buffer; buf: Buffer }[] = [];
   const orig = Buffer.prototype.fill;
-  Buffer.prototype.fill = function (this: Buffer, ...args: Parameters<Buffer['fill']>) {
-    if (args[0] === 0) seen.push({ before: Buffer.from(this), buf: this });
-    return orig.apply(this, args);
+  Buffer.prototype.fill = function (this: Buffer, ...args: unknown[]) {
+    if (args[0] === 0) {
+      const start = typeof args[1] === 'number' ? args[1] : 0;
+      const end = typeof args[2] === 'number' ? args[2] : this.length;
+      const buf = this.subarray(start, end);
+      seen.push({ before: Buffer.from(buf), buf });
+    }
+    return orig.apply(this, args as Parameters<Buffer['fill']>);
   } as Buffer['fill'];
   try {
     fn();
@@ -129,7 +137,7 @@ describe('FastAeadKey on the shared context', nativeOnly, () => {
       const b = new FastAeadKey(k2, 'both', 5);
       b.open(nonce, new AeadKey(k2).seal(nonce, Buffer.from('y'), empty), empty); // b: the last on the opening one
       const destroyA = watchWipes(() => a.destroy());
-      assert.ok(destroyA.some((w) => w.before.equals(copy) && w.buf.every((x) => x === 0)), "a's bytes wiped");
+      assert.ok(destroyA.some((w) => w.before.includes(copy) && w.buf.every((x) => x === 0)), "a's bytes wiped");
       assert.deepEqual(wipes, [1], 'the sealing context re-keyed, not the opening one');
       assert.deepEqual(key, copy, "the caller's Buffer is the caller's");
       assert.throws(() => a.seal(nonce, empty, empty), isCode('ERR_CLOSED'));
@@ -138,12 +146,12 @@ describe('FastAeadKey on the shared context', nativeOnly, () => {
       const c = new FastAeadKey(k3, 'both', 1);
       c.open(nonce, new AeadKey(k3).seal(nonce, Buffer.from('z'), empty), empty); // c now last on the opening context
       const destroyB = watchWipes(() => b.destroy());
-      assert.ok(destroyB.some((w) => w.before.equals(k2)), "b's bytes wiped");
+      assert.ok(destroyB.some((w) => w.before.includes(k2)), "b's bytes wiped");
       assert.deepEqual(wipes, [1], 'b no longer left anything in the shared contexts');
 
       const promoted = watchWipes(() => assert.deepEqual(c.seal(nonce, Buffer.from('w'), empty), new AeadKey(k3).seal(nonce, Buffer.from('w'), empty)));
       assert.equal(c.isShared, false);
-      assert.ok(promoted.some((w) => w.before.equals(k3)), "c's bytes wiped once it has its own context");
+      assert.ok(promoted.some((w) => w.before.includes(k3)), "c's bytes wiped once it has its own context");
       assert.deepEqual(wipes, [1, 2], 'and the opening context it had used re-keyed');
       c.destroy();
       assert.deepEqual(wipes, [1, 2]);
@@ -238,5 +246,62 @@ describe('native keyed AEAD entry points', nativeOnly, () => {
     assert.deepEqual(out.subarray(0, 19), new AeadKey(key).seal(nonce, Buffer.from('abc'), Buffer.alloc(0)));
     assert.equal(a.aeadOpenKey!(key, nonce, new Uint8Array(0), out.subarray(0, 19), out, 40), 3);
     assert.deepEqual(out.subarray(40, 43), Buffer.from('abc'));
+  });
+
+  it('take the key at keyOffset in a larger buffer, and refuse an offset that leaves fewer than 32 bytes', () => {
+    const a = addon!;
+    const nonce = randomBytes(12);
+    const many = randomBytes(32 * 5 + 7);
+    const out = Buffer.alloc(64);
+    for (const at of [0, 7, 32, 100, many.length - 32]) {
+      const key = many.subarray(at, at + 32);
+      const expect = new AeadKey(Buffer.from(key)).seal(nonce, Buffer.from('hello'), Buffer.from('aad'));
+      assert.equal(a.aeadSealKey!(many, nonce, Buffer.from('aad'), Buffer.from('hello'), out, 0, at), 21, `offset ${at}`);
+      assert.deepEqual(out.subarray(0, 21), expect);
+      assert.equal(a.aeadOpenKey!(many, nonce, Buffer.from('aad'), expect, out, 30, at), 5);
+      assert.deepEqual(out.subarray(30, 35), Buffer.from('hello'));
+      if (at !== 0) assert.equal(a.aeadOpenKey!(many, nonce, Buffer.from('aad'), expect, out, 30, at - 1), -1, 'one byte off: another key');
+    }
+    for (const at of [many.length - 31, many.length, many.length + 1, 2 ** 40]) {
+      assert.throws(() => a.aeadSealKey!(many, nonce, out, out.subarray(0, 3), out, 20, at), RangeError, `offset ${at}`);
+      assert.throws(() => a.aeadOpenKey!(many, nonce, out, out.subarray(0, 20), out, 30, at), RangeError, `offset ${at}`);
+    }
+    for (const at of [-1, 1.5, Number.NaN, '0', null]) {
+      assert.throws(() => a.aeadSealKey!(many, nonce, out, out.subarray(0, 3), out, 20, at as number), `offset ${String(at)}`);
+    }
+  });
+});
+
+describe('keys on the shared context share slabs', nativeOnly, () => {
+  it('a unit freed by destroy or promotion is reused, and no key ever sees another key\'s bytes', () => {
+    // 2 500 pairs span three 64 KiB slabs; half are destroyed and half of the singles promoted, then as many new keys
+    // take the freed units. Every key still alive must seal as AeadKey with its own bytes.
+    const nonce = nonceFromSeq(42n);
+    const pt = Buffer.from('unit test');
+    const aad = Buffer.alloc(0);
+    type Live = { fast: FastAeadKey; slow: AeadKey };
+    const live: Live[] = [];
+    const make = (): void => {
+      const k1 = randomBytes(32);
+      const k2 = randomBytes(32);
+      const [x, y] = FastAeadKey.pair(k1, 'both', k2, 'both', Infinity);
+      live.push({ fast: x, slow: new AeadKey(k1) }, { fast: y, slow: new AeadKey(k2) });
+      const k3 = randomBytes(32);
+      live.push({ fast: new FastAeadKey(k3, 'both', 1), slow: new AeadKey(k3) });
+    };
+    for (let i = 0; i < 2500; i++) make();
+    const kept: Live[] = [];
+    live.forEach((l, i) => {
+      if (i % 2 === 0) l.fast.destroy();
+      else kept.push(l);
+    });
+    // Singles kept run once on the shared context (promoteAfter 1) and get their own context at the next operation.
+    for (const l of kept) assert.deepEqual(l.fast.seal(nonce, pt, aad), l.slow.seal(nonce, pt, aad));
+    live.length = 0;
+    for (let i = 0; i < 2500; i++) make();
+    for (const l of [...kept, ...live]) {
+      assert.deepEqual(l.fast.seal(nonce, pt, aad), l.slow.seal(nonce, pt, aad));
+      assert.deepEqual(l.fast.open(nonce, l.slow.seal(nonce, pt, aad), aad), pt);
+    }
   });
 });
