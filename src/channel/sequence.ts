@@ -50,14 +50,19 @@ const FIRST_SLOTS = 8;
  * Accepts each sequence number once; remembers a bounded recent set above a floor.
  *
  * The set is a sorted BigUint64Array (8 bytes a number) rather than a Set of bigints (~45 bytes a number): the NMS
- * holds one guard per registered node, and a node's keepalives fill it to `capacity` within its first hours, so at
- * 256 the Set cost ~10 kB per node against ~2 kB now (PERFORMANCE.md). Numbers arrive almost always in order, so an
- * accept is an append; a late one is inserted in place. When the list holds more than `capacity`, its lower half is
- * forgotten and the floor rises to the highest forgotten number, as before.
+ * holds one guard per registered node (PERFORMANCE.md). Numbers arrive almost always in order, so an accept is an
+ * append; a late one is inserted in place. Two things keep the list short:
+ *  - time: a number made more than SEQ_MAX_SKEW_MS before now is refused as stale anyway, so when the list is full,
+ *    such numbers are forgotten first and the floor rises to the highest of them (a node's keepalives then keep only
+ *    the last few minutes' numbers, not `capacity` of them: ~0.1 kB per node instead of ~2 kB);
+ *  - count: when it holds more than `capacity` (a flood within the skew window), its lower half is forgotten and the
+ *    floor rises to the highest forgotten number.
+ * Until a second number is accepted there is no list: the one number is `max` (a node that registered and has not
+ * spoken since costs no array).
  */
 export class ReplayGuard {
-  /** Accepted numbers above the floor, ascending: seen[0..count). */
-  private seen = new BigUint64Array(FIRST_SLOTS);
+  /** Accepted numbers above the floor, ascending: seen[0..count). Null while count <= 1: the one number is `max`. */
+  private seen: BigUint64Array | null = null;
   private count = 0;
   private floor: bigint;
   private max: bigint;
@@ -88,23 +93,54 @@ export class ReplayGuard {
   /** Records an accepted sequence number (call after the message authenticated). */
   accept(seq: bigint): void {
     if (seq < 0n || seq >= U64_LIMIT) return; // never a sequence number on the wire (u64); check() refuses it
-    if (seq > this.max) this.max = seq;
-    const at = this.lowerBound(seq);
-    if (at < this.count && this.seen[at] === seq) return;
-    if (this.count === this.seen.length) {
-      const grown = new BigUint64Array(Math.min(this.seen.length * 2, this.capacity + 1));
-      grown.set(this.seen);
-      this.seen = grown;
+    let seen = this.seen;
+    if (seen === null) {
+      // While count is 0, max is the floor; with one number, it is max.
+      if (this.count === 0 && seq > this.max) {
+        this.max = seq;
+        this.count = 1;
+        return;
+      }
+      if (this.count === 1 && seq === this.max) return;
+      seen = this.seen = new BigUint64Array(FIRST_SLOTS);
+      if (this.count === 1) seen[0] = this.max;
     }
-    if (at < this.count) this.seen.copyWithin(at + 1, at, this.count);
-    this.seen[at] = seq;
+    if (seq > this.max) this.max = seq;
+    let at = this.lowerBound(seq);
+    if (at < this.count && seen[at] === seq) return;
+    if (this.count === seen.length) {
+      at -= this.forgetStale();
+      if (at < 0) return; // seq is below a forgotten number, so at or below the floor: refused from now on anyway
+    }
+    if (this.count === seen.length) {
+      const grown = new BigUint64Array(Math.min(seen.length * 2, this.capacity + 1));
+      grown.set(seen);
+      seen = this.seen = grown;
+    }
+    if (at < this.count) seen.copyWithin(at + 1, at, this.count);
+    seen[at] = seq;
     this.count++;
     if (this.count > this.capacity) {
       const drop = this.count >> 1;
-      this.floor = this.seen[drop - 1]!;
-      this.seen.copyWithin(0, drop, this.count);
+      this.floor = seen[drop - 1]!;
+      seen.copyWithin(0, drop, this.count);
       this.count -= drop;
     }
+  }
+
+  /**
+   * Forgets the numbers check() would refuse as stale now (made more than SEQ_MAX_SKEW_MS ago) and raises the floor
+   * to the highest of them. Returns how many it forgot.
+   */
+  private forgetStale(): number {
+    const cutoff = BigInt(Math.floor(this.now() - SEQ_MAX_SKEW_MS)) << COUNTER_BITS;
+    const n = this.lowerBound(cutoff);
+    if (n === 0) return 0;
+    const seen = this.seen!;
+    if (seen[n - 1]! > this.floor) this.floor = seen[n - 1]!;
+    seen.copyWithin(0, n, this.count);
+    this.count -= n;
+    return n;
   }
 
   /** How many numbers above the floor it remembers now (at most `capacity`). */
@@ -114,19 +150,22 @@ export class ReplayGuard {
 
   /** First index whose number is ≥ `seq` (count when none). */
   private lowerBound(seq: bigint): number {
+    const seen = this.seen;
+    if (seen === null) return this.count === 1 && this.max < seq ? 1 : 0;
     let lo = 0;
     let hi = this.count;
     // The common case: a number above every one remembered.
-    if (hi === 0 || this.seen[hi - 1]! < seq) return hi;
+    if (hi === 0 || seen[hi - 1]! < seq) return hi;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (this.seen[mid]! < seq) lo = mid + 1;
+      if (seen[mid]! < seq) lo = mid + 1;
       else hi = mid;
     }
     return lo;
   }
 
   private indexOf(seq: bigint): number {
+    if (this.seen === null) return this.count === 1 && this.max === seq ? 0 : -1;
     const at = this.lowerBound(seq);
     return at < this.count && this.seen[at] === seq ? at : -1;
   }

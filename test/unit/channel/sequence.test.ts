@@ -114,6 +114,55 @@ describe('ReplayGuard', () => {
   });
 });
 
+describe('ReplayGuard over time', () => {
+  test('forgets what the clock makes stale, keeps refusing it, and never forgets a number still in the window', () => {
+    // A node's keepalives every 20 s for an hour, some late and some repeated, the clock moving with them: the list
+    // stays at what arrived within the skew window, and the guard refuses exactly what a guard remembering everything
+    // (plus the stale and future rules) refuses.
+    let now = NOW;
+    const g = new ReplayGuard(at(NOW - 1000), () => now);
+    const all = new Set<bigint>();
+    const refusedByModel = (seq: bigint): boolean => {
+      const t = Number(seq >> 16n);
+      return seq <= at(NOW - 1000) || all.has(seq) || t < now - SEQ_MAX_SKEW_MS || t > now + SEQ_MAX_SKEW_MS;
+    };
+    const sent: bigint[] = [];
+    let largest = 0;
+    for (let i = 0; i < 180; i++) {
+      now += 20_000;
+      const fresh = at(now + randomInt(-2000, 2000), randomInt(8));
+      const tries = [fresh, ...Array.from({ length: 3 }, () => (sent.length === 0 ? fresh : sent[sent.length - 1 - randomInt(Math.min(sent.length, 12))]!))];
+      sent.push(fresh);
+      for (const seq of tries) {
+        const refused = g.check(seq) !== null;
+        assert.equal(refused, refusedByModel(seq), `step ${i}: ${seq}`);
+        if (!refused) {
+          g.accept(seq);
+          all.add(seq);
+        }
+      }
+      largest = Math.max(largest, g.size);
+    }
+    assert.ok(largest <= 16, `at most what arrives within the skew window is remembered (${largest})`);
+    for (const seq of sent) assert.notEqual(g.check(seq), null, 'every number sent is refused now, stale or replayed');
+  });
+
+  test('a guard that saw one number holds no list, and a second one (late or not) starts it', () => {
+    const g = new ReplayGuard(0n, () => NOW);
+    g.accept(at(NOW, 5));
+    assert.equal((g as unknown as { seen: unknown }).seen, null);
+    assert.equal(g.size, 1);
+    assert.equal(g.check(at(NOW, 5)), 'replay');
+    assert.equal(g.check(at(NOW, 4)), null, 'a late number is still acceptable');
+    g.accept(at(NOW, 5));
+    assert.equal(g.size, 1, 'the same number again is not recorded');
+    g.accept(at(NOW, 4));
+    assert.equal(g.size, 2);
+    for (const c of [4, 5]) assert.equal(g.check(at(NOW, c)), 'replay');
+    assert.equal(g.highest, at(NOW, 5));
+  });
+});
+
 describe('SeqCounter', () => {
   test('strictly increasing, tied to the clock, never below a raised floor', () => {
     let now = NOW;
