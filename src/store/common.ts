@@ -164,16 +164,23 @@ export interface CertRow {
   revoke_reason: string | null;
 }
 
+/**
+ * The kinds and families as constants: a record's `kind` and `family` are then the one shared string each, not a
+ * string per row read (the NMS keeps a record per registered node).
+ */
+const KINDS: Readonly<Record<string, NodeKind>> = { node: 'node', adapter: 'adapter', general: 'general' };
+const FAMILIES: Readonly<Record<string, AddressFamily>> = { dual: 'dual', v4: 'v4', v6: 'v6' };
+
 export function nodeFromRow(r: NodeRow): NodeRecord {
   return {
     id: r.id,
     name: r.name,
-    kind: r.kind as NodeKind,
+    kind: (Object.hasOwn(KINDS, r.kind) ? KINDS[r.kind] : r.kind) as NodeKind,
     vip4: r.vip4,
     vip6: r.vip6,
     adapterId: r.adapter_id,
     mac: r.mac,
-    family: r.family as AddressFamily,
+    family: (Object.hasOwn(FAMILIES, r.family) ? FAMILIES[r.family] : r.family) as AddressFamily,
     createdAt: r.created_at,
   };
 }

@@ -819,6 +819,17 @@ export class NmsService {
     this.c.send(frame, to);
   }
 
+  /**
+   * A session with every field set in one literal: all sessions share one shape, with no out-of-object property store
+   * for a field set later (one object less per node). `from`: the session it replaces (re-keyed), whose node record,
+   * RegistrationResponse head and selections in progress it keeps.
+   */
+  private newSession(nodeId: number, key: Buffer, expiresAt: number, floor: bigint, node: NodeRecord | undefined, from: Session | null): Session {
+    const keys = new ChannelKeys(key, {}, 'cloud');
+    const guard = new ReplayGuard(floor, this.now);
+    return { nodeId, keyBytes: key, keys, expiresAt, guard, observed: undefined, fresh: true, node, regHead: from?.regHead, directing: from?.directing };
+  }
+
   private async session(nodeId: number, reload: boolean): Promise<Session | null> {
     const cached = this.sessions.get(nodeId);
     if (cached && !reload) return cached;
@@ -828,7 +839,7 @@ export class NmsService {
       if (!first) return null;
       const raced = this.sessions.get(nodeId);
       if (raced && raced.keyBytes.equals(first.key.key)) return raced;
-      const s: Session = { nodeId, keyBytes: first.key.key, keys: new ChannelKeys(first.key.key, {}, 'cloud'), expiresAt: first.key.expiresAt, guard: new ReplayGuard(first.lastSeq ?? 0n, this.now), fresh: true, node: first.node };
+      const s = this.newSession(nodeId, first.key.key, first.key.expiresAt, first.lastSeq ?? 0n, first.node, null);
       this.sessions.set(nodeId, s);
       return s;
     }
@@ -836,10 +847,7 @@ export class NmsService {
     const rec = await this.c.store.getCommonKey(nodeId);
     if (!rec) return null;
     if (cached.keyBytes.equals(rec.key)) return cached;
-    const s: Session = { nodeId, keyBytes: rec.key, keys: new ChannelKeys(rec.key, {}, 'cloud'), expiresAt: rec.expiresAt, guard: new ReplayGuard(cached.guard.highest, this.now), fresh: true };
-    if (cached.node) s.node = cached.node;
-    if (cached.regHead) s.regHead = cached.regHead;
-    if (cached.directing) s.directing = cached.directing;
+    const s = this.newSession(nodeId, rec.key, rec.expiresAt, cached.guard.highest, cached.node, cached);
     this.sessions.set(nodeId, s);
     return s;
   }
