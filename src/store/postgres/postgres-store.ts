@@ -7,7 +7,7 @@ import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { addressAt, formatCidr, nextUsableOffset, normalizeAddress, type Cidr } from '../../net/addr/cidr.js';
 import { CyphonicError } from '../../util/errors.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, NODE_SESSION_SQL, nodeFromRow, nodeSessionFromRow, ownBytes } from '../common.js';
 import type { CertRow, InstanceRow, NodeRow, NodeSessionRow } from '../common.js';
 import { StoreError } from '../errors.js';
 import { CERTS_REV_KEY } from '../types.js';
@@ -516,7 +516,7 @@ class PostgresStore implements Store {
   async getCommonKey(nodeId: number): Promise<CommonKeyRecord | null> {
     const r = (await this.#q<{ node_id: number; key: Buffer; expires_at: number; created_at: number }>('SELECT * FROM common_keys WHERE node_id = $1', [nodeId]))[0];
     if (r === undefined) return null;
-    return { nodeId: r.node_id, key: Buffer.from(r.key), expiresAt: r.expires_at, createdAt: r.created_at };
+    return { nodeId: r.node_id, key: ownBytes(r.key), expiresAt: r.expires_at, createdAt: r.created_at };
   }
 
   getNodeSession(nodeId: number): Promise<NodeSessionRecord | null> {

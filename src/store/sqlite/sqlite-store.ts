@@ -12,7 +12,7 @@ import { StoreError } from '../errors.js';
 import { CERTS_REV_KEY } from '../types.js';
 import { batchErrorPerItem, GroupCommit, TurnReads } from '../batch.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS, SCHEMA_MIGRATIONS_DDL } from '../migrations/index.js';
-import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow } from '../common.js';
+import { certFromRow, checkEndpoint, checkTags, checkInstance, checkMessage, checkNewNode, checkNms, checkRelay, checkSeq, decodeEndpoints, instanceFromRow, MAX_ALLOCATION_PROBES, nodeFromRow, ownBytes } from '../common.js';
 import type { CertRow, InstanceRow, NodeRow } from '../common.js';
 import type {
   CertificateRecord,
@@ -92,17 +92,17 @@ function relayFromRow(r: RelayRow): RelayServerRecord {
   };
 }
 
-/** Maps driver errors to StoreError codes; ours pass through untouched. */
 /** A raw row of the nodeSession statement (columns in its order) as a NodeSessionRecord (as nodeSessionFromRow does). */
 function nodeSessionFromRaw(r: unknown[]): NodeSessionRecord {
   const id = r[0] as number;
   return {
-    key: { nodeId: id, key: Buffer.from(r[9] as Buffer), expiresAt: Number(r[10]), createdAt: Number(r[11]) },
+    key: { nodeId: id, key: ownBytes(r[9] as Buffer), expiresAt: Number(r[10]), createdAt: Number(r[11]) },
     node: nodeFromRow({ id, name: r[1] as string, kind: r[2] as string, vip4: r[3] as string, vip6: r[4] as string, adapter_id: r[5] as number | null, mac: r[6] as string | null, family: r[7] as string, created_at: r[8] as number }),
     lastSeq: r[12] === null ? null : BigInt(r[12] as string),
   };
 }
 
+/** Maps driver errors to StoreError codes; ours pass through untouched. */
 function translate(err: unknown): unknown {
   if (err instanceof CyphonicError) return err;
   const code = (err as { code?: unknown })?.code;
@@ -315,7 +315,7 @@ class SqliteStore implements Store {
     });
     this.#keyReads = turnReads((id: number): CommonKeyRecord | null => {
       const row = this.#stmt('getKey').get(id) as KeyRow | undefined;
-      return row === undefined ? null : { nodeId: row.node_id, key: Buffer.from(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
+      return row === undefined ? null : { nodeId: row.node_id, key: ownBytes(row.key), expiresAt: row.expires_at, createdAt: row.created_at };
     });
     this.#setTagsTx = db.transaction((name: string, tags: string[]) => {
       this.#stmt('deleteTags').run(name);

@@ -413,6 +413,8 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           const got = await s.getCommonKey(a.id);
           assert.deepEqual(got, { nodeId: a.id, key: k2, expiresAt: 20, createdAt: 2 });
           assert.ok(Buffer.isBuffer(got?.key));
+          // Memory of its own, not a slice of a shared pool: the NMS keeps it while the node is registered.
+          assert.equal(got?.key.buffer.byteLength, 32, 'the key owns its ArrayBuffer');
           assert.deepEqual((await s.getCommonKey(b.id))?.key, k1);
           await rejectsWith(s.putCommonKey({ nodeId: 99_999, key: k1, expiresAt: 1, createdAt: 1 }), 'ERR_STORE_REFERENCE');
         }));
@@ -517,6 +519,7 @@ export function runStoreCompliance(label: string, open: () => Promise<Store>, op
           const got = await Promise.all([s.getNodeSession(a.id), s.getNodeSession(99_999), s.getNodeSession(b.id), s.getNodeSession(a.id)]);
           assert.deepEqual(got.map((g) => g?.node.name ?? null), ['a', null, 'b', 'a']);
           assert.deepEqual(got[2], { key: { nodeId: b.id, key: Buffer.alloc(32, 9), expiresAt: 5, createdAt: 4 }, node: b, lastSeq: null });
+          for (const g of got) if (g) assert.equal(g.key.key.buffer.byteLength, 32, 'each key owns its ArrayBuffer');
         }));
 
       test('NAT mapping: set on a registration, kept by touch, reset by a new registration', () =>
