@@ -54,7 +54,8 @@ const FIRST_SLOTS = 8;
  * append; a late one is inserted in place. Two things keep the list short:
  *  - time: a number made more than SEQ_MAX_SKEW_MS before now is refused as stale anyway, so when the list is full,
  *    such numbers are forgotten first and the floor rises to the highest of them (a node's keepalives then keep only
- *    the last few minutes' numbers, not `capacity` of them: ~0.1 kB per node instead of ~2 kB);
+ *    the last two minutes' numbers, not `capacity` of them: at a 5 s keepalive ~0.6 kB per guard instead of ~4.5 kB,
+ *    PERFORMANCE.md "Eleventh round");
  *  - count: when it holds more than `capacity` (a flood within the skew window), its lower half is forgotten and the
  *    floor rises to the highest forgotten number.
  * Until a second number is accepted there is no list: the one number is `max` (a node that registered and has not

@@ -123,7 +123,7 @@ export class FastAeadKey {
         this.#pos = this.#holder.unit * UNIT_BYTES;
         key.copy(slabs[this.#pos >>> SLAB_SHIFT]!, this.#pos & (SLAB_BYTES - 1));
       }
-      this.#sharedLeft = promoteAfter === Infinity ? -1 : Math.min(promoteAfter, 0x3fff_ffff);
+      this.#sharedLeft = promoteAfter === Infinity ? -1 : Math.min(Math.ceil(promoteAfter), 0x3fff_ffff);
     } else if (native) {
       this.#handle = this.#create(key);
     } else {

@@ -73,6 +73,18 @@ describe('FastAeadKey on the shared context', nativeOnly, () => {
     assert.equal(other.isShared, true, 'Infinity: never promoted');
   });
 
+  it('counts a fractional promoteAfter up to the next whole operation', () => {
+    const key = randomBytes(32);
+    const fast = new FastAeadKey(key, 'seal', 2.5);
+    const nonce = nonceFromSeq(3n);
+    const shared: boolean[] = [];
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(fast.seal(nonce, Buffer.from('p'), Buffer.alloc(0)), new AeadKey(key).seal(nonce, Buffer.from('p'), Buffer.alloc(0)));
+      shared.push(fast.isShared);
+    }
+    assert.deepEqual(shared, [true, true, true, false, false], 'three operations on the shared context, its own from the fourth');
+  });
+
   it('refuses tampered frames on the shared path and after promotion', () => {
     const key = randomBytes(32);
     const slow = new AeadKey(key);
