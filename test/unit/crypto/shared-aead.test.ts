@@ -286,8 +286,10 @@ describe('native keyed AEAD entry points', nativeOnly, () => {
 
 describe('keys on the shared context share slabs', nativeOnly, () => {
   it('a unit freed by destroy or promotion is reused, and no key ever sees another key\'s bytes', () => {
-    // 2 500 pairs span three 64 KiB slabs; half are destroyed and half of the singles promoted, then as many new keys
-    // take the freed units. Every key still alive must seal as AeadKey with its own bytes.
+    // 2 500 pairs and 2 500 singles take five 64 KiB slabs of units. Every other key is destroyed: one key of each
+    // pair (its unit stays, the other key still uses it) and half of the singles (their units are freed). Then 2 500
+    // more pairs and singles take the freed units and new ones, and the kept singles get their own contexts (freeing
+    // their units) at their second operation. Every key still alive must seal and open as AeadKey with its own bytes.
     const nonce = nonceFromSeq(42n);
     const pt = Buffer.from('unit test');
     const aad = Buffer.alloc(0);
