@@ -1,7 +1,7 @@
 // Reads V8's `--trace-gc-nvp` lines (one name=value line per GC, written to stdout by a process started with that
 // flag) and sums them per time window: how often the young generation was collected and how long the process stood
-// still for it, the full GCs, and what was promoted. bench/cloud --gc uses it per phase for the NMS instances, whose
-// route-selection tail is their GC pauses (docs/PERFORMANCE.md, "Cloud").
+// still for it, the full GCs, and what was promoted. bench/cloud --gc uses it per phase for the NMS instances, to
+// show how much of their time and of their latency tail the GC takes (docs/PERFORMANCE.md, "Cloud").
 
 /** One GC as the line gives it. */
 export interface GcEvent {

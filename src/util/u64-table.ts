@@ -4,7 +4,8 @@
 // Why not a Map: a Map's ordered table is replaced every few inserts and deletes (it shrinks when it empties, and
 // rehashes away its deleted entries), and V8 makes the new table in the generation of the one it replaces. So once a
 // long-lived Map's table has reached the old generation, every table it drops is old-generation garbage that stays
-// until the next full GC (PERFORMANCE.md, "Tenth round"). This table allocates its two arrays only when it grows.
+// until the next full GC (PERFORMANCE.md, "Tenth round"). This table's storage is two arrays, allocated only when it
+// grows (a lookup's BigInt arithmetic on the key leaves only short-lived young-generation garbage).
 // Keys are expected to be uniform in their low 32 bits (random path ids), which is what the slot is taken from;
 // linear probing, at most half full, deletion by backward shift (no tombstones).
 
