@@ -31,6 +31,8 @@ export interface NmsInit {
   directionRate?: { perSec: number; burst: number };
   /** Peers remembered per node for policy pushes and the console. @default MAX_PAIRS_PER_NODE */
   pairsPerNode?: number;
+  /** Nodes whose last tunnel report is kept for the console. @default MAX_REPORTS */
+  maxReports?: number;
   /**
    * Several instances share the store: this instance's id, recorded in the registrations it holds. A Route Direction
    * for a node registered at another instance goes to that instance (store.publish) which pushes it over the node's
@@ -75,8 +77,12 @@ function parseInstanceMessage(text: string): InstanceMessage | null {
  */
 export const DIRECTION_RATE = { perSec: 20, burst: 40 } as const;
 /** Tunable: nodes whose last tunnel report (Keepalive.peers) is kept for the console (at most 32 records of ≤ 64 bytes
- *  each, kept encoded: ≤ ~45 MB in all); past it, the node that first reported the longest ago is forgotten. */
+ *  each, kept encoded: ≤ ~45 MB in all); past it, one that stopped reporting is forgotten (forgetReport). */
 const MAX_REPORTS = 20_000;
+/** Tunable: a report younger than this (ms; several keepalive intervals) is of a node still reporting. */
+const REPORT_LIVE_MS = 60_000;
+/** Reports looked at per eviction for one that stopped (REPORT_LIVE_MS); all live: the first looked at goes. */
+const REPORT_EVICT_LOOK = 8;
 /** Stored reports grow in steps of this many bytes (a node whose report changes size a little keeps its buffer). */
 const REPORT_STEP = 64;
 /** Tunable: route selections of one node in progress at once. */
@@ -110,6 +116,10 @@ interface Session {
   regHead?: Buffer;
   /** Its route selections in progress (made at its first Direction Request; kept when the session is re-keyed). */
   directing?: DirectionSlots;
+  /** The txid of the registration being handled (-1: none): a retransmission of it waits for its answer. */
+  regPending: number;
+  /** The txid of the last registration stored (-1: none): a late retransmission of it is answered without storing. */
+  regDone: number;
 }
 
 /**
@@ -160,6 +170,11 @@ interface StoredReport {
 /** An empty body (Ack): encodes to no bytes. */
 const EMPTY_BODY = Buffer.alloc(0);
 
+/** Behind NAT when what we see is not one of the addresses the node says it has. */
+function behindNat(reported: readonly Endpoint[], from: Endpoint): boolean {
+  return !reported.some((e) => endpointsEqual(e, from));
+}
+
 /** The counter of each kind of path selected (names made once, not per selection). */
 const ROUTE_COUNTER = { direct: 'route.direct', punched: 'route.punched', relayed: 'route.relayed' } as const;
 
@@ -184,7 +199,7 @@ const REVOCATIONS_AFTER_MS = 10;
 export class NmsService {
   readonly counters = new Counters();
   private readonly sessions = new Map<number, Session>();
-  /** node id → what its tunnels carried at its last keepalive (Keepalive.peers), in the order nodes first reported (bounded). */
+  /** node id → what its tunnels carried at its last keepalive (Keepalive.peers); bounded (forgetReport). */
   private readonly reports = new Map<number, StoredReport>();
   private readonly seq: SeqCounter;
   private readonly now: () => number;
@@ -279,7 +294,7 @@ export class NmsService {
     }
     let r = this.reports.get(nodeId);
     if (!r) {
-      if (this.reports.size >= MAX_REPORTS) this.reports.delete(this.reports.keys().next().value!);
+      if (this.reports.size >= (this.init.maxReports ?? MAX_REPORTS)) this.forgetReport();
       r = { at: 0, bytes: Buffer.alloc(Math.ceil(len / REPORT_STEP) * REPORT_STEP), len: 0 };
       this.reports.set(nodeId, r);
     } else if (r.bytes.length < len) {
@@ -292,6 +307,25 @@ export class NmsService {
     }
     r.len = len;
     r.at = this.now();
+  }
+
+  /**
+   * Makes room for a new reporter: forgets the first report in the map's order that is no longer live (its node
+   * stopped reporting, left or moved to another instance). A live one looked at on the way goes to the back (a second
+   * chance, as a clock sweep gives), so the map's front holds the reports not refreshed since they were last passed
+   * over. A report is refreshed in place and never moved then: a move per keepalive would make the map take new tables
+   * as often (PERFORMANCE.md, "Tenth round"); moves happen only here, when the map is full. When all looked at are
+   * live, more nodes report than are kept, and the next one at the front is forgotten.
+   */
+  private forgetReport(): void {
+    const now = this.now();
+    for (let i = 0; i < REPORT_EVICT_LOOK; i++) {
+      const [id, r] = this.reports.entries().next().value!;
+      this.reports.delete(id);
+      if (now - r.at >= REPORT_LIVE_MS) return;
+      this.reports.set(id, r);
+    }
+    this.reports.delete(this.reports.keys().next().value!);
   }
 
   /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console; copies). */
@@ -628,7 +662,36 @@ export class NmsService {
     }
   }
 
+  /**
+   * A registration. A retransmitted one (same txid: the node resent it before our answer reached it) is not stored
+   * twice: while the first is in progress it gets no answer of its own (the first one's will do); after it, from the
+   * same address, it is answered again from memory. Storing it again would reset the NAT mapping the node's probe
+   * may have recorded in between, and the node, whose request is already answered, would not probe again.
+   */
   private async register(
+    s: Session,
+    header: Header,
+    req: { endpoints: Endpoint[]; reRegistration: boolean },
+    from: Endpoint,
+    keyFresh: boolean,
+  ): Promise<Buffer | null> {
+    if (header.txid === s.regPending) {
+      this.counters.inc('register.repeat');
+      return null;
+    }
+    if (header.txid === s.regDone && s.regHead && s.observed && endpointsEqual(s.observed, from)) {
+      this.counters.inc('register.repeat');
+      return this.registered(s, s.regHead, header, behindNat(req.endpoints, from), from);
+    }
+    s.regPending = header.txid;
+    try {
+      return await this.registerOnce(s, header, req, from, keyFresh);
+    } finally {
+      if (s.regPending === header.txid) s.regPending = -1;
+    }
+  }
+
+  private async registerOnce(
     s: Session,
     header: Header,
     req: { endpoints: Endpoint[]; reRegistration: boolean },
@@ -646,9 +709,8 @@ export class NmsService {
       return this.nack(s, header, Status.CommonKeyExpired, 'Common Key no longer valid: log in at the AS again');
     }
     if (!node) return this.nack(s, header, Status.NotRegistered, 'node no longer exists');
-    // Behind NAT when what we see is not one of the addresses the node says it has.
-    const nat = !req.endpoints.some((e) => endpointsEqual(e, from));
-    const keepaliveSec = nat ? (this.init.keepaliveNatSec ?? KEEPALIVE_NAT_SEC) : (this.init.keepaliveOpenSec ?? KEEPALIVE_OPEN_SEC);
+    const nat = behindNat(req.endpoints, from);
+    const keepaliveSec = this.keepaliveSec(nat);
     const now = this.now();
     await this.c.store.upsertRegistration({
       nodeId: s.nodeId,
@@ -662,17 +724,28 @@ export class NmsService {
       ...(this.init.instanceId ? { nms: this.init.instanceId } : {}),
     });
     s.observed = from;
+    s.regDone = header.txid;
     this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
     // A fresh registration (a started or restarted node) gets the current revocation list, after this answer.
     if (!req.reRegistration) this.queueRevocations(s.nodeId, from);
     // One line a registration at debug level only (a `registrations` summary at info: logSummaries).
     this.c.logger.debug('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
     s.regHead ??= encodeRegistrationHead({ nodeId: node.id, vip4: node.vip4, vip6: node.vip6, fqdn: `${node.name}.${this.init.domain}` });
+    return this.registered(s, s.regHead, header, nat, from);
+  }
+
+  /** NATed nodes keep alive more often (their NAT's mapping must not expire). */
+  private keepaliveSec(nat: boolean): number {
+    return nat ? (this.init.keepaliveNatSec ?? KEEPALIVE_NAT_SEC) : (this.init.keepaliveOpenSec ?? KEEPALIVE_OPEN_SEC);
+  }
+
+  /** The RegistrationResponse to a registration stored from `from`; `head` is the node's fixed fields (s.regHead). */
+  private async registered(s: Session, head: Buffer, header: Header, nat: boolean, from: Endpoint): Promise<Buffer> {
     const rev = this.directory.rev;
-    return this.reply(s, header, MessageType.RegistrationResponse, encodeRegistrationResponse(s.regHead, {
+    return this.reply(s, header, MessageType.RegistrationResponse, encodeRegistrationResponse(head, {
       observed: from,
       nat,
-      keepaliveSec,
+      keepaliveSec: this.keepaliveSec(nat),
       ...(this.probePort ? { probePort: this.probePort } : {}),
       ...(rev !== null ? { directoryRev: rev } : await this.directoryRevQuiet()),
     }));
@@ -827,7 +900,8 @@ export class NmsService {
   private newSession(nodeId: number, key: Buffer, expiresAt: number, floor: bigint, node: NodeRecord | undefined, from: Session | null): Session {
     const keys = new ChannelKeys(key, {}, 'cloud');
     const guard = new ReplayGuard(floor, this.now);
-    return { nodeId, keyBytes: key, keys, expiresAt, guard, observed: undefined, fresh: true, node, regHead: from?.regHead, directing: from?.directing };
+    // regPending/regDone are not carried over: a node that logged in again numbers its requests afresh.
+    return { nodeId, keyBytes: key, keys, expiresAt, guard, observed: undefined, fresh: true, node, regHead: from?.regHead, directing: from?.directing, regPending: -1, regDone: -1 };
   }
 
   private async session(nodeId: number, reload: boolean): Promise<Session | null> {

@@ -1,5 +1,6 @@
 // Path choice at the NMS (src/cloud/nms/paths.ts): the rule table for every kind of site pair, and the relay
-// endpoint each end gets; plus the NMS's mapping probe and a relayed Route Direction, in one process.
+// endpoint each end gets; plus the NMS's mapping probe (and a registration retransmitted around it) and a relayed
+// Route Direction, in one process.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -179,5 +180,86 @@ test('allocateRelay tries a TRS a node reported dead only after every other live
   await store.deleteRelayServer('other');
   assert.equal((await allocateRelay({ store, client, avoid }, req)).relayId, 'least-loaded', 'but still used when it is the only one');
   assert.deepEqual(tried, ['least-loaded', 'other', 'least-loaded']);
+  await store.close();
+});
+
+test('NMS: a registration retransmitted around the mapping probe is stored once and keeps the learnt mapping', async () => {
+  const store = await openStore(':memory:');
+  let upserts = 0;
+  const upsert = store.upsertRegistration.bind(store);
+  store.upsertRegistration = (rec) => {
+    upserts++;
+    return upsert(rec);
+  };
+  const NMS: Endpoint = { address: '198.18.0.10', port: 4502 };
+  const service = new NmsService({ domain: 'cyphonic.internal', probePort: 4505 }, { store, logger: silentLogger });
+  const n = await store.createNode({ name: 'natted', kind: 'node' }, { v4: '100.64.0.0/10', v6: 'fd00:1:2::/48' });
+  const key = randomBytes(32);
+  await store.putCommonKey({ nodeId: n.id, key, expiresAt: Date.now() + 60_000, createdAt: Date.now() });
+  const pub: Endpoint = { address: '198.18.0.20', port: 30000 };
+  // The node's frames are held here and delivered by the test, so a retransmission can arrive whenever it likes.
+  const sent: { msg: Buffer; to: Endpoint }[] = [];
+  let wake: (() => void) | null = null;
+  const client = new NmsClient({ nodeId: n.id, commonKey: key, nms: NMS, retransmitMs: [40, 5_000] }, {
+    send: (msg, to) => {
+      sent.push({ msg, to });
+      wake?.();
+    },
+  });
+  const nextFrame = async (): Promise<{ msg: Buffer; to: Endpoint }> => {
+    while (sent.length === 0) await new Promise<void>((r) => (wake = r));
+    return sent.shift()!;
+  };
+  const answer = async (f: { msg: Buffer; to: Endpoint }, from = pub): Promise<Buffer | null> =>
+    service.handle(f.msg, from, f.to.port === 4505 ? 'probe' : 'main');
+
+  // The first registration is answered, but the answer is "slow": the node retransmits before it arrives.
+  const registering = client.register([{ address: '10.1.0.10', port: 30000 }], false);
+  const first = await nextFrame();
+  const reply = await answer(first);
+  assert.ok(reply);
+  const retransmitted = await nextFrame();
+  assert.equal(client.handleDatagram(reply), true);
+  const res = await registering;
+  assert.equal(res.nat, true);
+  // The node probes once for this answer; the NMS learns an endpoint-independent mapping.
+  const probing = client.probe(res.probePort!);
+  const probeReply = await answer(await nextFrame());
+  assert.ok(probeReply && client.handleDatagram(probeReply));
+  await probing;
+  assert.equal((await store.getRegistration(n.id))?.mapping, 'independent');
+  assert.equal(upserts, 1);
+
+  // Now the retransmission arrives: answered again, not stored again, and the mapping stays.
+  const late = await answer(retransmitted);
+  assert.ok(late, 'a late retransmission is answered (the first answer may have been lost)');
+  assert.equal(upserts, 1, 'a retransmission is not stored a second time');
+  assert.equal((await store.getRegistration(n.id))?.mapping, 'independent');
+  assert.equal(service.counters.get('register.repeat'), 1);
+
+  // A retransmission that arrives while its first copy is still being stored gets no answer of its own.
+  const again = client.register([{ address: '10.1.0.10', port: 30000 }], true);
+  const a1 = await nextFrame();
+  const a2 = await nextFrame();
+  const [r1, r2] = await Promise.all([answer(a1), answer(a2)]);
+  assert.ok(r1, 'the first copy is answered');
+  assert.equal(r2, null, 'the concurrent copy waits for the first one\'s answer');
+  assert.equal(upserts, 2);
+  assert.ok(client.handleDatagram(r1));
+  await again;
+
+  // A retransmission from another address (the NAT moved meanwhile) is a registration of that address.
+  const moved = client.register([{ address: '10.1.0.10', port: 30000 }], true);
+  const m1 = await nextFrame();
+  const m1Reply = await answer(m1);
+  const m2 = await nextFrame();
+  const movedPub: Endpoint = { address: '198.18.0.20', port: 31000 };
+  const m2Reply = await answer(m2, movedPub);
+  assert.ok(m1Reply && m2Reply);
+  assert.equal(upserts, 4);
+  assert.deepEqual((await store.getRegistration(n.id))?.observed, movedPub);
+  assert.ok(client.handleDatagram(m2Reply));
+  assert.deepEqual((await moved).observed, movedPub);
+  client.close();
   await store.close();
 });

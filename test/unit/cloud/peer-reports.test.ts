@@ -3,7 +3,8 @@
 // NmsService (in-memory store) over an in-process wire: a report is kept; a malformed one (unknown path type, an
 // record that does not decode) is dropped whole and counted while the keepalive is still answered; more records than
 // allowed cannot be sent; a keepalive without one leaves the last report alone; the next report replaces the last
-// whole, longer or shorter (it is kept in place, as it came).
+// whole, longer or shorter (it is kept in place, as it came); past the bound on kept reports, a node that stopped
+// reporting is forgotten before one that still reports.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -77,4 +78,37 @@ describe('peer reports in keepalives', () => {
     await client.keepalive(undefined, [2000], many.slice(0, 3).map(encodePeerReport));
     assert.equal(service.peerReport(nodeId)!.peers.length, 3);
   });
+});
+
+test('past the bound, a node that stopped reporting is forgotten before one that still reports', async () => {
+  const store = await openStore(':memory:');
+  let clock = Date.now();
+  const service = new NmsService({ domain: 'cyphonic.internal', maxReports: 3 }, { store, logger: silentLogger, now: () => clock });
+  const nodes: { id: number; client: NmsClient }[] = [];
+  for (let i = 0; i < 5; i++) {
+    const n = await store.createNode({ name: `n${i}`, kind: 'node' }, POOLS);
+    const key = randomBytes(32);
+    await store.putCommonKey({ nodeId: n.id, key, expiresAt: clock + 3_600_000, createdAt: clock });
+    const from: Endpoint = { address: '198.18.0.20', port: 40000 + i };
+    const client: NmsClient = new NmsClient(
+      { nodeId: n.id, commonKey: key, nms: NMS_EP },
+      { send: (msg: Buffer) => void service.handle(Buffer.from(msg), from).then((reply) => reply && setImmediate(() => client.handleDatagram(reply))) },
+    );
+    await client.register([from], false);
+    nodes.push({ id: n.id, client });
+  }
+  const reportFrom = (i: number): Promise<unknown> => nodes[i]!.client.keepalive(undefined, [2000], [encodePeerReport({ peerNodeId: 100 + i, pathType: 1, txBytes: 1n, rxBytes: 2n })]);
+  const kept = (): number[] => nodes.flatMap((n, i) => (service.peerReport(n.id) ? [i] : []));
+  // n0, n1, n2 report; a minute later n0 and n1 still do (n0 was the first ever), n2 has stopped.
+  for (const i of [0, 1, 2]) await reportFrom(i);
+  clock += 61_000;
+  for (const i of [0, 1]) await reportFrom(i);
+  await reportFrom(3);
+  assert.deepEqual(kept(), [0, 1, 3], 'the node that stopped reporting makes room, not the first reporter');
+  // Every kept report is live: more nodes report than are kept, so one of them goes, and the bound holds.
+  await reportFrom(4);
+  assert.equal(kept().length, 3);
+  assert.ok(kept().includes(4), 'the new report is kept');
+  for (const n of nodes) n.client.close();
+  await store.close();
 });
