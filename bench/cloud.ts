@@ -10,7 +10,9 @@
 // carries N peer reports (what a node with tunnels sends, up to MAX_PEER_REPORTS). With --warm-routes, the route
 // selections run a second time over the same pairs, among nodes the instances have seen. With --gc, the instances
 // run with V8's --trace-gc-nvp and the bench prints, per phase, their scavenges (how many, mean and longest pause),
-// full GCs and promoted bytes. Method and figures: docs/PERFORMANCE.md "Cloud".
+// full GCs and promoted bytes. Each route pass is also seen from the instances' side (their own handling times of the
+// Direction Requests, read over the control socket) beside the generator's event-loop delay, to tell where a
+// selection's tail is spent. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
 //   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]
@@ -22,7 +24,10 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initCloud } from '../src/cloud/cloud.js';
+import { cloudControlPath, initCloud } from '../src/cloud/cloud.js';
+import type { HandleTimes } from '../src/cloud/api/metrics.js';
+import { countsSince, quantileBound, type HistogramCounts } from '../src/metrics/prom.js';
+import { controlGet } from '../src/util/control.js';
 import { isLiveInstance } from '../src/cloud/instances.js';
 import { Worker } from 'node:worker_threads';
 import type { Endpoint } from '../src/protocol/endpoint.js';
@@ -88,6 +93,39 @@ interface Row {
   warm?: { perS: number; failed: number; p50: number; p99: number; nmsCores: number };
   /** --gc: the instances' GCs per phase (all instances together). */
   gc?: { phase: string; w: GcWindow }[];
+  /** Per route pass (first contacts, then --warm-routes): where a selection's time went (RouteSplit). */
+  split: RouteSplit[];
+}
+
+/**
+ * One route pass seen from both ends: the generator's latencies (request sent → Route Direction read), the
+ * instances' own handling times of the Direction Requests (cyphonic_nms_handle_seconds, read over `cloud stats`'s
+ * control socket before and after: its buckets give "at most" bounds), and how late the generator's event loops ran.
+ * What the generator saw beyond the instance's handling is the wire, the instance's queue and the generator itself.
+ */
+interface RouteSplit {
+  pass: string;
+  genP50: number;
+  genP99: number;
+  nmsCount: number;
+  nmsMeanMs: number;
+  nmsP50AtMost: number;
+  nmsP99AtMost: number;
+  loopP99: number;
+  loopMax: number;
+}
+
+/** The Direction Requests' handling times of every instance (summed), read from their control sockets. */
+async function directionTimes(dirs: string[]): Promise<HistogramCounts> {
+  const all = await Promise.all(dirs.map(async (d) => ((await controlGet(cloudControlPath(d), '/metrics')) as { nmsHandle?: { byType: Record<string, HandleTimes> } }).nmsHandle?.byType['DirectionRequest']));
+  const sum: HistogramCounts = { count: 0, sum: 0, buckets: [] };
+  for (const t of all) {
+    if (!t) continue;
+    sum.count += t.count;
+    sum.sum += t.sumMs / 1e3;
+    t.counts.forEach((c, k) => (sum.buckets[k] = (sum.buckets[k] ?? 0) + c));
+  }
+  return sum;
 }
 
 /** A phase's span on the bench's clock (performance.now()), for --gc. */
@@ -221,7 +259,25 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
     const kaOk = ka.res.reduce((a, r) => a + r.ok, 0);
     const rssAfter = pids.reduce((a, p) => a + rssKb(p), 0);
     const share = Math.ceil(o.routes / workers.length);
-    const routes = (name: string): ReturnType<typeof phase> => phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids, spans, name);
+    const split: RouteSplit[] = [];
+    const routes = async (name: string): ReturnType<typeof phase> => {
+      const before = await directionTimes(dirs);
+      const ph = await phase(workers, () => ({ op: 'routes', count: share, rate: o.routeRate / workers.length }), pids, spans, name);
+      const nms = countsSince(await directionTimes(dirs), before);
+      const gl = ph.res.flatMap((r) => r.lat ?? []);
+      split.push({
+        pass: name,
+        genP50: pct(gl, 50),
+        genP99: pct(gl, 99),
+        nmsCount: nms.count,
+        nmsMeanMs: (nms.sum / nms.count) * 1e3,
+        nmsP50AtMost: quantileBound(nms, 0.5) * 1e3,
+        nmsP99AtMost: quantileBound(nms, 0.99) * 1e3,
+        loopP99: Math.max(...ph.res.map((r) => r.loopDelay?.p99 ?? NaN)),
+        loopMax: Math.max(...ph.res.map((r) => r.loopDelay?.max ?? NaN)),
+      });
+      return ph;
+    };
     const rt = await routes('routes');
     const lat = rt.res.flatMap((r) => r.lat ?? []);
     // The same pairs again (the generator's pairs depend only on the index): what selections among nodes the
@@ -266,6 +322,7 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
       kaPerNmsCore: kaOk / ka.nmsCpu,
       ...(hold ? { hold } : {}),
       ...(warm ? { warm } : {}),
+      split,
     };
     return row;
   } finally {
@@ -377,6 +434,13 @@ async function main(): Promise<void> {
     for (const r of warmed) {
       const w = r.warm!;
       console.log(`${r.config.padEnd(12)} ${f(w.perS, 9)} ${f(w.p50, 7, 2)} ${f(w.p99, 7, 2)} ${f(w.failed, 7)} ${f(w.nmsCores, 15, 2)}`);
+    }
+  }
+  console.log('\nroute selection from both ends: the generator (sent → answer read), the instances (Direction Request received → answer, bucket bounds), the generator threads\' event-loop delay (worst thread)');
+  console.log('config       pass    gen p50 ms  gen p99 ms  NMS answered  NMS mean ms  NMS p50 ≤ ms  NMS p99 ≤ ms  gen loop p99/max ms');
+  for (const r of rows) {
+    for (const x of r.split) {
+      console.log(`${r.config.padEnd(12)} ${x.pass.padEnd(6)} ${f(x.genP50, 11, 2)} ${f(x.genP99, 11, 2)} ${f(x.nmsCount, 13)} ${f(x.nmsMeanMs, 12, 2)} ${f(x.nmsP50AtMost, 13, 2)} ${f(x.nmsP99AtMost, 13, 2)} ${`${f(x.loopP99, 0, 1)}/${f(x.loopMax, 0, 1)}`.padStart(20)}`);
     }
   }
   const traced = rows.filter((r) => r.gc);

@@ -4,6 +4,7 @@
 // the generator spreads over cores and the instances measure against more than one generator thread.
 
 import dgram from 'node:dgram';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { NmsClient } from '../../src/node/signaling.js';
 import { MessageType } from '../../src/protocol/constants.js';
@@ -45,6 +46,9 @@ export interface GenResult {
   lat?: number[];
   /** hold: the longest the pacing loop fell behind its schedule (ms). */
   behindMs?: number;
+  /** routes: this worker's event-loop delay over the phase (ms; perf_hooks, sampled every 10 ms): how late it could
+   *  have read an answer that was already there. */
+  loopDelay?: { p99: number; max: number };
   /** Why requests failed (message → count). */
   errors: Record<string, number>;
 }
@@ -186,6 +190,8 @@ async function main(): Promise<void> {
         return { ok, failed, lat, behindMs, errors };
       }
       // Route selections at a fixed offered rate (this worker's share); latency from request to RouteDirection.
+      const loop = monitorEventLoopDelay({ resolution: 10 });
+      loop.enable();
       const lat: number[] = [];
       let failed = 0;
       const started: Promise<void>[] = [];
@@ -209,7 +215,9 @@ async function main(): Promise<void> {
         );
       }
       await Promise.all(started);
-      return { ok: lat.length, failed, lat, errors };
+      loop.disable();
+      // The histogram holds whole intervals between samples: less the 10 ms asked for, what remains is the delay.
+      return { ok: lat.length, failed, lat, errors, loopDelay: { p99: Math.max(0, loop.percentile(99) / 1e6 - 10), max: Math.max(0, loop.max / 1e6 - 10) } };
     })().then((res) => {
       if (res) port.postMessage(res);
     });

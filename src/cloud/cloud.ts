@@ -32,8 +32,8 @@ import { rotateAdminToken } from './api/admin-token.js';
 import { apiRoutes } from './api/routes.js';
 import { ApiServer } from './api/server.js';
 import type { PeerDeps } from './console/peers.js';
-import { cloudMetrics, metricsRoute, timedNms } from './api/metrics.js';
-import { latencyHistogram, newRegistry } from '../metrics/prom.js';
+import { cloudMetrics, handleTimes, metricsRoute, timedNms } from './api/metrics.js';
+import { type HotHistogram, latencyHistogram, newRegistry } from '../metrics/prom.js';
 import { MAX_ENDPOINTS } from '../protocol/messages.js';
 import { advertisedEndpoints, TrsTransport } from './trs/transport.js';
 
@@ -192,6 +192,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
   let trsPort = 0;
   let consoleAt: { url: string; port: number } | null = null;
   const metrics = newRegistry(); // GET /metrics on the API port (cloudMetrics below)
+  let nmsTimes: HotHistogram | null = null; // the NMS's handling times, for `cloud stats` too (nmsHandle)
   try {
     if (roles.has('nms')) {
       let transport: NmsTransport | null = null;
@@ -223,7 +224,8 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
       await nms.listenToInstances();
       const service = nms;
       stops.push(async () => service.close());
-      const timed = timedNms(nms, metrics); // the NMS's handling time per message type (cyphonic_nms_handle_seconds)
+      const { timed, times } = timedNms(nms, metrics); // the NMS's handling time per message type (cyphonic_nms_handle_seconds)
+      nmsTimes = times;
       const t = (transport = new NmsTransport({ host: o.host ?? '::', port: ports.nms }, timed, o.logger.child({ component: 'nms' })));
       nmsPort = (await t.start()).port;
       stops.push(() => t.stop());
@@ -291,7 +293,7 @@ export async function startCloud(o: CloudStartOptions): Promise<RunningCloud & {
     // AS/NMS processes own DIR/cloud.sock; a TRS-only process gets DIR/trs-PORT.sock, so several share one DIR.
     const controlPath = roles.has('as') || roles.has('nms') ? p.control : p.trsControl(trsPort);
     const control: ControlServer = await serveControl(controlPath, {
-      '/metrics': () => ({ as: as?.counters.toJSON() ?? null, nms: nms?.counters.toJSON() ?? null, trs: trsMetrics() }),
+      '/metrics': () => ({ as: as?.counters.toJSON() ?? null, nms: nms?.counters.toJSON() ?? null, trs: trsMetrics(), ...(nmsTimes ? { nmsHandle: handleTimes(nmsTimes) } : {}) }),
       '/nodes': () => listNodes(store, cfg),
       '/relays': () => listRelays(store),
     });

@@ -63,7 +63,7 @@ export function addGauge(reg: Registry, name: string, help: string, labelNames: 
 }
 
 /** The buckets of every latency histogram (seconds): 100 µs to 10 s. */
-const LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+export const LATENCY_BUCKETS: readonly number[] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
 
 /** Seconds-scale latency histogram with buckets from 100 µs to 10 s. */
 export function latencyHistogram(reg: Registry, name: string, help: string, labelNames: string[] = []): Histogram {
@@ -71,6 +71,38 @@ export function latencyHistogram(reg: Registry, name: string, help: string, labe
 }
 
 type HistogramSamples = Awaited<ReturnType<Histogram['get']>>;
+
+/** One label value's counts (HotHistogram.snapshot): `buckets` per bound of LATENCY_BUCKETS, then one above them. */
+export interface HistogramCounts {
+  count: number;
+  sum: number;
+  buckets: number[];
+}
+
+/** `b` minus `a` (a later snapshot minus an earlier one of the same label value; a missing one counts as empty). */
+export function countsSince(b: HistogramCounts | undefined, a: HistogramCounts | undefined): HistogramCounts {
+  const zero = LATENCY_BUCKETS.length + 1;
+  return {
+    count: (b?.count ?? 0) - (a?.count ?? 0),
+    sum: (b?.sum ?? 0) - (a?.sum ?? 0),
+    buckets: Array.from({ length: zero }, (_, k) => (b?.buckets[k] ?? 0) - (a?.buckets[k] ?? 0)),
+  };
+}
+
+/**
+ * The upper bound (seconds) of the bucket that holds quantile `q` (0..1) of `h`: at least that share of the
+ * observations took at most this long. Infinity when it falls above the largest bound, NaN when nothing was counted.
+ */
+export function quantileBound(h: HistogramCounts, q: number): number {
+  if (h.count <= 0) return NaN;
+  const want = Math.ceil(q * h.count);
+  let acc = 0;
+  for (let k = 0; k < LATENCY_BUCKETS.length; k++) {
+    acc += h.buckets[k] ?? 0;
+    if (acc >= want) return LATENCY_BUCKETS[k]!;
+  }
+  return Infinity;
+}
 
 function refuseObserve(): never {
   throw new TypeError('HotHistogram counts with observeAt(index, seconds)');
@@ -113,6 +145,20 @@ export class HotHistogram extends Histogram {
     this.#buckets[index * (LATENCY_BUCKETS.length + 1) + b]!++;
     this.#sums[index]! += seconds;
     this.#counts[index]!++;
+  }
+
+  /**
+   * What was counted so far, per label value observed: the count, the sum (seconds) and the count in each of
+   * LATENCY_BUCKETS (not cumulative; one more at the end: above the largest bound). Copies (`cloud stats`, benches).
+   */
+  snapshot(): Record<string, HistogramCounts> {
+    const out: Record<string, HistogramCounts> = {};
+    const per = LATENCY_BUCKETS.length + 1;
+    for (let i = 0; i < this.#values.length; i++) {
+      if (this.#counts[i] === 0) continue;
+      out[this.#values[i]!] = { count: this.#counts[i]!, sum: this.#sums[i]!, buckets: Array.from(this.#buckets.subarray(i * per, (i + 1) * per)) };
+    }
+    return out;
   }
 
   override startTimer(): never {

@@ -4,7 +4,7 @@
 
 import type { Registry } from 'prom-client';
 import { MessageType } from '../../protocol/constants.js';
-import { addCounterSource, addGauge, HotHistogram } from '../../metrics/prom.js';
+import { addCounterSource, addGauge, HotHistogram, LATENCY_BUCKETS, quantileBound } from '../../metrics/prom.js';
 import type { AsService } from '../as/service.js';
 import type { NmsService } from '../nms/service.js';
 import type { TrsService } from '../trs/service.js';
@@ -29,8 +29,11 @@ const TYPE_INDEX: Uint8Array = Uint8Array.from({ length: 256 }, (_, t) => {
   return i < 0 ? TYPE_LABELS.length - 1 : i;
 });
 
-/** `nms` with its datagram handler timed into cyphonic_nms_handle_seconds{type} (for the transports). */
-export function timedNms(nms: NmsService, reg: Registry): NmsService {
+/**
+ * `nms` with its datagram handler timed into cyphonic_nms_handle_seconds{type} (for the transports), and that
+ * histogram (`cloud stats` reads it: handleTimes).
+ */
+export function timedNms(nms: NmsService, reg: Registry): { timed: NmsService; times: HotHistogram } {
   const h = new HotHistogram(reg, 'cyphonic_nms_handle_seconds', 'NMS: time from a datagram received to its answer, by message type', 'type', TYPE_LABELS);
   const timed = Object.create(nms) as NmsService;
   timed.handle = async (datagram, from, via) => {
@@ -41,7 +44,32 @@ export function timedNms(nms: NmsService, reg: Registry): NmsService {
       h.observeAt(datagram.length > 1 ? TYPE_INDEX[datagram[1]!]! : TYPE_LABELS.length - 1, (performance.now() - t0) / 1000);
     }
   };
-  return timed;
+  return { timed, times: h };
+}
+
+/**
+ * The NMS's handling times for `cloud stats`, per message type handled: how many, the mean, the bucket bounds that
+ * hold the median and the 99th percentile (at most that long), and the raw counts per bucket (`le` in ms; the last
+ * count is above the largest bound), so a tool can subtract two readings.
+ */
+export function handleTimes(h: HotHistogram): { leMs: number[]; byType: Record<string, HandleTimes> } {
+  const ms = (s: number): number | null => (Number.isFinite(s) ? Math.round(s * 1e6) / 1e3 : null);
+  const byType: Record<string, HandleTimes> = {};
+  for (const [type, c] of Object.entries(h.snapshot())) {
+    byType[type] = { count: c.count, sumMs: c.sum * 1e3, meanMs: ms(c.sum / c.count)!, p50AtMostMs: ms(quantileBound(c, 0.5)), p99AtMostMs: ms(quantileBound(c, 0.99)), counts: c.buckets };
+  }
+  return { leMs: LATENCY_BUCKETS.map((s) => ms(s)!), byType };
+}
+
+/** One message type's handling times in `cloud stats` (handleTimes); null: above the largest bucket. */
+export interface HandleTimes {
+  count: number;
+  sumMs: number;
+  meanMs: number;
+  p50AtMostMs: number | null;
+  p99AtMostMs: number | null;
+  /** Per bucket of `leMs`, then one above them; not cumulative. */
+  counts: number[];
 }
 
 export function metricsRoute(reg: Registry): ApiRoute {

@@ -9,11 +9,13 @@ import dgram from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createEnrollment, initCloud, startCloud } from '../../../src/cloud/cloud.js';
+import { cloudControlPath, createEnrollment, initCloud, startCloud } from '../../../src/cloud/cloud.js';
 import { decodeToken } from '../../../src/config/token.js';
 import { createCsr, generateKeyPair } from '../../../src/crypto/index.js';
 import { adapterMetrics, type AdapterView } from '../../../src/metrics/daemons.js';
-import { HotHistogram, latencyHistogram, newRegistry, serveMetrics } from '../../../src/metrics/prom.js';
+import { countsSince, HotHistogram, latencyHistogram, newRegistry, quantileBound, serveMetrics } from '../../../src/metrics/prom.js';
+import { handleTimes } from '../../../src/cloud/api/metrics.js';
+import { controlGet } from '../../../src/util/control.js';
 import { enroll } from '../../../src/node/as-client.js';
 import { silentLogger } from '../../../src/util/log.js';
 
@@ -107,6 +109,13 @@ describe('metrics: the cloud /metrics (prom-client)', () => {
     assert.ok(value(s1, 'cyphonic_nms_drops_total') - value(s0, 'cyphonic_nms_drops_total') >= 5, 'the refused datagrams are counted by reason');
     assert.ok(value(s1, 'cyphonic_nms_handle_seconds_count') >= 5, 'and timed');
     assert.ok(value(s1, 'cyphonic_api_request_seconds_count', { route: 'GET /metrics' }) >= 1, 'the scrapes themselves are timed');
+    // `cloud stats` (the control socket) has the same handling times, summarised per message type.
+    const stats = (await controlGet(cloudControlPath(cloudDir), '/metrics')) as { nmsHandle: ReturnType<typeof handleTimes> };
+    const other = stats.nmsHandle.byType['other']!;
+    assert.equal(other.count, value(s1, 'cyphonic_nms_handle_seconds_count', { type: 'other' }));
+    assert.equal(other.counts.reduce((a, b) => a + b, 0), other.count);
+    assert.equal(stats.nmsHandle.leMs.length + 1, other.counts.length);
+    assert.ok(other.p99AtMostMs !== null && stats.nmsHandle.leMs.includes(other.p99AtMostMs));
   });
 });
 
@@ -179,6 +188,32 @@ describe('metrics: the per-datagram histogram (HotHistogram)', () => {
     assert.equal(value(parseProm(await ours.metrics()), 'x_seconds_count'), 0);
     hot.observeAt(1, 0.002);
     assert.equal(value(parseProm(await ours.metrics()), 'x_seconds_count', { type: 'RegistrationRequest' }), 1);
+  });
+
+  test('snapshots subtract, and a quantile falls in the bucket that holds it', () => {
+    const hot = new HotHistogram(newRegistry(), 'y_seconds', 'help', 'type', ['a', 'b']);
+    for (let i = 0; i < 99; i++) hot.observeAt(0, 0.0004); // ≤ 0.5 ms
+    hot.observeAt(0, 0.003); // ≤ 5 ms
+    const before = hot.snapshot();
+    assert.deepEqual(Object.keys(before), ['a'], 'only label values observed');
+    assert.equal(quantileBound(before['a']!, 0.5), 0.0005);
+    assert.equal(quantileBound(before['a']!, 0.99), 0.0005, '99 of 100 at most 0.5 ms');
+    assert.equal(quantileBound(before['a']!, 1), 0.005);
+    hot.observeAt(0, 20); // above the largest bound
+    hot.observeAt(1, 0.0001);
+    const after = hot.snapshot();
+    const since = countsSince(after['a'], before['a']);
+    assert.equal(since.count, 1);
+    assert.equal(since.sum, 20);
+    assert.equal(since.buckets.at(-1), 1);
+    assert.equal(quantileBound(since, 0.5), Infinity);
+    assert.deepEqual(countsSince(after['b'], before['b']).count, 1, 'a label value new since counts from zero');
+    assert.ok(Number.isNaN(quantileBound(countsSince(before['a'], before['a']), 0.5)), 'nothing counted');
+    const summary = handleTimes(hot).byType['a']!;
+    assert.equal(summary.count, 101);
+    assert.equal(summary.p50AtMostMs, 0.5);
+    assert.equal(summary.p99AtMostMs, 5, '99 of 101 is not 99 %: the 100th, at most 5 ms, is');
+    assert.equal(summary.meanMs, Math.round(((99 * 0.0004 + 0.003 + 20) / 101) * 1e6) / 1e3);
   });
 });
 
