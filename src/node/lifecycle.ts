@@ -580,7 +580,8 @@ export class NodeLifecycle {
         void this.directory.offer(res.directoryRev);
         // TRS bindings follow a new public endpoint; the NAT mapping probe (src/node/nat-follow.ts). After a move of our
         // own the peers are being told already; a NAT that rebound us behind our back needs them told now.
-        const moved = followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger });
+        const reg = this.reg;
+        const moved = followRegistration(prev, res, { relay: this.relay, client: this.client, logger: this.logger, current: () => this.reg === reg && !signal.aborted });
         if (moved && !localMove) this.mobility?.natRebound();
         await this.keepaliveLoop(res.keepaliveSec, signal, schedule);
       } catch (err) {
