@@ -10,19 +10,20 @@
 // carries N peer reports (what a node with tunnels sends, up to MAX_PEER_REPORTS). With --warm-routes, the route
 // selections run a second time over the same pairs, among nodes the instances have seen. With --gc, the instances
 // run with V8's --trace-gc-nvp and the bench prints, per phase, their scavenges (how many, mean and longest pause),
-// full GCs and promoted bytes. Each route pass is also seen from the instances' side (their own handling times of the
+// full GCs and promoted bytes. With --pin, the instances run on CPU 0 and the bench with its generator threads on the
+// others, so neither waits in the other's run queue (what separate machines give). Each route pass is also seen from the instances' side (their own handling times of the
 // Direction Requests, read over the control socket) beside the generator's event-loop delay, to tell where a
 // selection's tail is spent. Method and figures: docs/PERFORMANCE.md "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
 //   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]
-//   [--window N (512)] [--ka-peers N (0)] [--warm-routes] [--gc] [--only sqlite|pg1|pg3]
+//   [--window N (512)] [--ka-peers N (0)] [--warm-routes] [--gc] [--pin] [--only sqlite|pg1|pg3]
 //   CYPHONIC_BENCH_PROF=DIR: V8 CPU profiles of the instances in DIR.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, cpSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cloudControlPath, initCloud } from '../src/cloud/cloud.js';
 import type { HandleTimes } from '../src/cloud/api/metrics.js';
@@ -215,7 +216,10 @@ async function runConfig(label: string, db: string, instances: number, o: Opts):
       const prof = process.env['CYPHONIC_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['CYPHONIC_BENCH_PROF']] : [];
       if (o.gc) prof.push('--trace-gc-nvp');
       startedAt.push(performance.now());
-      children.push(spawn(process.execPath, [...prof, CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'], { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
+      const argv = [...prof, CLI, 'cloud', 'start', '--dir', d, '--roles', 'nms', '--nms-port', '0', '--console', 'off'];
+      // --pin: the instances on CPU 0 (taskset execs node: the pid is the instance's), the bench on the others.
+      const [cmd, args] = o.pin ? ['taskset', ['-c', '0', process.execPath, ...argv]] : [process.execPath, argv];
+      children.push(spawn(cmd, args, { stdio: ['ignore', log, log], env: { ...process.env, CYPHONIC_LOG_LEVEL: 'warn' } }));
       closeSync(log);
     }
     let nms: Endpoint[] = [];
@@ -370,6 +374,8 @@ interface Opts {
   warmRoutes: boolean;
   gc: boolean;
   kaPeers: number;
+  /** The instances on CPU 0, the bench and its generator threads on the other CPUs (taskset). */
+  pin: boolean;
   workers: number;
   sockets: number;
   window: number;
@@ -386,11 +392,18 @@ async function main(): Promise<void> {
     warmRoutes: process.argv.includes('--warm-routes'),
     gc: process.argv.includes('--gc'),
     kaPeers: arg('--ka-peers', 0),
+    pin: process.argv.includes('--pin'),
     workers: arg('--workers', 2),
     sockets: arg('--sockets', 64),
     window: arg('--window', 512),
   };
   const { nodes, routes, routeRate } = o;
+  if (o.pin) {
+    const cpus = availableParallelism();
+    if (cpus < 2) throw new Error('--pin needs at least two CPUs');
+    // Every thread of this process now, and the generator threads it starts later (they inherit the mask).
+    execFileSync('taskset', ['-a', '-p', '-c', `1-${cpus - 1}`, String(process.pid)], { stdio: 'ignore' });
+  }
   const oi = process.argv.indexOf('--only');
   const only = oi > 0 ? process.argv[oi + 1] : undefined;
   const rows: Row[] = [];
@@ -415,7 +428,7 @@ async function main(): Promise<void> {
     }
   }
   const f = (x: number, w: number, d = 0): string => (Number.isFinite(x) ? x.toFixed(d) : '-').padStart(w);
-  console.log(`\ncloud load: ${nodes} simulated nodes in ${o.workers} generator threads (${o.sockets} loopback sources each, ${o.window} in flight each), keepalives for ${o.kaSeconds} s${o.kaPeers ? ` with ${o.kaPeers} peer reports each` : ''}, ${routes} route selections offered at ${routeRate}/s`);
+  console.log(`\ncloud load: ${nodes} simulated nodes in ${o.workers} generator threads (${o.sockets} loopback sources each, ${o.window} in flight each), keepalives for ${o.kaSeconds} s${o.kaPeers ? ` with ${o.kaPeers} peer reports each` : ''}, ${routes} route selections offered at ${routeRate}/s${o.pin ? '; instances pinned to CPU 0, the generator to the others' : ''}`);
   console.log('config        reg/s  reg/NMS-core-s  keepalive/s  ka/NMS-core-s  routes/s  p50 ms  p99 ms  failed(reg/ka/route)  RSS kB/node');
   for (const r of rows) {
     console.log(

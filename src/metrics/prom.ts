@@ -81,11 +81,10 @@ export interface HistogramCounts {
 
 /** `b` minus `a` (a later snapshot minus an earlier one of the same label value; a missing one counts as empty). */
 export function countsSince(b: HistogramCounts | undefined, a: HistogramCounts | undefined): HistogramCounts {
-  const zero = LATENCY_BUCKETS.length + 1;
   return {
     count: (b?.count ?? 0) - (a?.count ?? 0),
     sum: (b?.sum ?? 0) - (a?.sum ?? 0),
-    buckets: Array.from({ length: zero }, (_, k) => (b?.buckets[k] ?? 0) - (a?.buckets[k] ?? 0)),
+    buckets: Array.from({ length: LATENCY_BUCKETS.length + 1 }, (_, k) => (b?.buckets[k] ?? 0) - (a?.buckets[k] ?? 0)),
   };
 }
 
