@@ -48,6 +48,7 @@ export function followRegistration(prev: Endpoint | null, res: Pick<Registration
   return moved;
 }
 
+/** Probes (each probe three tries) until one is answered, the waits run out, or the registration is not current. */
 async function probeUntilAnswered(port: number, f: NatFollowers): Promise<void> {
   const waits = f.probeRetryMs ?? PROBE_RETRY_MS;
   for (let i = 0; ; i++) {

@@ -319,13 +319,14 @@ export class NmsService {
    */
   private forgetReport(): void {
     const now = this.now();
-    for (let i = 0; i < REPORT_EVICT_LOOK; i++) {
+    for (let i = 0; i < REPORT_EVICT_LOOK && this.reports.size > 0; i++) {
       const [id, r] = this.reports.entries().next().value!;
       this.reports.delete(id);
       if (now - r.at >= REPORT_LIVE_MS) return;
       this.reports.set(id, r);
     }
-    this.reports.delete(this.reports.keys().next().value!);
+    const first = this.reports.keys().next();
+    if (!first.done) this.reports.delete(first.value);
   }
 
   /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console; copies). */
