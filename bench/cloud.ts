@@ -11,9 +11,10 @@
 // selections run a second time over the same pairs, among nodes the instances have seen. With --gc, the instances
 // run with V8's --trace-gc-nvp and the bench prints, per phase, their scavenges (how many, mean and longest pause),
 // full GCs and promoted bytes. With --pin, the instances run on CPU 0 and the bench with its generator threads on the
-// others, so neither waits in the other's run queue (what separate machines give). Each route pass is also seen from the instances' side (their own handling times of the
-// Direction Requests, read over the control socket) beside the generator's event-loop delay, to tell where a
-// selection's tail is spent. Method and figures: docs/PERFORMANCE.md "Cloud".
+// others, so neither waits in the other's run queue (what separate machines give). Each route pass is also seen from
+// the instances' side (their own handling times of the Direction Requests, read over the control socket) beside the
+// generator's event-loop delay, to tell where a selection's tail is spent. Method and figures: docs/PERFORMANCE.md
+// "Cloud".
 //
 // usage: node dist/bench/cloud.js [--nodes N (10000)] [--routes N (5000)] [--route-rate PER_S (1000)]
 //   [--ka-seconds S (5)] [--hold-seconds S (0: skip)] [--hold-interval S (5)] [--workers W (2)] [--sockets K (64)]

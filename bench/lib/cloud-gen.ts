@@ -193,7 +193,7 @@ async function main(): Promise<void> {
       const loop = monitorEventLoopDelay({ resolution: 10 });
       loop.enable();
       // Nothing per selection outlives it: the latencies go into one typed array and completion is counted, so the
-      // thread's scavenges copy little (holding every selection's promise until the end made each one 5-10 ms, the
+      // thread's scavenges copy little (holding every selection's promise until the end made each one 4-10 ms, the
       // largest part of this thread's p99).
       const lat = new Float64Array(cmd.count);
       let answered = 0;

@@ -666,7 +666,8 @@ export class NmsService {
   /**
    * A registration. A retransmitted one (same txid: the node resent it before our answer reached it) is not stored
    * twice: while the first is in progress it gets no answer of its own (the first one's will do); after it, from the
-   * same address, it is answered again from memory. Storing it again would reset the NAT mapping the node's probe
+   * same address, it is answered again from memory (the first copy checked the Common Key moments before, and the
+   * answer says nothing new). Storing it again would reset the NAT mapping the node's probe
    * may have recorded in between, and the node, whose request is already answered, would not probe again.
    */
   private async register(
@@ -686,53 +687,43 @@ export class NmsService {
     }
     s.regPending = header.txid;
     try {
-      return await this.registerOnce(s, header, req, from, keyFresh);
+      // A registration re-reads the Common Key (an administrator may have revoked the node since we cached it), unless
+      // it was read from the store for this very message (a node's first message here).
+      let key: CommonKeyRecord | null = null;
+      let node = s.node ?? null;
+      if (!keyFresh || !node) [key, node] = await Promise.all([keyFresh ? null : this.c.store.getCommonKey(s.nodeId), this.nodeOf(s)]);
+      if (!keyFresh && (!key || !key.key.equals(s.keyBytes) || key.expiresAt <= this.now())) {
+        this.sessions.delete(s.nodeId);
+        this.counters.inc('refused.expired-key');
+        return this.nack(s, header, Status.CommonKeyExpired, 'Common Key no longer valid: log in at the AS again');
+      }
+      if (!node) return this.nack(s, header, Status.NotRegistered, 'node no longer exists');
+      const nat = behindNat(req.endpoints, from);
+      const keepaliveSec = this.keepaliveSec(nat);
+      const now = this.now();
+      await this.c.store.upsertRegistration({
+        nodeId: s.nodeId,
+        reported: req.endpoints,
+        observed: from,
+        nat,
+        keepaliveSec,
+        registeredAt: now,
+        lastSeen: now,
+        lastSeq: s.guard.highest,
+        ...(this.init.instanceId ? { nms: this.init.instanceId } : {}),
+      });
+      s.observed = from;
+      s.regDone = header.txid;
+      this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
+      // A fresh registration (a started or restarted node) gets the current revocation list, after this answer.
+      if (!req.reRegistration) this.queueRevocations(s.nodeId, from);
+      // One line a registration at debug level only (a `registrations` summary at info: logSummaries).
+      this.c.logger.debug('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
+      s.regHead ??= encodeRegistrationHead({ nodeId: node.id, vip4: node.vip4, vip6: node.vip6, fqdn: `${node.name}.${this.init.domain}` });
+      return this.registered(s, s.regHead, header, nat, from);
     } finally {
       if (s.regPending === header.txid) s.regPending = -1;
     }
-  }
-
-  private async registerOnce(
-    s: Session,
-    header: Header,
-    req: { endpoints: Endpoint[]; reRegistration: boolean },
-    from: Endpoint,
-    keyFresh: boolean,
-  ): Promise<Buffer> {
-    // A registration re-reads the Common Key (an administrator may have revoked the node since we cached it), unless
-    // it was read from the store for this very message (a node's first message here).
-    let key: CommonKeyRecord | null = null;
-    let node = s.node ?? null;
-    if (!keyFresh || !node) [key, node] = await Promise.all([keyFresh ? null : this.c.store.getCommonKey(s.nodeId), this.nodeOf(s)]);
-    if (!keyFresh && (!key || !key.key.equals(s.keyBytes) || key.expiresAt <= this.now())) {
-      this.sessions.delete(s.nodeId);
-      this.counters.inc('refused.expired-key');
-      return this.nack(s, header, Status.CommonKeyExpired, 'Common Key no longer valid: log in at the AS again');
-    }
-    if (!node) return this.nack(s, header, Status.NotRegistered, 'node no longer exists');
-    const nat = behindNat(req.endpoints, from);
-    const keepaliveSec = this.keepaliveSec(nat);
-    const now = this.now();
-    await this.c.store.upsertRegistration({
-      nodeId: s.nodeId,
-      reported: req.endpoints,
-      observed: from,
-      nat,
-      keepaliveSec,
-      registeredAt: now,
-      lastSeen: now,
-      lastSeq: s.guard.highest,
-      ...(this.init.instanceId ? { nms: this.init.instanceId } : {}),
-    });
-    s.observed = from;
-    s.regDone = header.txid;
-    this.counters.inc(req.reRegistration ? 'register.re' : 'register.ok');
-    // A fresh registration (a started or restarted node) gets the current revocation list, after this answer.
-    if (!req.reRegistration) this.queueRevocations(s.nodeId, from);
-    // One line a registration at debug level only (a `registrations` summary at info: logSummaries).
-    this.c.logger.debug('node registered', { node: node.name, udpAddr: `${from.address}:${from.port}`, nat, re: req.reRegistration });
-    s.regHead ??= encodeRegistrationHead({ nodeId: node.id, vip4: node.vip4, vip6: node.vip6, fqdn: `${node.name}.${this.init.domain}` });
-    return this.registered(s, s.regHead, header, nat, from);
   }
 
   /** NATed nodes keep alive more often (their NAT's mapping must not expire). */
