@@ -16,6 +16,7 @@ import { loadPolicy, POLICY_REV_KEY } from '../../policy/store.js';
 import type { Store } from '../../store/types.js';
 import type { Counters } from '../../util/counters.js';
 import type { Logger } from '../../util/log.js';
+import type { PairIndex } from './pair-table.js';
 
 /** Tunable: how often the NMS looks at the policy revision in the store (a local read; PostgreSQL could NOTIFY). */
 export const POLICY_WATCH_MS = 500;
@@ -24,18 +25,12 @@ export const MAX_CATCHUP_REVOKED = 1024;
 /** Tunable: waits between retransmissions of an unacknowledged PolicyUpdate. */
 export const POLICY_PUSH_RETRANSMIT_MS = [250, 500, 1000, 2000] as const;
 
-/** The peers of one node: what PolicyPusher asks of RouteSelector.selected's inner maps. */
-export interface PeerIds {
-  has(id: number): boolean;
-  keys(): IterableIterator<number>;
-}
-
 export interface PolicyPushComponents {
   store: Store;
   logger: Logger;
   counters: Counters;
-  /** node id → the peers it has paths with, as the keys of what is mapped (RouteSelector.selected; a Set will do). */
-  pairs: ReadonlyMap<number, PeerIds>;
+  /** The nodes with paths and their peers (RouteSelector.pairs). */
+  pairs: PairIndex;
   /** Seals a PolicyUpdate for `nodeId` with its Common Key and sends it to its registration's observed address; false if it cannot (no session or registration). */
   send: (nodeId: number, txid: number, body: PolicyUpdate, to: Endpoint) => boolean;
   /** Tells the live TRS that these nodes were revoked (trs/client.ts revokeAtRelays); absent: no relays. */
@@ -116,7 +111,7 @@ export class PolicyPusher {
   private async readRevoked(existing?: Set<number>): Promise<Map<number, string[]>> {
     // Candidates: the nodes we hold paths for (their peers must hear even of a plain expiry) and the owners of revoked
     // serials (one query, owners remembered: a certificate never changes hands), not every node in the store.
-    const candidates = new Set<number>([...this.c.pairs.keys(), ...[...this.c.pairs.values()].flatMap((s) => [...s.keys()])]);
+    const candidates = this.involved();
     for (const serial of await this.c.store.listRevokedSerials()) {
       let owner = this.serialOwner.get(serial);
       if (owner === undefined) {
@@ -142,6 +137,16 @@ export class PolicyPusher {
     return out;
   }
 
+  /** Every node with remembered paths and every peer of one. */
+  private involved(): Set<number> {
+    const out = new Set<number>();
+    for (const id of this.c.pairs.nodes()) {
+      out.add(id);
+      for (const peer of this.c.pairs.peersOf(id)) out.add(peer);
+    }
+    return out;
+  }
+
   private static revokedEntry(nodeId: number, serials: string[]): PolicyEntry {
     return { peerNodeId: nodeId, connected: false, allowIn: '', revoked: true, revokedSerials: serials };
   }
@@ -156,18 +161,19 @@ export class PolicyPusher {
     this.c.counters.inc('policy.changed');
     const sends: Promise<void>[] = [];
     const newlyRevoked = [...revoked].filter((id) => !this.relayTold.has(id));
-    for (const id of this.relayTold) if (!revoked.has(id) && (this.c.pairs.has(id) || [...this.c.pairs.values()].some((s) => s.has(id)))) this.relayTold.delete(id);
+    const involved = this.involved();
+    for (const id of this.relayTold) if (!revoked.has(id) && involved.has(id)) this.relayTold.delete(id);
     if (newlyRevoked.length > 0 && this.c.revokeAtRelays) sends.push(this.tellRelays(newlyRevoked));
     for (const id of this.nodesTold) if (!revoked.has(id)) this.nodesTold.delete(id); // enrolled again: news when revoked again
     const news = [...revoked].filter((id) => !this.nodesTold.has(id));
     for (const id of news) this.nodesTold.add(id);
     const registered = new Map(regs.map((r) => [r.nodeId, r]));
-    for (const nodeId of new Set([...this.c.pairs.keys(), ...registered.keys()])) {
+    for (const nodeId of new Set([...this.c.pairs.nodes(), ...registered.keys()])) {
       const me = subjects.get(nodeId);
-      const peers: PeerIds = this.c.pairs.get(nodeId) ?? new Set<number>();
       if (!me || revoked.has(nodeId)) continue;
+      const peers = new Set(this.c.pairs.peersOf(nodeId));
       const entries: PolicyEntry[] = [];
-      for (const peerId of peers.keys()) {
+      for (const peerId of peers) {
         const peer = subjects.get(peerId);
         if (revoked.has(peerId)) entries.push(PolicyPusher.revokedEntry(peerId, serials.get(peerId) ?? []));
         else if (peer) entries.push({ peerNodeId: peerId, connected: connected(policy, me, peer), allowIn: formatPortList(allowedPorts(policy, peer, me)) });

@@ -21,6 +21,7 @@ import { PolicyView } from './policy-view.js';
 import { trace } from '../../util/trace.js';
 import { readU64BE } from '../../util/u64.js';
 import { U64Table } from '../../util/u64-table.js';
+import { PairTable } from './pair-table.js';
 
 /** Tunable: bytes of randomness drawn from the CSPRNG at once for path ids and Tunnel Keys (each byte used once). */
 const RANDOM_POOL = 4096;
@@ -76,37 +77,17 @@ interface Waiting {
 /** Tunable: peers remembered per node for policy pushes (the node's data plane holds at most MAX_PEER_SLOTS). */
 export const MAX_PAIRS_PER_NODE = 1024;
 
-/**
- * The last path this NMS selected between a node and one peer (the console's node page; in memory, this instance
- * only). Updated in place when the pair gets a new path (no new record per selection): copy it to keep it.
- */
-export interface SelectedPath {
-  peer: number;
-  pathId: bigint;
-  kind: PathKind;
-  /** The node started the selection (else the peer did). */
-  initiator: boolean;
-  /** Relayed: the TRS that relays it and its endpoint given to this node. */
-  relayId: string | null;
-  relay: Endpoint | null;
-  why: string;
-  at: number;
-  /** This instance's count of selections when the pair was last selected: the higher, the more recent. */
-  order: number;
-}
+export type { SelectedPath } from './pair-table.js';
 
 export class RouteSelector {
   private readonly waiting = new U64Table<Waiting>();
   /**
-   * Node id → peer id → the last path selected between them (either end started it; which last: `order`); at most
-   * MAX_PAIRS_PER_NODE peers per node. Its keys are whom a policy change concerns (PolicyPusher).
-   * In memory (see PROTOCOL.md).
+   * Node id → peer id → the last path selected between them (either end started it); at most pairsPerNode peers per
+   * node. Its nodes and their peers are whom a policy change concerns (PolicyPusher). In memory (see PROTOCOL.md).
    */
-  readonly selected = new Map<number, Map<number, SelectedPath>>();
+  readonly pairs: PairTable;
   /** TRS endpoints reported dead by nodes ("address:port" → until). */
   private readonly suspect = new Map<string, number>();
-  /** Pairs remembered so far (SelectedPath.order). */
-  private selections = 0;
 
   /** Policy, tags and node records as of the store's policy revision (read once per selection). */
   readonly view: PolicyView;
@@ -118,6 +99,7 @@ export class RouteSelector {
 
   constructor(private readonly c: RouteSelectorComponents) {
     this.view = new PolicyView(c.store);
+    this.pairs = new PairTable(c.pairsPerNode ?? MAX_PAIRS_PER_NODE);
     this.suffix = `.${c.domain}`;
   }
 
@@ -224,40 +206,9 @@ export class RouteSelector {
       });
     }
     const at = this.c.now();
-    this.remember(initiator.id, responder.id, pathId, plan.kind, true, relayId, toInitiator.relay ?? null, plan.why, at);
-    this.remember(responder.id, initiator.id, pathId, plan.kind, false, relayId, toResponder.relay ?? null, plan.why, at);
+    this.pairs.remember(initiator.id, responder.id, pathId, plan.kind, true, relayId, toInitiator.relay ?? null, plan.why, at);
+    this.pairs.remember(responder.id, initiator.id, pathId, plan.kind, false, relayId, toResponder.relay ?? null, plan.why, at);
     return { ok: true, toInitiator, toResponder, responder, path: plan.kind, why: plan.why };
-  }
-
-  /**
-   * Records the path selected between `nodeId` and `peer` as the newest of the node's (dropping its least recently
-   * selected peer when full). A pair selected again updates its record in place, and the map is not touched: a
-   * record per selection would live until the next one and be copied by the young-generation GC on its way to the old
-   * one, and a delete and re-insert per selection would make the map take new tables as often (PERFORMANCE.md).
-   */
-  private remember(nodeId: number, peer: number, pathId: bigint, kind: PathKind, initiator: boolean, relayId: string | null, relay: Endpoint | null, why: string, at: number): void {
-    const order = ++this.selections;
-    let m = this.selected.get(nodeId);
-    if (!m) this.selected.set(nodeId, (m = new Map()));
-    const p = m.get(peer);
-    if (p) {
-      p.pathId = pathId;
-      p.kind = kind;
-      p.initiator = initiator;
-      p.relayId = relayId;
-      p.relay = relay;
-      p.why = why;
-      p.at = at;
-      p.order = order;
-      return;
-    }
-    if (m.size >= (this.c.pairsPerNode ?? MAX_PAIRS_PER_NODE)) {
-      // Full (a node with that many peers: rare): the least recently selected goes.
-      let oldest: SelectedPath | null = null;
-      for (const q of m.values()) if (!oldest || q.order < oldest.order) oldest = q;
-      m.delete(oldest!.peer);
-    }
-    m.set(peer, { peer, pathId, kind, initiator, relayId, relay, why, at, order });
   }
 
   /** A Route Confirmation from `nodeId`; returns false if no selection waits for it. */

@@ -124,38 +124,44 @@ interface Session {
 
 /**
  * One node's route selections in progress: the txid of each (a retransmission waits for the first one's answer),
- * at most DIRECTIONS_IN_FLIGHT. The txids sit in a small array that grows (to DIRECTIONS_IN_FLIGHT) only for a node
- * that asks for several routes at once, so starting and ending a selection allocates nothing: a Set or Map that fills
- * and empties once per selection takes a new table each time, and once its table is old each one it drops is garbage
- * in the old generation until the next full GC (PERFORMANCE.md, "Tenth round").
+ * at most DIRECTIONS_IN_FLIGHT. The first sits in a field; the others, for a node that asks for several routes at
+ * once, in an array made then and kept. So starting and ending a selection allocates nothing, and a node's first
+ * selection adds one small object (what first contacts keep is what the NMS's scavenges copy; a Set or Map that fills
+ * and empties once per selection would also take a new table each time: PERFORMANCE.md, "Tenth round").
  */
 class DirectionSlots {
-  /** Txids in progress; -1: a free slot. */
-  private txids: number[] = [-1, -1];
+  /** The first slot's txid; -1: free. */
+  private first = -1;
+  /** The other slots' txids (-1: free), up to DIRECTIONS_IN_FLIGHT - 1 of them. */
+  private more: number[] | null = null;
   /** Slots taken. */
   busy = 0;
 
   has(txid: number): boolean {
-    return this.busy > 0 && this.txids.includes(txid);
+    return this.busy > 0 && (this.first === txid || (this.more !== null && this.more.includes(txid)));
   }
 
   /** Takes a slot for `txid`; false when DIRECTIONS_IN_FLIGHT are taken. */
   take(txid: number): boolean {
-    let i = this.txids.indexOf(-1);
-    if (i < 0) {
-      if (this.txids.length >= DIRECTIONS_IN_FLIGHT) return false;
-      i = this.txids.length;
-      this.txids = [...this.txids, ...new Array<number>(Math.min(i, DIRECTIONS_IN_FLIGHT - i)).fill(-1)];
+    if (this.first === -1) this.first = txid;
+    else {
+      const more = (this.more ??= []);
+      const i = more.indexOf(-1);
+      if (i >= 0) more[i] = txid;
+      else if (more.length + 1 < DIRECTIONS_IN_FLIGHT) more.push(txid);
+      else return false;
     }
-    this.txids[i] = txid;
     this.busy++;
     return true;
   }
 
   release(txid: number): void {
-    const i = this.txids.indexOf(txid);
-    if (i < 0) return;
-    this.txids[i] = -1;
+    if (this.first === txid) this.first = -1;
+    else {
+      const i = this.more === null ? -1 : this.more.indexOf(txid);
+      if (i < 0) return;
+      this.more![i] = -1;
+    }
     this.busy--;
   }
 }
@@ -254,7 +260,7 @@ export class NmsService {
       store: c.store,
       logger: c.logger,
       counters: this.counters,
-      pairs: this.routes.selected,
+      pairs: this.routes.pairs,
       send: (nodeId, txid, body, to) => this.pushPolicy(nodeId, txid, body, to),
       ...(c.relays?.revoke ? { revokeAtRelays: (ids: number[]) => c.relays!.revoke!(ids) } : {}),
     });
@@ -331,7 +337,7 @@ export class NmsService {
 
   /** The last path this instance selected between `nodeId` and each of its peers, newest first (the console; copies). */
   selectedPaths(nodeId: number): SelectedPath[] {
-    return [...(this.routes.selected.get(nodeId)?.values() ?? [])].sort((a, b) => b.order - a.order).map((p) => ({ ...p }));
+    return this.routes.pairs.list(nodeId);
   }
 
   /** Pushes policy and tag changes to running nodes from now on (the store's revision is looked at every second). */

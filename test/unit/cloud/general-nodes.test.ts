@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { createEnrollment, initCloud, openCloudStore, startCloud } from '../../../src/cloud/cloud.js';
 import { addGeneralNode, listGeneralNodes, normalizeGeneralMac, removeGeneralNode } from '../../../src/cloud/general-nodes.js';
 import { PolicyPusher } from '../../../src/cloud/nms/policy-push.js';
+import { PairTable } from '../../../src/cloud/nms/pair-table.js';
 import { decodePolicyEntry, type PolicyEntry } from '../../../src/protocol/messages.js';
 import { loadCloudConfig } from '../../../src/config/cloud.js';
 import { decodeToken } from '../../../src/config/token.js';
@@ -147,7 +148,7 @@ describe('general nodes (cloud side)', () => {
     const watcher = new GeneralNodeWatcher({ store, logger: silentLogger, counters: new Counters(), notify: async (id) => void notified.push(id) });
     const pushed: { to: number; entries: PolicyEntry[] }[] = [];
     const gwNode = (await store.getNodeByName('gw'))!;
-    const pairs = new Map<number, Set<number>>();
+    const pairs = new PairTable(64);
     const pusher: PolicyPusher = new PolicyPusher({
       store,
       logger: silentLogger,
@@ -167,7 +168,7 @@ describe('general nodes (cloud side)', () => {
       const creds = { rootPem: nodes['gw']!.rootPem, certPem: toPem(res.certificate), chainPem: res.chain.map((d) => toPem(d)).join(''), keyPem };
       await login({ endpoints: as, ...creds });
       // gw has a path with lamp at this NMS (gw registered), so gw is the peer that must hear of the removal.
-      pairs.set(gwNode.id, new Set([lamp.id]));
+      pairs.remember(gwNode.id, lamp.id, 1n, 'direct', true, null, null, 'test', Date.now());
       await store.upsertRegistration({ nodeId: gwNode.id, reported: [], observed: { address: '127.0.0.1', port: 40000 }, nat: false, keepaliveSec: 25, registeredAt: Date.now(), lastSeen: Date.now(), lastSeq: 1n });
       await watcher.check();
       await pusher.check();

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { sealFrame } from '../../../src/channel/sealed.js';
 import { SeqCounter } from '../../../src/channel/sequence.js';
 import { PolicyPusher } from '../../../src/cloud/nms/policy-push.js';
+import { PairTable } from '../../../src/cloud/nms/pair-table.js';
 import { RelayClient, RelayError, revokeAtRelays } from '../../../src/cloud/trs/client.js';
 import { TrsService } from '../../../src/cloud/trs/service.js';
 import { TrsTransport } from '../../../src/cloud/trs/transport.js';
@@ -35,7 +36,7 @@ describe('revocation at the TRS', () => {
   const relayKey = randomBytes(32);
   const ends: RelayEnd[] = [];
   const ids = new Map<string, number>();
-  const pairs = new Map<number, Set<number>>();
+  const pairs = new PairTable(64);
 
   async function node(name: string): Promise<number> {
     const n = await store.createNode({ name, kind: 'node' }, POOLS);
@@ -48,9 +49,9 @@ describe('revocation at the TRS', () => {
   async function relayed(x: string, y: string): Promise<{ a: RelayEnd; b: RelayEnd; pathId: bigint }> {
     const nodeA = ids.get(x)!;
     const nodeB = ids.get(y)!;
-    pairs.set(nodeA, new Set([...(pairs.get(nodeA) ?? []), nodeB]));
-    pairs.set(nodeB, new Set([...(pairs.get(nodeB) ?? []), nodeA]));
     const pathId = randomBytes(8).readBigUInt64BE() | 1n;
+    pairs.remember(nodeA, nodeB, pathId, 'relayed', true, trs.id, null, 'test', Date.now());
+    pairs.remember(nodeB, nodeA, pathId, 'relayed', false, trs.id, null, 'test', Date.now());
     const alloc = await client.request({ id: trs.id, endpoints: trs.advertised }, { pathId, nodeA, nodeB, expiresAt: Date.now() + 60_000 }, randomBytes(32));
     const a = await RelayEnd.open('127.0.0.1', { nodeId: nodeA, pathId, tempKey: alloc.tempKey, relay: alloc.relay[0]! });
     const b = await RelayEnd.open('127.0.0.1', { nodeId: nodeB, pathId, tempKey: alloc.tempKey, relay: alloc.relay[0]! });
