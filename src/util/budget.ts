@@ -27,9 +27,18 @@ export class Budget {
   }
 }
 
-/** One bucket per key, all with the same rate; at most `maxKeys` tracked (all forgotten when full: bounded memory). */
+/** Rows of Budgets' columns at first (they double as keys come, up to its `maxKeys`). */
+const MIN_ROWS = 16;
+
+/**
+ * One bucket per key, all with the same rate; at most `maxKeys` tracked (all forgotten when full: bounded memory).
+ * The buckets are rows of two number columns, a key maps to its row: a key seen for the first time adds a map entry
+ * and no object (the NMS tracks one per node that selects routes, for as long as it runs).
+ */
 export class Budgets<K> {
-  private readonly map = new Map<K, Budget>();
+  private readonly rows = new Map<K, number>();
+  private tokens = new Float64Array(MIN_ROWS);
+  private last = new Float64Array(MIN_ROWS);
 
   constructor(
     private readonly rate: { perSec: number; burst: number },
@@ -37,12 +46,32 @@ export class Budgets<K> {
   ) {}
 
   take(key: K, now: number): boolean {
-    let b = this.map.get(key);
-    if (!b) {
-      if (this.map.size >= this.maxKeys) this.map.clear();
-      b = new Budget(this.rate.perSec, this.rate.burst, now);
-      this.map.set(key, b);
+    let r = this.rows.get(key);
+    if (r === undefined) {
+      if (this.rows.size >= this.maxKeys) this.rows.clear(); // rows are handed out in order, so all go at once
+      r = this.rows.size;
+      if (r === this.tokens.length) this.grow();
+      this.rows.set(key, r);
+      this.tokens[r] = this.rate.burst;
+      this.last[r] = now;
     }
-    return b.take(now);
+    // The same arithmetic as Budget.take.
+    if (now > this.last[r]!) {
+      this.tokens[r] = Math.min(this.rate.burst, this.tokens[r]! + ((now - this.last[r]!) * this.rate.perSec) / 1000);
+      this.last[r] = now;
+    }
+    if (this.tokens[r]! < 1) return false;
+    this.tokens[r]! -= 1;
+    return true;
+  }
+
+  private grow(): void {
+    const n = this.tokens.length * 2;
+    const tokens = new Float64Array(n);
+    const last = new Float64Array(n);
+    tokens.set(this.tokens);
+    last.set(this.last);
+    this.tokens = tokens;
+    this.last = last;
   }
 }
