@@ -13,14 +13,14 @@ import { CERTS_REV_KEY, type NodeRecord, type Store } from '../../store/types.js
 import { allowedPorts, connected, type Policy, type Subject } from '../../policy/policy.js';
 import { loadPolicy, POLICY_REV_KEY, type PairAllowance } from '../../policy/store.js';
 import { normalizeIp } from '../../protocol/ip.js';
+import { CertCache } from './cert-cache.js';
 
 /** Tunable: node records and tag sets kept at once (each ~0.3 kB; dropped whole when full). */
 export const POLICY_VIEW_MAX = 200_000;
-/** Tunable: nodes whose certificates are kept at once (~1-2 kB each with their DER; the oldest read is dropped first). */
+/** Tunable: nodes whose certificates are kept at once (the oldest read is dropped first). */
 export const CERT_CACHE_MAX = 20_000;
-
-/** A node's certificates that were not revoked when read (DER and expiry), oldest first. */
-type CertList = readonly { der: Buffer; notAfter: number }[];
+/** Tunable: bytes of certificates kept at once (~0.5-1 kB each; the oldest read is dropped first). */
+export const CERT_CACHE_BYTES = 16 * 1024 * 1024;
 
 export class PolicyView {
   /** The revision the cached data belongs to; undefined before the first read. */
@@ -31,7 +31,8 @@ export class PolicyView {
   private readonly byVip = new Map<string, NodeRecord>();
   /** The certificate revision `certs` belongs to; undefined before the first read. */
   private certsRev: string | null | undefined = undefined;
-  private readonly certs = new Map<number, CertList>();
+  /** Each node's newest certificate valid when read (cert-cache.ts). */
+  private readonly certs = new CertCache(CERT_CACHE_MAX, CERT_CACHE_BYTES);
   /** Reads of the store this view saved and made (the bench and tests look). */
   hits = 0;
   misses = 0;
@@ -93,25 +94,27 @@ export class PolicyView {
    * null: the store's answer as of the last refresh().
    */
   currentCert(nodeId: number, now: number): Promise<Buffer | null> {
-    const list = this.certs.get(nodeId);
-    if (list) {
+    const der = this.certs.get(nodeId, now);
+    if (der) {
       this.hits++;
-      return Promise.resolve(newestValid(list, now));
+      return Promise.resolve(der);
     }
     return this.currentCertMiss(nodeId, now);
   }
 
+  /**
+   * Read from the store: a node not kept, or whose kept certificate has expired (an older one may still be valid).
+   * A node without a valid certificate is not kept: it is read again each time (it gets no routes meanwhile).
+   */
   private async currentCertMiss(nodeId: number, now: number): Promise<Buffer | null> {
     this.misses++;
     const rev = this.certsRev;
     const all = await this.store.listNodeCertificates(nodeId);
-    const list = all.filter((c) => c.revokedAt === null).map((c) => ({ der: c.der, notAfter: c.notAfter }));
-    if (rev === this.certsRev) {
-      // not if the revision moved while we read
-      if (this.certs.size >= CERT_CACHE_MAX) this.certs.delete(this.certs.keys().next().value as number);
-      this.certs.set(nodeId, list);
-    }
-    return newestValid(list, now);
+    let newest: (typeof all)[number] | null = null;
+    for (let i = all.length - 1; i >= 0 && !newest; i--) if (all[i]!.revokedAt === null && all[i]!.notAfter > now) newest = all[i]!;
+    if (!newest) return null;
+    if (rev === this.certsRev) this.certs.put(nodeId, newest.der, newest.notAfter); // not if the revision moved while we read
+    return newest.der;
   }
 
   /** The same answer as policy/store.ts pairAllowance(), from the cached policy and tags. */
@@ -167,12 +170,6 @@ export class PolicyView {
     this.hits++;
     return v;
   }
-}
-
-/** The newest certificate of `list` not expired at `now`, or null. */
-function newestValid(list: CertList, now: number): Buffer | null {
-  for (let i = list.length - 1; i >= 0; i--) if (list[i]!.notAfter > now) return list[i]!.der;
-  return null;
 }
 
 function allowance(policy: Policy, a: string, ta: readonly string[], b: string, tb: readonly string[]): PairAllowance {
