@@ -4,19 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { prng } from '../../harness/prng.js';
 import { CertCache } from '../../../src/cloud/nms/cert-cache.js';
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 /** Certificate bytes that say whose and which they are (node id, version) and fill the rest with a pattern. */
 function der(node: number, version: number, len: number): Buffer {
@@ -31,7 +20,7 @@ function der(node: number, version: number, len: number): Buffer {
 
 for (const [maxNodes, maxBytes, nodes, seed] of [[50, 4096, 80, 3], [1000, 20_000, 300, 11], [8, 1 << 20, 40, 5], [400, 300_000, 500, 17]] as const) {
   test(`cert cache matches the model: ${maxNodes} nodes, ${maxBytes} bytes, ${nodes} node ids`, () => {
-    const rand = rng(seed);
+    const rand = prng(seed);
     const cache = new CertCache(maxNodes, maxBytes);
     // The model holds what may be answered: node → [bytes, notAfter]. The cache may have dropped more (it drops by
     // bytes too), never answered differently.

@@ -4,21 +4,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { prng } from '../../harness/prng.js';
 import { PairTable, type SelectedPath } from '../../../src/cloud/nms/pair-table.js';
 import type { PathKind } from '../../../src/cloud/nms/paths.js';
-
-/** A deterministic generator (xorshift32), so a failure replays. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 class Model {
   readonly byNode = new Map<number, Map<number, SelectedPath>>();
@@ -58,7 +46,7 @@ function check(table: PairTable, model: Model, nodes: number): void {
 
 for (const [perNode, nodes, seed] of [[1, 30, 1], [3, 40, 7], [8, 200, 99], [1024, 20, 5]] as const) {
   test(`pair table matches the model: ${perNode} peers per node, ${nodes} nodes`, () => {
-    const rand = rng(seed);
+    const rand = prng(seed);
     const table = new PairTable(perNode);
     const model = new Model(perNode);
     for (let i = 0; i < 6000; i++) {
