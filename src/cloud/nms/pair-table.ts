@@ -257,8 +257,13 @@ export class PairTable implements PairIndex {
 
   // --- the (node, peer) index ---
 
+  /** The pair's first slot: a multiplicative mix of both ids, its high bits folded down (ids may share low bits). */
   private home(node: number, peer: number): number {
-    return (Math.imul(node ^ Math.imul(peer, 0x9e3779b1), 0x85ebca6b) >>> 0) & (this.slots.length - 1);
+    let h = Math.imul(node ^ Math.imul(peer, 0x9e3779b1), 0x85ebca6b);
+    h ^= h >>> 15;
+    h = Math.imul(h, 0xc2b2ae35);
+    h ^= h >>> 16;
+    return h & (this.slots.length - 1);
   }
 
   private find(node: number, peer: number): number {
