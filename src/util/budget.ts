@@ -27,7 +27,7 @@ export class Budget {
   }
 }
 
-/** Rows of Budgets' columns at first (they double as keys come, up to its `maxKeys`). */
+/** Rows of Budgets' columns at first (they double as keys come, until there is a row for each of its `maxKeys`). */
 const MIN_ROWS = 16;
 
 /**
