@@ -59,8 +59,7 @@ export class CertCache {
   /** Keeps a copy of `der` as the node's certificate, valid until `notAfter` (replacing what was kept for it). */
   put(nodeId: number, der: Uint8Array, notAfter: number): void {
     if (nodeId >>> 0 !== nodeId) throw new RangeError(`node ids are 32-bit unsigned integers (${nodeId})`);
-    const old = this.rows.get(nodeId);
-    if (old !== undefined) this.rows.delete(nodeId); // its row stays in the ring until it comes round (see evictHead)
+    this.rows.delete(nodeId); // a row it had stays in the ring until it comes round (see evictHead)
     const len = der.length;
     if (len > this.maxBytes) return; // never fits: not kept
     if (this.count === this.maxNodes) this.evictHead();

@@ -134,21 +134,7 @@ export class PairTable implements PairIndex {
 
   /** The node's remembered paths, newest first (copies). */
   list(node: number): SelectedPath[] {
-    const out: SelectedPath[] = [];
-    const head = this.heads.get(node);
-    if (head === undefined) return out;
-    let row = head;
-    do {
-      out.push(this.record(row));
-      row = this.next[row]!;
-    } while (row !== head);
-    return out;
-  }
-
-  /** The path remembered between `node` and `peer` (a copy), or null. */
-  get(node: number, peer: number): SelectedPath | null {
-    const row = this.find(node, peer);
-    return row < 0 ? null : this.record(row);
+    return this.rowsOf(node).map((row) => this.record(row));
   }
 
   nodes(): IterableIterator<number> {
@@ -156,12 +142,17 @@ export class PairTable implements PairIndex {
   }
 
   peersOf(node: number): number[] {
+    return this.rowsOf(node).map((row) => this.peerOf[row]!);
+  }
+
+  /** The node's rows, newest first. */
+  private rowsOf(node: number): number[] {
     const out: number[] = [];
     const head = this.heads.get(node);
     if (head === undefined) return out;
     let row = head;
     do {
-      out.push(this.peerOf[row]!);
+      out.push(row);
       row = this.next[row]!;
     } while (row !== head);
     return out;
@@ -325,6 +316,6 @@ export class PairTable implements PairIndex {
       col.fill(null, old);
     }
     this.slots = new Int32Array(n * 2);
-    for (let row = 0; row < this.used; row++) if (this.whys[row] !== null) this.index(row);
+    for (const node of this.heads.keys()) for (const row of this.rowsOf(node)) this.index(row);
   }
 }
